@@ -1,0 +1,120 @@
+"""mcjax: the matrix calculus of deep learning, executable in JAX.
+
+Pure functions for the pieces of a network, the hand-derived derivative of each as the formula
+a person derives (Parr & Howard, "The Matrix Calculus You Need For Deep Learning",
+arXiv:1802.01528), and the machinery to prove each formula equal to JAX autodiff.
+"""
+
+from mcjax import rules as rules  # fills the registry
+from mcjax._check._verify import RuleResult, verify
+from mcjax._conventions import LAYOUT, Tolerance, tolerance
+from mcjax._errors import DtypeError, ShapeError
+from mcjax._jacobian import (
+    BlockDiagonal,
+    Broadcast,
+    Composed,
+    Dense,
+    Diagonal,
+    Fill,
+    Jacobian,
+    Kronecker,
+    ScaledIdentity,
+    Sum,
+    densify,
+)
+from mcjax._registry import REGISTRY, Derivative, Registry, Rule, derivative, rule
+from mcjax.rules.activations import leaky_relu, neuron, relu, sigmoid, softplus, tanh
+from mcjax.rules.affine import affine, matvec
+from mcjax.rules.chain import (
+    Differentiable,
+    single_variable_chain_rule,
+    total_derivative_chain_rule,
+    vector_chain_rule,
+)
+from mcjax.rules.elementwise import add, divide, maximum, multiply, subtract
+from mcjax.rules.losses import (
+    logistic_loss,
+    mse,
+    neuron_loss,
+    softmax,
+    softmax_cross_entropy,
+)
+from mcjax.rules.mlp import (
+    dense_layer,
+    layer_backward,
+    mlp_apply,
+    mlp_backprop,
+    mlp_init,
+    mlp_loss,
+)
+from mcjax.rules.reductions import dot, sum_product, sum_reduction
+from mcjax.rules.scalar_expansion import add_scalar, multiply_scalar
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # the paper's functions
+    "affine",
+    "matvec",
+    "relu",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "softplus",
+    "neuron",
+    "neuron_loss",
+    "mse",
+    "softmax",
+    "softmax_cross_entropy",
+    "logistic_loss",
+    "dense_layer",
+    "layer_backward",
+    "mlp_init",
+    "mlp_apply",
+    "mlp_loss",
+    "mlp_backprop",
+    # element-wise, scalar expansion, reductions
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "maximum",
+    "add_scalar",
+    "multiply_scalar",
+    "sum_reduction",
+    "sum_product",
+    "dot",
+    # chain rules
+    "Differentiable",
+    "vector_chain_rule",
+    "single_variable_chain_rule",
+    "total_derivative_chain_rule",
+    # structured Jacobians
+    "Jacobian",
+    "Dense",
+    "Diagonal",
+    "ScaledIdentity",
+    "Fill",
+    "Broadcast",
+    "Kronecker",
+    "BlockDiagonal",
+    "Composed",
+    "Sum",
+    "densify",
+    # the registry
+    "Rule",
+    "Derivative",
+    "Registry",
+    "REGISTRY",
+    "rule",
+    "derivative",
+    # verification and conventions
+    "verify",
+    "RuleResult",
+    "LAYOUT",
+    "Tolerance",
+    "tolerance",
+    "ShapeError",
+    "DtypeError",
+    "rules",
+]

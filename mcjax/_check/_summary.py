@@ -1,0 +1,139 @@
+"""Summaries of verification results: one row per rule and argument, as a rich table or JSON."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mcjax._check._verify import RuleResult
+from mcjax._registry import REGISTRY, SECTIONS, Registry
+
+REFERENCES = ("jacfwd", "jacrev", "grad")
+
+
+@dataclass(frozen=True)
+class DerivativeSummary:
+    """All verification results of one rule's derivative with respect to one argument."""
+
+    rule: str
+    wrt: str
+    formula: str
+    results: tuple[RuleResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def worst(self, reference: str) -> tuple[float, float] | None:
+        """(max abs, max rel) error against ``reference`` over all cases, None if never used."""
+        pairs = [
+            (c.max_abs, c.max_rel)
+            for r in self.results
+            for c in r.comparisons
+            if c.reference == reference
+        ]
+        if not pairs:
+            return None
+        return max(p[0] for p in pairs), max(p[1] for p in pairs)
+
+    @property
+    def errors(self) -> list[str]:
+        return sorted({r.error for r in self.results if r.error})
+
+
+def summarize(results: Sequence[RuleResult]) -> list[DerivativeSummary]:
+    """Group results by (rule, argument), in the order they first appear."""
+    groups: dict[tuple[str, str], list[RuleResult]] = {}
+    for r in results:
+        groups.setdefault((r.rule, r.wrt), []).append(r)
+    return [
+        DerivativeSummary(rule, wrt, rs[0].formula, tuple(rs)) for (rule, wrt), rs in groups.items()
+    ]
+
+
+def as_json(results: Sequence[RuleResult], registry: Registry | None = None) -> list[dict]:
+    """One object per rule: ``name``, ``ok``, ``section`` and its ``derivatives``."""
+    registry = registry if registry is not None else REGISTRY
+    by_rule: dict[str, dict] = {}
+    for s in summarize(results):
+        entry = by_rule.setdefault(
+            s.rule,
+            {"name": s.rule, "ok": True, "section": registry.get(s.rule).section, "derivatives": []},
+        )
+        entry["ok"] = entry["ok"] and s.ok
+        derivative = {"wrt": s.wrt, "formula": s.formula, "ok": s.ok, "errors": s.errors}
+        for ref in REFERENCES:
+            worst = s.worst(ref)
+            if worst is not None:
+                derivative[ref] = {"max_abs": worst[0], "max_rel": worst[1]}
+        derivative["cases"] = [r.as_dict() for r in s.results]
+        entry["derivatives"].append(derivative)
+    return list(by_rule.values())
+
+
+def _fmt(worst: tuple[float, float] | None) -> str:
+    if worst is None:
+        return "-"
+    abs_err, rel_err = worst
+    if math.isnan(abs_err):
+        return "nan"
+    return f"{abs_err:.0e}\n{rel_err:.0e}".replace("e-0", "e-").replace("e+00", "")
+
+
+def table(results: Sequence[RuleResult], title: str = "", registry: Registry | None = None):
+    """A rich Table with one row per rule and argument, in the paper's order.
+
+    Each reference column shows the largest absolute error over the rule's cases above the
+    largest relative one.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    registry = registry if registry is not None else REGISTRY
+    sections = list(SECTIONS)
+
+    def order(s: DerivativeSummary):
+        section = registry.get(s.rule).section if s.rule in registry else "beyond"
+        return sections.index(section)
+
+    t = Table(title=title or None, header_style="bold", caption="errors: max abs over max rel")
+    t.add_column("rule  ∂/∂", style="cyan", no_wrap=True)
+    t.add_column("§", no_wrap=True)
+    t.add_column("formula", overflow="fold", max_width=30)
+    for ref in REFERENCES:
+        t.add_column(ref, justify="right", no_wrap=True)
+    t.add_column("n", justify="right")
+    t.add_column("verdict", no_wrap=True)
+    for s in sorted(summarize(results), key=order):
+        verdict = "[green]ok[/green]" if s.ok else "[bold red]FAIL[/bold red]"
+        rule = registry.get(s.rule) if s.rule in registry else None
+        t.add_row(
+            f"{s.rule}  {s.wrt}",
+            rule.section if rule else "",
+            Text(s.formula),  # formulas hold brackets that rich would read as markup
+            *(_fmt(s.worst(ref)) for ref in REFERENCES),
+            str(len(s.results)),
+            verdict,
+        )
+    return t
+
+
+def failures(results: Sequence[RuleResult]) -> list[str]:
+    """One line per failing case: which rule, argument, shapes, dtype and why."""
+    lines = []
+    for r in results:
+        if r.ok:
+            continue
+        where = f"{r.rule} wrt {r.wrt} ({r.dtype}, shapes {', '.join(map(str, r.shapes))})"
+        if r.error:
+            lines.append(f"{where}: {r.error}")
+        else:
+            bad = ", ".join(
+                f"{c.reference} max abs {c.max_abs:.2e} rel {c.max_rel:.2e}"
+                for c in r.comparisons
+                if not c.ok
+            )
+            rtol, atol = r.tolerance
+            lines.append(f"{where}: {bad} (allowed: atol {atol:g} + rtol {rtol:g} x scale)")
+    return lines

@@ -1,0 +1,132 @@
+"""The ``mcjax`` command.
+
+Each subcommand is a pair of functions: ``_add_NAME(subparsers)`` declares its options and
+``_run_NAME(args) -> exit status`` does the work.  Exit status 0 means success, 1 a failed
+check, 2 a usage error (argparse's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+from mcjax._conventions import DTYPES, SHAPE_CASES
+
+
+def _enable_x64_if(dtypes) -> None:
+    import jax
+
+    if "float64" in dtypes:
+        jax.config.update("jax_enable_x64", True)
+
+
+def _import_user_module(spec: str) -> None:
+    """Import ``spec`` (a dotted module name or a path to a .py file) for its registrations."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        if not path.exists():
+            raise SystemExit(f"mcjax: --import {spec}: no such file")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[path.stem] = module
+        module_spec.loader.exec_module(module)
+    else:
+        importlib.import_module(spec)
+
+
+# -- verify ------------------------------------------------------------------------------
+def _add_verify(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        help="check every registered rule against jax.jacfwd, jax.jacrev and jax.grad",
+        description=(
+            "Check every registered matrix-calculus rule against JAX autodiff at random "
+            "points, over several shapes (size 1 and non-square) and dtypes, under jax.jit. "
+            "Prints one row per rule and argument; exits 1 if any rule fails."
+        ),
+    )
+    p.add_argument("-k", "--select", default="*", metavar="PATTERN",
+                   help="glob on rule names, e.g. 'neuron*' (default: all)")
+    p.add_argument("--dtype", choices=(*DTYPES, "all"), default="all",
+                   help="dtype to verify in (default: all = float32 and float64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random points (default 0)")
+    p.add_argument("--points", type=int, default=1,
+                   help="random points per rule, shape case and dtype (default 1)")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: a list with one object per rule (name, ok, derivatives)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE (dotted name or .py path) first, so that the rules it "
+                        "registers are verified too; may be repeated")
+    p.add_argument("--list", action="store_true", help="list the selected rules and exit")
+    p.set_defaults(run=_run_verify)
+
+
+def _run_verify(args) -> int:
+    dtypes = DTYPES if args.dtype == "all" else (args.dtype,)
+    _enable_x64_if(dtypes)
+    from rich.console import Console
+
+    import mcjax
+    from mcjax._check import _summary
+
+    for spec in args.imports:
+        _import_user_module(spec)
+    rules = mcjax.REGISTRY.select(args.select)
+    if not rules:
+        print(f"mcjax verify: no rule matches {args.select!r}", file=sys.stderr)
+        return 1
+    if args.list:
+        for r in rules:
+            print(f"{r.name:32s} §{r.section:6s} wrt {', '.join(r.wrt)}")
+        return 0
+    start = time.perf_counter()
+    results = mcjax.verify(pattern=args.select, dtypes=dtypes, cases=SHAPE_CASES,
+                           seed=args.seed, points=args.points)
+    elapsed = time.perf_counter() - start
+    failed = _summary.failures(results)
+    if args.json:
+        print(json.dumps(_summary.as_json(results), indent=2))
+        return 1 if failed else 0
+    console = Console()
+    console.print(_summary.table(results, title="mcjax verify: hand-derived rules vs JAX autodiff"))
+    n_derivatives = len(_summary.summarize(results))
+    verdict = (
+        f"[bold red]{len(failed)} of {len(results)} checks FAILED[/bold red]"
+        if failed
+        else f"[green]all {len(results)} checks passed[/green]"
+    )
+    console.print(
+        f"{len(rules)} rules, {n_derivatives} derivatives, dtypes {', '.join(dtypes)}, "
+        f"{len(SHAPE_CASES)} shape cases, seed {args.seed}: {verdict} in {elapsed:.1f} s"
+    )
+    for line in failed:
+        console.print(f"[red]FAIL[/red] {line}", markup=True, highlight=False)
+    return 1 if failed else 0
+
+
+# -- the command ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcjax",
+        description="The matrix calculus of deep learning, executable: hand-derived "
+                    "derivatives cross-checked against JAX autodiff.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    _add_verify(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``mcjax`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

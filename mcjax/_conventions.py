@@ -1,0 +1,98 @@
+"""The conventions of mcjax, stated once and imported everywhere.
+
+**Layout.** mcjax uses *numerator layout* (Parr & Howard, §4.1 "Generalization of the
+Jacobian"): the Jacobian of $f: \\mathbb{R}^{\\text{in.shape}} \\to \\mathbb{R}^{\\text{out.shape}}$
+has shape ``out.shape + in.shape``; entry ``J[i..., j...]`` is
+$\\partial f_{i...} / \\partial x_{j...}$.  For a scalar ``f`` that is the gradient, with the
+argument's shape.  This is also the layout of ``jax.jacfwd`` and ``jax.jacrev``.
+
+**Kinks.** Where a function is not differentiable, mcjax returns one fixed element of the
+sub-differential, chosen to agree with the JAX function a user would reach for:
+
+- ``relu'(0) = 0`` (as ``jax.grad(jax.nn.relu)(0.)``; ``jnp.maximum(x, 0)`` gives ``1/2`` there);
+- ``leaky_relu'(0) = 1`` (as ``jax.nn.leaky_relu``, which takes the ``x >= 0`` branch);
+- ``abs'(0) = 0`` (as ``jax.grad(jnp.abs)``, which returns ``sign(0) = 0``);
+- for ``max(x, y)`` at a tie ``x == y`` each argument gets ``1/2`` (as ``jnp.maximum``), so that
+  the two partials still sum to 1 and ``d max(x, x) / dx = 1``.
+
+**Tolerances.** How far a hand-derived derivative may sit from a reference computed in the
+same dtype, as ``|got - ref| <= atol + rtol * scale`` with ``scale`` the largest magnitude of the
+reference.  One table, per dtype.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+LAYOUT = "numerator"
+
+RELU_GRAD_AT_ZERO = 0.0
+LEAKY_RELU_GRAD_AT_ZERO = 1.0  # times 1: the x >= 0 branch, as jax.nn.leaky_relu
+ABS_GRAD_AT_ZERO = 0.0
+MAX_TIE_SHARE = 0.5
+
+
+class Tolerance(NamedTuple):
+    """Absolute and relative tolerance for comparing two derivatives of one dtype."""
+
+    rtol: float
+    atol: float
+
+
+_TOLERANCES: dict[str, Tolerance] = {
+    # Sums of a few hundred products in float32 stay well inside 1e-4 relative error;
+    # a 0.1% slip (1e-3) is still caught.
+    "float16": Tolerance(rtol=1e-2, atol=1e-3),
+    "bfloat16": Tolerance(rtol=3e-2, atol=1e-2),
+    "float32": Tolerance(rtol=1e-4, atol=1e-6),
+    "float64": Tolerance(rtol=1e-9, atol=1e-12),
+}
+
+
+def tolerance(dtype) -> Tolerance:
+    """The tolerance for comparing derivatives computed in ``dtype``.
+
+    Args:
+      dtype: a floating dtype (anything ``numpy.dtype`` accepts).
+
+    Returns:
+      A :class:`Tolerance` ``(rtol, atol)``.
+
+    Raises:
+      TypeError: if ``dtype`` is not a floating dtype mcjax knows.
+    """
+    name = np.dtype(dtype).name
+    try:
+        return _TOLERANCES[name]
+    except KeyError:
+        raise TypeError(
+            f"mcjax.tolerance: no tolerance for dtype {name}; expected one of "
+            f"{', '.join(_TOLERANCES)}"
+        ) from None
+
+
+def is_floating(x) -> bool:
+    """Whether ``x`` (an array, a dtype-carrying object or a Python number) is floating point."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return isinstance(x, float)
+    return bool(jnp.issubdtype(dtype, jnp.floating))
+
+
+DTYPES = ("float32", "float64")
+"""The dtypes that every rule is verified in."""
+
+SHAPE_CASES: tuple[dict[str, int], ...] = (
+    # size 1 everywhere, then two non-square cases with every dimension different
+    {"n": 1, "m": 1, "B": 1, "k": 2},
+    {"n": 3, "m": 4, "B": 2, "k": 3},
+    {"n": 5, "m": 2, "B": 6, "k": 4},
+)
+"""Dimension sizes a rule's symbolic shapes (``"m n"``) are instantiated with when verified.
+``k`` (the number of classes) starts at 2: a one-class softmax is constant."""
+
+KINK_MARGIN = 0.05
+"""Random verification points keep at least this distance from a rule's kinks."""

@@ -1,0 +1,112 @@
+"""Error types of mcjax and the helpers that build their messages.
+
+Every message is a sentence that names the function, the argument, what was expected and
+what arrived, e.g. ``mcjax.affine: W has shape (3, 4) but x has shape (5,); expected x of
+shape (4,)``.  Checks run on static shapes and dtypes, so they fire at trace time, before any
+computation, under ``jax.jit`` as well as eagerly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mcjax._conventions import is_floating
+
+
+class ShapeError(ValueError):
+    """An argument has a shape that does not fit the others."""
+
+
+class DtypeError(TypeError):
+    """An argument has a dtype that mcjax cannot differentiate or combine."""
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    """``(3, 4)``, ``(5,)`` or ``()``, as Python prints a tuple."""
+    return str(tuple(int(d) for d in shape))
+
+
+class Problems:
+    """Collects every problem with one call's arguments, then raises them all at once.
+
+    Example::
+
+        problems = Problems("affine")
+        problems.expect_ndim("W", W, 2)
+        problems.raise_if_any()
+    """
+
+    def __init__(self, function: str):
+        self.function = function if function.startswith("mcjax.") else f"mcjax.{function}"
+        self.shape_problems: list[str] = []
+        self.dtype_problems: list[str] = []
+
+    def shape(self, message: str) -> None:
+        self.shape_problems.append(message)
+
+    def dtype(self, message: str) -> None:
+        self.dtype_problems.append(message)
+
+    def expect_ndim(self, name: str, x, ndim: int | tuple[int, ...]) -> bool:
+        """Record a problem unless ``x.ndim`` is ``ndim`` (or one of them). Returns whether it is."""
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        got = np.ndim(x)
+        if got in allowed:
+            return True
+        want = " or ".join(str(a) for a in allowed)
+        self.shape(
+            f"{name} has shape {shape_str(np.shape(x))} ({got} dimensions); "
+            f"expected {want} dimension{'s' if allowed != (1,) else ''}"
+        )
+        return False
+
+    def expect_same_shape(self, names: Sequence[str], arrays: Sequence) -> bool:
+        """Record a problem unless all ``arrays`` share one shape."""
+        shapes = [np.shape(a) for a in arrays]
+        if all(s == shapes[0] for s in shapes):
+            return True
+        listed = ", ".join(f"{n} {shape_str(s)}" for n, s in zip(names, shapes))
+        self.shape(f"arguments must have the same shape; got {listed}")
+        return False
+
+    def expect_same_float_dtype(self, names: Sequence[str], arrays: Sequence) -> None:
+        """Record a problem when two floating arrays of different dtypes meet.
+
+        Python scalars and weakly-typed values are allowed to join any floating dtype, as in
+        JAX's own promotion; two committed dtypes (float32 and float64) are not silently mixed.
+        """
+        seen = [
+            (n, np.dtype(a.dtype))
+            for n, a in zip(names, arrays)
+            if hasattr(a, "dtype") and is_floating(a) and not getattr(a, "weak_type", False)
+        ]
+        if len({d for _, d in seen}) > 1:
+            listed = " but ".join(f"{n} has dtype {d.name}" for n, d in seen)
+            self.dtype(f"{listed}; expected one floating dtype (cast with .astype)")
+
+    def raise_if_any(self) -> None:
+        """Raise one error carrying every recorded problem (shape problems first)."""
+        if self.shape_problems:
+            raise ShapeError(self._message(self.shape_problems + self.dtype_problems))
+        if self.dtype_problems:
+            raise DtypeError(self._message(self.dtype_problems))
+
+    def _message(self, problems: list[str]) -> str:
+        return f"{self.function}: " + "; and ".join(problems)
+
+
+def require_floating(function: str, name: str, x) -> None:
+    """Raise :class:`DtypeError` unless ``x`` is floating point.
+
+    A derivative with respect to an integer array would silently be zero (or an integer
+    Jacobian); mcjax refuses instead.
+    """
+    if not is_floating(x):
+        dtype = getattr(x, "dtype", type(x).__name__)
+        raise DtypeError(
+            f"mcjax.{function}: cannot differentiate with respect to {name}, which has "
+            f"dtype {np.dtype(dtype).name if hasattr(x, 'dtype') else dtype}; expected a "
+            f"floating dtype such as float32 (cast with {name}.astype(jnp.float32))"
+        )

@@ -1,0 +1,324 @@
+"""The rule record and the registry: the heart of mcjax.
+
+A :class:`Rule` is one identity of Parr & Howard: a forward function, its hand-derived
+derivative with respect to each argument (a :class:`Derivative`: the code, and the formula as
+plain text and LaTeX), the paper section, and the symbolic shapes of its arguments, from which
+tests, ``mcjax verify`` rows and docs rows are generated.
+
+A rule is registered by one decorator beside its forward function::
+
+    @rule(
+        "multiply",
+        section="4.2",
+        shapes="x: n, y: n",
+        wrt={
+            "x": Derivative(lambda x, y: Diagonal(y), "diag(y)", r"\\operatorname{diag}(y)"),
+            "y": Derivative(lambda x, y: Diagonal(x), "diag(x)", r"\\operatorname{diag}(x)"),
+        },
+    )
+    def multiply(x, y):
+        return x * y
+
+The decorator returns the forward function unchanged.  ``mcjax.derivative(multiply, "y")``
+gives the registered derivative back, with its argument checks.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mcjax._conventions import KINK_MARGIN
+from mcjax._errors import require_floating
+
+SECTIONS: dict[str, str] = {
+    "2": "Review: Scalar derivative rules",
+    "4.1": "Generalization of the Jacobian",
+    "4.2": "Derivatives of vector element-wise binary operators",
+    "4.3": "Derivatives involving scalar expansion",
+    "4.4": "Vector sum reduction",
+    "4.5.1": "Single-variable chain rule",
+    "4.5.2": "Single-variable total-derivative chain rule",
+    "4.5.3": "Vector chain rule",
+    "5": "The gradient of neuron activation",
+    "6": "The gradient of the neural network loss function",
+    "6.1": "The gradient with respect to the weights",
+    "6.2": "The derivative with respect to the bias",
+    "8.1": "Matrix Calculus Reference: Gradients and Jacobians",
+    "8.2": "Matrix Calculus Reference: Element-wise operations on vectors",
+    "8.3": "Matrix Calculus Reference: Scalar expansion",
+    "8.4": "Matrix Calculus Reference: Vector reductions",
+    "8.5": "Matrix Calculus Reference: Chain rules",
+    "beyond": "Beyond the paper: the same rules applied to a full network",
+}
+"""Sections of Parr & Howard, "The Matrix Calculus You Need For Deep Learning"
+(arXiv:1802.01528), that rules cite."""
+
+
+@dataclass(frozen=True)
+class Derivative:
+    """A hand-derived derivative with respect to one argument.
+
+    Attributes:
+      fn: takes the forward function's positional arguments and returns the derivative in
+        numerator layout: a structured :class:`~mcjax.Jacobian`, a dense array of shape
+        ``out.shape + arg.shape``, or (for a scalar function of a pytree) a gradient pytree.
+      text: the formula in plain text, e.g. ``diag(y)``.
+      latex: the formula in LaTeX, e.g. ``\\operatorname{diag}(\\mathbf{y})``.
+    """
+
+    fn: Callable[..., Any]
+    text: str
+    latex: str
+
+
+Sampler = Callable[[np.random.Generator, Mapping[str, int], Any], tuple]
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """One identity of the paper as code.
+
+    Attributes:
+      name: unique name, e.g. ``"multiply"``.
+      forward: the pure forward function; hyper-parameters keyword-only with defaults.
+      wrt: argument name -> :class:`Derivative`.
+      section: the paper section (a key of :data:`SECTIONS`).
+      shapes: symbolic shapes per argument, e.g. ``{"W": ("m", "n"), "x": ("n",)}``; the
+        dimension names are filled from :data:`mcjax._conventions.SHAPE_CASES`.
+      sample: optional ``sample(rng, dims, dtype) -> args`` (``rng`` a NumPy ``Generator``)
+        for rules whose arguments need a domain (positive, away from kinks, integer labels,
+        pytrees).  The default draws every argument from a standard normal.  Verification
+        points are drawn with NumPy: eager ``jax.random`` would compile once per shape.
+      kinks: a description of where the rule is not differentiable ("" if nowhere).
+      description: one line saying what the rule is.
+      hyper: keyword arguments (hyper-parameters) this rule fixes for its forward function and
+        its derivatives, e.g. ``{"loss": "mse"}``; one function can back several rules.
+    """
+
+    name: str
+    forward: Callable[..., Any]
+    wrt: Mapping[str, Derivative]
+    section: str
+    shapes: Mapping[str, tuple[str, ...]]
+    sample: Sampler | None = None
+    kinks: str = ""
+    description: str = ""
+    hyper: Mapping[str, Any] = field(default_factory=dict)
+    arg_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        if self.section not in SECTIONS:
+            raise ValueError(
+                f"mcjax.Rule {self.name!r}: section {self.section!r} is not one of "
+                f"{', '.join(SECTIONS)}"
+            )
+        names = self.arg_names or tuple(self.shapes)
+        object.__setattr__(self, "arg_names", names)
+        unknown = [w for w in self.wrt if w not in names]
+        if unknown:
+            raise ValueError(
+                f"mcjax.Rule {self.name!r}: derivatives with respect to {unknown} but the "
+                f"arguments are {list(names)}"
+            )
+
+    def arg_index(self, wrt: str | int) -> int:
+        """The position of argument ``wrt`` (a name or an index)."""
+        if isinstance(wrt, int):
+            return wrt
+        return self.arg_names.index(wrt)
+
+    def derivative(self, wrt: str | int) -> Callable[..., Any]:
+        """The derivative with respect to ``wrt``, refusing integer arguments.
+
+        Returns a function of the forward function's positional arguments.
+        """
+        if isinstance(wrt, int):
+            wrt = self.arg_names[wrt]
+        if wrt not in self.wrt:
+            raise KeyError(
+                f"mcjax.derivative: rule {self.name!r} has no derivative with respect to "
+                f"{wrt!r}; it has {list(self.wrt)}"
+            )
+        index = self.arg_index(wrt)
+        fn = self.wrt[wrt].fn
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            if index < len(args):
+                for leaf in jax.tree_util.tree_leaves(args[index]):
+                    require_floating(self.name, wrt, leaf)
+            return fn(*args, **{**self.hyper, **kwargs})
+
+        return checked
+
+    def __call__(self, *args, **kwargs):
+        """The forward function with this rule's hyper-parameters."""
+        return self.forward(*args, **{**self.hyper, **kwargs})
+
+    def example(self, rng: np.random.Generator | int, dims: Mapping[str, int], dtype) -> tuple:
+        """Random arguments for this rule with dimension sizes ``dims``, in ``dtype``.
+
+        Args:
+          rng: a NumPy ``Generator`` or a seed.
+          dims: sizes of the symbolic dimensions, e.g. ``{"n": 3, "m": 4}``.
+          dtype: the floating dtype of the arguments.
+        """
+        rng = np.random.default_rng(rng)
+        if self.sample is not None:
+            return tuple(self.sample(rng, dims, dtype))
+        return tuple(
+            normal(rng, tuple(dims[d] for d in dnames), dtype) for dnames in self.shapes.values()
+        )
+
+
+class Registry:
+    """An ordered collection of rules, addressed by name.
+
+    mcjax has one default registry (:data:`REGISTRY`), filled by the modules under
+    ``mcjax.rules``; tests make their own to hold deliberately wrong rules.
+    """
+
+    def __init__(self):
+        self._rules: dict[str, Rule] = {}
+        self._by_forward: dict[Callable, Rule] = {}
+
+    def register(self, rule: Rule) -> Rule:
+        if rule.name in self._rules:
+            raise ValueError(f"mcjax.register: a rule named {rule.name!r} is already registered")
+        self._rules[rule.name] = rule
+        self._by_forward.setdefault(rule.forward, rule)
+        return rule
+
+    def get(self, name_or_forward: str | Callable) -> Rule:
+        if callable(name_or_forward) and not isinstance(name_or_forward, str):
+            try:
+                return self._by_forward[name_or_forward]
+            except KeyError:
+                raise KeyError(
+                    f"mcjax.get: {getattr(name_or_forward, '__name__', name_or_forward)!r} "
+                    "is not the forward function of a registered rule"
+                ) from None
+        try:
+            return self._rules[name_or_forward]
+        except KeyError:
+            close = fnmatch.filter(self._rules, f"*{name_or_forward}*")
+            hint = f"; did you mean {', '.join(close[:5])}?" if close else ""
+            raise KeyError(f"mcjax.get: no rule named {name_or_forward!r}{hint}") from None
+
+    def select(self, pattern: str = "*") -> list[Rule]:
+        """The rules whose names match the glob ``pattern`` (``*`` for all)."""
+        return [r for n, r in self._rules.items() if fnmatch.fnmatchcase(n, pattern)]
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self._rules.values())
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._rules
+
+
+REGISTRY = Registry()
+"""The default registry that ``mcjax.rules`` fills and ``mcjax verify`` checks."""
+
+
+def parse_shapes(spec: str) -> dict[str, tuple[str, ...]]:
+    """``"W: m n, x: n, b: m"`` -> ``{"W": ("m", "n"), "x": ("n",), "b": ("m",)}``.
+
+    A scalar argument has no dimensions (``"z:"``); a pytree argument is written ``*``.
+    """
+    shapes: dict[str, tuple[str, ...]] = {}
+    for part in spec.split(","):
+        name, _, dims = part.partition(":")
+        shapes[name.strip()] = tuple(dims.split())
+    return shapes
+
+
+def rule(
+    name: str,
+    *,
+    section: str,
+    shapes: str,
+    wrt: Mapping[str, Derivative],
+    sample: Sampler | None = None,
+    kinks: str = "",
+    hyper: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+):
+    """Register the decorated forward function as rule ``name``; return it unchanged.
+
+    Args:
+      name: unique rule name.
+      section: the paper section (a key of :data:`SECTIONS`).
+      shapes: symbolic argument shapes, see :func:`parse_shapes`.
+      wrt: argument name -> :class:`Derivative`.
+      sample: optional argument sampler, see :class:`Rule`.
+      kinks: where the function is not differentiable.
+      hyper: keyword arguments this rule fixes (see :class:`Rule`).
+      registry: where to register (default: :data:`REGISTRY`).
+    """
+
+    def decorate(forward):
+        doc = inspect.getdoc(forward) or ""
+        (registry or REGISTRY).register(
+            Rule(
+                name=name,
+                forward=forward,
+                wrt=dict(wrt),
+                section=section,
+                shapes=parse_shapes(shapes),
+                sample=sample,
+                kinks=kinks,
+                hyper=dict(hyper or {}),
+                description=doc.splitlines()[0] if doc else "",
+            )
+        )
+        return forward
+
+    return decorate
+
+
+def derivative(f: str | Callable, wrt: str | int = 0, *, registry: Registry | None = None):
+    """The hand-derived derivative of a registered function with respect to one argument.
+
+    Args:
+      f: a registered forward function (``mcjax.relu``) or a rule name (``"relu"``).
+      wrt: the argument, by name (``"W"``) or position.
+      registry: where to look (default: the registry ``mcjax.rules`` fills).
+
+    Returns:
+      A function of ``f``'s positional arguments returning the derivative in numerator layout
+      (usually a structured :class:`~mcjax.Jacobian`; call ``.dense()`` for the array).
+
+    Raises:
+      KeyError: ``f`` is not registered, or has no derivative with respect to ``wrt``.
+      DtypeError: (when called) the argument ``wrt`` is not floating point.
+
+    Example::
+
+        J = mcjax.derivative(mcjax.relu, "x")(jnp.array([-1.0, 2.0]))
+        J.dense()  # [[0., 0.], [0., 1.]]: diag(relu'(x))
+    """
+    return (registry or REGISTRY).get(f).derivative(wrt)
+
+
+# -- samplers shared by rule families -------------------------------------------------------
+def normal(rng: np.random.Generator, shape, dtype, scale: float = 1.0) -> jax.Array:
+    """Standard normal samples (times ``scale``) as a JAX array of ``dtype``."""
+    return jnp.asarray(scale * rng.standard_normal(shape), dtype=dtype)
+
+
+def away_from_zero(rng: np.random.Generator, shape, dtype, margin: float = 4 * KINK_MARGIN):
+    """Normal samples pushed at least ``margin`` away from 0 (kinks of relu, abs, ...)."""
+    z = rng.standard_normal(shape)
+    return jnp.asarray(np.where(z >= 0, z + margin, z - margin), dtype=dtype)
