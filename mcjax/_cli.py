@@ -70,6 +70,7 @@ def _run_verify(args) -> int:
     dtypes = DTYPES if args.dtype == "all" else (args.dtype,)
     _enable_x64_if(dtypes)
     from rich.console import Console
+    from rich.markup import escape
 
     import mcjax
     from mcjax._check import _summary
@@ -102,10 +103,11 @@ def _run_verify(args) -> int:
     )
     console.print(
         f"{len(rules)} rules, {n_derivatives} derivatives, dtypes {', '.join(dtypes)}, "
-        f"{len(SHAPE_CASES)} shape cases, seed {args.seed}: {verdict} in {elapsed:.1f} s"
+        f"{len(SHAPE_CASES)} shape cases, seed {args.seed}: {verdict} in {elapsed:.1f} s",
+        soft_wrap=True,
     )
     for line in failed:
-        console.print(f"[red]FAIL[/red] {line}", markup=True, highlight=False)
+        console.print("[red]FAIL[/red] " + escape(line), highlight=False, soft_wrap=True)
     return 1 if failed else 0
 
 

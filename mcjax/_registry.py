@@ -25,6 +25,7 @@ gives the registered derivative back, with its argument checks.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import inspect
@@ -210,7 +211,7 @@ class Registry:
         try:
             return self._rules[name_or_forward]
         except KeyError:
-            close = fnmatch.filter(self._rules, f"*{name_or_forward}*")
+            close = difflib.get_close_matches(name_or_forward, list(self._rules), n=5)
             hint = f"; did you mean {', '.join(close[:5])}?" if close else ""
             raise KeyError(f"mcjax.get: no rule named {name_or_forward!r}{hint}") from None
 
@@ -270,7 +271,7 @@ def rule(
 
     def decorate(forward):
         doc = inspect.getdoc(forward) or ""
-        (registry or REGISTRY).register(
+        (REGISTRY if registry is None else registry).register(
             Rule(
                 name=name,
                 forward=forward,
@@ -309,7 +310,7 @@ def derivative(f: str | Callable, wrt: str | int = 0, *, registry: Registry | No
         J = mcjax.derivative(mcjax.relu, "x")(jnp.array([-1.0, 2.0]))
         J.dense()  # [[0., 0.], [0., 1.]]: diag(relu'(x))
     """
-    return (registry or REGISTRY).get(f).derivative(wrt)
+    return (REGISTRY if registry is None else registry).get(f).derivative(wrt)
 
 
 # -- samplers shared by rule families -------------------------------------------------------

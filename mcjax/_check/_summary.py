@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mcjax._check._verify import RuleResult
+from mcjax._check._verify import RuleResult, json_number
 from mcjax._registry import REGISTRY, SECTIONS, Registry
 
 REFERENCES = ("jacfwd", "jacrev", "grad")
@@ -66,7 +66,7 @@ def as_json(results: Sequence[RuleResult], registry: Registry | None = None) -> 
         for ref in REFERENCES:
             worst = s.worst(ref)
             if worst is not None:
-                derivative[ref] = {"max_abs": worst[0], "max_rel": worst[1]}
+                derivative[ref] = {"max_abs": worst[0], "max_rel": json_number(worst[1])}
         derivative["cases"] = [r.as_dict() for r in s.results]
         entry["derivatives"].append(derivative)
     return list(by_rule.values())

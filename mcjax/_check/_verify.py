@@ -67,10 +67,15 @@ class RuleResult:
             "rtol": self.tolerance[0],
             "atol": self.tolerance[1],
             "comparisons": {
-                c.reference: {"max_abs": c.max_abs, "max_rel": c.max_rel, "ok": c.ok}
+                c.reference: {"max_abs": c.max_abs, "max_rel": json_number(c.max_rel), "ok": c.ok}
                 for c in self.comparisons
             },
         }
+
+
+def json_number(x: float) -> float | None:
+    """``x``, or None where JSON has no number for it (an infinite relative error)."""
+    return x if math.isfinite(x) else None
 
 
 def compare(got, reference, dtype) -> tuple[float, float, bool] | str:
@@ -94,7 +99,8 @@ def compare(got, reference, dtype) -> tuple[float, float, bool] | str:
     scale = max((float(np.max(np.abs(r), initial=0.0)) for r in ref_leaves), default=0.0)
     tol = tolerance(dtype)
     ok = err <= tol.atol + tol.rtol * scale
-    return err, err / max(scale, np.finfo(np.float64).tiny), ok
+    rel = err / scale if scale > 0 else (0.0 if err == 0 else math.inf)
+    return err, rel, ok
 
 
 def _references(rule: Rule, names: Sequence[str], args: tuple) -> dict:

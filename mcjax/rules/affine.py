@@ -23,10 +23,10 @@ def check_affine(function: str, W, x, b=None) -> None:
     w_ok = problems.expect_ndim("W", W, 2)
     x_ok = problems.expect_ndim("x", x, tuple(range(1, 8)))
     if w_ok and x_ok and jnp.shape(x)[-1] != jnp.shape(W)[1]:
-        lead = "..., " if jnp.ndim(x) > 1 else ""
+        want = f"(..., {jnp.shape(W)[1]})" if jnp.ndim(x) > 1 else f"({jnp.shape(W)[1]},)"
         problems.shape(
             f"W has shape {shape_str(jnp.shape(W))} but x has shape {shape_str(jnp.shape(x))}; "
-            f"expected x of shape ({lead}{jnp.shape(W)[1]},)"
+            f"expected x of shape {want}"
         )
     if b is not None and w_ok and jnp.shape(b) != (jnp.shape(W)[0],):
         problems.shape(

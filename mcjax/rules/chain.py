@@ -45,7 +45,7 @@ def as_differentiable(link, registry: Registry | None = None) -> Differentiable:
     """A :class:`Differentiable` from a registered unary rule (function or name) or itself."""
     if isinstance(link, Differentiable):
         return link
-    found: Rule = (registry or REGISTRY).get(link)
+    found: Rule = (REGISTRY if registry is None else registry).get(link)
     if len(found.arg_names) != 1:
         raise TypeError(
             f"mcjax.chain: rule {found.name!r} takes {len(found.arg_names)} arguments "
@@ -119,7 +119,7 @@ def total_derivative_chain_rule(f, *intermediates, registry: Registry | None = N
       A :class:`Differentiable` whose derivative is
       $\\partial f/\\partial x + \\sum_i \\partial f/\\partial u_i \\; du_i/dx$.
     """
-    outer: Rule = (registry or REGISTRY).get(f)
+    outer: Rule = (REGISTRY if registry is None else registry).get(f)
     if len(outer.arg_names) != 1 + len(intermediates):
         raise TypeError(
             f"mcjax.total_derivative_chain_rule: rule {outer.name!r} takes "

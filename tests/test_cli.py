@@ -1,0 +1,49 @@
+"""The `mcjax verify` command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mcjax._cli import main
+
+
+def test_verify_json_one_object_per_rule(capsys):
+    assert main(["verify", "-k", "affine*", "--json", "--seed", "3"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {row["name"] for row in rows} == {"affine", "affine_batch"}
+    for row in rows:
+        assert row["ok"] is True
+        assert {d["wrt"] for d in row["derivatives"]} == {"W", "x", "b"}
+        assert all(d["jacfwd"]["max_rel"] <= 1e-4 for d in row["derivatives"])
+
+
+def test_verify_table_and_exit_status(capsys):
+    assert main(["verify", "-k", "relu", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "relu" in out
+    assert "1 rules, 1 derivatives, dtypes float32, 3 shape cases, seed 0: all 3 checks passed" in out
+
+
+def test_verify_unknown_pattern_fails(capsys):
+    assert main(["verify", "-k", "no_such_rule*"]) == 1
+    assert "no rule matches" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    assert main(["verify", "--list"]) == 0
+    assert "neuron_loss" in capsys.readouterr().out
+
+
+def test_python_dash_m_mcjax():
+    run = subprocess.run([sys.executable, "-m", "mcjax", "verify", "-k", "sum_reduction"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "sum_reduction" in run.stdout
+
+
+def test_help_lists_verify():
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
