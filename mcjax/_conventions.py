@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 LAYOUT = "numerator"
+"""mcjax's Jacobian layout: ``J.shape == out.shape + in.shape``, as ``jax.jacfwd`` (§4.1)."""
 
 RELU_GRAD_AT_ZERO = 0.0
 LEAKY_RELU_GRAD_AT_ZERO = 1.0  # times 1: the x >= 0 branch, as jax.nn.leaky_relu

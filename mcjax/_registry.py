@@ -192,6 +192,7 @@ class Registry:
         self._by_forward: dict[Callable, Rule] = {}
 
     def register(self, rule: Rule) -> Rule:
+        """Add ``rule``; its name must be new. Returns the rule."""
         if rule.name in self._rules:
             raise ValueError(f"mcjax.register: a rule named {rule.name!r} is already registered")
         self._rules[rule.name] = rule
@@ -199,6 +200,11 @@ class Registry:
         return rule
 
     def get(self, name_or_forward: str | Callable) -> Rule:
+        """The rule with this name, or whose forward function this is.
+
+        Raises:
+          KeyError: no such rule (the message suggests close names).
+        """
         if callable(name_or_forward) and not isinstance(name_or_forward, str):
             try:
                 return self._by_forward[name_or_forward]
