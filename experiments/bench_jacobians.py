@@ -230,7 +230,8 @@ def ratio(rows, case, n, slow, fast) -> float | None:
 
 
 def table(results: dict, n: int) -> str:
-    """A markdown table of every case at size n: times, speed-ups and bytes."""
+    """Two markdown tables of every case at size n: the Jacobian's time and speed-ups; the
+    memory of the structured and dense forms and the Jacobian-vector products' times."""
     rows = results["rows"]
 
     def t(case, method):
@@ -244,21 +245,27 @@ def table(results: dict, n: int) -> str:
         row = lookup(rows, case, n, method)
         return fmt_bytes(row["program_bytes"]) if row and "program_bytes" in row else "–"
 
-    head = ("| case | structure | structured | .dense() | jacfwd | jacrev | jacfwd / structured "
-            "| jacrev / structured | structured program | dense Jacobian | J v: structured "
-            "| J v: jax.jvp |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for key, case in results["cases"].items():
-        first = lookup(rows, key, n, "structured")
-        lines.append(
-            f"| {case['label']} | `{first['structure']}` | {t(key, 'structured')} "
-            f"| {t(key, 'dense')} | {t(key, 'jacfwd')} | {t(key, 'jacrev')} "
-            f"| {x(ratio(rows, key, n, 'jacfwd', 'structured'))} "
-            f"| {x(ratio(rows, key, n, 'jacrev', 'structured'))} "
-            f"| {program(key, 'structured')} | {fmt_bytes(first['dense_bytes'])} "
-            f"| {t(key, 'jvp_structured')} | {t(key, 'jvp_jax')} |"
-        )
-    return "\n".join(lines) + "\n"
+    def markdown(head, cells):
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for key, case in results["cases"].items():
+            first = lookup(rows, key, n, "structured")
+            lines.append(f"| {case['label']} | `{first['structure']}` | "
+                         + " | ".join(cells(key, first)) + " |")
+        return "\n".join(lines) + "\n"
+
+    time_table = markdown(
+        ("case", "structure", "structured", ".dense()", "jacfwd", "jacrev",
+         "jacfwd / structured", "jacrev / structured"),
+        lambda key, first: (t(key, "structured"), t(key, "dense"), t(key, "jacfwd"),
+                            t(key, "jacrev"), x(ratio(rows, key, n, "jacfwd", "structured")),
+                            x(ratio(rows, key, n, "jacrev", "structured"))))
+    memory_table = markdown(
+        ("case", "structure", "structured program", "dense Jacobian", "jacrev program",
+         "J v: structured", "J v: jax.jvp", "uᵀ J: structured", "uᵀ J: jax.vjp"),
+        lambda key, first: (program(key, "structured"), fmt_bytes(first["dense_bytes"]),
+                            program(key, "jacrev"), t(key, "jvp_structured"), t(key, "jvp_jax"),
+                            t(key, "vjp_structured"), t(key, "vjp_jax")))
+    return time_table + "\n" + memory_table
 
 
 STYLES = {
@@ -332,7 +339,7 @@ def parse_args(argv):
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--seed", type=int, default=0, help="seed of the random arguments (default 0)")
     p.add_argument("--repeats", type=int, default=7, help="timed samples per function")
-    p.add_argument("--min-sample", type=float, default=0.02,
+    p.add_argument("--min-sample", type=float, default=0.05,
                    help="seconds one timed sample lasts at least (calls are repeated)")
     p.add_argument("--max-bytes", type=float, default=2**30,
                    help="skip dense variants whose Jacobian or program exceeds this (default 1 GiB)")
