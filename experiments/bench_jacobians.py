@@ -166,6 +166,10 @@ def fmt_time(s: float | None) -> str:
     raise AssertionError
 
 
+def fmt_ratio(r: float | None) -> str:
+    return "–" if r is None else f"{r:,.0f}x" if r >= 10 else f"{r:.2g}x"
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -238,9 +242,6 @@ def table(results: dict, n: int) -> str:
         row = lookup(rows, case, n, method)
         return fmt_time(row["median_s"]) if row and row["status"] == "ok" else "skipped"
 
-    def x(value):
-        return "–" if value is None else f"{value:,.0f}x" if value >= 10 else f"{value:.2g}x"
-
     def program(case, method):
         row = lookup(rows, case, n, method)
         return fmt_bytes(row["program_bytes"]) if row and "program_bytes" in row else "–"
@@ -257,8 +258,9 @@ def table(results: dict, n: int) -> str:
         ("case", "structure", "structured", ".dense()", "jacfwd", "jacrev",
          "jacfwd / structured", "jacrev / structured"),
         lambda key, first: (t(key, "structured"), t(key, "dense"), t(key, "jacfwd"),
-                            t(key, "jacrev"), x(ratio(rows, key, n, "jacfwd", "structured")),
-                            x(ratio(rows, key, n, "jacrev", "structured"))))
+                            t(key, "jacrev"),
+                            fmt_ratio(ratio(rows, key, n, "jacfwd", "structured")),
+                            fmt_ratio(ratio(rows, key, n, "jacrev", "structured"))))
     memory_table = markdown(
         ("case", "structure", "structured program", "dense Jacobian", "jacrev program",
          "J v: structured", "J v: jax.jvp", "uᵀ J: structured", "uᵀ J: jax.vjp"),
@@ -287,8 +289,11 @@ def plot(results: dict, path: Path, quantity: str) -> None:
 
     rows = results["rows"]
     fig, axes = plt.subplots(2, 4, figsize=(16, 7.5), sharex=True)
+    # memory: the Jacobians only (the products' buffers are XLA's scheduling choices)
+    methods = STYLES if quantity == "median_s" else JACOBIAN_METHODS
     for ax, (key, case) in zip(axes.flat, results["cases"].items()):
-        for method, style in STYLES.items():
+        for method in methods:
+            style = STYLES[method]
             pts = [(r["n"], r[quantity]) for r in rows
                    if r["case"] == key and r["method"] == method and r["status"] == "ok"]
             if pts:
@@ -306,7 +311,8 @@ def plot(results: dict, path: Path, quantity: str) -> None:
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("n")
-    ylabel = "seconds per call (median)" if quantity == "median_s" else "program bytes (output + temp)"
+    ylabel = ("seconds per call (median)" if quantity == "median_s"
+              else "program bytes (output + temp)")
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
     for ax in axes.flat[len(results["cases"]):]:
@@ -342,7 +348,8 @@ def parse_args(argv):
     p.add_argument("--min-sample", type=float, default=0.05,
                    help="seconds one timed sample lasts at least (calls are repeated)")
     p.add_argument("--max-bytes", type=float, default=2**30,
-                   help="skip dense variants whose Jacobian or program exceeds this (default 1 GiB)")
+                   help="skip variants whose dense Jacobian or compiled program exceeds this "
+                        "many bytes (default 1 GiB)")
     p.add_argument("--max-seconds", type=float, default=5.0,
                    help="stop timing a method at larger n once one call takes longer")
     args = p.parse_args(argv)
