@@ -1,0 +1,33 @@
+"""A griffe extension: Sphinx roles in mcjax's docstrings become mkdocstrings links.
+
+The docstrings cross-reference with Sphinx roles (``:class:`~mcjax.Jacobian```,
+``:func:`vector_chain_rule```), which Python's own ``help()`` shows readably. For the site,
+a role naming a public name (one in ``mcjax.__all__``, or a member of one, written
+``Class.member``) becomes a link to its API entry; any other role becomes inline code.
+"""
+
+from __future__ import annotations
+
+import re
+
+import griffe
+
+import mcjax
+
+ROLE = re.compile(r":(?:class|meth|func|data|mod|attr|obj|exc):`~?([\w.]+)`")
+
+
+def link(match: re.Match) -> str:
+    target = match.group(1).removeprefix("mcjax.")
+    head = target.split(".")[0]
+    if head in mcjax.__all__ and target.count(".") <= 1 and head != "rules":
+        return f"[`{target}`][mcjax.{target}]"
+    return f"`{match.group(1).split('.')[-1]}`" if "~" in match.group(0) else f"`{match.group(1)}`"
+
+
+class SphinxRoles(griffe.Extension):
+    """Rewrite Sphinx roles in every docstring griffe loads."""
+
+    def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = ROLE.sub(link, obj.docstring.value)
