@@ -326,5 +326,11 @@ def normal(rng: np.random.Generator, shape, dtype, scale: float = 1.0) -> jax.Ar
 
 def away_from_zero(rng: np.random.Generator, shape, dtype, margin: float = 4 * KINK_MARGIN):
     """Normal samples pushed at least ``margin`` away from 0 (kinks of relu, abs, ...)."""
+    return jnp.asarray(away_from_zero_numpy(rng, shape, margin), dtype=dtype)
+
+
+def away_from_zero_numpy(rng: np.random.Generator, shape, margin: float = 4 * KINK_MARGIN):
+    """:func:`away_from_zero` as a float64 NumPy array, for samplers that compute with it
+    first (a float64 JAX array would need ``jax_enable_x64``)."""
     z = rng.standard_normal(shape)
-    return jnp.asarray(np.where(z >= 0, z + margin, z - margin), dtype=dtype)
+    return np.where(z >= 0, z + margin, z - margin)
