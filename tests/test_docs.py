@@ -1,8 +1,8 @@
 """The documentation site: it builds with ``mkdocs build --strict``, the generated pages are
 complete, and every ```python block of every page (and of the README) runs.
 
-Each page's blocks run in order as one script, as a reader would run them, with the test
-suite's strict JAX settings; tracebacks point at the page's own line numbers.
+Each page's blocks run in order as one script, as a reader would run them: in JAX's default
+float32 (with the suite's strict rank promotion); tracebacks point at the page's own lines.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 import mcjax
@@ -44,15 +45,18 @@ PAGES = [page for page in sorted(DOCS.rglob("*.md")) + [ROOT / "README.md"]
 
 
 @pytest.fixture
-def restore_registry():
-    """Pages may register rules of their own (the README's ``cube``); forget them after."""
+def as_a_reader():
+    """Run a page as a reader would: JAX's default float32 (the suite turns float64 on), and
+    without the rules the page registers (the README's ``cube``) leaking into other tests."""
     rules, by_forward = dict(mcjax.REGISTRY._rules), dict(mcjax.REGISTRY._by_forward)
+    jax.config.update("jax_enable_x64", False)
     yield
+    jax.config.update("jax_enable_x64", True)
     mcjax.REGISTRY._rules, mcjax.REGISTRY._by_forward = rules, by_forward
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_code_blocks_run(page, restore_registry):
+def test_code_blocks_run(page, as_a_reader):
     code = compile(python_blocks(page), str(page), "exec")
     exec(code, {"__name__": f"docs:{page.name}"})
 
