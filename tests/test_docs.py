@@ -61,6 +61,16 @@ def test_code_blocks_run(page, as_a_reader):
     exec(code, {"__name__": f"docs:{page.name}"})
 
 
+def test_a_failing_block_fails_at_its_line_in_the_page(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n```python\nx = 1\n```\n\nText.\n\n"
+                    "```python\nassert x == 2\n```\n")
+    code = compile(python_blocks(page), str(page), "exec")
+    with pytest.raises(AssertionError) as failure:
+        exec(code, {})
+    assert failure.traceback[-1].lineno + 1 == 10  # line 10 of the page (pytest counts from 0)
+
+
 def test_no_python_escapes_the_runner():
     """Code fenced as ```pycon, ```python3 or ```ipython would silently go untested."""
     for page in [*DOCS.rglob("*.md"), ROOT / "README.md"]:
