@@ -11,7 +11,8 @@ sub-differential, chosen to agree with the JAX function a user would reach for:
 
 - ``relu'(0) = 0`` (as ``jax.grad(jax.nn.relu)(0.)``; ``jnp.maximum(x, 0)`` gives ``1/2`` there);
 - ``leaky_relu'(0) = 1`` (as ``jax.nn.leaky_relu``, which takes the ``x >= 0`` branch);
-- ``abs'(0) = 0`` (as ``jax.grad(jnp.abs)``, which returns ``sign(0) = 0``);
+- ``abs'(0) = 1`` (as ``jax.grad(jnp.abs)``, which takes the ``x >= 0`` branch, although
+  ``jnp.sign(0) = 0``);
 - for ``max(x, y)`` at a tie ``x == y`` each argument gets ``1/2`` (as ``jnp.maximum``), so that
   the two partials still sum to 1 and ``d max(x, x) / dx = 1``.
 
@@ -28,10 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 LAYOUT = "numerator"
+"""mcjax's Jacobian layout: ``J.shape == out.shape + in.shape``, as ``jax.jacfwd`` (§4.1)."""
 
 RELU_GRAD_AT_ZERO = 0.0
 LEAKY_RELU_GRAD_AT_ZERO = 1.0  # times 1: the x >= 0 branch, as jax.nn.leaky_relu
-ABS_GRAD_AT_ZERO = 0.0
+ABS_GRAD_AT_ZERO = 1.0  # the x >= 0 branch, as jax.grad(jnp.abs)
 MAX_TIE_SHARE = 0.5
 
 

@@ -58,8 +58,11 @@ class Jacobian:
     """
 
     kind: str = "jacobian"
+    """A short name of the structure, used in error messages (``"diagonal"``, ...)."""
     out_shape: Shape
+    """The shape of the function's output: the leading axes of :meth:`dense`."""
     in_shape: Shape
+    """The shape of the argument: the trailing axes of :meth:`dense`."""
 
     # -- what every structured form provides -------------------------------------------
     def jvp(self, v):
@@ -80,6 +83,7 @@ class Jacobian:
 
     @property
     def dtype(self):
+        """The dtype of the stored arrays (float32 if there are none)."""
         leaves = jax.tree_util.tree_leaves(self)
         return jnp.result_type(*leaves) if leaves else jnp.float32
 
@@ -141,6 +145,7 @@ class Jacobian:
     _static: tuple[str, ...] = ()
 
     def tree_flatten(self):
+        """JAX pytree protocol: the arrays are leaves, the shapes static auxiliary data."""
         return (
             tuple(getattr(self, a) for a in self._arrays),
             tuple(getattr(self, s) for s in self._static),
@@ -148,6 +153,7 @@ class Jacobian:
 
     @classmethod
     def tree_unflatten(cls, static, arrays):
+        """JAX pytree protocol: rebuild from :meth:`tree_flatten`'s output, without checks."""
         obj = object.__new__(cls)
         for name, value in zip(cls._arrays, arrays):
             setattr(obj, name, value)

@@ -193,6 +193,7 @@ class Registry:
         self._by_forward: dict[Callable, Rule] = {}
 
     def register(self, rule: Rule) -> Rule:
+        """Add ``rule``; its name must be new. Returns the rule."""
         if rule.name in self._rules:
             raise ValueError(f"mcjax.register: a rule named {rule.name!r} is already registered")
         self._rules[rule.name] = rule
@@ -200,6 +201,11 @@ class Registry:
         return rule
 
     def get(self, name_or_forward: str | Callable) -> Rule:
+        """The rule with this name, or whose forward function this is.
+
+        Raises:
+          KeyError: no such rule (the message suggests close names).
+        """
         if callable(name_or_forward) and not isinstance(name_or_forward, str):
             try:
                 return self._by_forward[name_or_forward]
@@ -321,5 +327,11 @@ def normal(rng: np.random.Generator, shape, dtype, scale: float = 1.0) -> jax.Ar
 
 def away_from_zero(rng: np.random.Generator, shape, dtype, margin: float = 4 * KINK_MARGIN):
     """Normal samples pushed at least ``margin`` away from 0 (kinks of relu, abs, ...)."""
+    return jnp.asarray(away_from_zero_numpy(rng, shape, margin), dtype=dtype)
+
+
+def away_from_zero_numpy(rng: np.random.Generator, shape, margin: float = 4 * KINK_MARGIN):
+    """:func:`away_from_zero` as a float64 NumPy array, for samplers that compute with it
+    first (a float64 JAX array would need ``jax_enable_x64``)."""
     z = rng.standard_normal(shape)
-    return jnp.asarray(np.where(z >= 0, z + margin, z - margin), dtype=dtype)
+    return np.where(z >= 0, z + margin, z - margin)

@@ -49,13 +49,16 @@ class RuleResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the derivative was computed and agrees with every reference."""
         return self.error is None and bool(self.comparisons) and all(c.ok for c in self.comparisons)
 
     def worst(self, attribute: str = "max_rel") -> float:
+        """The largest ``max_rel`` (or ``max_abs``) over the references; NaN if none ran."""
         values = [getattr(c, attribute) for c in self.comparisons]
         return max(values) if values else math.nan
 
     def as_dict(self) -> dict:
+        """A JSON-ready dict: the case, the verdict and the error against each reference."""
         return {
             "name": self.rule,
             "wrt": self.wrt,

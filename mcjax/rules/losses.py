@@ -16,7 +16,7 @@ import numpy as np
 
 from mcjax._errors import DtypeError, Problems, shape_str
 from mcjax._jacobian import Dense
-from mcjax._registry import Derivative, away_from_zero, normal, rule
+from mcjax._registry import Derivative, away_from_zero_numpy, normal, rule
 from mcjax.rules.activations import relu, relu_gate
 from mcjax.rules._common import check_same_shape
 
@@ -64,7 +64,7 @@ def _sample_neuron_loss(rng, dims, dtype):
     N, n = dims["B"], dims["n"]
     w, b, X = rng.standard_normal(n), rng.standard_normal(), rng.standard_normal((N, n))
     # move each x_i along w so that z_i = w.x_i + b keeps away from the kink at 0
-    target = np.asarray(away_from_zero(rng, (N,), np.float64))
+    target = away_from_zero_numpy(rng, (N,))
     X = X + ((target - X @ w - b) / (w @ w))[:, None] * w[None, :]
     return (*(jnp.asarray(a, dtype) for a in (w, b, X)), normal(rng, (N,), dtype))
 

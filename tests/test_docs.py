@@ -1,0 +1,129 @@
+"""The documentation site: it builds with ``mkdocs build --strict``, the generated pages are
+complete, and every ```python block of every page (and of the README) runs.
+
+Each page's blocks run in order as one script, as a reader would run them: in JAX's default
+float32 (with the suite's strict rank promotion); tracebacks point at the page's own lines.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+import mcjax
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+FENCE = re.compile(r"^```(?:python|py)\b[^\n]*\n(.*?)^```", re.M | re.S)
+
+
+def python_blocks(page: Path) -> str:
+    """The page's python blocks as one script, each line at its line number in the page."""
+    text = page.read_text()
+    lines = [""] * (text.count("\n") + 1)
+    for match in FENCE.finditer(text):
+        first = text.count("\n", 0, match.start(1))
+        for i, line in enumerate(match.group(1).splitlines()):
+            lines[first + i] = line
+    return "\n".join(lines)
+
+
+def text_of(page: Path) -> str:
+    """The text a reader sees on a built page: tags stripped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+
+
+PAGES = [page for page in sorted(DOCS.rglob("*.md")) + [ROOT / "README.md"]
+         if FENCE.search(page.read_text())]
+
+
+@pytest.fixture
+def as_a_reader():
+    """Run a page as a reader would: JAX's default float32 (the suite turns float64 on), and
+    without the rules the page registers (the README's ``cube``) leaking into other tests."""
+    rules, by_forward = dict(mcjax.REGISTRY._rules), dict(mcjax.REGISTRY._by_forward)
+    jax.config.update("jax_enable_x64", False)
+    yield
+    jax.config.update("jax_enable_x64", True)
+    mcjax.REGISTRY._rules, mcjax.REGISTRY._by_forward = rules, by_forward
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_blocks_run(page, as_a_reader):
+    code = compile(python_blocks(page), str(page), "exec")
+    exec(code, {"__name__": f"docs:{page.name}"})
+
+
+def test_a_failing_block_fails_at_its_line_in_the_page(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n```python\nx = 1\n```\n\nText.\n\n"
+                    "```python\nassert x == 2\n```\n")
+    code = compile(python_blocks(page), str(page), "exec")
+    with pytest.raises(AssertionError) as failure:
+        exec(code, {})
+    assert failure.traceback[-1].lineno + 1 == 10  # line 10 of the page (pytest counts from 0)
+
+
+def test_no_python_escapes_the_runner():
+    """Code fenced as ```pycon, ```python3 or ```ipython would silently go untested."""
+    for page in [*DOCS.rglob("*.md"), ROOT / "README.md"]:
+        assert not re.search(r"^```(pycon|python3|py3|ipython)", page.read_text(), re.M), page
+    names = {page.name for page in PAGES}
+    assert {"index.md", "paper.md", "jacobians.md", "conventions.md", "README.md"} <= names
+
+
+def test_site_builds_strict_and_is_complete(tmp_path):
+    """One build (it takes seconds), then what it must contain."""
+    # this checkout's mcjax, whichever is installed; and no end-of-life banner from material
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "NO_MKDOCS_2_WARNING": "1"}
+    site = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site),
+         "--config-file", str(ROOT / "mkdocs.yml")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-5000:]
+
+    # The rules page lists every registered rule, each with its own anchor and verdict.
+    rules_html = (site / "rules" / "index.html").read_text()
+    for rule in mcjax.REGISTRY:
+        anchor = "rule-" + re.sub(r"[^A-Za-z0-9_-]", "-", rule.name)
+        assert f'id="{anchor}"' in rules_html, f"rule {rule.name} is missing from the rules page"
+    assert "FAILED" not in rules_html
+    assert f"{len(mcjax.REGISTRY)} rules" in rules_html
+
+    # Every marker was filled in, and the tables come from the code.
+    for page in site.rglob("*.html"):
+        assert "<!-- mcjax:" not in page.read_text(), f"{page}: a marker was not replaced"
+    conventions = (site / "conventions" / "index.html").read_text()
+    rtol, atol = mcjax.tolerance("float32")
+    assert f"<td>{rtol:g}</td>" in conventions and f"<td>{atol:g}</td>" in conventions
+    home = text_of(site / "index.html")
+    readme = (ROOT / "README.md").read_text().splitlines()
+    commands = [line for line in readme[:8] if line.startswith("python3 -m venv")]
+    assert len(commands) == 2, "the README no longer starts with its two commands"
+    for command in commands:
+        assert command in home, f"the home page lacks the README's command {command!r}"
+
+    # The benchmark's figures and table are in the site.
+    bench = (site / "benchmarks" / "index.html").read_text()
+    for figure in ("time.png", "memory.png"):
+        assert (site / "benchmarks" / "jacobians" / figure).stat().st_size > 10_000
+        assert f'src="jacobians/{figure}"' in bench
+    assert "jacfwd / structured" in bench
+
+    # The API pages render every public name (mkdocstrings gives each an id).
+    api = "".join(p.read_text() for p in (site / "api").rglob("*.html"))
+    missing = [name for name in mcjax.__all__ if f'id="mcjax.{name}"' not in api]
+    assert not missing, f"not rendered in the API pages: {missing}"
+
+    # Maths is rendered by MathJax from arithmatex's spans.
+    assert 'class="arithmatex"' in rules_html
