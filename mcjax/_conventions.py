@@ -108,6 +108,10 @@ leaf (see :func:`check_rtol`): rounding in a sum of ``terms`` products grows lik
 ``sqrt(terms) * eps`` for random signs; the factor covers both sides' rounding and a margin.
 Zero false alarms over the registry at many random points in float32 and float64 fixed it."""
 
+ROUNDING_SAFETY = 16.0
+"""Full mode measures ``f``'s own rounding (``jax.jacfwd`` in ``f``'s dtype against float64) and
+widens each block's threshold by this many times its worst loss."""
+
 CHECK_ATOL_FACTOR = 1e3
 """Absolute floor of the threshold, in units of the dtype's smallest normal number: only an
 all-zero reference needs it."""

@@ -96,7 +96,14 @@ def check_points(f, derivative, points: Sequence[tuple], *, argnums: int = 0,
     Points that share shapes are vmapped; points of other shapes join the same program.
     Returns one report per point, in order.
     """
-    prepared = [prepare(f, derivative, tuple(a), argnums, layout) for a in points]
+    return check_cases([(f, derivative, tuple(a), argnums) for a in points], layout=layout,
+                       kink_convention=kink_convention, seed=seed)
+
+
+def check_cases(cases: Sequence[tuple], *, layout: str = "numerator",
+                kink_convention: str | None = None, seed: int = 0) -> list[Report]:
+    """Full-mode :func:`check` of many ``(f, derivative, args, argnums)`` cases in one program."""
+    prepared = [prepare(f, d, tuple(a), argnums, layout) for f, d, a, argnums in cases]
     groups: dict = {}
     for i, p in enumerate(prepared):
         key = (p.static, p.x_spec, p.out_spec,
@@ -104,7 +111,7 @@ def check_points(f, derivative, points: Sequence[tuple], *, argnums: int = 0,
         groups.setdefault(key, []).append(i)
     reports = _full_reports([(prepared[ix[0]], [prepared[i].dynamic for i in ix])
                              for ix in groups.values()], seed, kink_convention, merge=False)
-    out = [None] * len(points)
+    out = [None] * len(cases)
     for ix, group_reports in zip(groups.values(), reports):
         for i, r in zip(ix, group_reports):
             out[i] = r

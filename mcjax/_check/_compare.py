@@ -89,7 +89,7 @@ def compare(name, got, ref, allowed, scale, include) -> Comparison:
     return Comparison(
         reference=name,
         max_abs=float(error.max(initial=0.0)),
-        max_rel=float((error / scale).max(initial=0.0)),
+        max_rel=float((error / np.maximum(scale, np.finfo(np.float64).tiny)).max(initial=0.0)),
         worst_ratio=float(ratio.max(initial=0.0)),
         violations=int(bad.sum()),
         compared=int(include.sum()),

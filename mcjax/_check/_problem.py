@@ -66,6 +66,8 @@ def _hashable(leaf):
 
 
 def name_of(fn) -> str:
+    if isinstance(getattr(fn, "name", None), str):  # a registry Rule
+        return fn.name
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
 

@@ -20,6 +20,8 @@ import numpy as np
 from mcjax._check._flat import FlatSpec
 from mcjax._conventions import FD_LEVELS, FD_STEP, TAYLOR_H0, TAYLOR_RUNGS
 
+FD_VMAP_ENTRIES = 1 << 20  # stencil points x coordinates evaluated in one vmap
+
 
 def coordinate_scales(x, x_spec: FlatSpec):
     """Each coordinate's scale ``max(|x_j|, rms of its leaf)``, 1 for an all-zero leaf."""
@@ -62,7 +64,10 @@ def finite_difference_stencils(f_flat, x, x_spec: FlatSpec, precision: str) -> d
         j, step = job
         return f_flat(x.at[j].add(step))
 
-    values = jax.lax.map(at, (index, steps), batch_size=min(steps.shape[0], 256))
+    if steps.shape[0] * n <= FD_VMAP_ENTRIES:  # small: one batch compiles fastest
+        values = jax.vmap(at)((index, steps))
+    else:
+        values = jax.lax.map(at, (index, steps), batch_size=256)
     values = values.reshape(2, FD_LEVELS, n, -1).transpose(0, 1, 3, 2)  # (2, L, m, n)
     return {"f0": f_flat(x), "plus": values[0], "minus": values[1],
             "h_plus": h_plus, "h_minus": h_minus}
