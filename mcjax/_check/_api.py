@@ -77,6 +77,10 @@ def check(f, derivative, *args, argnums: int = 0, mode: str = "auto", layout: st
     return _full_reports([(p, dynamics)], seed, kink_convention)[0]
 
 
+# NaN and Inf are findings to report, not NumPy warnings
+_quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore")
+
+
 def assert_derivative(f, derivative, *args, **options) -> Report:
     """:func:`check`, raising :class:`~mcjax.DerivativeError` (an ``AssertionError``) on failure.
 
@@ -140,6 +144,7 @@ def _header(p: Prepared, mode: str, points: int, threshold: Threshold) -> dict:
             "dtype": p.dtype, "mode": mode, "points": points, "threshold": threshold}
 
 
+@_quiet
 def _fast_report(p: Prepared, points: int, directions: int, seed: int) -> Report:
     v = _fast.run(p, points, directions, seed)
     notes = ("fast mode: the reference is jax.vjp in f's own dtype; compared are u^T J entry by "
@@ -149,6 +154,7 @@ def _fast_report(p: Prepared, points: int, directions: int, seed: int) -> Report
                   worst=v["worst"], problems=v["problems"], notes=notes)
 
 
+@_quiet
 def _full_reports(groups, seed, kink_convention, merge=True) -> list:
     """Run full mode on ``(prepared, dynamics)`` groups; one merged report per group, or
     (``merge=False``) one report per point."""

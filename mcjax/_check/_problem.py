@@ -106,7 +106,12 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
             "entry to differentiate with respect to"
         )
     args = args[:argnums] + (x,) + args[argnums + 1 :]
-    out = jax.eval_shape(f, *args)
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    dynamic_positions = tuple(i for i, leaf in enumerate(leaves) if _is_array(leaf))
+    static_leaves = tuple(None if _is_array(leaf) else _hashable(leaf) for leaf in leaves)
+    dynamic = tuple(leaves[i] for i in dynamic_positions)
+    static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
+    out = jax.eval_shape(lambda *d: f(*static.args(d)), *dynamic)
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise DtypeError(
@@ -119,13 +124,8 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
             f"mcjax.check: f returns an empty output ({out_spec.describe()}); expected at "
             "least one entry"
         )
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    dynamic_positions = tuple(i for i, leaf in enumerate(leaves) if _is_array(leaf))
-    static_leaves = tuple(None if _is_array(leaf) else _hashable(leaf) for leaf in leaves)
-    dynamic = tuple(leaves[i] for i in dynamic_positions)
     eps = [np.finfo(np.dtype(d)).eps for d in x_spec.dtypes + out_spec.dtypes]
     dtype = (x_spec.dtypes + out_spec.dtypes)[int(np.argmax(eps))]
-    static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
     return Prepared(static, dynamic, x_spec, out_spec, dtype)
 
 
