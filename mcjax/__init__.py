@@ -6,9 +6,13 @@ arXiv:1802.01528), and the machinery to prove each formula equal to JAX autodiff
 """
 
 from mcjax import rules as rules  # fills the registry
+from mcjax._check._api import assert_derivative, check, check_points
+from mcjax._check._layout import to_denominator, to_numerator
+from mcjax._check._localize import check_chain
+from mcjax._check._report import Report
 from mcjax._check._verify import RuleResult, verify
 from mcjax._conventions import LAYOUT, Tolerance, tolerance
-from mcjax._errors import DtypeError, ShapeError
+from mcjax._errors import DerivativeError, DtypeError, ShapeError
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
@@ -108,6 +112,15 @@ __all__ = [
     "REGISTRY",
     "rule",
     "derivative",
+    # checking a derivative
+    "check",
+    "assert_derivative",
+    "check_points",
+    "check_chain",
+    "to_numerator",
+    "to_denominator",
+    "Report",
+    "DerivativeError",
     # verification and conventions
     "verify",
     "RuleResult",

@@ -98,3 +98,90 @@ SHAPE_CASES: tuple[dict[str, int], ...] = (
 
 KINK_MARGIN = 0.05
 """Random verification points keep at least this distance from a rule's kinks."""
+
+
+# -- the derivative checker (mcjax.check) ---------------------------------------------------
+# Every threshold of the checker is here; the report prints the ones it used.
+
+CHECK_RTOL_FACTOR = 32.0
+"""A derivative computed in dtype ``d`` may differ from the reference by
+``CHECK_RTOL_FACTOR * eps(d) * sqrt(terms)`` relative to the largest reference entry of its
+leaf (see :func:`check_rtol`): rounding in a sum of ``terms`` products grows like
+``sqrt(terms) * eps`` for random signs; the factor covers both sides' rounding and a margin.
+Zero false alarms over the registry at many random points in float32 and float64 fixed it."""
+
+ROUNDING_SAFETY = 16.0
+"""Full mode measures ``f``'s own rounding (``jax.jacfwd`` in ``f``'s dtype against float64) and
+widens each block's threshold by this many times its worst loss."""
+
+CHECK_ATOL_FACTOR = 1e3
+"""Absolute floor of the threshold, in units of the dtype's smallest normal number: only an
+all-zero reference needs it."""
+
+
+def check_rtol(dtype, terms: int) -> float:
+    """The relative threshold of :func:`mcjax.check` for a derivative computed in ``dtype``
+    whose entries are built from up to ``terms`` products: ``32 eps(dtype) sqrt(terms)``."""
+    return float(CHECK_RTOL_FACTOR * np.finfo(np.dtype(dtype)).eps * np.sqrt(max(int(terms), 1)))
+
+
+def check_atol(dtype) -> float:
+    """The absolute floor of :func:`mcjax.check`'s threshold for ``dtype``."""
+    return float(CHECK_ATOL_FACTOR * np.finfo(np.dtype(dtype)).tiny)
+
+
+FULL_MODE_MAX_ENTRIES = 1 << 16
+"""``mode="auto"`` materialises the Jacobian (full mode) when it has at most this many
+entries and the argument at most :data:`FULL_MODE_MAX_INPUTS` coordinates; above either it
+checks random projections (fast mode)."""
+
+FULL_MODE_MAX_INPUTS = 2048
+"""Finite differences cost six evaluations of ``f`` per coordinate; above this many
+coordinates ``mode="auto"`` chooses fast mode."""
+
+FD_STEP = {"float64": 1e-3, "float32": 3e-2, "float16": 0.2, "bfloat16": 0.3}
+"""Base finite-difference step per reference precision, times each coordinate's scale
+``max(|x_j|, rms of its leaf)``.  Richardson extrapolation of central differences has error
+``O(h^4)`` and rounding ``eps/h``: the best ``h`` is near ``eps^(1/5)``."""
+
+FD_LEVELS = 3
+"""Central differences at steps ``h, h/2, h/4``, extrapolated twice (Richardson)."""
+
+FD_ERROR_SAFETY = 8.0
+"""A finite-difference entry is trusted to ``FD_ERROR_SAFETY`` times its own error estimate
+(the spread of the extrapolations plus rounding ``eps f / h``)."""
+
+KINK_JUMP = 1e-2
+"""A stencil crosses a kink when its one-sided differences disagree in a way a smooth function
+cannot (they must shrink like ``h``) by more than this fraction of the leaf's scale."""
+
+KINK_CONVENTIONS = ("left", "right", "zero", "average")
+"""What a derivative may return at a kink: the left or right one-sided derivative, 0, or the
+average of the two (``jnp.maximum``'s 1/2 at a tie)."""
+
+KINK_MATCH = 0.05
+"""A derivative follows a kink convention when it is within this fraction of the jump
+``|right - left|`` of the convention's value."""
+
+TAYLOR_H0 = 0.1
+"""The Taylor test's largest step, relative to each coordinate's scale."""
+
+TAYLOR_RUNGS = 12
+"""Steps ``h0, h0/2, ..., h0/2^11`` of the Taylor test."""
+
+TAYLOR_MIN_ORDER = 1.5
+"""The remainder ``|f(x + h v) - f(x) - h J v|`` of a right ``J`` shrinks like ``h^2``, of a
+wrong one like ``h``: an observed order below 1.5 is a wrong ``J`` (unless the linear part
+of the remainder is within the comparison threshold)."""
+
+FAST_POINTS = 2
+"""Fast mode checks at ``x`` and at ``FAST_POINTS - 1`` random points near it."""
+
+FAST_DIRECTIONS = 4
+"""Fast mode's random unit directions ``v`` for the projections ``u^T J v`` per point."""
+
+FAST_PERTURBATION = 0.05
+"""Fast mode's extra points are ``x`` moved by this fraction of each coordinate's scale."""
+
+WORST_ENTRIES = 5
+"""How many of the worst entries a failing report lists."""

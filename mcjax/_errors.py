@@ -110,3 +110,11 @@ def require_floating(function: str, name: str, x) -> None:
             f"dtype {np.dtype(dtype).name if hasattr(x, 'dtype') else dtype}; expected a "
             f"floating dtype such as float32 (cast with {name}.astype(jnp.float32))"
         )
+
+
+class DerivativeError(AssertionError):
+    """A derivative failed :func:`mcjax.assert_derivative`; ``.report`` says why."""
+
+    def __init__(self, report):
+        super().__init__(str(report))
+        self.report = report

@@ -39,6 +39,8 @@ class Differentiable(NamedTuple):
 
     forward: Callable
     derivative: Callable
+    links: tuple = ()  # for a composition: its links, innermost first (see mcjax.check_chain)
+    name: str = ""
 
 
 def as_differentiable(link, registry: Registry | None = None) -> Differentiable:
@@ -52,7 +54,7 @@ def as_differentiable(link, registry: Registry | None = None) -> Differentiable:
             f"({', '.join(found.arg_names)}); a link of a chain takes one. Bind the others "
             "with a Differentiable of your own."
         )
-    return Differentiable(found.forward, found.derivative(found.arg_names[0]))
+    return Differentiable(found.forward, found.derivative(found.arg_names[0]), name=found.name)
 
 
 def vector_chain_rule(*links, registry: Registry | None = None) -> Differentiable:
@@ -84,7 +86,7 @@ def vector_chain_rule(*links, registry: Registry | None = None) -> Differentiabl
             x = part.forward(x)
         return J
 
-    return Differentiable(forward, derivative)
+    return Differentiable(forward, derivative, links=tuple(parts))
 
 
 def single_variable_chain_rule(*links, registry: Registry | None = None) -> Differentiable:

@@ -1,0 +1,121 @@
+"""Pytrees as flat vectors: the checker sees every derivative as an ``(m, n)`` matrix.
+
+``jax.flatten_util.ravel_pytree`` casts back to the leaves' original dtypes when it
+unravels; the checker needs the opposite (evaluate a float32 function's arguments in
+float64), so :class:`FlatSpec` unflattens in the dtype of the vector it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _path_str(path) -> str:
+    return "".join(str(k) for k in path)
+
+
+@dataclass(frozen=True)
+class FlatSpec:
+    """The leaves of one pytree, laid end to end.
+
+    Attributes:
+      treedef: the tree's structure.
+      shapes: each leaf's shape.
+      dtypes: each leaf's dtype name.
+      paths: each leaf's path as Python writes it (``"[0]['W']"``; ``""`` for a bare array).
+    """
+
+    treedef: jax.tree_util.PyTreeDef
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+    paths: tuple[str, ...]
+
+    @classmethod
+    def of(cls, tree) -> "FlatSpec":
+        with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        return cls(
+            treedef,
+            tuple(tuple(int(d) for d in np.shape(leaf)) for _, leaf in with_paths),
+            tuple(np.dtype(jnp.result_type(leaf)).name for _, leaf in with_paths),
+            tuple(_path_str(p) for p, _ in with_paths),
+        )
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(math.prod(s) for s in self.shapes)
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        return tuple(int(o) for o in np.cumsum((0,) + self.sizes[:-1]))
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def is_array(self) -> bool:
+        """A single leaf at the root (an array, not a container)."""
+        return len(self.shapes) == 1 and self.paths == ("",)
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.is_array and self.shapes[0] == ()
+
+    def describe(self) -> str:
+        """``"shape (3, 4)"`` for an array, else each leaf's path and shape."""
+        if self.is_array:
+            return f"shape {self.shapes[0]}"
+        return "a pytree with " + ", ".join(f"{p} {s}" for p, s in zip(self.paths, self.shapes))
+
+    def flatten(self, tree, dtype=None) -> jax.Array:
+        """The leaves raveled and concatenated, shape ``(size,)``."""
+        leaves = jax.tree_util.tree_leaves(tree)
+        dtype = dtype or jnp.result_type(*leaves)
+        return jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
+
+    def unflatten(self, vector) -> object:
+        """The inverse of :meth:`flatten`, keeping ``vector``'s dtype."""
+        leaves = [
+            vector[o : o + n].reshape(s) for o, n, s in zip(self.offsets, self.sizes, self.shapes)
+        ]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def leaf_of(self, j: int) -> int:
+        """Which leaf flat index ``j`` falls in."""
+        return int(np.searchsorted(np.asarray(self.offsets), j, side="right") - 1)
+
+    def label(self, j: int) -> str:
+        """Flat index ``j`` as the leaf path and the index inside it: ``"['W'][1, 2]"``."""
+        k = self.leaf_of(j)
+        index = np.unravel_index(j - self.offsets[k], self.shapes[k]) if self.shapes[k] else ()
+        inside = "[" + ", ".join(str(int(i)) for i in index) + "]" if index else ""
+        return self.paths[k] + inside
+
+    def index(self, j: int) -> tuple[int, ...]:
+        """Flat index ``j`` as the index inside its leaf."""
+        k = self.leaf_of(j)
+        if not self.shapes[k]:
+            return ()
+        return tuple(int(i) for i in np.unravel_index(j - self.offsets[k], self.shapes[k]))
+
+    def leaf_ids(self) -> np.ndarray:
+        """For each flat index, the number of its leaf: shape ``(size,)``."""
+        return np.repeat(np.arange(len(self.sizes)), self.sizes)
+
+
+def entry_label(out: FlatSpec, inp: FlatSpec, i: int, j: int) -> str:
+    """Entry ``(i, j)`` of the ``(m, n)`` matrix as a numerator-layout index.
+
+    For one array in and one out, ``J[1, 2, 0]`` (out index then in index); for pytrees the
+    leaf paths are spelled out: ``d out[0] / d x['W'][1, 2]``.
+    """
+    if out.is_array and inp.is_array:
+        return "[" + ", ".join(str(k) for k in out.index(i) + inp.index(j)) + "]"
+    if out.is_scalar:
+        return "x" + inp.label(j)
+    return f"d out{out.label(i)} / d x{inp.label(j)}"

@@ -1,0 +1,209 @@
+"""The report of :func:`mcjax.check`: a verdict a person reads, and the numbers behind it.
+
+``str(report)`` is the readable verdict: a summary line, the thresholds used, one line per
+reference, the Taylor test, kinks, a small table of the worst entries and the diagnosis.
+``report.heatmap()`` draws expected, got and their difference for a small Jacobian
+(matplotlib, imported only then: ``pip install 'mcjax[plot]'``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from mcjax._check._compare import Comparison, Entry, Threshold
+from mcjax._check._taylor import Taylor
+
+
+@dataclass(frozen=True)
+class KinkEntry:
+    label: str
+    left: float
+    right: float
+    got: float
+    conventions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Kinks:
+    """Where finite-difference stencils crossed a kink, and which convention the derivative follows."""
+
+    at: int  # entries whose smallest stencil straddles a kink
+    near: int  # entries where only the larger stencils cross one
+    followed: tuple[str, ...]  # conventions every kink entry agrees with
+    asked: str | None
+    entries: tuple[KinkEntry, ...]  # a few, for the report
+    ok: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Fast mode: one projection ``u^T J v`` at one point."""
+
+    point: int
+    direction: int
+    expected: float
+    got: float
+    allowed: float
+
+    @property
+    def ok(self) -> bool:
+        return abs(self.got - self.expected) <= self.allowed
+
+
+@dataclass(frozen=True)
+class Report:
+    """The verdict of :func:`mcjax.check` on one derivative.
+
+    Attributes:
+      ok: whether the derivative passed every check.
+      function, derivative: the names of ``f`` and the derivative under test.
+      wrt: which argument (``"args[0]"``).
+      shapes: ``f``'s argument and output, in words.
+      mode: ``"full"`` (the Jacobian materialised) or ``"fast"`` (random projections).
+      points: how many points were checked.
+      threshold: the thresholds used (:class:`~mcjax._check._compare.Threshold`).
+      comparisons: one per reference, worst over the points.
+      taylor: the Taylor-remainder test (full mode), or None.
+      kinks: what finite differences found at kinks (full mode), or None.
+      projections: fast mode's ``u^T J v``.
+      worst: the worst entries of a failing check.
+      diagnosis: the usual slips that explain the failure.
+      problems: other reasons for failing (NaN or Inf, ...).
+      notes: what the reader should know (reference precision, ...).
+      links: for a chain, each link's own report (:func:`mcjax.check_chain`).
+    """
+
+    ok: bool
+    function: str
+    derivative: str
+    wrt: str
+    shapes: str
+    dtype: str
+    mode: str
+    points: int
+    threshold: Threshold
+    comparisons: tuple[Comparison, ...] = ()
+    taylor: Taylor | None = None
+    kinks: Kinks | None = None
+    projections: tuple[Projection, ...] = ()
+    worst: tuple[Entry, ...] = ()
+    diagnosis: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    links: tuple[tuple[str, "Report"], ...] = ()
+    matrices: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        return render(self)
+
+    def as_dict(self) -> dict:
+        """Everything but the matrices, as JSON-ready Python values."""
+        out = asdict(self)
+        out.pop("matrices")
+        out["links"] = [{"link": name, **r.as_dict()} for name, r in self.links]
+        return _finite(out)
+
+    def heatmap(self, path=None):
+        """Expected, got and their difference side by side (full mode, small Jacobians).
+
+        Args:
+          path: where to save the PNG; None to only return the figure.
+
+        Returns:
+          The matplotlib ``Figure``.
+
+        Raises:
+          ValueError: fast mode kept no matrices (the Jacobian was never materialised).
+          ImportError: matplotlib is not installed (``pip install 'mcjax[plot]'``).
+        """
+        if not self.matrices:
+            raise ValueError(
+                f"mcjax.Report.heatmap: this {self.mode}-mode report kept no Jacobian to draw; "
+                "expected a full-mode check (mode='full') of a small Jacobian"
+            )
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("mcjax.Report.heatmap needs matplotlib: pip install 'mcjax[plot]'") from e
+        expected, got = self.matrices["expected"], self.matrices["got"]
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
+        limit = float(np.nanmax(np.abs(np.concatenate([expected.ravel(), got.ravel()])))) or 1.0
+        panels = (("expected (reference)", expected, limit), ("got (derivative under test)", got, limit),
+                  ("got - expected", got - expected, None))
+        for ax, (title, values, lim) in zip(axes, panels):
+            lim = lim or float(np.nanmax(np.abs(values))) or 1.0
+            image = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+            ax.set_title(title)
+            ax.set_xlabel("argument entry (flat)")
+            ax.set_ylabel("output entry (flat)")
+            fig.colorbar(image, ax=ax, shrink=0.8)
+        fig.suptitle(f"d {self.function} / d {self.wrt}: {'ok' if self.ok else 'FAIL'}")
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def render(r: Report) -> str:
+    verdict = "ok" if r.ok else "FAIL"
+    lines = [
+        f"mcjax.check: {verdict}  d {r.function} / d {r.wrt} by {r.derivative}",
+        f"  {r.shapes}, {r.dtype}, {r.mode} mode, {r.points} point{'s' if r.points != 1 else ''}",
+        f"  threshold: {r.threshold.describe()}",
+    ]
+    for c in r.comparisons:
+        excluded = f", {c.excluded} at kinks skipped" if c.excluded else ""
+        status = "ok" if c.ok else f"FAIL: {c.violations} of {c.compared} entries over"
+        lines.append(f"  {c.reference:<19} max abs {c.max_abs:.1e}  max rel {c.max_rel:.1e}  "
+                     f"(worst {c.worst_ratio:.2g} x threshold{excluded})  {status}")
+    if r.projections:
+        bad = [p for p in r.projections if not p.ok]
+        lines.append(f"  u^T J v            {len(r.projections)} projections, "
+                     f"{len(bad)} over their threshold")
+    if r.taylor is not None:
+        lines.append(f"  Taylor remainder   {'ok' if r.taylor.ok else 'FAIL'}: {r.taylor.note}")
+    if r.kinks is not None and (r.kinks.at or r.kinks.near):
+        lines.append(f"  kinks              {'ok' if r.kinks.ok else 'FAIL'}: {r.kinks.note}")
+        for k in r.kinks.entries:
+            follows = ", ".join(k.conventions) or "none"
+            lines.append(f"    {k.label:<16} left {_g(k.left):>9}  right {_g(k.right):>9}  "
+                         f"got {_g(k.got):>9}  follows {follows}")
+    for problem in r.problems:
+        lines.append(f"  problem: {problem}")
+    if r.worst:
+        lines.append("  worst entries:")
+        lines.append(f"    {'index':<24}{'expected':>12}{'got':>12}{'error':>11}{'allowed':>11}")
+        for e in r.worst:
+            lines.append(f"    {e.label:<24}{_g(e.expected):>12}{_g(e.got):>12}"
+                         f"{e.error:>11.2e}{e.allowed:>11.1e}")
+    for slip in r.diagnosis:
+        lines.append(f"  diagnosis: {slip}")
+    for name, link in r.links:
+        lines.append(f"  link {name}: {'ok' if link.ok else 'FAIL'}"
+                     + (f" ({link.diagnosis[0]})" if link.diagnosis else ""))
+    for note in r.notes:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)

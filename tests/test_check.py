@@ -1,0 +1,164 @@
+"""mcjax.check on small problems: verdicts, errors, kinks, layouts, pytrees, reports."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mcjax
+from mcjax._conventions import check_rtol
+
+W = jnp.asarray(np.random.default_rng(1).standard_normal((3, 4)))
+X = jnp.asarray(np.random.default_rng(2).standard_normal(4))
+
+
+def f(x):
+    return jnp.tanh(W.astype(x.dtype) @ x)
+
+
+def df(x):
+    return (1 - f(x) ** 2)[:, None] * W.astype(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_right_jacobian_passes_every_reference_and_taylor(dtype):
+    r = mcjax.check(f, df, X.astype(dtype))
+    assert r.ok, r
+    assert [c.reference for c in r.comparisons] == ["jax.jacfwd", "jax.jacrev", "finite differences"]
+    assert 1.8 < r.taylor.order < 2.3
+    assert r.threshold.rtol == check_rtol(dtype, 4)
+    assert "float64" in r.threshold.reference  # finite differences in float64 for float32 too
+    assert str(r).startswith("mcjax.check: ok")
+
+
+def test_a_wrong_jacobian_fails_with_taylor_order_one_and_a_table():
+    r = mcjax.check(f, lambda x: 1.01 * df(x), X)
+    assert not r.ok
+    assert 0.8 < r.taylor.order < 1.3 and not r.taylor.ok
+    text = str(r)
+    assert "worst entries" in text and "expected" in text and "diagnosis" in text
+    assert r.worst[0].error > r.worst[0].allowed
+
+
+def test_assert_derivative_raises_an_assertion_error_carrying_the_report():
+    mcjax.assert_derivative(f, df, X)
+    with pytest.raises(AssertionError) as info:
+        mcjax.assert_derivative(f, lambda x: -df(x), X)
+    assert isinstance(info.value, mcjax.DerivativeError)
+    assert not info.value.report.ok
+    assert "sign is flipped" in str(info.value)
+
+
+def test_structured_jacobians_vjp_functions_and_pytrees_are_accepted():
+    x = X[:3]
+    assert mcjax.check(jnp.sin, lambda x: mcjax.Diagonal(jnp.cos(x)), x).ok
+    assert mcjax.check(f, lambda x: (lambda u: u @ df(x)), X).ok  # a VJP function
+    assert mcjax.check(f, lambda x: jax.vjp(f, x)[1], X).ok  # jax.vjp's pullback (a 1-tuple)
+
+    def g(p, labels, flag):  # pytree argument, integer labels, a Python flag
+        z = p["a"] * jnp.sum(p["b"]) if flag else p["a"]
+        return jnp.sum(z[labels])
+
+    p = {"a": X, "b": X[:2]}
+    labels = jnp.array([0, 2, 2])
+    assert mcjax.check(g, jax.grad(g), p, labels, True).ok
+    wrong = lambda p, labels, flag: {"a": jax.grad(g)(p, labels, flag)["a"], "b": 0 * p["b"]}  # noqa: E731
+    assert not mcjax.check(g, wrong, p, labels, True).ok
+
+    def h(x):  # pytree output
+        return {"s": jnp.sum(x), "v": 2 * x}
+
+    good = lambda x: {"s": jnp.ones_like(x), "v": 2 * jnp.eye(x.size)}  # noqa: E731
+    assert mcjax.check(h, good, X).ok
+    assert not mcjax.check(h, lambda x: {"s": jnp.ones_like(x), "v": jnp.eye(x.size)}, X).ok
+
+
+def test_denominator_layout_and_the_layout_helpers():
+    r = mcjax.check(f, lambda x: df(x).T, X, layout="denominator")
+    assert r.ok, r
+    J = df(X)
+    assert mcjax.to_denominator(J, out_ndim=1).shape == (4, 3)
+    np.testing.assert_array_equal(mcjax.to_numerator(mcjax.to_denominator(J, 1), 1), J)
+    D = mcjax.Diagonal(X)
+    np.testing.assert_array_equal(mcjax.to_denominator(D), D.dense().T)
+
+
+def test_shape_mismatches_name_the_shapes_and_the_layout():
+    with pytest.raises(mcjax.ShapeError, match=r"shape \(4, 3\).*\(3, 4\).*denominator layout"):
+        mcjax.check(f, lambda x: df(x).T, X)
+    with pytest.raises(mcjax.ShapeError, match=r"a vector of the argument's shape.*Diagonal"):
+        mcjax.check(jnp.sin, jnp.cos, X)
+    with pytest.raises(mcjax.ShapeError, match=r"VJP function returned shape \(3,\)"):
+        mcjax.check(f, lambda x: (lambda u: u), X)
+
+
+def test_empty_integer_and_bad_options_are_refused_with_sentences():
+    with pytest.raises(mcjax.ShapeError, match=r"args\[0\] is empty \(shape \(0,\)\)"):
+        mcjax.check(jnp.sin, lambda x: mcjax.Diagonal(jnp.cos(x)), jnp.zeros(0))
+    with pytest.raises(mcjax.DtypeError, match=r"args\[0\], which has dtype int32"):
+        mcjax.check(jnp.sin, jnp.cos, jnp.arange(3, dtype=jnp.int32))
+    with pytest.raises(ValueError, match="argnums=3"):
+        mcjax.check(f, df, X, argnums=3)
+    with pytest.raises(ValueError, match="kink_convention='up'"):
+        mcjax.check(f, df, X, kink_convention="up")
+
+
+def test_nan_or_inf_on_either_side_fails_saying_where():
+    x = jnp.array([1.0, 2.0, 3.0])
+    r = mcjax.check(jnp.sin, lambda x: mcjax.Diagonal(jnp.cos(x).at[1].set(jnp.nan)), x)
+    assert not r.ok and any("NaN or Inf" in p and "[1, 1]" in p for p in r.problems), r
+    r = mcjax.check(jnp.sqrt, lambda x: mcjax.Diagonal(0.5 / jnp.sqrt(x)), jnp.array([0.0, 1.0]))
+    assert not r.ok and any("jax.jacfwd" in p and "[0, 0]" in p for p in r.problems), r
+
+
+def test_kinks_report_the_convention_and_fail_only_when_asked():
+    x = jnp.array([-1.0, 0.0, 2.0])
+    relu_grad = lambda x: mcjax.Diagonal((x > 0).astype(x.dtype))  # noqa: E731
+    r = mcjax.check(jax.nn.relu, relu_grad, x)
+    assert r.ok and r.kinks.at == 1 and set(r.kinks.followed) == {"left", "zero"}, r
+    half = lambda x: mcjax.Diagonal(jnp.where(x > 0, 1.0, jnp.where(x == 0, 0.5, 0.0)))  # noqa: E731
+    r = mcjax.check(jax.nn.relu, half, x)  # jnp.maximum's 1/2: jacfwd disagrees, yet not a failure
+    assert r.ok and r.kinks.followed == ("average",), r
+    assert not mcjax.check(jax.nn.relu, half, x, kink_convention="left").ok
+    assert mcjax.check(jax.nn.relu, relu_grad, x, kink_convention="left").ok
+    wild = lambda x: mcjax.Diagonal(jnp.where(x == 0, 3.0, (x > 0).astype(x.dtype)))  # noqa: E731
+    r = mcjax.check(jax.nn.relu, wild, x)
+    assert not r.ok and "no convention" in r.kinks.note
+    r = mcjax.check(jnp.abs, lambda x: mcjax.Diagonal(jnp.sign(x)), x)
+    assert r.ok and set(r.kinks.followed) == {"zero", "average"}
+
+
+def test_a_function_that_rounds_to_float32_is_reported_honestly():
+    def f32(x):
+        return jnp.sin(x.astype(jnp.float32)).astype(x.dtype)
+
+    r = mcjax.check(f32, lambda x: mcjax.Diagonal(jnp.cos(x)), jnp.array([0.3, 1.2]))
+    assert r.threshold.reference.endswith("float32")
+    assert any("computes in float32" in n for n in r.notes)
+
+
+def test_several_points_and_the_heatmap(tmp_path):
+    r = mcjax.check(f, df, X, points=3)
+    assert r.ok and r.points == 3
+    pytest.importorskip("matplotlib")
+    bad = mcjax.check(f, lambda x: df(x) * 1.5, X)
+    bad.heatmap(tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 1000
+    assert bad.as_dict()["ok"] is False
+
+
+def test_the_chain_localiser_names_the_first_wrong_link():
+    wrong_tanh = mcjax.Differentiable(jnp.tanh, lambda x: mcjax.Diagonal(1 - jnp.tanh(x)), name="tanh (wrong)")
+    sin = mcjax.rules.elementwise.sin
+    chain = mcjax.vector_chain_rule(sin, wrong_tanh, mcjax.rules.elementwise.square)
+    r = mcjax.check_chain(chain, X)
+    assert not r.ok
+    assert "the first wrong link is tanh (wrong) (link 2 of 3" in r.diagnosis[-1], r
+    assert [link.ok for _, link in r.links] == [True, False, True]
+    right = mcjax.vector_chain_rule(sin, mcjax.tanh, mcjax.rules.elementwise.square)
+    assert mcjax.check_chain(right, X).ok
+    swapped = mcjax.Differentiable(right.forward,
+                                   lambda x: mcjax.Diagonal(jnp.cos(x)) @ mcjax.Diagonal(2 * x),
+                                   links=right.links)
+    r = mcjax.check_chain(swapped, X)
+    assert not r.ok and "every link is right" in r.diagnosis[-1]
