@@ -8,7 +8,7 @@ arXiv:1802.01528), and the machinery to prove each formula equal to JAX autodiff
 from mcjax import rules as rules  # fills the registry
 from mcjax._check._verify import RuleResult, verify
 from mcjax._conventions import LAYOUT, Tolerance, tolerance
-from mcjax._errors import DtypeError, ShapeError
+from mcjax._errors import DtypeError, NonFiniteLossError, ShapeError
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
@@ -23,6 +23,14 @@ from mcjax._jacobian import (
     densify,
 )
 from mcjax._registry import REGISTRY, Derivative, Registry, Rule, derivative, rule
+from mcjax._train._cache import enable_compilation_cache
+from mcjax._train._checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from mcjax._train._data import digits_data, neuron_data
+from mcjax._train._gradients import GRAD_SOURCES, objective
+from mcjax._train._loop import TrainResult, train
+from mcjax._train._models import Model, mlp_model, neuron_model
+from mcjax._train._optim import optimizer, schedule
+from mcjax._train._step import make_train_epoch, make_train_step, train_epoch, train_step
 from mcjax.rules.activations import leaky_relu, neuron, relu, sigmoid, softplus, tanh
 from mcjax.rules.affine import affine, matvec
 from mcjax.rules.chain import (
@@ -108,6 +116,27 @@ __all__ = [
     "REGISTRY",
     "rule",
     "derivative",
+    # training
+    "train",
+    "TrainResult",
+    "Model",
+    "neuron_model",
+    "mlp_model",
+    "objective",
+    "GRAD_SOURCES",
+    "optimizer",
+    "schedule",
+    "train_step",
+    "train_epoch",
+    "make_train_step",
+    "make_train_epoch",
+    "save_checkpoint",
+    "restore_checkpoint",
+    "latest_checkpoint",
+    "enable_compilation_cache",
+    "neuron_data",
+    "digits_data",
+    "NonFiniteLossError",
     # verification and conventions
     "verify",
     "RuleResult",
