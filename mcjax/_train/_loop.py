@@ -78,13 +78,14 @@ def _check_data(model: Model, params, data, batch_size: int) -> None:
             f"X has shape {shape_str(np.shape(X))} but Y has shape {shape_str(np.shape(Y))}; "
             "expected one row of each per example (the same first dimension)"
         )
-    elif np.shape(X)[0] < batch_size:
+    problems.raise_if_any()
+    model.check("train", params, X, Y)
+    if np.shape(X)[0] < batch_size:
         problems.shape(
             f"batch_size={batch_size} but the data has only {np.shape(X)[0]} examples; expected "
             f"a batch_size of at most {np.shape(X)[0]}"
         )
     problems.raise_if_any()
-    model.check("train", params, X, Y)
 
 
 def _config(model: Model, optimizer, learning_rate, options, grad, batch_size, shuffle, seed,
