@@ -134,7 +134,7 @@ def test_epoch_without_shuffle_equals_the_steps_one_by_one():
 
 
 # -- optimizers ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw", "rmsprop"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw"])
 def test_optimizers_by_name_train_the_neuron(name):
     (X, y), _ = mcjax.neuron_data(jax.random.key(0), n_samples=64, n_features=3, dtype=F64)
     result = mcjax.train(mcjax.neuron_model(3, dtype=F64), (X, y), optimizer=name,
@@ -208,18 +208,3 @@ def test_model_rejects_unknown_loss_and_activation():
         mcjax.mlp_model((3, 2), loss="hinge")
     with pytest.raises(ValueError, match=r"mcjax.mlp_model: .*no rule named 'gelu'"):
         mcjax.mlp_model((3, 2), activation="gelu")
-
-
-def test_first_step_compiles_quickly():
-    """A digits-sized MLP's step compiles in well under a second on a quiet machine; the bound
-    here is loose because CI shares its cores."""
-    import time
-
-    model = mcjax.mlp_model((64, 256, 256, 10))
-    params = model.init(jax.random.key(0))
-    opt = mcjax.optimizer("adam")
-    step = mcjax.make_train_step(mcjax.objective(model, grad="analytic"), opt)
-    batch = (jnp.zeros((32, 64), jnp.float32), jnp.zeros((32,), jnp.int32))
-    tic = time.perf_counter()
-    step.lower(params, opt.init(params), batch).compile()
-    assert time.perf_counter() - tic < 5.0

@@ -28,6 +28,7 @@ import optax
 
 from mcjax._errors import NonFiniteLossError, Problems, shape_str
 from mcjax._train import _checkpoint
+from mcjax._train._compiled import compiled_epoch, optimizer_key
 from mcjax._train._gradients import check_grad_source, objective
 from mcjax._train._models import Model
 from mcjax._train._optim import optimizer as make_optimizer
@@ -45,8 +46,9 @@ class TrainResult(NamedTuple):
         one list per metric that ``evaluate`` returns.
       epoch: completed epochs.
       step: completed optimizer steps.
-      compile_seconds: the time XLA took to compile the epoch (0 when loaded from the
-        persistent cache... almost: loading takes a few milliseconds).
+      compile_seconds: the time spent compiling the epoch in this call: near 0 when an
+        earlier call with the same model and settings compiled it, or when JAX's persistent
+        compilation cache holds it.
       seconds: wall time of the training loop in this call, compilation excluded.
       checkpoint: the last checkpoint written or restored, or None.
       resumed_from: the checkpoint this run resumed from, or None.
@@ -240,9 +242,13 @@ def train(
                 resumed_from, (params, opt_state), meta = found
                 checkpoint, start, history = resumed_from, meta["epoch"], meta["history"]
 
-    epoch_fn = make_train_epoch(loss, opt, batch_size=batch_size, shuffle=shuffle)
+    opt_key, keep = optimizer_key(optimizer, learning_rate, optimizer_options)
     tic = time.perf_counter()
-    compiled = epoch_fn.lower(params, opt_state, data, shuffle_key).compile()
+    compiled = compiled_epoch(
+        (id(model), grad, opt_key, batch_size, shuffle), (model, *keep),
+        lambda: make_train_epoch(loss, opt, batch_size=batch_size, shuffle=shuffle),
+        (params, opt_state, data, shuffle_key),
+    )
     compile_seconds = time.perf_counter() - tic
 
     def save(epoch):
