@@ -253,7 +253,7 @@ def _run_train(args) -> int:
     else:
         for name, value in summary.items():
             shown = f"{value:.6g}" if isinstance(value, float) else value
-            print(f"{name:16s} {shown}")
+            print(f"{name:24s} {shown}")
     if result.interrupted:
         print(f"mcjax train: interrupted; resume with --resume --checkpoint-dir "
               f"{args.checkpoint_dir}" if args.checkpoint_dir else "mcjax train: interrupted",

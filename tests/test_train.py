@@ -208,3 +208,14 @@ def test_model_rejects_unknown_loss_and_activation():
         mcjax.mlp_model((3, 2), loss="hinge")
     with pytest.raises(ValueError, match=r"mcjax.mlp_model: .*no rule named 'gelu'"):
         mcjax.mlp_model((3, 2), activation="gelu")
+
+
+def test_a_second_run_with_the_same_model_and_settings_does_not_compile_again():
+    (X, y), _ = mcjax.neuron_data(jax.random.key(0), n_samples=48, n_features=3, dtype=F64)
+    model = mcjax.neuron_model(3, dtype=F64)
+    first = mcjax.train(model, (X, y), optimizer="sgd", learning_rate=0.01, epochs=1, seed=0)
+    again = mcjax.train(model, (X, y), optimizer="sgd", learning_rate=0.01, epochs=1, seed=1)
+    other = mcjax.train(model, (X, y), optimizer="sgd", learning_rate=0.02, epochs=1, seed=1)
+    assert again.compile_seconds < first.compile_seconds / 10
+    assert other.compile_seconds > again.compile_seconds
+    assert again.history != first.history  # another seed, the same program
