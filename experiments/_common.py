@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def machine() -> dict:
 
     return {"device": str(jax.devices()[0]), "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
-            "jax": jax.__version__}
+            "cpu_count": os.cpu_count(), "jax": jax.__version__}
 
 
 def write_json(out: Path, name: str, record: dict) -> Path:

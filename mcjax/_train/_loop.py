@@ -198,7 +198,8 @@ def train(
       keep_checkpoints: how many of the newest checkpoints to keep (None: all).
       resume: continue from the newest checkpoint in ``checkpoint_dir`` if there is one.
       evaluate: called after every epoch with the parameters; the floats it returns are
-        appended to ``history`` (e.g. test accuracy).
+        appended to ``history`` (e.g. test accuracy).  Don't keep the parameters it gets:
+        the next epoch updates their buffers in place.
       progress: show a progress bar (rich, on stderr), updated once per epoch.
 
     Returns:
