@@ -28,8 +28,18 @@ def machine() -> dict:
     import jax
 
     return {"device": str(jax.devices()[0]), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": _cpu_name(),
             "cpu_count": os.cpu_count(), "jax": jax.__version__}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_json(out: Path, name: str, record: dict) -> Path:
