@@ -14,8 +14,8 @@ cross-entropy, Adam, float32, it times one training step of
 and, for a tiny MLP 8-32-32-2 (batch 16), the per-step time of a whole epoch inside
 ``jax.lax.scan``: mcjax's epoch against a hand-written plain-JAX scan.  A large square
 matmul gives the machine's peak.  All variants are measured interleaved, round after round
-(so that a noisy neighbour slows them alike), after a warm-up, blocking on the results;
-the median of the rounds is reported.
+(so that a noisy neighbour slows them alike), each sample after an untimed call, blocking on
+the results; the median of the rounds is reported (and the minimum, in results.json).
 
     python experiments/bench_train.py --out runs/bench_train
 """
@@ -185,18 +185,29 @@ def square_matmul(n: int) -> Callable[[int], None]:
 
 
 def measure(variants: dict[str, Callable], *, rounds: int, sample_seconds: float) -> dict:
-    """Median seconds per call of each variant, measured round-robin."""
+    """Median seconds per call of each variant, measured round-robin.
+
+    Each timed sample is ``inner`` calls (about ``sample_seconds`` in all) after one untimed
+    call, which absorbs what the previous variant left behind (threads of another runtime
+    still spinning, caches holding other data).  The order is shuffled every round, so that
+    no variant always runs after the same one.
+    """
     inner = {}
     for name, run in variants.items():
         run(1)  # compile and warm up
-        run(1)
-        tic = time.perf_counter()
-        run(1)
-        inner[name] = max(1, math.ceil(sample_seconds / max(time.perf_counter() - tic, 1e-7)))
+        times = []
+        for _ in range(3):
+            tic = time.perf_counter()
+            run(1)
+            times.append(time.perf_counter() - tic)
+        inner[name] = max(1, math.ceil(sample_seconds / max(float(np.median(times)), 1e-7)))
     samples = {name: [] for name in variants}
     names = list(variants)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+    order = np.random.default_rng(0)
+    for _ in range(rounds):
+        # a new order every round: no variant always follows the same one
+        for name in order.permutation(names):
+            variants[name](1)
             tic = time.perf_counter()
             variants[name](inner[name])
             samples[name].append((time.perf_counter() - tic) / inner[name])
