@@ -257,14 +257,14 @@ def _checks(results: dict, configs: dict, with_torch: bool) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.split("\n\n")[0], "bench_train")
     p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved rounds of measurement (default 21; smoke 3)")
+                   help="interleaved rounds of measurement (default 21; smoke 2)")
     p.add_argument("--sample-seconds", type=float, default=None,
                    help="the length of one timed sample (default 0.2 s; smoke 0.005 s)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
     args = p.parse_args(argv)
     if args.smoke:
         configs = {"big": ((32, 64, 64, 10), 32), "small": ((16, 32, 32, 10), 16)}
-        tiny, square, rounds, sample = ((4, 8, 2), 4, 16), 128, 3, 0.005
+        tiny, square, rounds, sample = ((4, 8, 2), 4, 16), 128, 2, 0.005
     else:
         configs = {"big": ((784, 1024, 1024, 10), 256), "small": ((64, 256, 256, 10), 128)}
         tiny, square, rounds, sample = ((8, 32, 32, 2), 16, 256), 2048, 21, 0.2

@@ -6,6 +6,8 @@ Datasets are tuples ``(X, Y)`` of arrays with one example per row, the form
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,13 @@ def neuron_data(key: jax.Array, *, n_samples: int, n_features: int, noise: float
     Returns:
       ``((X, y), {"w": w_true, "b": b_true})`` with X (N, n), y (N,), w_true (n,), b_true ().
     """
+    return _neuron_data(key, jnp.asarray(noise, dtype), n_samples=int(n_samples),
+                        n_features=int(n_features), dtype=jnp.dtype(dtype))
+
+
+@partial(jax.jit, static_argnames=("n_samples", "n_features", "dtype"))
+def _neuron_data(key, noise, *, n_samples, n_features, dtype):
+    # one compiled program rather than one eager operation (and compilation) per line
     k_x, k_w, k_e = jax.random.split(key, 3)
     X = jax.random.normal(k_x, (n_samples, n_features), dtype)
     w = jax.random.normal(k_w, (n_features,), dtype)

@@ -218,9 +218,12 @@ def train(
             f"checkpoint_every={checkpoint_every}; expected epochs >= 0 and the others >= 1"
         )
     init_key, shuffle_key = jax.random.split(jax.random.key(seed))
-    # the epoch donates (updates in place) the buffers it gets: copy the caller's
-    params = model.init(init_key) if params is None else jax.tree.map(jnp.copy, params)
-    _check_data(model, params, data, batch_size)
+    # shapes first (eval_shape computes nothing), so that a misfit fails before any work
+    _check_data(model, jax.eval_shape(model.init, init_key) if params is None else params,
+                data, batch_size)
+    # one compiled init rather than one eager op per layer; the epoch donates (updates in
+    # place) the buffers it gets, so the caller's parameters are copied
+    params = jax.jit(model.init)(init_key) if params is None else jax.tree.map(jnp.copy, params)
     data = tuple(jax.device_put(data))
     opt = make_optimizer(optimizer, learning_rate=learning_rate, **(optimizer_options or {}))
     loss = objective(model, grad=grad)
