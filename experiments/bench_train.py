@@ -15,7 +15,8 @@ and, for a tiny MLP 8-32-32-2 (batch 16), the per-step time of a whole epoch ins
 ``jax.lax.scan``: mcjax's epoch against a hand-written plain-JAX scan.  A large square
 matmul gives the machine's peak.  All variants are measured interleaved, round after round
 (so that a noisy neighbour slows them alike), each sample after an untimed call, blocking on
-the results; the median of the rounds is reported (and the minimum, in results.json).
+the results.  Times are the median of the rounds; ratios are the median over rounds of the
+ratio within a round, so that a load that drifts during the run cancels out.
 
     python experiments/bench_train.py --out runs/bench_train
 """
@@ -212,7 +213,17 @@ def measure(variants: dict[str, Callable], *, rounds: int, sample_seconds: float
             variants[name](inner[name])
             samples[name].append((time.perf_counter() - tic) / inner[name])
     return {name: {"median_s": float(np.median(s)), "min_s": float(np.min(s)),
-                   "calls_per_sample": inner[name], "rounds": rounds} for name, s in samples.items()}
+                   "calls_per_sample": inner[name], "rounds": rounds, "samples_s": s}
+            for name, s in samples.items()}
+
+
+def paired_ratio(results: dict, a: str | list[str], b: str) -> float:
+    """The median over rounds of (time of ``a``) / (time of ``b``) within the same round:
+    a load that drifts during the run cancels out.  ``a`` may list variants, whose slowest
+    counts in each round."""
+    names = [a] if isinstance(a, str) else a
+    top = np.max([results[n]["samples_s"] for n in names], axis=0)
+    return float(np.median(top / np.asarray(results[b]["samples_s"])))
 
 
 def compile_seconds(sizes, batch) -> float:
@@ -226,7 +237,6 @@ def compile_seconds(sizes, batch) -> float:
 
 
 def _checks(results: dict, configs: dict, with_torch: bool) -> list[dict]:
-    t = {name: r["median_s"] for name, r in results.items()}
     checks = []
 
     def check(what, label, value):
@@ -235,22 +245,23 @@ def _checks(results: dict, configs: dict, with_torch: bool) -> list[dict]:
         checks.append({"check": what, "target": f"{op} {bound}", "value": value, "ok": ok})
 
     for cfg in configs:
-        mcjax_times = {g: t[f"{cfg}: mcjax {g}"] for g in mcjax.GRAD_SOURCES}
-        slowest = max(mcjax_times.values())
+        ours = {g: f"{cfg}: mcjax {g}" for g in mcjax.GRAD_SOURCES}
         if cfg == "big":
-            for g, v in mcjax_times.items():
+            for g, name in ours.items():
                 check(f"big: mcjax {g} / matmul floor", "big step / matmul floor",
-                      v / t["big: matmul floor"])
-        for g, v in mcjax_times.items():
-            check(f"{cfg}: mcjax {g} / plain JAX", "mcjax / plain JAX", v / t[f"{cfg}: plain JAX"])
+                      paired_ratio(results, name, "big: matmul floor"))
+        for g, name in ours.items():
+            check(f"{cfg}: mcjax {g} / plain JAX", "mcjax / plain JAX",
+                  paired_ratio(results, name, f"{cfg}: plain JAX"))
         check(f"{cfg}: analytic / autodiff", "analytic / autodiff",
-              mcjax_times["analytic"] / mcjax_times["autodiff"])
-        check(f"{cfg}: NumPy / mcjax", "NumPy / mcjax", t[f"{cfg}: NumPy"] / slowest)
-        if with_torch:
-            check(f"{cfg}: torch eager / mcjax", "torch eager / mcjax",
-                  t[f"{cfg}: torch eager"] / slowest)
+              paired_ratio(results, ours["analytic"], ours["autodiff"]))
+        peers = ["NumPy"] + (["torch eager"] if with_torch else [])
+        for peer, label in zip(peers, ("NumPy / mcjax", "torch eager / mcjax")):
+            # against the slower of mcjax's two sources, round by round
+            slower = 1.0 / paired_ratio(results, list(ours.values()), f"{cfg}: {peer}")
+            check(f"{cfg}: {peer} / mcjax", label, slower)
     check("tiny scan: mcjax / plain JAX", "tiny scan: mcjax / plain JAX",
-          t["tiny scan: mcjax"] / t["tiny scan: plain JAX"])
+          paired_ratio(results, "tiny scan: mcjax", "tiny scan: plain JAX"))
     return checks
 
 
@@ -283,13 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         results[name]["min_s"] /= tiny[2]
     peak = 2.0 * square**3 / results["square matmul"]["median_s"]
     for cfg, (sizes, batch) in configs.items():
-        floor = results[f"{cfg}: matmul floor"]["median_s"]
-        strict = results[f"{cfg}: matmul floor, in place"]["median_s"]
         for name, r in results.items():
             if name.startswith(f"{cfg}: "):
-                r["vs_floor"] = r["median_s"] / floor
-                r["vs_floor_in_place"] = r["median_s"] / strict
-                r["fraction_of_peak"] = step_flops(sizes, batch) / r["median_s"] / peak
+                r["vs_floor"] = paired_ratio(results, name, f"{cfg}: matmul floor")
+                r["vs_floor_in_place"] = paired_ratio(results, name,
+                                                      f"{cfg}: matmul floor, in place")
+                # the step's rate over the square matmul's rate, in the same round
+                r["fraction_of_peak"] = step_flops(sizes, batch) / (2.0 * square**3) / \
+                    paired_ratio(results, name, "square matmul")
     checks = _checks(results, configs, with_torch)
 
     record = {

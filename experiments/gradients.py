@@ -113,13 +113,14 @@ def _plot(rows: dict, out) -> None:
     plt = _common.pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.2))
     values = [max(r["max_relative_difference"], 1e-18) for r in rows.values()]
-    ax.barh(list(rows), values, color="tab:blue")
+    colors = ["tab:red" if name.startswith("control") else "tab:blue" for name in rows]
+    ax.barh(list(rows), values, color=colors)
     ax.axvline(mcjax.tolerance(F64).rtol, color="tab:red", ls="--", label="float64 rtol")
     ax.axvline(np.finfo(np.float64).eps, color="gray", ls=":", label="float64 eps")
     ax.set(xscale="log", xlabel="max |analytic - autodiff| / max |gradient| (0 drawn at 1e-18)",
            title="hand-derived vs autodiff gradients, float64")
     ax.invert_yaxis()
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(out / "gradients.png", dpi=120)
     plt.close(fig)
