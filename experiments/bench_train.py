@@ -348,7 +348,7 @@ def _plot(results: dict, configs: dict, out) -> None:
         colors = ["tab:gray" if "floor" in n else "tab:blue" if "mcjax" in n else "tab:orange"
                   for n in names]
         ax.barh([n.split(": ", 1)[1] for n in names], values, color=colors)
-        ax.set(xlabel="ms per step (median)", title=f"MLP {'-'.join(map(str, configs[cfg][0]))}, "
+        ax.set(xscale="log", xlabel="ms per step (median, log scale)", title=f"MLP {'-'.join(map(str, configs[cfg][0]))}, "
                                                     f"batch {configs[cfg][1]}")
         ax.invert_yaxis()
     fig.tight_layout()
