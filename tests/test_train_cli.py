@@ -1,14 +1,17 @@
-"""``mcjax train`` in real processes: killed with SIGKILL or interrupted with Ctrl-C (SIGINT)
-mid-run, then resumed; a second process starts from the persistent compilation cache."""
+"""Long runs stopped mid-way: ``mcjax train`` killed with SIGKILL in a real process, then
+resumed (a second process also starts from the persistent compilation cache); Ctrl-C
+(SIGINT) in this process; and the command's errors and options."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -50,18 +53,13 @@ def _final_state(ckpt: Path):
         return {name: f[name] for name in f.files}
 
 
-def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path):
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     cache = tmp_path / "cache"
     straight = _start(tmp_path / "straight", cache)
     killed = _start(tmp_path / "killed", cache)
-    interrupted = _start(tmp_path / "interrupted", cache)
     _hit_after_first_checkpoint(killed, tmp_path / "killed", signal.SIGKILL)
-    _hit_after_first_checkpoint(interrupted, tmp_path / "interrupted", signal.SIGINT)
     killed.communicate(timeout=120)
     assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    stopped = _summary(interrupted, returncode=130)
-    assert stopped["interrupted"] and stopped["epochs"] < 3000
-    assert stopped["checkpoint"].endswith(f"ckpt-{stopped['epochs']:08d}.npz")
     reference = _summary(straight)
     assert reference["epochs"] == 3000 and reference["w_error"] < 0.05
     # what SIGKILL left is complete checkpoints only (perhaps a temporary file beside them)
@@ -71,17 +69,45 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path
     assert all(np.isfinite(v).all() for k, v in _final_state(tmp_path / "killed").items()
                if k.startswith("leaf"))
 
-    resumed = [_start(tmp_path / name, cache, "--resume") for name in ("killed", "interrupted")]
-    for process, name in zip(resumed, ("killed", "interrupted")):
-        summary = _summary(process)
-        assert summary["resumed_from"] is not None and summary["epochs"] == 3000
-        assert summary["final_loss"] == reference["final_loss"]
-        # a second process finds the compiled programs in the persistent cache
-        assert summary["compilation_cache_hits"] >= 1
-        got, want = _final_state(tmp_path / name), _final_state(tmp_path / "straight")
-        for leaf in (k for k in want if k.startswith("leaf")):
-            np.testing.assert_array_equal(got[leaf], want[leaf])
+    summary = _summary(_start(tmp_path / "killed", cache, "--resume"))
+    assert summary["resumed_from"] == str(left) and summary["epochs"] == 3000
+    assert summary["final_loss"] == reference["final_loss"]
+    # a second process finds the compiled programs in the persistent cache
+    assert summary["compilation_cache_hits"] >= 1
+    got, want = _final_state(tmp_path / "killed"), _final_state(tmp_path / "straight")
+    for leaf in (k for k in want if k.startswith("leaf")):
+        np.testing.assert_array_equal(got[leaf], want[leaf])
     assert not list((tmp_path / "killed").glob(".tmp-*"))
+
+
+def test_ctrl_c_stops_at_the_end_of_an_epoch_with_a_checkpoint(tmp_path):
+    (X, y), _ = mcjax.neuron_data(jax.random.key(0), n_samples=64, n_features=3)
+    model = mcjax.neuron_model(3)
+    kw = dict(optimizer="adam", learning_rate=0.01, grad="analytic", epochs=1500,
+              batch_size=16, checkpoint_every=50)
+
+    def press_ctrl_c_after_the_first_checkpoint():
+        while mcjax.latest_checkpoint(tmp_path / "a") is None:
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    # should the signal come late (after train returned), it must not stop the test session
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        presser = threading.Thread(target=press_ctrl_c_after_the_first_checkpoint, daemon=True)
+        presser.start()
+        stopped = mcjax.train(model, (X, y), checkpoint_dir=tmp_path / "a", **kw)
+        presser.join(timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stopped.interrupted and 50 <= stopped.epoch < 1500
+    assert stopped.checkpoint.name == f"ckpt-{stopped.epoch:08d}.npz"
+    resumed = mcjax.train(model, (X, y), checkpoint_dir=tmp_path / "a", resume=True, **kw)
+    straight = mcjax.train(model, (X, y), **kw)
+    assert resumed.resumed_from == stopped.checkpoint and not resumed.interrupted
+    for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params)):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.history == straight.history
 
 
 def test_cli_reports_a_diverging_run_and_bad_options(tmp_path, capsys):
