@@ -172,47 +172,60 @@ def _add_train(subparsers) -> None:
 
 
 def _learning_rate(args, total_steps: int):
+    """--lr, or the --schedule with its start value and length filled from --lr and the run."""
     import inspect
 
     import mcjax
+    from mcjax._train._optim import _optax_schedules
 
     if args.schedule is None:
         return args.lr
     kwargs = dict(args.schedule_arg)
-    params = inspect.signature(mcjax._train._optim._optax_schedules()
-                               .get(args.schedule.removesuffix("_schedule"), lambda: None)).parameters
+    maker = _optax_schedules().get(args.schedule.removesuffix("_schedule"), lambda: None)
+    accepted = inspect.signature(maker).parameters
     for name, value in (("init_value", args.lr), ("peak_value", args.lr), ("value", args.lr),
                         ("decay_steps", total_steps), ("transition_steps", total_steps)):
-        if name in params and name not in kwargs:
+        if name in accepted and name not in kwargs:
             kwargs[name] = value
     return mcjax.schedule(args.schedule, **kwargs)
 
 
-def _run_train(args) -> int:
-    _enable_x64_if([args.dtype])
+def _train_task(args):
+    """(model, data, report) for the task; report(params) -> the task's own figures."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     import mcjax
 
-    if not args.no_cache:
-        mcjax.enable_compilation_cache(args.cache_dir)
     dtype = jnp.dtype(args.dtype)
     if args.task == "neuron":
         data, truth = mcjax.neuron_data(jax.random.key(args.seed), n_samples=args.samples,
                                         n_features=args.features, noise=0.01, dtype=dtype)
-        model, test = mcjax.neuron_model(args.features, dtype=dtype), None
         args.lr = 0.01 if args.lr is None else args.lr
         args.epochs = 200 if args.epochs is None else args.epochs
-    else:
-        data, test = mcjax.digits_data(seed=args.seed, dtype=dtype)
-        hidden = [int(h) for h in args.hidden.split(",") if h]
-        model = mcjax.mlp_model((64, *hidden, 10), dtype=dtype)
-        args.lr = 1e-3 if args.lr is None else args.lr
-        args.epochs = 40 if args.epochs is None else args.epochs
+        return mcjax.neuron_model(args.features, dtype=dtype), data, lambda params: {
+            "w_error": float(np.max(np.abs(params["w"] - truth["w"]))),
+            "b_error": float(np.abs(params["b"] - truth["b"])),
+        }
+    data, (X_test, y_test) = mcjax.digits_data(seed=args.seed, dtype=dtype)
+    model = mcjax.mlp_model((64, *(int(h) for h in args.hidden.split(",") if h), 10), dtype=dtype)
+    args.lr = 1e-3 if args.lr is None else args.lr
+    args.epochs = 40 if args.epochs is None else args.epochs
+    return model, data, lambda params: {"test_accuracy": float(np.mean(
+        np.asarray(jnp.argmax(model.apply(params, X_test), axis=-1)) == y_test))}
+
+
+def _run_train(args) -> int:
+    _enable_x64_if([args.dtype])
+    import jax
+
+    import mcjax
+
+    if not args.no_cache:
+        mcjax.enable_compilation_cache(args.cache_dir)
+    model, data, report = _train_task(args)
     total_steps = args.epochs * (len(data[0]) // args.batch_size)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     cache_hits = []
 
     def count_cache_hits(event, **kwargs):
@@ -225,39 +238,33 @@ def _run_train(args) -> int:
             model, data, optimizer=args.optimizer, learning_rate=_learning_rate(args, total_steps),
             optimizer_options=dict(args.opt), grad=args.grad, epochs=args.epochs,
             batch_size=args.batch_size, seed=args.seed, checkpoint_dir=args.checkpoint_dir,
-            checkpoint_every=args.checkpoint_every, resume=args.resume, progress=progress,
+            checkpoint_every=args.checkpoint_every, resume=args.resume,
+            progress=sys.stderr.isatty() if args.progress is None else args.progress,
         )
     except (mcjax.NonFiniteLossError, mcjax.ShapeError, ValueError, TypeError) as error:
         print(f"mcjax train: {error}", file=sys.stderr)
         return 1
     finally:
         jax.monitoring.unregister_event_listener(count_cache_hits)
+    losses = result.history["loss"]
     summary = {
         "task": args.task, "grad": args.grad, "optimizer": args.optimizer,
-        "epochs": result.epoch, "steps": result.step, "final_loss": result.history["loss"][-1]
-        if result.history["loss"] else None,
+        "epochs": result.epoch, "steps": result.step, "final_loss": losses[-1] if losses else None,
         "compile_seconds": result.compile_seconds, "train_seconds": result.seconds,
         "compilation_cache_hits": len(cache_hits),
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "resumed_from": str(result.resumed_from) if result.resumed_from else None,
-        "interrupted": result.interrupted,
+        "interrupted": result.interrupted, **report(result.params),
     }
-    if args.task == "neuron":
-        summary["w_error"] = float(jnp.max(jnp.abs(result.params["w"] - truth["w"])))
-        summary["b_error"] = float(jnp.abs(result.params["b"] - truth["b"]))
-    else:
-        predicted = np.asarray(jnp.argmax(model.apply(result.params, test[0]), axis=-1))
-        summary["test_accuracy"] = float(np.mean(predicted == test[1]))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         for name, value in summary.items():
-            shown = f"{value:.6g}" if isinstance(value, float) else value
-            print(f"{name:24s} {shown}")
+            print(f"{name:24s} {f'{value:.6g}' if isinstance(value, float) else value}")
     if result.interrupted:
-        print(f"mcjax train: interrupted; resume with --resume --checkpoint-dir "
-              f"{args.checkpoint_dir}" if args.checkpoint_dir else "mcjax train: interrupted",
-              file=sys.stderr)
+        hint = f"; resume with --resume --checkpoint-dir {args.checkpoint_dir}" \
+            if args.checkpoint_dir else ""
+        print(f"mcjax train: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
 
