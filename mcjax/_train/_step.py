@@ -21,6 +21,7 @@ the call.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -50,6 +51,31 @@ def train_step(loss: Callable, optimizer: optax.GradientTransformation) -> Calla
     return step
 
 
+@functools.cache
+def compiler_options(backend: str) -> dict | None:
+    """XLA options for the step and the epoch on ``backend`` (None: XLA's defaults).
+
+    On the CPU, copy insertion with region analysis lets XLA write the updated parameters
+    into their donated buffers without first copying the weights that the backward pass still
+    reads (a copy of the largest weight matrix per step otherwise).  The option is probed once
+    with a trivial program, so that a JAX that no longer knows it falls back to the defaults.
+    """
+    if backend != "cpu":
+        return None
+    options = {"xla_cpu_copy_insertion_use_region_analysis": True}
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(
+            jax.ShapeDtypeStruct((), jnp.float32)).compile()
+    except Exception:  # an unknown option is refused at compile time
+        return None
+    return options
+
+
+def _jit(fn: Callable) -> Callable:
+    return jax.jit(fn, donate_argnums=(0, 1),
+                   compiler_options=compiler_options(jax.default_backend()))
+
+
 def make_train_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
     """The jitted step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
@@ -61,7 +87,7 @@ def make_train_step(loss: Callable, optimizer: optax.GradientTransformation) -> 
         step = mcjax.make_train_step(mcjax.objective(model, grad="analytic"), opt)
         params, opt_state, metrics = step(params, opt.init(params), (X, Y))
     """
-    return jax.jit(train_step(loss, optimizer), donate_argnums=(0, 1))
+    return _jit(train_step(loss, optimizer))
 
 
 def epoch_batches(data: Batch, key, *, batch_size: int, shuffle: bool = True) -> Batch:
@@ -114,5 +140,4 @@ def make_train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *,
     ``data`` is a tuple of arrays with N rows; the epoch runs ``N // B`` steps in one
     :func:`jax.lax.scan`.  ``params`` and ``opt_state`` are donated.
     """
-    return jax.jit(train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle),
-                   donate_argnums=(0, 1))
+    return _jit(train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle))
