@@ -12,7 +12,7 @@ from mcjax._check._localize import check_chain
 from mcjax._check._report import Report
 from mcjax._check._verify import RuleResult, verify
 from mcjax._conventions import LAYOUT, Tolerance, tolerance
-from mcjax._errors import DerivativeError, DtypeError, ShapeError
+from mcjax._errors import DerivativeError, DtypeError, NonFiniteLossError, ShapeError
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
@@ -27,6 +27,14 @@ from mcjax._jacobian import (
     densify,
 )
 from mcjax._registry import REGISTRY, Derivative, Registry, Rule, derivative, rule
+from mcjax._train._cache import enable_compilation_cache
+from mcjax._train._checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from mcjax._train._data import digits_data, neuron_data
+from mcjax._train._gradients import GRAD_SOURCES, objective
+from mcjax._train._loop import TrainResult, train
+from mcjax._train._models import Model, mlp_model, neuron_model
+from mcjax._train._optim import optimizer, schedule
+from mcjax._train._step import make_train_epoch, make_train_step, train_epoch, train_step
 from mcjax.rules.activations import leaky_relu, neuron, relu, sigmoid, softplus, tanh
 from mcjax.rules.affine import affine, matvec
 from mcjax.rules.chain import (
@@ -121,6 +129,27 @@ __all__ = [
     "to_denominator",
     "Report",
     "DerivativeError",
+    # training
+    "train",
+    "TrainResult",
+    "Model",
+    "neuron_model",
+    "mlp_model",
+    "objective",
+    "GRAD_SOURCES",
+    "optimizer",
+    "schedule",
+    "train_step",
+    "train_epoch",
+    "make_train_step",
+    "make_train_epoch",
+    "save_checkpoint",
+    "restore_checkpoint",
+    "latest_checkpoint",
+    "enable_compilation_cache",
+    "neuron_data",
+    "digits_data",
+    "NonFiniteLossError",
     # verification and conventions
     "verify",
     "RuleResult",

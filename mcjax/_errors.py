@@ -118,3 +118,21 @@ class DerivativeError(AssertionError):
     def __init__(self, report):
         super().__init__(str(report))
         self.report = report
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss.
+
+    Attributes:
+      step: the 1-based optimizer step whose loss was not finite.
+      epoch: the 1-based epoch that step belongs to.
+      checkpoint: the path of the last good checkpoint (kept on disk), or None.
+      value: the loss that was not finite.
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int, checkpoint, value: float):
+        super().__init__(message)
+        self.step = step
+        self.epoch = epoch
+        self.checkpoint = checkpoint
+        self.value = value

@@ -1,0 +1,143 @@
+r"""The training step and the epoch: pure functions, compiled once by XLA.
+
+One step is gradient descent's update (§1 of the paper: "pick w and b by gradient descent")
+with an optax optimizer:
+
+$$\ell, \mathbf{g} = L(\theta_t; X_t, Y_t), \nabla_\theta L(\theta_t; X_t, Y_t);\quad
+\mathbf{u}_t, s_{t+1} = \text{update}(\mathbf{g}, s_t, \theta_t);\quad
+\theta_{t+1} = \theta_t + \mathbf{u}_t$$
+
+An epoch shuffles the examples with ``jax.random``, cuts them into ``B``-sized minibatches
+(the last ``N mod B`` examples of the shuffled order are left out of that epoch) and runs the
+step over them inside :func:`jax.lax.scan`: one compiled call per epoch, so that Python does
+not run once per step.
+
+Both functions take and return plain pytrees (``params``, optax state, a ``batch`` of arrays
+with a leading batch axis) and read no global state, so they are unchanged under
+``jax.sharding`` (shard the batch axis) and on any device.  Their ``params`` and ``opt_state``
+buffers are donated: XLA updates them in place, so don't use the arrays you passed in after
+the call.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Batch = tuple  # (X, Y): arrays with a leading batch axis
+
+
+def train_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """The un-jitted step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
+
+    Args:
+      loss: ``loss(params, batch) -> scalar`` (e.g. :func:`mcjax.objective`); its
+        gradient source is whatever ``jax.grad`` of it gives.
+      optimizer: an ``optax.GradientTransformation``.
+
+    Returns:
+      ``step``; ``metrics`` is ``{"loss": scalar}``, the loss *before* the update.
+    """
+
+    def step(params, opt_state, batch):
+        value, grads = jax.value_and_grad(loss)(params, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, {"loss": value}
+
+    return step
+
+
+@functools.cache
+def compiler_options(backend: str) -> dict | None:
+    """XLA options for the step and the epoch on ``backend`` (None: XLA's defaults).
+
+    On the CPU, copy insertion with region analysis lets XLA write the updated parameters
+    into their donated buffers without first copying the weights that the backward pass still
+    reads (a copy of the largest weight matrix per step otherwise).  The option is probed once
+    with a trivial program, so that a JAX that no longer knows it falls back to the defaults.
+    """
+    if backend != "cpu":
+        return None
+    options = {"xla_cpu_copy_insertion_use_region_analysis": True}
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(
+            jax.ShapeDtypeStruct((), jnp.float32)).compile()
+    except Exception:  # an unknown option is refused at compile time
+        return None
+    return options
+
+
+def _jit(fn: Callable) -> Callable:
+    return jax.jit(fn, donate_argnums=(0, 1),
+                   compiler_options=compiler_options(jax.default_backend()))
+
+
+def make_train_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """The jitted step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
+
+    ``params`` and ``opt_state`` are donated (updated in place).
+
+    Example::
+
+        opt = mcjax.optimizer("adam", learning_rate=1e-3)
+        step = mcjax.make_train_step(mcjax.objective(model, grad="analytic"), opt)
+        params, opt_state, metrics = step(params, opt.init(params), (X, Y))
+    """
+    return _jit(train_step(loss, optimizer))
+
+
+def epoch_batches(data: Batch, key, *, batch_size: int, shuffle: bool = True) -> Batch:
+    """``data`` (arrays of N rows) -> minibatches of shape ``(N // B, B, ...)``.
+
+    The permutation is ``jax.random.permutation(key, N)``; without ``shuffle`` the rows keep
+    their order.  The last ``N mod B`` rows (of the permuted order) are dropped.
+    """
+    n = jax.tree.leaves(data)[0].shape[0]
+    steps = n // batch_size
+    if shuffle:
+        order = jax.random.permutation(key, n)[: steps * batch_size]
+        data = jax.tree.map(lambda a: jnp.take(a, order, axis=0), data)
+    return jax.tree.map(
+        lambda a: a[: steps * batch_size].reshape((steps, batch_size) + a.shape[1:]), data
+    )
+
+
+def train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *, batch_size: int,
+                shuffle: bool = True) -> Callable:
+    """The un-jitted epoch ``(params, opt_state, data, key) -> (params, opt_state, metrics)``.
+
+    ``metrics["loss"]`` has shape ``(N // B,)``: one loss per step.
+    """
+    step = train_step(loss, optimizer)
+
+    def epoch(params, opt_state, data, key):
+        batches = epoch_batches(data, key, batch_size=batch_size, shuffle=shuffle)
+
+        def body(state, batch):
+            params, opt_state, metrics = step(*state, batch)
+            return (params, opt_state), metrics
+
+        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), batches)
+        return params, opt_state, metrics
+
+    return epoch
+
+
+def make_train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *,
+                     batch_size: int, shuffle: bool = True) -> Callable:
+    """The jitted epoch ``(params, opt_state, data, key) -> (params, opt_state, metrics)``.
+
+    Args:
+      loss: ``loss(params, batch) -> scalar``.
+      optimizer: an ``optax.GradientTransformation``.
+      batch_size: B, the rows per step.
+      shuffle: permute the rows with ``key`` first (``jax.random.permutation``).
+
+    ``data`` is a tuple of arrays with N rows; the epoch runs ``N // B`` steps in one
+    :func:`jax.lax.scan`.  ``params`` and ``opt_state`` are donated.
+    """
+    return _jit(train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle))
