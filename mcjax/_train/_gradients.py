@@ -21,7 +21,7 @@ from mcjax._train._models import Model
 
 GRAD_SOURCES = ("autodiff", "analytic")
 """``"autodiff"``: :func:`jax.grad` of the forward code; ``"analytic"``: the registry's
-hand-derived gradient (:attr:`Model.backprop`)."""
+hand-derived gradient (the ``backprop`` field of :class:`Model`)."""
 
 
 def check_grad_source(function: str, grad: str) -> str:
