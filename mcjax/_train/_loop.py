@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from mcjax._errors import NonFiniteLossError, Problems, shape_str
-from mcjax._train import _checkpoint
+from mcjax._train import _checkpoint, _sharding
 from mcjax._train._gradients import check_grad_source, objective
 from mcjax._train._models import Model
 from mcjax._train._optim import optimizer as make_optimizer
@@ -171,6 +171,7 @@ def train(
     resume: bool = False,
     evaluate: Callable[[Any], Mapping[str, float]] | None = None,
     progress: bool = False,
+    devices=None,
 ) -> TrainResult:
     r"""Train ``model`` on ``data`` by minibatch gradient descent, jitted, one scan per epoch.
 
@@ -198,12 +199,20 @@ def train(
       evaluate: called after every epoch with the parameters; the floats it returns are
         appended to ``history`` (e.g. test accuracy).
       progress: show a progress bar (rich, on stderr), updated once per epoch.
+      devices: ``None`` (the default device) or data-parallel training on a mesh: a number
+        of devices, ``"all"``, a sequence of ``jax.Device`` or a ``jax.sharding.Mesh`` with a
+        ``"data"`` axis (see :func:`mcjax.data_mesh`).  Each minibatch is split along
+        ``"data"``; parameters, optimizer state and the dataset are replicated.  The result
+        equals the one-device run up to float32 reduction order, and checkpoints restore on
+        any number of devices.  In a multi-process run (:func:`mcjax.init_distributed`) every
+        process passes the same ``data`` and process 0 writes the checkpoints.
 
     Returns:
       A :class:`~mcjax.TrainResult`.
 
     Raises:
-      ShapeError: the data does not fit the model (raised before anything is compiled).
+      ShapeError: the data does not fit the model, or ``batch_size`` is not a multiple of
+        the number of devices (raised before anything is compiled).
       NonFiniteLossError: a loss was NaN or Inf; it names the step and the last good
         checkpoint, which is kept.
       ValueError: ``resume`` found a checkpoint written with different settings.
@@ -218,7 +227,11 @@ def train(
     # the epoch donates (updates in place) the buffers it gets: copy the caller's
     params = model.init(init_key) if params is None else jax.tree.map(jnp.copy, params)
     _check_data(model, params, data, batch_size)
-    data = tuple(jax.device_put(data))
+    mesh = None if devices is None else _sharding.data_mesh(devices, function="train")
+    if mesh is not None:
+        _sharding.check_divisible("train", batch_size, mesh, subject=f"batch_size={batch_size}",
+                                  hint="")
+    data = tuple(jax.device_put(data)) if mesh is None else _sharding.replicate(tuple(data), mesh)
     opt = make_optimizer(optimizer, learning_rate=learning_rate, **(optimizer_options or {}))
     loss = objective(model, grad=grad)
     # run every trace-time check of the rules (dtypes, shapes) on one batch, still before
@@ -239,8 +252,10 @@ def train(
             if found is not None:
                 resumed_from, (params, opt_state), meta = found
                 checkpoint, start, history = resumed_from, meta["epoch"], meta["history"]
+    if mesh is not None:
+        params, opt_state, shuffle_key = _sharding.replicate((params, opt_state, shuffle_key), mesh)
 
-    epoch_fn = make_train_epoch(loss, opt, batch_size=batch_size, shuffle=shuffle)
+    epoch_fn = make_train_epoch(loss, opt, batch_size=batch_size, shuffle=shuffle, mesh=mesh)
     tic = time.perf_counter()
     compiled = epoch_fn.lower(params, opt_state, data, shuffle_key).compile()
     compile_seconds = time.perf_counter() - tic
@@ -265,7 +280,7 @@ def train(
             bar.update(epoch + 1, history)
             interrupted = stop.is_set()
             done = epoch + 1
-            if checkpoint_dir is not None and (
+            if checkpoint_dir is not None and jax.process_index() == 0 and (
                 done % checkpoint_every == 0 or done == epochs or interrupted
             ):
                 checkpoint = save(done)
