@@ -270,17 +270,22 @@ def constrain_batch(loss: Callable, mesh: Mesh, *, function: str) -> Callable:
     return sharded_loss
 
 
-class _CheckedBatch:
-    """A jitted function whose sharded arguments are checked for divisibility first.
+class _DataParallel:
+    """A jitted data-parallel function: checks its batch, and on CPU keeps one call in flight.
 
     ``jax.jit`` places its arguments before it traces, so a batch of the wrong length would
     fail inside JAX's placement; this names the function, both numbers and the remedy
-    instead.  Everything else (``lower``, ``trace``, ``eval_shape``) is the jitted
+    instead.  On a mesh of several CPU devices (``--xla_force_host_platform_device_count``)
+    it waits for each call's result: with two collective programs in flight, XLA:CPU's
+    shared thread pool can deadlock in the all-reduce (seen with JAX 0.10.2 on 2 cores: the
+    process aborts after 40 s in ``rendezvous.cc``).  GPUs and TPUs keep asynchronous
+    dispatch.  Everything else (``lower``, ``trace``, ``eval_shape``) is the jitted
     function's own.
     """
 
     def __init__(self, jitted: Callable, mesh: Mesh, argnums: tuple[int, ...], function: str):
         self._jitted, self._mesh, self._argnums, self._function = jitted, mesh, argnums, function
+        self._wait = mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
     def _check(self, args) -> None:
         for i in self._argnums:
@@ -288,7 +293,8 @@ class _CheckedBatch:
 
     def __call__(self, *args):
         self._check(args)
-        return self._jitted(*args)
+        out = self._jitted(*args)
+        return jax.block_until_ready(out) if self._wait else out
 
     def lower(self, *args, **kwargs):
         self._check(args)
@@ -301,9 +307,9 @@ class _CheckedBatch:
 def jit_data_parallel(fn: Callable, mesh: Mesh, *, sharded_argnums: tuple[int, ...],
                       n_args: int, donate_argnums: tuple[int, ...], function: str) -> Callable:
     """``jax.jit(fn)`` with the arguments in ``sharded_argnums`` split along ``"data"`` and
-    every other argument and every output replicated."""
+    every other argument and every output replicated (see :class:`_DataParallel`)."""
     rep, rows = replicated(mesh), batch_sharding(mesh)
     jitted = jax.jit(fn, in_shardings=tuple(rows if i in sharded_argnums else rep
                                             for i in range(n_args)),
                      out_shardings=rep, donate_argnums=donate_argnums)
-    return _CheckedBatch(jitted, mesh, sharded_argnums, function) if sharded_argnums else jitted
+    return _DataParallel(jitted, mesh, sharded_argnums, function)

@@ -45,15 +45,15 @@ def _max_diff(got, ref) -> float:
                for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True))
 
 
-def _assert_data_parallel_close(got, ref, dtype, steps) -> float:
+def _assert_data_parallel_close(got, ref, dtype, steps, what="4 devices vs 1") -> float:
     """``max|got - ref| <= atol + rtol * max|ref|`` with the data-parallel bound; returns
     the difference (printed: the figure the docs quote)."""
     tol = data_parallel_tolerance(dtype, steps)
     scale = max(float(np.max(np.abs(np.asarray(r)))) for r in jax.tree.leaves(ref))
     diff = _max_diff(got, ref)
     bound = tol.atol + tol.rtol * scale
-    print(f"max |params(4 devices) - params(1 device)| = {diff:.3g} after {steps} steps "
-          f"({np.dtype(dtype).name}; bound {bound:.3g})")
+    print(f"{what}: max |Δparams| = {diff:.3g} after {steps} steps ({np.dtype(dtype).name}; "
+          f"bound {bound:.3g})")
     assert diff <= bound, f"{diff} > {bound}"
     return diff
 
@@ -113,6 +113,46 @@ def test_the_bound_catches_a_different_run():
         _assert_data_parallel_close(other, single, F32, steps=8)
 
 
+@pytest.mark.parametrize("grad", mcjax.GRAD_SOURCES)
+def test_shard_map_with_an_explicit_pmean_equals_the_jit_step(grad):
+    """docs/scaling.md's explicit-collectives step, on 4 devices."""
+    model, X, Y = _mlp_batches(F32, steps=1)
+    mesh = mcjax.data_mesh(4)
+    loss, opt = mcjax.objective(model, grad=grad), optax.adam(1e-2)
+
+    def local_step(params, opt_state, batch):
+        value, grads = jax.value_and_grad(loss)(params, batch)
+        value, grads = jax.lax.pmean((value, grads), "data")
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    P = PartitionSpec
+    explicit = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(), P("data")),
+                                     out_specs=(P(), P(), P()), check_vma=False))
+    params = jax.jit(model.init)(jax.random.key(1))
+    state = mcjax.replicate((params, opt.init(params)), mesh)
+    batch = mcjax.shard_batch((X[0], Y[0]), mesh)
+    got = explicit(*state, batch)
+    want = mcjax.make_train_step(loss, opt, mesh=mesh)(*mcjax.replicate(state, mesh), batch)
+    _assert_data_parallel_close(got[0], want[0], F32, steps=1, what="shard_map vs jit")
+    assert abs(float(got[2]) - float(want[2]["loss"])) <= tolerance(F32).rtol * float(want[2]["loss"])
+
+
+def test_steps_called_back_to_back_do_not_deadlock_on_cpu_devices():
+    """Without waiting, XLA:CPU can deadlock with two all-reducing programs in flight (the
+    process aborts after 40 s); the data-parallel step waits for its result on CPU meshes."""
+    model, X, Y = _mlp_batches(F32, steps=1)
+    mesh = mcjax.data_mesh(4)
+    opt = optax.sgd(1e-3)
+    step = mcjax.make_train_step(mcjax.objective(model), opt, mesh=mesh)
+    params = jax.jit(model.init)(jax.random.key(0))
+    state = mcjax.replicate((params, opt.init(params)), mesh)
+    batch = mcjax.shard_batch((X[0], Y[0]), mesh)
+    for _ in range(40):
+        *state, metrics = step(*state, batch)
+    assert np.isfinite(float(metrics["loss"]))
+
+
 # -- the training loop -------------------------------------------------------------------------
 def _digits_like(n=96):
     rng = np.random.default_rng(2)
@@ -163,7 +203,8 @@ def test_checkpoints_of_four_devices_resume_on_two_and_on_one(runs):
         resumed = runs[name]
         assert resumed.resumed_from.name == "ckpt-00000002.npz" and resumed.epoch == 4
         assert len(jax.tree.leaves(resumed.params)[0].sharding.device_set) == devices
-        _assert_data_parallel_close(resumed.params, runs["4"].params, F32, steps=resumed.step)
+        _assert_data_parallel_close(resumed.params, runs["4"].params, F32, steps=resumed.step,
+                                    what=f"{name} vs 4 devices throughout")
 
 
 # -- batches that do not divide ----------------------------------------------------------------
