@@ -7,7 +7,7 @@ arXiv:1802.01528), and the machinery to prove each formula equal to JAX autodiff
 
 from mcjax import rules as rules  # fills the registry
 from mcjax._check._verify import RuleResult, verify
-from mcjax._conventions import LAYOUT, Tolerance, tolerance
+from mcjax._conventions import LAYOUT, Tolerance, data_parallel_tolerance, tolerance
 from mcjax._errors import DtypeError, NonFiniteLossError, ShapeError
 from mcjax._jacobian import (
     BlockDiagonal,
@@ -155,6 +155,7 @@ __all__ = [
     "masked_objective",
     "init_distributed",
     "Processes",
+    "data_parallel_tolerance",
     # verification and conventions
     "verify",
     "RuleResult",
