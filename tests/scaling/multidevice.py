@@ -290,7 +290,7 @@ def test_registry_derivatives_on_sharded_arguments_under_jit(rule):
         assert not compare(slipped, ref, F64)[2], (rule.name, name)
 
 
-CHECKED_RULES = ["neuron_loss", "softmax_cross_entropy", "dense_layer", "mlp_softmax_cross_entropy"]
+CHECKED_RULES = ["neuron_loss", "mlp_softmax_cross_entropy"]  # an array and a pytree argument
 
 
 @pytest.mark.parametrize("name", CHECKED_RULES)
