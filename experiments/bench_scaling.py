@@ -236,7 +236,9 @@ def _run_workers(args, counts: list[int], tmp: Path) -> list[dict]:
         done = subprocess.run(
             [sys.executable, __file__, "--worker", str(result),
              "--counts", ",".join(map(str, job_counts)), *forwarded],
-            env={**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"},
+            env={**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"
+                 # the smoke run measures nothing: compile without LLVM optimisation, faster
+                 + (" --xla_backend_optimization_level=0" if args.smoke else "")},
             capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"bench_scaling: the worker on {devices} devices failed:\n"
