@@ -178,7 +178,8 @@ def _devices(text: str):
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of devices nor 'all'") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number of devices nor 'all'") from None
 
 
 def _add_scaling_options(p) -> None:
@@ -188,9 +189,9 @@ def _add_scaling_options(p) -> None:
                         "(default: one device); --batch-size must be a multiple of it")
     g.add_argument("--distributed", action="store_true",
                    help="join a multi-process run first (jax.distributed.initialize): with "
-                        "--coordinator/--num-processes/--process-id, else $JAX_COORDINATOR_ADDRESS, "
-                        "$JAX_NUM_PROCESSES, $JAX_PROCESS_ID, else the cluster's own (TPU pod "
-                        "slice, SLURM, Open MPI)")
+                        "--coordinator/--num-processes/--process-id, else "
+                        "$JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID, else "
+                        "the cluster's own (TPU pod slice, SLURM, Open MPI)")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="address of process 0 (implies --distributed)")
     g.add_argument("--num-processes", type=int, default=None, metavar="P",

@@ -52,7 +52,8 @@ def _env_int(name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"mcjax.init_distributed: ${name}={value!r}; expected an integer") from None
+        raise ValueError(
+            f"mcjax.init_distributed: ${name}={value!r}; expected an integer") from None
 
 
 def _is_initialized() -> bool:

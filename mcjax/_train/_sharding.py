@@ -41,8 +41,10 @@ DATA_AXIS = "data"
 
 def _device_list(function: str, devices) -> list:
     available = jax.devices()
-    if devices is None or devices == "all":
+    if devices is None or (isinstance(devices, str) and devices == "all"):
         return list(available)
+    if isinstance(devices, np.ndarray):  # e.g. mesh_utils.create_device_mesh's
+        devices = list(devices.flat)
     if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         n = int(devices)
         if n < 1:

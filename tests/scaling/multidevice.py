@@ -138,7 +138,8 @@ def test_shard_map_with_an_explicit_pmean_equals_the_jit_step():
     got = explicit(*state, batch)
     want = mcjax.make_train_step(loss, opt, mesh=mesh)(*mcjax.replicate(state, mesh), batch)
     _assert_data_parallel_close(got[0], want[0], F32, steps=1, what="shard_map vs jit")
-    assert abs(float(got[2]) - float(want[2]["loss"])) <= tolerance(F32).rtol * float(want[2]["loss"])
+    loss_value = float(want[2]["loss"])
+    assert abs(float(got[2]) - loss_value) <= tolerance(F32).rtol * loss_value
 
 
 def test_steps_called_back_to_back_do_not_deadlock_on_cpu_devices():
@@ -224,9 +225,11 @@ def test_batches_that_do_not_divide_are_refused_with_both_numbers():
             r"^mcjax.make_train_step: the batch of 30 rows does not divide among the 4 devices "
             r".*expected a multiple of 4 \(e.g. 28 or 32\), or pad it with mcjax.pad_batch$")):
         step(params, opt.init(params), (X[0], Y[0]))
-    with pytest.raises(mcjax.ShapeError, match=r"^mcjax.shard_batch: the batch of 30 rows .* 4 devices"):
+    with pytest.raises(mcjax.ShapeError,
+                       match=r"^mcjax.shard_batch: the batch of 30 rows .* 4 devices"):
         mcjax.shard_batch((X[0], Y[0]), mesh)
-    with pytest.raises(mcjax.ShapeError, match=r"^mcjax.make_train_epoch: the batch of 6 rows .* 4 devices"):
+    with pytest.raises(mcjax.ShapeError,
+                       match=r"^mcjax.make_train_epoch: the batch of 6 rows .* 4 devices"):
         mcjax.make_train_epoch(mcjax.objective(model), opt, batch_size=6, mesh=mesh).lower(
             params, opt.init(params), (X[0], Y[0]), jax.random.key(0))
 
@@ -324,7 +327,8 @@ def test_data_mesh_forms_and_errors():
     with pytest.raises(ValueError, match=r"mcjax.data_mesh: devices=5 but 4 cpu devices are "
                                          r"visible; expected at most 4 \(on CPU, set XLA_FLAGS"):
         mcjax.data_mesh(5)
-    with pytest.raises(ValueError, match=r"the mesh has axes \('batch',\); expected one named 'data'"):
+    with pytest.raises(ValueError,
+                       match=r"the mesh has axes \('batch',\); expected one named 'data'"):
         mcjax.data_mesh(Mesh(np.array(jax.devices()), ("batch",)))
     assert isinstance(mcjax.batch_sharding(mcjax.data_mesh(2)), NamedSharding)
     assert mcjax.batch_sharding(mcjax.data_mesh(2)).spec == PartitionSpec("data")
