@@ -83,8 +83,9 @@ def data_mesh(devices=None, *, function: str = "data_mesh") -> Mesh:
       function: the name errors are reported under.
 
     Returns:
-      A ``Mesh`` whose ``"data"`` axis has D devices.  With every device of the machine, the
-      order comes from ``mesh_utils.create_device_mesh`` (a ring on TPUs).
+      A ``Mesh`` whose ``"data"`` axis has D devices: a sequence keeps its order; all the
+      devices, asked for by number or ``"all"``, are ordered by
+      ``mesh_utils.create_device_mesh`` (a ring on TPUs).
 
     Raises:
       ValueError: more devices asked for than there are, or a mesh without a ``"data"`` axis.
@@ -103,7 +104,8 @@ def data_mesh(devices=None, *, function: str = "data_mesh") -> Mesh:
             )
         return devices
     chosen = _device_list(function, devices)
-    if len(chosen) == len(jax.devices()):
+    listed = not isinstance(devices, (type(None), str, int, np.integer))
+    if not listed and len(chosen) == len(jax.devices()):
         from jax.experimental import mesh_utils
 
         return Mesh(mesh_utils.create_device_mesh((len(chosen),), chosen), (DATA_AXIS,))
@@ -175,7 +177,8 @@ def _place(tree, sharding: NamedSharding):
 
 
 def replicate(tree, mesh: Mesh):
-    """``tree``'s arrays, whole on every device of ``mesh`` (parameters, optimizer state).
+    """Copies of ``tree``'s arrays, whole on every device of ``mesh`` (parameters, optimizer
+    state); the originals stay valid when a step donates the copies.
 
     Args:
       tree: a pytree of arrays (device or host), the same on every process.
