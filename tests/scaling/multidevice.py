@@ -334,6 +334,21 @@ def test_data_mesh_forms_and_errors():
     assert mcjax.batch_sharding(mcjax.data_mesh(2)).spec == PartitionSpec("data")
 
 
+def test_a_mesh_with_a_model_axis_splits_the_batch_along_data_only():
+    _, X, Y = _mlp_batches(F32)
+    *_, single_step = _run_steps(F32, grad="autodiff")  # compiled already
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ("data", "model"))
+    assert mcjax.data_mesh(mesh) is mesh
+    model, opt = mcjax.mlp_model((6, 16, 16, 3)), optax.adam(1e-2)
+    step = mcjax.make_train_step(mcjax.objective(model), opt, mesh=mesh)
+    host = jax.device_get(jax.jit(model.init)(jax.random.key(1)))
+    batch = mcjax.shard_batch((X[0], Y[0]), mesh)
+    assert {s.data.shape for s in batch[0].addressable_shards} == {(16, 6)}  # 32 rows / 2
+    got = step(*mcjax.replicate((host, opt.init(host)), mesh), batch)
+    want = single_step(jax.tree.map(jnp.asarray, host), opt.init(host), (X[0], Y[0]))
+    _assert_data_parallel_close(got[0], want[0], F32, steps=1, what="2 x 2 mesh vs 1 device")
+
+
 def test_the_launcher_joined_a_one_process_run_from_the_environment():
     if not os.environ.get("JAX_COORDINATOR_ADDRESS"):
         pytest.skip("run without a coordinator")
