@@ -11,7 +11,7 @@ from mcjax._check._layout import to_denominator, to_numerator
 from mcjax._check._localize import check_chain
 from mcjax._check._report import Report
 from mcjax._check._verify import RuleResult, verify
-from mcjax._conventions import LAYOUT, Tolerance, tolerance
+from mcjax._conventions import LAYOUT, Tolerance, data_parallel_tolerance, tolerance
 from mcjax._errors import DerivativeError, DtypeError, NonFiniteLossError, ShapeError
 from mcjax._jacobian import (
     BlockDiagonal,
@@ -30,10 +30,19 @@ from mcjax._registry import REGISTRY, Derivative, Registry, Rule, derivative, ru
 from mcjax._train._cache import enable_compilation_cache
 from mcjax._train._checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
 from mcjax._train._data import digits_data, neuron_data
+from mcjax._train._distributed import Processes, init_distributed
 from mcjax._train._gradients import GRAD_SOURCES, objective
 from mcjax._train._loop import TrainResult, train
 from mcjax._train._models import Model, mlp_model, neuron_model
 from mcjax._train._optim import optimizer, schedule
+from mcjax._train._sharding import (
+    batch_sharding,
+    data_mesh,
+    masked_objective,
+    pad_batch,
+    replicate,
+    shard_batch,
+)
 from mcjax._train._step import make_train_epoch, make_train_step, train_epoch, train_step
 from mcjax.rules.activations import leaky_relu, neuron, relu, sigmoid, softplus, tanh
 from mcjax.rules.affine import affine, matvec
@@ -150,6 +159,16 @@ __all__ = [
     "neuron_data",
     "digits_data",
     "NonFiniteLossError",
+    # scaling out: data parallelism over devices and hosts
+    "data_mesh",
+    "shard_batch",
+    "replicate",
+    "batch_sharding",
+    "pad_batch",
+    "masked_objective",
+    "init_distributed",
+    "Processes",
+    "data_parallel_tolerance",
     # verification and conventions
     "verify",
     "RuleResult",

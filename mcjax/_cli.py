@@ -256,7 +256,36 @@ def _add_train(subparsers) -> None:
                         "~/.cache/mcjax/xla)")
     p.add_argument("--no-cache", action="store_true", help="don't use the compilation cache")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_scaling_options(p)
     p.set_defaults(run=_run_train)
+
+
+def _devices(text: str):
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number of devices nor 'all'") from None
+
+
+def _add_scaling_options(p) -> None:
+    g = p.add_argument_group("data parallelism (see docs/scaling.md)")
+    g.add_argument("--devices", type=_devices, default=None, metavar="N|all",
+                   help="split each batch over N devices, or all devices of every process "
+                        "(default: one device); --batch-size must be a multiple of it")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run first (jax.distributed.initialize): with "
+                        "--coordinator/--num-processes/--process-id, else "
+                        "$JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID, else "
+                        "the cluster's own (TPU pod slice, SLURM, Open MPI)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0 (implies --distributed)")
+    g.add_argument("--num-processes", type=int, default=None, metavar="P",
+                   help="number of processes (implies --distributed)")
+    g.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process's id, 0 ... P-1 (implies --distributed)")
 
 
 def _learning_rate(args, total_steps: int):
@@ -310,6 +339,13 @@ def _run_train(args) -> int:
 
     import mcjax
 
+    if args.distributed or args.coordinator or args.num_processes is not None \
+            or args.process_id is not None:
+        try:  # before anything starts JAX's backend
+            mcjax.init_distributed(args.coordinator, args.num_processes, args.process_id)
+        except (ValueError, RuntimeError) as error:
+            print(f"mcjax train: {error}", file=sys.stderr)
+            return 1
     if not args.no_cache:
         mcjax.enable_compilation_cache(args.cache_dir)
     model, data, report = _train_task(args)
@@ -328,6 +364,7 @@ def _run_train(args) -> int:
             batch_size=args.batch_size, seed=args.seed, checkpoint_dir=args.checkpoint_dir,
             checkpoint_every=args.checkpoint_every, resume=args.resume,
             progress=sys.stderr.isatty() if args.progress is None else args.progress,
+            devices=args.devices,
         )
     except (mcjax.NonFiniteLossError, mcjax.ShapeError, ValueError, TypeError) as error:
         print(f"mcjax train: {error}", file=sys.stderr)
@@ -342,7 +379,10 @@ def _run_train(args) -> int:
         "compilation_cache_hits": len(cache_hits),
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "resumed_from": str(result.resumed_from) if result.resumed_from else None,
-        "interrupted": result.interrupted, **report(result.params),
+        "interrupted": result.interrupted,
+        "devices": len(jax.tree.leaves(result.params)[0].sharding.device_set),
+        "process": f"{jax.process_index()} of {jax.process_count()}",
+        **report(result.params),
     }
     if args.json:
         print(json.dumps(summary, indent=2))

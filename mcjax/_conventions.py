@@ -76,6 +76,38 @@ def tolerance(dtype) -> Tolerance:
         ) from None
 
 
+DATA_PARALLEL_ULPS_PER_STEP = 4
+"""How far a data-parallel run may drift from the one-device run, per optimizer step, in
+units of the dtype's machine epsilon times the parameters' scale.  See
+:func:`data_parallel_tolerance`."""
+
+
+def data_parallel_tolerance(dtype, steps: int) -> Tolerance:
+    r"""The bound a run on D devices is held to against the same run on one device.
+
+    Both runs do the same arithmetic except one sum: the gradient's mean over the batch,
+    which D devices add up as D partial sums and an all-reduce, in another order than one
+    device's single pass.  That changes the gradient by a few units in the last place (ulp);
+    the optimizer turns it into parameters that differ by about an ulp of their own scale
+    per step (Adam's update $\eta\,\hat m / (\sqrt{\hat v} + \epsilon)$ is insensitive to a
+    relative change of the gradient, SGD scales it by $\eta$).  Over ``steps`` steps:
+
+    $$\max|\theta_D - \theta_1| \le 4\,\text{steps}\;\varepsilon\,(1 + \max|\theta_1|)$$
+
+    with $\varepsilon$ the machine epsilon (float32 $1.2 \times 10^{-7}$, float64
+    $2.2 \times 10^{-16}$), as ``|got - ref| <= atol + rtol * scale``.  It holds for a few
+    hundred steps; long runs of a chaotic optimisation drift further, and Adam can amplify
+    the noise of a gradient entry that cancels to within $\epsilon_{\text{Adam}}$ of zero.
+
+    Args:
+      dtype: the parameters' floating dtype.
+      steps: the optimizer steps both runs took.
+    """
+    eps = float(np.finfo(np.dtype(dtype)).eps)
+    bound = DATA_PARALLEL_ULPS_PER_STEP * max(int(steps), 1) * eps
+    return Tolerance(rtol=bound, atol=bound)
+
+
 def is_floating(x) -> bool:
     """Whether ``x`` (an array, a dtype-carrying object or a Python number) is floating point."""
     dtype = getattr(x, "dtype", None)

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from mcjax._errors import NonFiniteLossError, Problems, shape_str
-from mcjax._train import _checkpoint
+from mcjax._train import _checkpoint, _sharding
 from mcjax._train._compiled import compiled_epoch, optimizer_key
 from mcjax._train._gradients import check_grad_source, objective
 from mcjax._train._models import Model
@@ -173,6 +173,7 @@ def train(
     resume: bool = False,
     evaluate: Callable[[Any], Mapping[str, float]] | None = None,
     progress: bool = False,
+    devices=None,
 ) -> TrainResult:
     r"""Train ``model`` on ``data`` by minibatch gradient descent, jitted, one scan per epoch.
 
@@ -201,12 +202,20 @@ def train(
         appended to ``history`` (e.g. test accuracy).  Don't keep the parameters it gets:
         the next epoch updates their buffers in place.
       progress: show a progress bar (rich, on stderr), updated once per epoch.
+      devices: ``None`` (the default device) or data-parallel training on a mesh: a number
+        of devices, ``"all"``, a sequence of ``jax.Device`` or a ``jax.sharding.Mesh`` with a
+        ``"data"`` axis (see :func:`mcjax.data_mesh`).  Each minibatch is split along
+        ``"data"``; parameters, optimizer state and the dataset are replicated.  The result
+        equals the one-device run up to float32 reduction order, and checkpoints restore on
+        any number of devices.  In a multi-process run (:func:`mcjax.init_distributed`) every
+        process passes the same ``data`` and process 0 writes the checkpoints.
 
     Returns:
       A :class:`~mcjax.TrainResult`.
 
     Raises:
-      ShapeError: the data does not fit the model (raised before anything is compiled).
+      ShapeError: the data does not fit the model, or ``batch_size`` is not a multiple of
+        the number of devices (raised before anything is compiled).
       NonFiniteLossError: a loss was NaN or Inf; it names the step and the last good
         checkpoint, which is kept.
       ValueError: ``resume`` found a checkpoint written with different settings.
@@ -221,10 +230,14 @@ def train(
     # shapes first (eval_shape computes nothing), so that a misfit fails before any work
     _check_data(model, jax.eval_shape(model.init, init_key) if params is None else params,
                 data, batch_size)
+    mesh = None if devices is None else _sharding.data_mesh(devices, function="train")
+    if mesh is not None:
+        _sharding.check_divisible("train", batch_size, mesh, subject=f"batch_size={batch_size}",
+                                  hint="")
     # one compiled init rather than one eager op per layer; the epoch donates (updates in
     # place) the buffers it gets, so the caller's parameters are copied
     params = jax.jit(model.init)(init_key) if params is None else jax.tree.map(jnp.copy, params)
-    data = tuple(jax.device_put(data))
+    data = tuple(jax.device_put(data)) if mesh is None else _sharding.replicate(tuple(data), mesh)
     opt = make_optimizer(optimizer, learning_rate=learning_rate, **(optimizer_options or {}))
     loss = objective(model, grad=grad)
     # run every trace-time check of the rules (dtypes, shapes) on one batch, still before
@@ -245,12 +258,14 @@ def train(
             if found is not None:
                 resumed_from, (params, opt_state), meta = found
                 checkpoint, start, history = resumed_from, meta["epoch"], meta["history"]
+    if mesh is not None:
+        params, opt_state, shuffle_key = _sharding.replicate((params, opt_state, shuffle_key), mesh)
 
     opt_key, keep = optimizer_key(optimizer, learning_rate, optimizer_options)
     tic = time.perf_counter()
     compiled = compiled_epoch(
-        (id(model), grad, opt_key, batch_size, shuffle), (model, *keep),
-        lambda: make_train_epoch(loss, opt, batch_size=batch_size, shuffle=shuffle),
+        (id(model), grad, opt_key, batch_size, shuffle, mesh), (model, *keep),
+        lambda: make_train_epoch(loss, opt, batch_size=batch_size, shuffle=shuffle, mesh=mesh),
         (params, opt_state, data, shuffle_key),
     )
     compile_seconds = time.perf_counter() - tic
@@ -275,7 +290,7 @@ def train(
             bar.update(epoch + 1, history)
             interrupted = stop.is_set()
             done = epoch + 1
-            if checkpoint_dir is not None and (
+            if checkpoint_dir is not None and jax.process_index() == 0 and (
                 done % checkpoint_every == 0 or done == epochs or interrupted
             ):
                 checkpoint = save(done)

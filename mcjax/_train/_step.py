@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mcjax._train import _sharding
+
 Batch = tuple  # (X, Y): arrays with a leading batch axis
 
 
@@ -76,10 +78,16 @@ def _jit(fn: Callable) -> Callable:
                    compiler_options=compiler_options(jax.default_backend()))
 
 
-def make_train_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
+def make_train_step(loss: Callable, optimizer: optax.GradientTransformation, *,
+                    mesh=None) -> Callable:
     """The jitted step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
-    ``params`` and ``opt_state`` are donated (updated in place).
+    ``params`` and ``opt_state`` are donated (updated in place).  With ``mesh`` (see
+    :func:`mcjax.data_mesh`) the same step runs data-parallel: the batch is split along the
+    mesh's ``"data"`` axis (pass it through :func:`mcjax.shard_batch`, or as NumPy arrays),
+    ``params``, ``opt_state`` and ``metrics`` are replicated (:func:`mcjax.replicate`), and
+    XLA all-reduces the gradient.  A batch whose rows do not divide among the devices raises
+    :class:`~mcjax.ShapeError` (naming both numbers) before JAX places it.
 
     Example::
 
@@ -87,7 +95,11 @@ def make_train_step(loss: Callable, optimizer: optax.GradientTransformation) -> 
         step = mcjax.make_train_step(mcjax.objective(model, grad="analytic"), opt)
         params, opt_state, metrics = step(params, opt.init(params), (X, Y))
     """
-    return _jit(train_step(loss, optimizer))
+    if mesh is None:
+        return _jit(train_step(loss, optimizer))
+    return _sharding.jit_data_parallel(train_step(loss, optimizer), mesh, sharded_argnums=(2,),
+                                       n_args=3, donate_argnums=(0, 1),
+                                       function="make_train_step")
 
 
 def epoch_batches(data: Batch, key, *, batch_size: int, shuffle: bool = True) -> Batch:
@@ -128,7 +140,7 @@ def train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *, batc
 
 
 def make_train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *,
-                     batch_size: int, shuffle: bool = True) -> Callable:
+                     batch_size: int, shuffle: bool = True, mesh=None) -> Callable:
     """The jitted epoch ``(params, opt_state, data, key) -> (params, opt_state, metrics)``.
 
     Args:
@@ -136,8 +148,16 @@ def make_train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *,
       optimizer: an ``optax.GradientTransformation``.
       batch_size: B, the rows per step.
       shuffle: permute the rows with ``key`` first (``jax.random.permutation``).
+      mesh: run data-parallel on this mesh (:func:`mcjax.data_mesh`): ``data``, ``params``,
+        ``opt_state`` and ``key`` are replicated (:func:`mcjax.replicate`) and each minibatch
+        is split along ``"data"`` inside the program; B must be a multiple of the devices.
 
     ``data`` is a tuple of arrays with N rows; the epoch runs ``N // B`` steps in one
     :func:`jax.lax.scan`.  ``params`` and ``opt_state`` are donated.
     """
-    return _jit(train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle))
+    if mesh is None:
+        return _jit(train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle))
+    loss = _sharding.constrain_batch(loss, mesh, function="make_train_epoch")
+    return _sharding.jit_data_parallel(
+        train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle), mesh,
+        sharded_argnums=(), n_args=4, donate_argnums=(0, 1), function="make_train_epoch")
