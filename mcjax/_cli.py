@@ -25,18 +25,18 @@ def _enable_x64_if(dtypes) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def _import_user_module(spec: str) -> None:
-    """Import ``spec`` (a dotted module name or a path to a .py file) for its registrations."""
+def _import_user_module(spec: str, command: str = "mcjax"):
+    """Import ``spec``, a dotted module name or a path to a .py file, and return the module."""
     path = Path(spec)
     if spec.endswith(".py") or path.exists():
         if not path.exists():
-            raise SystemExit(f"mcjax: --import {spec}: no such file")
+            raise SystemExit(f"{command}: {spec}: no such file")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[path.stem] = module
         module_spec.loader.exec_module(module)
-    else:
-        importlib.import_module(spec)
+        return module
+    return importlib.import_module(spec)
 
 
 # -- verify ------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def _run_verify(args) -> int:
     from mcjax._check import _summary
 
     for spec in args.imports:
-        _import_user_module(spec)
+        _import_user_module(spec, "mcjax verify: --import")
     rules = mcjax.REGISTRY.select(args.select)
     if not rules:
         print(f"mcjax verify: no rule matches {args.select!r}", file=sys.stderr)
@@ -117,16 +117,7 @@ def _load(spec: str, what: str):
     module_name, sep, name = spec.rpartition(":")
     if not sep or not module_name or not name:
         raise SystemExit(f"mcjax check: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
-    path = Path(module_name)
-    if module_name.endswith(".py") or path.exists():
-        if not path.exists():
-            raise SystemExit(f"mcjax check: {what} {spec!r}: no such file {module_name}")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[path.stem] = module
-        module_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
+    module = _import_user_module(module_name, f"mcjax check: {what} {spec!r}")
     try:
         return getattr(module, name)
     except AttributeError:
