@@ -233,15 +233,33 @@ def _kink_report(G, fd, allowed, out_spec, x_spec, asked) -> Kinks:
                  f"{', '.join(common) or 'a convention per entry'} there")
 
 
+def _ungated_jacobian(static, x_spec, out_spec, dynamic):
+    args = static.args(dynamic)
+    x = x_spec.flatten(args[static.argnums])
+    return jax.jacfwd(ungated(flat_function(static, args, x_spec, out_spec)))(x)
+
+
+def _jacobian(static, x_spec, out_spec, dynamic):
+    args = static.args(dynamic)
+    return jax.jacfwd(flat_function(static, args, x_spec, out_spec))(
+        x_spec.flatten(args[static.argnums]))
+
+
+@functools.cache
+def _compiled(fn):
+    """``fn(static, x_spec, out_spec, dynamic)`` jitted once: every failing point of the same
+    check reuses the program (a closure over the point's arguments would compile per point)."""
+    return quick_jit(fn, static_argnames=("static", "x_spec", "out_spec"))
+
+
 def diagnosis_extras(p: Prepared, dynamic) -> dict:
     """What :func:`~mcjax._check._diagnose.diagnose` compares with beyond the reference."""
     static, x_spec, out_spec = p.static, p.x_spec, p.out_spec
     args = static.args(dynamic)
-    x = x_spec.flatten(args[static.argnums])
-    f_flat = flat_function(static, args, x_spec, out_spec)
     extras = {"other_arguments": {}}
     try:
-        extras["ungated"] = np.asarray(quick_jit(jax.jacfwd(ungated(f_flat)))(x), np.float64)
+        J = _compiled(_ungated_jacobian)(static, x_spec, out_spec, dynamic)
+        extras["ungated"] = np.asarray(J, np.float64)
     except Exception:  # a primitive the straight-through evaluator cannot rebind
         extras["ungated"] = None
     for k, arg in enumerate(args):
@@ -252,9 +270,7 @@ def diagnosis_extras(p: Prepared, dynamic) -> dict:
                 np.shape(a) != s or not jnp.issubdtype(jnp.result_type(a), jnp.floating)
                 for a, s in zip(leaves, x_spec.shapes)):
             continue
-        other = Prepared(static._replace(argnums=k), p.dynamic, x_spec, out_spec, p.dtype)
-        f_other = flat_function(other.static, args, x_spec, out_spec)
-        J = quick_jit(jax.jacfwd(f_other))(x_spec.flatten(arg))
+        J = _compiled(_jacobian)(static._replace(argnums=k), x_spec, out_spec, dynamic)
         extras["other_arguments"][f"args[{k}]"] = np.asarray(J, np.float64)
     return extras
 
