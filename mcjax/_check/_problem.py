@@ -12,6 +12,7 @@ things the checks need: the ``(m, n)`` matrix (full mode) and ``u^T J`` (fast mo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -79,6 +80,13 @@ class Prepared(NamedTuple):
     dtype: str  # the dtype the derivative is judged in: the least precise of x and f(x)
 
 
+@functools.lru_cache(maxsize=64)
+def _output_shape(static: Static, structs: tuple):
+    """``f``'s output shapes and dtypes, traced once per ``f`` and argument shapes: a repeated
+    check (of a 1M-parameter MLP, say) would otherwise trace ``f`` again on every call."""
+    return jax.eval_shape(lambda *d: static.f(*static.args(d)), *structs)
+
+
 def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     """Validate one call of :func:`mcjax.check` and split its arguments.
 
@@ -111,7 +119,8 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     static_leaves = tuple(None if _is_array(leaf) else _hashable(leaf) for leaf in leaves)
     dynamic = tuple(leaves[i] for i in dynamic_positions)
     static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
-    out = jax.eval_shape(lambda *d: f(*static.args(d)), *dynamic)
+    out = _output_shape(static, tuple(jax.ShapeDtypeStruct(jnp.shape(d), jnp.result_type(d))
+                                      for d in dynamic))
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise DtypeError(
