@@ -73,6 +73,19 @@ def test_structured_jacobians_vjp_functions_and_pytrees_are_accepted():
     assert not mcjax.check(h, lambda x: {"s": jnp.ones_like(x), "v": jnp.eye(x.size)}, X).ok
 
 
+def test_fast_mode_takes_pytrees_in_and_out_of_mixed_dtypes():
+    """Fast mode keeps every leaf in its own shape and dtype (nothing is laid end to end)."""
+    def h(p):
+        return {"s": jnp.sum(p["a"]) * p["b"][0], "v": 2 * p["a"]}
+
+    p = {"a": X, "b": X[:2].astype(jnp.float32)}
+    r = mcjax.check(h, jax.jacfwd(h), p, mode="fast")
+    assert r.ok and r.mode == "fast" and r.dtype == "float32", r
+    assert mcjax.check(h, lambda p: jax.vjp(h, p)[1], p, mode="fast").ok
+    slipped = lambda p: jax.tree_util.tree_map(lambda J: 1.001 * J, jax.jacfwd(h)(p))  # noqa: E731
+    assert not mcjax.check(h, slipped, p, mode="fast").ok
+
+
 def test_denominator_layout_and_the_layout_helpers():
     r = mcjax.check(f, lambda x: df(x).T, X, layout="denominator")
     assert r.ok, r
