@@ -9,8 +9,9 @@ unit cotangent ``u`` (Gaussian; ``u = 1`` for a scalar ``f``) gives
 - the projections ``u^T J v_k`` onto ``k`` random unit directions ``v_k``, with the threshold
   the entry-wise one implies, ``sum_j allowed_j |v_kj|``.
 
-Everything works leaf by leaf on the argument's pytree, in each leaf's own shape: nothing of
-the argument's total size is ever concatenated, and nothing of size ``m n`` is ever built.
+Everything works leaf by leaf on the argument's pytree, in each leaf's own shape and dtype:
+the program never lays the leaves end to end (one vector of the argument's total size cost
+more memory passes than the gradients' matmuls), and nothing of size ``m n`` is ever built.
 A leaf is seen as a matrix ``(rows, cols)`` (its last axis against the others); a random
 sign pattern on it is an outer product ``r c^T`` of two hashed sign vectors, which costs
 ``rows + cols`` hashes instead of ``rows cols`` and turns a leaf's ``k`` projections into one
@@ -191,30 +192,15 @@ def _flat(leaves) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(leaf, np.float64)) for leaf in leaves])
 
 
-def run(p: Prepared, points: int, directions: int, seed: int) -> dict:
-    """Fast mode at ``points`` points: the pieces of a report."""
-    seed_array = jnp.asarray(seed, jnp.uint32)
-    v = jax.device_get(_program(p.static, p.x_spec, p.out_spec, p.dtype, points, directions,
-                                p.dynamic, seed_array))
-    terms = int(v["terms"])
-    threshold = Threshold.of(p.dtype, terms, f"jax.vjp in {p.dtype}")
-    sizes = np.asarray(p.x_spec.sizes, np.float64)
-    projections = []
-    for q in range(points):
-        allowed = float(np.sum(sizes * v["allowed_leaf"][q]) / np.sqrt(p.x_spec.size))
-        scale = 1 / np.sqrt(p.x_spec.size)
-        projections.extend(Projection(q, k, float(v["proj_ref"][q, k]) * scale,
-                                      float(v["proj_got"][q, k]) * scale, allowed)
-                           for k in range(directions))
-    # NaN fails every comparison, so a non-finite u^T J always lands here
-    failing = [q for q in range(points) if not np.all(v["leaf_err"][q] <= v["allowed_leaf"][q])
-               or not all(pr.ok for pr in projections if pr.point == q)]
+def _failures(p: Prepared, allowed_leaf, failing: list[int], seed) -> tuple[int, list, list]:
+    """Entries over their threshold, NaN/Inf sentences and the worst entries of the failing
+    points: their ``u^T J`` vectors are computed again (only when something failed)."""
     problems, worst, violations, where = [], [], 0, None
     vectors = jax.device_get(_vectors(p.static, p.x_spec, p.out_spec, tuple(failing), p.dynamic,
-                                      seed_array)) if failing else []
+                                      seed))
     for q, sides in zip(failing, vectors):
         got, ref = (_flat(side) for side in sides)
-        allowed = np.repeat(v["allowed_leaf"][q], p.x_spec.sizes)
+        allowed = np.repeat(allowed_leaf[q], p.x_spec.sizes)
         violations += int(np.sum(~(np.abs(got - ref) <= allowed)))
         for side, values in (("the derivative under test", got), ("jax.vjp", ref)):
             if bad := int(np.sum(~np.isfinite(values))):
@@ -224,13 +210,33 @@ def run(p: Prepared, points: int, directions: int, seed: int) -> dict:
             worst = worst_entries(got[None], ref[None], allowed[None], np.ones((1, got.size), bool),
                                   one, p.x_spec)
             where = nonfinite("u^T J of the derivative under test", got[None], one, p.x_spec)
-    problems.extend([where] if where else [])
-    scale = np.maximum(v["leaf_ref"], 1e-300)
+    return violations, problems + ([where] if where else []), worst
+
+
+def run(p: Prepared, points: int, directions: int, seed: int) -> dict:
+    """Fast mode at ``points`` points: the pieces of a report."""
+    seed_array = jnp.asarray(seed, jnp.uint32)
+    v = jax.device_get(_program(p.static, p.x_spec, p.out_spec, p.dtype, points, directions,
+                                p.dynamic, seed_array))
+    threshold = Threshold.of(p.dtype, int(v["terms"]), f"jax.vjp in {p.dtype}")
+    sizes = np.asarray(p.x_spec.sizes, np.float64)
+    scale = 1 / np.sqrt(p.x_spec.size)  # each direction's entries are +-scale
+    projections = []
+    for q in range(points):
+        allowed = float(np.sum(sizes * v["allowed_leaf"][q]) * scale)
+        projections.extend(Projection(q, k, float(v["proj_ref"][q, k]) * scale,
+                                      float(v["proj_got"][q, k]) * scale, allowed)
+                           for k in range(directions))
+    # NaN fails every comparison, so a non-finite u^T J always lands here
+    failing = [q for q in range(points) if not np.all(v["leaf_err"][q] <= v["allowed_leaf"][q])
+               or not all(pr.ok for pr in projections if pr.point == q)]
+    violations, problems, worst = (_failures(p, v["allowed_leaf"], failing, seed_array)
+                                   if failing else (0, [], []))
+    leaf_scale = np.maximum(v["leaf_ref"], 1e-300)
     comparison = Comparison(
-        "jax.vjp (u^T J)", float(v["leaf_err"].max()), float((v["leaf_err"] / scale).max()),
+        "jax.vjp (u^T J)", float(v["leaf_err"].max()), float((v["leaf_err"] / leaf_scale).max()),
         float((v["leaf_err"] / v["allowed_leaf"]).max()), violations, points * p.x_spec.size, 0,
         violations == 0 and not problems)
-    ok = not failing
-    return {"ok": ok, "threshold": threshold, "comparisons": (comparison,),
+    return {"ok": not failing, "threshold": threshold, "comparisons": (comparison,),
             "projections": tuple(projections), "problems": tuple(problems), "worst": tuple(worst),
             "failing_point": failing[0] if failing else None}
