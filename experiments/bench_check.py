@@ -4,14 +4,26 @@ full mode against jax.test_util.check_grads and torch.autograd.gradcheck (when i
     python experiments/bench_check.py --out results/bench_check        # the full size
     python experiments/bench_check.py --smoke --out /tmp/bench          # seconds, for the tests
 
-Writes results.json and bench_check.png into --out and prints a table.  Timings are medians
-of repeats after a warm-up, measured side by side in one run: compare the ratios.
+Fast mode's cost is given three ways, each as a ratio to one jax.grad of the same loss:
+
+- wall time of the compiled check (``_fast._program``, the defaults: FAST_POINTS points,
+  FAST_DIRECTIONS directions) and of the whole ``mcjax.check`` call: after a warm-up, the check
+  and the gradient are timed in turn within each repeat (``block_until_ready``), and the
+  median of the per-repeat ratios is reported, so that a busy machine slows both alike;
+- FLOPs and bytes accessed, from XLA's cost analysis of the two compiled programs:
+  deterministic, whatever the machine's load;
+- working memory (``memory_analysis().temp_size_in_bytes``) over the arguments' bytes.
+
+Writes results.json and bench_check.png into --out and prints a table.  --smoke runs tiny
+sizes, float32 only, and leaves PyTorch out: it only shows that the script runs (the tests
+show fast mode on the full-size MLP in both dtypes).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -25,6 +37,7 @@ jax.config.update("jax_enable_x64", True)
 import mcjax  # noqa: E402
 from mcjax._check import _fast  # noqa: E402
 from mcjax._check._problem import prepare  # noqa: E402
+from mcjax._conventions import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
 
 
 def median_time(fn, repeats):
@@ -37,42 +50,78 @@ def median_time(fn, repeats):
     return float(np.median(times))
 
 
+def side_by_side(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each of ``fns``, and the median over repeats of each one's
+    time divided by the first one's in the same repeat (the functions run in turn)."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())  # warm-up
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    base = np.asarray(next(iter(times.values())))
+    return {"seconds": {name: float(np.median(t)) for name, t in times.items()},
+            "ratio": {name: float(np.median(np.asarray(t) / base)) for name, t in times.items()}}
+
+
 def mlp_problem(sizes, batch, dtype, seed):
-    params = mcjax.mlp_init(jax.random.PRNGKey(seed), sizes, dtype=dtype)
-    params = [{"W": layer["W"], "b": 0.1 * jax.random.normal(jax.random.PRNGKey(seed + 10 + i), layer["b"].shape, dtype)}
-              for i, layer in enumerate(params)]
-    X = jax.random.normal(jax.random.PRNGKey(seed + 1), (batch, sizes[0]), dtype)
+    """He-initialised weights (as :func:`mcjax.mlp_init` draws them), small random biases and a
+    batch: the arguments of :func:`mcjax.mlp_loss`.  NumPy draws them: ``jax.random`` outside
+    ``jit`` compiles every operation, seconds on a CPU."""
+    rng = np.random.default_rng(seed)
+    params = [{"W": jnp.asarray(rng.standard_normal((m, n)) * np.sqrt(2 / n), dtype),
+               "b": jnp.asarray(0.1 * rng.standard_normal(m), dtype)}
+              for n, m in zip(sizes[:-1], sizes[1:])]
+    X = jnp.asarray(rng.standard_normal((batch, sizes[0])), dtype)
     return params, X, jnp.arange(batch) % sizes[-1]
+
+
+def check_grads_verdict(loss, params):
+    from jax.test_util import check_grads
+
+    try:  # jitted: the same verdict as op by op, in a fraction of the time
+        check_grads(jax.jit(loss), (params,), order=1, modes=("rev",))
+        return "pass"
+    except AssertionError:
+        return "FAIL (false alarm)"
 
 
 def bench_fast(sizes, batch, dtype, seed, repeats):
     params, X, Y = mlp_problem(sizes, batch, dtype, seed)
-    grad = jax.jit(jax.grad(mcjax.mlp_loss))
-    backprop = jax.jit(mcjax.mlp_backprop)
     p = prepare(mcjax.mlp_loss, mcjax.mlp_backprop, (params, X, Y), 0, "numerator")
     s = jnp.asarray(seed, jnp.uint32)
-    program = lambda: _fast._program(p.static, p.x_spec, p.out_spec, p.dtype, 2, 4, p.dynamic, s)  # noqa: E731
-    t_grad = median_time(lambda: grad(params, X, Y), repeats)
-    t_backprop = median_time(lambda: backprop(params, X, Y), repeats)
-    t_program = median_time(program, repeats)
-    t_call = median_time(lambda: mcjax.check(mcjax.mlp_loss, mcjax.mlp_backprop, params, X, Y).ok, repeats)
-    flops = (jax.jit(jax.grad(mcjax.mlp_loss)).lower(params, X, Y).compile().cost_analysis()["flops"])
-    flops_check = _fast._program.lower(p.static, p.x_spec, p.out_spec, p.dtype, 2, 4, p.dynamic, s).compile().cost_analysis()["flops"]
-    try:
-        from jax.test_util import check_grads
-        check_grads(lambda q: mcjax.mlp_loss(q, X, Y), (params,), order=1, modes=("rev",))
-        check_grads_verdict = "pass"
-    except AssertionError:
-        check_grads_verdict = "FAIL (false alarm)"
-    return {"dtype": dtype, "parameters": int(sum(a.size for a in jax.tree_util.tree_leaves(params))),
-            "grad_s": t_grad, "backprop_s": t_backprop, "check_program_s": t_program,
-            "check_call_s": t_call, "ratio_program_to_grad": t_program / t_grad,
-            "ratio_call_to_grad": t_call / t_grad, "flops_ratio": flops_check / flops,
-            "mcjax_check": "pass" if mcjax.check(mcjax.mlp_loss, mcjax.mlp_backprop, params, X, Y).ok else "FAIL",
-            "check_grads": check_grads_verdict}
+    # compiled once each: the executables are timed and their costs read off
+    grad = jax.jit(jax.grad(mcjax.mlp_loss)).lower(params, X, Y).compile()
+    backprop = jax.jit(mcjax.mlp_backprop).lower(params, X, Y).compile()
+    program = _fast._program.lower(p.static, p.x_spec, p.out_spec, p.dtype, FAST_POINTS,
+                                   FAST_DIRECTIONS, p.dynamic, s).compile()
+    timed = side_by_side({
+        "grad": lambda: grad(params, X, Y),
+        "backprop": lambda: backprop(params, X, Y),
+        "check_program": lambda: program(p.dynamic, s),
+        "check_call": lambda: mcjax.check(mcjax.mlp_loss, mcjax.mlp_backprop, params, X, Y,
+                                          mode="fast").ok,
+    }, repeats)
+    cost = lambda key: program.cost_analysis()[key] / grad.cost_analysis()[key]  # noqa: E731
+    argument_bytes = sum(a.nbytes for a in jax.tree_util.tree_leaves((params, X)))
+    ok = mcjax.check(mcjax.mlp_loss, mcjax.mlp_backprop, params, X, Y, mode="fast").ok
+    return {"dtype": dtype, "parameters": int(p.x_spec.size),
+            "points": FAST_POINTS, "directions": FAST_DIRECTIONS,
+            "grad_s": timed["seconds"]["grad"], "backprop_s": timed["seconds"]["backprop"],
+            "check_program_s": timed["seconds"]["check_program"],
+            "check_call_s": timed["seconds"]["check_call"],
+            "ratio_program_to_grad": timed["ratio"]["check_program"],
+            "ratio_call_to_grad": timed["ratio"]["check_call"],
+            "ratio_backprop_to_grad": timed["ratio"]["backprop"],
+            "flops_ratio": cost("flops"), "bytes_ratio": cost("bytes accessed"),
+            "temp_memory_over_arguments": program.memory_analysis().temp_size_in_bytes / argument_bytes,
+            "mcjax_check": "pass" if ok else "FAIL",
+            "check_grads": check_grads_verdict(lambda q: mcjax.mlp_loss(q, X, Y), params)}
 
 
-def bench_full(n, repeats):
+def bench_full(n, repeats, with_torch):
     """A small function f: R^n -> R^n (tanh of an affine map), float64, every tool on it."""
     rng = np.random.default_rng(0)
     W = rng.standard_normal((n, n)) / np.sqrt(n)
@@ -84,6 +133,8 @@ def bench_full(n, repeats):
     from jax.test_util import check_grads
     out["jax_check_grads_s"] = median_time(lambda: check_grads(f, (xj,), order=1) or 0, repeats)
     try:
+        if not with_torch:
+            raise ImportError
         import torch
     except ImportError:
         out["torch_gradcheck_s"] = None
@@ -95,28 +146,43 @@ def bench_full(n, repeats):
     return out
 
 
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {jax.devices()[0].platform}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, float32, no PyTorch: seconds")
     parser.add_argument("--out", default="results/bench_check", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 10, smoke 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 30, smoke 2)")
     args = parser.parse_args(argv)
-    repeats = args.repeats or (2 if args.smoke else 10)
-    sizes, batch = ((32, 64, 16, 10), 8) if args.smoke else ((784, 1024, 192, 10), 64)
-    fast = [bench_fast(sizes, batch, dt, args.seed, repeats) for dt in ("float32", "float64")]
-    full = [bench_full(n, repeats) for n in ((4, 16) if args.smoke else (4, 16, 64))]
-    result = {"machine": f"{platform.machine()} {platform.processor() or ''} cpus={jax.device_count()}",
-              "jax": jax.__version__, "sizes": sizes, "batch": batch, "fast": fast, "full": full}
+    repeats = args.repeats or (2 if args.smoke else 30)
+    sizes, batch = ((8, 16, 4), 4) if args.smoke else ((784, 1024, 192, 10), 64)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    dtypes = ("float32",) if args.smoke else ("float32", "float64")
+    fast = [bench_fast(sizes, batch, dt, args.seed, repeats) for dt in dtypes]
+    full = [bench_full(n, repeats, not args.smoke) for n in ((4,) if args.smoke else (4, 16, 64))]
+    result = {"machine": machine(), "load_average_at_start": load, "jax": jax.__version__,
+              "repeats": repeats, "sizes": sizes, "batch": batch, "fast": fast, "full": full}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
-    print(f"fast mode, MLP {sizes}, batch {batch}")
-    print(f"{'dtype':8} {'params':>9} {'grad ms':>8} {'check ms':>9} {'check/grad':>10} {'flops x':>8} "
-          f"{'mcjax':>6} {'check_grads':>18}")
+    print(f"fast mode, MLP {sizes}, batch {batch}, {FAST_POINTS} points x {FAST_DIRECTIONS} "
+          f"directions; {result['machine']}, load {load}")
+    print(f"{'dtype':8} {'params':>9} {'grad ms':>8} {'check ms':>9} {'check/grad':>10} {'call/grad':>9} "
+          f"{'flops x':>8} {'bytes x':>8} {'mem/args':>8} {'mcjax':>6} {'check_grads':>18}")
     for r in fast:
         print(f"{r['dtype']:8} {r['parameters']:>9} {1e3 * r['grad_s']:>8.2f} {1e3 * r['check_program_s']:>9.2f} "
-              f"{r['ratio_program_to_grad']:>10.2f} {r['flops_ratio']:>8.2f} {r['mcjax_check']:>6} {r['check_grads']:>18}")
+              f"{r['ratio_program_to_grad']:>10.2f} {r['ratio_call_to_grad']:>9.2f} {r['flops_ratio']:>8.2f} "
+              f"{r['bytes_ratio']:>8.2f} {r['temp_memory_over_arguments']:>8.2f} {r['mcjax_check']:>6} "
+              f"{r['check_grads']:>18}")
     print("full mode, tanh(W x), float64, seconds per check")
     for r in full:
         torch_s = "n/a" if r["torch_gradcheck_s"] is None else f"{r['torch_gradcheck_s']:.4f}"
@@ -128,8 +194,10 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    a.bar([r["dtype"] for r in fast], [r["ratio_program_to_grad"] for r in fast], label="time")
-    a.plot([r["dtype"] for r in fast], [r["flops_ratio"] for r in fast], "ko", label="flops")
+    at = np.arange(len(fast))
+    a.bar(at - 0.2, [r["ratio_program_to_grad"] for r in fast], 0.4, label="wall time")
+    a.bar(at + 0.2, [r["flops_ratio"] for r in fast], 0.4, label="FLOPs")
+    a.set_xticks(at, [r["dtype"] for r in fast])
     a.axhline(5, color="r", ls="--", label="budget: 5 gradients")
     a.set_ylabel("fast check / one gradient")
     a.set_title(f"fast mode, {fast[0]['parameters']:,} parameters")

@@ -206,6 +206,10 @@ TAYLOR_MIN_ORDER = 1.5
 wrong one like ``h``: an observed order below 1.5 is a wrong ``J`` (unless the linear part
 of the remainder is within the comparison threshold)."""
 
+TAYLOR_MIN_RUNGS = 6
+"""When the largest steps of the Taylor ladder leave ``f``'s domain (NaN), the test is judged
+on the smallest steps up to the first NaN, if at least this many are left."""
+
 FAST_POINTS = 2
 """Fast mode checks at ``x`` and at ``FAST_POINTS - 1`` random points near it."""
 

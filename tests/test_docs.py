@@ -55,10 +55,17 @@ def as_a_reader():
     mcjax.REGISTRY._rules, mcjax.REGISTRY._by_forward = rules, by_forward
 
 
+# what a page's blocks must print, beyond what they assert: (at least this many blocks, text)
+PRINTS = {"check.md": (5, "FAIL")}  # the failing report of a wrong gradient
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_code_blocks_run(page, as_a_reader):
+def test_code_blocks_run(page, as_a_reader, capsys):
     code = compile(python_blocks(page), str(page), "exec")
     exec(code, {"__name__": f"docs:{page.name}"})
+    blocks, text = PRINTS.get(page.name, (1, ""))
+    assert len(FENCE.findall(page.read_text())) >= blocks
+    assert text in capsys.readouterr().out
 
 
 def test_a_failing_block_fails_at_its_line_in_the_page(tmp_path):

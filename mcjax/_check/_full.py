@@ -77,12 +77,12 @@ def _native(static, x_spec, out_spec, dynamic):
     return {"got": got, **refs}
 
 
-def _reference(static, x_spec, out_spec, precision, dynamic, key):
+def _reference(static, x_spec, out_spec, precision, dynamic, normal):
     args = cast_floating(static.args(dynamic), jnp.float64)
     x = x_spec.flatten(args[static.argnums], jnp.float64)
     f_flat = flat_function(static, args, x_spec, out_spec)
     return {"stencils": finite_difference_stencils(f_flat, x, x_spec, precision),
-            "taylor": taylor_differences(f_flat, x, x_spec, key),
+            "taylor": taylor_differences(f_flat, x, x_spec, normal),
             "jacfwd64": jax.jacfwd(f_flat)(x)}
 
 
@@ -93,18 +93,47 @@ def _jacfwd32(static, x_spec, out_spec, dynamic):
     return jax.jacfwd(flat_function(static, args, x_spec, out_spec))(x)
 
 
-@functools.partial(jax.jit, static_argnames=("groups",),
-                   compiler_options={"xla_backend_optimization_level": 0})
-def _programs(groups, dynamics, keys):
+@functools.cache
+def compiler_options() -> dict:
+    """XLA options for the checker's one-shot programs, which run once on small arrays:
+    compile time is what counts.
+
+    ``xla_backend_optimization_level=0`` skips LLVM's optimisations; on a CPU the classic
+    elemental emitters (``xla_cpu_use_fusion_emitters=False``) compile a full-mode program
+    2-3x faster than the fusion emitters and give bitwise the same values (measured with
+    jax 0.10 on the registry's rules).  Older jaxlibs lack that option: then it is left out.
+    """
+    options = {"xla_backend_optimization_level": 0}
+    fast = {**options, "xla_cpu_use_fusion_emitters": False}
+    try:
+        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(fast)
+    except Exception as e:  # noqa: BLE001 - jaxlib raises its own runtime error type
+        if "option" not in str(e):
+            raise
+        return options
+    return fast
+
+
+def quick_jit(fn, **kwargs):
+    """``jax.jit`` with :func:`compiler_options`, for a program that runs once."""
+    return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+
+
+def _programs(groups, dynamics, normals):
     results = []
-    for (static, x_spec, out_spec, precision), dynamic, key in zip(groups, dynamics, keys):
+    for (static, x_spec, out_spec, precision), dynamic, normal in zip(groups, dynamics, normals):
         native = jax.vmap(lambda d: _native(static, x_spec, out_spec, d))(dynamic)
         if native["jacfwd"].dtype != jnp.float32:  # a float32 f measures its own rounding
             native["jacfwd32"] = jax.vmap(lambda d: _jacfwd32(static, x_spec, out_spec, d))(dynamic)
-        reference = jax.vmap(lambda d, k: _reference(static, x_spec, out_spec, precision, d, k))(
-            dynamic, key)
+        reference = jax.vmap(lambda d, t: _reference(static, x_spec, out_spec, precision, d, t))(
+            dynamic, normal)
         results.append({**native, **reference})
     return results
+
+
+@functools.cache
+def _compiled_programs():
+    return quick_jit(_programs, static_argnames=("groups",))
 
 
 def run(groups: list[tuple[Prepared, list[tuple], str]], seed: int) -> list[list[dict]]:
@@ -123,9 +152,9 @@ def run(groups: list[tuple[Prepared, list[tuple], str]], seed: int) -> list[list
     dynamics = [tuple(np.stack([np.asarray(leaf) for leaf in leaves]) for leaves in zip(*points))
                 for _, points, _ in groups]
     rng = np.random.default_rng(seed)
-    keys = [rng.integers(0, 2**32, (len(points), 2), dtype=np.uint32) for _, points, _ in groups]
+    normals = [rng.standard_normal((len(points), p.x_spec.size)) for p, points, _ in groups]
     with jax.enable_x64(True):
-        out = jax.device_get(_programs(statics, dynamics, keys))
+        out = jax.device_get(_compiled_programs()(statics, dynamics, normals))
     return [[jax.tree_util.tree_map(lambda a: np.asarray(a)[i], result) for i in range(len(points))]
             for result, (_, points, _) in zip(out, groups)]
 
@@ -204,15 +233,33 @@ def _kink_report(G, fd, allowed, out_spec, x_spec, asked) -> Kinks:
                  f"{', '.join(common) or 'a convention per entry'} there")
 
 
+def _ungated_jacobian(static, x_spec, out_spec, dynamic):
+    args = static.args(dynamic)
+    x = x_spec.flatten(args[static.argnums])
+    return jax.jacfwd(ungated(flat_function(static, args, x_spec, out_spec)))(x)
+
+
+def _jacobian(static, x_spec, out_spec, dynamic):
+    args = static.args(dynamic)
+    return jax.jacfwd(flat_function(static, args, x_spec, out_spec))(
+        x_spec.flatten(args[static.argnums]))
+
+
+@functools.cache
+def _compiled(fn):
+    """``fn(static, x_spec, out_spec, dynamic)`` jitted once: every failing point of the same
+    check reuses the program (a closure over the point's arguments would compile per point)."""
+    return quick_jit(fn, static_argnames=("static", "x_spec", "out_spec"))
+
+
 def diagnosis_extras(p: Prepared, dynamic) -> dict:
     """What :func:`~mcjax._check._diagnose.diagnose` compares with beyond the reference."""
     static, x_spec, out_spec = p.static, p.x_spec, p.out_spec
     args = static.args(dynamic)
-    x = x_spec.flatten(args[static.argnums])
-    f_flat = flat_function(static, args, x_spec, out_spec)
     extras = {"other_arguments": {}}
     try:
-        extras["ungated"] = np.asarray(jax.jit(jax.jacfwd(ungated(f_flat)))(x), np.float64)
+        J = _compiled(_ungated_jacobian)(static, x_spec, out_spec, dynamic)
+        extras["ungated"] = np.asarray(J, np.float64)
     except Exception:  # a primitive the straight-through evaluator cannot rebind
         extras["ungated"] = None
     for k, arg in enumerate(args):
@@ -223,9 +270,7 @@ def diagnosis_extras(p: Prepared, dynamic) -> dict:
                 np.shape(a) != s or not jnp.issubdtype(jnp.result_type(a), jnp.floating)
                 for a, s in zip(leaves, x_spec.shapes)):
             continue
-        other = Prepared(static._replace(argnums=k), p.dynamic, x_spec, out_spec, p.dtype)
-        f_other = flat_function(other.static, args, x_spec, out_spec)
-        J = jax.jit(jax.jacfwd(f_other))(x_spec.flatten(arg))
+        J = _compiled(_jacobian)(static._replace(argnums=k), x_spec, out_spec, dynamic)
         extras["other_arguments"][f"args[{k}]"] = np.asarray(J, np.float64)
     return extras
 

@@ -12,6 +12,7 @@ things the checks need: the ``(m, n)`` matrix (full mode) and ``u^T J`` (fast mo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -79,6 +80,13 @@ class Prepared(NamedTuple):
     dtype: str  # the dtype the derivative is judged in: the least precise of x and f(x)
 
 
+@functools.lru_cache(maxsize=64)
+def _output_shape(static: Static, structs: tuple):
+    """``f``'s output shapes and dtypes, traced once per ``f`` and argument shapes: a repeated
+    check (of a 1M-parameter MLP, say) would otherwise trace ``f`` again on every call."""
+    return jax.eval_shape(lambda *d: static.f(*static.args(d)), *structs)
+
+
 def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     """Validate one call of :func:`mcjax.check` and split its arguments.
 
@@ -111,7 +119,8 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     static_leaves = tuple(None if _is_array(leaf) else _hashable(leaf) for leaf in leaves)
     dynamic = tuple(leaves[i] for i in dynamic_positions)
     static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
-    out = jax.eval_shape(lambda *d: f(*static.args(d)), *dynamic)
+    out = _output_shape(static, tuple(jax.ShapeDtypeStruct(jnp.shape(d), jnp.result_type(d))
+                                      for d in dynamic))
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise DtypeError(
@@ -163,23 +172,30 @@ class Got:
             self.kind = "jacobian"
 
     def vjp(self, u):
-        """``u^T J`` for a flat cotangent ``u`` of shape ``(m,)``: shape ``(n,)``."""
+        """``u^T J`` for a flat cotangent ``u`` of shape ``(m,)``: shape ``(n,)``, in ``u``'s dtype."""
+        u_leaves = [u[o : o + n].reshape(s) for o, n, s in
+                    zip(self.out_spec.offsets, self.out_spec.sizes, self.out_spec.shapes)]
+        return jnp.concatenate([jnp.ravel(w).astype(u.dtype) for w in self.vjp_leaves(u_leaves)])
+
+    def vjp_leaves(self, u_leaves: list) -> list:
+        """``u^T J`` leaf by leaf: one cotangent per output leaf (its shape) in, one array per
+        argument leaf (its shape) out.  Nothing is flattened or concatenated (fast mode)."""
         if self._pullback is not None:
-            result = self._pullback(self.out_spec.unflatten(u))
-            return self.x_spec.flatten(_check_vjp_result(result, self.x_spec), u.dtype)
-        parts = []
-        offsets, shapes = self.out_spec.offsets, self.out_spec.shapes
+            result = self._pullback(jax.tree_util.tree_unflatten(self.out_spec.treedef, u_leaves))
+            return jax.tree_util.tree_leaves(_check_vjp_result(result, self.x_spec))
+        out = []
         for j in range(len(self.x_spec.shapes)):
             total = 0
-            for k, (o, s) in enumerate(zip(offsets, shapes)):
-                u_k = u[o : o + self.out_spec.sizes[k]].reshape(s)
+            for k, (u_k, s) in enumerate(zip(u_leaves, self.out_spec.shapes)):
                 block = self._blocks[k, j]
                 if isinstance(block, Jacobian):
                     total = total + block.vjp(u_k.astype(block.dtype))
+                elif not s:  # a scalar output leaf: u_k times the block, no contraction
+                    total = total + u_k.astype(block.dtype) * block
                 else:
                     total = total + jnp.tensordot(u_k, block, axes=len(s))
-            parts.append(jnp.ravel(total).astype(u.dtype))
-        return jnp.concatenate(parts)
+            out.append(total)
+        return out
 
     def matrix(self, dtype):
         """The dense derivative as an ``(m, n)`` matrix in ``dtype``."""

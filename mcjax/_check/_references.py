@@ -78,13 +78,15 @@ def taylor_steps() -> np.ndarray:
     return TAYLOR_H0 / 2.0 ** np.arange(TAYLOR_RUNGS)
 
 
-def taylor_differences(f_flat, x, x_spec: FlatSpec, key) -> dict:
+def taylor_differences(f_flat, x, x_spec: FlatSpec, normal) -> dict:
     """``f(x + h t) - f(x)`` for each ``h`` of the ladder, along a random direction ``t``.
 
-    ``t`` is a standard normal vector times each coordinate's scale, so that ``h`` is a
-    relative step.  Returns ``t`` (n,) and ``differences`` (rungs, m).
+    ``t`` is ``normal`` (a standard normal vector, shape ``(n,)``, drawn on the host: an
+    in-program ``jax.random.normal`` doubles the compile time of a full-mode check) times
+    each coordinate's scale, so that ``h`` is a relative step.  Returns ``t`` (n,) and
+    ``differences`` (rungs, m).
     """
-    t = jax.random.normal(key, x.shape, x.dtype) * coordinate_scales(x, x_spec)
+    t = normal.astype(x.dtype) * coordinate_scales(x, x_spec)
     f0 = f_flat(x)
     hs = jnp.asarray(taylor_steps(), x.dtype)
     differences = jax.vmap(lambda h: f_flat(x + h * t) - f0)(hs)

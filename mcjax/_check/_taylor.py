@@ -10,11 +10,11 @@ a rounding-sized ``h`` term and is right).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mcjax._conventions import TAYLOR_MIN_ORDER
+from mcjax._conventions import TAYLOR_MIN_ORDER, TAYLOR_MIN_RUNGS
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,22 @@ class Taylor:
 
 
 def verdict(steps, differences, Jt, f0, precision: str, rtol: float, kinks: bool) -> Taylor:
-    """Judge the remainders ``differences[k] - steps[k] J t`` (all NumPy float64)."""
+    """Judge the remainders ``differences[k] - steps[k] J t`` (all NumPy float64).
+
+    The largest steps may leave ``f``'s domain (``log`` of a small ``x``): their remainders are
+    NaN and the ladder is judged from the smallest steps up to the first such one, when at
+    least :data:`TAYLOR_MIN_RUNGS` of them are left.
+    """
     steps = np.asarray(steps, np.float64)
     differences = np.asarray(differences, np.float64)
     residuals = np.linalg.norm(differences - steps[:, None] * Jt[None, :], axis=1)
+    outside = np.nonzero(~np.isfinite(residuals))[0]
+    if len(outside) and len(steps) - 1 - outside[-1] >= TAYLOR_MIN_RUNGS:
+        inside = slice(outside[-1] + 1, None)
+        taylor = verdict(steps[inside], differences[inside], Jt, f0, precision, rtol, kinks)
+        return replace(taylor, note=f"{taylor.note}; judged on the {len(steps) - inside.start} "
+                                    "smallest steps, as a larger one gives NaN or Inf (it leaves "
+                                    "f's domain)")
     eps = float(np.finfo(np.dtype(precision)).eps)
     noise = 100 * eps * (np.linalg.norm(f0) + np.linalg.norm(differences + f0, axis=1))
     valid = residuals > 10 * noise
