@@ -59,6 +59,17 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path, *, legends=()) -> Path:
+    """Give each axis in ``legends`` a legend and a light grid, then write ``fig`` to ``path``."""
+    for ax in legends:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
 def print_table(title: str, columns: list[str], rows: list[list]) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -101,12 +101,7 @@ def _plot(runs: dict, out) -> None:
     left.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     right.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy",
               ylim=(90, 100))
-    for ax in (left, right):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "digits_mlp.png", dpi=120)
-    plt.close(fig)
+    _common.save_figure(fig, out / "digits_mlp.png", legends=(left, right))
 
 
 if __name__ == "__main__":

@@ -121,9 +121,7 @@ def _plot(rows: dict, out) -> None:
            title="hand-derived vs autodiff gradients, float64")
     ax.invert_yaxis()
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(out / "gradients.png", dpi=120)
-    plt.close(fig)
+    _common.save_figure(fig, out / "gradients.png")
 
 
 if __name__ == "__main__":

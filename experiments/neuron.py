@@ -97,12 +97,7 @@ def _plot(runs: dict, out) -> None:
         right.semilogy(epochs, r["w_error_curve"], label=name)
     left.set(xlabel="epoch", ylabel="loss C (mean over the epoch)", title="the paper's loss")
     right.set(xlabel="epoch", ylabel="max |w - w*|", title="distance to the true weights")
-    for ax in (left, right):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "neuron_loss.png", dpi=120)
-    plt.close(fig)
+    _common.save_figure(fig, out / "neuron_loss.png", legends=(left, right))
 
 
 if __name__ == "__main__":
