@@ -115,6 +115,9 @@ class Rule:
     description: str = ""
     hyper: Mapping[str, Any] = field(default_factory=dict)
     arg_names: tuple[str, ...] = field(default=())
+    # one checked derivative per argument, made once: jax.jit caches compiled programs by
+    # function identity, so a rule checked or jitted twice is compiled once
+    _checked: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         if self.section not in SECTIONS:
@@ -144,6 +147,8 @@ class Rule:
         """
         if isinstance(wrt, int):
             wrt = self.arg_names[wrt]
+        if wrt in self._checked:
+            return self._checked[wrt]
         if wrt not in self.wrt:
             raise KeyError(
                 f"mcjax.derivative: rule {self.name!r} has no derivative with respect to "
@@ -159,6 +164,7 @@ class Rule:
                     require_floating(self.name, wrt, leaf)
             return fn(*args, **{**self.hyper, **kwargs})
 
+        self._checked[wrt] = checked
         return checked
 
     def __call__(self, *args, **kwargs):
