@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcjax._check._full import quick_jit
 from mcjax._conventions import DTYPES, SHAPE_CASES, tolerance
 from mcjax._jacobian import densify
 from mcjax._registry import REGISTRY, Registry, Rule
@@ -174,13 +175,15 @@ def verify_points(
     rng = np.random.default_rng(rng)
     all_args = [rule.example(rng, dims, jnp.dtype(dtype)) for dims, dtype in points]
     try:
-        # one jit for all points: compiling once per rule is what makes verify take seconds
-        values = jax.jit(lambda all_args: [_references(rule, names, a) for a in all_args])(all_args)
+        # one jit for all points, with the checker's compile-time options (bitwise the same
+        # values): compiling once per rule, fast, is what makes verify take seconds
+        values = quick_jit(lambda all_args: [_references(rule, names, a) for a in all_args])(
+            all_args)
     except Exception:
         values = []
         for args in all_args:  # find which point fails
             try:
-                values.append(jax.jit(lambda a: _references(rule, names, a))(args))
+                values.append(quick_jit(lambda a: _references(rule, names, a))(args))
             except Exception as e:  # a rule that fails to trace is a failed rule
                 values.append(e)
     results = []
