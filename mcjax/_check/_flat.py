@@ -103,10 +103,6 @@ class FlatSpec:
             return ()
         return tuple(int(i) for i in np.unravel_index(j - self.offsets[k], self.shapes[k]))
 
-    def leaf_ids(self) -> np.ndarray:
-        """For each flat index, the number of its leaf: shape ``(size,)``."""
-        return np.repeat(np.arange(len(self.sizes)), self.sizes)
-
 
 def entry_label(out: FlatSpec, inp: FlatSpec, i: int, j: int) -> str:
     """Entry ``(i, j)`` of the ``(m, n)`` matrix as a numerator-layout index.

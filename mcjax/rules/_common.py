@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 
 from mcjax._errors import Problems
 from mcjax._jacobian import Diagonal
@@ -28,8 +27,3 @@ def diagonal(derivative: Callable[..., jax.Array], text: str, latex: str) -> dic
     """``wrt`` for an element-wise unary function with derivative ``derivative(x, **hyper)``:
     the Jacobian is ``diag(derivative(x))`` (§4.2)."""
     return {"x": Derivative(lambda x, **hyper: Diagonal(derivative(x, **hyper)), text, latex)}
-
-
-def as_float(x) -> jax.Array:
-    """``x`` as an array; Python numbers become the default float dtype."""
-    return jnp.asarray(x)

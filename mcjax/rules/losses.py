@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mcjax._errors import DtypeError, Problems, shape_str
 from mcjax._jacobian import Dense
