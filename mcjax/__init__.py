@@ -12,18 +12,28 @@ from mcjax._check._localize import check_chain
 from mcjax._check._report import Report
 from mcjax._check._verify import RuleResult, verify
 from mcjax._conventions import LAYOUT, Tolerance, data_parallel_tolerance, tolerance
+from mcjax._derive import derive
 from mcjax._errors import DerivativeError, DtypeError, NonFiniteLossError, ShapeError
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
     Composed,
+    Contraction,
     Dense,
     Diagonal,
+    Embed,
+    Expand,
     Fill,
     Jacobian,
     Kronecker,
+    Opaque,
+    Permutation,
+    Reshape,
     ScaledIdentity,
+    Slice,
     Sum,
+    SumAlong,
+    Zero,
     densify,
 )
 from mcjax._registry import REGISTRY, Derivative, Registry, Rule, derivative, rule
@@ -121,7 +131,18 @@ __all__ = [
     "BlockDiagonal",
     "Composed",
     "Sum",
+    "Zero",
+    "Permutation",
+    "Reshape",
+    "Slice",
+    "Embed",
+    "Expand",
+    "SumAlong",
+    "Contraction",
+    "Opaque",
     "densify",
+    # the paper's calculus done by the machine
+    "derive",
     # the registry
     "Rule",
     "Derivative",
