@@ -70,6 +70,9 @@ def as_scalar(J: Jacobian) -> Sym | None:
         field = {Diagonal: "diagonal", Dense: "array", Fill: "value"}.get(type(J))
         if field is not None:
             return B.sym(J, field, placeholder="c")
+    if isinstance(J, Diagonal) and J.diagonal.size == 1:  # diag of one entry: c I_1
+        d = B.sym(J, "diagonal", placeholder="d")
+        return Sym(d.value.reshape(()), E.reshaped(d.expr, ()))
     return None
 
 
@@ -284,6 +287,10 @@ def _merge(a: Jacobian, b: Jacobian) -> Jacobian | None:
         return B.diagonal(d, a.out_shape, dtype)
     if isinstance(a, Dense) and isinstance(b, Dense) and a.in_ndim == b.in_ndim:
         return B.dense(B.sym(a, "array") + B.sym(b, "array"), a.in_ndim, dtype)
+    for x, y in ((a, b), (b, a)):
+        if isinstance(x, Dense) and isinstance(y, Fill) and x.in_shape == ():  # two columns
+            c = B.sym(y, "value", placeholder="c")
+            return B.dense(B.sym(x, "array") + c, 0, dtype)
     if isinstance(a, Fill) and isinstance(b, Fill):
         return B.fill(B.sym(a, "value", placeholder="c") + B.sym(b, "value", placeholder="c"),
                       a.out_shape, a.in_shape, dtype)

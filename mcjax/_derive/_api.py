@@ -103,7 +103,7 @@ def _derive(f, args, positions, x_tree, strict):
     blocks = []
     for out, t in zip(out_leaves, out_tangents):
         _require_float(out, "its output")
-        row = [t.get(j) or B.zero(out.shape, jnp.shape(x), jnp.result_type(x, out.dtype))
+        row = [B.as_dtype(t[j], out.dtype) if j in t else B.zero(out.shape, jnp.shape(x), out.dtype)
                for j, x in enumerate(x_leaves)]
         blocks.append(jax.tree_util.tree_unflatten(x_def, row))
     return jax.tree_util.tree_unflatten(out_def, blocks)

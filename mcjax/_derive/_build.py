@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 from mcjax._derive import _expr as E
@@ -18,6 +19,7 @@ from mcjax._derive._sym import Sym, lift
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
+    Composed,
     Contraction,
     Dense,
     Diagonal,
@@ -31,6 +33,7 @@ from mcjax._jacobian import (
     Reshape,
     ScaledIdentity,
     Slice,
+    Sum,
     SumAlong,
     Zero,
 )
@@ -81,6 +84,25 @@ def diagonal(d: Sym, shape, dtype) -> Jacobian:
         return scaled_identity(d, shape, dtype)
     value = jnp.broadcast_to(_array(d.value, dtype), shape)
     return _with(Diagonal(value), E.reshaped(d.expr, shape))
+
+
+def as_dtype(J: Jacobian, dtype) -> Jacobian:
+    """``J`` computing in ``dtype`` (a function that rounds to float32 inside still has the
+    Jacobian of its output's dtype, as ``jax.jacfwd``'s)."""
+    dtype = jnp.dtype(dtype)
+    if jnp.dtype(J.dtype) == dtype:
+        return J
+    if isinstance(J, Composed):
+        return Composed(as_dtype(J.outer, dtype), as_dtype(J.inner, dtype))
+    if isinstance(J, Sum):
+        return Sum(tuple(as_dtype(t, dtype) for t in J.terms))
+    leaves, treedef = jax.tree_util.tree_flatten(J)
+    J = jax.tree_util.tree_unflatten(treedef, [
+        leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.inexact) else leaf
+        for leaf in leaves])
+    if hasattr(J, "dtype_name"):
+        J.dtype_name = dtype.name
+    return J
 
 
 def zero(out_shape, in_shape, dtype) -> Jacobian:

@@ -36,14 +36,14 @@ class Expr:
     args: tuple[Expr, ...] = ()
     param: Any = None
     shape: tuple[int, ...] = ()
-    var: bool = False
-    hint: str = ""
+    # how to print it, not what it is: an expression equals the same value computed elsewhere
+    var: bool = field(default=False, compare=False)
+    hint: str = field(default="", compare=False)
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         # computed once: Jacobian pytrees hash their static part, which holds expressions
-        object.__setattr__(self, "_hash", hash((self.op, self.args, self.param, self.shape,
-                                                self.var, self.hint)))
+        object.__setattr__(self, "_hash", hash((self.op, self.args, self.param, self.shape)))
 
     def __hash__(self) -> int:
         return self._hash
@@ -92,6 +92,14 @@ def core(e: Expr) -> Expr:
     return e
 
 
+def _scalar(e: Expr) -> Expr:
+    """A one-entry value broadcast in an element-wise operation is written as the scalar
+    itself: broadcasting is implicit in the notation (and ``u / s`` then equals ``u / s``
+    however ``s`` was broadcast)."""
+    c = core(e)
+    return c if math.prod(c.shape) == 1 and c.op != "num" else e
+
+
 def _broadcast(*shapes) -> tuple[int, ...]:
     """The broadcast shape of operands (a scalar operand takes the other's shape)."""
     ndim = max(len(s) for s in shapes)
@@ -112,6 +120,7 @@ def neg(a: Expr) -> Expr:
 
 def add(a: Expr, b: Expr) -> Expr:
     shape = _broadcast(a.shape, b.shape)
+    a, b = _scalar(a), _scalar(b)
     if _is(a, 0.0) and a.shape == ():
         return _reshaped(b, shape)
     if _is(b, 0.0) and b.shape == ():
@@ -125,13 +134,27 @@ def add(a: Expr, b: Expr) -> Expr:
     c = core(b)
     if c.op == "mul" and c.args[0].op == "num" and c.args[0].param < 0:
         return sub(a, _reshaped(mul(num(-c.args[0].param), c.args[1]), b.shape))
-    if a == b:
-        return mul(num(2.0), a)
+    ca, ta = coefficient(a)
+    cb, tb = coefficient(b)
+    if ta == tb:  # like terms: x + 2 x is 3 x
+        return _reshaped(mul(num(ca + cb), ta), shape)
     return Expr("add", (a, b), None, shape)
+
+
+def coefficient(e: Expr) -> tuple[float, Expr]:
+    """``(c, x)`` for ``e = c x`` with a number ``c``, ``(-1, x)`` for ``-x``, else ``(1, e)``."""
+    e = core(e)
+    if e.op == "mul" and e.args[0].op == "num" and e.args[0].shape == ():
+        return e.args[0].param, e.args[1]
+    if e.op == "neg":
+        c, x = coefficient(e.args[0])
+        return -c, x
+    return 1.0, e
 
 
 def sub(a: Expr, b: Expr) -> Expr:
     shape = _broadcast(a.shape, b.shape)
+    a, b = _scalar(a), _scalar(b)
     if _is(b, 0.0) and b.shape == ():
         return _reshaped(a, shape)
     if _is(a, 0.0) and a.shape == ():
@@ -146,6 +169,7 @@ def sub(a: Expr, b: Expr) -> Expr:
 def mul(a: Expr, b: Expr) -> Expr:
     """The element-wise product (numbers first: ``2 x``, never ``x 2``)."""
     shape = _broadcast(a.shape, b.shape)
+    a, b = _scalar(a), _scalar(b)
     if b.op == "num" and a.op != "num":
         a, b = b, a
     if a.op == "num":
@@ -167,6 +191,8 @@ def mul(a: Expr, b: Expr) -> Expr:
         return neg(mul(a, b.args[0]))
     if b.op == "mul" and b.args[0].op == "num":  # x (2 y) -> 2 (x y)
         return mul(b.args[0], mul(a, b.args[1]))
+    if a == b:
+        return power(a, 2.0)
     if a.op == "mul" and a.args[0].op == "num":  # (2 x) y -> 2 (x y)
         return mul(a.args[0], mul(a.args[1], b))
     if core(a).op == "div" and _is(core(a).args[0], 1.0):  # (1/s) v -> v / s
@@ -178,10 +204,13 @@ def mul(a: Expr, b: Expr) -> Expr:
 
 def div(a: Expr, b: Expr) -> Expr:
     shape = _broadcast(a.shape, b.shape)
+    a, b = _scalar(a), _scalar(b)
     if _is(b, 1.0):
         return _reshaped(a, shape)
     if a.op == "num" and b.op == "num" and b.param != 0:
         return num(a.param / b.param, shape)
+    if a.op == "num" and a.param < 0:
+        return neg(div(num(-a.param, a.shape), b))
     if a.op == "neg":
         return neg(div(a.args[0], b))
     return Expr("div", (a, b), None, shape)
@@ -194,6 +223,8 @@ def power(a: Expr, exponent: float) -> Expr:
         return num(1.0, a.shape)
     if a.op == "num":
         return num(a.param**exponent, a.shape)
+    if a.op == "pow":
+        return power(a.args[0], a.param * exponent)
     return Expr("pow", (a,), float(exponent), a.shape)
 
 

@@ -162,6 +162,20 @@ def _(J: Dense, p):
     return p.write(a)
 
 
+def _in_product(J: Jacobian, p) -> tuple[str, int]:
+    r"""A factor of a chain: a gradient of a matrix $G$ is the row $\operatorname{vec}(G)^\top$,
+    a product written as a column is parenthesized."""
+    if isinstance(J, Dense) and J.out_shape == () and J.in_ndim >= 2 and \
+            E.core(symbols(J)[0]).op != "pull":
+        (a,) = symbols(J)
+        head = r"\operatorname{vec}" if p.latex else "vec"
+        return p._transposed(f"{head}({p(a)})"), POSTFIX
+    text, prec = write(J, p)
+    if isinstance(J, Dense) and J.in_shape == () and prec <= PRODUCT:
+        return f"({text})", ATOM
+    return text, prec
+
+
 @write.register
 def _(J: Zero, p):
     return ("\\mathbf{0}" if p.latex else "0"), ATOM
@@ -194,7 +208,14 @@ def _(J: Embed, p):
 
 @write.register
 def _(J: Expand, p):
-    return (r"(\mathbf{1} \otimes I)" if p.latex else "(1 ⊗ I)"), ATOM
+    kron = r" \otimes " if p.latex else " ⊗ "
+    n, k = len(J.out_shape), len(J.dims)
+    if J.dims == tuple(range(n - k, n)):  # copies along leading axes
+        return f"({_ones(p)}{kron}I)", ATOM
+    if J.dims == tuple(range(k)):  # along trailing axes
+        return f"(I{kron}{_ones(p)})", ATOM
+    dims = ",".join(map(str, J.dims))
+    return (f"E_{{({dims})}}" if p.latex else f"E[{dims}]"), ATOM
 
 
 @write.register
@@ -240,12 +261,14 @@ def _(J: Composed, p):
         else:
             c, f = _number_out(f)
             coefficient *= c
-            text, prec = write(f, p)
+            text, prec = _in_product(f, p)
         while text.startswith("-"):
             coefficient, text = -coefficient, text[1:]
         parts.append(f"({text})" if prec < PRODUCT else text)
     if not parts:
         parts = ["I"]
+    if coefficient == 1.0 and len(parts) == 1 and parts[0].startswith("("):
+        return write([f for f in _factors(J) if not isinstance(f, Reshape)][0], p)
     if coefficient != 1.0:
         head = "-" if coefficient == -1.0 else p(E.num(coefficient), PRODUCT)
         if head.startswith("-") and head != "-":
@@ -257,16 +280,17 @@ def _(J: Composed, p):
 
 
 def _number_out(J: Jacobian) -> tuple[float, Jacobian]:
-    """``(c, J / c)`` for a dense factor written ``c A`` with a number ``c`` (else ``(1, J)``)."""
-    if not isinstance(J, Dense) or J.symbols is None:
+    """``(c, J / c)`` for a dense factor or a fill written ``c A`` with a number ``c`` (else
+    ``(1, J)``)."""
+    if not isinstance(J, (Dense, Fill)) or J.symbols is None:
         return 1.0, J
-    a = E.core(J.symbols[0])
-    if a.op == "mul" and a.args[0].op == "num" and a.args[0].shape == ():
-        leaves, treedef = jax.tree_util.tree_flatten(J)
-        plain = jax.tree_util.tree_unflatten(treedef, leaves)
-        plain.symbols = (E.reshaped(a.args[1], J.symbols[0].shape),)
-        return a.args[0].param, plain
-    return 1.0, J
+    c, rest = E.coefficient(J.symbols[0])
+    if c == 1.0:
+        return 1.0, J
+    leaves, treedef = jax.tree_util.tree_flatten(J)
+    plain = jax.tree_util.tree_unflatten(treedef, leaves)
+    plain.symbols = (E.reshaped(rest, J.symbols[0].shape),)
+    return c, plain
 
 
 def _factors(J: Jacobian) -> list[Jacobian]:

@@ -32,16 +32,24 @@ CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint", "rema
 
 class Context(NamedTuple):
     strict: bool
+    call: object = None  # the outermost call equation (jit) being interpreted: the user's line
 
 
-def source_line(eqn) -> str:
-    """Where in the user's code the equation was traced: ``file.py:12:8 (f)``."""
+def source_line(*eqns) -> str:
+    """Where in the user's code the first of ``eqns`` with a known place was traced:
+    ``file.py:12:8 (f)``.  (A primitive inside ``jnp.cumsum``'s own ``jit`` has none: the
+    call of ``jnp.cumsum`` is the user's line.)"""
     try:
         from jax._src import source_info_util
 
-        return source_info_util.summarize(eqn.source_info)
+        for eqn in eqns:
+            if eqn is not None:
+                where = source_info_util.summarize(eqn.source_info)
+                if where:
+                    return where
     except Exception:  # noqa: BLE001 - a private API: say less rather than fail
-        return "an unknown line"
+        pass
+    return "an unknown line"
 
 
 def bind(eqn, values) -> list:
@@ -106,7 +114,8 @@ def _equation(eqn, operands, in_tangents, derivative, ctx):
         inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
         closed = inner if isinstance(inner, core.ClosedJaxpr) else core.ClosedJaxpr(inner, ())
         consts = [Operand(c, E.opaque("constant", (), jnp.shape(c))) for c in closed.consts]
-        return interpret(closed.jaxpr, consts, operands, in_tangents, ctx)
+        inner_ctx = ctx if ctx.call is not None else ctx._replace(call=eqn)
+        return interpret(closed.jaxpr, consts, operands, in_tangents, inner_ctx)
     key = f"{name}:{custom_name(eqn)}" if name.startswith("custom_") else name
     values = bind(eqn, [op.value for op in operands])
     shown = custom_name(eqn) if name.startswith("custom_") else name
@@ -136,7 +145,7 @@ def _opaque(eqn, name, operands, outs, in_tangents, active, ctx) -> list[dict]:
     if ctx.strict:
         raise NotImplementedError(
             f"mcjax.derive(strict=True): no structured rule for the primitive {name!r} at "
-            f"{source_line(eqn)}; without strict=True it becomes an opaque block from "
+            f"{source_line(ctx.call, eqn)}; without strict=True it becomes an opaque block from "
             "jax.linearize (correct, but with no structure)")
     out_tangents = [{} for _ in outs]
     for k in active:

@@ -97,6 +97,9 @@ class Printer:
         return f"{self(e.args[0], SUM)} - {self(e.args[1], SUM + 1)}", SUM
 
     def _neg(self, e):
+        if core(e.args[0]).op == "div" and not self.latex:  # -(x / y) is -x / y
+            a, b = core(e.args[0]).args
+            return f"-{self(a, UNARY + 1)} / {self(b, PRODUCT + 1)}", PRODUCT - 1
         return "-" + self(e.args[0], UNARY + 1), UNARY
 
     def _mul(self, e):
@@ -105,7 +108,13 @@ class Printer:
         if hadamard:
             op = r" \odot " if self.latex else " ⊙ "
             return f"{self(a, PRODUCT)}{op}{self(b, PRODUCT + 1)}", PRODUCT
-        return f"{self(a, PRODUCT)}{self._space()}{self(b, PRODUCT + 1)}", PRODUCT
+        # a product of scalars and one array reads left to right without parentheses
+        right = PRODUCT if core(b).op == "mul" and not self._is_hadamard(core(b)) else PRODUCT + 1
+        return f"{self(a, PRODUCT)}{self._space()}{self(b, right)}", PRODUCT
+
+    @staticmethod
+    def _is_hadamard(e: Expr) -> bool:
+        return all(core(x).shape != () and core(x).op != "num" for x in e.args)
 
     def _div(self, e):
         a, b = e.args
@@ -231,15 +240,16 @@ def _uses(roots: list[Expr]) -> tuple[Counter, dict]:
         seen.add(node)
         for child in set(node.args):
             uses[child] += 1
-            parents.setdefault(child, set()).add(node.hint)
+            parents.setdefault(child, set()).add(node)
             stack.append(child)
     return uses, parents
 
 
-def _worth_a_name(e: Expr, uses: int, parent_hints: set, length: int) -> bool:
-    if not e.var or e.op in ("arg", "num", "reshape") or not e.args:
+def _worth_a_name(e: Expr, hint: str | None, uses: int, parent_hints: set, length: int) -> bool:
+    """``hint`` is None for an expression that is no variable of the program."""
+    if hint is None or e.op in ("arg", "num", "reshape") or not e.args:
         return False
-    if e.hint == "z":  # W x + b is z, but W x inside it is not
+    if hint == "z":  # W x + b is z, but W x inside it is not
         return not (uses == 1 and parent_hints == {"z"})
     return (uses >= 2 and length > 10) or length > 32
 
@@ -247,17 +257,23 @@ def _worth_a_name(e: Expr, uses: int, parent_hints: set, length: int) -> bool:
 def choose_names(roots: list[Expr]) -> tuple[dict[Expr, tuple[str, str]], list[Expr]]:
     """Names for the sub-expressions of ``roots`` worth one, and their definition order."""
     uses, parents = _uses(roots)
+    hints = {}  # the program's variables (one value may also be rebuilt by a derivative rule)
+    for r in roots:
+        for n in nodes(r):
+            if n.var:
+                hints[n] = hints.get(n) or n.hint
+    parents = {e: {hints.get(p, "") for p in ps} for e, ps in parents.items()}
     chosen: list[Expr] = []
     placeholders: dict = {}
     for e in _postorder(roots):  # children first: a long child, once named, is one letter
         length = len(Printer(False, placeholders)(e))
-        if _worth_a_name(e, uses[e], parents.get(e, set()), length):
+        if _worth_a_name(e, hints.get(e), uses[e], parents.get(e, set()), length):
             chosen.append(e)
             placeholders[e] = ("u", "u")
     taken = {n.param[0] for r in roots for n in nodes(r) if n.op == "arg"}
     letters = {}
     for e in chosen:
-        letter = e.hint or ""
+        letter = hints.get(e) or ""
         if not letter or letter in taken:
             letter = next((p for p in POOL if p not in taken and p not in letters.values()), "w")
         letters[e] = letter

@@ -113,6 +113,8 @@ for _name in ("copy", "copy_p", "reduce_precision"):
 
 
 def _convert_expr(a, shape, params):
+    if a[0].op in ("cmp", "not"):  # a boolean made a number: an indicator
+        return E.indicator(a[0])
     return a[0]
 
 
@@ -141,9 +143,9 @@ binary("mul", lambda x, y, o: y, lambda x, y, o: x, lambda a, s, p: E.mul(*a))
 binary("div", lambda x, y, o: 1 / y, lambda x, y, o: -x / y**2, lambda a, s, p: E.div(*a))
 
 
-def _wins(a: Sym, b: Sym) -> Sym:
-    """$\\mathbb{1}[a > b] + \\frac12 \\mathbb{1}[a = b]$: JAX's derivative of max at a tie."""
-    return ind(a > b, a) + 0.5 * ind(a.equals(b), a)
+def _wins(a: Sym, b: Sym, tie: Sym) -> Sym:
+    """$\\mathbb{1}[a > b] + \\frac12 \\mathbb{1}[x = y]$: JAX's derivative of max at a tie."""
+    return ind(a > b, a) + 0.5 * ind(tie, a)
 
 
 def _max_expr(name):
@@ -161,8 +163,15 @@ def _max_expr(name):
     return build
 
 
-binary("max", lambda x, y, o: _wins(x, y), lambda x, y, o: _wins(y, x), _max_expr("max"))
-binary("min", lambda x, y, o: _wins(-x, -y), lambda x, y, o: _wins(-y, -x), _max_expr("min"))
+binary("max", lambda x, y, o: _wins(x, y, x.equals(y)), lambda x, y, o: _wins(y, x, x.equals(y)),
+       _max_expr("max"))
+def _loses(a: Sym, b: Sym, tie: Sym) -> Sym:
+    r"""$\mathbb{1}[a < b] + \frac12 \mathbb{1}[x = y]$: JAX's derivative of min at a tie."""
+    return ind(a < b, a) + 0.5 * ind(tie, a)
+
+
+binary("min", lambda x, y, o: _loses(x, y, x.equals(y)), lambda x, y, o: _loses(y, x, x.equals(y)),
+       _max_expr("min"))
 
 
 def _pow_x(x: Sym, y: Sym, out: Sym) -> Sym:
