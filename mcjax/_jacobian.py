@@ -488,8 +488,11 @@ class Composed(Jacobian):
         return self.inner.vjp(self.outer.vjp(u))
 
     def dense(self):
-        mid = len(self.inner.out_shape)
-        return jnp.tensordot(self.outer.dense(), self.inner.dense(), axes=mid)
+        # the outer factor applied to each column of the inner one: its structure is used
+        # (a diagonal or a permutation costs O(size) per column, not a dense matrix product)
+        columns = self.inner.dense().reshape(tuple(self.inner.out_shape) + (-1,))
+        applied = jax.vmap(self.outer.jvp, in_axes=-1, out_axes=-1)(columns)
+        return applied.reshape(self.shape)
 
     def scaled(self, c):
         return Composed(self.outer.scaled(c), self.inner)
