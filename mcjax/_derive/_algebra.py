@@ -78,21 +78,25 @@ def as_scalar(J: Jacobian) -> Sym | None:
 
 def scale(J: Jacobian, c: Sym) -> Jacobian:
     """$c J$ for a scalar ``c``, keeping the structure where it holds a number to scale."""
-    if c.is_constant(1.0):
+    if c.is_constant(1.0) or isinstance(J, Zero):
         return J
-    if isinstance(J, Zero):
-        return J
-    if isinstance(J, ScaledIdentity):
-        return B.scaled_identity(c * B.sym(J, "scale"), J.in_shape, J.dtype)
-    if isinstance(J, Diagonal):
-        return B.diagonal(c * B.sym(J, "diagonal", placeholder="d"), J.out_shape, J.dtype)
-    if isinstance(J, Fill):
-        return B.fill(c * B.sym(J, "value", placeholder="c"), J.out_shape, J.in_shape, J.dtype)
-    if isinstance(J, Dense):
-        return B.dense(c * B.sym(J, "array"), J.in_ndim, J.dtype)
     if isinstance(J, Sum):
         return Sum(tuple(scale(t, c) for t in J.terms))
-    return compose(B.scaled_identity(c, J.out_shape, J.dtype), J)
+    rule = _SCALE.get(type(J))
+    if rule is None:  # nothing to scale inside: a factor c I in front
+        return compose(B.scaled_identity(c, J.out_shape, J.dtype), J)
+    return rule(J, c)
+
+
+_SCALE = {
+    ScaledIdentity: lambda J, c: B.scaled_identity(c * B.sym(J, "scale"), J.in_shape, J.dtype),
+    Diagonal: lambda J, c: B.diagonal(c * B.sym(J, "diagonal", placeholder="d"), J.out_shape,
+                                      J.dtype),
+    Fill: lambda J, c: B.fill(c * B.sym(J, "value", placeholder="c"), J.out_shape, J.in_shape,
+                              J.dtype),
+    Dense: lambda J, c: B.dense(c * B.sym(J, "array"), J.in_ndim, J.dtype),
+}
+"""The structures that hold a number to scale, and how."""
 
 
 # -- the vector chain rule -----------------------------------------------------------------------
@@ -139,7 +143,7 @@ def product_of(factors: list[Jacobian]) -> Jacobian:
     return J
 
 
-_ABSORBS = (ScaledIdentity, Diagonal, Fill, Dense)  # classes that hold a number to scale
+_ABSORBS = tuple(_SCALE)
 
 
 def _pair(outer: Jacobian, inner: Jacobian) -> Jacobian | None:
