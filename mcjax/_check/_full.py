@@ -35,6 +35,7 @@ from mcjax._check._references import (
     taylor_steps,
 )
 from mcjax._check._report import KinkEntry, Kinks
+from mcjax._jit import quick_jit
 from mcjax._conventions import ROUNDING_SAFETY
 
 
@@ -91,32 +92,6 @@ def _jacfwd32(static, x_spec, out_spec, dynamic):
     args = cast_floating(static.args(dynamic), jnp.float32)
     x = x_spec.flatten(args[static.argnums], jnp.float32)
     return jax.jacfwd(flat_function(static, args, x_spec, out_spec))(x)
-
-
-@functools.cache
-def compiler_options() -> dict:
-    """XLA options for the checker's one-shot programs, which run once on small arrays:
-    compile time is what counts.
-
-    ``xla_backend_optimization_level=0`` skips LLVM's optimisations; on a CPU the classic
-    elemental emitters (``xla_cpu_use_fusion_emitters=False``) compile a full-mode program
-    2-3x faster than the fusion emitters and give bitwise the same values (measured with
-    jax 0.10 on the registry's rules).  Older jaxlibs lack that option: then it is left out.
-    """
-    options = {"xla_backend_optimization_level": 0}
-    fast = {**options, "xla_cpu_use_fusion_emitters": False}
-    try:
-        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(fast)
-    except Exception as e:  # noqa: BLE001 - jaxlib raises its own runtime error type
-        if "option" not in str(e):
-            raise
-        return options
-    return fast
-
-
-def quick_jit(fn, **kwargs):
-    """``jax.jit`` with :func:`compiler_options`, for a program that runs once."""
-    return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
 
 
 def _programs(groups, dynamics, normals):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._check._full import quick_jit
+from mcjax._jit import quick_jit
 from mcjax._conventions import DTYPES, SHAPE_CASES, tolerance
 from mcjax._jacobian import densify
 from mcjax._registry import REGISTRY, Registry, Rule

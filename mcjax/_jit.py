@@ -1,0 +1,159 @@
+"""Compiling programs, and reusing a compiled program only when the traced program is the same.
+
+``jax.jit`` keys its caches on the identity of the Python function it wraps: after a user
+edits a helper or a global that ``f`` reads, a jitted ``f`` (or anything jitted with ``f``
+as a static argument) returns the old program's results.  Even ``jax.make_jaxpr(f)`` serves
+the old trace.  mcjax never relies on that identity.  It traces the user's function afresh on
+every call, through a new wrapper object (so JAX's trace cache cannot answer), and reuses a
+compiled program only when the new trace is the same program:
+
+- :func:`program_key` turns a traced program (a ``ClosedJaxpr``) into a key: the jaxpr's text
+  (every equation, its parameters and literals, sub-jaxprs inline) and, for each constant it
+  closes over, its shape, dtype and a digest of its bytes;
+- :func:`function_key` traces a function at given argument shapes and keys it; when the
+  program holds custom derivative rules (``custom_jvp``/``custom_vjp``: their rules are
+  Python functions that the jaxpr names but does not show), the traced JVP and VJP join the
+  key, so that an edited rule is a new program too;
+- :class:`Keyed` is a function that compares and hashes by such a key: passed to ``jax.jit``
+  as a static argument it makes jit's own cache a cache on the traced program.
+
+Also here: the XLA options of programs that run once (:func:`quick_jit`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core
+
+CUSTOM_RULES = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin")
+
+
+@functools.cache
+def compiler_options() -> dict:
+    """XLA options for programs that run once on small arrays: compile time is what counts.
+
+    ``xla_backend_optimization_level=0`` skips LLVM's optimisations; on a CPU the classic
+    elemental emitters (``xla_cpu_use_fusion_emitters=False``) compile a full-mode check 2-3x
+    faster than the fusion emitters and give bitwise the same values (measured with jax 0.10
+    on the registry's rules).  Older jaxlibs lack that option: then it is left out.
+    """
+    options = {"xla_backend_optimization_level": 0}
+    fast = {**options, "xla_cpu_use_fusion_emitters": False}
+    try:
+        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(fast)
+    except Exception as e:  # noqa: BLE001 - jaxlib raises its own runtime error type
+        if "option" not in str(e):
+            raise
+        return options
+    return fast
+
+
+def quick_jit(fn, **kwargs):
+    """``jax.jit`` with :func:`compiler_options`, for a program that runs once."""
+    return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+
+
+def _digest(value) -> tuple:
+    array = np.asarray(value)
+    return (array.shape, array.dtype.name, hashlib.blake2b(array.tobytes(), digest_size=16).digest())
+
+
+def program_key(closed: core.ClosedJaxpr) -> tuple:
+    """A hashable key that is equal for two traces exactly when they are the same program:
+    the jaxpr's text and a digest of every constant it closes over."""
+    return (str(closed.jaxpr), tuple(_digest(c) for c in closed.consts))
+
+
+def custom_rules(jaxpr: core.Jaxpr) -> set[str]:
+    """The custom-derivative primitives (``custom_jvp_call``, ``custom_vjp_call``) that
+    ``jaxpr`` or its sub-jaxprs call."""
+    found = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in CUSTOM_RULES:
+            found.add(eqn.primitive.name)
+        for value in eqn.params.values():
+            for item in value if isinstance(value, (tuple, list)) else (value,):
+                inner = item.jaxpr if isinstance(item, core.ClosedJaxpr) else item
+                if isinstance(inner, core.Jaxpr):
+                    found |= custom_rules(inner)
+    return found
+
+
+def fresh_jaxpr(fn: Callable, *structs, return_shape: bool = False):
+    """``jax.make_jaxpr`` of ``fn`` traced now: through a new wrapper, so that JAX's trace
+    cache (keyed on the function object) cannot serve a trace made before an edit."""
+    return jax.make_jaxpr(lambda *a: fn(*a), return_shape=return_shape)(*structs)
+
+
+def _floating(struct) -> bool:
+    return jnp.issubdtype(struct.dtype, jnp.floating)
+
+
+def function_key(fn: Callable, *structs) -> tuple[tuple, object]:
+    """Trace ``fn`` at ``structs`` (``jax.ShapeDtypeStruct``s or arrays) and key the program.
+
+    Returns ``(key, out_shape)``: the key (see :func:`program_key`; with the traced JVP and VJP
+    along the floating arguments when the program has custom derivative rules) and ``fn``'s
+    output shapes (a pytree of ``ShapeDtypeStruct``), both from this one trace.
+    """
+    closed, out_shape = fresh_jaxpr(fn, *structs, return_shape=True)
+    key = program_key(closed)
+    rules = custom_rules(closed.jaxpr)
+    floating = [i for i, s in enumerate(structs) if _floating(s)]
+    if not rules or not floating or not all(
+            _floating(o) for o in jax.tree_util.tree_leaves(out_shape)):
+        return key, out_shape
+    # a custom_jvp rule shows in the JVP's trace (and the VJP is its transpose); a
+    # custom_vjp's backward pass only in the VJP's
+    reverse = any(r != "custom_jvp_call" for r in rules)
+
+    def derivative(*args):
+        def of(*xs):
+            new = list(args)
+            for i, x in zip(floating, xs):
+                new[i] = x
+            return fn(*new)
+
+        xs = [args[i] for i in floating]
+        if reverse:
+            out, pullback = jax.vjp(of, *xs)
+            return pullback(out)
+        return jax.jvp(of, xs, xs)
+
+    return (key, program_key(fresh_jaxpr(derivative, *structs))), out_shape
+
+
+@dataclass(frozen=True, eq=False)
+class Keyed:
+    """``fn``, compared and hashed by ``key`` (its traced program) instead of its identity.
+
+    As a static argument of ``jax.jit`` it makes jit's compiled-program cache answer for any
+    function that traces to the same program, and never for an edited one.
+    """
+
+    fn: Callable
+    key: Hashable
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Keyed) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    @property
+    def name(self) -> str:
+        """The wrapped function's name, for reports."""
+        fn = self.fn
+        if isinstance(getattr(fn, "name", None), str):
+            return fn.name
+        return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
