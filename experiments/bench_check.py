@@ -37,7 +37,7 @@ jax.config.update("jax_enable_x64", True)
 import mcjax  # noqa: E402
 from mcjax._check import _fast  # noqa: E402
 from mcjax._check._problem import prepare  # noqa: E402
-from mcjax._conventions import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
+from mcjax._check._config import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
 
 
 def median_time(fn, repeats):

@@ -6,9 +6,8 @@ arXiv:1802.01528), and the machinery to prove each formula equal to JAX autodiff
 """
 
 from mcjax import rules as rules  # fills the registry
-from mcjax._check._api import assert_derivative, check, check_points
+from mcjax._check._api import assert_derivative, check, check_chain, check_points
 from mcjax._check._layout import to_denominator, to_numerator
-from mcjax._check._localize import check_chain
 from mcjax._check._report import Report
 from mcjax._check._verify import RuleResult, verify
 from mcjax._conventions import LAYOUT, Tolerance, data_parallel_tolerance, tolerance

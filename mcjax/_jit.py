@@ -41,18 +41,23 @@ def compiler_options() -> dict:
 
     ``xla_backend_optimization_level=0`` skips LLVM's optimisations; on a CPU the classic
     elemental emitters (``xla_cpu_use_fusion_emitters=False``) compile a full-mode check 2-3x
-    faster than the fusion emitters and give bitwise the same values (measured with jax 0.10
-    on the registry's rules).  Older jaxlibs lack that option: then it is left out.
+    faster than the fusion emitters, and one LLVM module per program
+    (``xla_cpu_parallel_codegen_split_count=1``) another 25-35%; the values are bitwise the
+    same (measured with jax 0.10 on the registry's rules).  An option a jaxlib does not know
+    is left out.
     """
     options = {"xla_backend_optimization_level": 0}
-    fast = {**options, "xla_cpu_use_fusion_emitters": False}
-    try:
-        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(fast)
-    except Exception as e:  # noqa: BLE001 - jaxlib raises its own runtime error type
-        if "option" not in str(e):
-            raise
-        return options
-    return fast
+    for name, value in (("xla_cpu_use_fusion_emitters", False),
+                        ("xla_cpu_parallel_codegen_split_count", 1)):
+        trial = {**options, name: value}
+        try:
+            jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(trial)
+        except Exception as e:  # noqa: BLE001 - jaxlib raises its own runtime error type
+            if "option" not in str(e):
+                raise
+            continue
+        options = trial
+    return options
 
 
 def quick_jit(fn, **kwargs):
@@ -96,38 +101,42 @@ def _floating(struct) -> bool:
     return jnp.issubdtype(struct.dtype, jnp.floating)
 
 
-def function_key(fn: Callable, *structs) -> tuple[tuple, object]:
-    """Trace ``fn`` at ``structs`` (``jax.ShapeDtypeStruct``s or arrays) and key the program.
+def function_key(fn: Callable, *structs, differentiated: bool = True
+                 ) -> tuple[tuple, object, core.ClosedJaxpr]:
+    """Trace ``fn`` at ``structs`` (pytrees of ``jax.ShapeDtypeStruct``s or arrays) and key it.
 
-    Returns ``(key, out_shape)``: the key (see :func:`program_key`; with the traced JVP and VJP
-    along the floating arguments when the program has custom derivative rules) and ``fn``'s
-    output shapes (a pytree of ``ShapeDtypeStruct``), both from this one trace.
+    Returns ``(key, out_shape, closed)``: the key (see :func:`program_key`, with the output's
+    tree structure), ``fn``'s output shapes (a pytree of ``ShapeDtypeStruct``) and the traced
+    program, all from this one trace.  When ``fn`` will be ``differentiated`` and its program
+    has custom derivative rules, the key also holds the traced JVP (or VJP) along its
+    floating arguments: the rules themselves.
     """
     closed, out_shape = fresh_jaxpr(fn, *structs, return_shape=True)
-    key = program_key(closed)
-    rules = custom_rules(closed.jaxpr)
-    floating = [i for i, s in enumerate(structs) if _floating(s)]
+    key = (program_key(closed), jax.tree_util.tree_structure(out_shape))
+    rules = custom_rules(closed.jaxpr) if differentiated else set()
+    flat, tree = jax.tree_util.tree_flatten(structs)
+    floating = [i for i, s in enumerate(flat) if _floating(s)]
     if not rules or not floating or not all(
             _floating(o) for o in jax.tree_util.tree_leaves(out_shape)):
-        return key, out_shape
+        return key, out_shape, closed
     # a custom_jvp rule shows in the JVP's trace (and the VJP is its transpose); a
     # custom_vjp's backward pass only in the VJP's
     reverse = any(r != "custom_jvp_call" for r in rules)
 
-    def derivative(*args):
+    def derivative(*leaves):
         def of(*xs):
-            new = list(args)
+            new = list(leaves)
             for i, x in zip(floating, xs):
                 new[i] = x
-            return fn(*new)
+            return fn(*tree.unflatten(new))
 
-        xs = [args[i] for i in floating]
+        xs = [leaves[i] for i in floating]
         if reverse:
             out, pullback = jax.vjp(of, *xs)
             return pullback(out)
         return jax.jvp(of, xs, xs)
 
-    return (key, program_key(fresh_jaxpr(derivative, *structs))), out_shape
+    return (key, program_key(fresh_jaxpr(derivative, *flat))), out_shape, closed
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mcjax._check._flat import FlatSpec, entry_label
-from mcjax._conventions import WORST_ENTRIES, check_atol, check_rtol
+from mcjax._check._config import WORST_ENTRIES, check_atol, check_rtol
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Comparison:
     worst_ratio: float  # largest |got - ref| / allowed: <= 1 passes
     violations: int  # entries over their threshold
     compared: int
-    excluded: int  # entries at or near a kink
+    excluded: int  # entries left out: at kinks, where the reference is undefined or unresolved
     ok: bool
 
 

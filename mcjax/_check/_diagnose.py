@@ -16,9 +16,16 @@ known slip, within the comparison's own thresholds:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from mcjax._check._jaxpr import ungated
+from mcjax._check._problem import Prepared, flat_function
+from mcjax._jit import quick_jit
 
 FACTORS = {-1.0: "-1: the sign is flipped", 2.0: "2", 0.5: "1/2", -2.0: "-2", -0.5: "-1/2"}
 
@@ -110,3 +117,70 @@ def diagnose(G, R, allowed, include, *, sizes: Mapping[str, int], square: bool,
         if J.shape == G.shape and not _close(J, R, slack) and _close(G, J, slack):
             slips.append(f"matches the derivative with respect to {name}: the wrong argument?")
     return slips
+
+
+# -- what the diagnosis compares with, computed for a failing point ----------------------------
+def _ungated_jacobian(static, x_spec, out_spec, dynamic):
+    args = static.args(dynamic)
+    x = x_spec.flatten(args[static.argnums])
+    return jax.jacfwd(ungated(flat_function(static, args, x_spec, out_spec)))(x)
+
+
+def _jacobian(static, x_spec, out_spec, dynamic):
+    args = static.args(dynamic)
+    f_flat = flat_function(static, args, x_spec, out_spec)
+    return (jax.jacrev if static.reverse_only else jax.jacfwd)(f_flat)(
+        x_spec.flatten(args[static.argnums]))
+
+
+@functools.cache
+def _compiled(fn):
+    """``fn(static, x_spec, out_spec, dynamic)`` jitted once: every failing point of the same
+    check reuses the program (a closure over the point's arguments would compile per point)."""
+    return quick_jit(fn, static_argnames=("static", "x_spec", "out_spec"))
+
+
+def diagnosis_extras(p: Prepared, dynamic) -> dict:
+    """What :func:`diagnose` compares with beyond the reference."""
+    static, x_spec, out_spec = p.static, p.x_spec, p.out_spec
+    args = static.args(dynamic)
+    extras = {"other_arguments": {}}
+    try:
+        J = _compiled(_ungated_jacobian)(static, x_spec, out_spec, dynamic)
+        extras["ungated"] = np.asarray(J, np.float64)
+    except Exception:  # noqa: BLE001 - a primitive the straight-through evaluator cannot rebind
+        extras["ungated"] = None
+    for k, arg in enumerate(args):
+        leaves = jax.tree_util.tree_leaves(arg)
+        if k == static.argnums or not leaves:
+            continue
+        if jax.tree_util.tree_structure(arg) != x_spec.treedef or any(
+                np.shape(a) != s or not jnp.issubdtype(jnp.result_type(a), jnp.floating)
+                for a, s in zip(leaves, x_spec.shapes)):
+            continue
+        J = _compiled(_jacobian)(static._replace(argnums=k), x_spec, out_spec, dynamic)
+        extras["other_arguments"][f"args[{k}]"] = np.asarray(J, np.float64)
+    return extras
+
+
+def sizes_of(p: Prepared, args) -> dict[str, int]:
+    """Candidate sizes ``N`` for a factor slip: every dimension and size in sight."""
+    sizes = {}
+    for k, arg in enumerate(args):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
+            shape = np.shape(leaf)
+            name = f"args[{k}]" + "".join(str(q) for q in path)
+            for axis, d in enumerate(shape):
+                sizes.setdefault(f"axis {axis} of {name}", int(d))
+            sizes.setdefault(f"the size of {name}", int(np.prod(shape)))
+    sizes.setdefault("the size of f's output", p.out_spec.size)
+    return sizes
+
+
+def diagnose_point(p: Prepared, verdict, dynamic, args) -> list[str]:
+    """The diagnosis of a failing point (``verdict``: full mode's
+    :class:`~mcjax._check._full.PointVerdict`)."""
+    square = p.x_spec.shapes == p.out_spec.shapes
+    extras = diagnosis_extras(p, dynamic)
+    return diagnose(verdict.got, verdict.reference, verdict.allowed, verdict.compared,
+                    sizes=sizes_of(p, args), square=square, **extras)
