@@ -37,6 +37,7 @@ jax.config.update("jax_enable_x64", True)
 import mcjax  # noqa: E402
 from mcjax._check import _fast  # noqa: E402
 from mcjax._check._problem import prepare  # noqa: E402
+from mcjax._check._under_test import terms_of  # noqa: E402
 from mcjax._check._config import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
 
 
@@ -95,8 +96,8 @@ def bench_fast(sizes, batch, dtype, seed, repeats):
     # compiled once each: the executables are timed and their costs read off
     grad = jax.jit(jax.grad(mcjax.mlp_loss)).lower(params, X, Y).compile()
     backprop = jax.jit(mcjax.mlp_backprop).lower(params, X, Y).compile()
-    program = _fast._program.lower(p.static, p.x_spec, p.out_spec, p.dtype, FAST_POINTS,
-                                   FAST_DIRECTIONS, p.dynamic, s).compile()
+    program = _fast._program.lower(p.static, p.x_spec, p.out_spec, p.dtype, terms_of(p, True),
+                                   FAST_POINTS, FAST_DIRECTIONS, p.dynamic, s).compile()
     timed = side_by_side({
         "grad": lambda: grad(params, X, Y),
         "backprop": lambda: backprop(params, X, Y),
