@@ -43,11 +43,13 @@ def _import_user_module(spec: str, command: str = "mcjax"):
 def _add_verify(subparsers) -> None:
     p = subparsers.add_parser(
         "verify",
-        help="check every registered rule against jax.jacfwd, jax.jacrev and jax.grad",
+        help="run the derivative checker over every registered rule",
         description=(
-            "Check every registered matrix-calculus rule against JAX autodiff at random "
-            "points, over several shapes (size 1 and non-square) and dtypes, under jax.jit. "
-            "Prints one row per rule and argument; exits 1 if any rule fails."
+            "Check every registered matrix-calculus rule with mcjax.check's full mode at random "
+            "points, over several shapes (size 1 and non-square) and dtypes, under jax.jit: "
+            "against jax.jacfwd and jax.jacrev, with kinks read from the function and the "
+            "checker's tolerance policy. Prints one row per rule and argument; exits 1 if any "
+            "rule fails."
         ),
     )
     p.add_argument("-k", "--select", default="*", metavar="PATTERN",
@@ -94,7 +96,7 @@ def _run_verify(args) -> int:
         print(json.dumps(_summary.as_json(results), indent=2))
         return 1 if failed else 0
     console = Console()
-    console.print(_summary.table(results, title="mcjax verify: hand-derived rules vs JAX autodiff"))
+    console.print(_summary.table(results, title="mcjax verify: the checker over every rule"))
     n_derivatives = len(_summary.summarize(results))
     verdict = (
         f"[bold red]{len(failed)} of {len(results)} checks FAILED[/bold red]"
