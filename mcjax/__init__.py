@@ -11,7 +11,13 @@ from mcjax._check._layout import to_denominator, to_numerator
 from mcjax._check._report import Report
 from mcjax._check._verify import RuleResult, verify
 from mcjax._conventions import LAYOUT, Tolerance, data_parallel_tolerance, tolerance
-from mcjax._errors import DerivativeError, DtypeError, NonFiniteLossError, ShapeError
+from mcjax._errors import (
+    DerivativeError,
+    DtypeError,
+    NonFiniteLossError,
+    ShapeError,
+    TraceError,
+)
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
@@ -176,5 +182,6 @@ __all__ = [
     "tolerance",
     "ShapeError",
     "DtypeError",
+    "TraceError",
     "rules",
 ]

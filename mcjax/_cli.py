@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from mcjax._conventions import DTYPES, SHAPE_CASES
 
 
@@ -25,18 +27,45 @@ def _enable_x64_if(dtypes) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
+class UsageError(Exception):
+    """A user's mistake on the command line: printed as one line, exit status 2."""
+
+
 def _import_user_module(spec: str, command: str = "mcjax"):
-    """Import ``spec``, a dotted module name or a path to a .py file, and return the module."""
+    """Import ``spec``, a dotted module name or a path to a .py file, and return the module.
+
+    A file's own folder goes first on ``sys.path``, so that it can import its sibling files.
+    """
     path = Path(spec)
-    if spec.endswith(".py") or path.exists():
-        if not path.exists():
-            raise SystemExit(f"{command}: {spec}: no such file")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[path.stem] = module
-        module_spec.loader.exec_module(module)
-        return module
-    return importlib.import_module(spec)
+    try:
+        if spec.endswith(".py") or path.exists():
+            if not path.exists():
+                raise UsageError(f"{command}: {spec}: no such file")
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[path.stem] = module
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except UsageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's module failed to import: one line
+        raise UsageError(f"{command}: cannot import {spec}: {type(e).__name__}: {e}"
+                         f"{_where_raised(e, spec)}") from None
+
+
+def _where_raised(error: BaseException, spec: str) -> str:
+    """`` (my_model.py:3)``: the last line of the user's file in ``error``'s traceback."""
+    import traceback
+
+    name = Path(spec).name
+    frames = [fr for fr in traceback.extract_tb(error.__traceback__) if fr.filename.endswith(name)]
+    if isinstance(error, SyntaxError) or not frames:
+        return ""
+    return f" ({name}:{frames[-1].lineno})"
 
 
 # -- verify ------------------------------------------------------------------------------
@@ -118,21 +147,84 @@ def _load(spec: str, what: str):
     """``MODULE:NAME`` -> the object; MODULE is a dotted name or a path to a .py file."""
     module_name, sep, name = spec.rpartition(":")
     if not sep or not module_name or not name:
-        raise SystemExit(f"mcjax check: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
+        raise UsageError(f"mcjax check: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
     module = _import_user_module(module_name, f"mcjax check: {what} {spec!r}")
     try:
         return getattr(module, name)
     except AttributeError:
-        raise SystemExit(f"mcjax check: {what} {spec!r}: module {module_name} has no {name!r}") from None
+        raise UsageError(f"mcjax check: {what} {spec!r}: module {module_name} has no "
+                         f"{name!r}") from None
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
     text = text.strip().strip("()")
     try:
-        return tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+        shape = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
     except ValueError:
-        raise SystemExit(f"mcjax check: --shapes {text!r} is not a shape like 3,4 (or () for a "
-                         "scalar)") from None
+        shape = (-1,)
+    if any(d < 0 for d in shape):
+        raise UsageError(f"mcjax check: --shapes {text!r} is not a shape like 3,4 (or () for a "
+                         "scalar)")
+    return shape
+
+
+DISTRIBUTIONS = "normal, normal:MU:SIGMA, uniform:LO:HI, positive, int:LO:HI or MODULE:SAMPLER"
+
+
+def _distribution(spec: str):
+    """``sample(rng, shape, dtype) -> NumPy array`` for one ``--dist`` entry."""
+    kind, _, rest = spec.partition(":")
+    try:
+        numbers = [float(v) for v in rest.split(":")] if rest else []
+    except ValueError:
+        numbers = None
+    if kind == "normal" and numbers in ([], None) and not rest:
+        return lambda rng, shape, dtype: rng.standard_normal(shape).astype(dtype)
+    if kind == "normal" and numbers is not None and len(numbers) == 2 and numbers[1] > 0:
+        mu, sigma = numbers
+        return lambda rng, shape, dtype: (mu + sigma * rng.standard_normal(shape)).astype(dtype)
+    if kind == "uniform" and numbers is not None and len(numbers) == 2 and numbers[0] < numbers[1]:
+        lo, hi = numbers
+        return lambda rng, shape, dtype: rng.uniform(lo, hi, shape).astype(dtype)
+    if kind == "positive" and not rest:
+        return lambda rng, shape, dtype: np.exp(0.5 * rng.standard_normal(shape)).astype(dtype)
+    if kind == "int" and numbers is not None and len(numbers) == 2 and numbers[0] < numbers[1]:
+        lo, hi = (int(v) for v in numbers)
+        return lambda rng, shape, dtype: rng.integers(lo, hi, shape).astype(np.int32)
+    if kind not in ("normal", "uniform", "positive", "int") and rest:
+        sampler = _load(spec, "--dist")
+        if not callable(sampler):
+            raise UsageError(f"mcjax check: --dist {spec!r} is not a function; expected "
+                             "sampler(rng, shape, dtype) returning an array")
+        return sampler
+    raise UsageError(f"mcjax check: --dist {spec!r} is not a distribution; expected one of "
+                     f"{DISTRIBUTIONS}")
+
+
+def _arguments(args) -> tuple:
+    """The random arguments of ``mcjax check``: one per ``--shapes`` entry."""
+    import jax.numpy as jnp
+
+    shapes = [_parse_shape(s) for s in args.shapes]
+    dists = list(args.dist or [])
+    if len(dists) > len(shapes):
+        raise UsageError(f"mcjax check: {len(dists)} --dist entries for {len(shapes)} --shapes; "
+                         "expected at most one per argument")
+    samplers = [_distribution(d) for d in dists] + [_distribution("normal")] * (
+        len(shapes) - len(dists))
+    rng = np.random.default_rng(args.seed)
+    values = []
+    for k, (shape, sample) in enumerate(zip(shapes, samplers)):
+        try:
+            value = np.asarray(sample(rng, shape, np.dtype(args.dtype)))
+        except Exception as e:  # noqa: BLE001 - the user's sampler failed
+            raise UsageError(f"mcjax check: the sampler of argument {k} raised "
+                             f"{type(e).__name__}: {e}") from None
+        if value.shape != shape:
+            raise UsageError(f"mcjax check: the sampler of argument {k} returned shape "
+                             f"{value.shape}; expected {shape} (from --shapes)")
+        values.append(jnp.asarray(value))
+    return tuple(values)
 
 
 def _add_check(subparsers) -> None:
@@ -142,22 +234,27 @@ def _add_check(subparsers) -> None:
         description=(
             "Check DERIVATIVE, the derivative of FUNCTION with respect to one argument (numerator "
             "layout: out.shape + arg.shape, or a structured mcjax Jacobian, or a VJP function), "
-            "at random standard-normal arguments of the given shapes. Prints the report; exits "
-            "1 if the derivative is wrong."
+            "at random arguments of the given shapes (standard normal unless --dist says "
+            "otherwise). Prints the report. Exit status: 0 right, 1 wrong, 2 a usage, import "
+            "or trace error."
         ),
     )
     p.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. my_model.py:loss")
     p.add_argument("derivative", metavar="MODULE:DERIVATIVE", help="e.g. my_model.py:loss_grad")
     p.add_argument("--shapes", nargs="+", required=True, metavar="SHAPE",
                    help="one shape per argument, e.g. --shapes 3,4 4 () ")
+    p.add_argument("--dist", nargs="+", metavar="DIST",
+                   help="each argument's distribution, in order (default normal): "
+                        f"{DISTRIBUTIONS} (a function sampler(rng, shape, dtype) of yours; "
+                        "rng is a NumPy Generator), e.g. --dist normal positive int:0:10")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="dtype of the arguments (default float32)")
+                   help="dtype of the floating arguments (default float32)")
     p.add_argument("--argnums", type=int, default=0, help="which argument (default 0)")
     p.add_argument("--mode", choices=("auto", "full", "fast"), default="auto",
                    help="full: materialise the Jacobian; fast: random projections (default auto)")
     p.add_argument("--layout", choices=("numerator", "denominator"), default="numerator")
-    p.add_argument("--kink-convention", choices=("left", "right", "zero", "average"),
-                   default=None, help="require this convention at kinks (default: any)")
+    p.add_argument("--kink-convention", choices=("jax", "left", "right", "average"),
+                   default=None, help="require this value at kinks (default: any accepted one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random arguments (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--heatmap", metavar="PNG", help="save expected/got/difference (full mode)")
@@ -168,22 +265,17 @@ def _run_check(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    import numpy as np
-
     import mcjax
 
     f = _load(args.function, "FUNCTION")
     derivative = _load(args.derivative, "DERIVATIVE")
-    rng = np.random.default_rng(args.seed)
-    values = tuple(jax.numpy.asarray(rng.standard_normal(_parse_shape(s)), args.dtype)
-                   for s in args.shapes)
+    values = _arguments(args)
     try:
         report = mcjax.check(f, derivative, *values, argnums=args.argnums, mode=args.mode,
                              layout=args.layout, kink_convention=args.kink_convention,
                              seed=args.seed)
-    except (mcjax.ShapeError, mcjax.DtypeError, ValueError) as e:
-        print(f"mcjax check: {e}", file=sys.stderr)
-        return 2
+    except (mcjax.ShapeError, mcjax.DtypeError, mcjax.TraceError, TypeError, ValueError) as e:
+        raise UsageError(str(e).replace("mcjax.check:", "mcjax check:", 1)) from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     if args.heatmap:
         report.heatmap(args.heatmap)
@@ -406,9 +498,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``mcjax`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    """Run the ``mcjax`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status:
+    0 success, 1 a failed verdict or run, 2 a usage, import or trace error (one line on stderr,
+    no traceback)."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -112,6 +112,12 @@ def require_floating(function: str, name: str, x) -> None:
         )
 
 
+class TraceError(TypeError):
+    """JAX could not trace a function mcjax must trace (``mcjax.check`` traces and compiles
+    ``f`` and the derivative, as ``jax.jit`` does): Python control flow on a traced value,
+    a NumPy call on one, or an error the function itself raised."""
+
+
 class DerivativeError(AssertionError):
     """A derivative failed :func:`mcjax.assert_derivative`; ``.report`` says why."""
 

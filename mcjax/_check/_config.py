@@ -23,10 +23,16 @@ Against finite differences the reference's own error estimate is added.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 CHECK_RTOL_FACTOR = 32.0
 """The ``32`` of ``32 eps sqrt(T)`` (see the module docstring)."""
+
+HALF_RTOL_FACTOR = 4.0
+"""For 16-bit derivatives (bfloat16, float16) the references are computed in float32, so
+only the derivative's own rounding counts: ``4 eps sqrt(T)`` (3% in bfloat16, 0.4% in
+float16 for a one-term formula), and an absolute floor of 4 smallest normals."""
 
 ROUNDING_SAFETY = 16.0
 """Each block's threshold is widened by this many times the rounding loss ``f`` shows there."""
@@ -36,15 +42,23 @@ CHECK_ATOL_FACTOR = 1e3
 all-zero reference needs it."""
 
 
+def is_half(dtype) -> bool:
+    """Whether ``dtype`` is a 16-bit float (judged against float32 references)."""
+    return jnp.finfo(dtype).bits <= 16
+
+
 def check_rtol(dtype, terms: int) -> float:
     """The relative threshold for a derivative computed in ``dtype`` whose entries are built
-    from up to ``terms`` products: ``32 eps(dtype) sqrt(terms)``."""
-    return float(CHECK_RTOL_FACTOR * np.finfo(np.dtype(dtype)).eps * np.sqrt(max(int(terms), 1)))
+    from up to ``terms`` products: ``32 eps(dtype) sqrt(terms)`` (``4 eps sqrt(terms)`` for a
+    16-bit dtype, see :data:`HALF_RTOL_FACTOR`)."""
+    factor = HALF_RTOL_FACTOR if is_half(dtype) else CHECK_RTOL_FACTOR
+    return float(factor * jnp.finfo(dtype).eps * np.sqrt(max(int(terms), 1)))
 
 
 def check_atol(dtype) -> float:
     """The absolute floor of the threshold for ``dtype``."""
-    return float(CHECK_ATOL_FACTOR * np.finfo(np.dtype(dtype)).tiny)
+    factor = HALF_RTOL_FACTOR if is_half(dtype) else CHECK_ATOL_FACTOR
+    return float(factor * jnp.finfo(dtype).tiny)
 
 
 # -- modes ----------------------------------------------------------------------------------

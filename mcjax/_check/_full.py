@@ -36,7 +36,7 @@ from mcjax._check._compare import (
     nonfinite,
     worst_entries,
 )
-from mcjax._check._config import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY
+from mcjax._check._config import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
 from mcjax._check._diagnose import diagnose_point
 from mcjax._check._flat import entry_label
 from mcjax._check._problem import Prepared, cast_floating, flat_function, reference_key
@@ -56,14 +56,22 @@ _quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore")  # NaN is
 
 # -- the program ---------------------------------------------------------------------------
 def _native(static, x_spec, out_spec, dynamic):
+    """The derivative under test in ``f``'s dtype, and the exact references: in the same
+    dtype, or in float32 for a 16-bit ``f`` (whose own autodiff rounds as much as the
+    derivative under test)."""
     args = static.args(dynamic)
     x = x_spec.flatten(args[static.argnums])
+    got = DerivativeUnderTest(static, args, x_spec, out_spec).matrix(x.dtype)
+    refs = {}
+    if is_half(got.dtype):  # JAX's own Jacobian in f's dtype measures the rounding there
+        refs["jacobian_half"] = _jacobian_in(static, x_spec, out_spec, dynamic, got.dtype)
+        args = cast_floating(args, jnp.float32)
+        x = x_spec.flatten(args[static.argnums], jnp.float32)
     f_flat = flat_function(static, args, x_spec, out_spec)
-    refs = autodiff_program(f_flat, x, static.reverse_only)
-    got = DerivativeUnderTest(static, args, x_spec, out_spec).matrix(refs["jacrev"].dtype)
+    refs.update(autodiff_program(f_flat, x, static.reverse_only))
     if static.switches:
         refs["right"], refs["left"] = _kinks.one_sided(f_flat, x)
-    return {"got": got, **refs}
+    return {"got": got.astype(refs["jacrev"].dtype), **refs}
 
 
 def _jacobian_in(static, x_spec, out_spec, dynamic, dtype):
@@ -136,13 +144,18 @@ class PointVerdict:
     worst: tuple[Entry, ...]
     got: np.ndarray  # (m, n), the derivative under test
     reference: np.ndarray  # the reference of the first failing comparison (else jax.jacfwd)
+    exact: np.ndarray  # the exact reference (jax.jacfwd, or jax.jacrev for a custom_vjp f)
     allowed: np.ndarray  # each entry's threshold
     compared: np.ndarray  # the entries that reference judged
     failed: bool  # some comparison (not only the Taylor test or a kink) failed
 
 
-def reference_words(precision: str) -> str:
-    return f"jax.jacfwd, jax.jacrev, finite differences in {precision}"
+def reference_words(precision: str, dtype: str, stencils: bool = True) -> str:
+    """The references in words: autodiff (in float32 for a 16-bit ``f``) and, with the
+    stencils, finite differences."""
+    exact = "jax.jacfwd, jax.jacrev" + (" in float32" if is_half(dtype) else "")
+    return f"{exact}, finite differences in {precision}" if stencils else (
+        f"{exact} (no finite differences)")
 
 
 def _allowed(p: Prepared, values: dict, F, threshold: Threshold):
@@ -150,19 +163,23 @@ def _allowed(p: Prepared, values: dict, F, threshold: Threshold):
     entries at a kink of ``f`` or where it jumps.
 
     The threshold is ``rtol`` times the block's scale, widened by the rounding loss ``f``
-    shows in that block: autodiff in float32 against float64, scaled to the dtype.  Entries at
+    shows in that block: autodiff in float32 against float64, scaled to the dtype (for a
+    16-bit ``f``, its own autodiff against float32).  Entries at
     kinks are left out of that measurement: there the two precisions may take different
     sides of a switch, which is no rounding of the derivative.
     """
-    eps = float(np.finfo(np.dtype(p.dtype)).eps)
+    eps = float(jnp.finfo(p.dtype).eps)
     scale = block_scales(F, p.out_spec, p.x_spec, eps)
     at_kink, jumps = _kinks_of(values, F, threshold.rtol * scale + threshold.atol)
-    low = values.get("jacobian32", values["jacrev"])
-    loss32 = np.abs(np.asarray(low, np.float64) - np.asarray(values["jacobian64"], np.float64))
-    loss32 = np.where(np.isfinite(loss32) & ~at_kink & ~jumps, loss32, 0.0)
-    rounding = block_scales(loss32 * eps / float(np.finfo(np.float32).eps), p.out_spec,
-                            p.x_spec, 0.0)
-    allowed = threshold.rtol * scale + ROUNDING_SAFETY * rounding + threshold.atol
+    if "jacobian_half" in values:  # measured in f's own 16-bit dtype, against float32
+        low, high, factor, safety = values["jacobian_half"], values["jacrev"], 1.0, 2.0
+    else:  # float32 against float64, scaled to f's dtype
+        low, high = values.get("jacobian32", values["jacrev"]), values["jacobian64"]
+        factor, safety = eps / float(np.finfo(np.float32).eps), ROUNDING_SAFETY
+    loss = np.abs(np.asarray(low, np.float64) - np.asarray(high, np.float64))
+    loss = np.where(np.isfinite(loss) & ~at_kink & ~jumps, loss, 0.0)
+    rounding = block_scales(loss * factor, p.out_spec, p.x_spec, 0.0)
+    allowed = threshold.rtol * scale + safety * rounding + threshold.atol
     return scale, allowed, at_kink, jumps
 
 
@@ -180,7 +197,7 @@ def _fd_notes(fd, include) -> list[str]:
 def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention) -> PointVerdict:
     """The verdict at one point."""
     G, F, B = (np.asarray(values[k], np.float64) for k in ("got", "jacfwd", "jacrev"))
-    threshold = Threshold.of(p.dtype, terms, reference_words(precision))
+    threshold = Threshold.of(p.dtype, terms, reference_words(precision, p.dtype))
     exact = [("jax.jacrev", B)] if p.static.reverse_only else [("jax.jacfwd", F), ("jax.jacrev", B)]
     problems = [msg for name, M in [("the derivative under test", G)] + exact
                 if (msg := nonfinite(name, M, p.out_spec, p.x_spec))]
@@ -207,7 +224,8 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
     ok = (not problems and all(c.ok for c in comparisons) and kinks.ok
           and (taylor is None or taylor.ok))
     return PointVerdict(ok, tuple(comparisons), taylor, kinks, tuple(problems), tuple(notes),
-                        tuple(worst), G, R, allowed, mask, failed is not None)
+                        tuple(worst), G, R, B if p.static.reverse_only else F, allowed, mask,
+                        failed is not None)
 
 
 def _taylor_verdict(stencils: dict, G, allowed, precision: str, kinks: bool,
@@ -303,15 +321,13 @@ def reports(groups: list[tuple[Prepared, list[tuple]]], seed: int, kink_conventi
 
 def _assemble(p: Prepared, judged: list[PointVerdict], dynamics: list, terms: int,
               precision: str) -> Report:
-    words = reference_words(precision) if judged[0].taylor is not None else (
-        "jax.jacfwd, jax.jacrev (no finite differences)")
-    threshold = Threshold.of(p.dtype, terms, words)
+    threshold = Threshold.of(p.dtype, terms, reference_words(
+        precision, p.dtype, stencils=judged[0].taylor is not None))
     first_bad = next((i for i, j in enumerate(judged) if not j.ok), None)
     focus = judged[first_bad if first_bad is not None else 0]
-    diagnosis = ()
+    slips, where = (), ()
     if first_bad is not None and focus.failed:
-        args = p.static.args(dynamics[first_bad])
-        diagnosis = tuple(diagnose_point(p, focus, dynamics[first_bad], args))
+        slips, where = diagnose_point(p, focus, focus.exact, dynamics[first_bad])
     notes = list(dict.fromkeys(n for j in judged for n in j.notes))
     if precision != "float64" and judged[0].taylor is not None:
         notes.append(f"f computes in {precision} even on float64 arguments: the "
@@ -330,7 +346,8 @@ def _assemble(p: Prepared, judged: list[PointVerdict], dynamics: list, terms: in
         comparisons=merge([j.comparisons for j in judged]),
         taylor=next((j.taylor for j in judged if j.taylor is not None and not j.taylor.ok),
                     judged[0].taylor),
-        kinks=kink, worst=focus.worst, diagnosis=diagnosis,
+        kinks=kink, worst=focus.worst, diagnosis=tuple(s.sentence for s in slips),
+        slips=tuple(slips), where=tuple(where),
         problems=tuple(dict.fromkeys(pr for j in judged for pr in j.problems)),
         notes=tuple(notes), matrices=matrices,
     )

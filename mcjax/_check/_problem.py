@@ -11,6 +11,8 @@ compiled program.
 
 from __future__ import annotations
 
+import os
+import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,8 +24,9 @@ from jax.extend import core
 from mcjax._check._flat import FlatSpec
 from mcjax._check._jaxpr import lowest_precision
 from mcjax._check._kinks import has_switches
+from mcjax._check._under_test import validate
 from mcjax._conventions import is_floating
-from mcjax._errors import DtypeError, ShapeError, require_floating
+from mcjax._errors import DtypeError, ShapeError, TraceError, require_floating
 from mcjax._jacobian import Jacobian
 from mcjax._jit import Keyed, custom_rules, function_key
 
@@ -93,6 +96,67 @@ def _structs(leaves) -> tuple:
     return tuple(jax.ShapeDtypeStruct(jnp.shape(d), jnp.result_type(d)) for d in leaves)
 
 
+_INTERNAL = (os.sep + "jax" + os.sep, os.sep + "jaxlib" + os.sep,
+             os.path.join("mcjax", "_check"), os.path.join("mcjax", "_jit.py"))
+_CONTROL_FLOW = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                 jax.errors.TracerIntegerConversionError, jax.errors.NonConcreteBooleanIndexError)
+
+
+def _user_line(error: BaseException) -> str:
+    """Where in the user's code ``error`` was raised: ``my_model.py:12: if x > 0:``."""
+    frames = [fr for fr in traceback.extract_tb(error.__traceback__)
+              if not any(part in fr.filename for part in _INTERNAL)]
+    if not frames:
+        return ""
+    fr = frames[-1]
+    code = f" (`{fr.line.strip()}`)" if fr.line else ""
+    return f" at {os.path.basename(fr.filename)}:{fr.lineno}{code}"
+
+
+def _traced(what: str, fn, *structs, **options):
+    """:func:`~mcjax._jit.function_key`, with a user's mistake turned into one sentence."""
+    try:
+        return function_key(fn, *structs, **options)
+    except (ShapeError, DtypeError) as e:  # mcjax's own sentence, without JAX's trace note
+        e.__notes__ = [n for n in getattr(e, "__notes__", []) if "JAX has removed" not in n]
+        raise
+    except _CONTROL_FLOW as e:
+        raise TraceError(
+            f"mcjax.check: {what} cannot be traced{_user_line(e)}: Python control flow or NumPy "
+            "on a traced value. mcjax.check traces and compiles f and the derivative, as "
+            "jax.jit does; use jnp.where or jax.lax.cond for branches on values, and jnp "
+            f"instead of np ({type(e).__name__})") from None
+    except Exception as e:  # noqa: BLE001 - the user's function raised: say so in one line
+        message = str(e).split("\n", 1)[0]
+        raise TraceError(f"mcjax.check: calling {what} raised {type(e).__name__}"
+                         f"{_user_line(e)}: {message}") from None
+
+
+def _callable_or_say(what: str, fn) -> None:
+    if callable(fn):
+        return
+    shape = getattr(fn, "shape", None)
+    kind = ("a jax.Array" if isinstance(fn, jax.Array) else "a NumPy array"
+            if isinstance(fn, np.ndarray) else f"an object of type {type(fn).__name__}")
+    arrived = f"{kind} of shape {tuple(shape)}" if shape is not None else kind
+    due = ("a function of the same arguments as f returning the derivative (for a fixed "
+           "value J: lambda *args: J)" if what == "derivative" else "a function f(*args)")
+    raise TypeError(f"mcjax.check: {what} is {arrived}, not a function; expected {due}")
+
+
+def _as_array(arg):
+    """A Python list of numbers as an array (a list is a pytree of Python scalars to JAX);
+    anything else unchanged."""
+    if isinstance(arg, list):
+        leaves = jax.tree_util.tree_leaves(arg)
+        if leaves and all(isinstance(v, (bool, int, float)) for v in leaves):
+            try:
+                return jnp.asarray(np.asarray(arg))
+            except ValueError:  # ragged: leave it to f
+                return arg
+    return arg
+
+
 def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     """Validate one call of :func:`mcjax.check`, split its arguments and trace both functions.
 
@@ -103,6 +167,9 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     """
     if layout not in LAYOUTS:
         raise ValueError(f"mcjax.check: layout={layout!r}; expected one of {', '.join(LAYOUTS)}")
+    _callable_or_say("f", f)
+    _callable_or_say("derivative", derivative)
+    args = tuple(_as_array(a) for a in args)
     if not isinstance(argnums, int) or not -len(args) <= argnums < len(args):
         raise ValueError(
             f"mcjax.check: argnums={argnums!r} but f gets {len(args)} argument(s); expected an "
@@ -126,7 +193,7 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     dynamic = tuple(leaves[i] for i in dynamic_positions)
     static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
     structs = _structs(dynamic)
-    f_key, out, f_jaxpr = function_key(lambda *d: f(*static.args(d)), *structs)
+    f_key, out, f_jaxpr = _traced("f", lambda *d: f(*static.args(d)), *structs)
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise DtypeError(
@@ -139,27 +206,33 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
             f"mcjax.check: f returns an empty output ({out_spec.describe()}); expected at "
             "least one entry"
         )
-    d_key, d_jaxpr = _derivative_key(derivative, static, structs, out_spec)
+    d_key, d_jaxpr = _derivative_key(derivative, static, structs, x_spec, out_spec)
     static = static._replace(
         f=Keyed(f, f_key), derivative=Keyed(derivative, d_key),
         switches=has_switches(f_jaxpr.jaxpr),
         reverse_only=bool(custom_rules(f_jaxpr.jaxpr) - {"custom_jvp_call"}))
-    eps = [np.finfo(np.dtype(d)).eps for d in x_spec.dtypes + out_spec.dtypes]
+    eps = [jnp.finfo(d).eps for d in x_spec.dtypes + out_spec.dtypes]
     dtype = (x_spec.dtypes + out_spec.dtypes)[int(np.argmax(eps))]
     return Prepared(static, dynamic, x_spec, out_spec, dtype, f_jaxpr, d_jaxpr)
 
 
-def _derivative_key(derivative, static: Static, structs: tuple, out_spec: FlatSpec):
-    """Trace the derivative: its value, or for a VJP function its value at a cotangent."""
+def _derivative_key(derivative, static: Static, structs: tuple, x_spec: FlatSpec,
+                    out_spec: FlatSpec):
+    """Trace the derivative (its value, or for a VJP function its value at a cotangent) and
+    check its shapes against ``f``'s before any program runs."""
     cotangent = tuple(jax.ShapeDtypeStruct(s, d) for s, d in zip(out_spec.shapes, out_spec.dtypes))
+    pullback = []
 
     def traced(dynamic, u):
         value = derivative(*static.args(dynamic))
         if callable(value) and not isinstance(value, Jacobian):
+            pullback.append(True)
             return value(out_spec.treedef.unflatten(u))
         return value
 
-    key, _, jaxpr = function_key(traced, structs, cotangent, differentiated=False)
+    key, value, jaxpr = _traced("the derivative", traced, structs, cotangent,
+                                differentiated=False)
+    validate(value, x_spec, out_spec, static.layout, bool(pullback))
     return key, jaxpr
 
 

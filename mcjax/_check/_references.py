@@ -141,7 +141,7 @@ def fd_analyse(stencils: dict, scale: np.ndarray, precision: str) -> FiniteDiffe
     r2 = (r * r * r1[1:] - r1[:-1]) / (r * r - 1)  # (L-2, m, n), error O(h^6)
     ok4 = valid[:-3] & valid[1:-2] & valid[2:-1] & valid[3:]  # levels k..k+3 usable
     truncation = np.maximum(np.abs(r2[:-1] - r1[1:-1]), np.abs(r2[:-1] - r2[1:]))
-    eps = float(np.finfo(np.dtype(precision)).eps)
+    eps = float(jnp.finfo(precision).eps)
     magnitude = np.maximum(np.abs(f0), np.maximum(np.abs(plus), np.abs(minus)))  # (L, m, n)
     rounding = 4 * eps * magnitude[3:] / hm[2:-1]  # the smallest step an estimate uses
     with np.errstate(invalid="ignore"):

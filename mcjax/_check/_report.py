@@ -44,6 +44,17 @@ class Kinks:
 
 
 @dataclass(frozen=True)
+class Slip:
+    """A slip the diagnosis named: its kind (for programs: ``"sign"``, ``"factor"``,
+    ``"transposed"``, ``"missing-gate"``, ``"missing-term"``, ``"sign-in-term"``,
+    ``"value-for-derivative"``, ``"dense-for-diagonal"``, ``"diagonal-for-dense"``,
+    ``"wrong-argument"``, ``"low-rank"``, ``"nonfinite"``) and the sentence (for people)."""
+
+    kind: str
+    sentence: str
+
+
+@dataclass(frozen=True)
 class Projection:
     """Fast mode: one projection ``u^T J v`` at one point."""
 
@@ -75,7 +86,9 @@ class Report:
       kinks: the entries at kinks of ``f`` and the values accepted there (full mode), or None.
       projections: fast mode's ``u^T J v``.
       worst: the worst entries of a failing check.
-      diagnosis: the usual slips that explain the failure.
+      diagnosis: the usual slips that explain the failure, as sentences.
+      slips: the same as :class:`Slip` records (kind and sentence).
+      where: which leaves, rows and columns hold the wrong entries.
       problems: other reasons for failing (NaN or Inf, ...).
       notes: what the reader should know (reference precision, ...).
       links: for a chain, each link's own report (:func:`mcjax.check_chain`).
@@ -96,6 +109,8 @@ class Report:
     projections: tuple[Projection, ...] = ()
     worst: tuple[Entry, ...] = ()
     diagnosis: tuple[str, ...] = ()
+    slips: tuple[Slip, ...] = ()
+    where: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     links: tuple[tuple[str, "Report"], ...] = ()
@@ -212,6 +227,8 @@ def render(r: Report) -> str:
         for e in r.worst:
             lines.append(f"    {e.label:<24}{_g(e.expected):>12}{_g(e.got):>12}"
                          f"{e.error:>11.2e}{e.allowed:>11.1e}")
+    for line in r.where:
+        lines.append(f"  where: {line}")
     for slip in r.diagnosis:
         lines.append(f"  diagnosis: {slip}")
     for name, link in r.links:

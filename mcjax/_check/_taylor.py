@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check._config import TAYLOR_MIN_ORDER, TAYLOR_MIN_RUNGS
@@ -68,7 +69,7 @@ def verdict(steps, differences, Jt, f0, precision: str, rtol: float, kinks: bool
             return Taylor(as_tuple(steps), as_tuple(residuals), None, 0.0, True,
                           f"inconclusive: a step of {steps[outside[-1]]:.1e} (relative) already "
                           "crosses a kink of f")
-    eps = float(np.finfo(np.dtype(precision)).eps)
+    eps = float(jnp.finfo(precision).eps)
     noise = 100 * eps * (np.linalg.norm(f0) + np.linalg.norm(differences + f0, axis=1))
     valid = residuals > 10 * noise
     slopes = [np.log2(residuals[k] / residuals[k + 1])

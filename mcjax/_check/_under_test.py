@@ -9,16 +9,20 @@ which sets the comparison's threshold.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check._flat import FlatSpec
 from mcjax._check._jaxpr import max_terms
-from mcjax._check._problem import Prepared, Static
 from mcjax._errors import ShapeError, shape_str
 from mcjax._jacobian import Jacobian
 from mcjax._jit import fresh_jaxpr
+
+if TYPE_CHECKING:  # _problem imports this module
+    from mcjax._check._problem import Prepared, Static
 
 
 class DerivativeUnderTest:
@@ -89,11 +93,23 @@ def _check_vjp_result(result, x_spec: FlatSpec):
     return result
 
 
-def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str) -> dict:
+def validate(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str, pullback: bool) -> None:
+    """Check the derivative's traced value (``jax.ShapeDtypeStruct`` leaves) before any program
+    runs, so that a wrong shape is one clear :class:`~mcjax.ShapeError`.  ``pullback``: the
+    value is a VJP function's result ``u^T J``."""
+    if pullback:
+        _check_vjp_result(value, x_spec)
+    else:
+        _blocks(value, x_spec, out_spec, layout, abstract=True)
+
+
+def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
+            abstract: bool = False) -> dict:
     """The derivative's blocks ``(out leaf k, in leaf j) -> array or Jacobian``, numerator layout.
 
     The expected structure is ``jax.jacfwd``'s: f's output tree with every leaf replaced by the
     argument's tree of arrays ``out_leaf.shape + arg_leaf.shape`` (a gradient for scalar f).
+    ``abstract``: only check the shapes (of ``jax.ShapeDtypeStruct`` leaves).
     """
     is_jac = lambda leaf: isinstance(leaf, Jacobian)  # noqa: E731
     leaves, treedef = jax.tree_util.tree_flatten(value, is_leaf=is_jac)
@@ -110,12 +126,14 @@ def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str) -> dict:
         if is_jac(leaf) or layout == "numerator":
             if shape != o + i:
                 raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
-            blocks[k, j] = leaf if is_jac(leaf) else jnp.asarray(leaf)
+            if not abstract:
+                blocks[k, j] = leaf if is_jac(leaf) else jnp.asarray(leaf)
         else:
             if shape != i + o:
                 raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
-            blocks[k, j] = jnp.moveaxis(jnp.asarray(leaf), tuple(range(len(i))),
-                                        tuple(range(len(o), len(o) + len(i))))
+            if not abstract:
+                blocks[k, j] = jnp.moveaxis(jnp.asarray(leaf), tuple(range(len(i))),
+                                            tuple(range(len(o), len(o) + len(i))))
     return blocks
 
 
@@ -140,6 +158,11 @@ def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
             message += (
                 "; a vector of the argument's shape: the diagonal of an element-wise Jacobian? "
                 "wrap it in mcjax.Diagonal(...) (or jnp.diag)"
+            )
+        elif len(i) == 2 and got == o + i[::-1]:
+            message += (
+                f"; {shape_str(got)} is the argument's shape transposed: the gradient of a matrix "
+                "transposed (x h^T where h x^T was due?)"
             )
         return message
     got = ", ".join(shape_str(shape_of(leaf)) for leaf in leaves) or "nothing"
