@@ -24,13 +24,11 @@ def blocks(language: str) -> list[str]:
 
 def run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """A fresh interpreter with this checkout first on the path, and none of this pytest
-    run's own settings (xdist's worker variables, PYTEST_ADDOPTS ...)."""
+    run's own settings (xdist's worker variables, PYTEST_ADDOPTS ...); it keeps XLA_FLAGS
+    (conftest.py's compile-time options)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env["COLUMNS"] = "250"  # the short summary line is not cut to the terminal's width
-    # compile without LLVM's optimisations: the same programs, compiled in less time
-    env["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
-                                 "--xla_backend_optimization_level=0"]).strip()
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
