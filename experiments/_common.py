@@ -169,6 +169,15 @@ def paired_ratio(results: dict[str, dict], a: str | list[str], b: str) -> float:
     return statistics.median(max(s[i] for s in series[:-1]) / series[-1][i] for i in range(k))
 
 
+def torch_available() -> bool:
+    """Whether PyTorch is installed (an optional peer of the benchmarks)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def write_json(out: Path, name: str, record: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / name

@@ -109,7 +109,7 @@ def bench_full(n, timing, with_torch):
     df = lambda x: (1 - f(x) ** 2)[:, None] * Wj  # noqa: E731
     tools = {"mcjax_check_full_s": _common.calls(lambda: mcjax.check(f, df, xj, mode="full").ok),
              "jax_check_grads_s": _common.calls(lambda: check_grads(f, (xj,), order=1) or 0)}
-    if with_torch and _torch_available():
+    if with_torch and _common.torch_available():
         import torch
 
         Wt = torch.tensor(W)
@@ -119,14 +119,6 @@ def bench_full(n, timing, with_torch):
     timed = _common.measure(tools, **timing)
     return {"n": n, **{name: timed[name]["median_s"] if name in timed else None
                        for name in ("mcjax_check_full_s", "jax_check_grads_s", "torch_gradcheck_s")}}
-
-
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def main(argv=None):

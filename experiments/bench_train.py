@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = {"big": ((784, 1024, 1024, 10), 256), "small": ((64, 256, 256, 10), 128)}
         tiny, square, rounds, sample = ((8, 32, 32, 2), 16, 256), 2048, 21, 0.2
     rounds, sample = args.rounds or rounds, args.sample_seconds or sample
-    with_torch = not args.no_torch and _torch_available()
+    with_torch = not args.no_torch and _common.torch_available()
 
     compile_s = {cfg: compile_seconds(*configs[cfg]) for cfg in configs}
     variants = {"square matmul": _common.square_matmul(square)}
@@ -279,14 +279,6 @@ def main(argv: list[str] | None = None) -> int:
     print("first-step compile (s): " + ", ".join(f"{c} {s:.2f}" for c, s in compile_s.items()))
     print(f"wrote {args.out / 'results.json'} and {args.out / 'bench_train.png'}")
     return 0
-
-
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _plot(results: dict, configs: dict, out) -> None:
