@@ -6,10 +6,11 @@ and non-square) and every argument the rule differentiates.
 
 import inspect
 
+import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
+from absl.testing import parameterized
 
 import mcjax
 from mcjax._check import _summary
@@ -113,18 +114,22 @@ def test_rule_with_unknown_section_or_argument_is_refused():
         mcjax.Rule(name="r", forward=abs, wrt={"y": d}, section="8.2", shapes={"x": ("n",)})
 
 
-@pytest.mark.parametrize("rule", RULES, ids=[r.name for r in RULES])
-def test_rule_derivatives_vmap(rule):
-    """Under jax.vmap over a batch of points, each derivative equals its per-point value."""
-    case = SHAPE_CASES[1]
-    points = [rule.example(seed, case, jnp.float64) for seed in (1, 2)]
-    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *points)
-    tol = mcjax.tolerance("float64")
-    for name in rule.wrt:
-        d = jax.jit(jax.vmap(lambda *a: mcjax.densify(rule.derivative(name)(*a))))(*stacked)
-        for i, args in enumerate(points):
-            one = mcjax.densify(rule.derivative(name)(*args))
-            jax.tree_util.tree_map(
-                lambda a, b: np.testing.assert_allclose(a[i], b, rtol=tol.rtol, atol=tol.atol),
-                d, one,
-            )
+class TestRuleDerivativesVmap(chex.TestCase):
+    """Under jax.vmap over a batch of points, each derivative equals its per-point value;
+    with and without jax.jit around both."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters((rule.name, rule) for rule in RULES)
+    def test_rule_derivatives_vmap(self, rule):
+        case = SHAPE_CASES[1]
+        points = [rule.example(seed, case, jnp.float64) for seed in (1, 2)]
+        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *points)
+        tol = mcjax.tolerance("float64")
+        for name in rule.wrt:
+            dense = self.variant(lambda *a, name=name: mcjax.densify(rule.derivative(name)(*a)))
+            batched = self.variant(jax.vmap(
+                lambda *a, name=name: mcjax.densify(rule.derivative(name)(*a))))(*stacked)
+            for i, args in enumerate(points):
+                chex.assert_trees_all_close(
+                    jax.tree_util.tree_map(lambda d: d[i], batched), dense(*args),
+                    rtol=tol.rtol, atol=tol.atol)
