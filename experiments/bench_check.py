@@ -15,6 +15,10 @@ Fast mode's cost is given three ways, each as a ratio to one jax.grad of the sam
   deterministic, whatever the machine's load;
 - working memory (``memory_analysis().temp_size_in_bytes``) over the arguments' bytes.
 
+The first check of a new small function and a repeat of it are timed against
+``jax.test_util.check_grads``: cold (a fresh process) and warm (a process that has checked
+other functions), see :func:`bench_calls`.
+
 Writes results.json and bench_check.png into --out and prints a table.  --smoke runs tiny
 sizes, float32 only, and leaves PyTorch out: it only shows that the script runs (the tests
 show fast mode on the full-size MLP in both dtypes).  Full mode's tools are timed the same
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -122,6 +127,71 @@ def bench_full(n, timing, with_torch):
                        for name in ("mcjax_check_full_s", "jax_check_grads_s", "torch_gradcheck_s")}}
 
 
+_COLD = """
+import sys, time
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import mcjax
+from jax.test_util import check_grads
+rng = np.random.default_rng(0)
+W, x = jnp.asarray(rng.standard_normal((4, 4)) / 2), jnp.asarray(rng.standard_normal(4))
+f = lambda x: jnp.tanh(W @ x)
+df = lambda x: (1 - f(x) ** 2)[:, None] * W
+tic = time.perf_counter()
+if sys.argv[1] == "mcjax":
+    assert mcjax.check(f, df, x).ok
+else:
+    check_grads(f, (x,), order=1)
+print(time.perf_counter() - tic)
+"""
+
+
+def bench_calls(repeats: int, timing) -> dict:
+    """The first check of a new small function and a repeat of it, side by side with
+    ``jax.test_util.check_grads``: tanh(W x) with n = 4, float64.
+
+    - cold: the first check in a fresh process (after the imports), median of ``repeats``
+      processes;
+    - first: a function this process has never checked (each round traces a new program:
+      another constant in it), after other checks warmed the machinery up;
+    - repeat: the same check again, by the harness (nothing to trace anew but the keys).
+    """
+    import subprocess
+
+    from jax.test_util import check_grads
+
+    cold = {}
+    for tool in ("mcjax", "check_grads"):
+        runs = [float(subprocess.run([sys.executable, "-c", _COLD, tool], capture_output=True,
+                                     text=True, check=True).stdout.split()[-1])
+                for _ in range(repeats)]
+        cold[tool] = float(np.median(runs))
+    rng = np.random.default_rng(1)
+    W, x = jnp.asarray(rng.standard_normal((4, 4)) / 2), jnp.asarray(rng.standard_normal(4))
+
+    def problem(k):
+        f = lambda x: jnp.tanh(W @ x + k)  # noqa: E731  a constant: a new program per k
+        return f, lambda x: (1 - f(x) ** 2)[:, None] * W
+
+    mcjax.check(*problem(0.0), x)  # warm the machinery
+    first = {"mcjax": [], "check_grads": []}
+    for r in range(repeats):
+        f, df = problem(0.1 * (r + 1))
+        tic = time.perf_counter()
+        assert mcjax.check(f, df, x).ok
+        first["mcjax"].append(time.perf_counter() - tic)
+        g, _ = problem(-0.1 * (r + 1))
+        tic = time.perf_counter()
+        check_grads(g, (x,), order=1)
+        first["check_grads"].append(time.perf_counter() - tic)
+    f, df = problem(0.5)
+    timed = _common.measure({"mcjax": _common.calls(lambda: mcjax.check(f, df, x).ok),
+                             "check_grads": _common.calls(lambda: check_grads(f, (x,), order=1)
+                                                          or 0)}, **timing)
+    return {tool: {"cold_s": cold[tool], "first_s": float(np.median(first[tool])),
+                   "repeat_s": timed[tool]["median_s"]} for tool in ("mcjax", "check_grads")}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, float32, no PyTorch: seconds")
@@ -139,8 +209,9 @@ def main(argv=None):
     dtypes = ("float32",) if args.smoke else ("float32", "float64")
     fast = [bench_fast(sizes, batch, dt, args.seed, timing) for dt in dtypes]
     full = [bench_full(n, timing, not args.smoke) for n in ((4,) if args.smoke else (4, 16, 64))]
+    first = bench_calls(1 if args.smoke else 5, timing)
     result = {"machine": machine, "timing": timing, "sizes": sizes, "batch": batch,
-              "fast": fast, "full": full}
+              "fast": fast, "full": full, "calls": first}
     out = Path(args.out)
     _common.write_json(out, "results.json", result)
     print(f"fast mode, MLP {sizes}, batch {batch}, {FAST_POINTS} points x {FAST_DIRECTIONS} "
@@ -157,6 +228,9 @@ def main(argv=None):
         torch_s = "n/a" if r["torch_gradcheck_s"] is None else f"{r['torch_gradcheck_s']:.4f}"
         print(f"n={r['n']:<4} mcjax.check {r['mcjax_check_full_s']:.4f}  check_grads "
               f"{r['jax_check_grads_s']:.4f}  torch.gradcheck {torch_s}")
+    print("first check of a new small function, and a repeat (tanh(W x), n = 4, float64), seconds")
+    for tool, r in first.items():
+        print(f"{tool:12} cold {r['cold_s']:.3f}  first {r['first_s']:.3f}  repeat {r['repeat_s']:.4f}")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -2,9 +2,11 @@
 nothing.  Compiled checks are keyed on the traced programs, never on the functions' identity
 (which is what jax.jit keys on, and what served old verdicts after an edit)."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import mcjax
 from mcjax._check import _fast, _full
@@ -112,3 +114,22 @@ def test_the_chain_localiser_and_verify_see_edits_too():
     assert all(r.ok for r in mcjax.verify(registry, dtypes=("float64",)))
     state["factor"] = 1.5
     assert not any(r.ok for r in mcjax.verify(registry, dtypes=("float64",)))
+
+
+@pytest.fixture
+def counted_programs(monkeypatch):
+    """The full-mode program, traced through ``chex.assert_max_traces``: it raises on a trace
+    beyond the allowed count."""
+    _full._compiled_programs.cache_clear()
+    monkeypatch.setattr(_full, "_programs", chex.assert_max_traces(_full._programs, n=1))
+    yield
+    _full._compiled_programs.cache_clear()
+
+
+def test_a_repeated_check_traces_its_program_once_per_shape_and_dtype(counted_programs):
+    W = jnp.asarray(np.random.default_rng(4).standard_normal((3, 3)))
+    for _ in range(3):
+        f = lambda x: jnp.tanh(W @ x)  # noqa: E731  a new function object each time
+        mcjax.check(f, lambda x: (1 - f(x) ** 2)[:, None] * W, X)
+    with pytest.raises(AssertionError, match="traced"):  # a new program: a second trace
+        mcjax.check(jnp.sin, lambda x: mcjax.Diagonal(jnp.cos(x)), X)

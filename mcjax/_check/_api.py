@@ -90,6 +90,7 @@ def assert_derivative(f, derivative, *args, **options) -> Report:
 
     Takes the same arguments as :func:`check` and returns the passing report.
     """
+    __tracebackhide__ = True  # pytest shows the report under the user's line, not ours
     report = check(f, derivative, *args, **options)
     if not report.ok:
         raise DerivativeError(report)
