@@ -86,7 +86,10 @@ extrapolation runs on every three consecutive steps and the estimate with the sm
 ``eps |f| / h``) is kept: the step adapts to the function, e.g. to ``sin`` at ``x = 1000``."""
 
 FD_ERROR_SAFETY = 8.0
-"""A finite-difference entry is trusted to ``FD_ERROR_SAFETY`` times its own error estimate."""
+"""A finite-difference entry is trusted to ``FD_ERROR_SAFETY`` times its own error estimate,
+and never to better than ``sqrt(eps)`` of its scale (1.5e-8 in float64): an estimate can be
+lucky, and finite differences are there to catch gross errors of an autodiff rule (a 0.1%
+slip is 1e-3), not to second-guess exact references at 1e-12."""
 
 FD_UNRESOLVED = 1e-2
 """Where the best error estimate is above this fraction of the entry's scale (cancellation,

@@ -154,7 +154,8 @@ def fd_analyse(stencils: dict, scale: np.ndarray, precision: str) -> FiniteDiffe
     consistent = _finer_steps_agree(central, valid, best[0], value, best_error,
                                     4 * eps * magnitude / hm)
     resolved = defined & consistent & (best_error <= FD_UNRESOLVED * scale)
-    return FiniteDifferences(value, FD_ERROR_SAFETY * np.where(defined, best_error, np.inf),
+    floor = np.sqrt(eps) * scale  # what finite differences can vouch for, at best
+    return FiniteDifferences(value, np.where(defined, FD_ERROR_SAFETY * best_error + floor, np.inf),
                              defined, resolved)
 
 
