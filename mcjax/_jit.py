@@ -144,11 +144,15 @@ class Keyed:
     """``fn``, compared and hashed by ``key`` (its traced program) instead of its identity.
 
     As a static argument of ``jax.jit`` it makes jit's compiled-program cache answer for any
-    function that traces to the same program, and never for an edited one.
+    function that traces to the same program, and never for an edited one.  ``programs``
+    holds the traces the key was made from (``signature -> (ClosedJaxpr, output tree)``, by
+    the shapes and dtypes of the traced arguments): :meth:`program` evaluates them without
+    running ``fn``'s Python again.
     """
 
     fn: Callable
     key: Hashable
+    programs: tuple = ()
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -159,6 +163,18 @@ class Keyed:
     def __hash__(self) -> int:
         return hash(self.key)
 
+    def with_program(self, key: Hashable, signature: tuple, closed, out_tree) -> "Keyed":
+        """This function with one more trace, and ``key`` added to its key."""
+        return Keyed(self.fn, key, self.programs + ((signature, closed, out_tree),))
+
+    def program(self, signature: tuple):
+        """``leaves -> output`` evaluating the trace made at ``signature``, or None."""
+        for sig, closed, out_tree in self.programs:
+            if sig == signature:
+                run = core.jaxpr_as_fun(closed)
+                return lambda *leaves: jax.tree_util.tree_unflatten(out_tree, run(*leaves))
+        return None
+
     @property
     def name(self) -> str:
         """The wrapped function's name, for reports."""
@@ -166,3 +182,8 @@ class Keyed:
         if isinstance(getattr(fn, "name", None), str):
             return fn.name
         return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def signature(leaves) -> tuple:
+    """The shapes and dtypes of ``leaves``: which trace of a :class:`Keyed` applies."""
+    return tuple((tuple(jnp.shape(a)), jnp.result_type(a).name) for a in leaves)

@@ -28,7 +28,7 @@ from mcjax._check._under_test import validate
 from mcjax._conventions import is_floating
 from mcjax._errors import DtypeError, ShapeError, TraceError, require_floating
 from mcjax._jacobian import Jacobian
-from mcjax._jit import Keyed, custom_rules, function_key
+from mcjax._jit import Keyed, custom_rules, function_key, signature
 
 LAYOUTS = ("numerator", "denominator")
 
@@ -207,8 +207,10 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
             "least one entry"
         )
     d_key, d_jaxpr = _derivative_key(derivative, static, structs, x_spec, out_spec)
+    f_keyed = Keyed(f, ()).with_program((f_key,), signature(structs), f_jaxpr,
+                                        jax.tree_util.tree_structure(out))
     static = static._replace(
-        f=Keyed(f, f_key), derivative=Keyed(derivative, d_key),
+        f=f_keyed, derivative=Keyed(derivative, d_key),
         switches=has_switches(f_jaxpr.jaxpr),
         reverse_only=bool(custom_rules(f_jaxpr.jaxpr) - {"custom_jvp_call"}))
     eps = [jnp.finfo(d).eps for d in x_spec.dtypes + out_spec.dtypes]
@@ -247,11 +249,15 @@ def reference_key(p: Prepared) -> tuple[Prepared, str]:
         return [jax.ShapeDtypeStruct(s.shape, dtype if jnp.issubdtype(s.dtype, jnp.floating)
                                      else s.dtype) for s in _structs(p.dynamic)]
 
+    f = static.f
     with jax.enable_x64(True):
-        key64, _, jaxpr64 = function_key(lambda *d: static.f(*static.args(d)), *cast(jnp.float64))
-        key32, _, _ = function_key(lambda *d: static.f(*static.args(d)), *cast(jnp.float32))
-        precision = lowest_precision(jaxpr64.jaxpr) or "float64"
-    f = Keyed(static.f.fn, (static.f.key, key64, key32))
+        for dtype in (jnp.float64, jnp.float32):
+            structs = cast(dtype)
+            key, out, closed = function_key(lambda *d: f.fn(*static.args(d)), *structs)
+            f = f.with_program(f.key + (key,), signature(structs), closed,
+                               jax.tree_util.tree_structure(out))
+            if dtype == jnp.float64:
+                precision = lowest_precision(closed.jaxpr) or "float64"
     return p._replace(static=static._replace(f=f)), precision
 
 
@@ -267,7 +273,10 @@ def flat_function(static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatS
 
     def f_flat(x_vec):
         new = args[: static.argnums] + (x_spec.unflatten(x_vec),) + args[static.argnums + 1 :]
-        out = static.f(*new)
+        leaves = jax.tree_util.tree_leaves(new)
+        dynamic = [leaves[i] for i in static.dynamic_positions]
+        traced = static.f.program(signature(dynamic)) if isinstance(static.f, Keyed) else None
+        out = traced(*dynamic) if traced is not None else static.f(*new)  # the keyed trace
         return out_spec.flatten(out, jnp.result_type(*jax.tree_util.tree_leaves(out)))
 
     return f_flat
