@@ -250,12 +250,16 @@ def reference_key(p: Prepared) -> tuple[Prepared, str]:
                                      else s.dtype) for s in _structs(p.dynamic)]
 
     f = static.f
+    native = signature(_structs(p.dynamic))
     with jax.enable_x64(True):
         for dtype in (jnp.float64, jnp.float32):
             structs = cast(dtype)
-            key, out, closed = function_key(lambda *d: f.fn(*static.args(d)), *structs)
-            f = f.with_program(f.key + (key,), signature(structs), closed,
-                               jax.tree_util.tree_structure(out))
+            if signature(structs) == native:  # the native trace serves
+                closed = p.f_jaxpr
+            else:
+                key, out, closed = function_key(lambda *d: f.fn(*static.args(d)), *structs)
+                f = f.with_program(f.key + (key,), signature(structs), closed,
+                                   jax.tree_util.tree_structure(out))
             if dtype == jnp.float64:
                 precision = lowest_precision(closed.jaxpr) or "float64"
     return p._replace(static=static._replace(f=f)), precision
