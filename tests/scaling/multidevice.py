@@ -177,8 +177,10 @@ def runs(tmp_path_factory):
     out = {"1": _train(None), "4": _train(4, checkpoint_dir=tmp / "4", checkpoint_every=2,
                                           keep_checkpoints=None)}
     for devices, name in ((2, "resumed on 2"), (None, "resumed on 1")):
+        # the run as it was after epoch 2: its record and that epoch's orbax checkpoint
         (tmp / name).mkdir()
-        shutil.copy(tmp / "4" / "ckpt-00000002.npz", tmp / name)
+        shutil.copy(tmp / "4" / "run.json", tmp / name)
+        shutil.copytree(tmp / "4" / "epoch_00000002", tmp / name / "epoch_00000002")
         out[name] = _train(devices, checkpoint_dir=tmp / name, resume=True)
     return out
 
@@ -204,7 +206,7 @@ def test_train_on_four_devices_equals_one_device(runs):
 def test_checkpoints_of_four_devices_resume_on_two_and_on_one(runs):
     for name, devices in (("resumed on 2", 2), ("resumed on 1", 1)):
         resumed = runs[name]
-        assert resumed.resumed_from.name == "ckpt-00000002.npz" and resumed.epoch == 4
+        assert resumed.resumed_from.name == "epoch_00000002" and resumed.epoch == 4
         assert len(jax.tree.leaves(resumed.params)[0].sharding.device_set) == devices
         _assert_data_parallel_close(resumed.params, runs["4"].params, F32, steps=resumed.step,
                                     what=f"{name} vs 4 devices throughout")
