@@ -1,26 +1,30 @@
-"""Checkpoints on orbax: one folder per saved epoch, arrays checked on the way out and back in.
+"""Checkpoints on orbax: one folder per saved epoch, checked on the way out and back in.
 
 The storage layer is orbax-checkpoint's ``CheckpointManager``, the JAX ecosystem's: it writes
 each checkpoint into a temporary folder and renames it into place when complete (a process
 killed at any moment leaves the previous checkpoints and perhaps a temporary folder, never a
 torn checkpoint), it saves and restores sharded arrays from every process of a multi-host run
-onto any mesh, and it never unpickles anything.  A checkpoint of epoch ``e`` is the folder
-``epoch_0000000e`` holding two items:
+onto any mesh, and it never unpickles anything.  The checkpoint of epoch ``e`` is the folder
+``epoch_0000000e``::
 
-- ``state``: ``{"params": ..., "opt_state": ...}``, arrays in tensorstore's OCDBT format;
-- ``meta``: JSON with the epoch, the step, the history, the run id, the run's configuration,
-  and a blake2b digest of every array.
+    state/         {"params": ..., "opt_state": ...}: arrays in tensorstore's OCDBT format
+    meta/metadata  JSON: epoch, step, history, the run's id and configuration
+    digests.json   a blake2b digest of every file above, written once orbax has committed them
+    _CHECKPOINT_METADATA, commit_success.txt   orbax's own
 
-What orbax does not do is done here.  Before a save, every array is checked finite (only a
-state worth resuming is kept) and digested.  Before a restore, the stored arrays' own shapes
-and dtypes (read from tensorstore, not from a record of ours) are compared with the state to
-restore, leaf by leaf, and every difference is listed (orbax would silently cast a dtype);
-after it, the digests are compared, so that a damaged checkpoint is recognised as such
-(:class:`Damaged`) and never used.
+What orbax does not do is done here.  Before a save every array is checked finite: only a
+state worth resuming is kept.  Before a checkpoint is read, every file's digest is compared
+with ``digests.json``, so that a damaged checkpoint (a flipped bit, a truncated or missing
+file, a stranger's file posing as a checkpoint) is recognised as :class:`Damaged` before orbax
+or tensorstore parse a byte of it.  Then the stored arrays' own shapes and dtypes (read from
+tensorstore, not from a record of ours) are compared with the state to restore, leaf by leaf,
+and every difference is listed: orbax would silently cast a dtype.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -29,9 +33,9 @@ import jax
 import numpy as np
 
 from mcjax._errors import CheckpointError, shape_str
-from mcjax._train._describe import digest
 
 STEP_PREFIX = "epoch"
+DIGESTS = "digests.json"
 STEP_DIGITS = 8
 FORMAT = "mcjax-checkpoint/1"
 
@@ -71,17 +75,20 @@ def _host(leaf) -> np.ndarray:
     return np.asarray(leaf)
 
 
-def _digests(state, *, function: str, epoch: int) -> dict[str, str]:
-    digests, bad = {}, []
+def _check_finite(state, *, epoch: int) -> None:
+    bad = []
     for name, leaf in leaf_names(state).items():
         host = _host(leaf)
         if host.dtype.kind in "fc" and not np.isfinite(host).all():
             bad.append(f"{name} ({int(np.size(host) - np.isfinite(host).sum())} NaN or Inf)")
-        digests[name] = digest(host)
     if bad:
-        raise FloatingPointError(f"mcjax.{function}: the state of epoch {epoch} is not finite: "
+        raise FloatingPointError(f"mcjax.train: the state of epoch {epoch} is not finite: "
                                  f"{', '.join(bad)}; only a finite state is saved")
-    return digests
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != DIGESTS}
 
 
 class Store:
@@ -98,6 +105,7 @@ class Store:
                  writer: bool = True):
         ocp = _ocp()
         self.directory = Path(directory)
+        self._verified: set[int] = set()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep if writer else None, step_prefix=STEP_PREFIX,
             step_format_fixed_length=STEP_DIGITS, create=False,
@@ -130,22 +138,43 @@ class Store:
             skip the save without a word).
         """
         ocp = _ocp()
-        meta = {"format": FORMAT, **meta, "epoch": int(epoch),
-                "digests": _digests(state, function="train", epoch=epoch)}
+        _check_finite(state, epoch=epoch)
         later = [e for e in self.epochs() if e >= epoch]
         saved = not later and self._manager.save(
-            epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                           meta=ocp.args.JsonSave(meta)))
+            epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.
+                                           JsonSave({"format": FORMAT, **meta, "epoch": epoch})))
         if not saved:
             raise CheckpointError(
                 f"mcjax.train: cannot save epoch {epoch} in {self.directory}: it holds "
                 f"{', '.join(step_name(e) for e in later) or 'a newer checkpoint'}; expected "
                 "only earlier epochs of this run")
-        return self.path(epoch)
+        path = self.path(epoch)
+        if jax.process_index() == 0:  # the files of every process are in place by now
+            tmp = path / f".{DIGESTS}.tmp"
+            tmp.write_text(json.dumps(_file_digests(path), indent=0))
+            os.replace(tmp, path / DIGESTS)
+        return path
+
+    def verify(self, epoch: int) -> None:
+        """Raise :class:`Damaged` unless every file of the checkpoint is as it was written."""
+        if epoch in self._verified:
+            return
+        path = self.path(epoch)
+        try:
+            want = json.loads((path / DIGESTS).read_text())
+        except (OSError, ValueError) as error:
+            raise Damaged(f"its {DIGESTS} cannot be read ({type(error).__name__})") from None
+        got = _file_digests(path)
+        wrong = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
+        if wrong:
+            raise Damaged(f"{len(wrong)} of its files differ from what was written: "
+                          f"{', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''}")
+        self._verified.add(epoch)
 
     def meta(self, epoch: int) -> dict:
         """The JSON record of epoch ``epoch``'s checkpoint."""
         ocp = _ocp()
+        self.verify(epoch)
         try:
             meta = self._manager.restore(epoch, args=ocp.args.Composite(
                 meta=ocp.args.JsonRestore()))["meta"]
@@ -158,6 +187,7 @@ class Store:
 
     def stored_arrays(self, epoch: int) -> dict[str, tuple[tuple[int, ...], str]]:
         """``{name: (shape, dtype)}`` of the arrays as tensorstore holds them."""
+        self.verify(epoch)
         try:
             tree = self._manager.item_metadata(epoch)["state"]
             tree = getattr(tree, "tree", tree)
@@ -175,7 +205,7 @@ class Store:
             arrays get them) or NumPy arrays (the restored arrays are NumPy arrays).
 
         Raises:
-          Damaged: the checkpoint cannot be read, or reads back other bytes than were saved.
+          Damaged: a file of the checkpoint is not as it was written, or cannot be read.
           CheckpointError: it is intact but holds other arrays (names, shapes, dtypes) than
             ``like``; the message lists every difference.
         """
@@ -188,14 +218,9 @@ class Store:
         try:
             state = self._manager.restore(epoch, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(like)))["state"]
-            got = {name: digest(_host(leaf)) for name, leaf in leaf_names(state).items()}
         except Exception as error:  # noqa: BLE001 - any failure to read is damage
             raise Damaged(f"its arrays cannot be read ({type(error).__name__}: "
                           f"{str(error)[:200]})") from None
-        wrong = [name for name, d in got.items() if meta.get("digests", {}).get(name) != d]
-        if wrong:
-            raise Damaged(f"{len(wrong)} of its arrays read back other bytes than were saved "
-                          f"({', '.join(wrong[:4])}{', ...' if len(wrong) > 4 else ''})")
         return state, meta
 
 

@@ -218,9 +218,10 @@ def _task(args):
         np.asarray(jnp.argmax(model.apply(params, X_test), axis=-1)) == y_test))}
 
 
-def _fail(message, status: int) -> int:
-    print(f"mcjax train: {str(message).splitlines()[0] if str(message) else message!r}",
-          file=sys.stderr)
+def _fail(error, status: int) -> int:
+    """Report ``error`` in one line on stderr; return ``status``."""
+    text = str(error).strip() or type(error).__name__
+    print(f"mcjax train: {text.splitlines()[0]}", file=sys.stderr)
     return status
 
 

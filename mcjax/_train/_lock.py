@@ -66,57 +66,63 @@ class Lock:
         self.path = self.directory / LOCK_FILE
         self._owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-        self._fd = self._flock()
-        if self._fd is None:  # the file system has no flock
-            self._fd = self._exclusive()
+        self._fd = self._acquire()
         os.ftruncate(self._fd, 0)
         os.write(self._fd, self._owner.encode())
         os.fsync(self._fd)
 
-    def _flock(self) -> int | None:
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _acquire(self) -> int:
+        for _ in range(5):
+            try:
+                fd, created = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                try:
+                    fd, created = os.open(self.path, os.O_RDWR), False
+                except FileNotFoundError:
+                    continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 raise _in_use(self.directory, self.path) from None
             except OSError as error:
+                if error.errno not in _UNSUPPORTED:
+                    os.close(fd)
+                    raise
+                if created:  # no flock here: the file we created exclusively is the lock
+                    return fd
                 os.close(fd)
-                if error.errno in _UNSUPPORTED:
-                    return None
-                raise
+                self._take_if_stale()
+                continue
             try:
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     return fd
             except FileNotFoundError:
                 pass
             os.close(fd)  # its owner removed the file meanwhile: lock the new one
-
-    def _exclusive(self) -> int:
-        for _ in range(3):
-            try:
-                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                pass
-            try:
-                text = self.path.read_text()
-                owner = json.loads(text)
-                stale = owner["host"] == socket.gethostname() and not _alive(int(owner["pid"]))
-            except (OSError, ValueError, KeyError, TypeError):
-                stale = False
-            if not stale:
-                raise _in_use(self.directory, self.path)
-            taken = self.path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}")
-            try:
-                os.rename(self.path, taken)  # only one taker finds the file to rename
-            except FileNotFoundError:
-                continue
-            if taken.read_text() != text:  # another taker's fresh lock: give it back
-                os.rename(taken, self.path)
-                raise _in_use(self.directory, self.path)
-            taken.unlink()
         raise _in_use(self.directory, self.path)
+
+    def _take_if_stale(self) -> None:
+        """Without flock: remove the lock file of a dead process on this host, else refuse."""
+        try:
+            text = self.path.read_text()
+            owner = json.loads(text)
+            stale = owner["host"] == socket.gethostname() and not _alive(int(owner["pid"]))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError):
+            stale = False
+        if not stale:
+            raise _in_use(self.directory, self.path)
+        taken = self.path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}")
+        try:
+            os.rename(self.path, taken)  # only one taker finds the file to rename
+        except FileNotFoundError:
+            return
+        if taken.read_text() != text:  # another taker's fresh lock: give it back
+            os.rename(taken, self.path)
+            raise _in_use(self.directory, self.path)
+        taken.unlink()
 
     def release(self) -> None:
         """Remove the lock file and let go of it (safe to call twice)."""

@@ -235,7 +235,8 @@ def run_epochs(run: Run, *, progress: bool = False) -> TrainResult:
                 key = jax.random.fold_in(run.shuffle_key, epoch)
                 run.params, run.opt_state, metrics = run.epoch_program(
                     run.params, run.opt_state, run.data, key)
-                error = non_finite(metrics, epoch, run.steps_per_epoch, run.checkpoint)
+                error = non_finite(metrics, epoch, run.steps_per_epoch, run.checkpoint,
+                                   checkpointing=run.folder is not None)
                 if error is not None:
                     raise error
                 _record(run.history, metrics["loss"], run.evaluate, run.params)

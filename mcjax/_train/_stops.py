@@ -58,8 +58,8 @@ def exit_status(name: str | None) -> int:
     return 128 + int(signal.Signals[name]) if name else 0
 
 
-def non_finite(metrics, epoch: int, steps_per_epoch: int,
-               checkpoint: Path | None) -> NonFiniteLossError | None:
+def non_finite(metrics, epoch: int, steps_per_epoch: int, checkpoint: Path | None, *,
+               checkpointing: bool) -> NonFiniteLossError | None:
     """The error for the epoch's first non-finite loss or state, or None when all is finite.
 
     Args:
@@ -67,6 +67,7 @@ def non_finite(metrics, epoch: int, steps_per_epoch: int,
         before its update, ``finite[i]`` whether the state was finite after it.
       epoch: the 0-based epoch.
       checkpoint: the last checkpoint written (the last good one).
+      checkpointing: whether the run writes checkpoints at all.
     """
     losses, finite = np.asarray(metrics["loss"]), np.asarray(metrics["finite"])
     bad_loss = np.flatnonzero(~np.isfinite(losses))
@@ -84,6 +85,7 @@ def non_finite(metrics, epoch: int, steps_per_epoch: int,
         what = (f"the update of {where} left NaN or Inf in the parameters or the optimizer "
                 f"state, although its loss was finite ({losses[i]:.4g})")
     kept = (f"the last good checkpoint, kept, is {checkpoint}" if checkpoint is not None
+            else "no checkpoint had been written yet" if checkpointing
             else "no checkpoint was written (pass checkpoint_dir to keep one)")
     return NonFiniteLossError(
         f"mcjax.train: {what}; training stopped; {kept}. Lower the learning rate or check the "
