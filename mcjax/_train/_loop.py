@@ -33,7 +33,7 @@ from mcjax._train._compiled import compiled_epoch
 from mcjax._train._config import TrainConfig
 from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
-from mcjax._train._models import Model, check_model, objective
+from mcjax._train._models import Model, check_model, objective, takes_key
 from mcjax._train._progress import EpochProgress
 from mcjax._train._run_folder import RunFolder
 from mcjax._train._step import train_step
@@ -118,7 +118,25 @@ def _params_template(model: Model, init_key, params):
     return shapes
 
 
-def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int):
+def _check_backprop(model: Model, params, batch, key) -> None:
+    """A hand-derived gradient must have the parameters' structure, shapes and dtypes."""
+    wants_key = takes_key(model.backprop)
+    grads = leaf_names(jax.eval_shape(
+        lambda p, b, k: model.backprop(p, b, key=k) if wants_key else model.backprop(p, b),
+        params, batch, key))
+    want = leaf_names(params)
+    wrong = [f"{name}: {g.dtype}{shape_str(g.shape)}" if name in want else f"{name}: extra"
+             for name, g in grads.items()
+             if name not in want or (g.shape, g.dtype) != (want[name].shape, want[name].dtype)]
+    wrong += [f"{name}: missing" for name in want if name not in grads]
+    if wrong:
+        raise ShapeError(f"mcjax.train: model {model.name!r}'s backprop returns gradients that do "
+                         f"not match the parameters ({'; '.join(wrong)}); expected the "
+                         "structure, shapes and dtypes of params")
+
+
+def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int, *,
+                    analytic: bool):
     """Trace (compute nothing) one step on one batch: every trace-time check of the model's
     loss, its hand gradient and the optimizer fires here, before anything is compiled."""
     batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch_size, *np.shape(a)[1:]),
@@ -129,6 +147,8 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
         raise TypeError(f"mcjax.train: model {model.name!r}'s loss returns {value.dtype}"
                         f"{shape_str(value.shape)}; expected a floating scalar (e.g. the mean "
                         "over the batch)")
+    if analytic:
+        _check_backprop(model, params, batch, key)
     grads = jax.eval_shape(jax.grad(loss), params, batch, key)
     opt_state = jax.eval_shape(optimizer.init, params)
     try:
@@ -157,15 +177,15 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     if mesh is not None:
         _sharding.check_divisible("train", config.batch_size, mesh,
                                   subject=f"batch_size={config.batch_size}", hint="")
-    init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
-    shapes = _params_template(model, init_key, params)
+    shapes = _params_template(model, jax.eval_shape(lambda: jax.random.key(0)), params)
     if model.check is not None:
         model.check("train", shapes, data)
     if n < config.batch_size:
         raise ShapeError(f"mcjax.train: batch_size={config.batch_size} but the data has only {n} "
                          f"examples; expected a batch_size of at most {n}")
     optimizer, loss = config.transformation(), objective(model, grad=config.grad)
-    opt_shapes = _trace_one_step(model, loss, optimizer, shapes, data, config.batch_size)
+    opt_shapes = _trace_one_step(model, loss, optimizer, shapes, data, config.batch_size,
+                                 analytic=config.grad == "analytic")
     folder = None if config.checkpoint_dir is None else RunFolder(
         config.checkpoint_dir, resume=config.resume, overwrite=config.overwrite,
         keep=config.keep_checkpoints, identity={
@@ -173,17 +193,17 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
             "model": dict(model.config) if model.config is not None
             else {"name": model.name, "init": describe(model.init), "loss": describe(model.loss)}})
     try:
-        return _start(model, data, config, folder, params, mesh, (init_key, shuffle_key),
-                      optimizer, loss, (shapes, opt_shapes), n, evaluate)
+        return _start(model, data, config, folder, params, mesh, optimizer, loss,
+                      (shapes, opt_shapes), n, evaluate)
     except BaseException:
         if folder is not None:
             folder.close()
         raise
 
 
-def _start(model, data, config, folder, params, mesh, keys, optimizer, loss, shapes, n,
+def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n,
            evaluate) -> Run:
-    init_key, shuffle_key = keys
+    init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
     place = _placement(mesh)
     resumed = None
     if folder is not None and config.resume:
