@@ -164,7 +164,10 @@ class Store:
             want = json.loads((path / DIGESTS).read_text())
         except (OSError, ValueError) as error:
             raise Damaged(f"its {DIGESTS} cannot be read ({type(error).__name__})") from None
-        got = _file_digests(path)
+        try:
+            got = _file_digests(path)
+        except OSError as error:
+            raise Damaged(f"its files cannot be read ({type(error).__name__})") from None
         wrong = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
         if wrong:
             raise Damaged(f"{len(wrong)} of its files differ from what was written: "

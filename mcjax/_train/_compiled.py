@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from mcjax._jit import compile_keyed
 from mcjax._train import _sharding
@@ -29,8 +30,10 @@ CACHE_ENV = "MCJAX_CACHE_DIR"
 
 def compiled_epoch(loss: Callable, optimizer, args, *, batch_size: int, shuffle: bool,
                    mesh=None) -> Callable:
-    """The epoch ``(params, opt_state, data, key) -> (params, opt_state, metrics)`` compiled
-    for ``args``; ``params`` and ``opt_state`` are donated.
+    """Epoch ``e`` as one program ``(params, opt_state, data, key, e) -> (params, opt_state,
+    metrics)``, compiled for ``args`` (the first four); it runs
+    :func:`mcjax.train_epoch` with the key ``fold_in(key, e)`` (folded inside the program:
+    no eager operation per epoch).  ``params`` and ``opt_state`` are donated.
 
     On a mesh the minibatches are split along ``"data"`` inside the program and every output
     is replicated, as in :func:`mcjax.make_train_epoch`.
@@ -38,8 +41,12 @@ def compiled_epoch(loss: Callable, optimizer, args, *, batch_size: int, shuffle:
     if mesh is not None:
         loss = _sharding.constrain_batch(loss, mesh, function="train")
     epoch = train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle)
+
+    def numbered_epoch(params, opt_state, data, key, number):
+        return epoch(params, opt_state, data, jax.random.fold_in(key, number))
+
     placement = {} if mesh is None else {"out_shardings": _sharding.replicated(mesh)}
-    return compile_keyed(epoch, *args, donate_argnums=(0, 1),
+    return compile_keyed(numbered_epoch, *args, np.int32(0), donate_argnums=(0, 1),
                          compiler_options=compiler_options(jax.default_backend()), **placement)
 
 

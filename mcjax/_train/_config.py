@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import optax
 
 from mcjax._errors import CheckpointError
@@ -67,8 +68,10 @@ class TrainConfig:
 
     def __post_init__(self):
         problems = self._problems()
+        # process 0 alone looks at the folder: in a multi-process run the others would race
+        # it (they may look after it has written run.json); it checks again under the lock
         folder = preflight(self.checkpoint_dir, resume=self.resume, overwrite=self.overwrite) \
-            if not problems else []
+            if not problems and jax.process_index() == 0 else []
         if problems or folder:
             error = CheckpointError if folder else ValueError
             raise error("mcjax.train: " + "; and ".join(problems + folder))

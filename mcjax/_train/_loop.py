@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._errors import Problems, ShapeError, shape_str
+from mcjax._errors import CheckpointError, Problems, ShapeError, shape_str
 from mcjax._jit import compile_keyed
 from mcjax._train import _sharding
 from mcjax._train._checkpoint import leaf_names
@@ -37,7 +37,7 @@ from mcjax._train._models import Model, check_model, objective, takes_key
 from mcjax._train._progress import EpochProgress
 from mcjax._train._run_folder import RunFolder
 from mcjax._train._step import train_step
-from mcjax._train._stops import StopSignals, non_finite
+from mcjax._train._stops import StopSignals, agreed, non_finite
 
 
 class TrainResult(NamedTuple):
@@ -210,6 +210,10 @@ def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n
         like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=place),
                             {"params": shapes[0], "opt_state": shapes[1]})
         start, state, meta = folder.resume_state(like)
+        if start > config.epochs:
+            raise CheckpointError(
+                f"mcjax.train: epochs={config.epochs} but the run in {folder.directory} has "
+                f"completed {start}; expected epochs >= {start} to resume it")
         params, opt_state = state["params"], state["opt_state"]
         resumed = (start, meta["history"], folder.store.path(start))
     else:
@@ -252,16 +256,15 @@ def run_epochs(run: Run, *, progress: bool = False) -> TrainResult:
     try:
         with StopSignals() as stop, EpochProgress(progress, run.start, config.epochs) as bar:
             for epoch in range(run.start, config.epochs):
-                key = jax.random.fold_in(run.shuffle_key, epoch)
                 run.params, run.opt_state, metrics = run.epoch_program(
-                    run.params, run.opt_state, run.data, key)
+                    run.params, run.opt_state, run.data, run.shuffle_key, np.int32(epoch))
                 error = non_finite(metrics, epoch, run.steps_per_epoch, run.checkpoint,
                                    checkpointing=run.folder is not None)
                 if error is not None:
                     raise error
                 _record(run.history, metrics["loss"], run.evaluate, run.params)
                 bar.update(epoch + 1, run.history)
-                stopped, done = stop.received, epoch + 1
+                stopped, done = agreed(stop.received), epoch + 1
                 if run.folder is not None and (done % config.checkpoint_every == 0
                                                or done == config.epochs or stopped):
                     run.checkpoint = run.folder.save(

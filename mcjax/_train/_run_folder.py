@@ -233,6 +233,10 @@ class RunFolder:
                 "move it out")
 
     def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
+        if damaged and jax.process_count() > 1:  # every process has chosen before any move
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("mcjax: a checkpoint to resume chosen")
         for epoch, why in damaged:
             source = self.store.path(epoch)
             target = self.directory / DAMAGED / source.name

@@ -6,7 +6,8 @@ progress (an epoch is one compiled program, which Python cannot stop half-way): 
 checkpoint there and returns, and the ``mcjax train`` command exits with 128 + the signal's
 number (143 for SIGTERM, 130 for SIGINT), the shell's convention.  A second signal stops at
 once.  Signal handlers can only be set in the main thread; elsewhere signals keep their usual
-effect.
+effect.  In a multi-process run the processes agree after every epoch (one tiny all-gather),
+so that all stop at the same epoch even when the signal reached them at different times.
 
 **Values.**  The compiled epoch reports each step's loss and whether the parameters and the
 optimizer state were all finite after its update.  :func:`non_finite` turns the first bad one
@@ -20,6 +21,7 @@ import signal
 import threading
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from mcjax._errors import NonFiniteLossError
@@ -51,6 +53,18 @@ class StopSignals:
             signal.signal(sig, previous)
         self._previous = {}
         return False
+
+
+def agreed(name: str | None) -> str | None:
+    """The signal any process received (all processes stop at the same epoch, or a collective
+    save would wait forever for the ones that went on); this process's own when alone."""
+    if jax.process_count() == 1:
+        return name
+    from jax.experimental import multihost_utils
+
+    numbers = multihost_utils.process_allgather(np.int32(signal.Signals[name] if name else 0))
+    number = int(np.max(numbers))
+    return signal.Signals(number).name if number else None
 
 
 def exit_status(name: str | None) -> int:
