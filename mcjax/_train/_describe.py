@@ -6,7 +6,8 @@ run can be refused when anything differs.  Optimizers and schedules are closures
 rate), so :func:`describe` reads them the way Python holds them: a function becomes its name,
 its closure's variables by name and its default arguments; containers, named tuples, NumPy and
 JAX arrays (a digest when large) follow.  Two optimizers with any hyper-parameter apart, or a
-schedule with another ``init_value``, describe differently, and :func:`differences` names the
+schedule with another ``init_value``, describe differently (a function's description also
+holds the module constants it reads, such as a loss's ``DELTA``), and :func:`differences` names the
 path of each difference (``optimizer.learning_rate.init_value: 0.01 there, 100.0 now``).
 Nothing is described by ``repr`` (it may hold a memory address, different in every process).
 """
@@ -51,10 +52,21 @@ def _array(value) -> Any:
             "digest": digest(array)}
 
 
+def _settings(value) -> bool:
+    """A module-level value that reads as a setting (a number, a string, an array)."""
+    return isinstance(value, (bool, int, float, str, np.generic, np.ndarray)) or (
+        hasattr(value, "shape") and hasattr(value, "dtype"))
+
+
 def _function(fn, depth: int, seen: set) -> dict:
     out: dict[str, Any] = {"function": f"{getattr(fn, '__module__', '?')}."
                                        f"{getattr(fn, '__qualname__', type(fn).__name__)}"}
     code = getattr(fn, "__code__", None)
+    # the module constants it reads (a loss's DELTA or EPS), as well as what it closes over
+    names = getattr(fn, "__globals__", {})
+    for name in code.co_names if code else ():
+        if name in names and _settings(names[name]):
+            out[f"global {name}"] = describe(names[name], depth + 1, seen)
     for name, cell in zip(code.co_freevars if code else (), getattr(fn, "__closure__", None) or ()):
         try:
             out[name] = describe(cell.cell_contents, depth + 1, seen)
