@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
 
 MAX_DEPTH = 12
@@ -42,6 +43,8 @@ def _number(x):
 
 
 def _array(value) -> Any:
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):  # a key: its bits
+        value = jax.random.key_data(value)
     array = np.asarray(value)
     if array.dtype.kind not in "biufc":  # e.g. a PRNG key's bits or bfloat16: keep the bits
         array = array.view(f"uint{8 * array.dtype.itemsize}") if array.dtype.itemsize else array
@@ -54,8 +57,7 @@ def _array(value) -> Any:
 
 def _settings(value) -> bool:
     """A module-level value that reads as a setting (a number, a string, an array)."""
-    return isinstance(value, (bool, int, float, str, np.generic, np.ndarray)) or (
-        hasattr(value, "shape") and hasattr(value, "dtype"))
+    return isinstance(value, (bool, int, float, str, np.generic, np.ndarray, jax.Array))
 
 
 def _function(fn, depth: int, seen: set) -> dict:
@@ -103,7 +105,7 @@ def describe(value, depth: int = 0, seen: set | None = None) -> Any:
     seen = seen | {id(value)}
     if isinstance(value, np.dtype) or inspect.isclass(value):
         return getattr(value, "name", None) or f"{value.__module__}.{value.__qualname__}"
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
+    if isinstance(value, (np.ndarray, jax.Array)):
         return _array(value)
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple (optax's style)
         return {"type": type(value).__qualname__,
