@@ -38,7 +38,8 @@ from mcjax._train._compiled import enable_compilation_cache
 from mcjax._train._data import digits_data, neuron_data
 from mcjax._train._distributed import Processes, init_distributed
 from mcjax._train._loop import TrainResult
-from mcjax._train._models import GRAD_SOURCES, Model, mlp_model, neuron_model, objective
+from mcjax._train._models import GRAD_SOURCES, Model, objective
+from mcjax._train._paper_models import mlp_model, neuron_model
 from mcjax._train._optim import optimizer, schedule
 from mcjax._train._sharding import (
     batch_sharding,

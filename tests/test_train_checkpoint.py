@@ -124,7 +124,8 @@ def test_orbax_would_drop_an_earlier_epoch_silently_the_store_refuses(tmp_path):
 def test_one_writer_per_folder_and_a_dead_writers_lock_is_taken_over(tmp_path):
     held = _lock.Lock(tmp_path)
     with pytest.raises(mcjax.CheckpointError, match=rf"{tmp_path} is in use: process "
-                                                    rf"{os.getpid()} on .* holds its lock run.lock"):
+                                                    rf"{os.getpid()} on .* holds its lock "
+                                                    r"run.lock"):
         _run(tmp_path, epochs=1)
     held.release()
     # a lock file left by a dead process (its flock died with it) is simply taken over
@@ -284,6 +285,20 @@ def test_parameters_that_overflow_with_a_finite_loss_stop_the_run(tmp_path):
     assert "the update of step 1 (epoch 1, batch 1 of 2) left NaN or Inf in the parameters" \
         in str(error)
     assert error.checkpoint is None and mcjax.latest_checkpoint(tmp_path) is None
+
+
+def test_an_optimizer_state_that_overflows_stops_the_run_at_the_end_of_its_epoch():
+    """Adam's second moment of a 1e30 gradient is Inf in float32; its update is then 0, so
+    the loss and the parameters stay finite: the state is checked at the epoch's end."""
+    def loss(params, batch):
+        return 1e30 * jnp.mean(batch[0] @ params["w"])
+
+    X = np.ones((16, 3), np.float32)
+    with pytest.raises(mcjax.NonFiniteLossError) as caught:
+        mcjax.train(mcjax.Model(_linear, loss), (X,), optimizer="adam", epochs=3, batch_size=8)
+    assert (caught.value.step, caught.value.epoch) == (2, 1)
+    assert "the optimizer state holds NaN or Inf at the end of epoch 1 (after step 2 (epoch 1, " \
+           "batch 2 of 2); it is checked once per epoch)" in str(caught.value)
 
 
 def test_a_loss_that_is_nan_from_the_start_stops_at_step_one():

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import chex
 import jax
-import numpy as np
 import pytest
 
 import mcjax
@@ -30,8 +29,8 @@ ARGS = ["train", "neuron", "--samples", str(TASK["samples"]), "--features", str(
 
 
 def _start(ckpt: Path, cache: Path, *extra) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "MCJAX_CACHE_DIR": str(cache)}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "MCJAX_CACHE_DIR": str(cache)}
     return subprocess.Popen([sys.executable, "-m", "mcjax", *ARGS, "--checkpoint-dir", str(ckpt),
                              *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -98,7 +97,8 @@ def test_sigterm_then_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(t
         straight = mcjax.train(mcjax.neuron_model(3), data, learning_rate=0.01, grad="analytic",
                                epochs=TASK["epochs"], batch_size=TASK["batch_size"])
     chex.assert_trees_all_equal(got, jax.device_get((straight.params, straight.opt_state)))
-    assert meta["history"] == straight.history and summary["final_loss"] == straight.history["loss"][-1]
+    assert meta["history"] == straight.history
+    assert summary["final_loss"] == straight.history["loss"][-1]
     assert summary["w_error"] < 0.05 and not (folder / "run.lock").exists()
 
 
@@ -151,7 +151,8 @@ def test_cli_schedule_and_options(capsys):
 
 # every bad input: (arguments after "train neuron", what the one line says); exit status 2
 ARGPARSE_ERRORS = [
-    (["--batch-size", "0"], "argument --batch-size: 0 is out of range; expected a finite number >= 1"),
+    (["--batch-size", "0"], "argument --batch-size: 0 is out of range; expected a finite "
+                            "number >= 1"),
     (["--batch-size", "-3"], "argument --batch-size: -3 is out of range"),
     (["--batch-size", "8.5"], "argument --batch-size: '8.5' is not a number"),
     (["--epochs", "-1"], "argument --epochs: -1 is out of range; expected a finite number >= 0"),
@@ -250,7 +251,8 @@ def test_every_bad_run_setting_is_a_one_line_usage_error_before_any_work(tmp_pat
             code = main(["train", "neuron", "--samples", "64", "--epochs", "1", *cache, *extra])
             err = capsys.readouterr().err
             assert code == 2 and err.count("\n") == 1, (extra, err)
-            assert err.startswith("mcjax train: ") and message.format(**folders) in err, (extra, err)
+            assert err.startswith("mcjax train: "), (extra, err)
+            assert message.format(**folders) in err, (extra, err)
     finally:
         busy.release()
     # nothing was written where an error was reported

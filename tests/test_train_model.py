@@ -28,7 +28,7 @@ def weighted_loss(params, batch):
 
 
 def weighted_grad(params, batch):
-    """By hand: d/dθ of sum(v e²)/sum(v) is 2 sum(v e x)/sum(v) for w and 2 sum(v e)/sum(v) for b."""
+    """By hand: d/dθ of sum(v e²)/sum(v) is 2 sum(v e x)/sum(v) for w, 2 sum(v e)/sum(v) for b."""
     X, y, weight = batch
     error = X @ params["w"] + params["b"] - y
     scale = 2.0 / jnp.sum(weight)

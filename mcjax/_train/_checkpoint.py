@@ -289,7 +289,8 @@ def restore_checkpoint(path: str | os.PathLike, like) -> tuple[Any, dict]:
     except Damaged as damage:
         raise CheckpointError(f"mcjax.restore_checkpoint: {path} is damaged: {damage}") from None
     except CheckpointError as error:
-        raise CheckpointError(str(error).replace("mcjax.train:", "mcjax.restore_checkpoint:"))
+        raise CheckpointError(str(error).replace("mcjax.train:", "mcjax.restore_checkpoint:")
+                              ) from None
     finally:
         store.close()
     if isinstance(like, tuple):

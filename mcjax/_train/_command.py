@@ -75,7 +75,8 @@ def _devices(text: str):
 def add_train(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train the paper's neuron or an MLP on the digits, with autodiff or analytic gradients",
+        help="train the paper's neuron or an MLP on the digits, with autodiff or analytic "
+             "gradients",
         description=(
             "Train by minibatch gradient descent, one compiled lax.scan per epoch. "
             "TASK 'neuron': the paper's ReLU neuron, fitted with the paper's loss to synthetic "

@@ -40,7 +40,8 @@ def compiled_epoch(loss: Callable, optimizer, args, *, batch_size: int, shuffle:
     """
     if mesh is not None:
         loss = _sharding.constrain_batch(loss, mesh, function="train")
-    epoch = train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle)
+    epoch = train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle,
+                        check_finite=True)
 
     def numbered_epoch(params, opt_state, data, key, number):
         return epoch(params, opt_state, data, jax.random.fold_in(key, number))

@@ -91,7 +91,8 @@ class TrainConfig:
         for name in ("shuffle", "resume", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}={getattr(self, name)!r}; expected True or False")
-        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
+        folder = self.checkpoint_dir
+        if folder is not None and not isinstance(folder, (str, os.PathLike)):
             problems.append(f"checkpoint_dir={self.checkpoint_dir!r}; expected a path or None")
         return problems + self._optimizer_problems()
 
@@ -101,7 +102,8 @@ class TrainConfig:
             extra = [f"{n}={v!r}" for n, v in (("learning_rate", rate), ("optimizer_options",
                                                                          options)) if v]
             return [f"{' and '.join(extra)} with an optax transformation as optimizer; expected "
-                    "them inside the transformation (e.g. optax.adam(learning_rate))"] if extra else []
+                    "them inside the transformation (e.g. optax.adam(learning_rate))"
+                    ] if extra else []
         if not isinstance(self.optimizer, str):
             hint = " (did you mean to call it?)" if callable(self.optimizer) else ""
             return [f"optimizer={self.optimizer!r:.60}; expected a name such as 'adam' or an "

@@ -36,7 +36,6 @@ from mcjax._train._describe import describe
 from mcjax._train._models import Model, check_model, objective, takes_key
 from mcjax._train._progress import EpochProgress
 from mcjax._train._run_folder import RunFolder
-from mcjax._train._step import train_step
 from mcjax._train._stops import StopSignals, agreed, non_finite
 
 

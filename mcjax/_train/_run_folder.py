@@ -89,7 +89,8 @@ def preflight(directory, *, resume: bool, overwrite: bool) -> list[str]:
         listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         return [f"checkpoint_dir {path} holds files that are not an mcjax run's ({listed}); "
                 "expected a new or empty folder, or one that an mcjax run wrote"]
-    if not overwrite and ((path / RUN_FILE).exists() or any(_is_step(p.name) for p in path.iterdir())):
+    taken = (path / RUN_FILE).exists() or any(_is_step(p.name) for p in path.iterdir())
+    if taken and not overwrite:
         return [f"{path} holds the checkpoints of another run ({_describe_run(path)}); a new run "
                 f"would mix with them: {WAYS_OUT}"]
     return []

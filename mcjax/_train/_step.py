@@ -14,9 +14,12 @@ not run once per step.
 
 A loss that takes a ``key`` (dropout) gets one per step: the epoch's key shuffles the rows and,
 folded with a constant, is split into one key per step, so that a step's key depends only on
-the seed, the epoch and the step.  After each update the epoch also records whether every
-parameter and every entry of the optimizer state is still finite, so that training can stop at
-the first step that breaks them, even when the loss itself stayed finite.
+the seed, the epoch and the step.  With ``check_finite`` the epoch also records, after each
+update, whether every parameter is still finite, and at its end whether the optimizer state
+is, so that training can stop at the first step that breaks them, even when the loss itself
+stayed finite.  (The parameters are checked per step, the optimizer state once per epoch:
+checking Adam's two moments per step too costs ~13% of a step of the 784-1024-1024-10 MLP,
+the parameters alone ~3%.)
 
 Both functions take and return plain pytrees (``params``, optax state, a ``batch`` of arrays
 with a leading batch axis) and read no global state, so they are unchanged under
@@ -139,12 +142,13 @@ def epoch_batches(data: Batch, key, *, batch_size: int, shuffle: bool = True) ->
 
 
 def train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *, batch_size: int,
-                shuffle: bool = True) -> Callable:
+                shuffle: bool = True, check_finite: bool = False) -> Callable:
     """The un-jitted epoch ``(params, opt_state, data, key) -> (params, opt_state, metrics)``.
 
-    ``metrics["loss"]`` has shape ``(N // B,)``: one loss per step; ``metrics["finite"]`` (same
-    shape, boolean) says whether the parameters and the optimizer state were all finite
-    after each step's update.
+    ``metrics["loss"]`` has shape ``(N // B,)``: one loss per step.  With ``check_finite``,
+    ``metrics["finite"]`` (same shape, boolean) says whether the parameters were all finite
+    after each step's update, and ``metrics["state_finite"]`` (a boolean) whether the
+    optimizer state is at the end of the epoch.
     """
     step = train_step(loss, optimizer)
 
@@ -155,9 +159,13 @@ def train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *, batc
 
         def body(state, batch_and_key):
             params, opt_state, metrics = step(*state, *batch_and_key)
-            return (params, opt_state), {**metrics, "finite": all_finite((params, opt_state))}
+            if check_finite:
+                metrics = {**metrics, "finite": all_finite(params)}
+            return (params, opt_state), metrics
 
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), (batches, keys))
+        if check_finite:
+            metrics = {**metrics, "state_finite": all_finite(opt_state)}
         return params, opt_state, metrics
 
     return epoch

@@ -9,10 +9,10 @@ once.  Signal handlers can only be set in the main thread; elsewhere signals kee
 effect.  In a multi-process run the processes agree after every epoch (one tiny all-gather),
 so that all stop at the same epoch even when the signal reached them at different times.
 
-**Values.**  The compiled epoch reports each step's loss and whether the parameters and the
-optimizer state were all finite after its update.  :func:`non_finite` turns the first bad one
-into a :class:`~mcjax.NonFiniteLossError` that names the step, its epoch and batch, and the
-last good checkpoint.
+**Values.**  The compiled epoch reports each step's loss, whether the parameters were all
+finite after its update, and whether the optimizer state is at the epoch's end.
+:func:`non_finite` turns the first bad one into a :class:`~mcjax.NonFiniteLossError` that
+names the step, its epoch and batch, and the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ def non_finite(metrics, epoch: int, steps_per_epoch: int, checkpoint: Path | Non
     """The error for the epoch's first non-finite loss or state, or None when all is finite.
 
     Args:
-      metrics: the epoch's ``{"loss": (S,), "finite": (S,)}``; ``loss[i]`` is step i's loss
-        before its update, ``finite[i]`` whether the state was finite after it.
+      metrics: the epoch's ``{"loss": (S,), "finite": (S,), "state_finite": ()}``; ``loss[i]``
+        is step i's loss before its update, ``finite[i]`` whether the parameters were finite
+        after it, ``state_finite`` whether the optimizer state was at the epoch's end.
       epoch: the 0-based epoch.
       checkpoint: the last checkpoint written (the last good one).
       checkpointing: whether the run writes checkpoints at all.
@@ -86,6 +87,8 @@ def non_finite(metrics, epoch: int, steps_per_epoch: int, checkpoint: Path | Non
     losses, finite = np.asarray(metrics["loss"]), np.asarray(metrics["finite"])
     bad_loss = np.flatnonzero(~np.isfinite(losses))
     bad_state = np.flatnonzero(~finite)
+    if not bad_state.size and not bool(metrics["state_finite"]):
+        bad_state = np.array([steps_per_epoch - 1])  # known at the epoch's end only
     first_loss = int(bad_loss[0]) if bad_loss.size else steps_per_epoch
     first_state = int(bad_state[0]) if bad_state.size else steps_per_epoch
     i = min(first_loss, first_state)
@@ -96,8 +99,11 @@ def non_finite(metrics, epoch: int, steps_per_epoch: int, checkpoint: Path | Non
     if first_loss <= first_state:
         what = f"the loss is {losses[i]} at {where}"
     else:
-        what = (f"the update of {where} left NaN or Inf in the parameters or the optimizer "
-                f"state, although its loss was finite ({losses[i]:.4g})")
+        what = (f"the update of {where} left NaN or Inf in the parameters, although its loss "
+                f"was finite ({losses[i]:.4g})" if not finite.all() else
+                f"the optimizer state holds NaN or Inf at the end of epoch {epoch + 1} (after "
+                f"{where}; it is checked once per epoch), although every loss and every "
+                "parameter were finite")
     kept = (f"the last good checkpoint, kept, is {checkpoint}" if checkpoint is not None
             else "no checkpoint had been written yet" if checkpointing
             else "no checkpoint was written (pass checkpoint_dir to keep one)")
