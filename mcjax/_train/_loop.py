@@ -160,7 +160,7 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
 
 def _placement(mesh):
     return (_sharding.replicated(mesh) if mesh is not None
-            else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+            else jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
 
 
 def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=None,
