@@ -12,6 +12,7 @@ from mcjax._check._report import Report
 from mcjax._check._verify import RuleResult, verify
 from mcjax._conventions import LAYOUT, Tolerance, data_parallel_tolerance, tolerance
 from mcjax._errors import (
+    CheckpointError,
     DerivativeError,
     DtypeError,
     NonFiniteLossError,
@@ -32,13 +33,13 @@ from mcjax._jacobian import (
     densify,
 )
 from mcjax._registry import REGISTRY, Derivative, Registry, Rule, derivative, rule
-from mcjax._train._cache import enable_compilation_cache
-from mcjax._train._checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from mcjax._train._checkpoint import latest_checkpoint, restore_checkpoint
+from mcjax._train._compiled import enable_compilation_cache
 from mcjax._train._data import digits_data, neuron_data
 from mcjax._train._distributed import Processes, init_distributed
-from mcjax._train._gradients import GRAD_SOURCES, objective
-from mcjax._train._loop import TrainResult, train
-from mcjax._train._models import Model, mlp_model, neuron_model
+from mcjax._train._loop import TrainResult
+from mcjax._train._models import GRAD_SOURCES, Model, objective
+from mcjax._train._paper_models import mlp_model, neuron_model
 from mcjax._train._optim import optimizer, schedule
 from mcjax._train._sharding import (
     batch_sharding,
@@ -49,6 +50,7 @@ from mcjax._train._sharding import (
     shard_batch,
 )
 from mcjax._train._step import make_train_epoch, make_train_step, train_epoch, train_step
+from mcjax._train._train import train
 from mcjax.rules.activations import leaky_relu, neuron, relu, sigmoid, softplus, tanh
 from mcjax.rules.affine import affine, matvec
 from mcjax.rules.chain import (
@@ -157,13 +159,13 @@ __all__ = [
     "train_epoch",
     "make_train_step",
     "make_train_epoch",
-    "save_checkpoint",
     "restore_checkpoint",
     "latest_checkpoint",
     "enable_compilation_cache",
     "neuron_data",
     "digits_data",
     "NonFiniteLossError",
+    "CheckpointError",
     # scaling out: data parallelism over devices and hosts
     "data_mesh",
     "shard_batch",

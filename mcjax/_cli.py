@@ -1,8 +1,9 @@
 """The ``mcjax`` command.
 
 Each subcommand is a pair of functions: ``_add_NAME(subparsers)`` declares its options and
-``_run_NAME(args) -> exit status`` does the work.  Exit status 0 means success, 1 a failed
-check, 2 a usage error (argparse's own).
+``_run_NAME(args) -> exit status`` does the work (``train``'s pair lives beside the training
+loop, in ``mcjax/_train/_command.py``).  Exit status 0 means success, 1 a failed check, 2 a
+usage error, reported in one line.
 """
 
 from __future__ import annotations
@@ -282,209 +283,19 @@ def _run_check(args) -> int:
     return 0 if report.ok else 1
 
 
-# -- train -----------------------------------------------------------------------------------
-def _key_value(text: str) -> tuple[str, object]:
-    """``b1=0.9`` -> ("b1", 0.9); values are read as JSON when they parse, else kept as text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
-def _add_train(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train the paper's neuron or an MLP on the digits, with autodiff or analytic gradients",
-        description=(
-            "Train by minibatch gradient descent, one compiled lax.scan per epoch. "
-            "TASK 'neuron': the paper's ReLU neuron, fitted with the paper's loss to synthetic "
-            "data from a known (w, b); prints the parameter error. TASK 'digits': an MLP on "
-            "scikit-learn's bundled digits (needs scikit-learn); prints the test accuracy. "
-            "The final checkpoint (with --checkpoint-dir) holds the trained parameters."
-        ),
-    )
-    p.add_argument("task", choices=("neuron", "digits"), help="what to train")
-    p.add_argument("--grad", choices=("analytic", "autodiff"), default="analytic",
-                   help="gradient source: the registry's hand-derived rules (default) or jax.grad")
-    p.add_argument("--optimizer", default="adam",
-                   help="sgd, momentum, adam (the paper's) or any optax optimizer (default adam)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default 0.01 for neuron, 0.001 for digits)")
-    p.add_argument("--opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="an optimizer hyper-parameter, e.g. --opt momentum=0.95; may be repeated")
-    p.add_argument("--schedule", default=None, metavar="NAME",
-                   help="an optax learning-rate schedule, e.g. cosine_decay; its init_value and "
-                        "decay_steps default to --lr and the run's total steps")
-    p.add_argument("--schedule-arg", type=_key_value, action="append", default=[],
-                   metavar="KEY=VALUE", help="an argument of the schedule; may be repeated")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 200 neuron, 40 digits)")
-    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
-    p.add_argument("--samples", type=int, default=512, help="neuron: examples (default 512)")
-    p.add_argument("--features", type=int, default=4, help="neuron: inputs per example (default 4)")
-    p.add_argument("--hidden", default="256,256",
-                   help="digits: hidden layer widths, comma-separated (default 256,256)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype")
-    p.add_argument("--seed", type=int, default=0, help="seed of parameters, data and shuffling")
-    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
-                   help="write checkpoints (ckpt-EPOCH.npz) to DIR")
-    p.add_argument("--checkpoint-every", type=int, default=10, metavar="K",
-                   help="checkpoint every K epochs, and at the end and on Ctrl-C (default 10)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in --checkpoint-dir")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr (default: when stderr is a terminal)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="JAX's persistent compilation cache (default $MCJAX_CACHE_DIR or "
-                        "~/.cache/mcjax/xla)")
-    p.add_argument("--no-cache", action="store_true", help="don't use the compilation cache")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _add_scaling_options(p)
-    p.set_defaults(run=_run_train)
-
-
-def _devices(text: str):
-    if text == "all":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a number of devices nor 'all'") from None
-
-
-def _add_scaling_options(p) -> None:
-    g = p.add_argument_group("data parallelism (see docs/scaling.md)")
-    g.add_argument("--devices", type=_devices, default=None, metavar="N|all",
-                   help="split each batch over N devices, or all devices of every process "
-                        "(default: one device); --batch-size must be a multiple of it")
-    g.add_argument("--distributed", action="store_true",
-                   help="join a multi-process run first (jax.distributed.initialize): with "
-                        "--coordinator/--num-processes/--process-id, else "
-                        "$JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID, else "
-                        "the cluster's own (TPU pod slice, SLURM, Open MPI)")
-    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                   help="address of process 0 (implies --distributed)")
-    g.add_argument("--num-processes", type=int, default=None, metavar="P",
-                   help="number of processes (implies --distributed)")
-    g.add_argument("--process-id", type=int, default=None, metavar="I",
-                   help="this process's id, 0 ... P-1 (implies --distributed)")
-
-
-def _learning_rate(args, total_steps: int):
-    """--lr, or the --schedule with its start value and length filled from --lr and the run."""
-    import inspect
-
-    import mcjax
-    from mcjax._train._optim import _optax_schedules
-
-    if args.schedule is None:
-        return args.lr
-    kwargs = dict(args.schedule_arg)
-    maker = _optax_schedules().get(args.schedule.removesuffix("_schedule"), lambda: None)
-    accepted = inspect.signature(maker).parameters
-    for name, value in (("init_value", args.lr), ("peak_value", args.lr), ("value", args.lr),
-                        ("decay_steps", total_steps), ("transition_steps", total_steps)):
-        if name in accepted and name not in kwargs:
-            kwargs[name] = value
-    return mcjax.schedule(args.schedule, **kwargs)
-
-
-def _train_task(args):
-    """(model, data, report) for the task; report(params) -> the task's own figures."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    import mcjax
-
-    dtype = jnp.dtype(args.dtype)
-    if args.task == "neuron":
-        data, truth = mcjax.neuron_data(jax.random.key(args.seed), n_samples=args.samples,
-                                        n_features=args.features, noise=0.01, dtype=dtype)
-        args.lr = 0.01 if args.lr is None else args.lr
-        args.epochs = 200 if args.epochs is None else args.epochs
-        return mcjax.neuron_model(args.features, dtype=dtype), data, lambda params: {
-            "w_error": float(np.max(np.abs(params["w"] - truth["w"]))),
-            "b_error": float(np.abs(params["b"] - truth["b"])),
-        }
-    data, (X_test, y_test) = mcjax.digits_data(seed=args.seed, dtype=dtype)
-    model = mcjax.mlp_model((64, *(int(h) for h in args.hidden.split(",") if h), 10), dtype=dtype)
-    args.lr = 1e-3 if args.lr is None else args.lr
-    args.epochs = 40 if args.epochs is None else args.epochs
-    return model, data, lambda params: {"test_accuracy": float(np.mean(
-        np.asarray(jnp.argmax(model.apply(params, X_test), axis=-1)) == y_test))}
-
-
-def _run_train(args) -> int:
-    _enable_x64_if([args.dtype])
-    import jax
-
-    import mcjax
-
-    if args.distributed or args.coordinator or args.num_processes is not None \
-            or args.process_id is not None:
-        try:  # before anything starts JAX's backend
-            mcjax.init_distributed(args.coordinator, args.num_processes, args.process_id)
-        except (ValueError, RuntimeError) as error:
-            print(f"mcjax train: {error}", file=sys.stderr)
-            return 1
-    if not args.no_cache:
-        mcjax.enable_compilation_cache(args.cache_dir)
-    model, data, report = _train_task(args)
-    total_steps = args.epochs * (len(data[0]) // args.batch_size)
-    cache_hits = []
-
-    def count_cache_hits(event, **kwargs):
-        if event == "/jax/compilation_cache/cache_hits":
-            cache_hits.append(event)
-
-    jax.monitoring.register_event_listener(count_cache_hits)
-    try:
-        result = mcjax.train(
-            model, data, optimizer=args.optimizer, learning_rate=_learning_rate(args, total_steps),
-            optimizer_options=dict(args.opt), grad=args.grad, epochs=args.epochs,
-            batch_size=args.batch_size, seed=args.seed, checkpoint_dir=args.checkpoint_dir,
-            checkpoint_every=args.checkpoint_every, resume=args.resume,
-            progress=sys.stderr.isatty() if args.progress is None else args.progress,
-            devices=args.devices,
-        )
-    except (mcjax.NonFiniteLossError, mcjax.ShapeError, ValueError, TypeError) as error:
-        print(f"mcjax train: {error}", file=sys.stderr)
-        return 1
-    finally:
-        jax.monitoring.unregister_event_listener(count_cache_hits)
-    losses = result.history["loss"]
-    summary = {
-        "task": args.task, "grad": args.grad, "optimizer": args.optimizer,
-        "epochs": result.epoch, "steps": result.step, "final_loss": losses[-1] if losses else None,
-        "compile_seconds": result.compile_seconds, "train_seconds": result.seconds,
-        "compilation_cache_hits": len(cache_hits),
-        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        "resumed_from": str(result.resumed_from) if result.resumed_from else None,
-        "interrupted": result.interrupted,
-        "devices": len(jax.tree.leaves(result.params)[0].sharding.device_set),
-        "process": f"{jax.process_index()} of {jax.process_count()}",
-        **report(result.params),
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        for name, value in summary.items():
-            print(f"{name:24s} {f'{value:.6g}' if isinstance(value, float) else value}")
-    if result.interrupted:
-        hint = f"; resume with --resume --checkpoint-dir {args.checkpoint_dir}" \
-            if args.checkpoint_dir else ""
-        print(f"mcjax train: interrupted{hint}", file=sys.stderr)
-        return 130
-    return 0
-
-
 # -- the command ---------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (what went wrong and where to read more)
+    instead of the usage summary; the exit status stays 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from mcjax._train._command import add_train
+
+    parser = _Parser(
         prog="mcjax",
         description="The matrix calculus of deep learning, executable: hand-derived "
                     "derivatives cross-checked against JAX autodiff.",
@@ -493,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     _add_verify(subparsers)
     _add_check(subparsers)
-    _add_train(subparsers)
+    add_train(subparsers)
     return parser
 
 

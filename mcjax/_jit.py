@@ -17,6 +17,12 @@ compiled program only when the new trace is the same program:
 - :class:`Keyed` is a function that compares and hashes by such a key: passed to ``jax.jit``
   as a static argument it makes jit's own cache a cache on the traced program.
 
+- :func:`compile_keyed` compiles ``fn`` for given arguments through one jitted caller that
+  takes the :class:`Keyed` function as a static argument: a later call whose ``fn`` traces to
+  the same program (at the same argument shapes, dtypes and shardings, with the same options)
+  gets the compiled program from jit's cache and compiles nothing; an edited one compiles anew.
+  No cache of mcjax's own holds the programs.
+
 Also here: the XLA options of programs that run once (:func:`quick_jit`).
 """
 
@@ -187,3 +193,35 @@ class Keyed:
 def signature(leaves) -> tuple:
     """The shapes and dtypes of ``leaves``: which trace of a :class:`Keyed` applies."""
     return tuple((tuple(jnp.shape(a)), jnp.result_type(a).name) for a in leaves)
+
+
+def _call(fn, *args):
+    """``fn(*args)``: the one function that :func:`compile_keyed` jits, with ``fn`` static."""
+    return fn(*args)
+
+
+def compile_keyed(fn: Callable, *args, donate_argnums: tuple[int, ...] = (),
+                  compiler_options: dict | None = None, out_shardings=None):
+    """``fn`` compiled for ``args``, reusing a compiled program only for the same traced program.
+
+    ``fn`` is traced afresh (:func:`fresh_jaxpr`, never a trace cached on its identity) and
+    keyed by :func:`program_key`; jit's own cache, keyed on that and on the arguments' shapes,
+    dtypes and shardings, the donated arguments, ``compiler_options`` and ``out_shardings``,
+    answers a repeat call without compiling.
+
+    Args:
+      fn: a function of ``args`` (arrays, pytrees of arrays).
+      *args: example arguments (arrays or ``jax.ShapeDtypeStruct``s, with their shardings).
+      donate_argnums: which of ``args`` the program may update in place.
+      compiler_options: XLA options (e.g. ``{"xla_cpu_copy_insertion_use_region_analysis":
+        True}``).
+      out_shardings: the outputs' shardings (default: what XLA chooses).
+
+    Returns:
+      A ``jax.stages.Compiled``, called as ``compiled(*args)``.
+    """
+    keyed = Keyed(fn, program_key(fresh_jaxpr(fn, *args)))
+    placement = {} if out_shardings is None else {"out_shardings": out_shardings}
+    jitted = jax.jit(_call, static_argnums=0, donate_argnums=tuple(1 + i for i in donate_argnums),
+                     compiler_options=compiler_options, **placement)
+    return jitted.lower(keyed, *args).compile()
