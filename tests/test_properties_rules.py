@@ -44,10 +44,11 @@ def compile_options() -> dict:
 
 @functools.cache
 def derivatives_and_jacfwd(rule: mcjax.Rule):
-    """One jitted function per rule: each registered derivative (dense) and jax.jacfwd's."""
+    """One jitted function per rule: each registered derivative (dense) and jax.jacfwd's, both
+    with the rule's verification hyper-parameters (``rule(...)`` applies them to the forward)."""
 
     def both(*args):
-        return {wrt: (mcjax.densify(rule.derivative(wrt)(*args)),
+        return {wrt: (mcjax.densify(rule.derivative(wrt)(*args, **rule.hyper)),
                       jax.jacfwd(rule, argnums=rule.arg_index(wrt))(*args))
                 for wrt in rule.wrt}
 
