@@ -165,7 +165,7 @@ def bench_calls(repeats: int, timing) -> dict:
         runs = [float(subprocess.run([sys.executable, "-c", _COLD, tool], capture_output=True,
                                      text=True, check=True).stdout.split()[-1])
                 for _ in range(repeats)]
-        cold[tool] = float(np.median(runs))
+        cold[tool] = float(np.median(runs)) if runs else None
     rng = np.random.default_rng(1)
     W, x = jnp.asarray(rng.standard_normal((4, 4)) / 2), jnp.asarray(rng.standard_normal(4))
 
@@ -175,7 +175,7 @@ def bench_calls(repeats: int, timing) -> dict:
 
     mcjax.check(*problem(0.0), x)  # warm the machinery
     first = {"mcjax": [], "check_grads": []}
-    for r in range(repeats):
+    for r in range(max(repeats, 1)):
         f, df = problem(0.1 * (r + 1))
         tic = time.perf_counter()
         assert mcjax.check(f, df, x).ok
@@ -209,7 +209,7 @@ def main(argv=None):
     dtypes = ("float32",) if args.smoke else ("float32", "float64")
     fast = [bench_fast(sizes, batch, dt, args.seed, timing) for dt in dtypes]
     full = [bench_full(n, timing, not args.smoke) for n in ((4,) if args.smoke else (4, 16, 64))]
-    first = bench_calls(1 if args.smoke else 5, timing)
+    first = bench_calls(0 if args.smoke else 5, timing)  # smoke: no fresh processes
     result = {"machine": machine, "timing": timing, "sizes": sizes, "batch": batch,
               "fast": fast, "full": full, "calls": first}
     out = Path(args.out)
@@ -230,7 +230,8 @@ def main(argv=None):
               f"{r['jax_check_grads_s']:.4f}  torch.gradcheck {torch_s}")
     print("first check of a new small function, and a repeat (tanh(W x), n = 4, float64), seconds")
     for tool, r in first.items():
-        print(f"{tool:12} cold {r['cold_s']:.3f}  first {r['first_s']:.3f}  repeat {r['repeat_s']:.4f}")
+        cold = "n/a" if r["cold_s"] is None else f"{r['cold_s']:.3f}"
+        print(f"{tool:12} cold {cold}  first {r['first_s']:.3f}  repeat {r['repeat_s']:.4f}")
     import matplotlib
 
     matplotlib.use("Agg")
