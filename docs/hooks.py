@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import mcjax  # noqa: E402
 from mcjax import _conventions  # noqa: E402
-from mcjax._check import _summary  # noqa: E402
+from mcjax._check import _config, _summary  # noqa: E402
 from mcjax._registry import SECTIONS  # noqa: E402
 
 log = logging.getLogger("mkdocs.plugins.mcjax")
@@ -198,10 +198,15 @@ def rule_markdown(rule, checked) -> list[str]:
 
 # -- tables for the hand-written pages -----------------------------------------------------
 def tolerances() -> str:
-    rows = ["| dtype | rtol | atol | verified in by default |", "|---|---|---|---|"]
-    for dtype, tol in _conventions._TOLERANCES.items():
-        rows.append(f"| `{dtype}` | {tol.rtol:g} | {tol.atol:g} "
-                    f"| {'yes' if dtype in _conventions.DTYPES else 'no'} |")
+    """The checker's relative threshold ``32 eps sqrt(T)`` per dtype, at a few term counts."""
+    terms = (1, 64, 4096)
+    rows = ["| dtype | eps | " + " | ".join(f"rtol, T = {t}" for t in terms) + " | atol |",
+            "|---|---|" + "---|" * len(terms) + "---|"]
+    for dtype in ("float16", "bfloat16", "float32", "float64"):
+        eps = float(jnp.finfo(dtype).eps)
+        rows.append(f"| `{dtype}` | {eps:.1e} | "
+                    + " | ".join(f"{_config.check_rtol(dtype, t):.1e}" for t in terms)
+                    + f" | {_config.check_atol(dtype):.0e} |")
     return "\n".join(rows)
 
 
@@ -230,7 +235,8 @@ def kinks() -> str:
         rows.append(f"| {what} | `{constant} = {value:g}` | {ours:g} | {theirs:g} ({jax_expr}) |")
     rows.append("")
     rows.append(f"Random verification points keep `KINK_MARGIN = {_conventions.KINK_MARGIN:g}` "
-                "away from every kink, so the verdicts never depend on these choices.")
+                "away from every kink; at a kink itself the checker accepts JAX's value, the "
+                "one-sided derivatives and their average (see *Check your own derivative*).")
     return "\n".join(rows)
 
 

@@ -3,14 +3,23 @@
 Every script has ``--help``, ``--smoke`` (a size that runs in seconds; the tests run it),
 ``--out DIR`` (receives ``metrics.json`` or ``results.json`` and PNG plots) and ``--seed``,
 and prints a short summary table.
+
+The benchmarks share one way of timing (:func:`measure`: interleaved rounds, an untimed call
+before each sample, ratios paired within a round, medians over rounds) and one description of
+the machine (:func:`machine`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -25,11 +34,26 @@ def parser(description: str, name: str) -> argparse.ArgumentParser:
 
 
 def machine() -> dict:
+    """The one description of the machine a result was measured on, in every results file.
+
+    ``cores`` counts the cores this process may run on (a container or ``taskset`` may allow
+    fewer than the machine has); ``load_average`` is the 1-minute load when the description
+    was taken, so that a number measured on a busy machine says so.
+    """
     import jax
 
-    return {"device": str(jax.devices()[0]), "platform": platform.platform(),
-            "processor": _cpu_name(),
-            "cpu_count": os.cpu_count(), "jax": jax.__version__}
+    device = jax.devices()[0]
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count())
+    return {"cpu": _cpu_name(), "cores": cores, "platform": platform.platform(),
+            "python": platform.python_version(), "jax": jax.__version__,
+            "device": f"{device.platform}: {device.device_kind}",
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def describe_machine(m: dict) -> str:
+    """``machine()`` in one line, for titles and tables."""
+    return f"{m['cpu']}, {m['cores']} cores, {m['device']}, jax {m['jax']}"
 
 
 def _cpu_name() -> str:
@@ -40,6 +64,118 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# -- the one timing harness ------------------------------------------------------------------
+#: ``run(n)`` makes n calls of the thing measured and returns once their results are ready.
+Run = Callable[[int], None]
+
+
+def calls(fn: Callable, *args) -> Run:
+    """``run(n)``: n calls of ``fn(*args)``, blocking on every result.
+
+    For a variant that threads state from call to call (a training step), write ``run(n)``
+    by hand instead: n calls, then one block on the last result.
+    """
+    import jax
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            jax.block_until_ready(fn(*args))
+
+    return run
+
+
+def measure(variants: dict[str, Run], *, rounds: int, sample_seconds: float,
+            calls_per_sample: dict[str, int] | None = None, slow_s: float = 1.0,
+            slow_rounds: int = 3, seed: int = 0) -> dict[str, dict]:
+    """Seconds per call of every variant, measured in interleaved rounds.
+
+    Every variant is called once untimed first (it compiles and warms up), then timed for
+    a few calls to choose ``calls_per_sample``: enough calls that one sample lasts about
+    ``sample_seconds`` (``calls_per_sample`` fixes it by name instead).  Then, ``rounds``
+    times, every variant in a new random order takes one sample: one untimed call, which
+    absorbs what the previous variant left behind (threads of another runtime still
+    spinning, caches holding other data), then ``calls_per_sample`` timed calls.  A noisy
+    neighbour therefore slows all variants of a round alike, and :func:`paired_ratio`
+    divides within a round.  A variant slower than ``slow_s`` per call takes part in the
+    first ``slow_rounds`` rounds only, so that a slow one does not hold up a benchmark.
+
+    Returns, per variant: ``median_s`` and ``min_s`` (seconds per call over its samples),
+    ``calls_per_sample``, ``rounds`` (its samples) and ``samples_s`` (one per round, in
+    round order).
+    """
+    fixed = calls_per_sample or {}
+    inner, per_call = {}, {}
+    for name, run in variants.items():
+        run(1)  # compile and warm up
+        times = []
+        for _ in range(3):
+            tic = time.perf_counter()
+            run(1)
+            times.append(time.perf_counter() - tic)
+        per_call[name] = statistics.median(times)
+        inner[name] = fixed.get(name) or max(1, math.ceil(sample_seconds / max(per_call[name], 1e-7)))
+    rounds_of = {name: rounds if per_call[name] < slow_s else min(rounds, slow_rounds)
+                 for name in variants}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    order = random.Random(seed)
+    for r in range(rounds):
+        names = [name for name in variants if r < rounds_of[name]]
+        order.shuffle(names)  # no variant always follows the same one
+        for name in names:
+            variants[name](1)
+            tic = time.perf_counter()
+            variants[name](inner[name])
+            samples[name].append((time.perf_counter() - tic) / inner[name])
+    return {name: {"median_s": statistics.median(s), "min_s": min(s),
+                   "calls_per_sample": inner[name], "rounds": len(s), "samples_s": s}
+            for name, s in samples.items()}
+
+
+def square_matmul(n: int, seed: int = 4) -> Run:
+    """``run(k)``: k float32 products of two n x n matrices; ``2 n^3`` flops each, so its
+    rate is the machine's matmul peak in the same run."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a, b = (jnp.asarray(rng.standard_normal((n, n), np.float32)) for _ in range(2))
+    mm = jax.jit(jnp.matmul)
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            c = mm(a, b)
+        jax.block_until_ready(c)
+
+    return run
+
+
+def step_flops(sizes, batch: int) -> float:
+    """Matmul flops of one MLP training step: forward X W^T per layer, backward dZ^T A per
+    layer and dZ W for every layer but the first (the input needs no gradient)."""
+    pairs = list(zip(sizes, sizes[1:]))
+    return 2.0 * batch * (3 * sum(n * m for n, m in pairs) - pairs[0][0] * pairs[0][1])
+
+
+def paired_ratio(results: dict[str, dict], a: str | list[str], b: str) -> float:
+    """The median over rounds of (time of ``a``) / (time of ``b``) within the same round: a
+    load that drifts during the run cancels out.  ``a`` may list variants, whose slowest
+    counts in each round.  Only the rounds that all of them took part in count."""
+    names = [a] if isinstance(a, str) else list(a)
+    series = [results[n]["samples_s"] for n in names] + [results[b]["samples_s"]]
+    k = min(len(s) for s in series)
+    return statistics.median(max(s[i] for s in series[:-1]) / series[-1][i] for i in range(k))
+
+
+def torch_available() -> bool:
+    """Whether PyTorch is installed (an optional peer of the benchmarks)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def write_json(out: Path, name: str, record: dict) -> Path:

@@ -7,24 +7,28 @@ full mode against jax.test_util.check_grads and torch.autograd.gradcheck (when i
 Fast mode's cost is given three ways, each as a ratio to one jax.grad of the same loss:
 
 - wall time of the compiled check (``_fast._program``, the defaults: FAST_POINTS points,
-  FAST_DIRECTIONS directions) and of the whole ``mcjax.check`` call: after a warm-up, the check
-  and the gradient are timed in turn within each repeat (``block_until_ready``), and the
-  median of the per-repeat ratios is reported, so that a busy machine slows both alike;
+  FAST_DIRECTIONS directions) and of the whole ``mcjax.check`` call, measured with the
+  gradient by the experiments' one harness (``_common.measure``: interleaved rounds, an
+  untimed call before each sample, ``block_until_ready`` on every result); the ratio is the
+  median over rounds of the ratio within a round, so that a busy machine slows both alike;
 - FLOPs and bytes accessed, from XLA's cost analysis of the two compiled programs:
   deterministic, whatever the machine's load;
 - working memory (``memory_analysis().temp_size_in_bytes``) over the arguments' bytes.
 
+The first check of a new small function and a repeat of it are timed against
+``jax.test_util.check_grads``: cold (a fresh process) and warm (a process that has checked
+other functions), see :func:`bench_calls`.
+
 Writes results.json and bench_check.png into --out and prints a table.  --smoke runs tiny
 sizes, float32 only, and leaves PyTorch out: it only shows that the script runs (the tests
-show fast mode on the full-size MLP in both dtypes).
+show fast mode on the full-size MLP in both dtypes).  Full mode's tools are timed the same
+way, interleaved with each other.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -35,35 +39,13 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import mcjax  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 from mcjax._check import _fast  # noqa: E402
 from mcjax._check._problem import prepare  # noqa: E402
-from mcjax._conventions import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
-
-
-def median_time(fn, repeats):
-    jax.block_until_ready(fn())  # warm-up: compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def side_by_side(fns: dict, repeats: int) -> dict:
-    """Median seconds per call of each of ``fns``, and the median over repeats of each one's
-    time divided by the first one's in the same repeat (the functions run in turn)."""
-    for fn in fns.values():
-        jax.block_until_ready(fn())  # warm-up
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - start)
-    base = np.asarray(next(iter(times.values())))
-    return {"seconds": {name: float(np.median(t)) for name, t in times.items()},
-            "ratio": {name: float(np.median(np.asarray(t) / base)) for name, t in times.items()}}
+from mcjax._check._under_test import terms_of  # noqa: E402
+from mcjax._check._config import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
 
 
 def mlp_problem(sizes, batch, dtype, seed):
@@ -88,72 +70,126 @@ def check_grads_verdict(loss, params):
         return "FAIL (false alarm)"
 
 
-def bench_fast(sizes, batch, dtype, seed, repeats):
+def bench_fast(sizes, batch, dtype, seed, timing):
     params, X, Y = mlp_problem(sizes, batch, dtype, seed)
     p = prepare(mcjax.mlp_loss, mcjax.mlp_backprop, (params, X, Y), 0, "numerator")
     s = jnp.asarray(seed, jnp.uint32)
     # compiled once each: the executables are timed and their costs read off
     grad = jax.jit(jax.grad(mcjax.mlp_loss)).lower(params, X, Y).compile()
     backprop = jax.jit(mcjax.mlp_backprop).lower(params, X, Y).compile()
-    program = _fast._program.lower(p.static, p.x_spec, p.out_spec, p.dtype, FAST_POINTS,
-                                   FAST_DIRECTIONS, p.dynamic, s).compile()
-    timed = side_by_side({
-        "grad": lambda: grad(params, X, Y),
-        "backprop": lambda: backprop(params, X, Y),
-        "check_program": lambda: program(p.dynamic, s),
-        "check_call": lambda: mcjax.check(mcjax.mlp_loss, mcjax.mlp_backprop, params, X, Y,
-                                          mode="fast").ok,
-    }, repeats)
+    program = _fast._program.lower(p.static, p.x_spec, p.out_spec, p.dtype, terms_of(p, True),
+                                   FAST_POINTS, FAST_DIRECTIONS, p.dynamic, s).compile()
+    timed = _common.measure({
+        "grad": _common.calls(grad, params, X, Y),
+        "backprop": _common.calls(backprop, params, X, Y),
+        "check_program": _common.calls(program, p.dynamic, s),
+        "check_call": _common.calls(lambda: mcjax.check(mcjax.mlp_loss, mcjax.mlp_backprop,
+                                                        params, X, Y, mode="fast").ok),
+    }, **timing)
+    seconds = lambda name: timed[name]["median_s"]  # noqa: E731
+    ratio = lambda name: _common.paired_ratio(timed, name, "grad")  # noqa: E731
     cost = lambda key: program.cost_analysis()[key] / grad.cost_analysis()[key]  # noqa: E731
     argument_bytes = sum(a.nbytes for a in jax.tree_util.tree_leaves((params, X)))
     ok = mcjax.check(mcjax.mlp_loss, mcjax.mlp_backprop, params, X, Y, mode="fast").ok
     return {"dtype": dtype, "parameters": int(p.x_spec.size),
             "points": FAST_POINTS, "directions": FAST_DIRECTIONS,
-            "grad_s": timed["seconds"]["grad"], "backprop_s": timed["seconds"]["backprop"],
-            "check_program_s": timed["seconds"]["check_program"],
-            "check_call_s": timed["seconds"]["check_call"],
-            "ratio_program_to_grad": timed["ratio"]["check_program"],
-            "ratio_call_to_grad": timed["ratio"]["check_call"],
-            "ratio_backprop_to_grad": timed["ratio"]["backprop"],
+            "grad_s": seconds("grad"), "backprop_s": seconds("backprop"),
+            "check_program_s": seconds("check_program"), "check_call_s": seconds("check_call"),
+            "ratio_program_to_grad": ratio("check_program"),
+            "ratio_call_to_grad": ratio("check_call"), "ratio_backprop_to_grad": ratio("backprop"),
             "flops_ratio": cost("flops"), "bytes_ratio": cost("bytes accessed"),
             "temp_memory_over_arguments": program.memory_analysis().temp_size_in_bytes / argument_bytes,
             "mcjax_check": "pass" if ok else "FAIL",
             "check_grads": check_grads_verdict(lambda q: mcjax.mlp_loss(q, X, Y), params)}
 
 
-def bench_full(n, repeats, with_torch):
+def bench_full(n, timing, with_torch):
     """A small function f: R^n -> R^n (tanh of an affine map), float64, every tool on it."""
+    from jax.test_util import check_grads
+
     rng = np.random.default_rng(0)
     W = rng.standard_normal((n, n)) / np.sqrt(n)
     x = rng.standard_normal(n)
     Wj, xj = jnp.asarray(W), jnp.asarray(x)
     f = lambda x: jnp.tanh(Wj @ x)  # noqa: E731
     df = lambda x: (1 - f(x) ** 2)[:, None] * Wj  # noqa: E731
-    out = {"n": n, "mcjax_check_full_s": median_time(lambda: mcjax.check(f, df, xj, mode="full").ok, repeats)}
-    from jax.test_util import check_grads
-    out["jax_check_grads_s"] = median_time(lambda: check_grads(f, (xj,), order=1) or 0, repeats)
-    try:
-        if not with_torch:
-            raise ImportError
+    tools = {"mcjax_check_full_s": _common.calls(lambda: mcjax.check(f, df, xj, mode="full").ok),
+             "jax_check_grads_s": _common.calls(lambda: check_grads(f, (xj,), order=1) or 0)}
+    if with_torch and _common.torch_available():
         import torch
-    except ImportError:
-        out["torch_gradcheck_s"] = None
-        return out
-    Wt = torch.tensor(W)
-    xt = torch.tensor(x, requires_grad=True)
-    out["torch_gradcheck_s"] = median_time(
-        lambda: torch.autograd.gradcheck(lambda v: torch.tanh(Wt @ v), (xt,)) or 0, repeats)
-    return out
+
+        Wt = torch.tensor(W)
+        xt = torch.tensor(x, requires_grad=True)
+        tools["torch_gradcheck_s"] = _common.calls(
+            lambda: torch.autograd.gradcheck(lambda v: torch.tanh(Wt @ v), (xt,)) or 0)
+    timed = _common.measure(tools, **timing)
+    return {"n": n, **{name: timed[name]["median_s"] if name in timed else None
+                       for name in ("mcjax_check_full_s", "jax_check_grads_s", "torch_gradcheck_s")}}
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {jax.devices()[0].platform}"
+_COLD = """
+import sys, time
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import mcjax
+from jax.test_util import check_grads
+rng = np.random.default_rng(0)
+W, x = jnp.asarray(rng.standard_normal((4, 4)) / 2), jnp.asarray(rng.standard_normal(4))
+f = lambda x: jnp.tanh(W @ x)
+df = lambda x: (1 - f(x) ** 2)[:, None] * W
+tic = time.perf_counter()
+if sys.argv[1] == "mcjax":
+    assert mcjax.check(f, df, x).ok
+else:
+    check_grads(f, (x,), order=1)
+print(time.perf_counter() - tic)
+"""
+
+
+def bench_calls(repeats: int, timing) -> dict:
+    """The first check of a new small function and a repeat of it, side by side with
+    ``jax.test_util.check_grads``: tanh(W x) with n = 4, float64.
+
+    - cold: the first check in a fresh process (after the imports), median of ``repeats``
+      processes;
+    - first: a function this process has never checked (each round traces a new program:
+      another constant in it), after other checks warmed the machinery up;
+    - repeat: the same check again, by the harness (nothing to trace anew but the keys).
+    """
+    import subprocess
+
+    from jax.test_util import check_grads
+
+    cold = {}
+    for tool in ("mcjax", "check_grads"):
+        runs = [float(subprocess.run([sys.executable, "-c", _COLD, tool], capture_output=True,
+                                     text=True, check=True).stdout.split()[-1])
+                for _ in range(repeats)]
+        cold[tool] = float(np.median(runs)) if runs else None
+    rng = np.random.default_rng(1)
+    W, x = jnp.asarray(rng.standard_normal((4, 4)) / 2), jnp.asarray(rng.standard_normal(4))
+
+    def problem(k):
+        f = lambda x: jnp.tanh(W @ x + k)  # noqa: E731  a constant: a new program per k
+        return f, lambda x: (1 - f(x) ** 2)[:, None] * W
+
+    mcjax.check(*problem(0.0), x)  # warm the machinery
+    first = {"mcjax": [], "check_grads": []}
+    for r in range(max(repeats, 1)):
+        f, df = problem(0.1 * (r + 1))
+        tic = time.perf_counter()
+        assert mcjax.check(f, df, x).ok
+        first["mcjax"].append(time.perf_counter() - tic)
+        g, _ = problem(-0.1 * (r + 1))
+        tic = time.perf_counter()
+        check_grads(g, (x,), order=1)
+        first["check_grads"].append(time.perf_counter() - tic)
+    f, df = problem(0.5)
+    timed = _common.measure({"mcjax": _common.calls(lambda: mcjax.check(f, df, x).ok),
+                             "check_grads": _common.calls(lambda: check_grads(f, (x,), order=1)
+                                                          or 0)}, **timing)
+    return {tool: {"cold_s": cold[tool], "first_s": float(np.median(first[tool])),
+                   "repeat_s": timed[tool]["median_s"]} for tool in ("mcjax", "check_grads")}
 
 
 def main(argv=None):
@@ -161,21 +197,25 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, float32, no PyTorch: seconds")
     parser.add_argument("--out", default="results/bench_check", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 30, smoke 2)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds of measurement (default 21, smoke 2)")
+    parser.add_argument("--sample-seconds", type=float, default=None,
+                        help="the length of one timed sample (default 0.2 s, smoke 0.001 s)")
     args = parser.parse_args(argv)
-    repeats = args.repeats or (2 if args.smoke else 30)
+    timing = {"rounds": args.rounds or (2 if args.smoke else 21),
+              "sample_seconds": args.sample_seconds or (0.001 if args.smoke else 0.2)}
     sizes, batch = ((8, 16, 4), 4) if args.smoke else ((784, 1024, 192, 10), 64)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    machine = _common.machine()
     dtypes = ("float32",) if args.smoke else ("float32", "float64")
-    fast = [bench_fast(sizes, batch, dt, args.seed, repeats) for dt in dtypes]
-    full = [bench_full(n, repeats, not args.smoke) for n in ((4,) if args.smoke else (4, 16, 64))]
-    result = {"machine": machine(), "load_average_at_start": load, "jax": jax.__version__,
-              "repeats": repeats, "sizes": sizes, "batch": batch, "fast": fast, "full": full}
+    fast = [bench_fast(sizes, batch, dt, args.seed, timing) for dt in dtypes]
+    full = [bench_full(n, timing, not args.smoke) for n in ((4,) if args.smoke else (4, 16, 64))]
+    first = bench_calls(0 if args.smoke else 5, timing)  # smoke: no fresh processes
+    result = {"machine": machine, "timing": timing, "sizes": sizes, "batch": batch,
+              "fast": fast, "full": full, "calls": first}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    _common.write_json(out, "results.json", result)
     print(f"fast mode, MLP {sizes}, batch {batch}, {FAST_POINTS} points x {FAST_DIRECTIONS} "
-          f"directions; {result['machine']}, load {load}")
+          f"directions; {_common.describe_machine(machine)}, load {machine['load_average']}")
     print(f"{'dtype':8} {'params':>9} {'grad ms':>8} {'check ms':>9} {'check/grad':>10} {'call/grad':>9} "
           f"{'flops x':>8} {'bytes x':>8} {'mem/args':>8} {'mcjax':>6} {'check_grads':>18}")
     for r in fast:
@@ -188,6 +228,10 @@ def main(argv=None):
         torch_s = "n/a" if r["torch_gradcheck_s"] is None else f"{r['torch_gradcheck_s']:.4f}"
         print(f"n={r['n']:<4} mcjax.check {r['mcjax_check_full_s']:.4f}  check_grads "
               f"{r['jax_check_grads_s']:.4f}  torch.gradcheck {torch_s}")
+    print("first check of a new small function, and a repeat (tanh(W x), n = 4, float64), seconds")
+    for tool, r in first.items():
+        cold = "n/a" if r["cold_s"] is None else f"{r['cold_s']:.3f}"
+        print(f"{tool:12} cold {cold}  first {r['first_s']:.3f}  repeat {r['repeat_s']:.4f}")
     import matplotlib
 
     matplotlib.use("Agg")

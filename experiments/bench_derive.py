@@ -18,11 +18,12 @@ Reported per case and method:
   (``J.dense()``, ``BCOO.todense()``); skipped, with the would-be size, above ``--max-bytes``;
 - *bytes held*: the bytes of the arrays the Jacobian keeps.
 
-Timing: every method of a case is compiled first; then ``--rounds`` rounds, each timing every
-method in turn (one untimed call, then ``number`` calls with ``jax.block_until_ready``, the
-number chosen so that a sample lasts ``--min-sample`` seconds): the methods share the
-machine's state, and each ratio to derive is the median of the per-round ratios.  Set-up is
-timed once, after a warm-up trace of a smaller size, since it is paid once.
+Timing: the experiments' shared harness (``_common.measure``): every method of a case is
+compiled first; then ``--rounds`` rounds, each timing every method in a new random order (one
+untimed call, then enough calls with ``jax.block_until_ready`` that a sample lasts
+``--min-sample`` seconds), and each ratio to derive is the median of the per-round ratios
+(``_common.paired_ratio``).  Set-up is timed once, after a warm-up trace of a smaller size,
+since it is paid once.
 
 Writes ``results.json``, ``time.png`` and ``table.md`` into ``--out`` and prints the table::
 
@@ -48,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 import mcjax  # noqa: E402
-from mcjax._check._full import quick_jit  # noqa: E402
+from mcjax._jit import quick_jit  # noqa: E402
 
 METHODS = ("derive", "asdex", "jacfwd", "jacrev")
 
@@ -131,31 +132,16 @@ def methods(case: Case, args: tuple, asdex) -> dict[str, dict]:
 
 
 # -- timing ---------------------------------------------------------------------------------------------
-def _sample(fn, args, number: int) -> float:
-    jax.block_until_ready(fn(*args))  # untimed: the sample starts from a warm call
-    start = time.perf_counter()
-    for _ in range(number):
-        jax.block_until_ready(fn(*args))
-    return (time.perf_counter() - start) / number
-
-
-def interleaved(compiled: dict[str, Callable], args, rounds: int, min_sample: float) -> dict:
-    """Seconds per call of each function, rounds interleaved; ratios paired per round."""
-    numbers = {}
-    for name, fn in compiled.items():
-        first = _sample(fn, args, 1)
-        numbers[name] = max(1, min(1 << 14, int(min_sample / max(first, 1e-7))))
-    per_round = {name: [] for name in compiled}
-    for _ in range(rounds):
-        for name, fn in compiled.items():
-            per_round[name].append(_sample(fn, args, numbers[name]))
-    out = {name: {"median_s": statistics.median(t), "min_s": min(t), "number": numbers[name]}
-           for name, t in per_round.items()}
-    if "derive" in per_round:
-        for name, t in per_round.items():
-            out[name]["ratio_to_derive"] = statistics.median(
-                a / b for a, b in zip(t, per_round["derive"]))
-    return out
+def timed(compiled: dict[str, Callable], args, rounds: int, sample_seconds: float,
+          seed: int) -> dict:
+    """The shared harness (:func:`_common.measure`): interleaved rounds, ratios to derive
+    paired within a round."""
+    results = _common.measure({name: _common.calls(fn, *args) for name, fn in compiled.items()},
+                              rounds=rounds, sample_seconds=sample_seconds, seed=seed)
+    return {name: {"median_s": r["median_s"], "min_s": r["min_s"],
+                   "calls_per_sample": r["calls_per_sample"], "rounds": r["rounds"],
+                   "ratio_to_derive": _common.paired_ratio(results, name, "derive")}
+            for name, r in results.items()}
 
 
 def dense_bytes(case: Case, args, dtype) -> int:
@@ -183,12 +169,11 @@ def run_case(case: Case, n: int, m: int, *, dtype, seed, rounds, min_sample, max
     to_j = {name: jit(spec["to_j"]) for name, spec in ms.items()}
     for name, fn in to_j.items():
         rows[name]["bytes_held"] = _nbytes(fn(*args))
-    timed = interleaved(to_j, args, rounds, min_sample)
-    for name, t in timed.items():
+    for name, t in timed(to_j, args, rounds, min_sample, seed).items():
         rows[name].update({f"to_j_{k}": v for k, v in t.items()})
     if size <= max_bytes:
         to_dense = {name: jit(spec["to_dense"]) for name, spec in ms.items()}
-        for name, t in interleaved(to_dense, args, rounds, min_sample).items():
+        for name, t in timed(to_dense, args, rounds, min_sample, seed).items():
             rows[name].update({f"to_dense_{k}": v for k, v in t.items()})
     else:
         for row in rows.values():

@@ -11,10 +11,12 @@ For each case below, the Jacobian is computed
 and a Jacobian-vector product ``J v`` (and ``u^T J``) is taken through the structured form
 (the rule then ``.jvp`` / ``.vjp``) against ``jax.jvp`` / ``jax.vjp``.
 
-Time: each function is ``jax.jit``-compiled, called twice to warm up, then called ``number``
-times per sample with ``jax.block_until_ready`` on every result (``number`` grows until a
-sample lasts ``--min-sample`` seconds); the median over ``--repeats`` samples is reported, per
-call.  The cost of calling an empty jitted function (the dispatch floor) is measured too.
+Time: the experiments' one harness (``_common.measure``).  For each case and size, the
+methods are ``jax.jit``-compiled, then timed in interleaved rounds (``--rounds``, the order
+shuffled every round), each sample after an untimed call and long enough to last
+``--sample-seconds``, with ``jax.block_until_ready`` on every result; the median over rounds
+is reported per call, and ratios are the median over rounds of the ratio within a round.  The
+cost of calling an empty jitted function (the dispatch floor) is measured too.
 
 Memory: XLA's own account of the compiled program, ``compiled.memory_analysis()``:
 ``output_size_in_bytes + temp_size_in_bytes``, the memory the program allocates on top of its
@@ -33,11 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import mcjax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -109,29 +110,10 @@ def variants(case: Case, args: tuple) -> dict[str, tuple[Callable, tuple]]:
     }
 
 
-def time_call(fn: Callable, args: tuple, *, repeats: int, min_sample: float) -> dict:
-    """Median and min seconds per call of ``fn(*args)``, blocking on every result."""
-
-    def sample(number: int) -> float:
-        start = time.perf_counter()
-        for _ in range(number):
-            jax.block_until_ready(fn(*args))
-        return (time.perf_counter() - start) / number
-
-    jax.block_until_ready(fn(*args))  # compile (if not yet) and warm up
-    first = sample(1)
-    number = 1
-    while number * first < min_sample and number < 1 << 16:
-        number *= 2
-    samples = [sample(number) for _ in range(repeats if first < 1.0 else min(repeats, 3))]
-    return {"median_s": statistics.median(samples), "min_s": min(samples), "number": number,
-            "repeats": len(samples)}
-
-
-def measure(fn: Callable, args: tuple, *, max_bytes: int, repeats: int, min_sample: float):
-    """Compile ``fn``, read XLA's memory account, and time it unless it would not fit."""
-    jitted = jax.jit(fn)
-    compiled = jitted.lower(*args).compile()
+def compile_and_account(fn: Callable, args: tuple, *, max_bytes: int):
+    """Compile ``fn`` for ``args`` and read XLA's memory account of the program:
+    ``(row, compiled)``, ``compiled`` None where the program would not fit in ``max_bytes``."""
+    compiled = jax.jit(fn).lower(*args).compile()
     stats = compiled.memory_analysis()
     row = {
         "output_bytes": int(stats.output_size_in_bytes),
@@ -141,12 +123,11 @@ def measure(fn: Callable, args: tuple, *, max_bytes: int, repeats: int, min_samp
     if row["program_bytes"] > max_bytes:
         return {**row, "status": "skipped",
                 "reason": f"the compiled program needs {fmt_bytes(row['program_bytes'])} "
-                          f"(> --max-bytes {fmt_bytes(max_bytes)})"}
-    result = jax.block_until_ready(jitted(*args))
+                          f"(> --max-bytes {fmt_bytes(max_bytes)})"}, None
+    result = jax.block_until_ready(compiled(*args))
     row["result_bytes"] = int(sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(result)))
     row["returns"] = type(result).__name__
-    return {**row, "status": "ok", **time_call(jitted, args, repeats=repeats,
-                                               min_sample=min_sample)}
+    return {**row, "status": "ok"}, compiled
 
 
 def fmt_bytes(b: float) -> str:
@@ -170,27 +151,15 @@ def fmt_ratio(r: float | None) -> str:
     return "–" if r is None else f"{r:,.0f}x" if r >= 10 else f"{r:.2g}x"
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    device = jax.devices()[0]
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "jax": jax.__version__,
-            "device": f"{device.platform}: {device.device_kind}"}
-
-
-def run(cases, sizes, *, m: int | None, dtype: str, seed: int, repeats: int, min_sample: float,
-        max_bytes: int, max_seconds: float, log=print) -> dict:
+def run(cases, sizes, *, m: int | None, dtype: str, seed: int, rounds: int,
+        sample_seconds: float, max_bytes: int, max_seconds: float, log=print) -> dict:
     rows, floor = [], {}
     too_slow: dict[tuple[str, str], str] = {}
+    timing = {"rounds": rounds, "sample_seconds": sample_seconds}
     for n in sizes:
         x = jnp.zeros((n,), dtype)
-        floor[n] = time_call(jax.jit(lambda x: x), (x,), repeats=repeats,
-                             min_sample=min_sample)["median_s"]
+        floor[n] = _common.measure({"floor": _common.calls(jax.jit(lambda x: x), x)},
+                                   **timing)["floor"]["median_s"]
         for case in cases:
             mm = m or n
             args = case.args(n, mm, dtype, seed)
@@ -198,8 +167,9 @@ def run(cases, sizes, *, m: int | None, dtype: str, seed: int, repeats: int, min
             dense_bytes = math.prod(J.shape) * jnp.dtype(dtype).itemsize
             base = {"case": case.key, "n": n, "m": mm, "jacobian_shape": list(J.shape),
                     "structure": type(J).__name__, "dense_bytes": dense_bytes}
+            case_rows, timed = {}, {}
             for method, (fn, fargs) in variants(case, args).items():
-                row = {**base, "method": method}
+                row = case_rows[method] = {**base, "method": method}
                 if method in DENSE_METHODS and dense_bytes > max_bytes:
                     row.update(status="skipped", reason=(
                         f"the dense Jacobian {tuple(J.shape)} would take "
@@ -207,12 +177,21 @@ def run(cases, sizes, *, m: int | None, dtype: str, seed: int, repeats: int, min
                 elif (case.key, method) in too_slow:
                     row.update(status="skipped", reason=too_slow[case.key, method])
                 else:
-                    row.update(measure(fn, fargs, max_bytes=max_bytes, repeats=repeats,
-                                       min_sample=min_sample))
-                    if row["status"] == "ok" and row["median_s"] > max_seconds:
-                        too_slow[case.key, method] = (
-                            f"took {fmt_time(row['median_s'])} at n = {n} "
-                            f"(> --max-seconds {max_seconds:g})")
+                    account, compiled = compile_and_account(fn, fargs, max_bytes=max_bytes)
+                    row.update(account)
+                    if compiled is not None:
+                        timed[method] = _common.calls(compiled, *fargs)
+            # the case's methods side by side, round after round: their ratios are paired
+            for method, t in _common.measure(timed, **timing).items():
+                row = case_rows[method]
+                row.update(median_s=t["median_s"], min_s=t["min_s"],
+                           calls_per_sample=t["calls_per_sample"], rounds=t["rounds"],
+                           samples_s=t["samples_s"])
+                if row["median_s"] > max_seconds:
+                    too_slow[case.key, method] = (
+                        f"took {fmt_time(row['median_s'])} at n = {n} "
+                        f"(> --max-seconds {max_seconds:g})")
+            for method, row in case_rows.items():
                 rows.append(row)
                 log(f"n={n:5d} {case.key:14s} {method:15s} "
                     + (fmt_time(row["median_s"]) if row["status"] == "ok" else "skipped"))
@@ -227,10 +206,14 @@ def lookup(rows, case: str, n: int, method: str) -> dict | None:
 
 
 def ratio(rows, case, n, slow, fast) -> float | None:
+    """Time of ``slow`` over time of ``fast``: paired within rounds where the rows hold their
+    samples, else (results written before they did) the ratio of the medians."""
     a, b = lookup(rows, case, n, slow), lookup(rows, case, n, fast)
-    if a and b and a["status"] == b["status"] == "ok":
-        return a["median_s"] / b["median_s"]
-    return None
+    if not (a and b and a["status"] == b["status"] == "ok"):
+        return None
+    if "samples_s" in a and "samples_s" in b:
+        return _common.paired_ratio({slow: a, fast: b}, slow, fast)
+    return a["median_s"] / b["median_s"]
 
 
 def table(results: dict, n: int) -> str:
@@ -335,7 +318,7 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, required=True, help="directory for results.json, "
                    "time.png, memory.png and table.md")
     p.add_argument("--smoke", action="store_true",
-                   help="tiny sizes (4, 8) and few repeats: checks the script, not the speed")
+                   help="tiny sizes (4, 8) and two rounds: checks the script, not the speed")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048, 4096])
     p.add_argument("--cases", nargs="+", choices=[c.key for c in CASES],
                    default=[c.key for c in CASES], help="which cases to run (default: all)")
@@ -343,9 +326,10 @@ def parse_args(argv):
                    "(default: m = n, a square layer)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--seed", type=int, default=0, help="seed of the random arguments (default 0)")
-    p.add_argument("--repeats", type=int, default=7, help="timed samples per function")
-    p.add_argument("--min-sample", type=float, default=0.05,
-                   help="seconds one timed sample lasts at least (calls are repeated)")
+    p.add_argument("--rounds", type=int, default=7,
+                   help="interleaved rounds of measurement: timed samples per function")
+    p.add_argument("--sample-seconds", type=float, default=0.05,
+                   help="about how long one timed sample lasts (calls are repeated)")
     p.add_argument("--max-bytes", type=float, default=2**30,
                    help="skip variants whose dense Jacobian or compiled program exceeds this "
                         "many bytes (default 1 GiB)")
@@ -353,7 +337,7 @@ def parse_args(argv):
                    help="stop timing a method at larger n once one call takes longer")
     args = p.parse_args(argv)
     if args.smoke:
-        args.sizes, args.repeats, args.min_sample = [4, 8], 2, 0.0
+        args.sizes, args.rounds, args.sample_seconds = [4, 8], 2, 0.0
     return args
 
 
@@ -366,20 +350,21 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "structured Jacobians vs dense autodiff",
         "command": "python experiments/bench_jacobians.py " + " ".join(
             sys.argv[1:] if argv is None else argv),
-        "machine": machine(),
+        "machine": _common.machine(),
         "dtype": args.dtype,
         "seed": args.seed,
         "sizes": args.sizes,
         "affine_m": args.m or "n",
-        "timing": "median over --repeats samples of per-call seconds of the jitted function, "
-                  "warmed up, jax.block_until_ready on every result",
+        "timing": "_common.measure: the methods of a case in --rounds interleaved rounds, an "
+                  "untimed call before each sample, jax.block_until_ready on every result; "
+                  "median over rounds of seconds per call; ratios paired within a round",
         "memory": "program_bytes = output_size_in_bytes + temp_size_in_bytes of "
                   "jax.jit(f).lower(*args).compile().memory_analysis(); result_bytes = the "
                   "nbytes of the returned arrays",
     }
     cases = [c for c in CASES if c.key in args.cases]
     results.update(run(cases, args.sizes, m=args.m, dtype=args.dtype, seed=args.seed,
-                       repeats=args.repeats, min_sample=args.min_sample,
+                       rounds=args.rounds, sample_seconds=args.sample_seconds,
                        max_bytes=int(args.max_bytes), max_seconds=args.max_seconds,
                        log=(lambda *_: None) if args.smoke else print))
     results["cases"] = {c.key: {"rule": c.rule, "wrt": c.wrt, "label": c.label} for c in cases}

@@ -10,7 +10,9 @@ the order 1 2 4 4 2 1, so that a noisy neighbour slows them alike).  Forced CPU 
 the machine's cores: this measures the *overhead* of splitting the batch and all-reducing the
 gradient, not a speed-up.  Each process also trains 20 steps from the same seed on the same
 batches; the largest parameter difference from the 1-device run is reported with the bound
-of ``mcjax._conventions.data_parallel_tolerance``.
+of ``mcjax._conventions.data_parallel_tolerance``.  Within a process the step and the scanned
+epoch are timed by the experiments' one harness (``_common.measure``: interleaved rounds,
+an untimed call before each sample).
 
 Where JAX's default backend is a GPU (or TPU), it also times the single-device steps of
 ``bench_train``'s shapes (MLP 784-1024-1024-10 batch 256 and 64-256-256-10 batch 128, Adam,
@@ -24,13 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 
 CPU_CONFIG = {"sizes": (64, 256, 256, 10), "batch": 128}
 SMOKE_CPU_CONFIG = {"sizes": (8, 16, 4), "batch": 8}
@@ -65,16 +69,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # -- the worker: runs inside a process with forced CPU devices --------------------------------
-def _median_step_seconds(run, *, rounds: int, steps: int) -> float:
-    run(2)  # compiled already; warm the caches
-    samples = []
-    for _ in range(rounds):
-        tic = time.perf_counter()
-        run(steps)
-        samples.append((time.perf_counter() - tic) / steps)
-    return statistics.median(samples)
-
-
 def _measure_count(count: int, config: dict, args, params_out: Path) -> dict:
     import jax
     import numpy as np
@@ -127,16 +121,20 @@ def _measure_count(count: int, config: dict, args, params_out: Path) -> dict:
     epoch_compiled = epoch.lower(*fresh(), data, key).compile()
     epoch_state = list(fresh())
 
-    def run_epochs(n):  # n counts steps: the epoch runs args.steps of them
+    def run_epochs(n):  # n epochs of args.steps steps each
         params, opt_state = epoch_state
-        for _ in range(max(1, n // args.steps)):
+        for _ in range(n):
             params, opt_state, metrics = epoch_compiled(params, opt_state, data, key)
         jax.block_until_ready(metrics)
         epoch_state[:] = params, opt_state
 
+    # a sample is args.steps steps either way: that many calls of the step, one epoch
+    timed = _common.measure({"step": run_steps, "scan": run_epochs}, rounds=args.rounds,
+                            sample_seconds=0.0,
+                            calls_per_sample={"step": args.steps, "scan": 1}, seed=args.seed)
     return {
-        "step_s": _median_step_seconds(run_steps, rounds=args.rounds, steps=args.steps),
-        "scan_step_s": _median_step_seconds(run_epochs, rounds=args.rounds, steps=args.steps),
+        "step_s": timed["step"]["median_s"],
+        "scan_step_s": timed["scan"]["median_s"] / args.steps,
         "compile_s": compile_s,
         "all_reduces": compiled.as_text().count("all-reduce("),
     }
@@ -156,13 +154,6 @@ def _worker(args) -> int:
 
 
 # -- the accelerator: in the parent, on JAX's default backend ------------------------------------
-def step_flops(sizes, batch) -> float:
-    """Matmul FLOPs of one training step: forward X W^T per layer, backward dZ^T A per layer
-    and dZ W for every layer but the first."""
-    pairs = list(zip(sizes, sizes[1:]))
-    return 2.0 * batch * (3 * sum(n * m for n, m in pairs) - pairs[0][0] * pairs[0][1])
-
-
 def _accelerator(args) -> dict | None:
     import jax
     import jax.numpy as jnp
@@ -177,19 +168,7 @@ def _accelerator(args) -> dict | None:
         return None
     configs = SMOKE_GPU_CONFIGS if args.smoke else GPU_CONFIGS
     n = 256 if args.smoke else 8192
-    a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    mm = jax.jit(jnp.matmul)
-
-    def matmuls(k):
-        for _ in range(k):
-            c = mm(a, a)
-        jax.block_until_ready(c)
-
-    mm(a, a).block_until_ready()
-    peak = 2.0 * n**3 / _median_step_seconds(matmuls, rounds=args.rounds, steps=args.steps)
-    out = {"device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
-           "backend": backend,
-           "square_matmul": {"n": n, "tflops": peak / 1e12}, "configs": {}}
+    variants, steps = {"square matmul": _common.square_matmul(n, seed=1)}, {}
     for name, (sizes, batch) in configs.items():
         model = mcjax.mlp_model(sizes)
         opt = optax.adam(1e-3)
@@ -201,19 +180,30 @@ def _accelerator(args) -> dict | None:
             step = mcjax.make_train_step(mcjax.objective(model, grad=grad), opt)
             state = [jax.tree.map(jnp.copy, init), opt.init(init)]
 
-            def run(k, step=step, state=state):
+            def run(k, step=step, state=state, b=b):
                 params, opt_state = state
                 for _ in range(k):
                     params, opt_state, metrics = step(params, opt_state, b)
                 jax.block_until_ready(metrics)
                 state[:] = params, opt_state
 
-            run(1)
-            seconds = _median_step_seconds(run, rounds=args.rounds, steps=args.steps)
-            flops = step_flops(sizes, batch)
-            out["configs"][f"{name} {grad}"] = {
-                "sizes": list(sizes), "batch": batch, "grad": grad, "step_s": seconds,
-                "tflops": flops / seconds / 1e12, "fraction_of_peak": flops / seconds / peak}
+            variants[f"{name} {grad}"] = run
+            steps[f"{name} {grad}"] = (sizes, batch, grad)
+    # the steps and the matmul side by side, round after round: the fraction is paired
+    timed = _common.measure(variants, rounds=args.rounds, sample_seconds=0.0,
+                            calls_per_sample=dict.fromkeys(variants, args.steps),
+                            seed=args.seed)
+    peak = 2.0 * n**3 / timed["square matmul"]["median_s"]
+    out = {"device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
+           "backend": backend,
+           "square_matmul": {"n": n, "tflops": peak / 1e12}, "configs": {}}
+    for label, (sizes, batch, grad) in steps.items():
+        seconds, flops = timed[label]["median_s"], _common.step_flops(sizes, batch)
+        out["configs"][label] = {
+            "sizes": list(sizes), "batch": batch, "grad": grad, "step_s": seconds,
+            "tflops": flops / seconds / 1e12,
+            "fraction_of_peak": flops / (2.0 * n**3)
+            / _common.paired_ratio(timed, label, "square matmul")}
     return out
 
 
@@ -314,7 +304,7 @@ def _print_tables(record: dict) -> None:
     cfg = record["cpu_config"]
     table = Table(title=f"data-parallel step, MLP {'-'.join(map(str, cfg['sizes']))}, batch "
                         f"{cfg['batch']}, Adam, float32, on forced CPU devices sharing "
-                        f"{record['machine']['cpu_cores_available']} cores")
+                        f"{record['machine']['cores']} cores")
     for c in ("devices", "ms/step", "+ms vs 1", "x 1", "ms/step in scan", "x 1 (scan)",
               "all-reduces", f"max|Δθ| vs 1, {ACCURACY_STEPS} steps", "bound"):
         table.add_column(c, justify="right")
@@ -371,10 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "accelerator_note": (None if accelerator else
                              "skipped (--no-accelerator)" if args.no_accelerator else
                              f"none: JAX's default backend is {jax.default_backend()}"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor()
-                    or platform.machine(), "cpu_cores_available": len(os.sched_getaffinity(0))
-                    if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                    "jax": jax.__version__, "python": platform.python_version()},
+        "machine": _common.machine(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -13,17 +13,20 @@ cross-entropy, Adam, float32, it times one training step of
 
 and, for a tiny MLP 8-32-32-2 (batch 16), the per-step time of a whole epoch inside
 ``jax.lax.scan``: mcjax's epoch against a hand-written plain-JAX scan.  A large square
-matmul gives the machine's peak.  All variants are measured interleaved, round after round
-(so that a noisy neighbour slows them alike), each sample after an untimed call, blocking on
-the results.  Times are the median of the rounds; ratios are the median over rounds of the
-ratio within a round, so that a load that drifts during the run cancels out.
+matmul gives the machine's peak.  All variants are measured by the experiments' one harness
+(``_common.measure``): interleaved, round after round (so that a noisy neighbour slows them
+alike), each sample after an untimed call, blocking on the results.  Times are the median of
+the rounds; ratios are the median over rounds of the ratio within a round, so that a load
+that drifts during the run cancels out.
+
+Every variant is reported by its distance from its floor (step / floor); mcjax's steps on
+the big MLP must stay within 1.05x of it, and within 1.03x of the plain-JAX step.
 
     python experiments/bench_train.py --out runs/bench_train
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -40,14 +43,20 @@ import _common  # noqa: E402
 from _bench_peers import numpy_step, plain_jax_loss, torch_step  # noqa: E402
 
 F32 = jnp.float32
+# The floor is the step's own matrix products, timed alone: no step can be much faster, so
+# every variant is measured by its distance from its floor (step / floor, paired within a
+# round).  The peers' distances are reported; mcjax's steps must be within FLOOR_TARGET of
+# the floor where the step is bound by its matrix products (the big MLP).  On the small MLP
+# the rest of the step (Adam's update, the dispatch) weighs as much as its products, so its
+# distances are reported only.  (A target of "peer / mcjax >= 1.25" is unreachable where
+# the peer itself runs at the floor, as torch eager does on the big MLP.)
+FLOOR_TARGET = {"big": 1.05}
 TARGETS = {
-    "big step / matmul floor": ("<=", 1.15),
-    "mcjax / plain JAX": ("<=", 1.03),
-    "analytic / autodiff": ("<=", 1.05),
-    "NumPy / mcjax": (">=", 1.25),
-    "torch eager / mcjax": (">=", 1.25),
-    "tiny scan: mcjax / plain JAX": ("<=", 1.10),
+    "mcjax / plain JAX": 1.03,
+    "analytic / autodiff": 1.05,
+    "tiny scan: mcjax / plain JAX": 1.10,
 }
+FLOORS = ("matmul floor", "matmul floor, in place")
 
 
 # inputs are drawn with NumPy and initial states made by one jitted call each: eager
@@ -140,11 +149,6 @@ def _floor(sizes, batch, *, in_place: bool = False) -> Callable[[int], None]:
     return run
 
 
-def step_flops(sizes, batch) -> float:
-    pairs = list(zip(sizes, sizes[1:]))
-    return 2.0 * batch * (3 * sum(n * m for n, m in pairs) - pairs[0][0] * pairs[0][1])
-
-
 def tiny_scan_variants(sizes, batch, steps) -> dict[str, Callable]:
     model = mcjax.mlp_model(sizes, dtype=F32)
     X, y = _data(3, sizes, batch * steps)
@@ -172,60 +176,6 @@ def tiny_scan_variants(sizes, batch, steps) -> dict[str, Callable]:
     }
 
 
-def square_matmul(n: int) -> Callable[[int], None]:
-    rng = np.random.default_rng(4)
-    a, b = (jnp.asarray(rng.standard_normal((n, n), np.float32)) for _ in range(2))
-    mm = jax.jit(jnp.matmul)
-
-    def run(k):
-        for _ in range(k):
-            c = mm(a, b)
-        jax.block_until_ready(c)
-
-    return run
-
-
-def measure(variants: dict[str, Callable], *, rounds: int, sample_seconds: float) -> dict:
-    """Median seconds per call of each variant, measured round-robin.
-
-    Each timed sample is ``inner`` calls (about ``sample_seconds`` in all) after one untimed
-    call, which absorbs what the previous variant left behind (threads of another runtime
-    still spinning, caches holding other data).  The order is shuffled every round, so that
-    no variant always runs after the same one.
-    """
-    inner = {}
-    for name, run in variants.items():
-        run(1)  # compile and warm up
-        times = []
-        for _ in range(3):
-            tic = time.perf_counter()
-            run(1)
-            times.append(time.perf_counter() - tic)
-        inner[name] = max(1, math.ceil(sample_seconds / max(float(np.median(times)), 1e-7)))
-    samples = {name: [] for name in variants}
-    names = list(variants)
-    order = np.random.default_rng(0)
-    for _ in range(rounds):
-        # a new order every round: no variant always follows the same one
-        for name in order.permutation(names):
-            variants[name](1)
-            tic = time.perf_counter()
-            variants[name](inner[name])
-            samples[name].append((time.perf_counter() - tic) / inner[name])
-    return {name: {"median_s": float(np.median(s)), "min_s": float(np.min(s)),
-                   "calls_per_sample": inner[name], "rounds": rounds, "samples_s": s}
-            for name, s in samples.items()}
-
-
-def paired_ratio(results: dict, a: str | list[str], b: str) -> float:
-    """The median over rounds of (time of ``a``) / (time of ``b``) within the same round:
-    a load that drifts during the run cancels out.  ``a`` may list variants, whose slowest
-    counts in each round."""
-    names = [a] if isinstance(a, str) else a
-    top = np.max([results[n]["samples_s"] for n in names], axis=0)
-    return float(np.median(top / np.asarray(results[b]["samples_s"])))
-
-
 def compile_seconds(sizes, batch) -> float:
     model = mcjax.mlp_model(sizes, dtype=F32)
     opt = optax.adam(1e-3)
@@ -236,32 +186,30 @@ def compile_seconds(sizes, batch) -> float:
     return time.perf_counter() - tic
 
 
-def _checks(results: dict, configs: dict, with_torch: bool) -> list[dict]:
+def _checks(results: dict, configs: dict) -> list[dict]:
+    """Every ratio the benchmark reports, each with its target ("<= x"), or "reported"."""
     checks = []
 
-    def check(what, label, value):
-        op, bound = TARGETS[label]
-        ok = value <= bound if op == "<=" else value >= bound
-        checks.append({"check": what, "target": f"{op} {bound}", "value": value, "ok": ok})
+    def check(what, value, bound=None):
+        checks.append({"check": what, "target": "reported" if bound is None else f"<= {bound}",
+                       "value": value, "ok": None if bound is None else value <= bound})
 
     for cfg in configs:
         ours = {g: f"{cfg}: mcjax {g}" for g in mcjax.GRAD_SOURCES}
-        if cfg == "big":
-            for g, name in ours.items():
-                check(f"big: mcjax {g} / matmul floor", "big step / matmul floor",
-                      paired_ratio(results, name, "big: matmul floor"))
+        for name in results:
+            if name.startswith(f"{cfg}: ") and name.split(": ", 1)[1] not in FLOORS:
+                bound = FLOOR_TARGET.get(cfg) if name in ours.values() else None
+                check(f"{name} / matmul floor", results[name]["vs_floor"], bound)
         for g, name in ours.items():
-            check(f"{cfg}: mcjax {g} / plain JAX", "mcjax / plain JAX",
-                  paired_ratio(results, name, f"{cfg}: plain JAX"))
-        check(f"{cfg}: analytic / autodiff", "analytic / autodiff",
-              paired_ratio(results, ours["analytic"], ours["autodiff"]))
-        peers = ["NumPy"] + (["torch eager"] if with_torch else [])
-        for peer, label in zip(peers, ("NumPy / mcjax", "torch eager / mcjax")):
-            # against the slower of mcjax's two sources, round by round
-            slower = 1.0 / paired_ratio(results, list(ours.values()), f"{cfg}: {peer}")
-            check(f"{cfg}: {peer} / mcjax", label, slower)
-    check("tiny scan: mcjax / plain JAX", "tiny scan: mcjax / plain JAX",
-          paired_ratio(results, "tiny scan: mcjax", "tiny scan: plain JAX"))
+            check(f"{cfg}: mcjax {g} / plain JAX",
+                  _common.paired_ratio(results, name, f"{cfg}: plain JAX"),
+                  TARGETS["mcjax / plain JAX"])
+        check(f"{cfg}: analytic / autodiff",
+              _common.paired_ratio(results, ours["analytic"], ours["autodiff"]),
+              TARGETS["analytic / autodiff"])
+    check("tiny scan: mcjax / plain JAX",
+          _common.paired_ratio(results, "tiny scan: mcjax", "tiny scan: plain JAX"),
+          TARGETS["tiny scan: mcjax / plain JAX"])
     return checks
 
 
@@ -280,63 +228,57 @@ def main(argv: list[str] | None = None) -> int:
         configs = {"big": ((784, 1024, 1024, 10), 256), "small": ((64, 256, 256, 10), 128)}
         tiny, square, rounds, sample = ((8, 32, 32, 2), 16, 256), 2048, 21, 0.2
     rounds, sample = args.rounds or rounds, args.sample_seconds or sample
-    with_torch = not args.no_torch and _torch_available()
+    with_torch = not args.no_torch and _common.torch_available()
 
     compile_s = {cfg: compile_seconds(*configs[cfg]) for cfg in configs}
-    variants = {"square matmul": square_matmul(square)}
+    variants = {"square matmul": _common.square_matmul(square)}
     for cfg, (sizes, batch) in configs.items():
         variants.update(mlp_variants(cfg, sizes, batch, with_torch))
     variants.update(tiny_scan_variants(*tiny))
-    results = measure(variants, rounds=rounds, sample_seconds=sample)
+    results = _common.measure(variants, rounds=rounds, sample_seconds=sample)
     # the tiny epoch's time per step; the square matmul's rate is the peak
     for name in ("tiny scan: mcjax", "tiny scan: plain JAX"):
-        results[name]["median_s"] /= tiny[2]
-        results[name]["min_s"] /= tiny[2]
+        r = results[name]
+        r["median_s"], r["min_s"] = r["median_s"] / tiny[2], r["min_s"] / tiny[2]
+        r["samples_s"] = [t / tiny[2] for t in r["samples_s"]]
     peak = 2.0 * square**3 / results["square matmul"]["median_s"]
     for cfg, (sizes, batch) in configs.items():
         for name, r in results.items():
             if name.startswith(f"{cfg}: "):
-                r["vs_floor"] = paired_ratio(results, name, f"{cfg}: matmul floor")
-                r["vs_floor_in_place"] = paired_ratio(results, name,
-                                                      f"{cfg}: matmul floor, in place")
+                r["vs_floor"] = _common.paired_ratio(results, name, f"{cfg}: matmul floor")
+                r["vs_floor_in_place"] = _common.paired_ratio(
+                    results, name, f"{cfg}: matmul floor, in place")
                 # the step's rate over the square matmul's rate, in the same round
-                r["fraction_of_peak"] = step_flops(sizes, batch) / (2.0 * square**3) / \
-                    paired_ratio(results, name, "square matmul")
-    checks = _checks(results, configs, with_torch)
+                r["fraction_of_peak"] = _common.step_flops(sizes, batch) / (2.0 * square**3) / \
+                    _common.paired_ratio(results, name, "square matmul")
+    checks = _checks(results, configs)
+    machine = _common.machine()
 
     record = {
         "experiment": "bench_train", "smoke": args.smoke, "dtype": "float32",
         "optimizer": "adam", "loss": "softmax_cross_entropy",
-        "configs": {c: {"sizes": list(s), "batch": b, "step_gflop": step_flops(s, b) / 1e9}
+        "configs": {c: {"sizes": list(s), "batch": b, "step_gflop": _common.step_flops(s, b) / 1e9}
                     for c, (s, b) in configs.items()},
         "tiny_scan": {"sizes": list(tiny[0]), "batch": tiny[1], "steps_per_epoch": tiny[2]},
         "square_matmul": {"n": square, "gflops": peak / 1e9},
         "compile_seconds_first_step": compile_s,
         "torch": with_torch, "results": results, "checks": checks,
-        "machine": _common.machine(),
+        "machine": machine,
     }
     _common.write_json(args.out, "results.json", record)
     _plot(results, configs, args.out)
     rows = [[name, 1e3 * r["median_s"], r.get("vs_floor", ""), r.get("vs_floor_in_place", ""),
              r.get("fraction_of_peak", "")] for name, r in results.items()]
     _common.print_table(
-        f"training step, float32, Adam, on {_common.machine()['device']} "
+        f"training step, float32, Adam, on {_common.describe_machine(machine)} "
         f"(square {square}x{square} matmul: {peak / 1e9:.1f} GFLOP/s)",
         ["variant", "ms / step", "x matmul floor", "x floor in place", "fraction of peak"], rows)
     _common.print_table("targets", ["check", "target", "value", "ok"],
-                        [[c["check"], c["target"], c["value"], "yes" if c["ok"] else "NO"]
-                         for c in checks])
+                        [[c["check"], c["target"], c["value"],
+                          {True: "yes", False: "NO", None: ""}[c["ok"]]] for c in checks])
     print("first-step compile (s): " + ", ".join(f"{c} {s:.2f}" for c, s in compile_s.items()))
     print(f"wrote {args.out / 'results.json'} and {args.out / 'bench_train.png'}")
     return 0
-
-
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _plot(results: dict, configs: dict, out) -> None:

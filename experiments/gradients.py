@@ -72,8 +72,8 @@ def cases(smoke: bool):
     mlp = mcjax.mlp_model(sizes, dtype=F64)
     yield f"MLP {'-'.join(map(str, sizes))}, softmax cross-entropy", _objective(mlp, labels)
     # a control that must fail: the same rule with a 0.1% slip shows what a wrong one looks like
-    slipped = mlp._replace(backprop=lambda p, X, Y: jax.tree.map(lambda g: 1.001 * g,
-                                                                 mlp.backprop(p, X, Y)))
+    slipped = mlp._replace(backprop=lambda p, batch: jax.tree.map(lambda g: 1.001 * g,
+                                                                  mlp.backprop(p, batch)))
     yield "control: the MLP rule times 1.001 (wrong)", _objective(slipped, labels)
 
 

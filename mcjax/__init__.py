@@ -6,14 +6,20 @@ arXiv:1802.01528), and the machinery to prove each formula equal to JAX autodiff
 """
 
 from mcjax import rules as rules  # fills the registry
-from mcjax._check._api import assert_derivative, check, check_points
+from mcjax._check._api import assert_derivative, check, check_chain, check_points
 from mcjax._check._layout import to_denominator, to_numerator
-from mcjax._check._localize import check_chain
 from mcjax._check._report import Report
 from mcjax._check._verify import RuleResult, verify
 from mcjax._conventions import LAYOUT, Tolerance, data_parallel_tolerance, tolerance
 from mcjax._derive import derive
-from mcjax._errors import DerivativeError, DtypeError, NonFiniteLossError, ShapeError
+from mcjax._errors import (
+    CheckpointError,
+    DerivativeError,
+    DtypeError,
+    NonFiniteLossError,
+    ShapeError,
+    TraceError,
+)
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
@@ -37,13 +43,13 @@ from mcjax._jacobian import (
     densify,
 )
 from mcjax._registry import REGISTRY, Derivative, Registry, Rule, derivative, rule
-from mcjax._train._cache import enable_compilation_cache
-from mcjax._train._checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from mcjax._train._checkpoint import latest_checkpoint, restore_checkpoint
+from mcjax._train._compiled import enable_compilation_cache
 from mcjax._train._data import digits_data, neuron_data
 from mcjax._train._distributed import Processes, init_distributed
-from mcjax._train._gradients import GRAD_SOURCES, objective
-from mcjax._train._loop import TrainResult, train
-from mcjax._train._models import Model, mlp_model, neuron_model
+from mcjax._train._loop import TrainResult
+from mcjax._train._models import GRAD_SOURCES, Model, objective
+from mcjax._train._paper_models import mlp_model, neuron_model
 from mcjax._train._optim import optimizer, schedule
 from mcjax._train._sharding import (
     batch_sharding,
@@ -54,6 +60,7 @@ from mcjax._train._sharding import (
     shard_batch,
 )
 from mcjax._train._step import make_train_epoch, make_train_step, train_epoch, train_step
+from mcjax._train._train import train
 from mcjax.rules.activations import leaky_relu, neuron, relu, sigmoid, softplus, tanh
 from mcjax.rules.affine import affine, matvec
 from mcjax.rules.chain import (
@@ -173,13 +180,13 @@ __all__ = [
     "train_epoch",
     "make_train_step",
     "make_train_epoch",
-    "save_checkpoint",
     "restore_checkpoint",
     "latest_checkpoint",
     "enable_compilation_cache",
     "neuron_data",
     "digits_data",
     "NonFiniteLossError",
+    "CheckpointError",
     # scaling out: data parallelism over devices and hosts
     "data_mesh",
     "shard_batch",
@@ -198,5 +205,6 @@ __all__ = [
     "tolerance",
     "ShapeError",
     "DtypeError",
+    "TraceError",
     "rules",
 ]

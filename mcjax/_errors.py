@@ -112,6 +112,12 @@ def require_floating(function: str, name: str, x) -> None:
         )
 
 
+class TraceError(TypeError):
+    """JAX could not trace a function mcjax must trace (``mcjax.check`` traces and compiles
+    ``f`` and the derivative, as ``jax.jit`` does): Python control flow on a traced value,
+    a NumPy call on one, or an error the function itself raised."""
+
+
 class DerivativeError(AssertionError):
     """A derivative failed :func:`mcjax.assert_derivative`; ``.report`` says why."""
 
@@ -120,14 +126,21 @@ class DerivativeError(AssertionError):
         self.report = report
 
 
+class CheckpointError(ValueError):
+    """A checkpoint folder cannot serve this run: it belongs to another run, another process
+    writes to it, it holds no intact checkpoint to resume, or its checkpoint was written with
+    other settings or arrays (the message lists every difference and the ways out)."""
+
+
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss.
+    """Training produced a NaN or infinite loss, or parameters (or optimizer state) holding
+    NaN or Inf after an update whose loss was finite.
 
     Attributes:
-      step: the 1-based optimizer step whose loss was not finite.
+      step: the 1-based optimizer step whose loss or update was not finite.
       epoch: the 1-based epoch that step belongs to.
-      checkpoint: the path of the last good checkpoint (kept on disk), or None.
-      value: the loss that was not finite.
+      checkpoint: the path of the last good checkpoint (kept on disk, all finite), or None.
+      value: the step's loss (finite when the update was what broke the state).
     """
 
     def __init__(self, message: str, *, step: int, epoch: int, checkpoint, value: float):

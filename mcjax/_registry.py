@@ -101,8 +101,10 @@ class Rule:
         points are drawn with NumPy: eager ``jax.random`` would compile once per shape.
       kinks: a description of where the rule is not differentiable ("" if nowhere).
       description: one line saying what the rule is.
-      hyper: keyword arguments (hyper-parameters) this rule fixes for its forward function and
-        its derivatives, e.g. ``{"loss": "mse"}``; one function can back several rules.
+      hyper: keyword arguments (hyper-parameters) this rule is *verified* with, passed
+        explicitly to the forward function and the derivative by ``mcjax verify``, e.g.
+        ``{"loss": "mse"}``: one function can back several rules.  :meth:`derivative` does
+        not apply them: it differentiates the function as called.
     """
 
     name: str
@@ -141,7 +143,11 @@ class Rule:
         return self.arg_names.index(wrt)
 
     def derivative(self, wrt: str | int) -> Callable[..., Any]:
-        """The derivative with respect to ``wrt``, refusing integer arguments.
+        """The derivative with respect to ``wrt`` of the forward function *as called*.
+
+        ``derivative(wrt)(*args, **kw)`` is the derivative of ``forward(*args, **kw)``: the
+        keywords a call leaves out take the forward function's own defaults (never this
+        rule's verification :attr:`hyper`).  Integer arguments are refused.
 
         Returns a function of the forward function's positional arguments.
         """
@@ -156,19 +162,21 @@ class Rule:
             )
         index = self.arg_index(wrt)
         fn = self.wrt[wrt].fn
+        defaults = keyword_defaults(self.forward)
 
         @functools.wraps(fn)
         def checked(*args, **kwargs):
             if index < len(args):
                 for leaf in jax.tree_util.tree_leaves(args[index]):
                     require_floating(self.name, wrt, leaf)
-            return fn(*args, **{**self.hyper, **kwargs})
+            return fn(*args, **{**defaults, **kwargs})
 
         self._checked[wrt] = checked
         return checked
 
     def __call__(self, *args, **kwargs):
-        """The forward function with this rule's hyper-parameters."""
+        """The forward function with this rule's verification hyper-parameters (as
+        ``mcjax verify`` checks it); call :attr:`forward` for the function as users call it."""
         return self.forward(*args, **{**self.hyper, **kwargs})
 
     def example(self, rng: np.random.Generator | int, dims: Mapping[str, int], dtype) -> tuple:
@@ -243,6 +251,16 @@ class Registry:
 
 REGISTRY = Registry()
 """The default registry that ``mcjax.rules`` fills and ``mcjax verify`` checks."""
+
+
+def keyword_defaults(fn: Callable) -> dict[str, Any]:
+    """The keyword-only parameters of ``fn`` that have defaults, with those defaults."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return {}
+    return {p.name: p.default for p in parameters
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
 
 
 def parse_shapes(spec: str) -> dict[str, tuple[str, ...]]:

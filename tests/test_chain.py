@@ -1,8 +1,10 @@
 """The chain rules as combinators: compositions get their derivative from their parts."""
 
+import functools
+
+import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import mcjax
@@ -10,10 +12,7 @@ from mcjax import ShapeError
 from mcjax.rules import elementwise
 
 TOL = mcjax.tolerance("float64")
-
-
-def close(a, b):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=TOL.rtol, atol=TOL.atol)
+close = functools.partial(chex.assert_trees_all_close, rtol=TOL.rtol, atol=TOL.atol)
 
 
 def test_vector_chain_rule_of_three_links(rng):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mcjax
-from mcjax._conventions import check_rtol
+from mcjax._check._config import check_rtol
 
 W = jnp.asarray(np.random.default_rng(1).standard_normal((3, 4)))
 X = jnp.asarray(np.random.default_rng(2).standard_normal(4))
@@ -122,23 +122,6 @@ def test_nan_or_inf_on_either_side_fails_saying_where():
     assert not r.ok and any("NaN or Inf" in p and "[1, 1]" in p for p in r.problems), r
     r = mcjax.check(jnp.sqrt, lambda x: mcjax.Diagonal(0.5 / jnp.sqrt(x)), jnp.array([0.0, 1.0]))
     assert not r.ok and any("jax.jacfwd" in p and "[0, 0]" in p for p in r.problems), r
-
-
-def test_kinks_report_the_convention_and_fail_only_when_asked():
-    x = jnp.array([-1.0, 0.0, 2.0])
-    relu_grad = lambda x: mcjax.Diagonal((x > 0).astype(x.dtype))  # noqa: E731
-    r = mcjax.check(jax.nn.relu, relu_grad, x)
-    assert r.ok and r.kinks.at == 1 and set(r.kinks.followed) == {"left", "zero"}, r
-    half = lambda x: mcjax.Diagonal(jnp.where(x > 0, 1.0, jnp.where(x == 0, 0.5, 0.0)))  # noqa: E731
-    r = mcjax.check(jax.nn.relu, half, x)  # jnp.maximum's 1/2: jacfwd disagrees, yet not a failure
-    assert r.ok and r.kinks.followed == ("average",), r
-    assert not mcjax.check(jax.nn.relu, half, x, kink_convention="left").ok
-    assert mcjax.check(jax.nn.relu, relu_grad, x, kink_convention="left").ok
-    wild = lambda x: mcjax.Diagonal(jnp.where(x == 0, 3.0, (x > 0).astype(x.dtype)))  # noqa: E731
-    r = mcjax.check(jax.nn.relu, wild, x)
-    assert not r.ok and "no convention" in r.kinks.note
-    r = mcjax.check(jnp.abs, lambda x: mcjax.Diagonal(jnp.sign(x)), x)
-    assert r.ok and set(r.kinks.followed) == {"zero", "average"}
 
 
 def test_a_function_that_rounds_to_float32_is_reported_honestly():

@@ -13,7 +13,7 @@ import pytest
 
 import mcjax
 from mcjax._check._api import check_cases
-from mcjax._check._verify import shape_cases
+from mcjax._check._verify import as_checked, shape_cases
 from mcjax._conventions import DTYPES
 
 POINTS = 4  # per rule, argument and dtype, at a non-square shape case
@@ -21,13 +21,14 @@ SLIP = 1.001  # a derivative off by 0.1%
 
 
 def with_factor(rule, wrt):
-    """``rule`` and its derivative with respect to ``wrt``, both with one more argument: a factor
-    on the derivative (1: the rule's own; ``SLIP``: wrong by 0.1%).  The factor is an array, so
-    right and slipped points share one compiled check."""
-    d = rule.derivative(wrt)  # a new function per call: one per argument, or no point shares
+    """``rule`` and its derivative with respect to ``wrt`` (with the rule's verification
+    hyper-parameters, as ``mcjax verify`` checks them), both with one more argument: a factor
+    on the derivative (1: the rule's own; ``SLIP``: wrong by 0.1%).  The factor is an array,
+    so right and slipped points share one compiled check."""
+    forward, d = as_checked(rule, wrt)
 
     def f(*args):
-        return rule(*args[:-1])
+        return forward(*args[:-1])
 
     def derivative(*args):
         return jax.tree_util.tree_map(lambda J: J * args[-1], d(*args[:-1]),

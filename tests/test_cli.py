@@ -16,7 +16,7 @@ def test_verify_json_one_object_per_rule(capsys):
     for row in rows:
         assert row["ok"] is True
         assert {d["wrt"] for d in row["derivatives"]} == {"W", "x", "b"}
-        assert all(d["jacfwd"]["max_rel"] <= 1e-4 for d in row["derivatives"])
+        assert all(d["jax.jacfwd"]["max_rel"] <= 1e-4 for d in row["derivatives"])
 
 
 def test_verify_table_and_exit_status(capsys):

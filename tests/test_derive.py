@@ -22,8 +22,8 @@ from derive_corpus import CASES, Case
 
 import mcjax
 from mcjax._check._api import check_cases
-from mcjax._check._full import quick_jit
-from mcjax._conventions import check_atol, check_rtol
+from mcjax._jit import quick_jit
+from mcjax._check._config import check_atol, check_rtol
 
 # jax.jacfwd cannot differentiate a custom_vjp function: its reference is jax.jacrev
 REVERSE_ONLY = {"custom_vjp (opaque)"}
@@ -60,7 +60,7 @@ def test_the_corpus_holds_every_registered_rule_and_forty_functions():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_derive_equals_jacfwd_under_jit_and_vmap(dtype):
-    """Two points per case, one program per dtype; tolerances from _conventions.  (In float64
+    """Two points per case, one program per dtype; tolerances from the checker's config.  (In float64
     the cases mcjax.check judges are left to it.)"""
     cases = CASES if dtype == "float32" else [c for c in CASES
                                               if c.name in NOT_FOR_FINITE_DIFFERENCES]

@@ -37,7 +37,7 @@ def test_smoke_writes_results_a_plot_and_the_table(bench, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "table.md").read_text()
-    assert results["seed"] == 0 and results["machine"]["cpu_count"] >= 1
+    assert results["seed"] == 0 and results["machine"]["cores"] >= 1
     n, m = results["n"], results["m"]
     rows = {(r["case"], r["method"]): r for r in results["rows"]}
     for case in bench.CASES:

@@ -1,44 +1,59 @@
 """The paper's functions against independent NumPy implementations; jit, vmap, dtypes."""
 
+import functools
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 import mcjax
 from mcjax._conventions import DTYPES
 
 
 def close(a, b, dtype="float64"):
+    """Within ``dtype``'s tolerance, compared in float64 (NumPy's references are float64)."""
     tol = mcjax.tolerance(dtype)
-    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
-                               rtol=tol.rtol, atol=tol.atol)
+    as64 = functools.partial(jax.tree_util.tree_map, lambda x: np.asarray(x, np.float64))
+    chex.assert_trees_all_close(as64(a), as64(b), rtol=tol.rtol, atol=tol.atol)
 
 
 def r(rng, *shape, dtype="float64"):
     return jnp.asarray(rng.standard_normal(shape), dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_affine_single_and_batch(rng, dtype):
-    W, x, X, b = r(rng, 4, 3, dtype=dtype), r(rng, 3, dtype=dtype), r(rng, 5, 3, dtype=dtype), r(rng, 4, dtype=dtype)
-    close(jax.jit(mcjax.affine)(W, x, b), np.asarray(W) @ np.asarray(x) + np.asarray(b), dtype)
-    close(mcjax.affine(W, X, b), np.asarray(X) @ np.asarray(W).T + np.asarray(b)[None, :], dtype)
-    assert mcjax.affine(W, X, b).dtype == jnp.dtype(dtype)
-    close(jax.vmap(mcjax.affine, in_axes=(None, 0, None))(W, X, b), mcjax.affine(W, X, b), dtype)
+class TestFunctionsWithAndWithoutJit(chex.TestCase):
+    """Each function against NumPy, called as users call it: jitted and eagerly."""
 
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*DTYPES)
+    def test_affine_single_and_batch(self, dtype):
+        rng = np.random.default_rng(0)
+        W, x, X, b = (r(rng, *shape, dtype=dtype) for shape in ((4, 3), (3,), (5, 3), (4,)))
+        affine = self.variant(mcjax.affine)
+        close(affine(W, x, b), np.asarray(W) @ np.asarray(x) + np.asarray(b), dtype)
+        close(affine(W, X, b), np.asarray(X) @ np.asarray(W).T + np.asarray(b)[None, :], dtype)
+        assert affine(W, X, b).dtype == jnp.dtype(dtype)
+        close(jax.vmap(affine, in_axes=(None, 0, None))(W, X, b), affine(W, X, b), dtype)
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_activations(rng, dtype):
-    x = r(rng, 7, dtype=dtype)
-    n = np.asarray(x, np.float64)
-    close(jax.jit(mcjax.relu)(x), np.maximum(n, 0), dtype)
-    close(mcjax.leaky_relu(x, slope=0.1), np.where(n >= 0, n, 0.1 * n), dtype)
-    close(mcjax.sigmoid(x), 1 / (1 + np.exp(-n)), dtype)
-    close(mcjax.tanh(x), np.tanh(n), dtype)
-    close(mcjax.softplus(x), np.log1p(np.exp(n)), dtype)
-    for f in (mcjax.relu, mcjax.sigmoid, mcjax.tanh, mcjax.softplus):
-        assert f(x).dtype == jnp.dtype(dtype)
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*DTYPES)
+    def test_activations(self, dtype):
+        x = r(np.random.default_rng(0), 7, dtype=dtype)
+        n = np.asarray(x, np.float64)
+        expected = {
+            mcjax.relu: np.maximum(n, 0),
+            functools.partial(mcjax.leaky_relu, slope=0.1): np.where(n >= 0, n, 0.1 * n),
+            mcjax.sigmoid: 1 / (1 + np.exp(-n)),
+            mcjax.tanh: np.tanh(n),
+            mcjax.softplus: np.log1p(np.exp(n)),
+        }
+        for f, want in expected.items():
+            got = self.variant(f)(x)
+            close(got, want, dtype)
+            assert got.dtype == jnp.dtype(dtype)
 
 
 def test_neuron_is_the_papers_and_vmaps(rng):
@@ -73,21 +88,29 @@ def test_softmax_cross_entropy_integer_and_probability_labels(rng):
     close(mcjax.softmax_cross_entropy(z, jax.nn.one_hot(labels, 3, dtype=z.dtype)), expected)
 
 
+@jax.jit
+def _losses_and_gradients(z, labels, zb, yb):
+    """Softmax cross-entropy and the logistic loss with their gradients (autodiff's and, for
+    the former, the registered rule's): one program, as a training step computes them."""
+    return {"cross-entropy": mcjax.softmax_cross_entropy(z, labels),
+            "its jax.grad": jax.grad(mcjax.softmax_cross_entropy)(z, labels),
+            "its rule": mcjax.derivative(mcjax.softmax_cross_entropy, "logits")(z, labels).dense(),
+            "logistic": mcjax.logistic_loss(zb, yb),
+            "its gradient": jax.grad(mcjax.logistic_loss)(zb, yb)}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [1e4, -1e4])
 def test_losses_stay_finite_for_huge_logits(dtype, scale):
     z = jnp.asarray([[scale, 0.0, -scale], [0.0, scale, 1.0]], dtype)
     labels = jnp.asarray([2, 0])
-    for value in (mcjax.softmax_cross_entropy(z, labels),
-                  jax.grad(mcjax.softmax_cross_entropy)(z, labels),
-                  mcjax.derivative(mcjax.softmax_cross_entropy, "logits")(z, labels).dense()):
-        assert np.all(np.isfinite(np.asarray(value))), value
+    zb, yb = jnp.asarray([scale, -scale], dtype), jnp.asarray([0.0, 1.0], dtype)
+    values = _losses_and_gradients(z, labels, zb, yb)
+    for name, value in values.items():
+        assert np.all(np.isfinite(np.asarray(value))), (name, value)
     # row 0: logsumexp = |scale|; row 1: logsumexp([0, scale, 1]); minus the labelled logit
     expected = (2 * scale + scale) / 2 if scale > 0 else np.log1p(np.e) / 2
-    close(mcjax.softmax_cross_entropy(z, labels), expected, dtype)
-    zb, yb = jnp.asarray([scale, -scale], dtype), jnp.asarray([0.0, 1.0], dtype)
-    for value in (mcjax.logistic_loss(zb, yb), jax.grad(mcjax.logistic_loss)(zb, yb)):
-        assert np.all(np.isfinite(np.asarray(value)))
+    close(values["cross-entropy"], expected, dtype)
 
 
 def test_mlp_init_and_apply(rng):
@@ -102,11 +125,13 @@ def test_mlp_init_and_apply(rng):
 
 
 def test_mlp_backprop_is_jax_grad(rng):
-    params = mcjax.mlp_init(jax.random.PRNGKey(1), (4, 6, 5, 3), dtype=jnp.float64)
+    # drawn with NumPy: eager jax.random compiles each operation (mlp_init is tested above)
+    sizes = (4, 6, 5, 3)
+    params = [{"W": r(rng, m, n) / np.sqrt(n), "b": r(rng, m)} for n, m in zip(sizes, sizes[1:])]
     X, labels = r(rng, 8, 4), jnp.asarray(rng.integers(0, 3, 8))
     ours = jax.jit(mcjax.mlp_backprop)(params, X, labels)
-    theirs = jax.grad(mcjax.mlp_loss)(params, X, labels)
-    jax.tree_util.tree_map(close, ours, theirs)
+    theirs = jax.jit(jax.grad(mcjax.mlp_loss))(params, X, labels)
+    close(ours, theirs)
 
 
 def test_layer_backward_shapes_and_values(rng):

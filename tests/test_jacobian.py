@@ -1,19 +1,20 @@
 """Structured Jacobians: dense form, jvp, vjp, composition and sums agree with each other."""
 
+import functools
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 import mcjax
 from mcjax import (BlockDiagonal, Broadcast, Composed, Dense, Diagonal, Fill, Kronecker,
                    ScaledIdentity, ShapeError, Sum)
 
 TOL = mcjax.tolerance("float64")
-
-
-def close(a, b):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=TOL.rtol, atol=TOL.atol)
+close = functools.partial(chex.assert_trees_all_close, rtol=TOL.rtol, atol=TOL.atol)
 
 
 def examples(rng):
@@ -40,17 +41,22 @@ def examples(rng):
 NAMES = list(examples(np.random.default_rng(0)))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_jvp_vjp_and_dense_agree(name, rng):
-    J = examples(rng)[name]
-    D = J.dense()
-    assert D.shape == J.out_shape + J.in_shape == J.shape
-    v = jnp.asarray(rng.standard_normal(J.in_shape))
-    u = jnp.asarray(rng.standard_normal(J.out_shape))
-    close(J.jvp(v), jnp.tensordot(D, v, axes=len(J.in_shape)))
-    close(J.vjp(u), jnp.tensordot(u, D, axes=len(J.out_shape)))
-    assert J.jvp(v).shape == J.out_shape
-    assert J.vjp(u).shape == J.in_shape
+class TestEachStructure(chex.TestCase):
+    """Each structure's jvp, vjp and dense form agree, computed with and without jax.jit
+    (a Jacobian is a pytree: it goes into a jitted function and comes out of it)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*NAMES)
+    def test_jvp_vjp_and_dense_agree(self, name):
+        rng = np.random.default_rng(0)
+        J = examples(rng)[name]
+        v = jnp.asarray(rng.standard_normal(J.in_shape))
+        u = jnp.asarray(rng.standard_normal(J.out_shape))
+        D, Jv, uJ = self.variant(lambda J, v, u: (J.dense(), J.jvp(v), J.vjp(u)))(J, v, u)
+        assert D.shape == J.out_shape + J.in_shape == J.shape
+        assert Jv.shape == J.out_shape and uJ.shape == J.in_shape
+        close(Jv, jnp.tensordot(D, v, axes=len(J.in_shape)))
+        close(uJ, jnp.tensordot(u, D, axes=len(J.out_shape)))
 
 
 @pytest.mark.parametrize("name", NAMES)

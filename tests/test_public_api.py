@@ -7,6 +7,7 @@ constant counts as documented exactly when the docs show a docstring for it.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -68,7 +69,9 @@ def test_every_public_name_has_a_place_in_the_api_pages():
     assert not missing, f"add '::: mcjax.NAME' to a page under docs/api/ for: {missing}"
     twice = sorted({name for name in names if names.count(name) > 1})
     assert not twice, f"documented on two API pages: {twice}"
-    stale = [name for name in names if name not in mcjax.__all__]
+    # a public submodule (mcjax.testing) has its own page without being in __all__
+    stale = [name for name in names if name not in mcjax.__all__
+             and (name.startswith("_") or importlib.util.find_spec(f"mcjax.{name}") is None)]
     assert not stale, f"the API pages document names that are not public: {stale}"
 
 

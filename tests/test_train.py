@@ -80,7 +80,7 @@ def test_analytic_gradient_under_vmap_and_scan(case):
 def test_analytic_source_really_uses_the_backprop_rule():
     model, batch = CASES["mlp_mse"](jax.random.key(4))
     wrong = model._replace(
-        backprop=lambda p, X, Y: jax.tree.map(lambda g: 1.001 * g, model.backprop(p, X, Y))
+        backprop=lambda p, batch: jax.tree.map(lambda g: 1.001 * g, model.backprop(p, batch))
     )
     params = model.init(jax.random.key(5))
     analytic = jax.jit(jax.grad(mcjax.objective(wrong, grad="analytic")))(params, batch)

@@ -1,26 +1,28 @@
-"""``mcjax.check`` and ``mcjax.assert_derivative``: one call that says whether a derivative is right."""
+"""``mcjax.check`` and its callers: one call that says whether a derivative is right.
+
+:func:`check` picks a mode and hands over to :mod:`~mcjax._check._full` or
+:mod:`~mcjax._check._fast`; :func:`assert_derivative` raises on a failing report;
+:func:`check_points` and :func:`check_cases` run many full-mode checks as one program;
+:func:`check_chain` names the first wrong link of a composition.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mcjax._check import _fast, _full
-from mcjax._check._compare import Threshold
-from mcjax._check._problem import Prepared, name_of, prepare
-from mcjax._check._references import coordinate_scales
-from mcjax._check._report import Kinks, Report
-from mcjax._conventions import (
+from mcjax._check._config import (
     FAST_DIRECTIONS,
-    FAST_PERTURBATION,
     FAST_POINTS,
     FULL_MODE_MAX_ENTRIES,
     FULL_MODE_MAX_INPUTS,
     KINK_CONVENTIONS,
 )
+from mcjax._check._problem import name_of, prepare
+from mcjax._check._report import Report
 from mcjax._errors import DerivativeError
 
 MODES = ("auto", "full", "fast")
@@ -31,6 +33,10 @@ def check(f, derivative, *args, argnums: int = 0, mode: str = "auto", layout: st
           kink_convention: str | None = None, seed: int = 0) -> Report:
     r"""Check a hand-derived derivative of ``f`` with respect to ``args[argnums]``.
 
+    ``f`` and the derivative are traced afresh on every call and a compiled check is reused
+    only for the same traced programs: after an edit to either (or to a helper or global
+    they read) the next check runs the edited code.
+
     Args:
       f: the function, ``f(*args)``; its output may be an array or a pytree.
       derivative: a function of the same ``*args`` returning the derivative in numerator
@@ -40,16 +46,18 @@ def check(f, derivative, *args, argnums: int = 0, mode: str = "auto", layout: st
         ``u -> u^T J`` (``u`` shaped like ``f``'s output).
       *args: the point; arguments not differentiated may be anything (labels, flags).
       argnums: which argument (an int).
-      mode: ``"full"`` materialises the Jacobian and compares every entry with ``jax.jacfwd``,
-        ``jax.jacrev`` and float64 finite differences, and runs the Taylor test; ``"fast"``
-        compares random projections ``u^T J v`` without building it; ``"auto"`` picks full
-        mode up to :data:`~mcjax._conventions.FULL_MODE_MAX_ENTRIES` entries.
+      mode: ``"full"`` materialises the Jacobian and judges every entry: where ``f`` is
+        differentiable against ``jax.jacfwd``, ``jax.jacrev`` and float64 finite differences,
+        at a kink of ``f`` (read from its jaxpr) against JAX's own value, the one-sided
+        derivatives and their average; plus the Taylor test.  ``"fast"`` compares random
+        projections ``u^T J v`` without building it; ``"auto"`` picks full mode up to
+        ``FULL_MODE_MAX_ENTRIES`` entries (``mcjax._check._config``).
       layout: ``"numerator"`` or ``"denominator"`` (``arg.shape + out.shape``).
       points: how many points (``x`` then random points near it); default 1 in full mode,
         2 in fast mode.
       directions: fast mode's random directions ``v`` per point.
-      kink_convention: ``None`` (any convention at a kink is fine) or one of ``"left"``,
-        ``"right"``, ``"zero"``, ``"average"`` to require it.
+      kink_convention: ``None`` (any accepted value at a kink) or one of ``"jax"``,
+        ``"left"``, ``"right"``, ``"average"`` to require it at every kink entry.
       seed: seeds the random directions and points.
 
     Returns:
@@ -72,13 +80,9 @@ def check(f, derivative, *args, argnums: int = 0, mode: str = "auto", layout: st
                  and p.x_spec.size * p.out_spec.size <= FULL_MODE_MAX_ENTRIES)
         mode = "full" if small else "fast"
     if mode == "fast":
-        return _fast_report(p, points or FAST_POINTS, directions, seed)
-    dynamics = [p.dynamic] + [_perturbed(p, seed, q) for q in range(1, points or 1)]
-    return _full_reports([(p, dynamics)], seed, kink_convention)[0]
-
-
-# NaN and Inf are findings to report, not NumPy warnings
-_quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore")
+        return _fast.report(p, points or FAST_POINTS, directions, seed)
+    dynamics = [p.dynamic] + [_full.perturbed(p, seed, q) for q in range(1, points or 1)]
+    return _full.reports([(p, dynamics)], seed, kink_convention)[0]
 
 
 def assert_derivative(f, derivative, *args, **options) -> Report:
@@ -86,6 +90,7 @@ def assert_derivative(f, derivative, *args, **options) -> Report:
 
     Takes the same arguments as :func:`check` and returns the passing report.
     """
+    __tracebackhide__ = True  # pytest shows the report under the user's line, not ours
     report = check(f, derivative, *args, **options)
     if not report.ok:
         raise DerivativeError(report)
@@ -105,16 +110,23 @@ def check_points(f, derivative, points: Sequence[tuple], *, argnums: int = 0,
 
 
 def check_cases(cases: Sequence[tuple], *, layout: str = "numerator",
-                kink_convention: str | None = None, seed: int = 0) -> list[Report]:
-    """Full-mode :func:`check` of many ``(f, derivative, args, argnums)`` cases in one program."""
+                kink_convention: str | None = None, seed: int = 0,
+                stencils: bool = True) -> list[Report]:
+    """Full-mode :func:`check` of many ``(f, derivative, args, argnums)`` cases in one program.
+
+    ``stencils=False`` judges by the exact references and ``f``'s kinks alone, without finite
+    differences and the Taylor test (which test JAX's autodiff itself).  Returns one report
+    per case, in order.
+    """
     prepared = [prepare(f, d, tuple(a), argnums, layout) for f, d, a, argnums in cases]
     groups: dict = {}
     for i, p in enumerate(prepared):
         key = (p.static, p.x_spec, p.out_spec,
                tuple((jnp.shape(d), jnp.result_type(d)) for d in p.dynamic))
         groups.setdefault(key, []).append(i)
-    reports = _full_reports([(prepared[ix[0]], [prepared[i].dynamic for i in ix])
-                             for ix in groups.values()], seed, kink_convention, merge=False)
+    reports = _full.reports([(prepared[ix[0]], [prepared[i].dynamic for i in ix])
+                             for ix in groups.values()], seed, kink_convention, merge=False,
+                            stencils=stencils)
     out = [None] * len(cases)
     for ix, group_reports in zip(groups.values(), reports):
         for i, r in zip(ix, group_reports):
@@ -122,84 +134,41 @@ def check_cases(cases: Sequence[tuple], *, layout: str = "numerator",
     return out
 
 
-def _perturbed(p: Prepared, seed: int, q: int) -> tuple:
-    """The dynamic leaves with the argument moved by 5% of each coordinate's scale."""
-    args = p.static.args(p.dynamic)
-    x = p.x_spec.flatten(args[p.static.argnums])
-    rng = np.random.default_rng([seed, q])
-    step = FAST_PERTURBATION * coordinate_scales(x, p.x_spec) * rng.standard_normal(x.shape)
-    moved = jax.tree_util.tree_map(lambda new, old: new.astype(jnp.result_type(old)),
-                                   p.x_spec.unflatten(x + step.astype(x.dtype)),
-                                   args[p.static.argnums])
-    new_args = args[: p.static.argnums] + (moved,) + args[p.static.argnums + 1 :]
-    leaves = jax.tree_util.tree_leaves(new_args)
-    return tuple(leaves[i] for i in p.static.dynamic_positions)
+def check_chain(chain, x, **options) -> Report:
+    """:func:`check` of a composition, naming the first wrong link when it fails.
 
+    A composition built by :func:`mcjax.vector_chain_rule` keeps its links (innermost first).
+    When the whole fails, the links are checked in the order they are applied, each at its
+    own input, and the first that fails is named; when every link passes, the composition
+    itself is wrong (the Jacobians multiplied in the wrong order, say).
 
-def _header(p: Prepared, mode: str, points: int, threshold: Threshold) -> dict:
-    return {"function": name_of(p.static.f), "derivative": name_of(p.static.derivative),
-            "wrt": f"args[{p.static.argnums}]",
-            "shapes": f"f: args[{p.static.argnums}] {p.x_spec.describe()} -> "
-                      f"{p.out_spec.describe()}",
-            "dtype": p.dtype, "mode": mode, "points": points, "threshold": threshold}
+    Args:
+      chain: a :class:`~mcjax.Differentiable` from :func:`~mcjax.vector_chain_rule` (or any
+        ``Differentiable``; without links only the whole is checked).
+      x: the point (one array).
+      **options: passed to :func:`check`.
 
-
-@_quiet
-def _fast_report(p: Prepared, points: int, directions: int, seed: int) -> Report:
-    v = _fast.run(p, points, directions, seed)
-    notes = ("fast mode: the reference is jax.vjp in f's own dtype; compared are u^T J entry by "
-             f"entry and {directions} projections u^T J v per point",)
-    return Report(ok=v["ok"], **_header(p, "fast", points, v["threshold"]),
-                  comparisons=v["comparisons"], projections=v["projections"],
-                  worst=v["worst"], problems=v["problems"], notes=notes)
-
-
-@_quiet
-def _full_reports(groups, seed, kink_convention, merge=True) -> list:
-    """Run full mode on ``(prepared, dynamics)`` groups; one merged report per group, or
-    (``merge=False``) one report per point."""
-    terms = [_full.terms_of(p) for p, _ in groups]
-    with jax.enable_x64(True):
-        precisions = [_full.reference_precision(p) for p, _ in groups]
-    values = _full.run([(p, d, pr) for (p, d), pr in zip(groups, precisions)], seed)
-    out = []
-    for (p, dynamics), k, precision, per_point in zip(groups, terms, precisions, values):
-        judged = [_full.judge(p, v, k, precision, kink_convention) for v in per_point]
-        if merge:
-            out.append(_assemble(p, judged, dynamics, k, precision))
-        else:
-            out.append([_assemble(p, [j], [d], k, precision) for j, d in zip(judged, dynamics)])
-    return out
-
-
-def _assemble(p: Prepared, judged: list[dict], dynamics: list, terms: int, precision: str) -> Report:
-    threshold = Threshold.of(p.dtype, terms, _full.reference_words(precision))
-    first_bad = next((i for i, j in enumerate(judged) if not j["ok"]), None)
-    focus = judged[first_bad if first_bad is not None else 0]
-    diagnosis = ()
-    if first_bad is not None and focus["failed"]:
-        args = p.static.args(dynamics[first_bad])
-        diagnosis = tuple(_full.diagnose_point(p, focus, dynamics[first_bad], args))
-    notes = list(dict.fromkeys(n for j in judged for n in j["notes"]))
-    if precision != "float64":
-        notes.append(f"f computes in {precision} even on float64 arguments: the "
-                     f"finite-difference reference has {precision} precision")
-    kinks = [j["kinks"] for j in judged]
-    kink = kinks[first_bad if first_bad is not None and not kinks[first_bad].ok else 0]
-    if len(kinks) > 1:
-        kink = Kinks(sum(k.at for k in kinks), sum(k.near for k in kinks), kink.followed,
-                     kink.asked, kink.entries, all(k.ok for k in kinks), kink.note)
-    matrices = {}
-    if focus["G"].size <= 40_000:
-        matrices = {"expected": focus["R"], "got": focus["G"]}
-    if first_bad is not None and len(judged) > 1:
-        notes.append(f"point {first_bad} of {len(judged)} is the first that fails; the "
-                     "entries and the diagnosis are for it")
-    return Report(
-        ok=first_bad is None, **_header(p, "full", len(judged), threshold),
-        comparisons=_full.merge([j["comparisons"] for j in judged]),
-        taylor=next((j["taylor"] for j in judged if not j["taylor"].ok), judged[0]["taylor"]),
-        kinks=kink, worst=tuple(focus["worst"]), diagnosis=diagnosis,
-        problems=tuple(dict.fromkeys(pr for j in judged for pr in j["problems"])),
-        notes=tuple(notes), matrices=matrices,
-    )
+    Returns:
+      The report of the whole, with ``links``: each link's own report, and a diagnosis line
+      naming the first wrong link.
+    """
+    whole = check(chain.forward, chain.derivative, x, **options)
+    links = getattr(chain, "links", ())
+    if whole.ok or not links:
+        return whole
+    reports, first = [], None
+    for k, link in enumerate(links):
+        name = getattr(link, "name", "") or name_of(link.forward)
+        inner = check_chain(link, x, **options) if getattr(link, "links", ()) else check(
+            link.forward, link.derivative, x, **options)
+        reports.append((f"{k + 1}/{len(links)} {name}", inner))
+        if not inner.ok and first is None:
+            first = (k, name)
+        x = link.forward(x)
+    if first is not None:
+        line = (f"the first wrong link is {first[1]} (link {first[0] + 1} of {len(links)}, "
+                "counted from the innermost)")
+    else:
+        line = ("every link is right on its own: the composition is wrong (the Jacobians "
+                "multiplied in the wrong order, or a link evaluated at the wrong input?)")
+    return dataclasses.replace(whole, links=tuple(reports), diagnosis=whole.diagnosis + (line,))

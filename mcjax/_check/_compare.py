@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check._flat import FlatSpec, entry_label
-from mcjax._conventions import WORST_ENTRIES, check_atol, check_rtol
+from mcjax._check._config import WORST_ENTRIES, check_atol, check_rtol
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,11 @@ class Threshold:
         return cls(dtype, int(terms), check_rtol(dtype, terms), check_atol(dtype), reference)
 
     def describe(self) -> str:
+        factor = self.rtol / (float(jnp.finfo(self.dtype).eps) * np.sqrt(max(self.terms, 1)))
         return (
-            f"|got - ref| <= {self.rtol:.1e} x scale + {self.atol:.0e}  (32 eps({self.dtype}) "
-            f"sqrt({self.terms} terms); scale = largest |ref| of the block); reference: "
-            f"{self.reference}"
+            f"|got - ref| <= {self.rtol:.1e} x scale + {self.atol:.0e}  ({factor:.0f} "
+            f"eps({self.dtype}) sqrt({self.terms} terms); scale = largest |ref| of the block); "
+            f"reference: {self.reference}"
         )
 
 
@@ -52,7 +54,7 @@ class Comparison:
     worst_ratio: float  # largest |got - ref| / allowed: <= 1 passes
     violations: int  # entries over their threshold
     compared: int
-    excluded: int  # entries at or near a kink
+    excluded: int  # entries left out: at kinks, where the reference is undefined or unresolved
     ok: bool
 
 

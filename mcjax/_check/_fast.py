@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -43,10 +44,10 @@ from jax import lax
 
 from mcjax._check._compare import Comparison, Threshold, nonfinite, worst_entries
 from mcjax._check._flat import FlatSpec
-from mcjax._check._jaxpr import max_terms
-from mcjax._check._problem import Got, Prepared
-from mcjax._check._report import Projection
-from mcjax._conventions import FAST_PERTURBATION, check_atol, check_rtol
+from mcjax._check._problem import Prepared
+from mcjax._check._report import Projection, Report, header
+from mcjax._check._under_test import DerivativeUnderTest, terms_of
+from mcjax._check._config import FAST_PERTURBATION, check_atol, check_rtol
 
 # what a hash is for: its salt keeps the streams of the points, leaves and uses apart
 _PERTURB, _ROWS, _COLS, _COTANGENT = 1, 2, 3, 4
@@ -128,7 +129,7 @@ def _both_sides(static, x_spec, out_spec, dynamic, seed, point):
     u = _cotangent(jax.tree_util.tree_leaves(out), seed, point)
     (ref,) = pullback(out_spec.treedef.unflatten(u))
     ref = jax.tree_util.tree_leaves(ref)
-    got = Got(static, args, x_spec, out_spec).vjp_leaves(u)
+    got = DerivativeUnderTest(static, args, x_spec, out_spec).vjp_leaves(u)
     return [g.astype(r.dtype) for g, r in zip(got, ref)], ref
 
 
@@ -161,24 +162,13 @@ def _point(static, x_spec, out_spec, dynamic, seed, point, directions, rtol, ato
             "proj_got": _projections(got, seed, point, directions)}
 
 
-def _terms(static, x_spec, out_spec, dynamic) -> int:
-    def traced(*dyn):
-        args = static.args(dyn)
-        out = out_spec.flatten(static.f(*args))
-        return out, Got(static, args, x_spec, out_spec).vjp(jnp.ones_like(out))
-
-    structs = [jax.ShapeDtypeStruct(d.shape, d.dtype) for d in dynamic]
-    return max_terms(jax.make_jaxpr(traced)(*structs).jaxpr)
-
-
-@functools.partial(jax.jit, static_argnames=("static", "x_spec", "out_spec", "dtype", "points",
-                                             "directions"))
-def _program(static, x_spec, out_spec, dtype, points, directions, dynamic, seed):
-    terms = _terms(static, x_spec, out_spec, dynamic)
+@functools.partial(jax.jit, static_argnames=("static", "x_spec", "out_spec", "dtype", "terms",
+                                             "points", "directions"))
+def _program(static, x_spec, out_spec, dtype, terms, points, directions, dynamic, seed):
     rtol, atol = check_rtol(dtype, terms), check_atol(dtype)
     results = [_point(static, x_spec, out_spec, dynamic, seed, p, directions, rtol, atol)
                for p in range(points)]
-    return {"terms": jnp.asarray(terms), **jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)}
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
 
 
 @functools.partial(jax.jit, static_argnames=("static", "x_spec", "out_spec", "which"))
@@ -213,12 +203,25 @@ def _failures(p: Prepared, allowed_leaf, failing: list[int], seed) -> tuple[int,
     return violations, problems + ([where] if where else []), worst
 
 
-def run(p: Prepared, points: int, directions: int, seed: int) -> dict:
+@dataclass(frozen=True)
+class FastVerdict:
+    """Fast mode's verdict over its points."""
+
+    ok: bool
+    threshold: Threshold
+    comparisons: tuple[Comparison, ...]
+    projections: tuple[Projection, ...]
+    problems: tuple[str, ...]
+    worst: tuple
+
+
+def run(p: Prepared, points: int, directions: int, seed: int) -> FastVerdict:
     """Fast mode at ``points`` points: the pieces of a report."""
     seed_array = jnp.asarray(seed, jnp.uint32)
-    v = jax.device_get(_program(p.static, p.x_spec, p.out_spec, p.dtype, points, directions,
-                                p.dynamic, seed_array))
-    threshold = Threshold.of(p.dtype, int(v["terms"]), f"jax.vjp in {p.dtype}")
+    terms = terms_of(p, contraction=True)
+    v = jax.device_get(_program(p.static, p.x_spec, p.out_spec, p.dtype, terms, points,
+                                directions, p.dynamic, seed_array))
+    threshold = Threshold.of(p.dtype, terms, f"jax.vjp in {p.dtype}")
     sizes = np.asarray(p.x_spec.sizes, np.float64)
     scale = 1 / np.sqrt(p.x_spec.size)  # each direction's entries are +-scale
     projections = []
@@ -237,6 +240,15 @@ def run(p: Prepared, points: int, directions: int, seed: int) -> dict:
         "jax.vjp (u^T J)", float(v["leaf_err"].max()), float((v["leaf_err"] / leaf_scale).max()),
         float((v["leaf_err"] / v["allowed_leaf"]).max()), violations, points * p.x_spec.size, 0,
         violations == 0 and not problems)
-    return {"ok": not failing, "threshold": threshold, "comparisons": (comparison,),
-            "projections": tuple(projections), "problems": tuple(problems), "worst": tuple(worst),
-            "failing_point": failing[0] if failing else None}
+    return FastVerdict(not failing, threshold, (comparison,), tuple(projections),
+                       tuple(problems), tuple(worst))
+
+
+def report(p: Prepared, points: int, directions: int, seed: int) -> Report:
+    """Fast mode's report."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        v = run(p, points, directions, seed)
+    notes = ("fast mode: the reference is jax.vjp in f's own dtype; compared are u^T J entry by "
+             f"entry and {directions} projections u^T J v per point",)
+    return Report(ok=v.ok, **header(p, "fast", points, v.threshold), comparisons=v.comparisons,
+                  projections=v.projections, worst=v.worst, problems=v.problems, notes=notes)

@@ -1,15 +1,26 @@
 """Full mode: materialise the derivative and judge every entry.
 
-One jitted program per set of points computes, at every point (vmapped), the derivative
-under test as an ``(m, n)`` matrix, ``jax.jacfwd`` and ``jax.jacrev`` in ``f``'s dtype, and in
-float64 (``jax_enable_x64`` is switched on for the duration) the finite-difference stencils
-and the Taylor ladder.  Points of different shapes go in one program too, so checking a rule
-at many points over several shapes compiles once.  The verdict is assembled on the host.
+One jitted program per set of checks computes, at every point (vmapped), the derivative under
+test as an ``(m, n)`` matrix, ``jax.jacfwd`` and ``jax.jacrev`` in ``f``'s dtype, ``f``'s
+one-sided derivatives where it switches branch (:mod:`mcjax._check._kinks`), and in float64
+(``jax_enable_x64`` is switched on for the duration) the finite-difference ladder and the
+Taylor ladder.  Checks of different shapes go in one program too, so checking a rule at many
+points over several shapes compiles once.  The program is keyed on the traced ``f`` and
+derivative (:class:`~mcjax._jit.Keyed`), so it is reused exactly when the code is unchanged.
+
+The verdict is assembled on the host, entry by entry:
+
+- an entry where ``f`` is differentiable is judged by the exact references (``jax.jacfwd``,
+  ``jax.jacrev``) and by finite differences where they resolve it;
+- an entry at a kink (its left and right one-sided derivatives differ) passes when it is
+  JAX's own value, the left or the right derivative, or their average; where ``f`` jumps,
+  JAX's value alone is accepted.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -18,117 +29,89 @@ import numpy as np
 from mcjax._check import _kinks, _taylor
 from mcjax._check._compare import (
     Comparison,
+    Entry,
     Threshold,
     block_scales,
     compare,
     nonfinite,
     worst_entries,
 )
-from mcjax._check._diagnose import diagnose
+from mcjax._check._config import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
+from mcjax._check._diagnose import diagnose_point
 from mcjax._check._flat import entry_label
-from mcjax._check._jaxpr import lowest_precision, max_terms, ungated
-from mcjax._check._problem import Got, Prepared, cast_floating, flat_function
+from mcjax._check._problem import Prepared, cast_floating, flat_function, reference_key
 from mcjax._check._references import (
-    autodiff,
-    finite_difference_stencils,
-    taylor_differences,
+    autodiff_program,
+    coordinate_scales,
+    fd_analyse,
+    stencil_program,
     taylor_steps,
 )
-from mcjax._check._report import KinkEntry, Kinks
-from mcjax._conventions import ROUNDING_SAFETY
+from mcjax._check._report import KinkEntry, Kinks, Report, header
+from mcjax._check._under_test import DerivativeUnderTest, terms_of
+from mcjax._jit import quick_jit
+
+_quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore")  # NaN is a finding
 
 
-def terms_of(p: Prepared) -> int:
-    """The longest sum in ``f`` and in the derivative under test (see ``check_rtol``)."""
-    static, x_spec, out_spec = p.static, p.x_spec, p.out_spec
-
-    def traced(*dynamic):
-        args = static.args(dynamic)
-        out = out_spec.flatten(static.f(*args))
-        return out, Got(static, args, x_spec, out_spec).vjp(jnp.ones_like(out))
-
-    structs = [jax.ShapeDtypeStruct(jnp.shape(d), jnp.result_type(d)) for d in p.dynamic]
-    return max_terms(jax.make_jaxpr(traced)(*structs).jaxpr)
-
-
-def reference_precision(p: Prepared) -> str:
-    """The dtype ``f`` really computes in when its arguments are float64."""
-    static, x_spec, out_spec = p.static, p.x_spec, p.out_spec
-    args = cast_floating(static.args(p.dynamic), jnp.float64)
-
-    def of_x(x):
-        return flat_function(static, args, x_spec, out_spec)(x)
-
-    x = jax.ShapeDtypeStruct((x_spec.size,), jnp.float64)
-    jaxpr = jax.make_jaxpr(of_x)(x).jaxpr
-    return lowest_precision(jaxpr, set(jaxpr.invars)) or "float64"
-
-
-def reference_words(precision: str) -> str:
-    return f"jax.jacfwd, jax.jacrev, finite differences in {precision}"
-
-
+# -- the program ---------------------------------------------------------------------------
 def _native(static, x_spec, out_spec, dynamic):
+    """The derivative under test in ``f``'s dtype, and the exact references: in the same
+    dtype, or in float32 for a 16-bit ``f`` (whose own autodiff rounds as much as the
+    derivative under test)."""
     args = static.args(dynamic)
     x = x_spec.flatten(args[static.argnums])
+    got = DerivativeUnderTest(static, args, x_spec, out_spec).matrix(x.dtype)
+    refs = {}
+    if is_half(got.dtype):  # JAX's own Jacobian in f's dtype measures the rounding there
+        refs["jacobian_half"] = _jacobian_in(static, x_spec, out_spec, dynamic, got.dtype)
+        args = cast_floating(args, jnp.float32)
+        x = x_spec.flatten(args[static.argnums], jnp.float32)
     f_flat = flat_function(static, args, x_spec, out_spec)
-    refs = autodiff(f_flat, x)
-    got = Got(static, args, x_spec, out_spec).matrix(refs["jacfwd"].dtype)
-    return {"got": got, **refs}
+    refs.update(autodiff_program(f_flat, x, static.reverse_only))
+    if static.switches:
+        refs["right"], refs["left"] = _kinks.one_sided(f_flat, x)
+    return {"got": got.astype(refs["jacrev"].dtype), **refs}
 
 
-def _reference(static, x_spec, out_spec, precision, dynamic, normal):
+def _jacobian_in(static, x_spec, out_spec, dynamic, dtype):
+    """``f``'s Jacobian by autodiff with every floating argument cast to ``dtype``."""
+    args = cast_floating(static.args(dynamic), dtype)
+    x = x_spec.flatten(args[static.argnums], dtype)
+    f_flat = flat_function(static, args, x_spec, out_spec)
+    return (jax.jacrev if static.reverse_only else jax.jacfwd)(f_flat)(x)
+
+
+def _reference(static, x_spec, out_spec, dynamic, normal):
     args = cast_floating(static.args(dynamic), jnp.float64)
     x = x_spec.flatten(args[static.argnums], jnp.float64)
     f_flat = flat_function(static, args, x_spec, out_spec)
-    return {"stencils": finite_difference_stencils(f_flat, x, x_spec, precision),
-            "taylor": taylor_differences(f_flat, x, x_spec, normal),
-            "jacfwd64": jax.jacfwd(f_flat)(x)}
+    return {"stencils": stencil_program(f_flat, x, x_spec, normal, static.switches)}
 
 
-def _jacfwd32(static, x_spec, out_spec, dynamic):
-    """``jax.jacfwd`` with every floating argument rounded to float32."""
-    args = cast_floating(static.args(dynamic), jnp.float32)
-    x = x_spec.flatten(args[static.argnums], jnp.float32)
-    return jax.jacfwd(flat_function(static, args, x_spec, out_spec))(x)
+def _over_points(fn, *batched):
+    """``jax.vmap(fn)`` over the leading (points) axis; a single point is run unbatched (and
+    given the axis back), which traces and compiles in about half the time."""
+    if jax.tree_util.tree_leaves(batched)[0].shape[0] != 1:
+        return jax.vmap(fn)(*batched)
+    out = fn(*jax.tree_util.tree_map(lambda a: a[0], batched))
+    return jax.tree_util.tree_map(lambda a: a[None], out)
 
 
-@functools.cache
-def compiler_options() -> dict:
-    """XLA options for the checker's one-shot programs, which run once on small arrays:
-    compile time is what counts.
-
-    ``xla_backend_optimization_level=0`` skips LLVM's optimisations; on a CPU the classic
-    elemental emitters (``xla_cpu_use_fusion_emitters=False``) compile a full-mode program
-    2-3x faster than the fusion emitters and give bitwise the same values (measured with
-    jax 0.10 on the registry's rules).  Older jaxlibs lack that option: then it is left out.
-    """
-    options = {"xla_backend_optimization_level": 0}
-    fast = {**options, "xla_cpu_use_fusion_emitters": False}
-    try:
-        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(fast)
-    except Exception as e:  # noqa: BLE001 - jaxlib raises its own runtime error type
-        if "option" not in str(e):
-            raise
-        return options
-    return fast
-
-
-def quick_jit(fn, **kwargs):
-    """``jax.jit`` with :func:`compiler_options`, for a program that runs once."""
-    return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+def _point(static, x_spec, out_spec, stencils, dynamic, normal):
+    values = _native(static, x_spec, out_spec, dynamic)
+    # f's rounding, measured: float32 against float64 autodiff (one is the native one)
+    for dtype, name in ((jnp.float32, "jacobian32"), (jnp.float64, "jacobian64")):
+        if values["jacrev"].dtype != dtype:
+            values[name] = _jacobian_in(static, x_spec, out_spec, dynamic, dtype)
+    if stencils:
+        values.update(_reference(static, x_spec, out_spec, dynamic, normal))
+    return values
 
 
 def _programs(groups, dynamics, normals):
-    results = []
-    for (static, x_spec, out_spec, precision), dynamic, normal in zip(groups, dynamics, normals):
-        native = jax.vmap(lambda d: _native(static, x_spec, out_spec, d))(dynamic)
-        if native["jacfwd"].dtype != jnp.float32:  # a float32 f measures its own rounding
-            native["jacfwd32"] = jax.vmap(lambda d: _jacfwd32(static, x_spec, out_spec, d))(dynamic)
-        reference = jax.vmap(lambda d, t: _reference(static, x_spec, out_spec, precision, d, t))(
-            dynamic, normal)
-        results.append({**native, **reference})
-    return results
+    return [_over_points(lambda d, t, g=g: _point(*g, d, t), dynamic, normal)
+            for g, dynamic, normal in zip(groups, dynamics, normals)]
 
 
 @functools.cache
@@ -136,168 +119,249 @@ def _compiled_programs():
     return quick_jit(_programs, static_argnames=("groups",))
 
 
-def run(groups: list[tuple[Prepared, list[tuple], str]], seed: int) -> list[list[dict]]:
-    """Run every group's points in one program.
+def run(groups: list[tuple[Prepared, list[tuple]]], seed: int, stencils: bool = True
+        ) -> list[list[dict]]:
+    """Run every group's points in one program; per group, per point, NumPy dicts.
 
-    Args:
-      groups: ``(prepared, dynamic leaves of each point, reference precision)``; the points of
-        one group share shapes and static arguments.
-      seed: seeds the Taylor directions.
-
-    Returns:
-      Per group, per point: NumPy dicts ``{"got", "jacfwd", "jacrev", "stencils", "taylor"}``.
-    """
-    statics = tuple((p.static, p.x_spec, p.out_spec, precision) for p, _, precision in groups)
+    ``stencils=False`` leaves out finite differences and the Taylor test (``mcjax verify``:
+    the registry's functions are plain JAX, whose autodiff is exact)."""
+    statics = tuple((p.static, p.x_spec, p.out_spec, stencils) for p, _ in groups)
     # NumPy, not jnp: every eager jnp call would compile a little program of its own
     dynamics = [tuple(np.stack([np.asarray(leaf) for leaf in leaves]) for leaves in zip(*points))
-                for _, points, _ in groups]
+                for _, points in groups]
     rng = np.random.default_rng(seed)
-    normals = [rng.standard_normal((len(points), p.x_spec.size)) for p, points, _ in groups]
+    normals = [rng.standard_normal((len(points), p.x_spec.size)) for p, points in groups]
     with jax.enable_x64(True):
         out = jax.device_get(_compiled_programs()(statics, dynamics, normals))
     return [[jax.tree_util.tree_map(lambda a: np.asarray(a)[i], result) for i in range(len(points))]
-            for result, (_, points, _) in zip(out, groups)]
+            for result, (_, points) in zip(out, groups)]
 
 
-def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention) -> dict:
-    """The verdict at one point, as the pieces of a report."""
-    x_spec, out_spec = p.x_spec, p.out_spec
-    G, F, B = (np.asarray(values[k], np.float64) for k in ("got", "jacfwd", "jacrev"))
-    threshold = Threshold.of(p.dtype, terms, reference_words(precision))
-    problems = [msg for name, M in (("the derivative under test", G), ("jax.jacfwd", F),
-                                    ("jax.jacrev", B))
-                if (msg := nonfinite(name, M, out_spec, x_spec))]
-    eps = float(np.finfo(np.dtype(p.dtype)).eps)
-    scale = block_scales(F, out_spec, x_spec, eps)
-    # f's own rounding, measured: autodiff in float32 against autodiff in float64, scaled to
-    # f's dtype.  Formulas that cancel (1 - tanh(z)^2 near 1, sigmoid(z) - 1) lose more than
-    # eps; a derivative computed in f's dtype may lose as much, so the block's worst loss
-    # widens its threshold.
-    low = values.get("jacfwd32", values["jacfwd"])
-    loss32 = np.abs(np.asarray(low, np.float64) - np.asarray(values["jacfwd64"], np.float64))
-    loss = np.where(np.isfinite(loss32), loss32, 0.0) * eps / float(np.finfo(np.float32).eps)
-    rounding = block_scales(loss, out_spec, x_spec, 0.0)
-    allowed = threshold.rtol * scale + ROUNDING_SAFETY * rounding + threshold.atol
-    fd = _kinks.analyse(values["stencils"], scale, precision)
+# -- the verdict at one point ------------------------------------------------------------------
+@dataclass(frozen=True)
+class PointVerdict:
+    """Full mode's verdict at one point, and the matrices the report and diagnosis use."""
+
+    ok: bool
+    comparisons: tuple[Comparison, ...]
+    taylor: _taylor.Taylor | None  # None without the stencils
+    kinks: Kinks
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
+    worst: tuple[Entry, ...]
+    got: np.ndarray  # (m, n), the derivative under test
+    reference: np.ndarray  # the reference of the first failing comparison (else jax.jacfwd)
+    exact: np.ndarray  # the exact reference (jax.jacfwd, or jax.jacrev for a custom_vjp f)
+    allowed: np.ndarray  # each entry's threshold
+    compared: np.ndarray  # the entries that reference judged
+    failed: bool  # some comparison (not only the Taylor test or a kink) failed
+
+
+def reference_words(precision: str, dtype: str, stencils: bool = True) -> str:
+    """The references in words: autodiff (in float32 for a 16-bit ``f``) and, with the
+    stencils, finite differences."""
+    exact = "jax.jacfwd, jax.jacrev" + (" in float32" if is_half(dtype) else "")
+    return f"{exact}, finite differences in {precision}" if stencils else (
+        f"{exact} (no finite differences)")
+
+
+def _allowed(p: Prepared, values: dict, F, threshold: Threshold):
+    """``(scale, allowed, at_kink, jumps)``: each entry's block scale and threshold, and the
+    entries at a kink of ``f`` or where it jumps.
+
+    The threshold is ``rtol`` times the block's scale, widened by the rounding loss ``f``
+    shows in that block: autodiff in float32 against float64, scaled to the dtype (for a
+    16-bit ``f``, its own autodiff against float32).  Entries at
+    kinks are left out of that measurement: there the two precisions may take different
+    sides of a switch, which is no rounding of the derivative.
+    """
+    eps = float(jnp.finfo(p.dtype).eps)
+    scale = block_scales(F, p.out_spec, p.x_spec, eps)
+    at_kink, jumps = _kinks_of(values, F, threshold.rtol * scale + threshold.atol)
+    if "jacobian_half" in values:  # measured in f's own 16-bit dtype, against float32
+        low, high, factor, safety = values["jacobian_half"], values["jacrev"], 1.0, 2.0
+    else:  # float32 against float64, scaled to f's dtype
+        low = values.get("jacobian32", values["jacrev"])
+        high = values.get("jacobian64", values["jacrev"])
+        factor, safety = eps / float(np.finfo(np.float32).eps), ROUNDING_SAFETY
+    loss = np.abs(np.asarray(low, np.float64) - np.asarray(high, np.float64))
+    loss = np.where(np.isfinite(loss) & ~at_kink & ~jumps, loss, 0.0)
+    rounding = block_scales(loss * factor, p.out_spec, p.x_spec, 0.0)
+    allowed = threshold.rtol * scale + safety * rounding + threshold.atol
+    return scale, allowed, at_kink, jumps
+
+
+def _fd_notes(fd, include) -> list[str]:
     notes = []
-    fd_undefined = ~np.isfinite(fd.value) & np.isfinite(F)
-    if fd_undefined.any():
-        notes.append(f"finite differences undefined at {int(fd_undefined.sum())} entries (the "
-                     "stencil leaves f's domain); autodiff alone judges them")
-    include = ~fd.at_kink & np.isfinite(F) & np.isfinite(B)
-    include_fd = include & ~fd.near_kink & np.isfinite(fd.value)
-    comparisons = [
-        compare("jax.jacfwd", G, F, allowed, scale, include),
-        compare("jax.jacrev", G, B, allowed, scale, include),
-        compare("finite differences", G, fd.value, allowed + fd.error, scale, include_fd),
-    ]
-    kinks = _kink_report(G, fd, allowed, out_spec, x_spec, kink_convention)
-    t, differences = values["taylor"]["t"], values["taylor"]["differences"]
-    Jt = G @ np.asarray(t, np.float64)
-    tolerance = np.linalg.norm(allowed @ np.abs(t)) / max(np.linalg.norm(Jt), 1e-300)
-    taylor = _taylor.verdict(taylor_steps(), differences, Jt, values["taylor"]["f0"], precision,
-                             tolerance, kinks=bool(fd.at_kink.any() or fd.near_kink.any()))
-    ok = not problems and all(c.ok for c in comparisons) and taylor.ok and kinks.ok
+    if (undefined := int((include & ~fd.defined).sum())):
+        notes.append(f"finite differences have no usable step at {undefined} entries (each "
+                     "stencil crosses a kink or leaves f's domain): autodiff alone judges them")
+    if (rough := int((include & fd.defined & ~fd.resolved).sum())):
+        notes.append(f"finite differences cannot resolve {rough} entries (cancellation, "
+                     "overflow, or f too rough for any step): autodiff alone judges them")
+    return notes
+
+
+def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention) -> PointVerdict:
+    """The verdict at one point."""
+    G, F, B = (np.asarray(values[k], np.float64) for k in ("got", "jacfwd", "jacrev"))
+    threshold = Threshold.of(p.dtype, terms, reference_words(precision, p.dtype))
+    exact = [("jax.jacrev", B)] if p.static.reverse_only else [("jax.jacfwd", F), ("jax.jacrev", B)]
+    problems = [msg for name, M in [("the derivative under test", G)] + exact
+                if (msg := nonfinite(name, M, p.out_spec, p.x_spec))]
+    scale, allowed, at_kink, jumps = _allowed(p, values, F, threshold)
+    include = ~at_kink & ~jumps & np.isfinite(F) & np.isfinite(B)
+    comparisons = [compare(name, G, M, allowed, scale, include) for name, M in exact]
+    kinks = _kink_verdict(G, F, B, values, at_kink, jumps, allowed, p, kink_convention)
+    notes, taylor, fd = [], None, None
+    if "stencils" in values:
+        fd = fd_analyse(values["stencils"], scale, precision)
+        comparisons.append(compare("finite differences", G, fd.value, allowed + fd.error, scale,
+                                   include & fd.resolved))
+        taylor = _taylor_verdict(values["stencils"], G, allowed, precision,
+                                 bool(at_kink.any() or jumps.any()),
+                                 rough=bool((include & fd.defined & ~fd.resolved).any()))
+        notes = _fd_notes(fd, include)
+    if p.static.reverse_only:
+        notes.append("f calls a custom_vjp function, which forward mode cannot differentiate: "
+                     "jax.jacrev is the exact reference")
     failed = next((c for c in comparisons if not c.ok), None)
-    R = fd.value if failed is not None and failed.reference == "finite differences" else F
-    mask = include_fd if R is fd.value else include
-    worst = worst_entries(G, R, allowed, mask, out_spec, x_spec) if failed else []
-    return {"ok": ok, "comparisons": comparisons, "taylor": taylor, "kinks": kinks,
-            "problems": problems, "notes": notes, "worst": worst, "G": G, "R": R,
-            "allowed": allowed, "include": mask, "failed": failed is not None}
+    by_fd = failed is not None and failed.reference == "finite differences"
+    R, mask = (fd.value, include & fd.resolved) if by_fd else (F, include)
+    worst = worst_entries(G, R, allowed, mask, p.out_spec, p.x_spec) if failed else []
+    ok = (not problems and all(c.ok for c in comparisons) and kinks.ok
+          and (taylor is None or taylor.ok))
+    return PointVerdict(ok, tuple(comparisons), taylor, kinks, tuple(problems), tuple(notes),
+                        tuple(worst), G, R, B if p.static.reverse_only else F, allowed, mask,
+                        failed is not None)
 
 
-def _kink_report(G, fd, allowed, out_spec, x_spec, asked) -> Kinks:
-    at = np.nonzero(fd.at_kink)
-    if not len(at[0]):
-        return Kinks(0, int(fd.near_kink.sum()), (), asked, (), True,
-                     f"{int(fd.near_kink.sum())} entries near a kink: finite differences skipped "
-                     "there, autodiff judges them")
-    followed = _kinks.conventions_followed(G[at], fd.left[at], fd.right[at], allowed[at])
-    common = tuple(c for c in followed[0] if all(c in f for f in followed))
+def _taylor_verdict(stencils: dict, G, allowed, precision: str, kinks: bool,
+                    rough: bool) -> _taylor.Taylor:
+    t = np.asarray(stencils["t"], np.float64)
+    Jt = G @ t
+    tolerance = np.linalg.norm(allowed @ np.abs(t)) / max(np.linalg.norm(Jt), 1e-300)
+    return _taylor.verdict(taylor_steps(), stencils["differences"], Jt, stencils["f0"],
+                           precision, tolerance, kinks=kinks, crossed=stencils["taylor_crossed"],
+                           rough=rough)
+
+
+def _kinks_of(values: dict, F, allowed):
+    """``(at_kink, jumps)``, ``(m, n)`` booleans, from the one-sided derivatives."""
+    if "right" not in values:
+        none = np.zeros(F.shape, bool)
+        return none, none
+    right, left = (np.asarray(values[k], np.float64) for k in ("right", "left"))
+    finite = np.isfinite(right) & np.isfinite(left)
+    at_kink = finite & (np.abs(np.where(finite, right - left, 0.0)) > allowed)
+    return at_kink, ~finite & np.isfinite(F)
+
+
+def _kink_verdict(G, F, B, values, at_kink, jumps, allowed, p, asked) -> Kinks:
+    where = np.nonzero(at_kink | jumps)
+    n_at, n_jumps = int(at_kink.sum()), int(jumps.sum())
+    if not len(where[0]):
+        return Kinks(0, 0, (), asked, (), True, "")
+    right, left = (np.asarray(values[k], np.float64) for k in ("right", "left"))
+    accepted = {"jax": (F, B), "left": (left,), "right": (right,), "average": ((left + right) / 2,)}
+    followed = []
+    for i, j in zip(*where):
+        names = [name for name, refs in accepted.items()
+                 if (name == "jax" or at_kink[i, j])
+                 and any(abs(G[i, j] - r[i, j]) <= allowed[i, j] for r in refs)]
+        followed.append(tuple(names))
+    common = tuple(c for c in KINK_CONVENTIONS if all(c in f for f in followed))
+    entries = tuple(
+        KinkEntry(entry_label(p.out_spec, p.x_spec, int(i), int(j)), float(F[i, j]),
+                  float(left[i, j]), float(right[i, j]), float(G[i, j]), f)
+        for (i, j), f in sorted(zip(zip(*where), followed), key=lambda e: bool(e[1]))[:5])
     lost = sum(not f for f in followed)
-    entries = tuple(KinkEntry(entry_label(out_spec, x_spec, int(i), int(j)), float(fd.left[i, j]),
-                              float(fd.right[i, j]), float(G[i, j]), tuple(f))
-                    for (i, j), f in list(zip(zip(*at), followed))[:5])
-    n = len(at[0])
+    counted = f"{n_at} entr{'y' if n_at == 1 else 'ies'} at a kink" + (
+        f", {n_jumps} where f jumps" if n_jumps else "")
     if lost:
-        return Kinks(n, int(fd.near_kink.sum()), common, asked, entries, False,
-                     f"{lost} of {n} entries at a kink follow no convention (left, right, zero, "
-                     "average): the derivative is wrong there")
+        return Kinks(n_at, n_jumps, common, asked, entries, False,
+                     f"{lost} of {n_at + n_jumps} entries at a kink match none of the accepted "
+                     "values (JAX's own, the left or right derivative, their average; JAX's "
+                     "alone where f jumps): the derivative is wrong there")
     if asked is not None and asked not in common:
-        return Kinks(n, int(fd.near_kink.sum()), common, asked, entries, False,
-                     f"kink_convention={asked!r} was asked but the derivative follows "
-                     f"{', '.join(common) or 'different conventions at different entries'}")
-    return Kinks(n, int(fd.near_kink.sum()), common, asked, entries, True,
-                 f"{n} entries at a kink (not failures); the derivative follows "
-                 f"{', '.join(common) or 'a convention per entry'} there")
+        return Kinks(n_at, n_jumps, common, asked, entries, False,
+                     f"kink_convention={asked!r} was asked but at the {counted} the derivative "
+                     f"gives {', '.join(common) or 'different conventions at different entries'}")
+    return Kinks(n_at, n_jumps, common, asked, entries, True,
+                 f"{counted} (not failures); the derivative gives "
+                 f"{', '.join(common) or 'an accepted value per entry'} there")
 
 
-def _ungated_jacobian(static, x_spec, out_spec, dynamic):
-    args = static.args(dynamic)
-    x = x_spec.flatten(args[static.argnums])
-    return jax.jacfwd(ungated(flat_function(static, args, x_spec, out_spec)))(x)
+# -- reports -----------------------------------------------------------------------------------
+def perturbed(p: Prepared, seed: int, q: int) -> tuple:
+    """The dynamic leaves with the argument moved by 5% of each coordinate's scale."""
+    args = p.static.args(p.dynamic)
+    x = p.x_spec.flatten(args[p.static.argnums])
+    rng = np.random.default_rng([seed, q])
+    step = FAST_PERTURBATION * coordinate_scales(x, p.x_spec) * rng.standard_normal(x.shape)
+    moved = jax.tree_util.tree_map(lambda new, old: new.astype(jnp.result_type(old)),
+                                   p.x_spec.unflatten(x + step.astype(x.dtype)),
+                                   args[p.static.argnums])
+    new_args = args[: p.static.argnums] + (moved,) + args[p.static.argnums + 1 :]
+    leaves = jax.tree_util.tree_leaves(new_args)
+    return tuple(leaves[i] for i in p.static.dynamic_positions)
 
 
-def _jacobian(static, x_spec, out_spec, dynamic):
-    args = static.args(dynamic)
-    return jax.jacfwd(flat_function(static, args, x_spec, out_spec))(
-        x_spec.flatten(args[static.argnums]))
+@_quiet
+def reports(groups: list[tuple[Prepared, list[tuple]]], seed: int, kink_convention,
+            merge: bool = True, stencils: bool = True) -> list:
+    """Full mode on ``(prepared, dynamic leaves of each point)`` groups: one merged report per
+    group, or (``merge=False``) a list with one report per point."""
+    keyed = [reference_key(p) for p, _ in groups]
+    groups = [(q, points) for (q, _), (_, points) in zip(keyed, groups)]
+    values = run(groups, seed, stencils)
+    out = []
+    for (p, dynamics), (_, precision), per_point in zip(groups, keyed, values):
+        terms = terms_of(p)
+        judged = [judge(p, v, terms, precision, kink_convention) for v in per_point]
+        if merge:
+            out.append(_assemble(p, judged, dynamics, terms, precision))
+        else:
+            out.append([_assemble(p, [j], [d], terms, precision)
+                        for j, d in zip(judged, dynamics)])
+    return out
 
 
-@functools.cache
-def _compiled(fn):
-    """``fn(static, x_spec, out_spec, dynamic)`` jitted once: every failing point of the same
-    check reuses the program (a closure over the point's arguments would compile per point)."""
-    return quick_jit(fn, static_argnames=("static", "x_spec", "out_spec"))
+def _assemble(p: Prepared, judged: list[PointVerdict], dynamics: list, terms: int,
+              precision: str) -> Report:
+    threshold = Threshold.of(p.dtype, terms, reference_words(
+        precision, p.dtype, stencils=judged[0].taylor is not None))
+    first_bad = next((i for i, j in enumerate(judged) if not j.ok), None)
+    focus = judged[first_bad if first_bad is not None else 0]
+    slips, where = (), ()
+    if first_bad is not None and focus.failed:
+        slips, where = diagnose_point(p, focus, focus.exact, dynamics[first_bad])
+    notes = list(dict.fromkeys(n for j in judged for n in j.notes))
+    if precision != "float64" and judged[0].taylor is not None:
+        notes.append(f"f computes in {precision} even on float64 arguments: the "
+                     f"finite-difference reference has {precision} precision")
+    kinks = [j.kinks for j in judged]
+    kink = kinks[first_bad if first_bad is not None and not kinks[first_bad].ok else 0]
+    if len(kinks) > 1:
+        kink = Kinks(sum(k.at for k in kinks), sum(k.jumps for k in kinks), kink.followed,
+                     kink.asked, kink.entries, all(k.ok for k in kinks), kink.note)
+    matrices = {"expected": focus.reference, "got": focus.got} if focus.got.size <= 40_000 else {}
+    if first_bad is not None and len(judged) > 1:
+        notes.append(f"point {first_bad} of {len(judged)} is the first that fails; the "
+                     "entries and the diagnosis are for it")
+    return Report(
+        ok=first_bad is None, **header(p, "full", len(judged), threshold),
+        comparisons=merge([j.comparisons for j in judged]),
+        taylor=next((j.taylor for j in judged if j.taylor is not None and not j.taylor.ok),
+                    judged[0].taylor),
+        kinks=kink, worst=focus.worst, diagnosis=tuple(s.sentence for s in slips),
+        slips=tuple(slips), where=tuple(where),
+        problems=tuple(dict.fromkeys(pr for j in judged for pr in j.problems)),
+        notes=tuple(notes), matrices=matrices,
+    )
 
 
-def diagnosis_extras(p: Prepared, dynamic) -> dict:
-    """What :func:`~mcjax._check._diagnose.diagnose` compares with beyond the reference."""
-    static, x_spec, out_spec = p.static, p.x_spec, p.out_spec
-    args = static.args(dynamic)
-    extras = {"other_arguments": {}}
-    try:
-        J = _compiled(_ungated_jacobian)(static, x_spec, out_spec, dynamic)
-        extras["ungated"] = np.asarray(J, np.float64)
-    except Exception:  # a primitive the straight-through evaluator cannot rebind
-        extras["ungated"] = None
-    for k, arg in enumerate(args):
-        leaves = jax.tree_util.tree_leaves(arg)
-        if k == static.argnums or not leaves:
-            continue
-        if jax.tree_util.tree_structure(arg) != x_spec.treedef or any(
-                np.shape(a) != s or not jnp.issubdtype(jnp.result_type(a), jnp.floating)
-                for a, s in zip(leaves, x_spec.shapes)):
-            continue
-        J = _compiled(_jacobian)(static._replace(argnums=k), x_spec, out_spec, dynamic)
-        extras["other_arguments"][f"args[{k}]"] = np.asarray(J, np.float64)
-    return extras
-
-
-def sizes_of(p: Prepared, args) -> dict[str, int]:
-    """Candidate sizes ``N`` for a factor slip: every dimension and size in sight."""
-    sizes = {}
-    for k, arg in enumerate(args):
-        for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
-            shape = np.shape(leaf)
-            name = f"args[{k}]" + "".join(str(q) for q in path)
-            for axis, d in enumerate(shape):
-                sizes.setdefault(f"axis {axis} of {name}", int(d))
-            sizes.setdefault(f"the size of {name}", int(np.prod(shape)))
-    sizes.setdefault("the size of f's output", p.out_spec.size)
-    return sizes
-
-
-def diagnose_point(p: Prepared, judged: dict, dynamic, args) -> list[str]:
-    """The diagnosis of a failing point."""
-    square = p.x_spec.shapes == p.out_spec.shapes
-    extras = diagnosis_extras(p, dynamic)
-    return diagnose(judged["G"], judged["R"], judged["allowed"], judged["include"],
-                    sizes=sizes_of(p, args), square=square, **extras)
-
-
-def merge(comparisons: list[list[Comparison]]) -> tuple[Comparison, ...]:
+def merge(comparisons: list[tuple[Comparison, ...]]) -> tuple[Comparison, ...]:
     """Per reference, the worst over the points."""
     merged = []
     for per_point in zip(*comparisons):

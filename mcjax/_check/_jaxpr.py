@@ -34,7 +34,8 @@ def _shape(var) -> tuple[int, ...]:
     return tuple(getattr(var.aval, "shape", ()))
 
 
-def _terms(eqn) -> int:
+def equation_terms(eqn) -> int:
+    """How many terms one sum of ``eqn`` adds up (1 for an equation that sums nothing)."""
     name = eqn.primitive.name
     if name == "dot_general":
         (contract, _), _ = eqn.params["dimension_numbers"]
@@ -54,7 +55,7 @@ def max_terms(jaxpr: core.Jaxpr) -> int:
     """The largest number of terms any one sum in ``jaxpr`` (or its sub-jaxprs) adds up."""
     best = 1
     for eqn in jaxpr.eqns:
-        best = max(best, _terms(eqn), *(max_terms(sub) for sub in _sub_jaxprs(eqn)))
+        best = max(best, equation_terms(eqn), *(max_terms(sub) for sub in _sub_jaxprs(eqn)))
     return best
 
 

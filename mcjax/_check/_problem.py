@@ -1,29 +1,34 @@
-"""What the checker checks: ``f``, the derivative under test, the arguments, as flat vectors.
+"""What the checker checks: ``f``, the derivative under test and the arguments.
 
 :func:`prepare` validates a call of :func:`mcjax.check` from static shapes and dtypes (before
-any computation) and splits the arguments into arrays, which are traced, and everything
-else (integer flags, strings, ``None``), which is static: the jitted checks are cached by
-JAX on ``(f, derivative, static parts)`` and compile once per shape.
-
-:class:`Got` turns whatever the derivative returned (a dense array or pytree in either
-layout, a structured :class:`~mcjax.Jacobian`, or a VJP function ``u -> u^T J``) into the two
-things the checks need: the ``(m, n)`` matrix (full mode) and ``u^T J`` (fast mode).
+any computation), splits the arguments into arrays, which are traced, and everything else
+(integer flags, strings, ``None``), which is static, and traces ``f`` and the derivative
+afresh.  The compiled checks are keyed on those traces (:mod:`mcjax._jit`), never on the
+functions' identity: a check after an edit to a helper or a global that ``f`` or the
+derivative reads runs the edited code, and a repeated check of unchanged code reuses the
+compiled program.
 """
 
 from __future__ import annotations
 
-import functools
+import os
+import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core
 
 from mcjax._check._flat import FlatSpec
+from mcjax._check._jaxpr import lowest_precision
+from mcjax._check._kinks import has_switches
+from mcjax._check._under_test import validate
 from mcjax._conventions import is_floating
-from mcjax._errors import DtypeError, ShapeError, require_floating, shape_str
+from mcjax._errors import DtypeError, ShapeError, TraceError, require_floating
 from mcjax._jacobian import Jacobian
+from mcjax._jit import Keyed, custom_rules, function_key, signature
 
 LAYOUTS = ("numerator", "denominator")
 
@@ -36,15 +41,20 @@ class _ByIdentity:
 
 
 class Static(NamedTuple):
-    """The hashable part of a check: what jit compiles for."""
+    """The hashable part of a check: what jit compiles for.
 
-    f: Callable
-    derivative: Callable | None
+    ``f`` and ``derivative`` are :class:`~mcjax._jit.Keyed`: equal when their traces are.
+    """
+
+    f: Keyed
+    derivative: Keyed
     argnums: int
     layout: str
     treedef: Any
     static_leaves: tuple  # None where a leaf is dynamic
     dynamic_positions: tuple[int, ...]
+    switches: bool = False  # f switches branch somewhere (max, abs, where...): kinks are read
+    reverse_only: bool = False  # f calls a custom_vjp function: jax.jacfwd cannot run
 
     def args(self, dynamic) -> tuple:
         """The arguments rebuilt from the traced leaves."""
@@ -67,7 +77,7 @@ def _hashable(leaf):
 
 
 def name_of(fn) -> str:
-    if isinstance(getattr(fn, "name", None), str):  # a registry Rule
+    if isinstance(getattr(fn, "name", None), str):  # a registry Rule, a Keyed function
         return fn.name
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
@@ -78,17 +88,77 @@ class Prepared(NamedTuple):
     x_spec: FlatSpec
     out_spec: FlatSpec
     dtype: str  # the dtype the derivative is judged in: the least precise of x and f(x)
+    f_jaxpr: core.ClosedJaxpr  # f's trace at the point's shapes and dtypes
+    derivative_jaxpr: core.ClosedJaxpr  # the derivative's (applied to u if it is a VJP)
 
 
-@functools.lru_cache(maxsize=64)
-def _output_shape(static: Static, structs: tuple):
-    """``f``'s output shapes and dtypes, traced once per ``f`` and argument shapes: a repeated
-    check (of a 1M-parameter MLP, say) would otherwise trace ``f`` again on every call."""
-    return jax.eval_shape(lambda *d: static.f(*static.args(d)), *structs)
+def _structs(leaves) -> tuple:
+    return tuple(jax.ShapeDtypeStruct(jnp.shape(d), jnp.result_type(d)) for d in leaves)
+
+
+_INTERNAL = (os.sep + "jax" + os.sep, os.sep + "jaxlib" + os.sep,
+             os.path.join("mcjax", "_check"), os.path.join("mcjax", "_jit.py"))
+_CONTROL_FLOW = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                 jax.errors.TracerIntegerConversionError, jax.errors.NonConcreteBooleanIndexError)
+
+
+def _user_line(error: BaseException) -> str:
+    """Where in the user's code ``error`` was raised: ``my_model.py:12: if x > 0:``."""
+    frames = [fr for fr in traceback.extract_tb(error.__traceback__)
+              if not any(part in fr.filename for part in _INTERNAL)]
+    if not frames:
+        return ""
+    fr = frames[-1]
+    code = f" (`{fr.line.strip()}`)" if fr.line else ""
+    return f" at {os.path.basename(fr.filename)}:{fr.lineno}{code}"
+
+
+def _traced(what: str, fn, *structs, **options):
+    """:func:`~mcjax._jit.function_key`, with a user's mistake turned into one sentence."""
+    try:
+        return function_key(fn, *structs, **options)
+    except (ShapeError, DtypeError) as e:  # mcjax's own sentence, without JAX's trace note
+        e.__notes__ = [n for n in getattr(e, "__notes__", []) if "JAX has removed" not in n]
+        raise
+    except _CONTROL_FLOW as e:
+        raise TraceError(
+            f"mcjax.check: {what} cannot be traced{_user_line(e)}: Python control flow or NumPy "
+            "on a traced value. mcjax.check traces and compiles f and the derivative, as "
+            "jax.jit does; use jnp.where or jax.lax.cond for branches on values, and jnp "
+            f"instead of np ({type(e).__name__})") from None
+    except Exception as e:  # noqa: BLE001 - the user's function raised: say so in one line
+        message = str(e).split("\n", 1)[0]
+        raise TraceError(f"mcjax.check: calling {what} raised {type(e).__name__}"
+                         f"{_user_line(e)}: {message}") from None
+
+
+def _callable_or_say(what: str, fn) -> None:
+    if callable(fn):
+        return
+    shape = getattr(fn, "shape", None)
+    kind = ("a jax.Array" if isinstance(fn, jax.Array) else "a NumPy array"
+            if isinstance(fn, np.ndarray) else f"an object of type {type(fn).__name__}")
+    arrived = f"{kind} of shape {tuple(shape)}" if shape is not None else kind
+    due = ("a function of the same arguments as f returning the derivative (for a fixed "
+           "value J: lambda *args: J)" if what == "derivative" else "a function f(*args)")
+    raise TypeError(f"mcjax.check: {what} is {arrived}, not a function; expected {due}")
+
+
+def _as_array(arg):
+    """A Python list of numbers as an array (a list is a pytree of Python scalars to JAX);
+    anything else unchanged."""
+    if isinstance(arg, list):
+        leaves = jax.tree_util.tree_leaves(arg)
+        if leaves and all(isinstance(v, (bool, int, float)) for v in leaves):
+            try:
+                return jnp.asarray(np.asarray(arg))
+            except ValueError:  # ragged: leave it to f
+                return arg
+    return arg
 
 
 def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
-    """Validate one call of :func:`mcjax.check` and split its arguments.
+    """Validate one call of :func:`mcjax.check`, split its arguments and trace both functions.
 
     Raises:
       ValueError: ``argnums`` or ``layout`` is out of range.
@@ -97,6 +167,9 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     """
     if layout not in LAYOUTS:
         raise ValueError(f"mcjax.check: layout={layout!r}; expected one of {', '.join(LAYOUTS)}")
+    _callable_or_say("f", f)
+    _callable_or_say("derivative", derivative)
+    args = tuple(_as_array(a) for a in args)
     if not isinstance(argnums, int) or not -len(args) <= argnums < len(args):
         raise ValueError(
             f"mcjax.check: argnums={argnums!r} but f gets {len(args)} argument(s); expected an "
@@ -119,8 +192,8 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     static_leaves = tuple(None if _is_array(leaf) else _hashable(leaf) for leaf in leaves)
     dynamic = tuple(leaves[i] for i in dynamic_positions)
     static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
-    out = _output_shape(static, tuple(jax.ShapeDtypeStruct(jnp.shape(d), jnp.result_type(d))
-                                      for d in dynamic))
+    structs = _structs(dynamic)
+    f_key, out, f_jaxpr = _traced("f", lambda *d: f(*static.args(d)), *structs)
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise DtypeError(
@@ -133,9 +206,63 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
             f"mcjax.check: f returns an empty output ({out_spec.describe()}); expected at "
             "least one entry"
         )
-    eps = [np.finfo(np.dtype(d)).eps for d in x_spec.dtypes + out_spec.dtypes]
+    d_key, d_jaxpr = _derivative_key(derivative, static, structs, x_spec, out_spec)
+    f_keyed = Keyed(f, ()).with_program((f_key,), signature(structs), f_jaxpr,
+                                        jax.tree_util.tree_structure(out))
+    static = static._replace(
+        f=f_keyed, derivative=Keyed(derivative, d_key),
+        switches=has_switches(f_jaxpr.jaxpr),
+        reverse_only=bool(custom_rules(f_jaxpr.jaxpr) - {"custom_jvp_call"}))
+    eps = [jnp.finfo(d).eps for d in x_spec.dtypes + out_spec.dtypes]
     dtype = (x_spec.dtypes + out_spec.dtypes)[int(np.argmax(eps))]
-    return Prepared(static, dynamic, x_spec, out_spec, dtype)
+    return Prepared(static, dynamic, x_spec, out_spec, dtype, f_jaxpr, d_jaxpr)
+
+
+def _derivative_key(derivative, static: Static, structs: tuple, x_spec: FlatSpec,
+                    out_spec: FlatSpec):
+    """Trace the derivative (its value, or for a VJP function its value at a cotangent) and
+    check its shapes against ``f``'s before any program runs."""
+    cotangent = tuple(jax.ShapeDtypeStruct(s, d) for s, d in zip(out_spec.shapes, out_spec.dtypes))
+    pullback = []
+
+    def traced(dynamic, u):
+        value = derivative(*static.args(dynamic))
+        if callable(value) and not isinstance(value, Jacobian):
+            pullback.append(True)
+            return value(out_spec.treedef.unflatten(u))
+        return value
+
+    key, value, jaxpr = _traced("the derivative", traced, structs, cotangent,
+                                differentiated=False)
+    validate(value, x_spec, out_spec, static.layout, bool(pullback))
+    return key, jaxpr
+
+
+def reference_key(p: Prepared) -> tuple[Prepared, str]:
+    """Full mode evaluates ``f`` on its arguments cast to float64 (finite differences, the
+    Taylor test) and to float32 (``f``'s own rounding): key those traces too.  Returns the
+    prepared check with the longer key, and the precision ``f`` really computes in at float64
+    arguments (a function that rounds to float32 internally has float32 references)."""
+    static = p.static
+
+    def cast(dtype):  # shapes and dtypes only: casting the arrays would compile eager programs
+        return [jax.ShapeDtypeStruct(s.shape, dtype if jnp.issubdtype(s.dtype, jnp.floating)
+                                     else s.dtype) for s in _structs(p.dynamic)]
+
+    f = static.f
+    native = signature(_structs(p.dynamic))
+    with jax.enable_x64(True):
+        for dtype in (jnp.float64, jnp.float32):
+            structs = cast(dtype)
+            if signature(structs) == native:  # the native trace serves
+                closed = p.f_jaxpr
+            else:
+                key, out, closed = function_key(lambda *d: f.fn(*static.args(d)), *structs)
+                f = f.with_program(f.key + (key,), signature(structs), closed,
+                                   jax.tree_util.tree_structure(out))
+            if dtype == jnp.float64:
+                precision = lowest_precision(closed.jaxpr) or "float64"
+    return p._replace(static=static._replace(f=f)), precision
 
 
 def cast_floating(tree, dtype):
@@ -150,139 +277,10 @@ def flat_function(static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatS
 
     def f_flat(x_vec):
         new = args[: static.argnums] + (x_spec.unflatten(x_vec),) + args[static.argnums + 1 :]
-        out = static.f(*new)
+        leaves = jax.tree_util.tree_leaves(new)
+        dynamic = [leaves[i] for i in static.dynamic_positions]
+        traced = static.f.program(signature(dynamic)) if isinstance(static.f, Keyed) else None
+        out = traced(*dynamic) if traced is not None else static.f(*new)  # the keyed trace
         return out_spec.flatten(out, jnp.result_type(*jax.tree_util.tree_leaves(out)))
 
     return f_flat
-
-
-# -- the derivative under test ------------------------------------------------------------
-class Got:
-    """The derivative under test at one point, as a matrix or as ``u -> u^T J``."""
-
-    def __init__(self, static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatSpec):
-        self.x_spec, self.out_spec = x_spec, out_spec
-        value = static.derivative(*args)
-        if callable(value) and not isinstance(value, Jacobian):
-            self.kind, self._pullback, self._blocks = "vjp", value, None
-            return
-        self.kind, self._pullback = "dense", None
-        self._blocks = _blocks(value, x_spec, out_spec, static.layout)
-        if any(isinstance(b, Jacobian) for b in self._blocks.values()):
-            self.kind = "jacobian"
-
-    def vjp(self, u):
-        """``u^T J`` for a flat cotangent ``u`` of shape ``(m,)``: shape ``(n,)``, in ``u``'s dtype."""
-        u_leaves = [u[o : o + n].reshape(s) for o, n, s in
-                    zip(self.out_spec.offsets, self.out_spec.sizes, self.out_spec.shapes)]
-        return jnp.concatenate([jnp.ravel(w).astype(u.dtype) for w in self.vjp_leaves(u_leaves)])
-
-    def vjp_leaves(self, u_leaves: list) -> list:
-        """``u^T J`` leaf by leaf: one cotangent per output leaf (its shape) in, one array per
-        argument leaf (its shape) out.  Nothing is flattened or concatenated (fast mode)."""
-        if self._pullback is not None:
-            result = self._pullback(jax.tree_util.tree_unflatten(self.out_spec.treedef, u_leaves))
-            return jax.tree_util.tree_leaves(_check_vjp_result(result, self.x_spec))
-        out = []
-        for j in range(len(self.x_spec.shapes)):
-            total = 0
-            for k, (u_k, s) in enumerate(zip(u_leaves, self.out_spec.shapes)):
-                block = self._blocks[k, j]
-                if isinstance(block, Jacobian):
-                    total = total + block.vjp(u_k.astype(block.dtype))
-                elif not s:  # a scalar output leaf: u_k times the block, no contraction
-                    total = total + u_k.astype(block.dtype) * block
-                else:
-                    total = total + jnp.tensordot(u_k, block, axes=len(s))
-            out.append(total)
-        return out
-
-    def matrix(self, dtype):
-        """The dense derivative as an ``(m, n)`` matrix in ``dtype``."""
-        m, n = self.out_spec.size, self.x_spec.size
-        if self._pullback is not None:
-            return jax.vmap(self.vjp)(jnp.eye(m, dtype=dtype))
-        rows = []
-        for k, mk in enumerate(self.out_spec.sizes):
-            row = []
-            for j, nj in enumerate(self.x_spec.sizes):
-                block = self._blocks[k, j]
-                dense = block.dense() if isinstance(block, Jacobian) else block
-                row.append(jnp.reshape(dense, (mk, nj)).astype(dtype))
-            rows.append(jnp.concatenate(row, axis=1))
-        return jnp.concatenate(rows, axis=0).reshape(m, n)
-
-
-def _check_vjp_result(result, x_spec: FlatSpec):
-    got = FlatSpec.of(result)
-    if got.treedef != x_spec.treedef and isinstance(result, tuple) and len(result) == 1:
-        result, got = result[0], FlatSpec.of(result[0])  # a pullback from jax.vjp
-    if got.treedef != x_spec.treedef or got.shapes != x_spec.shapes:
-        raise ShapeError(
-            f"mcjax.check: the VJP function returned {got.describe()} but the differentiated "
-            f"argument has {x_spec.describe()}; expected u^T J of the argument's shape"
-        )
-    return result
-
-
-def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str) -> dict:
-    """The derivative's blocks ``(out leaf k, in leaf j) -> array or Jacobian``, numerator layout.
-
-    The expected structure is ``jax.jacfwd``'s: f's output tree with every leaf replaced by the
-    argument's tree of arrays ``out_leaf.shape + arg_leaf.shape`` (a gradient for scalar f).
-    """
-    is_jac = lambda leaf: isinstance(leaf, Jacobian)  # noqa: E731
-    leaves, treedef = jax.tree_util.tree_flatten(value, is_leaf=is_jac)
-    x_tree = x_spec.treedef.unflatten([0] * len(x_spec.shapes))
-    expected = out_spec.treedef.unflatten([x_tree] * len(out_spec.shapes))
-    expected_def = jax.tree_util.tree_structure(expected)
-    pairs = [(k, j) for k in range(len(out_spec.shapes)) for j in range(len(x_spec.shapes))]
-    if treedef != expected_def:
-        raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
-    blocks = {}
-    for (k, j), leaf in zip(pairs, leaves):
-        o, i = out_spec.shapes[k], x_spec.shapes[j]
-        shape = tuple(leaf.shape) if is_jac(leaf) else tuple(np.shape(leaf))
-        if is_jac(leaf) or layout == "numerator":
-            if shape != o + i:
-                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
-            blocks[k, j] = leaf if is_jac(leaf) else jnp.asarray(leaf)
-        else:
-            if shape != i + o:
-                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
-            blocks[k, j] = jnp.moveaxis(jnp.asarray(leaf), tuple(range(len(i))),
-                                        tuple(range(len(o), len(o) + len(i))))
-    return blocks
-
-
-def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
-    """Say what arrived, what was due, and which usual slip explains the difference."""
-    def shape_of(leaf):
-        return tuple(leaf.shape) if isinstance(leaf, Jacobian) else tuple(np.shape(leaf))
-
-    if x_spec.is_array and out_spec.is_array and len(leaves) == 1:
-        got, o, i = shape_of(leaves[0]), out_spec.shapes[0], x_spec.shapes[0]
-        due = o + i if layout == "numerator" else i + o
-        message = (
-            f"mcjax.check: derivative returned shape {shape_str(got)} but f maps args of shape "
-            f"{shape_str(i)} to shape {shape_str(o)}, so its derivative in {layout} layout has "
-            f"shape {shape_str(due)} ({'out.shape + arg.shape' if layout == 'numerator' else 'arg.shape + out.shape'})"
-        )
-        other = i + o if layout == "numerator" else o + i
-        if got == other and other != due:
-            alt = "denominator" if layout == "numerator" else "numerator"
-            message += f"; {shape_str(got)} is {alt} layout: pass layout={alt!r} or transpose it"
-        elif got == i and o == i:
-            message += (
-                "; a vector of the argument's shape: the diagonal of an element-wise Jacobian? "
-                "wrap it in mcjax.Diagonal(...) (or jnp.diag)"
-            )
-        return message
-    got = ", ".join(shape_str(shape_of(leaf)) for leaf in leaves) or "nothing"
-    due = ", ".join(shape_str(out_spec.shapes[k] + x_spec.shapes[j]) for k, j in pairs)
-    return (
-        f"mcjax.check: derivative returned {type(value).__name__} with leaves of shapes {got} "
-        f"but f maps args with {x_spec.describe()} to {out_spec.describe()}; expected "
-        f"jax.jacfwd's structure: f's output tree of argument trees, leaves of shapes {due} "
-        "(for a scalar f, the gradient: the argument's own tree)"
-    )

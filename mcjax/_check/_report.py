@@ -14,29 +14,44 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mcjax._check._compare import Comparison, Entry, Threshold
+from mcjax._check._problem import Prepared, name_of
 from mcjax._check._taylor import Taylor
 
 
 @dataclass(frozen=True)
 class KinkEntry:
+    """One entry at a kink: what JAX, the one-sided derivatives and the derivative give."""
+
     label: str
+    jax: float
     left: float
     right: float
     got: float
-    conventions: tuple[str, ...]
+    conventions: tuple[str, ...]  # the accepted values the derivative matches
 
 
 @dataclass(frozen=True)
 class Kinks:
-    """Where finite-difference stencils crossed a kink, and which convention the derivative follows."""
+    """Entries where ``f`` is not differentiable at the point, read from its jaxpr."""
 
-    at: int  # entries whose smallest stencil straddles a kink
-    near: int  # entries where only the larger stencils cross one
+    at: int  # entries whose one-sided derivatives differ
+    jumps: int  # entries where f jumps (a discontinuity): only JAX's value is accepted
     followed: tuple[str, ...]  # conventions every kink entry agrees with
     asked: str | None
     entries: tuple[KinkEntry, ...]  # a few, for the report
     ok: bool
     note: str
+
+
+@dataclass(frozen=True)
+class Slip:
+    """A slip the diagnosis named: its kind (for programs: ``"sign"``, ``"factor"``,
+    ``"transposed"``, ``"missing-gate"``, ``"missing-term"``, ``"sign-in-term"``,
+    ``"value-for-derivative"``, ``"dense-for-diagonal"``, ``"diagonal-for-dense"``,
+    ``"wrong-argument"``, ``"low-rank"``, ``"nonfinite"``) and the sentence (for people)."""
+
+    kind: str
+    sentence: str
 
 
 @dataclass(frozen=True)
@@ -68,10 +83,12 @@ class Report:
       threshold: the thresholds used (:class:`~mcjax._check._compare.Threshold`).
       comparisons: one per reference, worst over the points.
       taylor: the Taylor-remainder test (full mode), or None.
-      kinks: what finite differences found at kinks (full mode), or None.
+      kinks: the entries at kinks of ``f`` and the values accepted there (full mode), or None.
       projections: fast mode's ``u^T J v``.
       worst: the worst entries of a failing check.
-      diagnosis: the usual slips that explain the failure.
+      diagnosis: the usual slips that explain the failure, as sentences.
+      slips: the same as :class:`Slip` records (kind and sentence).
+      where: which leaves, rows and columns hold the wrong entries.
       problems: other reasons for failing (NaN or Inf, ...).
       notes: what the reader should know (reference precision, ...).
       links: for a chain, each link's own report (:func:`mcjax.check_chain`).
@@ -92,6 +109,8 @@ class Report:
     projections: tuple[Projection, ...] = ()
     worst: tuple[Entry, ...] = ()
     diagnosis: tuple[str, ...] = ()
+    slips: tuple[Slip, ...] = ()
+    where: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     links: tuple[tuple[str, "Report"], ...] = ()
@@ -153,6 +172,15 @@ class Report:
         return fig
 
 
+def header(p: Prepared, mode: str, points: int, threshold: Threshold) -> dict:
+    """The fields every report starts with."""
+    return {"function": name_of(p.static.f), "derivative": name_of(p.static.derivative),
+            "wrt": f"args[{p.static.argnums}]",
+            "shapes": f"f: args[{p.static.argnums}] {p.x_spec.describe()} -> "
+                      f"{p.out_spec.describe()}",
+            "dtype": p.dtype, "mode": mode, "points": points, "threshold": threshold}
+
+
 def _finite(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -175,7 +203,7 @@ def render(r: Report) -> str:
         f"  threshold: {r.threshold.describe()}",
     ]
     for c in r.comparisons:
-        excluded = f", {c.excluded} at kinks skipped" if c.excluded else ""
+        excluded = f", {c.excluded} not compared" if c.excluded else ""
         status = "ok" if c.ok else f"FAIL: {c.violations} of {c.compared} entries over"
         lines.append(f"  {c.reference:<19} max abs {c.max_abs:.1e}  max rel {c.max_rel:.1e}  "
                      f"(worst {c.worst_ratio:.2g} x threshold{excluded})  {status}")
@@ -185,12 +213,12 @@ def render(r: Report) -> str:
                      f"{len(bad)} over their threshold")
     if r.taylor is not None:
         lines.append(f"  Taylor remainder   {'ok' if r.taylor.ok else 'FAIL'}: {r.taylor.note}")
-    if r.kinks is not None and (r.kinks.at or r.kinks.near):
+    if r.kinks is not None and (r.kinks.at or r.kinks.jumps):
         lines.append(f"  kinks              {'ok' if r.kinks.ok else 'FAIL'}: {r.kinks.note}")
         for k in r.kinks.entries:
             follows = ", ".join(k.conventions) or "none"
-            lines.append(f"    {k.label:<16} left {_g(k.left):>9}  right {_g(k.right):>9}  "
-                         f"got {_g(k.got):>9}  follows {follows}")
+            lines.append(f"    {k.label:<16} jax {_g(k.jax):>9}  left {_g(k.left):>9}  right "
+                         f"{_g(k.right):>9}  got {_g(k.got):>9}  matches {follows}")
     for problem in r.problems:
         lines.append(f"  problem: {problem}")
     if r.worst:
@@ -199,6 +227,8 @@ def render(r: Report) -> str:
         for e in r.worst:
             lines.append(f"    {e.label:<24}{_g(e.expected):>12}{_g(e.got):>12}"
                          f"{e.error:>11.2e}{e.allowed:>11.1e}")
+    for line in r.where:
+        lines.append(f"  where: {line}")
     for slip in r.diagnosis:
         lines.append(f"  diagnosis: {slip}")
     for name, link in r.links:

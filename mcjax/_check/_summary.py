@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from mcjax._check._verify import RuleResult, json_number
 from mcjax._registry import REGISTRY, SECTIONS, Registry
 
-REFERENCES = ("jacfwd", "jacrev", "grad")
+REFERENCES = ("jax.jacfwd", "jax.jacrev")
+"""The references every rule is checked against (the checker's exact comparisons)."""
+COLUMNS = {"jax.jacfwd": "jacfwd", "jax.jacrev": "jacrev"}
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def table(results: Sequence[RuleResult], title: str = "", registry: Registry | N
     t.add_column("§", no_wrap=True)
     t.add_column("formula", overflow="fold", max_width=30)
     for ref in REFERENCES:
-        t.add_column(ref, justify="right", no_wrap=True)
+        t.add_column(COLUMNS[ref], justify="right", no_wrap=True)
     t.add_column("n", justify="right")
     t.add_column("verdict", no_wrap=True)
     for s in sorted(summarize(results), key=order):
@@ -128,12 +130,14 @@ def failures(results: Sequence[RuleResult]) -> list[str]:
         where = f"{r.rule} wrt {r.wrt} ({r.dtype}, shapes {', '.join(map(str, r.shapes))})"
         if r.error:
             lines.append(f"{where}: {r.error}")
-        else:
-            bad = ", ".join(
-                f"{c.reference} max abs {c.max_abs:.2e} rel {c.max_rel:.2e}"
-                for c in r.comparisons
-                if not c.ok
-            )
-            rtol, atol = r.tolerance
-            lines.append(f"{where}: {bad} (allowed: atol {atol:g} + rtol {rtol:g} x scale)")
+            continue
+        report = r.report
+        why = [f"{c.reference}: {c.violations} of {c.compared} entries over the threshold "
+               f"(max rel {c.max_rel:.1e})" for c in report.comparisons if not c.ok]
+        if report.taylor is not None and not report.taylor.ok:
+            why.append(f"Taylor: {report.taylor.note}")
+        if report.kinks is not None and not report.kinks.ok:
+            why.append(f"kinks: {report.kinks.note}")
+        why += list(report.problems) + [f"diagnosis: {d}" for d in report.diagnosis]
+        lines.append(f"{where}: " + "; ".join(why))
     return lines

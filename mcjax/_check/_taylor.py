@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import jax.numpy as jnp
 import numpy as np
 
-from mcjax._conventions import TAYLOR_MIN_ORDER, TAYLOR_MIN_RUNGS
+from mcjax._check._config import TAYLOR_MIN_ORDER, TAYLOR_MIN_RUNGS
 
 
 @dataclass(frozen=True)
@@ -29,24 +30,46 @@ class Taylor:
     note: str
 
 
-def verdict(steps, differences, Jt, f0, precision: str, rtol: float, kinks: bool) -> Taylor:
+def verdict(steps, differences, Jt, f0, precision: str, rtol: float, kinks: bool,
+            crossed=None, rough: bool = False) -> Taylor:
     """Judge the remainders ``differences[k] - steps[k] J t`` (all NumPy float64).
 
-    The largest steps may leave ``f``'s domain (``log`` of a small ``x``): their remainders are
-    NaN and the ladder is judged from the smallest steps up to the first such one, when at
-    least :data:`TAYLOR_MIN_RUNGS` of them are left.
+    The largest steps may leave ``f``'s domain (``log`` of a small ``x``: NaN) or cross a kink
+    of ``f`` (``crossed``): the ladder is then judged from the smallest steps up to the first
+    such one, when at least :data:`TAYLOR_MIN_RUNGS` of them are left; with fewer, a crossing
+    makes the test inconclusive and a NaN fails it.  ``kinks``: ``x`` itself is at a kink.
+    ``rough``: finite differences found ``f`` varying faster than their steps can follow; the
+    Taylor steps are no finer, so a low order is inconclusive there.
     """
     steps = np.asarray(steps, np.float64)
     differences = np.asarray(differences, np.float64)
+    crossed = np.zeros(len(steps), bool) if crossed is None else np.asarray(crossed, bool)
     residuals = np.linalg.norm(differences - steps[:, None] * Jt[None, :], axis=1)
-    outside = np.nonzero(~np.isfinite(residuals))[0]
-    if len(outside) and len(steps) - 1 - outside[-1] >= TAYLOR_MIN_RUNGS:
-        inside = slice(outside[-1] + 1, None)
-        taylor = verdict(steps[inside], differences[inside], Jt, f0, precision, rtol, kinks)
-        return replace(taylor, note=f"{taylor.note}; judged on the {len(steps) - inside.start} "
-                                    "smallest steps, as a larger one gives NaN or Inf (it leaves "
-                                    "f's domain)")
-    eps = float(np.finfo(np.dtype(precision)).eps)
+    as_tuple = lambda a: tuple(float(v) for v in a)  # noqa: E731
+    if kinks:
+        return Taylor(as_tuple(steps), as_tuple(residuals), None, 0.0, True,
+                      "inconclusive: x is at a kink of f, where f has no Taylor expansion")
+    if rough:
+        taylor = verdict(steps, differences, Jt, f0, precision, rtol, False, crossed)
+        if not taylor.ok:
+            return replace(taylor, ok=True, note=f"inconclusive: {taylor.note}, but f varies "
+                           "faster than finite differences could resolve")
+        return taylor
+    outside = np.nonzero(~np.isfinite(residuals) | crossed)[0]
+    if len(outside):
+        left = len(steps) - 1 - outside[-1]
+        why = ("crosses a kink of f" if crossed[outside[-1]] else
+               "gives NaN or Inf (it leaves f's domain)")
+        if left >= TAYLOR_MIN_RUNGS:
+            inside = slice(outside[-1] + 1, None)
+            taylor = verdict(steps[inside], differences[inside], Jt, f0, precision, rtol, False)
+            return replace(taylor, note=f"{taylor.note}; judged on the {left} smallest steps, as "
+                                        f"a larger one {why}")
+        if crossed.any():
+            return Taylor(as_tuple(steps), as_tuple(residuals), None, 0.0, True,
+                          f"inconclusive: a step of {steps[outside[-1]]:.1e} (relative) already "
+                          "crosses a kink of f")
+    eps = float(jnp.finfo(precision).eps)
     noise = 100 * eps * (np.linalg.norm(f0) + np.linalg.norm(differences + f0, axis=1))
     valid = residuals > 10 * noise
     slopes = [np.log2(residuals[k] / residuals[k + 1])
@@ -54,7 +77,6 @@ def verdict(steps, differences, Jt, f0, precision: str, rtol: float, kinks: bool
     size = max(np.linalg.norm(Jt), np.finfo(np.float64).tiny)
     last = np.nonzero(valid)[0]
     linear_error = float(residuals[last[-1]] / (steps[last[-1]] * size)) if len(last) else 0.0
-    as_tuple = lambda a: tuple(float(v) for v in a)  # noqa: E731
     if not np.all(np.isfinite(residuals)):
         return Taylor(as_tuple(steps), as_tuple(residuals), None, np.inf, False,
                       "the remainder is NaN or Inf")
@@ -69,10 +91,6 @@ def verdict(steps, differences, Jt, f0, precision: str, rtol: float, kinks: bool
         return Taylor(as_tuple(steps), as_tuple(residuals), order, linear_error, True,
                       f"remainder shrinks like h^{order:.2f} but its h-term is "
                       f"{linear_error:.1e} of |J t|, within rounding")
-    if kinks:
-        return Taylor(as_tuple(steps), as_tuple(residuals), order, linear_error, True,
-                      f"inconclusive: the remainder shrinks like h^{order:.2f} but the steps "
-                      "cross kinks")
     return Taylor(as_tuple(steps), as_tuple(residuals), order, linear_error, False,
                   f"remainder shrinks like h^{order:.2f}, not h^2: J t is off by "
                   f"{linear_error:.1e} relative")

@@ -1,57 +1,63 @@
-"""Verify registered rules against JAX autodiff: the engine behind ``mcjax verify``.
+"""Verify registered rules: the checker (:func:`mcjax.check`, full mode) run over the registry.
 
 For every rule, every argument it has a derivative for, every shape case and dtype, the
-hand-derived derivative (densified) is compared with ``jax.jacfwd``, ``jax.jacrev`` and, for
-scalar outputs, ``jax.grad``, all computed under one ``jax.jit`` at the same random point.
-A comparison passes when ``max|got - ref| <= atol + rtol * max|ref|`` with the tolerance of the
-dtype from :mod:`mcjax._conventions`.
+rule's derivative is checked at a random point exactly as :func:`mcjax.check` would check a
+user's: the same references (``jax.jacfwd``, ``jax.jacrev``, float64 finite differences,
+one-sided derivatives at kinks, the Taylor test), the same tolerance policy
+(:mod:`mcjax._check._config`) and the same :class:`~mcjax.Report`.  A rule's checks compile
+as one program; the rules' programs compile on a small thread pool, since XLA compiles
+without the GIL.
+
+The forward function and the derivative are both called with the rule's verification
+hyper-parameters (:attr:`Rule.hyper <mcjax.Rule>`), explicitly.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._check._full import quick_jit
-from mcjax._conventions import DTYPES, SHAPE_CASES, tolerance
-from mcjax._jacobian import densify
+from mcjax._check._api import check_cases
+from mcjax._check._report import Report
+from mcjax._conventions import DTYPES, SHAPE_CASES
 from mcjax._registry import REGISTRY, Registry, Rule
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """The rule's derivative against one reference."""
-
-    reference: str  # "jacfwd", "jacrev" or "grad"
-    max_abs: float
-    max_rel: float  # max_abs / max|reference|
-    ok: bool
-
-
-@dataclass(frozen=True)
 class RuleResult:
-    """The verdict for one rule, one argument, one shape case, one dtype."""
+    """The verdict for one rule, one argument, one shape case, one dtype.
+
+    Attributes:
+      rule, wrt, dtype: what was checked.
+      shapes: the argument shapes of the case (``()`` for a pytree argument).
+      formula: the derivative's formula in plain text.
+      report: the checker's :class:`~mcjax.Report`, or None when the check could not run.
+      error: why the check could not run (the rule failed to trace, a shape error), or None.
+    """
 
     rule: str
     wrt: str
     dtype: str
     shapes: tuple[tuple[int, ...], ...]
     formula: str
-    comparisons: tuple[Comparison, ...] = ()
+    report: Report | None = None
     error: str | None = None
-    tolerance: tuple[float, float] = (0.0, 0.0)
-    extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """Whether the derivative was computed and agrees with every reference."""
-        return self.error is None and bool(self.comparisons) and all(c.ok for c in self.comparisons)
+        """Whether the check ran and passed."""
+        return self.error is None and self.report is not None and self.report.ok
+
+    @property
+    def comparisons(self) -> tuple:
+        """The report's comparisons, one per reference (empty when the check did not run)."""
+        return self.report.comparisons if self.report is not None else ()
 
     def worst(self, attribute: str = "max_rel") -> float:
         """The largest ``max_rel`` (or ``max_abs``) over the references; NaN if none ran."""
@@ -59,22 +65,19 @@ class RuleResult:
         return max(values) if values else math.nan
 
     def as_dict(self) -> dict:
-        """A JSON-ready dict: the case, the verdict and the error against each reference."""
-        return {
-            "name": self.rule,
-            "wrt": self.wrt,
-            "dtype": self.dtype,
-            "shapes": [list(s) for s in self.shapes],
-            "formula": self.formula,
-            "ok": self.ok,
-            "error": self.error,
-            "rtol": self.tolerance[0],
-            "atol": self.tolerance[1],
-            "comparisons": {
-                c.reference: {"max_abs": c.max_abs, "max_rel": json_number(c.max_rel), "ok": c.ok}
-                for c in self.comparisons
-            },
-        }
+        """A JSON-ready dict: the case, the verdict and the gist of the checker's report."""
+        out = {"name": self.rule, "wrt": self.wrt, "dtype": self.dtype,
+               "shapes": [list(s) for s in self.shapes], "formula": self.formula,
+               "ok": self.ok, "error": self.error}
+        r = self.report
+        if r is not None:
+            out["comparisons"] = {c.reference: {"max_abs": c.max_abs,
+                                                "max_rel": json_number(c.max_rel), "ok": c.ok}
+                                  for c in r.comparisons}
+            out.update(taylor=r.taylor.note if r.taylor else None,
+                       kinks=r.kinks.note if r.kinks else None, diagnosis=list(r.diagnosis),
+                       problems=list(r.problems))
+        return out
 
 
 def json_number(x: float) -> float | None:
@@ -82,74 +85,23 @@ def json_number(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def compare(got, reference, dtype) -> tuple[float, float, bool] | str:
-    """Compare two derivative pytrees; a string says why they cannot be compared."""
-    got_leaves, got_tree = jax.tree_util.tree_flatten(got)
-    ref_leaves, ref_tree = jax.tree_util.tree_flatten(reference)
-    if got_tree != ref_tree:
-        return f"the derivative has structure {got_tree} but autodiff gives {ref_tree}"
-    for g, r in zip(got_leaves, ref_leaves):
-        if np.shape(g) != np.shape(r):
-            return (
-                f"the derivative has shape {tuple(np.shape(g))} but autodiff gives "
-                f"{tuple(np.shape(r))} (numerator layout: out.shape + arg.shape)"
-            )
-    got_leaves = [np.asarray(g, dtype=np.float64) for g in got_leaves]
-    ref_leaves = [np.asarray(r, dtype=np.float64) for r in ref_leaves]
-    if not all(np.all(np.isfinite(g)) for g in got_leaves):
-        return "the derivative has NaN or Inf entries"
-    err = max((float(np.max(np.abs(g - r), initial=0.0)) for g, r in zip(got_leaves, ref_leaves)),
-              default=0.0)
-    scale = max((float(np.max(np.abs(r), initial=0.0)) for r in ref_leaves), default=0.0)
-    tol = tolerance(dtype)
-    ok = err <= tol.atol + tol.rtol * scale
-    rel = err / scale if scale > 0 else (0.0 if err == 0 else math.inf)
-    return err, rel, ok
+def as_checked(rule: Rule, wrt: str):
+    """``(f, derivative)``: the rule's forward function and its derivative with respect to
+    ``wrt``, both with the rule's verification hyper-parameters, named for reports."""
+    hyper, d = dict(rule.hyper), rule.derivative(wrt)
+
+    def f(*args):
+        return rule.forward(*args, **hyper)
+
+    def derivative(*args):
+        return d(*args, **hyper)
+
+    f.name, derivative.name = rule.name, f"d {rule.name} / d {wrt}"
+    return f, derivative
 
 
-def _references(rule: Rule, names: Sequence[str], args: tuple) -> dict:
-    """Each derivative of the rule at ``args`` (densified) with its autodiff references."""
-    out = {}
-    scalar = all(jnp.ndim(leaf) == 0 for leaf in jax.tree_util.tree_leaves(rule(*args)))
-    for name in names:
-        i = rule.arg_index(name)
-
-        def f(a, i=i):
-            return rule(*args[:i], a, *args[i + 1 :])
-
-        out[name] = {
-            "rule": densify(rule.derivative(name)(*args)),
-            "jacfwd": jax.jacfwd(f)(args[i]),
-            "jacrev": jax.jacrev(f)(args[i]),
-        }
-        if scalar:
-            out[name]["grad"] = jax.grad(f)(args[i])
-    return out
-
-
-def _results(rule, names, args, values, dtype) -> list[RuleResult]:
-    tol = tolerance(dtype)
-    shapes = tuple(() if isinstance(a, (list, dict, tuple)) else tuple(np.shape(a)) for a in args)
-    base = functools.partial(RuleResult, rule=rule.name, dtype=dtype, shapes=shapes,
-                             tolerance=tuple(tol))
-    if isinstance(values, Exception):
-        e = values
-        return [base(wrt=n, formula=rule.wrt[n].text, error=f"{type(e).__name__}: {e}")
-                for n in names]
-    results = []
-    for name in names:
-        refs = dict(values[name])
-        got = refs.pop("rule")
-        comparisons, error = [], None
-        for ref_name, ref in refs.items():
-            outcome = compare(got, ref, dtype)
-            if isinstance(outcome, str):
-                error = outcome
-                break
-            comparisons.append(Comparison(ref_name, *outcome))
-        results.append(base(wrt=name, formula=rule.wrt[name].text,
-                            comparisons=tuple(comparisons), error=error))
-    return results
+def _shapes(args) -> tuple:
+    return tuple(() if isinstance(a, (list, dict, tuple)) else tuple(np.shape(a)) for a in args)
 
 
 def verify_points(
@@ -158,7 +110,7 @@ def verify_points(
     rng: np.random.Generator | int = 0,
     wrt: Iterable[str] | None = None,
 ) -> list[RuleResult]:
-    """Verify ``rule``'s derivatives at several random points, compiled as one program.
+    """Check ``rule``'s derivatives at several random points, compiled as one program.
 
     Args:
       rule: the rule.
@@ -168,27 +120,32 @@ def verify_points(
       wrt: the arguments to verify (default: all the rule has derivatives for).
 
     Returns:
-      One :class:`RuleResult` per point and argument.  A rule that fails to trace at a point
-      gives results carrying the error, not an exception.
+      One :class:`RuleResult` per point and argument.  A rule that fails to trace gives
+      results carrying the error, not an exception.
     """
     names = list(wrt if wrt is not None else rule.wrt)
     rng = np.random.default_rng(rng)
     all_args = [rule.example(rng, dims, jnp.dtype(dtype)) for dims, dtype in points]
+    checked = {name: as_checked(rule, name) for name in names}
+    cases = [(*checked[name], args, rule.arg_index(name))
+             for args in all_args for name in names]
+    keys = [(name, dtype, args) for args, (_, dtype) in zip(all_args, points) for name in names]
     try:
-        # one jit for all points, with the checker's compile-time options (bitwise the same
-        # values): compiling once per rule, fast, is what makes verify take seconds
-        values = quick_jit(lambda all_args: [_references(rule, names, a) for a in all_args])(
-            all_args)
-    except Exception:
-        values = []
-        for args in all_args:  # find which point fails
+        reports: list = check_cases(cases, stencils=False)
+    except Exception:  # noqa: BLE001 - find which case fails; a failure to run is a verdict
+        reports = []
+        for case in cases:
             try:
-                values.append(quick_jit(lambda a: _references(rule, names, a))(args))
-            except Exception as e:  # a rule that fails to trace is a failed rule
-                values.append(e)
+                reports.append(check_cases([case], stencils=False)[0])
+            except Exception as e:  # noqa: BLE001
+                reports.append(e)
     results = []
-    for args, value, (_, dtype) in zip(all_args, values, points):
-        results.extend(_results(rule, names, args, value, dtype))
+    for (name, dtype, args), report in zip(keys, reports):
+        failed = isinstance(report, Exception)
+        results.append(RuleResult(
+            rule.name, name, dtype, _shapes(args), rule.wrt[name].text,
+            report=None if failed else report,
+            error=f"{type(report).__name__}: {report}" if failed else None))
     return results
 
 
@@ -211,8 +168,9 @@ def verify(
     cases: Sequence[Mapping[str, int]] = SHAPE_CASES,
     seed: int = 0,
     points: int = 1,
+    threads: int = 2,
 ) -> list[RuleResult]:
-    """Verify every rule of ``registry`` whose name matches ``pattern``.
+    """Check every rule of ``registry`` whose name matches ``pattern`` with the checker.
 
     Args:
       registry: the rules (default: mcjax's own).
@@ -221,9 +179,11 @@ def verify(
       cases: dimension sizes to instantiate the rules' symbolic shapes with.
       seed: seed of the random points.
       points: random points per rule, shape case and dtype.
+      threads: rules checked at once (their programs compile in parallel).
 
     Returns:
-      One :class:`RuleResult` per rule, argument, shape case, dtype and point.
+      One :class:`RuleResult` per rule, argument, shape case, dtype and point, in the
+      registry's order.
     """
     registry = registry if registry is not None else REGISTRY
     for dtype in dtypes:
@@ -232,14 +192,13 @@ def verify(
                 "mcjax.verify: float64 needs jax_enable_x64; call "
                 "jax.config.update('jax_enable_x64', True) first, or verify float32 only"
             )
-    results = []
     rng = np.random.default_rng(seed)
+    jobs = []
     for rule in registry.select(pattern):
-        batch = [
-            (case, dtype)
-            for case in shape_cases(rule, cases)
-            for dtype in dtypes
-            for _ in range(points)
-        ]
-        results.extend(verify_points(rule, batch, rng))
-    return results
+        batch = [(case, dtype) for case in shape_cases(rule, cases) for dtype in dtypes
+                 for _ in range(points)]
+        # each rule draws its points from its own stream, so the threads cannot reorder them
+        jobs.append((rule, batch, np.random.default_rng(rng.integers(2**63))))
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        done = pool.map(lambda job: verify_points(*job), jobs)
+        return [result for results in done for result in results]

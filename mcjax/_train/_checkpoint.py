@@ -1,178 +1,308 @@
-"""Checkpoints: plain host arrays in one ``.npz`` file, written atomically.
+"""Checkpoints on orbax: one folder per saved epoch, checked on the way out and back in.
 
-A checkpoint holds a pytree of arrays (the parameters and the optimizer state) and a JSON
-metadata record (epoch, step, history, the run's configuration).  The format is NumPy's
-``.npz`` read with ``allow_pickle=False``: loading it cannot execute code, any NumPy can
-read it, and the arrays are plain host arrays, independent of the device (or the number of
-devices) that wrote them.  The tree structure is not stored as code either: restoring takes
-a template pytree (``like``) and checks every leaf's path, shape and dtype against it.
+The storage layer is orbax-checkpoint's ``CheckpointManager``, the JAX ecosystem's: it writes
+each checkpoint into a temporary folder and renames it into place when complete (a process
+killed at any moment leaves the previous checkpoints and perhaps a temporary folder, never a
+torn checkpoint), it saves and restores sharded arrays from every process of a multi-host run
+onto any mesh, and it never unpickles anything.  The checkpoint of epoch ``e`` is the folder
+``epoch_0000000e``::
 
-A write goes to a temporary file in the same folder, is flushed to disk (``fsync``) and then
-renamed over its final name (``os.replace``, atomic on POSIX): a process killed at any moment
-leaves either the previous checkpoints or a complete new one, never a torn file.
+    state/         {"params": ..., "opt_state": ...}: arrays in tensorstore's OCDBT format
+    meta/metadata  JSON: epoch, step, history, the run's id and configuration
+    digests.json   a blake2b digest of every file above, written once orbax has committed them
+    _CHECKPOINT_METADATA, commit_success.txt   orbax's own
+
+What orbax does not do is done here.  Before a save every array is checked finite: only a
+state worth resuming is kept.  Before a checkpoint is read, every file's digest is compared
+with ``digests.json``, so that a damaged checkpoint (a flipped bit, a truncated or missing
+file, a stranger's file posing as a checkpoint) is recognised as :class:`Damaged` before orbax
+or tensorstore parse a byte of it.  Then the stored arrays' own shapes and dtypes (read from
+tensorstore, not from a record of ours) are compared with the state to restore, leaf by leaf,
+and every difference is listed: orbax would silently cast a dtype.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-_NAME = "ckpt-{epoch:08d}.npz"
-_PATTERN = re.compile(r"^ckpt-(\d{8})\.npz$")
-_META = "__metadata__"
-_TMP_PREFIX = ".tmp-ckpt-"
+from mcjax._errors import CheckpointError, shape_str
+
+STEP_PREFIX = "epoch"
+DIGESTS = "digests.json"
+STEP_DIGITS = 8
+FORMAT = "mcjax-checkpoint/1"
 
 
-def _leaf_paths(tree) -> tuple[list[str], list[Any]]:
-    leaves_with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return [jax.tree_util.keystr(p) for p, _ in leaves_with_paths], [v for _, v in leaves_with_paths]
+class Damaged(Exception):
+    """A checkpoint that cannot be read back as it was written (the message says why)."""
 
 
-def save_checkpoint(directory: str | os.PathLike, state, *, epoch: int,
-                    metadata: dict | None = None, keep: int | None = 3) -> Path:
-    """Write ``state`` (a pytree of arrays) as checkpoint ``epoch`` in ``directory``, atomically.
+def _ocp():
+    # imported on first use: orbax brings tensorstore and asyncio machinery that a process
+    # which never writes a checkpoint (``mcjax verify``) need not load
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
+def step_name(epoch: int) -> str:
+    return f"{STEP_PREFIX}_{epoch:0{STEP_DIGITS}d}"
+
+
+def leaf_names(tree) -> dict[str, Any]:
+    """``{"params.0.W": leaf, ...}``: each leaf by its path, the way orbax names it."""
+    def part(key):
+        for attr in ("key", "idx", "name"):
+            if hasattr(key, attr):
+                return str(getattr(key, attr))
+        return str(key)
+
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {".".join(part(k) for k in path): leaf for path, leaf in flat}
+
+
+def _host(leaf) -> np.ndarray:
+    """One whole copy of ``leaf`` on the host (a replicated array's first local shard)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        leaf = leaf.addressable_data(0)
+    return np.asarray(leaf)
+
+
+def _check_finite(state, *, epoch: int) -> None:
+    bad = []
+    for name, leaf in leaf_names(state).items():
+        host = _host(leaf)
+        if host.dtype.kind in "fc" and not np.isfinite(host).all():
+            bad.append(f"{name} ({int(np.size(host) - np.isfinite(host).sum())} NaN or Inf)")
+    if bad:
+        raise FloatingPointError(f"mcjax.train: the state of epoch {epoch} is not finite: "
+                                 f"{', '.join(bad)}; only a finite state is saved")
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != DIGESTS}
+
+
+class Store:
+    """The orbax checkpoints of one folder: list, save, restore.
 
     Args:
-      directory: the checkpoint folder (created if missing).
-      state: a pytree of arrays, e.g. ``(params, opt_state)``; device arrays are copied to
-        the host.
-      epoch: the number of completed epochs; names the file ``ckpt-EEEEEEEE.npz``.
-      metadata: JSON-serialisable extras (step, history, configuration).
-      keep: how many of the newest checkpoints to keep (older ones are deleted); None keeps all.
+      directory: the folder (it must exist).
+      keep: keep only the newest ``keep`` checkpoints (None: all); pruning is orbax's.
+      writer: this process holds the folder's lock and may write; otherwise the store is
+        only read (nothing is removed: orbax's read-only mode would say so on stderr).
+    """
 
-    Returns:
-      The path of the checkpoint.
+    def __init__(self, directory: str | os.PathLike, *, keep: int | None = None,
+                 writer: bool = True):
+        ocp = _ocp()
+        self.directory = Path(directory)
+        self._verified: set[int] = set()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep if writer else None, step_prefix=STEP_PREFIX,
+            step_format_fixed_length=STEP_DIGITS, create=False,
+            enable_async_checkpointing=False,
+            # a writer killed mid-save leaves a temporary folder; the writer holds the
+            # folder's lock, so no other writer's temporary folder can be removed
+            cleanup_tmp_directories=writer)
+        self._manager = ocp.CheckpointManager(
+            self.directory.absolute(), options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def epochs(self) -> list[int]:
+        """The epochs that have a complete checkpoint, oldest first."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def path(self, epoch: int) -> Path:
+        return self.directory / step_name(epoch)
+
+    def save(self, epoch: int, state, meta: dict) -> Path:
+        """Write ``state`` (a pytree of arrays) and ``meta`` (JSON) as epoch ``epoch``.
+
+        Raises:
+          FloatingPointError: an array of ``state`` holds NaN or Inf (nothing is written).
+          CheckpointError: the folder already holds this epoch or a later one (orbax would
+            skip the save without a word).
+        """
+        ocp = _ocp()
+        _check_finite(state, epoch=epoch)
+        later = [e for e in self.epochs() if e >= epoch]
+        saved = not later and self._manager.save(
+            epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.
+                                           JsonSave({"format": FORMAT, **meta, "epoch": epoch})))
+        if not saved:
+            raise CheckpointError(
+                f"mcjax.train: cannot save epoch {epoch} in {self.directory}: it holds "
+                f"{', '.join(step_name(e) for e in later) or 'a newer checkpoint'}; expected "
+                "only earlier epochs of this run")
+        path = self.path(epoch)
+        if jax.process_index() == 0:  # the files of every process are in place by now
+            tmp = path / f".{DIGESTS}.tmp"
+            tmp.write_text(json.dumps(_file_digests(path), indent=0))
+            os.replace(tmp, path / DIGESTS)
+        return path
+
+    def verify(self, epoch: int) -> None:
+        """Raise :class:`Damaged` unless every file of the checkpoint is as it was written."""
+        if epoch in self._verified:
+            return
+        path = self.path(epoch)
+        try:
+            want = json.loads((path / DIGESTS).read_text())
+        except (OSError, ValueError) as error:
+            raise Damaged(f"its {DIGESTS} cannot be read ({type(error).__name__})") from None
+        try:
+            got = _file_digests(path)
+        except OSError as error:
+            raise Damaged(f"its files cannot be read ({type(error).__name__})") from None
+        wrong = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
+        if wrong:
+            raise Damaged(f"{len(wrong)} of its files differ from what was written: "
+                          f"{', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''}")
+        self._verified.add(epoch)
+
+    def meta(self, epoch: int) -> dict:
+        """The JSON record of epoch ``epoch``'s checkpoint."""
+        ocp = _ocp()
+        self.verify(epoch)
+        try:
+            meta = self._manager.restore(epoch, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as error:  # noqa: BLE001 - any failure to read is damage
+            raise Damaged(f"its record cannot be read ({type(error).__name__}: "
+                          f"{str(error)[:200]})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise Damaged("its record is not an mcjax checkpoint's")
+        return meta
+
+    def stored_arrays(self, epoch: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        """``{name: (shape, dtype)}`` of the arrays as tensorstore holds them."""
+        self.verify(epoch)
+        try:
+            tree = self._manager.item_metadata(epoch)["state"]
+            tree = getattr(tree, "tree", tree)
+            return {name: (tuple(m.shape), np.dtype(m.dtype).name)
+                    for name, m in leaf_names(tree).items()}
+        except Exception as error:  # noqa: BLE001 - any failure to read is damage
+            raise Damaged(f"its arrays cannot be read ({type(error).__name__}: "
+                          f"{str(error)[:200]})") from None
+
+    def restore(self, epoch: int, like) -> tuple[Any, dict]:
+        """Epoch ``epoch``'s state, in the structure (and on the shardings) of ``like``.
+
+        Args:
+          like: a pytree of arrays or ``jax.ShapeDtypeStruct``s (with shardings: the restored
+            arrays get them) or NumPy arrays (the restored arrays are NumPy arrays).
+
+        Raises:
+          Damaged: a file of the checkpoint is not as it was written, or cannot be read.
+          CheckpointError: it is intact but holds other arrays (names, shapes, dtypes) than
+            ``like``; the message lists every difference.
+        """
+        meta = self.meta(epoch)
+        problems = mismatches(self.stored_arrays(epoch), leaf_names(like))
+        if problems:
+            raise CheckpointError(f"mcjax.train: {self.path(epoch)} holds other arrays than "
+                                  f"this run's state: {'; '.join(problems)}")
+        ocp = _ocp()
+        try:
+            state = self._manager.restore(epoch, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(like)))["state"]
+        except Exception as error:  # noqa: BLE001 - any failure to read is damage
+            raise Damaged(f"its arrays cannot be read ({type(error).__name__}: "
+                          f"{str(error)[:200]})") from None
+        return state, meta
+
+
+def mismatches(stored: dict, wanted: dict) -> list[str]:
+    """Every difference between stored arrays and the leaves of the state to restore."""
+    problems = []
+    for name in sorted(set(stored) | set(wanted)):
+        if name not in wanted:
+            problems.append(f"{name} is stored but this run's state has no such array")
+        elif name not in stored:
+            problems.append(f"{name} is not stored")
+        else:
+            leaf = wanted[name]
+            want = (tuple(np.shape(leaf)), np.dtype(leaf.dtype).name)
+            if stored[name] != want:
+                problems.append(f"{name} is stored as {stored[name][1]}{shape_str(stored[name][0])}"
+                                f" but this run's is {want[1]}{shape_str(want[0])}")
+    return problems
+
+
+# -- reading a checkpoint outside a run ----------------------------------------------------------
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint folder in ``directory`` (``epoch_EEEEEEEE``), or None.
+
+    A folder that does not exist, or holds no checkpoint, gives None.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths, leaves = _leaf_paths(state)
-    arrays, described = {}, []
-    for i, leaf in enumerate(jax.device_get(leaves)):
-        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
-            raise TypeError(
-                f"mcjax.save_checkpoint: leaf {paths[i]} is a PRNG key; store "
-                "jax.random.key_data(key) instead"
-            )
-        array = np.asarray(leaf)
-        described.append({"path": paths[i], "shape": list(array.shape), "dtype": array.dtype.name})
-        if array.dtype.kind not in "biufc":
-            # bfloat16 and friends (ml_dtypes) are stored as their bits; the name restores them
-            array = array.view(f"uint{8 * array.dtype.itemsize}")
-        arrays[f"leaf{i:06d}"] = array
-    meta = {"epoch": int(epoch), "leaves": described, **(metadata or {})}
-    arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    final = directory / _NAME.format(epoch=int(epoch))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX, suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
-    if keep is not None:
-        for old in checkpoints(directory)[:-keep]:
-            old.unlink(missing_ok=True)
-    return final
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; some platforms cannot open a folder, which is harmless."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """The complete checkpoints in ``directory``, oldest first (temporary files are ignored)."""
-    directory = Path(directory)
     if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if _PATTERN.match(p.name)]
-    return sorted(found, key=lambda p: int(_PATTERN.match(p.name).group(1)))
-
-
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint in ``directory``, or None."""
-    found = checkpoints(directory)
-    return found[-1] if found else None
-
-
-def remove_stale_temporaries(directory: str | os.PathLike) -> None:
-    """Delete temporary files left by a process killed while writing a checkpoint."""
-    directory = Path(directory)
-    if directory.is_dir():
-        for p in directory.glob(f"{_TMP_PREFIX}*"):
-            p.unlink(missing_ok=True)
-
-
-def _as_saved(array: np.ndarray, dtype: str) -> np.ndarray:
-    return array if array.dtype.name == dtype else array.view(jax.numpy.dtype(dtype))
-
-
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The JSON metadata of the checkpoint at ``path`` (epoch, step, history, ...)."""
-    with np.load(path, allow_pickle=False) as f:
-        return json.loads(f[_META].tobytes().decode())
+        return None
+    store = Store(directory, writer=False)
+    try:
+        epochs = store.epochs()
+        return store.path(epochs[-1]) if epochs else None
+    finally:
+        store.close()
 
 
 def restore_checkpoint(path: str | os.PathLike, like) -> tuple[Any, dict]:
-    """Read the checkpoint at ``path`` into the structure of ``like``.
+    """Read the checkpoint at ``path`` into the structure of ``like``, as NumPy arrays.
 
     Args:
-      path: a checkpoint file (see :func:`latest_checkpoint`).
-      like: a pytree with the structure, shapes and dtypes of the saved state (e.g. freshly
-        initialised ``(params, opt_state)``); only its structure and leaf shapes are read.
+      path: a checkpoint folder, e.g. ``latest_checkpoint(directory)`` or
+        ``runs/ckpt/epoch_00000040``.
+      like: a pytree with the structure, shapes and dtypes of the saved state: ``(params,
+        opt_state)`` (freshly initialised will do), or ``{"params": ..., "opt_state": ...}``.
 
     Returns:
-      ``(state, metadata)``: ``state`` has ``like``'s structure with NumPy host arrays as
-      leaves (``jax.device_put`` them, with a sharding if you like); ``metadata`` is the dict
-      saved with it.
+      ``(state, metadata)``: ``state`` has ``like``'s structure with NumPy arrays as leaves
+      (``jax.device_put`` them, with a sharding if you like); ``metadata`` is the checkpoint's
+      JSON record (``epoch``, ``step``, ``history``, ``run_id``, ``config``).
 
     Raises:
-      ValueError: the checkpoint's leaves do not match ``like`` (different model or
-        optimizer); the message lists the first differences.
+      CheckpointError: ``path`` is not a checkpoint, it is damaged, or its arrays differ from
+        ``like`` (every difference is listed).
     """
-    paths, template = _leaf_paths(like)
-    with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(f[_META].tobytes().decode())
-        saved = meta["leaves"]
-        problems = []
-        if [s["path"] for s in saved] != paths:
-            problems.append(
-                f"it holds {len(saved)} arrays at {[s['path'] for s in saved][:4]}... but the "
-                f"state to restore has {len(paths)} at {paths[:4]}..."
-            )
-        else:
-            for p, s, t in zip(paths, saved, template):
-                want = (list(np.shape(t)), np.dtype(getattr(t, "dtype", np.asarray(t).dtype)).name)
-                if (s["shape"], s["dtype"]) != want:
-                    problems.append(
-                        f"{p} has shape {tuple(s['shape'])} and dtype {s['dtype']} but expected "
-                        f"shape {tuple(want[0])} and dtype {want[1]}"
-                    )
-        if problems:
-            raise ValueError(
-                f"mcjax.restore_checkpoint: {path} does not fit the state to restore: "
-                + "; ".join(problems[:3])
-            )
-        leaves = [_as_saved(f[f"leaf{i:06d}"], s["dtype"]) for i, s in enumerate(saved)]
-    treedef = jax.tree_util.tree_structure(like)
-    return jax.tree_util.tree_unflatten(treedef, leaves), meta
+    path = Path(path)
+    epoch = _epoch_of(path)
+    as_saved = {"params": like[0], "opt_state": like[1]} if isinstance(like, tuple) else like
+    template = jax.tree.map(lambda a: np.empty(np.shape(a), a.dtype), as_saved)
+    store = Store(path.parent, writer=False)
+    try:
+        state, meta = store.restore(epoch, template)
+    except Damaged as damage:
+        raise CheckpointError(f"mcjax.restore_checkpoint: {path} is damaged: {damage}") from None
+    except CheckpointError as error:
+        raise CheckpointError(str(error).replace("mcjax.train:", "mcjax.restore_checkpoint:")
+                              ) from None
+    finally:
+        store.close()
+    if isinstance(like, tuple):
+        state = (state["params"], state["opt_state"])
+    return state, meta
+
+
+def _epoch_of(path: Path) -> int:
+    name, digits = path.name.rpartition("_")[::2]
+    if name != STEP_PREFIX or not digits.isdigit() or not path.is_dir():
+        raise CheckpointError(
+            f"mcjax.restore_checkpoint: {path} is not a checkpoint; expected a folder named "
+            f"{step_name(3)} (or another epoch) in a checkpoint folder, such as "
+            "mcjax.latest_checkpoint(directory) returns")
+    return int(digits)

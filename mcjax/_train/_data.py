@@ -1,7 +1,11 @@
-r"""Data for the paper's experiments: a neuron's synthetic targets and scikit-learn's digits.
+r"""Data: the paper's experiments' data sets, and the checks every data set passes before training.
 
-Datasets are tuples ``(X, Y)`` of arrays with one example per row, the form
-:func:`mcjax.train` takes.
+A data set is any pytree of arrays with a leading axis of N rows, one example per row:
+``(X, Y)``, ``(X, Y, weights)``, a dict.  :func:`check_data` refuses one whose arrays disagree
+on N, that is shorter than a batch or that holds NaN or Inf, before anything is compiled;
+:func:`fingerprint` describes it (shapes, dtypes, a digest of the bytes) so that a resumed run
+can refuse other data than its checkpoints were trained on.  :func:`neuron_data` (a neuron's
+synthetic targets) and :func:`digits_data` (scikit-learn's digits) return tuples ``(X, Y)``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,59 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcjax._errors import Problems, shape_str
+from mcjax._train._describe import digest
 from mcjax.rules.activations import relu
+
+
+def _named_leaves(data) -> list[tuple[str, object]]:
+    """The data's arrays with the names messages use: X and Y for a pair, else their paths."""
+    flat = jax.tree_util.tree_flatten_with_path(data)[0]
+    if isinstance(data, (tuple, list)) and len(data) == 2 and len(flat) == 2:
+        return [("X", flat[0][1]), ("Y", flat[1][1])]
+    return [(f"data{jax.tree_util.keystr(path)}", leaf) for path, leaf in flat]
+
+
+def check_data(function: str, data) -> int:
+    """Refuse data that cannot be trained on; return N, the number of rows.
+
+    Raises:
+      ShapeError: no arrays, an array without a leading axis, or arrays that disagree on N
+        (every problem is listed).
+      ValueError: a floating array holds NaN or Inf (its name, the count and the first row).
+    """
+    problems = Problems(function)
+    leaves = _named_leaves(data)
+    if not leaves:
+        problems.shape(f"data is {type(data).__name__} {data!r:.40} with no arrays; expected a "
+                       "pytree of arrays with a leading batch axis, e.g. (X, Y)")
+    kinds = [(name, np.asarray(leaf).dtype) for name, leaf in leaves]
+    for name, dtype in kinds:
+        if dtype.kind not in "biufc":
+            problems.shape(f"{name} has dtype {dtype}; expected arrays of numbers")
+    problems.raise_if_any()
+    shapes = [(name, np.shape(leaf)) for name, leaf in leaves]
+    rows = {shape[0] for _, shape in shapes if shape}
+    if any(not shape for _, shape in shapes) or len(rows) != 1:
+        listed = " but ".join(f"{name} has shape {shape_str(shape)}" for name, shape in shapes)
+        problems.shape(f"{listed}; expected one row of each per example (the same first "
+                       "dimension)")
+    problems.raise_if_any()
+    n = rows.pop()
+    for name, leaf in leaves:
+        host = np.asarray(leaf)
+        if host.dtype.kind in "fc" and not np.isfinite(host).all():
+            bad = ~np.isfinite(host.reshape(n, -1)).all(axis=1)
+            raise ValueError(f"mcjax.{function}: {name} holds NaN or Inf in {int(bad.sum())} of "
+                             f"its {n} rows (the first is row {int(np.argmax(bad))}); expected "
+                             "finite data")
+    return n
+
+
+def fingerprint(data) -> dict:
+    """What identifies a data set: each array's name, shape, dtype and a digest of its bytes."""
+    return {name: {"shape": list(np.shape(leaf)), "dtype": np.asarray(leaf).dtype.name,
+                   "digest": digest(leaf)} for name, leaf in _named_leaves(data)}
 
 
 def neuron_data(key: jax.Array, *, n_samples: int, n_features: int, noise: float = 0.0,

@@ -1,39 +1,42 @@
-"""The training loop: epochs of the compiled step, checkpoints, resume, progress, failures.
+"""The training loop: prepare a run (every check, the folder, the compiled epoch), then run it.
 
-Python runs once per epoch (the epoch itself is one compiled :func:`jax.lax.scan`): there it
-reads the epoch's losses back, stops on a NaN or Inf, updates the progress bar, writes a
-checkpoint at the chosen interval, and honours Ctrl-C at the end of the epoch in progress.
+:func:`prepare` does everything that can fail on a bad input, in order, before a single epoch
+runs: the settings (:class:`TrainConfig`), the model, the data, the parameters, one traced
+step, the checkpoint folder (its identity, its lock, the state to resume), and the compiled
+epoch.  :func:`run_epochs` is then the algorithm: for each epoch, run the compiled scan,
+stop at the first non-finite loss or state, record the history, checkpoint when due or when
+a signal asked to stop.
 
 Determinism: the initial parameters come from ``jax.random.key(seed)`` and epoch ``e``
-shuffles with ``fold_in(key, e)``, so an epoch's work depends only on the state at its start
-and its number.  A run resumed from the checkpoint of epoch ``e`` therefore ends with the
-same parameters, bit for bit, as a run that was never interrupted.
+shuffles (and draws its steps' keys) with ``fold_in(key, e)``, so an epoch's work depends only
+on the state at its start and its number.  A run resumed from the checkpoint of epoch ``e``
+therefore ends with the same parameters, bit for bit, as a run that was never interrupted.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from mcjax._errors import NonFiniteLossError, Problems, shape_str
-from mcjax._train import _checkpoint, _sharding
-from mcjax._train._compiled import compiled_epoch, optimizer_key
-from mcjax._train._gradients import check_grad_source, objective
-from mcjax._train._models import Model
-from mcjax._train._optim import optimizer as make_optimizer
+from mcjax._errors import CheckpointError, Problems, ShapeError, shape_str
+from mcjax._jit import compile_keyed
+from mcjax._train import _sharding
+from mcjax._train._checkpoint import leaf_names
+from mcjax._train._compiled import compiled_epoch
+from mcjax._train._config import TrainConfig
+from mcjax._train._data import check_data, fingerprint
+from mcjax._train._describe import describe
+from mcjax._train._models import Model, check_model, objective, takes_key
 from mcjax._train._progress import EpochProgress
-from mcjax._train._step import make_train_epoch
+from mcjax._train._run_folder import RunFolder
+from mcjax._train._stops import StopSignals, agreed, non_finite
 
 
 class TrainResult(NamedTuple):
@@ -47,13 +50,14 @@ class TrainResult(NamedTuple):
       epoch: completed epochs.
       step: completed optimizer steps.
       compile_seconds: the time spent compiling the epoch in this call: near 0 when an
-        earlier call with the same model and settings compiled it, or when JAX's persistent
-        compilation cache holds it.
+        earlier call compiled the same program, or when JAX's persistent compilation cache
+        holds it.
       seconds: wall time of the training loop in this call, compilation excluded.
-      checkpoint: the last checkpoint written or restored, or None.
+      checkpoint: the last checkpoint written or restored (a folder), or None.
       resumed_from: the checkpoint this run resumed from, or None.
-      interrupted: True when Ctrl-C stopped the run at the end of an epoch (a checkpoint
-        was written if ``checkpoint_dir`` was given).
+      interrupted: True when a signal (SIGTERM or SIGINT) stopped the run at the end of an
+        epoch (a checkpoint was written if ``checkpoint_dir`` was given).
+      signal: the name of that signal (``"SIGTERM"``, ``"SIGINT"``), or None.
     """
 
     params: Any
@@ -66,238 +70,211 @@ class TrainResult(NamedTuple):
     checkpoint: Path | None
     resumed_from: Path | None
     interrupted: bool
+    signal: str | None = None
 
 
-def _check_data(model: Model, params, data, batch_size: int) -> None:
-    """Shapes of the data against each other and against the model, before anything runs."""
+@dataclass
+class Run:
+    """A prepared run: the compiled epoch, the state it starts from, where it checkpoints."""
+
+    config: TrainConfig
+    epoch_program: Callable
+    params: Any
+    opt_state: Any
+    data: Any
+    shuffle_key: jax.Array
+    steps_per_epoch: int
+    start: int
+    folder: RunFolder | None
+    evaluate: Callable | None
+    compile_seconds: float
+    history: dict[str, list[float]] = field(default_factory=lambda: {"loss": []})
+    checkpoint: Path | None = None
+    resumed_from: Path | None = None
+
+
+def _params_template(model: Model, init_key, params):
+    """The parameters' shapes and dtypes, from ``init`` (nothing is computed); given
+    parameters must match them and be finite."""
+    shapes = jax.eval_shape(model.init, init_key)
+    if params is None:
+        return shapes
     problems = Problems("train")
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        problems.shape(f"data is a {type(data).__name__}; expected a tuple (X, Y) of arrays")
-        problems.raise_if_any()
-    X, Y = data
-    if np.ndim(X) < 1 or np.ndim(Y) < 1 or np.shape(X)[0] != np.shape(Y)[0]:
-        problems.shape(
-            f"X has shape {shape_str(np.shape(X))} but Y has shape {shape_str(np.shape(Y))}; "
-            "expected one row of each per example (the same first dimension)"
-        )
+    want, got = leaf_names(shapes), leaf_names(params)
+    for name in sorted(set(want) | set(got)):
+        if name not in got or name not in want:
+            problems.shape(f"params has {'no' if name not in got else 'an extra'} array {name}")
+        elif (np.shape(got[name]), jnp.result_type(got[name])) != (want[name].shape,
+                                                                    want[name].dtype):
+            problems.shape(f"params {name} is {jnp.result_type(got[name])}"
+                           f"{shape_str(np.shape(got[name]))} but model.init gives "
+                           f"{want[name].dtype}{shape_str(want[name].shape)}")
     problems.raise_if_any()
-    model.check("train", params, X, Y)
-    if np.shape(X)[0] < batch_size:
-        problems.shape(
-            f"batch_size={batch_size} but the data has only {np.shape(X)[0]} examples; expected "
-            f"a batch_size of at most {np.shape(X)[0]}"
-        )
-    problems.raise_if_any()
+    bad = [name for name, leaf in got.items() if not np.isfinite(np.asarray(leaf)).all()]
+    if bad:
+        raise ValueError(f"mcjax.train: params {', '.join(bad)} hold NaN or Inf; expected "
+                         "finite initial parameters")
+    return shapes
 
 
-def _config(model: Model, optimizer, learning_rate, options, grad, batch_size, shuffle, seed,
-            n_examples) -> dict:
-    """What a checkpoint must have been written with to be resumed by this run."""
-    described = optimizer if isinstance(optimizer, str) else "custom optax transformation"
-    rate = learning_rate if isinstance(learning_rate, (int, float)) else "schedule"
-    return {**model.config, "grad": grad, "optimizer": described, "learning_rate": rate,
-            "optimizer_options": {k: repr(v) for k, v in sorted((options or {}).items())},
-            "batch_size": batch_size, "shuffle": shuffle, "seed": seed, "examples": n_examples}
+def _check_backprop(model: Model, params, batch, key) -> None:
+    """A hand-derived gradient must have the parameters' structure, shapes and dtypes."""
+    wants_key = takes_key(model.backprop)
+    grads = leaf_names(jax.eval_shape(
+        lambda p, b, k: model.backprop(p, b, key=k) if wants_key else model.backprop(p, b),
+        params, batch, key))
+    want = leaf_names(params)
+    wrong = [f"{name}: {g.dtype}{shape_str(g.shape)}" if name in want else f"{name}: extra"
+             for name, g in grads.items()
+             if name not in want or (g.shape, g.dtype) != (want[name].shape, want[name].dtype)]
+    wrong += [f"{name}: missing" for name in want if name not in grads]
+    if wrong:
+        raise ShapeError(f"mcjax.train: model {model.name!r}'s backprop returns gradients that do "
+                         f"not match the parameters ({'; '.join(wrong)}); expected the "
+                         "structure, shapes and dtypes of params")
 
 
-def _resume(directory, config, like):
-    latest = _checkpoint.latest_checkpoint(directory)
-    if latest is None:
-        return None
-    meta = _checkpoint.read_metadata(latest)
-    differ = sorted(k for k in set(config) | set(meta.get("config", {}))
-                    if config.get(k) != meta.get("config", {}).get(k))
-    if differ:
-        listed = "; ".join(f"{k}: {meta.get('config', {}).get(k)!r} there, {config.get(k)!r} now"
-                           for k in differ)
-        raise ValueError(
-            f"mcjax.train: cannot resume from {latest}: it was written by a different run "
-            f"({listed}); use another checkpoint_dir or the same settings"
-        )
-    state, meta = _checkpoint.restore_checkpoint(latest, like)
-    return latest, jax.device_put(state), meta
-
-
-@contextmanager
-def _deferred_interrupt():
-    """The first Ctrl-C sets a flag that the loop reads at the end of the epoch; a second one
-    interrupts at once.  (Signal handlers can only be set from the main thread.)"""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        if flag.is_set():
-            signal.signal(signal.SIGINT, previous)
-            raise KeyboardInterrupt
-        flag.set()
-
-    signal.signal(signal.SIGINT, handler)
+def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int, *,
+                    analytic: bool):
+    """Trace (compute nothing) one step on one batch: every trace-time check of the model's
+    loss, its hand gradient and the optimizer fires here, before anything is compiled."""
+    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch_size, *np.shape(a)[1:]),
+                                                        jnp.result_type(a)), data)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    value = jax.eval_shape(loss, params, batch, key)
+    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
+        raise TypeError(f"mcjax.train: model {model.name!r}'s loss returns {value.dtype}"
+                        f"{shape_str(value.shape)}; expected a floating scalar (e.g. the mean "
+                        "over the batch)")
+    if analytic:
+        _check_backprop(model, params, batch, key)
+    grads = jax.eval_shape(jax.grad(loss), params, batch, key)
+    opt_state = jax.eval_shape(optimizer.init, params)
     try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        jax.eval_shape(optimizer.update, grads, opt_state, params)
+    except Exception as error:  # noqa: BLE001 - a user's optimizer may raise anything
+        raise ValueError(f"mcjax.train: the optimizer cannot update this model's parameters "
+                         f"({type(error).__name__}: {error})") from error
+    return opt_state
 
 
-def _non_finite(losses, epoch, steps_per_epoch, checkpoint) -> NonFiniteLossError:
-    bad = int(np.flatnonzero(~np.isfinite(losses))[0])
-    step = epoch * steps_per_epoch + bad + 1
-    where = (f"the last good checkpoint, kept, is {checkpoint}" if checkpoint is not None
-             else "no checkpoint was written (pass checkpoint_dir to keep one)")
-    return NonFiniteLossError(
-        f"mcjax.train: the loss is {losses[bad]} at step {step} (epoch {epoch + 1}, batch "
-        f"{bad + 1} of {steps_per_epoch}); training stopped; {where}. Lower the learning rate "
-        "or check the data for NaN/Inf",
-        step=step, epoch=epoch + 1, checkpoint=checkpoint, value=float(losses[bad]),
-    )
+def _placement(mesh):
+    return (_sharding.replicated(mesh) if mesh is not None
+            else jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
 
 
-def train(
-    model: Model,
-    data: tuple,
-    *,
-    params=None,
-    optimizer: str | optax.GradientTransformation = "adam",
-    learning_rate: float | optax.Schedule = 1e-3,
-    optimizer_options: Mapping[str, Any] | None = None,
-    grad: str = "autodiff",
-    epochs: int = 10,
-    batch_size: int = 32,
-    shuffle: bool = True,
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int = 1,
-    keep_checkpoints: int | None = 3,
-    resume: bool = False,
-    evaluate: Callable[[Any], Mapping[str, float]] | None = None,
-    progress: bool = False,
-    devices=None,
-) -> TrainResult:
-    r"""Train ``model`` on ``data`` by minibatch gradient descent, jitted, one scan per epoch.
-
-    Each step computes $\nabla_\theta L$ on B examples, from JAX autodiff or from the
-    registry's hand-derived rules (``grad``), and applies an optax optimizer.
-
-    Args:
-      model: a :class:`~mcjax.Model` (:func:`~mcjax.neuron_model`, :func:`~mcjax.mlp_model`).
-      data: ``(X, Y)``, arrays with N rows: X (N, ...) inputs, Y (N, ...) targets.
-      params: initial parameters (default: ``model.init`` with a key from ``seed``).
-      optimizer: an optimizer name for :func:`mcjax.optimizer` (``"sgd"``, ``"momentum"``,
-        ``"adam"``, any optax name) or an ``optax.GradientTransformation``.
-      learning_rate: $\eta$, a float or an optax schedule (used with a name only).
-      optimizer_options: the optimizer's other hyper-parameters (with a name only).
-      grad: ``"autodiff"`` or ``"analytic"``.
-      epochs: the total number of epochs (a resumed run counts those already done).
-      batch_size: B; an epoch runs ``N // B`` steps.
-      shuffle: reshuffle the rows every epoch (``jax.random``).
-      seed: the seed of the initial parameters and of the shuffling.
-      checkpoint_dir: write checkpoints there (see :func:`mcjax.save_checkpoint`).
-      checkpoint_every: write one every this many epochs; the last epoch and an interrupted
-        one always get one.
-      keep_checkpoints: how many of the newest checkpoints to keep (None: all).
-      resume: continue from the newest checkpoint in ``checkpoint_dir`` if there is one.
-      evaluate: called after every epoch with the parameters; the floats it returns are
-        appended to ``history`` (e.g. test accuracy).  Don't keep the parameters it gets:
-        the next epoch updates their buffers in place.
-      progress: show a progress bar (rich, on stderr), updated once per epoch.
-      devices: ``None`` (the default device) or data-parallel training on a mesh: a number
-        of devices, ``"all"``, a sequence of ``jax.Device`` or a ``jax.sharding.Mesh`` with a
-        ``"data"`` axis (see :func:`mcjax.data_mesh`).  Each minibatch is split along
-        ``"data"``; parameters, optimizer state and the dataset are replicated.  The result
-        equals the one-device run up to float32 reduction order, and checkpoints restore on
-        any number of devices.  In a multi-process run (:func:`mcjax.init_distributed`) every
-        process passes the same ``data`` and process 0 writes the checkpoints.
-
-    Returns:
-      A :class:`~mcjax.TrainResult`.
-
-    Raises:
-      ShapeError: the data does not fit the model, or ``batch_size`` is not a multiple of
-        the number of devices (raised before anything is compiled).
-      NonFiniteLossError: a loss was NaN or Inf; it names the step and the last good
-        checkpoint, which is kept.
-      ValueError: ``resume`` found a checkpoint written with different settings.
-    """
-    check_grad_source("train", grad)
-    if epochs < 0 or batch_size < 1 or checkpoint_every < 1:
-        raise ValueError(
-            f"mcjax.train: epochs={epochs}, batch_size={batch_size}, "
-            f"checkpoint_every={checkpoint_every}; expected epochs >= 0 and the others >= 1"
-        )
-    init_key, shuffle_key = jax.random.split(jax.random.key(seed))
-    # shapes first (eval_shape computes nothing), so that a misfit fails before any work
-    _check_data(model, jax.eval_shape(model.init, init_key) if params is None else params,
-                data, batch_size)
+def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=None,
+            evaluate: Callable | None = None) -> Run:
+    """Check everything, open the checkpoint folder, restore or initialise the state, and
+    compile the epoch; nothing has been trained when it returns."""
+    check_model("train", model, config.grad)
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"mcjax.train: evaluate={evaluate!r:.60}; expected a function "
+                        "params -> {name: number} or None")
     mesh = None if devices is None else _sharding.data_mesh(devices, function="train")
+    n = check_data("train", data)
     if mesh is not None:
-        _sharding.check_divisible("train", batch_size, mesh, subject=f"batch_size={batch_size}",
-                                  hint="")
-    # one compiled init rather than one eager op per layer; the epoch donates (updates in
-    # place) the buffers it gets, so the caller's parameters are copied
-    params = jax.jit(model.init)(init_key) if params is None else jax.tree.map(jnp.copy, params)
-    data = tuple(jax.device_put(data)) if mesh is None else _sharding.replicate(tuple(data), mesh)
-    opt = make_optimizer(optimizer, learning_rate=learning_rate, **(optimizer_options or {}))
-    loss = objective(model, grad=grad)
-    # run every trace-time check of the rules (dtypes, shapes) on one batch, still before
-    # anything is compiled
-    jax.eval_shape(loss, params, tuple(a[:batch_size] for a in data))
-    opt_state = opt.init(params)
+        _sharding.check_divisible("train", config.batch_size, mesh,
+                                  subject=f"batch_size={config.batch_size}", hint="")
+    shapes = _params_template(model, jax.eval_shape(lambda: jax.random.key(0)), params)
+    if model.check is not None:
+        model.check("train", shapes, data)
+    if n < config.batch_size:
+        raise ShapeError(f"mcjax.train: batch_size={config.batch_size} but the data has only {n} "
+                         f"examples; expected a batch_size of at most {n}")
+    optimizer, loss = config.transformation(), objective(model, grad=config.grad)
+    opt_shapes = _trace_one_step(model, loss, optimizer, shapes, data, config.batch_size,
+                                 analytic=config.grad == "analytic")
+    folder = None if config.checkpoint_dir is None else RunFolder(
+        config.checkpoint_dir, resume=config.resume, overwrite=config.overwrite,
+        keep=config.keep_checkpoints, identity={
+            **config.identity(), "data": fingerprint(data),
+            "model": dict(model.config) if model.config is not None
+            else {"name": model.name, "init": describe(model.init), "loss": describe(model.loss)}})
+    try:
+        return _start(model, data, config, folder, params, mesh, optimizer, loss,
+                      (shapes, opt_shapes), n, evaluate)
+    except BaseException:
+        if folder is not None:
+            folder.close()
+        raise
 
-    n_examples = int(data[0].shape[0])
-    steps_per_epoch = n_examples // batch_size
-    config = _config(model, optimizer, learning_rate, optimizer_options, grad, batch_size,
-                     shuffle, seed, n_examples)
-    history: dict[str, list[float]] = {"loss": []}
-    start, checkpoint, resumed_from = 0, None, None
-    if checkpoint_dir is not None:
-        _checkpoint.remove_stale_temporaries(checkpoint_dir)
-        if resume:
-            found = _resume(checkpoint_dir, config, (params, opt_state))
-            if found is not None:
-                resumed_from, (params, opt_state), meta = found
-                checkpoint, start, history = resumed_from, meta["epoch"], meta["history"]
+
+def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n,
+           evaluate) -> Run:
+    init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
+    place = _placement(mesh)
+    resumed = None
+    if folder is not None and config.resume:
+        like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=place),
+                            {"params": shapes[0], "opt_state": shapes[1]})
+        start, state, meta = folder.resume_state(like)
+        if start > config.epochs:
+            raise CheckpointError(
+                f"mcjax.train: epochs={config.epochs} but the run in {folder.directory} has "
+                f"completed {start}; expected epochs >= {start} to resume it")
+        params, opt_state = state["params"], state["opt_state"]
+        resumed = (start, meta["history"], folder.store.path(start))
+    else:
+        # one compiled init rather than one eager op per layer; the caller's parameters are
+        # copied, because the epoch updates the buffers it gets in place
+        params = compile_keyed(model.init, init_key)(init_key) if params is None \
+            else jax.tree.map(jnp.copy, params)
+        opt_state = optimizer.init(params)
+        # placed as a restored state is, so that both compile to (and reuse) one program
+        params, opt_state = (jax.device_put((params, opt_state), place) if mesh is None
+                             else _sharding.replicate((params, opt_state), mesh))
+    data = _sharding.replicate(data, mesh) if mesh is not None else jax.device_put(data)
     if mesh is not None:
-        params, opt_state, shuffle_key = _sharding.replicate((params, opt_state, shuffle_key), mesh)
-
-    opt_key, keep = optimizer_key(optimizer, learning_rate, optimizer_options)
+        shuffle_key = _sharding.replicate(shuffle_key, mesh)
     tic = time.perf_counter()
-    compiled = compiled_epoch(
-        (id(model), grad, opt_key, batch_size, shuffle, mesh), (model, *keep),
-        lambda: make_train_epoch(loss, opt, batch_size=batch_size, shuffle=shuffle, mesh=mesh),
-        (params, opt_state, data, shuffle_key),
-    )
-    compile_seconds = time.perf_counter() - tic
+    program = compiled_epoch(loss, optimizer, (params, opt_state, data, shuffle_key),
+                             batch_size=config.batch_size, shuffle=config.shuffle, mesh=mesh)
+    run = Run(config, program, params, opt_state, data, shuffle_key, n // config.batch_size,
+              0, folder, evaluate, time.perf_counter() - tic)
+    if resumed is not None:
+        run.start, run.history, run.checkpoint = resumed
+        run.resumed_from = run.checkpoint
+    return run
 
-    def save(epoch):
-        meta = {"step": epoch * steps_per_epoch, "history": history, "config": config}
-        return _checkpoint.save_checkpoint(checkpoint_dir, (params, opt_state), epoch=epoch,
-                                           metadata=meta, keep=keep_checkpoints)
 
-    interrupted = False
+def _record(history: dict, losses, evaluate, params) -> None:
+    history["loss"].append(float(np.mean(losses)))
+    metrics = evaluate(params) if evaluate is not None else {}
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"mcjax.train: evaluate returned {type(metrics).__name__}; expected a "
+                        "mapping name -> number")
+    for name, value in metrics.items():
+        history.setdefault(name, []).append(float(value))
+
+
+def run_epochs(run: Run, *, progress: bool = False) -> TrainResult:
+    """Train a prepared run to its last epoch, or until a signal or a non-finite value."""
+    config, stopped = run.config, None
     tic = time.perf_counter()
-    with _deferred_interrupt() as stop, EpochProgress(progress, start, epochs) as bar:
-        for epoch in range(start, epochs):
-            key = jax.random.fold_in(shuffle_key, epoch)
-            params, opt_state, metrics = compiled(params, opt_state, data, key)
-            losses = np.asarray(metrics["loss"])
-            if not np.isfinite(losses).all():
-                raise _non_finite(losses, epoch, steps_per_epoch, checkpoint)
-            history["loss"].append(float(losses.mean()))
-            for name, value in (evaluate(params) if evaluate else {}).items():
-                history.setdefault(name, []).append(float(value))
-            bar.update(epoch + 1, history)
-            interrupted = stop.is_set()
-            done = epoch + 1
-            if checkpoint_dir is not None and jax.process_index() == 0 and (
-                done % checkpoint_every == 0 or done == epochs or interrupted
-            ):
-                checkpoint = save(done)
-            if interrupted:
-                break
-    seconds = time.perf_counter() - tic
-    done = len(history["loss"])
-    return TrainResult(params, opt_state, history, done, done * steps_per_epoch,
-                       compile_seconds, seconds, checkpoint, resumed_from, interrupted)
-
+    try:
+        with StopSignals() as stop, EpochProgress(progress, run.start, config.epochs) as bar:
+            for epoch in range(run.start, config.epochs):
+                run.params, run.opt_state, metrics = run.epoch_program(
+                    run.params, run.opt_state, run.data, run.shuffle_key, np.int32(epoch))
+                error = non_finite(metrics, epoch, run.steps_per_epoch, run.checkpoint,
+                                   checkpointing=run.folder is not None)
+                if error is not None:
+                    raise error
+                _record(run.history, metrics["loss"], run.evaluate, run.params)
+                bar.update(epoch + 1, run.history)
+                stopped, done = agreed(stop.received), epoch + 1
+                if run.folder is not None and (done % config.checkpoint_every == 0
+                                               or done == config.epochs or stopped):
+                    run.checkpoint = run.folder.save(
+                        done, {"params": run.params, "opt_state": run.opt_state},
+                        {"step": done * run.steps_per_epoch, "history": run.history})
+                if stopped:
+                    break
+    finally:
+        if run.folder is not None:
+            run.folder.close()
+    done = len(run.history["loss"])
+    return TrainResult(run.params, run.opt_state, run.history, done, done * run.steps_per_epoch,
+                       run.compile_seconds, time.perf_counter() - tic, run.checkpoint,
+                       run.resumed_from, stopped is not None, stopped)

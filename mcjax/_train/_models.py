@@ -1,174 +1,165 @@
-r"""The models mcjax trains: pure functions of ``(params, X, Y)`` with two sources of gradient.
+r"""The models mcjax trains, and the source of their gradient: JAX autodiff or a hand derivation.
 
-A :class:`Model` bundles what training needs: how to initialise the parameters, the loss
-$L(\theta; X, Y)$, and the registry's hand-derived gradient $\partial L / \partial \theta$
-(``backprop``).  Nothing here derives a gradient: :func:`neuron_model` takes the paper's
-formulas (§6.1, §6.2) from the ``neuron_loss`` rule and :func:`mlp_model` takes
-backpropagation from the ``mlp_*`` rules (:func:`mcjax.mlp_backprop`).
+A :class:`Model` is what training needs from a researcher: how to initialise the parameters
+and the loss $L(\theta; \text{batch})$; a hand-derived gradient $\partial L/\partial\theta$
+(``backprop``) is optional.  :func:`objective` turns a model into the loss that the training
+step differentiates: with ``grad="analytic"`` the loss is wrapped in :func:`jax.custom_vjp`
+with ``backprop`` as its backward rule, so ``jax.grad``, ``jax.jit``, ``jax.vmap`` and
+``jax.lax.scan`` all use the hand derivation and the step is the same code for both sources.
+The vector-Jacobian product of a scalar loss with cotangent $\bar{L}$ is
+$\bar{L}\,\partial L/\partial\theta$; the batch and the key get none (data are not trained).
+
+The paper's two models, :func:`mcjax.neuron_model` and :func:`mcjax.mlp_model`, are in
+``_paper_models``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-
-from mcjax._errors import Problems, shape_str
-from mcjax._registry import REGISTRY, derivative
-from mcjax.rules.activations import relu
-from mcjax.rules.losses import neuron_loss
-from mcjax.rules.mlp import check_params_fit, mlp_apply, mlp_init, mlp_loss
 
 Params = Any  # a pytree of arrays
+Batch = Any  # a pytree of arrays with a leading batch axis: (X, Y), (X, Y, weights), a dict ...
+
+GRAD_SOURCES = ("autodiff", "analytic")
+"""``"autodiff"``: :func:`jax.grad` of the forward code; ``"analytic"``: the model's
+hand-derived gradient (the ``backprop`` field of :class:`Model`)."""
 
 
 class Model(NamedTuple):
-    """A trainable model as pure functions (every array argument may be traced).
+    """A trainable model as pure functions; only ``init`` and ``loss`` are required.
+
+    Every array argument may be traced (the functions run under ``jax.jit``).  A batch is any
+    pytree of arrays with a leading batch axis of B rows: ``(X, Y)``, ``(X, Y, weights)``, a
+    dict.  A ``loss`` (or ``backprop``) with a parameter named ``key`` gets a fresh
+    ``jax.random`` key at every step (for dropout); training derives it from the seed, the
+    epoch and the step, so a resumed run draws the same keys.
 
     Attributes:
-      name: a short name, e.g. ``"neuron"`` or ``"mlp"``.
-      init: ``init(key) -> params``.
-      loss: ``loss(params, X, Y) -> scalar``; X has a leading batch axis (B, ...), so has Y.
-      backprop: ``backprop(params, X, Y) -> grads``, the hand-derived gradient of ``loss``
-        with respect to ``params`` (same pytree structure and shapes).
-      apply: ``apply(params, X) -> predictions`` (B, ...).
-      check: ``check(function, params, X, Y)`` raises :class:`~mcjax.ShapeError` naming
-        ``function`` when the data does not fit the parameters; it reads static shapes only.
-      config: a JSON-serialisable description (stored in checkpoints, so that ``resume``
-        refuses a checkpoint written by a different model).
+      init: ``init(key) -> params``, a pytree of floating arrays.
+      loss: ``loss(params, batch) -> scalar`` or ``loss(params, batch, key) -> scalar``,
+        usually a mean over the batch's rows.
+      backprop: optional, the hand-derived gradient ``backprop(params, batch[, key]) ->
+        grads`` of ``loss`` with respect to ``params`` (same structure and shapes), used by
+        ``grad="analytic"``.  Check it with :func:`mcjax.check` first.
+      apply: optional, ``apply(params, inputs) -> predictions`` (B, ...), for evaluation.
+      check: optional, ``check(function, params, batch)`` raises :class:`~mcjax.ShapeError`
+        (or ``ValueError``) naming ``function`` when the batch does not fit the parameters;
+        :func:`mcjax.train` calls it on the whole data set before anything is compiled.
+      config: optional, a JSON-serialisable description stored with checkpoints, so that a
+        resumed run refuses another model (default: the names and closed-over settings of
+        ``init`` and ``loss``).
+      name: a short name for messages, e.g. ``"neuron"`` or ``"mlp"``.
+
+    Example::
+
+        def init(key):
+            return {"w": jax.random.normal(key, (3,)), "b": jnp.zeros(())}
+
+        def loss(params, batch):
+            X, y = batch
+            return jnp.mean((X @ params["w"] + params["b"] - y) ** 2)
+
+        result = mcjax.train(mcjax.Model(init, loss), (X, y), epochs=5)
     """
 
-    name: str
     init: Callable[[jax.Array], Params]
     loss: Callable[..., jax.Array]
-    backprop: Callable[..., Params]
-    apply: Callable[..., jax.Array]
-    check: Callable[..., None]
-    config: Mapping[str, Any]
+    backprop: Callable[..., Params] | None = None
+    apply: Callable[..., jax.Array] | None = None
+    check: Callable[..., None] | None = None
+    config: Mapping[str, Any] | None = None
+    name: str = "model"
 
 
-# -- the paper's neuron ------------------------------------------------------------------------
-def neuron_model(n_features: int, *, dtype=jnp.float32) -> Model:
-    r"""The paper's neuron $\max(0, \mathbf{w}\cdot\mathbf{x} + b)$ with its loss (§5, §6).
-
-    Parameters are ``{"w": (n,), "b": ()}``; a batch is ``X`` (B, n) with targets ``y`` (B,).
-    The loss is $C = \frac{1}{B}\sum_i (y_i - \max(0, \mathbf{w}\cdot\mathbf{x}_i + b))^2$
-    (:func:`mcjax.neuron_loss`) and ``backprop`` is its registered gradient
-    $\frac{2}{B}\sum_{i:\,z_i>0} (z_i - y_i)\,\mathbf{x}_i^\top$ and
-    $\frac{2}{B}\sum_{i:\,z_i>0} (z_i - y_i)$ (§6.1, §6.2).
-
-    Args:
-      n_features: n, the length of w and of each input.
-      dtype: the parameters' floating dtype.
-    """
-    n = int(n_features)
-    d_w = derivative(neuron_loss, "w")
-    d_b = derivative(neuron_loss, "b")
-
-    def init(key):
-        # w ~ N(0, 1/n) and a small positive bias: about half the inputs start active,
-        # so the unit is not born dead (a dead ReLU has zero gradient).
-        w = jax.random.normal(key, (n,), dtype) / jnp.sqrt(jnp.asarray(n, dtype))
-        return {"w": w, "b": jnp.asarray(0.1, dtype)}
-
-    def loss(params, X, y):
-        return neuron_loss(params["w"], params["b"], X, y)
-
-    def backprop(params, X, y):
-        w, b = params["w"], params["b"]
-        return {"w": d_w(w, b, X, y).dense(), "b": d_b(w, b, X, y).dense()}
-
-    def apply(params, X):
-        return relu(X @ params["w"] + params["b"])
-
-    def check(function, params, X, y):
-        problems = Problems(function)
-        want = params["w"].shape[0]
-        if jnp.ndim(X) != 2 or jnp.shape(X)[1] != want:
-            problems.shape(
-                f"X has shape {shape_str(jnp.shape(X))} but the neuron's w has shape "
-                f"{shape_str(params['w'].shape)}; expected X of shape (N, {want})"
-            )
-        if jnp.ndim(y) != 1:
-            problems.shape(f"y has shape {shape_str(jnp.shape(y))}; expected targets of shape (N,)")
-        problems.raise_if_any()
-
-    return Model("neuron", init, loss, backprop, apply, check,
-                 {"model": "neuron", "n_features": n, "dtype": jnp.dtype(dtype).name})
-
-
-# -- the multilayer perceptron -----------------------------------------------------------------
-def _loss_rule(loss: str):
+def takes_key(fn: Callable) -> bool:
+    """Whether ``fn`` declares a parameter named ``key`` (it then gets a PRNG key per step)."""
     try:
-        rule_ = REGISTRY.get(loss)
-    except KeyError as error:
-        raise ValueError(f"mcjax.mlp_model: {error.args[0]}") from None
-    if not rule_.wrt or rule_.arg_names[0] not in rule_.wrt:
+        return "key" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or a callable without a signature
+        return False
+
+
+def check_grad_source(function: str, grad: str) -> str:
+    if grad not in GRAD_SOURCES:
         raise ValueError(
-            f"mcjax.mlp_model: loss {loss!r} has no registered derivative with respect to its "
-            f"first argument (the prediction); expected a loss such as 'mse' or "
-            f"'softmax_cross_entropy'"
+            f"mcjax.{function}: grad={grad!r} is not a gradient source; expected one of "
+            f"{', '.join(repr(g) for g in GRAD_SOURCES)}"
         )
-    return rule_
+    return grad
 
 
-def mlp_model(sizes, *, loss: str = "softmax_cross_entropy", activation: str = "relu",
-              dtype=jnp.float32) -> Model:
-    r"""An MLP $\sigma(\dots\sigma(X W_1^\top + \mathbf{b}_1)\dots) W_L^\top + \mathbf{b}_L$ and a loss.
+def check_model(function: str, model, grad: str = "autodiff") -> Model:
+    """Refuse what is not a :class:`Model`, or a model without what ``grad`` needs."""
+    if not isinstance(model, Model):
+        raise TypeError(
+            f"mcjax.{function}: model is a {type(model).__name__}; expected a mcjax.Model "
+            "(at least init and loss), e.g. mcjax.Model(init, loss) or mcjax.mlp_model(...)")
+    missing = [f for f in ("init", "loss") if not callable(getattr(model, f))]
+    if grad == "analytic" and not callable(model.backprop):
+        missing.append("backprop (grad='analytic' trains with it)")
+    if missing:
+        raise TypeError(f"mcjax.{function}: model {model.name!r} has no callable "
+                        f"{', '.join(missing)}; expected functions there")
+    return model
 
-    Parameters are :func:`mcjax.mlp_init`'s list of ``{"W": (m, n), "b": (m,)}``.  A batch is
-    ``X`` (B, sizes[0]) with ``Y`` integer labels (B,) for ``"softmax_cross_entropy"`` or
-    targets (B, sizes[-1]) for ``"mse"``.  ``backprop`` is the registry's
-    :func:`mcjax.mlp_backprop`: the loss rule's gradient, then each layer's vector-Jacobian
-    products from the last layer to the first.
+
+def objective(model: Model, *, grad: str = "autodiff") -> Callable[..., jax.Array]:
+    """The loss ``f(params, batch, key=None) -> scalar`` whose gradient comes from ``grad``.
 
     Args:
-      sizes: ``(n_in, hidden..., n_out)``.
-      loss: a registered loss of ``(prediction, target)`` with a derivative for the
-        prediction, e.g. ``"softmax_cross_entropy"`` or ``"mse"``.
-      activation: the hidden layers' registered activation.
-      dtype: the parameters' floating dtype.
+      model: a :class:`~mcjax.Model`.
+      grad: ``"autodiff"`` (JAX differentiates the forward code) or ``"analytic"`` (the
+        model's hand-derived ``backprop``, wired in with :func:`jax.custom_vjp`).
 
-    Raises:
-      ValueError: the loss or activation is not a registered rule.
+    Returns:
+      ``f(params, batch, key=None)``; ``jax.grad(f)(params, batch)`` has the structure and
+      shapes of ``params``.  ``key`` reaches the model's loss when it declares one, and is
+      then required.
+
+    Example::
+
+        f = mcjax.objective(mcjax.neuron_model(3), grad="analytic")
+        grads = jax.grad(f)(params, (X, y))  # 2/N sum_{z_i > 0} e_i x_i^T, from the rule
     """
-    sizes = tuple(int(s) for s in sizes)
-    loss_rule = _loss_rule(loss)
-    try:
-        REGISTRY.get(activation)
-    except KeyError as error:
-        raise ValueError(f"mcjax.mlp_model: {error.args[0]}") from None
-    d_params = derivative(mlp_loss, "params")
-    labels = loss_rule.name == "softmax_cross_entropy"
+    check_grad_source("objective", grad)
+    check_model("objective", model, grad)
+    wants_key = takes_key(model.loss)
 
-    def init(key):
-        return mlp_init(key, sizes, dtype=dtype)
+    def loss(params, batch, key=None):
+        if not wants_key:
+            return model.loss(params, batch)
+        if key is None:
+            raise TypeError(f"mcjax.objective: model {model.name!r} has a loss that takes a key "
+                            "(e.g. for dropout); expected f(params, batch, key)")
+        return model.loss(params, batch, key=key)
 
-    def loss_fn(params, X, Y):
-        return mlp_loss(params, X, Y, loss=loss, activation=activation)
+    if grad == "autodiff":
+        return loss
+    backprop_key = takes_key(model.backprop)
 
-    def backprop(params, X, Y):
-        return d_params(params, X, Y, loss=loss, activation=activation)
+    @jax.custom_vjp
+    def analytic(params, batch, key):
+        return loss(params, batch, key)
 
-    def apply(params, X):
-        return mlp_apply(params, X, activation=activation)
+    def forward(params, batch, key):
+        return loss(params, batch, key), (params, batch, key)
 
-    def check(function, params, X, Y):
-        check_params_fit(function, params, X)
-        problems = Problems(function)
-        n_out = params[-1]["W"].shape[0]
-        integer = jnp.issubdtype(jnp.result_type(Y), jnp.integer)
-        want = (jnp.shape(X)[0],) if labels and integer else (jnp.shape(X)[0], n_out)
-        if jnp.shape(Y) != want:
-            problems.shape(
-                f"X has shape {shape_str(jnp.shape(X))} and the last layer has {n_out} outputs "
-                f"but Y has shape {shape_str(jnp.shape(Y))}; expected Y of shape "
-                f"{shape_str(want)} for loss {loss!r}"
-            )
-        problems.raise_if_any()
+    def backward(residuals, cotangent):
+        params, batch, key = residuals
+        grads = (model.backprop(params, batch, key=key) if backprop_key
+                 else model.backprop(params, batch))
+        # the cotangent is a scalar: multiplying broadcasts without rank promotion; None is the
+        # zero cotangent of the batch (integer labels have no tangent space) and of the key
+        return jax.tree.map(lambda g: cotangent * g, grads), None, None
 
-    return Model("mlp", init, loss_fn, backprop, apply, check,
-                 {"model": "mlp", "sizes": list(sizes), "loss": loss, "activation": activation,
-                  "dtype": jnp.dtype(dtype).name})
+    analytic.defvjp(forward, backward)
+
+    def hand_derived(params, batch, key=None):
+        return analytic(params, batch, key)
+
+    hand_derived.__name__ = hand_derived.__qualname__ = f"{model.name}_loss_analytic"
+    return hand_derived

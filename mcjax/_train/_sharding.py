@@ -34,6 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mcjax._errors import Problems, ShapeError, shape_str
+from mcjax._train._models import takes_key
 
 DATA_AXIS = "data"
 """The name of the mesh axis the batch is split along."""
@@ -267,10 +268,12 @@ def constrain_batch(loss: Callable, mesh: Mesh, *, function: str) -> Callable:
     divisibility check runs at trace time, before anything is compiled.
     """
     sharding = batch_sharding(mesh)
+    wants_key = takes_key(loss)
 
-    def sharded_loss(params, batch):
+    def sharded_loss(params, batch, key=None):
         check_divisible(function, _batch_rows(function, batch), mesh)
-        return loss(params, jax.lax.with_sharding_constraint(batch, sharding))
+        batch = jax.lax.with_sharding_constraint(batch, sharding)
+        return loss(params, batch, key=key) if wants_key else loss(params, batch)
 
     return sharded_loss
 

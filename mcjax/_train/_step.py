@@ -12,6 +12,15 @@ An epoch shuffles the examples with ``jax.random``, cuts them into ``B``-sized m
 step over them inside :func:`jax.lax.scan`: one compiled call per epoch, so that Python does
 not run once per step.
 
+A loss that takes a ``key`` (dropout) gets one per step: the epoch's key shuffles the rows and,
+folded with a constant, is split into one key per step, so that a step's key depends only on
+the seed, the epoch and the step.  With ``check_finite`` the epoch also records, after each
+update, whether every parameter is still finite, and at its end whether the optimizer state
+is, so that training can stop at the first step that breaks them, even when the loss itself
+stayed finite.  (The parameters are checked per step, the optimizer state once per epoch:
+checking Adam's two moments per step too costs ~13% of a step of the 784-1024-1024-10 MLP,
+the parameters alone ~3%.)
+
 Both functions take and return plain pytrees (``params``, optax state, a ``batch`` of arrays
 with a leading batch axis) and read no global state, so they are unchanged under
 ``jax.sharding`` (shard the batch axis) and on any device.  Their ``params`` and ``opt_state``
@@ -29,28 +38,40 @@ import jax.numpy as jnp
 import optax
 
 from mcjax._train import _sharding
+from mcjax._train._models import takes_key
 
-Batch = tuple  # (X, Y): arrays with a leading batch axis
+Batch = tuple  # (X, Y), (X, Y, weights), ...: a pytree of arrays with a leading batch axis
+STEP_KEYS = 0x5EED  # folded into the epoch's key to draw the steps' keys apart from the shuffle
 
 
 def train_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    """The un-jitted step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
+    """The un-jitted step ``(params, opt_state, batch, key=None) -> (params, opt_state, metrics)``.
 
     Args:
-      loss: ``loss(params, batch) -> scalar`` (e.g. :func:`mcjax.objective`); its
-        gradient source is whatever ``jax.grad`` of it gives.
+      loss: ``loss(params, batch) -> scalar`` (e.g. :func:`mcjax.objective`), or
+        ``loss(params, batch, key)`` to get the step's ``key`` (dropout); its gradient source
+        is whatever ``jax.grad`` of it gives.
       optimizer: an ``optax.GradientTransformation``.
 
     Returns:
       ``step``; ``metrics`` is ``{"loss": scalar}``, the loss *before* the update.
     """
+    wants_key = takes_key(loss)
 
-    def step(params, opt_state, batch):
-        value, grads = jax.value_and_grad(loss)(params, batch)
+    def step(params, opt_state, batch, key=None):
+        extra = {"key": key} if wants_key and key is not None else {}
+        value, grads = jax.value_and_grad(loss)(params, batch, **extra)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": value}
 
     return step
+
+
+def all_finite(tree) -> jax.Array:
+    """True when no floating leaf of ``tree`` holds NaN or Inf (one boolean, on device)."""
+    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
 @functools.cache
@@ -80,14 +101,16 @@ def _jit(fn: Callable) -> Callable:
 
 def make_train_step(loss: Callable, optimizer: optax.GradientTransformation, *,
                     mesh=None) -> Callable:
-    """The jitted step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
+    """The jitted step ``(params, opt_state, batch, key=None) -> (params, opt_state, metrics)``.
 
     ``params`` and ``opt_state`` are donated (updated in place).  With ``mesh`` (see
     :func:`mcjax.data_mesh`) the same step runs data-parallel: the batch is split along the
     mesh's ``"data"`` axis (pass it through :func:`mcjax.shard_batch`, or as NumPy arrays),
     ``params``, ``opt_state`` and ``metrics`` are replicated (:func:`mcjax.replicate`), and
     XLA all-reduces the gradient.  A batch whose rows do not divide among the devices raises
-    :class:`~mcjax.ShapeError` (naming both numbers) before JAX places it.
+    :class:`~mcjax.ShapeError` (naming both numbers) before JAX places it.  A loss that takes
+    a ``key`` gets the one passed to the step (on one device; the mesh's step takes three
+    arguments).
 
     Example::
 
@@ -119,21 +142,30 @@ def epoch_batches(data: Batch, key, *, batch_size: int, shuffle: bool = True) ->
 
 
 def train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *, batch_size: int,
-                shuffle: bool = True) -> Callable:
+                shuffle: bool = True, check_finite: bool = False) -> Callable:
     """The un-jitted epoch ``(params, opt_state, data, key) -> (params, opt_state, metrics)``.
 
-    ``metrics["loss"]`` has shape ``(N // B,)``: one loss per step.
+    ``metrics["loss"]`` has shape ``(N // B,)``: one loss per step.  With ``check_finite``,
+    ``metrics["finite"]`` (same shape, boolean) says whether the parameters were all finite
+    after each step's update, and ``metrics["state_finite"]`` (a boolean) whether the
+    optimizer state is at the end of the epoch.
     """
     step = train_step(loss, optimizer)
 
     def epoch(params, opt_state, data, key):
         batches = epoch_batches(data, key, batch_size=batch_size, shuffle=shuffle)
+        steps = jax.tree.leaves(batches)[0].shape[0]
+        keys = jax.random.split(jax.random.fold_in(key, STEP_KEYS), steps)
 
-        def body(state, batch):
-            params, opt_state, metrics = step(*state, batch)
+        def body(state, batch_and_key):
+            params, opt_state, metrics = step(*state, *batch_and_key)
+            if check_finite:
+                metrics = {**metrics, "finite": all_finite(params)}
             return (params, opt_state), metrics
 
-        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), batches)
+        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), (batches, keys))
+        if check_finite:
+            metrics = {**metrics, "state_finite": all_finite(opt_state)}
         return params, opt_state, metrics
 
     return epoch

@@ -1,0 +1,206 @@
+r"""Slips of hand derivations, as variants of ``f`` whose Jacobian the slip would give.
+
+Each variant evaluates ``f``'s jaxpr with one place rewritten so that its *value* is unchanged
+and its *derivative* is what a slip produces.  When the derivative under test matches a
+variant's Jacobian (and the true one does not), the diagnosis names the slip and the line of
+``f`` it is about:
+
+- **ungated**: every gate (``max(z, 0)``, ``where(mask, z, 0)``) straight-through: the
+  ``1[z > 0]`` of a ReLU forgotten;
+- **a term dropped**: one operand of a sum, product, quotient or matrix product that
+  depends on the argument is put behind ``stop_gradient``: one term of a product rule, the
+  mean's dependence in a layer norm, the :math:`-s s^\top` of the softmax Jacobian;
+- **a term negated**: the same operand's term with its sign flipped;
+- **value for derivative**: an element-wise function's derivative replaced by its value
+  (:math:`\sigma` for :math:`\sigma(1 - \sigma)`, ``tanh`` for :math:`1 - \tanh^2`).
+
+Places are numbered in the order the jaxpr is walked (nested ``jit`` calls included, the
+insides of ``custom_jvp``/``custom_vjp`` functions not: their derivative is their rule).
+"""
+
+from __future__ import annotations
+
+import linecache
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.extend import core
+
+_CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint")
+_GATES = ("max", "min")
+# operations with two operands, what each operand is called, and what the operation is called
+_TERMS = {
+    "add": ("sum", ("the first summand", "the second summand")),
+    "add_any": ("sum", ("the first summand", "the second summand")),
+    "sub": ("difference", ("the first term", "the subtracted term")),
+    "mul": ("product", ("the first factor", "the second factor")),
+    "div": ("quotient", ("the numerator", "the denominator")),
+    "dot_general": ("matrix product", ("the left operand", "the right operand")),
+    "pow": ("power", ("the base", "the exponent")),
+}
+# element-wise functions whose derivative differs from their value
+_ELEMENTWISE = {"logistic": "sigmoid", "tanh": "tanh", "sin": "sin", "cos": "cos",
+                "log": "log", "sqrt": "sqrt", "rsqrt": "rsqrt", "log1p": "log1p",
+                "erf": "erf", "atan": "atan", "asin": "asin", "acos": "acos",
+                "sinh": "sinh", "cosh": "cosh"}
+MAX_SITES = 48
+"""At most this many rewritten variants are tried (the first places of ``f``)."""
+
+
+class Site(NamedTuple):
+    """One place of ``f`` where a slip can be planted."""
+
+    index: int  # the equation's number in the walk
+    how: str  # "drop", "negate" or "value"
+    operand: int
+    primitive: str
+    where: str  # the user's code and line, for the sentence
+
+    def describe(self) -> str:
+        """The slip in words."""
+        if self.how == "value":
+            name = _ELEMENTWISE[self.primitive]
+            return (f"{name}'s derivative replaced by {name} itself in {self.where}: the "
+                    "function's value where its derivative was due (sigma for sigma (1 - sigma), "
+                    "tanh for 1 - tanh^2?)")
+        what, operands = _TERMS[self.primitive]
+        term = f"the term through {operands[self.operand]} of the {what} {self.where}"
+        if self.how == "drop":
+            return f"a missing term: matches the derivative with {term} left out"
+        return f"a sign error in one term: matches the derivative with {term} negated"
+
+
+def _where(eqn) -> str:
+    """The user's code of ``eqn`` and its line: ``e / jnp.sum(e)`` (model.py:5)."""
+    try:
+        from jax._src import source_info_util  # the one place jax exposes the user's frame
+
+        frame = source_info_util.user_frame(eqn.source_info.traceback)
+    except Exception:  # noqa: BLE001 - a missing traceback only costs the line number
+        frame = None
+    if frame is None:
+        return f"({eqn.primitive.name})"
+    line = linecache.getline(frame.file_name, frame.start_line)
+    code = ""
+    if line and frame.start_line == frame.end_line and frame.end_column > frame.start_column >= 0:
+        code = line[frame.start_column:frame.end_column].strip()
+    place = f"{frame.file_name.rsplit('/', 1)[-1]}:{frame.start_line}"
+    return f"`{code}` ({place})" if code else f"at {place}"
+
+
+def sites(jaxpr: core.Jaxpr) -> list[Site]:
+    """The places of ``jaxpr`` (a function of one array) where a slip can be planted."""
+    found: list[Site] = []
+    _walk_sites(jaxpr, [True] * len(jaxpr.invars), [0], found)
+    return found[:MAX_SITES]
+
+
+def _walk_sites(jaxpr, deps_in, counter, found) -> list[bool]:
+    dependent = {v for v, d in zip(jaxpr.invars, deps_in) if d}
+    for eqn in jaxpr.eqns:
+        index = counter[0]
+        counter[0] += 1
+        deps = [isinstance(v, core.Var) and v in dependent for v in eqn.invars]
+        name = eqn.primitive.name
+        if name in _CALLS:
+            inner = _inner(eqn)[0]
+            deps_out = _walk_sites(inner, deps, counter, found)
+        else:
+            deps_out = [any(deps)] * len(eqn.outvars)
+            floating = all(_floating_var(v) for v in eqn.outvars)
+            if name in _TERMS and sum(deps) == 2 and floating:
+                where = _where(eqn)
+                for operand in (0, 1):
+                    found.append(Site(index, "drop", operand, name, where))
+                    found.append(Site(index, "negate", operand, name, where))
+            elif name in _ELEMENTWISE and deps == [True] and floating:
+                found.append(Site(index, "value", 0, name, _where(eqn)))
+        dependent.update(v for v, d in zip(eqn.outvars, deps_out) if d)
+    return [isinstance(v, core.Var) and v in dependent for v in jaxpr.outvars]
+
+
+def _floating_var(var) -> bool:
+    dtype = getattr(var.aval, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+
+
+def _inner(eqn):
+    closed = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+    if isinstance(closed, core.ClosedJaxpr):
+        return closed.jaxpr, closed.consts
+    return closed, ()
+
+
+def _bind(eqn, *args):
+    out = eqn.primitive.bind(*args, **eqn.params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _through(gated, through):
+    """Value of ``gated``, derivative of ``through``."""
+    return through + lax.stop_gradient(gated - through)
+
+
+def _rewrite(eqn, invals, deps, target):
+    """The equation's outputs with ``target`` planted (a :class:`Site`, or ``"ungated"``)."""
+    sg = lax.stop_gradient
+    name = eqn.primitive.name
+    if target == "ungated":
+        if name in _GATES and sum(deps) == 1:
+            return [_through(_bind(eqn, *invals)[0], invals[deps.index(True)])]
+        if name == "select_n" and sum(deps[1:]) == 1:
+            gated = _bind(eqn, *invals)[0]
+            return [_through(gated, jnp.broadcast_to(invals[1 + deps[1:].index(True)],
+                                                     gated.shape))]
+        return _bind(eqn, *invals)
+    if target.how == "value":
+        (a,) = invals
+        y = sg(_bind(eqn, a)[0])
+        return [y + y * (a - sg(a))]  # value g(a), derivative g(a) a'
+    args = list(invals)
+    v = args[target.operand]
+    args[target.operand] = sg(v) if target.how == "drop" else 2 * sg(v) - v
+    return _bind(eqn, *args)
+
+
+def _evaluate(jaxpr, consts, args, deps_in, target, counter) -> list:
+    env = dict(zip(jaxpr.constvars, consts))
+    dependent = {v for v, d in zip(jaxpr.invars, deps_in) if d}
+    env.update(zip(jaxpr.invars, args))
+
+    def read(v):
+        return v.val if isinstance(v, core.Literal) else env[v]
+
+    for eqn in jaxpr.eqns:
+        index = counter[0]
+        counter[0] += 1
+        invals = [read(v) for v in eqn.invars]
+        deps = [isinstance(v, core.Var) and v in dependent for v in eqn.invars]
+        name = eqn.primitive.name
+        if name in _CALLS or (target == "ungated" and name == "custom_jvp_call"):
+            inner, inner_consts = _inner(eqn)
+            out = _evaluate(inner, inner_consts, invals, deps, target, counter)
+        elif target == "ungated" or (isinstance(target, Site) and target.index == index):
+            out = _rewrite(eqn, invals, deps, target)
+        else:
+            out = _bind(eqn, *invals)
+        for var, value in zip(eqn.outvars, out):
+            env[var] = value
+            if any(deps):
+                dependent.add(var)
+    return [read(v) for v in jaxpr.outvars]
+
+
+def variant(fn: Callable, target) -> Callable:
+    """``fn`` (of one array) with ``target`` planted: a :class:`Site` or ``"ungated"``.
+    Same values, the slip's derivative."""
+
+    def planted(x):
+        closed = jax.make_jaxpr(fn)(x)
+        (out,) = _evaluate(closed.jaxpr, closed.consts, [x], [True], target, [0])
+        return out
+
+    return planted

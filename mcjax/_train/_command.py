@@ -1,0 +1,308 @@
+"""``mcjax train``: the paper's neuron or an MLP on the digits, from the command line.
+
+Exit status: 0 done; 1 training failed (a NaN or Inf, a file system error); 2 a usage error,
+found before any training: a bad flag or value, flags that contradict each other, a checkpoint
+folder that cannot serve the run (a file, another run's, another process's, a missing one to
+resume, one written with other settings); 128 + N a run stopped by signal N at the end of an
+epoch, with a checkpoint (143 for SIGTERM, 130 for Ctrl-C).  Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import sys
+
+from mcjax._conventions import DTYPES
+
+USAGE_ERRORS = (ValueError, TypeError, NotADirectoryError, FileNotFoundError)  # ShapeError,
+# DtypeError and CheckpointError are among them (subclasses of ValueError and TypeError)
+
+
+def _number(kind, low, *, strict: bool):
+    """An argparse type: a finite ``kind`` >= ``low`` (> ``low`` when ``strict``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; expected a finite "
+                                             f"number {'>' if strict else '>='} {low}")
+        return value
+
+    return parse
+
+
+POSITIVE, COUNT, RATE = _number(int, 1, strict=False), _number(int, 0, strict=False), \
+    _number(float, 0, strict=True)
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    """``b1=0.9`` -> ("b1", 0.9); values are read as JSON when they parse, else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(h) for h in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of layer widths >= 1 such as "
+                                         "256,256")
+    return sizes
+
+
+def _devices(text: str):
+    if text == "all":
+        return text
+    try:
+        return POSITIVE(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number of devices (>= 1) nor 'all'") from None
+
+
+def add_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the paper's neuron or an MLP on the digits, with autodiff or analytic "
+             "gradients",
+        description=(
+            "Train by minibatch gradient descent, one compiled lax.scan per epoch. "
+            "TASK 'neuron': the paper's ReLU neuron, fitted with the paper's loss to synthetic "
+            "data from a known (w, b); prints the parameter error. TASK 'digits': an MLP on "
+            "scikit-learn's bundled digits (needs scikit-learn); prints the test accuracy. "
+            "The final checkpoint (with --checkpoint-dir) holds the trained parameters. "
+            "Exit status: 0 done, 1 training failed, 2 usage error, 143 stopped by SIGTERM "
+            "(130 by Ctrl-C) with a checkpoint to --resume from."
+        ),
+    )
+    p.add_argument("task", choices=("neuron", "digits"), help="what to train")
+    p.add_argument("--grad", choices=("analytic", "autodiff"), default="analytic",
+                   help="gradient source: the registry's hand-derived rules (default) or jax.grad")
+    p.add_argument("--optimizer", default="adam",
+                   help="sgd, momentum, adam (the paper's) or any optax optimizer (default adam)")
+    p.add_argument("--lr", type=RATE, default=None,
+                   help="learning rate > 0 (default 0.01 for neuron, 0.001 for digits)")
+    p.add_argument("--opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="an optimizer hyper-parameter, e.g. --opt momentum=0.95; may be repeated")
+    p.add_argument("--schedule", default=None, metavar="NAME",
+                   help="an optax learning-rate schedule, e.g. cosine_decay; its init_value and "
+                        "decay_steps default to --lr and the run's total steps")
+    p.add_argument("--schedule-arg", type=_key_value, action="append", default=[],
+                   metavar="KEY=VALUE", help="an argument of the schedule; may be repeated")
+    p.add_argument("--epochs", type=COUNT, default=None,
+                   help="epochs (default 200 neuron, 40 digits)")
+    p.add_argument("--batch-size", type=POSITIVE, default=32, help="examples per step (default 32)")
+    p.add_argument("--samples", type=POSITIVE, default=512, help="neuron: examples (default 512)")
+    p.add_argument("--features", type=POSITIVE, default=4,
+                   help="neuron: inputs per example (default 4)")
+    p.add_argument("--hidden", type=_hidden, default=(256, 256),
+                   help="digits: hidden layer widths, comma-separated (default 256,256)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype")
+    p.add_argument("--seed", type=int, default=0, help="seed of parameters, data and shuffling")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="the run's checkpoint folder (orbax; one folder per saved epoch, "
+                        "run.json, a lock): new or empty for a new run")
+    p.add_argument("--checkpoint-every", type=POSITIVE, default=10, metavar="K",
+                   help="checkpoint every K epochs, and at the end and on SIGTERM/Ctrl-C "
+                        "(default 10)")
+    p.add_argument("--keep", type=POSITIVE, default=3, metavar="N",
+                   help="keep the newest N checkpoints of the run (default 3)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --checkpoint-dir from its newest intact checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in --checkpoint-dir, deleting the run that is there")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="JAX's persistent compilation cache (default $MCJAX_CACHE_DIR or "
+                        "~/.cache/mcjax/xla)")
+    p.add_argument("--no-cache", action="store_true", help="don't use the compilation cache")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_scaling_options(p)
+    p.set_defaults(run=run_train)
+
+
+def _add_scaling_options(p) -> None:
+    g = p.add_argument_group("data parallelism (see docs/scaling.md)")
+    g.add_argument("--devices", type=_devices, default=None, metavar="N|all",
+                   help="split each batch over N devices, or all devices of every process "
+                        "(default: one device); --batch-size must be a multiple of it")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run first (jax.distributed.initialize): with "
+                        "--coordinator/--num-processes/--process-id, else "
+                        "$JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID, else "
+                        "the cluster's own (TPU pod slice, SLURM, Open MPI)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0 (implies --distributed)")
+    g.add_argument("--num-processes", type=POSITIVE, default=None, metavar="P",
+                   help="number of processes (implies --distributed)")
+    g.add_argument("--process-id", type=COUNT, default=None, metavar="I",
+                   help="this process's id, 0 ... P-1 (implies --distributed)")
+
+
+def _contradictions(args) -> list[str]:
+    """Flags that make no sense together (found before anything starts)."""
+    found = []
+    for flag, needs, given in (("--resume", "--checkpoint-dir", args.resume),
+                               ("--overwrite", "--checkpoint-dir", args.overwrite),
+                               ("--schedule-arg", "--schedule", args.schedule_arg)):
+        if given and not getattr(args, needs[2:].replace("-", "_")):
+            found.append(f"{flag} needs {needs}")
+    if args.resume and args.overwrite:
+        found.append("--resume and --overwrite contradict each other; expected one of them")
+    if args.task == "neuron" and args.samples < args.batch_size:
+        found.append(f"--batch-size {args.batch_size} but --samples {args.samples}; expected a "
+                     f"batch size of at most {args.samples}")
+    return found
+
+
+def _learning_rate(args, total_steps: int):
+    """--lr, or the --schedule with its start value and length filled from --lr and the run."""
+    import mcjax
+    from mcjax._train._optim import _optax_schedules
+
+    if args.schedule is None:
+        return args.lr
+    kwargs = dict(args.schedule_arg)
+    maker = _optax_schedules().get(args.schedule.removesuffix("_schedule"), lambda: None)
+    accepted = inspect.signature(maker).parameters
+    for name, value in (("init_value", args.lr), ("peak_value", args.lr), ("value", args.lr),
+                        ("decay_steps", total_steps), ("transition_steps", total_steps)):
+        if name in accepted and name not in kwargs:
+            kwargs[name] = value
+    try:
+        return mcjax.schedule(args.schedule, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"--schedule {args.schedule}: {error}") from None
+
+
+def _config(args, total_steps: int):
+    from mcjax._train._config import TrainConfig
+
+    return TrainConfig(args.optimizer, _learning_rate(args, total_steps), dict(args.opt),
+                       args.grad, args.epochs, args.batch_size, True, args.seed,
+                       args.checkpoint_dir, args.checkpoint_every, args.keep, args.resume,
+                       args.overwrite)
+
+
+def _task(args):
+    """(model, data, report) for the task; report(params) -> the task's own figures."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import mcjax
+
+    dtype = jnp.dtype(args.dtype)
+    if args.task == "neuron":
+        data, truth = mcjax.neuron_data(jax.random.key(args.seed), n_samples=args.samples,
+                                        n_features=args.features, noise=0.01, dtype=dtype)
+        return mcjax.neuron_model(args.features, dtype=dtype), data, lambda params: {
+            "w_error": float(np.max(np.abs(params["w"] - truth["w"]))),
+            "b_error": float(np.abs(params["b"] - truth["b"])),
+        }
+    data, (X_test, y_test) = mcjax.digits_data(seed=args.seed, dtype=dtype)
+    model = mcjax.mlp_model((64, *args.hidden, 10), dtype=dtype)
+    return model, data, lambda params: {"test_accuracy": float(np.mean(
+        np.asarray(jnp.argmax(model.apply(params, X_test), axis=-1)) == y_test))}
+
+
+def _fail(error, status: int) -> int:
+    """Report ``error`` in one line on stderr; return ``status``."""
+    text = str(error).strip() or type(error).__name__
+    print(f"mcjax train: {text.splitlines()[0]}", file=sys.stderr)
+    return status
+
+
+def run_train(args) -> int:
+    neuron = args.task == "neuron"
+    args.lr = args.lr if args.lr is not None else 0.01 if neuron else 1e-3
+    args.epochs = args.epochs if args.epochs is not None else 200 if neuron else 40
+    problems = _contradictions(args)
+    if problems:
+        return _fail("; and ".join(problems), 2)
+    if args.dtype == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    import mcjax
+
+    if args.distributed or args.coordinator or args.num_processes is not None \
+            or args.process_id is not None:
+        try:  # before anything starts JAX's backend
+            mcjax.init_distributed(args.coordinator, args.num_processes, args.process_id)
+        except ValueError as error:
+            return _fail(error, 2)
+        except RuntimeError as error:
+            return _fail(error, 1)
+    try:
+        _config(args, total_steps=1)  # every setting and the folder, before any data
+        if not args.no_cache:
+            mcjax.enable_compilation_cache(args.cache_dir)
+        model, data, report = _task(args)
+        config = _config(args, args.epochs * (len(data[0]) // args.batch_size))
+        from mcjax._train._loop import prepare
+
+        run = prepare(model, data, config, devices=args.devices)
+    except USAGE_ERRORS as error:
+        return _fail(error, 2)
+    return _train(args, run, report)
+
+
+def _train(args, run, report) -> int:
+    import jax
+
+    import mcjax
+    from mcjax._train._loop import run_epochs
+    from mcjax._train._stops import exit_status
+
+    cache_hits = []
+
+    def count_cache_hits(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_hits":
+            cache_hits.append(event)
+
+    jax.monitoring.register_event_listener(count_cache_hits)
+    try:
+        result = run_epochs(run, progress=sys.stderr.isatty() if args.progress is None
+                            else args.progress)
+    except (mcjax.NonFiniteLossError, OSError, mcjax.CheckpointError) as error:
+        return _fail(error, 1)
+    finally:
+        jax.monitoring.unregister_event_listener(count_cache_hits)
+    losses = result.history["loss"]
+    summary = {
+        "task": args.task, "grad": args.grad, "optimizer": args.optimizer,
+        "epochs": result.epoch, "steps": result.step, "final_loss": losses[-1] if losses else None,
+        "compile_seconds": result.compile_seconds, "train_seconds": result.seconds,
+        "compilation_cache_hits": len(cache_hits),
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "resumed_from": str(result.resumed_from) if result.resumed_from else None,
+        "interrupted": result.interrupted, "signal": result.signal,
+        "devices": len(jax.tree.leaves(result.params)[0].sharding.device_set),
+        "process": f"{jax.process_index()} of {jax.process_count()}",
+        **report(result.params),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for name, value in summary.items():
+            print(f"{name:24s} {f'{value:.6g}' if isinstance(value, float) else value}")
+    if result.interrupted:
+        hint = f"; resume with --resume --checkpoint-dir {args.checkpoint_dir}" \
+            if args.checkpoint_dir else ""
+        print(f"mcjax train: stopped by {result.signal} after epoch {result.epoch}{hint}",
+              file=sys.stderr)
+    return exit_status(result.signal)

@@ -1,0 +1,255 @@
+"""A checkpoint folder belongs to one run: its record, its lock, its checkpoints.
+
+Layout of a folder (``checkpoint_dir``)::
+
+    run.json              the run: its id, when and where it started, its configuration
+    run.lock              while a process writes: its pid and host (see _lock.py)
+    epoch_00000002/       one orbax checkpoint per saved epoch (see _checkpoint.py)
+    epoch_00000004/
+    damaged/epoch_00000006/   a damaged checkpoint that a resumed run stepped over
+
+A fresh run takes a new or empty folder and writes ``run.json``.  It refuses a folder that
+holds another run (naming the folder and the ways out: resume it, choose another folder, or
+overwrite it explicitly) and one that holds anything that is not an mcjax run's, so it never
+deletes another run's files; ``overwrite`` replaces an mcjax run, and only its files.  A
+resumed run compares its configuration with ``run.json`` and its state with the stored arrays,
+and refuses with every difference listed; it continues from the newest intact checkpoint,
+stepping over damaged ones with a warning that names them.  Pruning (orbax's ``max_to_keep``)
+only ever sees this run's checkpoints.
+
+In a multi-process run, process 0 holds the lock and writes ``run.json``; every process takes
+part in orbax's saves and restores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from mcjax._errors import CheckpointError
+from mcjax._train._checkpoint import STEP_PREFIX, Damaged, Store, leaf_names, mismatches
+from mcjax._train._describe import as_json, differences
+from mcjax._train._lock import LOCK_FILE, Lock
+
+RUN_FILE = "run.json"
+DAMAGED = "damaged"
+FORMAT = "mcjax-run/1"
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+WAYS_OUT = ("resume it (resume=True, --resume), choose another folder, or replace it "
+            "(overwrite=True, --overwrite)")
+
+
+def _is_step(name: str) -> bool:
+    prefix, _, digits = name.partition("_")
+    return prefix == STEP_PREFIX and digits.isdigit()
+
+
+def _ours(name: str) -> bool:
+    return (name in (RUN_FILE, LOCK_FILE, DAMAGED) or name.startswith(f"{LOCK_FILE}.stale-")
+            or _is_step(name) or TMP_SUFFIX in name)
+
+
+def preflight(directory, *, resume: bool, overwrite: bool) -> list[str]:
+    """What is wrong with ``directory`` for this run, seen without any work (empty: nothing)."""
+    if directory is None:
+        return ["resume=True needs a checkpoint_dir"] * bool(resume) + \
+               ["overwrite=True needs a checkpoint_dir"] * bool(overwrite)
+    path = Path(directory)
+    if resume and overwrite:
+        return ["resume=True and overwrite=True contradict each other; expected one of them"]
+    if path.exists() and not path.is_dir():
+        return [f"checkpoint_dir {path} is a file; expected a folder (new, or a run's)"]
+    if resume:
+        if not path.is_dir():
+            return [f"resume=True but {path} does not exist; expected the folder of the run to "
+                    "continue (check its spelling), or resume=False to start a new run"]
+        if not (path / RUN_FILE).is_file() or not any(_is_step(p.name) for p in path.iterdir()):
+            return [f"resume=True but {path} holds no checkpoint of an mcjax run (no {RUN_FILE} "
+                    f"and {STEP_PREFIX}_* folders); expected the folder of the run to continue"]
+        return []
+    existing = path.parent if not path.exists() else path
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"checkpoint_dir {path} cannot be written ({existing} is not writable)"]
+    if not path.is_dir():
+        return []
+    foreign = sorted(p.name + "/" * p.is_dir() for p in path.iterdir() if not _ours(p.name))
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        return [f"checkpoint_dir {path} holds files that are not an mcjax run's ({listed}); "
+                "expected a new or empty folder, or one that an mcjax run wrote"]
+    taken = (path / RUN_FILE).exists() or any(_is_step(p.name) for p in path.iterdir())
+    if taken and not overwrite:
+        return [f"{path} holds the checkpoints of another run ({_describe_run(path)}); a new run "
+                f"would mix with them: {WAYS_OUT}"]
+    return []
+
+
+def _describe_run(path: Path) -> str:
+    try:
+        record = json.loads((path / RUN_FILE).read_text())
+        name = f"run {record['run_id']}, started {record['created']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        name = f"no readable {RUN_FILE}"
+    steps = sorted(int(p.name.partition("_")[2]) for p in path.iterdir() if _is_step(p.name))
+    return f"{name}; epochs {', '.join(map(str, steps[-4:]))}" if steps else name
+
+
+def _on_process_zero(fn) -> Any:
+    """Run ``fn`` on process 0; every process raises if it failed there."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+
+    failed, result = 0, None
+    try:
+        if jax.process_index() == 0:
+            result = fn()
+    except BaseException:
+        failed = 1
+        multihost_utils.broadcast_one_to_all(np.int32(failed))
+        raise
+    if int(multihost_utils.broadcast_one_to_all(np.int32(failed))):
+        raise CheckpointError("mcjax.train: process 0 could not use the checkpoint folder; "
+                              "its error says why")
+    return result
+
+
+class RunFolder:
+    """The checkpoint folder of one run, locked while open.
+
+    Args:
+      directory: the folder.
+      identity: the run's configuration (JSON), compared on resume.
+      resume: continue the run in ``directory`` (else start one).
+      overwrite: replace the mcjax run in ``directory`` (its files only).
+      keep: keep the newest ``keep`` checkpoints (None: all).
+    """
+
+    def __init__(self, directory, *, identity: dict, resume: bool, overwrite: bool,
+                 keep: int | None):
+        self.directory = Path(directory)
+        self.identity = as_json(identity)
+        self.lock = self.store = None
+        self.run_id = _on_process_zero(lambda: self._claim(resume, overwrite))
+        if self.run_id is None or resume:  # other processes read the record process 0 checked
+            self.run_id = json.loads((self.directory / RUN_FILE).read_text())["run_id"]
+        self.store = Store(self.directory, keep=keep)
+
+    def _claim(self, resume: bool, overwrite: bool) -> str | None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.lock = Lock(self.directory)
+        try:
+            problems = preflight(self.directory, resume=resume, overwrite=overwrite)
+            if problems:
+                raise CheckpointError(f"mcjax.train: {problems[0]}")
+            if resume:
+                return None
+            if overwrite:
+                self._clear()
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+            record = {"format": FORMAT, "run_id": run_id,
+                      "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                      "host": socket.gethostname(), "pid": os.getpid(), "config": self.identity}
+            tmp = self.directory / f".{RUN_FILE}.tmp"
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, self.directory / RUN_FILE)
+            return run_id
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _clear(self) -> None:
+        """Remove the previous run's files (overwrite=True): its record and checkpoints only."""
+        for p in self.directory.iterdir():
+            if p.name in (RUN_FILE, DAMAGED) or _is_step(p.name) or TMP_SUFFIX in p.name:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    def save(self, epoch: int, state, meta: dict) -> Path:
+        """Checkpoint ``state`` (checked finite) as epoch ``epoch`` of this run."""
+        return self.store.save(epoch, state, {**meta, "run_id": self.run_id,
+                                              "config": self.identity})
+
+    def resume_state(self, like) -> tuple[int, Any, dict]:
+        """``(epoch, state, meta)`` of the newest intact checkpoint, in ``like``'s structure.
+
+        Damaged newer checkpoints are stepped over with a warning and moved to ``damaged/``.
+
+        Raises:
+          CheckpointError: the run's configuration or arrays differ (every difference is
+            listed), a checkpoint belongs to another run, or none is intact.
+        """
+        record = json.loads((self.directory / RUN_FILE).read_text())
+        problems = differences(record.get("config", {}), self.identity)
+        damaged: list[tuple[int, str]] = []
+        epochs = self.store.epochs()
+        for epoch in epochs:
+            self._check_owner(epoch, record["run_id"])
+        for epoch in reversed(epochs):
+            try:
+                problems += mismatches(self.store.stored_arrays(epoch), leaf_names(like))
+                if problems:
+                    raise CheckpointError(
+                        f"mcjax.train: cannot resume the run in {self.directory} (run "
+                        f"{record['run_id']}): {'; '.join(problems)}; expected the settings, "
+                        f"data and model it was started with, or a new run: {WAYS_OUT}")
+                state, meta = self.store.restore(epoch, like)
+            except Damaged as damage:
+                damaged.append((epoch, str(damage)))
+                continue
+            self._set_aside(damaged, epoch)
+            return epoch, state, meta
+        listed = "; ".join(f"{self.store.path(e)}: {why}" for e, why in damaged)
+        raise CheckpointError(f"mcjax.train: {self.directory} holds no intact checkpoint to "
+                              f"resume ({listed or 'none left'}); start afresh with "
+                              "overwrite=True (--overwrite)")
+
+    def _check_owner(self, epoch: int, run_id: str) -> None:
+        """Refuse a checkpoint of another run (pruning would delete it); damage is for later."""
+        try:
+            owner = self.store.meta(epoch).get("run_id")
+        except Damaged:
+            return
+        if owner != run_id:
+            raise CheckpointError(
+                f"mcjax.train: {self.store.path(epoch)} belongs to run {owner}, not to the run "
+                f"of {self.directory} ({run_id}); expected only this run's checkpoints there: "
+                "move it out")
+
+    def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
+        if damaged and jax.process_count() > 1:  # every process has chosen before any move
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("mcjax: a checkpoint to resume chosen")
+        for epoch, why in damaged:
+            source = self.store.path(epoch)
+            target = self.directory / DAMAGED / source.name
+            if jax.process_index() == 0:
+                target.parent.mkdir(exist_ok=True)
+                if target.exists():
+                    target = target.with_name(f"{source.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+                source.rename(target)
+            warnings.warn(f"mcjax.train: skipped the damaged checkpoint {source} ({why}); moved "
+                          f"it to {target}; resuming from {self.store.path(resumed)}",
+                          RuntimeWarning, stacklevel=4)
+        if damaged and jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("mcjax: damaged checkpoints set aside")

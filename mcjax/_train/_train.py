@@ -1,0 +1,103 @@
+"""``mcjax.train``: the settings in, a prepared run, its epochs, the result out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optax
+
+from mcjax._train._config import TrainConfig
+from mcjax._train._loop import TrainResult, prepare, run_epochs
+from mcjax._train._models import Model
+
+
+def train(
+    model: Model,
+    data,
+    *,
+    params=None,
+    optimizer: str | optax.GradientTransformation = "adam",
+    learning_rate: float | optax.Schedule | None = None,
+    optimizer_options: Mapping[str, Any] | None = None,
+    grad: str = "autodiff",
+    epochs: int = 10,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    keep_checkpoints: int | None = 3,
+    resume: bool = False,
+    overwrite: bool = False,
+    evaluate: Callable[[Any], Mapping[str, float]] | None = None,
+    progress: bool = False,
+    devices=None,
+) -> TrainResult:
+    r"""Train ``model`` on ``data`` by minibatch gradient descent, jitted, one scan per epoch.
+
+    Each step computes $\nabla_\theta L$ on B examples, from JAX autodiff or from the model's
+    hand-derived gradient (``grad``), and applies an optax optimizer.  Every input is checked
+    before anything is compiled; a bad one raises an error that names it, what was expected
+    and what arrived.
+
+    Args:
+      model: a :class:`~mcjax.Model`: your own ``Model(init, loss)``, or
+        :func:`~mcjax.neuron_model`, :func:`~mcjax.mlp_model`.
+      data: a pytree of arrays with N rows each (one example per row): ``(X, Y)``,
+        ``(X, Y, weights)``, a dict; finite, and each minibatch is the same pytree with B rows.
+      params: initial parameters (default: ``model.init`` with a key from ``seed``); they
+        must have ``init``'s structure, shapes and dtypes, and be finite.
+      optimizer: an optimizer name for :func:`mcjax.optimizer` (``"sgd"``, ``"momentum"``,
+        ``"adam"``, any optax name) or an ``optax.GradientTransformation``.
+      learning_rate: $\eta > 0$, a float or an optax schedule (with a name only; default 1e-3).
+      optimizer_options: the optimizer's other hyper-parameters (with a name only).
+      grad: ``"autodiff"`` or ``"analytic"`` (the model's ``backprop``).
+      epochs: the total number of epochs (a resumed run counts those already done).
+      batch_size: B; an epoch runs ``N // B`` steps.
+      shuffle: reshuffle the rows every epoch (``jax.random``).
+      seed: the seed of the initial parameters, the shuffling and the steps' keys.
+      checkpoint_dir: the run's checkpoint folder (orbax; see docs/training.md for its
+        layout): a new or empty folder for a new run.  It records the run's configuration
+        and holds one lock, so another run never writes or prunes there.
+      checkpoint_every: write one every this many epochs; the last epoch and an interrupted
+        one always get one.
+      keep_checkpoints: how many of the newest checkpoints to keep (>= 1; None: all).
+      resume: continue the run in ``checkpoint_dir`` from its newest intact checkpoint (a
+        damaged newer one is stepped over with a warning).  Its settings, data, model and
+        arrays must be the ones it was started with.
+      overwrite: start a new run in ``checkpoint_dir`` although another run's checkpoints are
+        there: they are deleted (and only they).
+      evaluate: called after every epoch with the parameters; the numbers it returns are
+        appended to ``history`` (e.g. test accuracy).  Don't keep the parameters it gets:
+        the next epoch updates their buffers in place.
+      progress: show a progress bar (rich, on stderr), updated once per epoch.
+      devices: ``None`` (the default device) or data-parallel training on a mesh: a number
+        of devices, ``"all"``, a sequence of ``jax.Device`` or a ``jax.sharding.Mesh`` with a
+        ``"data"`` axis (see :func:`mcjax.data_mesh`).  Each minibatch is split along
+        ``"data"``; parameters, optimizer state and the dataset are replicated.  The result
+        equals the one-device run up to float32 reduction order, and checkpoints restore on
+        any number of devices.  In a multi-process run (:func:`mcjax.init_distributed`) every
+        process passes the same ``data``; all take part in saving checkpoints.
+
+    Returns:
+      A :class:`~mcjax.TrainResult`.  SIGTERM or SIGINT (Ctrl-C) stop the run at the end of
+      the epoch in progress, with a checkpoint, and ``interrupted=True``.
+
+    Raises:
+      ValueError: a setting is out of range or of the wrong kind (all are listed), or the data
+        hold NaN or Inf.
+      ShapeError: the data do not fit the model, or ``batch_size`` is not a multiple of the
+        number of devices (raised before anything is compiled).
+      CheckpointError: ``checkpoint_dir`` cannot serve this run: a file, another run's folder,
+        another process's, a missing or empty folder to resume, or a checkpoint written with
+        other settings, data, model or arrays (every difference is listed).
+      NonFiniteLossError: a loss, or the state after an update, was NaN or Inf; it names the
+        step and the last good checkpoint, which is kept and finite.
+    """
+    config = TrainConfig(optimizer, learning_rate, optimizer_options, grad, epochs, batch_size,
+                         shuffle, seed, checkpoint_dir, checkpoint_every, keep_checkpoints,
+                         resume, overwrite)
+    run = prepare(model, data, config, params=params, devices=devices, evaluate=evaluate)
+    return run_epochs(run, progress=progress)
