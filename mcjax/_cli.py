@@ -109,7 +109,7 @@ def _run_verify(args) -> int:
 
     for spec in args.imports:
         _import_user_module(spec, "mcjax verify: --import")
-    rules = mcjax.REGISTRY.select(args.select)
+    rules = mcjax.registry.REGISTRY.select(args.select)
     if not rules:
         print(f"mcjax verify: no rule matches {args.select!r}", file=sys.stderr)
         return 1
@@ -118,7 +118,7 @@ def _run_verify(args) -> int:
             print(f"{r.name:32s} §{r.section:6s} wrt {', '.join(r.wrt)}")
         return 0
     start = time.perf_counter()
-    results = mcjax.verify(pattern=args.select, dtypes=dtypes, cases=SHAPE_CASES,
+    results = mcjax.registry.verify(pattern=args.select, dtypes=dtypes, cases=SHAPE_CASES,
                            seed=args.seed, points=args.points)
     elapsed = time.perf_counter() - start
     failed = _summary.failures(results)

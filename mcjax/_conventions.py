@@ -71,7 +71,7 @@ def tolerance(dtype) -> Tolerance:
         return _TOLERANCES[name]
     except KeyError:
         raise TypeError(
-            f"mcjax.tolerance: no tolerance for dtype {name}; expected one of "
+            f"mcjax.conventions.tolerance: no tolerance for dtype {name}; expected one of "
             f"{', '.join(_TOLERANCES)}"
         ) from None
 

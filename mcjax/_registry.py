@@ -124,7 +124,7 @@ class Rule:
     def __post_init__(self):
         if self.section not in SECTIONS:
             raise ValueError(
-                f"mcjax.Rule {self.name!r}: section {self.section!r} is not one of "
+                f"mcjax.registry.Rule {self.name!r}: section {self.section!r} is not one of "
                 f"{', '.join(SECTIONS)}"
             )
         names = self.arg_names or tuple(self.shapes)
@@ -132,7 +132,7 @@ class Rule:
         unknown = [w for w in self.wrt if w not in names]
         if unknown:
             raise ValueError(
-                f"mcjax.Rule {self.name!r}: derivatives with respect to {unknown} but the "
+                f"mcjax.registry.Rule {self.name!r}: derivatives with respect to {unknown} but the "
                 f"arguments are {list(names)}"
             )
 

@@ -90,10 +90,10 @@ def test_denominator_layout_and_the_layout_helpers():
     r = mcjax.check(f, lambda x: df(x).T, X, layout="denominator")
     assert r.ok, r
     J = df(X)
-    assert mcjax.to_denominator(J, out_ndim=1).shape == (4, 3)
-    np.testing.assert_array_equal(mcjax.to_numerator(mcjax.to_denominator(J, 1), 1), J)
+    assert mcjax.conventions.to_denominator(J, out_ndim=1).shape == (4, 3)
+    np.testing.assert_array_equal(mcjax.conventions.to_numerator(mcjax.conventions.to_denominator(J, 1), 1), J)
     D = mcjax.Diagonal(X)
-    np.testing.assert_array_equal(mcjax.to_denominator(D), D.dense().T)
+    np.testing.assert_array_equal(mcjax.conventions.to_denominator(D), D.dense().T)
 
 
 def test_shape_mismatches_name_the_shapes_and_the_layout():

@@ -30,7 +30,7 @@ import mcjax
 from mcjax import (BlockDiagonal, Broadcast, Composed, Dense, Diagonal, Fill, Kronecker,
                    ScaledIdentity, Sum)
 
-TOL = mcjax.tolerance("float64")
+TOL = mcjax.conventions.tolerance("float64")
 # a scalar, size 1, a non-square matrix; sizes 1 and 3; no batch or a batch of 2
 SHAPE = st.sampled_from([(), (1,), (2, 3)])
 SIZE = st.sampled_from([1, 3])

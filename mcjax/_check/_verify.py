@@ -9,7 +9,7 @@ as one program; the rules' programs compile on a small thread pool, since XLA co
 without the GIL.
 
 The forward function and the derivative are both called with the rule's verification
-hyper-parameters (:attr:`Rule.hyper <mcjax.Rule>`), explicitly.
+hyper-parameters (:attr:`Rule.hyper <mcjax.registry.Rule>`), explicitly.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def verify(
     for dtype in dtypes:
         if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
             raise RuntimeError(
-                "mcjax.verify: float64 needs jax_enable_x64; call "
+                "mcjax.registry.verify: float64 needs jax_enable_x64; call "
                 "jax.config.update('jax_enable_x64', True) first, or verify float32 only"
             )
     rng = np.random.default_rng(seed)

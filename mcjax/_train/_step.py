@@ -104,9 +104,9 @@ def make_train_step(loss: Callable, optimizer: optax.GradientTransformation, *,
     """The jitted step ``(params, opt_state, batch, key=None) -> (params, opt_state, metrics)``.
 
     ``params`` and ``opt_state`` are donated (updated in place).  With ``mesh`` (see
-    :func:`mcjax.data_mesh`) the same step runs data-parallel: the batch is split along the
-    mesh's ``"data"`` axis (pass it through :func:`mcjax.shard_batch`, or as NumPy arrays),
-    ``params``, ``opt_state`` and ``metrics`` are replicated (:func:`mcjax.replicate`), and
+    :func:`mcjax.sharding.data_mesh`) the same step runs data-parallel: the batch is split along the
+    mesh's ``"data"`` axis (pass it through :func:`mcjax.sharding.shard_batch`, or as NumPy arrays),
+    ``params``, ``opt_state`` and ``metrics`` are replicated (:func:`mcjax.sharding.replicate`), and
     XLA all-reduces the gradient.  A batch whose rows do not divide among the devices raises
     :class:`~mcjax.ShapeError` (naming both numbers) before JAX places it.  A loss that takes
     a ``key`` gets the one passed to the step (on one device; the mesh's step takes three
@@ -115,7 +115,7 @@ def make_train_step(loss: Callable, optimizer: optax.GradientTransformation, *,
     Example::
 
         opt = mcjax.optimizer("adam", learning_rate=1e-3)
-        step = mcjax.make_train_step(mcjax.objective(model, grad="analytic"), opt)
+        step = mcjax.steps.make_train_step(mcjax.objective(model, grad="analytic"), opt)
         params, opt_state, metrics = step(params, opt.init(params), (X, Y))
     """
     if mesh is None:
@@ -180,8 +180,8 @@ def make_train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *,
       optimizer: an ``optax.GradientTransformation``.
       batch_size: B, the rows per step.
       shuffle: permute the rows with ``key`` first (``jax.random.permutation``).
-      mesh: run data-parallel on this mesh (:func:`mcjax.data_mesh`): ``data``, ``params``,
-        ``opt_state`` and ``key`` are replicated (:func:`mcjax.replicate`) and each minibatch
+      mesh: run data-parallel on this mesh (:func:`mcjax.sharding.data_mesh`): ``data``, ``params``,
+        ``opt_state`` and ``key`` are replicated (:func:`mcjax.sharding.replicate`) and each minibatch
         is split along ``"data"`` inside the program; B must be a multiple of the devices.
 
     ``data`` is a tuple of arrays with N rows; the epoch runs ``N // B`` steps in one

@@ -30,17 +30,23 @@ from mcjax.rules.activations import sigmoid, tanh
 
 
 class Differentiable(NamedTuple):
-    """A function of one argument together with its derivative.
+    """A function of one argument together with its derivative; calling it calls the function.
 
     Attributes:
       forward: ``x -> y``.
       derivative: ``x -> J``, the Jacobian of ``forward`` at ``x`` (numerator layout).
+      links: for a composition, its links, innermost first (see :func:`mcjax.check_chain`).
+      name: a name for reports.
     """
 
     forward: Callable
     derivative: Callable
-    links: tuple = ()  # for a composition: its links, innermost first (see mcjax.check_chain)
+    links: tuple = ()
     name: str = ""
+
+    def __call__(self, x):
+        """``forward(x)``: a Differentiable is used like the function it is."""
+        return self.forward(x)
 
 
 def as_differentiable(link, registry: Registry | None = None) -> Differentiable:
@@ -151,7 +157,7 @@ def _register(name, section, shapes, differentiable, text, latex, doc, sample=No
         return differentiable.forward(x)
 
     forward.__doc__ = doc
-    forward.__name__ = forward.__qualname__ = name.replace(".", "_")
+    forward.__name__ = forward.__qualname__ = name.split(".", 1)[1]
     REGISTRY.register(
         Rule(
             name=name,
@@ -163,15 +169,16 @@ def _register(name, section, shapes, differentiable, text, latex, doc, sample=No
             description=doc,
         )
     )
+    return forward
 
 
-_register(
+sin_of_square = _register(
     "chain.sin_of_square", "4.5.1", (),
     single_variable_chain_rule(elementwise.sin, elementwise.square),
     "cos(x^2) 2x", r"\cos(x^2)\,2x",
     "y = sin(x^2), the paper's single-variable chain-rule example.",
 )
-_register(
+log_square_sin_exp = _register(
     "chain.log_square_sin_exp", "4.5.1", (),
     single_variable_chain_rule(elementwise.log, elementwise.square, elementwise.sin, elementwise.exp),
     "2 cos(e^x) e^x / sin(e^x)", r"\frac{2\cos(e^x)\,e^x}{\sin(e^x)}",
@@ -179,19 +186,19 @@ _register(
     # keep sin(e^x) away from 0, where the log is undefined
     sample=lambda rng, dims, dtype: (jnp.asarray(rng.uniform(-1.0, 0.9), dtype),),
 )
-_register(
+total_derivative_sum = _register(
     "chain.total_derivative_sum", "4.5.2", ("n",),
     total_derivative_chain_rule(elementwise.add, elementwise.square),
     "I + diag(2x)", r"I + \operatorname{diag}(2\mathbf{x})",
     "y = x + x^2 as f(x, u) = x + u, u = x^2: the paper's total-derivative example.",
 )
-_register(
+total_derivative_product = _register(
     "chain.total_derivative_product", "4.5.2", ("n",),
     total_derivative_chain_rule(elementwise.multiply, elementwise.square),
     "diag(x^2) + diag(x) diag(2x) = diag(3x^2)", r"\operatorname{diag}(3\mathbf{x}^2)",
     "y = x * x^2 as f(x, u) = x u, u = x^2.",
 )
-_register(
+sigmoid_of_tanh = _register(
     "chain.sigmoid_of_tanh", "4.5.3", ("n",),
     vector_chain_rule(sigmoid, tanh),
     "diag(s (1 - s)) diag(1 - tanh(x)^2), s = sigmoid(tanh(x))",
