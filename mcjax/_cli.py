@@ -144,27 +144,27 @@ def _run_verify(args) -> int:
 
 
 # -- check -------------------------------------------------------------------------------
-def _load(spec: str, what: str):
+def _load(spec: str, what: str, command: str = "mcjax check"):
     """``MODULE:NAME`` -> the object; MODULE is a dotted name or a path to a .py file."""
     module_name, sep, name = spec.rpartition(":")
     if not sep or not module_name or not name:
-        raise UsageError(f"mcjax check: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
-    module = _import_user_module(module_name, f"mcjax check: {what} {spec!r}")
+        raise UsageError(f"{command}: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
+    module = _import_user_module(module_name, f"{command}: {what} {spec!r}")
     try:
         return getattr(module, name)
     except AttributeError:
-        raise UsageError(f"mcjax check: {what} {spec!r}: module {module_name} has no "
+        raise UsageError(f"{command}: {what} {spec!r}: module {module_name} has no "
                          f"{name!r}") from None
 
 
-def _parse_shape(text: str) -> tuple[int, ...]:
+def _parse_shape(text: str, command: str = "mcjax check") -> tuple[int, ...]:
     text = text.strip().strip("()")
     try:
         shape = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
     except ValueError:
         shape = (-1,)
     if any(d < 0 for d in shape):
-        raise UsageError(f"mcjax check: --shapes {text!r} is not a shape like 3,4 (or () for a "
+        raise UsageError(f"{command}: --shapes {text!r} is not a shape like 3,4 (or () for a "
                          "scalar)")
     return shape
 
@@ -283,6 +283,66 @@ def _run_check(args) -> int:
     return 0 if report.ok else 1
 
 
+# -- derive ----------------------------------------------------------------------------------
+def _add_derive(subparsers) -> None:
+    p = subparsers.add_parser(
+        "derive",
+        help="derive the structured Jacobian of a function in your own file, and its formula",
+        description=(
+            "Trace FUNCTION at random standard-normal arguments of the given shapes and apply "
+            "the paper's rules to it (mcjax.derive): print the tree of structured Jacobians "
+            "and the formula in the paper's notation. Exits 2 if FUNCTION cannot be loaded or "
+            "traced, 1 if --strict finds a primitive without a structured rule."
+        ),
+    )
+    p.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. my_model.py:layer")
+    p.add_argument("--shapes", nargs="+", required=True, metavar="SHAPE",
+                   help="one shape per argument, e.g. --shapes 8,4 4 8 (() for a scalar)")
+    p.add_argument("--wrt", type=int, default=0, metavar="I",
+                   help="differentiate with respect to argument I (default 0)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="dtype of the arguments (default float32)")
+    p.add_argument("--latex", action="store_true", help="print the formula in LaTeX")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 1) on a primitive without a structured rule instead of "
+                        "making an opaque block")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random arguments (default 0)")
+    p.set_defaults(run=_run_derive)
+
+
+def _run_derive(args) -> int:
+    _enable_x64_if([args.dtype])
+    import jax
+    import numpy as np
+
+    import mcjax
+    from mcjax._derive import structure
+
+    command = "mcjax derive"
+    f = _load(args.function, "FUNCTION", command)  # a UsageError: one line, status 2
+    shapes = [_parse_shape(s, command) for s in args.shapes]
+    rng = np.random.default_rng(args.seed)
+    values = tuple(jax.numpy.asarray(rng.standard_normal(s), args.dtype) for s in shapes)
+    try:
+        J = mcjax.derive(f, args.wrt, strict=args.strict)(*values)
+    except NotImplementedError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 - f is the user's: say what failed, no traceback
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"{command}: cannot derive {args.function} with respect to argument "
+                         f"{args.wrt} at shapes {' '.join(map(str, shapes))}: {message}") from None
+    blocks = jax.tree_util.tree_flatten_with_path(
+        J, is_leaf=lambda leaf: isinstance(leaf, mcjax.Jacobian))[0]
+    for path, block in blocks:
+        name = f"J{jax.tree_util.keystr(path)}"
+        print(f"{name}: shape {block.out_shape} ← {block.in_shape}")
+        print(structure(block))
+        print(f"{name} = {block.latex() if args.latex else block.formula()}")
+        print()
+    return 0
+
+
 # -- the command ---------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error in one line (what went wrong and where to read more)
@@ -304,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     _add_verify(subparsers)
     _add_check(subparsers)
+    _add_derive(subparsers)
     add_train(subparsers)
     return parser
 

@@ -40,6 +40,15 @@ __all__ = [
     "BlockDiagonal",
     "Composed",
     "Sum",
+    "Zero",
+    "Permutation",
+    "Reshape",
+    "Slice",
+    "Embed",
+    "Expand",
+    "SumAlong",
+    "Contraction",
+    "Opaque",
     "densify",
 ]
 
@@ -140,25 +149,50 @@ class Jacobian:
             f"in_shape={shape_str(self.in_shape)})"
         )
 
+    # -- the formula ------------------------------------------------------------------------
+    symbols: tuple | None = None
+    """What each stored array stands for, as expressions (set by :func:`mcjax.derive`, which
+    prints them in :meth:`formula`); ``None`` for a Jacobian built by hand."""
+
+    def formula(self) -> str:
+        """The Jacobian in the paper's notation, e.g. ``diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b``.
+
+        Sub-expressions used more than once, or long, are named and defined after a comma.
+        A Jacobian built by hand (not by :func:`mcjax.derive`) prints its structure with
+        placeholder names (``diag(d)``).
+        """
+        from mcjax._derive._formula import formula  # the printer lives with derive
+
+        return formula(self, latex=False)
+
+    def latex(self) -> str:
+        """:meth:`formula` in LaTeX, e.g. ``\\operatorname{diag}(\\mathbb{1}[z > 0])\\,(I_{8} \\otimes \\mathbf{x}^\\top)``."""
+        from mcjax._derive._formula import formula
+
+        return formula(self, latex=True)
+
     # -- pytree plumbing: subclasses list their array fields and static fields ------------
     _arrays: tuple[str, ...] = ()
     _static: tuple[str, ...] = ()
 
     def tree_flatten(self):
-        """JAX pytree protocol: the arrays are leaves, the shapes static auxiliary data."""
+        """JAX pytree protocol: the arrays are leaves; shapes and symbols static auxiliary data."""
         return (
             tuple(getattr(self, a) for a in self._arrays),
-            tuple(getattr(self, s) for s in self._static),
+            (tuple(getattr(self, s) for s in self._static), self.symbols),
         )
 
     @classmethod
-    def tree_unflatten(cls, static, arrays):
+    def tree_unflatten(cls, aux, arrays):
         """JAX pytree protocol: rebuild from :meth:`tree_flatten`'s output, without checks."""
+        static, symbols = aux
         obj = object.__new__(cls)
         for name, value in zip(cls._arrays, arrays):
             setattr(obj, name, value)
         for name, value in zip(cls._static, static):
             setattr(obj, name, value)
+        if symbols is not None:
+            obj.symbols = symbols
         return obj
 
     def __init_subclass__(cls, **kwargs):
@@ -454,8 +488,11 @@ class Composed(Jacobian):
         return self.inner.vjp(self.outer.vjp(u))
 
     def dense(self):
-        mid = len(self.inner.out_shape)
-        return jnp.tensordot(self.outer.dense(), self.inner.dense(), axes=mid)
+        # the outer factor applied to each column of the inner one: its structure is used
+        # (a diagonal or a permutation costs O(size) per column, not a dense matrix product)
+        columns = self.inner.dense().reshape(tuple(self.inner.out_shape) + (-1,))
+        applied = jax.vmap(self.outer.jvp, in_axes=-1, out_axes=-1)(columns)
+        return applied.reshape(self.shape)
 
     def scaled(self, c):
         return Composed(self.outer.scaled(c), self.inner)
@@ -489,6 +526,296 @@ class Sum(Jacobian):
 
     def scaled(self, c):
         return Sum(tuple(t.scaled(c) for t in self.terms))
+
+
+# -- the structures mcjax.derive adds: moving entries around, and the general cases ----------
+def _dense_by_columns(J: Jacobian) -> jax.Array:
+    """``J.dense()`` from ``J.jvp`` applied to every basis vector (one vmapped call)."""
+    n = math.prod(J.in_shape)
+    basis = jnp.eye(n, dtype=J.dtype).reshape((n,) + tuple(J.in_shape))
+    columns = jax.vmap(J.jvp)(basis)  # (n,) + out_shape
+    return jnp.moveaxis(columns.reshape((n, -1)), 0, 1).reshape(J.shape)
+
+
+def _transpose_of(J: Jacobian, u):
+    """$u^\\top J$ for a Jacobian that only knows ``jvp``: JAX transposes the linear map."""
+    primal = jax.ShapeDtypeStruct(tuple(J.in_shape), J.dtype)
+    (out,) = jax.linear_transpose(J.jvp, primal)(u.astype(J.dtype))
+    return out
+
+
+class _Rearrangement(Jacobian):
+    """A Jacobian with no arrays: it moves, copies, sums or drops entries.  Scaling wraps it."""
+
+    _static = ("in_shape", "dtype_name")
+
+    @property
+    def dtype(self):
+        """The dtype of the differentiated argument."""
+        return jnp.dtype(self.dtype_name)
+
+    def dense(self):
+        return _dense_by_columns(self)
+
+    def scaled(self, c):
+        return Composed(ScaledIdentity(c, self.out_shape), self)
+
+
+class Zero(_Rearrangement):
+    """The zero map: the output does not depend on the argument (or only through
+    ``stop_gradient``).  ``out_shape + in_shape`` zeros, none stored."""
+
+    kind = "zero"
+    _static = ("out_shape", "in_shape", "dtype_name")
+
+    def __init__(self, out_shape: Sequence[int], in_shape: Sequence[int], dtype=jnp.float32):
+        self.out_shape, self.in_shape = tuple(out_shape), tuple(in_shape)
+        self.dtype_name = jnp.dtype(dtype).name
+
+    def jvp(self, v):
+        return jnp.zeros(self.out_shape, jnp.result_type(v))
+
+    def vjp(self, u):
+        return jnp.zeros(self.in_shape, jnp.result_type(u))
+
+    def dense(self):
+        return jnp.zeros(self.shape, self.dtype)
+
+    def scaled(self, c):
+        return self
+
+
+class Permutation(_Rearrangement):
+    """$P$: the axes of the input in another order, ``out = jnp.transpose(v, perm)``.
+
+    The Jacobian of a transpose ($X^\\top$ for a matrix).  Maps shape ``in_shape`` to
+    ``tuple(in_shape[p] for p in perm)``.
+    """
+
+    kind = "permutation"
+    _static = ("perm", "in_shape", "dtype_name")
+
+    def __init__(self, perm: Sequence[int], in_shape: Sequence[int], dtype=jnp.float32):
+        self.perm, self.in_shape = tuple(int(p) for p in perm), tuple(in_shape)
+        self.dtype_name = jnp.dtype(dtype).name
+
+    @property
+    def out_shape(self) -> Shape:
+        return tuple(self.in_shape[p] for p in self.perm)
+
+    def jvp(self, v):
+        return jnp.transpose(v, self.perm)
+
+    def vjp(self, u):
+        inverse = tuple(sorted(range(len(self.perm)), key=self.perm.__getitem__))
+        return jnp.transpose(u, inverse)
+
+
+class Reshape(_Rearrangement):
+    """The same entries in another shape (``reshape``, ``squeeze``): an identity matrix."""
+
+    kind = "reshape"
+    _static = ("out_shape", "in_shape", "dtype_name")
+
+    def __init__(self, out_shape: Sequence[int], in_shape: Sequence[int], dtype=jnp.float32):
+        if math.prod(out_shape) != math.prod(in_shape):
+            raise ShapeError(f"mcjax.Reshape: cannot reshape {shape_str(in_shape)} to "
+                             f"{shape_str(out_shape)}; expected the same number of entries")
+        self.out_shape, self.in_shape = tuple(out_shape), tuple(in_shape)
+        self.dtype_name = jnp.dtype(dtype).name
+
+    def jvp(self, v):
+        return jnp.reshape(v, self.out_shape)
+
+    def vjp(self, u):
+        return jnp.reshape(u, self.in_shape)
+
+
+class Slice(_Rearrangement):
+    """$S$: picks ``v[start:limit:strides]`` (the rows of the identity that indexing keeps).
+
+    The Jacobian of ``x[1:3]`` or ``X[:, 0]`` (before the squeeze).
+    """
+
+    kind = "slice"
+    _static = ("start", "limit", "strides", "in_shape", "dtype_name")
+
+    def __init__(self, start, limit, strides, in_shape: Sequence[int], dtype=jnp.float32):
+        self.start, self.limit = tuple(start), tuple(limit)
+        self.strides = tuple(strides) if strides is not None else (1,) * len(self.start)
+        self.in_shape, self.dtype_name = tuple(in_shape), jnp.dtype(dtype).name
+
+    @property
+    def out_shape(self) -> Shape:
+        return tuple(max(0, -(-(hi - lo) // st))
+                     for lo, hi, st in zip(self.start, self.limit, self.strides))
+
+    def padding(self):
+        """``lax.pad``'s (low, high, interior) that puts a slice back in place."""
+        return [(lo, n - lo - (k - 1) * st - 1, st - 1) if k else (n, 0, 0)
+                for lo, st, n, k in zip(self.start, self.strides, self.in_shape, self.out_shape)]
+
+    def jvp(self, v):
+        return jax.lax.slice(v, self.start, self.limit, self.strides)
+
+    def vjp(self, u):
+        return jax.lax.pad(u, jnp.zeros((), u.dtype), self.padding())
+
+
+class Embed(_Rearrangement):
+    """$S^\\top$: places the input at ``start`` (step ``strides``) in zeros of ``out_shape``.
+
+    The Jacobian of ``jnp.concatenate`` with respect to one part; the transpose of :class:`Slice`.
+    """
+
+    kind = "embedding"
+    _static = ("start", "strides", "out_shape", "in_shape", "dtype_name")
+
+    def __init__(self, start, strides, out_shape, in_shape, dtype=jnp.float32):
+        self.start, self.out_shape, self.in_shape = tuple(start), tuple(out_shape), tuple(in_shape)
+        self.strides = tuple(strides) if strides is not None else (1,) * len(self.start)
+        self.dtype_name = jnp.dtype(dtype).name
+
+    def _slice(self) -> Slice:
+        limit = tuple(lo + (k - 1) * st + 1 if k else lo
+                      for lo, st, k in zip(self.start, self.strides, self.in_shape))
+        return Slice(self.start, limit, self.strides, self.out_shape, self.dtype_name)
+
+    def jvp(self, v):
+        return self._slice().vjp(v)
+
+    def vjp(self, u):
+        return self._slice().jvp(u)
+
+
+class Expand(_Rearrangement):
+    """Copies entries along new or length-1 axes: ``lax.broadcast_in_dim(v, out_shape, dims)``.
+
+    The Jacobian of broadcasting (``x + b`` with ``b`` of shape ``(1, n)``); input axis ``i``
+    becomes output axis ``dims[i]``.  Scalar expansion (:class:`Fill`) and a batch copy
+    (:class:`Broadcast`) are its special cases.
+    """
+
+    kind = "expansion"
+    _static = ("out_shape", "dims", "in_shape", "dtype_name")
+
+    def __init__(self, out_shape, dims, in_shape, dtype=jnp.float32):
+        self.out_shape, self.dims, self.in_shape = tuple(out_shape), tuple(dims), tuple(in_shape)
+        self.dtype_name = jnp.dtype(dtype).name
+
+    def jvp(self, v):
+        return jax.lax.broadcast_in_dim(v, self.out_shape, self.dims)
+
+    def vjp(self, u):
+        new = tuple(a for a in range(len(self.out_shape)) if a not in self.dims)
+        stretched = tuple(d for i, d in enumerate(self.dims)
+                          if self.in_shape[i] == 1 and self.out_shape[d] != 1)
+        summed = jnp.sum(u, axis=tuple(sorted(new + stretched)), keepdims=True)
+        return summed.reshape(self.in_shape)
+
+
+class SumAlong(_Rearrangement):
+    """Sums over some axes: ``jnp.sum(v, axes)``.  Over all axes it is $\\mathbf{1}^\\top$
+    (:class:`Fill`); over the last axis of a matrix, $I \\otimes \\mathbf{1}^\\top$."""
+
+    kind = "partial sum"
+    _static = ("axes", "in_shape", "dtype_name")
+
+    def __init__(self, axes: Sequence[int], in_shape: Sequence[int], dtype=jnp.float32):
+        self.axes, self.in_shape = tuple(sorted(axes)), tuple(in_shape)
+        self.dtype_name = jnp.dtype(dtype).name
+
+    @property
+    def out_shape(self) -> Shape:
+        return tuple(n for a, n in enumerate(self.in_shape) if a not in self.axes)
+
+    def jvp(self, v):
+        return jnp.sum(v, axis=self.axes)
+
+    def vjp(self, u):
+        return jnp.broadcast_to(jnp.expand_dims(u, self.axes), self.in_shape)
+
+
+class Contraction(Jacobian):
+    """The Jacobian of ``lax.dot_general`` with respect to one operand: $J v$ is the same
+    contraction with $v$ in that operand's place.
+
+    The general case of matrix products (batched ``einsum``, ``W @ X`` with respect to ``W``);
+    the paper's special cases come back as :class:`Kronecker`, :class:`BlockDiagonal` or
+    :class:`Dense`.
+
+    Args:
+      other: the operand that is held fixed.
+      dimension_numbers: ``lax.dot_general``'s.
+      side: 0 when the argument is the left operand, 1 when it is the right one.
+      in_shape: the argument's shape.
+    """
+
+    kind = "contraction"
+    _arrays = ("other",)
+    _static = ("dimension_numbers", "side", "in_shape", "out_shape")
+
+    def __init__(self, other, dimension_numbers, side: int, in_shape: Sequence[int]):
+        self.other = jnp.asarray(other)
+        (lc, rc), (lb, rb) = dimension_numbers
+        self.dimension_numbers = ((tuple(lc), tuple(rc)), (tuple(lb), tuple(rb)))
+        self.side, self.in_shape = int(side), tuple(in_shape)
+        lhs, rhs = (self.in_shape, self.other.shape) if side == 0 else (self.other.shape,
+                                                                        self.in_shape)
+        free = [tuple(n for a, n in enumerate(shape) if a not in contract + batch)
+                for shape, contract, batch in ((lhs, lc, lb), (rhs, rc, rb))]
+        self.out_shape = tuple(lhs[a] for a in lb) + free[0] + free[1]
+
+    def jvp(self, v):
+        operands = (v, self.other) if self.side == 0 else (self.other, v)
+        return jax.lax.dot_general(*operands, self.dimension_numbers)
+
+    def vjp(self, u):
+        return _transpose_of(self, u)
+
+    def dense(self):
+        return _dense_by_columns(self)
+
+    def scaled(self, c):
+        return Contraction(c * self.other, self.dimension_numbers, self.side, self.in_shape)
+
+
+class Opaque(Jacobian):
+    """A block mcjax has no structured rule for: ``jax.linearize``'s linear map of one
+    primitive, correct but unstructured, marked with the primitive's ``name``.
+
+    Args:
+      linear: a ``jax.tree_util.Partial`` taking a tangent of ``in_shape``; its residual
+        arrays are this Jacobian's leaves.
+      out_index: which of the primitive's outputs (``None`` when it has one).
+    """
+
+    kind = "opaque"
+    _arrays = ("linear",)
+    _static = ("name", "out_index", "out_shape", "in_shape", "dtype_name")
+
+    def __init__(self, linear, name: str, out_shape, in_shape, dtype, out_index=None):
+        self.linear, self.name, self.out_index = linear, str(name), out_index
+        self.out_shape, self.in_shape = tuple(out_shape), tuple(in_shape)
+        self.dtype_name = jnp.dtype(dtype).name
+
+    @property
+    def dtype(self):
+        """The dtype of the differentiated argument."""
+        return jnp.dtype(self.dtype_name)
+
+    def jvp(self, v):
+        out = self.linear(v)
+        return out if self.out_index is None else out[self.out_index]
+
+    def vjp(self, u):
+        return _transpose_of(self, u)
+
+    def dense(self):
+        return _dense_by_columns(self)
+
+    def scaled(self, c):
+        return Composed(ScaledIdentity(c, self.out_shape), self)
 
 
 def _compose(outer: Jacobian, inner: Jacobian) -> Jacobian:

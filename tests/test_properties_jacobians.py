@@ -27,8 +27,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mcjax
-from mcjax import (BlockDiagonal, Broadcast, Composed, Dense, Diagonal, Fill, Kronecker,
-                   ScaledIdentity, Sum)
+from mcjax import (BlockDiagonal, Broadcast, Composed, Contraction, Dense, Diagonal, Embed,
+                   Expand, Fill, Kronecker, Opaque, Permutation, Reshape, ScaledIdentity, Slice,
+                   Sum, SumAlong, Zero)
 
 TOL = mcjax.conventions.tolerance("float64")
 # a scalar, size 1, a non-square matrix; sizes 1 and 3; no batch or a batch of 2
@@ -69,6 +70,27 @@ BUILDERS = {
     Composed: st.builds(lambda r, out, s: Composed(_dense(r, out, s), Diagonal(r(*s))), DRAW,
                         SHAPE, SHAPE),
     Sum: st.builds(lambda r, s: Sum((Diagonal(r(*s)), _dense(r, s, s))), DRAW, SHAPE),
+    # the structures mcjax.derive adds: entries moved, copied, picked, summed; a contraction;
+    # nothing; an opaque linear map
+    Zero: st.builds(lambda out, in_: Zero(out, in_, jnp.float64), SHAPE, SHAPE),
+    Permutation: st.sampled_from([((1, 0), (2, 3)), ((0,), (3,)), ((2, 0, 1), (2, 1, 3))]).map(
+        lambda p: Permutation(*p, jnp.float64)),
+    Reshape: st.sampled_from([((3, 2), (2, 3)), ((6,), (2, 3)), ((1,), ())]).map(
+        lambda p: Reshape(*p, jnp.float64)),
+    Slice: st.sampled_from([((0,), (3,), (2,), (4,)), ((1, 0), (2, 3), None, (2, 3)),
+                            ((1,), (2,), None, (3,))]).map(lambda p: Slice(*p, jnp.float64)),
+    Embed: st.sampled_from([((1,), None, (4,), (2,)), ((0, 1), (1, 2), (2, 4), (2, 2))]).map(
+        lambda p: Embed(*p, jnp.float64)),
+    Expand: st.sampled_from([((2, 3), (1,), (3,)), ((2, 3), (0, 1), (1, 3)), ((3,), (), ())]).map(
+        lambda p: Expand(*p, jnp.float64)),
+    SumAlong: st.sampled_from([((1,), (2, 3)), ((0,), (2, 3)), ((0, 2), (2, 1, 3))]).map(
+        lambda p: SumAlong(*p, jnp.float64)),
+    Contraction: st.builds(
+        lambda r, side: Contraction(r(3, 2), (((1,), (0,)), ((), ())), 0, (4, 3)) if side == 0
+        else Contraction(r(4, 3), (((1,), (0,)), ((), ())), 1, (3, 2)), DRAW, st.sampled_from([0, 1])),
+    Opaque: st.builds(lambda r, s: Opaque(jax.linearize(jnp.cumsum, r(*s))[1], "cumsum",
+                                          (max(1, int(np.prod(s))),), s, jnp.float64),
+                      DRAW, st.sampled_from([(3,), (1,)])),
 }
 
 

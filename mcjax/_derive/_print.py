@@ -1,0 +1,335 @@
+r"""Expressions printed in the paper's notation, as plain text or LaTeX.
+
+:class:`Printer` writes one :class:`~mcjax._derive._expr.Expr` with the fewest parentheses
+precedence allows: ``W x + b``, ``1[z > 0]``, ``sigmoid(x) (1 - sigmoid(x))``, ``x ⊙ y`` for
+the element-wise (Hadamard) product of two arrays, ``xᵀ`` for a transpose.  Values the
+formula uses more than once, or that are long, are given a name (:func:`choose_names`): a
+pre-activation $W\mathbf{x} + \mathbf{b}$ is ``z`` as in the paper, an activation ``a``, anything
+else ``u``, ``v``, ``s``, ...; the printer writes the name and the formula lists the definitions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from fractions import Fraction
+
+from mcjax._derive._expr import Expr, core, nodes
+
+ATOM, POSTFIX, UNARY, PRODUCT, SUM, COMPARE = 100, 90, 70, 60, 50, 40
+
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_SUBSCRIPT = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+_TEXT_CMP = {">": ">", "<": "<", ">=": "≥", "<=": "≤", "==": "=", "!=": "≠"}
+_LATEX_CMP = {">": ">", "<": "<", ">=": r"\geq", "<=": r"\leq", "==": "=", "!=": r"\neq"}
+_LATEX_CALL = {"exp": r"\exp", "log": r"\log", "sin": r"\sin", "cos": r"\cos", "tan": r"\tan",
+               "tanh": r"\tanh", "sinh": r"\sinh", "cosh": r"\cosh", "sigmoid": r"\sigma",
+               "max": r"\max", "min": r"\min"}
+POOL = ("u", "v", "s", "t", "p", "q", "r", "g", "h", "k", "c", "d")
+
+
+def number_text(value: float, latex: bool) -> str:
+    """``2``, ``1/2``, ``0.01``: a number as a person writes it."""
+    if not math.isfinite(value):
+        return ("-" if value < 0 else "") + ("\\infty" if latex else "∞") if value == value \
+            else "nan"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    fraction = Fraction(value).limit_denominator(16)
+    if abs(float(fraction) - value) < 1e-12 * max(1.0, abs(value)):
+        sign = "-" if fraction < 0 else ""
+        p, q = abs(fraction.numerator), fraction.denominator
+        return f"{sign}\\frac{{{p}}}{{{q}}}" if latex else f"{sign}{p}/{q}"
+    return f"{value:.4g}"
+
+
+class Printer:
+    """Writes expressions; ``names`` maps the expressions that have a name to it."""
+
+    def __init__(self, latex: bool, names: dict[Expr, tuple[str, str]] | None = None):
+        self.latex = latex
+        self.names = names or {}
+
+    # -- entry points ---------------------------------------------------------------------
+    def __call__(self, e: Expr, context: int = 0) -> str:
+        text, prec = self.write(e)
+        return f"({text})" if prec < context else text
+
+    def write(self, e: Expr) -> tuple[str, int]:
+        """``(text, precedence)`` of ``e``, using the name of a named expression."""
+        if e in self.names:
+            return self.names[e][self.latex], ATOM
+        return getattr(self, "_" + e.op, self._unknown)(e)
+
+    def row(self, e: Expr) -> str:
+        """``e`` written as a row, $\\mathbf{e}^\\top$ (the derivative of a scalar)."""
+        if e not in self.names:
+            if e.op == "mul" and e.args[0].shape == ():
+                return f"{self(e.args[0], PRODUCT)}{self._space()}{self.row(e.args[1])}"
+            if e.op == "neg":
+                return "-" + self.row(e.args[0])
+            if e.op == "vecmat":
+                return f"{self.row(e.args[0])}{self._space()}{self(e.args[1], PRODUCT)}"
+            if e.op == "reshape":
+                return self.row(e.args[0])
+            if e.op == "pull":
+                return self._pull(e)[0]
+        return self._transposed(self(e, POSTFIX))
+
+    # -- leaves ------------------------------------------------------------------------------
+    def _arg(self, e):
+        return e.param[self.latex], ATOM
+
+    def _num(self, e):
+        text = number_text(e.param, self.latex)
+        if e.shape and e.param in (0.0, 1.0):
+            text = f"\\mathbf{{{text}}}" if self.latex else text
+        return text, ATOM if e.param >= 0 and "/" not in text and "frac" not in text else UNARY
+
+    # -- arithmetic ----------------------------------------------------------------------------
+    def _space(self) -> str:
+        return r"\," if self.latex else " "
+
+    def _add(self, e):
+        return f"{self(e.args[0], SUM)} + {self(e.args[1], SUM + 1)}", SUM
+
+    def _sub(self, e):
+        return f"{self(e.args[0], SUM)} - {self(e.args[1], SUM + 1)}", SUM
+
+    def _neg(self, e):
+        if core(e.args[0]).op == "div" and not self.latex:  # -(x / y) is -x / y
+            a, b = core(e.args[0]).args
+            return f"-{self(a, UNARY + 1)} / {self(b, PRODUCT + 1)}", PRODUCT - 1
+        return "-" + self(e.args[0], UNARY + 1), UNARY
+
+    def _mul(self, e):
+        a, b = e.args
+        hadamard = all(core(x).shape != () and core(x).op != "num" for x in (a, b))
+        if hadamard:
+            op = r" \odot " if self.latex else " ⊙ "
+            return f"{self(a, PRODUCT)}{op}{self(b, PRODUCT + 1)}", PRODUCT
+        # a product of scalars and one array reads left to right without parentheses
+        right = PRODUCT if core(b).op == "mul" and not self._is_hadamard(core(b)) else PRODUCT + 1
+        return f"{self(a, PRODUCT)}{self._space()}{self(b, right)}", PRODUCT
+
+    @staticmethod
+    def _is_hadamard(e: Expr) -> bool:
+        return all(core(x).shape != () and core(x).op != "num" for x in e.args)
+
+    def _div(self, e):
+        a, b = e.args
+        if self.latex:
+            return f"\\frac{{{self(a)}}}{{{self(b)}}}", ATOM
+        return f"{self(a, PRODUCT)} / {self(b, PRODUCT + 1)}", PRODUCT - 1
+
+    def _pow(self, e):
+        base, exponent = self(e.args[0], POSTFIX + 1), e.param
+        if self.latex:
+            return f"{base}^{{{number_text(exponent, True)}}}", POSTFIX
+        if exponent == int(exponent):
+            return base + str(int(exponent)).translate(_SUPERSCRIPT), POSTFIX
+        return f"{base}^({number_text(exponent, False)})", POSTFIX
+
+    def _powe(self, e):
+        base, exponent = self(e.args[0], POSTFIX + 1), self(e.args[1])
+        return (f"{base}^{{{exponent}}}" if self.latex else f"{base}^({exponent})"), POSTFIX
+
+    # -- functions and logic ---------------------------------------------------------------------
+    def _call(self, e):
+        name = e.param
+        if not e.args:
+            return (f"\\mathrm{{{name}}}" if self.latex else name), ATOM
+        if self.latex and name == "sqrt":
+            return f"\\sqrt{{{self(e.args[0])}}}", ATOM
+        args = ", ".join(self(a) for a in e.args)
+        if self.latex:
+            head = _LATEX_CALL.get(name, f"\\operatorname{{{name}}}")
+            return f"{head}({args})", ATOM
+        return f"{name}({args})", ATOM
+
+    def _cmp(self, e):
+        table = _LATEX_CMP if self.latex else _TEXT_CMP
+        a, b = (self(x, COMPARE + 1) for x in e.args)
+        return f"{a} {table[e.param]} {b}", COMPARE
+
+    def _not(self, e):
+        return ("\\neg " if self.latex else "¬") + self(e.args[0], ATOM), UNARY
+
+    def _ind(self, e):
+        head = r"\mathbb{1}" if self.latex else "1"
+        return f"{head}[{self(e.args[0])}]", ATOM
+
+    def _where(self, e):
+        return self._call(Expr("call", e.args, "where", e.shape))
+
+    # -- linear algebra --------------------------------------------------------------------------
+    def _transposed(self, text: str) -> str:
+        return text + ("^\\top" if self.latex else "ᵀ")
+
+    def _T(self, e):  # noqa: N802 - the transpose
+        if len(e.shape) == 2:
+            return self._transposed(self(e.args[0], POSTFIX + 1)), POSTFIX
+        return self._call(Expr("call", e.args, "transpose", e.shape))
+
+    def _matmul(self, e):
+        return f"{self(e.args[0], PRODUCT)}{self._space()}{self(e.args[1], PRODUCT + 1)}", PRODUCT
+
+    def _dot(self, e):
+        op = r" \cdot " if self.latex else "·"
+        return f"{self(e.args[0], PRODUCT + 1)}{op}{self(e.args[1], PRODUCT + 1)}", PRODUCT
+
+    def _outer(self, e):
+        v, x = e.args
+        return f"{self(v, PRODUCT)}{self._space()}{self.row(x)}", PRODUCT
+
+    def _vecmat(self, e):  # M^T v as a value
+        v, M = e.args
+        return f"{self._transposed(self(M, POSTFIX + 1))}{self._space()}{self(v, PRODUCT + 1)}", \
+            PRODUCT
+
+    # -- shapes, parts and sums --------------------------------------------------------------------
+    def _reshape(self, e):
+        return self.write(e.args[0])
+
+    def _index(self, e):
+        text, latex = e.param
+        return self(e.args[0], POSTFIX + 1) + (latex if self.latex else text), POSTFIX
+
+    def _sum(self, e):
+        inner = self(e.args[0])
+        if len(e.args[0].shape) <= len(e.param):
+            return (f"\\operatorname{{sum}}({inner})" if self.latex else f"sum({inner})"), ATOM
+        axes = ", ".join(map(str, e.param))
+        return (f"\\operatorname{{sum}}_{{{axes}}}({inner})" if self.latex
+                else f"sum({inner}, axis={axes})"), ATOM
+
+    def _reduce(self, e):
+        name, axes = e.param
+        inner = self(e.args[0])
+        head = _LATEX_CALL.get(name, f"\\operatorname{{{name}}}") if self.latex else name
+        if len(e.args[0].shape) <= len(axes):
+            return f"{head}({inner})", ATOM
+        return f"{head}({inner}, axis={', '.join(map(str, axes))})", ATOM
+
+    def _concat(self, e):
+        sep = r"; " if self.latex else "; "
+        return "[" + sep.join(self(a) for a in e.args) + "]", ATOM
+
+    def _pull(self, e):  # v^T J, J written by the formula printer (param: text, LaTeX)
+        return f"{self.row(e.args[0])}{self._space()}{e.param[self.latex]}", PRODUCT
+
+    def _push(self, e):
+        return f"{e.param[self.latex]}{self._space()}{self(e.args[0], PRODUCT + 1)}", PRODUCT
+
+    def _unknown(self, e):
+        return self._call(Expr("call", e.args, e.op, e.shape))
+
+
+# -- naming ------------------------------------------------------------------------------------
+def _uses(roots: list[Expr]) -> tuple[Counter, dict]:
+    """How many distinct places refer to each node (a DAG count: each parent once), and the
+    hints of the parents that do."""
+    uses: Counter = Counter(roots)
+    parents: dict = {}
+    seen = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for child in set(node.args):
+            uses[child] += 1
+            parents.setdefault(child, set()).add(node)
+            stack.append(child)
+    return uses, parents
+
+
+def _worth_a_name(e: Expr, hint: str | None, uses: int, parent_hints: set, length: int) -> bool:
+    """``hint`` is None for an expression that is no variable of the program."""
+    if hint is None or e.op in ("arg", "num", "reshape") or not e.args:
+        return False
+    if hint == "z":  # W x + b is z, but W x inside it is not
+        return not (uses == 1 and parent_hints == {"z"})
+    return (uses >= 2 and length > 10) or length > 32
+
+
+def choose_names(roots: list[Expr]) -> tuple[dict[Expr, tuple[str, str]], list[Expr]]:
+    """Names for the sub-expressions of ``roots`` worth one, and their definition order."""
+    uses, parents = _uses(roots)
+    hints = {}  # the program's variables (one value may also be rebuilt by a derivative rule)
+    for r in roots:
+        for n in nodes(r):
+            if n.var:
+                hints[n] = hints.get(n) or n.hint
+    parents = {e: {hints.get(p, "") for p in ps} for e, ps in parents.items()}
+    chosen: list[Expr] = []
+    placeholders: dict = {}
+    for e in _postorder(roots):  # children first: a long child, once named, is one letter
+        length = len(Printer(False, placeholders)(e))
+        if _worth_a_name(e, hints.get(e), uses[e], parents.get(e, set()), length):
+            chosen.append(e)
+            placeholders[e] = ("u", "u")
+    taken = {n.param[0] for r in roots for n in nodes(r) if n.op == "arg"}
+    letters = {}
+    for e in chosen:
+        letter = hints.get(e) or ""
+        if not letter or letter in taken:
+            letter = next((p for p in POOL if p not in taken and p not in letters.values()), "w")
+        letters[e] = letter
+    counts = Counter(letters.values())
+    seen: Counter = Counter()
+    names = {}
+    for e in chosen:
+        letter = letters[e]
+        if counts[letter] == 1:
+            names[e] = (letter, letter if len(e.shape) != 1 else f"\\mathbf{{{letter}}}")
+        else:
+            seen[letter] += 1
+            i = seen[letter]
+            latex = letter if len(e.shape) != 1 else f"\\mathbf{{{letter}}}"
+            names[e] = (letter + str(i).translate(_SUBSCRIPT), f"{latex}_{{{i}}}")
+    return names, chosen
+
+
+def _postorder(roots: list[Expr]) -> list[Expr]:
+    """Distinct nodes, children before parents, in first-seen order."""
+    out, seen = [], set()
+
+    def visit(e: Expr):
+        if e in seen:
+            return
+        seen.add(e)
+        for child in e.args:
+            visit(child)
+        out.append(e)
+
+    for r in roots:
+        visit(r)
+    return out
+
+
+def definitions(names: dict, order: list[Expr], latex: bool) -> list[str]:
+    """``z = W x + b`` for each named expression, innermost first."""
+    out = []
+    for e in order:
+        body = Printer(latex, {k: v for k, v in names.items() if k != e}).write(e)[0]
+        out.append(f"{names[e][latex]} = {body}")
+    return out
+
+
+def index_text(start, limit, strides, shape) -> tuple[str, str]:
+    """``[1:3]``, ``[:, 0]``: how a person indexes the part a slice keeps."""
+    strides = strides or (1,) * len(start)
+    parts = []
+    for lo, hi, st, n in zip(start, limit, strides, shape):
+        if (lo, hi, st) == (0, n, 1):
+            parts.append(":")
+        elif hi - lo == 1 and st == 1:
+            parts.append(str(lo))
+        else:
+            parts.append(f"{lo or ''}:{'' if hi == n else hi}" + (f":{st}" if st != 1 else ""))
+    while len(parts) > 1 and parts[-1] == ":":
+        parts.pop()
+    text = ", ".join(parts)
+    return f"[{text}]", "_{" + text.replace(":", "{:}") + "}"

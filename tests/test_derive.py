@@ -1,0 +1,201 @@
+"""``mcjax.derive`` against JAX autodiff on a corpus of functions, and its behaviour at kinks,
+in strict mode, on opaque blocks, on pytrees and on errors.
+
+The corpus (``tests/derive_corpus.py``) is every registered forward function with respect to
+each argument plus the layers of deep learning.  In float32 the densified Jacobians are
+compared with ``jax.jacfwd`` in one compiled program (every case, two points each, under
+``jax.jit`` and ``jax.vmap``).  In float64 ``mcjax.check`` judges every case (two batched
+programs of ``check_cases``, which evaluate the derivative under ``jax.jit`` and ``jax.vmap``
+and compare it with ``jax.jacfwd``, ``jax.jacrev`` and finite differences); the two cases the
+checker cannot judge (below) get the float64 ``jax.jacfwd`` / ``jax.jacrev`` program instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from derive_corpus import CASES, Case
+
+import mcjax
+from mcjax._check._api import check_cases
+from mcjax._jit import quick_jit
+from mcjax._check._config import check_atol, check_rtol
+
+# jax.jacfwd cannot differentiate a custom_vjp function: its reference is jax.jacrev
+REVERSE_ONLY = {"custom_vjp (opaque)"}
+# mcjax.check's finite differences see through stop_gradient, which derive (as JAX) does not
+NOT_FOR_FINITE_DIFFERENCES = {"stop_gradient", "custom_vjp (opaque)"}
+
+
+def _points(case: Case, dtype: str, count: int = 2):
+    points = [case.sample(np.random.default_rng(seed), dtype) for seed in range(count)]
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *points)
+
+
+def _derived_and_reference(cases, stacked):
+    out = []
+    for case, args in zip(cases, stacked):
+        reference = jax.jacrev if case.name in REVERSE_ONLY else jax.jacfwd
+
+        def derived(*a, case=case):
+            return mcjax.densify(mcjax.derive(case.f, case.argnums)(*a))
+
+        out.append((jax.vmap(derived)(*args), jax.vmap(reference(case.f, case.argnums))(*args)))
+    return out
+
+
+def test_the_corpus_holds_every_registered_rule_and_forty_functions():
+    names = {c.name.split("/")[0] for c in CASES}
+    assert {rule.name for rule in mcjax.REGISTRY} <= names
+    assert len({(c.name, c.argnums) for c in CASES}) == len(CASES) >= 40
+    for wanted in ("softmax", "layer_norm/x", "logsumexp", "attention/Q", "gru_gate/W",
+                   "mlp/W1", "mlp/b1", "mlp/W2", "mlp/b2", "mlp_params (dict)",
+                   "two_outputs (pytree out)"):
+        assert wanted in {c.name for c in CASES}, wanted
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_derive_equals_jacfwd_under_jit_and_vmap(dtype):
+    """Two points per case, one program per dtype; tolerances from the checker's config.  (In float64
+    the cases mcjax.check judges are left to it.)"""
+    cases = CASES if dtype == "float32" else [c for c in CASES
+                                              if c.name in NOT_FOR_FINITE_DIFFERENCES]
+    stacked = [_points(c, dtype) for c in cases]
+    results = quick_jit(lambda s: _derived_and_reference(cases, s))(stacked)
+    failures = []
+    for case, args, (got, want) in zip(cases, stacked, results):
+        x = jax.tree_util.tree_leaves(args[case.argnums])
+        terms = max(leaf[0].size for leaf in x)
+        assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want), case.name
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            assert g.dtype == w.dtype and g.shape == w.shape, (case.name, g.dtype, w.dtype)
+            g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+            error, scale = np.max(np.abs(g - w), initial=0.0), np.max(np.abs(w), initial=0.0)
+            if not error <= check_rtol(dtype, terms) * scale + check_atol(dtype):
+                failures.append(f"{case.name}: |derive - jacfwd| = {error:.3g}, scale {scale:.3g}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("half", [0, 1])
+def test_mcjax_check_passes_derive_on_the_corpus(half):
+    """``mcjax.check(f, mcjax.derive(f), *args).ok`` for every case, in float64, half the
+    corpus per program."""
+    cases = [c for c in CASES if c.name not in NOT_FOR_FINITE_DIFFERENCES][half::2]
+    reports = check_cases([(c.f, mcjax.derive(c.f, c.argnums), c.sample(np.random.default_rng(3),
+                                                                          "float64"), c.argnums)
+                           for c in cases])
+    failed = [f"{c.name}:\n{r}" for c, r in zip(cases, reports) if not r.ok]
+    assert not failed, "\n".join(failed)
+
+
+def test_mcjax_check_catches_a_wrong_derived_jacobian():
+    f = CASES[0].f
+    x = CASES[0].sample(np.random.default_rng(0), "float64")
+
+    def off_by_a_tenth_percent(*a):
+        return mcjax.derive(f)(*a) * 1.001
+
+    assert mcjax.check(f, mcjax.derive(f), *x).ok
+    assert not mcjax.check(f, off_by_a_tenth_percent, *x).ok
+
+
+# -- kinks: JAX's own derivative -------------------------------------------------------------------
+# the kink is at the first entry of the argument
+KINKS = [
+    ("jax.nn.relu at 0", jax.nn.relu, (jnp.array([0.0, -1.0, 2.0]),), 0.0),
+    ("jnp.maximum(x, 0) at 0", lambda x: jnp.maximum(x, 0.0), (jnp.array([0.0, -1.0, 2.0]),), 0.5),
+    ("where(x > 0, x, 0) at 0", lambda x: jnp.where(x > 0, x, 0.0), (jnp.array([0.0, 1.0]),), 0.0),
+    ("abs at 0", jnp.abs, (jnp.array([0.0, -2.0]),), 1.0),
+    ("max over a tie", jnp.max, (jnp.array([1.0, 1.0, 0.0]),), 0.5),
+    ("maximum of a tie", lambda x: jnp.maximum(x, jnp.ones(2)), (jnp.array([1.0, 3.0]),), 0.5),
+    ("minimum of a tie", lambda x: jnp.minimum(x, jnp.ones(2)), (jnp.array([1.0, 3.0]),), 0.5),
+    ("leaky_relu at 0", jax.nn.leaky_relu, (jnp.array([0.0, -1.0]),), 1.0),
+]
+
+
+@pytest.mark.parametrize("name, f, args, at_kink", KINKS, ids=[k[0] for k in KINKS])
+def test_at_a_kink_derive_follows_jax(name, f, args, at_kink):
+    got = mcjax.derive(f)(*args).dense()
+    np.testing.assert_array_equal(got, jax.jacfwd(f)(*args))
+    assert float(got.reshape(-1)[0]) == at_kink
+
+
+# -- strict mode and opaque blocks ---------------------------------------------------------------
+def cumulative(x):
+    return jnp.cumsum(x) * 2.0
+
+
+def test_strict_mode_names_the_primitive_and_the_line():
+    line = inspect.getsourcelines(cumulative)[1] + 1
+    with pytest.raises(NotImplementedError) as error:
+        mcjax.derive(cumulative, strict=True)(jnp.ones(3))
+    message = str(error.value)
+    assert "'cumsum'" in message
+    assert f"test_derive.py:{line}" in message
+    assert "opaque" in message
+
+
+def test_an_opaque_block_is_correct_and_marked():
+    x = jnp.array([0.5, -1.0, 2.0])
+    J = mcjax.derive(cumulative)(x)
+    factors = [J] if not isinstance(J, mcjax.Composed) else [J.outer, J.inner]
+    assert any(isinstance(f, mcjax.Opaque) and f.name == "cumsum" for f in factors)
+    assert "J[cumsum]" in J.formula()
+    np.testing.assert_allclose(J.dense(), jax.jacfwd(cumulative)(x), rtol=check_rtol("float64", 3))
+    v, u = jnp.array([1.0, 2.0, 3.0]), jnp.array([-1.0, 0.5, 2.0])
+    np.testing.assert_allclose(J.jvp(v), J.dense() @ v, rtol=check_rtol("float64", 3))
+    np.testing.assert_allclose(J.vjp(u), u @ J.dense(), rtol=check_rtol("float64", 3))
+
+
+# -- what derive returns ----------------------------------------------------------------------------
+def test_pytree_arguments_and_outputs_have_jacfwds_structure():
+    case = next(c for c in CASES if c.name == "two_outputs (pytree out)")
+    args = case.sample(np.random.default_rng(0), "float64")
+    J = mcjax.derive(case.f, (0, 1))(*args)
+    reference = jax.jacfwd(case.f, (0, 1))(*args)
+    assert jax.tree_util.tree_structure(mcjax.densify(J)) == \
+        jax.tree_util.tree_structure(reference)
+    assert isinstance(J["sum"][0], mcjax.Dense) and J["sum"][0].formula() == "yᵀ"
+    # (y[:2] - x[1:]) does not depend on y[2]: its block is structured, not dense
+    assert isinstance(J["scaled"][1][1], mcjax.Slice)
+
+
+def test_an_output_that_does_not_depend_on_the_argument_is_a_zero_block():
+    J = mcjax.derive(lambda x, y: (x * 2.0, y + 1.0))(jnp.ones(2), jnp.ones(3))
+    assert isinstance(J[1], mcjax.Zero) and J[1].shape == (3, 2)
+    np.testing.assert_array_equal(J[1].dense(), np.zeros((3, 2)))
+    assert J[1].formula() == "0"
+
+
+def test_the_function_is_traced_afresh_on_every_call():
+    """jax.make_jaxpr caches traces by function identity; derive must not serve a stale one."""
+    scale = {"value": 2.0}
+
+    def f(x):
+        return x * scale["value"]
+
+    x = jnp.ones(2)
+    first = mcjax.derive(f)(x).dense()
+    scale["value"] = 3.0
+    np.testing.assert_array_equal(mcjax.derive(f)(x).dense(), 1.5 * first)
+
+
+def test_the_structured_relu_jacobian_holds_n_numbers():
+    n = 4096
+    x = jnp.linspace(-1.0, 1.0, n, dtype=jnp.float32)
+    J = jax.jit(mcjax.derive(jax.nn.relu))(x)
+    assert isinstance(J, mcjax.Diagonal)
+    assert sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(J)) == 4 * n
+
+
+def test_errors_say_what_was_expected_and_what_arrived():
+    with pytest.raises(mcjax.DtypeError, match=r"args\[0\] has dtype int32; expected a floating"):
+        mcjax.derive(lambda i: i * 2)(jnp.arange(3, dtype=jnp.int32))
+    with pytest.raises(ValueError, match=r"argnums=2 but f gets 1 argument"):
+        mcjax.derive(jnp.sin, 2)(jnp.ones(2))
+    with pytest.raises(mcjax.DtypeError, match="its output has dtype int"):
+        mcjax.derive(lambda x: jnp.argmax(x))(jnp.ones(2))
