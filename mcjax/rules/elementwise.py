@@ -194,6 +194,6 @@ def _away_from_zero(rng, dims, dtype):
       kinks="x = 0 (derivative 1 there, as jnp.abs)",
       wrt=diagonal(lambda x: jnp.where(x == 0, ABS_GRAD_AT_ZERO, jnp.sign(x)).astype(x.dtype),
                    "diag(sign(x))", r"\operatorname{diag}(\operatorname{sign}\mathbf{x})"))
-def abs(x):  # noqa: A001 - the paper's name; reached as mcjax.rules.elementwise.abs
+def abs(x):  # noqa: A001 - the paper's name; reached as mcjax.abs
     """$|\\mathbf{x}|$ element-wise. x: shape s -> shape s."""
     return jnp.abs(x)
