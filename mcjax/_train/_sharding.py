@@ -73,7 +73,7 @@ def _device_list(function: str, devices) -> list:
     )
 
 
-def data_mesh(devices=None, *, function: str = "data_mesh") -> Mesh:
+def data_mesh(devices=None, *, function: str = "sharding.data_mesh") -> Mesh:
     """A 1-D :class:`jax.sharding.Mesh` with the axis ``"data"``, for data parallelism.
 
     Args:
@@ -204,7 +204,7 @@ def shard_batch(batch, mesh: Mesh):
     Raises:
       ShapeError: B is not a multiple of D (the message names both; see :func:`pad_batch`).
     """
-    check_divisible("shard_batch", _batch_rows("shard_batch", batch), mesh)
+    check_divisible("sharding.shard_batch", _batch_rows("sharding.shard_batch", batch), mesh)
     return _place(batch, batch_sharding(mesh))
 
 
@@ -223,7 +223,7 @@ def pad_batch(batch, multiple: int | Mesh):
       ``True`` for the B real rows.
     """
     d = data_size(multiple) if isinstance(multiple, Mesh) else int(multiple)
-    rows = _batch_rows("pad_batch", batch)
+    rows = _batch_rows("sharding.pad_batch", batch)
     extra = -rows % d
 
     def pad(a):

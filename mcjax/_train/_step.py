@@ -122,7 +122,7 @@ def make_train_step(loss: Callable, optimizer: optax.GradientTransformation, *,
         return _jit(train_step(loss, optimizer))
     return _sharding.jit_data_parallel(train_step(loss, optimizer), mesh, sharded_argnums=(2,),
                                        n_args=3, donate_argnums=(0, 1),
-                                       function="make_train_step")
+                                       function="steps.make_train_step")
 
 
 def epoch_batches(data: Batch, key, *, batch_size: int, shuffle: bool = True) -> Batch:
@@ -189,7 +189,7 @@ def make_train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *,
     """
     if mesh is None:
         return _jit(train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle))
-    loss = _sharding.constrain_batch(loss, mesh, function="make_train_epoch")
+    loss = _sharding.constrain_batch(loss, mesh, function="steps.make_train_epoch")
     return _sharding.jit_data_parallel(
         train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle), mesh,
-        sharded_argnums=(), n_args=4, donate_argnums=(0, 1), function="make_train_epoch")
+        sharded_argnums=(), n_args=4, donate_argnums=(0, 1), function="steps.make_train_epoch")
