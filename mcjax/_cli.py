@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,6 +96,8 @@ def _add_verify(subparsers) -> None:
                    help="import MODULE (dotted name or .py path) first, so that the rules it "
                         "registers are verified too; may be repeated")
     p.add_argument("--list", action="store_true", help="list the selected rules and exit")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="worker processes (default: 2, or 1 on a one-core machine)")
     p.set_defaults(run=_run_verify)
 
 
@@ -119,7 +122,8 @@ def _run_verify(args) -> int:
         return 0
     start = time.perf_counter()
     results = mcjax.registry.verify(pattern=args.select, dtypes=dtypes, cases=SHAPE_CASES,
-                           seed=args.seed, points=args.points)
+                                    seed=args.seed, points=args.points, processes=args.jobs,
+                                    imports=args.imports)
     elapsed = time.perf_counter() - start
     failed = _summary.failures(results)
     if args.json:

@@ -20,11 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import jax.numpy as jnp
-
 from mcjax._errors import Problems
 from mcjax._jacobian import Jacobian
-from mcjax._registry import REGISTRY, Derivative, Registry, Rule
+from mcjax._registry import REGISTRY, Derivative, Registry, Rule, as_array
 from mcjax.rules import elementwise
 from mcjax.rules.activations import sigmoid, tanh
 
@@ -202,7 +200,7 @@ _register(sin_of_square, "4.5.1", (), _SIN_OF_SQUARE, "cos(x^2) 2x", r"\cos(x^2)
 _register(log_square_sin_exp, "4.5.1", (), _LOG_SQUARE_SIN_EXP, "2 cos(e^x) e^x / sin(e^x)",
           r"\frac{2\cos(e^x)\,e^x}{\sin(e^x)}",
           # keep sin(e^x) away from 0, where the log is undefined
-          sample=lambda rng, dims, dtype: (jnp.asarray(rng.uniform(-1.0, 0.9), dtype),))
+          sample=lambda rng, dims, dtype: (as_array(rng.uniform(-1.0, 0.9), dtype),))
 _register(total_derivative_sum, "4.5.2", ("n",), _TOTAL_SUM, "I + diag(2x)",
           r"I + \operatorname{diag}(2\mathbf{x})")
 _register(total_derivative_product, "4.5.2", ("n",), _TOTAL_PRODUCT,
