@@ -1,8 +1,8 @@
 """mkdocs hooks: the pages and tables that are generated from the code, so they cannot drift.
 
-- ``rules.md`` (The rules) is generated from ``mcjax.REGISTRY`` at build time: every rule with
+- ``rules.md`` (The rules) is generated from ``mcjax.registry.REGISTRY`` at build time: every rule with
   its formula, shapes, paper section, the class of the Jacobian each derivative returns (found
-  by calling it abstractly, with ``jax.eval_shape``) and its verdict from ``mcjax.verify``.
+  by calling it abstractly, with ``jax.eval_shape``) and its verdict from ``mcjax.registry.verify``.
 - A page may hold markers ``<!-- mcjax: NAME -->``; each is replaced by a generated table
   (see ``MARKERS``).  An unknown marker fails the build.
 
@@ -78,7 +78,7 @@ def verdicts() -> dict[tuple[str, str], dict]:
     if cache.exists():
         entries = json.loads(cache.read_text())
     else:
-        results = mcjax.verify(dtypes=(VERIFY_DTYPE,), cases=(VERIFY_CASE,), seed=0)
+        results = mcjax.registry.verify(dtypes=(VERIFY_DTYPE,), cases=(VERIFY_CASE,), seed=0)
         entries = _summary.as_json(results)
         for entry in entries:
             for d in entry["derivatives"]:
@@ -118,14 +118,14 @@ def cell(latex: str) -> str:
 
 def rules_markdown() -> str:
     checked = verdicts()
-    rules = list(mcjax.REGISTRY)
+    rules = list(mcjax.registry.REGISTRY)
     n_derivatives = sum(len(r.wrt) for r in rules)
     n_ok = sum(passed(checked, r, w) for r in rules for w in r.wrt)
     dims = ", ".join(f"{k} = {v}" for k, v in VERIFY_CASE.items())
     out = [
         "# The rules",
         "",
-        f"Every rule registered in `mcjax.REGISTRY`: {len(rules)} rules, {n_derivatives} "
+        f"Every rule registered in `mcjax.registry.REGISTRY`: {len(rules)} rules, {n_derivatives} "
         f"hand-derived derivatives. This page is generated from the registry when the site "
         f"is built (by `docs/hooks.py`), so it lists exactly what `mcjax verify --list` lists.",
         "",

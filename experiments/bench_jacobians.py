@@ -61,7 +61,7 @@ class Case:
 
     def args(self, n: int, m: int, dtype, seed: int) -> tuple:
         """The rule's own sampler (it keeps ReLU points off the kink) at sizes n, m."""
-        return mcjax.REGISTRY.get(self.rule).example(seed, {"n": n, "m": m}, dtype)
+        return mcjax.registry.REGISTRY.get(self.rule).example(seed, {"n": n, "m": m}, dtype)
 
 
 CASES = (
@@ -84,7 +84,7 @@ DENSE_METHODS = ("dense", "jacfwd", "jacrev")
 
 def variants(case: Case, args: tuple) -> dict[str, tuple[Callable, tuple]]:
     """Each method as (function to jit, its arguments)."""
-    rule = mcjax.REGISTRY.get(case.rule)
+    rule = mcjax.registry.REGISTRY.get(case.rule)
     i = rule.arg_index(case.wrt)
     derivative = mcjax.derivative(case.rule, case.wrt)
 

@@ -1,7 +1,7 @@
 """What does data parallelism cost per step? The same training step on 1, 2 and 4 devices.
 
 For an MLP 64-256-256-10 (batch 128, softmax cross-entropy, Adam, float32) it times one
-data-parallel step (``mcjax.make_train_step(..., mesh=...)``, the batch split along
+data-parallel step (``mcjax.steps.make_train_step(..., mesh=...)``, the batch split along
 ``"data"``; each step waits for its result, as mcjax's step does on a CPU mesh) and one step
 inside a compiled epoch (``make_train_epoch``, ``lax.scan``) on 1, 2
 and 4 CPU devices forced with ``XLA_FLAGS=--xla_force_host_platform_device_count=D``.  The
@@ -77,7 +77,7 @@ def _measure_count(count: int, config: dict, args, params_out: Path) -> dict:
     import mcjax
 
     sizes, batch = config["sizes"], config["batch"]
-    mesh = mcjax.data_mesh(count)
+    mesh = mcjax.sharding.data_mesh(count)
     model = mcjax.mlp_model(sizes)
     opt = optax.adam(1e-3)
     loss = mcjax.objective(model, grad="analytic")
@@ -85,14 +85,14 @@ def _measure_count(count: int, config: dict, args, params_out: Path) -> dict:
     n_batches = max(ACCURACY_STEPS, args.steps)
     X = rng.standard_normal((n_batches * batch, sizes[0])).astype(np.float32)
     Y = rng.integers(0, sizes[-1], n_batches * batch).astype(np.int32)
-    batches = [mcjax.shard_batch((X[i * batch:(i + 1) * batch], Y[i * batch:(i + 1) * batch]),
+    batches = [mcjax.sharding.shard_batch((X[i * batch:(i + 1) * batch], Y[i * batch:(i + 1) * batch]),
                                  mesh) for i in range(n_batches)]
     init = jax.jit(model.init)(jax.random.key(args.seed))
 
     def fresh():
-        return mcjax.replicate((init, opt.init(init)), mesh)
+        return mcjax.sharding.replicate((init, opt.init(init)), mesh)
 
-    step = mcjax.make_train_step(loss, opt, mesh=mesh)
+    step = mcjax.steps.make_train_step(loss, opt, mesh=mesh)
     tic = time.perf_counter()
     compiled = step.lower(*fresh(), batches[0]).compile()
     compile_s = time.perf_counter() - tic
@@ -115,9 +115,9 @@ def _measure_count(count: int, config: dict, args, params_out: Path) -> dict:
                 compiled(params, opt_state, batches[i % n_batches]))
         state[:] = params, opt_state
 
-    epoch = mcjax.make_train_epoch(loss, opt, batch_size=batch, shuffle=False, mesh=mesh)
-    data = mcjax.replicate((X[: args.steps * batch], Y[: args.steps * batch]), mesh)
-    key = mcjax.replicate(jax.random.key(0), mesh)
+    epoch = mcjax.steps.make_train_epoch(loss, opt, batch_size=batch, shuffle=False, mesh=mesh)
+    data = mcjax.sharding.replicate((X[: args.steps * batch], Y[: args.steps * batch]), mesh)
+    key = mcjax.sharding.replicate(jax.random.key(0), mesh)
     epoch_compiled = epoch.lower(*fresh(), data, key).compile()
     epoch_state = list(fresh())
 
@@ -176,8 +176,8 @@ def _accelerator(args) -> dict | None:
         b = (jnp.asarray(rng.standard_normal((batch, sizes[0])), jnp.float32),
              jnp.asarray(rng.integers(0, sizes[-1], batch), jnp.int32))
         init = jax.jit(model.init)(jax.random.key(args.seed))
-        for grad in mcjax.GRAD_SOURCES:
-            step = mcjax.make_train_step(mcjax.objective(model, grad=grad), opt)
+        for grad in mcjax.steps.GRAD_SOURCES:
+            step = mcjax.steps.make_train_step(mcjax.objective(model, grad=grad), opt)
             state = [jax.tree.map(jnp.copy, init), opt.init(init)]
 
             def run(k, step=step, state=state, b=b):

@@ -95,8 +95,8 @@ def mlp_variants(name: str, sizes, batch: int, with_torch: bool) -> dict[str, Ca
     params = copy()[0]
     X, y = _data(1, sizes, batch)
     variants = {}
-    for grad in mcjax.GRAD_SOURCES:
-        step = mcjax.make_train_step(mcjax.objective(model, grad=grad), opt)
+    for grad in mcjax.steps.GRAD_SOURCES:
+        step = mcjax.steps.make_train_step(mcjax.objective(model, grad=grad), opt)
         variants[f"{name}: mcjax {grad}"] = _stepper(
             lambda p, s, b, step=step: step(p, s, b), copy(), (X, y))
 
@@ -153,7 +153,7 @@ def tiny_scan_variants(sizes, batch, steps) -> dict[str, Callable]:
     model = mcjax.mlp_model(sizes, dtype=F32)
     X, y = _data(3, sizes, batch * steps)
     opt = optax.adam(1e-3)
-    epoch = mcjax.make_train_epoch(mcjax.objective(model, grad="autodiff"), opt,
+    epoch = mcjax.steps.make_train_epoch(mcjax.objective(model, grad="autodiff"), opt,
                                    batch_size=batch, shuffle=False)
     key = jax.random.key(0)
 
@@ -179,7 +179,7 @@ def tiny_scan_variants(sizes, batch, steps) -> dict[str, Callable]:
 def compile_seconds(sizes, batch) -> float:
     model = mcjax.mlp_model(sizes, dtype=F32)
     opt = optax.adam(1e-3)
-    step = mcjax.make_train_step(mcjax.objective(model, grad="analytic"), opt)
+    step = mcjax.steps.make_train_step(mcjax.objective(model, grad="analytic"), opt)
     lowered = step.lower(*_initializer(model, opt)(), _data(1, sizes, batch))
     tic = time.perf_counter()
     lowered.compile()
@@ -195,7 +195,7 @@ def _checks(results: dict, configs: dict) -> list[dict]:
                        "value": value, "ok": None if bound is None else value <= bound})
 
     for cfg in configs:
-        ours = {g: f"{cfg}: mcjax {g}" for g in mcjax.GRAD_SOURCES}
+        ours = {g: f"{cfg}: mcjax {g}" for g in mcjax.steps.GRAD_SOURCES}
         for name in results:
             if name.startswith(f"{cfg}: ") and name.split(": ", 1)[1] not in FLOORS:
                 bound = FLOOR_TARGET.get(cfg) if name in ours.values() else None

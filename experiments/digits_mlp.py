@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     hidden = tuple(int(h) for h in (args.hidden or ("32" if args.smoke else "256,256")).split(","))
     epochs = args.epochs or (3 if args.smoke else 60)
 
-    (X_train, y_train), (X_test, y_test) = mcjax.digits_data(seed=args.seed)
+    (X_train, y_train), (X_test, y_test) = mcjax.datasets.digits_data(seed=args.seed)
     model = mcjax.mlp_model((X_train.shape[1], *hidden, 10))
     steps = epochs * (len(y_train) // args.batch_size)
     learning_rate = mcjax.schedule("cosine_decay", init_value=args.lr, decay_steps=steps)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 "test_loss": mcjax.softmax_cross_entropy(logits, y_test)}
 
     runs = {}
-    for grad in mcjax.GRAD_SOURCES:
+    for grad in mcjax.steps.GRAD_SOURCES:
         result = mcjax.train(model, (X_train, y_train), optimizer="adamw",
                              learning_rate=learning_rate,
                              optimizer_options={"weight_decay": args.weight_decay}, grad=grad, epochs=epochs,
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_seconds": result.seconds,
             "params": result.params,
         }
-    a, b = (jax.tree.leaves(runs[g].pop("params")) for g in mcjax.GRAD_SOURCES)
+    a, b = (jax.tree.leaves(runs[g].pop("params")) for g in mcjax.steps.GRAD_SOURCES)
     drift = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(a, b))
 
     record = {
@@ -105,5 +105,5 @@ def _plot(runs: dict, out) -> None:
 
 
 if __name__ == "__main__":
-    mcjax.enable_compilation_cache()
+    mcjax.compilation.enable_compilation_cache()
     raise SystemExit(main())

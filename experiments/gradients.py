@@ -47,7 +47,7 @@ def _neuron_unit(n):
 
 def _objective(model, batch):
     # each gradient is its own jitted program, as in training
-    grads = {g: jax.jit(jax.grad(mcjax.objective(model, grad=g))) for g in mcjax.GRAD_SOURCES}
+    grads = {g: jax.jit(jax.grad(mcjax.objective(model, grad=g))) for g in mcjax.steps.GRAD_SOURCES}
     init = jax.jit(model.init)
 
     def run(key):
@@ -62,7 +62,7 @@ def cases(smoke: bool):
     n, (B, sizes) = 5, ((8, (6, 7, 5, 3)) if smoke else (128, (64, 256, 256, 10)))
     k_x, k_y, k_n = jax.random.split(key, 3)
     X = jax.random.normal(k_x, (B, sizes[0]), F64)
-    (Xn, yn), _ = mcjax.neuron_data(k_n, n_samples=B, n_features=n, noise=0.1, dtype=F64)
+    (Xn, yn), _ = mcjax.datasets.neuron_data(k_n, n_samples=B, n_features=n, noise=0.1, dtype=F64)
     yield "neuron max(0, w.x + b) (§5)", _neuron_unit(n)
     yield "the paper's loss, neuron_loss (§6)", _objective(mcjax.neuron_model(n, dtype=F64), (Xn, yn))
     yield (f"MLP {'-'.join(map(str, sizes))}, MSE",
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 worst_abs = max(worst_abs, diff)
                 worst_rel = max(worst_rel, diff / max(float(np.max(np.abs(d))), 1e-300))
         rows[name] = {"max_abs_difference": worst_abs, "max_relative_difference": worst_rel}
-    tol = mcjax.tolerance(F64)
+    tol = mcjax.conventions.tolerance(F64)
     record = {"experiment": "gradients", "dtype": "float64", "points": points,
               "smoke": args.smoke, "tolerance": tol._asdict(), "cases": rows,
               "machine": _common.machine()}
@@ -115,7 +115,7 @@ def _plot(rows: dict, out) -> None:
     values = [max(r["max_relative_difference"], 1e-18) for r in rows.values()]
     colors = ["tab:red" if name.startswith("control") else "tab:blue" for name in rows]
     ax.barh(list(rows), values, color=colors)
-    ax.axvline(mcjax.tolerance(F64).rtol, color="tab:red", ls="--", label="float64 rtol")
+    ax.axvline(mcjax.conventions.tolerance(F64).rtol, color="tab:red", ls="--", label="float64 rtol")
     ax.axvline(np.finfo(np.float64).eps, color="gray", ls=":", label="float64 eps")
     ax.set(xscale="log", xlabel="max |analytic - autodiff| / max |gradient| (0 drawn at 1e-18)",
            title="hand-derived vs autodiff gradients, float64")
@@ -125,5 +125,5 @@ def _plot(rows: dict, out) -> None:
 
 
 if __name__ == "__main__":
-    mcjax.enable_compilation_cache()
+    mcjax.compilation.enable_compilation_cache()
     raise SystemExit(main())

@@ -30,7 +30,7 @@ OPTIMIZERS = {  # name -> (learning rate, other hyper-parameters)
 
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.split("\n\n")[0], "neuron")
-    p.add_argument("--grad", choices=mcjax.GRAD_SOURCES, default="analytic",
+    p.add_argument("--grad", choices=mcjax.steps.GRAD_SOURCES, default="analytic",
                    help="gradient source (default analytic: the paper's formulas)")
     p.add_argument("--samples", type=int, default=None, help="N (default 1024; smoke 256)")
     p.add_argument("--features", type=int, default=5, help="n, the inputs per example (default 5)")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = args.samples or (256 if args.smoke else 1024)
     epochs = args.epochs or (30 if args.smoke else 100)
 
-    (X, y), truth = mcjax.neuron_data(jax.random.key(args.seed), n_samples=samples,
+    (X, y), truth = mcjax.datasets.neuron_data(jax.random.key(args.seed), n_samples=samples,
                                       n_features=args.features, noise=0.01)
     model = mcjax.neuron_model(args.features)
 
@@ -101,5 +101,5 @@ def _plot(runs: dict, out) -> None:
 
 
 if __name__ == "__main__":
-    mcjax.enable_compilation_cache()
+    mcjax.compilation.enable_compilation_cache()
     raise SystemExit(main())

@@ -2,15 +2,20 @@
 
 Pure functions for the pieces of a network, the hand-derived derivative of each as the formula
 a person derives (Parr & Howard, "The Matrix Calculus You Need For Deep Learning",
-arXiv:1802.01528), and the machinery to prove each formula equal to JAX autodiff.
+arXiv:1802.01528), the machinery to prove each formula (and yours) right, and jitted training.
+
+The top level holds what a researcher types daily: the paper's functions, their derivatives,
+the structured Jacobians, ``derive``, the checker and ``train``.  The infrastructure lives in
+public submodules named for what they hold: :mod:`mcjax.registry`, :mod:`mcjax.conventions`,
+:mod:`mcjax.steps`, :mod:`mcjax.sharding`, :mod:`mcjax.checkpoints`,
+:mod:`mcjax.compilation`, :mod:`mcjax.datasets` and :mod:`mcjax.testing`.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from mcjax import rules as rules  # fills the registry
-from mcjax._check._api import assert_derivative, check, check_chain, check_points
-from mcjax._check._layout import to_denominator, to_numerator
+from mcjax._check._api import assert_derivative, check, check_cases, check_chain, check_points
 from mcjax._check._report import Report
-from mcjax._check._verify import RuleResult, verify
-from mcjax._conventions import LAYOUT, Tolerance, data_parallel_tolerance, tolerance
 from mcjax._derive import derive
 from mcjax._errors import (
     CheckpointError,
@@ -42,41 +47,41 @@ from mcjax._jacobian import (
     Zero,
     densify,
 )
-from mcjax._registry import REGISTRY, Derivative, Registry, Rule, derivative, rule
-from mcjax._train._checkpoint import latest_checkpoint, restore_checkpoint
-from mcjax._train._compiled import enable_compilation_cache
-from mcjax._train._data import digits_data, neuron_data
-from mcjax._train._distributed import Processes, init_distributed
+from mcjax._registry import Derivative, derivative, rule
 from mcjax._train._loop import TrainResult
-from mcjax._train._models import GRAD_SOURCES, Model, objective
-from mcjax._train._paper_models import mlp_model, neuron_model
+from mcjax._train._models import Model, objective
 from mcjax._train._optim import optimizer, schedule
-from mcjax._train._sharding import (
-    batch_sharding,
-    data_mesh,
-    masked_objective,
-    pad_batch,
-    replicate,
-    shard_batch,
-)
-from mcjax._train._step import make_train_epoch, make_train_step, train_epoch, train_step
+from mcjax._train._paper_models import mlp_model, neuron_model
 from mcjax._train._train import train
 from mcjax.rules.activations import leaky_relu, neuron, relu, sigmoid, softplus, tanh
 from mcjax.rules.affine import affine, matvec
 from mcjax.rules.chain import (
     Differentiable,
+    log_square_sin_exp,
+    sigmoid_of_tanh,
+    sin_of_square,
     single_variable_chain_rule,
     total_derivative_chain_rule,
+    total_derivative_product,
+    total_derivative_sum,
     vector_chain_rule,
 )
-from mcjax.rules.elementwise import add, divide, maximum, multiply, subtract
-from mcjax.rules.losses import (
-    logistic_loss,
-    mse,
-    neuron_loss,
-    softmax,
-    softmax_cross_entropy,
+from mcjax.rules.elementwise import (
+    abs,  # noqa: A004 - the paper's |x|, as jnp.abs
+    add,
+    cos,
+    divide,
+    exp,
+    log,
+    maximum,
+    multiply,
+    negative,
+    sin,
+    sqrt,
+    square,
+    subtract,
 )
+from mcjax.rules.losses import logistic_loss, mse, neuron_loss, softmax, softmax_cross_entropy
 from mcjax.rules.mlp import (
     dense_layer,
     layer_backward,
@@ -85,15 +90,56 @@ from mcjax.rules.mlp import (
     mlp_init,
     mlp_loss,
 )
-from mcjax.rules.reductions import dot, sum_product, sum_reduction
-from mcjax.rules.scalar_expansion import add_scalar, multiply_scalar
+from mcjax.rules.reductions import dot, sum_product, sum_reduction, sum_scalar_product
+from mcjax.rules.scalar_expansion import (
+    add_scalar,
+    divide_scalar,
+    multiply_scalar,
+    subtract_scalar,
+)
 
-__version__ = "0.1.0"
+from mcjax import (  # noqa: E402, I001 - the public submodules, after what they build on
+    checkpoints as checkpoints,
+    compilation as compilation,
+    conventions as conventions,
+    datasets as datasets,
+    registry as registry,
+    sharding as sharding,
+    steps as steps,
+)
+
+try:
+    __version__ = version("mcjax")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0"
 
 __all__ = [
-    # the paper's functions
-    "affine",
+    # the paper's functions: element-wise (§4.2, §8.2)
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "maximum",
+    "negative",
+    "square",
+    "exp",
+    "log",
+    "sqrt",
+    "sin",
+    "cos",
+    "abs",
+    # scalar expansion (§4.3) and reductions (§4.4)
+    "add_scalar",
+    "subtract_scalar",
+    "multiply_scalar",
+    "divide_scalar",
+    "sum_reduction",
+    "sum_product",
+    "sum_scalar_product",
+    "dot",
+    # the affine map, activations, the neuron and its loss (§5, §6)
     "matvec",
+    "affine",
     "relu",
     "leaky_relu",
     "sigmoid",
@@ -101,6 +147,7 @@ __all__ = [
     "softplus",
     "neuron",
     "neuron_loss",
+    # beyond the paper: losses, a layer, an MLP
     "mse",
     "softmax",
     "softmax_cross_entropy",
@@ -111,22 +158,21 @@ __all__ = [
     "mlp_apply",
     "mlp_loss",
     "mlp_backprop",
-    # element-wise, scalar expansion, reductions
-    "add",
-    "subtract",
-    "multiply",
-    "divide",
-    "maximum",
-    "add_scalar",
-    "multiply_scalar",
-    "sum_reduction",
-    "sum_product",
-    "dot",
-    # chain rules
+    # the chain rules (§4.5) and the paper's examples of them
     "Differentiable",
     "vector_chain_rule",
     "single_variable_chain_rule",
     "total_derivative_chain_rule",
+    "sin_of_square",
+    "log_square_sin_exp",
+    "total_derivative_sum",
+    "total_derivative_product",
+    "sigmoid_of_tanh",
+    # derivatives: the hand-derived ones, and the paper's calculus done by the machine
+    "derivative",
+    "rule",
+    "Derivative",
+    "derive",
     # structured Jacobians
     "Jacobian",
     "Dense",
@@ -148,24 +194,17 @@ __all__ = [
     "Contraction",
     "Opaque",
     "densify",
-    # the paper's calculus done by the machine
-    "derive",
-    # the registry
-    "Rule",
-    "Derivative",
-    "Registry",
-    "REGISTRY",
-    "rule",
-    "derivative",
     # checking a derivative
     "check",
     "assert_derivative",
     "check_points",
+    "check_cases",
     "check_chain",
-    "to_numerator",
-    "to_denominator",
     "Report",
     "DerivativeError",
+    "TraceError",
+    "ShapeError",
+    "DtypeError",
     # training
     "train",
     "TrainResult",
@@ -173,38 +212,13 @@ __all__ = [
     "neuron_model",
     "mlp_model",
     "objective",
-    "GRAD_SOURCES",
     "optimizer",
     "schedule",
-    "train_step",
-    "train_epoch",
-    "make_train_step",
-    "make_train_epoch",
-    "restore_checkpoint",
-    "latest_checkpoint",
-    "enable_compilation_cache",
-    "neuron_data",
-    "digits_data",
     "NonFiniteLossError",
     "CheckpointError",
-    # scaling out: data parallelism over devices and hosts
-    "data_mesh",
-    "shard_batch",
-    "replicate",
-    "batch_sharding",
-    "pad_batch",
-    "masked_objective",
-    "init_distributed",
-    "Processes",
-    "data_parallel_tolerance",
-    # verification and conventions
-    "verify",
-    "RuleResult",
-    "LAYOUT",
-    "Tolerance",
-    "tolerance",
-    "ShapeError",
-    "DtypeError",
-    "TraceError",
-    "rules",
 ]
+
+for _error in (DerivativeError, TraceError, ShapeError, DtypeError, NonFiniteLossError,
+               CheckpointError):
+    _error.__module__ = "mcjax"  # tracebacks name them as users import them
+del _error

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,6 +96,8 @@ def _add_verify(subparsers) -> None:
                    help="import MODULE (dotted name or .py path) first, so that the rules it "
                         "registers are verified too; may be repeated")
     p.add_argument("--list", action="store_true", help="list the selected rules and exit")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="worker processes (default: 2, or 1 on a one-core machine)")
     p.set_defaults(run=_run_verify)
 
 
@@ -109,7 +112,7 @@ def _run_verify(args) -> int:
 
     for spec in args.imports:
         _import_user_module(spec, "mcjax verify: --import")
-    rules = mcjax.REGISTRY.select(args.select)
+    rules = mcjax.registry.REGISTRY.select(args.select)
     if not rules:
         print(f"mcjax verify: no rule matches {args.select!r}", file=sys.stderr)
         return 1
@@ -118,8 +121,9 @@ def _run_verify(args) -> int:
             print(f"{r.name:32s} §{r.section:6s} wrt {', '.join(r.wrt)}")
         return 0
     start = time.perf_counter()
-    results = mcjax.verify(pattern=args.select, dtypes=dtypes, cases=SHAPE_CASES,
-                           seed=args.seed, points=args.points)
+    results = mcjax.registry.verify(pattern=args.select, dtypes=dtypes, cases=SHAPE_CASES,
+                                    seed=args.seed, points=args.points, processes=args.jobs,
+                                    imports=args.imports)
     elapsed = time.perf_counter() - start
     failed = _summary.failures(results)
     if args.json:

@@ -32,9 +32,17 @@ LAYOUT = "numerator"
 """mcjax's Jacobian layout: ``J.shape == out.shape + in.shape``, as ``jax.jacfwd`` (§4.1)."""
 
 RELU_GRAD_AT_ZERO = 0.0
-LEAKY_RELU_GRAD_AT_ZERO = 1.0  # times 1: the x >= 0 branch, as jax.nn.leaky_relu
-ABS_GRAD_AT_ZERO = 1.0  # the x >= 0 branch, as jax.grad(jnp.abs)
+"""``relu'(0)``, as ``jax.grad(jax.nn.relu)(0.)`` (``jnp.maximum(x, 0)`` gives 1/2 there)."""
+
+LEAKY_RELU_GRAD_AT_ZERO = 1.0
+"""``leaky_relu'(0)``: the ``x >= 0`` branch, as ``jax.nn.leaky_relu``."""
+
+ABS_GRAD_AT_ZERO = 1.0
+"""``abs'(0)``: the ``x >= 0`` branch, as ``jax.grad(jnp.abs)`` (although ``sign(0) = 0``)."""
+
 MAX_TIE_SHARE = 0.5
+"""Each argument's share of ``d max(x, y)`` at a tie ``x == y``, as ``jnp.maximum``: the two
+partials still sum to 1."""
 
 
 class Tolerance(NamedTuple):
@@ -71,7 +79,7 @@ def tolerance(dtype) -> Tolerance:
         return _TOLERANCES[name]
     except KeyError:
         raise TypeError(
-            f"mcjax.tolerance: no tolerance for dtype {name}; expected one of "
+            f"mcjax.conventions.tolerance: no tolerance for dtype {name}; expected one of "
             f"{', '.join(_TOLERANCES)}"
         ) from None
 

@@ -124,7 +124,7 @@ class Rule:
     def __post_init__(self):
         if self.section not in SECTIONS:
             raise ValueError(
-                f"mcjax.Rule {self.name!r}: section {self.section!r} is not one of "
+                f"mcjax.registry.Rule {self.name!r}: section {self.section!r} is not one of "
                 f"{', '.join(SECTIONS)}"
             )
         names = self.arg_names or tuple(self.shapes)
@@ -132,7 +132,7 @@ class Rule:
         unknown = [w for w in self.wrt if w not in names]
         if unknown:
             raise ValueError(
-                f"mcjax.Rule {self.name!r}: derivatives with respect to {unknown} but the "
+                f"mcjax.registry.Rule {self.name!r}: derivatives with respect to {unknown} but the "
                 f"arguments are {list(names)}"
             )
 
@@ -344,14 +344,21 @@ def derivative(f: str | Callable, wrt: str | int = 0, *, registry: Registry | No
 
 
 # -- samplers shared by rule families -------------------------------------------------------
+def as_array(values, dtype) -> jax.Array:
+    """A NumPy array as a JAX array of ``dtype``, cast by NumPy and put on the device as it is:
+    a cast on the device, or ``jnp.asarray`` (which stages the copy), compiles a little
+    program per shape."""
+    return jax.device_put(np.asarray(values).astype(np.dtype(dtype)))
+
+
 def normal(rng: np.random.Generator, shape, dtype, scale: float = 1.0) -> jax.Array:
     """Standard normal samples (times ``scale``) as a JAX array of ``dtype``."""
-    return jnp.asarray(scale * rng.standard_normal(shape), dtype=dtype)
+    return as_array(scale * rng.standard_normal(shape), dtype)
 
 
 def away_from_zero(rng: np.random.Generator, shape, dtype, margin: float = 4 * KINK_MARGIN):
     """Normal samples pushed at least ``margin`` away from 0 (kinks of relu, abs, ...)."""
-    return jnp.asarray(away_from_zero_numpy(rng, shape, margin), dtype=dtype)
+    return as_array(away_from_zero_numpy(rng, shape, margin), dtype)
 
 
 def away_from_zero_numpy(rng: np.random.Generator, shape, margin: float = 4 * KINK_MARGIN):

@@ -5,7 +5,7 @@ independently, from 1, so size 1 and non-square shapes come up, and hypothesis s
 failure towards the smallest), then values.
 
 - :func:`rule_arguments`: valid arguments of a registered rule, values from the rule's own
-  sampler (:meth:`mcjax.Rule.example`: positive where a logarithm needs it, off the kinks,
+  sampler (:meth:`mcjax.registry.Rule.example`: positive where a logarithm needs it, off the kinks,
   integer labels, parameter pytrees);
 - :func:`shaped_arrays`: arrays of given symbolic shapes (``"W: m n, x: n"``), values drawn
   by hypothesis itself;
@@ -96,12 +96,12 @@ def rule_arguments(rule: str | Callable | Rule, *, dtype: Any = "float32", max_s
 
     Sizes are drawn for the rule's symbolic shapes (``Rule.shapes``) and for the
     conventional dimensions its sampler may use (``n``, ``m``, ``B``, ``k``); the values come
-    from the rule's own sampler (:meth:`mcjax.Rule.example`) with a seed hypothesis draws, so
+    from the rule's own sampler (:meth:`mcjax.registry.Rule.example`) with a seed hypothesis draws, so
     they keep to the rule's domain.
 
     Args:
       rule: a rule name (``"affine"``), its forward function (``mcjax.affine``) or a
-        :class:`~mcjax.Rule`.
+        :class:`~mcjax.registry.Rule`.
       dtype: the floating dtype of the arguments, or a strategy of dtypes.
       max_size: the largest size of a dimension.
       fixed: sizes not to draw, e.g. ``{"n": 1}``.

@@ -35,7 +35,7 @@ def _normal(rng, shape, dtype, scale=1.0):
 def registry_cases() -> list[Case]:
     """Every registered rule, with respect to each argument it has a derivative for."""
     cases = []
-    for rule in mcjax.REGISTRY:
+    for rule in mcjax.registry.REGISTRY:
         f = functools.partial(rule.forward, **rule.hyper) if rule.hyper else rule.forward
         for wrt in rule.wrt:
             sample = functools.partial(_rule_sample, rule)

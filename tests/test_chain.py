@@ -11,7 +11,7 @@ import mcjax
 from mcjax import ShapeError
 from mcjax.rules import elementwise
 
-TOL = mcjax.tolerance("float64")
+TOL = mcjax.conventions.tolerance("float64")
 close = functools.partial(chex.assert_trees_all_close, rtol=TOL.rtol, atol=TOL.atol)
 
 

@@ -90,10 +90,10 @@ def test_denominator_layout_and_the_layout_helpers():
     r = mcjax.check(f, lambda x: df(x).T, X, layout="denominator")
     assert r.ok, r
     J = df(X)
-    assert mcjax.to_denominator(J, out_ndim=1).shape == (4, 3)
-    np.testing.assert_array_equal(mcjax.to_numerator(mcjax.to_denominator(J, 1), 1), J)
+    assert mcjax.conventions.to_denominator(J, out_ndim=1).shape == (4, 3)
+    np.testing.assert_array_equal(mcjax.conventions.to_numerator(mcjax.conventions.to_denominator(J, 1), 1), J)
     D = mcjax.Diagonal(X)
-    np.testing.assert_array_equal(mcjax.to_denominator(D), D.dense().T)
+    np.testing.assert_array_equal(mcjax.conventions.to_denominator(D), D.dense().T)
 
 
 def test_shape_mismatches_name_the_shapes_and_the_layout():
@@ -145,13 +145,13 @@ def test_several_points_and_the_heatmap(tmp_path):
 
 def test_the_chain_localiser_names_the_first_wrong_link():
     wrong_tanh = mcjax.Differentiable(jnp.tanh, lambda x: mcjax.Diagonal(1 - jnp.tanh(x)), name="tanh (wrong)")
-    sin = mcjax.rules.elementwise.sin
-    chain = mcjax.vector_chain_rule(sin, wrong_tanh, mcjax.rules.elementwise.square)
+    sin = mcjax.sin
+    chain = mcjax.vector_chain_rule(sin, wrong_tanh, mcjax.square)
     r = mcjax.check_chain(chain, X)
     assert not r.ok
     assert "the first wrong link is tanh (wrong) (link 2 of 3" in r.diagnosis[-1], r
     assert [link.ok for _, link in r.links] == [True, False, True]
-    right = mcjax.vector_chain_rule(sin, mcjax.tanh, mcjax.rules.elementwise.square)
+    right = mcjax.vector_chain_rule(sin, mcjax.tanh, mcjax.square)
     assert mcjax.check_chain(right, X).ok
     swapped = mcjax.Differentiable(right.forward,
                                    lambda x: mcjax.Diagonal(jnp.cos(x)) @ mcjax.Diagonal(2 * x),

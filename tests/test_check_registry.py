@@ -39,7 +39,7 @@ def with_factor(rule, wrt):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule", list(mcjax.REGISTRY), ids=lambda r: r.name)
+@pytest.mark.parametrize("rule", list(mcjax.registry.REGISTRY), ids=lambda r: r.name)
 def test_every_correct_rule_passes_at_many_points_in_both_dtypes(rule):
     """...and the same rule's derivative times 1.001 fails at every point where it is not zero
     (at least one per argument and dtype), in the same program."""

@@ -112,7 +112,7 @@ def derived_and_hand():
     """Every registered rule's derived and hand Jacobians, from one compiled program (the
     formulas travel in the Jacobians' static pytree data, through jax.jit)."""
     names = list(REGISTRY_CASES)
-    rules = [mcjax.REGISTRY.get(name.split("/")[0]) for name in names]
+    rules = [mcjax.registry.REGISTRY.get(name.split("/")[0]) for name in names]
     points = [REGISTRY_CASES[n].sample(np.random.default_rng(0), "float64") for n in names]
 
     def both(points):

@@ -50,11 +50,11 @@ PAGES = [page for page in sorted(DOCS.rglob("*.md")) + [ROOT / "README.md"]
 def as_a_reader():
     """Run a page as a reader would: JAX's default float32 (the suite turns float64 on), and
     without the rules the page registers (the README's ``cube``) leaking into other tests."""
-    rules, by_forward = dict(mcjax.REGISTRY._rules), dict(mcjax.REGISTRY._by_forward)
+    rules, by_forward = dict(mcjax.registry.REGISTRY._rules), dict(mcjax.registry.REGISTRY._by_forward)
     jax.config.update("jax_enable_x64", False)
     yield
     jax.config.update("jax_enable_x64", True)
-    mcjax.REGISTRY._rules, mcjax.REGISTRY._by_forward = rules, by_forward
+    mcjax.registry.REGISTRY._rules, mcjax.registry.REGISTRY._by_forward = rules, by_forward
 
 
 # what a page's blocks must print, beyond what they assert: (at least this many blocks, text)
@@ -103,11 +103,11 @@ def test_site_builds_strict_and_is_complete(tmp_path):
 
     # The rules page lists every registered rule, each with its own anchor and verdict.
     rules_html = (site / "rules" / "index.html").read_text()
-    for rule in mcjax.REGISTRY:
+    for rule in mcjax.registry.REGISTRY:
         anchor = "rule-" + re.sub(r"[^A-Za-z0-9_-]", "-", rule.name)
         assert f'id="{anchor}"' in rules_html, f"rule {rule.name} is missing from the rules page"
     assert "FAILED" not in rules_html
-    assert f"{len(mcjax.REGISTRY)} rules" in rules_html
+    assert f"{len(mcjax.registry.REGISTRY)} rules" in rules_html
 
     # Every marker was filled in, and the tables come from the code.
     for page in site.rglob("*.html"):

@@ -15,7 +15,7 @@ from mcjax._conventions import DTYPES
 
 def close(a, b, dtype="float64"):
     """Within ``dtype``'s tolerance, compared in float64 (NumPy's references are float64)."""
-    tol = mcjax.tolerance(dtype)
+    tol = mcjax.conventions.tolerance(dtype)
     as64 = functools.partial(jax.tree_util.tree_map, lambda x: np.asarray(x, np.float64))
     chex.assert_trees_all_close(as64(a), as64(b), rtol=tol.rtol, atol=tol.atol)
 

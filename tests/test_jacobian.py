@@ -13,7 +13,7 @@ import mcjax
 from mcjax import (BlockDiagonal, Broadcast, Composed, Dense, Diagonal, Fill, Kronecker,
                    ScaledIdentity, ShapeError, Sum)
 
-TOL = mcjax.tolerance("float64")
+TOL = mcjax.conventions.tolerance("float64")
 close = functools.partial(chex.assert_trees_all_close, rtol=TOL.rtol, atol=TOL.atol)
 
 

@@ -31,7 +31,7 @@ from mcjax import (BlockDiagonal, Broadcast, Composed, Contraction, Dense, Diago
                    Expand, Fill, Kronecker, Opaque, Permutation, Reshape, ScaledIdentity, Slice,
                    Sum, SumAlong, Zero)
 
-TOL = mcjax.tolerance("float64")
+TOL = mcjax.conventions.tolerance("float64")
 # a scalar, size 1, a non-square matrix; sizes 1 and 3; no batch or a batch of 2
 SHAPE = st.sampled_from([(), (1,), (2, 3)])
 SIZE = st.sampled_from([1, 3])

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 import mcjax
 import mcjax.testing
 
-RULES = list(mcjax.REGISTRY)
+RULES = list(mcjax.registry.REGISTRY)
 DTYPE = "float64"
-TOL = mcjax.tolerance(DTYPE)
+TOL = mcjax.conventions.tolerance(DTYPE)
 
 
 @functools.cache
@@ -43,7 +43,7 @@ def compile_options() -> dict:
 
 
 @functools.cache
-def derivatives_and_jacfwd(rule: mcjax.Rule):
+def derivatives_and_jacfwd(rule: mcjax.registry.Rule):
     """One jitted function per rule: each registered derivative (dense) and jax.jacfwd's, both
     with the rule's verification hyper-parameters (``rule(...)`` applies them to the forward)."""
 
@@ -55,7 +55,7 @@ def derivatives_and_jacfwd(rule: mcjax.Rule):
     return jax.jit(both, compiler_options=compile_options())
 
 
-def matches_jacfwd(rule: mcjax.Rule, **options):
+def matches_jacfwd(rule: mcjax.registry.Rule, **options):
     """The property, for hypothesis to run: at drawn arguments, every derivative of
     ``rule`` equals jax.jacfwd (within float64's tolerance).  ``options``: hypothesis
     settings beyond two examples and no deadline."""
@@ -79,7 +79,7 @@ def test_derivative_equals_jacfwd(rule):
 def test_a_wrong_derivative_fails_the_property():
     """ReLU's Jacobian without its gate: right wherever x > 0, so one drawn point may miss
     it; among 20 (the same 20 on every run) a negative entry shows it."""
-    registry = mcjax.Registry()
+    registry = mcjax.registry.Registry()
     gateless = mcjax.Derivative(lambda x: mcjax.Diagonal(jnp.ones_like(x)), "I", "I")
     mcjax.rule("gateless_relu", section="5", shapes="x: n", wrt={"x": gateless},
                registry=registry)(mcjax.relu)

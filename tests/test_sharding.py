@@ -89,11 +89,11 @@ def test_two_processes_train_like_one_device(tmp_path):
 
     # the same run on this process's one device, in float32 as the command runs it
     with jax.enable_x64(False):
-        data, _ = mcjax.neuron_data(jax.random.key(0), n_samples=128, n_features=3, noise=0.01)
+        data, _ = mcjax.datasets.neuron_data(jax.random.key(0), n_samples=128, n_features=3, noise=0.01)
         model = mcjax.neuron_model(3)
         single = mcjax.train(model, data, learning_rate=0.01, grad="analytic", epochs=3,
                              batch_size=16)
-        (params, _), meta = mcjax.restore_checkpoint(mcjax.latest_checkpoint(tmp_path),
+        (params, _), meta = mcjax.checkpoints.restore_checkpoint(mcjax.checkpoints.latest_checkpoint(tmp_path),
                                                      like=(single.params, single.opt_state))
     assert meta["epoch"] == 3
     tol = data_parallel_tolerance(jnp.float32, single.step)
@@ -103,7 +103,7 @@ def test_two_processes_train_like_one_device(tmp_path):
 
 # -- on this process's one device ----------------------------------------------------------------
 def _neuron_run(**kwargs):
-    (X, y), _ = mcjax.neuron_data(jax.random.key(0), n_samples=48, n_features=3,
+    (X, y), _ = mcjax.datasets.neuron_data(jax.random.key(0), n_samples=48, n_features=3,
                                   dtype=jnp.float64)
     return mcjax.train(mcjax.neuron_model(3, dtype=jnp.float64), (X, y), learning_rate=0.05,
                        grad="analytic", epochs=2, batch_size=8, **kwargs)
@@ -114,7 +114,7 @@ def test_one_device_stays_the_default_and_a_one_device_mesh_changes_nothing():
     assert plain.history == on_mesh.history
     for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(on_mesh.params)):
         np.testing.assert_array_equal(a, b)
-    assert mcjax.data_mesh().shape == {"data": jax.device_count()}
+    assert mcjax.sharding.data_mesh().shape == {"data": jax.device_count()}
 
 
 def test_device_requests_that_cannot_be_met_are_refused():
@@ -122,40 +122,40 @@ def test_device_requests_that_cannot_be_met_are_refused():
     with pytest.raises(ValueError, match=rf"^mcjax.train: devices={n + 1} but {n} \w+ devices? "
                                          rf"(is|are) visible; expected at most {n}"):
         _neuron_run(devices=n + 1)
-    with pytest.raises(ValueError, match=r"^mcjax.data_mesh: devices=0; expected at least 1$"):
-        mcjax.data_mesh(0)
-    with pytest.raises(TypeError, match=r"^mcjax.data_mesh: devices='many'; expected None, 'all'"):
-        mcjax.data_mesh("many")
+    with pytest.raises(ValueError, match=r"^mcjax.sharding.data_mesh: devices=0; expected at least 1$"):
+        mcjax.sharding.data_mesh(0)
+    with pytest.raises(TypeError, match=r"^mcjax.sharding.data_mesh: devices='many'; expected None, 'all'"):
+        mcjax.sharding.data_mesh("many")
     with pytest.raises(SystemExit):
         main(["train", "neuron", "--devices", "many"])
 
 
 def test_pad_batch_pads_with_the_last_row_and_masks_it():
     X, y = np.arange(10.0).reshape(5, 2), np.arange(5)
-    (Xp, yp), mask = mcjax.pad_batch((X, y), 4)
+    (Xp, yp), mask = mcjax.sharding.pad_batch((X, y), 4)
     np.testing.assert_array_equal(Xp[5:], np.repeat(X[-1:], 3, axis=0))
     np.testing.assert_array_equal(yp, [0, 1, 2, 3, 4, 4, 4, 4])
     np.testing.assert_array_equal(mask, [True] * 5 + [False] * 3)
-    (X4, _), mask4 = mcjax.pad_batch((X[:4], y[:4]), 4)
+    (X4, _), mask4 = mcjax.sharding.pad_batch((X[:4], y[:4]), 4)
     assert X4.shape == (4, 2) and bool(mask4.all())
-    with pytest.raises(mcjax.ShapeError, match=r"mcjax.pad_batch: the batch has arrays of "
+    with pytest.raises(mcjax.ShapeError, match=r"mcjax.sharding.pad_batch: the batch has arrays of "
                                                r"shapes \(5, 2\), \(4,\)"):
-        mcjax.pad_batch((X, y[:4]), 4)
+        mcjax.sharding.pad_batch((X, y[:4]), 4)
 
 
 def test_launcher_single_process_path_and_errors(monkeypatch):
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)
-    alone = mcjax.init_distributed(num_processes=1)
+    alone = mcjax.sharding.init_distributed(num_processes=1)
     assert (alone.process_index, alone.process_count, alone.initialized) == (0, 1, False)
     assert alone.device_count == jax.device_count()
     with pytest.raises(ValueError, match=r"num_processes=2 and process_id=2; expected "
                                          r"num_processes >= 1 and 0 <= process_id < num_processes"):
-        mcjax.init_distributed("127.0.0.1:1", num_processes=2, process_id=2)
+        mcjax.sharding.init_distributed("127.0.0.1:1", num_processes=2, process_id=2)
     monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
     with pytest.raises(ValueError, match=r"\$JAX_NUM_PROCESSES='two'; expected an integer"):
-        mcjax.init_distributed()
+        mcjax.sharding.init_distributed()
     monkeypatch.delenv("JAX_NUM_PROCESSES")
     jax.devices()  # this process's backend runs: JAX refuses to connect it afterwards
-    with pytest.raises(RuntimeError, match=r"mcjax.init_distributed: JAX's backend already runs"):
-        mcjax.init_distributed("127.0.0.1:1", num_processes=2, process_id=0)
+    with pytest.raises(RuntimeError, match=r"mcjax.sharding.init_distributed: JAX's backend already runs"):
+        mcjax.sharding.init_distributed("127.0.0.1:1", num_processes=2, process_id=0)

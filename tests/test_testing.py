@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 import mcjax
 import mcjax.testing
 
-RULES = list(mcjax.REGISTRY)
+RULES = list(mcjax.registry.REGISTRY)
 
 
-def sizes_of(rule: mcjax.Rule, args: tuple) -> dict[str, int]:
+def sizes_of(rule: mcjax.registry.Rule, args: tuple) -> dict[str, int]:
     """The size of every symbolic dimension, read off the arguments (and checked to agree)."""
     sizes: dict[str, int] = {}
     for (name, dims), arg in zip(rule.shapes.items(), args):

@@ -14,7 +14,7 @@ F64 = jnp.float64
 
 def _neuron_case(key):
     model = mcjax.neuron_model(5, dtype=F64)
-    (X, y), _ = mcjax.neuron_data(key, n_samples=24, n_features=5, noise=0.1, dtype=F64)
+    (X, y), _ = mcjax.datasets.neuron_data(key, n_samples=24, n_features=5, noise=0.1, dtype=F64)
     return model, (X, y)
 
 
@@ -94,12 +94,12 @@ def test_unknown_grad_source_is_refused():
         mcjax.objective(mcjax.neuron_model(2), grad="numeric")
 
 
-@pytest.mark.parametrize("grad", mcjax.GRAD_SOURCES)
+@pytest.mark.parametrize("grad", mcjax.steps.GRAD_SOURCES)
 def test_step_lowers_the_loss_and_donates_its_buffers(grad):
     model, batch = CASES["mlp_softmax_cross_entropy"](jax.random.key(6))
     params = model.init(jax.random.key(7))
     opt = mcjax.optimizer("adam", learning_rate=1e-2)
-    step = mcjax.make_train_step(mcjax.objective(model, grad=grad), opt)
+    step = mcjax.steps.make_train_step(mcjax.objective(model, grad=grad), opt)
     opt_state = opt.init(params)
     first = params
     losses = []
@@ -114,7 +114,7 @@ def test_epoch_runs_every_minibatch_in_one_scan():
     model, (X, Y) = CASES["neuron"](jax.random.key(8))
     params = model.init(jax.random.key(9))
     opt = mcjax.optimizer("sgd", learning_rate=0.01)
-    epoch = mcjax.make_train_epoch(mcjax.objective(model), opt, batch_size=5)
+    epoch = mcjax.steps.make_train_epoch(mcjax.objective(model), opt, batch_size=5)
     params, _, metrics = epoch(params, opt.init(params), (X, Y), jax.random.key(0))
     assert metrics["loss"].shape == (24 // 5,)
 
@@ -124,9 +124,9 @@ def test_epoch_without_shuffle_equals_the_steps_one_by_one():
     opt = mcjax.optimizer("momentum", learning_rate=0.05)
     loss = mcjax.objective(model, grad="analytic")
     p0 = model.init(jax.random.key(11))
-    epoch = jax.jit(mcjax.train_epoch(loss, opt, batch_size=3, shuffle=False))
+    epoch = jax.jit(mcjax.steps.train_epoch(loss, opt, batch_size=3, shuffle=False))
     p_epoch, _, metrics = epoch(p0, opt.init(p0), (X, Y), jax.random.key(0))
-    step = jax.jit(mcjax.train_step(loss, opt))
+    step = jax.jit(mcjax.steps.train_step(loss, opt))
     p, s = p0, opt.init(p0)
     for i in range(3):
         p, s, m = step(p, s, (X[3 * i: 3 * i + 3], Y[3 * i: 3 * i + 3]))
@@ -137,7 +137,7 @@ def test_epoch_without_shuffle_equals_the_steps_one_by_one():
 # -- optimizers ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw"])
 def test_optimizers_by_name_train_the_neuron(name):
-    (X, y), _ = mcjax.neuron_data(jax.random.key(0), n_samples=64, n_features=3, dtype=F64)
+    (X, y), _ = mcjax.datasets.neuron_data(jax.random.key(0), n_samples=64, n_features=3, dtype=F64)
     result = mcjax.train(mcjax.neuron_model(3, dtype=F64), (X, y), optimizer=name,
                          learning_rate=0.02, grad="analytic", epochs=3, batch_size=16)
     assert result.history["loss"][-1] < result.history["loss"][0]
@@ -164,7 +164,7 @@ def test_optimizer_errors_are_sentences():
 
 # -- the loop ------------------------------------------------------------------------------------
 def _neuron_run(**kwargs):
-    (X, y), _ = mcjax.neuron_data(jax.random.key(0), n_samples=48, n_features=3, dtype=F64)
+    (X, y), _ = mcjax.datasets.neuron_data(jax.random.key(0), n_samples=48, n_features=3, dtype=F64)
     kw = dict(optimizer="adam", learning_rate=0.05, grad="analytic", epochs=4, batch_size=8)
     return mcjax.train(mcjax.neuron_model(3, dtype=F64), (X, y), **{**kw, **kwargs})
 
@@ -212,7 +212,7 @@ def test_model_rejects_unknown_loss_and_activation():
 
 
 def test_a_second_run_with_the_same_model_and_settings_does_not_compile_again():
-    (X, y), _ = mcjax.neuron_data(jax.random.key(0), n_samples=48, n_features=3, dtype=F64)
+    (X, y), _ = mcjax.datasets.neuron_data(jax.random.key(0), n_samples=48, n_features=3, dtype=F64)
     model = mcjax.neuron_model(3, dtype=F64)
     first = mcjax.train(model, (X, y), optimizer="sgd", learning_rate=0.01, epochs=1, seed=0)
     again = mcjax.train(model, (X, y), optimizer="sgd", learning_rate=0.01, epochs=1, seed=1)

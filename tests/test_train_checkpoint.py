@@ -25,7 +25,7 @@ F64 = jnp.float64
 
 
 def _data(n=40, dtype=F64):
-    """A neuron's inputs and targets, from NumPy (mcjax.neuron_data compiles per shape)."""
+    """A neuron's inputs and targets, from NumPy (mcjax.datasets.neuron_data compiles per shape)."""
     X = np.random.default_rng(1).standard_normal((n, 3))
     return X.astype(dtype), np.maximum(X @ np.array([0.5, -1.0, 2.0]) + 0.5, 0).astype(dtype)
 
@@ -57,13 +57,13 @@ def test_a_run_folder_holds_its_record_and_one_orbax_checkpoint_per_saved_epoch(
     assert record["config"]["model"]["model"] == "neuron"
     assert set(record["config"]["data"]) == {"X", "Y"}
     assert result.checkpoint == tmp_path / "run" / "epoch_00000005"
-    assert mcjax.latest_checkpoint(tmp_path / "run") == result.checkpoint
-    (params, opt_state), meta = mcjax.restore_checkpoint(result.checkpoint, like=_like())
+    assert mcjax.checkpoints.latest_checkpoint(tmp_path / "run") == result.checkpoint
+    (params, opt_state), meta = mcjax.checkpoints.restore_checkpoint(result.checkpoint, like=_like())
     assert (meta["epoch"], meta["step"], meta["run_id"]) == (5, 25, record["run_id"])
     assert meta["history"] == result.history
     chex.assert_trees_all_equal((params, opt_state), jax.device_get((result.params,
                                                                      result.opt_state)))
-    assert mcjax.latest_checkpoint(tmp_path / "nowhere") is None
+    assert mcjax.checkpoints.latest_checkpoint(tmp_path / "nowhere") is None
 
 
 def test_resume_ends_with_the_state_of_an_uninterrupted_run(tmp_path):
@@ -258,10 +258,10 @@ def test_the_last_good_checkpoint_after_a_divergence_is_finite(tmp_path):
     error = caught.value
     assert (error.step, error.epoch) == (10, 2) and np.isfinite(error.value)
     assert "the update of step 10 (epoch 2, batch 5 of 5) left NaN or Inf" in str(error)
-    assert error.checkpoint == tmp_path / "epoch_00000001" == mcjax.latest_checkpoint(tmp_path)
+    assert error.checkpoint == tmp_path / "epoch_00000001" == mcjax.checkpoints.latest_checkpoint(tmp_path)
     assert f"the last good checkpoint, kept, is {error.checkpoint}" in str(error)
     params = _linear(None)
-    saved, meta = mcjax.restore_checkpoint(error.checkpoint,
+    saved, meta = mcjax.checkpoints.restore_checkpoint(error.checkpoint,
                                            like=(params, optax.sgd(jump).init(params)))
     assert meta["epoch"] == 1 and meta["step"] == 5
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(saved))
@@ -284,7 +284,7 @@ def test_parameters_that_overflow_with_a_finite_loss_stop_the_run(tmp_path):
     assert (error.step, error.epoch) == (1, 1) and np.isfinite(error.value)
     assert "the update of step 1 (epoch 1, batch 1 of 2) left NaN or Inf in the parameters" \
         in str(error)
-    assert error.checkpoint is None and mcjax.latest_checkpoint(tmp_path) is None
+    assert error.checkpoint is None and mcjax.checkpoints.latest_checkpoint(tmp_path) is None
 
 
 def test_an_optimizer_state_that_overflows_stops_the_run_at_the_end_of_its_epoch():
@@ -318,16 +318,16 @@ def test_a_loss_that_is_nan_from_the_start_stops_at_step_one():
 
 def test_restore_checkpoint_names_what_is_wrong(tmp_path):
     result = _run(tmp_path, epochs=2)
-    with pytest.raises(mcjax.CheckpointError, match=r"mcjax.restore_checkpoint: .*run.json is "
+    with pytest.raises(mcjax.CheckpointError, match=r"mcjax.checkpoints.restore_checkpoint: .*run.json is "
                                                     r"not a checkpoint; expected a folder named "
                                                     r"epoch_00000003"):
-        mcjax.restore_checkpoint(tmp_path / "run.json", like=_like())
+        mcjax.checkpoints.restore_checkpoint(tmp_path / "run.json", like=_like())
     other = (mcjax.mlp_init(jax.random.key(0), (3, 2)), optax.adam(1e-3).init(
         mcjax.mlp_init(jax.random.key(0), (3, 2))))
-    with pytest.raises(mcjax.CheckpointError, match=r"mcjax.restore_checkpoint: .* holds other "
+    with pytest.raises(mcjax.CheckpointError, match=r"mcjax.checkpoints.restore_checkpoint: .* holds other "
                                                     r"arrays .*params.w is stored but this run's "
                                                     r"state has no such array"):
-        mcjax.restore_checkpoint(result.checkpoint, like=other)
+        mcjax.checkpoints.restore_checkpoint(result.checkpoint, like=other)
     _damage(result.checkpoint)
     with pytest.raises(mcjax.CheckpointError, match=r"epoch_00000002 is damaged: "):
-        mcjax.restore_checkpoint(result.checkpoint, like=_like())
+        mcjax.checkpoints.restore_checkpoint(result.checkpoint, like=_like())

@@ -62,7 +62,7 @@ def _state(ckpt: Path):
     model = mcjax.neuron_model(3, dtype=jax.numpy.float32)
     params = model.init(jax.random.key(0))
     like = (params, mcjax.optimizer("adam", learning_rate=0.01).init(params))
-    return mcjax.restore_checkpoint(mcjax.latest_checkpoint(ckpt), like=like)
+    return mcjax.checkpoints.restore_checkpoint(mcjax.checkpoints.latest_checkpoint(ckpt), like=like)
 
 
 def test_sigterm_then_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
@@ -92,7 +92,7 @@ def test_sigterm_then_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(t
     got, meta = _state(folder)
     # the uninterrupted run, here, as the command runs it (float32)
     with jax.enable_x64(False):
-        data, truth = mcjax.neuron_data(jax.random.key(0), n_samples=TASK["samples"],
+        data, truth = mcjax.datasets.neuron_data(jax.random.key(0), n_samples=TASK["samples"],
                                         n_features=3, noise=0.01)
         straight = mcjax.train(mcjax.neuron_model(3), data, learning_rate=0.01, grad="analytic",
                                epochs=TASK["epochs"], batch_size=TASK["batch_size"])
@@ -109,7 +109,7 @@ def _press_ctrl_c_after_the_first_checkpoint(folder: Path) -> None:
 
 
 def test_ctrl_c_stops_at_the_end_of_an_epoch_with_a_checkpoint(tmp_path):
-    (X, y), _ = mcjax.neuron_data(jax.random.key(0), n_samples=64, n_features=3)
+    (X, y), _ = mcjax.datasets.neuron_data(jax.random.key(0), n_samples=64, n_features=3)
     model = mcjax.neuron_model(3)
     kw = dict(optimizer="adam", learning_rate=0.01, grad="analytic", epochs=1500,
               batch_size=16, checkpoint_every=500)
@@ -233,7 +233,7 @@ RUN_ERRORS = [
     (["--checkpoint-dir", "{run}", "--resume", "--seed", "1"],
      "data.X.digest: "),
     (["--checkpoint-dir", "{busy}"], "{busy} is in use: process"),
-    (["--cache-dir", "{file}"], "mcjax.enable_compilation_cache: {file} is a file"),
+    (["--cache-dir", "{file}"], "mcjax.compilation.enable_compilation_cache: {file} is a file"),
     (["--devices", "99"], "devices=99 but 1 cpu device is visible; expected at most 1"),
     (["--num-processes", "2", "--process-id", "2"],
      "num_processes=2 and process_id=2; expected num_processes >= 1 and 0 <= process_id"),

@@ -60,7 +60,7 @@ def test_a_loss_that_takes_a_key_gets_a_fresh_one_every_step_and_resumes_exactly
                         + 0.0 * p["b"])
     opt = mcjax.optimizer("sgd", learning_rate=0.1)
     params = init(jax.random.key(0))
-    epoch = jax.jit(mcjax.train_epoch(mcjax.objective(draws), opt, batch_size=8))
+    epoch = jax.jit(mcjax.steps.train_epoch(mcjax.objective(draws), opt, batch_size=8))
     losses = [epoch(params, opt.init(params), (X, Y), jax.random.key(e))[2]["loss"]
               for e in range(2)]
     assert len(set(np.concatenate(losses).tolist())) == 12  # 6 steps x 2 epochs, all different

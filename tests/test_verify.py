@@ -10,7 +10,7 @@ import mcjax
 from mcjax._check._config import check_rtol
 from mcjax._conventions import SHAPE_CASES
 
-RULES = list(mcjax.REGISTRY)
+RULES = list(mcjax.registry.REGISTRY)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[r.name for r in RULES])
@@ -42,15 +42,15 @@ def test_a_public_derivative_takes_the_same_keywords_as_its_function():
 
 
 def test_verify_reports_are_the_checkers_reports():
-    results = mcjax.verify(pattern="relu", dtypes=("float32", "float64"))
+    results = mcjax.registry.verify(pattern="relu", dtypes=("float32", "float64"))
     assert results and all(isinstance(r.report, mcjax.Report) for r in results)
     report = results[0].report
     assert [c.reference for c in report.comparisons] == ["jax.jacfwd", "jax.jacrev"]
     assert report.threshold.rtol == check_rtol(report.dtype, report.threshold.terms)
 
 
-def _scaled_registry(factor: float) -> mcjax.Registry:
-    registry = mcjax.Registry()
+def _scaled_registry(factor: float) -> mcjax.registry.Registry:
+    registry = mcjax.registry.Registry()
 
     @mcjax.rule("scaled_sin", section="8.2", shapes="x: n", registry=registry, wrt={
         "x": mcjax.Derivative(lambda x: mcjax.Diagonal(factor * jnp.cos(x)), "", "")})
@@ -64,8 +64,8 @@ def _scaled_registry(factor: float) -> mcjax.Registry:
 @pytest.mark.parametrize(("dtype", "slip"), [("float32", 2e-5), ("float64", 1e-11)])
 def test_verify_is_as_strict_as_the_checker(dtype, slip):
     """Slips the old verify let through (rtol 1e-4 in float32, 1e-9 in float64) now fail."""
-    assert all(r.ok for r in mcjax.verify(_scaled_registry(1.0), dtypes=(dtype,)))
-    results = mcjax.verify(_scaled_registry(1 + slip), dtypes=(dtype,))
+    assert all(r.ok for r in mcjax.registry.verify(_scaled_registry(1.0), dtypes=(dtype,)))
+    results = mcjax.registry.verify(_scaled_registry(1 + slip), dtypes=(dtype,))
     largest = max(results, key=lambda r: r.shapes)
     assert not largest.ok, largest.report
 

@@ -13,7 +13,7 @@ from mcjax._conventions import DTYPES
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 import wrong_rules  # noqa: E402
 
-REGISTRY = mcjax.Registry()
+REGISTRY = mcjax.registry.Registry()
 wrong_rules.register(REGISTRY)
 PLUGIN = Path(__file__).parent / "data" / "wrong_rules_plugin.py"
 
@@ -21,7 +21,7 @@ PLUGIN = Path(__file__).parent / "data" / "wrong_rules_plugin.py"
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", sorted(wrong_rules.WRONG))
 def test_wrong_rule_is_caught(name, dtype):
-    results = mcjax.verify(REGISTRY, pattern=name, dtypes=(dtype,))
+    results = mcjax.registry.verify(REGISTRY, pattern=name, dtypes=(dtype,))
     assert results, name
     # A rule passes only if every shape case passes.  At size 1 some slips are invisible
     # (a 1x1 matrix is its own transpose), so "caught" means: some case fails.

@@ -40,7 +40,7 @@ def check(f, derivative, *args, argnums: int = 0, mode: str = "auto", layout: st
     Args:
       f: the function, ``f(*args)``; its output may be an array or a pytree.
       derivative: a function of the same ``*args`` returning the derivative in numerator
-        layout (:data:`mcjax.LAYOUT`): an array of shape ``out.shape + arg.shape`` (for a
+        layout (:data:`mcjax.conventions.LAYOUT`): an array of shape ``out.shape + arg.shape`` (for a
         scalar ``f``, the gradient, with the argument's shape or pytree), a structured
         :class:`~mcjax.Jacobian`, a pytree in ``jax.jacfwd``'s structure, or a VJP function
         ``u -> u^T J`` (``u`` shaped like ``f``'s output).

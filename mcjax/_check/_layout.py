@@ -1,6 +1,6 @@
 """Numerator and denominator layout, and the conversion between them.
 
-mcjax's layout is *numerator* (:data:`mcjax.LAYOUT`): the Jacobian of ``f`` at an argument of
+mcjax's layout is *numerator* (:data:`mcjax.conventions.LAYOUT`): the Jacobian of ``f`` at an argument of
 shape ``in`` with output shape ``out`` has shape ``out + in``.  Many texts (and many hand
 derivations) use *denominator* layout, ``in + out``: the transpose.  For a scalar ``f`` the
 two agree (the gradient has the argument's shape).
@@ -36,7 +36,7 @@ def to_denominator(J, out_ndim: int | None = None):
     if isinstance(J, Jacobian):
         out_ndim = len(J.out_shape)
     if out_ndim is None:
-        raise TypeError("mcjax.to_denominator: out_ndim is required for an array; expected the "
+        raise TypeError("mcjax.conventions.to_denominator: out_ndim is required for an array; expected the "
                         "number of output axes")
     return _move_front_to_back(J, out_ndim, "to_denominator", "out_ndim")
 

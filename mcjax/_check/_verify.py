@@ -5,18 +5,19 @@ rule's derivative is checked at a random point exactly as :func:`mcjax.check` wo
 user's: the same references (``jax.jacfwd``, ``jax.jacrev``, float64 finite differences,
 one-sided derivatives at kinks, the Taylor test), the same tolerance policy
 (:mod:`mcjax._check._config`) and the same :class:`~mcjax.Report`.  A rule's checks compile
-as one program; the rules' programs compile on a small thread pool, since XLA compiles
-without the GIL.
+as one program.
 
 The forward function and the derivative are both called with the rule's verification
-hyper-parameters (:attr:`Rule.hyper <mcjax.Rule>`), explicitly.
+hyper-parameters (:attr:`Rule.hyper <mcjax.registry.Rule>`), explicitly.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import jax
@@ -100,8 +101,56 @@ def as_checked(rule: Rule, wrt: str):
     return f, derivative
 
 
+def as_checked_together(rule: Rule, names: Sequence[str]):
+    """``(f, derivative)`` of the rule with respect to all of ``names`` at once: ``f(wrt,
+    *rest)`` takes them as one tuple ``wrt`` (the other arguments follow in order) and the
+    derivative returns the tuple of their derivatives, ``jax.jacfwd``'s structure for it."""
+    hyper, index = dict(rule.hyper), [rule.arg_index(n) for n in names]
+    ds = [rule.derivative(n) for n in names]
+
+    def full(wrt, rest):
+        args, rest = [None] * (len(wrt) + len(rest)), iter(rest)
+        for i, value in zip(index, wrt):
+            args[i] = value
+        return [next(rest) if a is None and k not in index else a for k, a in enumerate(args)]
+
+    def f(wrt, *rest):
+        return rule.forward(*full(wrt, rest), **hyper)
+
+    def derivative(wrt, *rest):
+        args = full(wrt, rest)
+        return tuple(d(*args, **hyper) for d in ds)
+
+    f.name, derivative.name = rule.name, f"d {rule.name} / d ({', '.join(names)})"
+    return f, derivative
+
+
 def _shapes(args) -> tuple:
     return tuple(() if isinstance(a, (list, dict, tuple)) else tuple(np.shape(a)) for a in args)
+
+
+def _run(cases: list) -> list:
+    """:func:`check_cases` without finite differences; a case that cannot run gives its error."""
+    try:
+        return check_cases(cases, stencils=False)
+    except Exception:  # noqa: BLE001 - find which case fails; a failure to run is a verdict
+        reports = []
+        for case in cases:
+            try:
+                reports.append(check_cases([case], stencils=False)[0])
+            except Exception as e:  # noqa: BLE001
+                reports.append(e)
+        return reports
+
+
+def _together(rule: Rule, names: list[str], all_args: list) -> list:
+    """One check per point with respect to every argument at once; None where it failed (each
+    argument is then checked on its own, so that the failing one is named)."""
+    f, d = as_checked_together(rule, names)
+    index = [rule.arg_index(n) for n in names]
+    cases = [(f, d, (tuple(args[i] for i in index),
+                     *(a for k, a in enumerate(args) if k not in index)), 0) for args in all_args]
+    return [r if not isinstance(r, Exception) and r.ok else None for r in _run(cases)]
 
 
 def verify_points(
@@ -111,6 +160,9 @@ def verify_points(
     wrt: Iterable[str] | None = None,
 ) -> list[RuleResult]:
     """Check ``rule``'s derivatives at several random points, compiled as one program.
+
+    Every argument is checked at once (one check with respect to all of them, as a tuple);
+    where that fails, each argument on its own, so that the report names the failing one.
 
     Args:
       rule: the rule.
@@ -126,26 +178,20 @@ def verify_points(
     names = list(wrt if wrt is not None else rule.wrt)
     rng = np.random.default_rng(rng)
     all_args = [rule.example(rng, dims, jnp.dtype(dtype)) for dims, dtype in points]
+    shared = _together(rule, names, all_args) if len(names) > 1 else [None] * len(all_args)
     checked = {name: as_checked(rule, name) for name in names}
-    cases = [(*checked[name], args, rule.arg_index(name))
-             for args in all_args for name in names]
-    keys = [(name, dtype, args) for args, (_, dtype) in zip(all_args, points) for name in names]
-    try:
-        reports: list = check_cases(cases, stencils=False)
-    except Exception:  # noqa: BLE001 - find which case fails; a failure to run is a verdict
-        reports = []
-        for case in cases:
-            try:
-                reports.append(check_cases([case], stencils=False)[0])
-            except Exception as e:  # noqa: BLE001
-                reports.append(e)
+    alone = [(*checked[name], args, rule.arg_index(name))
+             for args, report in zip(all_args, shared) if report is None for name in names]
+    single = iter(_run(alone))
     results = []
-    for (name, dtype, args), report in zip(keys, reports):
-        failed = isinstance(report, Exception)
-        results.append(RuleResult(
-            rule.name, name, dtype, _shapes(args), rule.wrt[name].text,
-            report=None if failed else report,
-            error=f"{type(report).__name__}: {report}" if failed else None))
+    for args, (_, dtype), report in zip(all_args, points, shared):
+        for name in names:
+            one = report if report is not None else next(single)
+            failed = isinstance(one, Exception)
+            results.append(RuleResult(
+                rule.name, name, dtype, _shapes(args), rule.wrt[name].text,
+                report=None if failed else one,
+                error=f"{type(one).__name__}: {one}" if failed else None))
     return results
 
 
@@ -168,7 +214,8 @@ def verify(
     cases: Sequence[Mapping[str, int]] = SHAPE_CASES,
     seed: int = 0,
     points: int = 1,
-    threads: int = 2,
+    processes: int = 1,
+    imports: Sequence[str] = (),
 ) -> list[RuleResult]:
     """Check every rule of ``registry`` whose name matches ``pattern`` with the checker.
 
@@ -179,26 +226,60 @@ def verify(
       cases: dimension sizes to instantiate the rules' symbolic shapes with.
       seed: seed of the random points.
       points: random points per rule, shape case and dtype.
-      threads: rules checked at once (their programs compile in parallel).
+      processes: worker processes to check mcjax's own registry in (tracing and compiling
+        hold Python's lock: threads would not run them at once); 1 checks here.
+      imports: modules the workers import first (the rules ``mcjax verify --import`` adds).
 
     Returns:
       One :class:`RuleResult` per rule, argument, shape case, dtype and point, in the
-      registry's order.
+      registry's order (the same results however many processes).
     """
+    own = registry is None or registry is REGISTRY
     registry = registry if registry is not None else REGISTRY
     for dtype in dtypes:
         if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
             raise RuntimeError(
-                "mcjax.verify: float64 needs jax_enable_x64; call "
+                "mcjax.registry.verify: float64 needs jax_enable_x64; call "
                 "jax.config.update('jax_enable_x64', True) first, or verify float32 only"
             )
     rng = np.random.default_rng(seed)
     jobs = []
     for rule in registry.select(pattern):
-        batch = [(case, dtype) for case in shape_cases(rule, cases) for dtype in dtypes
+        batch = [(dict(case), dtype) for case in shape_cases(rule, cases) for dtype in dtypes
                  for _ in range(points)]
-        # each rule draws its points from its own stream, so the threads cannot reorder them
-        jobs.append((rule, batch, np.random.default_rng(rng.integers(2**63))))
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        done = pool.map(lambda job: verify_points(*job), jobs)
-        return [result for results in done for result in results]
+        jobs.append((rule.name, batch, int(rng.integers(2**63))))  # each rule its own stream
+    if processes > 1 and own and len(jobs) >= MIN_RULES_PER_POOL:
+        try:
+            return _in_processes(jobs, processes, imports, dtypes)
+        except BrokenProcessPool:  # a __main__ the workers cannot import (a script on stdin)
+            pass
+    return [r for name, batch, s in jobs for r in verify_points(registry.get(name), batch, s)]
+
+
+MIN_RULES_PER_POOL = 8
+"""Fewer rules than this are checked in this process: starting workers would cost more."""
+
+
+def _in_processes(jobs: list, processes: int, imports: Sequence[str], dtypes) -> list:
+    context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker,
+                             initargs=(tuple(imports), tuple(dtypes))) as pool:
+        # the costliest rules (most arguments and cases) first, so that none is left last
+        order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][1]) * len(
+            REGISTRY.get(jobs[i][0]).wrt))
+        futures = {i: pool.submit(_verify_rule, *jobs[i]) for i in order}
+        return [r for i in range(len(jobs)) for r in futures[i].result()]
+
+
+def _worker(imports: tuple, dtypes: tuple) -> None:
+    """A worker process: x64 as the parent has it, and the modules whose rules it verifies."""
+    if "float64" in dtypes:
+        jax.config.update("jax_enable_x64", True)
+    for spec in imports:
+        from mcjax._cli import _import_user_module
+
+        _import_user_module(spec, "mcjax verify: --import")
+
+
+def _verify_rule(name: str, batch: list, seed: int) -> list[RuleResult]:
+    return verify_points(REGISTRY.get(name), batch, seed)

@@ -287,9 +287,9 @@ def restore_checkpoint(path: str | os.PathLike, like) -> tuple[Any, dict]:
     try:
         state, meta = store.restore(epoch, template)
     except Damaged as damage:
-        raise CheckpointError(f"mcjax.restore_checkpoint: {path} is damaged: {damage}") from None
+        raise CheckpointError(f"mcjax.checkpoints.restore_checkpoint: {path} is damaged: {damage}") from None
     except CheckpointError as error:
-        raise CheckpointError(str(error).replace("mcjax.train:", "mcjax.restore_checkpoint:")
+        raise CheckpointError(str(error).replace("mcjax.train:", "mcjax.checkpoints.restore_checkpoint:")
                               ) from None
     finally:
         store.close()
@@ -302,7 +302,7 @@ def _epoch_of(path: Path) -> int:
     name, digits = path.name.rpartition("_")[::2]
     if name != STEP_PREFIX or not digits.isdigit() or not path.is_dir():
         raise CheckpointError(
-            f"mcjax.restore_checkpoint: {path} is not a checkpoint; expected a folder named "
+            f"mcjax.checkpoints.restore_checkpoint: {path} is not a checkpoint; expected a folder named "
             f"{step_name(3)} (or another epoch) in a checkpoint folder, such as "
-            "mcjax.latest_checkpoint(directory) returns")
+            "mcjax.checkpoints.latest_checkpoint(directory) returns")
     return int(digits)

@@ -207,13 +207,13 @@ def _task(args):
 
     dtype = jnp.dtype(args.dtype)
     if args.task == "neuron":
-        data, truth = mcjax.neuron_data(jax.random.key(args.seed), n_samples=args.samples,
+        data, truth = mcjax.datasets.neuron_data(jax.random.key(args.seed), n_samples=args.samples,
                                         n_features=args.features, noise=0.01, dtype=dtype)
         return mcjax.neuron_model(args.features, dtype=dtype), data, lambda params: {
             "w_error": float(np.max(np.abs(params["w"] - truth["w"]))),
             "b_error": float(np.abs(params["b"] - truth["b"])),
         }
-    data, (X_test, y_test) = mcjax.digits_data(seed=args.seed, dtype=dtype)
+    data, (X_test, y_test) = mcjax.datasets.digits_data(seed=args.seed, dtype=dtype)
     model = mcjax.mlp_model((64, *args.hidden, 10), dtype=dtype)
     return model, data, lambda params: {"test_accuracy": float(np.mean(
         np.asarray(jnp.argmax(model.apply(params, X_test), axis=-1)) == y_test))}
@@ -242,7 +242,7 @@ def run_train(args) -> int:
     if args.distributed or args.coordinator or args.num_processes is not None \
             or args.process_id is not None:
         try:  # before anything starts JAX's backend
-            mcjax.init_distributed(args.coordinator, args.num_processes, args.process_id)
+            mcjax.sharding.init_distributed(args.coordinator, args.num_processes, args.process_id)
         except ValueError as error:
             return _fail(error, 2)
         except RuntimeError as error:
@@ -250,7 +250,7 @@ def run_train(args) -> int:
     try:
         _config(args, total_steps=1)  # every setting and the folder, before any data
         if not args.no_cache:
-            mcjax.enable_compilation_cache(args.cache_dir)
+            mcjax.compilation.enable_compilation_cache(args.cache_dir)
         model, data, report = _task(args)
         config = _config(args, args.epochs * (len(data[0]) // args.batch_size))
         from mcjax._train._loop import prepare

@@ -32,11 +32,11 @@ def compiled_epoch(loss: Callable, optimizer, args, *, batch_size: int, shuffle:
                    mesh=None) -> Callable:
     """Epoch ``e`` as one program ``(params, opt_state, data, key, e) -> (params, opt_state,
     metrics)``, compiled for ``args`` (the first four); it runs
-    :func:`mcjax.train_epoch` with the key ``fold_in(key, e)`` (folded inside the program:
+    :func:`mcjax.steps.train_epoch` with the key ``fold_in(key, e)`` (folded inside the program:
     no eager operation per epoch).  ``params`` and ``opt_state`` are donated.
 
     On a mesh the minibatches are split along ``"data"`` inside the program and every output
-    is replicated, as in :func:`mcjax.make_train_epoch`.
+    is replicated, as in :func:`mcjax.steps.make_train_epoch`.
     """
     if mesh is not None:
         loss = _sharding.constrain_batch(loss, mesh, function="train")
@@ -79,7 +79,7 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise NotADirectoryError(
-            f"mcjax.enable_compilation_cache: {path} is a file (or lies under one); expected a "
+            f"mcjax.compilation.enable_compilation_cache: {path} is a file (or lies under one); expected a "
             "folder for compiled programs") from None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

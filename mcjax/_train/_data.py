@@ -125,7 +125,7 @@ def digits_data(*, test_fraction: float = 0.25, seed: int = 0, dtype=np.float32)
         from sklearn.datasets import load_digits
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "mcjax.digits_data needs scikit-learn: pip install 'mcjax[experiments]'"
+            "mcjax.datasets.digits_data needs scikit-learn: pip install 'mcjax[experiments]'"
         ) from error
     X, y = load_digits(return_X_y=True)
     rng = np.random.default_rng(seed)

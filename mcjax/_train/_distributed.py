@@ -53,7 +53,7 @@ def _env_int(name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(
-            f"mcjax.init_distributed: ${name}={value!r}; expected an integer") from None
+            f"mcjax.sharding.init_distributed: ${name}={value!r}; expected an integer") from None
 
 
 def _is_initialized() -> bool:
@@ -101,7 +101,7 @@ def init_distributed(coordinator_address: str | None = None, num_processes: int 
 
     Example (two GPU hosts; the second runs the same with ``process_id=1``)::
 
-        mcjax.init_distributed("10.0.0.1:1234", num_processes=2, process_id=0)
+        mcjax.sharding.init_distributed("10.0.0.1:1234", num_processes=2, process_id=0)
         mcjax.train(model, data, devices="all")
     """
     if _is_initialized():
@@ -111,7 +111,7 @@ def init_distributed(coordinator_address: str | None = None, num_processes: int 
     index = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
     if count is not None and (count < 1 or (index is not None and not 0 <= index < count)):
         raise ValueError(
-            f"mcjax.init_distributed: num_processes={count} and process_id={index}; expected "
+            f"mcjax.sharding.init_distributed: num_processes={count} and process_id={index}; expected "
             "num_processes >= 1 and 0 <= process_id < num_processes"
         )
     if count == 1 and address is None:
@@ -123,12 +123,12 @@ def init_distributed(coordinator_address: str | None = None, num_processes: int 
                                    initialization_timeout=initialization_timeout)
     except RuntimeError as error:
         raise RuntimeError(
-            "mcjax.init_distributed: JAX's backend already runs in this process; call "
+            "mcjax.sharding.init_distributed: JAX's backend already runs in this process; call "
             f"init_distributed first, before any other JAX call ({error})"
         ) from None
     except ValueError as error:
         raise ValueError(
-            f"mcjax.init_distributed: coordinator_address={address!r}, num_processes={count}, "
+            f"mcjax.sharding.init_distributed: coordinator_address={address!r}, num_processes={count}, "
             f"process_id={index} and no cluster (TPU pod, SLURM, Open MPI) was detected to "
             f"fill the missing ones ({error}); pass them, or set ${ENV_COORDINATOR}, "
             f"${ENV_NUM_PROCESSES} and ${ENV_PROCESS_ID}"

@@ -1,7 +1,7 @@
 r"""Data parallelism with JAX's own machinery: a 1-D ``Mesh``, ``NamedSharding``, ``jax.jit``.
 
 mcjax invents no distribution of its own.  A data-parallel step is the single-device step
-(:func:`mcjax.train_step`, unchanged) compiled by ``jax.jit`` with shardings: the batch is
+(:func:`mcjax.steps.train_step`, unchanged) compiled by ``jax.jit`` with shardings: the batch is
 split along the mesh axis ``"data"`` (``PartitionSpec("data")``: each of the D devices holds
 B/D rows), the parameters and the optimizer state are replicated (``PartitionSpec()``).  XLA's
 SPMD partitioner then runs the same program on every device and inserts the one collective
@@ -13,7 +13,7 @@ a per-device partial sum followed by an all-reduce (``psum``) over ``"data"``.  
 equals the single-device step up to the order of that floating-point sum (bounded in
 :func:`mcjax._conventions.data_parallel_tolerance`).  The same jitted program runs on one CPU,
 on the GPUs of one host, on a TPU pod slice and across hosts (after
-:func:`mcjax.init_distributed`): the mesh is the only thing that changes.
+:func:`mcjax.sharding.init_distributed`): the mesh is the only thing that changes.
 
 Why replicate the parameters: mcjax's models are at most a few million parameters (the
 largest benchmarked MLP, 784-1024-1024-10 with Adam, holds 1.9 M parameters and 2 x 1.9 M
@@ -73,7 +73,7 @@ def _device_list(function: str, devices) -> list:
     )
 
 
-def data_mesh(devices=None, *, function: str = "data_mesh") -> Mesh:
+def data_mesh(devices=None, *, function: str = "sharding.data_mesh") -> Mesh:
     """A 1-D :class:`jax.sharding.Mesh` with the axis ``"data"``, for data parallelism.
 
     Args:
@@ -94,7 +94,7 @@ def data_mesh(devices=None, *, function: str = "data_mesh") -> Mesh:
 
     Example::
 
-        mesh = mcjax.data_mesh(4)             # Mesh('data': 4)
+        mesh = mcjax.sharding.data_mesh(4)             # Mesh('data': 4)
         mcjax.train(model, data, devices=mesh)
     """
     if isinstance(devices, Mesh):
@@ -129,12 +129,12 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def check_divisible(function: str, rows: int, mesh: Mesh, *, subject: str | None = None,
-                    hint: str = ", or pad it with mcjax.pad_batch") -> None:
+                    hint: str = ", or pad it with mcjax.sharding.pad_batch") -> None:
     """Raise :class:`~mcjax.ShapeError` unless ``rows`` splits evenly over the ``"data"`` axis.
 
-    The message names both numbers: ``mcjax.shard_batch: the batch of 30 rows does not
+    The message names both numbers: ``mcjax.sharding.shard_batch: the batch of 30 rows does not
     divide among the 4 devices of the mesh's 'data' axis; expected a multiple of 4 (e.g. 28
-    or 32), or pad it with mcjax.pad_batch``.
+    or 32), or pad it with mcjax.sharding.pad_batch``.
     """
     d = data_size(mesh)
     if rows % d:
@@ -195,7 +195,7 @@ def shard_batch(batch, mesh: Mesh):
       batch: a pytree of arrays with B rows each (e.g. ``(X, Y)``), the whole global batch,
         the same on every process (each process keeps only its devices' rows).  For a data
         loader that reads only this process's rows, use
-        ``jax.make_array_from_process_local_data(mcjax.batch_sharding(mesh), rows)`` instead.
+        ``jax.make_array_from_process_local_data(mcjax.sharding.batch_sharding(mesh), rows)`` instead.
       mesh: the mesh (see :func:`data_mesh`) with D devices along ``"data"``.
 
     Returns:
@@ -204,7 +204,7 @@ def shard_batch(batch, mesh: Mesh):
     Raises:
       ShapeError: B is not a multiple of D (the message names both; see :func:`pad_batch`).
     """
-    check_divisible("shard_batch", _batch_rows("shard_batch", batch), mesh)
+    check_divisible("sharding.shard_batch", _batch_rows("sharding.shard_batch", batch), mesh)
     return _place(batch, batch_sharding(mesh))
 
 
@@ -223,7 +223,7 @@ def pad_batch(batch, multiple: int | Mesh):
       ``True`` for the B real rows.
     """
     d = data_size(multiple) if isinstance(multiple, Mesh) else int(multiple)
-    rows = _batch_rows("pad_batch", batch)
+    rows = _batch_rows("sharding.pad_batch", batch)
     extra = -rows % d
 
     def pad(a):

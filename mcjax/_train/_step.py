@@ -104,9 +104,9 @@ def make_train_step(loss: Callable, optimizer: optax.GradientTransformation, *,
     """The jitted step ``(params, opt_state, batch, key=None) -> (params, opt_state, metrics)``.
 
     ``params`` and ``opt_state`` are donated (updated in place).  With ``mesh`` (see
-    :func:`mcjax.data_mesh`) the same step runs data-parallel: the batch is split along the
-    mesh's ``"data"`` axis (pass it through :func:`mcjax.shard_batch`, or as NumPy arrays),
-    ``params``, ``opt_state`` and ``metrics`` are replicated (:func:`mcjax.replicate`), and
+    :func:`mcjax.sharding.data_mesh`) the same step runs data-parallel: the batch is split along the
+    mesh's ``"data"`` axis (pass it through :func:`mcjax.sharding.shard_batch`, or as NumPy arrays),
+    ``params``, ``opt_state`` and ``metrics`` are replicated (:func:`mcjax.sharding.replicate`), and
     XLA all-reduces the gradient.  A batch whose rows do not divide among the devices raises
     :class:`~mcjax.ShapeError` (naming both numbers) before JAX places it.  A loss that takes
     a ``key`` gets the one passed to the step (on one device; the mesh's step takes three
@@ -115,14 +115,14 @@ def make_train_step(loss: Callable, optimizer: optax.GradientTransformation, *,
     Example::
 
         opt = mcjax.optimizer("adam", learning_rate=1e-3)
-        step = mcjax.make_train_step(mcjax.objective(model, grad="analytic"), opt)
+        step = mcjax.steps.make_train_step(mcjax.objective(model, grad="analytic"), opt)
         params, opt_state, metrics = step(params, opt.init(params), (X, Y))
     """
     if mesh is None:
         return _jit(train_step(loss, optimizer))
     return _sharding.jit_data_parallel(train_step(loss, optimizer), mesh, sharded_argnums=(2,),
                                        n_args=3, donate_argnums=(0, 1),
-                                       function="make_train_step")
+                                       function="steps.make_train_step")
 
 
 def epoch_batches(data: Batch, key, *, batch_size: int, shuffle: bool = True) -> Batch:
@@ -180,8 +180,8 @@ def make_train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *,
       optimizer: an ``optax.GradientTransformation``.
       batch_size: B, the rows per step.
       shuffle: permute the rows with ``key`` first (``jax.random.permutation``).
-      mesh: run data-parallel on this mesh (:func:`mcjax.data_mesh`): ``data``, ``params``,
-        ``opt_state`` and ``key`` are replicated (:func:`mcjax.replicate`) and each minibatch
+      mesh: run data-parallel on this mesh (:func:`mcjax.sharding.data_mesh`): ``data``, ``params``,
+        ``opt_state`` and ``key`` are replicated (:func:`mcjax.sharding.replicate`) and each minibatch
         is split along ``"data"`` inside the program; B must be a multiple of the devices.
 
     ``data`` is a tuple of arrays with N rows; the epoch runs ``N // B`` steps in one
@@ -189,7 +189,7 @@ def make_train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *,
     """
     if mesh is None:
         return _jit(train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle))
-    loss = _sharding.constrain_batch(loss, mesh, function="make_train_epoch")
+    loss = _sharding.constrain_batch(loss, mesh, function="steps.make_train_epoch")
     return _sharding.jit_data_parallel(
         train_epoch(loss, optimizer, batch_size=batch_size, shuffle=shuffle), mesh,
-        sharded_argnums=(), n_args=4, donate_argnums=(0, 1), function="make_train_epoch")
+        sharded_argnums=(), n_args=4, donate_argnums=(0, 1), function="steps.make_train_epoch")

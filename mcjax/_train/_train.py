@@ -75,10 +75,10 @@ def train(
       progress: show a progress bar (rich, on stderr), updated once per epoch.
       devices: ``None`` (the default device) or data-parallel training on a mesh: a number
         of devices, ``"all"``, a sequence of ``jax.Device`` or a ``jax.sharding.Mesh`` with a
-        ``"data"`` axis (see :func:`mcjax.data_mesh`).  Each minibatch is split along
+        ``"data"`` axis (see :func:`mcjax.sharding.data_mesh`).  Each minibatch is split along
         ``"data"``; parameters, optimizer state and the dataset are replicated.  The result
         equals the one-device run up to float32 reduction order, and checkpoints restore on
-        any number of devices.  In a multi-process run (:func:`mcjax.init_distributed`) every
+        any number of devices.  In a multi-process run (:func:`mcjax.sharding.init_distributed`) every
         process passes the same ``data``; all take part in saving checkpoints.
 
     Returns:

@@ -19,7 +19,14 @@ import jax.numpy as jnp
 from mcjax._conventions import LEAKY_RELU_GRAD_AT_ZERO, RELU_GRAD_AT_ZERO
 from mcjax._errors import Problems, shape_str
 from mcjax._jacobian import Dense, Jacobian, ScaledIdentity
-from mcjax._registry import REGISTRY, Derivative, away_from_zero, normal, rule
+from mcjax._registry import (
+    REGISTRY,
+    Derivative,
+    as_array,
+    away_from_zero,
+    away_from_zero_numpy,
+    rule,
+)
 from mcjax.rules._common import diagonal
 
 
@@ -103,11 +110,11 @@ def _check_neuron(w, x, b):
 
 
 def _sample_neuron(rng, dims, dtype):
-    w = normal(rng, (dims["n"],), dtype)
-    x = normal(rng, (dims["n"],), dtype)
+    w = rng.standard_normal(dims["n"])
+    x = rng.standard_normal(dims["n"])
     # choose b so that z = w.x + b sits away from the ReLU kink at 0
-    z = away_from_zero(rng, (), dtype)
-    return w, x, (z - jnp.dot(w, x)).astype(dtype)
+    z = away_from_zero_numpy(rng, ())
+    return as_array(w, dtype), as_array(x, dtype), as_array(z - w @ x, dtype)
 
 
 def _neuron_gate(w, x, b, activation) -> Jacobian:

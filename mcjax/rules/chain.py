@@ -20,27 +20,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import jax.numpy as jnp
-
 from mcjax._errors import Problems
 from mcjax._jacobian import Jacobian
-from mcjax._registry import REGISTRY, Derivative, Registry, Rule
+from mcjax._registry import REGISTRY, Derivative, Registry, Rule, as_array
 from mcjax.rules import elementwise
 from mcjax.rules.activations import sigmoid, tanh
 
 
 class Differentiable(NamedTuple):
-    """A function of one argument together with its derivative.
+    """A function of one argument together with its derivative; calling it calls the function.
 
     Attributes:
       forward: ``x -> y``.
       derivative: ``x -> J``, the Jacobian of ``forward`` at ``x`` (numerator layout).
+      links: for a composition, its links, innermost first (see :func:`mcjax.check_chain`).
+      name: a name for reports.
     """
 
     forward: Callable
     derivative: Callable
-    links: tuple = ()  # for a composition: its links, innermost first (see mcjax.check_chain)
+    links: tuple = ()
     name: str = ""
+
+    def __call__(self, x):
+        """``forward(x)``: a Differentiable is used like the function it is."""
+        return self.forward(x)
 
 
 def as_differentiable(link, registry: Registry | None = None) -> Differentiable:
@@ -146,55 +150,61 @@ def total_derivative_chain_rule(f, *intermediates, registry: Registry | None = N
 
 
 # -- the paper's examples, registered so that `mcjax verify` checks the combinators ------------
-def _register(name, section, shapes, differentiable, text, latex, doc, sample=None):
-    def forward(x):
-        return differentiable.forward(x)
-
-    forward.__doc__ = doc
-    forward.__name__ = forward.__qualname__ = name.replace(".", "_")
-    REGISTRY.register(
-        Rule(
-            name=name,
-            forward=forward,
-            wrt={"x": Derivative(differentiable.derivative, text, latex)},
-            section=section,
-            shapes={"x": shapes},
-            sample=sample,
-            description=doc,
-        )
-    )
+def _register(forward, section, shapes, differentiable, text, latex, sample=None):
+    """Register ``forward`` (which computes ``differentiable``) as rule ``chain.NAME``."""
+    doc = (forward.__doc__ or "").strip().splitlines()[0]
+    REGISTRY.register(Rule(
+        name=f"chain.{forward.__name__}", forward=forward,
+        wrt={"x": Derivative(differentiable.derivative, text, latex)}, section=section,
+        shapes={"x": shapes}, sample=sample, description=doc))
+    return forward
 
 
-_register(
-    "chain.sin_of_square", "4.5.1", (),
-    single_variable_chain_rule(elementwise.sin, elementwise.square),
-    "cos(x^2) 2x", r"\cos(x^2)\,2x",
-    "y = sin(x^2), the paper's single-variable chain-rule example.",
-)
-_register(
-    "chain.log_square_sin_exp", "4.5.1", (),
-    single_variable_chain_rule(elementwise.log, elementwise.square, elementwise.sin, elementwise.exp),
-    "2 cos(e^x) e^x / sin(e^x)", r"\frac{2\cos(e^x)\,e^x}{\sin(e^x)}",
-    "y = ln(sin(e^x)^2): four links, one product of four derivatives.",
-    # keep sin(e^x) away from 0, where the log is undefined
-    sample=lambda rng, dims, dtype: (jnp.asarray(rng.uniform(-1.0, 0.9), dtype),),
-)
-_register(
-    "chain.total_derivative_sum", "4.5.2", ("n",),
-    total_derivative_chain_rule(elementwise.add, elementwise.square),
-    "I + diag(2x)", r"I + \operatorname{diag}(2\mathbf{x})",
-    "y = x + x^2 as f(x, u) = x + u, u = x^2: the paper's total-derivative example.",
-)
-_register(
-    "chain.total_derivative_product", "4.5.2", ("n",),
-    total_derivative_chain_rule(elementwise.multiply, elementwise.square),
-    "diag(x^2) + diag(x) diag(2x) = diag(3x^2)", r"\operatorname{diag}(3\mathbf{x}^2)",
-    "y = x * x^2 as f(x, u) = x u, u = x^2.",
-)
-_register(
-    "chain.sigmoid_of_tanh", "4.5.3", ("n",),
-    vector_chain_rule(sigmoid, tanh),
-    "diag(s (1 - s)) diag(1 - tanh(x)^2), s = sigmoid(tanh(x))",
-    r"\operatorname{diag}(\sigma'(\tanh\mathbf{x}))\operatorname{diag}(1-\tanh^2\mathbf{x})",
-    "y = sigmoid(tanh(x)): a vector chain of two element-wise functions.",
-)
+_SIN_OF_SQUARE = single_variable_chain_rule(elementwise.sin, elementwise.square)
+_LOG_SQUARE_SIN_EXP = single_variable_chain_rule(elementwise.log, elementwise.square,
+                                                 elementwise.sin, elementwise.exp)
+_TOTAL_SUM = total_derivative_chain_rule(elementwise.add, elementwise.square)
+_TOTAL_PRODUCT = total_derivative_chain_rule(elementwise.multiply, elementwise.square)
+_SIGMOID_OF_TANH = vector_chain_rule(sigmoid, tanh)
+
+
+def sin_of_square(x):
+    """$y = \\sin(x^2)$, the paper's single-variable chain-rule example (§4.5.1). x: scalar."""
+    return _SIN_OF_SQUARE.forward(x)
+
+
+def log_square_sin_exp(x):
+    """$y = \\ln(\\sin(e^x)^2)$: four links, one product of four derivatives (§4.5.1). x: scalar."""
+    return _LOG_SQUARE_SIN_EXP.forward(x)
+
+
+def total_derivative_sum(x):
+    """$\\mathbf{y} = \\mathbf{x} + \\mathbf{x}^2$ as $f(x, u) = x + u$, $u = x^2$: the paper's
+    total-derivative example (§4.5.2). x: shape s -> shape s."""
+    return _TOTAL_SUM.forward(x)
+
+
+def total_derivative_product(x):
+    """$\\mathbf{y} = \\mathbf{x} \\cdot \\mathbf{x}^2$ as $f(x, u) = x u$, $u = x^2$ (§4.5.2).
+    x: shape s -> shape s."""
+    return _TOTAL_PRODUCT.forward(x)
+
+
+def sigmoid_of_tanh(x):
+    """$\\mathbf{y} = \\sigma(\\tanh \\mathbf{x})$: a vector chain of two element-wise functions
+    (§4.5.3). x: shape s -> shape s."""
+    return _SIGMOID_OF_TANH.forward(x)
+
+
+_register(sin_of_square, "4.5.1", (), _SIN_OF_SQUARE, "cos(x^2) 2x", r"\cos(x^2)\,2x")
+_register(log_square_sin_exp, "4.5.1", (), _LOG_SQUARE_SIN_EXP, "2 cos(e^x) e^x / sin(e^x)",
+          r"\frac{2\cos(e^x)\,e^x}{\sin(e^x)}",
+          # keep sin(e^x) away from 0, where the log is undefined
+          sample=lambda rng, dims, dtype: (as_array(rng.uniform(-1.0, 0.9), dtype),))
+_register(total_derivative_sum, "4.5.2", ("n",), _TOTAL_SUM, "I + diag(2x)",
+          r"I + \operatorname{diag}(2\mathbf{x})")
+_register(total_derivative_product, "4.5.2", ("n",), _TOTAL_PRODUCT,
+          "diag(x^2) + diag(x) diag(2x) = diag(3x^2)", r"\operatorname{diag}(3\mathbf{x}^2)")
+_register(sigmoid_of_tanh, "4.5.3", ("n",), _SIGMOID_OF_TANH,
+          "diag(s (1 - s)) diag(1 - tanh(x)^2), s = sigmoid(tanh(x))",
+          r"\operatorname{diag}(\sigma'(\tanh\mathbf{x}))\operatorname{diag}(1-\tanh^2\mathbf{x})")

@@ -9,10 +9,11 @@ is a :class:`~mcjax.Diagonal` (or :class:`~mcjax.ScaledIdentity`) mapping ``s`` 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from mcjax._conventions import ABS_GRAD_AT_ZERO, MAX_TIE_SHARE
 from mcjax._jacobian import Diagonal, ScaledIdentity
-from mcjax._registry import Derivative, away_from_zero, normal, rule
+from mcjax._registry import Derivative, as_array, away_from_zero, normal, rule
 from mcjax.rules._common import check_same_shape, diagonal
 
 
@@ -154,7 +155,7 @@ def exp(x):
 
 
 def _positive(rng, dims, dtype):
-    return (jnp.exp(normal(rng, (dims["n"],), dtype, scale=0.5)),)
+    return (as_array(np.exp(0.5 * rng.standard_normal(dims["n"])), dtype),)
 
 
 @rule("log", section="8.2", shapes="x: n", sample=_positive, kinks="undefined for x <= 0",
@@ -194,6 +195,6 @@ def _away_from_zero(rng, dims, dtype):
       kinks="x = 0 (derivative 1 there, as jnp.abs)",
       wrt=diagonal(lambda x: jnp.where(x == 0, ABS_GRAD_AT_ZERO, jnp.sign(x)).astype(x.dtype),
                    "diag(sign(x))", r"\operatorname{diag}(\operatorname{sign}\mathbf{x})"))
-def abs(x):  # noqa: A001 - the paper's name; reached as mcjax.rules.elementwise.abs
+def abs(x):  # noqa: A001 - the paper's name; reached as mcjax.abs
     """$|\\mathbf{x}|$ element-wise. x: shape s -> shape s."""
     return jnp.abs(x)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mcjax._errors import DtypeError, Problems, shape_str
 from mcjax._jacobian import Dense
-from mcjax._registry import Derivative, away_from_zero_numpy, normal, rule
+from mcjax._registry import Derivative, as_array, away_from_zero_numpy, normal, rule
 from mcjax.rules.activations import relu, relu_gate
 from mcjax.rules._common import check_same_shape
 
@@ -65,7 +66,7 @@ def _sample_neuron_loss(rng, dims, dtype):
     # move each x_i along w so that z_i = w.x_i + b keeps away from the kink at 0
     target = away_from_zero_numpy(rng, (N,))
     X = X + ((target - X @ w - b) / (w @ w))[:, None] * w[None, :]
-    return (*(jnp.asarray(a, dtype) for a in (w, b, X)), normal(rng, (N,), dtype))
+    return (*(as_array(a, dtype) for a in (w, b, X)), normal(rng, (N,), dtype))
 
 
 @rule(
@@ -178,7 +179,7 @@ def _cross_entropy_wrt_logits(logits, labels):
 
 def _sample_classification(rng, dims, dtype):
     logits = normal(rng, (dims["B"], dims["k"]), dtype, scale=3.0)
-    return logits, jnp.asarray(rng.integers(0, dims["k"], dims["B"]), jnp.int32)
+    return logits, as_array(rng.integers(0, dims["k"], dims["B"]), np.int32)
 
 
 @rule(
@@ -209,7 +210,7 @@ def softmax_cross_entropy(logits, labels):
 
 def _sample_logistic(rng, dims, dtype):
     z = normal(rng, (dims["B"],), dtype, scale=3.0)
-    return z, jnp.asarray(rng.integers(0, 2, dims["B"]), dtype)
+    return z, as_array(rng.integers(0, 2, dims["B"]), dtype)
 
 
 @rule(

@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mcjax._errors import Problems, ShapeError, shape_str
-from mcjax._registry import REGISTRY, Derivative, normal, rule
+from mcjax._registry import REGISTRY, Derivative, as_array, normal, rule
 from mcjax.rules.activations import activation_function, activation_jacobian
 from mcjax.rules.affine import affine
 
@@ -211,7 +212,7 @@ def _sample_mlp(targets: str):
         ]
         X = normal(rng, (B, n), dtype)
         if targets == "labels":
-            Y = jnp.asarray(rng.integers(0, k, B), jnp.int32)
+            Y = as_array(rng.integers(0, k, B), np.int32)
         else:
             Y = normal(rng, (B, k), dtype)
         return params, X, Y

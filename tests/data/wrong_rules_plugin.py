@@ -8,4 +8,4 @@ import mcjax
 sys.path.insert(0, str(Path(__file__).parent))
 import wrong_rules  # noqa: E402
 
-wrong_rules.register(mcjax.REGISTRY)
+wrong_rules.register(mcjax.registry.REGISTRY)

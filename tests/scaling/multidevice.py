@@ -6,7 +6,7 @@ starts, so it cannot be set inside the test process).  The file name does not ma
 ``test_*.py``: the suite's own collection skips it.
 
 That process also sets ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES=1`` and
-``JAX_PROCESS_ID=0``: the launcher's one-process path (:func:`mcjax.init_distributed`
+``JAX_PROCESS_ID=0``: the launcher's one-process path (:func:`mcjax.sharding.init_distributed`
 reading the environment, then ``jax.distributed.initialize`` for real) runs first, at import,
 before anything starts JAX's backend, and every check below runs inside it.
 """
@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import mcjax
 
 if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    PROCESSES = mcjax.init_distributed()
+    PROCESSES = mcjax.sharding.init_distributed()
 
 from mcjax._conventions import data_parallel_tolerance, tolerance  # noqa: E402
 from mcjax._jacobian import densify  # noqa: E402
@@ -72,14 +72,14 @@ def _run_steps(dtype, *, grad, devices=None):
     Returns the parameters, the losses, the compiled program's text (from the cache: no
     second compilation) and the step."""
     model, X, Y = _mlp_batches(dtype)
-    mesh = None if devices is None else mcjax.data_mesh(devices)
+    mesh = None if devices is None else mcjax.sharding.data_mesh(devices)
     opt = optax.adam(1e-2)
-    step = mcjax.make_train_step(mcjax.objective(model, grad=grad), opt, mesh=mesh)
+    step = mcjax.steps.make_train_step(mcjax.objective(model, grad=grad), opt, mesh=mesh)
     params = jax.jit(model.init)(jax.random.key(1))
     opt_state = jax.jit(opt.init)(params)
-    place = (lambda b: b) if mesh is None else functools.partial(mcjax.shard_batch, mesh=mesh)
+    place = (lambda b: b) if mesh is None else functools.partial(mcjax.sharding.shard_batch, mesh=mesh)
     if mesh is not None:
-        params, opt_state = mcjax.replicate((params, opt_state), mesh)
+        params, opt_state = mcjax.sharding.replicate((params, opt_state), mesh)
     lowered = step.lower(params, opt_state, place((X[0], Y[0])))
     losses = []
     for x, y in zip(X, Y):
@@ -92,14 +92,14 @@ def _run_steps(dtype, *, grad, devices=None):
 @pytest.mark.parametrize(("grad", "dtype"), [("autodiff", F32), ("analytic", F64)])
 def test_step_on_four_devices_equals_one_device(grad, dtype):
     _, X, Y = _mlp_batches(dtype)
-    mesh = mcjax.data_mesh(4)
+    mesh = mcjax.sharding.data_mesh(4)
     single, single_losses, *_ = _run_steps(dtype, grad=grad)
     sharded, sharded_losses, hlo, _ = _run_steps(dtype, grad=grad, devices=4)
     _assert_data_parallel_close(sharded, single, dtype, steps=len(X))
     np.testing.assert_allclose(sharded_losses, single_losses, rtol=tolerance(dtype).rtol)
     # really data-parallel: each device holds a quarter of the batch, the parameters come
     # back whole on every device, and the program all-reduces (the gradient)
-    batch = mcjax.shard_batch((X[0], Y[0]), mesh)
+    batch = mcjax.sharding.shard_batch((X[0], Y[0]), mesh)
     assert {s.data.shape for s in batch[0].addressable_shards} == {(8, 6)}
     assert all(leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
                for leaf in jax.tree.leaves(sharded))
@@ -119,7 +119,7 @@ def test_shard_map_with_an_explicit_pmean_equals_the_jit_step():
     """docs/scaling.md's explicit-collectives step, on 4 devices, with the hand-derived
     gradient (a custom_vjp: the case that needs check_vma=False)."""
     model, X, Y = _mlp_batches(F32, steps=1)
-    mesh = mcjax.data_mesh(4)
+    mesh = mcjax.sharding.data_mesh(4)
     loss, opt = mcjax.objective(model, grad="analytic"), optax.adam(1e-2)
 
     def local_step(params, opt_state, batch):
@@ -132,10 +132,10 @@ def test_shard_map_with_an_explicit_pmean_equals_the_jit_step():
     explicit = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(), P("data")),
                                      out_specs=(P(), P(), P()), check_vma=False))
     params = jax.jit(model.init)(jax.random.key(1))
-    state = mcjax.replicate((params, opt.init(params)), mesh)
-    batch = mcjax.shard_batch((X[0], Y[0]), mesh)
+    state = mcjax.sharding.replicate((params, opt.init(params)), mesh)
+    batch = mcjax.sharding.shard_batch((X[0], Y[0]), mesh)
     got = explicit(*state, batch)
-    want = mcjax.make_train_step(loss, opt, mesh=mesh)(*mcjax.replicate(state, mesh), batch)
+    want = mcjax.steps.make_train_step(loss, opt, mesh=mesh)(*mcjax.sharding.replicate(state, mesh), batch)
     _assert_data_parallel_close(got[0], want[0], F32, steps=1, what="shard_map vs jit")
     loss_value = float(want[2]["loss"])
     assert abs(float(got[2]) - loss_value) <= tolerance(F32).rtol * loss_value
@@ -146,10 +146,10 @@ def test_steps_called_back_to_back_do_not_deadlock_on_cpu_devices():
     process aborts after 40 s); the data-parallel step waits for its result on CPU meshes."""
     params, _, _, step = _run_steps(F32, grad="autodiff", devices=4)
     _, X, Y = _mlp_batches(F32)
-    mesh = mcjax.data_mesh(4)
+    mesh = mcjax.sharding.data_mesh(4)
     host = jax.device_get(params)  # a copy: the step donates what it gets
-    state = mcjax.replicate([host, optax.adam(1e-2).init(host)], mesh)
-    batch = mcjax.shard_batch((X[0], Y[0]), mesh)
+    state = mcjax.sharding.replicate([host, optax.adam(1e-2).init(host)], mesh)
+    batch = mcjax.sharding.shard_batch((X[0], Y[0]), mesh)
     for _ in range(40):
         *state, metrics = step(*state, batch)
     assert np.isfinite(float(metrics["loss"]))
@@ -192,12 +192,12 @@ def test_train_on_four_devices_equals_one_device(runs):
     assert all(leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
                for leaf in jax.tree.leaves(runs["4"].params))
     # the epoch's minibatches are split inside the one compiled scan: it all-reduces
-    mesh = mcjax.data_mesh(4)
+    mesh = mcjax.sharding.data_mesh(4)
     opt = optax.adam(1e-2)
     model = mcjax.mlp_model((6, 16, 3))
-    params = mcjax.replicate(jax.jit(model.init)(jax.random.key(0)), mesh)
-    epoch = mcjax.make_train_epoch(mcjax.objective(model), opt, batch_size=16, mesh=mesh)
-    hlo = epoch.lower(params, opt.init(params), mcjax.replicate(_digits_like(), mesh),
+    params = mcjax.sharding.replicate(jax.jit(model.init)(jax.random.key(0)), mesh)
+    epoch = mcjax.steps.make_train_epoch(mcjax.objective(model), opt, batch_size=16, mesh=mesh)
+    hlo = epoch.lower(params, opt.init(params), mcjax.sharding.replicate(_digits_like(), mesh),
                       jax.random.key(0)).compile().as_text()
     assert "all-reduce" in hlo and "f32[4,16]" in hlo  # 16 rows / 4 devices per step
 
@@ -213,25 +213,25 @@ def test_checkpoints_of_four_devices_resume_on_two_and_on_one(runs):
 
 # -- batches that do not divide ----------------------------------------------------------------
 def test_batches_that_do_not_divide_are_refused_with_both_numbers():
-    mesh = mcjax.data_mesh(4)
+    mesh = mcjax.sharding.data_mesh(4)
     with pytest.raises(mcjax.ShapeError, match=(
             r"^mcjax.train: batch_size=6 does not divide among the 4 devices of the mesh's "
             r"'data' axis; expected a multiple of 4 \(e.g. 4 or 8\)$")):
         _train(4, batch_size=6)
     model, X, Y = _mlp_batches(F32, steps=1, rows=30)
     opt = optax.sgd(0.1)
-    params = mcjax.replicate(model.init(jax.random.key(0)), mesh)
-    step = mcjax.make_train_step(mcjax.objective(model), opt, mesh=mesh)
+    params = mcjax.sharding.replicate(model.init(jax.random.key(0)), mesh)
+    step = mcjax.steps.make_train_step(mcjax.objective(model), opt, mesh=mesh)
     with pytest.raises(mcjax.ShapeError, match=(
-            r"^mcjax.make_train_step: the batch of 30 rows does not divide among the 4 devices "
-            r".*expected a multiple of 4 \(e.g. 28 or 32\), or pad it with mcjax.pad_batch$")):
+            r"^mcjax.steps.make_train_step: the batch of 30 rows does not divide among the 4 devices "
+            r".*expected a multiple of 4 \(e.g. 28 or 32\), or pad it with mcjax.sharding.pad_batch$")):
         step(params, opt.init(params), (X[0], Y[0]))
     with pytest.raises(mcjax.ShapeError,
-                       match=r"^mcjax.shard_batch: the batch of 30 rows .* 4 devices"):
-        mcjax.shard_batch((X[0], Y[0]), mesh)
+                       match=r"^mcjax.sharding.shard_batch: the batch of 30 rows .* 4 devices"):
+        mcjax.sharding.shard_batch((X[0], Y[0]), mesh)
     with pytest.raises(mcjax.ShapeError,
-                       match=r"^mcjax.make_train_epoch: the batch of 6 rows .* 4 devices"):
-        mcjax.make_train_epoch(mcjax.objective(model), opt, batch_size=6, mesh=mesh).lower(
+                       match=r"^mcjax.steps.make_train_epoch: the batch of 6 rows .* 4 devices"):
+        mcjax.steps.make_train_epoch(mcjax.objective(model), opt, batch_size=6, mesh=mesh).lower(
             params, opt.init(params), (X[0], Y[0]), jax.random.key(0))
 
 
@@ -239,14 +239,14 @@ def test_a_padded_and_masked_batch_has_the_loss_and_gradient_of_the_batch():
     model, X, Y = _mlp_batches(F64, steps=1, rows=30)
     batch = (X[0], Y[0])
     params = model.init(jax.random.key(3))
-    mesh = mcjax.data_mesh(4)
-    (Xp, Yp), mask = mcjax.pad_batch(batch, mesh)
+    mesh = mcjax.sharding.data_mesh(4)
+    (Xp, Yp), mask = mcjax.sharding.pad_batch(batch, mesh)
     assert Xp.shape == (32, 6) and int(mask.sum()) == 30
-    sharded = mcjax.shard_batch((Xp, Yp, mask), mesh)
+    sharded = mcjax.sharding.shard_batch((Xp, Yp, mask), mesh)
     # the hand-derived gradient: a custom_vjp under jax.vmap (autodiff is the easy case)
     loss = mcjax.objective(model, grad="analytic")
-    got = jax.jit(jax.value_and_grad(mcjax.masked_objective(loss)))(
-        mcjax.replicate(params, mesh), sharded)
+    got = jax.jit(jax.value_and_grad(mcjax.sharding.masked_objective(loss)))(
+        mcjax.sharding.replicate(params, mesh), sharded)
     want = jax.jit(jax.value_and_grad(loss))(params, batch)
     assert _close(got, want, F64)
     # the mask is what makes it equal: the plain mean over the padded rows differs
@@ -255,7 +255,7 @@ def test_a_padded_and_masked_batch_has_the_loss_and_gradient_of_the_batch():
 
 
 def _close(got, want, dtype) -> bool:
-    """``max |got - want| <= atol + rtol * max |want|`` over every leaf (``mcjax.tolerance``)."""
+    """``max |got - want| <= atol + rtol * max |want|`` over every leaf (``mcjax.conventions.tolerance``)."""
     tol = tolerance(dtype)
     got, want = jax.tree.leaves(got), jax.tree.leaves(want)
     scale = max(float(np.max(np.abs(w))) for w in want)
@@ -264,14 +264,14 @@ def _close(got, want, dtype) -> bool:
 
 
 # -- derivatives on sharded arguments ----------------------------------------------------------
-BATCHED_RULES = [r for r in mcjax.REGISTRY if any(s[:1] == ("B",) for s in r.shapes.values())]
+BATCHED_RULES = [r for r in mcjax.registry.REGISTRY if any(s[:1] == ("B",) for s in r.shapes.values())]
 
 
 def _shard_rows(rule, args, mesh):
     """The arguments whose symbolic shape starts with the batch dimension B, split along
     ``"data"``; the others replicated."""
-    return tuple(mcjax.shard_batch(a, mesh) if rule.shapes[name][:1] == ("B",)
-                 else mcjax.replicate(a, mesh) for name, a in zip(rule.arg_names, args))
+    return tuple(mcjax.sharding.shard_batch(a, mesh) if rule.shapes[name][:1] == ("B",)
+                 else mcjax.sharding.replicate(a, mesh) for name, a in zip(rule.arg_names, args))
 
 
 def _rule_and_jacrev(rule):
@@ -293,7 +293,7 @@ def test_registry_derivatives_on_sharded_arguments_under_jit(rule):
     assert len(BATCHED_RULES) >= 6
     dims = {"B": 8, "n": 3, "m": 4, "k": 3}
     args = rule.example(np.random.default_rng(0), dims, F64)
-    mesh = mcjax.data_mesh(4)
+    mesh = mcjax.sharding.data_mesh(4)
     both = _rule_and_jacrev(rule)
     sharded, plain = both(*_shard_rows(rule, args, mesh)), both(*args)
     for name in rule.wrt:
@@ -311,10 +311,10 @@ CHECKED_RULES = ["neuron_loss", "mlp_softmax_cross_entropy"]  # an array and a p
 
 @pytest.mark.parametrize("name", CHECKED_RULES)
 def test_check_gives_the_same_verdict_on_sharded_arguments(name):
-    rule = mcjax.REGISTRY.get(name)
+    rule = mcjax.registry.REGISTRY.get(name)
     f = functools.partial(rule.forward, **rule.hyper)
     args = rule.example(np.random.default_rng(1), {"B": 8, "n": 3, "m": 4, "k": 3}, F32)
-    sharded = _shard_rows(rule, args, mcjax.data_mesh(4))
+    sharded = _shard_rows(rule, args, mcjax.sharding.data_mesh(4))
     wrt = next(iter(rule.wrt))
     i = rule.arg_index(wrt)
     right = functools.partial(rule.derivative(wrt), **rule.hyper)  # as verify checks it
@@ -330,29 +330,29 @@ def test_check_gives_the_same_verdict_on_sharded_arguments(name):
 
 # -- meshes and the launcher ----------------------------------------------------------------
 def test_data_mesh_forms_and_errors():
-    assert mcjax.data_mesh().shape == {"data": 4}
-    assert mcjax.data_mesh(2).devices.tolist() == jax.devices()[:2]
-    with pytest.raises(ValueError, match=r"mcjax.data_mesh: devices=5 but 4 cpu devices are "
+    assert mcjax.sharding.data_mesh().shape == {"data": 4}
+    assert mcjax.sharding.data_mesh(2).devices.tolist() == jax.devices()[:2]
+    with pytest.raises(ValueError, match=r"mcjax.sharding.data_mesh: devices=5 but 4 cpu devices are "
                                          r"visible; expected at most 4 \(on CPU, set XLA_FLAGS"):
-        mcjax.data_mesh(5)
+        mcjax.sharding.data_mesh(5)
     with pytest.raises(ValueError,
                        match=r"the mesh has axes \('batch',\); expected one named 'data'"):
-        mcjax.data_mesh(Mesh(np.array(jax.devices()), ("batch",)))
-    assert isinstance(mcjax.batch_sharding(mcjax.data_mesh(2)), NamedSharding)
-    assert mcjax.batch_sharding(mcjax.data_mesh(2)).spec == PartitionSpec("data")
+        mcjax.sharding.data_mesh(Mesh(np.array(jax.devices()), ("batch",)))
+    assert isinstance(mcjax.sharding.batch_sharding(mcjax.sharding.data_mesh(2)), NamedSharding)
+    assert mcjax.sharding.batch_sharding(mcjax.sharding.data_mesh(2)).spec == PartitionSpec("data")
 
 
 def test_a_mesh_with_a_model_axis_splits_the_batch_along_data_only():
     _, X, Y = _mlp_batches(F32)
     *_, single_step = _run_steps(F32, grad="autodiff")  # compiled already
     mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ("data", "model"))
-    assert mcjax.data_mesh(mesh) is mesh
+    assert mcjax.sharding.data_mesh(mesh) is mesh
     model, opt = mcjax.mlp_model((6, 16, 16, 3)), optax.adam(1e-2)
-    step = mcjax.make_train_step(mcjax.objective(model), opt, mesh=mesh)
+    step = mcjax.steps.make_train_step(mcjax.objective(model), opt, mesh=mesh)
     host = jax.device_get(jax.jit(model.init)(jax.random.key(1)))
-    batch = mcjax.shard_batch((X[0], Y[0]), mesh)
+    batch = mcjax.sharding.shard_batch((X[0], Y[0]), mesh)
     assert {s.data.shape for s in batch[0].addressable_shards} == {(16, 6)}  # 32 rows / 2
-    got = step(*mcjax.replicate((host, opt.init(host)), mesh), batch)
+    got = step(*mcjax.sharding.replicate((host, opt.init(host)), mesh), batch)
     want = single_step(jax.tree.map(jnp.asarray, host), opt.init(host), (X[0], Y[0]))
     _assert_data_parallel_close(got[0], want[0], F32, steps=1, what="2 x 2 mesh vs 1 device")
 
@@ -360,7 +360,7 @@ def test_a_mesh_with_a_model_axis_splits_the_batch_along_data_only():
 def test_the_launcher_joined_a_one_process_run_from_the_environment():
     if not os.environ.get("JAX_COORDINATOR_ADDRESS"):
         pytest.skip("run without a coordinator")
-    assert PROCESSES == mcjax.Processes(process_index=0, process_count=1, local_device_count=4,
+    assert PROCESSES == mcjax.sharding.Processes(process_index=0, process_count=1, local_device_count=4,
                                         device_count=4, platform="cpu", initialized=True)
     # a second call is harmless: the process is already connected
-    assert mcjax.init_distributed() == PROCESSES
+    assert mcjax.sharding.init_distributed() == PROCESSES

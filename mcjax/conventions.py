@@ -1,0 +1,46 @@
+"""The conventions of mcjax, stated once: layout, kinks, tolerances, the verified shapes.
+
+- **Layout**: numerator layout, ``J.shape == out.shape + in.shape`` (:data:`LAYOUT`), and the
+  conversions :func:`to_numerator` / :func:`to_denominator`;
+- **kinks**: what the registry's rules return where a function is not differentiable;
+- **tolerances**: the checker's one policy (:func:`check_rtol`, :func:`check_atol`: how far a
+  derivative may be from its reference) and :func:`tolerance`, a fixed ``(rtol, atol)`` per
+  dtype for comparing two computations of one quantity in tests and experiments;
+  :func:`data_parallel_tolerance` for a run on several devices against one;
+- **verification**: the dtypes and shape cases ``mcjax verify`` instantiates rules at.
+"""
+
+from mcjax._check._config import KINK_CONVENTIONS, check_atol, check_rtol
+from mcjax._check._layout import to_denominator, to_numerator
+from mcjax._conventions import (
+    ABS_GRAD_AT_ZERO,
+    DTYPES,
+    KINK_MARGIN,
+    LAYOUT,
+    LEAKY_RELU_GRAD_AT_ZERO,
+    MAX_TIE_SHARE,
+    RELU_GRAD_AT_ZERO,
+    SHAPE_CASES,
+    Tolerance,
+    data_parallel_tolerance,
+    tolerance,
+)
+
+__all__ = [
+    "LAYOUT",
+    "to_numerator",
+    "to_denominator",
+    "RELU_GRAD_AT_ZERO",
+    "LEAKY_RELU_GRAD_AT_ZERO",
+    "ABS_GRAD_AT_ZERO",
+    "MAX_TIE_SHARE",
+    "KINK_CONVENTIONS",
+    "check_rtol",
+    "check_atol",
+    "Tolerance",
+    "tolerance",
+    "data_parallel_tolerance",
+    "DTYPES",
+    "SHAPE_CASES",
+    "KINK_MARGIN",
+]
