@@ -118,7 +118,9 @@ def check_cases(cases: Sequence[tuple], *, layout: str = "numerator",
     differences and the Taylor test (which test JAX's autodiff itself).  Returns one report
     per case, in order.
     """
-    prepared = [prepare(f, d, tuple(a), argnums, layout) for f, d, a, argnums in cases]
+    traces: dict = {}  # this call's traces: each f and derivative once per shape
+    prepared = [prepare(f, d, tuple(a), argnums, layout, traces)
+                for f, d, a, argnums in cases]
     groups: dict = {}
     for i, p in enumerate(prepared):
         key = (p.static, p.x_spec, p.out_spec,

@@ -7,6 +7,7 @@ float64), so :class:`FlatSpec` unflattens in the dtype of the vector it is given
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -45,15 +46,15 @@ class FlatSpec:
             tuple(_path_str(p) for p, _ in with_paths),
         )
 
-    @property
+    @functools.cached_property
     def sizes(self) -> tuple[int, ...]:
         return tuple(math.prod(s) for s in self.shapes)
 
-    @property
+    @functools.cached_property
     def offsets(self) -> tuple[int, ...]:
         return tuple(int(o) for o in np.cumsum((0,) + self.sizes[:-1]))
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         return sum(self.sizes)
 
@@ -76,10 +77,13 @@ class FlatSpec:
         """The leaves raveled and concatenated, shape ``(size,)``."""
         leaves = jax.tree_util.tree_leaves(tree)
         dtype = dtype or jnp.result_type(*leaves)
-        return jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
+        flat = [jnp.ravel(leaf).astype(dtype) for leaf in leaves]
+        return flat[0] if len(flat) == 1 else jnp.concatenate(flat)
 
     def unflatten(self, vector) -> object:
         """The inverse of :meth:`flatten`, keeping ``vector``'s dtype."""
+        if len(self.shapes) == 1:  # one leaf: no slice to trace
+            return jax.tree_util.tree_unflatten(self.treedef, [vector.reshape(self.shapes[0])])
         leaves = [
             vector[o : o + n].reshape(s) for o, n, s in zip(self.offsets, self.sizes, self.shapes)
         ]

@@ -47,7 +47,7 @@ from mcjax._check._references import (
     stencil_program,
     taylor_steps,
 )
-from mcjax._check._report import KinkEntry, Kinks, Report, header
+from mcjax._check._report import KinkEntry, Kinks, Later, Report, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._jit import quick_jit
 
@@ -333,9 +333,14 @@ def _assemble(p: Prepared, judged: list[PointVerdict], dynamics: list, terms: in
         precision, p.dtype, stencils=judged[0].taylor is not None))
     first_bad = next((i for i, j in enumerate(judged) if not j.ok), None)
     focus = judged[first_bad if first_bad is not None else 0]
-    slips, where = (), ()
+    lazy = {}
     if first_bad is not None and focus.failed:
-        slips, where = diagnose_point(p, focus, focus.exact, dynamics[first_bad])
+        def diagnosis(dynamic=dynamics[first_bad]):
+            slips, where = diagnose_point(p, focus, focus.exact, dynamic)
+            return {"slips": tuple(slips), "where": tuple(where),
+                    "diagnosis": tuple(s.sentence for s in slips)}
+
+        lazy = Later.fields(diagnosis, "slips", "where", "diagnosis")
     notes = list(dict.fromkeys(n for j in judged for n in j.notes))
     if precision != "float64" and judged[0].taylor is not None:
         notes.append(f"f computes in {precision} even on float64 arguments: the "
@@ -354,8 +359,7 @@ def _assemble(p: Prepared, judged: list[PointVerdict], dynamics: list, terms: in
         comparisons=merge([j.comparisons for j in judged]),
         taylor=next((j.taylor for j in judged if j.taylor is not None and not j.taylor.ok),
                     judged[0].taylor),
-        kinks=kink, worst=focus.worst, diagnosis=tuple(s.sentence for s in slips),
-        slips=tuple(slips), where=tuple(where),
+        kinks=kink, worst=focus.worst, **lazy,
         problems=tuple(dict.fromkeys(pr for j in judged for pr in j.problems)),
         notes=tuple(notes), matrices=matrices,
     )

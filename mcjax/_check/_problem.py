@@ -157,8 +157,13 @@ def _as_array(arg):
     return arg
 
 
-def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
+def prepare(f, derivative, args: tuple, argnums: int, layout: str,
+            traces: dict | None = None) -> Prepared:
     """Validate one call of :func:`mcjax.check`, split its arguments and trace both functions.
+
+    ``traces``: a dict that one call checking many cases passes to every case, so that the
+    same ``f`` and derivative at the same shapes are traced once per call (never across
+    calls: an edit between two calls must be seen).
 
     Raises:
       ValueError: ``argnums`` or ``layout`` is out of range.
@@ -193,6 +198,12 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
     dynamic = tuple(leaves[i] for i in dynamic_positions)
     static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
     structs = _structs(dynamic)
+    seen = None
+    if traces is not None:
+        seen = (id(f), id(derivative), argnums, layout, treedef,  # 1 == 1.0 == True: types too
+                tuple((type(v), v) for v in static_leaves), dynamic_positions, signature(structs))
+        if seen in traces:
+            return traces[seen]._replace(dynamic=dynamic)
     f_key, out, f_jaxpr = _traced("f", lambda *d: f(*static.args(d)), *structs)
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
@@ -215,7 +226,10 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str) -> Prepared:
         reverse_only=bool(custom_rules(f_jaxpr.jaxpr) - {"custom_jvp_call"}))
     eps = [jnp.finfo(d).eps for d in x_spec.dtypes + out_spec.dtypes]
     dtype = (x_spec.dtypes + out_spec.dtypes)[int(np.argmax(eps))]
-    return Prepared(static, dynamic, x_spec, out_spec, dtype, f_jaxpr, d_jaxpr)
+    prepared = Prepared(static, dynamic, x_spec, out_spec, dtype, f_jaxpr, d_jaxpr)
+    if seen is not None:
+        traces[seen] = prepared
+    return prepared
 
 
 def _derivative_key(derivative, static: Static, structs: tuple, x_spec: FlatSpec,

@@ -69,6 +69,29 @@ class Projection:
         return abs(self.got - self.expected) <= self.allowed
 
 
+class Later:
+    """A field of a :class:`Report` computed when first read: the diagnosis traces variants of
+    ``f``, work worth doing only for a report somebody reads (``check_cases`` of many failing
+    points, a test that asks ``.ok``).  ``compute`` returns every lazy field at once, as a
+    dict; the fields that share it share one computation."""
+
+    def __init__(self, name: str, shared: dict):
+        self.name, self.shared = name, shared
+
+    @staticmethod
+    def fields(compute, *names: str) -> dict:
+        shared = {"compute": compute}
+        return {name: Later(name, shared) for name in names}
+
+    def resolve(self):
+        if "values" not in self.shared:
+            self.shared["values"] = self.shared.pop("compute")()
+        return self.shared["values"][self.name]
+
+    def __reduce__(self):  # a report sent to another process carries the value
+        return (tuple, (tuple(self.resolve()),))
+
+
 @dataclass(frozen=True)
 class Report:
     """The verdict of :func:`mcjax.check` on one derivative.
@@ -115,6 +138,13 @@ class Report:
     notes: tuple[str, ...] = ()
     links: tuple[tuple[str, "Report"], ...] = ()
     matrices: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __getattribute__(self, name):
+        value = object.__getattribute__(self, name)
+        if type(value) is Later:
+            value = value.resolve()
+            object.__setattr__(self, name, value)
+        return value
 
     def __bool__(self) -> bool:
         return self.ok
