@@ -3,6 +3,7 @@ full mode against jax.test_util.check_grads and torch.autograd.gradcheck (when i
 
     python experiments/bench_check.py --out results/bench_check        # the full size
     python experiments/bench_check.py --smoke --out /tmp/bench          # seconds, for the tests
+    python experiments/bench_check.py --calls-only --out results/bench_check_calls  # a minute
 
 Fast mode's cost is given three ways, each as a ratio to one jax.grad of the same loss:
 
@@ -192,6 +193,14 @@ def bench_calls(repeats: int, timing) -> dict:
                    "repeat_s": timed[tool]["median_s"]} for tool in ("mcjax", "check_grads")}
 
 
+def _print_calls(first: dict, machine: dict) -> None:
+    print("first check of a new small function, and a repeat (tanh(W x), n = 4, float64), "
+          f"seconds; {_common.describe_machine(machine)}, load {machine['load_average']}")
+    for tool, r in first.items():
+        cold = "n/a" if r["cold_s"] is None else f"{r['cold_s']:.3f}"
+        print(f"{tool:12} cold {cold}  first {r['first_s']:.3f}  repeat {r['repeat_s']:.4f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, float32, no PyTorch: seconds")
@@ -201,18 +210,27 @@ def main(argv=None):
                         help="interleaved rounds of measurement (default 21, smoke 2)")
     parser.add_argument("--sample-seconds", type=float, default=None,
                         help="the length of one timed sample (default 0.2 s, smoke 0.001 s)")
+    parser.add_argument("--calls-only", action="store_true",
+                        help="only the first check of a new small function and its repeat, "
+                             "cold and warm, against check_grads (about a minute)")
     args = parser.parse_args(argv)
     timing = {"rounds": args.rounds or (2 if args.smoke else 21),
               "sample_seconds": args.sample_seconds or (0.001 if args.smoke else 0.2)}
     sizes, batch = ((8, 16, 4), 4) if args.smoke else ((784, 1024, 192, 10), 64)
     machine = _common.machine()
     dtypes = ("float32",) if args.smoke else ("float32", "float64")
+    out = Path(args.out)
+    if args.calls_only:
+        first = bench_calls(0 if args.smoke else 5, timing)
+        _common.write_json(out, "results.json", {"machine": machine, "timing": timing,
+                                                 "calls": first})
+        _print_calls(first, machine)
+        return 0
     fast = [bench_fast(sizes, batch, dt, args.seed, timing) for dt in dtypes]
     full = [bench_full(n, timing, not args.smoke) for n in ((4,) if args.smoke else (4, 16, 64))]
     first = bench_calls(0 if args.smoke else 5, timing)  # smoke: no fresh processes
     result = {"machine": machine, "timing": timing, "sizes": sizes, "batch": batch,
               "fast": fast, "full": full, "calls": first}
-    out = Path(args.out)
     _common.write_json(out, "results.json", result)
     print(f"fast mode, MLP {sizes}, batch {batch}, {FAST_POINTS} points x {FAST_DIRECTIONS} "
           f"directions; {_common.describe_machine(machine)}, load {machine['load_average']}")
@@ -228,10 +246,7 @@ def main(argv=None):
         torch_s = "n/a" if r["torch_gradcheck_s"] is None else f"{r['torch_gradcheck_s']:.4f}"
         print(f"n={r['n']:<4} mcjax.check {r['mcjax_check_full_s']:.4f}  check_grads "
               f"{r['jax_check_grads_s']:.4f}  torch.gradcheck {torch_s}")
-    print("first check of a new small function, and a repeat (tanh(W x), n = 4, float64), seconds")
-    for tool, r in first.items():
-        cold = "n/a" if r["cold_s"] is None else f"{r['cold_s']:.3f}"
-        print(f"{tool:12} cold {cold}  first {r['first_s']:.3f}  repeat {r['repeat_s']:.4f}")
+    _print_calls(first, machine)
     import matplotlib
 
     matplotlib.use("Agg")
