@@ -79,3 +79,18 @@ def test_verify_json_carries_the_checkers_verdict(capsys):
     rows = json.loads(capsys.readouterr().out)
     case = rows[0]["derivatives"][0]["cases"][0]
     assert set(case["comparisons"]) == {"jax.jacfwd", "jax.jacrev"} and case["ok"]
+
+
+def test_verify_in_worker_processes_gives_the_results_of_one_process():
+    """The rules shared between this process and a spawned worker come back in the registry's
+    order, with the verdicts and errors one process finds."""
+    pattern = "s*"  # sigmoid, softplus, subtract, square, ..., sum_reduction: a dozen
+
+    def summary(results):
+        return [(r.rule, r.wrt, r.dtype, r.shapes, r.ok, r.worst("max_abs")) for r in results]
+
+    one = mcjax.registry.verify(pattern=pattern, dtypes=("float32",), cases=SHAPE_CASES[:1])
+    two = mcjax.registry.verify(pattern=pattern, dtypes=("float32",), cases=SHAPE_CASES[:1],
+                                processes=2)
+    assert len({r.rule for r in one}) >= 8  # enough rules for the workers to start
+    assert summary(two) == summary(one)

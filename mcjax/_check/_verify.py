@@ -13,9 +13,11 @@ hyper-parameters (:attr:`Rule.hyper <mcjax.registry.Rule>`), explicitly.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Iterable, Mapping, Sequence
 import multiprocessing
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -261,14 +263,42 @@ MIN_RULES_PER_POOL = 8
 
 
 def _in_processes(jobs: list, processes: int, imports: Sequence[str], dtypes) -> list:
+    """This process and ``processes - 1`` workers take the rules from one queue, the
+    costliest (most arguments and cases) first, so that none is left last.  This process
+    starts at once, while the workers import JAX."""
+    order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][1]) * len(
+        REGISTRY.get(jobs[i][0]).wrt))
+    queue, lock, results, errors = collections.deque(order), threading.Lock(), {}, []
+
+    def take():
+        with lock:
+            return queue.popleft() if queue else None
+
     context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker,
+    with ProcessPoolExecutor(processes - 1, mp_context=context, initializer=_worker,
                              initargs=(tuple(imports), tuple(dtypes))) as pool:
-        # the costliest rules (most arguments and cases) first, so that none is left last
-        order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][1]) * len(
-            REGISTRY.get(jobs[i][0]).wrt))
-        futures = {i: pool.submit(_verify_rule, *jobs[i]) for i in order}
-        return [r for i in range(len(jobs)) for r in futures[i].result()]
+        def feed():  # one worker's turn: a rule at a time, while the queue lasts
+            while (i := take()) is not None:
+                try:
+                    results[i] = pool.submit(_verify_rule, *jobs[i]).result()
+                except BrokenProcessPool:  # this process takes the rest
+                    with lock:
+                        queue.appendleft(i)
+                    return
+                except BaseException as e:  # noqa: BLE001 - raised below, in this thread
+                    errors.append(e)
+                    return
+
+        feeders = [threading.Thread(target=feed, daemon=True) for _ in range(processes - 1)]
+        for thread in feeders:
+            thread.start()
+        while (i := take()) is not None:
+            results[i] = _verify_rule(*jobs[i])
+        for thread in feeders:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return [r for i in range(len(jobs)) for r in results[i]]
 
 
 def _worker(imports: tuple, dtypes: tuple) -> None:
