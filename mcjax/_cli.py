@@ -97,7 +97,8 @@ def _add_verify(subparsers) -> None:
                         "registers are verified too; may be repeated")
     p.add_argument("--list", action="store_true", help="list the selected rules and exit")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
-                   help="worker processes (default: 2, or 1 on a one-core machine)")
+                   help="processes that check rules, this one included (default: 2, or 1 on a "
+                        "one-core machine)")
     p.set_defaults(run=_run_verify)
 
 
