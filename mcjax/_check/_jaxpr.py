@@ -21,7 +21,8 @@ import numpy as np
 from jax.extend import core
 
 
-def _sub_jaxprs(eqn) -> Iterator[core.Jaxpr]:
+def sub_jaxprs(eqn) -> Iterator[core.Jaxpr]:
+    """The jaxprs an equation calls (pjit, cond branches, scan bodies, custom rules)."""
     for value in eqn.params.values():
         for item in value if isinstance(value, (tuple, list)) else (value,):
             if isinstance(item, core.ClosedJaxpr):
@@ -55,7 +56,7 @@ def max_terms(jaxpr: core.Jaxpr) -> int:
     """The largest number of terms any one sum in ``jaxpr`` (or its sub-jaxprs) adds up."""
     best = 1
     for eqn in jaxpr.eqns:
-        best = max(best, equation_terms(eqn), *(max_terms(sub) for sub in _sub_jaxprs(eqn)))
+        best = max(best, equation_terms(eqn), *(max_terms(sub) for sub in sub_jaxprs(eqn)))
     return best
 
 
@@ -72,7 +73,7 @@ def lowest_precision(jaxpr: core.Jaxpr, dependent: set | None = None) -> str | N
             dtype = getattr(var.aval, "dtype", None)
             if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
                 candidates.append(np.dtype(dtype).name)
-        for sub in _sub_jaxprs(eqn):
+        for sub in sub_jaxprs(eqn):
             inner = lowest_precision(sub, set(sub.invars))
             if inner:
                 candidates.append(inner)

@@ -41,6 +41,7 @@ from jax.extend import core
 
 from mcjax._check._config import SWITCH_ROUNDING
 from mcjax._check._jaxpr import equation_terms as _terms
+from mcjax._check._jaxpr import sub_jaxprs as _sub_jaxprs
 
 SWITCHES = frozenset({
     "max", "min", "abs", "sign", "floor", "ceil", "round", "clamp", "select_n",
@@ -67,15 +68,6 @@ def has_switches(jaxpr: core.Jaxpr) -> bool:
         if any(has_switches(sub) for sub in _sub_jaxprs(eqn)):
             return True
     return False
-
-
-def _sub_jaxprs(eqn):
-    for value in eqn.params.values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, core.ClosedJaxpr):
-                yield item.jaxpr
-            elif isinstance(item, core.Jaxpr):
-                yield item
 
 
 class V(NamedTuple):

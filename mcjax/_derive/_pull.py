@@ -163,10 +163,7 @@ def _(J: Composed, v):
 @_pull.register
 def _(J: Sum, v):
     parts = [_pull(t, v) for t in J.terms]
-    total = parts[0]
-    for p in parts[1:]:
-        total = total + p
-    return total
+    return sum(parts[1:], parts[0])
 
 
 # -- J v ---------------------------------------------------------------------------------------
@@ -222,10 +219,7 @@ def _(J: Composed, v):
 @_push.register
 def _(J: Sum, v):
     parts = [_push(t, v) for t in J.terms]
-    total = parts[0]
-    for p in parts[1:]:
-        total = total + p
-    return total
+    return sum(parts[1:], parts[0])
 
 
 for _cls in (Expand, Reshape, Broadcast):  # copies of v's entries: written as v
