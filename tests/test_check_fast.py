@@ -116,3 +116,17 @@ def test_fast_mode_on_a_vector_function_never_builds_its_jacobian():
     jacobian_bytes = W.size * W.dtype.itemsize
     assert compiled.memory_analysis().temp_size_in_bytes < jacobian_bytes / 10
     assert not mcjax.check(tanh_layer, tanh_layer_vjp, x, jnp.asarray(-1.0)).ok
+
+
+def test_fast_mode_says_when_a_failure_at_x_alone_may_be_a_kink():
+    """max(x, 0) at x = 0: JAX's value is 1/2, a hand-written 1[x > 0] is one-sided. Fast mode
+    accepts JAX's value only, fails, and says why; full mode reads the kink and passes.  A
+    derivative wrong everywhere gets no such note."""
+    f = lambda x: jnp.sum(jnp.maximum(x, 0.0))  # noqa: E731
+    x = jnp.array([0.0, 1.0, -2.0, 3.0])
+    one_sided = lambda x: jnp.where(x > 0, 1.0, 0.0)  # noqa: E731
+    fast = mcjax.check(f, one_sided, x, mode="fast")
+    assert not fast.ok and any("may sit at a kink" in n for n in fast.notes), fast
+    assert mcjax.check(f, one_sided, x, mode="full").ok
+    wrong = mcjax.check(f, lambda x: jnp.where(x > 0, 1.1, 0.0), x, mode="fast")
+    assert not wrong.ok and not any("kink" in n for n in wrong.notes)
