@@ -8,6 +8,7 @@ reference, the Taylor test, kinks, a small table of the worst entries and the di
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -73,20 +74,18 @@ class Later:
     """A field of a :class:`Report` computed when first read: the diagnosis traces variants of
     ``f``, work worth doing only for a report somebody reads (``check_cases`` of many failing
     points, a test that asks ``.ok``).  ``compute`` returns every lazy field at once, as a
-    dict; the fields that share it share one computation."""
+    dict, and runs once for all the fields made together."""
 
-    def __init__(self, name: str, shared: dict):
-        self.name, self.shared = name, shared
+    def __init__(self, name: str, compute):
+        self.name, self.compute = name, compute
 
     @staticmethod
     def fields(compute, *names: str) -> dict:
-        shared = {"compute": compute}
-        return {name: Later(name, shared) for name in names}
+        once = functools.cache(compute)
+        return {name: Later(name, once) for name in names}
 
     def resolve(self):
-        if "values" not in self.shared:
-            self.shared["values"] = self.shared.pop("compute")()
-        return self.shared["values"][self.name]
+        return self.compute()[self.name]
 
     def __reduce__(self):  # a report sent to another process carries the value
         return (tuple, (tuple(self.resolve()),))

@@ -251,10 +251,7 @@ def verify(
                  for _ in range(points)]
         jobs.append((rule.name, batch, int(rng.integers(2**63))))  # each rule its own stream
     if processes > 1 and own and len(jobs) >= MIN_RULES_PER_POOL:
-        try:
-            return _in_processes(jobs, processes, imports, dtypes)
-        except BrokenProcessPool:  # a __main__ the workers cannot import (a script on stdin)
-            pass
+        return _in_processes(jobs, processes, imports, dtypes)
     return [r for name, batch, s in jobs for r in verify_points(registry.get(name), batch, s)]
 
 
@@ -281,7 +278,8 @@ def _in_processes(jobs: list, processes: int, imports: Sequence[str], dtypes) ->
             while (i := take()) is not None:
                 try:
                     results[i] = pool.submit(_verify_rule, *jobs[i]).result()
-                except BrokenProcessPool:  # this process takes the rest
+                except BrokenProcessPool:  # e.g. a __main__ the worker cannot import (a
+                    # script on stdin): this process takes the rest
                     with lock:
                         queue.appendleft(i)
                     return
