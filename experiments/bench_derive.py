@@ -33,7 +33,6 @@ Writes ``results.json``, ``time.png`` and ``table.md`` into ``--out`` and prints
 from __future__ import annotations
 
 import math
-import statistics
 import sys
 import time
 import warnings

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 import jax
@@ -71,15 +71,30 @@ def quick_jit(fn, **kwargs):
     return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
 
 
+def digest(array) -> str:
+    """A short hex digest of an array's bytes (blake2b, 16 bytes)."""
+    return hashlib.blake2b(np.asarray(array).tobytes(), digest_size=16).hexdigest()
+
+
 def _digest(value) -> tuple:
     array = np.asarray(value)
-    return (array.shape, array.dtype.name, hashlib.blake2b(array.tobytes(), digest_size=16).digest())
+    return (array.shape, array.dtype.name, digest(array))
 
 
 def program_key(closed: core.ClosedJaxpr) -> tuple:
     """A hashable key that is equal for two traces exactly when they are the same program:
     the jaxpr's text and a digest of every constant it closes over."""
     return (str(closed.jaxpr), tuple(_digest(c) for c in closed.consts))
+
+
+def sub_jaxprs(eqn) -> Iterator[core.Jaxpr]:
+    """The jaxprs an equation calls (pjit, cond branches, scan bodies, custom rules)."""
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, core.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, core.Jaxpr):
+                yield item
 
 
 def custom_rules(jaxpr: core.Jaxpr) -> set[str]:
@@ -89,11 +104,8 @@ def custom_rules(jaxpr: core.Jaxpr) -> set[str]:
     for eqn in jaxpr.eqns:
         if eqn.primitive.name in CUSTOM_RULES:
             found.add(eqn.primitive.name)
-        for value in eqn.params.values():
-            for item in value if isinstance(value, (tuple, list)) else (value,):
-                inner = item.jaxpr if isinstance(item, core.ClosedJaxpr) else item
-                if isinstance(inner, core.Jaxpr):
-                    found |= custom_rules(inner)
+        for inner in sub_jaxprs(eqn):
+            found |= custom_rules(inner)
     return found
 
 

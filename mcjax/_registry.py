@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mcjax._conventions import KINK_MARGIN

@@ -40,15 +40,15 @@ from jax import lax
 from jax.extend import core
 
 from mcjax._check._config import SWITCH_ROUNDING
+from mcjax._check._jaxpr import CALLS, bind, call_jaxpr
 from mcjax._check._jaxpr import equation_terms as _terms
-from mcjax._check._jaxpr import sub_jaxprs as _sub_jaxprs
+from mcjax._jit import sub_jaxprs as _sub_jaxprs
 
 SWITCHES = frozenset({
     "max", "min", "abs", "sign", "floor", "ceil", "round", "clamp", "select_n",
     "reduce_max", "reduce_min", "argmax", "argmin", "sort", "gt", "ge", "lt", "le", "eq", "ne",
 })
-_CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint",
-          "custom_jvp_call", "custom_vjp_call")
+_CALLS = CALLS + ("custom_jvp_call", "custom_vjp_call")  # custom rules: f's own body
 # primitives whose result is exact (no rounding of their own)
 _EXACT = frozenset({
     "neg", "abs", "sign", "max", "min", "clamp", "select_n", "reshape", "transpose", "squeeze",
@@ -95,22 +95,17 @@ def _zero_if_none(a, like):
     return jnp.zeros_like(like) if a is None else a
 
 
-def _bind(eqn, *args):
-    out = eqn.primitive.bind(*args, **eqn.params)
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
 def _jvp(eqn, primals, tangents):
     """``(outs, output tangents)`` of one equation by JAX's own rule; None tangents are zero."""
     floating = [i for i, (p, t) in enumerate(zip(primals, tangents)) if t is not None]
     if not floating:
-        return _bind(eqn, *primals), None
+        return bind(eqn, *primals), None
 
     def of(*xs):
         args = list(primals)
         for i, x in zip(floating, xs):
             args[i] = x
-        return _bind(eqn, *args)
+        return bind(eqn, *args)
 
     outs, tans = jax.jvp(of, [primals[i] for i in floating], [tangents[i] for i in floating])
     return outs, [t if _floating(o) else None for o, t in zip(outs, tans)]
@@ -124,12 +119,12 @@ def _rounding(eqn, ins: list[V], outs) -> list:
     name = eqn.primitive.name
     if name in ("dot_general", "mul", "conv_general_dilated"):  # bilinear: |a| e_b + e_a |b|
         a, b = ins
-        magnitude = _bind(eqn, jnp.abs(a.p), jnp.abs(b.p))[0]
+        magnitude = bind(eqn, jnp.abs(a.p), jnp.abs(b.p))[0]
         carried = 0.0
         if a.e is not None:
-            carried = carried + _bind(eqn, a.e, jnp.abs(b.p))[0]
+            carried = carried + bind(eqn, a.e, jnp.abs(b.p))[0]
         if b.e is not None:
-            carried = carried + _bind(eqn, jnp.abs(a.p), b.e)[0]
+            carried = carried + bind(eqn, jnp.abs(a.p), b.e)[0]
         return [(carried + np.sqrt(_terms(eqn)) * _eps(outs[0]) * magnitude).astype(outs[0].dtype)]
     carried = [0.0] * len(outs)
     primals = [v.p for v in ins]
@@ -143,7 +138,7 @@ def _rounding(eqn, ins: list[V], outs) -> list:
     if name in _EXACT:
         own = [0.0] * len(outs)
     elif name in _SUMS:
-        own = [np.sqrt(_terms(eqn)) * _eps(outs[0]) * _bind(eqn, jnp.abs(primals[0]))[0]]
+        own = [np.sqrt(_terms(eqn)) * _eps(outs[0]) * bind(eqn, jnp.abs(primals[0]))[0]]
     else:  # an elementary function: a few units in the last place
         own = [4 * _eps(o) * jnp.abs(o) if _floating(o) else 0.0 for o in outs]
     return [None if not _floating(o) or (isinstance(c, float) and isinstance(r, float))
@@ -187,7 +182,7 @@ def _rule(*names):
 @_rule("max", "min")
 def _max_min(eqn, ins, directional):
     bigger = eqn.primitive.name == "max"
-    p = _bind(eqn, ins[0].p, ins[1].p)[0]
+    p = bind(eqn, ins[0].p, ins[1].p)[0]
     a, b = (_broadcast(v, p.shape) for v in ins)
     e = None if a.e is None and b.e is None else jnp.maximum(
         _zero_if_none(a.e, p), _zero_if_none(b.e, p))
@@ -230,21 +225,21 @@ def _abs(eqn, ins, directional):
 def _steps(eqn, ins, directional):
     """Step functions: derivative 0, but a jump where the argument sits on a step's edge."""
     (x,) = ins
-    p = _bind(eqn, x.p)[0]
+    p = bind(eqn, x.p)[0]
     if not directional or x.t is None:
         return [V(p)], [p]
     name = eqn.primitive.name
     edge = (jnp.zeros_like(x.p) if name == "sign" else
             jnp.floor(x.p) + 0.5 if name == "round" else jnp.round(x.p))
     on_edge = jnp.abs(x.p - edge) <= SWITCH_ROUNDING * _zero_if_none(x.e, x.p)
-    moved = _bind(eqn, edge + 0.25 * jnp.sign(x.t))[0]  # the value just past the edge
+    moved = bind(eqn, edge + 0.25 * jnp.sign(x.t))[0]  # the value just past the edge
     t = jnp.where(on_edge & (x.t != 0), _jump(moved, p, jnp.zeros_like(p)), 0.0)
     return [V(p, None, t)], [p]
 
 
 @_rule("gt", "ge", "lt", "le", "eq", "ne")
 def _compare(eqn, ins, directional):
-    p = _bind(eqn, ins[0].p, ins[1].p)[0]
+    p = bind(eqn, ins[0].p, ins[1].p)[0]
     a, b = (_broadcast(v, p.shape) for v in ins)
     if not (_floating(a.p) and _floating(b.p)):
         return [V(p, d=_directional_bind(eqn, ins))], [p]
@@ -261,7 +256,7 @@ def _directional_bind(eqn, ins):
     """The directional value of an equation on booleans and integers."""
     if all(v.d is None for v in ins):
         return None
-    return _bind(eqn, *[v.p if v.d is None else v.d for v in ins])[0]
+    return bind(eqn, *[v.p if v.d is None else v.d for v in ins])[0]
 
 
 @_rule("select_n")
@@ -296,14 +291,14 @@ def _reduce_choice(eqn, ins, directional):
     best = jnp.max(x.p, axis=axes, keepdims=True) if bigger else jnp.min(x.p, axis=axes,
                                                                          keepdims=True)
     chosen = x.p == best
-    p = _bind(eqn, x.p)[0]
+    p = bind(eqn, x.p)[0]
     tied = jnp.abs(x.p - best) <= SWITCH_ROUNDING * 2 * _zero_if_none(x.e, x.p)
     fill = -jnp.inf if bigger else jnp.inf
     if eqn.primitive.name in ("argmax", "argmin"):
         if not directional or x.t is None:
             return [V(p)], [chosen]
         inner = jnp.where(tied, x.t, fill)
-        return [V(p, d=_bind(eqn, inner)[0])], [chosen]
+        return [V(p, d=bind(eqn, inner)[0])], [chosen]
     e = None if x.e is None else jnp.max(x.e, axis=axes)
     if not directional or x.t is None:
         return [V(p, e)], [chosen]
@@ -371,9 +366,7 @@ def interpret(jaxpr: core.Jaxpr, consts, args: list[V], directional: bool,
 def _equation(eqn, ins: list[V], directional: bool, sides, want: tuple[bool, ...]) -> list[V]:
     name = eqn.primitive.name
     if name in _CALLS:
-        closed = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-        inner, consts = (closed.jaxpr, closed.consts) if isinstance(closed, core.ClosedJaxpr) \
-            else (closed, ())
+        inner, consts = call_jaxpr(eqn)
         return interpret(inner, consts, ins, directional, sides, want)
     if name in _RULES:
         outs, switch_sides = _RULES[name](eqn, ins, directional)
@@ -385,13 +378,13 @@ def _equation(eqn, ins: list[V], directional: bool, sides, want: tuple[bool, ...
         outs, tans = _jvp(eqn, primals, [v.t if _floating(v.p) else None for v in ins])
         errors = _rounding(eqn, ins, outs) if any(want) else [None] * len(outs)
     else:
-        outs, tans, errors = _bind(eqn, *primals), None, [None] * len(eqn.outvars)
+        outs, tans, errors = bind(eqn, *primals), None, [None] * len(eqn.outvars)
     directions = _directional_bind(eqn, ins)
     result = []
     for k, o in enumerate(outs):
         t = None if tans is None else tans[k]
         if directions is not None and name == "convert_element_type" and _floating(o):
-            t = _jump(_bind(eqn, directions)[0], o, jnp.zeros_like(o))  # a boolean made a number
+            t = _jump(bind(eqn, directions)[0], o, jnp.zeros_like(o))  # a boolean made a number
         d = directions if len(outs) == 1 and not _floating(o) else None
         result.append(V(o, errors[k], t, d))
     return result

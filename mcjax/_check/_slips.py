@@ -29,7 +29,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core
 
-_CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint")
+from mcjax._check._jaxpr import CALLS, bind, call_jaxpr
+
 _GATES = ("max", "min")
 # operations with two operands, what each operand is called, and what the operation is called
 _TERMS = {
@@ -105,8 +106,8 @@ def _walk_sites(jaxpr, deps_in, counter, found) -> list[bool]:
         counter[0] += 1
         deps = [isinstance(v, core.Var) and v in dependent for v in eqn.invars]
         name = eqn.primitive.name
-        if name in _CALLS:
-            inner = _inner(eqn)[0]
+        if name in CALLS:
+            inner = call_jaxpr(eqn)[0]
             deps_out = _walk_sites(inner, deps, counter, found)
         else:
             deps_out = [any(deps)] * len(eqn.outvars)
@@ -127,18 +128,6 @@ def _floating_var(var) -> bool:
     return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
 
 
-def _inner(eqn):
-    closed = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-    if isinstance(closed, core.ClosedJaxpr):
-        return closed.jaxpr, closed.consts
-    return closed, ()
-
-
-def _bind(eqn, *args):
-    out = eqn.primitive.bind(*args, **eqn.params)
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
 def _through(gated, through):
     """Value of ``gated``, derivative of ``through``."""
     return through + lax.stop_gradient(gated - through)
@@ -150,20 +139,20 @@ def _rewrite(eqn, invals, deps, target):
     name = eqn.primitive.name
     if target == "ungated":
         if name in _GATES and sum(deps) == 1:
-            return [_through(_bind(eqn, *invals)[0], invals[deps.index(True)])]
+            return [_through(bind(eqn, *invals)[0], invals[deps.index(True)])]
         if name == "select_n" and sum(deps[1:]) == 1:
-            gated = _bind(eqn, *invals)[0]
+            gated = bind(eqn, *invals)[0]
             return [_through(gated, jnp.broadcast_to(invals[1 + deps[1:].index(True)],
                                                      gated.shape))]
-        return _bind(eqn, *invals)
+        return bind(eqn, *invals)
     if target.how == "value":
         (a,) = invals
-        y = sg(_bind(eqn, a)[0])
+        y = sg(bind(eqn, a)[0])
         return [y + y * (a - sg(a))]  # value g(a), derivative g(a) a'
     args = list(invals)
     v = args[target.operand]
     args[target.operand] = sg(v) if target.how == "drop" else 2 * sg(v) - v
-    return _bind(eqn, *args)
+    return bind(eqn, *args)
 
 
 def _evaluate(jaxpr, consts, args, deps_in, target, counter) -> list:
@@ -180,13 +169,13 @@ def _evaluate(jaxpr, consts, args, deps_in, target, counter) -> list:
         invals = [read(v) for v in eqn.invars]
         deps = [isinstance(v, core.Var) and v in dependent for v in eqn.invars]
         name = eqn.primitive.name
-        if name in _CALLS or (target == "ungated" and name == "custom_jvp_call"):
-            inner, inner_consts = _inner(eqn)
+        if name in CALLS or (target == "ungated" and name == "custom_jvp_call"):
+            inner, inner_consts = call_jaxpr(eqn)
             out = _evaluate(inner, inner_consts, invals, deps, target, counter)
         elif target == "ungated" or (isinstance(target, Site) and target.index == index):
             out = _rewrite(eqn, invals, deps, target)
         else:
-            out = _bind(eqn, *invals)
+            out = bind(eqn, *invals)
         for var, value in zip(eqn.outvars, out):
             env[var] = value
             if any(deps):

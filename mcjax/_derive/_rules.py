@@ -19,7 +19,6 @@ import jax.numpy as jnp
 
 from mcjax._derive import _expr as E
 from mcjax._derive._sym import Sym
-from mcjax._jacobian import Jacobian
 
 
 class Operand(NamedTuple):

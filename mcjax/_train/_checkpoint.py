@@ -56,6 +56,13 @@ def step_name(epoch: int) -> str:
     return f"{STEP_PREFIX}_{epoch:0{STEP_DIGITS}d}"
 
 
+def parse_step(name: str) -> int | None:
+    """The epoch a checkpoint folder's name holds (the inverse of :func:`step_name`), or None
+    for any other name."""
+    prefix, _, digits = name.partition("_")
+    return int(digits) if prefix == STEP_PREFIX and digits.isdigit() else None
+
+
 def leaf_names(tree) -> dict[str, Any]:
     """``{"params.0.W": leaf, ...}``: each leaf by its path, the way orbax names it."""
     def part(key):
@@ -86,8 +93,17 @@ def _check_finite(state, *, epoch: int) -> None:
                                  f"{', '.join(bad)}; only a finite state is saved")
 
 
+def _file_digest(path: Path) -> str:
+    """blake2b (16 bytes) of a file, read a megabyte at a time (array files can be large)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _file_digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()
+    return {str(p.relative_to(folder)): _file_digest(p)
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != DIGESTS}
 
 
@@ -299,10 +315,10 @@ def restore_checkpoint(path: str | os.PathLike, like) -> tuple[Any, dict]:
 
 
 def _epoch_of(path: Path) -> int:
-    name, digits = path.name.rpartition("_")[::2]
-    if name != STEP_PREFIX or not digits.isdigit() or not path.is_dir():
+    epoch = parse_step(path.name)
+    if epoch is None or not path.is_dir():
         raise CheckpointError(
             f"mcjax.checkpoints.restore_checkpoint: {path} is not a checkpoint; expected a folder named "
             f"{step_name(3)} (or another epoch) in a checkpoint folder, such as "
             "mcjax.checkpoints.latest_checkpoint(directory) returns")
-    return int(digits)
+    return epoch

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._errors import Problems, shape_str
-from mcjax._train._describe import digest
+from mcjax._jit import digest
 from mcjax.rules.activations import relu
 
 

@@ -15,7 +15,6 @@ Nothing is described by ``repr`` (it may hold a memory address, different in eve
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import json
 import math
@@ -25,14 +24,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from mcjax._jit import digest
+
 MAX_DEPTH = 12
 SMALL_ARRAY = 16  # arrays up to this many elements are described by their values
-
-
-def digest(array) -> str:
-    """A short hex digest of an array's bytes (blake2b, 16 bytes)."""
-    data = np.ascontiguousarray(np.asarray(array))
-    return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
 
 
 def _number(x):

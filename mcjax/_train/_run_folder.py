@@ -37,7 +37,8 @@ import jax
 import numpy as np
 
 from mcjax._errors import CheckpointError
-from mcjax._train._checkpoint import STEP_PREFIX, Damaged, Store, leaf_names, mismatches
+from mcjax._train._checkpoint import (STEP_PREFIX, Damaged, Store, leaf_names, mismatches,
+                                      parse_step)
 from mcjax._train._describe import as_json, differences
 from mcjax._train._lock import LOCK_FILE, Lock
 
@@ -50,8 +51,7 @@ WAYS_OUT = ("resume it (resume=True, --resume), choose another folder, or replac
 
 
 def _is_step(name: str) -> bool:
-    prefix, _, digits = name.partition("_")
-    return prefix == STEP_PREFIX and digits.isdigit()
+    return parse_step(name) is not None
 
 
 def _ours(name: str) -> bool:
@@ -102,7 +102,7 @@ def _describe_run(path: Path) -> str:
         name = f"run {record['run_id']}, started {record['created']}"
     except (OSError, ValueError, KeyError, TypeError):
         name = f"no readable {RUN_FILE}"
-    steps = sorted(int(p.name.partition("_")[2]) for p in path.iterdir() if _is_step(p.name))
+    steps = sorted(e for p in path.iterdir() if (e := parse_step(p.name)) is not None)
     return f"{name}; epochs {', '.join(map(str, steps[-4:]))}" if steps else name
 
 
