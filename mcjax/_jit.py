@@ -217,7 +217,7 @@ def compile_keyed(fn: Callable, *args, donate_argnums: tuple[int, ...] = (),
     """``fn`` compiled for ``args``, reusing a compiled program only for the same traced program.
 
     ``fn`` is traced afresh (:func:`fresh_jaxpr`, never a trace cached on its identity) and
-    keyed by :func:`program_key`; jit's own cache, keyed on that and on the arguments' shapes,
+    keyed by :func:`function_key` (the program and its output's tree structure); jit's own cache, keyed on that and on the arguments' shapes,
     dtypes and shardings, the donated arguments, ``compiler_options`` and ``out_shardings``,
     answers a repeat call without compiling.
 
@@ -232,7 +232,8 @@ def compile_keyed(fn: Callable, *args, donate_argnums: tuple[int, ...] = (),
     Returns:
       A ``jax.stages.Compiled``, called as ``compiled(*args)``.
     """
-    keyed = Keyed(fn, program_key(fresh_jaxpr(fn, *args)))
+    key, _, _ = function_key(fn, *args, differentiated=False)  # the program and its output tree
+    keyed = Keyed(fn, key)
     placement = {} if out_shardings is None else {"out_shardings": out_shardings}
     jitted = jax.jit(_call, static_argnums=0, donate_argnums=tuple(1 + i for i in donate_argnums),
                      compiler_options=compiler_options, **placement)
