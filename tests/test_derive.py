@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,3 +201,15 @@ def test_errors_say_what_was_expected_and_what_arrived():
         mcjax.derive(jnp.sin, 2)(jnp.ones(2))
     with pytest.raises(mcjax.DtypeError, match="its output has dtype int"):
         mcjax.derive(lambda x: jnp.argmax(x))(jnp.ones(2))
+
+
+def test_a_transpose_and_its_product_on_two_sides_of_a_jit_boundary():
+    """x Wᵀ with the transpose outside a jitted product, or inside a jitted helper: the
+    derivative with respect to W goes through the transpose (it was silently Zero)."""
+    rng = np.random.default_rng(0)
+    W = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((2, 4)), jnp.float32)
+    product, transpose = jax.jit(lambda x, Wt: x @ Wt), jax.jit(lambda W: W.T)
+    for f in (lambda W, x: product(x, W.T), lambda W, x: x @ transpose(W)):
+        chex.assert_trees_all_close(mcjax.derive(f)(W, x).dense(), jax.jacfwd(f)(W, x),
+                                    rtol=1e-5, atol=1e-6)

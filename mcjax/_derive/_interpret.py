@@ -115,7 +115,11 @@ def _equation(eqn, operands, in_tangents, derivative, ctx):
         closed = inner if isinstance(inner, core.ClosedJaxpr) else core.ClosedJaxpr(inner, ())
         consts = [Operand(c, E.opaque("constant", (), jnp.shape(c))) for c in closed.consts]
         inner_ctx = ctx if ctx.call is not None else ctx._replace(call=eqn)
-        return interpret(closed.jaxpr, consts, operands, in_tangents, inner_ctx)
+        # a transpose's source (``Operand.transposed``) is a variable of the scope it was
+        # made in, where the dot rule looks up its derivative: it does not cross a call
+        local = [op._replace(transposed=None) for op in operands]
+        outs, tangents = interpret(closed.jaxpr, consts, local, in_tangents, inner_ctx)
+        return [op._replace(transposed=None) for op in outs], tangents
     key = f"{name}:{custom_name(eqn)}" if name.startswith("custom_") else name
     values = bind(eqn, [op.value for op in operands])
     shown = custom_name(eqn) if name.startswith("custom_") else name
