@@ -15,6 +15,7 @@ import math
 
 import jax.numpy as jnp
 
+from mcjax._conventions import ABS_GRAD_AT_ZERO, MAX_TIE_SHARE
 from mcjax._derive import _build as B
 from mcjax._derive import _expr as E
 from mcjax._derive import _sym as S
@@ -104,7 +105,8 @@ def _integer_pow(x: Sym, n: int):
     return n * x ** (n - 1) if n != 1 else 1
 
 
-unary("abs", lambda x, y: S.labelled(jnp.where(x.value >= 0, 1, -1).astype(x.value.dtype),
+unary("abs", lambda x, y: S.labelled(jnp.where(x.value == 0, ABS_GRAD_AT_ZERO, jnp.sign(
+    x.value)).astype(x.value.dtype),
                                      E.call("sign", x.expr)))
 for _name in ("sign", "floor", "ceil", "round", "is_finite", "stop_gradient"):
     constant(_name)
@@ -145,7 +147,7 @@ binary("div", lambda x, y, o: 1 / y, lambda x, y, o: -x / y**2, lambda a, s, p: 
 
 def _wins(a: Sym, b: Sym, tie: Sym) -> Sym:
     """$\\mathbb{1}[a > b] + \\frac12 \\mathbb{1}[x = y]$: JAX's derivative of max at a tie."""
-    return ind(a > b, a) + 0.5 * ind(tie, a)
+    return ind(a > b, a) + MAX_TIE_SHARE * ind(tie, a)
 
 
 def _max_expr(name):
@@ -167,7 +169,7 @@ binary("max", lambda x, y, o: _wins(x, y, x.equals(y)), lambda x, y, o: _wins(y,
        _max_expr("max"))
 def _loses(a: Sym, b: Sym, tie: Sym) -> Sym:
     r"""$\mathbb{1}[a < b] + \frac12 \mathbb{1}[x = y]$: JAX's derivative of min at a tie."""
-    return ind(a < b, a) + 0.5 * ind(tie, a)
+    return ind(a < b, a) + MAX_TIE_SHARE * ind(tie, a)
 
 
 binary("min", lambda x, y, o: _loses(x, y, x.equals(y)), lambda x, y, o: _loses(y, x, x.equals(y)),
