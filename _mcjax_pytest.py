@@ -33,10 +33,9 @@ def _derivative_error(excinfo):
 def _summary(error) -> str:
     """One line for pytest's short summary: the diagnosis first, then what failed."""
     report = error.report
-    first = (str(report).splitlines() or [""])[0]
-    what = first.replace("mcjax.check: FAIL", "").split(" by ")[0].strip()
+    what = f"d {report.function} / d {report.wrt}"
     why = [*getattr(report, "diagnosis", ()), *getattr(report, "problems", ())]
-    return f"DerivativeError: {why[0] if why else 'see the report'}" + (f" ({what})" if what else "")
+    return f"DerivativeError: {why[0] if why else 'see the report'} ({what})"
 
 
 def _end_at_the_call(excinfo) -> None:

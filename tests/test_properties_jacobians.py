@@ -16,7 +16,6 @@ eager operation would compile once per shape it meets.
 
 from __future__ import annotations
 
-import functools
 
 import chex
 import jax
@@ -27,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mcjax
+from mcjax._jit import quick_jit
 from mcjax import (BlockDiagonal, Broadcast, Composed, Contraction, Dense, Diagonal, Embed,
                    Expand, Fill, Kronecker, Opaque, Permutation, Reshape, ScaledIdentity, Slice,
                    Sum, SumAlong, Zero)
@@ -103,8 +103,7 @@ def test_every_jacobian_class_has_a_strategy():
 CLASSES = list(BUILDERS)
 
 
-@functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
-                                               "xla_cpu_use_fusion_emitters": False})
+@quick_jit
 def properties(J, partners, others, u, v):
     """(got, want) of each property, in one program per structure and shapes (compiled for
     speed of compiling: LLVM's optimisations off, the classic CPU emitters)."""

@@ -15,31 +15,16 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 import mcjax
+from mcjax._jit import quick_jit
 import mcjax.testing
 
 RULES = list(mcjax.registry.REGISTRY)
 DTYPE = "float64"
 TOL = mcjax.conventions.tolerance(DTYPE)
-
-
-@functools.cache
-def compile_options() -> dict:
-    """XLA options for programs that run a few times on tiny arrays: compile time is what
-    counts (LLVM's optimisations off; the classic CPU emitters, where this jaxlib has them)."""
-    options = {"xla_backend_optimization_level": 0}
-    try:
-        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(
-            {**options, "xla_cpu_use_fusion_emitters": False})
-    except Exception as error:  # noqa: BLE001 - jaxlib raises its own runtime error type
-        if "option" not in str(error):
-            raise
-        return options
-    return {**options, "xla_cpu_use_fusion_emitters": False}
 
 
 @functools.cache
@@ -52,7 +37,7 @@ def derivatives_and_jacfwd(rule: mcjax.registry.Rule):
                       jax.jacfwd(rule, argnums=rule.arg_index(wrt))(*args))
                 for wrt in rule.wrt}
 
-    return jax.jit(both, compiler_options=compile_options())
+    return quick_jit(both)
 
 
 def matches_jacfwd(rule: mcjax.registry.Rule, **options):
