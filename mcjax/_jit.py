@@ -193,14 +193,6 @@ class Keyed:
                 return lambda *leaves: jax.tree_util.tree_unflatten(out_tree, run(*leaves))
         return None
 
-    @property
-    def name(self) -> str:
-        """The wrapped function's name, for reports."""
-        fn = self.fn
-        if isinstance(getattr(fn, "name", None), str):
-            return fn.name
-        return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-
 
 def signature(leaves) -> tuple:
     """The shapes and dtypes of ``leaves``: which trace of a :class:`Keyed` applies."""

@@ -161,8 +161,7 @@ def check_chain(chain, x, **options) -> Report:
     reports, first = [], None
     for k, link in enumerate(links):
         name = getattr(link, "name", "") or name_of(link.forward)
-        inner = check_chain(link, x, **options) if getattr(link, "links", ()) else check(
-            link.forward, link.derivative, x, **options)
+        inner = check_chain(link, x, **options)  # check() of a link without links
         reports.append((f"{k + 1}/{len(links)} {name}", inner))
         if not inner.ok and first is None:
             first = (k, name)

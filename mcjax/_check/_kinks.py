@@ -55,7 +55,7 @@ _EXACT = frozenset({
     "expand_dims", "broadcast_in_dim", "slice", "dynamic_slice", "dynamic_update_slice",
     "gather", "concatenate", "pad", "rev", "copy", "copy_p", "reduce_max", "reduce_min",
     "sort", "stop_gradient", "floor", "ceil", "round", "convert_element_type", "real", "imag",
-    "squeeze", "iota", "scatter",
+    "iota", "scatter",
 })
 _SUMS = frozenset({"reduce_sum", "cumsum"})
 

@@ -76,7 +76,8 @@ def _hashable(leaf):
 
 
 def name_of(fn) -> str:
-    if isinstance(getattr(fn, "name", None), str):  # a registry Rule, a Keyed function
+    fn = fn.fn if isinstance(fn, Keyed) else fn  # the function the user gave
+    if isinstance(getattr(fn, "name", None), str):  # a registry Rule, a named function
         return fn.name
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
