@@ -54,14 +54,6 @@ class Expr:
             return self
         return Expr(self.op, self.args, self.param, self.shape, True, hint or self.hint)
 
-    @property
-    def is_number(self) -> bool:
-        return self.op == "num"
-
-    @property
-    def number(self) -> float | None:
-        return self.param if self.op == "num" else None
-
 
 # -- leaves ----------------------------------------------------------------------------------
 def arg(text: str, latex: str, shape=()) -> Expr:

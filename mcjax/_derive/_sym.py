@@ -89,11 +89,6 @@ def lift(x) -> Sym:
     return Sym(x, E.num(x))
 
 
-def constant(value: float, dtype, shape=()) -> Sym:
-    """The number ``value`` as an array of ``dtype`` (and ``shape``)."""
-    return Sym(jnp.full(shape, value, dtype), E.num(value, shape))
-
-
 _OPS = {">": jnp.greater, "<": jnp.less, ">=": jnp.greater_equal, "<=": jnp.less_equal,
         "==": jnp.equal, "!=": jnp.not_equal}
 
@@ -113,19 +108,11 @@ def _function(name: str, fn):
 
 
 exp = _function("exp", jnp.exp)
-log = _function("log", jnp.log)
 sin = _function("sin", jnp.sin)
 cos = _function("cos", jnp.cos)
-tanh = _function("tanh", jnp.tanh)
 cosh = _function("cosh", jnp.cosh)
 sinh = _function("sinh", jnp.sinh)
 sqrt = _function("sqrt", jnp.sqrt)
-
-
-def sigmoid(x: Sym) -> Sym:
-    import jax
-
-    return Sym(jax.nn.sigmoid(x.value), E.call("sigmoid", x.expr))
 
 
 def indicator(condition: Sym, dtype) -> Sym:
@@ -135,12 +122,6 @@ def indicator(condition: Sym, dtype) -> Sym:
 
 def logical_not(condition: Sym) -> Sym:
     return Sym(jnp.logical_not(condition.value), E.logical_not(condition.expr))
-
-
-def where(condition: Sym, yes, no) -> Sym:
-    yes, no = lift(yes), lift(no)
-    return Sym(jnp.where(condition.value, yes.value, no.value),
-               E.where(condition.expr, yes.expr, no.expr))
 
 
 def labelled(value, expr: E.Expr) -> Sym:
