@@ -207,14 +207,15 @@ def _distribution(spec: str):
                      f"{DISTRIBUTIONS}")
 
 
-def _arguments(args) -> tuple:
-    """The random arguments of ``mcjax check``: one per ``--shapes`` entry."""
+def _arguments(args, command: str = "mcjax check") -> tuple:
+    """The random arguments of ``mcjax check`` (or ``mcjax derive``, which has no ``--dist``):
+    one per ``--shapes`` entry."""
     import jax.numpy as jnp
 
-    shapes = [_parse_shape(s) for s in args.shapes]
-    dists = list(args.dist or [])
+    shapes = [_parse_shape(s, command) for s in args.shapes]
+    dists = list(getattr(args, "dist", None) or [])
     if len(dists) > len(shapes):
-        raise UsageError(f"mcjax check: {len(dists)} --dist entries for {len(shapes)} --shapes; "
+        raise UsageError(f"{command}: {len(dists)} --dist entries for {len(shapes)} --shapes; "
                          "expected at most one per argument")
     samplers = [_distribution(d) for d in dists] + [_distribution("normal")] * (
         len(shapes) - len(dists))
@@ -224,10 +225,10 @@ def _arguments(args) -> tuple:
         try:
             value = np.asarray(sample(rng, shape, np.dtype(args.dtype)))
         except Exception as e:  # noqa: BLE001 - the user's sampler failed
-            raise UsageError(f"mcjax check: the sampler of argument {k} raised "
+            raise UsageError(f"{command}: the sampler of argument {k} raised "
                              f"{type(e).__name__}: {e}") from None
         if value.shape != shape:
-            raise UsageError(f"mcjax check: the sampler of argument {k} returned shape "
+            raise UsageError(f"{command}: the sampler of argument {k} returned shape "
                              f"{value.shape}; expected {shape} (from --shapes)")
         values.append(jnp.asarray(value))
     return tuple(values)
@@ -318,16 +319,14 @@ def _add_derive(subparsers) -> None:
 def _run_derive(args) -> int:
     _enable_x64_if([args.dtype])
     import jax
-    import numpy as np
 
     import mcjax
     from mcjax._derive import structure
 
     command = "mcjax derive"
     f = _load(args.function, "FUNCTION", command)  # a UsageError: one line, status 2
-    shapes = [_parse_shape(s, command) for s in args.shapes]
-    rng = np.random.default_rng(args.seed)
-    values = tuple(jax.numpy.asarray(rng.standard_normal(s), args.dtype) for s in shapes)
+    values = _arguments(args, command)
+    shapes = [v.shape for v in values]
     try:
         J = mcjax.derive(f, args.wrt, strict=args.strict)(*values)
     except NotImplementedError as error:
