@@ -32,7 +32,7 @@ import numpy as np
 
 from mcjax._check import _slips
 from mcjax._check._flat import FlatSpec
-from mcjax._check._problem import Prepared, flat_function
+from mcjax._check._problem import Prepared, flat_at, jacobian_of
 from mcjax._check._report import Slip
 from mcjax._jit import quick_jit
 
@@ -226,21 +226,14 @@ def _axes(block, out_ndim: int, shape) -> list[str]:
 
 
 # -- the Jacobians the diagnosis compares with, computed for a failing point --------------------
-def _jacobian(fn, static):
-    return jax.jacrev(fn) if static.reverse_only else jax.jacfwd(fn)
-
-
 def _variants(static, x_spec, out_spec, dynamic, targets):
-    args = static.args(dynamic)
-    x = x_spec.flatten(args[static.argnums])
-    f_flat = flat_function(static, args, x_spec, out_spec)
-    return [_jacobian(_slips.variant(f_flat, t), static)(x) for t in targets]
+    f_flat, x = flat_at(static, x_spec, out_spec, dynamic)
+    return [jacobian_of(static, _slips.variant(f_flat, t))(x) for t in targets]
 
 
 def _other_jacobian(static, x_spec, out_spec, dynamic):
-    args = static.args(dynamic)
-    f_flat = flat_function(static, args, x_spec, out_spec)
-    return _jacobian(f_flat, static)(x_spec.flatten(args[static.argnums]))
+    f_flat, x = flat_at(static, x_spec, out_spec, dynamic)
+    return jacobian_of(static, f_flat)(x)
 
 
 @functools.cache
@@ -252,9 +245,8 @@ def _compiled(fn, *static):
 def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
     """``(kind, sentence, Jacobian)`` for every slip planted in ``f`` at this point."""
     static, x_spec, out_spec = p.static, p.x_spec, p.out_spec
+    f_flat, x = flat_at(static, x_spec, out_spec, dynamic)
     args = static.args(dynamic)
-    x = x_spec.flatten(args[static.argnums])
-    f_flat = flat_function(static, args, x_spec, out_spec)
     targets = ["ungated"] + _slips.sites(jax.make_jaxpr(f_flat)(x).jaxpr)
     try:
         jacobians = _compiled(_variants, "static", "x_spec", "out_spec", "targets")(

@@ -39,7 +39,8 @@ from mcjax._check._compare import (
 from mcjax._check._config import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
 from mcjax._check._diagnose import diagnose_point
 from mcjax._check._flat import entry_label
-from mcjax._check._problem import Prepared, cast_floating, flat_function, reference_key
+from mcjax._check._problem import (Prepared, cast_floating, flat_at, flat_function,
+                                   jacobian_of, reference_key)
 from mcjax._check._references import (
     autodiff_program,
     coordinate_scales,
@@ -76,16 +77,12 @@ def _native(static, x_spec, out_spec, dynamic):
 
 def _jacobian_in(static, x_spec, out_spec, dynamic, dtype):
     """``f``'s Jacobian by autodiff with every floating argument cast to ``dtype``."""
-    args = cast_floating(static.args(dynamic), dtype)
-    x = x_spec.flatten(args[static.argnums], dtype)
-    f_flat = flat_function(static, args, x_spec, out_spec)
-    return (jax.jacrev if static.reverse_only else jax.jacfwd)(f_flat)(x)
+    f_flat, x = flat_at(static, x_spec, out_spec, dynamic, dtype)
+    return jacobian_of(static, f_flat)(x)
 
 
 def _reference(static, x_spec, out_spec, dynamic, normal):
-    args = cast_floating(static.args(dynamic), jnp.float64)
-    x = x_spec.flatten(args[static.argnums], jnp.float64)
-    f_flat = flat_function(static, args, x_spec, out_spec)
+    f_flat, x = flat_at(static, x_spec, out_spec, dynamic, jnp.float64)
     return {"stencils": stencil_program(f_flat, x, x_spec, normal, static.switches)}
 
 

@@ -298,3 +298,19 @@ def flat_function(static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatS
         return out_spec.flatten(out, jnp.result_type(*jax.tree_util.tree_leaves(out)))
 
     return f_flat
+
+
+def flat_at(static: Static, x_spec: FlatSpec, out_spec: FlatSpec, dynamic, dtype=None):
+    """``(f_flat, x)``: :func:`flat_function` at the point ``dynamic`` and the flat point,
+    with every floating argument cast to ``dtype`` (None: as they are)."""
+    args = static.args(dynamic)
+    if dtype is not None:
+        args = cast_floating(args, dtype)
+    return (flat_function(static, args, x_spec, out_spec),
+            x_spec.flatten(args[static.argnums], dtype))
+
+
+def jacobian_of(static: Static, f_flat):
+    """JAX's Jacobian of ``f_flat``: ``jax.jacrev`` where ``f`` has a custom VJP (no forward
+    mode), else ``jax.jacfwd``."""
+    return jax.jacrev(f_flat) if static.reverse_only else jax.jacfwd(f_flat)
