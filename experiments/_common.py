@@ -206,6 +206,26 @@ def save_figure(fig, path: Path, *, legends=()) -> Path:
     return path
 
 
+def fmt_time(s: float | None) -> str:
+    """Seconds in s, ms or µs, three digits; "–" for a time not measured."""
+    if s is None:
+        return "–"
+    return f"{s * 1e6:.3g} µs" if s < 1e-3 else f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+def fmt_bytes(b: float) -> str:
+    """Bytes in B, KiB, MiB or GiB, three digits."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= scale:
+            return f"{b / scale:.3g} {unit}"
+    return f"{int(b)} B"
+
+
+def fmt_ratio(r: float | None) -> str:
+    """A ratio as ``12x`` (or ``1.5x`` below 10); "–" for none."""
+    return "–" if r is None else f"{r:,.0f}x" if r >= 10 else f"{r:.2g}x"
+
+
 def print_table(title: str, columns: list[str], rows: list[list]) -> None:
     from rich.console import Console
     from rich.table import Table

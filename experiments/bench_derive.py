@@ -46,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from _common import fmt_bytes, fmt_time  # noqa: E402
 
 import mcjax  # noqa: E402
 from mcjax._jit import quick_jit  # noqa: E402
@@ -190,19 +191,6 @@ def run_case(case: Case, n: int, m: int, *, dtype, seed, rounds, min_sample, max
 
 
 # -- output ---------------------------------------------------------------------------------------------
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return "–"
-    return f"{s * 1e6:.3g} µs" if s < 1e-3 else f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
-
-
-def fmt_bytes(b: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if b >= scale:
-            return f"{b / scale:.3g} {unit}"
-    return f"{int(b)} B"
-
-
 def table(results: dict) -> str:
     head = ("| case | method | set-up | to J (Jv, uᵀJ ready) | vs derive | to dense | "
             "bytes held |\n|---|---|---|---|---|---|---|")

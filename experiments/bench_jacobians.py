@@ -130,25 +130,7 @@ def compile_and_account(fn: Callable, args: tuple, *, max_bytes: int):
     return {**row, "status": "ok"}, compiled
 
 
-def fmt_bytes(b: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if b < 1024 or unit == "TiB":
-            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.3g} {unit}"
-        b /= 1024
-    raise AssertionError
-
-
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return "skipped"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if s >= scale or unit == "µs":
-            return f"{s / scale:.3g} {unit}"
-    raise AssertionError
-
-
-def fmt_ratio(r: float | None) -> str:
-    return "–" if r is None else f"{r:,.0f}x" if r >= 10 else f"{r:.2g}x"
+fmt_bytes, fmt_time, fmt_ratio = _common.fmt_bytes, _common.fmt_time, _common.fmt_ratio
 
 
 def run(cases, sizes, *, m: int | None, dtype: str, seed: int, rounds: int,
