@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mcjax._conventions import DTYPES, SHAPE_CASES
+from mcjax._errors import UsageError
 
 
 def _enable_x64_if(dtypes) -> None:
@@ -29,8 +30,6 @@ def _enable_x64_if(dtypes) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-class UsageError(Exception):
-    """A user's mistake on the command line: printed as one line, exit status 2."""
 
 
 def _import_user_module(spec: str, command: str = "mcjax"):

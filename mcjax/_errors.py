@@ -149,3 +149,7 @@ class NonFiniteLossError(FloatingPointError):
         self.epoch = epoch
         self.checkpoint = checkpoint
         self.value = value
+
+
+class UsageError(Exception):
+    """A user's mistake on the command line: printed as one line, exit status 2."""

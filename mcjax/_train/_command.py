@@ -16,6 +16,7 @@ import math
 import sys
 
 from mcjax._conventions import DTYPES
+from mcjax._errors import UsageError
 
 USAGE_ERRORS = (ValueError, TypeError, NotADirectoryError, FileNotFoundError)  # ShapeError,
 # DtypeError and CheckpointError are among them (subclasses of ValueError and TypeError)
@@ -219,11 +220,16 @@ def _task(args):
         np.asarray(jnp.argmax(model.apply(params, X_test), axis=-1)) == y_test))}
 
 
-def _fail(error, status: int) -> int:
-    """Report ``error`` in one line on stderr; return ``status``."""
+def _line(error) -> str:
+    """``error`` as one line of ``mcjax train``'s."""
     text = str(error).strip() or type(error).__name__
-    print(f"mcjax train: {text.splitlines()[0]}", file=sys.stderr)
-    return status
+    return f"mcjax train: {text.splitlines()[0]}"
+
+
+def _fail(error) -> int:
+    """A run that failed: one line on stderr, status 1."""
+    print(_line(error), file=sys.stderr)
+    return 1
 
 
 def run_train(args) -> int:
@@ -232,7 +238,7 @@ def run_train(args) -> int:
     args.epochs = args.epochs if args.epochs is not None else 200 if neuron else 40
     problems = _contradictions(args)
     if problems:
-        return _fail("; and ".join(problems), 2)
+        raise UsageError(_line("; and ".join(problems)))
     if args.dtype == "float64":
         import jax
 
@@ -244,9 +250,9 @@ def run_train(args) -> int:
         try:  # before anything starts JAX's backend
             mcjax.sharding.init_distributed(args.coordinator, args.num_processes, args.process_id)
         except ValueError as error:
-            return _fail(error, 2)
+            raise UsageError(_line(error)) from None
         except RuntimeError as error:
-            return _fail(error, 1)
+            return _fail(error)
     try:
         _config(args, total_steps=1)  # every setting and the folder, before any data
         if not args.no_cache:
@@ -257,7 +263,7 @@ def run_train(args) -> int:
 
         run = prepare(model, data, config, devices=args.devices)
     except USAGE_ERRORS as error:
-        return _fail(error, 2)
+        raise UsageError(_line(error)) from None
     return _train(args, run, report)
 
 
@@ -279,7 +285,7 @@ def _train(args, run, report) -> int:
         result = run_epochs(run, progress=sys.stderr.isatty() if args.progress is None
                             else args.progress)
     except (mcjax.NonFiniteLossError, OSError, mcjax.CheckpointError) as error:
-        return _fail(error, 1)
+        return _fail(error)
     finally:
         jax.monitoring.unregister_event_listener(count_cache_hits)
     losses = result.history["loss"]
