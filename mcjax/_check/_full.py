@@ -83,7 +83,7 @@ def _jacobian_in(static, x_spec, out_spec, dynamic, dtype):
 
 def _reference(static, x_spec, out_spec, dynamic, normal):
     f_flat, x = flat_at(static, x_spec, out_spec, dynamic, jnp.float64)
-    return {"stencils": stencil_program(f_flat, x, x_spec, normal, static.switches)}
+    return {"stencils": stencil_program(f_flat, x, x_spec, out_spec.size, normal, static.switches)}
 
 
 def _over_points(fn, *batched):

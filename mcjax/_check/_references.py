@@ -72,8 +72,9 @@ def _evaluator(f_flat, x, switches: bool):
     return at
 
 
-def stencil_program(f_flat, x, x_spec: FlatSpec, normal, switches: bool) -> dict:
-    """``f`` at every point finite differences and the Taylor test need, in one batch.
+def stencil_program(f_flat, x, x_spec: FlatSpec, m: int, normal, switches: bool) -> dict:
+    """``f`` (with ``m`` outputs) at every point finite differences and the Taylor test need,
+    in one batch.
 
     Finite differences: ``x ± h_k e_j`` for every level ``k`` and coordinate ``j``; the Taylor
     test: ``x + h t`` for each ``h`` of its ladder along ``t = normal * scale`` (``normal`` is a
@@ -98,8 +99,7 @@ def stencil_program(f_flat, x, x_spec: FlatSpec, normal, switches: bool) -> dict
     hs = jnp.asarray(taylor_steps(), x.dtype)
     points = jnp.concatenate([x[None, :], stencils, x[None, :] + hs[:, None] * t[None, :]])
     at = _evaluator(f_flat, x, switches)
-    f0 = f_flat(x)
-    if points.shape[0] * f0.shape[0] <= FD_VMAP_ENTRIES:  # small: one batch compiles fastest
+    if points.shape[0] * m <= FD_VMAP_ENTRIES:  # small: one batch compiles fastest
         values, crossed = jax.vmap(at)(points)
     else:
         values, crossed = jax.lax.map(at, points, batch_size=256)
