@@ -93,14 +93,11 @@ def as_checked(rule: Rule, wrt: str):
     ``wrt``, both with the rule's verification hyper-parameters, named for reports."""
     hyper, d = dict(rule.hyper), rule.derivative(wrt)
 
-    def f(*args):
-        return rule.forward(*args, **hyper)
-
     def derivative(*args):
         return d(*args, **hyper)
 
-    f.name, derivative.name = rule.name, f"d {rule.name} / d {wrt}"
-    return f, derivative
+    derivative.name = f"d {rule.name} / d {wrt}"
+    return rule, derivative  # calling a Rule applies its hyper-parameters; its name is its own
 
 
 def as_checked_together(rule: Rule, names: Sequence[str]):
@@ -110,14 +107,14 @@ def as_checked_together(rule: Rule, names: Sequence[str]):
     hyper, index = dict(rule.hyper), [rule.arg_index(n) for n in names]
     ds = [rule.derivative(n) for n in names]
 
-    def full(wrt, rest):
-        args, rest = [None] * (len(wrt) + len(rest)), iter(rest)
-        for i, value in zip(index, wrt):
-            args[i] = value
-        return [next(rest) if a is None and k not in index else a for k, a in enumerate(args)]
+    def full(wrt, rest):  # the arguments in the rule's order
+        args = list(rest)
+        for i, value in sorted(zip(index, wrt)):
+            args.insert(i, value)
+        return args
 
     def f(wrt, *rest):
-        return rule.forward(*full(wrt, rest), **hyper)
+        return rule(*full(wrt, rest))
 
     def derivative(wrt, *rest):
         args = full(wrt, rest)
