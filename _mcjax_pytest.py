@@ -23,7 +23,7 @@ import pytest
 
 def _derivative_error(excinfo):
     """The DerivativeError a test failed with, else None (without importing mcjax)."""
-    errors = sys.modules.get("mcjax._errors")
+    errors = sys.modules.get("mcjax._core._errors")
     if excinfo is None or errors is None:
         return None
     error = excinfo.value

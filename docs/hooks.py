@@ -28,8 +28,8 @@ jax.config.update("jax_enable_x64", True)  # the rules are verified in float64
 import jax.numpy as jnp  # noqa: E402
 
 import mcjax  # noqa: E402
-from mcjax import _conventions  # noqa: E402
-from mcjax._check import _config, _summary  # noqa: E402
+from mcjax import conventions  # noqa: E402
+from mcjax._cli import _summary  # noqa: E402
 from mcjax._registry import SECTIONS  # noqa: E402
 
 log = logging.getLogger("mkdocs.plugins.mcjax")
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DIMS = {"n": 3, "m": 4, "B": 2, "k": 5}
 SYMBOLS = {size: name for name, size in DIMS.items()}
 # The verification the rules page reports: one non-square shape case, float64.
-VERIFY_CASE = dict(_conventions.SHAPE_CASES[1])
+VERIFY_CASE = dict(conventions.SHAPE_CASES[1])
 VERIFY_DTYPE = "float64"
 
 
@@ -205,8 +205,8 @@ def tolerances() -> str:
     for dtype in ("float16", "bfloat16", "float32", "float64"):
         eps = float(jnp.finfo(dtype).eps)
         rows.append(f"| `{dtype}` | {eps:.1e} | "
-                    + " | ".join(f"{_config.check_rtol(dtype, t):.1e}" for t in terms)
-                    + f" | {_config.check_atol(dtype):.0e} |")
+                    + " | ".join(f"{conventions.check_rtol(dtype, t):.1e}" for t in terms)
+                    + f" | {conventions.check_atol(dtype):.0e} |")
     return "\n".join(rows)
 
 
@@ -224,27 +224,27 @@ def kinks() -> str:
          mcjax.derivative(mcjax.maximum, "x")(zero, zero),
          "`jax.grad(jnp.maximum)(0., 0.)`", jax.grad(jnp.maximum)(0.0, 0.0)),
     ]
-    rows = ["| derivative at the kink | constant in `mcjax._conventions` | the mcjax rule gives "
+    rows = ["| derivative at the kink | constant in `mcjax.conventions` | the mcjax rule gives "
             "| JAX gives |", "|---|---|---|---|"]
     for what, constant, ours, jax_expr, theirs in cases:
-        value = getattr(_conventions, constant)
+        value = getattr(conventions, constant)
         ours, theirs = float(ours.dense()[0, 0]), float(theirs)
         if not ours == theirs == value:
             log.warning("mcjax docs: at the kink %s the convention %s = %g, the rule gives %g "
                         "and JAX %g; they should agree", what, constant, value, ours, theirs)
         rows.append(f"| {what} | `{constant} = {value:g}` | {ours:g} | {theirs:g} ({jax_expr}) |")
     rows.append("")
-    rows.append(f"Random verification points keep `KINK_MARGIN = {_conventions.KINK_MARGIN:g}` "
+    rows.append(f"Random verification points keep `KINK_MARGIN = {conventions.KINK_MARGIN:g}` "
                 "away from every kink; at a kink itself the checker accepts JAX's value, the "
                 "one-sided derivatives and their average (see *Check your own derivative*).")
     return "\n".join(rows)
 
 
 def shape_cases() -> str:
-    names = list(_conventions.SHAPE_CASES[0])
+    names = list(conventions.SHAPE_CASES[0])
     rows = ["| case | " + " | ".join(f"`{n}`" for n in names) + " |",
             "|---|" + "---|" * len(names)]
-    for i, case in enumerate(_conventions.SHAPE_CASES, 1):
+    for i, case in enumerate(conventions.SHAPE_CASES, 1):
         rows.append(f"| {i} | " + " | ".join(str(case[n]) for n in names) + " |")
     return "\n".join(rows)
 

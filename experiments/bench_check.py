@@ -43,10 +43,11 @@ import mcjax  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+
 from mcjax._check import _fast  # noqa: E402
 from mcjax._check._problem import prepare  # noqa: E402
 from mcjax._check._under_test import terms_of  # noqa: E402
-from mcjax._check._config import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
+from mcjax._core._tolerance import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
 
 
 def mlp_problem(sizes, batch, dtype, seed):

@@ -49,7 +49,7 @@ import _common  # noqa: E402
 from _common import fmt_bytes, fmt_time  # noqa: E402
 
 import mcjax  # noqa: E402
-from mcjax._jit import quick_jit  # noqa: E402
+from mcjax._program._compile import quick_jit  # noqa: E402
 
 METHODS = ("derive", "asdex", "jacfwd", "jacrev")
 

@@ -10,7 +10,7 @@ the order 1 2 4 4 2 1, so that a noisy neighbour slows them alike).  Forced CPU 
 the machine's cores: this measures the *overhead* of splitting the batch and all-reducing the
 gradient, not a speed-up.  Each process also trains 20 steps from the same seed on the same
 batches; the largest parameter difference from the 1-device run is reported with the bound
-of ``mcjax._conventions.data_parallel_tolerance``.  Within a process the step and the scanned
+of ``mcjax._core._conventions.data_parallel_tolerance``.  Within a process the step and the scanned
 epoch are timed by the experiments' one harness (``_common.measure``: interleaved rounds,
 an untimed call before each sample).
 
@@ -243,7 +243,7 @@ def _summarise(worker_results: list[dict], counts: list[int]) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from mcjax._conventions import data_parallel_tolerance
+    from mcjax._core._conventions import data_parallel_tolerance
 
     by_count: dict[int, list[dict]] = {c: [] for c in counts}
     for r in worker_results:

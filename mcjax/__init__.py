@@ -13,11 +13,31 @@ public submodules named for what they hold: :mod:`mcjax.registry`, :mod:`mcjax.c
 
 from importlib.metadata import PackageNotFoundError, version
 
+from mcjax import (  # noqa: E402, I001 - the public submodules, after what they build on
+    checkpoints as checkpoints,
+)
+from mcjax import (
+    compilation as compilation,
+)
+from mcjax import (
+    conventions as conventions,
+)
+from mcjax import (
+    datasets as datasets,
+)
+from mcjax import (
+    registry as registry,
+)
 from mcjax import rules as rules  # fills the registry
+from mcjax import (
+    sharding as sharding,
+)
+from mcjax import (
+    steps as steps,
+)
 from mcjax._check._api import assert_derivative, check, check_cases, check_chain, check_points
 from mcjax._check._report import Report
-from mcjax._derive import derive
-from mcjax._errors import (
+from mcjax._core._errors import (
     CheckpointError,
     DerivativeError,
     DtypeError,
@@ -25,6 +45,7 @@ from mcjax._errors import (
     ShapeError,
     TraceError,
 )
+from mcjax._derive import derive
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
@@ -96,16 +117,6 @@ from mcjax.rules.scalar_expansion import (
     divide_scalar,
     multiply_scalar,
     subtract_scalar,
-)
-
-from mcjax import (  # noqa: E402, I001 - the public submodules, after what they build on
-    checkpoints as checkpoints,
-    compilation as compilation,
-    conventions as conventions,
-    datasets as datasets,
-    registry as registry,
-    sharding as sharding,
-    steps as steps,
 )
 
 try:

@@ -36,8 +36,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from mcjax._conventions import KINK_MARGIN
-from mcjax._errors import require_floating
+from mcjax._core._conventions import KINK_MARGIN
+from mcjax._core._errors import require_floating
 
 SECTIONS: dict[str, str] = {
     "2": "Review: Scalar derivative rules",
@@ -93,7 +93,7 @@ class Rule:
       wrt: argument name -> :class:`Derivative`.
       section: the paper section (a key of :data:`SECTIONS`).
       shapes: symbolic shapes per argument, e.g. ``{"W": ("m", "n"), "x": ("n",)}``; the
-        dimension names are filled from :data:`mcjax._conventions.SHAPE_CASES`.
+        dimension names are filled from :data:`mcjax._core._conventions.SHAPE_CASES`.
       sample: optional ``sample(rng, dims, dtype) -> args`` (``rng`` a NumPy ``Generator``)
         for rules whose arguments need a domain (positive, away from kinks, integer labels,
         pytrees).  The default draws every argument from a standard normal.  Verification

@@ -5,7 +5,7 @@
 lock and resuming are ``mcjax.train``'s (``checkpoint_dir=``, ``resume=``).
 """
 
-from mcjax._errors import CheckpointError
+from mcjax._core._errors import CheckpointError
 from mcjax._train._checkpoint import latest_checkpoint, restore_checkpoint
 
 __all__ = ["latest_checkpoint", "restore_checkpoint", "CheckpointError"]

@@ -1,7 +1,7 @@
 """JAX's persistent compilation cache, for training runs that start again and again.
 
 Within a process mcjax reuses a compiled program only for the same traced program
-(``mcjax._jit``); across processes :func:`enable_compilation_cache` lets JAX load compiled
+(``mcjax._program._trace``); across processes :func:`enable_compilation_cache` lets JAX load compiled
 programs from disk.
 """
 

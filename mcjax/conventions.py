@@ -10,9 +10,8 @@
 - **verification**: the dtypes and shape cases ``mcjax verify`` instantiates rules at.
 """
 
-from mcjax._check._config import KINK_CONVENTIONS, check_atol, check_rtol
 from mcjax._check._layout import to_denominator, to_numerator
-from mcjax._conventions import (
+from mcjax._core._conventions import (
     ABS_GRAD_AT_ZERO,
     DTYPES,
     KINK_MARGIN,
@@ -25,6 +24,7 @@ from mcjax._conventions import (
     data_parallel_tolerance,
     tolerance,
 )
+from mcjax._core._tolerance import KINK_CONVENTIONS, check_atol, check_rtol
 
 __all__ = [
     "LAYOUT",

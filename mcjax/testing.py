@@ -36,7 +36,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._conventions import SHAPE_CASES
+from mcjax._core._conventions import SHAPE_CASES
 from mcjax._registry import REGISTRY, Registry, Rule, parse_shapes
 
 __all__ = ["dimensions", "rule_arguments", "shaped_arrays"]

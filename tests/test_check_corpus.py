@@ -35,7 +35,6 @@ from derivations import (  # noqa: E402
     softmax,
 )
 
-
 CORPUS = {
     "softmax": (softmax, d_softmax, d_softmax_wrong),
     "layer norm": (layer_norm, d_layer_norm, d_layer_norm_wrong),

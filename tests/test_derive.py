@@ -23,8 +23,8 @@ from derive_corpus import CASES, Case
 
 import mcjax
 from mcjax._check._api import check_cases
-from mcjax._jit import quick_jit
-from mcjax._check._config import check_atol, check_rtol
+from mcjax._core._tolerance import check_atol, check_rtol
+from mcjax._program._compile import quick_jit
 
 # jax.jacfwd cannot differentiate a custom_vjp function: its reference is jax.jacrev
 REVERSE_ONLY = {"custom_vjp (opaque)"}

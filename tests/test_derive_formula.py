@@ -28,13 +28,13 @@ import pytest
 from derive_corpus import registry_cases
 
 import mcjax
-from mcjax._jit import quick_jit
-from mcjax._check._config import check_atol, check_rtol
-from mcjax._derive import _expr as E
-from mcjax._derive._algebra import add, compose
-from mcjax._derive._build import dense, diagonal, identity, kronecker, scaled_identity
-from mcjax._derive._print import Printer
-from mcjax._derive._sym import Sym
+from mcjax._core._tolerance import check_atol, check_rtol
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian._algebra import add, compose
+from mcjax._jacobian._build import dense, diagonal, identity, kronecker, scaled_identity
+from mcjax._jacobian._print import Printer
+from mcjax._jacobian._sym import Sym
+from mcjax._program._compile import quick_jit
 
 # -- agreement with the registry ------------------------------------------------------------------
 PAPER = ["neuron/w", "neuron/x", "neuron/b", "affine/W", "affine/x", "affine/b",

@@ -10,8 +10,18 @@ import pytest
 from absl.testing import parameterized
 
 import mcjax
-from mcjax import (BlockDiagonal, Broadcast, Composed, Dense, Diagonal, Fill, Kronecker,
-                   ScaledIdentity, ShapeError, Sum)
+from mcjax import (
+    BlockDiagonal,
+    Broadcast,
+    Composed,
+    Dense,
+    Diagonal,
+    Fill,
+    Kronecker,
+    ScaledIdentity,
+    ShapeError,
+    Sum,
+)
 
 TOL = mcjax.conventions.tolerance("float64")
 close = functools.partial(chex.assert_trees_all_close, rtol=TOL.rtol, atol=TOL.atol)

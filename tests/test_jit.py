@@ -1,8 +1,8 @@
-"""mcjax._jit: compiled programs reused only for the same traced program."""
+"""mcjax._program._trace: compiled programs reused only for the same traced program."""
 
 import jax.numpy as jnp
 
-from mcjax._jit import compile_keyed
+from mcjax._program._compile import compile_keyed
 
 
 def test_compile_keyed_keeps_each_functions_output_structure():

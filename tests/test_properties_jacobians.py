@@ -16,7 +16,6 @@ eager operation would compile once per shape it meets.
 
 from __future__ import annotations
 
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -26,10 +25,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mcjax
-from mcjax._jit import quick_jit
-from mcjax import (BlockDiagonal, Broadcast, Composed, Contraction, Dense, Diagonal, Embed,
-                   Expand, Fill, Kronecker, Opaque, Permutation, Reshape, ScaledIdentity, Slice,
-                   Sum, SumAlong, Zero)
+from mcjax import (
+    BlockDiagonal,
+    Broadcast,
+    Composed,
+    Contraction,
+    Dense,
+    Diagonal,
+    Embed,
+    Expand,
+    Fill,
+    Kronecker,
+    Opaque,
+    Permutation,
+    Reshape,
+    ScaledIdentity,
+    Slice,
+    Sum,
+    SumAlong,
+    Zero,
+)
+from mcjax._program._compile import quick_jit
 
 TOL = mcjax.conventions.tolerance("float64")
 # a scalar, size 1, a non-square matrix; sizes 1 and 3; no batch or a batch of 2

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import mcjax
-from mcjax._jit import quick_jit
 import mcjax.testing
+from mcjax._program._compile import quick_jit
 
 RULES = list(mcjax.registry.REGISTRY)
 DTYPE = "float64"

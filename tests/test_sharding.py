@@ -20,7 +20,7 @@ import pytest
 
 import mcjax
 from mcjax._cli import main
-from mcjax._conventions import data_parallel_tolerance
+from mcjax._core._conventions import data_parallel_tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 # these subprocesses check numbers, not speed: XLA's CPU backend without LLVM optimisation

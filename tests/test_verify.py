@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import mcjax
-from mcjax._check._config import check_rtol
-from mcjax._conventions import SHAPE_CASES
+from mcjax._core._conventions import SHAPE_CASES
+from mcjax._core._tolerance import check_rtol
 
 RULES = list(mcjax.registry.REGISTRY)
 

@@ -14,16 +14,16 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from mcjax._check import _fast, _full
-from mcjax._check._config import (
+from mcjax._check._problem import name_of, prepare
+from mcjax._check._report import Report
+from mcjax._core._errors import DerivativeError
+from mcjax._core._tolerance import (
     FAST_DIRECTIONS,
     FAST_POINTS,
     FULL_MODE_MAX_ENTRIES,
     FULL_MODE_MAX_INPUTS,
     KINK_CONVENTIONS,
 )
-from mcjax._check._problem import name_of, prepare
-from mcjax._check._report import Report
-from mcjax._errors import DerivativeError
 
 MODES = ("auto", "full", "fast")
 
@@ -51,7 +51,7 @@ def check(f, derivative, *args, argnums: int = 0, mode: str = "auto", layout: st
         at a kink of ``f`` (read from its jaxpr) against JAX's own value, the one-sided
         derivatives and their average; plus the Taylor test.  ``"fast"`` compares random
         projections ``u^T J v`` without building it; ``"auto"`` picks full mode up to
-        ``FULL_MODE_MAX_ENTRIES`` entries (``mcjax._check._config``).
+        ``FULL_MODE_MAX_ENTRIES`` entries (``mcjax._core._tolerance``).
       layout: ``"numerator"`` or ``"denominator"`` (``arg.shape + out.shape``).
       points: how many points (``x`` then random points near it); default 1 in full mode,
         2 in fast mode.

@@ -2,7 +2,7 @@
 
 An entry passes when ``|got - ref| <= rtol * scale + atol (+ the reference's own error)``:
 
-- ``rtol = 32 eps(dtype) sqrt(terms)`` (:func:`mcjax._conventions.check_rtol`) scales with the
+- ``rtol = 32 eps(dtype) sqrt(terms)`` (:func:`mcjax._core._conventions.check_rtol`) scales with the
   dtype the derivative is computed in and with the longest sum that builds an entry;
 - ``scale`` is the largest reference magnitude of the entry's block (one leaf of the output
   against one leaf of the argument; at least ``eps`` times the largest of all blocks), so a
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check._flat import FlatSpec, entry_label
-from mcjax._check._config import WORST_ENTRIES, check_atol, check_rtol
+from mcjax._core._tolerance import WORST_ENTRIES, check_atol, check_rtol
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,7 @@ from mcjax._check import _slips
 from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared, flat_at, jacobian_of
 from mcjax._check._report import Slip
-from mcjax._jit import quick_jit
-
+from mcjax._program._compile import quick_jit
 
 FACTORS = {-1.0: "-1: the sign is flipped", 2.0: "2", 0.5: "1/2", -2.0: "-2", -0.5: "-1/2"}
 MAX_NAMED = 2  # candidates that match besides the first are usually the same slip again

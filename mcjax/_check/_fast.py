@@ -47,7 +47,7 @@ from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared
 from mcjax._check._report import Projection, Report, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
-from mcjax._check._config import FAST_PERTURBATION, check_atol, check_rtol
+from mcjax._core._tolerance import FAST_PERTURBATION, check_atol, check_rtol
 
 # what a hash is for: its salt keeps the streams of the points, leaves and uses apart
 _PERTURB, _ROWS, _COLS, _COTANGENT = 1, 2, 3, 4

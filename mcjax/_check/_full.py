@@ -6,7 +6,7 @@ one-sided derivatives where it switches branch (:mod:`mcjax._check._kinks`), and
 (``jax_enable_x64`` is switched on for the duration) the finite-difference ladder and the
 Taylor ladder.  Checks of different shapes go in one program too, so checking a rule at many
 points over several shapes compiles once.  The program is keyed on the traced ``f`` and
-derivative (:class:`~mcjax._jit.Keyed`), so it is reused exactly when the code is unchanged.
+derivative (:class:`~mcjax._program._trace.Keyed`), so it is reused exactly when the code is unchanged.
 
 The verdict is assembled on the host, entry by entry:
 
@@ -36,11 +36,16 @@ from mcjax._check._compare import (
     nonfinite,
     worst_entries,
 )
-from mcjax._check._config import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
 from mcjax._check._diagnose import diagnose_point
 from mcjax._check._flat import entry_label
-from mcjax._check._problem import (Prepared, cast_floating, flat_at, flat_function,
-                                   jacobian_of, reference_key)
+from mcjax._check._problem import (
+    Prepared,
+    cast_floating,
+    flat_at,
+    flat_function,
+    jacobian_of,
+    reference_key,
+)
 from mcjax._check._references import (
     autodiff_program,
     coordinate_scales,
@@ -50,7 +55,8 @@ from mcjax._check._references import (
 )
 from mcjax._check._report import KinkEntry, Kinks, Later, Report, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
-from mcjax._jit import quick_jit
+from mcjax._core._tolerance import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
+from mcjax._program._compile import quick_jit
 
 _quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore")  # NaN is a finding
 

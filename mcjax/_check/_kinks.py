@@ -7,7 +7,7 @@ A function built from JAX primitives is non-smooth only where a *switch* changes
 switch asks whether the *switching quantity* (``a - b`` of ``max(a, b)`` or of the comparison,
 ``x`` of ``abs(x)``) is at the switch: exactly, or within the rounding error it carries (a
 bound propagated through the jaxpr, zero for ``f``'s own arguments; see
-:data:`~mcjax._check._config.SWITCH_ROUNDING`).
+:data:`~mcjax._core._tolerance.SWITCH_ROUNDING`).
 
 Two things come out:
 
@@ -39,10 +39,10 @@ import numpy as np
 from jax import lax
 from jax.extend import core
 
-from mcjax._check._config import SWITCH_ROUNDING
-from mcjax._check._jaxpr import CALLS, bind, call_jaxpr
-from mcjax._check._jaxpr import equation_terms as _terms
-from mcjax._jit import sub_jaxprs as _sub_jaxprs
+from mcjax._core._tolerance import SWITCH_ROUNDING
+from mcjax._program._inspect import CALLS, bind, call_jaxpr
+from mcjax._program._inspect import equation_terms as _terms
+from mcjax._program._walk import sub_jaxprs as _sub_jaxprs
 
 SWITCHES = frozenset({
     "max", "min", "abs", "sign", "floor", "ceil", "round", "clamp", "select_n",
@@ -115,7 +115,7 @@ def _rounding(eqn, ins: list[V], outs) -> list:
     """A bound on each output's rounding error: the inputs' bounds carried through (each input
     on its own, so that signs cannot cancel) plus the equation's own rounding, which for a
     sum of ``T`` terms is ``sqrt(T) eps`` times the sum of their magnitudes (the checker's
-    own model of rounding, see :func:`~mcjax._check._config.check_rtol`)."""
+    own model of rounding, see :func:`~mcjax._core._tolerance.check_rtol`)."""
     name = eqn.primitive.name
     if name in ("dot_general", "mul", "conv_general_dilated"):  # bilinear: |a| e_b + e_a |b|
         a, b = ins

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mcjax._errors import ShapeError, shape_str
+from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import Jacobian
 
 

@@ -3,7 +3,7 @@
 :func:`prepare` validates a call of :func:`mcjax.check` from static shapes and dtypes (before
 any computation), splits the arguments into arrays, which are traced, and everything else
 (integer flags, strings, ``None``), which is static, and traces ``f`` and the derivative
-afresh.  The compiled checks are keyed on those traces (:mod:`mcjax._jit`), never on the
+afresh.  The compiled checks are keyed on those traces (:mod:`mcjax._program._trace`), never on the
 functions' identity: a check after an edit to a helper or a global that ``f`` or the
 derivative reads runs the edited code, and a repeated check of unchanged code reuses the
 compiled program.
@@ -13,54 +13,23 @@ from __future__ import annotations
 
 import os
 import traceback
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import core
 
+from mcjax._check._case import ByIdentity, Prepared, Static
 from mcjax._check._flat import FlatSpec
-from mcjax._check._jaxpr import lowest_precision
 from mcjax._check._kinks import has_switches
 from mcjax._check._under_test import validate
-from mcjax._conventions import is_floating
-from mcjax._errors import DtypeError, ShapeError, TraceError, require_floating
+from mcjax._core._conventions import is_floating
+from mcjax._core._errors import DtypeError, ShapeError, TraceError, require_floating
 from mcjax._jacobian import Jacobian
-from mcjax._jit import Keyed, custom_rules, function_key, signature
+from mcjax._program._inspect import lowest_precision
+from mcjax._program._trace import Keyed, function_key, signature
+from mcjax._program._walk import custom_rules
 
 LAYOUTS = ("numerator", "denominator")
-
-
-class _ByIdentity:
-    """Wraps an unhashable static value so that jit can key on it (by identity: no reuse)."""
-
-    def __init__(self, value):
-        self.value = value
-
-
-class Static(NamedTuple):
-    """The hashable part of a check: what jit compiles for.
-
-    ``f`` and ``derivative`` are :class:`~mcjax._jit.Keyed`: equal when their traces are.
-    """
-
-    f: Keyed
-    derivative: Keyed
-    argnums: int
-    layout: str
-    treedef: Any
-    static_leaves: tuple  # None where a leaf is dynamic
-    dynamic_positions: tuple[int, ...]
-    switches: bool = False  # f switches branch somewhere (max, abs, where...): kinks are read
-    reverse_only: bool = False  # f calls a custom_vjp function: jax.jacfwd cannot run
-
-    def args(self, dynamic) -> tuple:
-        """The arguments rebuilt from the traced leaves."""
-        leaves = [v.value if isinstance(v, _ByIdentity) else v for v in self.static_leaves]
-        for pos, value in zip(self.dynamic_positions, dynamic):
-            leaves[pos] = value
-        return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
 def _is_array(leaf) -> bool:
@@ -72,7 +41,7 @@ def _hashable(leaf):
         hash(leaf)
         return leaf
     except TypeError:
-        return _ByIdentity(leaf)
+        return ByIdentity(leaf)
 
 
 def name_of(fn) -> str:
@@ -82,22 +51,12 @@ def name_of(fn) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
 
-class Prepared(NamedTuple):
-    static: Static
-    dynamic: tuple
-    x_spec: FlatSpec
-    out_spec: FlatSpec
-    dtype: str  # the dtype the derivative is judged in: the least precise of x and f(x)
-    f_jaxpr: core.ClosedJaxpr  # f's trace at the point's shapes and dtypes
-    derivative_jaxpr: core.ClosedJaxpr  # the derivative's (applied to u if it is a VJP)
-
-
 def _structs(leaves) -> tuple:
     return tuple(jax.ShapeDtypeStruct(jnp.shape(d), jnp.result_type(d)) for d in leaves)
 
 
 _INTERNAL = (os.sep + "jax" + os.sep, os.sep + "jaxlib" + os.sep,
-             os.path.join("mcjax", "_check"), os.path.join("mcjax", "_jit.py"))
+             os.path.join("mcjax", "_check"), os.path.join("mcjax", "_program"))
 _CONTROL_FLOW = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
                  jax.errors.TracerIntegerConversionError, jax.errors.NonConcreteBooleanIndexError)
 
@@ -114,7 +73,7 @@ def _user_line(error: BaseException) -> str:
 
 
 def _traced(what: str, fn, *structs, **options):
-    """:func:`~mcjax._jit.function_key`, with a user's mistake turned into one sentence."""
+    """:func:`~mcjax._program._trace.function_key`, with a user's mistake turned into one sentence."""
     try:
         return function_key(fn, *structs, **options)
     except (ShapeError, DtypeError) as e:  # mcjax's own sentence, without JAX's trace note

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check import _kinks
-from mcjax._check._config import (
+from mcjax._check._flat import FlatSpec
+from mcjax._core._tolerance import (
     FD_ERROR_SAFETY,
     FD_LEVELS,
     FD_RATIO,
@@ -37,7 +38,6 @@ from mcjax._check._config import (
     TAYLOR_H0,
     TAYLOR_RUNGS,
 )
-from mcjax._check._flat import FlatSpec
 
 FD_VMAP_ENTRIES = 1 << 21  # points x outputs evaluated in one vmap
 

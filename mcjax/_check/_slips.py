@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core
 
-from mcjax._check._jaxpr import CALLS, bind, call_jaxpr
+from mcjax._program._inspect import CALLS, bind, call_jaxpr
 
 _GATES = ("max", "min")
 # operations with two operands, what each operand is called, and what the operation is called

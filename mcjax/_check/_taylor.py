@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._check._config import TAYLOR_MIN_ORDER, TAYLOR_MIN_RUNGS
+from mcjax._core._tolerance import TAYLOR_MIN_ORDER, TAYLOR_MIN_RUNGS
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,16 @@ which sets the comparison's threshold.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcjax._check._case import Prepared, Static
 from mcjax._check._flat import FlatSpec
-from mcjax._check._jaxpr import max_terms
-from mcjax._errors import ShapeError, shape_str
+from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import Jacobian
-from mcjax._jit import fresh_jaxpr
-
-if TYPE_CHECKING:  # _problem imports this module
-    from mcjax._check._problem import Prepared, Static
+from mcjax._program._inspect import max_terms
+from mcjax._program._trace import fresh_jaxpr
 
 
 class DerivativeUnderTest:

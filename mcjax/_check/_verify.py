@@ -4,7 +4,7 @@ For every rule, every argument it has a derivative for, every shape case and dty
 rule's derivative is checked at a random point exactly as :func:`mcjax.check` would check a
 user's: the same references (``jax.jacfwd``, ``jax.jacrev``, float64 finite differences,
 one-sided derivatives at kinks, the Taylor test), the same tolerance policy
-(:mod:`mcjax._check._config`) and the same :class:`~mcjax.Report`.  A rule's checks compile
+(:mod:`mcjax._core._tolerance`) and the same :class:`~mcjax.Report`.  A rule's checks compile
 as one program.
 
 The forward function and the derivative are both called with the rule's verification
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Iterable, Mapping, Sequence
 import multiprocessing
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -28,7 +28,8 @@ import numpy as np
 
 from mcjax._check._api import check_cases
 from mcjax._check._report import Report
-from mcjax._conventions import DTYPES, SHAPE_CASES
+from mcjax._core._conventions import DTYPES, SHAPE_CASES
+from mcjax._core._user_code import import_user_module
 from mcjax._registry import REGISTRY, Registry, Rule
 
 
@@ -301,9 +302,7 @@ def _worker(imports: tuple, dtypes: tuple) -> None:
     if "float64" in dtypes:
         jax.config.update("jax_enable_x64", True)
     for spec in imports:
-        from mcjax._cli import _import_user_module
-
-        _import_user_module(spec, "mcjax verify: --import")
+        import_user_module(spec, "mcjax verify: --import")
 
 
 def _verify_rule(name: str, batch: list, seed: int) -> list[RuleResult]:

@@ -9,6 +9,6 @@
 """
 
 from mcjax._derive._api import derive
-from mcjax._derive._formula import formula, structure
+from mcjax._jacobian._formula import formula, structure
 
 __all__ = ["derive", "formula", "structure"]

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core
 
-from mcjax._derive import _build as B
-from mcjax._derive import _expr as E
-from mcjax._derive._algebra import add, compose
 from mcjax._derive._rules import RULES, Eqn, Operand, is_float, output_expr
+from mcjax._jacobian import _build as B
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian._algebra import add, compose
 
 CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint", "remat2")
 

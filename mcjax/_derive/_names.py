@@ -14,7 +14,7 @@ import inspect
 import jax
 import jax.numpy as jnp
 
-from mcjax._derive import _expr as E
+from mcjax._jacobian import _expr as E
 
 _SUBSCRIPT = str.maketrans("0123456789,", "₀₁₂₃₄₅₆₇₈₉,")
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda", "mu", "nu",

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from mcjax._derive import _expr as E
-from mcjax._derive._sym import Sym
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian._sym import Sym
 
 
 class Operand(NamedTuple):

@@ -16,10 +16,10 @@ itself.  Any other contraction (batched, several contracted axes) is a
 
 from __future__ import annotations
 
-from mcjax._derive import _build as B
-from mcjax._derive import _expr as E
 from mcjax._derive._rules import Eqn, Operand, register
-from mcjax._derive._sym import Sym
+from mcjax._jacobian import _build as B
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian._sym import Sym
 
 
 def _t(op: Operand) -> Sym:

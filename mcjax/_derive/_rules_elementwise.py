@@ -1,11 +1,11 @@
 r"""Element-wise primitives: their Jacobians are diagonal (Parr & Howard §4.2, §8.2).
 
-Each rule is one line: the scalar derivative, written on :class:`~mcjax._derive._sym.Sym`
+Each rule is one line: the scalar derivative, written on :class:`~mcjax._jacobian._sym.Sym`
 values ``x`` (the operand) and ``y`` (the output), as in a table of derivatives.  An operand
 that is broadcast (a scalar, or an axis of length 1) gets the diagonal times the expansion:
 $\partial(\mathbf{x} + z)/\partial z = \mathbf{1}$ (§4.3).
 
-Kinks follow JAX's own derivative (:mod:`mcjax._conventions`): ``max`` and ``min`` give 1/2
+Kinks follow JAX's own derivative (:mod:`mcjax._core._conventions`): ``max`` and ``min`` give 1/2
 to each side of a tie, ``abs'(0) = 1``, ``sign``, ``floor`` and comparisons have derivative 0.
 """
 
@@ -15,13 +15,13 @@ import math
 
 import jax.numpy as jnp
 
-from mcjax._conventions import ABS_GRAD_AT_ZERO, MAX_TIE_SHARE
-from mcjax._derive import _build as B
-from mcjax._derive import _expr as E
-from mcjax._derive import _sym as S
-from mcjax._derive._algebra import compose
+from mcjax._core._conventions import ABS_GRAD_AT_ZERO, MAX_TIE_SHARE
 from mcjax._derive._rules import Eqn, register
-from mcjax._derive._sym import Sym, lift
+from mcjax._jacobian import _build as B
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian import _sym as S
+from mcjax._jacobian._algebra import compose
+from mcjax._jacobian._sym import Sym, lift
 
 
 def local(e: Eqn, k: int, d) -> object:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mcjax._derive import _build as B
-from mcjax._derive import _expr as E
-from mcjax._derive import _sym as S
-from mcjax._derive._algebra import compose
-from mcjax._derive._print import index_text
 from mcjax._derive._rules import Eqn, register
+from mcjax._jacobian import _build as B
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian import _sym as S
+from mcjax._jacobian._algebra import compose
+from mcjax._jacobian._print import index_text
 
 
 def _on_operand(build):

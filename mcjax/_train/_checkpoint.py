@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mcjax._errors import CheckpointError, shape_str
+from mcjax._core._errors import CheckpointError, shape_str
 
 STEP_PREFIX = "epoch"
 DIGESTS = "digests.json"

@@ -2,7 +2,7 @@
 
 :func:`mcjax.train` compiles its epoch ahead of time (to report the compile time apart from the
 training time).  The epoch is traced afresh on every call and reused only when the traced
-program is the same (:func:`mcjax._jit.compile_keyed`): a second ``train`` with the same model
+program is the same (:func:`mcjax._program._trace.compile_keyed`): a second ``train`` with the same model
 and settings (another seed, a resumed run, a notebook cell run again) compiles nothing, and a
 loss that reads a global the user has since changed compiles anew.  No cache here is keyed on
 an object's identity.
@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mcjax._jit import compile_keyed
+from mcjax._program._compile import compile_keyed
 from mcjax._train import _sharding
 from mcjax._train._step import compiler_options, train_epoch
 

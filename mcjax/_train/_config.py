@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import optax
 
-from mcjax._errors import CheckpointError
+from mcjax._core._errors import CheckpointError
 from mcjax._train._describe import describe
 from mcjax._train._models import GRAD_SOURCES
 from mcjax._train._optim import optimizer as make_optimizer

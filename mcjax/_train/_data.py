@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._errors import Problems, shape_str
-from mcjax._jit import digest
+from mcjax._core._errors import Problems, shape_str
+from mcjax._program._trace import digest
 from mcjax.rules.activations import relu
 
 

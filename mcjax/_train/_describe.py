@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mcjax._jit import digest
+from mcjax._program._trace import digest
 
 MAX_DEPTH = 12
 SMALL_ARRAY = 16  # arrays up to this many elements are described by their values

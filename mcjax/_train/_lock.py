@@ -23,7 +23,7 @@ import socket
 import time
 from pathlib import Path
 
-from mcjax._errors import CheckpointError
+from mcjax._core._errors import CheckpointError
 
 LOCK_FILE = "run.lock"
 _UNSUPPORTED = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}

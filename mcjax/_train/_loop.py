@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._errors import CheckpointError, Problems, ShapeError, shape_str
-from mcjax._jit import compile_keyed
+from mcjax._core._errors import CheckpointError, Problems, ShapeError, shape_str
+from mcjax._program._compile import compile_keyed
 from mcjax._train import _sharding
 from mcjax._train._checkpoint import leaf_names
 from mcjax._train._compiled import compiled_epoch

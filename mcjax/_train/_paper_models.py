@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._errors import Problems, shape_str
+from mcjax._core._errors import Problems, shape_str
 from mcjax._registry import REGISTRY, derivative
 from mcjax._train._models import Model
 from mcjax.rules.activations import relu

@@ -36,9 +36,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from mcjax._errors import CheckpointError
-from mcjax._train._checkpoint import (STEP_PREFIX, Damaged, Store, leaf_names, mismatches,
-                                      parse_step)
+from mcjax._core._errors import CheckpointError
+from mcjax._train._checkpoint import STEP_PREFIX, Damaged, Store, leaf_names, mismatches, parse_step
 from mcjax._train._describe import as_json, differences
 from mcjax._train._lock import LOCK_FILE, Lock
 

@@ -11,7 +11,7 @@ $$\nabla_\theta L = \frac{1}{B}\sum_{d=1}^{D} \sum_{i \in \text{shard}_d} \nabla
 
 a per-device partial sum followed by an all-reduce (``psum``) over ``"data"``.  The result
 equals the single-device step up to the order of that floating-point sum (bounded in
-:func:`mcjax._conventions.data_parallel_tolerance`).  The same jitted program runs on one CPU,
+:func:`mcjax._core._conventions.data_parallel_tolerance`).  The same jitted program runs on one CPU,
 on the GPUs of one host, on a TPU pod slice and across hosts (after
 :func:`mcjax.sharding.init_distributed`): the mesh is the only thing that changes.
 
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mcjax._errors import Problems, ShapeError, shape_str
+from mcjax._core._errors import Problems, ShapeError, shape_str
 from mcjax._train._models import takes_key
 
 DATA_AXIS = "data"

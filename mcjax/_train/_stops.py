@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mcjax._errors import NonFiniteLossError
+from mcjax._core._errors import NonFiniteLossError
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

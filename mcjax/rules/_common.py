@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import jax
 
-from mcjax._errors import Problems
+from mcjax._core._errors import Problems
 from mcjax._jacobian import Diagonal
 from mcjax._registry import Derivative
 

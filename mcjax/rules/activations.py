@@ -6,7 +6,7 @@ The neuron $\operatorname{activation}(\mathbf{w} \cdot \mathbf{x} + b)$ is diffe
 vector chain rule (§4.5.3) from the activation's rule and the dot product's rule; for ReLU the
 factor $\sigma'(z) = \mathbb{1}[z > 0]$ is the *gate* that zeroes the gradient of an inactive unit.
 
-Kinks follow :mod:`mcjax._conventions`: ``relu'(0) = 0``, ``leaky_relu'(0) = 1``.
+Kinks follow :mod:`mcjax._core._conventions`: ``relu'(0) = 0``, ``leaky_relu'(0) = 1``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from mcjax._conventions import LEAKY_RELU_GRAD_AT_ZERO, RELU_GRAD_AT_ZERO
-from mcjax._errors import Problems, shape_str
+from mcjax._core._conventions import LEAKY_RELU_GRAD_AT_ZERO, RELU_GRAD_AT_ZERO
+from mcjax._core._errors import Problems, shape_str
 from mcjax._jacobian import Dense, Jacobian, ScaledIdentity
 from mcjax._registry import (
     REGISTRY,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mcjax._errors import Problems, shape_str
+from mcjax._core._errors import Problems, shape_str
 from mcjax._jacobian import BlockDiagonal, Broadcast, Dense, Kronecker
 from mcjax._registry import Derivative, rule
 

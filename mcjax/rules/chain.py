@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mcjax._errors import Problems
+from mcjax._core._errors import Problems
 from mcjax._jacobian import Jacobian
 from mcjax._registry import REGISTRY, Derivative, Registry, Rule, as_array
 from mcjax.rules import elementwise

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._conventions import ABS_GRAD_AT_ZERO, MAX_TIE_SHARE
+from mcjax._core._conventions import ABS_GRAD_AT_ZERO, MAX_TIE_SHARE
 from mcjax._jacobian import Diagonal, ScaledIdentity
 from mcjax._registry import Derivative, as_array, away_from_zero, normal, rule
 from mcjax.rules._common import check_same_shape, diagonal

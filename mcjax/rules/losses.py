@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._errors import DtypeError, Problems, shape_str
+from mcjax._core._errors import DtypeError, Problems, shape_str
 from mcjax._jacobian import Dense
 from mcjax._registry import Derivative, as_array, away_from_zero_numpy, normal, rule
-from mcjax.rules.activations import relu, relu_gate
 from mcjax.rules._common import check_same_shape
+from mcjax.rules.activations import relu, relu_gate
 
 
 # -- the paper's loss ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._errors import Problems, ShapeError, shape_str
+from mcjax._core._errors import Problems, ShapeError, shape_str
 from mcjax._registry import REGISTRY, Derivative, as_array, normal, rule
 from mcjax.rules.activations import activation_function, activation_jacobian
 from mcjax.rules.affine import affine

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mcjax._errors import Problems
+from mcjax._core._errors import Problems
 from mcjax._jacobian import Dense, Fill
 from mcjax._registry import Derivative, rule
 from mcjax.rules._common import check_same_shape

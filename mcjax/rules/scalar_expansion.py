@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mcjax._errors import Problems
+from mcjax._core._errors import Problems
 from mcjax._jacobian import Dense, Fill, ScaledIdentity
 from mcjax._registry import Derivative, away_from_zero, normal, rule
 

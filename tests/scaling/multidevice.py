@@ -27,7 +27,7 @@ import mcjax
 if os.environ.get("JAX_COORDINATOR_ADDRESS"):
     PROCESSES = mcjax.sharding.init_distributed()
 
-from mcjax._conventions import data_parallel_tolerance, tolerance  # noqa: E402
+from mcjax._core._conventions import data_parallel_tolerance, tolerance  # noqa: E402
 from mcjax._jacobian import densify  # noqa: E402
 
 pytestmark = pytest.mark.skipif(

@@ -1,6 +1,6 @@
 """Structured Jacobians with their formulas attached.
 
-Each constructor takes :class:`~mcjax._derive._sym.Sym` values (array and expression) and
+Each constructor takes :class:`~mcjax._jacobian._sym.Sym` values (array and expression) and
 returns one of :mod:`mcjax._jacobian`'s classes with ``symbols`` set, so that
 ``J.formula()`` can print what the arrays stand for.  Where a structure is a special case of a
 simpler one (an expansion from a scalar is a column of ones, a sum over every axis a row of
@@ -14,8 +14,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from mcjax._derive import _expr as E
-from mcjax._derive._sym import Sym, lift
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
@@ -37,6 +35,8 @@ from mcjax._jacobian import (
     SumAlong,
     Zero,
 )
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian._sym import Sym, lift
 
 
 def _array(value, dtype):

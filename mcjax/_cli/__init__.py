@@ -1,26 +1,24 @@
 """The ``mcjax`` command.
 
 Each subcommand is a pair of functions: ``_add_NAME(subparsers)`` declares its options and
-``_run_NAME(args) -> exit status`` does the work (``train``'s pair lives beside the training
-loop, in ``mcjax/_train/_command.py``).  Exit status 0 means success, 1 a failed check, 2 a
+``_run_NAME(args) -> exit status`` does the work (``train``'s pair is in ``_train``, the
+rules table of ``verify`` in ``_summary``).  Exit status 0 means success, 1 a failed check, 2 a
 usage error, reported in one line.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from mcjax._conventions import DTYPES, SHAPE_CASES
-from mcjax._errors import UsageError
+from mcjax._core._conventions import DTYPES, SHAPE_CASES
+from mcjax._core._errors import UsageError
+from mcjax._core._user_code import import_user_module
 
 
 def _enable_x64_if(dtypes) -> None:
@@ -30,43 +28,6 @@ def _enable_x64_if(dtypes) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-
-
-def _import_user_module(spec: str, command: str = "mcjax"):
-    """Import ``spec``, a dotted module name or a path to a .py file, and return the module.
-
-    A file's own folder goes first on ``sys.path``, so that it can import its sibling files.
-    """
-    path = Path(spec)
-    try:
-        if spec.endswith(".py") or path.exists():
-            if not path.exists():
-                raise UsageError(f"{command}: {spec}: no such file")
-            folder = str(path.resolve().parent)
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-            module_spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[path.stem] = module
-            module_spec.loader.exec_module(module)
-            return module
-        return importlib.import_module(spec)
-    except UsageError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the user's module failed to import: one line
-        raise UsageError(f"{command}: cannot import {spec}: {type(e).__name__}: {e}"
-                         f"{_where_raised(e, spec)}") from None
-
-
-def _where_raised(error: BaseException, spec: str) -> str:
-    """`` (my_model.py:3)``: the last line of the user's file in ``error``'s traceback."""
-    import traceback
-
-    name = Path(spec).name
-    frames = [fr for fr in traceback.extract_tb(error.__traceback__) if fr.filename.endswith(name)]
-    if isinstance(error, SyntaxError) or not frames:
-        return ""
-    return f" ({name}:{frames[-1].lineno})"
 
 
 # -- verify ------------------------------------------------------------------------------
@@ -108,10 +69,10 @@ def _run_verify(args) -> int:
     from rich.markup import escape
 
     import mcjax
-    from mcjax._check import _summary
+    from mcjax._cli import _summary
 
     for spec in args.imports:
-        _import_user_module(spec, "mcjax verify: --import")
+        import_user_module(spec, "mcjax verify: --import")
     rules = mcjax.registry.REGISTRY.select(args.select)
     if not rules:
         print(f"mcjax verify: no rule matches {args.select!r}", file=sys.stderr)
@@ -153,7 +114,7 @@ def _load(spec: str, what: str, command: str = "mcjax check"):
     module_name, sep, name = spec.rpartition(":")
     if not sep or not module_name or not name:
         raise UsageError(f"{command}: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
-    module = _import_user_module(module_name, f"{command}: {what} {spec!r}")
+    module = import_user_module(module_name, f"{command}: {what} {spec!r}")
     try:
         return getattr(module, name)
     except AttributeError:
@@ -356,7 +317,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mcjax._train._command import add_train
+    from mcjax._cli._train import add_train
 
     parser = _Parser(
         prog="mcjax",

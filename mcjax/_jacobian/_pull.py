@@ -1,7 +1,7 @@
 r"""A row pulled back through a Jacobian, a column pushed forward, with their formulas.
 
 :func:`pull` is $\mathbf{v}^\top J$ (the vector-Jacobian product: backpropagation) and
-:func:`push` is $J\mathbf{v}$, each returned as a :class:`~mcjax._derive._sym.Sym`: the array
+:func:`push` is $J\mathbf{v}$, each returned as a :class:`~mcjax._jacobian._sym.Sym`: the array
 from the Jacobian's own ``vjp`` / ``jvp``, and the expression a person writes for it
 ($\mathbf{v}^\top \operatorname{diag}(\mathbf{d}) = (\mathbf{v} \odot \mathbf{d})^\top$,
 $\mathbf{v}^\top (I_m \otimes \mathbf{x}^\top) = \mathbf{v}\mathbf{x}^\top$, ...).  One
@@ -14,10 +14,6 @@ import functools
 
 import jax.numpy as jnp
 
-from mcjax._derive import _build as B
-from mcjax._derive import _expr as E
-from mcjax._derive._formula import formula
-from mcjax._derive._sym import Sym
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
@@ -37,6 +33,10 @@ from mcjax._jacobian import (
     SumAlong,
     Zero,
 )
+from mcjax._jacobian import _build as B
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian._formula import formula
+from mcjax._jacobian._sym import Sym
 
 
 def _cast(v: Sym, J: Jacobian) -> Sym:

@@ -11,7 +11,7 @@ r"""The chain rule and the total-derivative rule on structured Jacobians, simpli
 - :func:`scale` multiplies by a scalar, keeping the structure.
 
 Pairwise simplifications are registered one per line in :data:`SIMPLIFY`, keyed on the two
-classes.  Every result carries its formula (see :mod:`mcjax._derive._build`).
+classes.  Every result carries its formula (see :mod:`mcjax._jacobian._build`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from mcjax._derive import _build as B
-from mcjax._derive import _expr as E
-from mcjax._derive._pull import pull, push
-from mcjax._derive._sym import Sym
-from mcjax._errors import ShapeError, shape_str
+from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import (
     Broadcast,
     Composed,
@@ -43,6 +39,10 @@ from mcjax._jacobian import (
     SumAlong,
     Zero,
 )
+from mcjax._jacobian import _build as B
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian._pull import pull, push
+from mcjax._jacobian._sym import Sym
 
 SIMPLIFY: dict[tuple[type, type], Callable[[Jacobian, Jacobian], Jacobian | None]] = {}
 """``(type(outer), type(inner)) -> rule(outer, inner)``: the product in a simpler structure,

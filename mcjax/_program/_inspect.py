@@ -1,7 +1,7 @@
 """What the checker reads off ``f``'s jaxpr.
 
 - :func:`max_terms`: the longest sum (contraction, reduction) that builds a value: rounding
-  error grows with it, so the thresholds do (``mcjax._conventions.check_rtol``).
+  error grows with it, so the thresholds do (``mcjax._core._conventions.check_rtol``).
 - :func:`lowest_precision`: the least precise floating dtype that values depending on the
   argument pass through.  A function that hard-codes float32 evaluated on float64 input still
   rounds to float32; the report says so and the finite-difference steps adapt.
@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
 
-from mcjax._jit import sub_jaxprs
-
+from mcjax._program._walk import sub_jaxprs
 
 CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint")
 """Primitives that call a jaxpr with their operands (custom rules are not among them)."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mcjax._conventions import is_floating
+from mcjax._core._conventions import is_floating
 
 
 class ShapeError(ValueError):

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mcjax._errors import ShapeError, shape_str
+from mcjax._core._errors import ShapeError, shape_str
 
 Shape = tuple[int, ...]
 
@@ -161,13 +161,13 @@ class Jacobian:
         A Jacobian built by hand (not by :func:`mcjax.derive`) prints its structure with
         placeholder names (``diag(d)``).
         """
-        from mcjax._derive._formula import formula  # the printer lives with derive
+        from mcjax._jacobian._formula import formula  # the printer lives with derive
 
         return formula(self, latex=False)
 
     def latex(self) -> str:
         """:meth:`formula` in LaTeX, e.g. ``\\operatorname{diag}(\\mathbb{1}[z > 0])\\,(I_{8} \\otimes \\mathbf{x}^\\top)``."""
-        from mcjax._derive._formula import formula
+        from mcjax._jacobian._formula import formula
 
         return formula(self, latex=True)
 

@@ -2,7 +2,7 @@
 
 A derivative rule is written once, as arithmetic on :class:`Sym` values
 (``lambda x, y: 1 - y**2`` for tanh); each operation computes the number with ``jax.numpy``
-and the expression with :mod:`mcjax._derive._expr`, so the formula printed for a Jacobian is
+and the expression with :mod:`mcjax._jacobian._expr`, so the formula printed for a Jacobian is
 by construction the formula of the numbers it holds.
 """
 
@@ -13,7 +13,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._derive import _expr as E
+from mcjax._jacobian import _expr as E
 
 
 class Sym(NamedTuple):

@@ -15,17 +15,6 @@ import functools
 
 import jax
 
-from mcjax._derive import _expr as E
-from mcjax._derive._print import (
-    ATOM,
-    POSTFIX,
-    PRODUCT,
-    SUM,
-    Printer,
-    choose_names,
-    definitions,
-    index_text,
-)
 from mcjax._jacobian import (
     BlockDiagonal,
     Broadcast,
@@ -46,6 +35,17 @@ from mcjax._jacobian import (
     Sum,
     SumAlong,
     Zero,
+)
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian._print import (
+    ATOM,
+    POSTFIX,
+    PRODUCT,
+    SUM,
+    Printer,
+    choose_names,
+    definitions,
+    index_text,
 )
 
 _PLACEHOLDER = {Diagonal: "d", ScaledIdentity: "c", Fill: "c", Broadcast: "c", Kronecker: "x",

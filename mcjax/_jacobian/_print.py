@@ -1,6 +1,6 @@
 r"""Expressions printed in the paper's notation, as plain text or LaTeX.
 
-:class:`Printer` writes one :class:`~mcjax._derive._expr.Expr` with the fewest parentheses
+:class:`Printer` writes one :class:`~mcjax._jacobian._expr.Expr` with the fewest parentheses
 precedence allows: ``W x + b``, ``1[z > 0]``, ``sigmoid(x) (1 - sigmoid(x))``, ``x ⊙ y`` for
 the element-wise (Hadamard) product of two arrays, ``xᵀ`` for a transpose.  Values the
 formula uses more than once, or that are long, are given a name (:func:`choose_names`): a
@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from fractions import Fraction
 
-from mcjax._derive._expr import Expr, core, nodes
+from mcjax._jacobian._expr import Expr, core, nodes
 
 ATOM, POSTFIX, UNARY, PRODUCT, SUM, COMPARE = 100, 90, 70, 60, 50, 40
 

@@ -7,7 +7,7 @@ ride in the static part of a Jacobian's pytree) and are built only through the c
 below, which fold constants and drop neutral elements (``1 x`` is ``x``, ``x - 0`` is ``x``)
 so that a derivative reads as a person would write it.
 
-Nothing here computes a number: :mod:`mcjax._derive._sym` pairs each expression with its
+Nothing here computes a number: :mod:`mcjax._jacobian._sym` pairs each expression with its
 value.
 """
 

@@ -15,8 +15,8 @@ import json
 import math
 import sys
 
-from mcjax._conventions import DTYPES
-from mcjax._errors import UsageError
+from mcjax._core._conventions import DTYPES
+from mcjax._core._errors import UsageError
 
 USAGE_ERRORS = (ValueError, TypeError, NotADirectoryError, FileNotFoundError)  # ShapeError,
 # DtypeError and CheckpointError are among them (subclasses of ValueError and TypeError)

@@ -1,0 +1,52 @@
+"""One check as the checker holds it: its hashable part (what jit compiles for) and the rest."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+from jax.extend import core
+
+from mcjax._check._flat import FlatSpec
+from mcjax._program._trace import Keyed
+
+
+class ByIdentity:
+    """Wraps an unhashable static value so that jit can key on it (by identity: no reuse)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class Static(NamedTuple):
+    """The hashable part of a check: what jit compiles for.
+
+    ``f`` and ``derivative`` are :class:`~mcjax._program._trace.Keyed`: equal when their traces are.
+    """
+
+    f: Keyed
+    derivative: Keyed
+    argnums: int
+    layout: str
+    treedef: Any
+    static_leaves: tuple  # None where a leaf is dynamic
+    dynamic_positions: tuple[int, ...]
+    switches: bool = False  # f switches branch somewhere (max, abs, where...): kinks are read
+    reverse_only: bool = False  # f calls a custom_vjp function: jax.jacfwd cannot run
+
+    def args(self, dynamic) -> tuple:
+        """The arguments rebuilt from the traced leaves."""
+        leaves = [v.value if isinstance(v, ByIdentity) else v for v in self.static_leaves]
+        for pos, value in zip(self.dynamic_positions, dynamic):
+            leaves[pos] = value
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+class Prepared(NamedTuple):
+    static: Static
+    dynamic: tuple
+    x_spec: FlatSpec
+    out_spec: FlatSpec
+    dtype: str  # the dtype the derivative is judged in: the least precise of x and f(x)
+    f_jaxpr: core.ClosedJaxpr  # f's trace at the point's shapes and dtypes
+    derivative_jaxpr: core.ClosedJaxpr  # the derivative's (applied to u if it is a VJP)
