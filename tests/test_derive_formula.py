@@ -64,7 +64,6 @@ MATRIX_FORM = {
 
 KNOWN_DIFFERENCES = {
     "negative/x": "derive finds -I, a scaled identity; the hand rule stores the diagonal",
-    "chain.total_derivative_sum/x": "derive adds I + diag(2x) into one diagonal",
     "softmax/z": "derive keeps diag(s) - s sᵀ factored (O(n) numbers); the hand rule is dense",
 }
 

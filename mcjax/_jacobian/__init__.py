@@ -1,34 +1,28 @@
-"""Structured Jacobians: the type, its algebra, and the formula it prints as.
+"""Structured Jacobians: the type, its one algebra, and the formula it prints as.
 
-- ``_structures``: the classes (a diagonal, a Kronecker block, a permutation, ...);
-- ``_algebra`` and ``_pull``: composing (the vector chain rule), adding (the total-derivative
-  rule) and scaling, simplifying where the structure allows;
-- ``_build``: the classes with their formulas attached (the simplest class that is the map);
-- ``_expr``, ``_sym``, ``_print``, ``_formula``: the formula a person would write.
+- ``_algebra``: the type, the chain rule (``compose``), the total-derivative rule (``add``),
+  scaling, and the structures the algebra produces (``Zero``, ``ScaledIdentity``,
+  ``Composed``, ``Sum``);
+- ``_products`` (``Dense`` and products), ``_elementwise``, ``_rearrange``, ``_opaque``: the
+  other structures, each with its operations registered beside it;
+- ``_build``: the constructors rules build with; ``_expr``, ``_sym``, ``_print``,
+  ``_formula``: the formula a person would write.
+
+Importing this package registers every structure's operations.
 """
 
-from mcjax._jacobian._structures import (
-    BlockDiagonal,
-    Broadcast,
+from mcjax._jacobian._algebra import (
     Composed,
-    Contraction,
-    Dense,
-    Diagonal,
-    Embed,
-    Expand,
-    Fill,
     Jacobian,
-    Kronecker,
-    Opaque,
-    Permutation,
-    Reshape,
     ScaledIdentity,
-    Slice,
     Sum,
-    SumAlong,
     Zero,
     densify,
 )
+from mcjax._jacobian._elementwise import Broadcast, Diagonal, Fill
+from mcjax._jacobian._opaque import Opaque
+from mcjax._jacobian._products import BlockDiagonal, Contraction, Dense, Kronecker
+from mcjax._jacobian._rearrange import Embed, Expand, Permutation, Reshape, Slice, SumAlong
 
 __all__ = [
     "Jacobian", "Dense", "Diagonal", "ScaledIdentity", "Fill", "Broadcast", "Kronecker",

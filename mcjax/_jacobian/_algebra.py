@@ -1,102 +1,360 @@
-r"""The chain rule and the total-derivative rule on structured Jacobians, simplifying.
+r"""The structured Jacobian type and its one algebra.
+
+Parr & Howard's central observation (§4.2-§4.4) is that the Jacobians of deep learning are
+structured: element-wise operators give diagonal matrices, scalar expansion a column of ones,
+sum reduction a row of ones, the affine map with respect to ``W`` a Kronecker-shaped tensor.
+A :class:`Jacobian` is such a linear map from arrays of ``in_shape`` to arrays of
+``out_shape``: it applies itself to a tangent (``jvp``, $J v$) or a cotangent (``vjp``,
+$u^\top J$) without building the dense array, and turns into the dense numerator-layout array
+on request (``J.dense()``, shape ``out_shape + in_shape``).
+
+The algebra is written once, here, for every structure and every user (hand-written rules,
+``mcjax.derive``, the checker):
 
 - :func:`compose` is the vector chain rule (§4.5.3), ``outer @ inner``: identities vanish,
-  zeros absorb, a scalar factor scales the other one, a diagonal times a diagonal is a
-  diagonal; a row $\mathbf{v}^\top$ (the derivative of a scalar) is pulled through whatever
-  follows, one vector-Jacobian product each, so the derivative of a loss ends as its gradient;
-  a column (the derivative with respect to a scalar) is pushed the same way.  Everything else
-  stays factored (``Composed``): a Kronecker block times a diagonal is never multiplied out.
-- :func:`add` is the total-derivative rule (§4.5.2): diagonals add into a diagonal, rows into
-  a row, and two paths that end in the same Jacobian are factored, $(A + B) J$.
+  zeros absorb, a scalar factor scales the other one, a row $\mathbf{v}^\top$ (the derivative
+  of a scalar) is pulled through whatever follows, so the derivative of a loss ends as its
+  gradient, a column is pushed the same way, and adjacent factors multiply out where their
+  product is one structure (a diagonal times a diagonal); the rest stays factored;
+- :func:`add` is the total-derivative rule (§4.5.2): terms of one structure merge, and two
+  paths that end in the same factors are factored, $(A + B) J$;
 - :func:`scale` multiplies by a scalar, keeping the structure.
 
-Pairwise simplifications are registered one per line in :data:`SIMPLIFY`, keyed on the two
-classes.  Every result carries its formula (see :mod:`mcjax._jacobian._build`).
+What a structure contributes sits beside its class (the lineax pattern): its ``jvp``, ``vjp``
+and ``dense``, and its registrations with the generic functions below (:func:`scale`,
+:func:`pull`, :func:`push`, :func:`~mcjax._jacobian._formula.write`, ...) and with the
+pair tables (:func:`simplifies`, :func:`merges`).  This module holds the type, the generic
+operations and the structures the algebra itself produces: the zero map, $cI$, a product and
+a sum.  Every value is frozen and carries, beside its arrays, the expressions they stand
+for (``symbols``, set by :func:`mcjax.derive`; ``None`` for a Jacobian built by hand).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 
 from mcjax._core._errors import ShapeError, shape_str
-from mcjax._jacobian import (
-    Broadcast,
-    Composed,
-    Dense,
-    Diagonal,
-    Embed,
-    Expand,
-    Fill,
-    Jacobian,
-    Permutation,
-    Reshape,
-    ScaledIdentity,
-    Slice,
-    Sum,
-    SumAlong,
-    Zero,
-)
-from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
-from mcjax._jacobian._pull import pull, push
-from mcjax._jacobian._sym import Sym
+from mcjax._jacobian import _formula as F
+from mcjax._jacobian._print import ATOM, PRODUCT, SUM
+from mcjax._jacobian._sym import Sym, lift
 
-SIMPLIFY: dict[tuple[type, type], Callable[[Jacobian, Jacobian], Jacobian | None]] = {}
-"""``(type(outer), type(inner)) -> rule(outer, inner)``: the product in a simpler structure,
-or ``None`` to keep the two factored."""
+Shape = tuple[int, ...]
 
 
-def simplifies(outer: type, inner: type):
-    def register(rule):
-        SIMPLIFY[outer, inner] = rule
-        return rule
+def _eye_tensor(shape: Shape, dtype) -> jax.Array:
+    """The identity on arrays of ``shape``, as a tensor of shape ``shape + shape``."""
+    size = math.prod(shape)
+    return jnp.eye(size, dtype=dtype).reshape(tuple(shape) + tuple(shape))
 
-    return register
+
+class Jacobian:
+    """A linear map from arrays of ``in_shape`` to arrays of ``out_shape``: a derivative.
+
+    Subclasses store only what their structure needs (their ``_arrays`` are pytree leaves,
+    their ``_static`` fields the pytree's auxiliary data) and implement :meth:`jvp`,
+    :meth:`vjp` and :meth:`dense`.  Values are immutable: every operation builds a new one.
+    """
+
+    kind: str = "jacobian"
+    """A short name of the structure, used in error messages (``"diagonal"``, ...)."""
+    placeholder: str = "A"
+    """The letter a hand-built Jacobian's array is printed with in :meth:`formula`."""
+    out_shape: Shape
+    """The shape of the function's output: the leading axes of :meth:`dense`."""
+    in_shape: Shape
+    """The shape of the argument: the trailing axes of :meth:`dense`."""
+    symbols: tuple | None
+    """What each stored array stands for, as expressions (set by :func:`mcjax.derive`, which
+    prints them in :meth:`formula`); ``None`` for a Jacobian built by hand."""
+
+    _arrays: tuple[str, ...] = ()
+    _static: tuple[str, ...] = ()
+
+    def _init(self, symbols=None, **fields) -> None:
+        """Set the fields once, at construction (the only writes a Jacobian ever sees)."""
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "symbols", None if symbols is None else tuple(symbols))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"mcjax.{type(self).__name__} is immutable: build a new one "
+                             f"instead of setting {name!r}")
+
+    # -- what every structured form provides -------------------------------------------
+    def jvp(self, v):
+        """$J v$: push a tangent of shape ``in_shape`` forward to shape ``out_shape``."""
+        raise NotImplementedError
+
+    def vjp(self, u):
+        """$u^\\top J$: pull a cotangent of shape ``out_shape`` back to shape ``in_shape``."""
+        return transpose_apply(self, u)
+
+    def dense(self) -> jax.Array:
+        """The dense Jacobian in numerator layout, shape ``out_shape + in_shape``."""
+        return dense_by_columns(self)
+
+    def children(self) -> tuple[Jacobian, ...]:
+        """The Jacobians this one is made of (the factors of a product, the terms of a sum)."""
+        return ()
+
+    holds_scalar: bool = False
+    """Whether a scalar factor multiplies into this structure's own array (a diagonal, a
+    dense array) rather than standing in front of it."""
+
+    def is_unit_factor(self) -> bool:
+        """Whether this factor is an identity matrix that a printed product leaves out (a
+        reshape)."""
+        return False
+
+    def label(self) -> str:
+        """The class name, as :func:`~mcjax._jacobian._formula.structure` draws it."""
+        return type(self).__name__
+
+    @property
+    def dtype(self):
+        """The dtype of the stored arrays, or of the argument for a map that stores none."""
+        if "dtype_name" in self._static:
+            return jnp.dtype(self.dtype_name)
+        leaves = jax.tree_util.tree_leaves(self)
+        return jnp.result_type(*leaves) if leaves else jnp.dtype(jnp.float32)
+
+    # -- derived behaviour --------------------------------------------------------------
+    @property
+    def shape(self) -> Shape:
+        """``out_shape + in_shape``: the shape of :meth:`dense`."""
+        return tuple(self.out_shape) + tuple(self.in_shape)
+
+    def __matmul__(self, inner: Jacobian) -> Jacobian:
+        """The vector chain rule (§4.5.3): ``(self @ inner)`` is $J_f J_g$ for $f(g(x))$."""
+        if not isinstance(inner, Jacobian):
+            return NotImplemented
+        return compose(self, inner)
+
+    def __add__(self, other: Jacobian) -> Jacobian:
+        """Sum of two Jacobians of one shape (the total-derivative rule, §4.5.2)."""
+        if not isinstance(other, Jacobian):
+            return NotImplemented
+        return add(self, other)
+
+    def scaled(self, c) -> Jacobian:
+        """$c J$ for a scalar ``c``, keeping the structure."""
+        if not isinstance(c, Sym):  # a number; a hand-built Jacobian writes it as c
+            known = isinstance(c, (int, float)) and derived(self)
+            c = Sym(jnp.asarray(c), E.num(c) if known else E.arg("c", "c", ()))
+        return scale(self, c)
+
+    def __neg__(self) -> Jacobian:
+        return scale(self, lift(-1.0))
+
+    def __sub__(self, other: Jacobian) -> Jacobian:
+        return self + (-other)
+
+    def __mul__(self, c) -> Jacobian:
+        return self.scaled(c)
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(out_shape={shape_str(self.out_shape)}, "
+                f"in_shape={shape_str(self.in_shape)})")
+
+    # -- the formula ------------------------------------------------------------------------
+    def formula(self) -> str:
+        """The Jacobian in the paper's notation, e.g. ``diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b``.
+
+        Sub-expressions used more than once, or long, are named and defined after a comma.
+        A Jacobian built by hand (not by :func:`mcjax.derive`) prints its structure with
+        placeholder names (``diag(d)``).
+        """
+        return F.formula(self, latex=False)
+
+    def latex(self) -> str:
+        """:meth:`formula` in LaTeX, e.g. ``\\operatorname{diag}(\\mathbb{1}[z > 0])\\,(I_{8} \\otimes \\mathbf{x}^\\top)``."""
+        return F.formula(self, latex=True)
+
+    # -- pytree plumbing ---------------------------------------------------------------------
+    def tree_flatten(self):
+        """JAX pytree protocol: the arrays are leaves; static fields and symbols auxiliary data."""
+        return (tuple(getattr(self, a) for a in self._arrays),
+                (tuple(getattr(self, s) for s in self._static), self.symbols))
+
+    @classmethod
+    def tree_unflatten(cls, aux, arrays):
+        """JAX pytree protocol: rebuild from :meth:`tree_flatten`'s output, without checks."""
+        static, symbols = aux
+        obj = object.__new__(cls)
+        obj._init(symbols, **dict(zip(cls._arrays, arrays)), **dict(zip(cls._static, static)))
+        return obj
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node_class(cls)
+
+
+def replace(J: Jacobian, **changes) -> Jacobian:
+    """``J`` with some fields (or ``symbols``) replaced, unchecked: a new value."""
+    fields = {name: getattr(J, name) for name in J._arrays + J._static}
+    symbols = changes.pop("symbols", J.symbols)
+    fields.update(changes)
+    obj = object.__new__(type(J))
+    obj._init(symbols, **fields)
+    return obj
+
+
+def dense_by_columns(J: Jacobian) -> jax.Array:
+    """``J.dense()`` from ``J.jvp`` applied to every basis vector (one vmapped call)."""
+    n = math.prod(J.in_shape)
+    basis = jnp.eye(n, dtype=J.dtype).reshape((n,) + tuple(J.in_shape))
+    columns = jax.vmap(J.jvp)(basis)  # (n,) + out_shape
+    return jnp.moveaxis(columns.reshape((n, -1)), 0, 1).reshape(J.shape)
+
+
+def transpose_apply(J: Jacobian, u):
+    """$u^\\top J$ for a Jacobian that only knows ``jvp``: JAX transposes the linear map."""
+    primal = jax.ShapeDtypeStruct(tuple(J.in_shape), J.dtype)
+    (out,) = jax.linear_transpose(J.jvp, primal)(jnp.asarray(u).astype(J.dtype))
+    return out
+
+
+# -- the arrays and the expressions they stand for --------------------------------------------
+def symbol(J: Jacobian, index: int = 0) -> E.Expr:
+    """The expression of ``J``'s ``index``-th array (a placeholder for a hand-built J)."""
+    return F.symbols_of(J)[index]
+
+
+def sym(J: Jacobian, field: str, index: int = 0) -> Sym:
+    """The ``field`` array of ``J`` with its expression."""
+    return Sym(getattr(J, field), symbol(J, index))
+
+
+def derived(J: Jacobian) -> bool:
+    """Whether ``J`` (or a part of it) carries the formulas :func:`mcjax.derive` attaches."""
+    return J.symbols is not None or any(derived(c) for c in J.children())
 
 
 def dtype_of(*Js: Jacobian):
     return jnp.result_type(*(J.dtype for J in Js))
 
 
-# -- scalars -------------------------------------------------------------------------------
+# -- the generic functions: each structure registers its own -----------------------------------
+@functools.singledispatch
+def scale(J: Jacobian, c: Sym) -> Jacobian:
+    """$c J$ for a scalar ``c``: structures that hold a number to scale register how; the
+    rest get a factor $cI$ in front."""
+    if c.is_constant(1.0):
+        return J
+    return compose(scaled_identity(c, J.out_shape, J.dtype), J)
+
+
+def absorbs_scalar(J: Jacobian) -> bool:
+    """Whether ``J`` holds a number that a scalar factor multiplies into."""
+    return type(J).holds_scalar
+
+
+@functools.singledispatch
 def as_scalar(J: Jacobian) -> Sym | None:
     """The number a Jacobian multiplies by, if it is one ($cI$, or any map from () to ())."""
-    if isinstance(J, ScaledIdentity):
-        return B.sym(J, "scale", placeholder="c")
-    if J.out_shape == () and J.in_shape == ():
-        field = {Diagonal: "diagonal", Dense: "array", Fill: "value"}.get(type(J))
-        if field is not None:
-            return B.sym(J, field, placeholder="c")
-    if isinstance(J, Diagonal) and J.diagonal.size == 1:  # diag of one entry: c I_1
-        d = B.sym(J, "diagonal", placeholder="d")
-        return Sym(d.value.reshape(()), E.reshaped(d.expr, ()))
     return None
 
 
-def scale(J: Jacobian, c: Sym) -> Jacobian:
-    """$c J$ for a scalar ``c``, keeping the structure where it holds a number to scale."""
-    if c.is_constant(1.0) or isinstance(J, Zero):
+@functools.singledispatch
+def as_dtype(J: Jacobian, dtype) -> Jacobian:
+    """``J`` computing in ``dtype`` (a function that rounds to float32 inside still has the
+    Jacobian of its output's dtype, as ``jax.jacfwd``'s)."""
+    dtype = jnp.dtype(dtype)
+    if jnp.dtype(J.dtype) == dtype:
         return J
-    if isinstance(J, Sum):
-        return Sum(tuple(scale(t, c) for t in J.terms))
-    rule = _SCALE.get(type(J))
-    if rule is None:  # nothing to scale inside: a factor c I in front
-        return compose(B.scaled_identity(c, J.out_shape, J.dtype), J)
-    return rule(J, c)
+    changes = {a: getattr(J, a).astype(dtype) for a in J._arrays
+               if jnp.issubdtype(jnp.result_type(getattr(J, a)), jnp.inexact)}
+    if "dtype_name" in J._static:
+        changes["dtype_name"] = dtype.name
+    return replace(J, **changes)
 
 
-_SCALE = {
-    ScaledIdentity: lambda J, c: B.scaled_identity(c * B.sym(J, "scale"), J.in_shape, J.dtype),
-    Diagonal: lambda J, c: B.diagonal(c * B.sym(J, "diagonal", placeholder="d"), J.out_shape,
-                                      J.dtype),
-    Fill: lambda J, c: B.fill(c * B.sym(J, "value", placeholder="c"), J.out_shape, J.in_shape,
-                              J.dtype),
-    Dense: lambda J, c: B.dense(c * B.sym(J, "array"), J.in_ndim, J.dtype),
-}
-"""The structures that hold a number to scale, and how."""
+def cast_to(v: Sym, J: Jacobian) -> Sym:
+    """``v`` in the dtype ``J`` computes in (the wider of the two)."""
+    return Sym(jnp.asarray(v.value).astype(jnp.result_type(v.value, J.dtype)), v.expr)
+
+
+def expr_pull(v: E.Expr, J: Jacobian) -> E.Expr:
+    """``vᵀ J`` written as such (``1ᵀ S[1:3]``), for a structure without a shorter form."""
+    return E.Expr("pull", (v,), (F.formula(J), F.formula(J, latex=True)), tuple(J.in_shape))
+
+
+@functools.singledispatch
+def _pull(J: Jacobian, v: Sym) -> Sym:
+    return Sym(J.vjp(cast_to(v, J).value), expr_pull(v.expr, J))
+
+
+def pull(v: Sym, J: Jacobian) -> Sym:
+    """$\\mathbf{v}^\\top J$ (shape ``J.in_shape``) with its formula, by the structure of ``J``
+    (the vector-Jacobian product: backpropagation).  Register with :func:`pulls`."""
+    return _pull(J, v)
+
+
+def pulls(cls):
+    """Register how a row is pulled through ``cls``: ``fn(J, v) -> Sym``."""
+    return _pull.register(cls)
+
+
+@functools.singledispatch
+def _push(J: Jacobian, v: Sym) -> Sym:
+    return Sym(J.jvp(cast_to(v, J).value), E.Expr("push", (v.expr,), (F.formula(J), F.formula(
+        J, latex=True)), tuple(J.out_shape)))
+
+
+def push(J: Jacobian, v: Sym) -> Sym:
+    """$J\\mathbf{v}$ (shape ``J.out_shape``) with its formula, by the structure of ``J``.
+    Register with :func:`pushes`."""
+    return _push(J, v)
+
+
+def pushes(cls):
+    """Register how a column is pushed through ``cls``: ``fn(J, v) -> Sym``."""
+    return _push.register(cls)
+
+
+@functools.singledispatch
+def number_out(J: Jacobian) -> tuple[float, Jacobian]:
+    """``(c, J / c)`` where ``J`` is written ``c A`` with a number ``c`` (else ``(1, J)``):
+    the chain rule's product prints its numbers first."""
+    return 1.0, J
+
+
+# -- pair tables: products and sums of two structures ----------------------------------------------
+PairRule = Callable[[Jacobian, Jacobian], "Jacobian | None"]
+SIMPLIFY: dict[tuple[type, type], PairRule] = {}
+"""``(type(outer), type(inner)) -> rule(outer, inner)``: the product as one structure, or
+``None`` to keep the two factored.  ``Jacobian`` on one side stands for any structure (see
+:func:`_pair` for the order they are tried in)."""
+MERGE: dict[tuple[type, type], PairRule] = {}
+"""``(type(a), type(b)) -> rule(a, b)``: the sum as one term, or ``None``."""
+
+
+def simplifies(outer: type, inner: type):
+    """Register the product ``outer @ inner`` of two classes (beside one of them)."""
+    def register(rule: PairRule) -> PairRule:
+        SIMPLIFY[outer, inner] = rule
+        return rule
+
+    return register
+
+
+def merges(a: type, b: type):
+    """Register the sum ``a + b`` of two classes (either order)."""
+    def register(rule: PairRule) -> PairRule:
+        MERGE[a, b] = rule
+        if (b, a) not in MERGE:
+            MERGE[b, a] = lambda x, y: rule(y, x)
+        return rule
+
+    return register
 
 
 # -- the vector chain rule -----------------------------------------------------------------------
@@ -108,24 +366,26 @@ def compose(outer: Jacobian, inner: Jacobian) -> Jacobian:
     kept factored.
     """
     if tuple(outer.in_shape) != tuple(inner.out_shape):
-        raise ShapeError(f"mcjax.derive: cannot compose a {outer.kind} Jacobian taking "
-                         f"{shape_str(outer.in_shape)} with a {inner.kind} Jacobian giving "
-                         f"{shape_str(inner.out_shape)}")
+        raise ShapeError(
+            f"mcjax.Jacobian: cannot compose a {outer.kind} Jacobian taking "
+            f"{shape_str(outer.in_shape)} with a {inner.kind} Jacobian giving "
+            f"{shape_str(inner.out_shape)}; expected the inner output shape "
+            f"{shape_str(outer.in_shape)}")
     factors = factors_of(outer) + factors_of(inner)
     if any(isinstance(f, Zero) for f in factors):
-        return B.zero(outer.out_shape, inner.in_shape, dtype_of(outer, inner))
+        return Zero(outer.out_shape, inner.in_shape, dtype_of(outer, inner))
     reduced: list[Jacobian] = []
     for f in factors:
-        if B.is_identity(f):
+        if is_identity(f):
             continue
         reduced.append(f)
         while len(reduced) >= 2:
             product = _pair(reduced[-2], reduced[-1])
             if product is None:
                 break
-            reduced[-2:] = [] if B.is_identity(product) else [product]
+            reduced[-2:] = [] if is_identity(product) else [product]
     if not reduced:
-        return B.identity(inner.in_shape, dtype_of(outer, inner))
+        return identity(inner.in_shape, dtype_of(outer, inner))
     return product_of(reduced)
 
 
@@ -143,113 +403,22 @@ def product_of(factors: list[Jacobian]) -> Jacobian:
     return J
 
 
-_ABSORBS = tuple(_SCALE)
-
-
 def _pair(outer: Jacobian, inner: Jacobian) -> Jacobian | None:
-    """The product of two adjacent factors as one structure, or None."""
-    if isinstance(outer, Zero) or isinstance(inner, Zero):
-        return B.zero(outer.out_shape, inner.in_shape, dtype_of(outer, inner))
+    """The product of two adjacent factors as one structure, or None.
+
+    A scalar factor is multiplied into a structure that holds a number; then the pair rules
+    are tried: those of ``outer``'s class with any inner factor (a row pulled through:
+    backprop), those of ``inner``'s class with any outer factor (a column pushed forward),
+    and those of the exact pair."""
     for a, b in ((outer, inner), (inner, outer)):
         c = as_scalar(a)
-        if c is not None and isinstance(b, _ABSORBS):
+        if c is not None and absorbs_scalar(b):
             return scale(b, c)
-    return _simplify(outer, inner)
-
-
-def _simplify(outer: Jacobian, inner: Jacobian) -> Jacobian | None:
-    row = _row(outer)
-    if row is not None:  # the derivative of a scalar: pull the row through, backprop
-        return B.dense(pull(row, inner), len(inner.in_shape), dtype_of(outer, inner))
-    column = _column(inner)
-    if column is not None:  # the derivative with respect to a scalar: push it forward
-        return B.dense(push(outer, column), 0, dtype_of(outer, inner))
-    rule = SIMPLIFY.get((type(outer), type(inner)))
-    return None if rule is None else rule(outer, inner)
-
-
-def _row(J: Jacobian) -> Sym | None:
-    """$\\mathbf{v}$ if ``J`` is a row $\\mathbf{v}^\\top$ (its output a scalar)."""
-    if J.out_shape != ():
-        return None
-    if isinstance(J, Dense):
-        return B.sym(J, "array", placeholder="v")
-    if isinstance(J, Fill):
-        c = B.sym(J, "value", placeholder="c")
-        return Sym(jnp.broadcast_to(c.value, J.in_shape), E.reshaped(c.expr, J.in_shape))
-    return None
-
-
-def _column(J: Jacobian) -> Sym | None:
-    """$\\mathbf{v}$ if ``J`` is a column (its input a scalar)."""
-    if J.in_shape != () or J.out_shape == ():
-        return None
-    if isinstance(J, Dense):
-        return B.sym(J, "array", placeholder="v")
-    if isinstance(J, Fill):
-        c = B.sym(J, "value", placeholder="c")
-        return Sym(jnp.broadcast_to(c.value, J.out_shape), E.reshaped(c.expr, J.out_shape))
-    return None
-
-
-@simplifies(Diagonal, Diagonal)
-def _diag_diag(outer, inner):
-    d = B.sym(outer, "diagonal", placeholder="d") * B.sym(inner, "diagonal", placeholder="d")
-    return B.diagonal(d, outer.out_shape, dtype_of(outer, inner))
-
-
-@simplifies(Fill, Fill)
-def _fill_fill(outer, inner):
-    count = math.prod(outer.in_shape)
-    c = B.sym(outer, "value", placeholder="c") * B.sym(inner, "value", placeholder="c") * count
-    return B.fill(c, outer.out_shape, inner.in_shape, dtype_of(outer, inner))
-
-
-def _fill(J: Fill, factor, out_shape, in_shape, outer, inner) -> Jacobian:
-    c = B.sym(J, "value", placeholder="c")
-    return B.fill(c * factor if factor != 1 else c, out_shape, in_shape, dtype_of(outer, inner))
-
-
-# Every entry of 1 1^T is the same number: moving entries around changes no entry, copying
-# (an expansion) or summing entries into one multiplies it by how many there were.
-for _cls in (Reshape, Permutation, Expand, Broadcast):
-    simplifies(_cls, Fill)(lambda o, i: _fill(i, 1, o.out_shape, i.in_shape, o, i))
-for _cls in (Reshape, Permutation):
-    simplifies(Fill, _cls)(lambda o, i: _fill(o, 1, o.out_shape, i.in_shape, o, i))
-for _cls in (Expand, Broadcast):
-    simplifies(Fill, _cls)(lambda o, i: _fill(
-        o, math.prod(i.out_shape) // max(math.prod(i.in_shape), 1), o.out_shape, i.in_shape, o, i))
-simplifies(Fill, SumAlong)(lambda o, i: _fill(o, 1, o.out_shape, i.in_shape, o, i))
-simplifies(SumAlong, Fill)(lambda o, i: _fill(
-    i, math.prod(o.in_shape) // max(math.prod(o.out_shape), 1), o.out_shape, i.in_shape, o, i))
-
-
-@simplifies(Permutation, Permutation)
-def _perm_perm(outer, inner):
-    return B.permutation(tuple(inner.perm[p] for p in outer.perm), inner.in_shape, inner.dtype)
-
-
-@simplifies(Reshape, Reshape)
-def _reshape_reshape(outer, inner):
-    return B.reshape(outer.out_shape, inner.in_shape, dtype_of(outer, inner))
-
-
-@simplifies(Expand, Expand)
-def _expand_expand(outer, inner):
-    dims = tuple(outer.dims[d] for d in inner.dims)
-    return B.expand(outer.out_shape, dims, inner.in_shape, dtype_of(outer, inner))
-
-
-@simplifies(Slice, Embed)
-def _slice_embed(outer, inner):
-    """Picking out of a concatenation: the part itself, or nothing of it."""
-    if outer.strides != (1,) * len(outer.strides) or inner.strides != outer.strides:
-        return None
-    lo, hi = inner.start, tuple(s + n for s, n in zip(inner.start, inner.in_shape))
-    if outer.start == lo and outer.limit == hi:
-        return B.identity(inner.in_shape, dtype_of(outer, inner))
-    if any(a >= d or b <= c for a, b, c, d in zip(outer.start, outer.limit, lo, hi)):
-        return B.zero(outer.out_shape, inner.in_shape, dtype_of(outer, inner))
+    for key in ((type(outer), Jacobian), (Jacobian, type(inner)), (type(outer), type(inner))):
+        rule = SIMPLIFY.get(key)
+        product = None if rule is None else rule(outer, inner)
+        if product is not None:
+            return product
     return None
 
 
@@ -257,9 +426,9 @@ def _slice_embed(outer, inner):
 def add(a: Jacobian, b: Jacobian) -> Jacobian:
     """``a + b`` (same shapes), merging terms of one structure."""
     if a.shape != b.shape:
-        raise ShapeError(f"mcjax.derive: cannot add a {a.kind} Jacobian of shape "
-                         f"{shape_str(a.shape)} to a {b.kind} Jacobian of shape "
-                         f"{shape_str(b.shape)}")
+        raise ShapeError(
+            f"mcjax.Jacobian: cannot add a {a.kind} Jacobian of shape {shape_str(a.shape)} to "
+            f"a {b.kind} Jacobian of shape {shape_str(b.shape)}")
     terms = list(a.terms) if isinstance(a, Sum) else [a]
     for new in b.terms if isinstance(b, Sum) else (b,):
         for i, old in enumerate(terms):
@@ -271,11 +440,8 @@ def add(a: Jacobian, b: Jacobian) -> Jacobian:
             terms.append(new)
     terms = [t for t in terms if not isinstance(t, Zero)]
     if not terms:
-        return B.zero(a.out_shape, a.in_shape, dtype_of(a, b))
+        return Zero(a.out_shape, a.in_shape, dtype_of(a, b))
     return terms[0] if len(terms) == 1 else Sum(terms)
-
-
-_DIAGONAL_FIELD = {Diagonal: "diagonal", ScaledIdentity: "scale"}
 
 
 def _merge(a: Jacobian, b: Jacobian) -> Jacobian | None:
@@ -284,21 +450,9 @@ def _merge(a: Jacobian, b: Jacobian) -> Jacobian | None:
         return b
     if isinstance(b, Zero):
         return a
-    dtype = dtype_of(a, b)
-    if type(a) in _DIAGONAL_FIELD and type(b) in _DIAGONAL_FIELD:
-        d = B.sym(a, _DIAGONAL_FIELD[type(a)], placeholder="d") + \
-            B.sym(b, _DIAGONAL_FIELD[type(b)], placeholder="d")
-        return B.diagonal(d, a.out_shape, dtype)
-    if isinstance(a, Dense) and isinstance(b, Dense) and a.in_ndim == b.in_ndim:
-        return B.dense(B.sym(a, "array") + B.sym(b, "array"), a.in_ndim, dtype)
-    for x, y in ((a, b), (b, a)):
-        if isinstance(x, Dense) and isinstance(y, Fill) and x.in_shape == ():  # two columns
-            c = B.sym(y, "value", placeholder="c")
-            return B.dense(B.sym(x, "array") + c, 0, dtype)
-    if isinstance(a, Fill) and isinstance(b, Fill):
-        return B.fill(B.sym(a, "value", placeholder="c") + B.sym(b, "value", placeholder="c"),
-                      a.out_shape, a.in_shape, dtype)
-    return _common_factor(a, b)
+    rule = MERGE.get((type(a), type(b)))
+    merged = None if rule is None else rule(a, b)
+    return merged if merged is not None else _common_factor(a, b)
 
 
 def _common_factor(a: Jacobian, b: Jacobian) -> Jacobian | None:
@@ -311,5 +465,300 @@ def _common_factor(a: Jacobian, b: Jacobian) -> Jacobian | None:
         return None
     common = fa[len(fa) - k:]
     head = [product_of(f[: len(f) - k]) if len(f) > k else
-            B.identity(common[0].out_shape, dtype_of(a, b)) for f in (fa, fb)]
+            identity(common[0].out_shape, dtype_of(a, b)) for f in (fa, fb)]
     return compose(add(head[0], head[1]), product_of(common))
+
+
+# == the structures the algebra itself produces ====================================================
+class Zero(Jacobian):
+    """The zero map: the output does not depend on the argument (or only through
+    ``stop_gradient``).  ``out_shape + in_shape`` zeros, none stored."""
+
+    kind = "zero"
+    _static = ("out_shape", "in_shape", "dtype_name")
+
+    def __init__(self, out_shape: Sequence[int], in_shape: Sequence[int], dtype=jnp.float32):
+        self._init(None, out_shape=tuple(out_shape), in_shape=tuple(in_shape),
+                   dtype_name=jnp.dtype(dtype).name)
+
+    def jvp(self, v):
+        return jnp.zeros(self.out_shape, jnp.result_type(v))
+
+    def vjp(self, u):
+        return jnp.zeros(self.in_shape, jnp.result_type(u))
+
+    def dense(self):
+        return jnp.zeros(self.shape, self.dtype)
+
+
+def zero(out_shape, in_shape, dtype) -> Jacobian:
+    return Zero(out_shape, in_shape, dtype)
+
+
+scale.register(Zero)(lambda J, c: J)
+
+
+@pulls(Zero)
+def _(J: Zero, v):
+    return Sym(jnp.zeros(J.in_shape, J.dtype), E.num(0.0, J.in_shape))
+
+
+@F.write.register
+def _(J: Zero, p):
+    return ("\\mathbf{0}" if p.latex else "0"), ATOM
+
+
+class ScaledIdentity(Jacobian):
+    """$c I$: the Jacobian of ``x + y`` (``c = 1``) or ``x * z`` for scalar ``z`` (``c = z``).
+
+    Args:
+      scale: a scalar.
+      shape: the shape of input and output.
+    """
+
+    kind = "scaled identity"
+    placeholder = "c"
+    holds_scalar = True
+    _arrays = ("scale",)
+    _static = ("in_shape",)
+
+    def __init__(self, scale, shape: Sequence[int], *, symbols=None):
+        self._init(symbols, scale=jnp.asarray(scale), in_shape=tuple(shape))
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.in_shape
+
+    def jvp(self, v):
+        return self.scale * v
+
+    def vjp(self, u):
+        return self.scale * u
+
+    def dense(self):
+        return self.scale * _eye_tensor(self.in_shape, self.scale.dtype)
+
+
+def identity(shape, dtype) -> Jacobian:
+    """$I$ on arrays of ``shape``."""
+    return ScaledIdentity(jnp.asarray(1, dtype), shape, symbols=(E.ONE,))
+
+
+def is_identity(J: Jacobian) -> bool:
+    return isinstance(J, ScaledIdentity) and J.symbols is not None and \
+        J.symbols[0].op == "num" and J.symbols[0].param == 1.0
+
+
+def scaled_identity(c: Sym, shape, dtype) -> Jacobian:
+    """$c I$ for a scalar ``c``."""
+    c = lift(c)
+    return ScaledIdentity(jnp.asarray(c.value, dtype), shape, symbols=(c.expr,))
+
+
+@scale.register
+def _(J: ScaledIdentity, c):
+    return scaled_identity(c * sym(J, "scale"), J.in_shape, J.dtype)
+
+
+@as_scalar.register
+def _(J: ScaledIdentity):
+    return sym(J, "scale")
+
+
+@pulls(ScaledIdentity)
+def _(J: ScaledIdentity, v):
+    return v * sym(J, "scale")
+
+
+@pushes(ScaledIdentity)
+def _(J: ScaledIdentity, v):
+    return sym(J, "scale") * v
+
+
+@F.write.register
+def _(J: ScaledIdentity, p):
+    (c,) = F.symbols_of(J)
+    if not J.in_shape:
+        return p.write(c)
+    return F.scaled(c, F.identity(p), p, ATOM)
+
+
+class Composed(Jacobian):
+    """``outer @ inner``: the vector chain rule $J_{f \\circ g} = J_f J_g$ (§4.5.3), kept lazy."""
+
+    kind = "composed"
+    _arrays = ("outer", "inner")
+
+    def __init__(self, outer: Jacobian, inner: Jacobian):
+        self._init(None, outer=outer, inner=inner)
+
+    @property
+    def out_shape(self) -> Shape:
+        return tuple(self.outer.out_shape)
+
+    @property
+    def in_shape(self) -> Shape:
+        return tuple(self.inner.in_shape)
+
+    def jvp(self, v):
+        return self.outer.jvp(self.inner.jvp(v))
+
+    def vjp(self, u):
+        return self.inner.vjp(self.outer.vjp(u))
+
+    def dense(self):
+        # the outer factor applied to each column of the inner one: its structure is used
+        # (a diagonal or a permutation costs O(size) per column, not a dense matrix product)
+        columns = self.inner.dense().reshape(tuple(self.inner.out_shape) + (-1,))
+        applied = jax.vmap(self.outer.jvp, in_axes=-1, out_axes=-1)(columns)
+        return applied.reshape(self.shape)
+
+    def children(self):
+        return tuple(factors_of(self))
+
+
+@as_dtype.register
+def _(J: Composed, dtype):
+    return Composed(as_dtype(J.outer, dtype), as_dtype(J.inner, dtype))
+
+
+@pulls(Composed)
+def _(J: Composed, v):
+    return _pull(J.inner, _pull(J.outer, v))
+
+
+@pushes(Composed)
+def _(J: Composed, v):
+    return _push(J.outer, _push(J.inner, v))
+
+
+@F.roots.register
+def _(J: Composed):
+    return F.roots(J.outer) + F.roots(J.inner)
+
+
+@functools.singledispatch
+def in_product(J: Jacobian, p) -> tuple[str, int]:
+    """``(text, precedence)`` of ``J`` as one factor of a printed chain (a structure may
+    write itself otherwise there than alone)."""
+    return F.write(J, p)
+
+
+@F.write.register
+def _(J: Composed, p):
+    """The chain rule's product, with its numbers first: ``-1/8 u vᵀ``, ``2 S[4:]ᵀ``."""
+    coefficient, parts = 1.0, []
+    factors = [f for f in factors_of(J) if not f.is_unit_factor()]  # identities, as reshapes
+    for f in factors:
+        if isinstance(f, ScaledIdentity) and f.in_shape:
+            (c,) = F.symbols_of(f)
+            if E.core(c).op == "num":
+                coefficient *= E.core(c).param
+                continue
+            text, prec = p.write(c)
+        else:
+            c, f = number_out(f)
+            coefficient *= c
+            text, prec = in_product(f, p)
+        while text.startswith("-"):
+            coefficient, text = -coefficient, text[1:]
+        parts.append(f"({text})" if prec < PRODUCT else text)
+    if not parts:
+        parts = ["I"]
+    if coefficient == 1.0 and len(parts) == 1 and parts[0].startswith("(") and factors:
+        return F.write(factors[0], p)
+    if coefficient != 1.0:
+        head = "-" if coefficient == -1.0 else p(E.num(coefficient), PRODUCT)
+        if head.startswith("-") and head != "-":
+            head = "-" + head[1:]
+        parts.insert(0, head)
+    out = p._space().join(parts)
+    return (out.replace("-" + p._space(), "-", 1) if out.startswith("-" + p._space()) else out,
+            PRODUCT)
+
+
+class Sum(Jacobian):
+    """$\\sum_k J_k$: the total-derivative chain rule adds the paths (§4.5.2)."""
+
+    kind = "sum"
+    _arrays = ("terms",)
+
+    def __init__(self, terms: Sequence[Jacobian]):
+        self._init(None, terms=tuple(terms))
+
+    @property
+    def out_shape(self) -> Shape:
+        return tuple(self.terms[0].out_shape)
+
+    @property
+    def in_shape(self) -> Shape:
+        return tuple(self.terms[0].in_shape)
+
+    def jvp(self, v):
+        return sum(t.jvp(v) for t in self.terms[1:]) + self.terms[0].jvp(v)
+
+    def vjp(self, u):
+        return sum(t.vjp(u) for t in self.terms[1:]) + self.terms[0].vjp(u)
+
+    def dense(self):
+        return sum(t.dense() for t in self.terms[1:]) + self.terms[0].dense()
+
+    def children(self):
+        return self.terms
+
+
+@scale.register
+def _(J: Sum, c):
+    return Sum(tuple(scale(t, c) for t in J.terms)) if not c.is_constant(1.0) else J
+
+
+@as_dtype.register
+def _(J: Sum, dtype):
+    return Sum(tuple(as_dtype(t, dtype) for t in J.terms))
+
+
+@pulls(Sum)
+def _(J: Sum, v):
+    parts = [_pull(t, v) for t in J.terms]
+    return sum(parts[1:], parts[0])
+
+
+@pushes(Sum)
+def _(J: Sum, v):
+    parts = [_push(t, v) for t in J.terms]
+    return sum(parts[1:], parts[0])
+
+
+@F.roots.register
+def _(J: Sum):
+    return [e for t in J.terms for e in F.roots(t)]
+
+
+@F.write.register
+def _(J: Sum, p):
+    out = ""
+    for i, term in enumerate(J.terms):
+        text, prec = F.write(term, p)
+        text = f"({text})" if prec < SUM else text
+        if i == 0:
+            out = text
+        elif text.startswith("-"):
+            out += " - " + text[1:]
+        else:
+            out += " + " + text
+    return out, SUM
+
+
+def densify(derivative):
+    """The dense numerator-layout value of a derivative.
+
+    Args:
+      derivative: a :class:`Jacobian`, an array, or a pytree of either (for instance the
+        gradient of a scalar loss with respect to a parameter pytree).
+
+    Returns:
+      The same structure with every :class:`Jacobian` replaced by :meth:`Jacobian.dense`.
+    """
+    return jax.tree_util.tree_map(
+        lambda leaf: leaf.dense() if isinstance(leaf, Jacobian) else jnp.asarray(leaf),
+        derivative, is_leaf=lambda leaf: isinstance(leaf, Jacobian))

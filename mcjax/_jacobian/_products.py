@@ -1,0 +1,367 @@
+r"""Matrices: an explicit array, and products with one factor held fixed (the Jacobians of
+$W\mathbf{x}$, §5, §8.1, and of ``lax.dot_general`` in general).
+
+- :class:`Dense`: an explicit numerator-layout array (a row $\mathbf{a}^\top$ when the output
+  is a scalar: a gradient); a row times any structure is pulled through it (backprop);
+- :class:`Kronecker`, $I_m \otimes \mathbf{x}^\top$: $W\mathbf{x}$ (or $XW^\top$) with respect to $W$;
+- :class:`BlockDiagonal`, $I_B \otimes W$: one matrix applied to every row of a batch;
+- :class:`Contraction`: any ``dot_general`` with respect to one operand, $J v$ the same
+  contraction with $v$ in that operand's place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from mcjax._core._errors import ShapeError, shape_str
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian import _formula as F
+from mcjax._jacobian._algebra import (
+    Jacobian,
+    Shape,
+    _eye_tensor,
+    as_scalar,
+    cast_to,
+    dense_by_columns,
+    dtype_of,
+    in_product,
+    merges,
+    number_out,
+    pull,
+    pulls,
+    push,
+    pushes,
+    replace,
+    scale,
+    simplifies,
+    sym,
+    transpose_apply,
+)
+from mcjax._jacobian._print import ATOM, POSTFIX, PRODUCT, SUM
+from mcjax._jacobian._sym import Sym
+
+
+class Dense(Jacobian):
+    """A Jacobian with no structure to exploit, stored as its numerator-layout array.
+
+    Args:
+      array: shape ``out_shape + in_shape``.
+      in_ndim: how many trailing axes of ``array`` belong to the input.
+    """
+
+    kind = "dense"
+    holds_scalar = True
+    _arrays = ("array",)
+    _static = ("in_ndim",)
+
+    def __init__(self, array, *, in_ndim: int, symbols=None):
+        array = jnp.asarray(array)
+        if not 0 <= in_ndim <= array.ndim:
+            raise ShapeError(
+                f"mcjax.Dense: in_ndim={in_ndim} does not fit an array of shape "
+                f"{shape_str(array.shape)}; expected 0 <= in_ndim <= {array.ndim}")
+        self._init(symbols, array=array, in_ndim=int(in_ndim))
+
+    @property
+    def out_shape(self) -> Shape:
+        return tuple(self.array.shape[: self.array.ndim - self.in_ndim])
+
+    @property
+    def in_shape(self) -> Shape:
+        return tuple(self.array.shape[self.array.ndim - self.in_ndim:])
+
+    def jvp(self, v):
+        return jnp.tensordot(self.array, v, axes=self.in_ndim)
+
+    def vjp(self, u):
+        return jnp.tensordot(u, self.array, axes=self.array.ndim - self.in_ndim)
+
+    def dense(self):
+        return self.array
+
+
+def dense(a: Sym, in_ndim: int, dtype=None) -> Jacobian:
+    """The array ``a`` (numerator layout) as a Jacobian; a row $\\mathbf{a}^\\top$ when the
+    output is a scalar, a column when the input is."""
+    value = jnp.asarray(a.value) if dtype is None else jnp.asarray(a.value, dtype)
+    return Dense(value, in_ndim=in_ndim, symbols=(E.reshaped(a.expr, value.shape),))
+
+
+@scale.register
+def _(J: Dense, c):
+    return dense(c * sym(J, "array"), J.in_ndim, J.dtype)
+
+
+@as_scalar.register
+def _(J: Dense):
+    return sym(J, "array") if J.shape == () else None
+
+
+@simplifies(Dense, Jacobian)
+def _(outer: Dense, inner):
+    """A row (the derivative of a scalar) times anything: the row pulled through (backprop)."""
+    return row_pulled(sym(outer, "array"), outer, inner) if outer.out_shape == () else None
+
+
+@simplifies(Jacobian, Dense)
+def _(outer, inner: Dense):
+    """Anything times a column (the derivative with respect to a scalar): pushed forward."""
+    if inner.in_shape != () or inner.out_shape == ():
+        return None
+    return column_pushed(outer, sym(inner, "array"), inner)
+
+
+@pulls(Dense)
+def _(J: Dense, v):
+    a = sym(J, "array")
+    value = J.vjp(cast_to(v, J).value)
+    if J.in_ndim == 0:  # a column: v^T a = v . a
+        if v.expr.op == "num" and v.expr.param == 1.0:
+            return Sym(value, E.total(a.expr, tuple(range(len(J.out_shape))), ()))
+        return Sym(value, E.dot(v.expr, a.expr))
+    return Sym(value, E.vecmat(v.expr, a.expr, J.in_shape))
+
+
+@pushes(Dense)
+def _(J: Dense, v):
+    a = sym(J, "array")
+    value = J.jvp(cast_to(v, J).value)
+    if J.out_shape == ():
+        return Sym(value, E.dot(a.expr, v.expr) if len(J.in_shape) == 1 else
+                   E.total(E.mul(a.expr, v.expr), tuple(range(len(J.in_shape))), ()))
+    return Sym(value, E.matmul(a.expr, v.expr, J.out_shape))
+
+
+@merges(Dense, Dense)
+def _(a: Dense, b: Dense):
+    if a.in_ndim != b.in_ndim:
+        return None
+    return dense(sym(a, "array") + sym(b, "array"), a.in_ndim, dtype_of(a, b))
+
+
+@number_out.register
+def _(J: Dense):
+    if J.symbols is None:
+        return 1.0, J
+    c, rest = E.coefficient(J.symbols[0])
+    return (1.0, J) if c == 1.0 else (c, replace(J, symbols=(E.reshaped(rest, J.symbols[0].shape),)))
+
+
+@F.write.register
+def _(J: Dense, p):
+    (a,) = F.symbols_of(J)
+    if J.out_shape == () and J.in_ndim == 1:
+        return p.row(a), PRODUCT
+    return p.write(a)
+
+
+@in_product.register
+def _(J: Dense, p):
+    r"""In a chain, a gradient of a matrix $G$ is the row $\operatorname{vec}(G)^\top$, and
+    a product written as a column is parenthesized."""
+    (a,) = F.symbols_of(J)
+    if J.out_shape == () and J.in_ndim >= 2 and E.core(a).op != "pull":
+        head = r"\operatorname{vec}" if p.latex else "vec"
+        return p._transposed(f"{head}({p(a)})"), POSTFIX
+    text, prec = F.write(J, p)
+    if J.in_shape == () and prec <= PRODUCT:
+        return f"({text})", ATOM
+    return text, prec
+
+
+def row_pulled(row: Sym, outer: Jacobian, inner: Jacobian) -> Jacobian:
+    r"""$\mathbf{v}^\top J$ as a row: the product of a row ``outer`` and ``inner``."""
+    return dense(pull(row, inner), len(inner.in_shape), dtype_of(outer, inner))
+
+
+def column_pushed(outer: Jacobian, column: Sym, inner: Jacobian) -> Jacobian:
+    r"""$J\mathbf{v}$ as a column: the product of ``outer`` and a column ``inner``."""
+    return dense(push(outer, column), 0, dtype_of(outer, inner))
+
+
+class Kronecker(Jacobian):
+    """$I_m \\otimes x^\\top$: the Jacobian of ``W @ x`` (or ``X @ W.T``) with respect to ``W``.
+
+    Args:
+      x: shape ``batch + (n,)``, the input the weights multiply.
+      m: the number of rows of ``W``.
+
+    The map takes ``W``-shaped tangents ``(m, n)`` to outputs ``batch + (m,)`` with
+    ``J[b..., i, j, k] = delta(i, j) * x[b..., k]``.  The dense form has
+    ``prod(batch) * m * m * n`` entries; ``jvp`` and ``vjp`` cost one matrix product.
+    """
+
+    kind = "kronecker"
+    placeholder = "x"
+    _arrays = ("x",)
+    _static = ("m",)
+
+    def __init__(self, x, m: int, *, symbols=None):
+        self._init(symbols, x=jnp.asarray(x), m=int(m))
+
+    @property
+    def out_shape(self) -> Shape:
+        return tuple(self.x.shape[:-1]) + (self.m,)
+
+    @property
+    def in_shape(self) -> Shape:
+        return (self.m, self.x.shape[-1])
+
+    def jvp(self, v):
+        return self.x @ v.T
+
+    def vjp(self, u):
+        batch = "abcdefgh"[: self.x.ndim - 1]
+        return jnp.einsum(f"{batch}i,{batch}k->ik", u, self.x)
+
+    def dense(self):
+        return jnp.einsum("ij,...k->...ijk", jnp.eye(self.m, dtype=self.x.dtype), self.x)
+
+
+def kronecker(x: Sym, m: int) -> Jacobian:
+    """$I_m \\otimes \\mathbf{x}^\\top$."""
+    return Kronecker(x.value, m, symbols=(x.expr,))
+
+
+@pulls(Kronecker)
+def _(J: Kronecker, v):
+    x = sym(J, "x")
+    value = J.vjp(cast_to(v, J).value)
+    if x.expr.shape and len(x.expr.shape) == 1:
+        return Sym(value, E.outer(v.expr, x.expr, J.in_shape))  # v x^T
+    return Sym(value, E.matmul(E.transpose(v.expr), x.expr, J.in_shape))  # V^T X
+
+
+@F.write.register
+def _(J: Kronecker, p):
+    (x,) = F.symbols_of(J)
+    return f"{F.identity(p, str(J.m))}{F.kron(p)}{p.row(x)}", SUM
+
+
+class BlockDiagonal(Jacobian):
+    """$I_B \\otimes W$: one matrix applied to every row of a batch.
+
+    The Jacobian of ``X @ W.T`` with respect to ``X`` (shape ``batch + (n,)``):
+    ``J[b..., i, c..., k] = delta(b, c) * W[i, k]``.  With ``batch_shape=()`` it is ``W``.
+    """
+
+    kind = "block diagonal"
+    placeholder = "W"
+    _arrays = ("block",)
+    _static = ("batch_shape",)
+
+    def __init__(self, block, batch_shape: Sequence[int] = (), *, symbols=None):
+        self._init(symbols, block=jnp.asarray(block), batch_shape=tuple(batch_shape))
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.batch_shape + (self.block.shape[0],)
+
+    @property
+    def in_shape(self) -> Shape:
+        return self.batch_shape + (self.block.shape[1],)
+
+    def jvp(self, v):
+        return v @ self.block.T
+
+    def vjp(self, u):
+        return u @ self.block
+
+    def dense(self):
+        if not self.batch_shape:
+            return self.block
+        nb = len(self.batch_shape)
+        eye = _eye_tensor(self.batch_shape, self.block.dtype)  # batch + batch
+        # (b..., c..., i, k) -> (b..., i, c..., k)
+        full = eye[..., None, None] * self.block.reshape((1,) * (2 * nb) + self.block.shape)
+        perm = tuple(range(nb)) + (2 * nb,) + tuple(range(nb, 2 * nb)) + (2 * nb + 1,)
+        return jnp.transpose(full, perm)
+
+
+def block_diagonal(W: Sym, batch_shape) -> Jacobian:
+    """$I_B \\otimes W$ (``W`` itself without a batch)."""
+    return BlockDiagonal(W.value, batch_shape, symbols=(W.expr,))
+
+
+@pulls(BlockDiagonal)
+def _(J: BlockDiagonal, v):
+    W = sym(J, "block")
+    value = J.vjp(cast_to(v, J).value)
+    if not J.batch_shape:
+        return Sym(value, E.vecmat(v.expr, W.expr, J.in_shape))  # W^T v, the row v^T W
+    return Sym(value, E.matmul(v.expr, W.expr, J.in_shape))  # V W
+
+
+@pushes(BlockDiagonal)
+def _(J: BlockDiagonal, v):
+    W = sym(J, "block")
+    return Sym(J.jvp(cast_to(v, J).value), E.matmul(W.expr, v.expr, J.out_shape))
+
+
+@F.write.register
+def _(J: BlockDiagonal, p):
+    (W,) = F.symbols_of(J)
+    if not J.batch_shape:
+        return p.write(W)
+    size = (r"\times" if p.latex else "×").join(map(str, J.batch_shape))
+    return f"{F.identity(p, size)}{F.kron(p)}{p(W, PRODUCT)}", SUM
+
+
+class Contraction(Jacobian):
+    """The Jacobian of ``lax.dot_general`` with respect to one operand: $J v$ is the same
+    contraction with $v$ in that operand's place.
+
+    The general case of matrix products (batched ``einsum``, ``W @ X`` with respect to ``W``);
+    the paper's special cases come back as :class:`Kronecker`, :class:`BlockDiagonal` or
+    :class:`~mcjax.Dense`.
+
+    Args:
+      other: the operand that is held fixed.
+      dimension_numbers: ``lax.dot_general``'s.
+      side: 0 when the argument is the left operand, 1 when it is the right one.
+      in_shape: the argument's shape.
+    """
+
+    kind = "contraction"
+    placeholder = "B"
+    _arrays = ("other",)
+    _static = ("dimension_numbers", "side", "in_shape", "out_shape")
+
+    def __init__(self, other, dimension_numbers, side: int, in_shape: Sequence[int], *,
+                 symbols=None):
+        other = jnp.asarray(other)
+        (lc, rc), (lb, rb) = dimension_numbers
+        numbers = ((tuple(lc), tuple(rc)), (tuple(lb), tuple(rb)))
+        in_shape = tuple(in_shape)
+        lhs, rhs = (in_shape, other.shape) if side == 0 else (other.shape, in_shape)
+        free = [tuple(n for a, n in enumerate(shape) if a not in contract + batch)
+                for shape, contract, batch in ((lhs, lc, lb), (rhs, rc, rb))]
+        out_shape = tuple(lhs[a] for a in lb) + free[0] + free[1]
+        self._init(symbols, other=other, dimension_numbers=numbers, side=int(side),
+                   in_shape=in_shape, out_shape=out_shape)
+
+    def jvp(self, v):
+        operands = (v, self.other) if self.side == 0 else (self.other, v)
+        return jax.lax.dot_general(*operands, self.dimension_numbers)
+
+    def vjp(self, u):
+        return transpose_apply(self, u)
+
+    def dense(self):
+        return dense_by_columns(self)
+
+
+def contraction(other: Sym, dimension_numbers, side: int, in_shape) -> Jacobian:
+    return Contraction(other.value, dimension_numbers, side, in_shape, symbols=(other.expr,))
+
+
+@F.write.register
+def _(J: Contraction, p):
+    (other,) = F.symbols_of(J)
+    dot = r"\,\cdot\," if p.latex else "·"
+    if J.side == 0:
+        return f"({dot}{p._space()}{p(other, PRODUCT + 1)})", ATOM
+    return f"({p(other, PRODUCT)}{p._space()}{dot})", ATOM
