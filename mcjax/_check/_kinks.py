@@ -30,7 +30,9 @@ derivative is taken there.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import jax
@@ -40,15 +42,14 @@ from jax import lax
 from jax.extend import core
 
 from mcjax._core._tolerance import SWITCH_ROUNDING
-from mcjax._program._inspect import CALLS, bind, call_jaxpr
 from mcjax._program._inspect import equation_terms as _terms
+from mcjax._program._walk import CALLS, CUSTOM_RULES, Interpreter, bind, equations, needed
 from mcjax._program._walk import sub_jaxprs as _sub_jaxprs
 
 SWITCHES = frozenset({
     "max", "min", "abs", "sign", "floor", "ceil", "round", "clamp", "select_n",
     "reduce_max", "reduce_min", "argmax", "argmin", "sort", "gt", "ge", "lt", "le", "eq", "ne",
 })
-_CALLS = CALLS + ("custom_jvp_call", "custom_vjp_call")  # custom rules: f's own body
 # primitives whose result is exact (no rounding of their own)
 _EXACT = frozenset({
     "neg", "abs", "sign", "max", "min", "clamp", "select_n", "reshape", "transpose", "squeeze",
@@ -62,12 +63,7 @@ _SUMS = frozenset({"reduce_sum", "cumsum"})
 
 def has_switches(jaxpr: core.Jaxpr) -> bool:
     """Whether ``jaxpr`` (or a sub-jaxpr) holds a switch primitive."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name in SWITCHES:
-            return True
-        if any(has_switches(sub) for sub in _sub_jaxprs(eqn)):
-            return True
-    return False
+    return any(eqn.primitive.name in SWITCHES for eqn in equations(jaxpr))
 
 
 class V(NamedTuple):
@@ -81,6 +77,10 @@ class V(NamedTuple):
     e: jax.Array | None = None
     t: jax.Array | None = None
     d: jax.Array | None = None
+
+
+def _bind(eqn, *values) -> list:
+    return bind(eqn, list(values))
 
 
 def _floating(x) -> bool:
@@ -99,13 +99,13 @@ def _jvp(eqn, primals, tangents):
     """``(outs, output tangents)`` of one equation by JAX's own rule; None tangents are zero."""
     floating = [i for i, (p, t) in enumerate(zip(primals, tangents)) if t is not None]
     if not floating:
-        return bind(eqn, *primals), None
+        return _bind(eqn, *primals), None
 
     def of(*xs):
         args = list(primals)
         for i, x in zip(floating, xs):
             args[i] = x
-        return bind(eqn, *args)
+        return _bind(eqn, *args)
 
     outs, tans = jax.jvp(of, [primals[i] for i in floating], [tangents[i] for i in floating])
     return outs, [t if _floating(o) else None for o, t in zip(outs, tans)]
@@ -119,12 +119,12 @@ def _rounding(eqn, ins: list[V], outs) -> list:
     name = eqn.primitive.name
     if name in ("dot_general", "mul", "conv_general_dilated"):  # bilinear: |a| e_b + e_a |b|
         a, b = ins
-        magnitude = bind(eqn, jnp.abs(a.p), jnp.abs(b.p))[0]
+        magnitude = _bind(eqn, jnp.abs(a.p), jnp.abs(b.p))[0]
         carried = 0.0
         if a.e is not None:
-            carried = carried + bind(eqn, a.e, jnp.abs(b.p))[0]
+            carried = carried + _bind(eqn, a.e, jnp.abs(b.p))[0]
         if b.e is not None:
-            carried = carried + bind(eqn, jnp.abs(a.p), b.e)[0]
+            carried = carried + _bind(eqn, jnp.abs(a.p), b.e)[0]
         return [(carried + np.sqrt(_terms(eqn)) * _eps(outs[0]) * magnitude).astype(outs[0].dtype)]
     carried = [0.0] * len(outs)
     primals = [v.p for v in ins]
@@ -138,7 +138,7 @@ def _rounding(eqn, ins: list[V], outs) -> list:
     if name in _EXACT:
         own = [0.0] * len(outs)
     elif name in _SUMS:
-        own = [np.sqrt(_terms(eqn)) * _eps(outs[0]) * bind(eqn, jnp.abs(primals[0]))[0]]
+        own = [np.sqrt(_terms(eqn)) * _eps(outs[0]) * _bind(eqn, jnp.abs(primals[0]))[0]]
     else:  # an elementary function: a few units in the last place
         own = [4 * _eps(o) * jnp.abs(o) if _floating(o) else 0.0 for o in outs]
     return [None if not _floating(o) or (isinstance(c, float) and isinstance(r, float))
@@ -182,7 +182,7 @@ def _rule(*names):
 @_rule("max", "min")
 def _max_min(eqn, ins, directional):
     bigger = eqn.primitive.name == "max"
-    p = bind(eqn, ins[0].p, ins[1].p)[0]
+    p = _bind(eqn, ins[0].p, ins[1].p)[0]
     a, b = (_broadcast(v, p.shape) for v in ins)
     e = None if a.e is None and b.e is None else jnp.maximum(
         _zero_if_none(a.e, p), _zero_if_none(b.e, p))
@@ -208,6 +208,7 @@ class _Eqn(NamedTuple):
 
     primitive: object
     params: dict = {}
+    ctx: object = SimpleNamespace(manager=contextlib.nullcontext())
 
 
 @_rule("abs")
@@ -225,21 +226,21 @@ def _abs(eqn, ins, directional):
 def _steps(eqn, ins, directional):
     """Step functions: derivative 0, but a jump where the argument sits on a step's edge."""
     (x,) = ins
-    p = bind(eqn, x.p)[0]
+    p = _bind(eqn, x.p)[0]
     if not directional or x.t is None:
         return [V(p)], [p]
     name = eqn.primitive.name
     edge = (jnp.zeros_like(x.p) if name == "sign" else
             jnp.floor(x.p) + 0.5 if name == "round" else jnp.round(x.p))
     on_edge = jnp.abs(x.p - edge) <= SWITCH_ROUNDING * _zero_if_none(x.e, x.p)
-    moved = bind(eqn, edge + 0.25 * jnp.sign(x.t))[0]  # the value just past the edge
+    moved = _bind(eqn, edge + 0.25 * jnp.sign(x.t))[0]  # the value just past the edge
     t = jnp.where(on_edge & (x.t != 0), _jump(moved, p, jnp.zeros_like(p)), 0.0)
     return [V(p, None, t)], [p]
 
 
 @_rule("gt", "ge", "lt", "le", "eq", "ne")
 def _compare(eqn, ins, directional):
-    p = bind(eqn, ins[0].p, ins[1].p)[0]
+    p = _bind(eqn, ins[0].p, ins[1].p)[0]
     a, b = (_broadcast(v, p.shape) for v in ins)
     if not (_floating(a.p) and _floating(b.p)):
         return [V(p, d=_directional_bind(eqn, ins))], [p]
@@ -256,7 +257,7 @@ def _directional_bind(eqn, ins):
     """The directional value of an equation on booleans and integers."""
     if all(v.d is None for v in ins):
         return None
-    return bind(eqn, *[v.p if v.d is None else v.d for v in ins])[0]
+    return _bind(eqn, *[v.p if v.d is None else v.d for v in ins])[0]
 
 
 @_rule("select_n")
@@ -291,14 +292,14 @@ def _reduce_choice(eqn, ins, directional):
     best = jnp.max(x.p, axis=axes, keepdims=True) if bigger else jnp.min(x.p, axis=axes,
                                                                          keepdims=True)
     chosen = x.p == best
-    p = bind(eqn, x.p)[0]
+    p = _bind(eqn, x.p)[0]
     tied = jnp.abs(x.p - best) <= SWITCH_ROUNDING * 2 * _zero_if_none(x.e, x.p)
     fill = -jnp.inf if bigger else jnp.inf
     if eqn.primitive.name in ("argmax", "argmin"):
         if not directional or x.t is None:
             return [V(p)], [chosen]
         inner = jnp.where(tied, x.t, fill)
-        return [V(p, d=bind(eqn, inner)[0])], [chosen]
+        return [V(p, d=_bind(eqn, inner)[0])], [chosen]
     e = None if x.e is None else jnp.max(x.e, axis=axes)
     if not directional or x.t is None:
         return [V(p, e)], [chosen]
@@ -328,66 +329,67 @@ def _sort(eqn, ins, directional):
 
 
 # -- the interpreter ---------------------------------------------------------------------------
-def _error_needed(jaxpr: core.Jaxpr, outputs: tuple[bool, ...]) -> set:
-    """The variables whose rounding bound a switch (or a needed output) reads: only those
-    carry one, the rest of ``f`` is evaluated without (a backward pass over the jaxpr)."""
-    needed = {v for v, want in zip(jaxpr.outvars, outputs) if want and isinstance(v, core.Var)}
-    for eqn in reversed(jaxpr.eqns):
-        if (eqn.primitive.name in SWITCHES or any(o in needed for o in eqn.outvars)
-                or (eqn.primitive.name in _CALLS and any(has_switches(j) for j in _sub_jaxprs(eqn)))):
-            needed.update(v for v in eqn.invars if isinstance(v, core.Var))
-    return needed
+def _reads_a_switch(eqn) -> bool:
+    """Whether ``eqn`` is a switch, or a call whose body holds one."""
+    return eqn.primitive.name in SWITCHES or (
+        eqn.primitive.name in CALLS | CUSTOM_RULES and any(has_switches(j) for j in _sub_jaxprs(eqn)))
+
+
+class _KinkReader(Interpreter[V]):
+    """``f``'s jaxpr evaluated on :class:`V` values; every switch's side appended to ``sides``.
+
+    Only the variables whose rounding bound a switch (or a wanted output) reads carry one:
+    each jaxpr's scope annotation is that set (a backward pass, :func:`needed`).
+    """
+
+    def __init__(self, directional: bool, sides: list | None):
+        super().__init__()
+        self.directional, self.sides = directional, sides
+
+    def literal(self, value) -> V:
+        return V(value)
+
+    def scope(self, jaxpr, outputs):
+        if not self.directional:
+            return frozenset()
+        return needed(jaxpr, outputs or (False,) * len(jaxpr.outvars), _reads_a_switch)
+
+    def wanted(self, eqn, annotation):
+        return tuple(v in annotation for v in eqn.outvars)
+
+    def store(self, var, value: V, annotation) -> V:
+        return value if var in annotation or value.e is None else value._replace(e=None)
+
+    def primitive(self, eqn, ins: list[V]) -> list[V]:
+        name = eqn.primitive.name
+        if name in _RULES:
+            outs, switch_sides = _RULES[name](eqn, ins, self.directional)
+            if self.sides is not None:
+                self.sides.extend(switch_sides)
+            return outs
+        want = self.wanted(eqn, self.annotation)
+        primals = [v.p for v in ins]
+        if self.directional:
+            outs, tans = _jvp(eqn, primals, [v.t if _floating(v.p) else None for v in ins])
+            errors = _rounding(eqn, ins, outs) if any(want) else [None] * len(outs)
+        else:
+            outs, tans, errors = bind(eqn, primals), None, [None] * len(eqn.outvars)
+        directions = _directional_bind(eqn, ins)
+        result = []
+        for k, o in enumerate(outs):
+            t = None if tans is None else tans[k]
+            if directions is not None and name == "convert_element_type" and _floating(o):
+                t = _jump(bind(eqn, [directions])[0], o, jnp.zeros_like(o))  # a boolean made a number
+            d = directions if len(outs) == 1 and not _floating(o) else None
+            result.append(V(o, errors[k], t, d))
+        return result
 
 
 def interpret(jaxpr: core.Jaxpr, consts, args: list[V], directional: bool,
               sides: list | None = None, outputs_need_error: tuple[bool, ...] | None = None
               ) -> list[V]:
     """Evaluate ``jaxpr`` on :class:`V` values; append every switch's side to ``sides``."""
-    env = {}
-    needed = (_error_needed(jaxpr, outputs_need_error or (False,) * len(jaxpr.outvars))
-              if directional else set())
-
-    def read(var):
-        return V(var.val) if isinstance(var, core.Literal) else env[var]
-
-    for var, value in zip(jaxpr.constvars, consts):
-        env[var] = V(value)
-    for var, value in zip(jaxpr.invars, args):
-        env[var] = value
-    for eqn in jaxpr.eqns:
-        ins = [read(v) for v in eqn.invars]
-        want = tuple(v in needed for v in eqn.outvars)
-        outs = _equation(eqn, ins, directional, sides, want)
-        for var, value, w in zip(eqn.outvars, outs, want):
-            env[var] = value if w or value.e is None else value._replace(e=None)
-    return [read(v) for v in jaxpr.outvars]
-
-
-def _equation(eqn, ins: list[V], directional: bool, sides, want: tuple[bool, ...]) -> list[V]:
-    name = eqn.primitive.name
-    if name in _CALLS:
-        inner, consts = call_jaxpr(eqn)
-        return interpret(inner, consts, ins, directional, sides, want)
-    if name in _RULES:
-        outs, switch_sides = _RULES[name](eqn, ins, directional)
-        if sides is not None:
-            sides.extend(switch_sides)
-        return outs
-    primals = [v.p for v in ins]
-    if directional:
-        outs, tans = _jvp(eqn, primals, [v.t if _floating(v.p) else None for v in ins])
-        errors = _rounding(eqn, ins, outs) if any(want) else [None] * len(outs)
-    else:
-        outs, tans, errors = bind(eqn, *primals), None, [None] * len(eqn.outvars)
-    directions = _directional_bind(eqn, ins)
-    result = []
-    for k, o in enumerate(outs):
-        t = None if tans is None else tans[k]
-        if directions is not None and name == "convert_element_type" and _floating(o):
-            t = _jump(bind(eqn, directions)[0], o, jnp.zeros_like(o))  # a boolean made a number
-        d = directions if len(outs) == 1 and not _floating(o) else None
-        result.append(V(o, errors[k], t, d))
-    return result
+    return _KinkReader(directional, sides).run(jaxpr, consts, args, outputs_need_error)
 
 
 def closed_flat(f_flat, x) -> core.ClosedJaxpr:

@@ -20,7 +20,6 @@ insides of ``custom_jvp``/``custom_vjp`` functions not: their derivative is thei
 
 from __future__ import annotations
 
-import linecache
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core
 
-from mcjax._program._inspect import CALLS, bind, call_jaxpr
+from mcjax._program._walk import Interpreter, bind, user_place
 
 _GATES = ("max", "min")
 # operations with two operands, what each operand is called, and what the operation is called
@@ -76,51 +75,55 @@ class Site(NamedTuple):
 
 def _where(eqn) -> str:
     """The user's code of ``eqn`` and its line: ``e / jnp.sum(e)`` (model.py:5)."""
-    try:
-        from jax._src import source_info_util  # the one place jax exposes the user's frame
+    place = user_place(eqn)
+    return f"({eqn.primitive.name})" if place is None else str(place)
 
-        frame = source_info_util.user_frame(eqn.source_info.traceback)
-    except Exception:  # noqa: BLE001 - a missing traceback only costs the line number
-        frame = None
-    if frame is None:
-        return f"({eqn.primitive.name})"
-    line = linecache.getline(frame.file_name, frame.start_line)
-    code = ""
-    if line and frame.start_line == frame.end_line and frame.end_column > frame.start_column >= 0:
-        code = line[frame.start_column:frame.end_column].strip()
-    place = f"{frame.file_name.rsplit('/', 1)[-1]}:{frame.start_line}"
-    return f"`{code}` ({place})" if code else f"at {place}"
+
+class _Numbered(Interpreter):
+    """A walk that numbers the equations it meets, calls and their bodies alike, in order:
+    a site's number is the same in :func:`sites` and in :func:`variant`."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def equation(self, eqn, ins):
+        self.index = self.count
+        self.count += 1
+        return super().equation(eqn, ins)
+
+    def custom(self, eqn, ins):  # a custom rule's derivative is its rule: no sites inside
+        return self.primitive(eqn, ins)
+
+
+class _Sites(_Numbered):
+    """Which values depend on the argument (booleans), and the sites met on the way."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[Site] = []
+
+    def literal(self, value) -> bool:
+        return False
+
+    def primitive(self, eqn, deps: list[bool]) -> list[bool]:
+        name = eqn.primitive.name
+        floating = all(_floating_var(v) for v in eqn.outvars)
+        if name in _TERMS and sum(deps) == 2 and floating:
+            where = _where(eqn)
+            for operand in (0, 1):
+                self.found.append(Site(self.index, "drop", operand, name, where))
+                self.found.append(Site(self.index, "negate", operand, name, where))
+        elif name in _ELEMENTWISE and deps == [True] and floating:
+            self.found.append(Site(self.index, "value", 0, name, _where(eqn)))
+        return [any(deps)] * len(eqn.outvars)
 
 
 def sites(jaxpr: core.Jaxpr) -> list[Site]:
     """The places of ``jaxpr`` (a function of one array) where a slip can be planted."""
-    found: list[Site] = []
-    _walk_sites(jaxpr, [True] * len(jaxpr.invars), [0], found)
-    return found[:MAX_SITES]
-
-
-def _walk_sites(jaxpr, deps_in, counter, found) -> list[bool]:
-    dependent = {v for v, d in zip(jaxpr.invars, deps_in) if d}
-    for eqn in jaxpr.eqns:
-        index = counter[0]
-        counter[0] += 1
-        deps = [isinstance(v, core.Var) and v in dependent for v in eqn.invars]
-        name = eqn.primitive.name
-        if name in CALLS:
-            inner = call_jaxpr(eqn)[0]
-            deps_out = _walk_sites(inner, deps, counter, found)
-        else:
-            deps_out = [any(deps)] * len(eqn.outvars)
-            floating = all(_floating_var(v) for v in eqn.outvars)
-            if name in _TERMS and sum(deps) == 2 and floating:
-                where = _where(eqn)
-                for operand in (0, 1):
-                    found.append(Site(index, "drop", operand, name, where))
-                    found.append(Site(index, "negate", operand, name, where))
-            elif name in _ELEMENTWISE and deps == [True] and floating:
-                found.append(Site(index, "value", 0, name, _where(eqn)))
-        dependent.update(v for v, d in zip(eqn.outvars, deps_out) if d)
-    return [isinstance(v, core.Var) and v in dependent for v in jaxpr.outvars]
+    walk = _Sites()
+    walk.run(jaxpr, [False] * len(jaxpr.constvars), [True] * len(jaxpr.invars))
+    return walk.found[:MAX_SITES]
 
 
 def _floating_var(var) -> bool:
@@ -139,48 +142,45 @@ def _rewrite(eqn, invals, deps, target):
     name = eqn.primitive.name
     if target == "ungated":
         if name in _GATES and sum(deps) == 1:
-            return [_through(bind(eqn, *invals)[0], invals[deps.index(True)])]
+            return [_through(bind(eqn, invals)[0], invals[deps.index(True)])]
         if name == "select_n" and sum(deps[1:]) == 1:
-            gated = bind(eqn, *invals)[0]
+            gated = bind(eqn, invals)[0]
             return [_through(gated, jnp.broadcast_to(invals[1 + deps[1:].index(True)],
                                                      gated.shape))]
-        return bind(eqn, *invals)
+        return bind(eqn, invals)
     if target.how == "value":
         (a,) = invals
-        y = sg(bind(eqn, a)[0])
+        y = sg(bind(eqn, [a])[0])
         return [y + y * (a - sg(a))]  # value g(a), derivative g(a) a'
     args = list(invals)
     v = args[target.operand]
     args[target.operand] = sg(v) if target.how == "drop" else 2 * sg(v) - v
-    return bind(eqn, *args)
+    return bind(eqn, args)
 
 
-def _evaluate(jaxpr, consts, args, deps_in, target, counter) -> list:
-    env = dict(zip(jaxpr.constvars, consts))
-    dependent = {v for v, d in zip(jaxpr.invars, deps_in) if d}
-    env.update(zip(jaxpr.invars, args))
+class _Planted(_Numbered):
+    """``f`` evaluated with ``target`` planted; a value is ``(array, depends on the argument)``."""
 
-    def read(v):
-        return v.val if isinstance(v, core.Literal) else env[v]
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
 
-    for eqn in jaxpr.eqns:
-        index = counter[0]
-        counter[0] += 1
-        invals = [read(v) for v in eqn.invars]
-        deps = [isinstance(v, core.Var) and v in dependent for v in eqn.invars]
-        name = eqn.primitive.name
-        if name in CALLS or (target == "ungated" and name == "custom_jvp_call"):
-            inner, inner_consts = call_jaxpr(eqn)
-            out = _evaluate(inner, inner_consts, invals, deps, target, counter)
-        elif target == "ungated" or (isinstance(target, Site) and target.index == index):
-            out = _rewrite(eqn, invals, deps, target)
+    def literal(self, value):
+        return value, False
+
+    def custom(self, eqn, ins):
+        if self.target == "ungated" and eqn.primitive.name == "custom_jvp_call":
+            return self.inline(eqn, ins)  # jax.nn.relu's own max(x, 0): its gate
+        return self.primitive(eqn, ins)
+
+    def primitive(self, eqn, ins):
+        invals, deps = [v for v, _ in ins], [d for _, d in ins]
+        if self.target == "ungated" or (isinstance(self.target, Site)
+                                        and self.target.index == self.index):
+            out = _rewrite(eqn, invals, deps, self.target)
         else:
-            out = bind(eqn, *invals)
-        for var, value in zip(eqn.outvars, out):
-            env[var] = value
-            if any(deps):
-                dependent.add(var)
-    return [read(v) for v in jaxpr.outvars]
+            out = bind(eqn, invals)
+        return [(o, any(deps)) for o in out]
 
 
 def variant(fn: Callable, target) -> Callable:
@@ -189,7 +189,7 @@ def variant(fn: Callable, target) -> Callable:
 
     def planted(x):
         closed = jax.make_jaxpr(fn)(x)
-        (out,) = _evaluate(closed.jaxpr, closed.consts, [x], [True], target, [0])
-        return out
+        (out,) = _Planted(target).run(closed.jaxpr, closed.consts, [(x, True)])
+        return out[0]
 
     return planted

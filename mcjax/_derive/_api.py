@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from mcjax._core._errors import DtypeError
 from mcjax._derive import _rules_dot, _rules_elementwise, _rules_shape  # noqa: F401 (register)
-from mcjax._derive._interpret import Context, interpret
+from mcjax._derive._interpret import interpret
 from mcjax._derive._names import argument_exprs, constant_exprs
 from mcjax._derive._rules import Operand
 from mcjax._jacobian import _build as B
@@ -85,23 +85,21 @@ def _derive(f, args, positions, x_tree, strict):
     closed, out_shape = jax.make_jaxpr(lambda *a: f(*a), return_shape=True)(*args)
     names = argument_exprs(f, args)
     leaves = [jax.tree_util.tree_leaves(a) for a in args]
-    operands, tangents, x_leaves = [], [], []
+    operands, x_leaves = [], []
     for i, (arg_leaves, exprs) in enumerate(zip(leaves, names)):
         for leaf, expr in zip(arg_leaves, exprs):
-            operands.append(Operand(leaf, expr))
+            tangents = {}
             if i in positions:
                 _require_float(leaf, f"args[{i}]")
-                tangents.append({len(x_leaves): B.identity(jnp.shape(leaf), leaf.dtype)})
+                tangents = {len(x_leaves): B.identity(jnp.shape(leaf), leaf.dtype)}
                 x_leaves.append(leaf)
-            else:
-                tangents.append({})
+            operands.append(Operand(leaf, expr, tangents))
     consts = [Operand(c, e) for c, e in zip(closed.consts, constant_exprs(f, closed.consts))]
-    outs, out_tangents = interpret(closed.jaxpr, consts, operands, tangents,
-                                   Context(strict=strict))
+    outs = interpret(closed.jaxpr, consts, operands, strict)
     out_leaves, out_def = jax.tree_util.tree_flatten(out_shape)
     x_def = jax.tree_util.tree_structure(x_tree)
     blocks = []
-    for out, t in zip(out_leaves, out_tangents):
+    for out, t in zip(out_leaves, (op.tangents for op in outs)):
         _require_float(out, "its output")
         row = [B.as_dtype(t[j], out.dtype) if j in t else B.zero(out.shape, jnp.shape(x), out.dtype)
                for j, x in enumerate(x_leaves)]

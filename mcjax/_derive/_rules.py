@@ -22,11 +22,13 @@ from mcjax._jacobian._sym import Sym
 
 
 class Operand(NamedTuple):
-    """A value of ``f``'s program: the array, its expression, and where it came from."""
+    """A value of ``f``'s program: the array, its expression, its derivative with respect to
+    each leaf of the argument (``{leaf index: Jacobian}``, empty where it does not depend on
+    it), and where it came from."""
 
     value: Any
     expr: E.Expr
-    var: Any = None  # the jaxpr variable (None for a literal)
+    tangents: dict = {}  # noqa: RUF012 - never mutated: a derivation builds new dicts
     transposed: tuple | None = None  # (operand, perm) when this is a transpose of operand
 
     @property
@@ -55,8 +57,8 @@ class Eqn(NamedTuple):
 Rule = Callable[[Eqn], dict]
 """``rule(eqn) -> {operand index: local Jacobian}`` for the active operands, or ``None`` when
 the rule does not cover this case (the interpreter then makes an opaque block).  A key may
-also be the jaxpr variable of an operand's own source (``dot_general`` differentiates
-``x @ W.T`` with respect to ``W`` through the transpose)."""
+also be ``("source", k)``: the value operand ``k`` is the transpose of (``dot_general``
+differentiates ``x @ W.T`` with respect to ``W`` through the transpose)."""
 
 ExprRule = Callable[[tuple, tuple, dict], E.Expr]
 """``expr(operand expressions, output shape, params) -> the output's expression``."""

@@ -60,7 +60,7 @@ def _dot_general(e: Eqn) -> dict:
             if J is None and source is not None and source[1] == (1, 0) and len(x.shape) == 2:
                 J = paper_structure(source[0].shape, 1 - cx[0], other, co[0], side)
                 if J is not None:  # differentiate through the transpose: with respect to W
-                    out[source[0].var] = J
+                    out["source", side] = J
                     continue
         if J is None:
             J = B.contraction(other.sym, ((lc, rc), (lb, rb)), side, x.shape)

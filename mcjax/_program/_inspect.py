@@ -15,24 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
 
-from mcjax._program._walk import sub_jaxprs
-
-CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint")
-"""Primitives that call a jaxpr with their operands (custom rules are not among them)."""
-
-
-def call_jaxpr(eqn) -> tuple[core.Jaxpr, tuple]:
-    """``(jaxpr, consts)`` a call equation (:data:`CALLS`, ``custom_jvp_call``) runs."""
-    closed = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-    if isinstance(closed, core.ClosedJaxpr):
-        return closed.jaxpr, closed.consts
-    return closed, ()
-
-
-def bind(eqn, *args) -> list:
-    """``eqn``'s primitive applied to ``args``, as a list of outputs."""
-    out = eqn.primitive.bind(*args, **eqn.params)
-    return list(out) if eqn.primitive.multiple_results else [out]
+from mcjax._program._walk import Dependence, equations, sub_jaxprs
 
 
 def _shape(var) -> tuple[int, ...]:
@@ -58,31 +41,22 @@ def equation_terms(eqn) -> int:
 
 def max_terms(jaxpr: core.Jaxpr) -> int:
     """The largest number of terms any one sum in ``jaxpr`` (or its sub-jaxprs) adds up."""
-    best = 1
-    for eqn in jaxpr.eqns:
-        best = max(best, equation_terms(eqn), *(max_terms(sub) for sub in sub_jaxprs(eqn)))
-    return best
+    return max((equation_terms(eqn) for eqn in equations(jaxpr)), default=1)
 
 
-def lowest_precision(jaxpr: core.Jaxpr, dependent: set | None = None) -> str | None:
+def lowest_precision(jaxpr: core.Jaxpr) -> str | None:
     """The least precise floating dtype of any value that depends on ``jaxpr``'s inputs."""
-    dependent = set(jaxpr.invars) if dependent is None else dependent
-    worst, worst_eps = None, 0.0
-    for eqn in jaxpr.eqns:
-        if not any(isinstance(v, core.Var) and v in dependent for v in eqn.invars):
-            continue
-        candidates = []
+    found: list[str] = []
+
+    def visit(eqn, deps: list[bool]) -> None:
+        if not any(deps):
+            return
         for var in eqn.outvars:
-            dependent.add(var)
             dtype = getattr(var.aval, "dtype", None)
             if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
-                candidates.append(np.dtype(dtype).name)
-        for sub in sub_jaxprs(eqn):
-            inner = lowest_precision(sub, set(sub.invars))
-            if inner:
-                candidates.append(inner)
-        for name in candidates:
-            eps = float(jnp.finfo(name).eps)
-            if eps > worst_eps:
-                worst, worst_eps = name, eps
-    return worst
+                found.append(np.dtype(dtype).name)
+        for sub in sub_jaxprs(eqn):  # a loop's body, a branch, a custom rule's computation
+            found.extend(filter(None, [lowest_precision(sub)]))
+
+    Dependence(visit).run(jaxpr, [False] * len(jaxpr.constvars), [True] * len(jaxpr.invars))
+    return max(found, key=lambda name: float(jnp.finfo(name).eps), default=None)
