@@ -29,23 +29,8 @@ from jax import lax
 from jax.extend import core
 
 from mcjax._program._walk import Interpreter, bind, user_place
+from mcjax._program.primitives import Slips, lookup
 
-_GATES = ("max", "min")
-# operations with two operands, what each operand is called, and what the operation is called
-_TERMS = {
-    "add": ("sum", ("the first summand", "the second summand")),
-    "add_any": ("sum", ("the first summand", "the second summand")),
-    "sub": ("difference", ("the first term", "the subtracted term")),
-    "mul": ("product", ("the first factor", "the second factor")),
-    "div": ("quotient", ("the numerator", "the denominator")),
-    "dot_general": ("matrix product", ("the left operand", "the right operand")),
-    "pow": ("power", ("the base", "the exponent")),
-}
-# element-wise functions whose derivative differs from their value
-_ELEMENTWISE = {"logistic": "sigmoid", "tanh": "tanh", "sin": "sin", "cos": "cos",
-                "log": "log", "sqrt": "sqrt", "rsqrt": "rsqrt", "log1p": "log1p",
-                "erf": "erf", "atan": "atan", "asin": "asin", "acos": "acos",
-                "sinh": "sinh", "cosh": "cosh"}
 MAX_SITES = 48
 """At most this many rewritten variants are tried (the first places of ``f``)."""
 
@@ -61,12 +46,13 @@ class Site(NamedTuple):
 
     def describe(self) -> str:
         """The slip in words."""
+        slips = lookup(self.primitive).slips
         if self.how == "value":
-            name = _ELEMENTWISE[self.primitive]
+            name = slips.value
             return (f"{name}'s derivative replaced by {name} itself in {self.where}: the "
                     "function's value where its derivative was due (sigma for sigma (1 - sigma), "
                     "tanh for 1 - tanh^2?)")
-        what, operands = _TERMS[self.primitive]
+        what, operands = slips.terms
         term = f"the term through {operands[self.operand]} of the {what} {self.where}"
         if self.how == "drop":
             return f"a missing term: matches the derivative with {term} left out"
@@ -109,12 +95,14 @@ class _Sites(_Numbered):
     def primitive(self, eqn, deps: list[bool]) -> list[bool]:
         name = eqn.primitive.name
         floating = all(_floating_var(v) for v in eqn.outvars)
-        if name in _TERMS and sum(deps) == 2 and floating:
+        entry = lookup(name)
+        slips = entry.slips if entry is not None else Slips()
+        if slips.terms is not None and sum(deps) == 2 and floating:
             where = _where(eqn)
             for operand in (0, 1):
                 self.found.append(Site(self.index, "drop", operand, name, where))
                 self.found.append(Site(self.index, "negate", operand, name, where))
-        elif name in _ELEMENTWISE and deps == [True] and floating:
+        elif slips.value and deps == [True] and floating:
             self.found.append(Site(self.index, "value", 0, name, _where(eqn)))
         return [any(deps)] * len(eqn.outvars)
 
@@ -131,23 +119,15 @@ def _floating_var(var) -> bool:
     return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
 
 
-def _through(gated, through):
-    """Value of ``gated``, derivative of ``through``."""
-    return through + lax.stop_gradient(gated - through)
-
-
 def _rewrite(eqn, invals, deps, target):
     """The equation's outputs with ``target`` planted (a :class:`Site`, or ``"ungated"``)."""
     sg = lax.stop_gradient
-    name = eqn.primitive.name
     if target == "ungated":
-        if name in _GATES and sum(deps) == 1:
-            return [_through(bind(eqn, invals)[0], invals[deps.index(True)])]
-        if name == "select_n" and sum(deps[1:]) == 1:
-            gated = bind(eqn, invals)[0]
-            return [_through(gated, jnp.broadcast_to(invals[1 + deps[1:].index(True)],
-                                                     gated.shape))]
-        return bind(eqn, invals)
+        name = eqn.primitive.name
+        entry = lookup(name)
+        gate = entry.slips.gate if entry is not None else None
+        ungated = gate(lambda values: bind(eqn, values), invals, deps) if gate else None
+        return ungated if ungated is not None else bind(eqn, invals)
     if target.how == "value":
         (a,) = invals
         y = sg(bind(eqn, [a])[0])

@@ -1,11 +1,11 @@
 """``mcjax.derive``: Parr & Howard's matrix calculus applied to any JAX function by the machine.
 
 - ``_api``: :func:`derive`, tracing and the shape of the result;
-- ``_interpret``: the jaxpr interpreter (chain rule, total-derivative rule, opaque blocks);
-- ``_rules`` and ``_rules_*``: the structured Jacobian of each primitive, one line each;
-- ``_algebra`` and ``_pull``: composing, adding and scaling structured Jacobians, simplifying;
-- ``_build``: the Jacobian classes with their formulas attached;
-- ``_expr``, ``_sym``, ``_names``, ``_print``, ``_formula``: the formula a person would write.
+- ``_interpret``: the derivation, a client of the one jaxpr walker (chain rule,
+  total-derivative rule, the fallback to JAX's linear map); each primitive's structured
+  Jacobian is in the primitive table (``mcjax._program.primitives``), the structures and their
+  algebra in ``mcjax._jacobian``;
+- ``_names``: the names of ``f``'s arguments and constants in the formula.
 """
 
 from mcjax._derive._api import derive

@@ -9,11 +9,10 @@ import jax
 import jax.numpy as jnp
 
 from mcjax._core._errors import DtypeError
-from mcjax._derive import _rules_dot, _rules_elementwise, _rules_shape  # noqa: F401 (register)
 from mcjax._derive._interpret import interpret
 from mcjax._derive._names import argument_exprs, constant_exprs
-from mcjax._derive._rules import Operand
 from mcjax._jacobian import _build as B
+from mcjax._program.primitives import Operand
 
 
 def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = False) -> Callable:

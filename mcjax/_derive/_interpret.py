@@ -3,7 +3,7 @@ r"""The derivation: ``f``'s jaxpr, equation by equation, with structured Jacobia
 A client of the one walker (:mod:`mcjax._program._walk`).  Each value of the program carries
 its array, its expression, and its derivative with respect to each leaf of the differentiated
 argument (absent where it does not depend on it).  An equation's local Jacobians (from
-:mod:`mcjax._derive._rules`) are chained onto its operands' derivatives by the vector chain
+:mod:`mcjax._program.primitives`) are chained onto its operands' derivatives by the vector chain
 rule, and the paths that meet in one value are added by the total-derivative rule (Parr &
 Howard §4.5) — forward accumulation, as ``jax.jacfwd``, but on structures.
 
@@ -19,11 +19,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mcjax._derive._rules import RULES, Eqn, Operand, is_float, output_expr
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._algebra import add, compose
 from mcjax._program._walk import Interpreter, bind, callee_name, source_line
+from mcjax._program.primitives import Eqn, Operand, is_float, lookup, output_expr
 
 
 class Derivation(Interpreter[Operand]):
@@ -50,28 +50,39 @@ class Derivation(Interpreter[Operand]):
         name = eqn.primitive.name
         custom = name.startswith("custom_")
         shown = callee_name(eqn) if custom else name
-        key = f"{name}:{shown}" if custom else name
+        entry = lookup(f"{name}:{shown}" if custom else name)
         values = bind(eqn, [op.value for op in ins])
-        outs = [Operand(v, output_expr(key if key in RULES else shown, tuple(ins), jnp.shape(v),
-                                       eqn.params)) for v in values]
+        known = entry.name if entry is not None else shown
+        outs = [Operand(v, output_expr(known, tuple(ins), jnp.shape(v), eqn.params))
+                for v in values]
         if name == "transpose" and tuple(eqn.params["permutation"]) == (1, 0):
             outs[0] = outs[0]._replace(transposed=(ins[0], (1, 0)))
         active = tuple(k for k, op in enumerate(ins) if op.tangents)
         if not active or not any(is_float(v) for v in values):
             return outs
         partials = None
-        if len(outs) == 1 and key in RULES:
-            partials = RULES[key](Eqn(key, tuple(ins), outs[0], dict(eqn.params), active))
+        if entry is not None and entry.jacobian is not None:
+            partials = entry.jacobian(Eqn(known, tuple(ins), outs[0], dict(eqn.params), active,
+                                          tuple(outs), lambda vals: bind(eqn, vals)))
         if partials is None:
             return self._opaque(eqn, shown, ins, outs, active)
+        per_output = partials if isinstance(partials, list) else [partials]
+        return [out._replace(tangents=self._chain(p, ins)) if is_float(out.value) else out
+                for out, p in zip(outs, per_output)] + outs[len(per_output):]
+
+    @staticmethod
+    def _chain(partials: dict, ins: list[Operand]) -> dict:
+        """The output's derivative: each operand's, times the local Jacobian (the vector
+        chain rule), summed over the operands (the total-derivative rule)."""
         chained: dict = {}
         for source, J in partials.items():
             # an int: the operand; ("source", k): the value operand k is the transpose of
-            t = ins[source].tangents if isinstance(source, int) else ins[source[1]].transposed[0].tangents
+            t = ins[source].tangents if isinstance(source, int) else \
+                ins[source[1]].transposed[0].tangents
             for leaf, J_in in t.items():
                 term = compose(J, J_in)
                 chained[leaf] = term if leaf not in chained else add(chained[leaf], term)
-        return [outs[0]._replace(tangents=chained)]
+        return chained
 
     def _opaque(self, eqn, name, ins, outs, active) -> list[Operand]:
         """Each output's derivative through an unstructured block of this one equation."""

@@ -5,7 +5,9 @@ simplest class that is the map, with its formula attached (``symbols``).
 """
 
 from mcjax._jacobian._algebra import (
+    add,
     as_dtype,
+    compose,
     identity,
     is_identity,
     scaled_identity,
@@ -19,7 +21,7 @@ from mcjax._jacobian._products import block_diagonal, contraction, dense, kronec
 from mcjax._jacobian._rearrange import embed, expand, permutation, reshape, slice_, sum_along
 
 __all__ = [
-    "as_dtype", "dense", "identity", "is_identity", "scaled_identity", "sym", "symbol", "zero",
+    "add", "compose", "as_dtype", "dense", "identity", "is_identity", "scaled_identity", "sym", "symbol", "zero",
     "diagonal", "fill", "opaque", "block_diagonal", "contraction", "kronecker", "embed",
     "expand", "permutation", "reshape", "slice_", "sum_along",
 ]

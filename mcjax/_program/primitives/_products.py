@@ -16,10 +16,10 @@ itself.  Any other contraction (batched, several contracted axes) is a
 
 from __future__ import annotations
 
-from mcjax._derive._rules import Eqn, Operand, register
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._sym import Sym
+from mcjax._program.primitives._table import Eqn, Operand, Slips, register
 
 
 def _t(op: Operand) -> Sym:
@@ -96,4 +96,6 @@ def product_expr(a: tuple[E.Expr, E.Expr], shape, params) -> E.Expr:
     return E.call("dot_general", lhs, rhs, shape=shape)
 
 
-register("dot_general", _dot_general, product_expr, hint="z")
+register("dot_general", "products", jacobian=_dot_general, expr=product_expr, hint="z",
+         rounding="bilinear",
+         slips=Slips(terms=("matrix product", ("the left operand", "the right operand"))))

@@ -1,0 +1,28 @@
+"""The one table of primitive knowledge (see ``_table``), filled family by family.
+
+Importing this package fills the table: ``lookup(name)`` is what mcjax knows of a primitive.
+"""
+
+from mcjax._program.primitives import (  # noqa: F401 (each module registers its family)
+    _elementwise,
+    _known,
+    _logic,
+    _products,
+    _reductions,
+    _shape,
+    _special,
+)
+from mcjax._program.primitives._table import (
+    TABLE,
+    Eqn,
+    Operand,
+    Primitive,
+    Slips,
+    V,
+    is_float,
+    lookup,
+    output_expr,
+)
+
+__all__ = ["TABLE", "Eqn", "Operand", "Primitive", "Slips", "V", "is_float", "lookup",
+           "output_expr"]
