@@ -1,5 +1,6 @@
 """mkdocs hooks: the pages and tables that are generated from the code, so they cannot drift.
 
+- ``primitives.md`` (Primitive coverage) from the primitive table and JAX's own JVP table;
 - ``rules.md`` (The rules) is generated from ``mcjax.registry.REGISTRY`` at build time: every rule with
   its formula, shapes, paper section, the class of the Jacobian each derivative returns (found
   by calling it abstractly, with ``jax.eval_shape``) and its verdict from ``mcjax.registry.verify``.
@@ -310,6 +311,49 @@ def bench_jacobians() -> str:
     ])
 
 
+def primitives_markdown() -> str:
+    """The primitive coverage page: every primitive the installed JAX can differentiate, and
+    what derive, the checker and the diagnosis do with it (from the primitive table)."""
+    from mcjax._program.primitives import coverage
+
+    rows = coverage()
+    entries = [r.entry for r in rows if r.entry is not None]
+    structured = sum(e.structured for e in entries)
+    switching = sum(e.switch is not None for e in entries)
+    slips = sum(bool(e.slips.terms or e.slips.value or e.slips.gate) for e in entries)
+    lines = [
+        "# Primitive coverage",
+        "",
+        "Every primitive the installed JAX "
+        f"({jax.__version__}) can differentiate has one entry in mcjax's primitive table "
+        "(`mcjax/_program/primitives/`): its structured Jacobian for `mcjax.derive`, or the "
+        "reason for the fallback (JAX's linear map of that one equation, named: correct, "
+        "unstructured); how it switches, for the checker; its slip sites, for the diagnosis. "
+        "This page is generated from the table; a test fails on any primitive without an "
+        "entry, so a JAX upgrade shows what is new.",
+        "",
+        f"**{len(rows)} primitives**: {len(entries)} with an entry, {structured} with a "
+        f"structured Jacobian, {switching} whose switches the checker reads, {slips} with slip "
+        "sites.",
+        "",
+        "| primitive | family | derive | checker | slip sites |",
+        "|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: (r.entry.family if r.entry else "", r.name)):
+        e = row.entry
+        if e is None:
+            lines.append(f"| `{row.name}` | – | **missing** | – | – |")
+            continue
+        derive = ("walked: " + e.fallback if e.walked else "structured" if e.structured
+                  else (e.fallback or "no derivative"))
+        check = e.behaviour + (" (read)" if e.switch is not None else "")
+        sites = ", ".join(filter(None, [
+            "a term" if e.slips.terms else "", "value for derivative" if e.slips.value else "",
+            "a gate" if e.slips.gate else ""])) or "–"
+        lines.append(f"| `{row.name}` | {e.family} | {derive} | {check} | {sites} |")
+    return "\n".join(lines) + "\n"
+
+
 MARKERS = {
     "tolerances": tolerances,
     "kinks": kinks,
@@ -326,6 +370,7 @@ def on_files(files, config):
     from mkdocs.structure.files import File
 
     files.append(File.generated(config, "rules.md", content=rules_markdown()))
+    files.append(File.generated(config, "primitives.md", content=primitives_markdown()))
     return files
 
 

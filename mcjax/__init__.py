@@ -47,6 +47,7 @@ from mcjax._core._errors import (
 )
 from mcjax._derive import derive
 from mcjax._jacobian import (
+    Applied,
     BlockDiagonal,
     Broadcast,
     Composed,
@@ -61,10 +62,12 @@ from mcjax._jacobian import (
     Opaque,
     Permutation,
     Reshape,
+    Sandwich,
     ScaledIdentity,
     Slice,
     Sum,
     SumAlong,
+    Take,
     Zero,
     densify,
 )
@@ -203,6 +206,9 @@ __all__ = [
     "Expand",
     "SumAlong",
     "Contraction",
+    "Applied",
+    "Take",
+    "Sandwich",
     "Opaque",
     "densify",
     # checking a derivative

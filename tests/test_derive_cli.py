@@ -26,8 +26,8 @@ MODULE = textwrap.dedent("""
         return jax.nn.relu(W @ x + b)
 
 
-    def running(x):
-        return jnp.cumsum(x)
+    def spectrum(x):
+        return jnp.linalg.eigvalsh(jnp.diag(x) + 0.25)
 """)
 
 
@@ -68,9 +68,9 @@ def test_latex_strict_and_errors(module, capsys):
                  "--latex"]) == 0
     assert r"J = \operatorname{diag}(\mathbb{1}[\mathbf{z} > 0])\,W" in capsys.readouterr().out
 
-    assert main(["derive", f"{module}:running", "--shapes", "3", "--strict"]) == 1
+    assert main(["derive", f"{module}:spectrum", "--shapes", "3", "--strict"]) == 1
     err = capsys.readouterr().err
-    assert "'cumsum'" in err and "model.py:" in err
+    assert "'eigh'" in err and "model.py:" in err
 
     for arguments, says in (
         ((f"{module}:layer", "--shapes", "3,a"), "is not a shape like 3,4"),

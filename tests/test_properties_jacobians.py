@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import mcjax
 from mcjax import (
+    Applied,
     BlockDiagonal,
     Broadcast,
     Composed,
@@ -39,10 +40,12 @@ from mcjax import (
     Opaque,
     Permutation,
     Reshape,
+    Sandwich,
     ScaledIdentity,
     Slice,
     Sum,
     SumAlong,
+    Take,
     Zero,
 )
 from mcjax._program._compile import quick_jit
@@ -69,6 +72,12 @@ class Draw:
 # -- one strategy per class: shapes drawn from the pool, values from a seed -----------------
 def _dense(r: Draw, out, in_):
     return Dense(r(*out, *in_), in_ndim=len(in_))
+
+
+def _applied(name):
+    """A linear operation applied to the tangent: lax's cumsum or rev of a vector."""
+    fn = {"cumsum": lambda v: jax.lax.cumsum(v, 0), "rev": lambda v: jax.lax.rev(v, (0,))}[name]
+    return Applied.of(fn, jnp.zeros(3, jnp.float64))
 
 
 DRAW = SEED.map(Draw)
@@ -104,6 +113,12 @@ BUILDERS = {
     Contraction: st.builds(
         lambda r, side: Contraction(r(3, 2), (((1,), (0,)), ((), ())), 0, (4, 3)) if side == 0
         else Contraction(r(4, 3), (((1,), (0,)), ((), ())), 1, (3, 2)), DRAW, st.sampled_from([0, 1])),
+    # an operation applied (a cumulative sum, a reversal), a selection, a two-sided product
+    Applied: st.sampled_from(["cumsum", "rev"]).map(_applied),
+    Take: st.sampled_from([((2, -1, 0, 3), (4,)), ((0, 0), (1,)), ((5, 1, -1), (2, 3))]).map(
+        lambda p: Take(jnp.asarray(p[0]), p[1], jnp.float64)),
+    Sandwich: st.builds(lambda r, vector: Sandwich(r(3, 2), r(4) if vector else r(4, 2)),
+                        DRAW, st.booleans()),
     Opaque: st.builds(lambda r, s: Opaque(jax.linearize(jnp.cumsum, r(*s))[1], "cumsum",
                                           (max(1, int(np.prod(s))),), s, jnp.float64),
                       DRAW, st.sampled_from([(3,), (1,)])),

@@ -2,16 +2,20 @@ r"""The derivation: ``f``'s jaxpr, equation by equation, with structured Jacobia
 
 A client of the one walker (:mod:`mcjax._program._walk`).  Each value of the program carries
 its array, its expression, and its derivative with respect to each leaf of the differentiated
-argument (absent where it does not depend on it).  An equation's local Jacobians (from
-:mod:`mcjax._program.primitives`) are chained onto its operands' derivatives by the vector chain
-rule, and the paths that meet in one value are added by the total-derivative rule (Parr &
-Howard §4.5) — forward accumulation, as ``jax.jacfwd``, but on structures.
+argument (absent where it does not depend on it).  An equation's local Jacobians (from the
+primitive table, :mod:`mcjax._program.primitives`) are chained onto its operands' derivatives
+by the vector chain rule, and the paths that meet in one value are added by the
+total-derivative rule (Parr & Howard §4.5) — forward accumulation, as ``jax.jacfwd``, but on
+structures.
 
-Nested ``jit`` calls are walked inside; ``custom_jvp`` functions mcjax knows by name
+Nested ``jit`` calls are walked inside, except JAX's own library functions the table knows by
+name (``jnp.linalg.inv``: $-A^{-1}(\cdot)A^{-1}$); ``custom_jvp`` functions the table knows
 (``relu``, ``logaddexp``) use their structured rule, which follows JAX's derivative at the
-kink.  Anything else becomes an opaque block from ``jax.linearize`` of that one equation
-(``jax.vjp`` for ``custom_vjp``): correct, unstructured, marked with the primitive's name.
-With ``strict=True`` it is an error instead.
+kink.  ``lax.cond`` walks the branch taken (every branch, weighted by the indicator of its
+index, when the index is traced); ``lax.scan`` and a ``while`` loop with a known trip count
+are unrolled.  Anything else is the table's fallback: the linear map JAX gives that one
+equation, marked with its name (:class:`~mcjax.Opaque`): correct, unstructured.  With
+``strict=True`` it is an error instead.
 """
 
 from __future__ import annotations
@@ -21,9 +25,17 @@ import jax.numpy as jnp
 
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
-from mcjax._jacobian._algebra import add, compose
-from mcjax._program._walk import Interpreter, bind, callee_name, source_line
+from mcjax._jacobian._algebra import add, compose, scale
+from mcjax._jacobian._sym import Sym
+from mcjax._program._walk import Interpreter, bind, callee_name, from_jax, source_line
 from mcjax._program.primitives import Eqn, Operand, is_float, lookup, output_expr
+from mcjax._program.primitives._linear import concrete
+
+SCAN_UNROLL = 256
+"""A ``lax.scan`` of at most this many steps is unrolled (its Jacobian a product of the
+body's, one per step); a longer one is JAX's linear map."""
+WHILE_UNROLL = 1024
+"""A ``while`` loop is unrolled (at concrete values) for at most this many steps."""
 
 
 class Derivation(Interpreter[Operand]):
@@ -46,51 +58,59 @@ class Derivation(Interpreter[Operand]):
     def custom(self, eqn, ins: list[Operand]) -> list[Operand]:
         return self.primitive(eqn, ins)  # JAX's own rule (by name where mcjax knows it)
 
+    def inline(self, eqn, ins: list[Operand]) -> list[Operand]:
+        """A call: JAX's own library function known by name (``jnp.linalg.inv``) by its
+        rule, anything else by walking its body."""
+        entry = lookup(f"{eqn.primitive.name}:{callee_name(eqn)}")
+        if entry is not None and entry.jacobian is not None and from_jax(eqn):
+            outs = self._apply_rule(eqn, ins, entry, walk_otherwise=True)
+            if outs is not None:
+                return outs
+        return super().inline(eqn, ins)
+
     def primitive(self, eqn, ins: list[Operand]) -> list[Operand]:
         name = eqn.primitive.name
-        custom = name.startswith("custom_")
-        shown = callee_name(eqn) if custom else name
-        entry = lookup(f"{name}:{shown}" if custom else name)
+        if name in ("cond", "scan", "while") and any(op.tangents for op in ins):
+            walked = getattr(self, "_" + name)(eqn, ins)
+            if walked is not None:
+                return walked
+        entry = lookup(f"{name}:{callee_name(eqn)}" if name.startswith("custom_") else name)
+        return self._apply_rule(eqn, ins, entry)
+
+    def _apply_rule(self, eqn, ins, entry, walk_otherwise: bool = False):
+        """The equation's outputs with their derivatives by ``entry``'s rule; the fallback
+        where it has none (None instead, with ``walk_otherwise``: the body is walked)."""
+        shown = callee_name(eqn) if entry is None else entry.name.split(":")[-1]
         values = bind(eqn, [op.value for op in ins])
-        known = entry.name if entry is not None else shown
-        outs = [Operand(v, output_expr(known, tuple(ins), jnp.shape(v), eqn.params))
-                for v in values]
-        if name == "transpose" and tuple(eqn.params["permutation"]) == (1, 0):
+        outs = [Operand(v, output_expr(entry.name if entry else shown, tuple(ins), jnp.shape(v),
+                                       eqn.params)) for v in values]
+        if eqn.primitive.name == "transpose" and tuple(eqn.params["permutation"]) == (1, 0):
             outs[0] = outs[0]._replace(transposed=(ins[0], (1, 0)))
         active = tuple(k for k, op in enumerate(ins) if op.tangents)
         if not active or not any(is_float(v) for v in values):
             return outs
         partials = None
         if entry is not None and entry.jacobian is not None:
-            partials = entry.jacobian(Eqn(known, tuple(ins), outs[0], dict(eqn.params), active,
-                                          tuple(outs), lambda vals: bind(eqn, vals)))
+            partials = entry.jacobian(Eqn(entry.name, tuple(ins), outs[0], dict(eqn.params),
+                                          active, tuple(outs), lambda vals: bind(eqn, vals),
+                                          eqn.primitive))
         if partials is None:
-            return self._opaque(eqn, shown, ins, outs, active)
+            if walk_otherwise:
+                return None
+            return self._opaque(eqn, shown, ins, outs, active,
+                                entry.fallback if entry is not None else "")
         per_output = partials if isinstance(partials, list) else [partials]
-        return [out._replace(tangents=self._chain(p, ins)) if is_float(out.value) else out
+        return [out._replace(tangents=_chain(p, ins)) if is_float(out.value) else out
                 for out, p in zip(outs, per_output)] + outs[len(per_output):]
 
-    @staticmethod
-    def _chain(partials: dict, ins: list[Operand]) -> dict:
-        """The output's derivative: each operand's, times the local Jacobian (the vector
-        chain rule), summed over the operands (the total-derivative rule)."""
-        chained: dict = {}
-        for source, J in partials.items():
-            # an int: the operand; ("source", k): the value operand k is the transpose of
-            t = ins[source].tangents if isinstance(source, int) else \
-                ins[source[1]].transposed[0].tangents
-            for leaf, J_in in t.items():
-                term = compose(J, J_in)
-                chained[leaf] = term if leaf not in chained else add(chained[leaf], term)
-        return chained
-
-    def _opaque(self, eqn, name, ins, outs, active) -> list[Operand]:
-        """Each output's derivative through an unstructured block of this one equation."""
+    def _opaque(self, eqn, name, ins, outs, active, reason: str) -> list[Operand]:
+        """Each output's derivative through JAX's linear map of this one equation, named."""
         if self.strict:
+            why = f" ({reason})" if reason else ""
             raise NotImplementedError(
-                f"mcjax.derive(strict=True): no structured rule for the primitive {name!r} at "
-                f"{source_line(*self.calls[:1], eqn)}; without strict=True it becomes an opaque "
-                "block from jax.linearize (correct, but with no structure)")
+                f"mcjax.derive(strict=True): no structured rule for the primitive {name!r}"
+                f"{why} at {source_line(*self.calls[:1], eqn)}; without strict=True it becomes "
+                "an opaque block from JAX's linear map of it (correct, but with no structure)")
         out_tangents = [{} for _ in outs]
         for k in active:
             linear = _linear_map(eqn, ins, k)
@@ -105,6 +125,108 @@ class Derivation(Interpreter[Operand]):
                     t[leaf] = term if leaf not in t else add(t[leaf], term)
         return [out._replace(tangents=t) for out, t in zip(outs, out_tangents)]
 
+    # -- control flow: walked ---------------------------------------------------------------
+    def _cond(self, eqn, ins):
+        """The branch taken; with a traced index, every branch weighted by the indicator of
+        its index (their values are the cond's own)."""
+        index, *operands = ins
+        branches = eqn.params["branches"]
+        if concrete(index.value):
+            taken = branches[int(index.value)]
+            return self.run(taken.jaxpr, taken.consts, operands)
+        walked = [self.run(b.jaxpr, b.consts, operands) for b in branches]
+        values = bind(eqn, [op.value for op in ins])
+        outs = []
+        for o, value in enumerate(values):
+            tangents: dict = {}
+            for k, branch in enumerate(walked):
+                chosen = Sym((index.value == k).astype(jnp.result_type(value)),
+                             E.indicator(E.compare("==", index.expr, E.num(k))))
+                for leaf, J in branch[o].tangents.items():
+                    term = scale(J, chosen)
+                    tangents[leaf] = term if leaf not in tangents else add(tangents[leaf], term)
+            expr = E.call("cond", index.expr, *(b[o].expr for b in walked), shape=jnp.shape(value))
+            outs.append(Operand(value, expr, tangents if is_float(value) else {}))
+        return outs
+
+    def _scan(self, eqn, ins):
+        """The body once per step (a product of its Jacobians); None past
+        :data:`SCAN_UNROLL` steps."""
+        p = eqn.params
+        length, consts_n, carry_n = p["length"], p["num_consts"], p["num_carry"]
+        if length > SCAN_UNROLL:
+            return None
+        body = p["jaxpr"]
+        consts, carry, xs = ins[:consts_n], ins[consts_n:consts_n + carry_n], \
+            ins[consts_n + carry_n:]
+        ys: dict[int, list] = {}
+        for i in (reversed(range(length)) if p["reverse"] else range(length)):
+            outs = self.run(body.jaxpr, body.consts, consts + carry + [_row(x, i) for x in xs])
+            carry, ys[i] = outs[:carry_n], outs[carry_n:]
+        stacked = [_stack([ys[i][j] for i in range(length)]) for j in range(len(ys[0]))] \
+            if length else [Operand(v, E.opaque("scan", (), jnp.shape(v)))
+                            for v in bind(eqn, [op.value for op in ins])[carry_n:]]
+        return list(carry) + stacked
+
+    def _while(self, eqn, ins):
+        """The body while the condition holds, at concrete values; None when traced or past
+        :data:`WHILE_UNROLL` steps."""
+        p = eqn.params
+        if not concrete(*(op.value for op in ins)):
+            return None
+        cond_n, body_n = p["cond_nconsts"], p["body_nconsts"]
+        cond_consts, body_consts = ins[:cond_n], ins[cond_n:cond_n + body_n]
+        carry = ins[cond_n + body_n:]
+        cond, body = p["cond_jaxpr"], p["body_jaxpr"]
+        for _ in range(WHILE_UNROLL):
+            (go,) = self.run(cond.jaxpr, cond.consts, cond_consts + carry)
+            if not bool(go.value):
+                return carry
+            carry = self.run(body.jaxpr, body.consts, body_consts + carry)
+        return None
+
+
+def _chain(partials: dict, ins: list[Operand]) -> dict:
+    """The output's derivative: each operand's, times the local Jacobian (the vector chain
+    rule), summed over the operands (the total-derivative rule)."""
+    chained: dict = {}
+    for source, J in partials.items():
+        # an int: the operand; ("source", k): the value operand k is the transpose of
+        t = ins[source].tangents if isinstance(source, int) else \
+            ins[source[1]].transposed[0].tangents
+        for leaf, J_in in t.items():
+            term = compose(J, J_in)
+            chained[leaf] = term if leaf not in chained else add(chained[leaf], term)
+    return chained
+
+
+def _row(x: Operand, i: int) -> Operand:
+    """``x[i]`` (a scan's slice of its inputs), with its derivative."""
+    shape = x.shape
+    start = (i,) + (0,) * (len(shape) - 1)
+    limit = (i + 1,) + tuple(shape[1:])
+    J = compose(B.reshape(shape[1:], (1,) + tuple(shape[1:]), x.dtype),
+                B.slice_(start, limit, None, shape, x.dtype)) if is_float(x.value) else None
+    return Operand(x.value[i], E.part(x.expr, f"[{i}]", f"_{{{i}}}", shape[1:]),
+                   {leaf: compose(J, t) for leaf, t in x.tangents.items()} if J else {})
+
+
+def _stack(rows: list[Operand]) -> Operand:
+    """The rows stacked (a scan's outputs), with their derivative: each row put in place."""
+    value = jnp.stack([r.value for r in rows])
+    shape = value.shape
+    tangents: dict = {}
+    for i, r in enumerate(rows):
+        if not r.tangents:
+            continue
+        start = (i,) + (0,) * (len(shape) - 1)
+        place = compose(B.embed(start, None, shape, (1,) + shape[1:], value.dtype),
+                        B.reshape((1,) + shape[1:], shape[1:], value.dtype))
+        for leaf, J in r.tangents.items():
+            term = compose(place, J)
+            tangents[leaf] = term if leaf not in tangents else add(tangents[leaf], term)
+    return Operand(value, E.call("stack", *(r.expr for r in rows), shape=shape), tangents)
+
 
 def interpret(jaxpr, consts: list[Operand], ins: list[Operand], strict: bool) -> list[Operand]:
     """Run ``jaxpr`` on operands with derivatives; return the outputs with theirs.  The
@@ -113,15 +235,41 @@ def interpret(jaxpr, consts: list[Operand], ins: list[Operand], strict: bool) ->
 
 
 def _linear_map(eqn, operands, k: int):
-    """``v -> [d out_o]`` for a tangent ``v`` of operand ``k``, as a pytree ``Partial``."""
+    """``v -> [d out_o]`` for a tangent ``v`` of operand ``k``, as a pytree ``Partial``.
+
+    The equation is linearized in all its floating operands at once (the others' tangents
+    zero arrays, never JAX's symbolic zeros, which some rules cannot take:
+    ``custom_linear_solve``, a variadic ``reduce``); a ``custom_vjp`` call has no forward mode
+    and a ``while`` loop no reverse mode: their maps are dense, from whichever they have."""
     values = [op.value for op in operands]
+    floating = [j for j, v in enumerate(values) if is_float(v)]
 
-    def f(x):
-        return bind(eqn, values[:k] + [x] + values[k + 1:])
+    def f(*xs):
+        new = list(values)
+        for j, x in zip(floating, xs):
+            new[j] = x
+        return bind(eqn, new)
 
+    slot = floating.index(k)
     if eqn.primitive.name == "custom_vjp_call":  # no forward mode: build it from reverse mode
-        return _dense_map(f, values[k])
-    return jax.linearize(f, values[k])[1]
+        return _dense_map(lambda x: f(*[x if j == k else values[j] for j in floating]),
+                          values[k])
+    if eqn.primitive.name == "while":  # forward mode only: column by column
+        return _forward_map(lambda x: f(*[x if j == k else values[j] for j in floating]),
+                            values[k])
+    try:
+        _, linear = jax.linearize(f, *(values[j] for j in floating))
+    except NotImplementedError:  # a rule that takes no tangent for some operand: this one only
+        return jax.linearize(lambda x: f(*[x if j == k else values[j] for j in floating]),
+                             values[k])[1]
+    zeros = [jnp.zeros_like(values[j]) for j in floating]
+    return jax.tree_util.Partial(_in_slot, linear, slot, zeros)
+
+
+def _in_slot(linear, slot, zeros, v):
+    tangents = list(zeros)
+    tangents[slot] = v
+    return linear(*tangents)
 
 
 def _apply(columns, v):
@@ -144,3 +292,11 @@ def _dense_map(f, x):
 
         columns.append(jax.vmap(row)(basis).reshape(out.shape + jnp.shape(x)))
     return jax.tree_util.Partial(_apply, columns)
+
+
+def _forward_map(f, x):
+    n = jnp.size(x)
+    basis = jnp.eye(n, dtype=jnp.result_type(x)).reshape((n,) + jnp.shape(x))
+    columns = jax.vmap(lambda v: jax.jvp(f, (x,), (v,))[1])(basis)  # per output: (n,) + out
+    return jax.tree_util.Partial(_apply, [jnp.moveaxis(c.reshape((n, -1)), 0, 1).reshape(
+        jnp.shape(c)[1:] + jnp.shape(x)) for c in columns])

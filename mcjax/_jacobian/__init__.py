@@ -3,8 +3,8 @@
 - ``_algebra``: the type, the chain rule (``compose``), the total-derivative rule (``add``),
   scaling, and the structures the algebra produces (``Zero``, ``ScaledIdentity``,
   ``Composed``, ``Sum``);
-- ``_products`` (``Dense`` and products), ``_elementwise``, ``_rearrange``, ``_opaque``: the
-  other structures, each with its operations registered beside it;
+- ``_products`` (``Dense`` and products), ``_elementwise``, ``_rearrange``, ``_operations``
+  (an operation applied, a selection, a sandwich), ``_opaque``: the other structures, each with its operations registered beside it;
 - ``_build``: the constructors rules build with; ``_expr``, ``_sym``, ``_print``,
   ``_formula``: the formula a person would write.
 
@@ -21,11 +21,12 @@ from mcjax._jacobian._algebra import (
 )
 from mcjax._jacobian._elementwise import Broadcast, Diagonal, Fill
 from mcjax._jacobian._opaque import Opaque
+from mcjax._jacobian._operations import Applied, Sandwich, Take
 from mcjax._jacobian._products import BlockDiagonal, Contraction, Dense, Kronecker
 from mcjax._jacobian._rearrange import Embed, Expand, Permutation, Reshape, Slice, SumAlong
 
 __all__ = [
     "Jacobian", "Dense", "Diagonal", "ScaledIdentity", "Fill", "Broadcast", "Kronecker",
     "BlockDiagonal", "Composed", "Sum", "Zero", "Permutation", "Reshape", "Slice", "Embed",
-    "Expand", "SumAlong", "Contraction", "Opaque", "densify",
+    "Expand", "SumAlong", "Contraction", "Applied", "Take", "Sandwich", "Opaque", "densify",
 ]

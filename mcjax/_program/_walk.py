@@ -23,7 +23,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from jax.extend import core
 
-CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint"})
+CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
+                   "custom_vmap_call", "linear_call", "composite", "eval_jaxpr"})
 """Primitives that call a jaxpr with their operands: their body is walked in their place."""
 CUSTOM_RULES = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr",
                           "custom_lin"})
@@ -34,7 +35,9 @@ V = TypeVar("V")
 
 def body(eqn) -> core.ClosedJaxpr | None:
     """The jaxpr a call-like equation (:data:`CALLS`, a custom rule) runs on its operands."""
-    inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr", eqn.params.get("fun_jaxpr")))
+    params = eqn.params
+    inner = next((params[k] for k in ("jaxpr", "call_jaxpr", "fun_jaxpr", "callee")
+                  if k in params), None)
     if isinstance(inner, core.ClosedJaxpr):
         return inner
     if isinstance(inner, core.Jaxpr):

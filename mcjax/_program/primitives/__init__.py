@@ -4,14 +4,20 @@ Importing this package fills the table: ``lookup(name)`` is what mcjax knows of 
 """
 
 from mcjax._program.primitives import (  # noqa: F401 (each module registers its family)
+    _control,
+    _effects,
     _elementwise,
+    _indexing,
     _known,
+    _linalg,
     _logic,
     _products,
     _reductions,
     _shape,
     _special,
+    _windows,
 )
+from mcjax._program.primitives._coverage import coverage, differentiable_primitives
 from mcjax._program.primitives._table import (
     TABLE,
     Eqn,
@@ -24,5 +30,5 @@ from mcjax._program.primitives._table import (
     output_expr,
 )
 
-__all__ = ["TABLE", "Eqn", "Operand", "Primitive", "Slips", "V", "is_float", "lookup",
+__all__ = ["coverage", "differentiable_primitives", "TABLE", "Eqn", "Operand", "Primitive", "Slips", "V", "is_float", "lookup",
            "output_expr"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -56,13 +55,9 @@ def local(e: Eqn, k: int, d) -> object:
 def jax_partial(e: Eqn, k: int, expr: E.Expr) -> Sym:
     """$\\partial y / \\partial x_k$ element by element as JAX's own JVP computes it (its edge
     cases included), written as ``expr``."""
-    values = [op.value for op in e.ins]
+    from mcjax._program.primitives._linear import jvp_along
 
-    def along(x):
-        return e.apply(values[:k] + [x] + values[k + 1:])[0]
-
-    _, d = jax.jvp(along, (values[k],), (jnp.ones_like(values[k]),))
-    return S.labelled(d, expr)
+    return S.labelled(jvp_along(e, k, jnp.ones_like(e.ins[k].value))[0], expr)
 
 
 def unary(name: str, derivative, expr=None, hint: str = "", family: str = FAMILY, **knowledge):
@@ -310,3 +305,15 @@ def _convert(e: Eqn) -> dict:
 
 register("convert_element_type", FAMILY, jacobian=_convert, expr=_convert_expr,
          behaviour="identity", rounding="exact")
+
+
+# -- complex parts: linear over the reals ---------------------------------------------------------
+def _complex_part(written: str):
+    from mcjax._program.primitives._linear import linear
+
+    return linear(written, affine=(0, 1) if written == "complex" else ())
+
+
+for _name in ("real", "imag", "conj", "complex"):
+    register(_name, FAMILY, jacobian=_complex_part(_name), rounding="exact",
+             expr=lambda a, s, p, name=_name: E.call(name, *a, shape=s))

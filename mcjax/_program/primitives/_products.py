@@ -19,6 +19,7 @@ from __future__ import annotations
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._sym import Sym
+from mcjax._program.primitives._linear import linear
 from mcjax._program.primitives._table import Eqn, Operand, Slips, register
 
 
@@ -99,3 +100,9 @@ def product_expr(a: tuple[E.Expr, E.Expr], shape, params) -> E.Expr:
 register("dot_general", "products", jacobian=_dot_general, expr=product_expr, hint="z",
          rounding="bilinear",
          slips=Slips(terms=("matrix product", ("the left operand", "the right operand"))))
+
+
+register("conv_general_dilated", "products", jacobian=linear("conv"), rounding="bilinear",
+         expr=lambda a, s, p: E.call("conv", *a, shape=s),
+         slips=Slips(terms=("convolution", ("the input", "the kernel"))))
+register("ragged_dot_general", "products", jacobian=linear("ragged_dot"), rounding="bilinear")

@@ -15,9 +15,10 @@ from mcjax._core._tolerance import SWITCH_ROUNDING
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _sym as S
+from mcjax._program.primitives._linear import picked, weights
 from mcjax._program.primitives._shape import on_operand
 from mcjax._program.primitives._switch import bind_values, floating, zero_if_none
-from mcjax._program.primitives._table import Eqn, V, register
+from mcjax._program.primitives._table import Eqn, V, is_float, register
 
 FAMILY = "reductions"
 
@@ -97,5 +98,55 @@ def _sort_switch(eqn, ins, directional):
     return outs, [order]
 
 
-register("sort", FAMILY, fallback="a permutation found at the point (to come)",
-         behaviour="kink", switch=_sort_switch, rounding="exact")
+def _sort(e: Eqn) -> list:
+    """Each output of ``sort`` is its operand in the sorted order (JAX's: stable, ties in
+    the order they came): a permutation of the entries, the same for every operand."""
+    order = None
+    parts = []
+    for k, out in enumerate(e.outs):
+        if k not in e.active or not is_float(out.value):
+            parts.append({})
+            continue
+        if order is None:
+            order = picked(e, k, out_index=k)
+        parts.append({k: B.take(order, e.ins[k].shape, out.dtype)})
+    return parts
+
+
+register("sort", FAMILY, jacobian=_sort, behaviour="kink", switch=_sort_switch, rounding="exact")
+
+
+def _top_k(e: Eqn) -> list:
+    """``top_k``'s values are the operand's entries at its indices (a selection)."""
+    if 0 not in e.active:
+        return [{}, {}]
+    return [{0: B.take(picked(e, 0), e.ins[0].shape, e.out.dtype)}, {}]
+
+
+for _name in ("top_k", "approx_top_k"):
+    register(_name, FAMILY, jacobian=_top_k, behaviour="kink", rounding="exact")
+
+
+def _by_weights(e: Eqn):
+    """Any reduction (each input entry feeds one output entry): a sum over the reduced axes
+    after the diagonal of JAX's partials (a product's: the product of the others, zeros
+    included; a variadic ``reduce``'s: whatever its computation gives)."""
+    axes = tuple(e.params.get("axes", e.params.get("dimensions", ())))
+    parts = []
+    for o, out in enumerate(e.outs):
+        part = {}
+        if is_float(out.value):
+            for k in e.active:
+                x = e.ins[k]
+                if is_float(x.value) and x.shape == e.ins[0].shape:
+                    w = weights(e, k, o)
+                    part[k] = B.compose(B.sum_along(axes, x.shape, out.dtype),
+                                        B.diagonal(w, x.shape, out.dtype))
+        parts.append(part)
+    return parts if len(e.outs) > 1 else parts[0]
+
+
+register("reduce_prod", FAMILY, jacobian=_by_weights, expr=_reduce_expr("prod"))
+register("reduce", FAMILY, jacobian=_by_weights, behaviour="kink")
+for _name in ("reduce_and", "reduce_or", "reduce_xor"):
+    register(_name, FAMILY, behaviour="integer", rounding="exact")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._print import index_text
+from mcjax._program.primitives._linear import linear
 from mcjax._program.primitives._table import Eqn, register
 
 FAMILY = "shape"
@@ -92,14 +93,35 @@ exact("slice",
 
 
 def _pad(e: Eqn) -> dict:
+    """Padding puts the operand in place ($S^\\top$); cropping (negative padding) or the
+    padding value's entries are the pad itself, applied to the tangent."""
     config = e.params["padding_config"]
     if 1 in e.active or any(lo < 0 or hi < 0 for lo, hi, _ in config):
-        return None  # the padding value, or cropping: left to the fallback
+        return linear("pad", affine=(0, 1), shown=())(e)
     x = e.ins[0]
     start = tuple(lo for lo, _, _ in config)
     strides = tuple(interior + 1 for _, _, interior in config)
     return {0: B.embed(start, strides, e.out.shape, x.shape, x.dtype)}
 
 
-exact("pad", _pad, lambda a, shape, p: E.call("pad", a[0], shape=shape),
-      fallback="negative padding (cropping) and the padding value")
+exact("pad", _pad, lambda a, shape, p: E.call("pad", a[0], shape=shape))
+exact("rev", linear("rev"), lambda a, shape, p: E.call("rev", a[0], shape=shape))
+exact("tile", linear("tile"), lambda a, shape, p: E.call("tile", a[0], shape=shape))
+exact("stack", linear("stack"), lambda a, shape, p: E.call("stack", *a, shape=shape))
+
+
+def _split(e: Eqn) -> list:
+    """Each part of ``split`` is a slice of the operand."""
+    axis, at, parts = e.params["axis"], 0, []
+    x = e.ins[0]
+    for out in e.outs:
+        n = out.shape[axis]
+        start = tuple(at if a == axis else 0 for a in range(len(x.shape)))
+        limit = tuple(at + n if a == axis else d for a, d in enumerate(x.shape))
+        parts.append({0: B.slice_(start, limit, None, x.shape, x.dtype)} if 0 in e.active else {})
+        at += n
+    return parts
+
+
+exact("split", _split)
+exact("unstack", linear("unstack"))

@@ -45,7 +45,8 @@ BEHAVIOURS = ("smooth", "kink", "jump", "piecewise constant", "integer", "identi
 ROUNDINGS = ("exact", "sum", "bilinear", "elementary")
 FAMILIES = ("element-wise", "special functions", "comparison and logic", "shape",
             "indexing", "reductions", "windows", "products", "linear algebra", "control flow",
-            "known functions", "sharding and effects", "state", "random", "collectives")
+            "known functions", "sharding and effects", "state", "random", "collectives",
+            "sparse")
 
 
 # -- what derive's rules see ------------------------------------------------------------------------
@@ -82,6 +83,7 @@ class Eqn(NamedTuple):
     active: tuple[int, ...]  # the operands that depend on the argument
     outs: tuple[Operand, ...] = ()  # every output (``out`` is the first)
     apply: Callable[[list], list] | None = None  # the equation on other operand values
+    primitive: Any = None  # the JAX primitive (for a structure that applies it again)
 
 
 Rule = Callable[[Eqn], "dict | None"]
@@ -141,11 +143,12 @@ class Primitive:
     switch: SwitchRule | None = None
     rounding: str = "elementary"
     slips: Slips = Slips()
+    walked: bool = False  # derive walks its body (a call, a branch, a loop) rather than a rule
 
     @property
     def structured(self) -> bool:
-        """Whether ``mcjax.derive`` has a structured Jacobian for it."""
-        return self.jacobian is not None
+        """Whether ``mcjax.derive`` has a structured Jacobian for it (a rule, or its body)."""
+        return self.jacobian is not None or self.walked
 
 
 TABLE: dict[str, Primitive] = {}
@@ -161,7 +164,7 @@ def register(name: str, family: str, **knowledge) -> Primitive:
     if entry.behaviour not in BEHAVIOURS or entry.rounding not in ROUNDINGS:
         raise ValueError(f"mcjax: {name!r}: behaviour {entry.behaviour!r}, rounding "
                          f"{entry.rounding!r}; expected one of {BEHAVIOURS}, {ROUNDINGS}")
-    if entry.jacobian is None and not entry.fallback and entry.behaviour not in (
+    if entry.jacobian is None and not entry.walked and not entry.fallback and entry.behaviour not in (
             "integer", "none", "piecewise constant"):
         raise ValueError(f"mcjax: {name!r} has neither a structured Jacobian nor the reason "
                          "for its fallback")

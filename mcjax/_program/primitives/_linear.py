@@ -1,0 +1,144 @@
+r"""Rules shared by families: a primitive linear in an operand, and derivatives whose pattern
+is known while JAX supplies the numbers.
+
+- :func:`linear`: the Jacobian of a primitive that is linear (or affine) in an operand is the
+  primitive applied to the tangent, the other operands held (:class:`~mcjax.Applied`);
+- :func:`picked`: where JAX's own derivative picks one input entry per output entry (a max
+  pool's winner, a sort's order, a top-k), the positions it picks, read off JAX's JVP by
+  pushing the tangent ``1, 2, 3, ...`` through it: a :class:`~mcjax.Take`;
+- :func:`weights`: for a reduction each input entry feeds one output entry, so the Jacobian
+  is a sum over the reduced axes after a diagonal, whose numbers JAX's VJP of ones gives
+  exactly (ties sharing as JAX shares them).
+
+Each is exact by construction: the pattern is the primitive's, the numbers are JAX's.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mcjax._jacobian import _build as B
+from mcjax._jacobian import _expr as E
+from mcjax._jacobian._sym import Sym
+from mcjax._program.primitives._table import Eqn, is_float
+
+
+def operation(e: Eqn, written: str = "", **options) -> B.Operation:
+    return B.Operation.of(e.primitive, e.params, written, **options)
+
+
+def traced(fn, *args, written: str = "") -> B.Operation:
+    """The one primitive ``fn`` binds (a lax function), with its parameters, as JAX traces it
+    at ``args``: JAX's own way of writing an operation (``lax.scatter_add`` with a scatter's
+    indices), never its private constructors."""
+    (eqn,) = jax.make_jaxpr(fn)(*args).jaxpr.eqns
+    return B.Operation.of(eqn.primitive, eqn.params, written)
+
+
+def linear(written: str = "", affine: tuple[int, ...] = (), shown: tuple[int, ...] | None = None):
+    """A rule for a primitive linear in each differentiable operand given the others.
+
+    Args:
+      written: how the operation is written (default: the primitive's name).
+      affine: operands the output depends on affinely: held at zero while another operand's
+        Jacobian is applied (``dynamic_update_slice(v, 0)``, ``pad(v, 0)``).
+      shown: the held operands whose expressions the formula shows (default: all).
+    """
+
+    def rule(e: Eqn):
+        per_output = []
+        for o, out in enumerate(e.outs):
+            partials = {}
+            for k in e.active:
+                if not is_float(e.ins[k].value) or not is_float(out.value):
+                    continue
+                held = [None if j == k else jnp.zeros_like(op.value) if j in affine else op.value
+                        for j, op in enumerate(e.ins)]
+                exprs = [op.expr for j, op in enumerate(e.ins) if j != k and j not in affine
+                         and (shown is None or j in shown)]
+                partials[k] = B.applied(operation(e, written), held, k, e.ins[k].shape,
+                                        out.shape, out.dtype, exprs,
+                                        None if len(e.outs) == 1 else o)
+            per_output.append(partials)
+        return per_output if len(e.outs) > 1 else per_output[0]
+
+    return rule
+
+
+def _jointly(e: Eqn, values) -> list[int]:
+    """The operands a rule differentiates together: every floating one but a reduction's
+    initial values (JAX's rule takes no tangent for them).  Zero arrays for the others, not
+    JAX's symbolic zeros, which some rules cannot take (a variadic ``reduce`` differentiated
+    in one operand)."""
+    count = len(values) // 2 if e.name == "reduce" else len(values)
+    return [j for j, v in enumerate(values[:count]) if is_float(v)]
+
+
+def jvp_along(e: Eqn, k: int, tangent, values=None) -> list:
+    """JAX's JVP of the equation with ``tangent`` on operand ``k`` and zero on the other
+    operands it differentiates (see :func:`_jointly`); the output tangents."""
+    values = [op.value for op in e.ins] if values is None else values
+    floating = _jointly(e, values)
+
+    def of(*xs):
+        new = list(values)
+        for j, x in zip(floating, xs):
+            new[j] = x
+        return e.apply(new)
+
+    tangents = [tangent if j == k else jnp.zeros_like(values[j]) for j in floating]
+    _, out = jax.jvp(of, [values[j] for j in floating], tangents)
+    return out
+
+
+def vjp_of(e: Eqn, k: int, cotangent, out_index: int = 0):
+    """JAX's VJP of output ``out_index`` of the equation, at ``cotangent``, for operand ``k``
+    (taken jointly in every floating operand, as :func:`jvp_along`)."""
+    values = [op.value for op in e.ins]
+    floating = _jointly(e, values)
+
+    def of(*xs):
+        new = list(values)
+        for j, x in zip(floating, xs):
+            new[j] = x
+        return e.apply(new)[out_index]
+
+    _, pullback = jax.vjp(of, *(values[j] for j in floating))
+    return pullback(cotangent)[floating.index(k)]
+
+
+def _probe_dtype(n: int):
+    """A float dtype that holds the integers up to ``n`` exactly, or None."""
+    wide = jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
+    return wide if n + 1 < 2 ** (jnp.finfo(wide).nmant + 1) else None
+
+
+def concrete(*arrays) -> bool:
+    """Whether the arrays hold numbers now (not traced under ``jax.jit``)."""
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def picked(e: Eqn, k: int, out_index: int = 0, check: bool = False):
+    """The flat position in operand ``k`` each entry of output ``out_index`` takes its
+    derivative from (-1: none), read off JAX's JVP; None when it is no pure selection there
+    (``check``: JAX shares the derivative at a tie) or the positions do not fit a float."""
+    x = e.ins[k].value
+    wide = _probe_dtype(x.size)
+    if wide is None:
+        return None
+    values = [op.value.astype(wide) if is_float(op.value) else op.value for op in e.ins]
+    tangent = (jnp.arange(x.size, dtype=wide) + 1).reshape(x.shape)
+    t = jvp_along(e, k, tangent, values)[out_index]
+    if check:
+        if not concrete(t) or not bool(np.all(np.asarray(t) == np.round(np.asarray(t)))):
+            return None
+    return (jnp.round(t) - 1).astype(jnp.int32)
+
+
+def weights(e: Eqn, k: int, out_index: int = 0) -> Sym:
+    """For a reduction: $\\partial y / \\partial x_i$ for each entry ``i`` of operand ``k``
+    (each feeds one output entry), from JAX's VJP of ones."""
+    w = vjp_of(e, k, jnp.ones_like(e.outs[out_index].value), out_index)
+    return Sym(w, E.call(f"∂{e.name}", e.ins[k].expr))
