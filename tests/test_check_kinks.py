@@ -142,7 +142,7 @@ def test_one_sided_derivatives_equal_the_difference_quotients():
     f = lambda x: jnp.abs(x[0] - x[1]) * jnp.maximum(x[2], x[0]) + jax.nn.relu(x[1])  # noqa: E731
     x = jnp.array([0.5, 0.5, 0.5, 0.0][:3])
     p = mcjax._check._problem.prepare(f, jax.jacfwd(f), (x,), 0, "numerator")
-    right, left = jax.jit(lambda x: mcjax._check._kinks.one_sided(lambda x: f(x)[None], x))(x)
+    right, left, _, _ = jax.jit(lambda x: mcjax._check._kinks.one_sided(lambda x: f(x)[None], x))(x)
     h = 1e-7
     for j in range(3):
         e = jnp.zeros(3).at[j].set(h)
@@ -156,3 +156,30 @@ def test_report_of_a_full_check_lists_the_accepted_values():
     assert not r.ok
     assert "jax" in str(r) and "matches none" in str(r)
     assert _full.KINK_CONVENTIONS == ("jax", "left", "right", "average")
+
+
+# -- ties judged as a whole: the derivative must be a subgradient ----------------------------
+def _max_pool(x):
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (2,), (2,), "VALID")
+
+
+@pytest.mark.parametrize("name, rows, ok", [
+    ("JAX's own (the first of the tie)", None, True),
+    ("the first of the tie", [[1.0, 0, 0, 0], [0, 0, 0, 1]], True),
+    ("an even share", [[0.5, 0.5, 0, 0], [0, 0, 0, 1]], True),
+    ("both tied entries at 1", [[1.0, 1, 0, 0], [0, 0, 0, 1]], False),
+    ("both tied entries at 0", [[0.0, 0, 0, 0], [0, 0, 0, 1]], False),
+])
+def test_a_tie_is_judged_as_a_whole(name, rows, ok):
+    x = jnp.array([1.0, 1.0, 2.0, 3.0])
+    derivative = jax.jacfwd(_max_pool) if rows is None else (lambda x: jnp.asarray(rows))
+    report = mcjax.check(_max_pool, derivative, x)
+    assert report.ok is ok, name
+    if not ok:
+        assert "no subgradient" in report.kinks.note
+
+
+def test_independent_kinks_are_judged_entry_by_entry():
+    """A max minus a ReLU bends both ways: relu'(0) = 1 is as good as JAX's 0 there."""
+    f = lambda x: (jnp.maximum(x[0], x[1]) + jax.nn.relu(x[2]) - jax.nn.relu(x[3]))[None]  # noqa: E731
+    assert mcjax.check(f, lambda x: jnp.array([[0.5, 0.5, 1.0, 0.0]]), jnp.zeros(4)).ok

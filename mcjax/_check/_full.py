@@ -77,7 +77,8 @@ def _native(static, x_spec, out_spec, dynamic):
     f_flat = flat_function(static, args, x_spec, out_spec)
     refs.update(autodiff_program(f_flat, x, static.reverse_only))
     if static.switches:
-        refs["right"], refs["left"] = _kinks.one_sided(f_flat, x)
+        refs["right"], refs["left"], refs["together"], refs["together_left"] = \
+            _kinks.one_sided(f_flat, x)
     return {"got": got.astype(refs["jacrev"].dtype), **refs}
 
 
@@ -108,6 +109,12 @@ def _point(static, x_spec, out_spec, stencils, dynamic, normal):
     for dtype, name in ((jnp.float32, "jacobian32"), (jnp.float64, "jacobian64")):
         if values["jacrev"].dtype != dtype and "jacobian_half" not in values:
             values[name] = _jacobian_in(static, x_spec, out_spec, dynamic, dtype)
+    if static.switches and "jacobian_half" not in values:
+        # a tie in one precision that rounding breaks in the other: the two take other
+        # branches, and their difference is no rounding of the derivative
+        sides = [_kinks.switch_sides(*flat_at(static, x_spec, out_spec, dynamic, dtype))[1]
+                 for dtype in (jnp.float32, jnp.float64)]
+        values["branches_differ"] = _kinks.crosses(*sides)
     if stencils:
         values.update(_reference(static, x_spec, out_spec, dynamic, normal))
     return values
@@ -190,6 +197,8 @@ def _allowed(p: Prepared, values: dict, F, threshold: Threshold):
         factor, safety = eps / float(np.finfo(np.float32).eps), ROUNDING_SAFETY
     loss = np.abs(np.asarray(low, np.float64) - np.asarray(high, np.float64))
     loss = np.where(np.isfinite(loss) & ~at_kink & ~jumps, loss, 0.0)
+    if bool(values.get("branches_differ", False)):  # other branches, not rounding: unmeasured
+        loss = np.zeros_like(loss)
     rounding = block_scales(loss * factor, p.out_spec, p.x_spec, 0.0)
     allowed = threshold.rtol * scale + safety * rounding + threshold.atol
     return scale, allowed, at_kink, jumps
@@ -210,7 +219,9 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
     """The verdict at one point."""
     G, F, B = (np.asarray(values[k], np.float64) for k in ("got", "jacfwd", "jacrev"))
     threshold = Threshold.of(p.dtype, terms, reference_words(precision, p.dtype))
-    exact = [("jax.jacrev", B)] if p.static.reverse_only else [("jax.jacfwd", F), ("jax.jacrev", B)]
+    forward_only = bool(values.get("forward_only", False))
+    exact = [("jax.jacrev", B)] if p.static.reverse_only else [("jax.jacfwd", F)] if \
+        forward_only else [("jax.jacfwd", F), ("jax.jacrev", B)]
     problems = [msg for name, M in [("the derivative under test", G)] + exact
                 if (msg := nonfinite(name, M, p.out_spec, p.x_spec))]
     scale, allowed, at_kink, jumps = _allowed(p, values, F, threshold)
@@ -229,6 +240,12 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
     if p.static.reverse_only:
         notes.append("f calls a custom_vjp function, which forward mode cannot differentiate: "
                      "jax.jacrev is the exact reference")
+    if forward_only:
+        notes.append("JAX's reverse mode cannot differentiate f (a primitive it cannot "
+                     "transpose): jax.jacfwd is the exact reference")
+    if bool(values.get("branches_differ", False)):
+        notes.append("f takes other branches in float32 and float64 here (a tie that rounding "
+                     "breaks): its rounding is not measured, the threshold is the policy's alone")
     failed = next((c for c in comparisons if not c.ok), None)
     by_fd = failed is not None and failed.reference == "finite differences"
     R, mask = (fd.value, include & fd.resolved) if by_fd else (F, include)
@@ -287,6 +304,9 @@ def _kink_verdict(G, F, B, values, at_kink, jumps, allowed, p, asked) -> Kinks:
                      f"{lost} of {n_at + n_jumps} entries at a kink match none of the accepted "
                      "values (JAX's own, the left or right derivative, their average; JAX's "
                      "alone where f jumps): the derivative is wrong there")
+    ties = _ties_as_a_whole(G, F, values, at_kink, allowed, p)
+    if ties:
+        return Kinks(n_at, n_jumps, common, asked, entries, False, ties)
     if asked is not None and asked not in common:
         return Kinks(n_at, n_jumps, common, asked, entries, False,
                      f"kink_convention={asked!r} was asked but at the {counted} the derivative "
@@ -294,6 +314,51 @@ def _kink_verdict(G, F, B, values, at_kink, jumps, allowed, p, asked) -> Kinks:
     return Kinks(n_at, n_jumps, common, asked, entries, True,
                  f"{counted} (not failures); the derivative gives "
                  f"{', '.join(common) or 'an accepted value per entry'} there")
+
+
+def _ties_as_a_whole(G, F, values, at_kink, allowed, p) -> str:
+    """Entries tied at a maximum (a minimum, a sort) are judged together: their derivative
+    must lie in the subdifferential, weights that sum to what the tie moves by (JAX's 1/2-1/2
+    and a first-index choice both pass; (1, 1) and (0, 0) for a max do not).
+
+    A row whose entries at a kink move together (its derivative along all of them at once is
+    not the sum of their one-sided derivatives: a tie) must give their sum between
+    ``f'(x; v)`` and ``-f'(x; -v)`` (``v`` the kink columns; the smooth columns' part taken
+    off).  That holds where the row is convex (or concave) across its kinks, so a row whose
+    kinks bend both ways (a max minus a ReLU) is judged entry by entry, as is one where JAX's
+    own row would fail the test.  Returns the failure in words, or ""."""
+    if "together" not in values:
+        return ""
+    right, left = (np.asarray(values[k], np.float64) for k in ("right", "left"))
+    kinked = np.any(right != left, axis=0)
+    up, down = (np.asarray(values[k], np.float64) for k in ("together", "together_left"))
+    bad = []
+    for i in np.nonzero(at_kink.sum(axis=1) >= 2)[0]:
+        S = at_kink[i]
+        smooth = kinked & ~S  # columns moved along v that are no kink of this row
+        plus = up[i] - F[i, smooth].sum()
+        minus = down[i] - F[i, smooth].sum()
+        slack = allowed[i, S].sum() + allowed[i, smooth].sum()
+        moves_together = (abs(plus - right[i, S].sum()) > slack
+                          or abs(minus - left[i, S].sum()) > slack)
+        bends = np.sign(right[i, S] - left[i, S])
+        if not moves_together or (bends > 0).any() and (bends < 0).any():
+            continue
+        lo, hi = min(plus, minus) - slack, max(plus, minus) + slack
+        if not lo <= F[i, S].sum() <= hi:  # the test does not hold for JAX's own row
+            continue
+        total = G[i, S].sum()
+        if not lo <= total <= hi:
+            bad.append((i, total, (min(plus, minus), max(plus, minus))))
+    if not bad:
+        return ""
+    i, total, (lo, hi) = bad[0]
+    row = entry_label(p.out_spec, p.x_spec, int(i), int(np.nonzero(at_kink[i])[0][0]))
+    span = f"{lo:.6g}" if abs(hi - lo) <= 1e-12 * max(1.0, abs(hi)) else f"[{lo:.6g}, {hi:.6g}]"
+    return (f"{len(bad)} output entr{'y' if len(bad) == 1 else 'ies'} at a tie get derivatives "
+            f"that are no subgradient: the tied entries of {row.split(',')[0]}...] sum to "
+            f"{total:.6g}, where any choice among the tied entries (JAX's share, one of them) "
+            f"sums to {span}: each tied entry judged alone passes, together they do not")
 
 
 # -- reports -----------------------------------------------------------------------------------

@@ -182,9 +182,12 @@ def closed_flat(f_flat, x) -> core.ClosedJaxpr:
     return jax.make_jaxpr(f_flat)(x)
 
 
-def one_sided(f_flat, x) -> tuple[jax.Array, jax.Array]:
-    """``(right, left)``, each ``(m, n)``: ``f``'s one-sided derivatives along each coordinate
-    of the flat argument ``x`` (shape ``(n,)``), in ``x``'s dtype."""
+def one_sided(f_flat, x) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(right, left, together, together_left)``: ``f``'s one-sided derivatives along each
+    coordinate of the flat argument ``x`` (shape ``(n,)``), each ``(m, n)`` in ``x``'s dtype,
+    and along all the coordinates at a kink at once (``v`` the indicator of the columns where
+    right and left differ: ``f'(x; v)`` and ``-f'(x; -v)``, each ``(m,)``), which tells ties
+    that move together (a maximum's) from kinks that do not."""
     closed = closed_flat(f_flat, x)
 
     def along(v):
@@ -194,7 +197,10 @@ def one_sided(f_flat, x) -> tuple[jax.Array, jax.Array]:
     n = x.shape[0]
     eye = jnp.eye(n, dtype=x.dtype)
     both = jax.vmap(along)(jnp.concatenate([eye, -eye]))  # (2n, m): along +e_j, then -e_j
-    return both[:n].T, -both[n:].T
+    right, left = both[:n].T, -both[n:].T
+    kinked = jnp.any(right != left, axis=0).astype(x.dtype)
+    together = jax.vmap(along)(jnp.stack([kinked, -kinked]))
+    return right, left, together[0], -together[1]
 
 
 def switch_sides(f_flat, x) -> tuple[jax.Array, list]:

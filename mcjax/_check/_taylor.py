@@ -44,6 +44,17 @@ def verdict(steps, differences, Jt, f0, precision: str, rtol: float, kinks: bool
     steps = np.asarray(steps, np.float64)
     differences = np.asarray(differences, np.float64)
     crossed = np.zeros(len(steps), bool) if crossed is None else np.asarray(crossed, bool)
+    f0 = np.asarray(f0, np.float64)
+    if not np.isfinite(f0).all():  # outputs that are NaN or Inf at x say nothing about J
+        finite = np.isfinite(f0)
+        left_out = int((~finite).sum())
+        if not finite.any():
+            return Taylor(tuple(float(h) for h in steps), (), None, 0.0, True,
+                          "inconclusive: every output of f is NaN or Inf at x")
+        taylor = verdict(steps, differences[:, finite], np.asarray(Jt)[finite], f0[finite],
+                         precision, rtol, kinks, crossed, rough)
+        return replace(taylor, note=f"{taylor.note} (the {left_out} outputs where f is NaN or "
+                                    "Inf at x left out)")
     residuals = np.linalg.norm(differences - steps[:, None] * Jt[None, :], axis=1)
     as_tuple = lambda a: tuple(float(v) for v in a)  # noqa: E731
     if kinks:

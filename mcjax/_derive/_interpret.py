@@ -56,7 +56,49 @@ class Derivation(Interpreter[Operand]):
         return Operand(value, E.opaque("constant", (), jnp.shape(value)))
 
     def custom(self, eqn, ins: list[Operand]) -> list[Operand]:
-        return self.primitive(eqn, ins)  # JAX's own rule (by name where mcjax knows it)
+        """A custom rule: by name where the table knows it; a ``custom_jvp`` rule otherwise
+        by walking the rule itself (its Jacobian is the rule's, structured); a
+        ``custom_vjp`` by JAX's map of it."""
+        entry = lookup(f"{eqn.primitive.name}:{callee_name(eqn)}")
+        if entry is None and eqn.primitive.name == "custom_jvp_call" and any(
+                op.tangents for op in ins):
+            walked = self._jvp_rule(eqn, ins)
+            if walked is not None:
+                return walked
+        return self.primitive(eqn, ins)
+
+    def _jvp_rule(self, eqn, ins: list[Operand]) -> list[Operand] | None:
+        """A ``custom_jvp`` function's derivative by walking its JVP rule: the rule's output
+        tangents as structured Jacobians of its input tangents (the rule is linear in them),
+        chained onto the operands' derivatives."""
+        consts = eqn.params["num_consts"]
+        primals = ins[consts:]
+        zeros = [not (op.tangents and is_float(op.value)) for op in primals]
+        try:
+            rule, rule_consts, out_zeros = eqn.params["jvp_jaxpr_fun"].call_wrapped(*zeros)
+        except Exception:  # noqa: BLE001 - a rule JAX cannot trace here: JAX's map of the call
+            return None
+        tangent_ins = [Operand(jnp.zeros_like(op.value), E.arg(f"d{k}", f"d{k}", op.shape),
+                               {k: B.identity(op.shape, op.dtype)})
+                       for k, op in enumerate(primals) if not zeros[k]]
+        inner = Derivation(self.strict)
+        inner.calls = self.calls + [eqn]
+        walked = inner.run(rule, list(rule_consts),
+                           [Operand(op.value, op.expr) for op in primals] + tangent_ins)
+        values = bind(eqn, [op.value for op in ins])
+        name = callee_name(eqn)
+        expr_args = tuple(op.expr for op in primals)
+        out_tangents = iter(walked[len(out_zeros):])
+        outs = []
+        for value, zero in zip(values, out_zeros):
+            expr = E.call(name, *expr_args, shape=jnp.shape(value))
+            rule_out = None if zero else next(out_tangents)
+            if rule_out is None or not is_float(value):
+                outs.append(Operand(value, expr))
+                continue
+            partials = {consts + k: J for k, J in rule_out.tangents.items()}
+            outs.append(Operand(value, expr, _chain(partials, ins)))
+        return outs
 
     def inline(self, eqn, ins: list[Operand]) -> list[Operand]:
         """A call: JAX's own library function known by name (``jnp.linalg.inv``) by its
@@ -113,7 +155,7 @@ class Derivation(Interpreter[Operand]):
                 "an opaque block from JAX's linear map of it (correct, but with no structure)")
         out_tangents = [{} for _ in outs]
         for k in active:
-            linear = _linear_map(eqn, ins, k)
+            linear = _linear_map(eqn, ins, k, active)
             for o, out in enumerate(outs):
                 if not is_float(out.value):
                     continue
@@ -234,36 +276,40 @@ def interpret(jaxpr, consts: list[Operand], ins: list[Operand], strict: bool) ->
     return Derivation(strict).run(jaxpr, consts, ins)
 
 
-def _linear_map(eqn, operands, k: int):
+def _linear_map(eqn, operands, k: int, active: tuple[int, ...]):
     """``v -> [d out_o]`` for a tangent ``v`` of operand ``k``, as a pytree ``Partial``.
 
-    The equation is linearized in all its floating operands at once (the others' tangents
-    zero arrays, never JAX's symbolic zeros, which some rules cannot take:
-    ``custom_linear_solve``, a variadic ``reduce``); a ``custom_vjp`` call has no forward mode
-    and a ``while`` loop no reverse mode: their maps are dense, from whichever they have."""
+    The equation is linearized in the operands the argument moves, together (zero arrays for
+    the others' tangents, never JAX's symbolic zeros, which some rules cannot take:
+    ``custom_linear_solve``, a variadic ``reduce``), or failing that in operand ``k`` alone;
+    a ``custom_vjp`` call has no forward mode and a ``while`` loop no reverse mode: their maps
+    are dense, from whichever they have."""
     values = [op.value for op in operands]
-    floating = [j for j, v in enumerate(values) if is_float(v)]
+
+    def in_one(x):
+        return bind(eqn, values[:k] + [x] + values[k + 1:])
+
+    if eqn.primitive.name == "custom_vjp_call":  # no forward mode: build it from reverse mode
+        return _dense_map(in_one, values[k])
+    if eqn.primitive.name == "while":  # forward mode only: column by column
+        return _forward_map(in_one, values[k])
+    moving = [j for j in active if is_float(values[j])]
 
     def f(*xs):
         new = list(values)
-        for j, x in zip(floating, xs):
+        for j, x in zip(moving, xs):
             new[j] = x
         return bind(eqn, new)
 
-    slot = floating.index(k)
-    if eqn.primitive.name == "custom_vjp_call":  # no forward mode: build it from reverse mode
-        return _dense_map(lambda x: f(*[x if j == k else values[j] for j in floating]),
-                          values[k])
-    if eqn.primitive.name == "while":  # forward mode only: column by column
-        return _forward_map(lambda x: f(*[x if j == k else values[j] for j in floating]),
-                            values[k])
     try:
-        _, linear = jax.linearize(f, *(values[j] for j in floating))
-    except NotImplementedError:  # a rule that takes no tangent for some operand: this one only
-        return jax.linearize(lambda x: f(*[x if j == k else values[j] for j in floating]),
-                             values[k])[1]
-    zeros = [jnp.zeros_like(values[j]) for j in floating]
-    return jax.tree_util.Partial(_in_slot, linear, slot, zeros)
+        _, linear = jax.linearize(f, *(values[j] for j in moving))
+    except Exception:  # noqa: BLE001 - a rule that refuses a tangent: this operand alone
+        try:
+            return jax.linearize(in_one, values[k])[1]
+        except Exception:  # noqa: BLE001 - JAX linearizes no further (a window reduction by
+            return _forward_map(in_one, values[k])  # its own computation): forward mode
+    zeros = [jnp.zeros_like(values[j]) for j in moving]
+    return jax.tree_util.Partial(_in_slot, linear, moving.index(k), zeros)
 
 
 def _in_slot(linear, slot, zeros, v):

@@ -23,7 +23,13 @@ from mcjax._program.primitives._table import Eqn, register
 
 FAMILY = "indexing"
 
-register("gather", FAMILY, jacobian=linear("gather", shown=(1,)), rounding="exact",
+def _zero_fill(params: dict) -> dict:
+    """Out of bounds, a gather's tangent is 0 (its value may be NaN: ``fill_value=None``)."""
+    return {**params, "fill_value": 0} if "fill_value" in params else params
+
+
+register("gather", FAMILY, jacobian=linear("gather", shown=(1,), tangent_params=_zero_fill),
+         rounding="exact",
          expr=lambda a, s, p: E.Expr("index", (a[0],), ("[" + "gather" + "]", "_{gather}"), s))
 register("dynamic_slice", FAMILY, jacobian=linear("dynamic_slice", shown=()), rounding="exact")
 register("dynamic_update_slice", FAMILY,

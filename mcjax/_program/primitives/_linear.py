@@ -25,8 +25,8 @@ from mcjax._jacobian._sym import Sym
 from mcjax._program.primitives._table import Eqn, is_float
 
 
-def operation(e: Eqn, written: str = "", **options) -> B.Operation:
-    return B.Operation.of(e.primitive, e.params, written, **options)
+def operation(e: Eqn, written: str = "", params: dict | None = None, **options) -> B.Operation:
+    return B.Operation.of(e.primitive, e.params if params is None else params, written, **options)
 
 
 def traced(fn, *args, written: str = "") -> B.Operation:
@@ -37,50 +37,63 @@ def traced(fn, *args, written: str = "") -> B.Operation:
     return B.Operation.of(eqn.primitive, eqn.params, written)
 
 
-def linear(written: str = "", affine: tuple[int, ...] = (), shown: tuple[int, ...] | None = None):
+def linear(written: str = "", affine: tuple[int, ...] | str = (),
+           shown: tuple[int, ...] | None = None, tangent_params=None,
+           slots: tuple[int, ...] | None = None):
     """A rule for a primitive linear in each differentiable operand given the others.
 
     Args:
       written: how the operation is written (default: the primitive's name).
       affine: operands the output depends on affinely: held at zero while another operand's
-        Jacobian is applied (``dynamic_update_slice(v, 0)``, ``pad(v, 0)``).
+        Jacobian is applied (``dynamic_update_slice(v, 0)``, ``pad(v, 0)``); ``"all"`` for a
+        primitive linear in all its operands together (``stack``).
       shown: the held operands whose expressions the formula shows (default: all).
+      tangent_params: ``params -> params`` of the operation on tangents, where they differ
+        from the primal's (a gather out of bounds fills a value with NaN, its tangent with 0).
+      slots: the operands it is linear in (default: every floating one); the others have no
+        derivative (``select_and_scatter_add``'s operand only chooses).
     """
 
     def rule(e: Eqn):
         per_output = []
         for o, out in enumerate(e.outs):
             partials = {}
+            zeroed = range(len(e.ins)) if affine == "all" else affine
             for k in e.active:
-                if not is_float(e.ins[k].value) or not is_float(out.value):
+                if not is_float(e.ins[k].value) or not is_float(out.value) or (
+                        slots is not None and k not in slots):
                     continue
-                held = [None if j == k else jnp.zeros_like(op.value) if j in affine else op.value
+                held = [None if j == k else jnp.zeros_like(op.value) if j in zeroed else op.value
                         for j, op in enumerate(e.ins)]
-                exprs = [op.expr for j, op in enumerate(e.ins) if j != k and j not in affine
+                exprs = [op.expr for j, op in enumerate(e.ins) if j != k and j not in zeroed
                          and (shown is None or j in shown)]
-                partials[k] = B.applied(operation(e, written), held, k, e.ins[k].shape,
-                                        out.shape, out.dtype, exprs,
-                                        None if len(e.outs) == 1 else o)
+                params = tangent_params(e.params) if tangent_params else None
+                several = len(e.outs) > 1 or e.primitive.multiple_results
+                partials[k] = B.applied(operation(e, written, params), held, k, e.ins[k].shape,
+                                        out.shape, out.dtype, exprs, o if several else None)
             per_output.append(partials)
         return per_output if len(e.outs) > 1 else per_output[0]
 
     return rule
 
 
-def _jointly(e: Eqn, values) -> list[int]:
-    """The operands a rule differentiates together: every floating one but a reduction's
-    initial values (JAX's rule takes no tangent for them).  Zero arrays for the others, not
-    JAX's symbolic zeros, which some rules cannot take (a variadic ``reduce`` differentiated
-    in one operand)."""
-    count = len(values) // 2 if e.name == "reduce" else len(values)
-    return [j for j, v in enumerate(values[:count]) if is_float(v)]
+def _jointly(e: Eqn, values, k: int) -> list[int]:
+    """The operands a rule differentiates together with operand ``k``: those the argument
+    moves (a zero array for the others among them, not JAX's symbolic zero, which some rules
+    cannot take: a variadic ``reduce`` differentiated in one operand gets all its operands,
+    never its initial values); the rest are held, as JAX holds what does not move (its rules
+    refuse any tangent on some operands: ``polygamma``'s order)."""
+    if e.name == "reduce":
+        count = len(values) // 2
+        return [j for j, v in enumerate(values[:count]) if is_float(v)]
+    return sorted({k} | {j for j in e.active if is_float(values[j])})
 
 
 def jvp_along(e: Eqn, k: int, tangent, values=None) -> list:
     """JAX's JVP of the equation with ``tangent`` on operand ``k`` and zero on the other
     operands it differentiates (see :func:`_jointly`); the output tangents."""
     values = [op.value for op in e.ins] if values is None else values
-    floating = _jointly(e, values)
+    floating = _jointly(e, values, k)
 
     def of(*xs):
         new = list(values)
@@ -97,7 +110,7 @@ def vjp_of(e: Eqn, k: int, cotangent, out_index: int = 0):
     """JAX's VJP of output ``out_index`` of the equation, at ``cotangent``, for operand ``k``
     (taken jointly in every floating operand, as :func:`jvp_along`)."""
     values = [op.value for op in e.ins]
-    floating = _jointly(e, values)
+    floating = _jointly(e, values, k)
 
     def of(*xs):
         new = list(values)
@@ -109,10 +122,15 @@ def vjp_of(e: Eqn, k: int, cotangent, out_index: int = 0):
     return pullback(cotangent)[floating.index(k)]
 
 
-def _probe_dtype(n: int):
-    """A float dtype that holds the integers up to ``n`` exactly, or None."""
-    wide = jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
-    return wide if n + 1 < 2 ** (jnp.finfo(wide).nmant + 1) else None
+def _probe_dtype(n: int, native):
+    """A float dtype that holds the integers up to ``n`` exactly: the operand's own, else a
+    wider one (None if there is none)."""
+    for dtype in (native, jnp.float32, jnp.float64):
+        if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
+            continue
+        if n + 1 < 2 ** (jnp.finfo(dtype).nmant + 1):
+            return jnp.dtype(dtype)
+    return None
 
 
 def concrete(*arrays) -> bool:
@@ -125,8 +143,9 @@ def picked(e: Eqn, k: int, out_index: int = 0, check: bool = False):
     derivative from (-1: none), read off JAX's JVP; None when it is no pure selection there
     (``check``: JAX shares the derivative at a tie) or the positions do not fit a float."""
     x = e.ins[k].value
-    wide = _probe_dtype(x.size)
-    if wide is None:
+    wide = _probe_dtype(x.size, jnp.result_type(x))
+    if wide is None or (wide != jnp.result_type(x) and any(
+            k in e.params for k in ("jaxpr", "update_jaxpr"))):  # a typed computation inside
         return None
     values = [op.value.astype(wide) if is_float(op.value) else op.value for op in e.ins]
     tangent = (jnp.arange(x.size, dtype=wide) + 1).reshape(x.shape)

@@ -107,7 +107,7 @@ def _pad(e: Eqn) -> dict:
 exact("pad", _pad, lambda a, shape, p: E.call("pad", a[0], shape=shape))
 exact("rev", linear("rev"), lambda a, shape, p: E.call("rev", a[0], shape=shape))
 exact("tile", linear("tile"), lambda a, shape, p: E.call("tile", a[0], shape=shape))
-exact("stack", linear("stack"), lambda a, shape, p: E.call("stack", *a, shape=shape))
+exact("stack", linear("stack", affine="all"), lambda a, shape, p: E.call("stack", *a, shape=shape))
 
 
 def _split(e: Eqn) -> list:

@@ -27,10 +27,10 @@ FAMILY = "windows"
 
 register("reduce_window_sum", FAMILY, jacobian=linear("window_sum"), rounding="sum")
 register("cumsum", FAMILY, jacobian=linear("cumsum"), rounding="sum")
-register("select_and_scatter_add", FAMILY, jacobian=linear("select_and_scatter_add", shown=()),
-         rounding="sum")
-register("select_and_gather_add", FAMILY, jacobian=linear("select_and_gather_add", shown=()),
-         rounding="exact")
+register("select_and_scatter_add", FAMILY,
+         jacobian=linear("select_and_scatter_add", shown=(), slots=(0,)), rounding="sum")
+register("select_and_gather_add", FAMILY,
+         jacobian=linear("select_and_gather_add", shown=(), slots=(0,)), rounding="exact")
 
 
 def _select(check: bool):
@@ -111,8 +111,24 @@ def _window_switch(eqn, ins, directional):
 for _name in ("reduce_window_max", "reduce_window_min"):
     register(_name, FAMILY, jacobian=_select(check=False), behaviour="kink",
              switch=_window_switch, rounding="exact")
-register("reduce_window", FAMILY, fallback="a window reduction by a computation of its own "
-         "(JAX's linear map of it)")
+def _reduce_window(e: Eqn):
+    """A window reduction by a computation of its own: a sum (``add``) is linear, the
+    reduction itself applied with its initial value held at 0; a max or min picks each
+    window's winner; anything else is JAX's map of it."""
+    jaxpr = e.params["jaxpr"]
+    ops = [q.primitive.name for q in getattr(jaxpr, "jaxpr", jaxpr).eqns]
+    count = len(e.ins) // 2
+    if ops == ["add"] and count == 1:
+        return linear("window_sum", affine=(1,), shown=(), slots=(0,))(e)
+    if ops in (["max"], ["min"]) and count == 1 and 0 in e.active:
+        index = picked(e, 0, check=True)
+        return None if index is None else {0: B.take(index, e.ins[0].shape, e.out.dtype)}
+    return None
+
+
+register("reduce_window", FAMILY, jacobian=_reduce_window,
+         fallback="a window reduction by a computation other than a sum, max or min (JAX's "
+         "map of it)")
 for _name in ("cummax", "cummin"):
     register(_name, FAMILY, jacobian=_select(check=True), behaviour="kink", rounding="exact")
 
