@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import mcjax
-from mcjax._registry import away_from_zero
+from mcjax.registry import away_from_zero
 
 DIMS = {"n": 3, "m": 4, "B": 2, "k": 3}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mcjax
-from mcjax._core._tolerance import check_rtol
+from mcjax.conventions import check_rtol
 
 W = jnp.asarray(np.random.default_rng(1).standard_normal((3, 4)))
 X = jnp.asarray(np.random.default_rng(2).standard_normal(4))

@@ -2,7 +2,7 @@
 
 import json
 
-from mcjax._cli import main
+from mcjax.__main__ import main
 
 USER_FILE = '''
 import jax.numpy as jnp

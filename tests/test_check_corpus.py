@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcjax._check._api import check_cases
+from mcjax import check_cases
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from derivations import (  # noqa: E402

@@ -160,7 +160,7 @@ CASES = [  # (arguments, exit status, words on stdout or stderr)
 @pytest.mark.parametrize(("argv", "status", "words"), CASES, ids=[str(i) for i in range(len(CASES))])
 def test_the_command_line_exit_statuses_and_sentences(user_dir, argv, status, words, capsys,
                                                       monkeypatch):
-    from mcjax._cli import main
+    from mcjax.__main__ import main
 
     monkeypatch.chdir(user_dir)
     try:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import mcjax
-from mcjax._check._api import check_cases
+from mcjax import check_cases
 from mcjax._check._verify import as_checked, shape_cases
-from mcjax._core._conventions import DTYPES
+from mcjax.conventions import DTYPES
 
 POINTS = 4  # per rule, argument and dtype, at a non-square shape case
 SLIP = 1.001  # a derivative off by 0.1%

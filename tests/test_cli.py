@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mcjax._cli import main
+from mcjax.__main__ import main
 
 
 def test_verify_json_one_object_per_rule(capsys):

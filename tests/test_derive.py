@@ -22,9 +22,9 @@ import pytest
 from derive_corpus import CASES, Case
 
 import mcjax
-from mcjax._check._api import check_cases
-from mcjax._core._tolerance import check_atol, check_rtol
-from mcjax._program._compile import quick_jit
+from mcjax import check_cases
+from mcjax.compilation import quick_jit
+from mcjax.conventions import check_atol, check_rtol
 
 # jax.jacfwd cannot differentiate a custom_vjp function: its reference is jax.jacrev
 REVERSE_ONLY = {"custom_vjp (opaque)"}
@@ -145,7 +145,7 @@ def test_an_opaque_block_is_correct_and_marked():
     x = jnp.array([0.5, -1.0, 2.0])
     J = mcjax.derive(spectrum)(x)
     assert "J[eigh]" in J.formula()
-    assert "Opaque[eigh]" in mcjax._derive.structure(J)
+    assert "Opaque[eigh]" in J.structure()
     np.testing.assert_allclose(J.dense(), jax.jacfwd(spectrum)(x), rtol=check_rtol("float64", 9))
     v, u = jnp.array([1.0, 2.0, 3.0]), jnp.array([-1.0, 0.5, 2.0])
     np.testing.assert_allclose(J.jvp(v), J.dense() @ v, rtol=check_rtol("float64", 3))

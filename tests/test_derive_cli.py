@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mcjax._cli import main
+from mcjax.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,13 +28,13 @@ import pytest
 from derive_corpus import registry_cases
 
 import mcjax
-from mcjax._core._tolerance import check_atol, check_rtol
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._algebra import add, compose
 from mcjax._jacobian._build import dense, diagonal, identity, kronecker, scaled_identity
 from mcjax._jacobian._print import Printer
 from mcjax._jacobian._sym import Sym
-from mcjax._program._compile import quick_jit
+from mcjax.compilation import quick_jit
+from mcjax.conventions import check_atol, check_rtol
 
 # -- agreement with the registry ------------------------------------------------------------------
 PAPER = ["neuron/w", "neuron/x", "neuron/b", "affine/W", "affine/x", "affine/b",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import mcjax
-from mcjax._check._api import check_cases
+from mcjax import check_cases
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from derivations import (  # noqa: E402

@@ -113,7 +113,7 @@ def test_site_builds_strict_and_is_complete(tmp_path):
     for page in site.rglob("*.html"):
         assert "<!-- mcjax:" not in page.read_text(), f"{page}: a marker was not replaced"
     conventions = (site / "conventions" / "index.html").read_text()
-    from mcjax._core._tolerance import check_rtol
+    from mcjax.conventions import check_rtol
 
     assert f"<td>{check_rtol('float32', 1):.1e}</td>" in conventions  # the checker's policy
     home = text_of(site / "index.html")

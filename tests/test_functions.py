@@ -10,7 +10,7 @@ import pytest
 from absl.testing import parameterized
 
 import mcjax
-from mcjax._core._conventions import DTYPES
+from mcjax.conventions import DTYPES
 
 
 def close(a, b, dtype="float64"):

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 
 import mcjax
 import mcjax.testing
-from mcjax._program._compile import quick_jit
+from mcjax.compilation import quick_jit
 
 RULES = list(mcjax.registry.REGISTRY)
 DTYPE = "float64"

@@ -16,8 +16,8 @@ from absl.testing import parameterized
 
 import mcjax
 from mcjax._check._verify import shape_cases, verify_points
-from mcjax._core._conventions import SHAPE_CASES
-from mcjax._registry import SECTIONS
+from mcjax.conventions import SHAPE_CASES
+from mcjax.registry import SECTIONS
 
 RULES = list(mcjax.registry.REGISTRY)
 

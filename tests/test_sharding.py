@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import mcjax
-from mcjax._cli import main
-from mcjax._core._conventions import data_parallel_tolerance
+from mcjax.__main__ import main
+from mcjax.conventions import data_parallel_tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 # these subprocesses check numbers, not speed: XLA's CPU backend without LLVM optimisation

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import mcjax
-from mcjax._core._conventions import tolerance
+from mcjax.conventions import tolerance
 
 F64 = jnp.float64
 

@@ -17,7 +17,7 @@ import jax
 import pytest
 
 import mcjax
-from mcjax._cli import main
+from mcjax.__main__ import main
 from mcjax._train._lock import Lock
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mcjax
-from mcjax._core._conventions import tolerance
+from mcjax.conventions import tolerance
 
 F64 = jnp.float64
 RNG = np.random.default_rng(0)

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import mcjax
-from mcjax._core._conventions import SHAPE_CASES
-from mcjax._core._tolerance import check_rtol
+from mcjax.conventions import SHAPE_CASES, check_rtol
 
 RULES = list(mcjax.registry.REGISTRY)
 
@@ -71,7 +70,7 @@ def test_verify_is_as_strict_as_the_checker(dtype, slip):
 
 
 def test_verify_json_carries_the_checkers_verdict(capsys):
-    from mcjax._cli import main
+    from mcjax.__main__ import main
 
     assert main(["verify", "-k", "relu", "--json"]) == 0
     import json

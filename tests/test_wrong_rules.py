@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import mcjax
-from mcjax._core._conventions import DTYPES
+from mcjax.conventions import DTYPES
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 import wrong_rules  # noqa: E402

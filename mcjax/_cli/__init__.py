@@ -281,7 +281,6 @@ def _run_derive(args) -> int:
     import jax
 
     import mcjax
-    from mcjax._derive import structure
 
     command = "mcjax derive"
     f = _load(args.function, "FUNCTION", command)  # a UsageError: one line, status 2
@@ -301,7 +300,7 @@ def _run_derive(args) -> int:
     for path, block in blocks:
         name = f"J{jax.tree_util.keystr(path)}"
         print(f"{name}: shape {block.out_shape} ← {block.in_shape}")
-        print(structure(block))
+        print(block.structure())
         print(f"{name} = {block.latex() if args.latex else block.formula()}")
         print()
     return 0

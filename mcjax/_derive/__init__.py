@@ -9,6 +9,5 @@
 """
 
 from mcjax._derive._api import derive
-from mcjax._jacobian._formula import formula, structure
 
-__all__ = ["derive", "formula", "structure"]
+__all__ = ["derive"]

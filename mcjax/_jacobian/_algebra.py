@@ -113,8 +113,14 @@ class Jacobian:
         return False
 
     def label(self) -> str:
-        """The class name, as :func:`~mcjax._jacobian._formula.structure` draws it."""
+        """The class name, as :meth:`structure` draws it."""
         return type(self).__name__
+
+    def structure(self) -> str:
+        """The tree of structures this Jacobian is made of, each with its shapes ``out ← in``
+        (what ``mcjax derive`` prints): ``Composed  (8,) ← (8, 4)`` over ``Diagonal`` and
+        ``Kronecker``."""
+        return F.structure(self)
 
     @property
     def dtype(self):

@@ -27,8 +27,8 @@ import mcjax
 if os.environ.get("JAX_COORDINATOR_ADDRESS"):
     PROCESSES = mcjax.sharding.init_distributed()
 
-from mcjax._core._conventions import data_parallel_tolerance, tolerance  # noqa: E402
-from mcjax._jacobian import densify  # noqa: E402
+from mcjax import densify  # noqa: E402
+from mcjax.conventions import data_parallel_tolerance, tolerance  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 4,

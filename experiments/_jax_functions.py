@@ -5,10 +5,10 @@ The functions JAX differentiates in its own test suite (``tests/lax_autodiff_tes
 inputs JAX draws for it (a domain per argument) and, where the function switches, points at its
 kinks (ties of a max, a sort, a max pool; a ReLU at 0; an argument on a step's edge).
 
-``Case.args(rng, dtype)`` draws one point; ``kink`` marks the cases drawn at a kink; ``argnums``
+``Case.draw(rng, dtype)`` draws one point; ``kink`` marks the cases drawn at a kink; ``argnums``
 is the argument differentiated; ``decomposition`` marks a matrix decomposition, the one place
-``mcjax.derive`` may leave an opaque block.  Used by ``tests/test_jax_corpus.py`` and
-``experiments/jax_corpus.py``.
+``mcjax.derive`` may leave an opaque block.  Run by ``experiments/jax_corpus.py`` (all of it)
+and ``tests/test_jax_corpus.py`` (a sample of every family).
 """
 
 from __future__ import annotations
