@@ -20,13 +20,11 @@ sys.path.insert(0, str(EXPERIMENTS))
 from _jax_functions import CASES  # noqa: E402
 from jax_corpus import has_opaque, main, point, run_derive  # noqa: E402
 
-SAMPLE = ["lax.rem/0", "lax.clamp", "lax.atan2/1", "lax.erf_inv", "lax.pad",
-          "lax.reshape_dimensions", "lax.split", "lax.gather_fill", "lax.scatter/1",
-          "lax.dynamic_update_slice/1", "lax.reduce_pair", "lax.cumprod", "lax.cummax",
-          "lax.sort_key_val/values", "lax.top_k", "lax.reduce_window_max(2, 1)(1, 2)((0, 3), "
-          "(1, 2))(2, 3)", "lax.conv_dilated_groups", "linalg.solve/0", "linalg.slogdet",
-          "linalg.cholesky", "linalg.triangular_solve/a", "linalg.eigh", "lax.cond", "lax.scan",
-          "nn.relu6", "scipy.xlogy", "nn.max_pool/tie", "lax.sort/tie"]
+SAMPLE = ["lax.rem/0", "lax.clamp", "lax.erf_inv", "lax.pad", "lax.reshape_dimensions",
+          "lax.gather_fill", "lax.scatter/1", "lax.reduce_pair", "lax.cumprod", "lax.cummax",
+          "lax.sort_key_val/values", "lax.reduce_window_max(2, 1)(1, 2)((0, 3), (1, 2))(2, 3)",
+          "lax.conv_dilated_groups", "linalg.solve/0", "linalg.cholesky",
+          "linalg.triangular_solve/a", "lax.cond", "lax.scan", "nn.relu6", "lax.sort/tie"]
 BY_NAME = {c.name: c for c in CASES}
 
 
@@ -55,7 +53,7 @@ def test_the_checker_passes_jax_and_catches_a_slip(name):
 
 
 def test_a_decomposition_is_the_one_opaque_block():
-    case = BY_NAME["linalg.eigh"]
+    case = BY_NAME["linalg.eigh"]  # (and eigh is no opaque block of the checker: it passes)
     J = mcjax.derive(case.f)(*point(case, "float64", 0))
     assert has_opaque(J) and "J[eigh]" in J.formula()
 

@@ -129,7 +129,7 @@ def check_cases(cases: Sequence[tuple], *, layout: str = "numerator",
     reports = _full.reports([(prepared[ix[0]], [prepared[i].dynamic for i in ix])
                              for ix in groups.values()], seed, kink_convention, merge=False,
                             stencils=stencils)
-    out = [None] * len(cases)
+    out: list = [None] * len(cases)
     for ix, group_reports in zip(groups.values(), reports):
         for i, r in zip(ix, group_reports):
             out[i] = r

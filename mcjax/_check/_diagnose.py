@@ -261,6 +261,7 @@ def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
                         "with its gates (max(z, 0), where(mask, z, 0)) removed; multiply by the "
                         "gate, e.g. 1[z > 0] for a ReLU", np.asarray(J, np.float64)))
         else:
+            assert isinstance(target, _slips.Site)
             kind = {"drop": "missing-term", "negate": "sign-in-term",
                     "value": "value-for-derivative"}[target.how]
             out.append((kind, target.describe(), np.asarray(J, np.float64)))

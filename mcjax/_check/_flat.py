@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,7 @@ class FlatSpec:
       paths: each leaf's path as Python writes it (``"[0]['W']"``; ``""`` for a bare array).
     """
 
-    treedef: jax.tree_util.PyTreeDef
+    treedef: Any  # a jax.tree_util.PyTreeDef
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[str, ...]
     paths: tuple[str, ...]

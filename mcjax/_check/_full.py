@@ -121,7 +121,7 @@ def _point(static, x_spec, out_spec, stencils, dynamic, normal):
 
 
 def _programs(groups, dynamics, normals):
-    return [_over_points(lambda d, t, g=g: _point(*g, d, t), dynamic, normal)
+    return [_over_points(lambda d, t, g=g: _point(*g, d, t), dynamic, normal)  # pyright: ignore[reportCallIssue]
             for g, dynamic, normal in zip(groups, dynamics, normals)]
 
 
@@ -248,7 +248,7 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
                      "breaks): its rounding is not measured, the threshold is the policy's alone")
     failed = next((c for c in comparisons if not c.ok), None)
     by_fd = failed is not None and failed.reference == "finite differences"
-    R, mask = (fd.value, include & fd.resolved) if by_fd else (F, include)
+    R, mask = (fd.value, include & fd.resolved) if by_fd and fd is not None else (F, include)
     worst = worst_entries(G, R, allowed, mask, p.out_spec, p.x_spec) if failed else []
     ok = (not problems and all(c.ok for c in comparisons) and kinks.ok
           and (taylor is None or taylor.ok))

@@ -96,10 +96,10 @@ def _rounding(eqn, ins: list[V], outs) -> list:
     for i, v in enumerate(ins):
         if v.e is None or not floating(v.p):
             continue
-        tangents = [None] * len(ins)
+        tangents: list = [None] * len(ins)
         tangents[i] = v.e
         _, tans = jvp_of(eqn, primals, tangents)
-        carried = [c + (0.0 if t is None else jnp.abs(t)) for c, t in zip(carried, tans)]
+        carried = [c + (0.0 if t is None else jnp.abs(t)) for c, t in zip(carried, tans or [])]
     if model == "exact":
         own = [0.0] * len(outs)
     elif model == "sum" and len(ins) == 1:

@@ -77,7 +77,8 @@ def _traced(what: str, fn, *structs, **options):
     try:
         return function_key(fn, *structs, **options)
     except (ShapeError, DtypeError) as e:  # mcjax's own sentence, without JAX's trace note
-        e.__notes__ = [n for n in getattr(e, "__notes__", []) if "JAX has removed" not in n]
+        setattr(e, "__notes__", [n for n in getattr(e, "__notes__", [])
+                                 if "JAX has removed" not in n])
         raise
     except _CONTROL_FLOW as e:
         raise TraceError(
@@ -186,7 +187,7 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str,
     eps = [jnp.finfo(d).eps for d in x_spec.dtypes + out_spec.dtypes]
     dtype = (x_spec.dtypes + out_spec.dtypes)[int(np.argmax(eps))]
     prepared = Prepared(static, dynamic, x_spec, out_spec, dtype, f_jaxpr, d_jaxpr)
-    if seen is not None:
+    if seen is not None and traces is not None:
         traces[seen] = prepared
     return prepared
 
@@ -224,6 +225,7 @@ def reference_key(p: Prepared) -> tuple[Prepared, str]:
 
     f = static.f
     native = signature(_structs(p.dynamic))
+    precision = "float64"
     with jax.enable_x64(True):
         for dtype in (jnp.float64, jnp.float32):
             structs = cast(dtype)
@@ -231,7 +233,7 @@ def reference_key(p: Prepared) -> tuple[Prepared, str]:
                 closed = p.f_jaxpr
             else:
                 key, out, closed = function_key(lambda *d: f.fn(*static.args(d)), *structs)
-                f = f.with_program(f.key + (key,), signature(structs), closed,
+                f = f.with_program((*tuple(f.key), key), signature(structs), closed,  # type: ignore[arg-type]
                                    jax.tree_util.tree_structure(out))
             if dtype == jnp.float64:
                 precision = lowest_precision(closed.jaxpr) or "float64"

@@ -143,7 +143,7 @@ def fd_analyse(stencils: dict, scale: np.ndarray, precision: str) -> FiniteDiffe
     minus = np.asarray(stencils["minus"], np.float64)
     hp = np.asarray(stencils["h_plus"], np.float64)[:, None, :]
     hm = np.asarray(stencils["h_minus"], np.float64)[:, None, :]
-    crossed = np.asarray(stencils["crossed"]).any(axis=0)[:, None, :]  # (L, 1, n)
+    crossed = np.asarray(np.asarray(stencils["crossed"]).any(axis=0))[:, None, :]  # (L, 1, n)
     central = (plus - minus) / (hp + hm)  # (L, m, n)
     valid = np.isfinite(central) & ~crossed
     r = float(FD_RATIO**2)

@@ -156,7 +156,9 @@ class Report:
         out = asdict(self)
         out.pop("matrices")
         out["links"] = [{"link": name, **r.as_dict()} for name, r in self.links]
-        return _finite(out)
+        finite = _finite(out)
+        assert isinstance(finite, dict)
+        return finite
 
     def heatmap(self, path=None):
         """Expected, got and their difference side by side (full mode, small Jacobians).

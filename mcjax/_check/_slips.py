@@ -46,12 +46,15 @@ class Site(NamedTuple):
 
     def describe(self) -> str:
         """The slip in words."""
-        slips = lookup(self.primitive).slips
+        entry = lookup(self.primitive)
+        assert entry is not None  # a site is planted only where the table has one
+        slips = entry.slips
         if self.how == "value":
             name = slips.value
             return (f"{name}'s derivative replaced by {name} itself in {self.where}: the "
                     "function's value where its derivative was due (sigma for sigma (1 - sigma), "
                     "tanh for 1 - tanh^2?)")
+        assert slips.terms is not None
         what, operands = slips.terms
         term = f"the term through {operands[self.operand]} of the {what} {self.where}"
         if self.how == "drop":

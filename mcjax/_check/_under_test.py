@@ -28,7 +28,7 @@ class DerivativeUnderTest:
         self.x_spec, self.out_spec = x_spec, out_spec
         value = static.derivative(*args)
         if callable(value) and not isinstance(value, Jacobian):
-            self.kind, self._pullback, self._blocks = "vjp", value, None
+            self.kind, self._pullback, self._blocks = "vjp", value, {}
             return
         self.kind, self._pullback = "dense", None
         self._blocks = _blocks(value, x_spec, out_spec, static.layout)

@@ -237,7 +237,7 @@ def verify(
     own = registry is None or registry is REGISTRY
     registry = registry if registry is not None else REGISTRY
     for dtype in dtypes:
-        if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
+        if np.dtype(dtype) == np.float64 and not jax.config.read("jax_enable_x64"):
             raise RuntimeError(
                 "mcjax.registry.verify: float64 needs jax_enable_x64; call "
                 "jax.config.update('jax_enable_x64', True) first, or verify float32 only"

@@ -132,6 +132,7 @@ def failures(results: Sequence[RuleResult]) -> list[str]:
             lines.append(f"{where}: {r.error}")
             continue
         report = r.report
+        assert report is not None  # a result without an error has its report
         why = [f"{c.reference}: {c.violations} of {c.compared} entries over the threshold "
                f"(max rel {c.max_rel:.1e})" for c in report.comparisons if not c.ok]
         if report.taylor is not None and not report.taylor.ok:

@@ -216,8 +216,10 @@ def _task(args):
         }
     data, (X_test, y_test) = mcjax.datasets.digits_data(seed=args.seed, dtype=dtype)
     model = mcjax.mlp_model((64, *args.hidden, 10), dtype=dtype)
+    apply = model.apply
+    assert apply is not None  # the paper's MLP predicts
     return model, data, lambda params: {"test_accuracy": float(np.mean(
-        np.asarray(jnp.argmax(model.apply(params, X_test), axis=-1)) == y_test))}
+        np.asarray(jnp.argmax(apply(params, X_test), axis=-1)) == y_test))}
 
 
 def _line(error) -> str:

@@ -24,6 +24,8 @@ def import_user_module(spec: str, command: str = "mcjax"):
             if folder not in sys.path:
                 sys.path.insert(0, folder)
             module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None:
+                raise UsageError(f"{command}: {spec}: not a Python module")
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[path.stem] = module
             module_spec.loader.exec_module(module)

@@ -117,7 +117,9 @@ class Derivation(Interpreter[Operand]):
             if walked is not None:
                 return walked
         entry = lookup(f"{name}:{callee_name(eqn)}" if name.startswith("custom_") else name)
-        return self._apply_rule(eqn, ins, entry)
+        outs = self._apply_rule(eqn, ins, entry)
+        assert outs is not None  # None only when walking the body is the alternative
+        return outs
 
     def _apply_rule(self, eqn, ins, entry, walk_otherwise: bool = False):
         """The equation's outputs with their derivatives by ``entry``'s rule; the fallback

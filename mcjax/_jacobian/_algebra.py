@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -126,7 +127,7 @@ class Jacobian:
     def dtype(self):
         """The dtype of the stored arrays, or of the argument for a map that stores none."""
         if "dtype_name" in self._static:
-            return jnp.dtype(self.dtype_name)
+            return jnp.dtype(getattr(self, "dtype_name"))
         leaves = jax.tree_util.tree_leaves(self)
         return jnp.result_type(*leaves) if leaves else jnp.dtype(jnp.float32)
 
@@ -334,7 +335,7 @@ def number_out(J: Jacobian) -> tuple[float, Jacobian]:
 
 
 # -- pair tables: products and sums of two structures ----------------------------------------------
-PairRule = Callable[[Jacobian, Jacobian], "Jacobian | None"]
+PairRule = Callable[[Any, Any], "Jacobian | None"]
 SIMPLIFY: dict[tuple[type, type], PairRule] = {}
 """``(type(outer), type(inner)) -> rule(outer, inner)``: the product as one structure, or
 ``None`` to keep the two factored.  ``Jacobian`` on one side stands for any structure (see
@@ -480,6 +481,10 @@ class Zero(Jacobian):
     """The zero map: the output does not depend on the argument (or only through
     ``stop_gradient``).  ``out_shape + in_shape`` zeros, none stored."""
 
+    out_shape: Shape
+    in_shape: Shape
+    dtype_name: str
+
     kind = "zero"
     _static = ("out_shape", "in_shape", "dtype_name")
 
@@ -521,6 +526,9 @@ class ScaledIdentity(Jacobian):
       scale: a scalar.
       shape: the shape of input and output.
     """
+
+    scale: jax.Array
+    in_shape: Shape
 
     kind = "scaled identity"
     placeholder = "c"
@@ -591,6 +599,9 @@ def _(J: ScaledIdentity, p):
 
 class Composed(Jacobian):
     """``outer @ inner``: the vector chain rule $J_{f \\circ g} = J_f J_g$ (§4.5.3), kept lazy."""
+
+    outer: Jacobian
+    inner: Jacobian
 
     kind = "composed"
     _arrays = ("outer", "inner")
@@ -685,6 +696,8 @@ def _(J: Composed, p):
 
 class Sum(Jacobian):
     """$\\sum_k J_k$: the total-derivative chain rule adds the paths (§4.5.2)."""
+
+    terms: tuple[Jacobian, ...]
 
     kind = "sum"
     _arrays = ("terms",)

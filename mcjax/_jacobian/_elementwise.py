@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from mcjax._jacobian import _expr as E
@@ -47,6 +49,8 @@ class Diagonal(Jacobian):
         ``J[i..., i...] = diagonal[i...]``.
     """
 
+    diagonal: jax.Array
+
     kind = "diagonal"
     placeholder = "d"
     holds_scalar = True
@@ -59,7 +63,9 @@ class Diagonal(Jacobian):
     def out_shape(self) -> Shape:
         return tuple(self.diagonal.shape)
 
-    in_shape = out_shape
+    @property
+    def in_shape(self) -> Shape:
+        return tuple(self.diagonal.shape)
 
     def jvp(self, v):
         return self.diagonal * v
@@ -144,6 +150,10 @@ class Fill(Jacobian):
     ``out_shape=()`` the row $\\mathbf{1}^\\top$ of sum reduction (§4.4).
     """
 
+    value: jax.Array
+    out_shape: Shape
+    in_shape: Shape
+
     kind = "fill"
     placeholder = "c"
     holds_scalar = True
@@ -171,7 +181,7 @@ def fill(c: Sym, out_shape, in_shape, dtype) -> Jacobian:
     return Fill(jnp.asarray(c.value, dtype), out_shape, in_shape, symbols=(c.expr,))
 
 
-def ones_like_fill(J: Fill, factor, out_shape, in_shape, *others: Jacobian) -> Jacobian:
+def ones_like_fill(J: Jacobian, factor, out_shape, in_shape, *others: Jacobian) -> Jacobian:
     """``J``'s number times ``factor`` on other shapes: moving the entries of $c\\,\\mathbf{1}
     \\mathbf{1}^\\top$ changes none, copying or summing them multiplies by a count."""
     c = sym(J, "value")
@@ -267,12 +277,16 @@ class Broadcast(Jacobian):
     ``batch_shape + s`` and ``J[b..., i..., j...] = value * delta(i, j)``.
     """
 
+    value: jax.Array
+    batch_shape: Shape
+    in_shape: Shape
+
     kind = "broadcast"
     placeholder = "c"
     _arrays = ("value",)
     _static = ("batch_shape", "in_shape")
 
-    def __init__(self, batch_shape: Sequence[int], shape: Sequence[int], value=1.0, *,
+    def __init__(self, batch_shape: Sequence[int], shape: Sequence[int], value: Any = 1.0, *,
                  symbols=None):
         self._init(symbols, value=jnp.asarray(value), batch_shape=tuple(batch_shape),
                    in_shape=tuple(shape))

@@ -3,10 +3,12 @@ name (correct, but unstructured: what ``mcjax.derive`` falls back to, and says s
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 
 from mcjax._jacobian import _formula as F
-from mcjax._jacobian._algebra import Jacobian, transpose_apply
+from mcjax._jacobian._algebra import Jacobian, Shape, transpose_apply
 from mcjax._jacobian._print import ATOM
 
 
@@ -20,6 +22,13 @@ class Opaque(Jacobian):
       name: what the block is (the primitive's name), for the formula and the tree.
       out_index: which of the primitive's outputs (``None`` when it has one).
     """
+
+    linear: Any
+    name: str
+    out_index: int | None
+    out_shape: Shape
+    in_shape: Shape
+    dtype_name: str
 
     kind = "opaque"
     _arrays = ("linear",)

@@ -79,6 +79,14 @@ class Applied(Jacobian):
       out_index: which output, for an operation with several (``None`` for one).
     """
 
+    operation: Operation
+    held: tuple
+    slot: int
+    in_shape: Shape
+    out_shape: Shape
+    dtype_name: str
+    out_index: int | None
+
     kind = "linear operation"
     _arrays = ("held",)
     _static = ("operation", "slot", "in_shape", "out_shape", "dtype_name", "out_index")
@@ -121,7 +129,7 @@ class Applied(Jacobian):
 
 
 @F.roots.register
-def _(J: Applied):
+def _(J: Applied) -> list:
     return list(J.symbols or ())
 
 
@@ -155,6 +163,10 @@ class Take(Jacobian):
       in_shape: the argument's shape.
     """
 
+    index: jax.Array
+    in_shape: Shape
+    dtype_name: str
+
     kind = "selection"
     _arrays = ("index",)
     _static = ("in_shape", "dtype_name")
@@ -186,7 +198,7 @@ def _(J: Take, v):
 
 
 @F.roots.register
-def _(J: Take):
+def _(J: Take) -> list:
     return list(J.symbols or ())
 
 
@@ -206,6 +218,10 @@ class Sandwich(Jacobian):
       left: shape ``batch + (m, n)``.
       right: shape ``batch + (p, q)``, or ``batch + (p,)``.
     """
+
+    left: jax.Array
+    right: jax.Array
+    vector: bool
 
     kind = "sandwich"
     _arrays = ("left", "right")

@@ -52,6 +52,9 @@ class Dense(Jacobian):
       in_ndim: how many trailing axes of ``array`` belong to the input.
     """
 
+    array: jax.Array
+    in_ndim: int
+
     kind = "dense"
     holds_scalar = True
     _arrays = ("array",)
@@ -194,6 +197,9 @@ class Kronecker(Jacobian):
     ``prod(batch) * m * m * n`` entries; ``jvp`` and ``vjp`` cost one matrix product.
     """
 
+    x: jax.Array
+    m: int
+
     kind = "kronecker"
     placeholder = "x"
     _arrays = ("x",)
@@ -247,6 +253,9 @@ class BlockDiagonal(Jacobian):
     The Jacobian of ``X @ W.T`` with respect to ``X`` (shape ``batch + (n,)``):
     ``J[b..., i, c..., k] = delta(b, c) * W[i, k]``.  With ``batch_shape=()`` it is ``W``.
     """
+
+    block: jax.Array
+    batch_shape: Shape
 
     kind = "block diagonal"
     placeholder = "W"
@@ -324,6 +333,12 @@ class Contraction(Jacobian):
       side: 0 when the argument is the left operand, 1 when it is the right one.
       in_shape: the argument's shape.
     """
+
+    other: jax.Array
+    dimension_numbers: tuple
+    side: int
+    in_shape: Shape
+    out_shape: Shape
 
     kind = "contraction"
     placeholder = "B"

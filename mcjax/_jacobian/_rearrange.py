@@ -44,6 +44,8 @@ class Rearrangement(Jacobian):
     """A Jacobian with no arrays: it moves, copies, sums or drops entries.  Scaling puts a
     factor $cI$ in front."""
 
+    dtype_name: str
+
     def _set(self, dtype, **fields) -> None:
         self._init(None, dtype_name=jnp.dtype(dtype).name, **fields)
 
@@ -54,6 +56,9 @@ class Permutation(Rearrangement):
     The Jacobian of a transpose ($X^\\top$ for a matrix).  Maps shape ``in_shape`` to
     ``tuple(in_shape[p] for p in perm)``.
     """
+
+    perm: tuple[int, ...]
+    in_shape: Shape
 
     kind = "permutation"
     _static = ("perm", "in_shape", "dtype_name")
@@ -103,6 +108,9 @@ def _(J: Permutation, p):
 
 class Reshape(Rearrangement):
     """The same entries in another shape (``reshape``, ``squeeze``): an identity matrix."""
+
+    out_shape: Shape
+    in_shape: Shape
 
     kind = "reshape"
     _static = ("out_shape", "in_shape", "dtype_name")
@@ -162,6 +170,11 @@ class Slice(Rearrangement):
     The Jacobian of ``x[1:3]`` or ``X[:, 0]`` (before the squeeze).
     """
 
+    start: tuple[int, ...]
+    limit: tuple[int, ...]
+    strides: tuple[int, ...]
+    in_shape: Shape
+
     kind = "slice"
     _static = ("start", "limit", "strides", "in_shape", "dtype_name")
 
@@ -208,6 +221,11 @@ class Embed(Rearrangement):
 
     The Jacobian of ``jnp.concatenate`` with respect to one part; the transpose of :class:`Slice`.
     """
+
+    start: tuple[int, ...]
+    strides: tuple[int, ...]
+    out_shape: Shape
+    in_shape: Shape
 
     kind = "embedding"
     _static = ("start", "strides", "out_shape", "in_shape", "dtype_name")
@@ -267,6 +285,10 @@ class Expand(Rearrangement):
     (:class:`~mcjax.Broadcast`) are its special cases.
     """
 
+    out_shape: Shape
+    dims: tuple[int, ...]
+    in_shape: Shape
+
     kind = "expansion"
     _static = ("out_shape", "dims", "in_shape", "dtype_name")
 
@@ -325,6 +347,9 @@ def _(J: Expand, p):
 class SumAlong(Rearrangement):
     """Sums over some axes: ``jnp.sum(v, axes)``.  Over all axes it is $\\mathbf{1}^\\top$
     (:class:`~mcjax.Fill`); over the last axis of a matrix, $I \\otimes \\mathbf{1}^\\top$."""
+
+    axes: tuple[int, ...]
+    in_shape: Shape
 
     kind = "partial sum"
     _static = ("axes", "in_shape", "dtype_name")

@@ -8,7 +8,7 @@ by construction the formula of the numbers it holds.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +19,7 @@ from mcjax._jacobian import _expr as E
 class Sym(NamedTuple):
     """``value`` (an array, or a Python number for a constant) and ``expr`` (its formula)."""
 
-    value: object
+    value: Any
     expr: E.Expr
 
     # -- arithmetic -------------------------------------------------------------------------
@@ -58,16 +58,16 @@ class Sym(NamedTuple):
         return Sym(self.value**exponent, E.power(self.expr, exponent))
 
     # -- comparisons give boolean Syms, for indicators -----------------------------------------
-    def __gt__(self, other):
+    def __gt__(self, other):  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         return _compare(">", self, other)
 
-    def __lt__(self, other):
+    def __lt__(self, other):  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         return _compare("<", self, other)
 
-    def __ge__(self, other):
+    def __ge__(self, other):  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         return _compare(">=", self, other)
 
-    def __le__(self, other):
+    def __le__(self, other):  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         return _compare("<=", self, other)
 
     def equals(self, other):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,9 +50,10 @@ def program_key(closed: core.ClosedJaxpr) -> tuple:
     return (str(closed.jaxpr), tuple(_digest(c) for c in closed.consts))
 
 
-def fresh_jaxpr(fn: Callable, *structs, return_shape: bool = False):
+def fresh_jaxpr(fn: Callable, *structs, return_shape: bool = False) -> Any:
     """``jax.make_jaxpr`` of ``fn`` traced now: through a new wrapper, so that JAX's trace
-    cache (keyed on the function object) cannot serve a trace made before an edit."""
+    cache (keyed on the function object) cannot serve a trace made before an edit.  A
+    ``ClosedJaxpr``, or ``(ClosedJaxpr, output shapes)`` with ``return_shape``."""
     return jax.make_jaxpr(lambda *a: fn(*a), return_shape=return_shape)(*structs)
 
 

@@ -109,7 +109,7 @@ class Interpreter(Generic[V]):
         annotation = self.scope(jaxpr, outputs)
         env: dict = {}
 
-        def read(var):
+        def read(var) -> V:
             return self.literal(var.val) if isinstance(var, core.Literal) else env[var]
 
         for var, value in zip(jaxpr.constvars, consts):

@@ -11,6 +11,7 @@ synthetic targets) and :func:`digits_data` (scikit-learn's digits) return tuples
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ from mcjax._program._trace import digest
 from mcjax.rules.activations import relu
 
 
-def _named_leaves(data) -> list[tuple[str, object]]:
+def _named_leaves(data) -> list[tuple[str, Any]]:
     """The data's arrays with the names messages use: X and Y for a pair, else their paths."""
     flat = jax.tree_util.tree_flatten_with_path(data)[0]
     if isinstance(data, (tuple, list)) and len(data) == 2 and len(flat) == 2:
@@ -104,7 +105,7 @@ def _neuron_data(key, noise, *, n_samples, n_features, dtype):
     return (X, y), {"w": w, "b": b}
 
 
-def digits_data(*, test_fraction: float = 0.25, seed: int = 0, dtype=np.float32):
+def digits_data(*, test_fraction: float = 0.25, seed: int = 0, dtype: Any = np.float32):
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, no download), split.
 
     Pixels (0..16) are scaled to [0, 1]; the split is stratified by class and fixed by

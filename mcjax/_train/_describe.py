@@ -38,7 +38,7 @@ def _number(x):
 
 
 def _array(value) -> Any:
-    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):  # a key: its bits
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):  # pyright: ignore[reportPrivateImportUsage]
         value = jax.random.key_data(value)
     array = np.asarray(value)
     if array.dtype.kind not in "biufc":  # e.g. a PRNG key's bits or bfloat16: keep the bits
@@ -104,7 +104,7 @@ def describe(value, depth: int = 0, seen: set | None = None) -> Any:
         return _array(value)
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple (optax's style)
         return {"type": type(value).__qualname__,
-                **{f: describe(getattr(value, f), depth + 1, seen) for f in value._fields}}
+                **{f: describe(getattr(value, f), depth + 1, seen) for f in getattr(value, "_fields")}}
     if isinstance(value, (list, tuple)):
         return [describe(v, depth + 1, seen) for v in value]
     if isinstance(value, Mapping):

@@ -119,9 +119,11 @@ def _params_template(model: Model, init_key, params):
 
 def _check_backprop(model: Model, params, batch, key) -> None:
     """A hand-derived gradient must have the parameters' structure, shapes and dtypes."""
-    wants_key = takes_key(model.backprop)
+    backprop = model.backprop
+    assert backprop is not None  # checked only where there is one
+    wants_key = takes_key(backprop)
     grads = leaf_names(jax.eval_shape(
-        lambda p, b, k: model.backprop(p, b, key=k) if wants_key else model.backprop(p, b),
+        lambda p, b, k: backprop(p, b, key=k) if wants_key else backprop(p, b),
         params, batch, key))
     want = leaf_names(params)
     wrong = [f"{name}: {g.dtype}{shape_str(g.shape)}" if name in want else f"{name}: extra"

@@ -139,7 +139,9 @@ def objective(model: Model, *, grad: str = "autodiff") -> Callable[..., jax.Arra
 
     if grad == "autodiff":
         return loss
-    backprop_key = takes_key(model.backprop)
+    backprop = model.backprop
+    assert backprop is not None  # grad="analytic" is refused without one
+    backprop_key = takes_key(backprop)
 
     @jax.custom_vjp
     def analytic(params, batch, key):
@@ -150,8 +152,8 @@ def objective(model: Model, *, grad: str = "autodiff") -> Callable[..., jax.Arra
 
     def backward(residuals, cotangent):
         params, batch, key = residuals
-        grads = (model.backprop(params, batch, key=key) if backprop_key
-                 else model.backprop(params, batch))
+        grads = (backprop(params, batch, key=key) if backprop_key
+                 else backprop(params, batch))
         # the cotangent is a scalar: multiplying broadcasts without rank promotion; None is the
         # zero cotangent of the batch (integer labels have no tangent space) and of the key
         return jax.tree.map(lambda g: cotangent * g, grads), None, None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import optax
 
@@ -39,7 +40,7 @@ def _optax_optimizers() -> dict[str, Callable[..., optax.GradientTransformation]
     return found
 
 
-def optimizer(name: str | optax.GradientTransformation, *, learning_rate=1e-3,
+def optimizer(name: str | optax.GradientTransformation, *, learning_rate: Any = 1e-3,
               **hyper) -> optax.GradientTransformation:
     r"""An optax optimizer chosen by name.
 

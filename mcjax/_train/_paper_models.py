@@ -97,7 +97,7 @@ def _loss_rule(loss: str):
 
 def _check_labels(problems: Problems, Y, n_out: int) -> None:
     """Integer labels must name one of the model's classes (read only from concrete data)."""
-    if isinstance(Y, jax.core.Tracer) or not np.size(Y):
+    if isinstance(Y, jax.core.Tracer) or not np.size(Y):  # pyright: ignore[reportAttributeAccessIssue]
         return
     labels = np.asarray(Y)
     low, high = int(labels.min()), int(labels.max())

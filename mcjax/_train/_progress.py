@@ -3,6 +3,8 @@ nothing (rich, on stderr)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EpochProgress:
     """``with EpochProgress(enabled, start, total) as bar: bar.update(epoch, history)``.
@@ -13,7 +15,8 @@ class EpochProgress:
     def __init__(self, enabled: bool, start: int, total: int):
         self.enabled = bool(enabled)
         self.start, self.total = start, total
-        self._progress = self._task = None
+        self._progress: Any = None
+        self._task: Any = None
 
     def __enter__(self):
         if not self.enabled:

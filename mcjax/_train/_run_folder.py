@@ -140,7 +140,8 @@ class RunFolder:
                  keep: int | None):
         self.directory = Path(directory)
         self.identity = as_json(identity)
-        self.lock = self.store = None
+        self.lock: Any = None
+        self.store: Any = None  # the Store, once the folder is claimed
         self.run_id = _on_process_zero(lambda: self._claim(resume, overwrite))
         if self.run_id is None or resume:  # other processes read the record process 0 checked
             self.run_id = json.loads((self.directory / RUN_FILE).read_text())["run_id"]

@@ -156,7 +156,9 @@ def _batch_rows(function: str, batch) -> int:
         problems.shape(f"the batch has arrays of shapes {listed}; expected one leading batch "
                        "axis of the same length in each")
         problems.raise_if_any()
-    return rows.pop()
+    (row,) = rows
+    assert row is not None  # refused above
+    return row
 
 
 def _place(tree, sharding: NamedSharding):
@@ -167,7 +169,7 @@ def _place(tree, sharding: NamedSharding):
     """
 
     def put(leaf):
-        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):  # pyright: ignore[reportPrivateImportUsage]
             # a typed key travels as its raw bits and is re-typed on the devices
             return jax.random.wrap_key_data(put(jax.random.key_data(leaf)),
                                             impl=jax.random.key_impl(leaf))

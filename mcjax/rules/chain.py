@@ -88,6 +88,7 @@ def vector_chain_rule(*links, registry: Registry | None = None) -> Differentiabl
             J_part = part.derivative(x)
             J = J_part if J is None else J_part @ J
             x = part.forward(x)
+        assert J is not None  # a chain has at least one link
         return J
 
     return Differentiable(forward, derivative, links=tuple(parts))

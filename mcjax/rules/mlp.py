@@ -78,7 +78,7 @@ def dense_layer(W, X, b, *, activation="relu"):
     return Z if activation is None else activation_function(activation)(Z)
 
 
-def layer_backward(W, X, b, dY, *, activation="relu"):
+def layer_backward(W, X, b, dY, *, activation: str | Callable | None = "relu"):
     """The backward pass of a batched layer: $(\\partial L/\\partial W, \\partial L/\\partial\\mathbf{b}, \\partial L/\\partial X)$.
 
     Given $\\bar{Y} = \\partial L / \\partial Y$ for $Y = \\sigma(X W^\\top + \\mathbf{b})$, this is the
@@ -193,7 +193,7 @@ def mlp_backprop(params: Params, X, Y, *, loss="softmax_cross_entropy", activati
 
     loss_rule = REGISTRY.get(loss)
     dA = loss_rule.derivative(loss_rule.arg_names[0])(logits, Y).dense()
-    grads = [None] * len(params)
+    grads: list = [None] * len(params)
     for i in reversed(range(len(params))):
         W, b = params[i]["W"], params[i]["b"]
         dW, db, dA = layer_backward(

@@ -56,12 +56,14 @@ register("scatter-add", FAMILY, jacobian=_scatter_add(1.0), rounding="sum")
 register("scatter-sub", FAMILY, jacobian=_scatter_add(-1.0), rounding="sum")
 
 
-def _scatter(e: Eqn) -> dict:
+def _scatter(e: Eqn) -> dict | None:
     """Overwriting scatter: the operand survives where no update lands; each output entry an
     update lands on takes that update's derivative (JAX's winner where indices repeat)."""
     out = {}
     if 0 in e.active:
         kept = picked(e, 0)  # -1 where an update overwrote the operand
+        if kept is None:
+            return None
         mask = Sym((kept >= 0).astype(e.out.dtype), E.call("kept", e.ins[1].expr))
         out[0] = B.diagonal(mask, e.out.shape, e.out.dtype)
     if 2 in e.active:

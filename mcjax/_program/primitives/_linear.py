@@ -58,7 +58,7 @@ def linear(written: str = "", affine: tuple[int, ...] | str = (),
         per_output = []
         for o, out in enumerate(e.outs):
             partials = {}
-            zeroed = range(len(e.ins)) if affine == "all" else affine
+            zeroed = tuple(range(len(e.ins))) if affine == "all" else tuple(affine)
             for k in e.active:
                 if not is_float(e.ins[k].value) or not is_float(out.value) or (
                         slots is not None and k not in slots):
@@ -135,7 +135,7 @@ def _probe_dtype(n: int, native):
 
 def concrete(*arrays) -> bool:
     """Whether the arrays hold numbers now (not traced under ``jax.jit``)."""
-    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def picked(e: Eqn, k: int, out_index: int = 0, check: bool = False):

@@ -92,7 +92,7 @@ exact("slice",
       _slice_expr)
 
 
-def _pad(e: Eqn) -> dict:
+def _pad(e: Eqn):
     """Padding puts the operand in place ($S^\\top$); cropping (negative padding) or the
     padding value's entries are the pad itself, applied to the tangent."""
     config = e.params["padding_config"]

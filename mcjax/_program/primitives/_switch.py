@@ -40,7 +40,7 @@ def broadcast(v: V, shape) -> V:
     """``v`` with every part broadcast to ``shape`` (lax ops allow scalar operands; jnp under
     strict rank promotion does not)."""
     grow = lambda a: None if a is None else jnp.broadcast_to(a, shape)  # noqa: E731
-    return V(grow(v.p), grow(v.e), grow(v.t), grow(v.d))
+    return V(jnp.broadcast_to(v.p, shape), grow(v.e), grow(v.t), grow(v.d))
 
 
 def at_switch(a: V, b: V | None = None):

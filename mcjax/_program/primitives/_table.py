@@ -82,7 +82,7 @@ class Eqn(NamedTuple):
     params: dict
     active: tuple[int, ...]  # the operands that depend on the argument
     outs: tuple[Operand, ...] = ()  # every output (``out`` is the first)
-    apply: Callable[[list], list] | None = None  # the equation on other operand values
+    apply: Callable[[list], list] = list  # the equation on other operand values
     primitive: Any = None  # the JAX primitive (for a structure that applies it again)
 
 
