@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     @jax.jit
     def evaluate(params):
         logits = model.apply(params, X_test)
-        return {"test_accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == y_test),
+        predicted = jnp.argmax(logits, axis=-1)
+        return {"test_accuracy": jnp.mean(predicted == y_test.astype(predicted.dtype)),
                 "test_loss": mcjax.softmax_cross_entropy(logits, y_test)}
 
     runs = {}

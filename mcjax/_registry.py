@@ -334,10 +334,12 @@ def derivative(f: str | Callable, wrt: str | int = 0, *, registry: Registry | No
       KeyError: ``f`` is not registered, or has no derivative with respect to ``wrt``.
       DtypeError: (when called) the argument ``wrt`` is not floating point.
 
-    Example::
+    Example:
 
-        J = mcjax.derivative(mcjax.relu, "x")(jnp.array([-1.0, 2.0]))
-        J.dense()  # [[0., 0.], [0., 1.]]: diag(relu'(x))
+        >>> J = mcjax.derivative(mcjax.relu, "x")(jnp.array([-1.0, 2.0]))
+        >>> J.dense()  # diag(relu'(x))
+        Array([[0., 0.],
+               [0., 1.]], dtype=float32)
     """
     return (REGISTRY if registry is None else registry).get(f).derivative(wrt)
 

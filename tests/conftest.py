@@ -2,7 +2,8 @@
 
 - float64 is on, so rules are verified in both float32 and float64;
 - implicit rank promotion raises (``x + b`` with b of lower rank must be written explicitly),
-  as in equinox's own tests;
+  and so does implicit dtype promotion (``jax_numpy_dtype_promotion="strict"``: float32 meets
+  float64 only where a cast says so), as in equinox's own tests;
 - warnings are errors (pyproject's ``filterwarnings = error``);
 - XLA compiles for compile time, not run time (below).
 """
@@ -29,6 +30,7 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_zero_passes_at_a_kink_only_where_it_is_an_accepted_value():
     # abs at 0: one-sided -1 and 1; sign's 0 is their average, JAX gives 1
     r = mcjax.check(jnp.abs, diag(jnp.sign), x)
     assert r.ok and r.kinks.followed == ("average",), r
-    assert not mcjax.check(jnp.abs, diag(lambda x: jnp.sign(x) + 2 * (x == 0)), x).ok
+    assert not mcjax.check(jnp.abs, diag(lambda x: jnp.sign(x) + 2 * (x == 0).astype(x.dtype)), x).ok
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

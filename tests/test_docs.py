@@ -64,7 +64,8 @@ PRINTS = {"check.md": (5, "FAIL")}  # the failing report of a wrong gradient
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_code_blocks_run(page, as_a_reader, capsys):
     code = compile(python_blocks(page), str(page), "exec")
-    exec(code, {"__name__": f"docs:{page.name}"})
+    with jax.numpy_dtype_promotion("standard"):  # a reader runs the pages with JAX's defaults
+        exec(code, {"__name__": f"docs:{page.name}"})
     blocks, text = PRINTS.get(page.name, (1, ""))
     assert len(FENCE.findall(page.read_text())) >= blocks
     assert text in capsys.readouterr().out

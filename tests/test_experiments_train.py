@@ -5,9 +5,18 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(autouse=True)
+def as_a_user():
+    """The scripts run as a user runs them: with JAX's standard dtype promotion (their optax
+    baselines are written for it), not the suite's strict one."""
+    with jax.numpy_dtype_promotion("standard"):
+        yield
 
 
 def _load(name: str):

@@ -34,6 +34,7 @@ from mcjax._check import _slips
 from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared, flat_at, jacobian_of
 from mcjax._check._report import Slip
+from mcjax._core._conventions import standard_promotion
 from mcjax._program._compile import quick_jit
 
 FACTORS = {-1.0: "-1: the sign is flipped", 2.0: "2", 0.5: "1/2", -2.0: "-2", -0.5: "-1/2"}
@@ -297,6 +298,11 @@ def sizes_of(p: Prepared, args) -> dict[str, int]:
 def diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[str]]:
     """The diagnosis and the location summary of a failing point (``verdict``: full mode's
     :class:`~mcjax._check._full.PointVerdict`; ``F``: the exact reference)."""
+    with standard_promotion():  # the checker's own programs (f was traced when prepared)
+        return _diagnose_point(p, verdict, F, dynamic)
+
+
+def _diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[str]]:
     args = p.static.args(dynamic)
     slips = diagnose(verdict.got, F, verdict.allowed, verdict.compared, x_spec=p.x_spec,
                      out_spec=p.out_spec, sizes=sizes_of(p, args),

@@ -47,6 +47,7 @@ from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared
 from mcjax._check._report import Projection, Report, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
+from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, check_atol, check_rtol
 
 # what a hash is for: its salt keeps the streams of the points, leaves and uses apart
@@ -220,8 +221,9 @@ def run(p: Prepared, points: int, directions: int, seed: int) -> FastVerdict:
     """Fast mode at ``points`` points: the pieces of a report."""
     seed_array = jnp.asarray(seed, jnp.uint32)
     terms = terms_of(p, contraction=True)
-    v = jax.device_get(_program(p.static, p.x_spec, p.out_spec, p.dtype, terms, points,
-                                directions, p.dynamic, seed_array))
+    with standard_promotion():  # the checker's own computations (f was traced when prepared)
+        v = jax.device_get(_program(p.static, p.x_spec, p.out_spec, p.dtype, terms, points,
+                                    directions, p.dynamic, seed_array))
     threshold = Threshold.of(p.dtype, terms, f"jax.vjp in {p.dtype}")
     sizes = np.asarray(p.x_spec.sizes, np.float64)
     scale = 1 / np.sqrt(p.x_spec.size)  # each direction's entries are +-scale

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcjax._core._conventions import wider
+
 
 def _path_str(path) -> str:
     return "".join(str(k) for k in path)
@@ -77,7 +79,7 @@ class FlatSpec:
     def flatten(self, tree, dtype=None) -> jax.Array:
         """The leaves raveled and concatenated, shape ``(size,)``."""
         leaves = jax.tree_util.tree_leaves(tree)
-        dtype = dtype or jnp.result_type(*leaves)
+        dtype = dtype or wider(*leaves)
         flat = [jnp.ravel(leaf).astype(dtype) for leaf in leaves]
         return flat[0] if len(flat) == 1 else jnp.concatenate(flat)
 

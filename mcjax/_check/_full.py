@@ -55,6 +55,7 @@ from mcjax._check._references import (
 )
 from mcjax._check._report import KinkEntry, Kinks, Later, Report, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
+from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
 from mcjax._program._compile import quick_jit
 
@@ -142,7 +143,9 @@ def run(groups: list[tuple[Prepared, list[tuple]]], seed: int, stencils: bool = 
                 for _, points in groups]
     rng = np.random.default_rng(seed)
     normals = [rng.standard_normal((len(points), p.x_spec.size)) for p, points in groups]
-    with jax.enable_x64(True):
+    # the checker's own program computes across dtypes; f and the derivative were traced
+    # (under the user's promotion rules) when the check was prepared
+    with jax.enable_x64(True), standard_promotion():
         out = jax.device_get(_compiled_programs()(statics, dynamics, normals))
     return [[jax.tree_util.tree_map(lambda a: np.asarray(a)[i], result) for i in range(len(points))]
             for result, (_, points) in zip(out, groups)]

@@ -22,7 +22,7 @@ from mcjax._check._case import ByIdentity, Prepared, Static
 from mcjax._check._flat import FlatSpec
 from mcjax._check._kinks import has_switches
 from mcjax._check._under_test import validate
-from mcjax._core._conventions import is_floating
+from mcjax._core._conventions import is_floating, standard_promotion, wider
 from mcjax._core._errors import DtypeError, ShapeError, TraceError, require_floating
 from mcjax._jacobian import Jacobian
 from mcjax._program._inspect import lowest_precision
@@ -226,7 +226,9 @@ def reference_key(p: Prepared) -> tuple[Prepared, str]:
     f = static.f
     native = signature(_structs(p.dynamic))
     precision = "float64"
-    with jax.enable_x64(True):
+    # the checker's casts, not the user's: traced under standard promotion (a float32 constant
+    # of f meets the float64 arguments the references need)
+    with jax.enable_x64(True), standard_promotion():
         for dtype in (jnp.float64, jnp.float32):
             structs = cast(dtype)
             if signature(structs) == native:  # the native trace serves
@@ -256,7 +258,7 @@ def flat_function(static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatS
         dynamic = [leaves[i] for i in static.dynamic_positions]
         traced = static.f.program(signature(dynamic)) if isinstance(static.f, Keyed) else None
         out = traced(*dynamic) if traced is not None else static.f(*new)  # the keyed trace
-        return out_spec.flatten(out, jnp.result_type(*jax.tree_util.tree_leaves(out)))
+        return out_spec.flatten(out, wider(*jax.tree_util.tree_leaves(out)))
 
     return f_flat
 

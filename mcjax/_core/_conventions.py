@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -114,6 +115,21 @@ def data_parallel_tolerance(dtype, steps: int) -> Tolerance:
     eps = float(np.finfo(np.dtype(dtype)).eps)
     bound = DATA_PARALLEL_ULPS_PER_STEP * max(int(steps), 1) * eps
     return Tolerance(rtol=bound, atol=bound)
+
+
+def wider(*values):
+    """The dtype ``values`` (arrays or dtypes) promote to by JAX's standard rules, whatever
+    ``jax_numpy_dtype_promotion`` a user has set: mcjax's own bookkeeping (the dtype a
+    Jacobian computes in, a derivative's against its function's) never fails under a strict
+    setting, which governs the user's code."""
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(*values)
+
+
+def standard_promotion():
+    """A context in which JAX promotes dtypes by its standard rules: for a library written
+    for them (optax's updates), run from code that a user may run under strict promotion."""
+    return jax.numpy_dtype_promotion("standard")
 
 
 def is_floating(x) -> bool:

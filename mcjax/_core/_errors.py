@@ -31,11 +31,15 @@ def shape_str(shape: Sequence[int]) -> str:
 class Problems:
     """Collects every problem with one call's arguments, then raises them all at once.
 
-    Example::
+    Example:
 
-        problems = Problems("affine")
-        problems.expect_ndim("W", W, 2)
-        problems.raise_if_any()
+        >>> problems = Problems("affine")
+        >>> problems.expect_ndim("W", np.ones(3), 2)
+        False
+        >>> problems.raise_if_any()
+        Traceback (most recent call last):
+        ...
+        mcjax.ShapeError: mcjax.affine: W has shape (3,) (1 dimensions); expected 2 dimensions
     """
 
     def __init__(self, function: str):

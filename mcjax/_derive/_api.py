@@ -54,13 +54,16 @@ def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = Fals
       NotImplementedError: (when called, ``strict=True``) a primitive has no structured
         rule; the message names it and the line of ``f`` it comes from.
 
-    Example::
+    Example:
 
-        def layer(W, x, b):
-            return jax.nn.relu(W @ x + b)
-
-        J = mcjax.derive(layer)(W, x, b)      # with respect to W
-        J.formula()  # 'diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b'
+        >>> def layer(W, x, b):
+        ...     return jax.nn.relu(W @ x + b)
+        >>> W, x, b = jnp.ones((8, 4)), jnp.arange(4.0), jnp.zeros(8)
+        >>> J = mcjax.derive(layer)(W, x, b)  # with respect to W
+        >>> J.formula()
+        'diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b'
+        >>> J.shape  # numerator layout: the output's shape, then W's
+        (8, 8, 4)
     """
     many = not isinstance(argnums, int)
     wrt = tuple(argnums) if many else (argnums,)

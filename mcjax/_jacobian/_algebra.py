@@ -39,6 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mcjax._core._conventions import wider
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
@@ -129,7 +130,7 @@ class Jacobian:
         if "dtype_name" in self._static:
             return jnp.dtype(getattr(self, "dtype_name"))
         leaves = jax.tree_util.tree_leaves(self)
-        return jnp.result_type(*leaves) if leaves else jnp.dtype(jnp.float32)
+        return wider(*leaves) if leaves else jnp.dtype(jnp.float32)
 
     # -- derived behaviour --------------------------------------------------------------
     @property
@@ -246,7 +247,7 @@ def derived(J: Jacobian) -> bool:
 
 
 def dtype_of(*Js: Jacobian):
-    return jnp.result_type(*(J.dtype for J in Js))
+    return wider(*(J.dtype for J in Js))
 
 
 # -- the generic functions: each structure registers its own -----------------------------------
@@ -286,7 +287,7 @@ def as_dtype(J: Jacobian, dtype) -> Jacobian:
 
 def cast_to(v: Sym, J: Jacobian) -> Sym:
     """``v`` in the dtype ``J`` computes in (the wider of the two)."""
-    return Sym(jnp.asarray(v.value).astype(jnp.result_type(v.value, J.dtype)), v.expr)
+    return Sym(jnp.asarray(v.value).astype(wider(v.value, J.dtype)), v.expr)
 
 
 def expr_pull(v: E.Expr, J: Jacobian) -> E.Expr:

@@ -103,10 +103,13 @@ class Applied(Jacobian):
         respect to that operand, the others held at ``operands`` (arrays; the one in ``slot``
         gives the shape and dtype).
 
-        Example::
+        Example:
 
-            J = mcjax.Applied.of(lambda v: jax.lax.cumsum(v, 0), jnp.zeros(3))
-            J.dense()  # the lower-triangular ones, shape (3, 3)
+            >>> J = mcjax.Applied.of(lambda v: jax.lax.cumsum(v, 0), jnp.zeros(3))
+            >>> J.dense()  # the lower-triangular ones
+            Array([[1., 0., 0.],
+                   [1., 1., 0.],
+                   [1., 1., 1.]], dtype=float32)
         """
         closed, out = jax.make_jaxpr(fn, return_shape=True)(*operands)
         (eqn,) = closed.jaxpr.eqns

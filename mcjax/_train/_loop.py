@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import CheckpointError, Problems, ShapeError, shape_str
 from mcjax._program._compile import compile_keyed
 from mcjax._train import _sharding
@@ -153,7 +154,8 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
     grads = jax.eval_shape(jax.grad(loss), params, batch, key)
     opt_state = jax.eval_shape(optimizer.init, params)
     try:
-        jax.eval_shape(optimizer.update, grads, opt_state, params)
+        with standard_promotion():  # optax is written for JAX's standard promotion
+            jax.eval_shape(optimizer.update, grads, opt_state, params)
     except Exception as error:  # noqa: BLE001 - a user's optimizer may raise anything
         raise ValueError(f"mcjax.train: the optimizer cannot update this model's parameters "
                          f"({type(error).__name__}: {error})") from error

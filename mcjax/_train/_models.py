@@ -54,16 +54,18 @@ class Model(NamedTuple):
         ``init`` and ``loss``).
       name: a short name for messages, e.g. ``"neuron"`` or ``"mlp"``.
 
-    Example::
+    Example:
 
-        def init(key):
-            return {"w": jax.random.normal(key, (3,)), "b": jnp.zeros(())}
-
-        def loss(params, batch):
-            X, y = batch
-            return jnp.mean((X @ params["w"] + params["b"] - y) ** 2)
-
-        result = mcjax.train(mcjax.Model(init, loss), (X, y), epochs=5)
+        >>> def init(key):
+        ...     return {"w": jax.random.normal(key, (3,)), "b": jnp.zeros(())}
+        >>> def loss(params, batch):
+        ...     X, y = batch
+        ...     return jnp.mean((X @ params["w"] + params["b"] - y) ** 2)
+        >>> X = jax.random.normal(jax.random.key(1), (32, 3))
+        >>> y = X @ jnp.array([1.0, -2.0, 0.5])
+        >>> result = mcjax.train(mcjax.Model(init, loss), (X, y), epochs=5)
+        >>> bool(result.history["loss"][-1] < result.history["loss"][0])
+        True
     """
 
     init: Callable[[jax.Array], Params]
@@ -120,10 +122,15 @@ def objective(model: Model, *, grad: str = "autodiff") -> Callable[..., jax.Arra
       shapes of ``params``.  ``key`` reaches the model's loss when it declares one, and is
       then required.
 
-    Example::
+    Example:
 
-        f = mcjax.objective(mcjax.neuron_model(3), grad="analytic")
-        grads = jax.grad(f)(params, (X, y))  # 2/N sum_{z_i > 0} e_i x_i^T, from the rule
+        >>> model = mcjax.neuron_model(3)
+        >>> params = model.init(jax.random.key(0))
+        >>> X, y = jnp.ones((4, 3)), jnp.zeros(4)
+        >>> f = mcjax.objective(model, grad="analytic")
+        >>> grads = jax.grad(f)(params, (X, y))  # 2/N sum_{z_i > 0} e_i x_i^T, from the rule
+        >>> jax.tree.map(jnp.shape, grads)
+        {'b': (), 'w': (3,)}
     """
     check_grad_source("objective", grad)
     check_model("objective", model, grad)

@@ -60,9 +60,13 @@ def optimizer(name: str | optax.GradientTransformation, *, learning_rate: Any = 
       ValueError: no optax optimizer has that name.
       TypeError: a hyper-parameter the optimizer does not take.
 
-    Example::
+    Example:
 
-        opt = mcjax.optimizer("momentum", learning_rate=0.05, momentum=0.9)
+        >>> opt = mcjax.optimizer("momentum", learning_rate=0.05, momentum=0.9)
+        >>> params = {"w": jnp.ones(2)}
+        >>> updates, state = opt.update({"w": jnp.ones(2)}, opt.init(params))
+        >>> updates["w"]  # -learning_rate times the gradient, on the first step
+        Array([-0.05, -0.05], dtype=float32)
     """
     if isinstance(name, optax.GradientTransformation):
         return name

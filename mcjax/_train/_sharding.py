@@ -92,10 +92,12 @@ def data_mesh(devices=None, *, function: str = "sharding.data_mesh") -> Mesh:
       ValueError: more devices asked for than there are, or a mesh without a ``"data"`` axis.
       TypeError: ``devices`` is none of the above.
 
-    Example::
+    Example:
 
-        mesh = mcjax.sharding.data_mesh(4)             # Mesh('data': 4)
-        mcjax.train(model, data, devices=mesh)
+        >>> mesh = mcjax.sharding.data_mesh(1)  # on four devices: data_mesh(4)
+        >>> dict(mesh.shape)
+        {'data': 1}
+        >>> # mcjax.train(model, data, devices=mesh) trains on it
     """
     if isinstance(devices, Mesh):
         if DATA_AXIS not in devices.axis_names:

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mcjax._core._conventions import standard_promotion
 from mcjax._train import _sharding
 from mcjax._train._models import takes_key
 
@@ -61,8 +62,10 @@ def train_step(loss: Callable, optimizer: optax.GradientTransformation) -> Calla
     def step(params, opt_state, batch, key=None):
         extra = {"key": key} if wants_key and key is not None else {}
         value, grads = jax.value_and_grad(loss)(params, batch, **extra)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, {"loss": value}
+        with standard_promotion():  # optax is written for JAX's standard promotion
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+        return params, opt_state, {"loss": value}
 
     return step
 
@@ -112,11 +115,16 @@ def make_train_step(loss: Callable, optimizer: optax.GradientTransformation, *,
     a ``key`` gets the one passed to the step (on one device; the mesh's step takes three
     arguments).
 
-    Example::
+    Example:
 
-        opt = mcjax.optimizer("adam", learning_rate=1e-3)
-        step = mcjax.steps.make_train_step(mcjax.objective(model, grad="analytic"), opt)
-        params, opt_state, metrics = step(params, opt.init(params), (X, Y))
+        >>> model = mcjax.neuron_model(3)
+        >>> params = model.init(jax.random.key(0))
+        >>> opt = mcjax.optimizer("adam", learning_rate=1e-3)
+        >>> step = mcjax.steps.make_train_step(mcjax.objective(model, grad="analytic"), opt)
+        >>> params, opt_state, metrics = step(params, opt.init(params),
+        ...                                   (jnp.ones((4, 3)), jnp.zeros(4)))
+        >>> sorted(metrics)
+        ['loss']
     """
     if mesh is None:
         return _jit(train_step(loss, optimizer))

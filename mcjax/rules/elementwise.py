@@ -11,14 +11,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._core._conventions import ABS_GRAD_AT_ZERO, MAX_TIE_SHARE
+from mcjax._core._conventions import ABS_GRAD_AT_ZERO, MAX_TIE_SHARE, wider
 from mcjax._jacobian import Diagonal, ScaledIdentity
 from mcjax._registry import Derivative, as_array, away_from_zero, normal, rule
 from mcjax.rules._common import check_same_shape, diagonal
 
 
 def _identity(x, y):
-    return ScaledIdentity(jnp.ones((), jnp.result_type(x, y)), jnp.shape(x))
+    return ScaledIdentity(jnp.ones((), wider(x, y)), jnp.shape(x))
 
 
 @rule(
@@ -97,7 +97,7 @@ def divide(x, y):
 def _max_share(a, b):
     """1 where a wins, 0 where it loses, 1/2 at a tie (the convention of jnp.maximum)."""
     return jnp.where(a > b, 1.0, jnp.where(a == b, MAX_TIE_SHARE, 0.0)).astype(
-        jnp.result_type(a, b)
+        wider(a, b)
     )
 
 

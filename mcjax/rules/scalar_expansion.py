@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mcjax._core._conventions import wider
 from mcjax._core._errors import Problems
 from mcjax._jacobian import Dense, Fill, ScaledIdentity
 from mcjax._registry import Derivative, away_from_zero, normal, rule
@@ -25,7 +26,7 @@ def _check(function: str, x, z) -> None:
 
 
 def _ones_column(x, z):
-    return Fill(jnp.ones((), jnp.result_type(x, z)), jnp.shape(x), ())
+    return Fill(jnp.ones((), wider(x, z)), jnp.shape(x), ())
 
 
 @rule(

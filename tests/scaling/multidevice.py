@@ -125,8 +125,9 @@ def test_shard_map_with_an_explicit_pmean_equals_the_jit_step():
     def local_step(params, opt_state, batch):
         value, grads = jax.value_and_grad(loss)(params, batch)
         value, grads = jax.lax.pmean((value, grads), "data")
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+        with jax.numpy_dtype_promotion("standard"):  # optax is written for standard promotion
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, value
 
     P = PartitionSpec
     explicit = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(), P("data")),
