@@ -666,7 +666,7 @@ def in_product(J: Jacobian, p) -> tuple[str, int]:
 def _(J: Composed, p):
     """The chain rule's product, with its numbers first: ``-1/8 u vᵀ``, ``2 S[4:]ᵀ``."""
     coefficient, parts = 1.0, []
-    factors = [f for f in factors_of(J) if not f.is_unit_factor()]  # identities, as reshapes
+    factors = [f for f in factors_of(J) if not f.is_unit_factor()]  # identities left out
     for f in factors:
         if isinstance(f, ScaledIdentity) and f.in_shape:
             (c,) = F.symbols_of(f)
@@ -693,6 +693,43 @@ def _(J: Composed, p):
     out = p._space().join(parts)
     return (out.replace("-" + p._space(), "-", 1) if out.startswith("-" + p._space()) else out,
             PRODUCT)
+
+
+def _scalar_divisors(e: E.Expr) -> list[E.Expr]:
+    """The one-entry divisors of ``e`` (``s`` of ``-(u / s)``)."""
+    e = E.core(e)
+    if e.op == "neg":
+        return _scalar_divisors(e.args[0])
+    if e.op == "div" and math.prod(E.core(e.args[1]).shape) == 1:
+        return [E.core(e.args[1])] + _scalar_divisors(e.args[0])
+    if e.op == "mul":
+        return _scalar_divisors(e.args[0]) + _scalar_divisors(e.args[1])
+    return []
+
+
+def _balanced(factors: list[Jacobian]) -> list[Jacobian]:
+    """An outer product ``(u / s) vᵀ`` written ``u (v / s)ᵀ`` where that makes the row a value
+    of its own (``(s / sum(u)) uᵀ`` is ``s sᵀ`` for ``s = softmax(x)``): a number may stand on
+    either side of a product of a column and a row."""
+    out = list(factors)
+    for i in range(len(out) - 1):
+        column, row = out[i], out[i + 1]
+        if column.in_shape != () or row.out_shape != () or not (
+                column.symbols and row.symbols and len(column.symbols) == len(row.symbols) == 1):
+            continue
+        (c,), (r,) = column.symbols, row.symbols
+        for divisor in _scalar_divisors(c):
+            moved = E.div(r, divisor)
+            if E.core(moved).op != "div":  # the row became a value of its own
+                out[i] = replace(column, symbols=(E.reshaped(E.mul(c, divisor), c.shape),))
+                out[i + 1] = replace(row, symbols=(E.reshaped(moved, r.shape),))
+                break
+    return out
+
+
+@F.for_printing.register
+def _(J: Composed):
+    return product_of(_balanced([F.for_printing(f) for f in factors_of(J)]))
 
 
 class Sum(Jacobian):
@@ -747,6 +784,11 @@ def _(J: Sum, v):
 def _(J: Sum, v):
     parts = [_push(t, v) for t in J.terms]
     return sum(parts[1:], parts[0])
+
+
+@F.for_printing.register
+def _(J: Sum):
+    return Sum(tuple(F.for_printing(t) for t in J.terms))
 
 
 @F.roots.register

@@ -105,6 +105,8 @@ def neg(a: Expr) -> Expr:
         return num(-a.param, a.shape)
     if a.op == "neg":
         return a.args[0]
+    if a.op == "sub":  # -(a - b) is b - a
+        return sub(a.args[1], a.args[0])
     if a.op == "mul" and a.args[0].op == "num":
         return mul(num(-a.args[0].param), a.args[1])
     return Expr("neg", (a,), None, a.shape)
@@ -113,9 +115,9 @@ def neg(a: Expr) -> Expr:
 def add(a: Expr, b: Expr) -> Expr:
     shape = _broadcast(a.shape, b.shape)
     a, b = _scalar(a), _scalar(b)
-    if _is(a, 0.0) and a.shape == ():
+    if _is(a, 0.0) and b.shape == shape:
         return _reshaped(b, shape)
-    if _is(b, 0.0) and b.shape == ():
+    if _is(b, 0.0) and a.shape == shape:
         return _reshaped(a, shape)
     if a.op == "num" and b.op == "num":
         return num(a.param + b.param, shape)
@@ -181,6 +183,9 @@ def mul(a: Expr, b: Expr) -> Expr:
         return neg(mul(a.args[0], b))
     if b.op == "neg":
         return neg(mul(a, b.args[0]))
+    for x, y in ((a, b), (b, a)):  # (u / s) s is u
+        if core(x).op == "div" and core(core(x).args[1]) == core(y):
+            return _reshaped(core(x).args[0], shape)
     if b.op == "mul" and b.args[0].op == "num":  # x (2 y) -> 2 (x y)
         return mul(b.args[0], mul(a, b.args[1]))
     if a == b:
@@ -205,7 +210,50 @@ def div(a: Expr, b: Expr) -> Expr:
         return neg(div(num(-a.param, a.shape), b))
     if a.op == "neg":
         return neg(div(a.args[0], b))
+    if core(a).op == "div":  # (u / v) / w is u / (v w): x / z / z is x / z^2
+        return _reshaped(div(core(a).args[0], mul(core(a).args[1], b)), shape)
+    cancelled = _cancel(a, b)
+    if cancelled is not None:  # sigmoid(z) u x / sigmoid(z) is u x
+        return _reshaped(cancelled, shape)
+    softmax = _softmax(a, b)
+    if softmax is not None:  # exp(x - c) / sum(exp(x - c)), whatever the shift c
+        return _reshaped(softmax, shape)
     return Expr("div", (a, b), None, shape)
+
+
+def _factors(e: Expr) -> list[Expr]:
+    """The factors of a product ``a b c`` (one for anything else)."""
+    e = core(e)
+    return _factors(e.args[0]) + _factors(e.args[1]) if e.op == "mul" else [e]
+
+
+def _cancel(a: Expr, b: Expr) -> Expr | None:
+    """``a / b`` with a factor ``b`` of ``a`` cancelled, or None."""
+    factors = _factors(a)
+    if len(factors) < 2 or core(b) not in factors:
+        return None
+    factors.remove(core(b))
+    product = factors[0]
+    for f in factors[1:]:
+        product = mul(product, f)
+    return product
+
+
+def _softmax(a: Expr, b: Expr) -> Expr | None:
+    """``softmax(x)`` if ``a / b`` is ``exp(x - c) / sum(exp(x - c))`` (the shift ``c``, a max
+    under ``stop_gradient`` in ``jax.nn.softmax``, leaves no trace on the value)."""
+    a, b = core(a), core(b)
+    if not (a.op == "call" and a.param == "exp" and b.op == "sum" and core(b.args[0]) == a):
+        return None
+    axes = b.param
+    x = core(a.args[0])
+    if x.op == "sub":  # a shift that is constant along the summed axes leaves no trace
+        shift = core(x.args[1]).shape
+        if shift == () or (len(shift) == len(x.shape) and all(shift[i] == 1 for i in axes)):
+            x = x.args[0]
+    name = "softmax" if len(axes) == len(a.shape) or axes == (len(a.shape) - 1,) else \
+        f"softmax_{{{','.join(map(str, axes))}}}"
+    return Expr("call", (x,), name, a.shape, True, "s")
 
 
 def power(a: Expr, exponent: float) -> Expr:
@@ -217,6 +265,8 @@ def power(a: Expr, exponent: float) -> Expr:
         return num(a.param**exponent, a.shape)
     if a.op == "pow":
         return power(a.args[0], a.param * exponent)
+    if a.op == "call" and a.param == "sqrt" and exponent == 2.0:  # sqrt(v)² is v
+        return a.args[0]
     return Expr("pow", (a,), float(exponent), a.shape)
 
 
@@ -235,8 +285,19 @@ def call(name: str, *args: Expr, shape=None) -> Expr:
 
 
 def compare(op: str, a: Expr, b: Expr) -> Expr:
-    """``a op b`` with op one of ``> < >= <= == !=`` (a boolean)."""
-    return Expr("cmp", (a, b), op, _broadcast(a.shape, b.shape))
+    """``a op b`` with op one of ``> < >= <= == !=`` (a boolean); ``k == (0, 1, ...)`` is the
+    one-hot vector ``e_k``."""
+    shape = _broadcast(a.shape, b.shape)
+    if core(a).op == "num" and core(b).op == "num":  # 4 > 0: known
+        truth = {">": float.__gt__, "<": float.__lt__, ">=": float.__ge__, "<=": float.__le__,
+                 "==": float.__eq__, "!=": float.__ne__}[op](core(a).param, core(b).param)
+        return Expr("truth", (), bool(truth), shape)
+    if op == "==":
+        for k, indices in ((a, b), (b, a)):
+            if core(indices).op == "iota":
+                axis, size = core(indices).param
+                return Expr("onehot", (core(k),), (axis, size), shape)
+    return Expr("cmp", (a, b), op, shape)
 
 
 _NEGATED = {">": "<=", "<": ">=", ">=": "<", "<=": ">", "==": "!=", "!=": "=="}
@@ -251,7 +312,11 @@ def logical_not(a: Expr) -> Expr:
 
 
 def indicator(condition: Expr) -> Expr:
-    """$\\mathbb{1}[c]$: 1 where the condition holds, else 0."""
+    """$\\mathbb{1}[c]$: 1 where the condition holds, else 0 (a one-hot is its own)."""
+    if core(condition).op == "onehot":
+        return condition
+    if core(condition).op == "truth":
+        return num(1.0 if core(condition).param else 0.0, condition.shape)
     return Expr("ind", (condition,), None, condition.shape)
 
 
@@ -308,6 +373,10 @@ def total(a: Expr, axes: tuple[int, ...], shape) -> Expr:
     """The sum of ``a`` over ``axes`` (all of them: ``sum(a)``); numbers factor out."""
     if not axes:
         return _reshaped(a, shape)
+    if a.op == "onehot" and a.param[0] in axes:  # sum(e_k) is 1
+        return num(1.0, shape)
+    if _centred(a, axes):  # sum(x - mean(x)) is 0
+        return num(0.0, shape)
     if a.op == "neg":
         return neg(total(a.args[0], axes, shape))
     if a.op == "mul" and a.args[0].op == "num" and a.args[0].shape == ():
@@ -315,12 +384,39 @@ def total(a: Expr, axes: tuple[int, ...], shape) -> Expr:
     return Expr("sum", (a,), tuple(axes), tuple(shape))
 
 
+def _centred(a: Expr, axes) -> bool:
+    """Whether ``a`` is ``x - sum(x, axes) / n`` over the same axes (its sum is 0)."""
+    a = core(a)
+    if a.op != "sub":
+        return False
+    x, mean = core(a.args[0]), core(a.args[1])
+    if mean.op != "div" or core(mean.args[1]).op != "num":
+        return False
+    total_ = core(mean.args[0])
+    n = math.prod(x.shape[i] for i in axes) if all(i < len(x.shape) for i in axes) else -1
+    return (total_.op == "sum" and core(total_.args[0]) == x and tuple(total_.param) == tuple(axes)
+            and core(mean.args[1]).param == n)
+
+
 def where(cond: Expr, yes: Expr, no: Expr) -> Expr:
+    c = core(cond)
+    if c.op == "truth":
+        return yes if c.param else no
+    if c.op == "cmp" and c.param == "<" and _is(c.args[1], 0.0) and core(no) == core(c.args[0]) \
+            and core(yes).op == "add" and core(core(yes).args[0]) == core(no):
+        return no  # where(i < 0, i + n, i): an index read from the end, as written
     return Expr("where", (cond, yes, no), None, _broadcast(cond.shape, yes.shape, no.shape))
+
+
+def iota(size: int, axis: int, shape) -> Expr:
+    """The indices ``0, 1, ..., size - 1`` along ``axis``."""
+    return Expr("iota", (), (axis, size), tuple(shape))
 
 
 def vecmat(v: Expr, m: Expr, shape) -> Expr:
     """``Mᵀ v`` as a value; written as the row ``vᵀ M`` when it is a gradient."""
+    if math.prod(core(m).shape) == 1 or math.prod(core(v).shape) == 1:  # a number: a product
+        return _reshaped(mul(v, m), shape)
     if v.op == "neg":
         return neg(vecmat(v.args[0], m, shape))
     if v.op == "mul" and v.args[0].op == "num" and v.args[0].shape == ():

@@ -36,6 +36,13 @@ def roots(J) -> list[E.Expr]:
 
 
 @functools.singledispatch
+def for_printing(J):
+    """``J`` as it is printed: the same map with its expressions in their simplest written
+    form (a product or a sum registers how; a single structure prints as it is)."""
+    return J
+
+
+@functools.singledispatch
 def write(J, p: Printer) -> tuple[str, int]:
     """``(text, precedence)`` of ``J`` in the paper's notation; each class registers its own."""
     return (f"J_{{\\mathrm{{{J.kind}}}}}" if p.latex else f"J_{J.kind}"), ATOM
@@ -43,9 +50,11 @@ def write(J, p: Printer) -> tuple[str, int]:
 
 def formula(J, latex: bool = False) -> str:
     """``J`` in the paper's notation (text or LaTeX), with its named sub-expressions defined."""
+    J = for_printing(J)
     names, order = choose_names(roots(J))
-    text = write(J, Printer(latex, names))[0]
-    where = definitions(names, order, latex)
+    printer = Printer(latex, names)
+    text = write(J, printer)[0]
+    where = definitions(names, order, latex, printer.used)
     joiner = r",\quad " if latex else ", "
     return joiner.join([text, *where])
 

@@ -14,6 +14,8 @@ import math
 from collections import Counter
 from fractions import Fraction
 
+import numpy as np
+
 from mcjax._jacobian._expr import Expr, core, nodes
 
 ATOM, POSTFIX, UNARY, PRODUCT, SUM, COMPARE = 100, 90, 70, 60, 50, 40
@@ -28,19 +30,72 @@ _LATEX_CALL = {"exp": r"\exp", "log": r"\log", "sin": r"\sin", "cos": r"\cos", "
 POOL = ("u", "v", "s", "t", "p", "q", "r", "g", "h", "k", "c", "d")
 
 
+def _escaped(name: str) -> str:
+    """A name as LaTeX text: ``_`` and other specials escaped (``stop\\_gradient``), a
+    derivative's ``∂`` as ``\\partial``."""
+    for char, tex in (("\\", r"\textbackslash "), ("_", r"\_"), ("#", r"\#"), ("%", r"\%"),
+                      ("&", r"\&"), ("∂", r"\partial "), ("'", "'")):
+        name = name.replace(char, tex)
+    return name
+
+
+# constants a formula names rather than spells: (value, text, LaTeX)
+KNOWN_CONSTANTS = (
+    (math.pi, "π", r"\pi"), (math.e, "e", "e"), (math.sqrt(2), "√2", r"\sqrt{2}"),
+    (1 / math.sqrt(2), "1/√2", r"\frac{1}{\sqrt{2}}"),
+    (math.sqrt(2 / math.pi), "√(2/π)", r"\sqrt{2/\pi}"),
+    (1 / math.sqrt(2 * math.pi), "1/√(2π)", r"\frac{1}{\sqrt{2\pi}}"),
+    (2 / math.sqrt(math.pi), "2/√π", r"\frac{2}{\sqrt{\pi}}"),
+    (math.sqrt(math.pi), "√π", r"\sqrt{\pi}"), (math.log(2), "ln 2", r"\ln 2"),
+    (1 / math.log(2), "1/ln 2", r"\frac{1}{\ln 2}"), (math.log(10), "ln 10", r"\ln 10"),
+)
+
+
+def _same_number(value: float, exact: float) -> bool:
+    """Whether ``value`` is ``exact`` as float64 holds it, or as float32 does (a constant of
+    a float32 program)."""
+    return value == exact or value == float(np.float32(exact))
+
+
+def _within_float32_ulp(value: float, short: str) -> bool:
+    """Whether the short decimal ``short`` is within one float32 unit of ``value``."""
+    return abs(float(short) - value) <= float(np.spacing(np.float32(value)))
+
+
 def number_text(value: float, latex: bool) -> str:
-    """``2``, ``1/2``, ``0.01``: a number as a person writes it."""
+    """``2``, ``1/32``, ``√(2/π)``, ``0.044715``: a number as a person writes it.
+
+    Integers and exact ratios with a small or power-of-two denominator are written exactly, a
+    few constants by name, anything else at the precision it has: the shortest decimal that reads back as
+    the same float32 (a float32 constant) or float64 number, never cut short.
+    """
     if not math.isfinite(value):
         return ("-" if value < 0 else "") + ("\\infty" if latex else "∞") if value == value \
             else "nan"
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
-    fraction = Fraction(value).limit_denominator(16)
-    if abs(float(fraction) - value) < 1e-12 * max(1.0, abs(value)):
-        sign = "-" if fraction < 0 else ""
-        p, q = abs(fraction.numerator), fraction.denominator
+    sign = "-" if value < 0 else ""
+    magnitude = abs(value)
+    fraction = Fraction(magnitude).limit_denominator(1024)
+    p, q = fraction.numerator, fraction.denominator
+    # a ratio with a small or a power-of-two denominator (1/3, 1/32); a decimal one (1/100)
+    # reads better as the decimal
+    if _same_number(magnitude, p / q) and (q <= 16 or q & (q - 1) == 0):
         return f"{sign}\\frac{{{p}}}{{{q}}}" if latex else f"{sign}{p}/{q}"
-    return f"{value:.4g}"
+    for exact, text, tex in KNOWN_CONSTANTS:
+        if _same_number(magnitude, exact):
+            return sign + (tex if latex else text)
+    single = np.float32(magnitude)
+    digits = (np.format_float_positional(single, unique=True, trim="-")
+              if float(single) == magnitude else repr(magnitude))
+    short = f"{magnitude:.7g}"
+    if len(digits.replace(".", "").lstrip("0")) > 12 and _within_float32_ulp(magnitude, short):
+        digits = short  # float32 constants combined in float64: the digits they had
+    if "e" in digits and latex:
+        mantissa, exponent = digits.split("e")
+        power = f"10^{{{int(exponent)}}}"
+        return sign + (power if mantissa == "1" else f"{mantissa} \\cdot {power}")
+    return sign + digits
 
 
 class Printer:
@@ -49,6 +104,7 @@ class Printer:
     def __init__(self, latex: bool, names: dict[Expr, tuple[str, str]] | None = None):
         self.latex = latex
         self.names = names or {}
+        self.used: set[Expr] = set()  # the named expressions written by name
 
     # -- entry points ---------------------------------------------------------------------
     def __call__(self, e: Expr, context: int = 0) -> str:
@@ -56,9 +112,12 @@ class Printer:
         return f"({text})" if prec < context else text
 
     def write(self, e: Expr) -> tuple[str, int]:
-        """``(text, precedence)`` of ``e``, using the name of a named expression."""
-        if e in self.names:
-            return self.names[e][self.latex], ATOM
+        """``(text, precedence)`` of ``e``, using the name of a named expression (reshaped or
+        not: a name stands for the entries)."""
+        for key in (e, core(e)):
+            if key in self.names:
+                self.used.add(key)
+                return self.names[key][self.latex], ATOM
         return getattr(self, "_" + e.op, self._unknown)(e)
 
     def row(self, e: Expr) -> str:
@@ -106,8 +165,9 @@ class Printer:
         a, b = e.args
         hadamard = all(core(x).shape != () and core(x).op != "num" for x in (a, b))
         if hadamard:
-            op = r" \odot " if self.latex else " ⊙ "
-            return f"{self(a, PRODUCT)}{op}{self(b, PRODUCT + 1)}", PRODUCT
+            op = r" \odot " if self.latex else " ⊙ "  # associative: x ⊙ a ⊙ (1 - a)
+            right = PRODUCT if core(b).op == "mul" and self._is_hadamard(core(b)) else PRODUCT + 1
+            return f"{self(a, PRODUCT)}{op}{self(b, right)}", PRODUCT
         # a product of scalars and one array reads left to right without parentheses
         right = PRODUCT if core(b).op == "mul" and not self._is_hadamard(core(b)) else PRODUCT + 1
         return f"{self(a, PRODUCT)}{self._space()}{self(b, right)}", PRODUCT
@@ -138,12 +198,12 @@ class Printer:
     def _call(self, e):
         name = e.param
         if not e.args:
-            return (f"\\mathrm{{{name}}}" if self.latex else name), ATOM
+            return (f"\\mathrm{{{_escaped(name)}}}" if self.latex else name), ATOM
         if self.latex and name == "sqrt":
             return f"\\sqrt{{{self(e.args[0])}}}", ATOM
         args = ", ".join(self(a) for a in e.args)
         if self.latex:
-            head = _LATEX_CALL.get(name, f"\\operatorname{{{name}}}")
+            head = _LATEX_CALL.get(name, f"\\operatorname{{{_escaped(name)}}}")
             return f"{head}({args})", ATOM
         return f"{name}({args})", ATOM
 
@@ -158,6 +218,24 @@ class Printer:
     def _ind(self, e):
         head = r"\mathbb{1}" if self.latex else "1"
         return f"{head}[{self(e.args[0])}]", ATOM
+
+    def _iota(self, e):
+        axis, size = e.param
+        if self.latex:
+            return rf"(0, 1, \ldots, {size - 1})", ATOM
+        return f"(0, 1, …, {size - 1})", ATOM
+
+    def _truth(self, e):
+        return ("true" if e.param else "false"), ATOM
+
+    def _onehot(self, e):
+        label = core(e.args[0])
+        k = number_text(label.param, self.latex) if label.op == "num" else self(label, ATOM)
+        return (rf"\mathbf{{e}}_{{{k}}}" if self.latex else f"e_{k}"), ATOM
+
+    def _const(self, e):  # a small array written into f: its entries
+        entries = ", ".join(number_text(float(v), self.latex) for v in e.param)
+        return f"[{entries}]", ATOM
 
     def _where(self, e):
         return self._call(Expr("call", e.args, "where", e.shape))
@@ -251,7 +329,8 @@ def _worth_a_name(e: Expr, hint: str | None, uses: int, parent_hints: set, lengt
         return False
     if hint == "z":  # W x + b is z, but W x inside it is not
         return not (uses == 1 and parent_hints == {"z"})
-    return (uses >= 2 and length > 10) or length > 32
+    # a short call, sigmoid(x), is named where it recurs three times: diag(s) - s sᵀ
+    return (uses >= 2 and length > 12) or (uses >= 3 and length > 8) or length > 32
 
 
 def choose_names(roots: list[Expr]) -> tuple[dict[Expr, tuple[str, str]], list[Expr]]:
@@ -309,13 +388,19 @@ def _postorder(roots: list[Expr]) -> list[Expr]:
     return out
 
 
-def definitions(names: dict, order: list[Expr], latex: bool) -> list[str]:
-    """``z = W x + b`` for each named expression, innermost first."""
-    out = []
+def definitions(names: dict, order: list[Expr], latex: bool, used: set | None = None) -> list[str]:
+    """``z = W x + b`` for each named expression, innermost first (with ``used``: only the
+    names the formula uses, directly or through another definition)."""
+    bodies, needs = {}, {}
     for e in order:
-        body = Printer(latex, {k: v for k, v in names.items() if k != e}).write(e)[0]
-        out.append(f"{names[e][latex]} = {body}")
-    return out
+        printer = Printer(latex, {k: v for k, v in names.items() if k != e})
+        bodies[e] = printer.write(e)[0]
+        needs[e] = printer.used
+    wanted = set(order) if used is None else set(used)
+    for e in reversed(order):  # a definition's own names come before it
+        if e in wanted:
+            wanted |= needs[e]
+    return [f"{names[e][latex]} = {bodies[e]}" for e in order if e in wanted]
 
 
 def index_text(start, limit, strides, shape) -> tuple[str, str]:

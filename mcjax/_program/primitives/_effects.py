@@ -41,8 +41,10 @@ for _name in ("get", "swap", "addupdate", "new_ref", "empty_ref", "free_ref", "f
               "log_extend", "log_read"):
     register(_name, "state", behaviour="none", fallback="mutable state: JAX's linear map")
 for _name in ("random_bits", "random_fold_in", "random_seed", "random_split", "random_unwrap",
-              "random_wrap", "bitcast_convert_type", "iota"):
+              "random_wrap", "bitcast_convert_type"):
     register(_name, "random", behaviour="integer", rounding="exact")
+register("iota", "shape", behaviour="integer", rounding="exact",
+         expr=lambda a, s, p: E.iota(s[p["dimension"]], p["dimension"], s))
 register("random_gamma", "random",
          jacobian=lambda e: {1: local(e, 1, jax_partial(e, 1, E.call("∂gamma/∂a", e.ins[1].expr)))}
          if 1 in e.active else {})

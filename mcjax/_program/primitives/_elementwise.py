@@ -185,7 +185,9 @@ binary("sub", lambda x, y, o, e: 1, lambda x, y, o, e: -1,
 binary("mul", lambda x, y, o, e: y, lambda x, y, o, e: x, lambda a, s, p: E.mul(*a),
        rounding="bilinear",
        slips=Slips(terms=("product", ("the first factor", "the second factor"))))
-binary("div", lambda x, y, o, e: 1 / y, lambda x, y, o, e: -x / y**2, lambda a, s, p: E.div(*a),
+binary("div", lambda x, y, o, e: 1 / y,
+       lambda x, y, o, e: S.labelled((-x / y**2).value, E.neg(E.div(o.expr, y.expr))),  # -(x/y)/y
+       lambda a, s, p: E.div(*a),
        slips=Slips(terms=("quotient", ("the numerator", "the denominator"))))
 binary("atan2", lambda x, y, o, e: y / (x**2 + y**2), lambda x, y, o, e: -x / (x**2 + y**2),
        lambda a, s, p: E.call("atan2", *a))

@@ -146,6 +146,7 @@ for _name in ("sign", "floor", "ceil", "round"):
     register(_name, "comparison and logic", jacobian=lambda e: {}, behaviour="piecewise constant",
              switch=_steps_switch, rounding="exact")
 register("stop_gradient", "comparison and logic", jacobian=lambda e: {},
+         expr=lambda a, s, p: a[0],  # its value is its operand's
          behaviour="piecewise constant", rounding="exact")
 
 
