@@ -23,6 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mcjax._derive._names import written
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._algebra import add, compose, scale
@@ -46,12 +47,12 @@ class Derivation(Interpreter[Operand]):
         self.strict = strict
 
     def literal(self, value) -> Operand:
-        return Operand(value, _written(value))
+        return Operand(value, written(value))
 
     def constant(self, value) -> Operand:
         if isinstance(value, Operand):  # f's own constants, named by the caller
             return value
-        return Operand(value, _written(value))
+        return Operand(value, written(value))
 
     def custom(self, eqn, ins: list[Operand]) -> list[Operand]:
         """A custom rule: by name where the table knows it; a ``custom_jvp`` rule otherwise
@@ -226,16 +227,6 @@ class Derivation(Interpreter[Operand]):
                 return carry
             carry = self.run(body.jaxpr, body.consts, body_consts + carry)
         return None
-
-
-def _written(value) -> E.Expr:
-    """A constant written into the program as a formula writes it: a number, a few entries,
-    or ``C``."""
-    if jnp.ndim(value) == 0 and concrete(value):
-        return E.num(float(value))
-    if jnp.size(value) <= 4 and concrete(value):
-        return E.Expr("const", (), tuple(float(v) for v in jnp.ravel(value)), jnp.shape(value))
-    return E.arg("C", "C", jnp.shape(value))
 
 
 def _chain(partials: dict, ins: list[Operand]) -> dict:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from mcjax._jacobian import _expr as E
+from mcjax._program.primitives._linear import concrete
 
 _SUBSCRIPT = str.maketrans("0123456789,", "₀₁₂₃₄₅₆₇₈₉,")
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda", "mu", "nu",
@@ -99,6 +100,19 @@ def constant_exprs(f, consts: list) -> list[E.Expr]:
         pass
     exprs = []
     for i, c in enumerate(consts):
+        if id(c) not in known and jnp.size(c) <= 4:  # a label, a few weights: their entries
+            exprs.append(written(c))
+            continue
         name = known.get(id(c)) or ("C" if len(consts) == 1 else f"C{i + 1}")
-        exprs.append(E.arg(name, latex_name(name, jnp.ndim(c)), jnp.shape(c)))
+        exprs.append(E.constant(name, latex_name(name, jnp.ndim(c)), jnp.shape(c)))
     return exprs
+
+
+def written(value) -> E.Expr:
+    """A constant written into the program as a formula writes it: a number, a few entries,
+    or ``C``."""
+    if jnp.ndim(value) == 0 and concrete(value):
+        return E.num(float(value))
+    if jnp.size(value) <= 4 and concrete(value):
+        return E.Expr("const", (), tuple(float(v) for v in jnp.ravel(value)), jnp.shape(value))
+    return E.constant("C", "C", jnp.shape(value))

@@ -38,6 +38,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mcjax._core._conventions import wider
 from mcjax._core._errors import ShapeError, shape_str
@@ -74,6 +75,10 @@ class Jacobian:
     symbols: tuple | None
     """What each stored array stands for, as expressions (set by :func:`mcjax.derive`, which
     prints them in :meth:`formula`); ``None`` for a Jacobian built by hand."""
+
+    symbols_are_values: bool = True
+    """Whether each symbol is the value of its array (so that the formula can be evaluated
+    and compared with what is held); a selection's symbol names its index instead."""
 
     _arrays: tuple[str, ...] = ()
     _static: tuple[str, ...] = ()
@@ -291,8 +296,32 @@ def cast_to(v: Sym, J: Jacobian) -> Sym:
 
 
 def expr_pull(v: E.Expr, J: Jacobian) -> E.Expr:
-    """``vᵀ J`` written as such (``1ᵀ S[1:3]``), for a structure without a shorter form."""
+    """``vᵀ J`` written as such (``1ᵀ S[1:3]``), for a structure without a shorter form; a
+    number through the pick of one entry ``k`` of a vector is ``v e_k``."""
+    k = _picked_entry(J) if math.prod(v.shape) == 1 else None
+    if k is not None:
+        n = J.in_shape[0]
+        return E.mul(E.reshaped(v, ()), E.onehot(E.num(float(k)), n, (n,)))
     return E.Expr("pull", (v,), (F.formula(J), F.formula(J, latex=True)), tuple(J.in_shape))
+
+
+def _picked_entry(J: Jacobian) -> int | None:
+    r"""``k`` where ``J`` is the row $\mathbf{e}_k^\top$ whatever the argument: one entry of a
+    vector picked by a slice, or by an index that is a constant of the program (a label)."""
+    if math.prod(J.out_shape) != 1 or len(J.in_shape) != 1 or _reads_argument(J):
+        return None
+    try:
+        row = np.asarray(J.vjp(jnp.ones(J.out_shape, J.dtype)))
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None  # under a trace: no value to read
+    nonzero = np.flatnonzero(row)
+    return int(nonzero[0]) if len(nonzero) == 1 and row[nonzero[0]] == 1 else None
+
+
+def _reads_argument(J: Jacobian) -> bool:
+    """Whether ``J``'s formula depends on f's arguments (an index computed from ``x``)."""
+    return any(E.reads_argument(e) for e in (J.symbols or ()) if isinstance(e, E.Expr)) or any(
+        _reads_argument(c) for c in J.children())
 
 
 @functools.singledispatch
@@ -668,11 +697,11 @@ def _(J: Composed, p):
     coefficient, parts = 1.0, []
     factors = [f for f in factors_of(J) if not f.is_unit_factor()]  # identities left out
     for f in factors:
+        if isinstance(f, ScaledIdentity) and E.core(F.symbols_of(f)[0]).op == "num":
+            coefficient *= E.core(F.symbols_of(f)[0]).param
+            continue
         if isinstance(f, ScaledIdentity) and f.in_shape:
             (c,) = F.symbols_of(f)
-            if E.core(c).op == "num":
-                coefficient *= E.core(c).param
-                continue
             text, prec = p.write(c)
         else:
             c, f = number_out(f)
@@ -707,7 +736,7 @@ def _scalar_divisors(e: E.Expr) -> list[E.Expr]:
     return []
 
 
-def _balanced(factors: list[Jacobian]) -> list[Jacobian]:
+def balanced(factors: list[Jacobian]) -> list[Jacobian]:
     """An outer product ``(u / s) vᵀ`` written ``u (v / s)ᵀ`` where that makes the row a value
     of its own (``(s / sum(u)) uᵀ`` is ``s sᵀ`` for ``s = softmax(x)``): a number may stand on
     either side of a product of a column and a row."""
@@ -727,9 +756,6 @@ def _balanced(factors: list[Jacobian]) -> list[Jacobian]:
     return out
 
 
-@F.for_printing.register
-def _(J: Composed):
-    return product_of(_balanced([F.for_printing(f) for f in factors_of(J)]))
 
 
 class Sum(Jacobian):
@@ -786,9 +812,6 @@ def _(J: Sum, v):
     return sum(parts[1:], parts[0])
 
 
-@F.for_printing.register
-def _(J: Sum):
-    return Sum(tuple(F.for_printing(t) for t in J.terms))
 
 
 @F.roots.register

@@ -14,6 +14,7 @@ value.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +58,27 @@ class Expr:
 
 # -- leaves ----------------------------------------------------------------------------------
 def arg(text: str, latex: str, shape=()) -> Expr:
-    """An argument of ``f`` (or a constant it closes over), named ``text`` / ``latex``."""
+    """An argument of ``f``, named ``text`` / ``latex``."""
     return Expr("arg", (), (text, latex), tuple(shape))
+
+
+def constant(text: str, latex: str, shape=()) -> Expr:
+    """An array ``f`` closes over, named ``text`` / ``latex`` (written as an argument is, but
+    no function of ``f``'s arguments)."""
+    return Expr("arg", (), (text, latex, "constant"), tuple(shape))
+
+
+def reads_argument(e: Expr) -> bool:
+    """Whether ``e`` depends on an argument of ``f`` (not only on numbers and constants)."""
+    stack, seen = [e], set()
+    while stack:
+        node = stack.pop()
+        if node.op == "arg" and len(node.param) == 2:
+            return True
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node.args)
+    return False
 
 
 def num(value: float, shape=()) -> Expr:
@@ -109,6 +129,8 @@ def neg(a: Expr) -> Expr:
         return sub(a.args[1], a.args[0])
     if a.op == "mul" and a.args[0].op == "num":
         return mul(num(-a.args[0].param), a.args[1])
+    if a.op == "mul" and core(a.args[0]).op == "sub":  # -(y - s) x is (s - y) x
+        return mul(neg(a.args[0]), a.args[1])
     return Expr("neg", (a,), None, a.shape)
 
 
@@ -123,6 +145,8 @@ def add(a: Expr, b: Expr) -> Expr:
         return num(a.param + b.param, shape)
     if b.op == "neg":
         return sub(a, b.args[0])
+    if a.op == "neg" and b.op != "num":  # -e_1 + s is s - e_1
+        return sub(b, a.args[0])
     if b.op == "num" and b.param < 0:
         return sub(a, num(-b.param, b.shape))
     c = core(b)
@@ -132,6 +156,12 @@ def add(a: Expr, b: Expr) -> Expr:
     cb, tb = coefficient(b)
     if ta == tb:  # like terms: x + 2 x is 3 x
         return _reshaped(mul(num(ca + cb), ta), shape)
+    collected = _collected(a, b, 1.0, shape)
+    if collected is not None:
+        return collected
+    factored = _factored(a, b, add, shape)
+    if factored is not None:
+        return factored
     return Expr("add", (a, b), None, shape)
 
 
@@ -157,7 +187,141 @@ def sub(a: Expr, b: Expr) -> Expr:
         return num(a.param - b.param, shape)
     if b.op == "neg":
         return add(a, b.args[0])
+    collected = _collected(a, b, -1.0, shape)
+    if collected is not None:
+        return collected
+    factored = _factored(a, b, sub, shape)
+    if factored is not None:
+        return factored
     return Expr("sub", (a, b), None, shape)
+
+
+# -- like terms, collected where expanding products cancels some ----------------------------------
+_MAX_TERMS = 12
+
+
+def _collected(a: Expr, b: Expr, sign: float, shape) -> Expr | None:
+    """``a + sign b`` with its products expanded and like terms collected, where some cancel:
+    ``(1 - y) σ(z) x - y (1 - σ(z)) x`` is ``(σ(z) - y) x``.  None where nothing cancels (the
+    sum as written is kept) or the expansion would pass ``_MAX_TERMS`` terms."""
+    if not (_distributes(a) or _distributes(b)):
+        return None
+    terms_a, terms_b = _expanded(a), _expanded(b)
+    if terms_a is None or terms_b is None:
+        return None
+    terms = terms_a + [(sign * c, f) for c, f in terms_b]
+    if len(terms) > _MAX_TERMS:
+        return None
+    collected: dict = {}
+    for c, factors in terms:
+        key = frozenset(Counter(factors).items())
+        previous = collected.get(key, (0.0, factors))
+        collected[key] = (previous[0] + c, previous[1])
+    kept = [(c, f) for c, f in collected.values() if c != 0.0]
+    if len(kept) >= len(terms):
+        return None
+    if not kept:
+        return num(0.0, shape)
+    common = Counter(kept[0][1])
+    for _, f in kept[1:]:
+        common &= Counter(f)
+    common_factors = []
+    for f in kept[0][1]:
+        if common[f] > 0:
+            common[f] -= 1
+            common_factors.append(f)
+    result = None
+    for c, factors in kept:
+        rest = Counter(factors)
+        rest.subtract(common_factors)
+        term = num(c)
+        for f in factors:
+            if rest[f] > 0:
+                rest[f] -= 1
+                term = mul(term, f)
+        result = term if result is None else add(result, term)
+    assert result is not None
+    for f in common_factors:
+        result = mul(result, f)
+    return _reshaped(result, shape)
+
+
+def _factored(a: Expr, b: Expr, combine, shape) -> Expr | None:
+    """``(p ± q) f`` for ``p f ± q f``: the factors two products share, taken out."""
+    fa, fb = _factors(a), _factors(b)
+    if len(fa) < 2 or len(fb) < 2:
+        return None
+    rest_b = Counter(fb)
+    common = []
+    for f in fa:
+        if f.op != "num" and rest_b[f] > 0:
+            rest_b[f] -= 1
+            common.append(f)
+    if not common or len(common) == len(fa) or len(common) == len(fb):
+        return None
+    taken = Counter(common)
+    rest_a = []
+    for f in fa:
+        if taken[f] > 0:
+            taken[f] -= 1
+        else:
+            rest_a.append(f)
+    rest = []
+    for f in fb:
+        if rest_b[f] > 0:
+            rest_b[f] -= 1
+            rest.append(f)
+    return _reshaped(mul(combine(_product(rest_a), _product(rest)), _product(common)), shape)
+
+
+def _product(factors: list[Expr]) -> Expr:
+    out = factors[0]
+    for f in factors[1:]:
+        out = mul(out, f)
+    return out
+
+
+def _distributes(e: Expr) -> bool:
+    """Whether ``e`` holds a product with a sum for a factor (one expansion could cancel)."""
+    e = core(e)
+    if e.op == "mul":
+        return any(core(x).op in ("add", "sub") or _distributes(x)
+                   for x in e.args) or _sigmoid_of_negative(e.args[0]) or \
+            _sigmoid_of_negative(e.args[1])
+    if e.op in ("add", "sub", "neg"):
+        return any(_distributes(x) for x in e.args)
+    return False
+
+
+def _sigmoid_of_negative(e: Expr) -> bool:
+    e = core(e)
+    return e.op == "call" and e.param == "sigmoid" and core(e.args[0]).op == "neg"
+
+
+def _expanded(e: Expr) -> list[tuple[float, tuple[Expr, ...]]] | None:
+    """``e`` as a sum of monomials ``(c, factors)``; ``σ(-z)`` is ``1 - σ(z)``."""
+    e = core(e)
+    if e.op == "num" and e.shape == ():
+        return [(e.param, ())]
+    if _sigmoid_of_negative(e):
+        inner = core(e.args[0]).args[0]
+        return [(1.0, ()), (-1.0, (call("sigmoid", inner, shape=e.shape),))]
+    if e.op not in ("add", "sub", "neg", "mul"):
+        return [(1.0, (e,))]
+    parts = []
+    for x in e.args:
+        part = _expanded(x)
+        if part is None:
+            return None
+        parts.append(part)
+    if e.op == "neg":
+        return [(-c, f) for c, f in parts[0]]
+    if e.op in ("add", "sub"):
+        sign = 1.0 if e.op == "add" else -1.0
+        out = parts[0] + [(sign * c, f) for c, f in parts[1]]
+    else:
+        out = [(ca * cb, fa + fb) for ca, fa in parts[0] for cb, fb in parts[1]]
+    return out if len(out) <= _MAX_TERMS else None
 
 
 def mul(a: Expr, b: Expr) -> Expr:
@@ -179,6 +343,12 @@ def mul(a: Expr, b: Expr) -> Expr:
             return mul(num(a.param * b.args[0].param), b.args[1])
         if b.op == "neg":
             return mul(num(-a.param), b.args[0])
+        d = core(b)
+        if d.op == "div" and d.args[0].op == "num" and core(d.args[1]).op == "mul" and \
+                core(d.args[1]).args[0].op == "num":  # 2 (1 / (2 u)) is 1 / u
+            inner = core(d.args[1])
+            return _reshaped(div(num(a.param * d.args[0].param / inner.args[0].param),
+                                 inner.args[1]), shape)
     if a.op == "neg":
         return neg(mul(a.args[0], b))
     if b.op == "neg":
@@ -210,6 +380,16 @@ def div(a: Expr, b: Expr) -> Expr:
         return neg(div(num(-a.param, a.shape), b))
     if a.op == "neg":
         return neg(div(a.args[0], b))
+    if core(a).op == "vecmat" and b.shape == ():  # (uᵀ M) / s is (u / s)ᵀ M where u / s is one
+        v, m = core(a).args
+        moved = div(v, b)
+        if core(moved).op != "div":
+            return _reshaped(vecmat(moved, m, core(a).shape), shape)
+    d = core(b)
+    if d.op == "mul" and d.args[0].op == "num" and d.args[0].shape == () and d.args[0].param \
+            and a.op != "num":
+        # x / (2 u) is 1/2 (x / u): the number joins the others
+        return _reshaped(mul(num(1.0 / d.args[0].param), div(a, d.args[1])), shape)
     if core(a).op == "div":  # (u / v) / w is u / (v w): x / z / z is x / z^2
         return _reshaped(div(core(a).args[0], mul(core(a).args[1], b)), shape)
     cancelled = _cancel(a, b)
@@ -251,7 +431,8 @@ def _softmax(a: Expr, b: Expr) -> Expr | None:
         shift = core(x.args[1]).shape
         if shift == () or (len(shift) == len(x.shape) and all(shift[i] == 1 for i in axes)):
             x = x.args[0]
-    name = "softmax" if len(axes) == len(a.shape) or axes == (len(a.shape) - 1,) else \
+    # softmax(x) is over the last axis, as jax.nn.softmax's default
+    name = "softmax" if tuple(axes) == (len(a.shape) - 1,) else \
         f"softmax_{{{','.join(map(str, axes))}}}"
     return Expr("call", (x,), name, a.shape, True, "s")
 
@@ -265,9 +446,22 @@ def power(a: Expr, exponent: float) -> Expr:
         return num(a.param**exponent, a.shape)
     if a.op == "pow":
         return power(a.args[0], a.param * exponent)
+    even = exponent == int(exponent) and int(exponent) % 2 == 0
+    if a.op == "neg" and even:  # (-x)² is x²
+        return power(a.args[0], exponent)
+    if a.op == "mul" and a.args[0].op == "num" and a.args[0].shape == () and \
+            exponent == int(exponent):  # (c x)² is c² x²
+        return mul(num(a.args[0].param ** exponent), power(a.args[1], exponent))
     if a.op == "call" and a.param == "sqrt" and exponent == 2.0:  # sqrt(v)² is v
         return a.args[0]
     return Expr("pow", (a,), float(exponent), a.shape)
+
+
+def inverse(a: Expr) -> Expr:
+    """The matrix inverse $A^{-1}$ (of each matrix in a batch: the last two axes)."""
+    if core(a).op == "inv":
+        return core(a).args[0]
+    return Expr("inv", (a,), None, a.shape)
 
 
 def pow_expr(a: Expr, b: Expr) -> Expr:
@@ -278,10 +472,33 @@ def pow_expr(a: Expr, b: Expr) -> Expr:
 
 
 def call(name: str, *args: Expr, shape=None) -> Expr:
-    """A named function: ``exp(x)``, ``sigmoid(x)``, ``max(x, y)``, ``sum(x)``."""
+    """A named function: ``exp(x)``, ``sigmoid(x)``, ``max(x, y)``, ``sum(x)``; the sign and
+    the absolute value of what is positive are known (``logsumexp``'s ``sign(u) / abs(u)``)."""
     if shape is None:
         shape = _broadcast(*(a.shape for a in args)) if args else ()
+    if name in ("sign", "abs") and len(args) == 1 and positive(args[0]):
+        return _reshaped(num(1.0, args[0].shape) if name == "sign" else args[0], shape)
     return Expr("call", tuple(args), name, tuple(shape))
+
+
+_POSITIVE_CALLS = frozenset({"exp", "sigmoid", "cosh", "exp2"})
+
+
+def positive(e: Expr) -> bool:
+    """Whether ``e`` is positive wherever it is defined: exponentials, and sums, products and
+    quotients of positive values."""
+    e = core(e)
+    if e.op == "num":
+        return e.param > 0
+    if e.op == "const":
+        return all(v > 0 for v in e.param)
+    if e.op == "call":
+        return e.param in _POSITIVE_CALLS or (e.param == "sqrt" and positive(e.args[0]))
+    if e.op in ("sum", "add", "mul", "div"):
+        return all(positive(a) for a in e.args)
+    if e.op == "pow":
+        return positive(e.args[0])
+    return False
 
 
 def compare(op: str, a: Expr, b: Expr) -> Expr:
@@ -292,6 +509,9 @@ def compare(op: str, a: Expr, b: Expr) -> Expr:
         truth = {">": float.__gt__, "<": float.__lt__, ">=": float.__ge__, "<=": float.__le__,
                  "==": float.__eq__, "!=": float.__ne__}[op](core(a).param, core(b).param)
         return Expr("truth", (), bool(truth), shape)
+    if op == "==" and core(a).op == core(b).op == "iota" and len(shape) == 2 and \
+            core(a).param[0] != core(b).param[0] and shape[0] == shape[1]:
+        return constant("I", "I", shape)  # i == j: the identity's mask (a trace, a diagonal)
     if op == "==":
         for k, indices in ((a, b), (b, a)):
             if core(indices).op == "iota":
@@ -313,7 +533,7 @@ def logical_not(a: Expr) -> Expr:
 
 def indicator(condition: Expr) -> Expr:
     """$\\mathbb{1}[c]$: 1 where the condition holds, else 0 (a one-hot is its own)."""
-    if core(condition).op == "onehot":
+    if core(condition).op == "onehot" or _is_identity(condition):
         return condition
     if core(condition).op == "truth":
         return num(1.0 if core(condition).param else 0.0, condition.shape)
@@ -333,7 +553,15 @@ def transpose(a: Expr, perm: tuple[int, ...] | None = None) -> Expr:
 
 def matmul(a: Expr, b: Expr, shape) -> Expr:
     """A matrix product as a person writes it: ``W x``, ``X w``, ``x Wᵀ``, ``A B``."""
+    for x, y in ((a, b), (b, a)):
+        if _is_identity(x) and core(y).shape == tuple(shape):
+            return y
     return Expr("matmul", (a, b), None, tuple(shape))
+
+
+def _is_identity(e: Expr) -> bool:
+    e = core(e)
+    return e.op == "arg" and e.param[:2] == ("I", "I") and len(e.shape) == 2
 
 
 def dot(a: Expr, b: Expr) -> Expr:
@@ -352,12 +580,16 @@ def reshaped(a: Expr, shape) -> Expr:
 
 
 def _reshaped(a: Expr, shape) -> Expr:
+    """``a`` in ``shape``: its entries in another shape, or broadcast (NumPy's rule: leading
+    axes added, axes of size 1 repeated).  A reshape of a reshape is one, but a broadcast
+    keeps the shape it broadcasts from (``x[:, None]`` spread over columns is not ``x``
+    spread over rows)."""
     shape = tuple(shape)
     if a.shape == shape:
         return a
     if a.op == "num":
         return num(a.param, shape)
-    if a.op == "reshape":
+    if a.op == "reshape" and math.prod(shape) == math.prod(a.shape):
         a = a.args[0]
         if a.shape == shape:
             return a
@@ -411,6 +643,13 @@ def where(cond: Expr, yes: Expr, no: Expr) -> Expr:
 def iota(size: int, axis: int, shape) -> Expr:
     """The indices ``0, 1, ..., size - 1`` along ``axis``."""
     return Expr("iota", (), (axis, size), tuple(shape))
+
+
+def onehot(k: Expr, size: int, shape) -> Expr:
+    r"""$\mathbf{e}_k$: 1 at index ``k`` of ``size`` along the first axis, else 0."""
+    if size == 1:  # the one entry there is
+        return num(1.0, shape)
+    return Expr("onehot", (core(k),), (0, size), tuple(shape))
 
 
 def vecmat(v: Expr, m: Expr, shape) -> Expr:

@@ -171,6 +171,7 @@ class Take(Jacobian):
     dtype_name: str
 
     kind = "selection"
+    symbols_are_values = False  # S[k]: the index operand the program gathers with
     _arrays = ("index",)
     _static = ("in_shape", "dtype_name")
 

@@ -52,9 +52,9 @@ KNOWN_CONSTANTS = (
 
 
 def _same_number(value: float, exact: float) -> bool:
-    """Whether ``value`` is ``exact`` as float64 holds it, or as float32 does (a constant of
-    a float32 program)."""
-    return value == exact or value == float(np.float32(exact))
+    """Whether ``value`` is ``exact`` as float64 holds it, or as float32 does, within one of
+    its units (a constant of a float32 program, perhaps combined: ``1 / float32(√2)``)."""
+    return value == exact or abs(value - exact) <= float(np.spacing(np.float32(exact)))
 
 
 def _within_float32_ulp(value: float, short: str) -> bool:
@@ -179,16 +179,26 @@ class Printer:
     def _div(self, e):
         a, b = e.args
         if self.latex:
-            return f"\\frac{{{self(a)}}}{{{self(b)}}}", ATOM
+            return f"\\frac{{{self(a)}}}{{{self(b)}}}", POSTFIX - 1  # (\frac{x}{u})^\top
         return f"{self(a, PRODUCT)} / {self(b, PRODUCT + 1)}", PRODUCT - 1
 
     def _pow(self, e):
+        """``x²``, ``v^(-1/2)``; a matrix's entries each to a power is the Hadamard power
+        ``W^∘2`` (``W⁻¹`` is the inverse, ``W²`` the product ``W W``)."""
         base, exponent = self(e.args[0], POSTFIX + 1), e.param
+        entrywise = len(core(e.args[0]).shape) >= 2
         if self.latex:
-            return f"{base}^{{{number_text(exponent, True)}}}", POSTFIX
+            circ = r"\circ " if entrywise else ""
+            return f"{base}^{{{circ}{number_text(exponent, True)}}}", POSTFIX
+        if entrywise:
+            return f"{base}^∘{number_text(exponent, False)}", POSTFIX
         if exponent == int(exponent):
             return base + str(int(exponent)).translate(_SUPERSCRIPT), POSTFIX
         return f"{base}^({number_text(exponent, False)})", POSTFIX
+
+    def _inv(self, e):
+        base = self(e.args[0], POSTFIX + 1)
+        return (f"{base}^{{-1}}" if self.latex else base + "⁻¹"), POSTFIX
 
     def _powe(self, e):
         base, exponent = self(e.args[0], POSTFIX + 1), self(e.args[1])

@@ -20,16 +20,23 @@ from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
 from mcjax._jacobian._algebra import (
+    Composed,
     Jacobian,
     Shape,
+    Sum,
     _eye_tensor,
     as_scalar,
+    balanced,
     cast_to,
     dense_by_columns,
+    derived,
     dtype_of,
+    expr_pull,
+    factors_of,
     in_product,
     merges,
     number_out,
+    product_of,
     pull,
     pulls,
     push,
@@ -173,6 +180,46 @@ def _(J: Dense, p):
     if J.in_shape == () and prec <= PRODUCT:
         return f"({text})", ATOM
     return text, prec
+
+
+# -- a gradient is written as one row -------------------------------------------------------
+_UNWRITTEN = frozenset({"pull", "push", "scatter", "opaque"})
+
+
+def as_row(J: Jacobian) -> Jacobian | None:
+    r"""The derivative of a scalar as the one row $\mathbf{g}^\top$ a person writes, where
+    pulling 1 back through ``J``'s factors writes every step as a value: ``-1 S[1] (I - 1
+    softmax(z)ᵀ)`` is ``(softmax(z) - e_1)ᵀ``.  None where some step has no such form, or
+    ``J`` is not a derived gradient."""
+    if J.out_shape != () or not derived(J) or isinstance(J, Dense):
+        return None
+    try:
+        row = pull(Sym(jnp.ones((), J.dtype), E.num(1.0)), J)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None
+    if any(n.op in _UNWRITTEN for n in _distinct_nodes(row.expr)):
+        return None
+    return dense(row, len(J.in_shape), J.dtype)
+
+
+def _distinct_nodes(e: E.Expr):
+    stack, seen = [e], set()
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            yield node
+            stack.extend(node.args)
+
+
+@F.for_printing.register
+def _(J: Composed):
+    return as_row(J) or product_of(balanced([F.for_printing(f) for f in factors_of(J)]))
+
+
+@F.for_printing.register
+def _(J: Sum):
+    return as_row(J) or Sum(tuple(F.for_printing(t) for t in J.terms))
 
 
 def row_pulled(row: Sym, outer: Jacobian, inner: Jacobian) -> Jacobian:
@@ -380,3 +427,46 @@ def _(J: Contraction, p):
     if J.side == 0:
         return f"({dot}{p._space()}{p(other, PRODUCT + 1)})", ATOM
     return f"({p(other, PRODUCT)}{p._space()}{dot})", ATOM
+
+
+@F.for_printing.register
+def _(J: Contraction):
+    """A contraction to a number is a gradient: the held operand, its axes in the argument's
+    order (``tensordot(A, W, 2)`` with respect to ``A`` is ``W``; paired the other way, ``Wᵀ``)."""
+    (lc, rc), (lb, _) = J.dimension_numbers
+    if J.out_shape != () or lb:
+        return J
+    mine, theirs = (lc, rc) if J.side == 0 else (rc, lc)
+    (other,) = F.symbols_of(J)
+    perm = tuple(theirs[list(mine).index(a)] for a in range(len(J.in_shape)))
+    written = other if perm == tuple(range(len(perm))) else E.transpose(other, perm)
+    return Dense(jnp.transpose(J.other, perm), in_ndim=len(J.in_shape),
+                 symbols=(E.reshaped(written, J.in_shape),))
+
+
+@pulls(Contraction)
+def _(J: Contraction, v):
+    """$V^\\top$ pulled through a matrix product: for $Y = A B$, $\\bar A = \\bar Y B^\\top$ and
+    $\\bar B = A^\\top \\bar Y$ (either operand possibly transposed in the program)."""
+    value = J.vjp(cast_to(v, J).value)
+    (lc, rc), (lb, _) = J.dimension_numbers
+    (other,) = F.symbols_of(J)
+    if not lb and len(lc) == 1 and len(J.in_shape) == 2 and len(J.other.shape) == 1:
+        # W x or x W with respect to W: the outer product of v and x, x on the contracted axis
+        mine = lc[0] if J.side == 0 else rc[0]
+        pair = (other, v.expr) if mine == 0 else (v.expr, other)
+        return Sym(value, E.outer(*pair, J.in_shape))
+    if lb or len(lc) != 1 or len(J.in_shape) != 2 or len(J.other.shape) != 2:
+        return Sym(value, expr_pull(v.expr, J))
+    # the program's product as A B: A's contracted axis last, B's first
+    a_flipped, b_flipped = lc[0] == 0, rc[0] == 1
+    vbar = E.reshaped(v.expr, J.out_shape)
+    if J.side == 0:  # the argument is A: Ā = V Bᵀ
+        b = E.transpose(other) if b_flipped else other
+        grad = E.matmul(vbar, E.transpose(b), (J.in_shape[1 - lc[0]], J.in_shape[lc[0]]))
+        grad = E.transpose(grad) if a_flipped else grad
+    else:  # the argument is B: B̄ = Aᵀ V
+        a = E.transpose(other) if a_flipped else other
+        grad = E.matmul(E.transpose(a), vbar, (J.in_shape[rc[0]], J.in_shape[1 - rc[0]]))
+        grad = E.transpose(grad) if b_flipped else grad
+    return Sym(value, E.reshaped(grad, J.in_shape))

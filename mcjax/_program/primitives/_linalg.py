@@ -32,7 +32,7 @@ _DECOMPOSITION = "a matrix decomposition: no structured rule, JAX's linear map o
 
 
 def _inverse(A: Sym) -> Sym:
-    return Sym(jnp.linalg.inv(A.value), E.power(A.expr, -1))
+    return Sym(jnp.linalg.inv(A.value), E.inverse(A.expr))
 
 
 def _inv(e: Eqn):
@@ -73,7 +73,7 @@ def _det(e: Eqn):
     A = e.ins[0]
     if 0 not in e.active or len(A.shape) != 2:
         return None
-    written = E.mul(e.out.expr, E.transpose(E.power(A.expr, -1)))
+    written = E.mul(e.out.expr, E.transpose(E.inverse(A.expr)))
     return {0: _gradient_row(e, 0, written)}
 
 
@@ -82,10 +82,10 @@ def _slogdet(e: Eqn):
     A = e.ins[0]
     if 0 not in e.active or len(A.shape) != 2:
         return None
-    return [{}, {0: _gradient_row(e, 0, E.transpose(E.power(A.expr, -1)))}]
+    return [{}, {0: _gradient_row(e, 0, E.transpose(E.inverse(A.expr)))}]
 
 
-register("jit:inv", FAMILY, jacobian=_inv, expr=lambda a, s, p: E.power(a[0], -1))
+register("jit:inv", FAMILY, jacobian=_inv, expr=lambda a, s, p: E.inverse(a[0]))
 register("jit:solve", FAMILY, jacobian=_solve, expr=lambda a, s, p: E.call("solve", *a, shape=s))
 register("jit:det", FAMILY, jacobian=_det, expr=lambda a, s, p: E.call("det", *a, shape=s))
 register("jit:slogdet", FAMILY, jacobian=_slogdet,
@@ -106,8 +106,8 @@ def _cholesky(e: Eqn):
     L = Sym(jnp.tril(e.out.value), e.out.expr)
     L_inv = Sym(lax.linalg.triangular_solve(L.value, jnp.eye(n, dtype=L.value.dtype),
                                             left_side=True, lower=True),
-                E.power(L.expr, -1))
-    identity = Sym(jnp.eye(n, dtype=L.value.dtype), E.arg("I", "I", (n, n)))
+                E.inverse(L.expr))
+    identity = Sym(jnp.eye(n, dtype=L.value.dtype), E.constant("I", "I", (n, n)))
     phi = Sym(_phi_mask(n, A.dtype), E.call("Φ", shape=(n, n)))
     return {0: B.compose(B.sandwich(L, identity), B.compose(
         B.diagonal(phi, (n, n), A.dtype),

@@ -59,9 +59,18 @@ def _reshape_expr(a, shape, params):
 exact("reshape", on_operand(_reshape), _reshape_expr)
 for _name in ("squeeze", "expand_dims"):
     exact(_name, on_operand(lambda e, s, dt: B.reshape(e.out.shape, s, dt)), _same)
+def _broadcast_expr(a, shape, params):
+    """The operand's axes set where ``broadcast_dimensions`` puts them (size 1 elsewhere),
+    then broadcast: ``x[:, None] * ones((1, n))`` keeps its rows."""
+    kept = [1] * len(shape)
+    for axis, d in enumerate(params["broadcast_dimensions"]):
+        kept[d] = a[0].shape[axis]
+    return E.reshaped(E.reshaped(a[0], tuple(kept)), shape)
+
+
 exact("broadcast_in_dim",
       on_operand(lambda e, s, dt: B.expand(e.out.shape, e.params["broadcast_dimensions"], s, dt)),
-      _same)
+      _broadcast_expr)
 
 
 def _concatenate(e: Eqn) -> dict:
