@@ -147,6 +147,8 @@ def add(a: Expr, b: Expr) -> Expr:
         return sub(a, b.args[0])
     if a.op == "neg" and b.op != "num":  # -e_1 + s is s - e_1
         return sub(b, a.args[0])
+    if a.op == "num" and a.param < 0 and b.op != "num":  # -0.3 + s is s - 0.3
+        return sub(b, num(-a.param, a.shape))
     if b.op == "num" and b.param < 0:
         return sub(a, num(-b.param, b.shape))
     c = core(b)

@@ -80,7 +80,7 @@ def number_text(value: float, latex: bool) -> str:
     p, q = fraction.numerator, fraction.denominator
     # a ratio with a small or a power-of-two denominator (1/3, 1/32); a decimal one (1/100)
     # reads better as the decimal
-    if _same_number(magnitude, p / q) and (q <= 16 or q & (q - 1) == 0):
+    if _same_number(magnitude, p / q) and (q <= 16 and q != 10 or q & (q - 1) == 0):
         return f"{sign}\\frac{{{p}}}{{{q}}}" if latex else f"{sign}{p}/{q}"
     for exact, text, tex in KNOWN_CONSTANTS:
         if _same_number(magnitude, exact):
