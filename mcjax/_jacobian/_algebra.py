@@ -364,6 +364,14 @@ def number_out(J: Jacobian) -> tuple[float, Jacobian]:
     return 1.0, J
 
 
+def number_of_symbol(J: Jacobian) -> tuple[float, Jacobian]:
+    """:func:`number_out` for a structure written by its one expression (``-2 xᵀ``)."""
+    if J.symbols is None:
+        return 1.0, J
+    c, rest = E.coefficient(J.symbols[0])
+    return (1.0, J) if c == 1.0 else (c, replace(J, symbols=(E.reshaped(rest, J.symbols[0].shape),)))
+
+
 # -- pair tables: products and sums of two structures ----------------------------------------------
 PairRule = Callable[[Any, Any], "Jacobian | None"]
 SIMPLIFY: dict[tuple[type, type], PairRule] = {}

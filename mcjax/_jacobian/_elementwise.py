@@ -27,10 +27,10 @@ from mcjax._jacobian._algebra import (
     cast_to,
     dtype_of,
     merges,
+    number_of_symbol,
     number_out,
     pulls,
     pushes,
-    replace,
     scale,
     scaled_identity,
     simplifies,
@@ -250,12 +250,7 @@ def _(x: Dense, y: Fill):
     return dense(sym(x, "array") + sym(y, "value"), 0, dtype_of(x, y))
 
 
-@number_out.register
-def _(J: Fill):
-    if J.symbols is None:
-        return 1.0, J
-    c, rest = E.coefficient(J.symbols[0])
-    return (1.0, J) if c == 1.0 else (c, replace(J, symbols=(E.reshaped(rest, J.symbols[0].shape),)))
+number_out.register(Fill, number_of_symbol)
 
 
 @F.write.register

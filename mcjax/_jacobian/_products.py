@@ -35,13 +35,13 @@ from mcjax._jacobian._algebra import (
     factors_of,
     in_product,
     merges,
+    number_of_symbol,
     number_out,
     product_of,
     pull,
     pulls,
     push,
     pushes,
-    replace,
     scale,
     simplifies,
     sym,
@@ -152,12 +152,7 @@ def _(a: Dense, b: Dense):
     return dense(sym(a, "array") + sym(b, "array"), a.in_ndim, dtype_of(a, b))
 
 
-@number_out.register
-def _(J: Dense):
-    if J.symbols is None:
-        return 1.0, J
-    c, rest = E.coefficient(J.symbols[0])
-    return (1.0, J) if c == 1.0 else (c, replace(J, symbols=(E.reshaped(rest, J.symbols[0].shape),)))
+number_out.register(Dense, number_of_symbol)
 
 
 @F.write.register
