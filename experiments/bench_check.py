@@ -207,7 +207,8 @@ def _print_calls(first: dict, machine: dict) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, float32, no PyTorch: seconds")
-    parser.add_argument("--out", default="results/bench_check", help="output folder")
+    parser.add_argument("--out", type=_common.out_folder, default="results/bench_check",
+                        help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="interleaved rounds of measurement (default 21, smoke 2)")

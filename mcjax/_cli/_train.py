@@ -1,10 +1,14 @@
 """``mcjax train``: the paper's neuron or an MLP on the digits, from the command line.
 
-Exit status: 0 done; 1 training failed (a NaN or Inf, a file system error); 2 a usage error,
-found before any training: a bad flag or value, flags that contradict each other, a checkpoint
-folder that cannot serve the run (a file, another run's, another process's, a missing one to
-resume, one written with other settings); 128 + N a run stopped by signal N at the end of an
-epoch, with a checkpoint (143 for SIGTERM, 130 for Ctrl-C).  Every error is one line on stderr.
+Exit status: 0 done; 1 training failed (a NaN or Inf, a checkpoint that could not be written
+such as on a full disk, out of memory); 2 a usage or environment error: a bad flag or value,
+flags that contradict each other, a checkpoint folder that cannot serve the run (a file,
+another run's, another process's, a read-only one, one on a full disk, a missing one to resume,
+one written with other settings or with an unreadable run.json), found before any training, or
+a folder whose lock was removed during the run (found before the next save, which is not
+written); 128 + N a run stopped by signal N at the end of an
+epoch, with a checkpoint (143 for SIGTERM, 130 for Ctrl-C; a second signal does not cut a save
+short).  Every error is one line on stderr, and so is every warning.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import math
 import sys
 
 from mcjax._core._conventions import DTYPES
-from mcjax._core._errors import UsageError
+from mcjax._core._errors import CheckpointError, UsageError
 
 USAGE_ERRORS = (ValueError, TypeError, NotADirectoryError, FileNotFoundError)  # ShapeError,
 # DtypeError and CheckpointError are among them (subclasses of ValueError and TypeError)
+NEW_RUN_CHECKPOINTING = {"checkpoint_every": 10, "keep_checkpoints": 3}  # --checkpoint-every, --keep
 
 
 def _number(kind, low, *, strict: bool):
@@ -84,8 +90,8 @@ def add_train(subparsers) -> None:
             "data from a known (w, b); prints the parameter error. TASK 'digits': an MLP on "
             "scikit-learn's bundled digits (needs scikit-learn); prints the test accuracy. "
             "The final checkpoint (with --checkpoint-dir) holds the trained parameters. "
-            "Exit status: 0 done, 1 training failed, 2 usage error, 143 stopped by SIGTERM "
-            "(130 by Ctrl-C) with a checkpoint to --resume from."
+            "Exit status: 0 done, 1 training failed, 2 usage or environment error, 143 "
+            "stopped by SIGTERM (130 by Ctrl-C) with a checkpoint to --resume from."
         ),
     )
     p.add_argument("task", choices=("neuron", "digits"), help="what to train")
@@ -96,14 +102,17 @@ def add_train(subparsers) -> None:
     p.add_argument("--lr", type=RATE, default=None,
                    help="learning rate > 0 (default 0.01 for neuron, 0.001 for digits)")
     p.add_argument("--opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="an optimizer hyper-parameter, e.g. --opt momentum=0.95; may be repeated")
+                   help="an optimizer hyper-parameter, e.g. --opt momentum=0.95 (in range: "
+                        "decay rates such as b1, b2, momentum in [0, 1), eps > 0, weight_decay "
+                        ">= 0); may be repeated")
     p.add_argument("--schedule", default=None, metavar="NAME",
                    help="an optax learning-rate schedule, e.g. cosine_decay; its init_value and "
                         "decay_steps default to --lr and the run's total steps")
     p.add_argument("--schedule-arg", type=_key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="an argument of the schedule; may be repeated")
-    p.add_argument("--epochs", type=COUNT, default=None,
-                   help="epochs (default 200 neuron, 40 digits)")
+    p.add_argument("--epochs", type=POSITIVE, default=None,
+                   help="epochs, >= 1; a resumed run counts those already done (default 200 "
+                        "neuron, 40 digits)")
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="examples per step (default 32)")
     p.add_argument("--samples", type=POSITIVE, default=512, help="neuron: examples (default 512)")
     p.add_argument("--features", type=POSITIVE, default=4,
@@ -115,11 +124,12 @@ def add_train(subparsers) -> None:
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="the run's checkpoint folder (orbax; one folder per saved epoch, "
                         "run.json, a lock): new or empty for a new run")
-    p.add_argument("--checkpoint-every", type=POSITIVE, default=10, metavar="K",
+    p.add_argument("--checkpoint-every", type=POSITIVE, default=None, metavar="K",
                    help="checkpoint every K epochs, and at the end and on SIGTERM/Ctrl-C "
-                        "(default 10)")
-    p.add_argument("--keep", type=POSITIVE, default=3, metavar="N",
-                   help="keep the newest N checkpoints of the run (default 3)")
+                        "(default 10; with --resume, the run's own)")
+    p.add_argument("--keep", type=POSITIVE, default=None, metavar="N",
+                   help="keep the newest N checkpoints of the run (default 3; with --resume, "
+                        "the run's own)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --checkpoint-dir from its newest intact checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -185,8 +195,53 @@ def _learning_rate(args, total_steps: int):
             kwargs[name] = value
     try:
         return mcjax.schedule(args.schedule, **kwargs)
-    except TypeError as error:
-        raise TypeError(f"--schedule {args.schedule}: {error}") from None
+    except (TypeError, ValueError) as error:
+        text = str(error).removeprefix("mcjax.schedule: ")
+        raise UsageError(_line(text if " is not an optax schedule" in text
+                               else f"--schedule {args.schedule}: {text}")) from None
+
+
+def _option_problems(args) -> list[str]:
+    """What is wrong with the --opt entries, each named as it was given."""
+    from mcjax._train._optim import _optax_optimizers, hyper_parameter_problems
+
+    def spelled(key, value):
+        return f"--opt {key}={value if isinstance(value, str) else json.dumps(value)}"
+
+    options = dict(args.opt)
+    if "learning_rate" in options:
+        return [f"{spelled('learning_rate', options['learning_rate'])}: the learning rate has "
+                f"its own flag; expected --lr {options['learning_rate']}"]
+    if args.optimizer != "momentum" and args.optimizer not in _optax_optimizers():
+        return []  # TrainConfig names the optimizer that does not exist
+    return [problem if problem.startswith("--opt") else f"--opt: {problem}"
+            for problem in hyper_parameter_problems(args.optimizer, options, spelled)]
+
+
+def _checkpointing(args) -> str | None:
+    """Set --checkpoint-every and --keep: as given, or the resumed run's own, or the defaults
+    of a new run; return the line that says which of the run's own are changed (or None)."""
+    from mcjax._train._models import count_problem
+    from mcjax._train._run_folder import read_record
+
+    recorded = None
+    if args.resume and args.checkpoint_dir is not None:
+        try:
+            recorded = read_record(args.checkpoint_dir).get("checkpointing")
+        except (CheckpointError, OSError):  # TrainConfig's look at the folder says why
+            recorded = None
+    run = recorded if isinstance(recorded, dict) else NEW_RUN_CHECKPOINTING
+    changed = []
+    for flag, name in (("--checkpoint-every", "checkpoint_every"), ("--keep", "keep_checkpoints")):
+        attr = flag[2:].replace("-", "_")
+        given, own = getattr(args, attr), run.get(name, NEW_RUN_CHECKPOINTING[name])
+        if count_problem(own, name) and not (own is None and name == "keep_checkpoints"):
+            own = NEW_RUN_CHECKPOINTING[name]  # a record edited by hand: a new run's
+        if given is None:
+            setattr(args, attr, own)
+        elif recorded is not None and given != own:
+            changed.append(f"{flag} {given} instead of the run's {'all' if own is None else own}")
+    return f"mcjax train: resuming with {' and '.join(changed)}" if changed else None
 
 
 def _config(args, total_steps: int):
@@ -223,7 +278,13 @@ def _task(args):
 
 
 def _line(error) -> str:
-    """``error`` as one line of ``mcjax train``'s."""
+    """``error`` as one line of ``mcjax train``'s (an operating system's error as a sentence
+    that names the file, not ``[Errno 28] ...``)."""
+    from mcjax._train._checkpoint import WriteError
+
+    if isinstance(error, OSError) and not isinstance(error, WriteError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"mcjax train: {where}{error.strerror}"
     text = str(error).strip() or type(error).__name__
     return f"mcjax train: {text.splitlines()[0]}"
 
@@ -238,9 +299,13 @@ def run_train(args) -> int:
     neuron = args.task == "neuron"
     args.lr = args.lr if args.lr is not None else 0.01 if neuron else 1e-3
     args.epochs = args.epochs if args.epochs is not None else 200 if neuron else 40
-    problems = _contradictions(args)
+    problems = _contradictions(args) + _option_problems(args)
     if problems:
         raise UsageError(_line("; and ".join(problems)))
+    changed = _checkpointing(args)
+    # orbax logs each failure it raises (ERROR:absl:... with a traceback) before the error
+    # reaches this command, which says it in one line
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     if args.dtype == "float64":
         import jax
 
@@ -264,8 +329,10 @@ def run_train(args) -> int:
         from mcjax._train._loop import prepare
 
         run = prepare(model, data, config, devices=args.devices)
-    except USAGE_ERRORS as error:
+    except (*USAGE_ERRORS, OSError) as error:  # OSError: a full disk under run.json, ...
         raise UsageError(_line(error)) from None
+    if changed:  # said once the run is known to resume
+        print(changed, file=sys.stderr)
     return _train(args, run, report)
 
 
@@ -286,8 +353,11 @@ def _train(args, run, report) -> int:
     try:
         result = run_epochs(run, progress=sys.stderr.isatty() if args.progress is None
                             else args.progress)
-    except (mcjax.NonFiniteLossError, OSError, mcjax.CheckpointError) as error:
-        return _fail(error)
+    except mcjax.CheckpointError as error:  # the folder changed under the run: its lock
+        print(_line(error), file=sys.stderr)  # removed, a later epoch written by another
+        return 2
+    except (FloatingPointError, OSError, RuntimeError, MemoryError) as error:
+        return _fail(error)  # a NaN (NonFiniteLossError), a full disk, out of device memory
     finally:
         jax.monitoring.unregister_event_listener(count_cache_hits)
     losses = result.history["loss"]

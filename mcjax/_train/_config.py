@@ -11,7 +11,6 @@ differently.
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from collections.abc import Mapping
@@ -23,7 +22,8 @@ import optax
 
 from mcjax._core._errors import CheckpointError
 from mcjax._train._describe import describe
-from mcjax._train._models import GRAD_SOURCES
+from mcjax._train._models import GRAD_SOURCES, count_problem
+from mcjax._train._optim import described, hyper_parameter_problems, learning_rate_problem
 from mcjax._train._optim import optimizer as make_optimizer
 from mcjax._train._run_folder import preflight
 
@@ -31,11 +31,9 @@ DEFAULT_LEARNING_RATE = 1e-3
 
 
 def _integer(value, name: str, low: int, problems: list[str], *, none: bool = False) -> None:
-    if none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        also = " or None" if none else ""
-        problems.append(f"{name}={value!r}; expected an integer >= {low}{also}")
+    problem = None if none and value is None else count_problem(value, name, low)
+    if problem is not None:
+        problems.append(problem + (" or None" if none else ""))
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ class TrainConfig:
         if self.grad not in GRAD_SOURCES:
             problems.append(f"grad={self.grad!r}; expected one of "
                             f"{', '.join(repr(g) for g in GRAD_SOURCES)}")
-        _integer(self.epochs, "epochs", 0, problems)
+        _integer(self.epochs, "epochs", 1, problems)
         _integer(self.batch_size, "batch_size", 1, problems)
         _integer(self.checkpoint_every, "checkpoint_every", 1, problems)
         _integer(self.keep_checkpoints, "keep_checkpoints", 1, problems, none=True)
@@ -110,10 +108,17 @@ class TrainConfig:
                     f"optax.GradientTransformation{hint}"]
         if options is not None and not isinstance(options, Mapping):
             return [f"optimizer_options={options!r:.60}; expected a mapping name -> value"]
-        if rate is not None and not callable(rate) and (
-                isinstance(rate, bool) or not isinstance(rate, numbers.Real)
-                or not math.isfinite(rate) or rate <= 0):
-            return [f"learning_rate={rate!r}; expected a finite number > 0 or an optax schedule"]
+        problems = [] if rate is None else [p for p in [learning_rate_problem(rate)] if p]
+        if options and "learning_rate" in options:
+            return problems + [f"optimizer_options holds learning_rate="
+                               f"{options['learning_rate']!r}; expected it as the learning_rate "
+                               "keyword (--lr on the command line)"]
+        try:
+            hyper = hyper_parameter_problems(self.optimizer, options or {})
+        except KeyError:  # not an optimizer's name: the message says so below
+            hyper = []
+        if problems or hyper:
+            return problems + hyper
         try:
             self.transformation()
         except (ValueError, TypeError) as error:
@@ -133,7 +138,8 @@ class TrainConfig:
             optimizer = {"transformation": describe(self.optimizer)}
         else:
             rate = DEFAULT_LEARNING_RATE if self.learning_rate is None else self.learning_rate
-            optimizer = {"name": self.optimizer, "learning_rate": describe(rate),
-                         **{k: describe(v) for k, v in (self.optimizer_options or {}).items()}}
+            optimizer = described({"name": self.optimizer, "learning_rate": describe(rate),
+                                   **{k: describe(v) for k, v in
+                                      (self.optimizer_options or {}).items()}})
         return {"optimizer": optimizer, "grad": self.grad, "batch_size": self.batch_size,
                 "shuffle": self.shuffle, "seed": self.seed}

@@ -191,7 +191,7 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
                                  analytic=config.grad == "analytic")
     folder = None if config.checkpoint_dir is None else RunFolder(
         config.checkpoint_dir, resume=config.resume, overwrite=config.overwrite,
-        keep=config.keep_checkpoints, identity={
+        keep=config.keep_checkpoints, checkpoint_every=config.checkpoint_every, identity={
             **config.identity(), "data": fingerprint(data),
             "model": dict(model.config) if model.config is not None
             else {"name": model.name, "init": describe(model.init), "loss": describe(model.loss)}})
@@ -273,6 +273,8 @@ def run_epochs(run: Run, *, progress: bool = False) -> TrainResult:
                     run.checkpoint = run.folder.save(
                         done, {"params": run.params, "opt_state": run.opt_state},
                         {"step": done * run.steps_per_epoch, "history": run.history})
+                    if not stopped and done < config.epochs:  # a signal during the save:
+                        stopped = agreed(stop.received)  # stop by this fresh checkpoint
                 if stopped:
                     break
     finally:

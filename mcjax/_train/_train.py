@@ -83,7 +83,8 @@ def train(
 
     Returns:
       A :class:`~mcjax.TrainResult`.  SIGTERM or SIGINT (Ctrl-C) stop the run at the end of
-      the epoch in progress, with a checkpoint, and ``interrupted=True``.
+      the epoch in progress, with a checkpoint, and ``interrupted=True``; a second signal
+      changes nothing (it never cuts a checkpoint's save short).
 
     Raises:
       ValueError: a setting is out of range or of the wrong kind (all are listed), or the data
@@ -92,7 +93,11 @@ def train(
         number of devices (raised before anything is compiled).
       CheckpointError: ``checkpoint_dir`` cannot serve this run: a file, another run's folder,
         another process's, a missing or empty folder to resume, or a checkpoint written with
-        other settings, data, model or arrays (every difference is listed).
+        other settings, data, model or arrays (every difference is listed), or an unreadable
+        ``run.json``; or, during the run, its ``run.lock`` was removed (the next checkpoint is
+        not written: another process may be writing there).
+      OSError: a checkpoint could not be written (a full disk): the message names the last
+        intact checkpoint, which the run resumes from.
       NonFiniteLossError: a loss, or the state after an update, was NaN or Inf; it names the
         step and the last good checkpoint, which is kept and finite.
     """
