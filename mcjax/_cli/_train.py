@@ -1,6 +1,9 @@
 """``mcjax train``: the paper's neuron or an MLP on the digits, from the command line.
 
-Exit status: 0 done; 1 training failed (a NaN or Inf, a file system error); 2 a usage error,
+The defaults are mcjax.train's (``_train/_defaults.DEFAULTS``), but for the neuron's learning rate.
+
+Exit status: 0 done; 1 training failed (a NaN or Inf, a file system error, a hand-derived
+gradient that failed its check at the first batch: the report follows); 2 a usage error,
 found before any training: a bad flag or value, flags that contradict each other, a checkpoint
 folder that cannot serve the run (a file, another run's, another process's, a missing one to
 resume, one written with other settings); 128 + N a run stopped by signal N at the end of an
@@ -14,9 +17,12 @@ import inspect
 import json
 import math
 import sys
+from pathlib import Path
 
 from mcjax._core._conventions import DTYPES
 from mcjax._core._errors import UsageError
+from mcjax._train._defaults import DEFAULTS
+from mcjax._train._history import HISTORY_SUFFIXES
 
 USAGE_ERRORS = (ValueError, TypeError, NotADirectoryError, FileNotFoundError)  # ShapeError,
 # DtypeError and CheckpointError are among them (subclasses of ValueError and TypeError)
@@ -39,6 +45,7 @@ def _number(kind, low, *, strict: bool):
 
 POSITIVE, COUNT, RATE = _number(int, 1, strict=False), _number(int, 0, strict=False), \
     _number(float, 0, strict=True)
+NEURON_LEARNING_RATE = 0.01  # the neuron's five parameters move far from init: a larger step
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -84,17 +91,27 @@ def add_train(subparsers) -> None:
             "data from a known (w, b); prints the parameter error. TASK 'digits': an MLP on "
             "scikit-learn's bundled digits (needs scikit-learn); prints the test accuracy. "
             "The final checkpoint (with --checkpoint-dir) holds the trained parameters. "
-            "Exit status: 0 done, 1 training failed, 2 usage error, 143 stopped by SIGTERM "
-            "(130 by Ctrl-C) with a checkpoint to --resume from."
+            "The defaults are mcjax.train's. Prints a table of the loss per epoch (with "
+            "--json, only the summary); --history and --plot save the history. "
+            "Exit status: 0 done, 1 training failed (or --grad analytic failed its check), "
+            "2 usage error, 143 stopped by SIGTERM (130 by Ctrl-C) with a checkpoint to "
+            "--resume from."
         ),
     )
     p.add_argument("task", choices=("neuron", "digits"), help="what to train")
-    p.add_argument("--grad", choices=("analytic", "autodiff"), default="analytic",
-                   help="gradient source: the registry's hand-derived rules (default) or jax.grad")
-    p.add_argument("--optimizer", default="adam",
-                   help="sgd, momentum, adam (the paper's) or any optax optimizer (default adam)")
+    p.add_argument("--grad", choices=("analytic", "autodiff"), default=DEFAULTS.grad,
+                   help="gradient source: the registry's hand-derived rules (checked with "
+                        "mcjax.check at the first batch) or jax.grad (default %(default)s)")
+    p.add_argument("--check-backprop", action=argparse.BooleanOptionalAction,
+                   default=DEFAULTS.check_backprop,
+                   help="with --grad analytic, check the hand-derived gradient at the first "
+                        "batch and stop with the report (exit 1) if it is wrong (default: on)")
+    p.add_argument("--optimizer", default=DEFAULTS.optimizer,
+                   help="sgd, momentum, adam (the paper's) or any optax optimizer "
+                        "(default %(default)s)")
     p.add_argument("--lr", type=RATE, default=None,
-                   help="learning rate > 0 (default 0.01 for neuron, 0.001 for digits)")
+                   help=f"learning rate > 0 (default {NEURON_LEARNING_RATE} for neuron, "
+                        f"{DEFAULTS.learning_rate} for digits)")
     p.add_argument("--opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="an optimizer hyper-parameter, e.g. --opt momentum=0.95; may be repeated")
     p.add_argument("--schedule", default=None, metavar="NAME",
@@ -102,30 +119,41 @@ def add_train(subparsers) -> None:
                         "decay_steps default to --lr and the run's total steps")
     p.add_argument("--schedule-arg", type=_key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="an argument of the schedule; may be repeated")
-    p.add_argument("--epochs", type=COUNT, default=None,
-                   help="epochs (default 200 neuron, 40 digits)")
-    p.add_argument("--batch-size", type=POSITIVE, default=32, help="examples per step (default 32)")
-    p.add_argument("--samples", type=POSITIVE, default=512, help="neuron: examples (default 512)")
+    p.add_argument("--epochs", type=COUNT, default=DEFAULTS.epochs,
+                   help="epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=POSITIVE, default=DEFAULTS.batch_size,
+                   help="examples per step (default %(default)s)")
+    p.add_argument("--samples", type=POSITIVE, default=4096,
+                   help="neuron: examples (default %(default)s)")
     p.add_argument("--features", type=POSITIVE, default=4,
                    help="neuron: inputs per example (default 4)")
     p.add_argument("--hidden", type=_hidden, default=(256, 256),
                    help="digits: hidden layer widths, comma-separated (default 256,256)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype")
-    p.add_argument("--seed", type=int, default=0, help="seed of parameters, data and shuffling")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seed of parameters, data and shuffling (default %(default)s)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="the run's checkpoint folder (orbax; one folder per saved epoch, "
                         "run.json, a lock): new or empty for a new run")
-    p.add_argument("--checkpoint-every", type=POSITIVE, default=10, metavar="K",
-                   help="checkpoint every K epochs, and at the end and on SIGTERM/Ctrl-C "
-                        "(default 10)")
-    p.add_argument("--keep", type=POSITIVE, default=3, metavar="N",
-                   help="keep the newest N checkpoints of the run (default 3)")
+    p.add_argument("--checkpoint-every", type=POSITIVE, default=DEFAULTS.checkpoint_every,
+                   metavar="K", help="checkpoint every K epochs, and at the end and on "
+                                     "SIGTERM/Ctrl-C (default %(default)s)")
+    p.add_argument("--keep", type=POSITIVE, default=DEFAULTS.keep_checkpoints, metavar="N",
+                   help="keep the newest N checkpoints of the run (default %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --checkpoint-dir from its newest intact checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in --checkpoint-dir, deleting the run that is there")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr (default: when stderr is a terminal)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   default=DEFAULTS.progress,
+                   help="progress bar on stderr, left at its last epoch (default: when stderr "
+                        "is a terminal)")
+    p.add_argument("--history", default=None, metavar="FILE.csv|FILE.jsonl",
+                   help="write the loss and metrics per epoch there, one row per epoch as it "
+                        "ends (a resumed run first writes the epochs it restored)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="save a figure of the loss and metrics per epoch there (needs "
+                        "matplotlib: pip install 'mcjax[plot]')")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="JAX's persistent compilation cache (default $MCJAX_CACHE_DIR or "
                         "~/.cache/mcjax/xla)")
@@ -169,6 +197,35 @@ def _contradictions(args) -> list[str]:
     return found
 
 
+def _output_problems(args) -> list[str]:
+    """--history and --plot must name files that can be written (their missing folders are
+    made when they are written; a file on the way is a usage error)."""
+    found = []
+    for flag, path in (("--history", args.history), ("--plot", args.plot)):
+        if path is None:
+            continue
+        target = Path(path)
+        existing = next(f for f in target.absolute().parents if f.exists())
+        if target.is_dir():
+            found.append(f"{flag} {path} is a folder; expected a file name")
+        elif not existing.is_dir():
+            found.append(f"{flag} {path}: {existing} is a file; expected a folder there")
+    if args.history is not None and Path(args.history).suffix.lower() not in HISTORY_SUFFIXES:
+        found.append(f"--history {args.history}; expected a file name ending in "
+                     f"{' or '.join(HISTORY_SUFFIXES)}")
+    if args.plot is not None:
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            found.append("--plot needs matplotlib: pip install 'mcjax[plot]'")
+        else:
+            kinds = Figure().canvas.get_supported_filetypes()
+            if Path(args.plot).suffix.lstrip(".").lower() not in kinds:
+                found.append(f"--plot {args.plot}; expected a file name ending in "
+                             f".{' or .'.join(sorted(kinds))}")
+    return found
+
+
 def _learning_rate(args, total_steps: int):
     """--lr, or the --schedule with its start value and length filled from --lr and the run."""
     import mcjax
@@ -193,9 +250,9 @@ def _config(args, total_steps: int):
     from mcjax._train._config import TrainConfig
 
     return TrainConfig(args.optimizer, _learning_rate(args, total_steps), dict(args.opt),
-                       args.grad, args.epochs, args.batch_size, True, args.seed,
+                       args.grad, args.epochs, args.batch_size, DEFAULTS.shuffle, args.seed,
                        args.checkpoint_dir, args.checkpoint_every, args.keep, args.resume,
-                       args.overwrite)
+                       args.overwrite, args.check_backprop)
 
 
 def _task(args):
@@ -236,9 +293,9 @@ def _fail(error) -> int:
 
 def run_train(args) -> int:
     neuron = args.task == "neuron"
-    args.lr = args.lr if args.lr is not None else 0.01 if neuron else 1e-3
-    args.epochs = args.epochs if args.epochs is not None else 200 if neuron else 40
-    problems = _contradictions(args)
+    args.lr = args.lr if args.lr is not None else NEURON_LEARNING_RATE if neuron \
+        else DEFAULTS.learning_rate
+    problems = _contradictions(args) + _output_problems(args)
     if problems:
         raise UsageError(_line("; and ".join(problems)))
     if args.dtype == "float64":
@@ -266,6 +323,9 @@ def run_train(args) -> int:
         run = prepare(model, data, config, devices=args.devices)
     except USAGE_ERRORS as error:
         raise UsageError(_line(error)) from None
+    except mcjax.DerivativeError as error:  # the report follows the line that says where
+        print(f"mcjax train: {error}", file=sys.stderr)
+        return 1
     return _train(args, run, report)
 
 
@@ -273,6 +333,7 @@ def _train(args, run, report) -> int:
     import jax
 
     import mcjax
+    from mcjax._train import _history
     from mcjax._train._loop import run_epochs
     from mcjax._train._stops import exit_status
 
@@ -282,14 +343,23 @@ def _train(args, run, report) -> int:
         if event == "/jax/compilation_cache/cache_hits":
             cache_hits.append(event)
 
+    # one process writes the files of a multi-process run (they all hold the same history)
+    writes = jax.process_index() == 0
+    log = _history.HistoryWriter(args.history) if args.history and writes else None
     jax.monitoring.register_event_listener(count_cache_hits)
     try:
-        result = run_epochs(run, progress=sys.stderr.isatty() if args.progress is None
-                            else args.progress)
+        if log is not None:
+            log.start(_history.rows(run.history, run.steps_per_epoch))
+        result = run_epochs(run, progress=args.progress, callback=log)
+        if args.plot and writes:
+            Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+            result.plot(args.plot, title=f"mcjax train {args.task}, grad={args.grad}")
     except (mcjax.NonFiniteLossError, OSError, mcjax.CheckpointError) as error:
         return _fail(error)
     finally:
         jax.monitoring.unregister_event_listener(count_cache_hits)
+        if log is not None:
+            log.close()
     losses = result.history["loss"]
     summary = {
         "task": args.task, "grad": args.grad, "optimizer": args.optimizer,
@@ -299,6 +369,7 @@ def _train(args, run, report) -> int:
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "resumed_from": str(result.resumed_from) if result.resumed_from else None,
         "interrupted": result.interrupted, "signal": result.signal,
+        "backprop_check": "passed" if result.backprop_check is not None else None,
         "devices": len(jax.tree.leaves(result.params)[0].sharding.device_set),
         "process": f"{jax.process_index()} of {jax.process_count()}",
         **report(result.params),
@@ -306,6 +377,8 @@ def _train(args, run, report) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
+        if result.epoch:
+            print(result.table(), end="\n\n")
         for name, value in summary.items():
             print(f"{name:24s} {f'{value:.6g}' if isinstance(value, float) else value}")
     if result.interrupted:
