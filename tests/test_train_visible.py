@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_count import counting_compiles
 
 import mcjax
 from mcjax.__main__ import main
@@ -283,3 +284,12 @@ def test_in_a_terminal_the_bar_stays_at_its_last_epoch(tmp_path):
     assert "epoch 0/3" in text and re.search(r"epoch 3/3 \S* loss \d", text), text
     last = written[written.rindex(b"3/3"):]
     assert b"\x1b[2K" not in last and b"\x1b[1A" not in last and b"\r\n" in last, last
+
+
+def test_the_check_of_a_repeated_run_compiles_nothing():
+    """The check's programs are cached like the epoch's: another seed (other parameters, other
+    rows) checks and trains without compiling."""
+    mcjax.train(NEURON, (X, Y), grad="analytic", **RUN)
+    with counting_compiles() as compiles:
+        again = mcjax.train(NEURON, (X, Y), grad="analytic", seed=1, **RUN)
+    assert again.backprop_check.ok and compiles.count == 0
