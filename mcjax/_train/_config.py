@@ -44,8 +44,8 @@ class TrainConfig:
     """Every setting of :func:`mcjax.train` but the model, the data and run-time callbacks.
 
     The fields are :func:`mcjax.train`'s arguments of the same names, with the same defaults
-    (``_defaults.DEFAULTS``).  ``learning_rate=None`` is 1e-3 with an optimizer name, and must stay None with an optax transformation (which
-    carries its own).
+    (``_defaults.DEFAULTS``).  ``learning_rate=None`` is 1e-3 with an optimizer name, and
+    must stay None with an optax transformation (which carries its own).
 
     Raises:
       ValueError: a setting is out of range or of the wrong kind (all are listed).
