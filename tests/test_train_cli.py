@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = dict(samples=2048, features=3, batch_size=16, epochs=800, every=100)
 ARGS = ["train", "neuron", "--samples", str(TASK["samples"]), "--features", str(TASK["features"]),
         "--batch-size", str(TASK["batch_size"]), "--epochs", str(TASK["epochs"]),
-        "--checkpoint-every", str(TASK["every"]), "--no-progress", "--json"]
+        "--checkpoint-every", str(TASK["every"]), "--grad", "analytic", "--no-progress", "--json"]
 
 
 def _start(ckpt: Path, cache: Path, *extra) -> subprocess.Popen:

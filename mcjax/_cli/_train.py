@@ -1,7 +1,10 @@
 """``mcjax train``: the paper's neuron or an MLP on the digits, from the command line.
 
+The defaults are mcjax.train's (``_train/_defaults.DEFAULTS``), but for the neuron's learning rate.
+
 Exit status: 0 done; 1 training failed (a NaN or Inf, a checkpoint that could not be written
-such as on a full disk, out of memory); 2 a usage or environment error: a bad flag or value,
+such as on a full disk, out of memory, a hand-derived
+gradient that failed its check at the first batch: the report follows); 2 a usage or environment error: a bad flag or value,
 flags that contradict each other, a checkpoint folder that cannot serve the run (a file,
 another run's, another process's, a read-only one, one on a full disk, a missing one to resume,
 one written with other settings or with an unreadable run.json), found before any training, or
@@ -19,13 +22,17 @@ import json
 import logging
 import math
 import sys
+from pathlib import Path
 
 from mcjax._core._conventions import DTYPES
 from mcjax._core._errors import CheckpointError, UsageError
+from mcjax._train._defaults import DEFAULTS
+from mcjax._train._history import HISTORY_SUFFIXES
 
 USAGE_ERRORS = (ValueError, TypeError, NotADirectoryError, FileNotFoundError)  # ShapeError,
 # DtypeError and CheckpointError are among them (subclasses of ValueError and TypeError)
-NEW_RUN_CHECKPOINTING = {"checkpoint_every": 10, "keep_checkpoints": 3}  # --checkpoint-every, --keep
+NEW_RUN_CHECKPOINTING = {"checkpoint_every": DEFAULTS.checkpoint_every,
+                         "keep_checkpoints": DEFAULTS.keep_checkpoints}  # --checkpoint-every, --keep
 
 
 def _number(kind, low, *, strict: bool):
@@ -45,6 +52,7 @@ def _number(kind, low, *, strict: bool):
 
 POSITIVE, COUNT, RATE = _number(int, 1, strict=False), _number(int, 0, strict=False), \
     _number(float, 0, strict=True)
+NEURON_LEARNING_RATE = 0.01  # the neuron's five parameters move far from init: a larger step
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -90,17 +98,27 @@ def add_train(subparsers) -> None:
             "data from a known (w, b); prints the parameter error. TASK 'digits': an MLP on "
             "scikit-learn's bundled digits (needs scikit-learn); prints the test accuracy. "
             "The final checkpoint (with --checkpoint-dir) holds the trained parameters. "
-            "Exit status: 0 done, 1 training failed, 2 usage or environment error, 143 "
-            "stopped by SIGTERM (130 by Ctrl-C) with a checkpoint to --resume from."
+            "The defaults are mcjax.train's. Prints a table of the loss per epoch (with "
+            "--json, only the summary); --history and --plot save the history. "
+            "Exit status: 0 done, 1 training failed (or --grad analytic failed its check), "
+            "2 usage or environment error, 143 stopped by SIGTERM (130 by Ctrl-C) with a "
+            "checkpoint to --resume from."
         ),
     )
     p.add_argument("task", choices=("neuron", "digits"), help="what to train")
-    p.add_argument("--grad", choices=("analytic", "autodiff"), default="analytic",
-                   help="gradient source: the registry's hand-derived rules (default) or jax.grad")
-    p.add_argument("--optimizer", default="adam",
-                   help="sgd, momentum, adam (the paper's) or any optax optimizer (default adam)")
+    p.add_argument("--grad", choices=("analytic", "autodiff"), default=DEFAULTS.grad,
+                   help="gradient source: the registry's hand-derived rules (checked with "
+                        "mcjax.check at the first batch) or jax.grad (default %(default)s)")
+    p.add_argument("--check-backprop", action=argparse.BooleanOptionalAction,
+                   default=DEFAULTS.check_backprop,
+                   help="with --grad analytic, check the hand-derived gradient at the first "
+                        "batch and stop with the report (exit 1) if it is wrong (default: on)")
+    p.add_argument("--optimizer", default=DEFAULTS.optimizer,
+                   help="sgd, momentum, adam (the paper's) or any optax optimizer "
+                        "(default %(default)s)")
     p.add_argument("--lr", type=RATE, default=None,
-                   help="learning rate > 0 (default 0.01 for neuron, 0.001 for digits)")
+                   help=f"learning rate > 0 (default {NEURON_LEARNING_RATE} for neuron, "
+                        f"{DEFAULTS.learning_rate} for digits)")
     p.add_argument("--opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="an optimizer hyper-parameter, e.g. --opt momentum=0.95 (in range: "
                         "decay rates such as b1, b2, momentum in [0, 1), eps > 0, weight_decay "
@@ -110,32 +128,43 @@ def add_train(subparsers) -> None:
                         "decay_steps default to --lr and the run's total steps")
     p.add_argument("--schedule-arg", type=_key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="an argument of the schedule; may be repeated")
-    p.add_argument("--epochs", type=POSITIVE, default=None,
-                   help="epochs, >= 1; a resumed run counts those already done (default 200 "
-                        "neuron, 40 digits)")
-    p.add_argument("--batch-size", type=POSITIVE, default=32, help="examples per step (default 32)")
-    p.add_argument("--samples", type=POSITIVE, default=512, help="neuron: examples (default 512)")
+    p.add_argument("--epochs", type=POSITIVE, default=DEFAULTS.epochs,
+                   help="epochs, >= 1; a resumed run counts those already done "
+                        "(default %(default)s)")
+    p.add_argument("--batch-size", type=POSITIVE, default=DEFAULTS.batch_size,
+                   help="examples per step (default %(default)s)")
+    p.add_argument("--samples", type=POSITIVE, default=4096,
+                   help="neuron: examples (default %(default)s)")
     p.add_argument("--features", type=POSITIVE, default=4,
                    help="neuron: inputs per example (default 4)")
     p.add_argument("--hidden", type=_hidden, default=(256, 256),
                    help="digits: hidden layer widths, comma-separated (default 256,256)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype")
-    p.add_argument("--seed", type=int, default=0, help="seed of parameters, data and shuffling")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seed of parameters, data and shuffling (default %(default)s)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="the run's checkpoint folder (orbax; one folder per saved epoch, "
                         "run.json, a lock): new or empty for a new run")
     p.add_argument("--checkpoint-every", type=POSITIVE, default=None, metavar="K",
                    help="checkpoint every K epochs, and at the end and on SIGTERM/Ctrl-C "
-                        "(default 10; with --resume, the run's own)")
+                        f"(default {DEFAULTS.checkpoint_every}; with --resume, the run's own)")
     p.add_argument("--keep", type=POSITIVE, default=None, metavar="N",
-                   help="keep the newest N checkpoints of the run (default 3; with --resume, "
-                        "the run's own)")
+                   help=f"keep the newest N checkpoints of the run (default "
+                        f"{DEFAULTS.keep_checkpoints}; with --resume, the run's own)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --checkpoint-dir from its newest intact checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in --checkpoint-dir, deleting the run that is there")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr (default: when stderr is a terminal)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   default=DEFAULTS.progress,
+                   help="progress bar on stderr, left at its last epoch (default: when stderr "
+                        "is a terminal)")
+    p.add_argument("--history", default=None, metavar="FILE.csv|FILE.jsonl",
+                   help="write the loss and metrics per epoch there, one row per epoch as it "
+                        "ends (a resumed run first writes the epochs it restored)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="save a figure of the loss and metrics per epoch there (needs "
+                        "matplotlib: pip install 'mcjax[plot]')")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="JAX's persistent compilation cache (default $MCJAX_CACHE_DIR or "
                         "~/.cache/mcjax/xla)")
@@ -176,6 +205,35 @@ def _contradictions(args) -> list[str]:
     if args.task == "neuron" and args.samples < args.batch_size:
         found.append(f"--batch-size {args.batch_size} but --samples {args.samples}; expected a "
                      f"batch size of at most {args.samples}")
+    return found
+
+
+def _output_problems(args) -> list[str]:
+    """--history and --plot must name files that can be written (their missing folders are
+    made when they are written; a file on the way is a usage error)."""
+    found = []
+    for flag, path in (("--history", args.history), ("--plot", args.plot)):
+        if path is None:
+            continue
+        target = Path(path)
+        existing = next(f for f in target.absolute().parents if f.exists())
+        if target.is_dir():
+            found.append(f"{flag} {path} is a folder; expected a file name")
+        elif not existing.is_dir():
+            found.append(f"{flag} {path}: {existing} is a file; expected a folder there")
+    if args.history is not None and Path(args.history).suffix.lower() not in HISTORY_SUFFIXES:
+        found.append(f"--history {args.history}; expected a file name ending in "
+                     f"{' or '.join(HISTORY_SUFFIXES)}")
+    if args.plot is not None:
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            found.append("--plot needs matplotlib: pip install 'mcjax[plot]'")
+        else:
+            kinds = Figure().canvas.get_supported_filetypes()
+            if Path(args.plot).suffix.lstrip(".").lower() not in kinds:
+                found.append(f"--plot {args.plot}; expected a file name ending in "
+                             f".{' or .'.join(sorted(kinds))}")
     return found
 
 
@@ -248,9 +306,9 @@ def _config(args, total_steps: int):
     from mcjax._train._config import TrainConfig
 
     return TrainConfig(args.optimizer, _learning_rate(args, total_steps), dict(args.opt),
-                       args.grad, args.epochs, args.batch_size, True, args.seed,
+                       args.grad, args.epochs, args.batch_size, DEFAULTS.shuffle, args.seed,
                        args.checkpoint_dir, args.checkpoint_every, args.keep, args.resume,
-                       args.overwrite)
+                       args.overwrite, args.check_backprop)
 
 
 def _task(args):
@@ -297,9 +355,9 @@ def _fail(error) -> int:
 
 def run_train(args) -> int:
     neuron = args.task == "neuron"
-    args.lr = args.lr if args.lr is not None else 0.01 if neuron else 1e-3
-    args.epochs = args.epochs if args.epochs is not None else 200 if neuron else 40
-    problems = _contradictions(args) + _option_problems(args)
+    args.lr = args.lr if args.lr is not None else NEURON_LEARNING_RATE if neuron \
+        else DEFAULTS.learning_rate
+    problems = _contradictions(args) + _option_problems(args) + _output_problems(args)
     if problems:
         raise UsageError(_line("; and ".join(problems)))
     changed = _checkpointing(args)
@@ -331,6 +389,9 @@ def run_train(args) -> int:
         run = prepare(model, data, config, devices=args.devices)
     except (*USAGE_ERRORS, OSError) as error:  # OSError: a full disk under run.json, ...
         raise UsageError(_line(error)) from None
+    except mcjax.DerivativeError as error:  # the report follows the line that says where
+        print(f"mcjax train: {error}", file=sys.stderr)
+        return 1
     if changed:  # said once the run is known to resume
         print(changed, file=sys.stderr)
     return _train(args, run, report)
@@ -340,6 +401,7 @@ def _train(args, run, report) -> int:
     import jax
 
     import mcjax
+    from mcjax._train import _history
     from mcjax._train._loop import run_epochs
     from mcjax._train._stops import exit_status
 
@@ -349,10 +411,17 @@ def _train(args, run, report) -> int:
         if event == "/jax/compilation_cache/cache_hits":
             cache_hits.append(event)
 
+    # one process writes the files of a multi-process run (they all hold the same history)
+    writes = jax.process_index() == 0
+    log = _history.HistoryWriter(args.history) if args.history and writes else None
     jax.monitoring.register_event_listener(count_cache_hits)
     try:
-        result = run_epochs(run, progress=sys.stderr.isatty() if args.progress is None
-                            else args.progress)
+        if log is not None:
+            log.start(_history.rows(run.history, run.steps_per_epoch))
+        result = run_epochs(run, progress=args.progress, callback=log)
+        if args.plot and writes:
+            Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+            result.plot(args.plot, title=f"mcjax train {args.task}, grad={args.grad}")
     except mcjax.CheckpointError as error:  # the folder changed under the run: its lock
         print(_line(error), file=sys.stderr)  # removed, a later epoch written by another
         return 2
@@ -360,6 +429,8 @@ def _train(args, run, report) -> int:
         return _fail(error)  # a NaN (NonFiniteLossError), a full disk, out of device memory
     finally:
         jax.monitoring.unregister_event_listener(count_cache_hits)
+        if log is not None:
+            log.close()
     losses = result.history["loss"]
     summary = {
         "task": args.task, "grad": args.grad, "optimizer": args.optimizer,
@@ -369,6 +440,7 @@ def _train(args, run, report) -> int:
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "resumed_from": str(result.resumed_from) if result.resumed_from else None,
         "interrupted": result.interrupted, "signal": result.signal,
+        "backprop_check": "passed" if result.backprop_check is not None else None,
         "devices": len(jax.tree.leaves(result.params)[0].sharding.device_set),
         "process": f"{jax.process_index()} of {jax.process_count()}",
         **report(result.params),
@@ -376,6 +448,8 @@ def _train(args, run, report) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
+        if result.epoch:
+            print(result.table(), end="\n\n")
         for name, value in summary.items():
             print(f"{name:24s} {f'{value:.6g}' if isinstance(value, float) else value}")
     if result.interrupted:

@@ -123,10 +123,12 @@ class TraceError(TypeError):
 
 
 class DerivativeError(AssertionError):
-    """A derivative failed :func:`mcjax.assert_derivative`; ``.report`` says why."""
+    """A derivative failed :func:`mcjax.assert_derivative`, or a model's hand-derived gradient
+    failed the check of :func:`mcjax.train` at its first batch; ``.report`` says why."""
 
-    def __init__(self, report):
-        super().__init__(str(report))
+    def __init__(self, report, message: str | None = None):
+        # message: the report with a first line that says where it was found (mcjax.train)
+        super().__init__(str(report) if message is None else message)
         self.report = report
 
 

@@ -6,7 +6,7 @@ bad setting costs nothing and every bad setting is named in one message.  :meth:
 is what a checkpoint folder records about the run (see ``_run_folder``): what a resumed run
 must share with the run that wrote the checkpoints.  ``epochs``, ``checkpoint_every`` and
 ``keep_checkpoints`` are not part of it: a run may be resumed for longer, or checkpointed
-differently.
+differently; nor is ``check_backprop``, which changes no number of the run.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import jax
 import optax
 
 from mcjax._core._errors import CheckpointError
+from mcjax._train._defaults import DEFAULTS
 from mcjax._train._describe import describe
 from mcjax._train._models import GRAD_SOURCES, count_problem
 from mcjax._train._optim import described, hyper_parameter_problems, learning_rate_problem
 from mcjax._train._optim import optimizer as make_optimizer
 from mcjax._train._run_folder import preflight
 
-DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_LEARNING_RATE = DEFAULTS.learning_rate
 
 
 def _integer(value, name: str, low: int, problems: list[str], *, none: bool = False) -> None:
@@ -40,9 +41,9 @@ def _integer(value, name: str, low: int, problems: list[str], *, none: bool = Fa
 class TrainConfig:
     """Every setting of :func:`mcjax.train` but the model, the data and run-time callbacks.
 
-    The fields are :func:`mcjax.train`'s arguments of the same names.  ``learning_rate=None``
-    is 1e-3 with an optimizer name, and must stay None with an optax transformation (which
-    carries its own).
+    The fields are :func:`mcjax.train`'s arguments of the same names, with the same defaults
+    (``_defaults.DEFAULTS``).  ``learning_rate=None`` is 1e-3 with an optimizer name, and
+    must stay None with an optax transformation (which carries its own).
 
     Raises:
       ValueError: a setting is out of range or of the wrong kind (all are listed).
@@ -50,19 +51,20 @@ class TrainConfig:
         to resume, another run's folder).
     """
 
-    optimizer: str | optax.GradientTransformation = "adam"
+    optimizer: str | optax.GradientTransformation = DEFAULTS.optimizer
     learning_rate: float | optax.Schedule | None = None
     optimizer_options: Mapping[str, Any] | None = None
-    grad: str = "autodiff"
-    epochs: int = 10
-    batch_size: int = 32
-    shuffle: bool = True
-    seed: int = 0
+    grad: str = DEFAULTS.grad
+    epochs: int = DEFAULTS.epochs
+    batch_size: int = DEFAULTS.batch_size
+    shuffle: bool = DEFAULTS.shuffle
+    seed: int = DEFAULTS.seed
     checkpoint_dir: str | os.PathLike | None = None
-    checkpoint_every: int = 1
-    keep_checkpoints: int | None = 3
+    checkpoint_every: int = DEFAULTS.checkpoint_every
+    keep_checkpoints: int | None = DEFAULTS.keep_checkpoints
     resume: bool = False
     overwrite: bool = False
+    check_backprop: bool = DEFAULTS.check_backprop
 
     def __post_init__(self):
         problems = self._problems()
@@ -86,7 +88,7 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) \
                 or not -2**63 <= self.seed < 2**63:
             problems.append(f"seed={self.seed!r}; expected an integer from -2**63 to 2**63 - 1")
-        for name in ("shuffle", "resume", "overwrite"):
+        for name in ("shuffle", "resume", "overwrite", "check_backprop"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}={getattr(self, name)!r}; expected True or False")
         folder = self.checkpoint_dir

@@ -53,7 +53,7 @@ class Model(NamedTuple):
         usually a mean over the batch's rows.
       backprop: optional, the hand-derived gradient ``backprop(params, batch[, key]) ->
         grads`` of ``loss`` with respect to ``params`` (same structure and shapes), used by
-        ``grad="analytic"``.  Check it with :func:`mcjax.check` first.
+        ``grad="analytic"``, which checks it with :func:`mcjax.check` at the first batch.
       apply: optional, ``apply(params, inputs) -> predictions`` (B, ...), for evaluation.
       check: optional, ``check(function, params, batch)`` raises :class:`~mcjax.ShapeError`
         (or ``ValueError``) naming ``function`` when the batch does not fit the parameters;
