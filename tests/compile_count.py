@@ -7,6 +7,8 @@ import contextlib
 
 from jax import monitoring
 
+from mcjax._core._compat import unregister_event_duration_listener
+
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
@@ -27,4 +29,4 @@ def counting_compiles():
     try:
         yield counter
     finally:
-        monitoring.unregister_event_duration_listener(listen)
+        unregister_event_duration_listener(listen)

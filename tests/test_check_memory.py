@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import mcjax
+from mcjax._core._compat import enable_x64  # jax.enable_x64 from JAX 0.8
 from mcjax._program._compile import PROGRAMS
 from tests.compile_count import counting_compiles
 
@@ -102,7 +103,7 @@ def test_a_float64_numpy_constant_in_f_and_the_derivative(x64, mode):
     W = np.random.default_rng(0).standard_normal((3, 3))  # float64
     f = lambda x: jnp.tanh(W @ x)  # noqa: E731
     right = lambda x: (1 - jnp.tanh(W @ x) ** 2)[:, None] * W  # noqa: E731
-    with jax.enable_x64(x64), jax.numpy_dtype_promotion("standard"):  # as users have it
+    with enable_x64(x64), jax.numpy_dtype_promotion("standard"):  # as users have it
         x = jnp.linspace(0.1, 1.0, 3, dtype=jnp.float32)
         assert mcjax.check(f, right, x, mode=mode).ok
         assert not mcjax.check(f, lambda x: 1.01 * right(x), x, mode=mode).ok

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import mcjax
+from mcjax._core._compat import enable_x64  # jax.enable_x64 from JAX 0.8
 
 
 def _modules_with_examples():
@@ -33,7 +34,7 @@ def test_the_examples_are_found():
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     globs = {"jax": jax, "jnp": jnp, "np": np, "mcjax": mcjax, **vars(module)}
-    with jax.enable_x64(False):  # the examples show what a user sees: float32 by default
+    with enable_x64(False):  # the examples show what a user sees: float32 by default
         failed, attempted = doctest.testmod(
             module, globs=globs, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
             verbose=False)

@@ -20,6 +20,7 @@ import pytest
 from derive_corpus import CASES as DERIVE_CASES
 
 import mcjax
+from mcjax._core._compat import enable_x64  # jax.enable_x64 from JAX 0.8
 from mcjax._derive._names import argument_exprs, constant_exprs
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._algebra import replace
@@ -96,7 +97,7 @@ def _x64(args):
 
 @pytest.fixture(autouse=True)
 def _float64():
-    with jax.enable_x64(True):
+    with enable_x64(True):
         yield
 
 

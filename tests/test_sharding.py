@@ -20,6 +20,7 @@ import pytest
 
 import mcjax
 from mcjax.__main__ import main
+from mcjax._core._compat import enable_x64  # jax.enable_x64 from JAX 0.8
 from mcjax.conventions import data_parallel_tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_two_processes_train_like_one_device(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_00000003", "run.json"]
 
     # the same run on this process's one device, in float32 as the command runs it
-    with jax.enable_x64(False):
+    with enable_x64(False):
         data, _ = mcjax.datasets.neuron_data(jax.random.key(0), n_samples=128, n_features=3, noise=0.01)
         model = mcjax.neuron_model(3)
         single = mcjax.train(model, data, learning_rate=0.01, grad="analytic", epochs=3,

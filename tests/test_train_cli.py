@@ -18,6 +18,7 @@ import pytest
 
 import mcjax
 from mcjax.__main__ import main
+from mcjax._core._compat import enable_x64  # jax.enable_x64 from JAX 0.8
 from mcjax._train._lock import Lock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_sigterm_then_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(t
     assert summary["epochs"] == TASK["epochs"] and summary["compilation_cache_hits"] >= 1
     got, meta = _state(folder)
     # the uninterrupted run, here, as the command runs it (float32)
-    with jax.enable_x64(False):
+    with enable_x64(False):
         data, truth = mcjax.datasets.neuron_data(jax.random.key(0), n_samples=TASK["samples"],
                                         n_features=3, noise=0.01)
         straight = mcjax.train(mcjax.neuron_model(3), data, learning_rate=0.01, grad="analytic",

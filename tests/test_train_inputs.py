@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import mcjax
+from tests.compile_count import counting_compiles
 
 F64 = jnp.float64
 X = np.random.default_rng(0).standard_normal((40, 3))
@@ -156,21 +157,11 @@ def test_a_bad_input_is_refused_before_anything_is_compiled(kwargs, error, messa
     if kwargs.get("learning_rate", 0.1) is not None and isinstance(model, mcjax.Model) \
             and "optimizer" not in kwargs and "learning_rate" not in kwargs:
         kwargs["learning_rate"] = 0.01
-    compiled = []
-
-    def count(event, seconds, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(count)
-    try:
-        with pytest.raises(error, match=message) as caught:
-            mcjax.train(model, data, epochs=kwargs.pop("epochs", 2),
-                        batch_size=kwargs.pop("batch_size", 8), **kwargs)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(count)
+    with counting_compiles() as compiled, pytest.raises(error, match=message) as caught:
+        mcjax.train(model, data, epochs=kwargs.pop("epochs", 2),
+                    batch_size=kwargs.pop("batch_size", 8), **kwargs)
     assert str(caught.value).startswith("mcjax.")
-    assert not compiled, f"compiled {len(compiled)} programs before refusing"
+    assert not compiled.count, f"compiled {compiled.count} programs before refusing"
 
 
 def test_the_list_of_bad_inputs_covers_every_kind():

@@ -9,6 +9,7 @@ import pytest
 
 import mcjax
 from mcjax.conventions import tolerance
+from tests.compile_count import counting_compiles
 
 F64 = jnp.float64
 RNG = np.random.default_rng(0)
@@ -91,24 +92,17 @@ def test_an_edited_global_compiles_anew_and_an_unchanged_call_compiles_nothing()
     global SCALE
     model = mcjax.Model(init, _scaled_loss)
     kw = dict(optimizer="sgd", learning_rate=0.01, epochs=2, batch_size=8)
-    compiled = []
-
-    def count(event, seconds, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(event)
-
     SCALE = 0.0
     plain = mcjax.train(model, (X, Y), **kw)
     SCALE = 10.0
-    jax.monitoring.register_event_duration_secs_listener(count)
     try:
-        penalised = mcjax.train(model, (X, Y), **kw)
-        assert compiled, "the edited loss was not compiled anew"
-        del compiled[:]
-        repeat = mcjax.train(model, (X, Y), **kw)
-        assert not compiled, f"an unchanged call compiled {len(compiled)} programs"
+        with counting_compiles() as compiled:
+            penalised = mcjax.train(model, (X, Y), **kw)
+        assert compiled.count, "the edited loss was not compiled anew"
+        with counting_compiles() as compiled:
+            repeat = mcjax.train(model, (X, Y), **kw)
+        assert not compiled.count, f"an unchanged call compiled {compiled.count} programs"
     finally:
-        jax.monitoring.unregister_event_duration_listener(count)
         SCALE = 0.0
     assert float(jnp.sum(penalised.params["w"] ** 2)) < float(jnp.sum(plain.params["w"] ** 2))
     chex.assert_trees_all_equal(repeat.params, penalised.params)

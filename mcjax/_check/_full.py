@@ -54,6 +54,7 @@ from mcjax._check._references import (
 )
 from mcjax._check._report import KinkEntry, Kinks, Later, Report, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
+from mcjax._core._compat import enable_x64
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
 from mcjax._program._compile import compiler_options, run_compiled
@@ -140,7 +141,7 @@ def run(groups: list[tuple[Prepared, list[tuple]]], seed: int, stencils: bool = 
     normals = [rng.standard_normal((len(points), p.x_spec.size)) for p, points in groups]
     # the checker's own program computes across dtypes; f and the derivative were traced
     # (under the user's promotion rules) when the check was prepared
-    with jax.enable_x64(True), standard_promotion():
+    with enable_x64(True), standard_promotion():
         consts = [p.static.consts() for p, _ in groups]
         out = jax.device_get(run_compiled(_programs, statics, consts, dynamics, normals,
                                           compiler_options=compiler_options()))

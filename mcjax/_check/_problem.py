@@ -22,6 +22,7 @@ from mcjax._check._case import ByIdentity, Prepared, Static
 from mcjax._check._flat import FlatSpec
 from mcjax._check._kinks import has_switches
 from mcjax._check._under_test import validate
+from mcjax._core._compat import enable_x64
 from mcjax._core._conventions import is_floating, standard_promotion, wider
 from mcjax._core._errors import DtypeError, ShapeError, TraceError, require_floating
 from mcjax._jacobian import Jacobian
@@ -231,7 +232,7 @@ def reference_key(p: Prepared) -> tuple[Prepared, str]:
     precision = "float64"
     # the checker's casts, not the user's: traced under standard promotion (a float32 constant
     # of f meets the float64 arguments the references need)
-    with jax.enable_x64(True), standard_promotion():
+    with enable_x64(True), standard_promotion():
         for dtype in (jnp.float64, jnp.float32):
             structs = cast(dtype)
             if signature(structs) == native:  # the native trace serves

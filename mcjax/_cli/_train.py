@@ -401,6 +401,7 @@ def _train(args, run, report) -> int:
     import jax
 
     import mcjax
+    from mcjax._core._compat import unregister_event_listener
     from mcjax._train import _history
     from mcjax._train._loop import run_epochs
     from mcjax._train._stops import exit_status
@@ -428,7 +429,7 @@ def _train(args, run, report) -> int:
     except (FloatingPointError, OSError, RuntimeError, MemoryError) as error:
         return _fail(error)  # a NaN (NonFiniteLossError), a full disk, out of device memory
     finally:
-        jax.monitoring.unregister_event_listener(count_cache_hits)
+        unregister_event_listener(count_cache_hits)
         if log is not None:
             log.close()
     losses = result.history["loss"]

@@ -23,6 +23,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from jax.extend import core
 
+from mcjax._core._compat import DropVar
+
 CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
                    "custom_vmap_call", "linear_call", "composite", "eval_jaxpr"})
 """Primitives that call a jaxpr with their operands: their body is walked in their place."""
@@ -119,7 +121,7 @@ class Interpreter(Generic[V]):
             self.annotation = annotation
             outs = self.equation(eqn, [read(v) for v in eqn.invars])
             for var, value in zip(eqn.outvars, outs):
-                if not isinstance(var, core.DropVar):
+                if not isinstance(var, DropVar):
                     env[var] = self.store(var, value, annotation)
         return [read(v) for v in jaxpr.outvars]
 
