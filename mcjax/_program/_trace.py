@@ -75,7 +75,11 @@ def lift(closed: core.ClosedJaxpr) -> tuple[core.Jaxpr, tuple]:
     stay in the program.
     """
     jaxpr = closed.jaxpr
-    constvars, consts = list(jaxpr.constvars), list(closed.consts)
+    constvars = list(jaxpr.constvars)
+    # each value in its variable's dtype: JAX 0.7 keeps a closed-over NumPy float64 array as it
+    # came, in a program that reads it as float32 (x64 off), where newer JAX converts it
+    consts = [np.asarray(c, v.aval.dtype) if isinstance(c, np.ndarray) and c.dtype != v.aval.dtype
+              else c for v, c in zip(constvars, closed.consts)]
 
     def taken(var):
         if not _liftable(var):

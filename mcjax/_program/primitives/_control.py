@@ -29,6 +29,8 @@ register("cond", FAMILY, behaviour="jump", walked=True,
 register("scan", FAMILY, walked=True, fallback="unrolled (JAX's linear map past 256 steps)")
 register("while", FAMILY, walked=True, fallback="unrolled at concrete values (JAX's forward "
          "map under jax.jit)")
+register("for", FAMILY, fallback="a loop over mutable references (JAX 0.7's for_loop): JAX's "
+         "linear map")
 register("remat_opt", FAMILY, fallback="a rematerialization with its own rule (JAX's map)")
 register("custom_jvp_call", FAMILY,
          fallback="a custom_jvp rule: its derivative is the rule (JAX's linear map of the call)")

@@ -25,10 +25,17 @@ def _identity(e: Eqn):
     return parts if len(e.outs) > 1 else parts[0]
 
 
+def _same(name: str):
+    """The output written as its operand: a placement or a name changes no value (JAX 0.7 puts
+    ``device_put`` around every ``jnp.asarray`` of a NumPy constant); several operands at once
+    are written as the call."""
+    return lambda a, s, p: a[0] if len(a) == 1 else E.opaque(name, a, s)
+
+
 for _name in ("device_put", "sharding_constraint", "reshard", "layout_constraint", "name",
               "stage", "pvary", "mesh_cast", "reduced_vary_cast_p", "vary_unreduced_cast_p"):
-    register(_name, "sharding and effects", jacobian=_identity, behaviour="identity",
-             rounding="exact")
+    register(_name, "sharding and effects", jacobian=_identity, expr=_same(_name),
+             behaviour="identity", rounding="exact")
 register("tie", "sharding and effects",
          jacobian=lambda e: {1: B.identity(e.out.shape, e.out.dtype)} if 1 in e.active else {},
          behaviour="identity", rounding="exact")
@@ -38,7 +45,8 @@ for _name in ("debug_callback", "debug_print", "inspect_sharding", "io_callback"
              fallback="a callback, a foreign call or an effect: JAX's linear map of it")
 for _name in ("get", "swap", "addupdate", "new_ref", "empty_ref", "free_ref", "freeze",
               "accum_grad_in_ref", "box_get", "box_set", "new_box", "run_state", "new_log",
-              "log_extend", "log_read"):
+              "log_extend", "log_read",
+              "mutable_array"):  # JAX 0.7's name of new_ref
     register(_name, "state", behaviour="none", fallback="mutable state: JAX's linear map")
 for _name in ("random_bits", "random_fold_in", "random_seed", "random_split", "random_unwrap",
               "random_wrap", "bitcast_convert_type"):

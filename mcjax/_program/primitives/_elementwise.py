@@ -278,7 +278,8 @@ register("clamp", FAMILY, jacobian=_clamp, expr=lambda a, s, p: E.call("clip", a
 
 def _pow_x(x: Sym, y: Sym, out: Sym, e) -> Sym:
     """JAX's: $y x^{y-1}$, and 0 where $y = 0$."""
-    value = jnp.where(y.value == 0, 0, y.value * x.value ** (y.value - 1))
+    exponent = jnp.asarray(y.value)  # a literal's NumPy scalar: NumPy 1.x widens y - 1 to float64
+    value = jnp.where(exponent == 0, 0, exponent * x.value ** (exponent - 1))
     return S.labelled(value.astype(jnp.result_type(out.value)),
                       E.mul(y.expr, E.pow_expr(x.expr, E.sub(y.expr, E.ONE))))
 
