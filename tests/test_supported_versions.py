@@ -1,0 +1,53 @@
+"""The floors pyproject.toml declares are the versions .ci/run tests: .ci/oldest.txt pins each at
+its floor, and .ci/oldest-subset.txt names test files that exist (docs/index.md, "Supported JAX
+versions")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTED_EXTRAS = ("pytest", "pytest-xdist", "hypothesis")  # what the oldest-versions step installs
+
+
+def _lines(name: str) -> list[str]:
+    text = (ROOT / ".ci" / name).read_text()
+    return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
+
+
+def _floors(requirements: list[str]) -> dict[str, Version]:
+    floors = {}
+    for text in requirements:
+        requirement = Requirement(text)
+        lower = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+        assert lower, f"pyproject.toml: {text!r} has no floor (>=)"
+        floors[canonicalize_name(requirement.name)] = lower[0]
+    return floors
+
+
+def test_every_floor_is_pinned_in_the_oldest_versions_and_nothing_else_is():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    floors = _floors(project["dependencies"])
+    test_extras = _floors([r for r in project["optional-dependencies"]["test"]
+                           if canonicalize_name(Requirement(r).name) in TESTED_EXTRAS])
+    pins = {}
+    for line in _lines("oldest.txt"):
+        name, _, version = line.partition("==")
+        assert version, f".ci/oldest.txt: {line!r}; expected name==version"
+        pins[canonicalize_name(name)] = Version(version)
+    assert pins == {**floors, **test_extras}
+
+
+def test_the_oldest_versions_subset_names_test_files_that_exist():
+    subset = _lines("oldest-subset.txt")
+    assert len(subset) == len(set(subset))
+    missing = [path for path in subset if not (ROOT / path).is_file()]
+    assert not missing and all(p.startswith("tests/test_") for p in subset), missing
+    assert "tests/test_primitives.py" in subset  # the primitive table runs on both JAX versions
