@@ -13,6 +13,7 @@ from mcjax._train._defaults import DEFAULTS
 from mcjax._train._history import EpochRecord
 from mcjax._train._loop import prepare, run_epochs
 from mcjax._train._models import Model
+from mcjax._train._optim import Transformation
 from mcjax._train._result import TrainResult
 
 
@@ -21,7 +22,7 @@ def train(
     data,
     *,
     params=None,
-    optimizer: str | optax.GradientTransformation = DEFAULTS.optimizer,
+    optimizer: str | Transformation = DEFAULTS.optimizer,
     learning_rate: float | optax.Schedule | None = None,
     optimizer_options: Mapping[str, Any] | None = None,
     grad: str = DEFAULTS.grad,
@@ -56,7 +57,8 @@ def train(
       params: initial parameters (default: ``model.init`` with a key from ``seed``); they
         must have ``init``'s structure, shapes and dtypes, and be finite.
       optimizer: an optimizer name for :func:`mcjax.optimizer` (``"sgd"``, ``"momentum"``,
-        ``"adam"``, the default, any optax name) or an ``optax.GradientTransformation``.
+        ``"adam"``, the default, any optax name) or an optax transformation: any object
+        with ``init`` and ``update`` (``optax.adam(1e-3)``, ``optax.MultiSteps(...)``).
       learning_rate: $\eta > 0$, a float or an optax schedule (with a name only; default 1e-3).
       optimizer_options: the optimizer's other hyper-parameters (with a name only).
       grad: ``"autodiff"`` (the default) or ``"analytic"`` (the model's ``backprop``, checked
