@@ -25,7 +25,7 @@ import numpy as np
 
 from mcjax._core._conventions import DTYPES, SHAPE_CASES
 from mcjax._core._errors import UsageError
-from mcjax._core._user_code import import_user_module
+from mcjax._core._user_code import import_user_module, load_object
 
 
 def _enable_x64_if(dtypes) -> None:
@@ -118,15 +118,7 @@ def _run_verify(args) -> int:
 # -- check -------------------------------------------------------------------------------
 def _load(spec: str, what: str, command: str = "mcjax check"):
     """``MODULE:NAME`` -> the object; MODULE is a dotted name or a path to a .py file."""
-    module_name, sep, name = spec.rpartition(":")
-    if not sep or not module_name or not name:
-        raise UsageError(f"{command}: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
-    module = import_user_module(module_name, f"{command}: {what} {spec!r}")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise UsageError(f"{command}: {what} {spec!r}: module {module_name} has no "
-                         f"{name!r}") from None
+    return load_object(spec, what, command)[1]
 
 
 def _parse_shape(text: str, command: str = "mcjax check") -> tuple[int, ...]:
