@@ -198,8 +198,9 @@ def change(there: Fingerprint, now: Fingerprint) -> str:
         differing = [k for k, (a, b) in enumerate(zip(old, new)) if a != b]
         if not differing:  # the same words, more or fewer of them
             return f"{_full(new)} where {_full(old)} was{where}"
-        return (f"{_full([new[k] for k in differing])} where "
-                f"{_full([old[k] for k in differing])} was{_place(now, j1 + differing[0])}")
+        pairs = list(dict.fromkeys((old[k], new[k]) for k in differing))  # once each
+        return (f"{_full([b for _, b in pairs])} where {_full([a for a, _ in pairs])} was"
+                f"{_place(now, j1 + differing[0])}")
     if there.constants != now.constants:
         if len(there.constants) != len(now.constants):
             return (f"it closes over {len(now.constants)} constant arrays where it closed over "
