@@ -47,6 +47,10 @@ def broken():
     raise ValueError("no model today")
 
 
+def ragged():
+    return np.zeros((64, 3), np.float32), np.zeros(60, np.float32)
+
+
 def data(seed=0):
     X = np.random.default_rng(seed).standard_normal((64, 3)).astype(np.float32)
     return X, np.tanh(X @ np.array([0.5, -1.0, 0.3], np.float32))
@@ -124,6 +128,11 @@ USAGE_ERRORS = [
      "of arrays with one example per row, or a function that returns one"),
     (["own_model.py:model", "--grad", "analytic"],
      "model 'tanh_fit' has no callable backprop (grad='analytic' trains with it)"),
+    (["own_model.py:model", "--data", "ragged"],
+     "mcjax train: mcjax.train: X has shape (64, 3) but Y has shape (60,); expected one row of "
+     "each per example"),
+    (["neuron", "--data", "dataset"], "--data names a module's data; expected it with TASK "
+                                      "MODULE:NAME, not neuron"),
     (["own_model"], "argument TASK: 'own_model' is neither neuron nor digits nor MODULE:NAME "
                     "(e.g. my_model.py:model)"),
 ]

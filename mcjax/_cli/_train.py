@@ -126,12 +126,13 @@ def add_train(subparsers) -> None:
     )
     p.add_argument("task", type=_task_name, metavar="TASK",
                    help="what to train: neuron, digits, or MODULE:NAME (your own model)")
-    p.add_argument("--data", default=DATA, metavar="NAME",
+    p.add_argument("--data", default=None, metavar="NAME",
                    help="with MODULE:NAME, the module's data: a pytree of arrays or a function "
-                        "returning one (default %(default)s)")
+                        f"returning one (default {DATA})")
     p.add_argument("--grad", choices=("analytic", "autodiff"), default=DEFAULTS.grad,
-                   help="gradient source: the registry's hand-derived rules (checked with "
-                        "mcjax.check at the first batch) or jax.grad (default %(default)s)")
+                   help="gradient source: hand-derived (the registry's rules, or your model's "
+                        "backprop; checked with mcjax.check at the first batch) or jax.grad "
+                        "(default %(default)s)")
     p.add_argument("--check-backprop", action=argparse.BooleanOptionalAction,
                    default=DEFAULTS.check_backprop,
                    help="with --grad analytic, check the hand-derived gradient at the first "
@@ -227,6 +228,9 @@ def _contradictions(args) -> list[str]:
             found.append(f"{flag} needs {needs}")
     if args.resume and args.overwrite:
         found.append("--resume and --overwrite contradict each other; expected one of them")
+    if args.data is not None and args.task in BUILT_IN:
+        found.append(f"--data names a module's data; expected it with TASK MODULE:NAME, not "
+                     f"{args.task}")
     if args.task == "neuron" and args.samples < args.batch_size:
         found.append(f"--batch-size {args.batch_size} but --samples {args.samples}; expected a "
                      f"batch size of at most {args.samples}")
@@ -379,17 +383,28 @@ def _own_task(args):
     module, value = load_object(args.task, "TASK", "mcjax train")
     model = _own_model(value, args.task)
     module_name = args.task.rpartition(":")[0]
-    data = getattr(module, args.data, None)
+    name = args.data or DATA
+    data = getattr(module, name, None)
     if data is None:
-        hint = "; or name them with --data NAME" if args.data == DATA else ""
-        raise UsageError(f"mcjax train: {module_name} has no {args.data!r}; expected the "
-                         "training data there: a pytree of arrays with one example per row, or "
-                         f"a function that returns one{hint}")
+        hint = "" if args.data else "; or name them with --data NAME"
+        raise UsageError(f"mcjax train: {module_name} has no {name!r}; expected the training "
+                         "data there: a pytree of arrays with one example per row, or a "
+                         f"function that returns one{hint}")
     if callable(data):
         seeded = _takes_seed(data)
-        data = call_user(data, "mcjax train", f"{module_name}:{args.data}",
+        data = call_user(data, "mcjax train", f"{module_name}:{name}",
                          **({"seed": args.seed} if seeded else {}))
     return model, data, lambda params: {}
+
+
+def _rows(data) -> int:
+    """The number of examples, for a schedule's length (the data are checked later, by
+    ``prepare``, which says what is wrong with them)."""
+    import jax
+    import numpy as np
+
+    shapes = [np.shape(leaf) for leaf in jax.tree.leaves(data)]
+    return shapes[0][0] if shapes and shapes[0] else 1
 
 
 def _task(args):
@@ -466,9 +481,7 @@ def run_train(args) -> int:
         if not args.no_cache:
             mcjax.compilation.enable_compilation_cache(args.cache_dir)
         model, data, report = _task(args)
-        from mcjax._train._data import check_data
-
-        config = _config(args, args.epochs * (check_data("train", data) // args.batch_size))
+        config = _config(args, args.epochs * (_rows(data) // args.batch_size))
         from mcjax._train._loop import prepare
 
         run = prepare(model, data, config, devices=args.devices)
