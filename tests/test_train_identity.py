@@ -75,7 +75,7 @@ def test_the_same_equinox_model_resumes_bit_identically(tmp_path):
     chex.assert_trees_all_equal((straight.params, straight.opt_state),
                                 (resumed.params, resumed.opt_state))
     record = json.loads((tmp_path / "run.json").read_text())
-    assert set(record["programs"]) == {"jax", "loss", "optimizer"}
+    assert set(record["programs"]) == {"jax", "numerics", "loss", "optimizer"}
 
 
 # -- flax linen: two module classes of one name, with the same shapes -------------------------
@@ -219,6 +219,20 @@ def test_another_hyper_parameter_of_a_bound_method_is_refused(tmp_path):
     assert "the traced loss (and its gradient) differs: `mul 0.5` where `mul 0.1` was " \
            "(`self.weight * jnp.sum(params[\"w\"] ** 2)` (test_train_identity.py:" in message
     assert "model." not in message
+
+
+def test_a_run_resumed_with_float64_switched_off_is_refused_saying_so(tmp_path):
+    """Float64 on or off changes what JAX traces (Adam's bias correction is computed in the
+    widest float), so the same code under other numerics settings is another program."""
+    model = mcjax.Model(_init, _global_loss)
+    mcjax.train(model, (X, y), epochs=1, batch_size=8, checkpoint_dir=tmp_path)
+    with jax.enable_x64(False), pytest.raises(mcjax.CheckpointError) as refused:
+        mcjax.train(model, (X, y), epochs=2, batch_size=8, checkpoint_dir=tmp_path, resume=True)
+    message = str(refused.value)
+    assert "the traced optimizer (its init and update) differs: convert_element_type gone" \
+        in message and "the traced loss" not in message
+    assert "(the run was traced with jax_enable_x64=True, this process has " \
+           "jax_enable_x64=False: these settings change what JAX traces)" in message
 
 
 # -- the record -----------------------------------------------------------------------------

@@ -59,13 +59,13 @@ def _word(eqn) -> str:
 
 
 def _operations(jaxpr: core.Jaxpr, path: tuple[str, ...], out: list, outer=None) -> list:
-    """``[(word, eqn)]``: every primitive equation of ``jaxpr``, depth first, its word
-    prefixed by the names of the calls it sits in (``relu/max 0.0``); the equation is the
-    outermost call's (traced on the user's line) for those inside a call."""
+    """``[(word, (eqn, outer))]``: every primitive equation of ``jaxpr``, depth first, its word
+    prefixed by the names of the calls it sits in (``relu/max 0.0``), with the outermost
+    call it sits in (traced on the user's line when the equation itself was not)."""
     for eqn in jaxpr.eqns:
         inner = list(sub_jaxprs(eqn))
         if not inner:
-            out.append(("/".join((*path, _word(eqn))), outer or eqn))
+            out.append(("/".join((*path, _word(eqn))), (eqn, outer or eqn)))
             continue
         name = callee_name(eqn)
         here = path if path and path[-1] == name else (*path, name)
@@ -102,7 +102,8 @@ class Fingerprint:
       operations: one word per primitive equation (see the module's docstring), or None when
         they were too many to keep.
       constants: ``[dtype[shape], digest]`` of each constant it closes over.
-      places: (this process's only) the equation of each operation, to name the user's line.
+      places: (this process's only) the equation of each operation and the outermost call it
+        sits in, to name the user's line.
     """
 
     digest: str
@@ -165,14 +166,18 @@ def _full(words, limit: int = 2) -> str:
     return ", ".join(f"`{w}`" for w in words[:limit]) + (", ..." if len(words) > limit else "")
 
 
+_LIBRARIES = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}",
+              os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep)
+
+
 def _place(now: Fingerprint, index: int) -> str:
-    if index >= len(now.places):
-        return ""
-    place = user_place(now.places[index])
-    if place is None or any(f"{os.sep}{d}{os.sep}" in place.file
-                            for d in ("site-packages", "dist-packages")):
-        return ""  # a library's line (equinox's MLP calling its activation) says little
-    return f" ({place})"
+    """`` (`code` (file.py:12))``: the user's line of an operation, or of the call it sits in;
+    a library's line (equinox's MLP calling its activation, mcjax's own) says little."""
+    for eqn in now.places[index] if index < len(now.places) else ():
+        place = user_place(eqn)
+        if place is not None and not any(part in place.file for part in _LIBRARIES):
+            return f" ({place})"
+    return ""
 
 
 def change(there: Fingerprint, now: Fingerprint) -> str:

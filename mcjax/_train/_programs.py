@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 import jax
 
 from mcjax._core._conventions import standard_promotion
+from mcjax._program._compile import NUMERICS
 from mcjax._program._fingerprint import Fingerprint, change
 from mcjax._program._trace import function_key
 
@@ -49,9 +50,15 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
                                                      differentiated=False))}
 
 
+def _numerics() -> dict:
+    return {name: getattr(jax.config, name) for name in NUMERICS}
+
+
 def as_record(programs: Mapping[str, Fingerprint]) -> dict:
-    """The fingerprints as ``run.json`` holds them, with the JAX that traced them."""
-    return {"jax": jax.__version__, **{name: fp.to_json() for name, fp in programs.items()}}
+    """The fingerprints as ``run.json`` holds them, with the JAX that traced them and its
+    numerics settings (float64 on or off, ...), which change what it traces."""
+    return {"jax": jax.__version__, "numerics": _numerics(),
+            **{name: fp.to_json() for name, fp in programs.items()}}
 
 
 def program_differences(stored, programs: Mapping[str, Fingerprint]) -> list[str]:
@@ -66,7 +73,16 @@ def program_differences(stored, programs: Mapping[str, Fingerprint]) -> list[str
         said = change(there, now) if there is not None else ""
         if said:
             found.append(f"{WHAT.get(name, name)} differs: {said}")
-    if found and stored.get("jax") != jax.__version__:
+    if not found:
+        return found
+    if stored.get("jax") != jax.__version__:
         found.append(f"(the run was traced by jax {stored.get('jax')}, this is jax "
                      f"{jax.__version__}: another JAX may trace the same code otherwise)")
+    there, now = stored.get("numerics"), _numerics()
+    there = there if isinstance(there, dict) else {}
+    changed = [k for k, v in now.items() if k in there and there[k] != v]
+    if changed:
+        found.append(f"(the run was traced with {', '.join(f'{k}={there[k]}' for k in changed)}"
+                     f", this process has {', '.join(f'{k}={now[k]}' for k in changed)}: these "
+                     "settings change what JAX traces)")
     return found
