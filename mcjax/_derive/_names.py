@@ -13,6 +13,7 @@ import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mcjax._jacobian import _expr as E
 from mcjax._program.primitives._linear import concrete
@@ -79,11 +80,11 @@ def argument_exprs(f, args: tuple) -> list[list[E.Expr]]:
             if text in seen:  # two leaves would print alike: spell the whole path
                 text = name + jax.tree_util.keystr(path)
             seen[text] = True
-            ndim = jnp.ndim(leaf)
+            ndim = np.ndim(leaf)
             latex = latex_name(base, ndim)
             if indices:
                 latex += "_{" + ",".join(map(str, indices)) + "}"
-            exprs.append(E.arg(text, latex, jnp.shape(leaf)))
+            exprs.append(E.arg(text, latex, np.shape(leaf)))
         out.append(exprs)
     return out
 
