@@ -26,9 +26,10 @@ def test_verify_table_and_exit_status(capsys):
     assert "1 rules, 1 derivatives, dtypes float32, 3 shape cases, seed 0: all 3 checks passed" in out
 
 
-def test_verify_unknown_pattern_fails(capsys):
-    assert main(["verify", "-k", "no_such_rule*"]) == 1
-    assert "no rule matches" in capsys.readouterr().err
+def test_verify_unknown_pattern_is_a_usage_error(capsys):
+    assert main(["verify", "-k", "no_such_rule*"]) == 2  # 1 is a failed verdict
+    err = capsys.readouterr().err
+    assert "no rule matches" in err and len(err.strip().splitlines()) == 1
 
 
 def test_list(capsys):

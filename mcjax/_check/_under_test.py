@@ -163,6 +163,13 @@ def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
         return message
     got = ", ".join(shape_str(shape_of(leaf)) for leaf in leaves) or "nothing"
     due = ", ".join(shape_str(out_spec.shapes[k] + x_spec.shapes[j]) for k, j in pairs)
+    if x_spec.root == "args":  # argnums a tuple
+        return (
+            f"mcjax.check: derivative returned {type(value).__name__} with leaves of shapes "
+            f"{got} but f maps {x_spec.describe()} to {out_spec.describe()}; expected "
+            "jax.jacfwd's structure for a tuple of argnums: a tuple with one derivative per "
+            f"argument (as jax.jacrev(f, argnums) returns), leaves of shapes {due}"
+        )
     return (
         f"mcjax.check: derivative returned {type(value).__name__} with leaves of shapes {got} "
         f"but f maps args with {x_spec.describe()} to {out_spec.describe()}; expected "

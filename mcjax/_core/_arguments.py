@@ -85,6 +85,13 @@ def count(function: str, name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def flag(function: str, name: str, value) -> bool:
+    """``True`` or ``False`` (a string ``"no"`` is truthy to Python, so it is refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"mcjax.{function}: {name}={value!r}; expected True or False")
+    return bool(value)
+
+
 def tolerance(function: str, name: str, value) -> float | None:
     """``None`` (the policy's) or a finite number >= 0."""
     if value is None:

@@ -12,6 +12,7 @@ import numpy as np
 from mcjax._core._arguments import (
     argnums_spec,
     describe,
+    flag,
     numbers_as_array,
     positions,
     require_callable,
@@ -66,9 +67,9 @@ def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = Fals
       with each leaf replaced by the argument's tree of Jacobians.
 
     Raises:
-      TypeError: ``f`` is not callable or ``argnums`` is not an int or tuple of ints; (when
-        called) ``f`` returns something other than arrays (``None``, a string), or the
-        differentiated argument is not an array.
+      TypeError: ``f`` is not callable, ``argnums`` is not an int or tuple of ints or
+        ``strict`` not a bool; (when called) ``f`` returns something other than arrays
+        (``None``, a string), or the differentiated argument is not an array.
       ValueError: ``argnums`` names an argument twice; (when called) it is out of range.
       DtypeError: (when called) the argument or the output is not real floating point
         (an integer, a complex number).
@@ -88,6 +89,7 @@ def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = Fals
     """
     require_callable("derive", "f", f, "a function of arrays, f(*args)")
     spec = argnums_spec("derive", argnums)
+    strict = flag("derive", "strict", strict)
 
     @functools.wraps(f)
     def derivative(*args):
