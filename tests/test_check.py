@@ -46,7 +46,13 @@ def test_assert_derivative_raises_an_assertion_error_carrying_the_report():
         mcjax.assert_derivative(f, lambda x: -df(x), X)
     assert isinstance(info.value, mcjax.DerivativeError)
     assert not info.value.report.ok
-    assert "sign is flipped" in str(info.value)
+    first, *rest = str(info.value).splitlines()
+    # the diagnosis first, so that pytest's 80-column summary line shows it; then the report
+    assert first.startswith("a constant factor: matches the reference times -1: the sign is "
+                            "flipped"), first
+    assert first.endswith("(d f / d args[0])") and rest[0].startswith("mcjax.check: FAIL")
+    with pytest.raises(mcjax.DerivativeError, match=r"^NaN or Inf at 12 entries where"):
+        mcjax.assert_derivative(f, lambda x: df(x) * jnp.nan, X)  # no slip: the problem first
 
 
 def test_structured_jacobians_vjp_functions_and_pytrees_are_accepted():

@@ -123,10 +123,20 @@ class TraceError(TypeError):
 
 
 class DerivativeError(AssertionError):
-    """A derivative failed :func:`mcjax.assert_derivative`; ``.report`` says why."""
+    """A derivative failed ``mcjax.assert_derivative``; ``.report`` says why.
+
+    The message's first line is the diagnosis and what failed (``the sign is flipped
+    (d loss / d args[0])``), so that a one-line summary (pytest's, a log's) shows what is
+    wrong; the whole report follows.
+    """
 
     def __init__(self, report):
-        super().__init__(str(report))
+        if not hasattr(report, "function"):  # a message, not a report
+            super().__init__(str(report))
+        else:
+            why = [*report.diagnosis, *report.problems, *report.where]
+            headline = why[0] if why else "the derivative fails its check"
+            super().__init__(f"{headline} (d {report.function} / d {report.wrt})\n{report}")
         self.report = report
 
 
