@@ -1,9 +1,9 @@
 """``mcjax.check`` and its callers: one call that says whether a derivative is right.
 
-:func:`check` picks a mode and hands over to :mod:`~mcjax._check._full` or
-:mod:`~mcjax._check._fast`; :func:`assert_derivative` raises on a failing report;
-:func:`check_points` and :func:`check_cases` run many full-mode checks as one program;
-:func:`check_chain` names the first wrong link of a composition.
+``mcjax.check`` picks a mode and hands over to ``_full`` or
+``_fast``; ``mcjax.assert_derivative`` raises on a failing report;
+``mcjax.check_points`` and ``mcjax.check_cases`` run many full-mode checks as one program;
+``mcjax.check_chain`` names the first wrong link of a composition.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from mcjax._core._tolerance import (
     FULL_MODE_MAX_INPUTS,
     KINK_CONVENTIONS,
 )
+from mcjax.rules.chain import Differentiable
 
 MODES = ("auto", "full", "fast")
 
 
-def check(f: Callable, derivative: Callable, *args: Any, argnums: int | tuple[int, ...] = 0,
-          mode: str = "auto", layout: str = "numerator", points: int | None = None,
+def check(f: Callable[..., Any], derivative: Callable[..., Any], *args: Any,
+          argnums: int | tuple[int, ...] = 0, mode: str = "auto", layout: str = "numerator", points: int | None = None,
           directions: int = FAST_DIRECTIONS, kink_convention: str | None = None, seed: int = 0,
           rtol: float | None = None, atol: float | None = None) -> Report:
     r"""Check a hand-derived derivative of ``f`` with respect to ``args[argnums]``.
@@ -55,8 +56,8 @@ def check(f: Callable, derivative: Callable, *args: Any, argnums: int | tuple[in
         differentiable against ``jax.jacfwd``, ``jax.jacrev`` and float64 finite differences,
         at a kink of ``f`` (read from its jaxpr) against JAX's own value, the one-sided
         derivatives and their average; plus the Taylor test.  ``"fast"`` compares random
-        projections ``u^T J v`` without building it; ``"auto"`` picks full mode up to
-        ``FULL_MODE_MAX_ENTRIES`` entries (``mcjax._core._tolerance``).
+        projections ``u^T J v`` without building it; ``"auto"`` picks full mode for a
+        Jacobian of at most 65,536 entries and an argument of at most 2,048 coordinates.
       layout: ``"numerator"`` or ``"denominator"`` (``arg.shape + out.shape``).
       points: how many points, at least 1 (``x`` then random points near it); default 1 in
         full mode, 2 in fast mode.
@@ -114,10 +115,11 @@ def _options(function: str, *, mode: str = "auto", layout: str = "numerator",
     return tolerance(function, "rtol", rtol), tolerance(function, "atol", atol)
 
 
-def assert_derivative(f, derivative, *args, **options) -> Report:
-    """:func:`check`, raising :class:`~mcjax.DerivativeError` (an ``AssertionError``) on failure.
+def assert_derivative(f: Callable[..., Any], derivative: Callable[..., Any], *args: Any,
+                      **options: Any) -> Report:
+    """``mcjax.check``, raising ``mcjax.DerivativeError`` (an ``AssertionError``) on failure.
 
-    Takes the same arguments as :func:`check` and returns the passing report.
+    Takes the same arguments as ``mcjax.check`` and returns the passing report.
     """
     __tracebackhide__ = True  # pytest shows the report under the user's line, not ours
     report = check(f, derivative, *args, **options)
@@ -126,7 +128,8 @@ def assert_derivative(f, derivative, *args, **options) -> Report:
     return report
 
 
-def check_points(f: Callable, derivative: Callable, points: Sequence[tuple], *,
+def check_points(f: Callable[..., Any], derivative: Callable[..., Any],
+                 points: Sequence[tuple[Any, ...]], *,
                  argnums: int | tuple[int, ...] = 0, layout: str = "numerator",
                  kink_convention: str | None = None, seed: int = 0, rtol: float | None = None,
                  atol: float | None = None) -> list[Report]:
@@ -144,7 +147,7 @@ def check_points(f: Callable, derivative: Callable, points: Sequence[tuple], *,
                        atol=atol)
 
 
-def check_cases(cases: Sequence[tuple], *, layout: str = "numerator",
+def check_cases(cases: Sequence[tuple[Any, ...]], *, layout: str = "numerator",
                 kink_convention: str | None = None, seed: int = 0, stencils: bool = True,
                 rtol: float | None = None, atol: float | None = None) -> list[Report]:
     """Full-mode ``mcjax.check`` of many ``(f, derivative, args, argnums)`` cases in one program.
@@ -195,19 +198,19 @@ def _cases(cases) -> list[tuple]:
     return out
 
 
-def check_chain(chain, x, **options) -> Report:
-    """:func:`check` of a composition, naming the first wrong link when it fails.
+def check_chain(chain: Differentiable, x: Any, **options: Any) -> Report:
+    """``mcjax.check`` of a composition, naming the first wrong link when it fails.
 
-    A composition built by :func:`mcjax.vector_chain_rule` keeps its links (innermost first).
+    A composition built by ``mcjax.vector_chain_rule`` keeps its links (innermost first).
     When the whole fails, the links are checked in the order they are applied, each at its
     own input, and the first that fails is named; when every link passes, the composition
     itself is wrong (the Jacobians multiplied in the wrong order, say).
 
     Args:
-      chain: a :class:`~mcjax.Differentiable` from :func:`~mcjax.vector_chain_rule` (or any
+      chain: a ``mcjax.Differentiable`` from ``mcjax.vector_chain_rule`` (or any
         ``Differentiable``; without links only the whole is checked).
       x: the point (one array).
-      **options: passed to :func:`check`.
+      **options: passed to ``mcjax.check``.
 
     Returns:
       The report of the whole, with ``links``: each link's own report, and a diagnosis line

@@ -21,7 +21,7 @@ class ByIdentity:
 class Static(NamedTuple):
     """The hashable part of a check: what jit compiles for.
 
-    ``f`` and ``derivative`` are :class:`~mcjax._program._trace.Keyed`: equal when their traces are.
+    ``f`` and ``derivative`` are ``Keyed``: equal when their traces are.
     """
 
     f: Keyed

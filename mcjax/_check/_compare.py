@@ -2,7 +2,7 @@
 
 An entry passes when ``|got - ref| <= rtol * scale + atol (+ the reference's own error)``:
 
-- ``rtol = 32 eps(dtype) sqrt(terms)`` (:func:`mcjax._core._conventions.check_rtol`) scales with the
+- ``rtol = 32 eps(dtype) sqrt(terms)`` (``mcjax._core._conventions.check_rtol``) scales with the
   dtype the derivative is computed in and with the longest sum that builds an entry;
 - ``scale`` is the largest reference magnitude of the entry's block (one leaf of the output
   against one leaf of the argument; at least ``eps`` times the largest of all blocks), so a
@@ -35,7 +35,7 @@ class Threshold:
     @classmethod
     def of(cls, dtype: str, terms: int, reference: str, rtol: float | None = None,
            atol: float | None = None) -> "Threshold":
-        """The tolerance policy's thresholds (:mod:`mcjax._core._tolerance`), or the ``rtol``
+        """The tolerance policy's thresholds (``mcjax._core._tolerance``), or the ``rtol``
         and ``atol`` a caller gave instead."""
         given = tuple(name for name, v in (("rtol", rtol), ("atol", atol)) if v is not None)
         return cls(dtype, int(terms), check_rtol(dtype, terms) if rtol is None else rtol,

@@ -12,12 +12,12 @@ vanishes (a slip that merely comes closer is not named):
 - **dense for diagonal** and the reverse;
 - **a missing gate or mask** (``1[z > 0]`` of a ReLU);
 - **the function's value where its derivative was due**, **a missing term**, **a sign error
-  in one term**: ``G`` matches ``f`` with one place rewritten (:mod:`mcjax._check._slips`),
+  in one term**: ``G`` matches ``f`` with one place rewritten (``mcjax._check._slips``),
   named with the line of ``f`` it is about;
 - **the wrong argument**;
 - failing all those, **a missing or extra low-rank term**: ``G - F`` has rank 1 or 2.
 
-:func:`where` says which leaves, rows and columns hold the wrong entries.
+``where`` says which leaves, rows and columns hold the wrong entries.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def sizes_of(p: Prepared, args) -> dict[str, int]:
 
 def diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[str]]:
     """The diagnosis and the location summary of a failing point (``verdict``: full mode's
-    :class:`~mcjax._check._full.PointVerdict`; ``F``: the exact reference)."""
+    ``PointVerdict``; ``F``: the exact reference)."""
     with standard_promotion():  # the checker's own programs (f was traced when prepared)
         return _diagnose_point(p, verdict, F, dynamic)
 

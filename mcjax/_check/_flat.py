@@ -2,7 +2,7 @@
 
 ``jax.flatten_util.ravel_pytree`` casts back to the leaves' original dtypes when it
 unravels; the checker needs the opposite (evaluate a float32 function's arguments in
-float64), so :class:`FlatSpec` unflattens in the dtype of the vector it is given.
+float64), so ``FlatSpec`` unflattens in the dtype of the vector it is given.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class FlatSpec:
       dtypes: each leaf's dtype name.
       paths: each leaf's path as Python writes it (``"[0]['W']"``; ``""`` for a bare array).
       root: the name the paths follow in labels: ``x`` (``x['W'][1, 2]``), or ``args`` for
-        the tuple of several arguments (``args[2]['W'][1, 2]``, see :meth:`named_by`).
+        the tuple of several arguments (``args[2]['W'][1, 2]``, see ``named_by``).
     """
 
     treedef: Any  # a jax.tree_util.PyTreeDef
@@ -106,7 +106,7 @@ class FlatSpec:
         return flat[0] if len(flat) == 1 else jnp.concatenate(flat)
 
     def unflatten(self, vector) -> object:
-        """The inverse of :meth:`flatten`, keeping ``vector``'s dtype."""
+        """The inverse of ``flatten``, keeping ``vector``'s dtype."""
         if len(self.shapes) == 1:  # one leaf: no slice to trace
             return jax.tree_util.tree_unflatten(self.treedef, [vector.reshape(self.shapes[0])])
         leaves = [

@@ -2,11 +2,11 @@
 
 One jitted program per set of checks computes, at every point (vmapped), the derivative under
 test as an ``(m, n)`` matrix, ``jax.jacfwd`` and ``jax.jacrev`` in ``f``'s dtype, ``f``'s
-one-sided derivatives where it switches branch (:mod:`mcjax._check._kinks`), and in float64
+one-sided derivatives where it switches branch (``mcjax._check._kinks``), and in float64
 (``jax_enable_x64`` is switched on for the duration) the finite-difference ladder and the
 Taylor ladder.  Checks of different shapes go in one program too, so checking a rule at many
 points over several shapes compiles once.  The program is keyed on the traced ``f`` and
-derivative (:class:`~mcjax._program._trace.Keyed`), so it is reused exactly when the code is unchanged.
+derivative (``Keyed``), so it is reused exactly when the code is unchanged.
 
 The verdict is assembled on the host, entry by entry:
 

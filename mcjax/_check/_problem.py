@@ -1,9 +1,9 @@
 """What the checker checks: ``f``, the derivative under test and the arguments.
 
-:func:`prepare` validates a call of :func:`mcjax.check` from static shapes and dtypes (before
+``prepare`` validates a call of ``mcjax.check`` from static shapes and dtypes (before
 any computation), splits the arguments into arrays, which are traced, and everything else
 (integer flags, strings, ``None``), which is static, and traces ``f`` and the derivative
-afresh.  The compiled checks are keyed on those traces (:mod:`mcjax._program._trace`), never on the
+afresh.  The compiled checks are keyed on those traces (``mcjax._program._trace``), never on the
 functions' identity: a check after an edit to a helper or a global that ``f`` or the
 derivative reads runs the edited code, and a repeated check of unchanged code reuses the
 compiled program.
@@ -79,7 +79,7 @@ def _user_line(error: BaseException) -> str:
 
 
 def _traced(what: str, fn, *structs, **options):
-    """:func:`~mcjax._program._trace.function_key`, with a user's mistake turned into one sentence."""
+    """``function_key``, with a user's mistake turned into one sentence."""
     try:
         return function_key(fn, *structs, **options)
     except (ShapeError, DtypeError) as e:  # mcjax's own sentence, without JAX's trace note
@@ -100,7 +100,7 @@ def _traced(what: str, fn, *structs, **options):
 
 def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: str,
             traces: dict | None = None, function: str = "check") -> Prepared:
-    """Validate one call of :func:`mcjax.check`, split its arguments and trace both functions.
+    """Validate one call of ``mcjax.check``, split its arguments and trace both functions.
 
     ``traces``: a dict that one call checking many cases passes to every case, so that the
     same ``f`` and derivative at the same shapes are traced once per call (never across
@@ -247,7 +247,7 @@ def flat_function(static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatS
 
 
 def flat_at(static: Static, x_spec: FlatSpec, out_spec: FlatSpec, dynamic, dtype=None):
-    """``(f_flat, x)``: :func:`flat_function` at the point ``dynamic`` and the flat point,
+    """``(f_flat, x)``: ``flat_function`` at the point ``dynamic`` and the flat point,
     with every floating argument cast to ``dtype`` (None: as they are)."""
     args = static.args(dynamic)
     if dtype is not None:

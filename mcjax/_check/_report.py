@@ -1,4 +1,4 @@
-"""The report of :func:`mcjax.check`: a verdict a person reads, and the numbers behind it.
+"""The report of ``mcjax.check``: a verdict a person reads, and the numbers behind it.
 
 ``str(report)`` is the readable verdict: a summary line, the thresholds used, one line per
 reference, the Taylor test, kinks, a small table of the worst entries and the diagnosis.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,7 @@ class Projection:
 
 
 class Later:
-    """A field of a :class:`Report` computed when first read: the diagnosis traces variants of
+    """A field of a ``mcjax.Report`` computed when first read: the diagnosis traces variants of
     ``f``, work worth doing only for a report somebody reads (``check_cases`` of many failing
     points, a test that asks ``.ok``).  ``compute`` returns every lazy field at once, as a
     dict, and runs once for all the fields made together."""
@@ -93,7 +94,7 @@ class Later:
 
 @dataclass(frozen=True)
 class Report:
-    """The verdict of :func:`mcjax.check` on one derivative.
+    """The verdict of ``mcjax.check`` on one derivative.
 
     Attributes:
       ok: whether the derivative passed every check.
@@ -102,18 +103,18 @@ class Report:
       shapes: ``f``'s argument and output, in words.
       mode: ``"full"`` (the Jacobian materialised) or ``"fast"`` (random projections).
       points: how many points were checked.
-      threshold: the thresholds used (:class:`~mcjax._check._compare.Threshold`).
+      threshold: the thresholds used (``Threshold``).
       comparisons: one per reference, worst over the points.
       taylor: the Taylor-remainder test (full mode), or None.
       kinks: the entries at kinks of ``f`` and the values accepted there (full mode), or None.
       projections: fast mode's ``u^T J v``.
       worst: the worst entries of a failing check.
       diagnosis: the usual slips that explain the failure, as sentences.
-      slips: the same as :class:`Slip` records (kind and sentence).
+      slips: the same as ``Slip`` records (kind and sentence).
       where: which leaves, rows and columns hold the wrong entries.
       problems: other reasons for failing (NaN or Inf, ...).
       notes: what the reader should know (reference precision, ...).
-      links: for a chain, each link's own report (:func:`mcjax.check_chain`).
+      links: for a chain, each link's own report (``mcjax.check_chain``).
     """
 
     ok: bool
@@ -151,7 +152,7 @@ class Report:
     def __str__(self) -> str:
         return render(self)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """Everything but the matrices, as JSON-ready Python values."""
         out = asdict(self)
         out.pop("matrices")

@@ -1,14 +1,14 @@
-"""Verify registered rules: the checker (:func:`mcjax.check`, full mode) run over the registry.
+"""Verify registered rules: the checker (``mcjax.check``, full mode) run over the registry.
 
 For every rule, every argument it has a derivative for, every shape case and dtype, the
-rule's derivative is checked at a random point exactly as :func:`mcjax.check` would check a
+rule's derivative is checked at a random point exactly as ``mcjax.check`` would check a
 user's: the same references (``jax.jacfwd``, ``jax.jacrev``, float64 finite differences,
 one-sided derivatives at kinks, the Taylor test), the same tolerance policy
-(:mod:`mcjax._core._tolerance`) and the same :class:`~mcjax.Report`.  A rule's checks compile
+(``mcjax._core._tolerance``) and the same ``mcjax.Report``.  A rule's checks compile
 as one program.
 
 The forward function and the derivative are both called with the rule's verification
-hyper-parameters (:attr:`Rule.hyper <mcjax.registry.Rule>`), explicitly.
+hyper-parameters (``Rule.hyper``), explicitly.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class RuleResult:
       rule, wrt, dtype: what was checked.
       shapes: the argument shapes of the case (``()`` for a pytree argument).
       formula: the derivative's formula in plain text.
-      report: the checker's :class:`~mcjax.Report`, or None when the check could not run.
+      report: the checker's ``mcjax.Report``, or None when the check could not run.
       error: why the check could not run (the rule failed to trace, a shape error), or None.
     """
 
@@ -131,7 +131,7 @@ def _shapes(args) -> tuple:
 
 
 def _run(cases: list) -> list:
-    """:func:`check_cases` without finite differences; a case that cannot run gives its error."""
+    """``mcjax.check_cases`` without finite differences; a case that cannot run gives its error."""
     try:
         return check_cases(cases, stencils=False)
     except Exception:  # noqa: BLE001 - find which case fails; a failure to run is a verdict
@@ -173,7 +173,7 @@ def verify_points(
       wrt: the arguments to verify (default: all the rule has derivatives for).
 
     Returns:
-      One :class:`RuleResult` per point and argument.  A rule that fails to trace gives
+      One ``mcjax.registry.RuleResult`` per point and argument.  A rule that fails to trace gives
       results carrying the error, not an exception.
     """
     names = list(wrt if wrt is not None else rule.wrt)
@@ -232,7 +232,7 @@ def verify(
       imports: modules the workers import first (the rules ``mcjax verify --import`` adds).
 
     Returns:
-      One :class:`RuleResult` per rule, argument, shape case, dtype and point, in the
+      One ``mcjax.registry.RuleResult`` per rule, argument, shape case, dtype and point, in the
       registry's order (the same results however many processes); none when no rule
       matches ``pattern``.
 
@@ -261,7 +261,7 @@ def verify(
 
 
 def _validate(registry, pattern, dtypes, cases, seed, points, processes, imports) -> None:
-    """:func:`verify`'s keywords, or one sentence naming the one out of range."""
+    """``mcjax.registry.verify``'s keywords, or one sentence naming the one out of range."""
     where = "registry.verify"
     if registry is not None and not isinstance(registry, Registry):
         raise TypeError(f"mcjax.{where}: registry is {describe(registry)}; expected None "

@@ -46,7 +46,7 @@ def is_int(value) -> bool:
 def argnums_spec(function: str, argnums) -> int | tuple[int, ...]:
     """``argnums`` as ``jax.grad`` takes it: an int, or a non-empty tuple (or list) of distinct
     ints; returned as an int or a tuple.  The range is checked when the arguments arrive
-    (:func:`positions`)."""
+    (``positions``)."""
     if is_int(argnums):
         return int(argnums)
     if isinstance(argnums, (tuple, list)) and argnums and all(is_int(i) for i in argnums):

@@ -102,7 +102,7 @@ class Problems:
 
 
 def require_floating(function: str, name: str, x) -> None:
-    """Raise :class:`DtypeError` unless ``x`` is floating point.
+    """Raise ``mcjax.DtypeError`` unless ``x`` is floating point.
 
     A derivative with respect to an integer array would silently be zero (or an integer
     Jacobian); mcjax refuses instead.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +25,9 @@ from mcjax._jacobian import _build as B
 from mcjax._program.primitives import Operand
 
 
-def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = False) -> Callable:
-    r"""The derivative of ``f`` as a structured :class:`~mcjax.Jacobian`, derived by the rules.
+def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
+           strict: bool = False) -> Callable[..., Any]:
+    r"""The derivative of ``f`` as a structured ``mcjax.Jacobian``, derived by the rules.
 
     ``derive(f)(*args)`` traces ``f`` to a jaxpr and interprets it equation by equation: each
     primitive contributes its structured Jacobian (a diagonal for an element-wise operation
@@ -63,7 +65,7 @@ def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = Fals
     Returns:
       A function of ``f``'s arguments returning the Jacobian in numerator layout
       (``J.shape == out.shape + arg.shape``), in ``jax.jacfwd``'s structure: a
-      :class:`~mcjax.Jacobian` for an array argument and output, else ``f``'s output tree
+      ``mcjax.Jacobian`` for an array argument and output, else ``f``'s output tree
       with each leaf replaced by the argument's tree of Jacobians.
 
     Raises:
