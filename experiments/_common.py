@@ -23,11 +23,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def out_folder(text: str) -> Path:
+    """An argparse type for ``--out``: a folder, or a path where one can be made (checked
+    before the experiment runs, not when its results are written at the end)."""
+    path = existing = Path(text)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text}: {existing} is a file; expected a folder, or a path where one can be made")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is not writable; expected a "
+                                         "folder this process may write")
+    return path
+
+
 def parser(description: str, name: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes that run in seconds (what the tests run)")
-    p.add_argument("--out", type=Path, default=Path("runs") / name, metavar="DIR",
+    p.add_argument("--out", type=out_folder, default=Path("runs") / name, metavar="DIR",
                    help=f"where to write the JSON and the plots (default runs/{name})")
     p.add_argument("--seed", type=int, default=0, help="seed of data, parameters and shuffling")
     return p

@@ -48,6 +48,7 @@ from mcjax._check import _fast  # noqa: E402
 from mcjax._check._problem import prepare  # noqa: E402
 from mcjax._check._under_test import terms_of  # noqa: E402
 from mcjax._core._tolerance import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
+from mcjax._program._compile import run_compiled  # noqa: E402
 
 
 def mlp_problem(sizes, batch, dtype, seed):
@@ -79,12 +80,13 @@ def bench_fast(sizes, batch, dtype, seed, timing):
     # compiled once each: the executables are timed and their costs read off
     grad = jax.jit(jax.grad(mcjax.mlp_loss)).lower(params, X, Y).compile()
     backprop = jax.jit(mcjax.mlp_backprop).lower(params, X, Y).compile()
-    program = _fast._program.lower(p.static, p.x_spec, p.out_spec, p.dtype, terms_of(p, True),
-                                   FAST_POINTS, FAST_DIRECTIONS, p.dynamic, s).compile()
+    program = run_compiled(_fast._program, (p.static, p.x_spec, p.out_spec, p.dtype,
+                                            terms_of(p, True), FAST_POINTS, FAST_DIRECTIONS),
+                           p.static.consts(), p.dynamic, s, call=False)
     timed = _common.measure({
         "grad": _common.calls(grad, params, X, Y),
         "backprop": _common.calls(backprop, params, X, Y),
-        "check_program": _common.calls(program, p.dynamic, s),
+        "check_program": _common.calls(program, p.static.consts(), p.dynamic, s),
         "check_call": _common.calls(lambda: mcjax.check(mcjax.mlp_loss, mcjax.mlp_backprop,
                                                         params, X, Y, mode="fast").ok),
     }, **timing)
@@ -205,7 +207,8 @@ def _print_calls(first: dict, machine: dict) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, float32, no PyTorch: seconds")
-    parser.add_argument("--out", default="results/bench_check", help="output folder")
+    parser.add_argument("--out", type=_common.out_folder, default="results/bench_check",
+                        help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="interleaved rounds of measurement (default 21, smoke 2)")

@@ -297,7 +297,8 @@ def parse_args(argv):
         description="Time and measure the memory of structured Jacobians (mcjax's rules) "
                     "against their .dense() form and jax.jacfwd / jax.jacrev, and J v through "
                     "the structured form against jax.jvp, for n = 64 ... 4096.")
-    p.add_argument("--out", type=Path, required=True, help="directory for results.json, "
+    p.add_argument("--out", type=_common.out_folder, required=True,
+                   help="directory for results.json, "
                    "time.png, memory.png and table.md")
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes (4, 8) and two rounds: checks the script, not the speed")

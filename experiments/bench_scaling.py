@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes in one 4-device process (what the tests run); measures "
                         "nothing worth reporting")
-    p.add_argument("--out", type=Path, default=Path("runs") / "bench_scaling", metavar="DIR",
+    p.add_argument("--out", type=_common.out_folder, default=Path("runs") / "bench_scaling",
+                   metavar="DIR",
                    help="where to write results.json and bench_scaling.png "
                         "(default runs/bench_scaling)")
     p.add_argument("--seed", type=int, default=0, help="seed of data and parameters (default 0)")

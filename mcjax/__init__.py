@@ -76,10 +76,11 @@ from mcjax._jacobian import (
     densify,
 )
 from mcjax._registry import Derivative, derivative, rule
-from mcjax._train._loop import TrainResult
+from mcjax._train._history import EpochRecord
 from mcjax._train._models import Model, objective
 from mcjax._train._optim import optimizer, schedule
 from mcjax._train._paper_models import mlp_model, neuron_model
+from mcjax._train._result import TrainResult
 from mcjax._train._train import train
 from mcjax.rules.activations import leaky_relu, neuron, relu, sigmoid, softplus, tanh
 from mcjax.rules.affine import affine, matvec
@@ -231,6 +232,7 @@ __all__ = [
     # training
     "train",
     "TrainResult",
+    "EpochRecord",
     "Model",
     "neuron_model",
     "mlp_model",

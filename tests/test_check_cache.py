@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 import mcjax
-from mcjax._check import _fast, _full
+from mcjax._check import _full
+from mcjax._program._compile import PROGRAMS
 
 X = jnp.array([0.3, -1.2, 2.0])
 
 
 def _compiles() -> int:
-    return _full._compiled_programs()._cache_size()
+    return PROGRAMS.compiled
 
 
 def test_editing_a_helper_the_derivative_reads_changes_the_next_verdict():
@@ -85,10 +86,10 @@ def test_an_unchanged_repeat_reuses_the_compiled_check_and_an_edit_compiles_anew
     assert _compiles() == before
     assert not mcjax.check(f, lambda x: 2 * d(x), X).ok
     assert _compiles() == before + 1
-    fast = _fast._program._cache_size()
+    fast = _compiles()
     mcjax.check(f, d, X, mode="fast")
     mcjax.check(g, d, X, mode="fast")
-    assert _fast._program._cache_size() == fast + 1
+    assert _compiles() == fast + 1
 
 
 def test_the_chain_localiser_and_verify_see_edits_too():
@@ -120,10 +121,8 @@ def test_the_chain_localiser_and_verify_see_edits_too():
 def counted_programs(monkeypatch):
     """The full-mode program, traced through ``chex.assert_max_traces``: it raises on a trace
     beyond the allowed count."""
-    _full._compiled_programs.cache_clear()
     monkeypatch.setattr(_full, "_programs", chex.assert_max_traces(_full._programs, n=1))
     yield
-    _full._compiled_programs.cache_clear()
 
 
 def test_a_repeated_check_traces_its_program_once_per_shape_and_dtype(counted_programs):

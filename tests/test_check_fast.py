@@ -18,6 +18,7 @@ from jax.test_util import check_grads
 import mcjax
 from mcjax._check import _fast
 from mcjax._check._problem import prepare
+from mcjax._program._compile import run_compiled
 
 SIZES = (784, 1024, 192, 10)  # 1,002,570 parameters
 RIGHT, OFF_BY_0_1_PERCENT, ONE_WRONG_ENTRY = (1.0, 1.0), (1.001, 1.0), (1.0, 2.0)
@@ -75,8 +76,8 @@ def test_fast_mode_costs_at_most_five_gradients_and_never_builds_the_jacobian():
     params, X, Y = mlp_problem("float32")
     p = prepare(mcjax.mlp_loss, mcjax.mlp_backprop, (params, X, Y), 0, "numerator")
     seed = jnp.asarray(0, jnp.uint32)
-    checked = _fast._program.lower(p.static, p.x_spec, p.out_spec, 2, 4, p.dynamic,
-                                   seed).compile()
+    checked = run_compiled(_fast._program, (p.static, p.x_spec, p.out_spec, 2, 4),
+                           p.static.consts(), p.dynamic, seed, call=False)
     gradient = jax.jit(jax.grad(mcjax.mlp_loss)).lower(params, X, Y).compile()
     cost = lambda key: checked.cost_analysis()[key] / gradient.cost_analysis()[key]  # noqa: E731
     assert cost("flops") <= 5, f"fast mode costs {cost('flops'):.2f} gradients"  # measured: 3.27
@@ -110,8 +111,8 @@ def test_fast_mode_on_a_vector_function_never_builds_its_jacobian():
     report = mcjax.check(tanh_layer, tanh_layer_vjp, x, jnp.asarray(1.0))
     assert report.mode == "fast" and report.ok, report
     p = prepare(tanh_layer, tanh_layer_vjp, (x, jnp.asarray(1.0)), 0, "numerator")
-    compiled = _fast._program.lower(p.static, p.x_spec, p.out_spec, 2, 4, p.dynamic,
-                                    jnp.asarray(0, jnp.uint32)).compile()
+    compiled = run_compiled(_fast._program, (p.static, p.x_spec, p.out_spec, 2, 4),
+                            p.static.consts(), p.dynamic, jnp.asarray(0, jnp.uint32), call=False)
     jacobian_bytes = W.size * W.dtype.itemsize
     assert compiled.memory_analysis().temp_size_in_bytes < jacobian_bytes / 10
     assert not mcjax.check(tanh_layer, tanh_layer_vjp, x, jnp.asarray(-1.0)).ok

@@ -73,7 +73,7 @@ def test_latex_strict_and_errors(module, capsys):
     assert "'eigh'" in err and "model.py:" in err
 
     for arguments, says in (
-        ((f"{module}:layer", "--shapes", "3,a"), "is not a shape; expected sizes >= 0"),
+        ((f"{module}:layer", "--shapes", "3,a"), "is not a shape like 3,4"),
         ((f"{module}:layer", "--shapes", "8,4", "5", "8"), "cannot derive"),
         (("nowhere.py:f", "--shapes", "3"), "no such file"),
     ):

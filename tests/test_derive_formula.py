@@ -19,6 +19,7 @@ one agree when
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import jax
@@ -177,6 +178,40 @@ def test_a_two_layer_mlp_names_its_layers():
     assert J[0]["W"].formula() == \
         "diag(1[z₂ > 0]) W₂ diag(1[z₁ > 0]) (I_4 ⊗ xᵀ), z₁ = W₁ x + b₁, z₂ = W₂ relu(z₁) + b₂"
     assert J[1]["b"].formula() == "diag(1[z₂ > 0]), z₁ = W₁ x + b₁, z₂ = W₂ relu(z₁) + b₂"
+
+
+def test_every_leaf_has_its_own_name_from_its_path():
+    """Two linen-style kernels are told apart by the module that holds them, in text and in
+    LaTeX; a framework's ``value`` wrapper is no part of a name."""
+    def mlp(params, x):
+        h = jnp.tanh(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+        return h @ params["Dense_1"]["kernel"]
+
+    params = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
+              "Dense_1": {"kernel": jnp.ones((4, 2))}}
+    J = mcjax.derive(mlp)(params, jnp.ones(3))
+    text, tex = J["Dense_0"]["bias"].formula(), J["Dense_0"]["bias"].latex()
+    assert text == "Dense_1.kernelᵀ diag(1 - tanh(z)²), z = Dense_0.kernelᵀ x + bias"
+    assert r"\mathrm{Dense\_1.kernel}" in tex and r"\mathrm{Dense\_0.kernel}" in tex
+
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass
+    class Param:  # an nnx.Param-like box
+        value: jax.Array
+
+    boxed = {"w": Param(jnp.ones(3)), "v": Param(jnp.ones(3))}
+    J = mcjax.derive(lambda p: jnp.sum(p["w"].value * p["v"].value))(boxed)
+    assert J["w"].value.formula() == "vᵀ"
+
+
+def test_constants_are_named_as_the_code_reaches_them():
+    weights = {"enc": jnp.arange(12.0).reshape(3, 4) / 10, "dec": jnp.arange(8.0).reshape(4, 2)}
+    J = mcjax.derive(lambda x: jnp.tanh(x @ weights["enc"]) @ weights["dec"])(jnp.ones(3))
+    assert J.formula() == "decᵀ diag(1 - tanh(z)²) encᵀ, z = encᵀ x"
+    hidden = np.arange(12.0).reshape(4, 3)  # reached by no name f holds: listed with its shape
+    J = mcjax.derive(lambda x: jnp.tanh(jnp.asarray(hidden + 1.0) @ x))(jnp.ones(3))
+    assert J.formula() == "diag(1 - tanh(z)²) C, z = C x, C ∈ ℝ^(4×3)"
+    assert J.latex().endswith(r"C \in \mathbb{R}^{4\times 3}")
 
 
 # -- the simplifications ---------------------------------------------------------------------------

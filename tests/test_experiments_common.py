@@ -69,3 +69,16 @@ def test_machine_is_one_description():
     assert {"cpu", "cores", "platform", "python", "jax", "device", "load_average"} <= set(m)
     assert m["cores"] >= 1
     assert m["cpu"] in _common.describe_machine(m)
+
+
+def test_out_under_a_file_is_refused_before_the_experiment_runs(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    parser = _common.parser("an experiment", "neuron")
+    assert parser.parse_args(["--out", str(tmp_path / "new" / "runs")]).out == \
+        tmp_path / "new" / "runs"
+    for out in (tmp_path / "a-file", tmp_path / "a-file" / "runs"):
+        with pytest.raises(SystemExit) as refused:
+            parser.parse_args(["--out", str(out)])
+        assert refused.value.code == 2
+        assert f"argument --out: {out}: {tmp_path / 'a-file'} is a file; expected a folder" in \
+            capsys.readouterr().err

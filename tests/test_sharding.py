@@ -61,7 +61,8 @@ def test_two_processes_train_like_one_device(tmp_path):
     """``mcjax train --devices all`` in two processes of 2 CPU devices each, connected by
     jax.distributed over gloo: one 4-device program; process 0 writes the checkpoint."""
     args = ["train", "neuron", "--samples", "128", "--features", "3", "--batch-size", "16",
-            "--epochs", "3", "--no-cache", "--no-progress", "--json"]
+            "--epochs", "3", "--checkpoint-every", "3", "--grad", "analytic", "--no-cache",
+            "--no-progress", "--json"]
     coordinator = f"127.0.0.1:{_free_port()}"
     workers = [subprocess.Popen(
         [sys.executable, "-m", "mcjax", *args, "--devices", "all", "--coordinator", coordinator,

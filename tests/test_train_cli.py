@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = dict(samples=2048, features=3, batch_size=16, epochs=800, every=100)
 ARGS = ["train", "neuron", "--samples", str(TASK["samples"]), "--features", str(TASK["features"]),
         "--batch-size", str(TASK["batch_size"]), "--epochs", str(TASK["epochs"]),
-        "--checkpoint-every", str(TASK["every"]), "--no-progress", "--json"]
+        "--checkpoint-every", str(TASK["every"]), "--grad", "analytic", "--no-progress", "--json"]
 
 
 def _start(ckpt: Path, cache: Path, *extra) -> subprocess.Popen:
@@ -155,7 +155,8 @@ ARGPARSE_ERRORS = [
                             "number >= 1"),
     (["--batch-size", "-3"], "argument --batch-size: -3 is out of range"),
     (["--batch-size", "8.5"], "argument --batch-size: '8.5' is not a number"),
-    (["--epochs", "-1"], "argument --epochs: -1 is out of range; expected a finite number >= 0"),
+    (["--epochs", "-1"], "argument --epochs: -1 is out of range; expected a finite number >= 1"),
+    (["--epochs", "0"], "argument --epochs: 0 is out of range; expected a finite number >= 1"),
     (["--lr", "0"], "argument --lr: 0 is out of range; expected a finite number > 0"),
     (["--lr", "-0.1"], "argument --lr: -0.1 is out of range"),
     (["--lr", "nan"], "argument --lr: nan is out of range"),
@@ -216,8 +217,8 @@ RUN_ERRORS = [
                              "momentum, adam or an optax optimizer such as adamw, rmsprop; did "
                              "you mean adam"),
     (["--opt", "beta1=0.9"], "optax.adam takes no hyper-parameter beta1; it takes b1"),
-    (["--optimizer", "sgd", "--opt", "momentum=fast"], "the optimizer cannot update this "
-                                                       "model's parameters"),
+    (["--optimizer", "sgd", "--opt", "momentum=fast"], "--opt momentum=fast; expected a number "
+                                                       "in [0, 1) or None"),
     (["--schedule", "cosine"], "'cosine' is not an optax schedule"),
     (["--schedule", "cosine_decay", "--schedule-arg", "bogus=1"],
      "--schedule cosine_decay: cosine_decay_schedule() got an unexpected keyword argument 'bogus'"),

@@ -1,6 +1,8 @@
 """Every bad input to ``mcjax.train`` is refused before anything is compiled, with a message that
 names it, what was expected and what arrived; several bad settings are listed at once."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,8 +34,9 @@ BAD = [
     ("batch_size 0", dict(batch_size=0), ValueError, r"batch_size=0; expected an integer >= 1"),
     ("batch_size float", dict(batch_size=2.5), ValueError, r"batch_size=2.5; expected an integer"),
     ("batch_size bool", dict(batch_size=True), ValueError, r"batch_size=True; expected an integer"),
-    ("epochs negative", dict(epochs=-1), ValueError, r"epochs=-1; expected an integer >= 0"),
-    ("epochs float", dict(epochs=1.5), ValueError, r"epochs=1.5; expected an integer >= 0"),
+    ("epochs negative", dict(epochs=-1), ValueError, r"epochs=-1; expected an integer >= 1"),
+    ("epochs 0", dict(epochs=0), ValueError, r"epochs=0; expected an integer >= 1"),
+    ("epochs float", dict(epochs=1.5), ValueError, r"epochs=1.5; expected an integer >= 1"),
     ("checkpoint_every 0", dict(checkpoint_every=0), ValueError,
      r"checkpoint_every=0; expected an integer >= 1"),
     ("keep 0", dict(keep_checkpoints=0), ValueError,
@@ -61,7 +64,13 @@ BAD = [
     ("options not a mapping", dict(optimizer_options=[("b1", 0.9)]), ValueError,
      r"optimizer_options=\[\('b1', 0.9\)\]; expected a mapping"),
     ("hyper-parameter of a wrong kind", dict(optimizer="sgd", optimizer_options={
-        "momentum": "fast"}), ValueError, r"the optimizer cannot update this model's parameters"),
+        "momentum": "fast"}), ValueError, r"momentum='fast'; expected a number in \[0, 1\) or None"),
+    ("learning rate among the options", dict(optimizer_options={"learning_rate": 5}), ValueError,
+     r"optimizer_options holds learning_rate=5; expected it as the learning_rate keyword"),
+    ("b1 out of range", dict(optimizer_options={"b1": 2.0}), ValueError,
+     r"b1=2.0; expected a number in \[0, 1\)"),
+    ("two hyper-parameters out of range", dict(optimizer_options={"b2": 1.0, "eps": 0.0}),
+     ValueError, r"b2=1.0; expected a number in \[0, 1\); and eps=0.0; expected a number > 0"),
     ("grad unknown", dict(grad="numeric"), ValueError, r"grad='numeric'; expected one of "
                                                        r"'autodiff', 'analytic'"),
     ("seed float", dict(seed=1.5), ValueError, r"seed=1.5; expected an integer"),
@@ -74,6 +83,8 @@ BAD = [
      r"resume=True needs a checkpoint_dir"),
     ("overwrite without a folder", dict(overwrite=True), mcjax.CheckpointError,
      r"overwrite=True needs a checkpoint_dir"),
+    ("hyper-parameter not a number", dict(optimizer_options={"b1": "notanumber"}), ValueError,
+     r"b1='notanumber'; expected a number in \[0, 1\)"),
     ("two at once", dict(batch_size=0, epochs=-1, learning_rate=0), ValueError,
      r"epochs=-1; .*; and batch_size=0; .*; and learning_rate=0;"),
     # the model
@@ -164,3 +175,87 @@ def test_a_bad_input_is_refused_before_anything_is_compiled(kwargs, error, messa
 
 def test_the_list_of_bad_inputs_covers_every_kind():
     assert len(BAD) >= 50
+
+
+# mcjax.optimizer's own checks: (name, keywords, the sentence's words); a ValueError each
+BAD_HYPER_PARAMETERS = [
+    ("adam", dict(learning_rate=-1), "learning_rate=-1; expected a finite number > 0 or an optax "
+                                     "schedule"),
+    ("adam", dict(learning_rate=float("inf")), "learning_rate=inf; expected a finite number > 0"),
+    ("adam", dict(learning_rate=True), "learning_rate=True; expected a finite number > 0"),
+    ("adam", dict(b1=2.0), "b1=2.0; expected a number in [0, 1)"),
+    ("adam", dict(b1=-0.1), "b1=-0.1; expected a number in [0, 1)"),
+    ("adam", dict(b2=1), "b2=1; expected a number in [0, 1)"),
+    ("adam", dict(eps=0.0), "eps=0.0; expected a number > 0"),
+    ("adam", dict(eps=float("nan")), "eps=nan; expected a number > 0"),
+    ("adam", dict(eps_root=-1e-8), "eps_root=-1e-08; expected a number >= 0"),
+    ("adam", dict(nesterov="yes"), "nesterov='yes'; expected true or false"),
+    ("adamw", dict(weight_decay=-1e-4), "weight_decay=-0.0001; expected a number >= 0"),
+    ("momentum", dict(momentum=1.0), "momentum=1.0; expected a number in [0, 1)"),
+    ("sgd", dict(momentum=-0.5), "momentum=-0.5; expected a number in [0, 1) or None"),
+    ("rmsprop", dict(decay=1.5), "decay=1.5; expected a number in [0, 1)"),
+    ("adagrad", dict(initial_accumulator_value=-1.0), "initial_accumulator_value=-1.0; "
+                                                      "expected a number >= 0"),
+    ("lars", dict(trust_coefficient=0.0), "trust_coefficient=0.0; expected a number > 0"),
+    ("rprop", dict(eta_plus=0.5), "eta_plus=0.5; expected a number > 1"),
+    ("adam", dict(learning_rate=0, b1=1.0), "learning_rate=0; expected a finite number > 0 or an "
+                                            "optax schedule; and b1=1.0; expected"),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "words"), BAD_HYPER_PARAMETERS,
+                         ids=[f"{n} {k}" for n, k, _ in BAD_HYPER_PARAMETERS])
+def test_optimizer_refuses_a_hyper_parameter_out_of_range_naming_it(name, kwargs, words):
+    with pytest.raises(ValueError) as refused:
+        mcjax.optimizer(name, **kwargs)
+    assert str(refused.value).startswith("mcjax.optimizer: ") and words in str(refused.value)
+
+
+def test_optimizer_accepts_every_default_and_names_the_known_hyper_parameters():
+    import inspect
+
+    from mcjax._train._optim import _optax_optimizers
+
+    for name, make in _optax_optimizers().items():  # optax's own defaults are all in range
+        defaults = {k: p.default for k, p in list(inspect.signature(make).parameters.items())[1:]
+                    if p.default is not p.empty and p.default is not None}
+        with warnings.catch_warnings():  # optax's deprecated names (optimistic_adam) and
+            warnings.simplefilter("ignore")  # noisy_sgd without a key say so; no matter here
+            mcjax.optimizer(name, learning_rate=0.1, **defaults)
+    mcjax.optimizer("sgd", learning_rate=optax.constant_schedule(0.1), momentum=None)
+    with pytest.raises(TypeError, match=r"optax.adam takes no hyper-parameter beta1; it takes b1, "
+                                        r"b2, eps, eps_root, mu_dtype, nesterov"):
+        mcjax.optimizer("adam", beta1=0.9)
+
+
+# the other public functions a training run is built from: (call, the sentence's words)
+BAD_BUILDING_BLOCKS = [
+    (lambda: mcjax.neuron_model(0), "mcjax.neuron_model: n_features=0; expected an integer >= 1"),
+    (lambda: mcjax.neuron_model(2.5), "mcjax.neuron_model: n_features=2.5; expected an integer"),
+    (lambda: mcjax.mlp_model((64, 0, 10)), "mcjax.mlp_model: sizes=(64, 0, 10); expected (n_in, "
+                                           "hidden..., n_out): two or more integers >= 1"),
+    (lambda: mcjax.mlp_model((64,)), "mcjax.mlp_model: sizes=(64,); expected (n_in, hidden"),
+    (lambda: mcjax.mlp_model("64,10"), "mcjax.mlp_model: sizes='64,10'; expected (n_in"),
+    (lambda: mcjax.mlp_model(64), "mcjax.mlp_model: sizes=64; expected (n_in"),
+    (lambda: mcjax.datasets.neuron_data(jax.random.key(0), n_samples=0, n_features=3),
+     "mcjax.datasets.neuron_data: n_samples=0; expected an integer >= 1"),
+    (lambda: mcjax.datasets.neuron_data(jax.random.key(0), n_samples=8, n_features=-1,
+                                        noise=-0.1),
+     "n_features=-1; expected an integer >= 1; and noise=-0.1; expected a finite number >= 0"),
+    (lambda: mcjax.datasets.digits_data(seed=-1),
+     "mcjax.datasets.digits_data: seed=-1; expected an integer >= 0"),
+    (lambda: mcjax.datasets.digits_data(test_fraction=1.0),
+     "mcjax.datasets.digits_data: test_fraction=1.0; expected a number in (0, 1)"),
+    (lambda: mcjax.schedule("cosine_decay", init_value=0.1, decay_steps=0),
+     "mcjax.schedule: The cosine_decay_schedule requires positive decay_steps"),
+    (lambda: mcjax.schedule("cosine_decay", init_value=0.1, steps=10),
+     "mcjax.schedule: cosine_decay_schedule() got an unexpected keyword argument 'steps'"),
+]
+
+
+@pytest.mark.parametrize(("call", "words"), BAD_BUILDING_BLOCKS,
+                         ids=[w[:60] for _, w in BAD_BUILDING_BLOCKS])
+def test_a_building_block_refuses_a_value_out_of_range_naming_it(call, words):
+    with pytest.raises((ValueError, TypeError)) as refused:
+        call()
+    assert words in str(refused.value)

@@ -8,7 +8,7 @@ import jax
 from jax.extend import core
 
 from mcjax._check._flat import FlatSpec
-from mcjax._program._trace import Keyed
+from mcjax._program._trace import Keyed, signature
 
 
 class ByIdentity:
@@ -33,6 +33,7 @@ class Static(NamedTuple):
     dynamic_positions: tuple[int, ...]
     switches: bool = False  # f switches branch somewhere (max, abs, where...): kinks are read
     reverse_only: bool = False  # f calls a custom_vjp function: jax.jacfwd cannot run
+    pullback: bool = False  # the derivative returns a VJP function u -> u^T J
 
     def args(self, dynamic) -> tuple:
         """The arguments rebuilt from the traced leaves."""
@@ -59,6 +60,33 @@ class Static(NamedTuple):
         for i, value in zip(self.positions, values):
             new[i] = value
         return tuple(new)
+
+    def dynamic_of(self, args) -> list:
+        """The traced leaves of ``args`` (arguments as :meth:`args` builds them)."""
+        leaves = jax.tree_util.tree_leaves(args)
+        return [leaves[i] for i in self.dynamic_positions]
+
+    def f_of(self, args):
+        """``f(*args)``, evaluated from ``f``'s trace at the arguments' shapes and dtypes
+        (never its Python: a compiled check serves every value ``f`` closes over)."""
+        dynamic = self.dynamic_of(args)
+        return self.f.program(signature(dynamic))(*dynamic)
+
+    def derivative_of(self, args, cotangent: list):
+        """The derivative's value at ``args`` from its trace: for a VJP function its value
+        at ``cotangent`` (flat leaves, as ``f``'s output), else the Jacobian (``cotangent``
+        unused)."""
+        dynamic = self.dynamic_of(args)
+        run = self.derivative.program(signature(dynamic))
+        return run(*dynamic, *cotangent)
+
+    def consts(self) -> tuple:
+        """The values ``f`` and the derivative close over: a compiled check's arguments."""
+        return self.f.consts, self.derivative.consts
+
+    def bind(self, consts) -> "Static":
+        """This check evaluating ``f`` and the derivative on ``consts`` (see :meth:`consts`)."""
+        return self._replace(f=self.f.bind(consts[0]), derivative=self.derivative.bind(consts[1]))
 
 
 class Prepared(NamedTuple):

@@ -22,7 +22,6 @@ vanishes (a slip that merely comes closer is not named):
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 
@@ -35,7 +34,7 @@ from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared, flat_at, jacobian_of
 from mcjax._check._report import Slip
 from mcjax._core._conventions import standard_promotion
-from mcjax._program._compile import quick_jit
+from mcjax._program._compile import compiler_options, run_compiled
 
 FACTORS = {-1.0: "-1: the sign is flipped", 2.0: "2", 0.5: "1/2", -2.0: "-2", -0.5: "-1/2"}
 MAX_NAMED = 2  # candidates that match besides the first are usually the same slip again
@@ -227,20 +226,22 @@ def _axes(block, out_ndim: int, shape) -> list[str]:
 
 
 # -- the Jacobians the diagnosis compares with, computed for a failing point --------------------
-def _variants(static, x_spec, out_spec, dynamic, targets):
-    f_flat, x = flat_at(static, x_spec, out_spec, dynamic)
+def _variants(statics, consts, dynamic):
+    static, x_spec, out_spec, targets = statics
+    f_flat, x = flat_at(static.bind(consts), x_spec, out_spec, dynamic)
     return [jacobian_of(static, _slips.variant(f_flat, t))(x) for t in targets]
 
 
-def _other_jacobian(static, x_spec, out_spec, dynamic):
-    f_flat, x = flat_at(static, x_spec, out_spec, dynamic)
+def _other_jacobian(statics, consts, dynamic):
+    static, x_spec, out_spec = statics
+    f_flat, x = flat_at(static.bind(consts), x_spec, out_spec, dynamic)
     return jacobian_of(static, f_flat)(x)
 
 
-@functools.cache
-def _compiled(fn, *static):
-    """``fn(static, x_spec, out_spec, dynamic, ...)`` jitted once per traced ``f``."""
-    return quick_jit(fn, static_argnames=static)
+def _compiled(fn, statics, dynamic):
+    """``fn(statics, consts, dynamic)`` from a compiled program, one per traced ``f``."""
+    return run_compiled(fn, statics, statics[0].consts(), dynamic,
+                        compiler_options=compiler_options())
 
 
 def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
@@ -250,8 +251,7 @@ def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
     args = static.args(dynamic)
     targets = ["ungated"] + _slips.sites(jax.make_jaxpr(f_flat)(x).jaxpr)
     try:
-        jacobians = _compiled(_variants, "static", "x_spec", "out_spec", "targets")(
-            static, x_spec, out_spec, dynamic, tuple(targets))
+        jacobians = _compiled(_variants, (static, x_spec, out_spec, tuple(targets)), dynamic)
     except Exception:  # noqa: BLE001 - a primitive the rewriting cannot rebind: no candidates
         jacobians = [None] * len(targets)
     out = []
@@ -275,8 +275,7 @@ def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
                 np.shape(a) != s or not jnp.issubdtype(jnp.result_type(a), jnp.floating)
                 for a, s in zip(leaves, x_spec.shapes)):
             continue
-        J = _compiled(_other_jacobian, "static", "x_spec", "out_spec")(
-            static._replace(argnums=k), x_spec, out_spec, dynamic)
+        J = _compiled(_other_jacobian, (static._replace(argnums=k), x_spec, out_spec), dynamic)
         out.append(("wrong-argument", f"matches the derivative with respect to args[{k}]: the "
                     "wrong argument?", np.asarray(J, np.float64)))
     return out

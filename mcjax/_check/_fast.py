@@ -33,7 +33,6 @@ probability to the power ``p``.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -49,6 +48,7 @@ from mcjax._check._report import Projection, Report, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION
+from mcjax._program._compile import run_compiled
 
 # what a hash is for: its salt keeps the streams of the points, leaves and uses apart
 _PERTURB, _ROWS, _COLS, _COTANGENT = 1, 2, 3, 4
@@ -124,7 +124,7 @@ def _both_sides(static, x_spec, out_spec, dynamic, seed, point):
     args = static.with_x(args, x_def.unflatten(x_leaves))
 
     def f_of_x(x):
-        return static.f(*static.with_x(args, x))
+        return static.f_of(static.with_x(args, x))
 
     out, pullback = jax.vjp(f_of_x, static.x_of(args))
     u = _cotangent(jax.tree_util.tree_leaves(out), seed, point)
@@ -161,18 +161,19 @@ def _point(static, x_spec, out_spec, dynamic, seed, point, directions):
             "proj_got": _projections(got, seed, point, directions)}
 
 
-@functools.partial(jax.jit, static_argnames=("static", "x_spec", "out_spec", "points",
-                                             "directions"))
-def _program(static, x_spec, out_spec, points, directions, dynamic, seed):
+def _program(statics, consts, dynamic, seed):
+    static, x_spec, out_spec, points, directions = statics
+    static = static.bind(consts)
     results = [_point(static, x_spec, out_spec, dynamic, seed, p, directions)
                for p in range(points)]
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "x_spec", "out_spec", "which"))
-def _vectors(static, x_spec, out_spec, which, dynamic, seed):
+def _vectors(statics, consts, dynamic, seed):
     """``u^T J`` of both sides, leaf by leaf, at the points ``which`` (those that failed): for
     the counts and the worst entries of a failing check."""
+    static, x_spec, out_spec, which = statics
+    static = static.bind(consts)
     return [_both_sides(static, x_spec, out_spec, dynamic, seed, q) for q in which]
 
 
@@ -184,8 +185,9 @@ def _failures(p: Prepared, allowed_leaf, failing: list[int], seed) -> tuple[int,
     """Entries over their threshold, NaN/Inf sentences and the worst entries of the failing
     points: their ``u^T J`` vectors are computed again (only when something failed)."""
     problems, worst, violations, where = [], [], 0, None
-    vectors = jax.device_get(_vectors(p.static, p.x_spec, p.out_spec, tuple(failing), p.dynamic,
-                                      seed))
+    vectors = jax.device_get(run_compiled(_vectors, (p.static, p.x_spec, p.out_spec,
+                                                     tuple(failing)),
+                                          p.static.consts(), p.dynamic, seed))
     for q, sides in zip(failing, vectors):
         got, ref = (_flat(side) for side in sides)
         allowed = np.repeat(allowed_leaf[q], p.x_spec.sizes)
@@ -219,8 +221,9 @@ def run(p: Prepared, points: int, directions: int, seed: int) -> FastVerdict:
     seed_array = jnp.asarray(seed, jnp.uint32)
     terms = terms_of(p, contraction=True)
     with standard_promotion():  # the checker's own computations (f was traced when prepared)
-        v = jax.device_get(_program(p.static, p.x_spec, p.out_spec, points, directions,
-                                    p.dynamic, seed_array))
+        v = jax.device_get(run_compiled(_program, (p.static, p.x_spec, p.out_spec, points,
+                                                   directions),
+                                        p.static.consts(), p.dynamic, seed_array))
     threshold = Threshold.of(p.dtype, terms, f"jax.vjp in {p.dtype}", *p.tolerance)
     # each leaf's threshold, outside the program: a caller's rtol and atol compile nothing new
     eps = float(jnp.finfo(v["leaf_ref"].dtype).eps)

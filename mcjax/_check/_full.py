@@ -19,7 +19,6 @@ The verdict is assembled on the host, entry by entry:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import jax
@@ -57,7 +56,7 @@ from mcjax._check._report import KinkEntry, Kinks, Later, Report, header, wrt_of
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
-from mcjax._program._compile import quick_jit
+from mcjax._program._compile import compiler_options, run_compiled
 
 _quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore")  # NaN is a finding
 
@@ -121,14 +120,10 @@ def _point(static, x_spec, out_spec, stencils, dynamic, normal):
     return values
 
 
-def _programs(groups, dynamics, normals):
+def _programs(groups, consts, dynamics, normals):
+    groups = tuple((g[0].bind(c), *g[1:]) for g, c in zip(groups, consts))
     return [_over_points(lambda d, t, g=g: _point(*g, d, t), dynamic, normal)  # pyright: ignore[reportCallIssue]
             for g, dynamic, normal in zip(groups, dynamics, normals)]
-
-
-@functools.cache
-def _compiled_programs():
-    return quick_jit(_programs, static_argnames=("groups",))
 
 
 def run(groups: list[tuple[Prepared, list[tuple]]], seed: int, stencils: bool = True
@@ -146,7 +141,9 @@ def run(groups: list[tuple[Prepared, list[tuple]]], seed: int, stencils: bool = 
     # the checker's own program computes across dtypes; f and the derivative were traced
     # (under the user's promotion rules) when the check was prepared
     with jax.enable_x64(True), standard_promotion():
-        out = jax.device_get(_compiled_programs()(statics, dynamics, normals))
+        consts = [p.static.consts() for p, _ in groups]
+        out = jax.device_get(run_compiled(_programs, statics, consts, dynamics, normals,
+                                          compiler_options=compiler_options()))
     return [[jax.tree_util.tree_map(lambda a: np.asarray(a)[i], result) for i in range(len(points))]
             for result, (_, points) in zip(out, groups)]
 

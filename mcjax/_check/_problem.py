@@ -145,7 +145,8 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
                 tuple((type(v), v) for v in static_leaves), dynamic_positions, signature(structs))
         if seen in traces:
             return traces[seen]._replace(dynamic=dynamic)
-    f_key, out, f_jaxpr = _traced("f", lambda *d: f(*static.args(d)), *structs)
+    f_trace = _traced("f", lambda *d: f(*static.args(d)), *structs, lifted=True)
+    out, f_jaxpr = f_trace.out_shape, f_trace.closed
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             why = ("mcjax.check judges derivatives of real functions" if jnp.issubdtype(
@@ -160,25 +161,27 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
             f"mcjax.check: f returns an empty output ({out_spec.describe()}); expected at "
             "least one entry"
         )
-    d_key, d_jaxpr = _derivative_key(derivative, static, structs, x_spec, out_spec)
-    f_keyed = Keyed(f, ()).with_program((f_key,), signature(structs), f_jaxpr,
-                                        jax.tree_util.tree_structure(out))
+    d_trace, pullback = _derivative_trace(derivative, static, structs, x_spec, out_spec)
     static = static._replace(
-        f=f_keyed, derivative=Keyed(derivative, d_key),
+        f=Keyed(f, ()).with_program((f_trace.key,), signature(structs), f_trace),
+        derivative=Keyed(derivative, ()).with_program(d_trace.key, signature(structs), d_trace),
         switches=has_switches(f_jaxpr.jaxpr),
-        reverse_only=bool(custom_rules(f_jaxpr.jaxpr) - {"custom_jvp_call"}))
+        reverse_only=bool(custom_rules(f_jaxpr.jaxpr) - {"custom_jvp_call"}),
+        pullback=pullback)
     eps = [jnp.finfo(d).eps for d in x_spec.dtypes + out_spec.dtypes]
     dtype = (x_spec.dtypes + out_spec.dtypes)[int(np.argmax(eps))]
-    prepared = Prepared(static, dynamic, x_spec, out_spec, dtype, f_jaxpr, d_jaxpr)
+    prepared = Prepared(static, dynamic, x_spec, out_spec, dtype, f_jaxpr, d_trace.closed)
     if seen is not None and traces is not None:
         traces[seen] = prepared
     return prepared
 
 
-def _derivative_key(derivative, static: Static, structs: tuple, x_spec: FlatSpec,
-                    out_spec: FlatSpec):
+def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSpec,
+                      out_spec: FlatSpec):
     """Trace the derivative (its value, or for a VJP function its value at a cotangent) and
-    check its shapes against ``f``'s before any program runs."""
+    check its shapes against ``f``'s before any program runs.  Returns the (lifted) trace, a
+    function of the traced leaves and the cotangent's, and whether the derivative is a VJP
+    function."""
     cotangent = tuple(jax.ShapeDtypeStruct(s, d) for s, d in zip(out_spec.shapes, out_spec.dtypes))
     pullback = []
 
@@ -189,10 +192,10 @@ def _derivative_key(derivative, static: Static, structs: tuple, x_spec: FlatSpec
             return value(out_spec.treedef.unflatten(u))
         return value
 
-    key, value, jaxpr = _traced("the derivative", traced, structs, cotangent,
-                                differentiated=False)
-    validate(value, x_spec, out_spec, static.layout, bool(pullback))
-    return key, jaxpr
+    trace = _traced("the derivative", traced, structs, cotangent, differentiated=False,
+                    lifted=True)
+    validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback))
+    return trace, bool(pullback)
 
 
 def reference_key(p: Prepared) -> tuple[Prepared, str]:
@@ -217,9 +220,9 @@ def reference_key(p: Prepared) -> tuple[Prepared, str]:
             if signature(structs) == native:  # the native trace serves
                 closed = p.f_jaxpr
             else:
-                key, out, closed = function_key(lambda *d: f.fn(*static.args(d)), *structs)
-                f = f.with_program((*tuple(f.key), key), signature(structs), closed,  # type: ignore[arg-type]
-                                   jax.tree_util.tree_structure(out))
+                trace = function_key(lambda *d: f.fn(*static.args(d)), *structs, lifted=True)
+                closed = trace.closed
+                f = f.with_program((*tuple(f.key), trace.key), signature(structs), trace)  # type: ignore[arg-type]
             if dtype == jnp.float64:
                 precision = lowest_precision(closed.jaxpr) or "float64"
     return p._replace(static=static._replace(f=f)), precision
@@ -237,10 +240,7 @@ def flat_function(static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatS
 
     def f_flat(x_vec):
         new = static.with_x(args, x_spec.unflatten(x_vec))
-        leaves = jax.tree_util.tree_leaves(new)
-        dynamic = [leaves[i] for i in static.dynamic_positions]
-        traced = static.f.program(signature(dynamic)) if isinstance(static.f, Keyed) else None
-        out = traced(*dynamic) if traced is not None else static.f(*new)  # the keyed trace
+        out = static.f_of(new)  # the keyed trace
         return out_spec.flatten(out, wider(*jax.tree_util.tree_leaves(out)))
 
     return f_flat

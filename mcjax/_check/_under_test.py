@@ -26,10 +26,14 @@ class DerivativeUnderTest:
 
     def __init__(self, static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatSpec):
         self.x_spec, self.out_spec = x_spec, out_spec
-        value = static.derivative(*args)
-        if callable(value) and not isinstance(value, Jacobian):
-            self.kind, self._pullback, self._blocks = "vjp", value, {}
+        if static.pullback:  # evaluated from the derivative's trace, at each cotangent
+            def pullback(u):
+                return static.derivative_of(args, jax.tree_util.tree_leaves(u))
+
+            self.kind, self._pullback, self._blocks = "vjp", pullback, {}
             return
+        value = static.derivative_of(args, [jnp.zeros(s, d) for s, d in
+                                            zip(out_spec.shapes, out_spec.dtypes)])
         self.kind, self._pullback = "dense", None
         self._blocks = _blocks(value, x_spec, out_spec, static.layout)
         if any(isinstance(b, Jacobian) for b in self._blocks.values()):

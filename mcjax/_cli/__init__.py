@@ -3,18 +3,24 @@
 Each subcommand is a pair of functions: ``_add_NAME(subparsers)`` declares its options and
 ``_run_NAME(args) -> exit status`` does the work (``train``'s pair is in ``_train``, the
 rules table of ``verify`` in ``_summary``).  Exit status 0 means success, 1 a failed check, 2 a
-usage error, reported in one line.
+usage error, 130 Ctrl-C and 143 SIGTERM outside a training loop (which stops at an epoch's
+end instead), each reported in one line.  A warning is one line too, without Python's source
+line, and said once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
-import re
+import signal
 import sys
+import threading
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -81,7 +87,7 @@ def _add_verify(subparsers) -> None:
             "points, over several shapes (size 1 and non-square) and dtypes, under jax.jit: "
             "against jax.jacfwd and jax.jacrev, with kinks read from the function and the "
             "checker's tolerance policy. Prints one row per rule and argument; exits 1 if any "
-            "rule fails."
+            "rule fails, 2 on a usage error (a -k matching no rule, say)."
         ),
     )
     p.add_argument("-k", "--select", default="*", metavar="PATTERN",
@@ -166,22 +172,16 @@ def _load(spec: str, what: str, command: str = "mcjax check"):
 
 
 def _parse_shape(text: str, command: str = "mcjax check") -> tuple[int, ...]:
-    """``3,4`` (or ``3x4``, ``(3, 4)``) -> (3, 4); ``()`` or ``""`` -> (); ``3,`` -> (3,).
-    Every dimension must be a number: ``3,x`` is refused, not read as (3,)."""
-    body = text.strip()
-    if body.startswith("(") and body.endswith(")"):
-        body = body[1:-1]
-    parts = [p.strip() for p in re.split(r"[,x]", body)]
-    if len(parts) > 1 and parts[-1] == "":  # "3," as Python writes a 1-tuple
-        parts.pop()
-    try:
-        shape = () if parts == [""] else tuple(int(p) for p in parts)
-    except ValueError:
-        shape = None
-    if shape is None or any(d < 0 for d in shape):
-        raise UsageError(f"{command}: --shapes {text!r} is not a shape; expected sizes >= 0 "
-                         "separated by commas, like 3,4 (or () for a scalar)")
-    return shape
+    """``3,4`` (or ``3x4``, ``(3, 4)``, ``3,``) -> (3, 4); ``()`` or nothing -> a scalar.
+    Every item must be a positive integer: ``3,x`` is refused, not read as (3,)."""
+    inner = text.strip().removeprefix("(").removesuffix(")").strip()
+    items = [d.strip() for d in inner.replace("x", ",").split(",")] if inner else []
+    if items and not items[-1] and len(items) > 1:
+        items.pop()  # "3," is (3,), as Python writes it
+    if not all(d.isdigit() and int(d) > 0 for d in items):
+        raise UsageError(f"{command}: --shapes {text!r} is not a shape like 3,4 (or () for a "
+                         "scalar); expected sizes that are positive integers")
+    return tuple(int(d) for d in items)
 
 
 DISTRIBUTIONS = "normal, normal:MU:SIGMA, uniform:LO:HI, positive, int:LO:HI or MODULE:SAMPLER"
@@ -299,7 +299,7 @@ def _run_check(args) -> int:
     import mcjax
 
     if args.heatmap:
-        _writable("mcjax check: --heatmap", args.heatmap)
+        _check_output(args.heatmap, "--heatmap")
         if args.mode == "fast":
             raise UsageError("mcjax check: --heatmap draws the Jacobian, which --mode fast never "
                              "builds; expected --mode full or auto (a small Jacobian)")
@@ -317,24 +317,28 @@ def _run_check(args) -> int:
     if args.heatmap:
         try:
             report.heatmap(args.heatmap)
-        except (ValueError, ImportError, OSError) as e:  # fast mode picked, no matplotlib, disk
-            message = str(e).removeprefix("mcjax.Report.heatmap: ")
-            raise UsageError(f"mcjax check: --heatmap {args.heatmap}: {message}") from None
+        except (OSError, ValueError, ImportError) as error:  # fast mode, a full disk, ...
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise UsageError(f"mcjax check: --heatmap {args.heatmap}: "
+                             f"{str(reason).replace('mcjax.Report.heatmap: ', '')}") from None
     return 0 if report.ok else 1
 
 
-def _writable(option: str, path: str) -> None:
-    """Refuse, before any work, a file that cannot be written: its folder is missing or is a
-    file, or the path is a folder."""
-    target = os.path.abspath(path)
-    folder = os.path.dirname(target)
-    if os.path.isdir(target):
-        raise UsageError(f"{option} {path}: is a folder; expected a file name such as "
-                         "jacobian.png")
-    if not os.path.isdir(folder):
-        what = "is a file" if os.path.exists(folder) else "does not exist"
-        raise UsageError(f"{option} {path}: the folder {folder} {what}; expected a path in an "
-                         "existing folder")
+def _check_output(path: str, flag: str, command: str = "mcjax check") -> None:
+    """Refuse, before any work, a file that cannot be written where the path says."""
+    folder = Path(path).parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UsageError(f"{command}: {flag} {path}: {existing} is a file; expected a path in a "
+                         "folder")
+    if not folder.is_dir():
+        raise UsageError(f"{command}: {flag} {path}: the folder {folder} does not exist; "
+                         "expected a path in an existing folder")
+    if Path(path).is_dir():
+        raise UsageError(f"{command}: {flag} {path} is a folder; expected a file name such as "
+                         f"{Path(path) / 'heatmap.png'}")
 
 
 # -- derive ----------------------------------------------------------------------------------
@@ -424,17 +428,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(Exception):
+    """SIGTERM outside a training loop (which stops at the end of its epoch instead)."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """SIGTERM raises :class:`_Terminated` (one line, status 143) instead of ending the process
+    without a word; the main thread only, where Python runs signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mcjax`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status:
-    0 success, 1 a failed verdict or run, 2 a usage, import or trace error (one line on stderr,
-    no traceback)."""
+    0 success, 1 a failed verdict or run, 2 a usage, import or trace error, 130 Ctrl-C, 143
+    SIGTERM (one line on stderr, no traceback)."""
     args = build_parser().parse_args(argv)
+    command = f"mcjax {args.command}"
+    said: set[str] = set()
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        text = str(message).strip().splitlines()
+        warning = f"{command}: warning: {text[0] if text else category.__name__}"
+        if warning not in said:  # a library that warns at every call is heard once
+            said.add(warning)
+            print(warning, file=sys.stderr if file is None else file)
+
     try:
-        return args.run(args)
+        with warnings.catch_warnings(), _sigterm_stops():
+            warnings.showwarning = one_line
+            return args.run(args)
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
-
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except _Terminated:
+        print(f"{command}: stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 if __name__ == "__main__":
     raise SystemExit(main())

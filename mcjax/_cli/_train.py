@@ -1,10 +1,17 @@
 """``mcjax train``: the paper's neuron or an MLP on the digits, from the command line.
 
-Exit status: 0 done; 1 training failed (a NaN or Inf, a file system error); 2 a usage error,
-found before any training: a bad flag or value, flags that contradict each other, a checkpoint
-folder that cannot serve the run (a file, another run's, another process's, a missing one to
-resume, one written with other settings); 128 + N a run stopped by signal N at the end of an
-epoch, with a checkpoint (143 for SIGTERM, 130 for Ctrl-C).  Every error is one line on stderr.
+The defaults are mcjax.train's (``_train/_defaults.DEFAULTS``), but for the neuron's learning rate.
+
+Exit status: 0 done; 1 training failed (a NaN or Inf, a checkpoint that could not be written
+such as on a full disk, out of memory, a hand-derived
+gradient that failed its check at the first batch: the report follows); 2 a usage or environment error: a bad flag or value,
+flags that contradict each other, a checkpoint folder that cannot serve the run (a file,
+another run's, another process's, a read-only one, one on a full disk, a missing one to resume,
+one written with other settings or with an unreadable run.json), found before any training, or
+a folder whose lock was removed during the run (found before the next save, which is not
+written); 128 + N a run stopped by signal N at the end of an
+epoch, with a checkpoint (143 for SIGTERM, 130 for Ctrl-C; a second signal does not cut a save
+short).  Every error is one line on stderr, and so is every warning.
 """
 
 from __future__ import annotations
@@ -12,14 +19,20 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import math
 import sys
+from pathlib import Path
 
 from mcjax._core._conventions import DTYPES
-from mcjax._core._errors import UsageError
+from mcjax._core._errors import CheckpointError, UsageError
+from mcjax._train._defaults import DEFAULTS
+from mcjax._train._history import HISTORY_SUFFIXES
 
 USAGE_ERRORS = (ValueError, TypeError, NotADirectoryError, FileNotFoundError)  # ShapeError,
 # DtypeError and CheckpointError are among them (subclasses of ValueError and TypeError)
+NEW_RUN_CHECKPOINTING = {"checkpoint_every": DEFAULTS.checkpoint_every,
+                         "keep_checkpoints": DEFAULTS.keep_checkpoints}  # --checkpoint-every, --keep
 
 
 def _number(kind, low, *, strict: bool):
@@ -39,6 +52,7 @@ def _number(kind, low, *, strict: bool):
 
 POSITIVE, COUNT, RATE = _number(int, 1, strict=False), _number(int, 0, strict=False), \
     _number(float, 0, strict=True)
+NEURON_LEARNING_RATE = 0.01  # the neuron's five parameters move far from init: a larger step
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -84,48 +98,73 @@ def add_train(subparsers) -> None:
             "data from a known (w, b); prints the parameter error. TASK 'digits': an MLP on "
             "scikit-learn's bundled digits (needs scikit-learn); prints the test accuracy. "
             "The final checkpoint (with --checkpoint-dir) holds the trained parameters. "
-            "Exit status: 0 done, 1 training failed, 2 usage error, 143 stopped by SIGTERM "
-            "(130 by Ctrl-C) with a checkpoint to --resume from."
+            "The defaults are mcjax.train's. Prints a table of the loss per epoch (with "
+            "--json, only the summary); --history and --plot save the history. "
+            "Exit status: 0 done, 1 training failed (or --grad analytic failed its check), "
+            "2 usage or environment error, 143 stopped by SIGTERM (130 by Ctrl-C) with a "
+            "checkpoint to --resume from."
         ),
     )
     p.add_argument("task", choices=("neuron", "digits"), help="what to train")
-    p.add_argument("--grad", choices=("analytic", "autodiff"), default="analytic",
-                   help="gradient source: the registry's hand-derived rules (default) or jax.grad")
-    p.add_argument("--optimizer", default="adam",
-                   help="sgd, momentum, adam (the paper's) or any optax optimizer (default adam)")
+    p.add_argument("--grad", choices=("analytic", "autodiff"), default=DEFAULTS.grad,
+                   help="gradient source: the registry's hand-derived rules (checked with "
+                        "mcjax.check at the first batch) or jax.grad (default %(default)s)")
+    p.add_argument("--check-backprop", action=argparse.BooleanOptionalAction,
+                   default=DEFAULTS.check_backprop,
+                   help="with --grad analytic, check the hand-derived gradient at the first "
+                        "batch and stop with the report (exit 1) if it is wrong (default: on)")
+    p.add_argument("--optimizer", default=DEFAULTS.optimizer,
+                   help="sgd, momentum, adam (the paper's) or any optax optimizer "
+                        "(default %(default)s)")
     p.add_argument("--lr", type=RATE, default=None,
-                   help="learning rate > 0 (default 0.01 for neuron, 0.001 for digits)")
+                   help=f"learning rate > 0 (default {NEURON_LEARNING_RATE} for neuron, "
+                        f"{DEFAULTS.learning_rate} for digits)")
     p.add_argument("--opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="an optimizer hyper-parameter, e.g. --opt momentum=0.95; may be repeated")
+                   help="an optimizer hyper-parameter, e.g. --opt momentum=0.95 (in range: "
+                        "decay rates such as b1, b2, momentum in [0, 1), eps > 0, weight_decay "
+                        ">= 0); may be repeated")
     p.add_argument("--schedule", default=None, metavar="NAME",
                    help="an optax learning-rate schedule, e.g. cosine_decay; its init_value and "
                         "decay_steps default to --lr and the run's total steps")
     p.add_argument("--schedule-arg", type=_key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="an argument of the schedule; may be repeated")
-    p.add_argument("--epochs", type=COUNT, default=None,
-                   help="epochs (default 200 neuron, 40 digits)")
-    p.add_argument("--batch-size", type=POSITIVE, default=32, help="examples per step (default 32)")
-    p.add_argument("--samples", type=POSITIVE, default=512, help="neuron: examples (default 512)")
+    p.add_argument("--epochs", type=POSITIVE, default=DEFAULTS.epochs,
+                   help="epochs, >= 1; a resumed run counts those already done "
+                        "(default %(default)s)")
+    p.add_argument("--batch-size", type=POSITIVE, default=DEFAULTS.batch_size,
+                   help="examples per step (default %(default)s)")
+    p.add_argument("--samples", type=POSITIVE, default=4096,
+                   help="neuron: examples (default %(default)s)")
     p.add_argument("--features", type=POSITIVE, default=4,
                    help="neuron: inputs per example (default 4)")
     p.add_argument("--hidden", type=_hidden, default=(256, 256),
                    help="digits: hidden layer widths, comma-separated (default 256,256)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype")
-    p.add_argument("--seed", type=int, default=0, help="seed of parameters, data and shuffling")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seed of parameters, data and shuffling (default %(default)s)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="the run's checkpoint folder (orbax; one folder per saved epoch, "
                         "run.json, a lock): new or empty for a new run")
-    p.add_argument("--checkpoint-every", type=POSITIVE, default=10, metavar="K",
+    p.add_argument("--checkpoint-every", type=POSITIVE, default=None, metavar="K",
                    help="checkpoint every K epochs, and at the end and on SIGTERM/Ctrl-C "
-                        "(default 10)")
-    p.add_argument("--keep", type=POSITIVE, default=3, metavar="N",
-                   help="keep the newest N checkpoints of the run (default 3)")
+                        f"(default {DEFAULTS.checkpoint_every}; with --resume, the run's own)")
+    p.add_argument("--keep", type=POSITIVE, default=None, metavar="N",
+                   help=f"keep the newest N checkpoints of the run (default "
+                        f"{DEFAULTS.keep_checkpoints}; with --resume, the run's own)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --checkpoint-dir from its newest intact checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in --checkpoint-dir, deleting the run that is there")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr (default: when stderr is a terminal)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   default=DEFAULTS.progress,
+                   help="progress bar on stderr, left at its last epoch (default: when stderr "
+                        "is a terminal)")
+    p.add_argument("--history", default=None, metavar="FILE.csv|FILE.jsonl",
+                   help="write the loss and metrics per epoch there, one row per epoch as it "
+                        "ends (a resumed run first writes the epochs it restored)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="save a figure of the loss and metrics per epoch there (needs "
+                        "matplotlib: pip install 'mcjax[plot]')")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="JAX's persistent compilation cache (default $MCJAX_CACHE_DIR or "
                         "~/.cache/mcjax/xla)")
@@ -169,6 +208,35 @@ def _contradictions(args) -> list[str]:
     return found
 
 
+def _output_problems(args) -> list[str]:
+    """--history and --plot must name files that can be written (their missing folders are
+    made when they are written; a file on the way is a usage error)."""
+    found = []
+    for flag, path in (("--history", args.history), ("--plot", args.plot)):
+        if path is None:
+            continue
+        target = Path(path)
+        existing = next(f for f in target.absolute().parents if f.exists())
+        if target.is_dir():
+            found.append(f"{flag} {path} is a folder; expected a file name")
+        elif not existing.is_dir():
+            found.append(f"{flag} {path}: {existing} is a file; expected a folder there")
+    if args.history is not None and Path(args.history).suffix.lower() not in HISTORY_SUFFIXES:
+        found.append(f"--history {args.history}; expected a file name ending in "
+                     f"{' or '.join(HISTORY_SUFFIXES)}")
+    if args.plot is not None:
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            found.append("--plot needs matplotlib: pip install 'mcjax[plot]'")
+        else:
+            kinds = Figure().canvas.get_supported_filetypes()
+            if Path(args.plot).suffix.lstrip(".").lower() not in kinds:
+                found.append(f"--plot {args.plot}; expected a file name ending in "
+                             f".{' or .'.join(sorted(kinds))}")
+    return found
+
+
 def _learning_rate(args, total_steps: int):
     """--lr, or the --schedule with its start value and length filled from --lr and the run."""
     import mcjax
@@ -185,17 +253,62 @@ def _learning_rate(args, total_steps: int):
             kwargs[name] = value
     try:
         return mcjax.schedule(args.schedule, **kwargs)
-    except TypeError as error:
-        raise TypeError(f"--schedule {args.schedule}: {error}") from None
+    except (TypeError, ValueError) as error:
+        text = str(error).removeprefix("mcjax.schedule: ")
+        raise UsageError(_line(text if " is not an optax schedule" in text
+                               else f"--schedule {args.schedule}: {text}")) from None
+
+
+def _option_problems(args) -> list[str]:
+    """What is wrong with the --opt entries, each named as it was given."""
+    from mcjax._train._optim import _optax_optimizers, hyper_parameter_problems
+
+    def spelled(key, value):
+        return f"--opt {key}={value if isinstance(value, str) else json.dumps(value)}"
+
+    options = dict(args.opt)
+    if "learning_rate" in options:
+        return [f"{spelled('learning_rate', options['learning_rate'])}: the learning rate has "
+                f"its own flag; expected --lr {options['learning_rate']}"]
+    if args.optimizer != "momentum" and args.optimizer not in _optax_optimizers():
+        return []  # TrainConfig names the optimizer that does not exist
+    return [problem if problem.startswith("--opt") else f"--opt: {problem}"
+            for problem in hyper_parameter_problems(args.optimizer, options, spelled)]
+
+
+def _checkpointing(args) -> str | None:
+    """Set --checkpoint-every and --keep: as given, or the resumed run's own, or the defaults
+    of a new run; return the line that says which of the run's own are changed (or None)."""
+    from mcjax._train._models import count_problem
+    from mcjax._train._run_folder import read_record
+
+    recorded = None
+    if args.resume and args.checkpoint_dir is not None:
+        try:
+            recorded = read_record(args.checkpoint_dir).get("checkpointing")
+        except (CheckpointError, OSError):  # TrainConfig's look at the folder says why
+            recorded = None
+    run = recorded if isinstance(recorded, dict) else NEW_RUN_CHECKPOINTING
+    changed = []
+    for flag, name in (("--checkpoint-every", "checkpoint_every"), ("--keep", "keep_checkpoints")):
+        attr = flag[2:].replace("-", "_")
+        given, own = getattr(args, attr), run.get(name, NEW_RUN_CHECKPOINTING[name])
+        if count_problem(own, name) and not (own is None and name == "keep_checkpoints"):
+            own = NEW_RUN_CHECKPOINTING[name]  # a record edited by hand: a new run's
+        if given is None:
+            setattr(args, attr, own)
+        elif recorded is not None and given != own:
+            changed.append(f"{flag} {given} instead of the run's {'all' if own is None else own}")
+    return f"mcjax train: resuming with {' and '.join(changed)}" if changed else None
 
 
 def _config(args, total_steps: int):
     from mcjax._train._config import TrainConfig
 
     return TrainConfig(args.optimizer, _learning_rate(args, total_steps), dict(args.opt),
-                       args.grad, args.epochs, args.batch_size, True, args.seed,
+                       args.grad, args.epochs, args.batch_size, DEFAULTS.shuffle, args.seed,
                        args.checkpoint_dir, args.checkpoint_every, args.keep, args.resume,
-                       args.overwrite)
+                       args.overwrite, args.check_backprop)
 
 
 def _task(args):
@@ -223,7 +336,13 @@ def _task(args):
 
 
 def _line(error) -> str:
-    """``error`` as one line of ``mcjax train``'s."""
+    """``error`` as one line of ``mcjax train``'s (an operating system's error as a sentence
+    that names the file, not ``[Errno 28] ...``)."""
+    from mcjax._train._checkpoint import WriteError
+
+    if isinstance(error, OSError) and not isinstance(error, WriteError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"mcjax train: {where}{error.strerror}"
     text = str(error).strip() or type(error).__name__
     return f"mcjax train: {text.splitlines()[0]}"
 
@@ -236,11 +355,15 @@ def _fail(error) -> int:
 
 def run_train(args) -> int:
     neuron = args.task == "neuron"
-    args.lr = args.lr if args.lr is not None else 0.01 if neuron else 1e-3
-    args.epochs = args.epochs if args.epochs is not None else 200 if neuron else 40
-    problems = _contradictions(args)
+    args.lr = args.lr if args.lr is not None else NEURON_LEARNING_RATE if neuron \
+        else DEFAULTS.learning_rate
+    problems = _contradictions(args) + _option_problems(args) + _output_problems(args)
     if problems:
         raise UsageError(_line("; and ".join(problems)))
+    changed = _checkpointing(args)
+    # orbax logs each failure it raises (ERROR:absl:... with a traceback) before the error
+    # reaches this command, which says it in one line
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     if args.dtype == "float64":
         import jax
 
@@ -264,8 +387,13 @@ def run_train(args) -> int:
         from mcjax._train._loop import prepare
 
         run = prepare(model, data, config, devices=args.devices)
-    except USAGE_ERRORS as error:
+    except (*USAGE_ERRORS, OSError) as error:  # OSError: a full disk under run.json, ...
         raise UsageError(_line(error)) from None
+    except mcjax.DerivativeError as error:  # the report follows the line that says where
+        print(f"mcjax train: {error}", file=sys.stderr)
+        return 1
+    if changed:  # said once the run is known to resume
+        print(changed, file=sys.stderr)
     return _train(args, run, report)
 
 
@@ -273,6 +401,7 @@ def _train(args, run, report) -> int:
     import jax
 
     import mcjax
+    from mcjax._train import _history
     from mcjax._train._loop import run_epochs
     from mcjax._train._stops import exit_status
 
@@ -282,14 +411,26 @@ def _train(args, run, report) -> int:
         if event == "/jax/compilation_cache/cache_hits":
             cache_hits.append(event)
 
+    # one process writes the files of a multi-process run (they all hold the same history)
+    writes = jax.process_index() == 0
+    log = _history.HistoryWriter(args.history) if args.history and writes else None
     jax.monitoring.register_event_listener(count_cache_hits)
     try:
-        result = run_epochs(run, progress=sys.stderr.isatty() if args.progress is None
-                            else args.progress)
-    except (mcjax.NonFiniteLossError, OSError, mcjax.CheckpointError) as error:
-        return _fail(error)
+        if log is not None:
+            log.start(_history.rows(run.history, run.steps_per_epoch))
+        result = run_epochs(run, progress=args.progress, callback=log)
+        if args.plot and writes:
+            Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+            result.plot(args.plot, title=f"mcjax train {args.task}, grad={args.grad}")
+    except mcjax.CheckpointError as error:  # the folder changed under the run: its lock
+        print(_line(error), file=sys.stderr)  # removed, a later epoch written by another
+        return 2
+    except (FloatingPointError, OSError, RuntimeError, MemoryError) as error:
+        return _fail(error)  # a NaN (NonFiniteLossError), a full disk, out of device memory
     finally:
         jax.monitoring.unregister_event_listener(count_cache_hits)
+        if log is not None:
+            log.close()
     losses = result.history["loss"]
     summary = {
         "task": args.task, "grad": args.grad, "optimizer": args.optimizer,
@@ -299,6 +440,7 @@ def _train(args, run, report) -> int:
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "resumed_from": str(result.resumed_from) if result.resumed_from else None,
         "interrupted": result.interrupted, "signal": result.signal,
+        "backprop_check": "passed" if result.backprop_check is not None else None,
         "devices": len(jax.tree.leaves(result.params)[0].sharding.device_set),
         "process": f"{jax.process_index()} of {jax.process_count()}",
         **report(result.params),
@@ -306,6 +448,8 @@ def _train(args, run, report) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
+        if result.epoch:
+            print(result.table(), end="\n\n")
         for name, value in summary.items():
             print(f"{name:24s} {f'{value:.6g}' if isinstance(value, float) else value}")
     if result.interrupted:

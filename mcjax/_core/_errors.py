@@ -123,16 +123,18 @@ class TraceError(TypeError):
 
 
 class DerivativeError(AssertionError):
-    """A derivative failed ``mcjax.assert_derivative``; ``.report`` says why.
+    """A derivative failed ``mcjax.assert_derivative``, or a model's hand-derived gradient
+    failed the check of ``mcjax.train`` at its first batch; ``.report`` says why.
 
-    The message's first line is the diagnosis and what failed (``the sign is flipped
-    (d loss / d args[0])``), so that a one-line summary (pytest's, a log's) shows what is
-    wrong; the whole report follows.
+    The message's first line says what is wrong: the diagnosis and what failed (``the sign
+    is flipped (d loss / d args[0])``), or ``mcjax.train``'s sentence, so that a one-line
+    summary (pytest's, a log's) shows it; the whole report follows.
     """
 
-    def __init__(self, report):
-        if not hasattr(report, "function"):  # a message, not a report
-            super().__init__(str(report))
+    def __init__(self, report, message: str | None = None):
+        # message: the report with a first line that says where it was found (mcjax.train)
+        if message is not None or not hasattr(report, "function"):  # or a message alone
+            super().__init__(str(report) if message is None else message)
         else:
             why = [*report.diagnosis, *report.problems, *report.where]
             headline = why[0] if why else "the derivative fails its check"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 
 from mcjax._jacobian import _expr as E
-from mcjax._jacobian._print import ATOM, PRODUCT, Printer, choose_names, definitions
+from mcjax._jacobian._print import ATOM, PRODUCT, Printer, choose_names, definitions, legend
 
 
 def symbols_of(J) -> tuple[E.Expr, ...]:
@@ -54,9 +54,9 @@ def formula(J, latex: bool = False) -> str:
     names, order = choose_names(roots(J))
     printer = Printer(latex, names)
     text = write(J, printer)[0]
-    where = definitions(names, order, latex, printer.used)
+    where = definitions(names, order, latex, printer.used, printer.unnamed)
     joiner = r",\quad " if latex else ", "
-    return joiner.join([text, *where])
+    return joiner.join([text, *where, *legend(printer.unnamed, latex)])
 
 
 # -- pieces of notation the classes share ---------------------------------------------------------

@@ -105,6 +105,7 @@ class Printer:
         self.latex = latex
         self.names = names or {}
         self.used: set[Expr] = set()  # the named expressions written by name
+        self.unnamed: set[Expr] = set()  # the constants f reaches by no name (C, C₁, ...)
 
     # -- entry points ---------------------------------------------------------------------
     def __call__(self, e: Expr, context: int = 0) -> str:
@@ -137,6 +138,8 @@ class Printer:
 
     # -- leaves ------------------------------------------------------------------------------
     def _arg(self, e):
+        if len(e.param) == 3 and e.param[0][:1] == "C":  # a constant known by no name
+            self.unnamed.add(e)
         return e.param[self.latex], ATOM
 
     def _num(self, e):
@@ -398,18 +401,34 @@ def _postorder(roots: list[Expr]) -> list[Expr]:
     return out
 
 
-def definitions(names: dict, order: list[Expr], latex: bool, used: set | None = None) -> list[str]:
+def legend(constants: set[Expr], latex: bool) -> list[str]:
+    """``C ∈ ℝ^(4×3)`` for each constant that has no name in ``f``'s code: what it is, since
+    the formula cannot say where it came from."""
+    out = []
+    for e in sorted(constants, key=lambda c: c.param[0]):
+        dims = ("\\times " if latex else "×").join(map(str, e.shape)) or "1"
+        out.append(f"{e.param[1]} \\in \\mathbb{{R}}^{{{dims}}}" if latex else
+                   f"{e.param[0]} ∈ ℝ^({dims})" if len(e.shape) > 1 else
+                   f"{e.param[0]} ∈ ℝ{str(dims).translate(_SUPERSCRIPT)}")
+    return out
+
+
+def definitions(names: dict, order: list[Expr], latex: bool, used: set | None = None,
+                unnamed: set | None = None) -> list[str]:
     """``z = W x + b`` for each named expression, innermost first (with ``used``: only the
-    names the formula uses, directly or through another definition)."""
-    bodies, needs = {}, {}
+    names the formula uses, directly or through another definition; the unnamed constants
+    they write are added to ``unnamed``)."""
+    bodies, needs, constants = {}, {}, {}
     for e in order:
         printer = Printer(latex, {k: v for k, v in names.items() if k != e})
         bodies[e] = printer.write(e)[0]
-        needs[e] = printer.used
+        needs[e], constants[e] = printer.used, printer.unnamed
     wanted = set(order) if used is None else set(used)
     for e in reversed(order):  # a definition's own names come before it
         if e in wanted:
             wanted |= needs[e]
+            if unnamed is not None:
+                unnamed |= constants[e]
     return [f"{names[e][latex]} = {bodies[e]}" for e in order if e in wanted]
 
 

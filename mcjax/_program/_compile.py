@@ -1,23 +1,33 @@
-"""Compiling programs: one set of XLA options, and compiled programs reused by traced program.
+"""Compiling programs: one set of XLA options, and a bounded cache of compiled programs.
 
 - :func:`compiler_options` and :func:`quick_jit`: the XLA options of programs that run once
   (a check, a derivation in a test), where compile time is what counts;
-- :func:`compile_keyed` compiles ``fn`` for given arguments through one jitted caller that
-  takes the :class:`~mcjax._program._trace.Keyed` function as a static argument: a later call
-  whose ``fn`` traces to the same program (at the same argument shapes, dtypes and shardings,
-  with the same options) gets the compiled program from jit's cache and compiles nothing; an
-  edited one compiles anew.  No cache of mcjax's own holds the programs.
+- :func:`run_compiled` runs ``fn(static, *args)`` from a compiled program kept in
+  :data:`PROGRAMS`, a least-recently-used cache keyed on ``static`` (whose functions are
+  :class:`~mcjax._program._trace.Keyed`: known by their traced program, never by identity),
+  the arguments' shapes, dtypes and shardings, the options and JAX's numerics settings.  A
+  later call whose functions trace to the same program compiles nothing; an edited one
+  compiles anew.  The cache holds at most :func:`program_cache_size` programs (default 32,
+  ``$MCJAX_COMPILED_PROGRAMS``, :func:`mcjax.compilation.set_program_cache_size`); an
+  evicted program is released (XLA frees its code once nothing refers to it: each program is
+  compiled from its own ``jax.jit`` object, which JAX's own caches hold only weakly);
+- :func:`compile_keyed` compiles a function for given arguments through the same cache,
+  keyed by its traced program.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import jax
 import numpy as np
 
-from mcjax._program._trace import Keyed, function_key
+from mcjax._program._trace import function_key
 
 
 @functools.cache
@@ -50,19 +60,151 @@ def quick_jit(fn, **kwargs):
     return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
 
 
-def _call(fn, *args):
-    """``fn(*args)``: the one function that :func:`compile_keyed` jits, with ``fn`` static."""
-    return fn(*args)
+# -- the cache of compiled programs ---------------------------------------------------------
+_DEFAULT_SIZE = 32
+
+
+def _size_from_environment() -> int:
+    text = os.environ.get("MCJAX_COMPILED_PROGRAMS", "")
+    if not text:
+        return _DEFAULT_SIZE
+    try:
+        size = int(text)
+    except ValueError:
+        size = -1
+    if size < 1:
+        raise ValueError(f"mcjax: MCJAX_COMPILED_PROGRAMS={text!r}; expected a whole number "
+                         "of compiled programs to keep, at least 1")
+    return size
+
+
+class Programs:
+    """A least-recently-used cache of compiled programs, at most ``size`` of them."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._programs: OrderedDict[Hashable, jax.stages.Compiled] = OrderedDict()
+        self._lock = threading.Lock()
+        self.compiled = 0  # programs compiled (misses), for tests and benchmarks
+
+    def __len__(self) -> int:
+        return len(self._programs)
+
+    def get(self, key: Hashable, build: Callable[[], jax.stages.Compiled]) -> jax.stages.Compiled:
+        with self._lock:
+            program = self._programs.get(key)
+            if program is not None:
+                self._programs.move_to_end(key)
+                return program
+        program = build()
+        with self._lock:
+            self.compiled += 1
+            self._programs[key] = program
+            self._programs.move_to_end(key)
+            while len(self._programs) > self.size:
+                self._programs.popitem(last=False)
+        return program
+
+    def resize(self, size: int) -> None:
+        with self._lock:
+            self.size = size
+            while len(self._programs) > size:
+                self._programs.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._programs.clear()
+
+
+PROGRAMS = Programs(_size_from_environment())
+
+
+def program_cache_size() -> int:
+    """How many compiled programs mcjax keeps (least recently used first out)."""
+    return PROGRAMS.size
+
+
+def set_program_cache_size(size: int) -> None:
+    """Keep at most ``size`` compiled programs (checks, training epochs) in this process.
+
+    Each compiled program holds its machine code (on a CPU about 1-3 MB for a check); the
+    least recently used one is released when a new one would exceed ``size``.  The default
+    is 32, or ``$MCJAX_COMPILED_PROGRAMS`` when set.  A program evicted and needed again is
+    compiled again (or loaded from JAX's persistent cache, see
+    :func:`mcjax.compilation.enable_compilation_cache`).
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"mcjax.compilation.set_program_cache_size: size={size!r}; expected "
+                         "a whole number of compiled programs to keep, at least 1")
+    PROGRAMS.resize(int(size))
+
+
+def _cache_key(value) -> Hashable:
+    """``value`` as a cache key: a function known by its traced program
+    (:meth:`~mcjax._program._trace.Keyed.cache_key`) keeps its key alone, not the user's
+    function or the arrays it closes over."""
+    if hasattr(value, "cache_key"):
+        return value.cache_key()
+    if isinstance(value, tuple):
+        return (type(value), tuple(_cache_key(v) for v in value))
+    return value
+
+
+def _leaf_key(a) -> Hashable:
+    if isinstance(a, (bool, int, float, complex)):  # a Python scalar: weakly typed in JAX
+        return type(a)
+    placed = isinstance(a, (jax.Array, jax.ShapeDtypeStruct))
+    return (tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False)),
+            a.sharding if placed else None)
+
+
+def _argument_key(args) -> Hashable:
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    return tree, tuple(_leaf_key(a if hasattr(a, "dtype") or isinstance(
+        a, (bool, int, float, complex)) else np.asarray(a)) for a in leaves)
+
+
+def _numerics() -> tuple:
+    """The JAX settings a traced program depends on beyond its arguments."""
+    return tuple(getattr(jax.config, name) for name in (
+        "jax_enable_x64", "jax_numpy_dtype_promotion", "jax_default_matmul_precision",
+        "jax_numpy_rank_promotion"))
+
+
+def run_compiled(fn: Callable, static, *args, compiler_options: dict | None = None,
+                 donate_argnums: tuple[int, ...] = (), out_shardings=None,
+                 call: bool = True) -> Any:
+    """``fn(static, *args)``, from a compiled program in :data:`PROGRAMS`.
+
+    ``static`` (hashable: functions in it are :class:`~mcjax._program._trace.Keyed`) is
+    compiled into the program; ``args`` (pytrees of arrays) are its inputs.  With
+    ``call=False`` the compiled program itself is returned, called as ``program(*args)``.
+    """
+    options = compiler_options or {}
+    key = (_cache_key(fn), _cache_key(static), _argument_key(args), tuple(sorted(options.items())),
+           tuple(donate_argnums), out_shardings, _numerics())
+
+    def build():
+        def program(*a):
+            return fn(static, *a)
+
+        placement = {} if out_shardings is None else {"out_shardings": out_shardings}
+        return jax.jit(program, donate_argnums=tuple(donate_argnums),
+                       compiler_options=options or None, **placement).lower(*args).compile()
+
+    compiled = PROGRAMS.get(key, build)
+    return compiled(*args) if call else compiled
 
 
 def compile_keyed(fn: Callable, *args, donate_argnums: tuple[int, ...] = (),
                   compiler_options: dict | None = None, out_shardings=None):
     """``fn`` compiled for ``args``, reusing a compiled program only for the same traced program.
 
-    ``fn`` is traced afresh (:func:`fresh_jaxpr`, never a trace cached on its identity) and
-    keyed by :func:`function_key` (the program and its output's tree structure); jit's own cache, keyed on that and on the arguments' shapes,
-    dtypes and shardings, the donated arguments, ``compiler_options`` and ``out_shardings``,
-    answers a repeat call without compiling.
+    ``fn`` is traced afresh (:func:`~mcjax._program._trace.fresh_jaxpr`, never a trace cached
+    on its identity) and keyed by :func:`~mcjax._program._trace.function_key` (the program,
+    the values it closes over and its output's tree structure); :data:`PROGRAMS`, keyed on
+    that and on the arguments' shapes, dtypes and shardings, the donated arguments,
+    ``compiler_options`` and ``out_shardings``, answers a repeat call without compiling.
 
     Args:
       fn: a function of ``args`` (arrays, pytrees of arrays).
@@ -75,9 +217,19 @@ def compile_keyed(fn: Callable, *args, donate_argnums: tuple[int, ...] = (),
     Returns:
       A ``jax.stages.Compiled``, called as ``compiled(*args)``.
     """
-    key, _, _ = function_key(fn, *args, differentiated=False)  # the program and its output tree
-    keyed = Keyed(fn, key)
-    placement = {} if out_shardings is None else {"out_shardings": out_shardings}
-    jitted = jax.jit(_call, static_argnums=0, donate_argnums=tuple(1 + i for i in donate_argnums),
-                     compiler_options=compiler_options, **placement)
-    return jitted.lower(keyed, *args).compile()
+    key = function_key(fn, *args, differentiated=False).key  # the program and its output tree
+    return run_compiled(_Called(fn, key), None, *args, compiler_options=compiler_options,
+                        donate_argnums=donate_argnums, out_shardings=out_shardings, call=False)
+
+
+class _Called:
+    """``fn`` (called without the static part), compared and hashed by its traced program."""
+
+    def __init__(self, fn: Callable, key: Hashable):
+        self.fn, self.key = fn, key
+
+    def __call__(self, static, *args):
+        return self.fn(*args)
+
+    def cache_key(self) -> Hashable:
+        return ("_Called", self.key)

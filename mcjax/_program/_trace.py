@@ -24,14 +24,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
 
-from mcjax._program._walk import custom_rules
+from mcjax._program._walk import custom_rules, equations
 
 
 def digest(array) -> str:
@@ -46,8 +46,54 @@ def _digest(value) -> tuple:
 
 def program_key(closed: core.ClosedJaxpr) -> tuple:
     """A hashable key that is equal for two traces exactly when they are the same program:
-    the jaxpr's text and a digest of every constant it closes over."""
-    return (str(closed.jaxpr), tuple(_digest(c) for c in closed.consts))
+    the jaxpr's text and a digest of every constant it closes over (its sub-jaxprs' too)."""
+    return (str(closed.jaxpr), tuple(_digest(c) for c in closed.consts),
+            _nested_constants(closed.jaxpr))
+
+
+def _nested_constants(jaxpr: core.Jaxpr) -> tuple:
+    """Digests of the constants the jaxprs called by ``jaxpr`` close over (a custom rule's
+    primal, say): their text shows their shapes, not their values."""
+    return tuple(_digest(c) for eqn in equations(jaxpr) for value in eqn.params.values()
+                 for item in (value if isinstance(value, (tuple, list)) else (value,))
+                 if isinstance(item, core.ClosedJaxpr) for c in item.consts)
+
+
+def _liftable(var) -> bool:
+    return isinstance(var, core.Literal) and np.ndim(var.val) == 0 and jnp.issubdtype(
+        getattr(var.aval, "dtype", np.int32), jnp.inexact)
+
+
+def lift(closed: core.ClosedJaxpr) -> tuple[core.Jaxpr, tuple]:
+    """``closed``'s program with its values taken out: ``(jaxpr, consts)``.
+
+    The constants ``closed`` holds and every floating-point literal of its top level (a
+    Python float or NumPy scalar that ``f`` closes over is written into the program as a
+    literal) become constvars of ``jaxpr``, and their values ``consts``.  Two traces that
+    differ only in those values lift to the same ``jaxpr`` (same text): one compiled program
+    serves both, its constants passed in as arguments.  Integer literals (indices, counts)
+    stay in the program.
+    """
+    jaxpr = closed.jaxpr
+    constvars, consts = list(jaxpr.constvars), list(closed.consts)
+
+    def taken(var):
+        if not _liftable(var):
+            return var
+        new = core.Var(var.aval)
+        constvars.append(new)
+        consts.append(np.asarray(var.val, getattr(var.aval, "dtype")))
+        return new
+
+    eqns = [eqn.replace(invars=[taken(v) for v in eqn.invars]) for eqn in jaxpr.eqns]
+    outvars = [taken(v) for v in jaxpr.outvars]
+    return jaxpr.replace(constvars=constvars, eqns=eqns, outvars=outvars), tuple(consts)
+
+
+def lifted_key(jaxpr: core.Jaxpr) -> tuple:
+    """The key of a lifted program (:func:`lift`): its text, in which its constants are typed
+    variables, and the digests of its sub-jaxprs' constants (which stay in the program)."""
+    return (str(jaxpr), _nested_constants(jaxpr))
 
 
 def fresh_jaxpr(fn: Callable, *structs, return_shape: bool = False) -> Any:
@@ -61,24 +107,40 @@ def _floating(struct) -> bool:
     return jnp.issubdtype(struct.dtype, jnp.floating)
 
 
-def function_key(fn: Callable, *structs, differentiated: bool = True
-                 ) -> tuple[tuple, object, core.ClosedJaxpr]:
+class Trace(NamedTuple):
+    """One trace of a function, keyed (:func:`function_key`)."""
+
+    key: tuple
+    out_shape: Any  # the output's shapes (a pytree of ShapeDtypeStruct)
+    closed: core.ClosedJaxpr  # the program as traced
+    lifted: core.Jaxpr | None = None  # with lifted=True: the program with its values taken out
+    consts: tuple = ()  # ... and those values
+
+
+def function_key(fn: Callable, *structs, differentiated: bool = True, lifted: bool = False
+                 ) -> Trace:
     """Trace ``fn`` at ``structs`` (pytrees of ``jax.ShapeDtypeStruct``s or arrays) and key it.
 
-    Returns ``(key, out_shape, closed)``: the key (see :func:`program_key`, with the output's
-    tree structure), ``fn``'s output shapes (a pytree of ``ShapeDtypeStruct``) and the traced
-    program, all from this one trace.  When ``fn`` will be ``differentiated`` and its program
+    The key is the program (see :func:`program_key`) and the output's tree structure; with
+    ``lifted``, the program with its constants and floating-point literals taken out
+    (:func:`lift`), which a compiled program then receives as arguments: traces that differ
+    only in those values have one key.  When ``fn`` will be ``differentiated`` and its program
     has custom derivative rules, the key also holds the traced JVP (or VJP) along its
-    floating arguments: the rules themselves.
+    floating arguments: the rules themselves.  The rules run as Python when a program that
+    differentiates ``fn`` is compiled, so their values stay in that key: every constant of
+    the derivative's trace that is not one of ``fn``'s own lifted values.
     """
     closed, out_shape = fresh_jaxpr(fn, *structs, return_shape=True)
-    key = (program_key(closed), jax.tree_util.tree_structure(out_shape))
+    out_tree = jax.tree_util.tree_structure(out_shape)
+    jaxpr, consts = lift(closed) if lifted else (None, ())
+    key = ((lifted_key(jaxpr) if jaxpr is not None else program_key(closed)), out_tree)
+    trace = Trace(key, out_shape, closed, jaxpr, consts)
     rules = custom_rules(closed.jaxpr) if differentiated else set()
     flat, tree = jax.tree_util.tree_flatten(structs)
     floating = [i for i, s in enumerate(flat) if _floating(s)]
     if not rules or not floating or not all(
             _floating(o) for o in jax.tree_util.tree_leaves(out_shape)):
-        return key, out_shape, closed
+        return trace
     # a custom_jvp rule shows in the JVP's trace (and the VJP is its transpose); a
     # custom_vjp's backward pass only in the VJP's
     reverse = any(r != "custom_jvp_call" for r in rules)
@@ -96,23 +158,32 @@ def function_key(fn: Callable, *structs, differentiated: bool = True
             return pullback(out)
         return jax.jvp(of, xs, xs)
 
-    return (key, program_key(fresh_jaxpr(derivative, *flat))), out_shape, closed
+    rule = fresh_jaxpr(derivative, *flat)
+    if jaxpr is None:
+        return trace._replace(key=(key, program_key(rule)))
+    own = {_digest(c) for c in consts}
+    rule_jaxpr, rule_consts = lift(rule)
+    return trace._replace(key=(key, lifted_key(rule_jaxpr),
+                               tuple(d for c in rule_consts if (d := _digest(c)) not in own)))
 
 
 @dataclass(frozen=True, eq=False)
 class Keyed:
     """``fn``, compared and hashed by ``key`` (its traced program) instead of its identity.
 
-    As a static argument of ``jax.jit`` it makes jit's compiled-program cache answer for any
-    function that traces to the same program, and never for an edited one.  ``programs``
-    holds the traces the key was made from (``signature -> (ClosedJaxpr, output tree)``, by
-    the shapes and dtypes of the traced arguments): :meth:`program` evaluates them without
-    running ``fn``'s Python again.
+    As a static argument of a compiled program (:func:`mcjax._program._compile.run_compiled`)
+    it makes the compiled program answer for any function that traces to the same program,
+    and never for an edited one.  ``programs`` holds the traces the key was made from
+    (``(signature, jaxpr, output tree)``, by the shapes and dtypes of the traced arguments),
+    lifted (:func:`lift`): :meth:`program` evaluates them without running ``fn``'s Python
+    again, on ``consts`` (one tuple per trace), which a compiled program receives as
+    arguments (:meth:`bind`).  The values are no part of the key.
     """
 
     fn: Callable
     key: Hashable
     programs: tuple = ()
+    consts: tuple = ()
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -123,17 +194,39 @@ class Keyed:
     def __hash__(self) -> int:
         return hash(self.key)
 
-    def with_program(self, key: Hashable, signature: tuple, closed, out_tree) -> "Keyed":
-        """This function with one more trace, and ``key`` added to its key."""
-        return Keyed(self.fn, key, self.programs + ((signature, closed, out_tree),))
+    def cache_key(self) -> Hashable:
+        """What a cache of compiled programs keeps of this function: its key alone (not the
+        user's function, nor the values it closes over)."""
+        return ("Keyed", self.key)
+
+    def with_program(self, key: Hashable, signature: tuple, trace: Trace) -> "Keyed":
+        """This function with one more (lifted) trace, and ``key`` as its key."""
+        assert trace.lifted is not None, "Keyed programs are lifted traces"
+        return Keyed(self.fn, key,
+                     self.programs + ((signature, trace.lifted,
+                                       jax.tree_util.tree_structure(trace.out_shape)),),
+                     self.consts + (trace.consts,))
+
+    def bind(self, consts: tuple) -> "Keyed":
+        """This function evaluating its traces on ``consts`` (same structure as
+        :attr:`consts`): the arguments a compiled program received for them."""
+        return Keyed(self.fn, self.key, self.programs, tuple(consts))
 
     def program(self, signature: tuple):
-        """``leaves -> output`` evaluating the trace made at ``signature``, or None."""
-        for sig, closed, out_tree in self.programs:
+        """``leaves -> output`` evaluating the trace made at ``signature``.
+
+        Raises:
+          LookupError: no trace at ``signature`` (running ``fn``'s Python instead would
+            write the values it closes over into a compiled program shared by other values).
+        """
+        for (sig, jaxpr, out_tree), consts in zip(self.programs, self.consts):
             if sig == signature:
-                run = core.jaxpr_as_fun(closed)
-                return lambda *leaves: jax.tree_util.tree_unflatten(out_tree, run(*leaves))
-        return None
+                def run(*leaves, jaxpr=jaxpr, consts=consts, out_tree=out_tree):
+                    closed = core.ClosedJaxpr(jaxpr, list(consts))
+                    return jax.tree_util.tree_unflatten(out_tree, core.jaxpr_as_fun(closed)(*leaves))
+                return run
+        raise LookupError(f"mcjax: no trace of {getattr(self.fn, '__name__', self.fn)!r} at "
+                          f"{signature}; traced at {[p[0] for p in self.programs]}")
 
 
 def signature(leaves) -> tuple:

@@ -23,9 +23,12 @@ and every difference is listed: orbax would silently cast a dtype.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,31 @@ FORMAT = "mcjax-checkpoint/1"
 
 class Damaged(Exception):
     """A checkpoint that cannot be read back as it was written (the message says why)."""
+
+
+class WriteError(OSError):
+    """A checkpoint, or a run's record, could not be written: the disk is full, the folder
+    read-only, ... (``errno`` says which, where known).  Its message is one sentence."""
+
+    def __init__(self, code: int | None, message: str):
+        super().__init__(code or errno.EIO, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def os_reason(error: BaseException) -> tuple[int | None, str]:
+    """``(errno, reason)`` of a failed write: an ``OSError``'s own, or the operating system's
+    error that orbax and tensorstore report inside their messages (``RESOURCE_EXHAUSTED: ...
+    [os_error_code='28']``: no space left on device); else the message's first line."""
+    if isinstance(error, OSError) and error.errno:
+        return error.errno, error.strerror or os.strerror(error.errno)
+    found = re.search(r"os_error_code\W*(\d+)", str(error))
+    if found:
+        return int(found.group(1)), os.strerror(int(found.group(1)))
+    text = str(error).strip()
+    return None, (text.splitlines()[0][:200] if text else type(error).__name__)
 
 
 def _ocp():
@@ -152,24 +180,48 @@ class Store:
           FloatingPointError: an array of ``state`` holds NaN or Inf (nothing is written).
           CheckpointError: the folder already holds this epoch or a later one (orbax would
             skip the save without a word).
+          WriteError: the checkpoint could not be written (a full disk, a read-only folder);
+            what was written of it is removed, and the earlier checkpoints are intact.
         """
         ocp = _ocp()
         _check_finite(state, epoch=epoch)
-        later = [e for e in self.epochs() if e >= epoch]
-        saved = not later and self._manager.save(
-            epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.
-                                           JsonSave({"format": FORMAT, **meta, "epoch": epoch})))
+        before = self.epochs()
+        later = [e for e in before if e >= epoch]
+        path = self.path(epoch)
+        try:
+            saved = not later and self._manager.save(epoch, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                meta=ocp.args.JsonSave({"format": FORMAT, **meta, "epoch": epoch})))
+            if saved and jax.process_index() == 0:  # every process's files are in place
+                tmp = path / f".{DIGESTS}.tmp"
+                tmp.write_text(json.dumps(_file_digests(path), indent=0))
+                os.replace(tmp, path / DIGESTS)
+        except Exception as error:  # noqa: BLE001 - orbax's ValueError("RESOURCE_EXHAUSTED...")
+            self._remove_partial(epoch)
+            code, reason = os_reason(error)
+            last = f"the last checkpoint, {self.path(before[-1])}, is intact" if before \
+                else "no checkpoint had been written before"
+            hint = "free some space, then resume" if code in (errno.ENOSPC, errno.EDQUOT) \
+                else "once it can be written, resume"
+            raise WriteError(code, f"mcjax.train: cannot write the checkpoint of epoch {epoch} "
+                             f"in {self.directory}: {reason}; {last}: {hint} (resume=True, "
+                             "--resume)") from error
         if not saved:
             raise CheckpointError(
                 f"mcjax.train: cannot save epoch {epoch} in {self.directory}: it holds "
                 f"{', '.join(step_name(e) for e in later) or 'a newer checkpoint'}; expected "
                 "only earlier epochs of this run")
-        path = self.path(epoch)
-        if jax.process_index() == 0:  # the files of every process are in place by now
-            tmp = path / f".{DIGESTS}.tmp"
-            tmp.write_text(json.dumps(_file_digests(path), indent=0))
-            os.replace(tmp, path / DIGESTS)
         return path
+
+    def _remove_partial(self, epoch: int) -> None:
+        """Remove what a failed save left of epoch ``epoch`` (orbax's temporary folder, or a
+        checkpoint without its digests), to free the space it holds; best effort."""
+        if jax.process_index() != 0:
+            return
+        path = self.path(epoch)
+        for partial in [*self.directory.glob(f"{path.name}.*"),
+                        *([path] if path.is_dir() and not (path / DIGESTS).exists() else [])]:
+            shutil.rmtree(partial, ignore_errors=True)
 
     def verify(self, epoch: int) -> None:
         """Raise :class:`Damaged` unless every file of the checkpoint is as it was written."""

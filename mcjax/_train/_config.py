@@ -6,12 +6,11 @@ bad setting costs nothing and every bad setting is named in one message.  :meth:
 is what a checkpoint folder records about the run (see ``_run_folder``): what a resumed run
 must share with the run that wrote the checkpoints.  ``epochs``, ``checkpoint_every`` and
 ``keep_checkpoints`` are not part of it: a run may be resumed for longer, or checkpointed
-differently.
+differently; nor is ``check_backprop``, which changes no number of the run.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from collections.abc import Mapping
@@ -22,29 +21,29 @@ import jax
 import optax
 
 from mcjax._core._errors import CheckpointError
+from mcjax._train._defaults import DEFAULTS
 from mcjax._train._describe import describe
-from mcjax._train._models import GRAD_SOURCES
+from mcjax._train._models import GRAD_SOURCES, count_problem
+from mcjax._train._optim import described, hyper_parameter_problems, learning_rate_problem
 from mcjax._train._optim import optimizer as make_optimizer
 from mcjax._train._run_folder import preflight
 
-DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_LEARNING_RATE = DEFAULTS.learning_rate
 
 
 def _integer(value, name: str, low: int, problems: list[str], *, none: bool = False) -> None:
-    if none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        also = " or None" if none else ""
-        problems.append(f"{name}={value!r}; expected an integer >= {low}{also}")
+    problem = None if none and value is None else count_problem(value, name, low)
+    if problem is not None:
+        problems.append(problem + (" or None" if none else ""))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of :func:`mcjax.train` but the model, the data and run-time callbacks.
 
-    The fields are :func:`mcjax.train`'s arguments of the same names.  ``learning_rate=None``
-    is 1e-3 with an optimizer name, and must stay None with an optax transformation (which
-    carries its own).
+    The fields are :func:`mcjax.train`'s arguments of the same names, with the same defaults
+    (``_defaults.DEFAULTS``).  ``learning_rate=None`` is 1e-3 with an optimizer name, and
+    must stay None with an optax transformation (which carries its own).
 
     Raises:
       ValueError: a setting is out of range or of the wrong kind (all are listed).
@@ -52,19 +51,20 @@ class TrainConfig:
         to resume, another run's folder).
     """
 
-    optimizer: str | optax.GradientTransformation = "adam"
+    optimizer: str | optax.GradientTransformation = DEFAULTS.optimizer
     learning_rate: float | optax.Schedule | None = None
     optimizer_options: Mapping[str, Any] | None = None
-    grad: str = "autodiff"
-    epochs: int = 10
-    batch_size: int = 32
-    shuffle: bool = True
-    seed: int = 0
+    grad: str = DEFAULTS.grad
+    epochs: int = DEFAULTS.epochs
+    batch_size: int = DEFAULTS.batch_size
+    shuffle: bool = DEFAULTS.shuffle
+    seed: int = DEFAULTS.seed
     checkpoint_dir: str | os.PathLike | None = None
-    checkpoint_every: int = 1
-    keep_checkpoints: int | None = 3
+    checkpoint_every: int = DEFAULTS.checkpoint_every
+    keep_checkpoints: int | None = DEFAULTS.keep_checkpoints
     resume: bool = False
     overwrite: bool = False
+    check_backprop: bool = DEFAULTS.check_backprop
 
     def __post_init__(self):
         problems = self._problems()
@@ -81,14 +81,14 @@ class TrainConfig:
         if self.grad not in GRAD_SOURCES:
             problems.append(f"grad={self.grad!r}; expected one of "
                             f"{', '.join(repr(g) for g in GRAD_SOURCES)}")
-        _integer(self.epochs, "epochs", 0, problems)
+        _integer(self.epochs, "epochs", 1, problems)
         _integer(self.batch_size, "batch_size", 1, problems)
         _integer(self.checkpoint_every, "checkpoint_every", 1, problems)
         _integer(self.keep_checkpoints, "keep_checkpoints", 1, problems, none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) \
                 or not -2**63 <= self.seed < 2**63:
             problems.append(f"seed={self.seed!r}; expected an integer from -2**63 to 2**63 - 1")
-        for name in ("shuffle", "resume", "overwrite"):
+        for name in ("shuffle", "resume", "overwrite", "check_backprop"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}={getattr(self, name)!r}; expected True or False")
         folder = self.checkpoint_dir
@@ -110,10 +110,17 @@ class TrainConfig:
                     f"optax.GradientTransformation{hint}"]
         if options is not None and not isinstance(options, Mapping):
             return [f"optimizer_options={options!r:.60}; expected a mapping name -> value"]
-        if rate is not None and not callable(rate) and (
-                isinstance(rate, bool) or not isinstance(rate, numbers.Real)
-                or not math.isfinite(rate) or rate <= 0):
-            return [f"learning_rate={rate!r}; expected a finite number > 0 or an optax schedule"]
+        problems = [] if rate is None else [p for p in [learning_rate_problem(rate)] if p]
+        if options and "learning_rate" in options:
+            return problems + [f"optimizer_options holds learning_rate="
+                               f"{options['learning_rate']!r}; expected it as the learning_rate "
+                               "keyword (--lr on the command line)"]
+        try:
+            hyper = hyper_parameter_problems(self.optimizer, options or {})
+        except KeyError:  # not an optimizer's name: the message says so below
+            hyper = []
+        if problems or hyper:
+            return problems + hyper
         try:
             self.transformation()
         except (ValueError, TypeError) as error:
@@ -133,7 +140,8 @@ class TrainConfig:
             optimizer = {"transformation": describe(self.optimizer)}
         else:
             rate = DEFAULT_LEARNING_RATE if self.learning_rate is None else self.learning_rate
-            optimizer = {"name": self.optimizer, "learning_rate": describe(rate),
-                         **{k: describe(v) for k, v in (self.optimizer_options or {}).items()}}
+            optimizer = described({"name": self.optimizer, "learning_rate": describe(rate),
+                                   **{k: describe(v) for k, v in
+                                      (self.optimizer_options or {}).items()}})
         return {"optimizer": optimizer, "grad": self.grad, "batch_size": self.batch_size,
                 "shuffle": self.shuffle, "seed": self.seed}

@@ -10,6 +10,8 @@ synthetic targets) and :func:`digits_data` (scikit-learn's digits) return tuples
 
 from __future__ import annotations
 
+import math
+import numbers
 from functools import partial
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from mcjax._core._errors import Problems, shape_str
 from mcjax._program._trace import digest
+from mcjax._train._models import count_problem
 from mcjax.rules.activations import relu
 
 
@@ -89,7 +92,18 @@ def neuron_data(key: jax.Array, *, n_samples: int, n_features: int, noise: float
 
     Returns:
       ``((X, y), {"w": w_true, "b": b_true})`` with X (N, n), y (N,), w_true (n,), b_true ().
+
+    Raises:
+      ValueError: ``n_samples`` or ``n_features`` is not an integer >= 1, or ``noise`` is not
+        a finite number >= 0 (every problem is listed).
     """
+    problems = [p for p in (count_problem(n_samples, "n_samples"),
+                            count_problem(n_features, "n_features")) if p]
+    if isinstance(noise, bool) or (isinstance(noise, numbers.Real)
+                                   and not (math.isfinite(noise) and noise >= 0)):
+        problems.append(f"noise={noise!r}; expected a finite number >= 0")
+    if problems:
+        raise ValueError(f"mcjax.datasets.neuron_data: {'; and '.join(problems)}")
     return _neuron_data(key, jnp.asarray(noise, dtype), n_samples=int(n_samples),
                         n_features=int(n_features), dtype=jnp.dtype(dtype))
 
@@ -120,8 +134,15 @@ def digits_data(*, test_fraction: float = 0.25, seed: int = 0, dtype: Any = np.f
       ``((X_train, y_train), (X_test, y_test))``: X (N, 64) of ``dtype``, y (N,) int32 labels.
 
     Raises:
+      ValueError: ``test_fraction`` is not a number in (0, 1) or ``seed`` not an integer >= 0.
       ImportError: scikit-learn is not installed (``pip install 'mcjax[experiments]'``).
     """
+    problems = [p for p in [count_problem(seed, "seed", 0)] if p]
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) \
+            or not 0 < test_fraction < 1:
+        problems.insert(0, f"test_fraction={test_fraction!r}; expected a number in (0, 1)")
+    if problems:
+        raise ValueError(f"mcjax.datasets.digits_data: {'; and '.join(problems)}")
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:  # pragma: no cover - depends on the environment

@@ -8,6 +8,11 @@ believe they hold it.  (The owner unlinks the file when it is done; a process th
 file just before that checks, once it holds the lock, that the path still names the file it
 locked, and starts again if not.)
 
+A lock file removed by hand (a user's reflex for a "stale lock") would let a second writer
+in, since it creates and locks a new file: the owner checks before each save that the path
+still names the file it holds (:meth:`Lock.held`) and stops if not, and it removes the file
+when done only if it is still its own.
+
 Some cluster file systems refuse ``flock`` (Lustre mounted without ``-o flock``).  There the
 file itself is the lock: it is created exclusively (``O_EXCL``), and one whose owner is a dead
 process on this host is renamed away (only one taker's rename succeeds) and recreated.
@@ -67,9 +72,13 @@ class Lock:
         self._owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": time.strftime("%Y-%m-%d %H:%M:%S")})
         self._fd = self._acquire()
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, self._owner.encode())
-        os.fsync(self._fd)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, self._owner.encode())
+            os.fsync(self._fd)
+        except OSError:  # a full disk: let go, and say why
+            self.release()
+            raise
 
     def _acquire(self) -> int:
         for _ in range(5):
@@ -124,10 +133,22 @@ class Lock:
             raise _in_use(self.directory, self.path)
         taken.unlink()
 
+    def held(self) -> bool:
+        """Whether ``run.lock`` is still the file this lock holds (not removed or replaced)."""
+        if self._fd is None:
+            return False
+        try:
+            now, mine = os.stat(self.path), os.fstat(self._fd)
+        except FileNotFoundError:
+            return False
+        return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
     def release(self) -> None:
-        """Remove the lock file and let go of it (safe to call twice)."""
+        """Remove the lock file (if it is still this lock's) and let go of it (safe to call
+        twice)."""
         if self._fd is None:
             return
-        self.path.unlink(missing_ok=True)
+        if self.held():  # else it is another writer's: leave it
+            self.path.unlink(missing_ok=True)
         os.close(self._fd)  # closing releases the flock
         self._fd = None

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,8 @@ import numpy as np
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import CheckpointError, Problems, ShapeError, shape_str
 from mcjax._program._compile import compile_keyed
-from mcjax._train import _sharding
+from mcjax._train import _history, _sharding
+from mcjax._train._backprop_check import check_backprop
 from mcjax._train._checkpoint import leaf_names
 from mcjax._train._compiled import compiled_epoch
 from mcjax._train._config import TrainConfig
@@ -36,42 +37,9 @@ from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
 from mcjax._train._models import Model, check_model, objective, takes_key
 from mcjax._train._progress import EpochProgress
+from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
 from mcjax._train._stops import StopSignals, agreed, non_finite
-
-
-class TrainResult(NamedTuple):
-    """What :func:`mcjax.train` returns.
-
-    Attributes:
-      params: the trained parameters (device arrays).
-      opt_state: the optimizer's state.
-      history: per-epoch lists: ``"loss"`` (the mean of the epoch's minibatch losses) and
-        one list per metric that ``evaluate`` returns.
-      epoch: completed epochs.
-      step: completed optimizer steps.
-      compile_seconds: the time spent compiling the epoch in this call: near 0 when an
-        earlier call compiled the same program, or when JAX's persistent compilation cache
-        holds it.
-      seconds: wall time of the training loop in this call, compilation excluded.
-      checkpoint: the last checkpoint written or restored (a folder), or None.
-      resumed_from: the checkpoint this run resumed from, or None.
-      interrupted: True when a signal (SIGTERM or SIGINT) stopped the run at the end of an
-        epoch (a checkpoint was written if ``checkpoint_dir`` was given).
-      signal: the name of that signal (``"SIGTERM"``, ``"SIGINT"``), or None.
-    """
-
-    params: Any
-    opt_state: Any
-    history: dict[str, list[float]]
-    epoch: int
-    step: int
-    compile_seconds: float
-    seconds: float
-    checkpoint: Path | None
-    resumed_from: Path | None
-    interrupted: bool
-    signal: str | None = None
 
 
 @dataclass
@@ -92,6 +60,7 @@ class Run:
     history: dict[str, list[float]] = field(default_factory=lambda: {"loss": []})
     checkpoint: Path | None = None
     resumed_from: Path | None = None
+    backprop_check: Any = None
 
 
 def _params_template(model: Model, init_key, params):
@@ -191,7 +160,7 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
                                  analytic=config.grad == "analytic")
     folder = None if config.checkpoint_dir is None else RunFolder(
         config.checkpoint_dir, resume=config.resume, overwrite=config.overwrite,
-        keep=config.keep_checkpoints, identity={
+        keep=config.keep_checkpoints, checkpoint_every=config.checkpoint_every, identity={
             **config.identity(), "data": fingerprint(data),
             "model": dict(model.config) if model.config is not None
             else {"name": model.name, "init": describe(model.init), "loss": describe(model.loss)}})
@@ -228,6 +197,12 @@ def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n
         # placed as a restored state is, so that both compile to (and reuse) one program
         params, opt_state = (jax.device_put((params, opt_state), place) if mesh is None
                              else _sharding.replicate((params, opt_state), mesh))
+    report = None
+    if config.grad == "analytic" and config.check_backprop:
+        start = resumed[0] if resumed is not None else 0
+        report = check_backprop(model, params, data, jax.random.fold_in(shuffle_key, start),
+                                epoch=start, batch_size=config.batch_size,
+                                shuffle=config.shuffle)
     data = _sharding.replicate(data, mesh) if mesh is not None else jax.device_put(data)
     if mesh is not None:
         shuffle_key = _sharding.replicate(shuffle_key, mesh)
@@ -235,7 +210,7 @@ def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n
     program = compiled_epoch(loss, optimizer, (params, opt_state, data, shuffle_key),
                              batch_size=config.batch_size, shuffle=config.shuffle, mesh=mesh)
     run = Run(config, program, params, opt_state, data, shuffle_key, n // config.batch_size,
-              0, folder, evaluate, time.perf_counter() - tic)
+              0, folder, evaluate, time.perf_counter() - tic, backprop_check=report)
     if resumed is not None:
         run.start, run.history, run.checkpoint = resumed
         run.resumed_from = run.checkpoint
@@ -252,8 +227,13 @@ def _record(history: dict, losses, evaluate, params) -> None:
         history.setdefault(name, []).append(float(value))
 
 
-def run_epochs(run: Run, *, progress: bool = False) -> TrainResult:
-    """Train a prepared run to its last epoch, or until a signal or a non-finite value."""
+def run_epochs(run: Run, *, progress: bool | None = False,
+               callback: Callable[[_history.EpochRecord], Any] | None = None) -> TrainResult:
+    """Train a prepared run to its last epoch, or until a signal or a non-finite value.
+
+    ``callback`` gets an :class:`EpochRecord` after each epoch (and its checkpoint); what it
+    raises stops the run.
+    """
     config, stopped = run.config, None
     tic = time.perf_counter()
     try:
@@ -268,11 +248,21 @@ def run_epochs(run: Run, *, progress: bool = False) -> TrainResult:
                 _record(run.history, metrics["loss"], run.evaluate, run.params)
                 bar.update(epoch + 1, run.history)
                 stopped, done = agreed(stop.received), epoch + 1
+                before = run.checkpoint
                 if run.folder is not None and (done % config.checkpoint_every == 0
                                                or done == config.epochs or stopped):
                     run.checkpoint = run.folder.save(
                         done, {"params": run.params, "opt_state": run.opt_state},
                         {"step": done * run.steps_per_epoch, "history": run.history})
+                    if not stopped and done < config.epochs:  # a signal during the save:
+                        stopped = agreed(stop.received)  # stop by this fresh checkpoint
+                if callback is not None:
+                    _history.notify(callback, _history.EpochRecord(
+                        done, done * run.steps_per_epoch, run.history["loss"][-1],
+                        {k: v[-1] for k, v in run.history.items() if k != "loss" and v},
+                        np.asarray(metrics["loss"]), run.params,
+                        run.checkpoint if run.checkpoint != before else None,
+                        time.perf_counter() - tic), run.checkpoint)
                 if stopped:
                     break
     finally:
@@ -281,4 +271,4 @@ def run_epochs(run: Run, *, progress: bool = False) -> TrainResult:
     done = len(run.history["loss"])
     return TrainResult(run.params, run.opt_state, run.history, done, done * run.steps_per_epoch,
                        run.compile_seconds, time.perf_counter() - tic, run.checkpoint,
-                       run.resumed_from, stopped is not None, stopped)
+                       run.resumed_from, stopped is not None, stopped, run.backprop_check)

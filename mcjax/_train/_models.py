@@ -16,6 +16,7 @@ The paper's two models, :func:`mcjax.neuron_model` and :func:`mcjax.mlp_model`, 
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -23,6 +24,14 @@ import jax
 
 Params = Any  # a pytree of arrays
 Batch = Any  # a pytree of arrays with a leading batch axis: (X, Y), (X, Y, weights), a dict ...
+
+def count_problem(value, name: str, low: int = 1) -> str | None:
+    """``name=value; expected an integer >= low`` unless ``value`` is one (NumPy's too; a bool
+    or a float such as 3.0 is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        return f"{name}={value!r}; expected an integer >= {low}"
+    return None
+
 
 GRAD_SOURCES = ("autodiff", "analytic")
 """``"autodiff"``: :func:`jax.grad` of the forward code; ``"analytic"``: the model's
@@ -44,7 +53,7 @@ class Model(NamedTuple):
         usually a mean over the batch's rows.
       backprop: optional, the hand-derived gradient ``backprop(params, batch[, key]) ->
         grads`` of ``loss`` with respect to ``params`` (same structure and shapes), used by
-        ``grad="analytic"``.  Check it with :func:`mcjax.check` first.
+        ``grad="analytic"``, which checks it with :func:`mcjax.check` at the first batch.
       apply: optional, ``apply(params, inputs) -> predictions`` (B, ...), for evaluation.
       check: optional, ``check(function, params, batch)`` raises :class:`~mcjax.ShapeError`
         (or ``ValueError``) naming ``function`` when the batch does not fit the parameters;

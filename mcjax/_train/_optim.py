@@ -15,12 +15,35 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+import math
+import numbers
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optax
 
 _PAPER = ("sgd", "momentum", "adam")
+MOMENTUM = 0.9  # the default of the paper's "momentum"
+
+# The range of each hyper-parameter that optax's optimizers share by name: (what the message
+# says, the test).  Decay rates of moving averages are in [0, 1) (1 would never forget, so
+# Adam's bias correction divides by zero); step sizes, epsilons and trust ratios are > 0;
+# weight decays and initial accumulators >= 0.  A hyper-parameter whose optax default is None
+# may also be None; one whose default is a bool must be a bool; any other number must be
+# finite.
+_UNIT = ("a number in [0, 1)", lambda v: 0 <= v < 1)
+_POSITIVE = ("a number > 0", lambda v: v > 0)
+_NON_NEGATIVE = ("a number >= 0", lambda v: v >= 0)
+RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    **dict.fromkeys(("b1", "b2", "b3", "decay", "rho", "momentum"), _UNIT),
+    **dict.fromkeys(("eps", "min_norm", "trust_coefficient", "clipping_threshold",
+                     "min_step_size", "max_step_size"), _POSITIVE),
+    **dict.fromkeys(("eps_root", "weight_decay", "weight_decay_rate",
+                     "initial_accumulator_value", "initial_scale", "eta", "gamma",
+                     "decay_offset", "min_dim_size_to_factor"), _NON_NEGATIVE),
+    "eta_minus": ("a number in (0, 1)", lambda v: 0 < v < 1),
+    "eta_plus": ("a number > 1", lambda v: v > 1),
+}
 
 
 def _optax_optimizers() -> dict[str, Callable[..., optax.GradientTransformation]]:
@@ -40,6 +63,90 @@ def _optax_optimizers() -> dict[str, Callable[..., optax.GradientTransformation]
     return found
 
 
+def _signature(name: str) -> dict[str, inspect.Parameter]:
+    """The hyper-parameters of optimizer ``name`` (a known one) and their optax defaults."""
+    fn = optax.sgd if name == "momentum" else _optax_optimizers()[name]
+    params = dict(list(inspect.signature(fn).parameters.items())[1:])
+    if name == "momentum":
+        params["momentum"] = params["momentum"].replace(default=MOMENTUM)
+    return params
+
+
+def learning_rate_problem(rate, spelled: str = "learning_rate") -> str | None:
+    """What is wrong with a learning rate (a finite number > 0 or a schedule), or None."""
+    if callable(rate) or (isinstance(rate, numbers.Real) and not isinstance(rate, bool)
+                          and math.isfinite(float(rate)) and float(rate) > 0):
+        return None
+    return f"{spelled}={rate!r}; expected a finite number > 0 or an optax schedule"
+
+
+def _value_problem(key: str, value, default) -> str | None:
+    """What is wrong with one hyper-parameter's value (``expected ...``), or None."""
+    if value is None and default is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "expected true or false"
+    if key not in RANGES and not isinstance(default, numbers.Real):
+        return None  # a dtype, a mask, a key: optax's own business
+    what, test = RANGES.get(key, ("a finite number", lambda v: True))
+    if isinstance(default, numbers.Real) and not test(float(default)):
+        what, test = _NON_NEGATIVE  # optax's own default is never refused (lars: eps=0.0)
+    integer = isinstance(default, numbers.Integral) and key in RANGES
+    kind = numbers.Integral if integer else numbers.Real
+    also = " or None" if default is None else ""
+    expected = f"expected {what.replace('a number', 'an integer') if integer else what}{also}"
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return expected
+    return None if math.isfinite(float(value)) and test(float(value)) else expected
+
+
+def hyper_parameter_problems(name: str, hyper: Mapping[str, Any],
+                             spelled: Callable[[str, Any], str] = lambda k, v: f"{k}={v!r}"
+                             ) -> list[str]:
+    """Every problem with the hyper-parameters ``hyper`` of the optimizer ``name``: unknown
+    names (listing the known ones) and values out of range (naming each one).
+
+    Args:
+      name: an optimizer name that :func:`optimizer` knows.
+      hyper: the hyper-parameters given, learning rate excluded.
+      spelled: how a message writes ``key=value`` (``--opt b1=2.0`` on the command line).
+    """
+    known = _signature(name)
+    unknown = [k for k in hyper if k not in known]
+    problems = [f"optax.{'sgd' if name == 'momentum' else name} takes no hyper-parameter "
+                f"{', '.join(unknown)}; it takes {', '.join(known)}"] if unknown else []
+    for key, value in hyper.items():
+        if key in known:
+            why = _value_problem(key, value, known[key].default)
+            if why is not None:
+                problems.append(f"{spelled(key, value)}; {why}")
+    return problems
+
+
+def hyper_parameters(name: str, hyper: Mapping[str, Any]) -> dict[str, Any]:
+    """``hyper`` with every hyper-parameter it leaves out at its default: what the optimizer
+    runs with, so that a default written out (Adam's ``eps=1e-8``) is the same setting as one
+    left out.  An unknown ``name`` gives ``hyper`` as it is."""
+    try:
+        known = _signature(name)
+    except KeyError:
+        return dict(hyper)
+    return {**{k: p.default for k, p in known.items() if p.default is not p.empty}, **hyper}
+
+
+def described(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """An optimizer's description in a run's record (``{"name": ..., "learning_rate": ...,
+    hyper-parameters}``) with the hyper-parameters it leaves out at their defaults, described:
+    a record written before defaults were recorded compares equal to one written since."""
+    from mcjax._train._describe import as_json, describe
+
+    name = identity.get("name")
+    if not isinstance(name, str):
+        return dict(identity)
+    defaults = hyper_parameters(name, {})
+    return {**{k: as_json(describe(v)) for k, v in defaults.items()}, **identity}
+
+
 def optimizer(name: str | optax.GradientTransformation, *, learning_rate: Any = 1e-3,
               **hyper) -> optax.GradientTransformation:
     r"""An optax optimizer chosen by name.
@@ -57,8 +164,12 @@ def optimizer(name: str | optax.GradientTransformation, *, learning_rate: Any = 
       An ``optax.GradientTransformation``.
 
     Raises:
-      ValueError: no optax optimizer has that name.
-      TypeError: a hyper-parameter the optimizer does not take.
+      ValueError: no optax optimizer has that name, or a value is out of its range: the
+        learning rate must be finite and > 0 (or a schedule), decay rates such as ``b1``,
+        ``b2`` and ``momentum`` in [0, 1), ``eps`` > 0, ``weight_decay`` >= 0, switches such
+        as ``nesterov`` True or False (every problem is listed).
+      TypeError: a hyper-parameter the optimizer does not take (the message lists those it
+        takes).
 
     Example:
 
@@ -70,24 +181,26 @@ def optimizer(name: str | optax.GradientTransformation, *, learning_rate: Any = 
     """
     if isinstance(name, optax.GradientTransformation):
         return name
-    if name == "momentum":
-        return optax.sgd(learning_rate, momentum=hyper.pop("momentum", 0.9), **hyper)
     known = _optax_optimizers()
-    if name not in known:
-        close = difflib.get_close_matches(name, list(known) + ["momentum"], n=3)
+    if not isinstance(name, str) or (name not in known and name != "momentum"):
+        close = difflib.get_close_matches(name, list(known) + ["momentum"], n=3) \
+            if isinstance(name, str) else []
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
             f"mcjax.optimizer: {name!r} is not an optimizer; expected one of the paper's "
             f"{', '.join(_PAPER)} or an optax optimizer such as adamw, rmsprop{hint}"
         )
-    fn = known[name]
-    unknown = [k for k in hyper if k not in inspect.signature(fn).parameters]
+    problems = hyper_parameter_problems(name, hyper)
+    unknown = [p for p in problems if " takes no hyper-parameter " in p]
     if unknown:
-        raise TypeError(
-            f"mcjax.optimizer: optax.{name} takes no hyper-parameter {', '.join(unknown)}; "
-            f"it takes {', '.join(list(inspect.signature(fn).parameters)[1:])}"
-        )
-    return fn(learning_rate, **hyper)
+        raise TypeError(f"mcjax.optimizer: {unknown[0]}")
+    rate = learning_rate_problem(learning_rate)
+    problems = ([rate] if rate is not None else []) + problems
+    if problems:
+        raise ValueError(f"mcjax.optimizer: {'; and '.join(problems)}")
+    if name == "momentum":
+        return optax.sgd(learning_rate, momentum=hyper.pop("momentum", MOMENTUM), **hyper)
+    return known[name](learning_rate, **hyper)
 
 
 def schedule(name: str, **kwargs) -> optax.Schedule:
@@ -102,15 +215,24 @@ def schedule(name: str, **kwargs) -> optax.Schedule:
 
     Returns:
       A function ``step -> learning rate`` to pass as ``learning_rate``.
+
+    Raises:
+      ValueError: no optax schedule has that name, or optax refuses a value (a
+        ``decay_steps`` of 0).
+      TypeError: an argument the schedule does not take, or one it needs is missing.
     """
     known = _optax_schedules()
-    fn = known.get(name.removesuffix("_schedule"))
+    fn = known.get(name.removesuffix("_schedule")) if isinstance(name, str) else None
     if fn is None:
         raise ValueError(
             f"mcjax.schedule: {name!r} is not an optax schedule; expected one of "
             f"{', '.join(known)}"
         )
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except (TypeError, ValueError) as error:  # optax's own sentence, said as ours
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        raise kind(f"mcjax.schedule: {error}") from None
 
 
 def _optax_schedules() -> dict[str, Callable[..., optax.Schedule]]:

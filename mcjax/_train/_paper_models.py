@@ -14,7 +14,7 @@ import numpy as np
 
 from mcjax._core._errors import Problems, shape_str
 from mcjax._registry import REGISTRY, derivative
-from mcjax._train._models import Model
+from mcjax._train._models import Model, count_problem
 from mcjax.rules.activations import relu
 from mcjax.rules.losses import neuron_loss
 from mcjax.rules.mlp import check_params_fit, mlp_apply, mlp_init, mlp_loss
@@ -41,7 +41,13 @@ def neuron_model(n_features: int, *, dtype=jnp.float32) -> Model:
     Args:
       n_features: n, the length of w and of each input.
       dtype: the parameters' floating dtype.
+
+    Raises:
+      ValueError: ``n_features`` is not an integer >= 1.
     """
+    problem = count_problem(n_features, "n_features")
+    if problem is not None:
+        raise ValueError(f"mcjax.neuron_model: {problem}")
     n = int(n_features)
     d_w = derivative(neuron_loss, "w")
     d_b = derivative(neuron_loss, "b")
@@ -125,8 +131,17 @@ def mlp_model(sizes, *, loss: str = "softmax_cross_entropy", activation: str = "
       dtype: the parameters' floating dtype.
 
     Raises:
-      ValueError: the loss or activation is not a registered rule.
+      ValueError: ``sizes`` is not two or more integers >= 1, or the loss or activation is not
+        a registered rule.
     """
+    given = sizes
+    try:
+        sizes = () if isinstance(sizes, str) else tuple(sizes)
+    except TypeError:  # not a sequence
+        sizes = ()
+    if len(sizes) < 2 or any(count_problem(s, "size") for s in sizes):
+        raise ValueError(f"mcjax.mlp_model: sizes={given!r}; expected (n_in, hidden..., n_out): "
+                         "two or more integers >= 1")
     sizes = tuple(int(s) for s in sizes)
     loss_rule = _loss_rule(loss)
     try:

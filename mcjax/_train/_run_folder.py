@@ -23,6 +23,7 @@ part in orbax's saves and restores.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -37,9 +38,19 @@ import jax
 import numpy as np
 
 from mcjax._core._errors import CheckpointError
-from mcjax._train._checkpoint import STEP_PREFIX, Damaged, Store, leaf_names, mismatches, parse_step
+from mcjax._train._checkpoint import (
+    STEP_PREFIX,
+    Damaged,
+    Store,
+    WriteError,
+    leaf_names,
+    mismatches,
+    os_reason,
+    parse_step,
+)
 from mcjax._train._describe import as_json, differences
 from mcjax._train._lock import LOCK_FILE, Lock
+from mcjax._train._optim import described
 
 RUN_FILE = "run.json"
 DAMAGED = "damaged"
@@ -56,6 +67,44 @@ def _is_step(name: str) -> bool:
 def _ours(name: str) -> bool:
     return (name in (RUN_FILE, LOCK_FILE, DAMAGED) or name.startswith(f"{LOCK_FILE}.stale-")
             or _is_step(name) or TMP_SUFFIX in name)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why this process cannot write in the folder ``path`` (None: it can)."""
+    if os.access(path, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return f"{path} is on a read-only file system" if read_only else f"{path} is not writable"
+
+
+def read_record(directory) -> dict:
+    """The run's record (``run.json``), checked to be one.
+
+    Raises:
+      CheckpointError: it cannot be read, is empty, is not JSON or not an mcjax run's; the
+        message names the file and the ways out.
+    """
+    path = Path(directory) / RUN_FILE
+    try:
+        text = path.read_text()
+        record = json.loads(text)
+    except OSError as error:
+        why = f"cannot be read ({error.strerror or type(error).__name__})"
+    except ValueError as error:  # not JSON, or not UTF-8
+        why = "is empty" if not path.read_bytes().strip() else \
+            f"is not JSON ({str(error).splitlines()[0][:80]})"
+    else:
+        if isinstance(record, dict) and isinstance(record.get("run_id"), str) \
+                and isinstance(record.get("config"), dict):
+            return record
+        why = "is not an mcjax run's record (it has no run_id and config)"
+    raise CheckpointError(
+        f"mcjax.train: {path} {why}; expected the record the run wrote there. The run cannot "
+        "be resumed without it: start afresh in that folder (overwrite=True, --overwrite), "
+        "remove the folder, or use another checkpoint_dir (--checkpoint-dir)")
 
 
 def preflight(directory, *, resume: bool, overwrite: bool) -> list[str]:
@@ -75,12 +124,25 @@ def preflight(directory, *, resume: bool, overwrite: bool) -> list[str]:
         if not (path / RUN_FILE).is_file() or not any(_is_step(p.name) for p in path.iterdir()):
             return [f"resume=True but {path} holds no checkpoint of an mcjax run (no {RUN_FILE} "
                     f"and {STEP_PREFIX}_* folders); expected the folder of the run to continue"]
+        why = _unwritable(path)
+        if why is not None:
+            return [f"resume=True but checkpoint_dir {path} cannot be written ({why}); expected "
+                    "a folder the run can lock and write its checkpoints to: copy it to a "
+                    "writable place and resume there"]
+        try:
+            read_record(path)
+        except CheckpointError as error:
+            return [str(error).removeprefix("mcjax.train: ")]
         return []
-    existing = path.parent if not path.exists() else path
+    existing = path
     while not existing.exists():
         existing = existing.parent
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return [f"checkpoint_dir {path} cannot be written ({existing} is not writable)"]
+    if not existing.is_dir():
+        return [f"checkpoint_dir {path} cannot be made: {existing} is a file; expected a folder, "
+                "or a path where one can be made"]
+    why = _unwritable(existing)
+    if why is not None:
+        return [f"checkpoint_dir {path} cannot be written ({why})"]
     if not path.is_dir():
         return []
     foreign = sorted(p.name + "/" * p.is_dir() for p in path.iterdir() if not _ours(p.name))
@@ -90,8 +152,13 @@ def preflight(directory, *, resume: bool, overwrite: bool) -> list[str]:
                 "expected a new or empty folder, or one that an mcjax run wrote"]
     taken = (path / RUN_FILE).exists() or any(_is_step(p.name) for p in path.iterdir())
     if taken and not overwrite:
+        try:
+            read_record(path)
+            ways_out = WAYS_OUT
+        except CheckpointError:  # it cannot be resumed
+            ways_out = WAYS_OUT.removeprefix("resume it (resume=True, --resume), ")
         return [f"{path} holds the checkpoints of another run ({_describe_run(path)}); a new run "
-                f"would mix with them: {WAYS_OUT}"]
+                f"would mix with them: {ways_out}"]
     return []
 
 
@@ -134,41 +201,68 @@ class RunFolder:
       resume: continue the run in ``directory`` (else start one).
       overwrite: replace the mcjax run in ``directory`` (its files only).
       keep: keep the newest ``keep`` checkpoints (None: all).
+      checkpoint_every: how often the run checkpoints; recorded with ``keep`` in ``run.json``
+        (a resumed run's record is updated when they change), so that ``mcjax train
+        --resume`` keeps them.
+
+    Raises:
+      CheckpointError: the folder cannot serve this run (see :func:`preflight`), or it cannot
+        be locked or its record written (a full disk, a read-only folder).
     """
 
     def __init__(self, directory, *, identity: dict, resume: bool, overwrite: bool,
-                 keep: int | None):
+                 keep: int | None, checkpoint_every: int = 1):
         self.directory = Path(directory)
         self.identity = as_json(identity)
+        self.checkpointing = {"checkpoint_every": checkpoint_every, "keep_checkpoints": keep}
         self.lock: Any = None
         self.store: Any = None  # the Store, once the folder is claimed
         self.run_id = _on_process_zero(lambda: self._claim(resume, overwrite))
         if self.run_id is None or resume:  # other processes read the record process 0 checked
-            self.run_id = json.loads((self.directory / RUN_FILE).read_text())["run_id"]
+            self.run_id = read_record(self.directory)["run_id"]
         self.store = Store(self.directory, keep=keep)
 
     def _claim(self, resume: bool, overwrite: bool) -> str | None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.lock = Lock(self.directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.lock = Lock(self.directory)
+        except OSError as error:
+            raise CheckpointError(f"mcjax.train: cannot lock {self.directory}: "
+                                  f"{os_reason(error)[1]}") from None
         try:
             problems = preflight(self.directory, resume=resume, overwrite=overwrite)
             if problems:
                 raise CheckpointError(f"mcjax.train: {problems[0]}")
             if resume:
+                record = read_record(self.directory)
+                if record.get("checkpointing") != self.checkpointing:
+                    self._write_record({**record, "checkpointing": self.checkpointing})
                 return None
             if overwrite:
                 self._clear()
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-            record = {"format": FORMAT, "run_id": run_id,
-                      "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                      "host": socket.gethostname(), "pid": os.getpid(), "config": self.identity}
-            tmp = self.directory / f".{RUN_FILE}.tmp"
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, self.directory / RUN_FILE)
+            self._write_record({"format": FORMAT, "run_id": run_id,
+                                "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                "host": socket.gethostname(), "pid": os.getpid(),
+                                "config": self.identity, "checkpointing": self.checkpointing})
             return run_id
         except BaseException:
             self.lock.release()
             raise
+
+    def _write_record(self, record: dict) -> None:
+        """Write ``run.json`` whole or not at all (a full disk leaves the old one)."""
+        tmp = self.directory / f".{RUN_FILE}.tmp"
+        try:
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, self.directory / RUN_FILE)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            code, reason = os_reason(error)
+            hint = "free some space, then start again" if code in (errno.ENOSPC, errno.EDQUOT) \
+                else "expected a folder this process can write"
+            raise WriteError(code, f"mcjax.train: cannot write {self.directory / RUN_FILE}: "
+                             f"{reason}; {hint}") from None
 
     def _clear(self) -> None:
         """Remove the previous run's files (overwrite=True): its record and checkpoints only."""
@@ -183,9 +277,29 @@ class RunFolder:
             self.lock.release()
 
     def save(self, epoch: int, state, meta: dict) -> Path:
-        """Checkpoint ``state`` (checked finite) as epoch ``epoch`` of this run."""
+        """Checkpoint ``state`` (checked finite) as epoch ``epoch`` of this run.
+
+        Raises:
+          CheckpointError: ``run.lock`` is no longer the lock this run holds (someone removed
+            it, so another process may be writing here): nothing is saved.
+          WriteError: the checkpoint could not be written (the earlier ones are intact).
+        """
+        _on_process_zero(lambda: self._check_lock(epoch))
         return self.store.save(epoch, state, {**meta, "run_id": self.run_id,
                                               "config": self.identity})
+
+    def _check_lock(self, epoch: int) -> None:
+        if self.lock is None or self.lock.held():
+            return
+        epochs = self.store.epochs()
+        last = f"the last checkpoint is {self.store.path(epochs[-1])}" if epochs \
+            else "no checkpoint had been written"
+        raise CheckpointError(
+            f"mcjax.train: {self.lock.path} is no longer the lock this run holds (it was "
+            f"removed or replaced), so another process may be writing to {self.directory}; "
+            f"stopped without saving epoch {epoch} ({last}). A live run's lock is never stale "
+            "(it ends with its process): leave run.lock alone, and resume (resume=True, "
+            "--resume) once no other process writes there")
 
     def resume_state(self, like) -> tuple[int, Any, dict]:
         """``(epoch, state, meta)`` of the newest intact checkpoint, in ``like``'s structure.
@@ -196,8 +310,11 @@ class RunFolder:
           CheckpointError: the run's configuration or arrays differ (every difference is
             listed), a checkpoint belongs to another run, or none is intact.
         """
-        record = json.loads((self.directory / RUN_FILE).read_text())
-        problems = differences(record.get("config", {}), self.identity)
+        record = read_record(self.directory)
+        there = record["config"]
+        if isinstance(there.get("optimizer"), dict):  # a default left out is the default
+            there = {**there, "optimizer": described(there["optimizer"])}
+        problems = differences(there, self.identity)
         damaged: list[tuple[int, str]] = []
         epochs = self.store.epochs()
         for epoch in epochs:

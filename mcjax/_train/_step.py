@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mcjax._core._conventions import standard_promotion
@@ -147,6 +148,19 @@ def epoch_batches(data: Batch, key, *, batch_size: int, shuffle: bool = True) ->
     return jax.tree.map(
         lambda a: a[: steps * batch_size].reshape((steps, batch_size) + a.shape[1:]), data
     )
+
+
+def first_batch(data: Batch, key, *, batch_size: int, shuffle: bool = True):
+    """The first minibatch that :func:`train_epoch` runs with ``key``, and that step's key.
+
+    Computed eagerly, for a look at the first step from outside the compiled epoch (the check
+    of a hand-derived gradient): the rows are those :func:`epoch_batches` puts first.
+    """
+    n = jax.tree.leaves(data)[0].shape[0]
+    rows = jax.random.permutation(key, n)[:batch_size] if shuffle else jnp.arange(batch_size)
+    rows = np.asarray(rows)
+    batch = jax.tree.map(lambda a: a[rows], data)
+    return batch, jax.random.split(jax.random.fold_in(key, STEP_KEYS), n // batch_size)[0]
 
 
 def train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *, batch_size: int,

@@ -4,10 +4,14 @@
 Ctrl-C sends.  The first of either sets a flag that the loop reads at the end of the epoch in
 progress (an epoch is one compiled program, which Python cannot stop half-way): it writes a
 checkpoint there and returns, and the ``mcjax train`` command exits with 128 + the signal's
-number (143 for SIGTERM, 130 for SIGINT), the shell's convention.  A second signal stops at
-once.  Signal handlers can only be set in the main thread; elsewhere signals keep their usual
-effect.  In a multi-process run the processes agree after every epoch (one tiny all-gather),
-so that all stop at the same epoch even when the signal reached them at different times.
+number (143 for SIGTERM, 130 for SIGINT), the shell's convention.  A signal that arrives while
+a checkpoint is being written stops the run as soon as it is written.  A second signal changes
+nothing: the run is already stopping at the next safe point, and stopping anywhere else (in
+the middle of a save, as a ``KeyboardInterrupt`` would) would leave a checkpoint without its
+digests; SIGKILL remains for a process that must end now.  Signal handlers can only be set in
+the main thread; elsewhere signals keep their usual effect.  In a multi-process run the
+processes agree after every epoch (one tiny all-gather), so that all stop at the same epoch
+even when the signal reached them at different times.
 
 **Values.**  The compiled epoch reports each step's loss, whether the parameters were all
 finite after its update, and whether the optimizer state is at the epoch's end.
@@ -37,10 +41,10 @@ class StopSignals:
         self._previous: dict = {}
 
     def _handle(self, signum, frame):
-        if self.received is not None:  # the second signal: stop now
-            self.__exit__()
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
+        # never raise here: the handler runs wherever Python is, a checkpoint's save included;
+        # a second signal keeps the first one's name
+        if self.received is None:
+            self.received = signal.Signals(signum).name
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
