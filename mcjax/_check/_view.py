@@ -1,8 +1,8 @@
-"""How a :class:`~mcjax.Report` shows itself outside ``str``: a one-line ``repr`` (the verdict,
+"""How a ``mcjax.Report`` shows itself outside ``str``: a one-line ``repr`` (the verdict,
 what failed, the diagnosis) and a notebook's HTML view (the verdict first, then the
 comparison table, the worst entries and the diagnosis).
 
-``str(report)`` (:func:`mcjax._check._report.render`) stays the full text for terminals and
+``str(report)`` (``render`` in ``_report``) stays the full text for terminals and
 logs; these are its short and its rich forms, read from the same fields.
 """
 

@@ -4,7 +4,7 @@ Every message is a sentence that names the function, the argument, what was expe
 what arrived, e.g. ``mcjax.affine: W has shape (3, 4) but x has shape (5,); expected x of
 shape (4,)``.  Checks run on static shapes and dtypes, so they fire at trace time, before any
 computation, under ``jax.jit`` as well as eagerly.  In IPython, their tracebacks stop at
-the user's call of mcjax (:mod:`mcjax._core._ipython`).
+the user's call of mcjax (``_core._ipython``).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class Problems:
 
 
 def require_floating(function: str, name: str, x) -> None:
-    """Raise :class:`DtypeError` unless ``x`` is floating point.
+    """Raise ``mcjax.DtypeError`` unless ``x`` is floating point.
 
     A derivative with respect to an integer array would silently be zero (or an integer
     Jacobian); mcjax refuses instead.
@@ -125,12 +125,22 @@ class TraceError(ShownAtTheCall, TypeError):
 
 
 class DerivativeError(ShownAtTheCall, AssertionError):
-    """A derivative failed :func:`mcjax.assert_derivative`, or a model's hand-derived gradient
-    failed the check of :func:`mcjax.train` at its first batch; ``.report`` says why."""
+    """A derivative failed ``mcjax.assert_derivative``, or a model's hand-derived gradient
+    failed the check of ``mcjax.train`` at its first batch; ``.report`` says why.
+
+    The message's first line says what is wrong: the diagnosis and what failed (``the sign
+    is flipped (d loss / d args[0])``), or ``mcjax.train``'s sentence, so that a one-line
+    summary (pytest's, a log's) shows it; the whole report follows.
+    """
 
     def __init__(self, report, message: str | None = None):
         # message: the report with a first line that says where it was found (mcjax.train)
-        super().__init__(str(report) if message is None else message)
+        if message is not None or not hasattr(report, "function"):  # or a message alone
+            super().__init__(str(report) if message is None else message)
+        else:
+            why = [*report.diagnosis, *report.problems, *report.where]
+            headline = why[0] if why else "the derivative fails its check"
+            super().__init__(f"{headline} (d {report.function} / d {report.wrt})\n{report}")
         self.report = report
 
 

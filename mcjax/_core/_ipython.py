@@ -4,7 +4,7 @@ at the user's line.
 IPython compiles each cell into a file of its own (``/tmp/ipykernel_123/2862798733.py``) and
 names it in tracebacks by its input number, ``Cell In[11], line 2``
 (``get_ipython().compile.format_code_name``); a message that quotes the user's line names the
-cell the same way (:func:`code_location`).
+cell the same way (``code_location``).
 
 A traceback of one of mcjax's errors stops at the user's call, as mcjax's pytest plugin makes
 it do under pytest: the frames inside mcjax (the checker's, the trainer's) are left out, and

@@ -142,8 +142,8 @@ def argument_exprs(f, args: tuple) -> list[list[E.Expr]]:
         flat = jax.tree_util.tree_flatten_with_path(a)[0]
         counts.append(len(flat))
         for path, leaf in flat:
-            leaves.append((_parts(name, path), jnp.ndim(leaf)))
-            shapes.append(jnp.shape(leaf))
+            leaves.append((_parts(name, path), np.ndim(leaf)))
+            shapes.append(np.shape(leaf))
     named = iter(zip(unique_names(leaves), shapes))
     return [[E.arg(text, latex, shape) for (text, latex), shape in
              (next(named) for _ in range(n))] for n in counts]

@@ -1,14 +1,14 @@
 r"""A structured Jacobian written as the formula a person derives.
 
-Each structure has its notation, registered beside its class with :func:`write`:
+Each structure has its notation, registered beside its class with ``write``:
 $\operatorname{diag}(\mathbf{d})$, $I$, $\mathbf{1}^\top$, $I_m \otimes \mathbf{x}^\top$, $W$,
-products by juxtaposition (the chain rule), sums (the total-derivative rule).  :func:`formula`
+products by juxtaposition (the chain rule), sums (the total-derivative rule).  ``formula``
 adds the definitions of the named sub-expressions after a comma:
-``diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b``.  :func:`structure` draws the tree of classes, for
+``diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b``.  ``structure`` draws the tree of classes, for
 the command line.
 
 This module knows no class: it reads a Jacobian through its protocol (``symbols``, the names
-of its arrays, its ``placeholder`` letter, :meth:`~mcjax.Jacobian.children`), so that the
+of its arrays, its ``placeholder`` letter, ``mcjax.Jacobian.children``), so that the
 classes, which print themselves through it, sit above it.
 """
 

@@ -1,13 +1,13 @@
 r"""Jacobians that are operations: a linear operation applied to the tangent, a selection of
 entries, a matrix product on both sides.
 
-- :class:`Applied`: the Jacobian of an operation that is linear in one operand is the
+- ``mcjax.Applied``: the Jacobian of an operation that is linear in one operand is the
   operation itself, applied to the tangent in that operand's place with the others held
   (``rev(·)``, ``pad(·)``, ``W ⋆ ·`` for a convolution, ``(·)[i]`` for a gather, ``L`` for a
   cumulative sum).  It holds the other operands, never the $mn$ numbers of the matrix;
-- :class:`Take`: each output entry is one input entry, or none: ``out.flat[i] =
+- ``mcjax.Take``: each output entry is one input entry, or none: ``out.flat[i] =
   v.flat[index[i]]`` (a max pool's winners, a sort's order, a scatter's surviving updates);
-- :class:`Sandwich`: $V \mapsto L V R$, the Jacobian of ``inv(A)`` ($-A^{-1} (\cdot) A^{-1}$)
+- ``mcjax.Sandwich``: $V \mapsto L V R$, the Jacobian of ``inv(A)`` ($-A^{-1} (\cdot) A^{-1}$)
   or of ``solve(A, b)`` with respect to ``A`` ($-A^{-1} (\cdot) \mathbf{x}$).
 """
 
@@ -269,7 +269,7 @@ def _(J: Sandwich, p):
 
 def applied(operation: Operation, held, slot: int, in_shape, out_shape, dtype,
             held_exprs=(), out_index=None) -> Jacobian:
-    """:class:`Applied`, with the held operands' expressions for its formula."""
+    """``mcjax.Applied``, with the held operands' expressions for its formula."""
     return Applied(operation, held, slot, in_shape, out_shape, dtype, out_index,
                    symbols=tuple(held_exprs))
 

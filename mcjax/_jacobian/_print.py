@@ -1,9 +1,9 @@
 r"""Expressions printed in the paper's notation, as plain text or LaTeX.
 
-:class:`Printer` writes one :class:`~mcjax._jacobian._expr.Expr` with the fewest parentheses
+``Printer`` writes one ``Expr`` with the fewest parentheses
 precedence allows: ``W x + b``, ``1[z > 0]``, ``sigmoid(x) (1 - sigmoid(x))``, ``x ⊙ y`` for
 the element-wise (Hadamard) product of two arrays, ``xᵀ`` for a transpose.  Values the
-formula uses more than once, or that are long, are given a name (:func:`choose_names`): a
+formula uses more than once, or that are long, are given a name (``choose_names``): a
 pre-activation $W\mathbf{x} + \mathbf{b}$ is ``z`` as in the paper, an activation ``a``, anything
 else ``u``, ``v``, ``s``, ...; the printer writes the name and the formula lists the definitions.
 """

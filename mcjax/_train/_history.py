@@ -103,7 +103,7 @@ def table(records: list[dict[str, Any]], *, max_rows: int | None = 20) -> str:
 def html(summary: str, records: list[dict[str, Any]], *, max_rows: int | None = 20,
          plot: str | None = None) -> str:
     """``summary`` and the rows as HTML, with ``plot`` (a PNG, base64) beside the table: a
-    notebook's view of a :class:`~mcjax.TrainResult`."""
+    notebook's view of a ``mcjax.TrainResult``."""
     columns = list(dict.fromkeys(name for record in records for name in record))
     shown = _thinned(len(records), max_rows)
     head = "".join(f"<th>{html_text.escape(str(c))}</th>" for c in columns)

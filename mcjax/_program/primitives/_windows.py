@@ -4,7 +4,7 @@ maxima.
 - a sum over windows (average pooling) and a cumulative sum are linear: their Jacobian is
   the operation itself (``reduce_window_sum(·)``, the lower-triangular ones $L$ of ``cumsum``);
 - a max (min) over windows takes each window's winner, JAX's choice at a tie: a selection
-  (:class:`~mcjax.Take`); for the checker a tie in a window is a kink;
+  (``mcjax.Take``); for the checker a tie in a window is a kink;
 - ``cummax``/``cummin`` take the running winner (a selection; at a tie JAX shares the
   derivative, which is its own JVP there); ``cumprod`` is $\operatorname{diag}(\mathbf{y})\,L\,
   \operatorname{diag}(1/\mathbf{x})$ and ``cumlogsumexp`` $\operatorname{diag}(e^{-\mathbf{y}})
