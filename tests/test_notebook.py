@@ -76,6 +76,8 @@ def test_a_report_shows_its_verdict_first(tour):
     assert seen.startswith("FAIL d f / d args[0] by df_wrong")
     # the comparisons, then the diagnosis, which names the slip
     assert seen.index("jax.jacfwd") < seen.index("diagnosis") < seen.index("a missing term")
+    defined = _cell(tour, "def f(x)").execution_count  # the slip's line, in its cell
+    assert f"`jnp.tanh(x) * x` (Cell In[{defined}], line 2)" in seen
     (plain,) = _data(cell, "text/plain")
     assert plain.startswith("Report(FAIL: d f / d args[0] by df_wrong;") and len(plain) < 300
 
