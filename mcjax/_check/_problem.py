@@ -30,6 +30,7 @@ from mcjax._core._arguments import (
 )
 from mcjax._core._conventions import is_floating, standard_promotion, wider
 from mcjax._core._errors import DtypeError, ShapeError, TraceError, require_floating
+from mcjax._core._ipython import code_location
 from mcjax._jacobian import Jacobian
 from mcjax._program._inspect import lowest_precision
 from mcjax._program._trace import Keyed, function_key, signature
@@ -68,14 +69,15 @@ _CONTROL_FLOW = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConve
 
 
 def _user_line(error: BaseException) -> str:
-    """Where in the user's code ``error`` was raised: ``my_model.py:12: if x > 0:``."""
+    """Where in the user's code ``error`` was raised: `` at my_model.py:12 (`if x > 0:`)``,
+    `` at Cell In[11], line 2 (...)`` in a notebook."""
     frames = [fr for fr in traceback.extract_tb(error.__traceback__)
               if not any(part in fr.filename for part in _INTERNAL)]
     if not frames:
         return ""
     fr = frames[-1]
     code = f" (`{fr.line.strip()}`)" if fr.line else ""
-    return f" at {os.path.basename(fr.filename)}:{fr.lineno}{code}"
+    return f" at {code_location(fr.filename, fr.lineno)}{code}"
 
 
 def _traced(what: str, fn, *structs, **options):

@@ -1,7 +1,9 @@
 """The report of ``mcjax.check``: a verdict a person reads, and the numbers behind it.
 
 ``str(report)`` is the readable verdict: a summary line, the thresholds used, one line per
-reference, the Taylor test, kinks, a small table of the worst entries and the diagnosis.
+reference, the Taylor test, kinks, a small table of the worst entries and the diagnosis;
+``repr(report)`` its one line (``Report(FAIL: d f / d args[0] by df; ...; diagnosis: ...)``);
+in a notebook the report shows itself as HTML, its verdict first.
 ``report.heatmap()`` draws expected, got and their difference for a small Jacobian
 (matplotlib, imported only then: ``pip install 'mcjax[plot]'``).
 """
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mcjax._check import _view
 from mcjax._check._compare import Comparison, Entry, Threshold
 from mcjax._check._problem import Prepared, name_of
 from mcjax._check._taylor import Taylor
@@ -151,6 +154,14 @@ class Report:
 
     def __str__(self) -> str:
         return render(self)
+
+    def __repr__(self) -> str:
+        """One line: the verdict, what failed and the first diagnosis (``str`` is the whole)."""
+        return _view.short(self)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the verdict first, then the comparisons and the diagnosis."""
+        return _view.page(self)
 
     def as_dict(self) -> dict[str, Any]:
         """Everything but the matrices, as JSON-ready Python values."""

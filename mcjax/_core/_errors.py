@@ -3,7 +3,8 @@
 Every message is a sentence that names the function, the argument, what was expected and
 what arrived, e.g. ``mcjax.affine: W has shape (3, 4) but x has shape (5,); expected x of
 shape (4,)``.  Checks run on static shapes and dtypes, so they fire at trace time, before any
-computation, under ``jax.jit`` as well as eagerly.
+computation, under ``jax.jit`` as well as eagerly.  In IPython, their tracebacks stop at
+the user's call of mcjax (``_core._ipython``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from mcjax._core._conventions import is_floating
+from mcjax._core._ipython import ShownAtTheCall
 
 
-class ShapeError(ValueError):
+class ShapeError(ShownAtTheCall, ValueError):
     """An argument has a shape that does not fit the others."""
 
 
-class DtypeError(TypeError):
+class DtypeError(ShownAtTheCall, TypeError):
     """An argument has a dtype that mcjax cannot differentiate or combine."""
 
 
@@ -116,13 +118,13 @@ def require_floating(function: str, name: str, x) -> None:
         )
 
 
-class TraceError(TypeError):
+class TraceError(ShownAtTheCall, TypeError):
     """JAX could not trace a function mcjax must trace (``mcjax.check`` traces and compiles
     ``f`` and the derivative, as ``jax.jit`` does): Python control flow on a traced value,
     a NumPy call on one, or an error the function itself raised."""
 
 
-class DerivativeError(AssertionError):
+class DerivativeError(ShownAtTheCall, AssertionError):
     """A derivative failed ``mcjax.assert_derivative``, or a model's hand-derived gradient
     failed the check of ``mcjax.train`` at its first batch; ``.report`` says why.
 
@@ -142,13 +144,13 @@ class DerivativeError(AssertionError):
         self.report = report
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ShownAtTheCall, ValueError):
     """A checkpoint folder cannot serve this run: it belongs to another run, another process
     writes to it, it holds no intact checkpoint to resume, or its checkpoint was written with
     other settings or arrays (the message lists every difference and the ways out)."""
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(ShownAtTheCall, FloatingPointError):
     """Training produced a NaN or infinite loss, or parameters (or optimizer state) holding
     NaN or Inf after an update whose loss was finite.
 
@@ -167,5 +169,5 @@ class NonFiniteLossError(FloatingPointError):
         self.value = value
 
 
-class UsageError(Exception):
+class UsageError(ShownAtTheCall, Exception):
     """A user's mistake on the command line: printed as one line, exit status 2."""

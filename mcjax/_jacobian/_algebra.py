@@ -174,8 +174,21 @@ class Jacobian:
     __rmul__ = __mul__
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(out_shape={shape_str(self.out_shape)}, "
-                f"in_shape={shape_str(self.in_shape)})")
+        try:
+            return (f"{type(self).__name__}(out_shape={shape_str(self.out_shape)}, "
+                    f"in_shape={shape_str(self.in_shape)})")
+        except Exception:  # noqa: BLE001 - leaves a tree map put in (flax's repr puts its
+            # ArrayRepr, a jax.tree.map may put None): say what they are instead of raising
+            leaves = jax.tree_util.tree_leaves(self, is_leaf=lambda leaf: leaf is None)
+            return f"{type(self).__name__}({', '.join(type(a).__name__ for a in leaves)})"
+
+    def _repr_markdown_(self) -> str:
+        """A notebook's view: the structure, its shapes and the formula, typeset."""
+        return F.markdown(self)
+
+    def _repr_latex_(self) -> str | None:
+        """The formula for LaTeX front ends (nbconvert to PDF)."""
+        return F.display_latex(self)
 
     # -- the formula ------------------------------------------------------------------------
     def formula(self) -> str:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
 from mcjax._jacobian._algebra import Jacobian, Shape, pulls, transpose_apply
-from mcjax._jacobian._print import ATOM, PRODUCT
+from mcjax._jacobian._print import ATOM, PRODUCT, operator
 from mcjax._jacobian._sym import Sym
 
 
@@ -40,11 +40,13 @@ class Operation(NamedTuple):
     written: str = ""  # how the operation is written: "conv", "cumsum", ... (default: its name)
     derivative: bool = False
     wrt: int = 0
+    latex: str = ""  # how LaTeX writes it, where ``written`` is a formula rather than a name
 
     @staticmethod
     def of(primitive, params: dict, written: str = "", derivative: bool = False,
-           wrt: int = 0) -> Operation:
-        return Operation(primitive, tuple(sorted(params.items())), written, derivative, wrt)
+           wrt: int = 0, latex: str = "") -> Operation:
+        return Operation(primitive, tuple(sorted(params.items())), written, derivative, wrt,
+                         latex)
 
     @property
     def name(self) -> str:
@@ -152,7 +154,7 @@ def _(J: Applied, p):
         return (f"({other}{star}{dot})" if J.slot == 0 else f"({dot}{star}{other})"), ATOM
     if name == "gather" and held:
         return f"({dot})[{held[0]}]", ATOM
-    head = rf"\operatorname{{{name.replace('_', chr(92) + '_')}}}" if p.latex else name
+    head = (J.operation.latex or operator(name)) if p.latex else name
     return f"{head}({', '.join([dot, *held])})", ATOM
 
 

@@ -77,11 +77,11 @@ class Dense(Jacobian):
 
     @property
     def out_shape(self) -> Shape:
-        return tuple(self.array.shape[: self.array.ndim - self.in_ndim])
+        return tuple(self.array.shape[: len(self.array.shape) - self.in_ndim])
 
     @property
     def in_shape(self) -> Shape:
-        return tuple(self.array.shape[self.array.ndim - self.in_ndim:])
+        return tuple(self.array.shape[len(self.array.shape) - self.in_ndim:])
 
     def jvp(self, v):
         return jnp.tensordot(self.array, v, axes=self.in_ndim)

@@ -23,6 +23,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from jax.extend import core
 
+from mcjax._core._ipython import cell_location, code_location
+
 CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
                    "custom_vmap_call", "linear_call", "composite", "eval_jaxpr"})
 """Primitives that call a jaxpr with their operands: their body is walked in their place."""
@@ -229,7 +231,7 @@ class Place(NamedTuple):
     code: str  # the expression on that line, when it is known exactly ("" otherwise)
 
     def __str__(self) -> str:
-        place = f"{self.file.rsplit(os.sep, 1)[-1]}:{self.line}"
+        place = code_location(self.file, self.line)  # model.py:12, or Cell In[3], line 2
         return f"`{self.code}` ({place})" if self.code else f"at {place}"
 
 
@@ -260,6 +262,10 @@ def source_line(*eqns) -> str:
         for eqn in eqns:
             if eqn is not None:
                 where = source_info_util.summarize(eqn.source_info)
+                frame = source_info_util.user_frame(eqn.source_info.traceback)
+                cell = frame and cell_location(frame.file_name, frame.start_line)
+                if frame is not None and cell:  # a notebook's cell, named as IPython does
+                    return f"{cell} ({frame.function_name})"
                 if where:
                     return where
     except Exception:  # noqa: BLE001 - a private API: say less rather than fail
