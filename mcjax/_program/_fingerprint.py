@@ -149,7 +149,7 @@ def _name(word: str) -> str:
     return word.split("/", 1)[0].split(" ", 1)[0]
 
 
-def _names(words, limit: int = 3) -> list[str]:
+def _names(words) -> list[str]:
     names: list[str] = []
     for word in words:
         name = _name(word)

@@ -23,7 +23,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, overload
 
 import optax
 
@@ -60,6 +60,9 @@ class Transformation(Protocol):
 
     @property
     def update(self) -> Callable[..., Any]: ...
+
+
+T = TypeVar("T", bound=Transformation)
 
 
 def is_transformation(value) -> bool:
@@ -170,8 +173,17 @@ def described(identity: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: as_json(describe(v)) for k, v in defaults.items()}, **identity}
 
 
-def optimizer(name: str | Transformation, *, learning_rate: Any = 1e-3,
-              **hyper) -> Transformation:
+@overload
+def optimizer(name: str, *, learning_rate: Any = 1e-3, **hyper) -> optax.GradientTransformation:
+    ...
+
+
+@overload
+def optimizer(name: T, *, learning_rate: Any = 1e-3, **hyper) -> T:
+    ...
+
+
+def optimizer(name, *, learning_rate: Any = 1e-3, **hyper):
     r"""An optax optimizer chosen by name.
 
     Args:
