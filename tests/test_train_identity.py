@@ -6,8 +6,11 @@ Optax-style transformations that are no GradientTransformation train and resume.
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import chex
 import equinox as eqx
@@ -295,3 +298,66 @@ def test_a_digest_does_not_depend_on_memory_addresses():
     assert a != b and "object at 0x" in repr(a)
     assert stable_digest(a) == stable_digest(b)
     assert stable_digest(key_of(1)) != stable_digest(key_of(2))
+
+
+# the fingerprints of an Equinox, a linen and a MultiSteps run, as this process and a new one
+# (another hash seed, other object addresses) trace them, under the suite's settings
+FINGERPRINTS = '''
+import json
+import equinox as eqx
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+import mcjax
+from mcjax._train._models import objective
+from mcjax._train._programs import fingerprints
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+f32 = jnp.float32
+batch = (jax.ShapeDtypeStruct((8, 3), f32), jax.ShapeDtypeStruct((8, 1), f32))
+mlp = eqx.nn.MLP(3, 1, 8, 2, activation=jax.nn.gelu, dtype=f32, key=jax.random.key(0))
+params, static = eqx.partition(mlp, eqx.is_inexact_array)
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(nn.tanh(nn.Dense(8)(x)))
+
+
+def run(init, loss, optimizer):
+    shapes = jax.eval_shape(init, jax.random.key(0))
+    state = jax.eval_shape(optimizer.init, shapes)
+    found = fingerprints(objective(mcjax.Model(init, loss)), optimizer, shapes, batch,
+                         jax.eval_shape(lambda: jax.random.key(0)), state)
+    return {name: fp.digest for name, fp in found.items()}
+
+
+DIGESTS = {
+    "equinox": run(lambda key: params, lambda p, b: jnp.mean(
+        (jax.vmap(eqx.combine(p, static))(b[0]) - b[1]) ** 2), optax.adamw(1e-3)),
+    "linen": run(lambda key: Net().init(key, jnp.zeros((1, 3), f32)), lambda p, b: jnp.mean(
+        (Net().apply(p, b[0]) - b[1]) ** 2), optax.chain(optax.clip_by_global_norm(1.0),
+                                                        optax.adam(1e-3))),
+    "multisteps": run(lambda key: {"w": jnp.zeros((3, 1), f32)}, lambda p, b: jnp.mean(
+        (b[0] @ p["w"] - b[1]) ** 2), optax.MultiSteps(optax.sgd(0.1), every_k_schedule=4)),
+}
+if __name__ == "__main__":
+    print(json.dumps(DIGESTS))
+'''
+
+
+def test_the_same_code_has_the_same_fingerprints_in_a_new_process():
+    here: dict = {}
+    exec(compile(FINGERPRINTS, "fingerprints.py", "exec"), here)
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONHASHSEED": "12345",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", FINGERPRINTS], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == here["DIGESTS"]
+    assert len({d for run in here["DIGESTS"].values() for d in run.values()}) == 6
