@@ -12,6 +12,8 @@ from mcjax._core._errors import DtypeError
 from mcjax._derive._interpret import interpret
 from mcjax._derive._names import argument_exprs, constant_exprs
 from mcjax._jacobian import _build as B
+from mcjax._jacobian._verify import PROBES, Verification
+from mcjax._jacobian._verify import verify as verify_probes
 from mcjax._program.primitives import Operand
 
 
@@ -47,7 +49,10 @@ def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = Fals
       A function of ``f``'s arguments returning the Jacobian in numerator layout
       (``J.shape == out.shape + arg.shape``), in ``jax.jacfwd``'s structure: a
       :class:`~mcjax.Jacobian` for an array argument and output, else ``f``'s output tree
-      with each leaf replaced by the argument's tree of Jacobians.
+      with each leaf replaced by the argument's tree of Jacobians.  Its method
+      ``.verify(*args, probes=4, seed=0)`` derives at ``args`` and checks the whole result
+      against ``jax.jvp``/``jax.vjp`` by random probes (:meth:`mcjax.Jacobian.verify`),
+      returning the verdict, whose ``.derivative`` is the result.
 
     Raises:
       DtypeError: (when called) the argument or the output is not floating point.
@@ -79,6 +84,14 @@ def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = Fals
         x_tree = tuple(args[i] for i in positions) if many else args[positions[0]]
         return _derive(f, args, positions, x_tree, strict)
 
+    def verify(*args, probes: int = PROBES, seed: int = 0) -> Verification:
+        """Derive at ``args`` and check the result against ``jax.jvp``/``jax.vjp`` by
+        ``probes`` random tangents and cotangents (see :meth:`mcjax.Jacobian.verify`); the
+        verdict's ``.derivative`` is the result."""
+        return verify_probes(f, derivative(*args), args, argnums, probes=probes, seed=seed,
+                             caller="mcjax.derive(f).verify")
+
+    setattr(derivative, "verify", verify)
     return derivative
 
 
