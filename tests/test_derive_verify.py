@@ -155,6 +155,16 @@ def test_a_custom_vjp_rule_is_checked_through_jax_vjp(rng):
     assert verdict.ok and verdict.reference.startswith("jax.vjp and its transpose")
 
 
+def test_an_opaque_block_is_checked_too(rng):
+    x = jnp.asarray(rng.standard_normal(3))
+
+    def spectrum(v):  # eigh has no structured rule: an opaque block, checked under jax.jit
+        return jnp.linalg.eigvalsh(jnp.diag(v) + 0.25) * v
+
+    verdict = mcjax.derive(spectrum).verify(x)
+    assert verdict.ok and "J[eigh]" in verdict.derivative.formula(), verdict
+
+
 def test_where_jax_vjp_fails_forward_mode_alone_is_the_reference():
     def padded(v):  # JAX's transpose rule of pad fails on a constant operand
         return jax.lax.pad(jnp.ones((2, 3), v.dtype), v, ((1, 0, 1), (2, 1, 0)))

@@ -182,6 +182,14 @@ def test_tags_are_the_established_ones(what, J, expected):
         close(op.as_matrix(), J.dense().reshape(op.out_size(), op.in_size()))
 
 
+def test_factors_of_two_dtypes_compose(rng):
+    d = jnp.asarray(rng.standard_normal(3), jnp.float32)
+    A = jnp.asarray(rng.standard_normal((2, 3)))
+    op = Composed(Dense(A, in_ndim=1), Diagonal(d)).to_lineax()  # float64 after float32
+    assert op.in_structure() == jax.ShapeDtypeStruct((3,), F64)
+    close(op.as_matrix(), A * d.astype(F64))
+
+
 def test_a_linear_solve_through_a_diagonal_a_kronecker_block_and_a_dense_one(rng):
     x = jnp.asarray(rng.standard_normal(4))
     J = mcjax.derive(jnp.exp)(x)

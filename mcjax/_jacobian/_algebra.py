@@ -762,7 +762,8 @@ class Composed(Jacobian):
 
 @L.as_operator.register
 def _(J: Composed, lx):
-    return J.outer.to_lineax() @ J.inner.to_lineax()
+    # lineax composes operators of one dtype: each factor in the product's
+    return as_dtype(J.outer, J.dtype).to_lineax() @ as_dtype(J.inner, J.dtype).to_lineax()
 
 
 @L.established.register
@@ -905,7 +906,8 @@ class Sum(Jacobian):
 
 @L.as_operator.register
 def _(J: Sum, lx):
-    return functools.reduce(lambda a, b: a + b, (t.to_lineax() for t in J.terms))
+    return functools.reduce(lambda a, b: a + b, (as_dtype(t, J.dtype).to_lineax()
+                                                 for t in J.terms))
 
 
 @L.established.register
