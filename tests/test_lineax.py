@@ -187,7 +187,7 @@ def test_factors_of_two_dtypes_compose(rng):
     A = jnp.asarray(rng.standard_normal((2, 3)))
     op = Composed(Dense(A, in_ndim=1), Diagonal(d)).to_lineax()  # float64 after float32
     assert op.in_structure() == jax.ShapeDtypeStruct((3,), F64)
-    close(op.as_matrix(), A * d.astype(F64))
+    close(op.as_matrix(), A * d.astype(F64)[None, :])
 
 
 def test_a_linear_solve_through_a_diagonal_a_kronecker_block_and_a_dense_one(rng):
