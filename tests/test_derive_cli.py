@@ -1,6 +1,7 @@
 """``mcjax derive``: what it prints and its exit status (0 success, 1 a Jacobian that disagrees
 with jax.jvp/jax.vjp on random probes or a primitive without a structured rule under --strict,
-2 a usage, import or trace error with one line on stderr and no traceback).  Two runs in a subprocess, as a user runs it; the other outcomes through
+2 a usage, import or trace error with one line on stderr and no traceback).  Two runs in a
+subprocess, as a user runs it; the other outcomes through
 ``mcjax._cli.main`` in this process (a subprocess costs a JAX start-up each)."""
 
 from __future__ import annotations
@@ -114,4 +115,4 @@ def test_probes_must_be_a_positive_number(module, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["derive", f"{module}:layer", "--shapes", "3,2", "2", "3", "--probes", "0"])
     assert exit_.value.code == 2
-    assert "'0' is not a whole number of probes >= 1" in capsys.readouterr().err
+    assert "--probes: expected an int >= 1, got '0'" in capsys.readouterr().err

@@ -183,10 +183,12 @@ def test_errors_are_one_sentence(rng):
         J.verify(lambda v: jnp.stack([v, v]), x)
     with pytest.raises(mcjax.ShapeError, match="expected jax.jacfwd's structure"):
         J.verify(lambda v: (v, v), x)
-    with pytest.raises(ValueError, match="probes=0; expected at least 1"):
+    with pytest.raises(ValueError, match=r"mcjax.Jacobian.verify: probes=0; expected an int >= 1"):
         J.verify(jnp.sin, x, probes=0)
     with pytest.raises(ValueError, match=r"argnums=3 but f gets 1 argument\(s\)"):
         J.verify(jnp.sin, x, argnums=3)
+    with pytest.raises(TypeError, match=r"args\[0\]\['act'\] is a function"):
+        J.verify(lambda p: jnp.sin(p["x"]), {"x": x, "act": jnp.tanh})
 
 
 def test_the_probes_are_seeded(rng):

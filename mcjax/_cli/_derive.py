@@ -16,6 +16,8 @@ from mcjax._core._errors import UsageError
 
 
 def add_derive(subparsers) -> None:
+    from mcjax._cli import _argnums, _int_at_least
+
     p = subparsers.add_parser(
         "derive",
         help="derive the structured Jacobian of a function in your own file, and its formula",
@@ -32,8 +34,8 @@ def add_derive(subparsers) -> None:
     p.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. my_model.py:layer")
     p.add_argument("--shapes", nargs="+", required=True, metavar="SHAPE",
                    help="one shape per argument, e.g. --shapes 8,4 4 8 (() for a scalar)")
-    p.add_argument("--wrt", type=int, default=0, metavar="I",
-                   help="differentiate with respect to argument I (default 0)")
+    p.add_argument("--wrt", type=_argnums, default=0, metavar="I[,J...]",
+                   help="differentiate with respect to argument I (default 0), or several: 0,2")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="dtype of the arguments (default float32)")
     p.add_argument("--latex", action="store_true", help="print the formula in LaTeX")
@@ -42,23 +44,11 @@ def add_derive(subparsers) -> None:
                         "making an opaque block")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the check of the Jacobian against jax.jvp/jax.vjp")
-    p.add_argument("--probes", type=_positive, default=4, metavar="N",
+    p.add_argument("--probes", type=_int_at_least(1), default=4, metavar="N",
                    help="random tangents (and as many cotangents) of that check (default 4)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
                    help="seed of the random arguments and probes (default 0)")
     p.set_defaults(run=run_derive)
-
-
-def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of probes >= 1")
-    return value
 
 
 def run_derive(args) -> int:
@@ -80,8 +70,11 @@ def run_derive(args) -> int:
         print(f"{command}: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # noqa: BLE001 - f is the user's: say what failed, no traceback
-        raise UsageError(f"{command}: cannot derive {args.function} with respect to argument "
-                         f"{args.wrt} at shapes {shapes}: {_first_line(error)}") from None
+        wrt = (f"argument {args.wrt}" if isinstance(args.wrt, int) else
+               f"arguments {', '.join(map(str, args.wrt))}")
+        raise UsageError(f"{command}: cannot derive {args.function} with respect to {wrt} at "
+                         f"shapes {shapes}: "
+                         f"{_first_line(error).removeprefix('mcjax.derive: ')}") from None
     blocks = jax.tree_util.tree_flatten_with_path(
         J, is_leaf=lambda leaf: isinstance(leaf, mcjax.Jacobian))[0]
     for path, block in blocks:

@@ -1,10 +1,10 @@
 r"""Diagonals and constant blocks: element-wise operators (§4.2), scalar expansion (§4.3), sum
 reduction (§4.4) and the bias of a batched affine map.
 
-- :class:`Diagonal`, $\operatorname{diag}(\mathbf{d})$: the Jacobian of an element-wise operation;
-- :class:`Fill`, every entry one number $c$: the column $c\mathbf{1}$ of scalar expansion, the
+- ``mcjax.Diagonal``, $\operatorname{diag}(\mathbf{d})$: the Jacobian of an element-wise operation;
+- ``mcjax.Fill``, every entry one number $c$: the column $c\mathbf{1}$ of scalar expansion, the
   row $\mathbf{1}^\top$ of a sum;
-- :class:`Broadcast`, $c(\mathbf{1} \otimes I)$: one vector copied across a batch.
+- ``mcjax.Broadcast``, $c(\mathbf{1} \otimes I)$: one vector copied across a batch.
 """
 
 from __future__ import annotations

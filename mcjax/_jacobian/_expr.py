@@ -1,13 +1,13 @@
 r"""Expressions: what a value *is*, in the paper's notation, for the printed formula.
 
-Every value :func:`mcjax.derive` meets (an argument, an intermediate of ``f``, an entry of a
-structured Jacobian) carries an :class:`Expr` beside its array: ``z = W x + b`` is
+Every value ``mcjax.derive`` meets (an argument, an intermediate of ``f``, an entry of a
+structured Jacobian) carries an ``Expr`` beside its array: ``z = W x + b`` is
 ``Expr("add", (Expr("matmul", (W, x)), b))``.  Expressions are immutable and hashable (they
 ride in the static part of a Jacobian's pytree) and are built only through the constructors
 below, which fold constants and drop neutral elements (``1 x`` is ``x``, ``x - 0`` is ``x``)
 so that a derivative reads as a person would write it.
 
-Nothing here computes a number: :mod:`mcjax._jacobian._sym` pairs each expression with its
+Nothing here computes a number: ``mcjax._jacobian._sym`` pairs each expression with its
 value.
 """
 

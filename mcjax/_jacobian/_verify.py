@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcjax._core._arguments import argnums_spec, count, describe, numbers_as_array, positions
 from mcjax._core._conventions import tolerance
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._core._tolerance import check_atol, check_rtol
@@ -128,25 +129,28 @@ def verify(f, derivative, args: tuple, argnums: int | Sequence[int] = 0, *,
     Raises:
       ShapeError: the derivative does not have ``jax.jacfwd``'s structure and shapes.
       ValueError: ``argnums`` does not fit ``args``, or ``probes < 1``.
+      TypeError: ``argnums`` or ``probes`` is no int, or a differentiated argument holds
+        something other than arrays.
     """
-    if int(probes) < 1:
-        raise ValueError(f"{caller}: probes={probes!r}; expected at least 1")
-    many = not isinstance(argnums, int)
-    wrt = tuple(argnums) if many else (argnums,)
-    count = len(args)
-    if not all(isinstance(i, int) and -count <= i < count for i in wrt):
-        raise ValueError(f"{caller}: argnums={argnums!r} but f gets {count} argument(s); "
-                         f"expected ints in [0, {count})")
-    positions = tuple(i % count for i in wrt)
-    args = tuple(jax.tree_util.tree_map(jnp.asarray, a) for a in args)
-    x_tree = tuple(args[i] for i in positions) if many else args[positions[0]]
+    name = caller.removeprefix("mcjax.")
+    probes = count(name, "probes", probes)
+    spec = argnums_spec(name, argnums)
+    many = not isinstance(spec, int)
+    wrt = positions(name, spec, len(args))
+    args = tuple(numbers_as_array(a) if i in wrt else a for i, a in enumerate(args))
+    x_tree = tuple(args[i] for i in wrt) if many else args[wrt[0]]
     x_paths, x_def = jax.tree_util.tree_flatten_with_path(x_tree)
-    x_leaves = [leaf for _, leaf in x_paths]
+    for path, leaf in x_paths:
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float)):
+            raise TypeError(f"{caller}: {_argument_name(path, wrt, many)} is {describe(leaf)}; "
+                            "expected a floating array (or a pytree of them) to differentiate "
+                            "with respect to")
+    x_leaves = [jnp.asarray(leaf) for _, leaf in x_paths]
 
     def g(*leaves):
         chosen = jax.tree_util.tree_unflatten(x_def, leaves)
         full = list(args)
-        for k, i in enumerate(positions):
+        for k, i in enumerate(wrt):
             full[i] = chosen[k] if many else chosen
         return f(*full)
 
@@ -155,7 +159,7 @@ def verify(f, derivative, args: tuple, argnums: int | Sequence[int] = 0, *,
     outs = [leaf for _, leaf in out_paths]
     blocks = _blocks(derivative, out_def, x_def, outs, x_leaves, caller)
 
-    x_names = [_argument_name(p, positions, many) for p, _ in x_paths]
+    x_names = [_argument_name(p, wrt, many) for p, _ in x_paths]
     out_names = [f"out{jax.tree_util.keystr(p)}" if p else "f's output" for p, _ in out_paths]
     mode = "vjp" if custom_rules(closed.jaxpr) & {"custom_vjp_call", "custom_vjp_call_jaxpr"} \
         else "jvp/vjp"
