@@ -187,7 +187,7 @@ def test_errors_are_one_sentence(rng):
         J.verify(jnp.sin, x, probes=0)
     with pytest.raises(ValueError, match=r"argnums=3 but f gets 1 argument\(s\)"):
         J.verify(jnp.sin, x, argnums=3)
-    with pytest.raises(TypeError, match=r"args\[0\]\['act'\] is a function"):
+    with pytest.raises(TypeError, match=r"args\[0\]\['act'\] is a PjitFunction; expected a "):
         J.verify(lambda p: jnp.sin(p["x"]), {"x": x, "act": jnp.tanh})
 
 

@@ -196,11 +196,11 @@ class Jacobian:
 
         The operator maps arrays of ``in_shape`` to arrays of ``out_shape``
         (``op.in_structure()`` and ``op.out_structure()`` are ``jax.ShapeDtypeStruct`` of
-        those shapes); ``op.mv(v)`` is :meth:`jvp`, ``op.as_matrix()`` is :meth:`dense`
+        those shapes); ``op.mv(v)`` is ``jvp``, ``op.as_matrix()`` is ``dense``
         reshaped to ``(prod(out_shape), prod(in_shape))``.  It is lineax's own structure where
         there is one (``DiagonalLinearOperator`` for a diagonal, a ``PyTreeLinearOperator``
         for a dense array, ``@`` and ``+`` of the factors and terms), else a
-        ``FunctionLinearOperator`` on :meth:`jvp`.  It carries the lineax tags mcjax has
+        ``FunctionLinearOperator`` on ``jvp``.  It carries the lineax tags mcjax has
         established (a diagonal is ``diagonal_tag`` and ``symmetric_tag``; positive
         semidefinite only where its formula shows every entry to be $\\ge 0$), never
         assumed ones: lineax picks its solver by them and does not check them.
@@ -224,10 +224,10 @@ class Jacobian:
         """Check this Jacobian of ``f`` at ``args`` against JAX by random probes.
 
         A few random tangents $\\mathbf{v}$ and cotangents $\\mathbf{u}$ (``probes`` of
-        each, from ``seed``): $J\\mathbf{v}$ by :meth:`jvp` against ``jax.jvp(f)``, and
-        $\\mathbf{u}^\\top J$ by :meth:`vjp` against ``jax.vjp(f)``, within the checker's
-        tolerance for the dtype, relative to the products' size (see
-        :mod:`mcjax._jacobian._verify`).  It never builds the dense Jacobian.  For a
+        each, from ``seed``): $J\\mathbf{v}$ by ``jvp`` against ``jax.jvp(f)``, and
+        $\\mathbf{u}^\\top J$ by ``vjp`` against ``jax.vjp(f)``, within the checker's
+        tolerance for the dtype, relative to the products' size (the Derive page
+        of the docs states the policy).  It never builds the dense Jacobian.  For a
         derivative that is a pytree of Jacobians (``f`` of pytrees, a tuple of ``argnums``)
         use ``mcjax.derive(f, argnums).verify(*args)``.
 
