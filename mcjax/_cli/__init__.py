@@ -4,8 +4,8 @@ Each subcommand is a pair of functions: ``_add_NAME(subparsers)`` declares its o
 ``_run_NAME(args) -> exit status`` does the work (``train``'s pair is in ``_train``,
 ``derive``'s in ``_derive``, the rules table of ``verify`` in ``_summary``).  Exit status 0
 means success, 1 a failed check, 2 a usage error, 130 Ctrl-C and 143 SIGTERM outside a
-training loop (which stops at an epoch's end instead), each reported in one line.  A warning is one line too, without Python's source
-line, and said once.
+training loop (which stops at an epoch's end instead), each reported in one line.  A warning
+is one line too, without Python's source line, and said once.
 """
 
 from __future__ import annotations
