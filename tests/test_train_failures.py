@@ -18,10 +18,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import jax
 import pytest
 
 from mcjax.__main__ import main
+from mcjax._core._compat import enable_x64  # jax.enable_x64 from JAX 0.8
 from mcjax._train._checkpoint import DIGESTS, Store, step_name
 from mcjax._train._lock import Lock
 
@@ -40,7 +40,7 @@ def as_the_command_runs():
     suite turns float64 on), so that a run begun in a subprocess resumes here: float64 on or
     off changes what JAX traces (Adam's bias correction), and a resumed run must trace to the
     programs its run traced."""
-    with jax.enable_x64(False):
+    with enable_x64(False):
         yield
 
 
