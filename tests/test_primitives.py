@@ -4,6 +4,8 @@ diagnosis do with it."""
 
 from __future__ import annotations
 
+import pytest
+
 from mcjax._program.primitives import TABLE, coverage, differentiable_primitives
 from mcjax._program.primitives._table import BEHAVIOURS, FAMILIES
 
@@ -13,6 +15,17 @@ def test_every_differentiable_primitive_has_an_entry():
     assert len(names) > 150  # JAX's own table was read, not an empty one
     missing = [row.name for row in coverage() if row.entry is None]
     assert not missing, f"primitives JAX can differentiate without an entry: {missing}"
+
+
+def test_a_librarys_own_primitives_are_not_the_installed_jaxs():
+    """Equinox registers primitives of its own in JAX's table on import (noinline,
+    nondifferentiable_backward, ...): the coverage is the same whether or not a test before
+    this one imported it."""
+    pytest.importorskip("equinox")
+    import equinox.internal  # noqa: F401
+    from jax._src.interpreters import ad
+    assert "noinline" in {p.name for p in ad.primitive_jvps}  # registered ...
+    assert "noinline" not in differentiable_primitives()  # ... and not counted as JAX's
 
 
 def test_every_entry_says_what_each_client_does():

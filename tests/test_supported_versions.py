@@ -14,7 +14,9 @@ from packaging.version import Version
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTED_EXTRAS = ("pytest", "pytest-xdist", "hypothesis")  # what the oldest-versions step installs
+# what .ci/oldest installs besides mcjax's dependencies: these of the test extra, and the
+# lineax extra whole
+TESTED = ("pytest", "pytest-xdist", "hypothesis", "equinox", "flax")
 
 
 def _lines(name: str) -> list[str]:
@@ -35,14 +37,15 @@ def _floors(requirements: list[str]) -> dict[str, Version]:
 def test_every_floor_is_pinned_in_the_oldest_versions_and_nothing_else_is():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     floors = _floors(project["dependencies"])
-    test_extras = _floors([r for r in project["optional-dependencies"]["test"]
-                           if canonicalize_name(Requirement(r).name) in TESTED_EXTRAS])
+    extras = project["optional-dependencies"]
+    tested = _floors([r for r in extras["test"] if canonicalize_name(Requirement(r).name) in TESTED])
+    tested.update(_floors(extras["lineax"]))
     pins = {}
     for line in _lines("oldest.txt"):
         name, _, version = line.partition("==")
         assert version, f".ci/oldest.txt: {line!r}; expected name==version"
         pins[canonicalize_name(name)] = Version(version)
-    assert pins == {**floors, **test_extras}
+    assert len(tested) == len(TESTED) + 1 and pins == {**floors, **tested}
 
 
 def test_the_oldest_versions_subset_names_test_files_that_exist():
