@@ -9,15 +9,17 @@ a Module, a FrozenDict for a dict) is a gradient, never called as a VJP function
 function may be marked with mcjax.vjp.
 """
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen, nnx
-from flax.core import FrozenDict
 
 import mcjax
+
+eqx = pytest.importorskip("equinox", minversion="0.13")
+flax = pytest.importorskip("flax", minversion="0.12")
+from flax import linen, nnx  # noqa: E402
+from flax.core import FrozenDict  # noqa: E402
 
 F32 = jnp.float32
 X = jnp.asarray([0.3, -1.2, 0.7], F32)
@@ -61,6 +63,21 @@ def test_an_equinox_mlp_whole_its_activation_a_field(mlp):
     assert not mcjax.check(loss, without_bias_terms, mlp, X).ok
     fast = mcjax.check(loss, off_at_one_entry, mlp, X, mode="fast")
     assert not fast.ok and fast.mode == "fast", fast
+
+
+def test_a_float_field_is_a_static_hyper_parameter_as_in_equinox():
+    class Scaled(eqx.Module):  # eqx.nn.Dropout's p is such a field
+        w: jax.Array
+        temperature: float = 2.0
+
+        def __call__(self, x):
+            return jnp.tanh(self.w * x / self.temperature)
+
+    model = Scaled(jnp.asarray([0.5, -1.0, 2.0], F32))
+    hand = lambda m, x: eqx.tree_at(lambda g: g.w, m, (1 - m(x) ** 2) * x / m.temperature)  # noqa: E731
+    assert mcjax.check(lambda m, x: jnp.sum(m(x)), hand, model, X).ok  # temperature kept
+    assert mcjax.check(lambda m, x: jnp.sum(m(x)), eqx.filter_grad(lambda m, x: jnp.sum(m(x))),
+                       model, X).ok  # temperature None
 
 
 def test_a_partitioned_equinox_model_with_jax_grad(mlp):

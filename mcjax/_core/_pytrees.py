@@ -33,9 +33,18 @@ def is_inexact_array(leaf) -> bool:
 
 
 def floats_as_arrays(tree):
-    """Every Python ``float`` leaf of ``tree`` as a JAX array, as ``jax.grad`` takes it (a
-    differentiated argument ``{"w": 1.0}`` is differentiated there); the rest untouched."""
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a) if type(a) is float else a, tree)
+    """Every Python ``float`` of ``tree`` held in plain containers (the root, dicts, lists,
+    tuples) as a JAX array: differentiated, as ``jax.grad`` differentiates ``{"w": 1.0}``.
+    A float that is a field of an object (``eqx.nn.Dropout``'s ``p``, a module's temperature)
+    stays a static hyper-parameter, as ``eqx.filter_grad`` keeps it."""
+    plain = (jax.tree_util.DictKey, jax.tree_util.SequenceKey)
+
+    def convert(path, a):
+        if type(a) is float and all(isinstance(k, plain) for k in path):
+            return jnp.asarray(a)
+        return a
+
+    return jax.tree_util.tree_map_with_path(convert, tree)
 
 
 def partition(tree) -> tuple[Any, Any]:

@@ -57,7 +57,10 @@ def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
       f: a function of arrays (or pytrees of arrays) returning an array or a pytree of them.
         A Python list of numbers passed as the differentiated argument is an array (as in
         ``mcjax.check``); leaves of the other arguments that are not numbers (strings,
-        flags, functions) are passed to ``f`` as they are.
+        flags, functions) are passed to ``f`` as they are.  The differentiated argument may
+        be a model (an Equinox module, an nnx Module or ``State``, linen variables): its
+        floating array leaves are differentiated and the result has ``None`` at the rest
+        (an ``eqx.nn.MLP``'s ``activation``), as ``eqx.filter_grad``.
       argnums: which positional argument to differentiate with respect to (an int), or a
         non-empty tuple of distinct ints (the result then has a tuple where ``jax.jacfwd``
         has one), as ``jax.jacfwd`` takes it.

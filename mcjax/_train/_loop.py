@@ -27,7 +27,7 @@ import numpy as np
 
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import CheckpointError, Problems, ShapeError, shape_str
-from mcjax._core._pytrees import partition
+from mcjax._core._pytrees import floats_as_arrays, partition
 from mcjax._program._compile import compile_keyed
 from mcjax._train import _history, _sharding
 from mcjax._train._backprop_check import check_backprop
@@ -147,7 +147,7 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     given = model  # an Equinox module's functions, say, are carried along, not trained
     static = static_part(model.init, config.seed, params)
     model = split_model(model, static)
-    params = None if params is None else partition(params)[0]
+    params = None if params is None else partition(floats_as_arrays(params))[0]
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"mcjax.train: evaluate={evaluate!r:.60}; expected a function "
                         "params -> {name: number} or None")

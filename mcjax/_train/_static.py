@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 
-from mcjax._core._pytrees import combine, has_static, partition
+from mcjax._core._pytrees import combine, floats_as_arrays, has_static, partition
 from mcjax._train._models import Model
 
 
@@ -27,11 +27,12 @@ def static_part(init, seed: int, params=None):
     in it, if any, computed from the run's init key), or None when every leaf is an inexact
     array."""
     if params is not None:
+        params = floats_as_arrays(params)
         return partition(params)[1] if has_static(params) else None
     found = []
 
     def trained(k):
-        dynamic, static = partition(init(k))
+        dynamic, static = partition(floats_as_arrays(init(k)))
         found.append(static)
         return dynamic
 
@@ -44,7 +45,8 @@ def static_part(init, seed: int, params=None):
         # the key _loop._start initialises with
         key = jax.random.split(jax.random.key(seed))[0]
         arrays = jax.jit(lambda k: jax.tree.map(
-            lambda a: a if isinstance(a, jax.Array) else None, partition(init(k))[1]))(key)
+            lambda a: a if isinstance(a, jax.Array) else None,
+            partition(floats_as_arrays(init(k)))[1]))(key)
         static = combine(arrays, static)
     return static
 
@@ -71,7 +73,7 @@ def split_model(model: Model, static) -> Model:
 
     @functools.wraps(model.init)
     def init(key):
-        return partition(model.init(key))[0]
+        return partition(floats_as_arrays(model.init(key)))[0]
 
     check = model.check
     return model._replace(init=init, loss=rejoin(model.loss),
