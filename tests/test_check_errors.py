@@ -331,6 +331,8 @@ BAD_FLAGS = [  # (command line, words of the one line on stderr); each exits 2
     (["derive", "user_model.py:log", "--shapes", "3", "--wrt", "2"], "argnums=2 but f gets 1"),
     (["derive", "user_model.py:log", "--shapes", "3", "--seed", "-1"],
      "argument --seed: expected an int >= 0"),
+    (["derive", "user_model.py:log", "--shapes", "3", "--probes", "0"],
+     "argument --probes: expected an int >= 1"),
     (["derive", "user_model.py:log", "--shapes", "3", "--dtype", "float16"],
      "argument --dtype: invalid choice"),
 ]

@@ -216,10 +216,15 @@ def test_the_check_sees_the_first_step_as_training_does():
 
 
 def test_a_resumed_run_checks_its_backprop_where_it_resumes(tmp_path):
-    mcjax.train(NEURON, (X, Y), grad="analytic", checkpoint_dir=tmp_path, **{**RUN, "epochs": 2})
+    # (a backprop edited between the two is another traced loss, refused before any check)
+    wrong = _times_two(NEURON)
+    mcjax.train(wrong, (X, Y), grad="analytic", checkpoint_dir=tmp_path, check_backprop=False,
+                **{**RUN, "epochs": 2})
     with pytest.raises(mcjax.DerivativeError, match="at the start of epoch 3, on the 8 rows"):
-        mcjax.train(_times_two(NEURON), (X, Y), grad="analytic", checkpoint_dir=tmp_path,
-                    resume=True, **RUN)
+        mcjax.train(wrong, (X, Y), grad="analytic", checkpoint_dir=tmp_path, resume=True, **RUN)
+    with pytest.raises(mcjax.CheckpointError, match=r"the traced loss \(and its gradient\) "
+                                                    r"differs: mul gone"):
+        mcjax.train(NEURON, (X, Y), grad="analytic", checkpoint_dir=tmp_path, resume=True, **RUN)
 
 
 def test_what_a_callback_raises_stops_the_run_and_says_where(tmp_path):

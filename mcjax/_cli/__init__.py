@@ -1,11 +1,11 @@
 """The ``mcjax`` command.
 
 Each subcommand is a pair of functions: ``_add_NAME(subparsers)`` declares its options and
-``_run_NAME(args) -> exit status`` does the work (``train``'s pair is in ``_train``, the
-rules table of ``verify`` in ``_summary``).  Exit status 0 means success, 1 a failed check, 2 a
-usage error, 130 Ctrl-C and 143 SIGTERM outside a training loop (which stops at an epoch's
-end instead), each reported in one line.  A warning is one line too, without Python's source
-line, and said once.
+``_run_NAME(args) -> exit status`` does the work (``train``'s pair is in ``_train``,
+``derive``'s in ``_derive``, the rules table of ``verify`` in ``_summary``).  Exit status 0
+means success, 1 a failed check, 2 a usage error, 130 Ctrl-C and 143 SIGTERM outside a
+training loop (which stops at an epoch's end instead), each reported in one line.  A warning
+is one line too, without Python's source line, and said once.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from mcjax._core._conventions import DTYPES, SHAPE_CASES
 from mcjax._core._errors import UsageError
 from mcjax._core._tolerance import FAST_DIRECTIONS
-from mcjax._core._user_code import import_user_module
+from mcjax._core._user_code import import_user_module, load_object
 
 
 def _enable_x64_if(dtypes) -> None:
@@ -160,15 +160,7 @@ def _run_verify(args) -> int:
 # -- check -------------------------------------------------------------------------------
 def _load(spec: str, what: str, command: str = "mcjax check"):
     """``MODULE:NAME`` -> the object; MODULE is a dotted name or a path to a .py file."""
-    module_name, sep, name = spec.rpartition(":")
-    if not sep or not module_name or not name:
-        raise UsageError(f"{command}: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
-    module = import_user_module(module_name, f"{command}: {what} {spec!r}")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise UsageError(f"{command}: {what} {spec!r}: module {module_name} has no "
-                         f"{name!r}") from None
+    return load_object(spec, what, command)[1]
 
 
 def _parse_shape(text: str, command: str = "mcjax check") -> tuple[int, ...]:
@@ -341,67 +333,6 @@ def _check_output(path: str, flag: str, command: str = "mcjax check") -> None:
                          f"{Path(path) / 'heatmap.png'}")
 
 
-# -- derive ----------------------------------------------------------------------------------
-def _add_derive(subparsers) -> None:
-    p = subparsers.add_parser(
-        "derive",
-        help="derive the structured Jacobian of a function in your own file, and its formula",
-        description=(
-            "Trace FUNCTION at random standard-normal arguments of the given shapes and apply "
-            "the paper's rules to it (mcjax.derive): print the tree of structured Jacobians "
-            "and the formula in the paper's notation. Exits 2 if FUNCTION cannot be loaded or "
-            "traced, 1 if --strict finds a primitive without a structured rule."
-        ),
-    )
-    p.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. my_model.py:layer")
-    p.add_argument("--shapes", nargs="+", required=True, metavar="SHAPE",
-                   help="one shape per argument, e.g. --shapes 8,4 4 8 (() for a scalar)")
-    p.add_argument("--wrt", type=_argnums, default=0, metavar="I[,J...]",
-                   help="differentiate with respect to argument I (default 0), or several: 0,2")
-    p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="dtype of the arguments (default float32)")
-    p.add_argument("--latex", action="store_true", help="print the formula in LaTeX")
-    p.add_argument("--strict", action="store_true",
-                   help="fail (exit 1) on a primitive without a structured rule instead of "
-                        "making an opaque block")
-    p.add_argument("--seed", type=_int_at_least(0), default=0,
-                   help="seed of the random arguments (default 0)")
-    p.set_defaults(run=_run_derive)
-
-
-def _run_derive(args) -> int:
-    _enable_x64_if([args.dtype])
-    import jax
-
-    import mcjax
-
-    command = "mcjax derive"
-    f = _load(args.function, "FUNCTION", command)  # a UsageError: one line, status 2
-    values = _arguments(args, command)
-    shapes = [v.shape for v in values]
-    try:
-        J = mcjax.derive(f, args.wrt, strict=args.strict)(*values)
-    except NotImplementedError as error:
-        print(f"{command}: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # noqa: BLE001 - f is the user's: say what failed, no traceback
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        wrt = (f"argument {args.wrt}" if isinstance(args.wrt, int) else
-               f"arguments {', '.join(map(str, args.wrt))}")
-        raise UsageError(f"{command}: cannot derive {args.function} with respect to {wrt} at "
-                         f"shapes {' '.join(map(str, shapes))}: "
-                         f"{message.removeprefix('mcjax.derive: ')}") from None
-    blocks = jax.tree_util.tree_flatten_with_path(
-        J, is_leaf=lambda leaf: isinstance(leaf, mcjax.Jacobian))[0]
-    for path, block in blocks:
-        name = f"J{jax.tree_util.keystr(path)}"
-        print(f"{name}: shape {block.out_shape} ← {block.in_shape}")
-        print(block.structure())
-        print(f"{name} = {block.latex() if args.latex else block.formula()}")
-        print()
-    return 0
-
-
 # -- the command ---------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error in one line (what went wrong and where to read more)
@@ -412,6 +343,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mcjax._cli._derive import add_derive
     from mcjax._cli._train import add_train
 
     parser = _Parser(
@@ -423,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     _add_verify(subparsers)
     _add_check(subparsers)
-    _add_derive(subparsers)
+    add_derive(subparsers)
     add_train(subparsers)
     return parser
 

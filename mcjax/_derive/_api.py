@@ -23,6 +23,8 @@ from mcjax._core._pytrees import floats_as_arrays, is_inexact_array, partition
 from mcjax._derive._interpret import interpret
 from mcjax._derive._names import argument_exprs, constant_exprs
 from mcjax._jacobian import _build as B
+from mcjax._jacobian._verify import PROBES, Verification
+from mcjax._jacobian._verify import verify as verify_probes
 from mcjax._program.primitives import Operand
 
 
@@ -70,7 +72,10 @@ def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
       A function of ``f``'s arguments returning the Jacobian in numerator layout
       (``J.shape == out.shape + arg.shape``), in ``jax.jacfwd``'s structure: a
       ``mcjax.Jacobian`` for an array argument and output, else ``f``'s output tree
-      with each leaf replaced by the argument's tree of Jacobians.
+      with each leaf replaced by the argument's tree of Jacobians.  Its method
+      ``.verify(*args, probes=4, seed=0)`` derives at ``args`` and checks the whole result
+      against ``jax.jvp``/``jax.vjp`` by random probes (``mcjax.Jacobian.verify``),
+      returning the verdict, whose ``.derivative`` is the result.
 
     Raises:
       TypeError: ``f`` is not callable, ``argnums`` is not an int or tuple of ints or
@@ -109,6 +114,14 @@ def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
                   else tuple(partition(args[i])[0] for i in wrt))
         return _derive(f, args, wrt, x_tree, strict)
 
+    def verify(*args, probes: int = PROBES, seed: int = 0) -> Verification:
+        """Derive at ``args`` and check the result against ``jax.jvp``/``jax.vjp`` by
+        ``probes`` random tangents and cotangents (see ``mcjax.Jacobian.verify``); the
+        verdict's ``.derivative`` is the result."""
+        return verify_probes(f, derivative(*args), args, spec, probes=probes, seed=seed,
+                             caller="mcjax.derive(f).verify")
+
+    setattr(derivative, "verify", verify)
     return derivative
 
 

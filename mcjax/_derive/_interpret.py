@@ -20,6 +20,8 @@ equation, marked with its name (``mcjax.Opaque``): correct, unstructured.  With
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -310,10 +312,11 @@ def _linear_map(eqn, operands, k: int, active: tuple[int, ...]):
         except Exception:  # noqa: BLE001 - JAX linearizes no further (a window reduction by
             return _forward_map(in_one, values[k])  # its own computation): forward mode
     zeros = [jnp.zeros_like(values[j]) for j in moving]
-    return jax.tree_util.Partial(_in_slot, linear, moving.index(k), zeros)
+    # the slot is static (in the Partial's function), not a leaf: a Jacobian goes through jit
+    return jax.tree_util.Partial(functools.partial(_in_slot, moving.index(k)), linear, zeros)
 
 
-def _in_slot(linear, slot, zeros, v):
+def _in_slot(slot, linear, zeros, v):
     tangents = list(zeros)
     tangents[slot] = v
     return linear(*tangents)

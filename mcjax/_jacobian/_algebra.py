@@ -44,6 +44,7 @@ from mcjax._core._conventions import wider
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
+from mcjax._jacobian import _lineax as L
 from mcjax._jacobian._print import ATOM, PRODUCT, SUM
 from mcjax._jacobian._sym import Sym, lift
 
@@ -190,6 +191,71 @@ class Jacobian:
         """The formula for LaTeX front ends (nbconvert to PDF)."""
         return F.display_latex(self)
 
+    def to_lineax(self):
+        """This Jacobian as a ``lineax.AbstractLinearOperator`` (``pip install 'mcjax[lineax]'``).
+
+        The operator maps arrays of ``in_shape`` to arrays of ``out_shape``
+        (``op.in_structure()`` and ``op.out_structure()`` are ``jax.ShapeDtypeStruct`` of
+        those shapes); ``op.mv(v)`` is ``jvp``, ``op.as_matrix()`` is ``dense``
+        reshaped to ``(prod(out_shape), prod(in_shape))``.  It is lineax's own structure where
+        there is one (``DiagonalLinearOperator`` for a diagonal, a ``PyTreeLinearOperator``
+        for a dense array, ``@`` and ``+`` of the factors and terms), else a
+        ``FunctionLinearOperator`` on ``jvp``.  It carries the lineax tags mcjax has
+        established (a diagonal is ``diagonal_tag`` and ``symmetric_tag``; positive
+        semidefinite only where its formula shows every entry to be $\\ge 0$), never
+        assumed ones: lineax picks its solver by them and does not check them.
+
+        Raises:
+          ImportError: lineax is not installed.
+
+        Example:
+
+            >>> import lineax
+            >>> J = mcjax.derive(jnp.exp)(jnp.array([0.0, 1.0]))
+            >>> op = J.to_lineax()
+            >>> lineax.linear_solve(op, jnp.array([1.0, 1.0])).value  # exp(-x)
+            Array([1.        , 0.36787945], dtype=float32)
+            >>> lineax.is_positive_semidefinite(op)  # exp(x) > 0, from the formula
+            True
+        """
+        return L.to_lineax(self)
+
+    def verify(self, f: Callable, *args, argnums: int = 0, probes: int = 4, seed: int = 0):
+        """Check this Jacobian of ``f`` at ``args`` against JAX by random probes.
+
+        A few random tangents $\\mathbf{v}$ and cotangents $\\mathbf{u}$ (``probes`` of
+        each, from ``seed``): $J\\mathbf{v}$ by ``jvp`` against ``jax.jvp(f)``, and
+        $\\mathbf{u}^\\top J$ by ``vjp`` against ``jax.vjp(f)``, within the checker's
+        tolerance for the dtype, relative to the products' size (the Derive page
+        of the docs states the policy).  It never builds the dense Jacobian.  For a
+        derivative that is a pytree of Jacobians (``f`` of pytrees, a tuple of ``argnums``)
+        use ``mcjax.derive(f, argnums).verify(*args)``.
+
+        Args:
+          f: the function this is the Jacobian of (one array out).
+          *args: the point: ``f``'s positional arguments.
+          argnums: which argument this is the Jacobian with respect to.
+          probes: how many random tangents, and cotangents.
+          seed: the seed of the probes.
+
+        Returns:
+          A ``Verification``: ``.ok`` (also its truth value), ``.error`` and ``.tolerance``
+          (relative), ``.where`` it disagrees most; ``str()`` is the verdict in one line.
+
+        Raises:
+          ShapeError: this Jacobian's shape is not ``f``'s output shape then the argument's.
+
+        Example:
+
+            >>> x = jnp.array([0.5, -1.0, 2.0])
+            >>> J = mcjax.derive(jnp.tanh)(x)
+            >>> J.verify(jnp.tanh, x).ok
+            True
+        """
+        from mcjax._jacobian._verify import verify
+
+        return verify(f, self, args, argnums, probes=probes, seed=seed)
+
     # -- the formula ------------------------------------------------------------------------
     def formula(self) -> str:
         """The Jacobian in the paper's notation, e.g. ``diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b``.
@@ -242,9 +308,15 @@ def dense_by_columns(J: Jacobian) -> jax.Array:
 
 
 def transpose_apply(J: Jacobian, u):
-    """$u^\\top J$ for a Jacobian that only knows ``jvp``: JAX transposes the linear map."""
+    """$u^\\top J$ for a Jacobian that only knows ``jvp``: JAX transposes the linear map, or
+    where one of JAX's transpose rules fails (``lax.pad`` of a constant with respect to its
+    padding value) ``u`` meets the dense form's columns."""
     primal = jax.ShapeDtypeStruct(tuple(J.in_shape), J.dtype)
-    (out,) = jax.linear_transpose(J.jvp, primal)(jnp.asarray(u).astype(J.dtype))
+    u = jnp.asarray(u).astype(J.dtype)
+    try:
+        (out,) = jax.linear_transpose(J.jvp, primal)(u)
+    except TypeError:
+        return jnp.tensordot(u, dense_by_columns(J), axes=len(J.out_shape))
     return out
 
 
@@ -553,6 +625,11 @@ class Zero(Jacobian):
         return jnp.zeros(self.shape, self.dtype)
 
 
+@L.established.register
+def _(J: Zero):
+    return frozenset(L.TAGS)  # the zero matrix is every one of them (where it is square)
+
+
 def zero(out_shape, in_shape, dtype) -> Jacobian:
     return Zero(out_shape, in_shape, dtype)
 
@@ -602,6 +679,17 @@ class ScaledIdentity(Jacobian):
 
     def dense(self):
         return self.scale * _eye_tensor(self.in_shape, self.scale.dtype)
+
+
+@L.as_operator.register
+def _(J: ScaledIdentity, lx):
+    eye = lx.IdentityLinearOperator(L.structure(J.in_shape, J.dtype))
+    return eye if is_identity(J) else eye * J.scale
+
+
+@L.established.register
+def _(J: ScaledIdentity):
+    return frozenset({"diagonal", "symmetric"}) | L.sign_tags(J)
 
 
 def identity(shape, dtype) -> Jacobian:
@@ -683,6 +771,24 @@ class Composed(Jacobian):
 
     def children(self):
         return tuple(factors_of(self))
+
+
+@L.as_operator.register
+def _(J: Composed, lx):
+    # lineax composes operators of one dtype: each factor in the product's
+    return as_dtype(J.outer, J.dtype).to_lineax() @ as_dtype(J.inner, J.dtype).to_lineax()
+
+
+@L.established.register
+def _(J: Composed):
+    """A product of diagonals is diagonal, and its sign the product of theirs."""
+    tags = [L.tags_of(f) for f in factors_of(J)]
+    if not all("diagonal" in t for t in tags):
+        return frozenset()
+    sign = 1
+    for t in tags:
+        sign *= 1 if "positive_semidefinite" in t else -1 if "negative_semidefinite" in t else 0
+    return frozenset({"diagonal", "symmetric"}) | L._SIGN_TAGS[sign]
 
 
 @as_dtype.register
@@ -809,6 +915,18 @@ class Sum(Jacobian):
 
     def children(self):
         return self.terms
+
+
+@L.as_operator.register
+def _(J: Sum, lx):
+    return functools.reduce(lambda a, b: a + b, (as_dtype(t, J.dtype).to_lineax()
+                                                 for t in J.terms))
+
+
+@L.established.register
+def _(J: Sum):
+    """What every term is, the sum is (symmetric, diagonal, semidefinite of one sign)."""
+    return frozenset.intersection(*(L.tags_of(t) for t in J.terms))
 
 
 @scale.register

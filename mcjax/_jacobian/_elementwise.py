@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
+from mcjax._jacobian import _lineax as L
 from mcjax._jacobian._algebra import (
     Jacobian,
     ScaledIdentity,
@@ -75,6 +76,16 @@ class Diagonal(Jacobian):
 
     def dense(self):
         return jnp.diag(self.diagonal.reshape(-1)).reshape(self.shape)
+
+
+@L.as_operator.register
+def _(J: Diagonal, lx):
+    return lx.DiagonalLinearOperator(J.diagonal)
+
+
+@L.established.register
+def _(J: Diagonal):
+    return frozenset({"diagonal", "symmetric"}) | L.sign_tags(J)
 
 
 def diagonal(d: Sym, shape, dtype) -> Jacobian:
@@ -173,6 +184,12 @@ class Fill(Jacobian):
 
     def dense(self):
         return jnp.broadcast_to(self.value, self.shape)
+
+
+@L.established.register
+def _(J: Fill):
+    """$c\\,\\mathbf{1}\\mathbf{1}^\\top$ on one shape: symmetric, of the sign of $c$."""
+    return frozenset({"symmetric"}) | L.sign_tags(J)
 
 
 def fill(c: Sym, out_shape, in_shape, dtype) -> Jacobian:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
+from mcjax._jacobian import _lineax as L
 from mcjax._jacobian._algebra import (
     Composed,
     Jacobian,
@@ -91,6 +92,11 @@ class Dense(Jacobian):
 
     def dense(self):
         return self.array
+
+
+@L.as_operator.register
+def _(J: Dense, lx):
+    return lx.PyTreeLinearOperator(J.array, L.structure(J.out_shape, J.array.dtype))
 
 
 def dense(a: Sym, in_ndim: int, dtype=None) -> Jacobian:
@@ -330,6 +336,13 @@ class BlockDiagonal(Jacobian):
         full = eye[..., None, None] * self.block.reshape((1,) * (2 * nb) + self.block.shape)
         perm = tuple(range(nb)) + (2 * nb,) + tuple(range(nb, 2 * nb)) + (2 * nb + 1,)
         return jnp.transpose(full, perm)
+
+
+@L.as_operator.register
+def _(J: BlockDiagonal, lx):
+    if J.batch_shape:  # I_B ⊗ W: applied row by row, W never repeated
+        return lx.FunctionLinearOperator(J.jvp, L.structure(J.in_shape, J.dtype))
+    return lx.MatrixLinearOperator(J.block)
 
 
 def block_diagonal(W: Sym, batch_shape) -> Jacobian:
