@@ -252,6 +252,10 @@ def test_train_an_equinox_mlp_from_its_init(tmp_path):
     for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params)):
         np.testing.assert_array_equal(a, b)  # the resumed run is the uninterrupted one
     assert repr(straight) and str(straight)
+    relu = mcjax.Model(lambda key: eqx.nn.MLP(3, 1, 6, 1, activation=jax.nn.relu, dtype=F32,
+                                              key=key), mse)
+    with pytest.raises(mcjax.CheckpointError, match="relu where tanh was"):
+        mcjax.train(relu, (inputs, targets), checkpoint_dir=tmp_path, resume=True, **kw)
     analytic = mcjax.train(mcjax.Model(init, mse, backprop=eqx.filter_grad(mse)),
                            (inputs, targets), grad="analytic", **kw)
     assert analytic.backprop_check.ok and analytic.history["loss"] == loss
