@@ -84,4 +84,5 @@ def structure_name(tree) -> str:
     if isinstance(tree, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)):
         return "an array"
     name = type(tree).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+    acronym = name[:2].isupper()  # an MLP, an LSTM: said letter by letter
+    return f"{'an' if name[:1] in ('AEFHILMNORSX' if acronym else 'aeiouAEIOU') else 'a'} {name}"
