@@ -37,6 +37,7 @@ from mcjax import (
 )
 from mcjax._check._api import assert_derivative, check, check_cases, check_chain, check_points
 from mcjax._check._report import Report
+from mcjax._check._rules import assert_rule, check_rule, check_rules
 from mcjax._core._errors import (
     CheckpointError,
     DerivativeError,
@@ -218,6 +219,9 @@ __all__ = [
     "check_points",
     "check_cases",
     "check_chain",
+    "check_rule",
+    "check_rules",
+    "assert_rule",
     "Report",
     "DerivativeError",
     "TraceError",

@@ -114,6 +114,8 @@ class Report:
       problems: other reasons for failing (NaN or Inf, ...).
       notes: what the reader should know (reference precision, ...).
       links: for a chain, each link's own report (:func:`mcjax.check_chain`).
+      parts: for a custom rule, each direction's own report (``"JVP"``, ``"VJP"``,
+        :func:`mcjax.check_rule`).
     """
 
     ok: bool
@@ -136,6 +138,7 @@ class Report:
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     links: tuple[tuple[str, "Report"], ...] = ()
+    parts: tuple[tuple[str, "Report"], ...] = ()
     matrices: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getattribute__(self, name):
@@ -156,6 +159,7 @@ class Report:
         out = asdict(self)
         out.pop("matrices")
         out["links"] = [{"link": name, **r.as_dict()} for name, r in self.links]
+        out["parts"] = [{"part": name, **r.as_dict()} for name, r in self.parts]
         finite = _finite(out)
         assert isinstance(finite, dict)
         return finite

@@ -1,0 +1,108 @@
+"""A function without its custom rules: what autodiff of ``f``'s own computation gives.
+
+``jax.custom_jvp`` and ``jax.custom_vjp`` functions carry two things: a primal computation (the
+body, which is what evaluating them runs) and a derivative rule that JAX's autodiff uses in
+place of differentiating the body.  :func:`rule_free` returns ``f`` with every custom call of
+the user's replaced by its body, by evaluating ``f``'s jaxpr with the one walker
+(:class:`~mcjax._program._walk.Interpreter`, whose default for a custom call is to walk its
+body): ``jax.jacfwd`` and ``jax.jacrev`` of the result differentiate the body and never see
+a rule.  JAX's own custom rules (``jax.nn.relu``, ``jnp.logaddexp``, ...) are kept: they
+exist because autodiff of their bodies rounds badly or divides by zero, and they are not
+under test.  Custom calls inside ``lax.cond`` branches or ``lax.scan``/``while_loop`` bodies
+are replaced too (the branch or body is rebuilt without them).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.extend import core
+
+from mcjax._program._walk import CUSTOM_RULES, Interpreter, bind, callee_name, equations, from_jax
+
+
+def user_rules(jaxpr: core.Jaxpr) -> list[tuple[str, str]]:
+    """The user's custom-rule calls in ``jaxpr`` (and its sub-jaxprs), outermost first:
+    ``(name, "custom_jvp" or "custom_vjp")``, each once."""
+    found = []
+    for eqn in equations(jaxpr):
+        if eqn.primitive.name in CUSTOM_RULES and not from_jax(eqn):
+            kind = "custom_jvp" if eqn.primitive.name == "custom_jvp_call" else "custom_vjp"
+            found.append((callee_name(eqn), kind))
+    return list(dict.fromkeys(found))
+
+
+def _holds_user_rules(jaxpr: core.Jaxpr) -> bool:
+    return bool(user_rules(jaxpr))
+
+
+class _RuleFree(Interpreter):
+    """Evaluates a jaxpr with the user's custom calls replaced by their bodies."""
+
+    def primitive(self, eqn, ins: list) -> list:
+        params = _rule_free_params(eqn.params)
+        return bind(eqn if params is None else eqn.replace(params=params), ins)
+
+    def custom(self, eqn, ins: list) -> list:
+        if from_jax(eqn):  # JAX's own rule: trusted, and its body may not differentiate well
+            return bind(eqn, ins)
+        return self.inline(eqn, ins)
+
+
+def _struct(var) -> jax.ShapeDtypeStruct:
+    aval = var.aval
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=getattr(aval, "weak_type", False))
+
+
+def _rule_free_closed(closed: core.ClosedJaxpr) -> core.ClosedJaxpr:
+    """``closed`` rebuilt without the user's custom calls (same inputs and outputs)."""
+    def run(*args):
+        return _RuleFree().run(closed.jaxpr, closed.consts, list(args))
+
+    rebuilt = jax.make_jaxpr(run)(*[_struct(v) for v in closed.jaxpr.invars])
+    if rebuilt.consts and not closed.consts:
+        # a branch or loop body must keep its signature: its constants go back into the
+        # program as literals of the rebuilt jaxpr's own (they are the body's constants)
+        pass
+    return rebuilt
+
+
+def _rule_free_params(params: dict) -> dict | None:
+    """``params`` with every sub-jaxpr that calls a user's rule rebuilt without it, or None
+    when there is none (a loop's body, a branch of a ``cond``)."""
+    changed = {}
+    for key, value in params.items():
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if not any(isinstance(v, core.ClosedJaxpr) and _holds_user_rules(v.jaxpr) for v in items):
+            continue
+        new = [_rule_free_closed(v) if isinstance(v, core.ClosedJaxpr) else v for v in items]
+        changed[key] = type(value)(new) if isinstance(value, (tuple, list)) else new[0]
+    return {**params, **changed} if changed else None
+
+
+def _traced_leaf(leaf) -> bool:
+    return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+
+
+def rule_free(f, name: str | None = None):
+    """``f`` with the user's custom rules taken out: the same values, and the derivatives of its
+    own computation.  Arguments that are not arrays (flags, strings, Python numbers) are
+    closed over, as :func:`mcjax.check` does with them."""
+
+    def free(*args):
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        dynamic = [i for i, leaf in enumerate(leaves) if _traced_leaf(leaf)]
+
+        def flat(*values):
+            rebuilt = list(leaves)
+            for i, v in zip(dynamic, values):
+                rebuilt[i] = v
+            return f(*jax.tree_util.tree_unflatten(treedef, rebuilt))
+
+        values = [leaves[i] for i in dynamic]
+        closed, shape = jax.make_jaxpr(flat, return_shape=True)(*values)
+        out = _RuleFree().run(closed.jaxpr, closed.consts, values)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), out)
+
+    free.__name__ = free.__qualname__ = name or f"{getattr(f, '__name__', 'f')} without its rules"
+    return free
