@@ -14,6 +14,10 @@ are replaced too (the branch or body is rebuilt without them).
 
 from __future__ import annotations
 
+import contextlib
+import os
+from typing import NamedTuple
+
 import jax
 import numpy as np
 from jax.extend import core
@@ -21,14 +25,37 @@ from jax.extend import core
 from mcjax._program._walk import CUSTOM_RULES, Interpreter, bind, callee_name, equations, from_jax
 
 
-def user_rules(jaxpr: core.Jaxpr) -> list[tuple[str, str]]:
-    """The user's custom-rule calls in ``jaxpr`` (and its sub-jaxprs), outermost first:
-    ``(name, "custom_jvp" or "custom_vjp")``, each once."""
+class CustomRule(NamedTuple):
+    """A user's custom-rule call: the function's name, ``"custom_jvp"`` or ``"custom_vjp"``,
+    and where the rule's own functions are written (``softplus_jvp (losses.py:12)``)."""
+
+    name: str
+    kind: str
+    functions: tuple[str, ...]
+
+    def words(self) -> str:
+        return f"the {self.kind} rule of {self.name}"
+
+
+def _written(fun) -> str | None:
+    """``bwd (losses.py:17)`` from a rule function's debug info, if JAX recorded it."""
+    info = getattr(getattr(fun, "debug_info", None), "func_src_info", None)
+    if not info or " at " not in info:
+        return None
+    name, _, place = info.partition(" at ")
+    return f"{name} ({os.path.basename(place)})"
+
+
+def user_rules(jaxpr: core.Jaxpr) -> list[CustomRule]:
+    """The user's custom-rule calls in ``jaxpr`` (and its sub-jaxprs), outermost first, each
+    once."""
     found = []
     for eqn in equations(jaxpr):
         if eqn.primitive.name in CUSTOM_RULES and not from_jax(eqn):
             kind = "custom_jvp" if eqn.primitive.name == "custom_jvp_call" else "custom_vjp"
-            found.append((callee_name(eqn), kind))
+            functions = tuple(filter(None, (_written(eqn.params.get(k)) for k in (
+                "jvp_jaxpr_fun", "fwd_jaxpr_thunk", "bwd"))))
+            found.append(CustomRule(callee_name(eqn), kind, functions))
     return list(dict.fromkeys(found))
 
 
@@ -41,12 +68,26 @@ class _RuleFree(Interpreter):
 
     def primitive(self, eqn, ins: list) -> list:
         params = _rule_free_params(eqn.params)
-        return bind(eqn if params is None else eqn.replace(params=params), ins)
+        with _users_line(eqn):
+            return bind(eqn if params is None else eqn.replace(params=params), ins)
 
     def custom(self, eqn, ins: list) -> list:
         if from_jax(eqn):  # JAX's own rule: trusted, and its body may not differentiate well
-            return bind(eqn, ins)
+            with _users_line(eqn):
+                return bind(eqn, ins)
         return self.inline(eqn, ins)
+
+
+def _users_line(eqn):
+    """The equation re-traced with the user's line it was first traced from (as JAX's own
+    ``eval_jaxpr`` does), so that a diagnosis names the user's code, not this walker."""
+    try:
+        from jax._src import source_info_util  # the one place JAX exposes it
+
+        return source_info_util.user_context(eqn.source_info.traceback,
+                                             name_stack=eqn.source_info.name_stack)
+    except Exception:  # noqa: BLE001 - a private API: without it, lines point here
+        return contextlib.nullcontext()
 
 
 def _struct(var) -> jax.ShapeDtypeStruct:
@@ -59,12 +100,7 @@ def _rule_free_closed(closed: core.ClosedJaxpr) -> core.ClosedJaxpr:
     def run(*args):
         return _RuleFree().run(closed.jaxpr, closed.consts, list(args))
 
-    rebuilt = jax.make_jaxpr(run)(*[_struct(v) for v in closed.jaxpr.invars])
-    if rebuilt.consts and not closed.consts:
-        # a branch or loop body must keep its signature: its constants go back into the
-        # program as literals of the rebuilt jaxpr's own (they are the body's constants)
-        pass
-    return rebuilt
+    return jax.make_jaxpr(run)(*[_struct(v) for v in closed.jaxpr.invars])
 
 
 def _rule_free_params(params: dict) -> dict | None:

@@ -32,17 +32,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._check import _rule_probes
-from mcjax._check._api import MODES, check, check_cases
+from mcjax._check import _full, _rule_probes
+from mcjax._check._api import MODES, check
 from mcjax._check._compare import Threshold
 from mcjax._check._flat import FlatSpec
-from mcjax._check._problem import _as_array, _is_array, _traced, name_of
+from mcjax._check._problem import (
+    _as_array,
+    _callable_or_say,
+    _is_array,
+    _traced,
+    name_of,
+    prepare,
+)
 from mcjax._check._report import Later, Report
-from mcjax._check._rule_free import rule_free, user_rules
+from mcjax._check._rule_free import CustomRule, rule_free, user_rules
 from mcjax._core._conventions import is_floating, standard_promotion
 from mcjax._core._errors import DerivativeError, ShapeError, TraceError
-from mcjax._core._tolerance import FAST_DIRECTIONS, FULL_MODE_MAX_ENTRIES, FULL_MODE_MAX_INPUTS
+from mcjax._core._tolerance import (
+    FAST_DIRECTIONS,
+    FULL_MODE_MAX_ENTRIES,
+    FULL_MODE_MAX_INPUTS,
+    KINK_CONVENTIONS,
+)
 from mcjax._program._inspect import lowest_precision, max_terms
+from mcjax._program._trace import digest
 
 WHERE = "mcjax.check_rule"
 
@@ -55,7 +68,7 @@ class RulePlan:
     name: str
     args: tuple
     argnums: int
-    rules: tuple[tuple[str, str], ...]  # (function name, "custom_jvp" or "custom_vjp")
+    rules: tuple[CustomRule, ...]
     reference: Callable  # the rule-free f, or the surrogate
     surrogate: Callable | None
     jvp: Callable | None  # args -> jax.jacfwd of f (None where JAX has no forward mode)
@@ -103,9 +116,11 @@ class RulePlan:
         return not (n <= FULL_MODE_MAX_INPUTS and n * m <= FULL_MODE_MAX_ENTRIES)
 
 
-def _rules_words(rules) -> str:
-    """``the custom_jvp rule of softplus`` (and the others, joined)."""
-    return ", ".join(f"the {kind} rule of {name}" for name, kind in rules)
+def _rules_words(rules, written: bool = False) -> str:
+    """``the custom_jvp rule of softplus`` (and the others, joined); ``written``: with where
+    the rule's functions are (``softplus_jvp (losses.py:12)``)."""
+    return ", ".join(r.words() + (f" ({', '.join(r.functions)})" if written and r.functions
+                                  else "") for r in rules)
 
 
 def _first_line(error: BaseException) -> str:
@@ -120,10 +135,13 @@ def _named(fn, name: str):
 
 def plan(f, args: tuple, argnums: int = 0, surrogate=None) -> RulePlan:
     """Validate one call of :func:`check_rule` and build what its checks need."""
-    for what, fn in (("f", f), ("surrogate", surrogate)):
-        if fn is not None and not callable(fn):
-            raise TypeError(f"{WHERE}: {what} is an object of type {type(fn).__name__}, not a "
-                            f"function; expected {what}(*args)")
+    try:
+        _callable_or_say("f", f)
+        if surrogate is not None:
+            _callable_or_say("f", surrogate)
+    except TypeError as e:
+        what = "f" if not callable(f) else "the surrogate"
+        raise TypeError(str(e).replace("mcjax.check: f", f"{WHERE}: {what}", 1)) from None
     args = tuple(_as_array(a) for a in args)
     if not isinstance(argnums, int) or isinstance(argnums, bool) or not (
             -len(args) <= argnums < len(args)):
@@ -177,7 +195,7 @@ def plan(f, args: tuple, argnums: int = 0, surrogate=None) -> RulePlan:
         return lambda u: back(u)[0]
 
     problems, notes = [], []
-    kinds = {kind for _, kind in rules}
+    kinds = {r.kind for r in rules}
     jvp_fn: Callable | None = _named(jvp, f"jax.jacfwd({name})")
     try:
         jax.eval_shape(lambda *d: jvp(*rebuild(d)), *structs())
@@ -251,8 +269,8 @@ def _header(plan: RulePlan, mode: str, points: int) -> dict:
 
 def _which(plan: RulePlan, parts: dict[str, Report]) -> str:
     """The diagnosis's first line: which direction departs from the references."""
-    kinds = {kind for _, kind in plan.rules}
-    rules = _rules_words(plan.rules)
+    kinds = {r.kind for r in plan.rules}
+    rules = _rules_words(plan.rules, written=True)
     jvp, vjp = parts.get("JVP"), parts.get("VJP")
     if jvp is not None and not jvp.ok and vjp is not None and not vjp.ok:
         how = (" (JAX transposes the same rule for reverse mode)" if kinds == {"custom_jvp"}
@@ -306,8 +324,12 @@ def combine(plan: RulePlan, parts: list[tuple[str, Report]], probes: list, mode:
 
     def diagnosis():
         first = _which(plan, by_label)
-        lines = ([first] if first else []) + [f"{label}: {d}" for label, r in failing
-                                              for d in r.diagnosis]
+        said: dict[str, list[str]] = {}  # a slip both directions show is said once
+        for label, r in failing:
+            for line in r.diagnosis:
+                said.setdefault(line, []).append(label)
+        lines = ([first] if first else []) + [f"{' and '.join(labels)}: {line}"
+                                              for line, labels in said.items()]
         return {"diagnosis": tuple(lines),
                 "slips": tuple(s for _, r in failing[:1] for s in r.slips),
                 "where": tuple(f"{label}: {w}" for label, r in failing[:1] for w in r.where)}
@@ -378,17 +400,55 @@ def check_rule(f, *args, argnums: int = 0, surrogate=None, mode: str = "auto",
     """
     if mode not in MODES:
         raise ValueError(f"{WHERE}: mode={mode!r}; expected one of {', '.join(MODES)}")
+    if kink_convention is not None and kink_convention not in KINK_CONVENTIONS:
+        raise ValueError(f"{WHERE}: kink_convention={kink_convention!r}; expected None or "
+                         f"one of {', '.join(KINK_CONVENTIONS)}")
     p = plan(f, args, argnums, surrogate)
     fast = p.fast(mode)
-    parts = []
-    for label, derivative in p.directions(fast):
-        report = _say(lambda d=derivative: check(
-            p.reference, d, *p.args, argnums=p.argnums, mode="fast" if fast else "full",
-            points=points, directions=directions, kink_convention=kink_convention, seed=seed))
-        parts.append((label, report))
+    if fast:  # mcjax.check's fast mode, one direction at a time
+        parts = [(label, _say(lambda d=derivative: check(
+            p.reference, d, *p.args, argnums=p.argnums, mode="fast", points=points,
+            directions=directions, seed=seed))) for label, derivative in p.directions(True)]
+    else:  # both directions judged against one set of references, in one program
+        parts = _full_mode([p], seed, kink_convention, points or 1)[0]
     probes = _rule_probes.run([p], seed)[0]
     used = parts[0][1].points if parts else (points or 1)
     return combine(p, parts, probes, "fast" if fast else "full", used)
+
+
+def _full_mode(plans: list[RulePlan], seed: int, kink_convention, points: int = 1
+               ) -> list[list[tuple[str, Report]]]:
+    """Full mode for every rule's directions: per rule, ``(label, report)`` of each.  Rules
+    whose references are the same program (a rule at several points) share a group, whose
+    points are vmapped."""
+    traces: dict = {}
+    groups: dict = {}
+    for k, pl in enumerate(plans):
+        directions = pl.directions(fast=False)
+        if not directions:
+            continue
+        prepared = tuple(_say(lambda d=d: prepare(pl.reference, d, pl.args, pl.argnums,
+                                                  "numerator", traces))
+                         for _, d in directions)
+        first = prepared[0]
+        dynamics = [first.dynamic] + [_full.perturbed(first, seed, q) for q in range(1, points)]
+        key = (tuple(q.static for q in prepared), first.x_spec, first.out_spec,
+               tuple((np.shape(d), jnp.result_type(d)) for d in first.dynamic),
+               tuple(digest(c) for q in prepared
+                     for c in jax.tree_util.tree_leaves(q.static.consts())))
+        if points > 1:
+            key = (k,)  # merged over its own points: a group of its own
+        entry = groups.setdefault(key, (prepared, [], []))
+        entry[1].extend(dynamics)
+        entry[2].append((k, [label for label, _ in directions]))
+    results: list[list[tuple[str, Report]]] = [[] for _ in plans]
+    merge = points > 1
+    for (prepared, dynamics, owners), reports in zip(groups.values(), _full.several(
+            [(prepared, dynamics) for prepared, dynamics, _ in groups.values()], seed,
+            kink_convention, merge=merge)):
+        for i, (k, labels) in enumerate(owners):
+            results[k] = [(label, r if merge else r[i]) for label, r in zip(labels, reports)]
+    return results
 
 
 def check_rules(cases: Sequence[tuple], *, kink_convention: str | None = None,
@@ -403,15 +463,7 @@ def check_rules(cases: Sequence[tuple], *, kink_convention: str | None = None,
       One report per case, in order.
     """
     plans = [plan(c[0], tuple(c[1]), *c[2:]) for c in cases]
-    items, owners = [], []
-    for k, p in enumerate(plans):
-        for label, derivative in p.directions(fast=False):
-            items.append((p.reference, derivative, p.args, p.argnums))
-            owners.append((k, label))
-    reports = _say(lambda: check_cases(items, kink_convention=kink_convention, seed=seed))
-    parts: list[list] = [[] for _ in plans]
-    for (k, label), r in zip(owners, reports):
-        parts[k].append((label, r))
+    parts = _full_mode(plans, seed, kink_convention)
     probes = _rule_probes.run(plans, seed)
     return [combine(p, pr, pb, "full", 1) for p, pr, pb in zip(plans, parts, probes)]
 
