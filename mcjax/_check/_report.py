@@ -237,10 +237,11 @@ def render(r: Report) -> str:
         f"  {r.shapes}, {r.dtype}, {r.mode} mode, {r.points} point{'s' if r.points != 1 else ''}",
         f"  threshold: {r.threshold.describe()}",
     ]
+    width = max([19] + [len(c.reference) + 1 for c in r.comparisons])  # "VJP vs jax.jacrev"
     for c in r.comparisons:
         excluded = f", {c.excluded} not compared" if c.excluded else ""
         status = "ok" if c.ok else f"FAIL: {c.violations} of {c.compared} entries over"
-        lines.append(f"  {c.reference:<19} max abs {c.max_abs:.1e}  max rel {c.max_rel:.1e}  "
+        lines.append(f"  {c.reference:<{width}} max abs {c.max_abs:.1e}  max rel {c.max_rel:.1e}  "
                      f"(worst {c.worst_ratio:.2g} x threshold{excluded})  {status}")
     if r.projections:
         bad = [p for p in r.projections if not p.ok]
