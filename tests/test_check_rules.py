@@ -8,6 +8,7 @@ tests use ``mcjax.check_rule`` on a few rules each.
 
 from __future__ import annotations
 
+import json
 import re
 
 import jax
@@ -139,10 +140,27 @@ def _nonlinear(slip):
     return square_tangent
 
 
+@jax.custom_vjp
+def cube(x):
+    return x**3
+
+
+def _cube_kernel(x, g):  # a backward kernel that computes in float32 whatever it is given
+    return 3 * np.asarray(x, np.float32) ** 2 * np.asarray(g, np.float32)
+
+
+cube.defvjp(lambda x: (cube(x), x), lambda x, g: (jax.pure_callback(
+    _cube_kernel, jax.ShapeDtypeStruct(g.shape, jnp.float32), x, g,
+    vmap_method="expand_dims"),))
+
+
 def test_a_jvp_not_linear_in_its_tangent_and_a_wrong_primal_are_caught():
     x = jnp.asarray([0.3, -1.2, 2.0], jnp.float32)
-    nonlinear, primal = mcjax.check_rules([(_nonlinear("nonlinear"), (x,)),
-                                           (_nonlinear("primal"), (x,))])
+    nonlinear, primal, float32_kernel = mcjax.check_rules([
+        (_nonlinear("nonlinear"), (x,)), (_nonlinear("primal"), (x,)), (cube, (x,))])
+    # a rule that rounds to float32 is judged with float32's thresholds, even in the
+    # structural tests (which run on float64 arguments)
+    assert float32_kernel.ok, float32_kernel
     assert not nonlinear.ok and [label for label, _ in nonlinear.parts] == ["JVP"]
     assert nonlinear.parts[0][1].ok  # jax.jacfwd feeds basis vectors: t * t = t there
     assert any(p.startswith("the JVP is not linear in its tangent") for p in nonlinear.problems)
@@ -244,6 +262,9 @@ def test_one_sentence_for_a_wrong_call():
         mcjax.check_rule(softplus(), x, argnums=2)
     with pytest.raises(ValueError, match=r"mode='slow'; expected one of auto, full, fast"):
         mcjax.check_rule(softplus(), x, mode="slow")
+    with pytest.raises(mcjax.DtypeError, match=r"^mcjax.check_rule: cannot differentiate with "
+                                               r"respect to args\[0\], which has dtype int32"):
+        mcjax.check_rule(softplus(), jnp.ones(3, jnp.int32))
     with pytest.raises(TypeError, match=r"^mcjax.check_rule: f is a jax.Array of shape \(3,\), "
                                         r"not a function; expected a function f\(\*args\)"):
         mcjax.check_rule(x, x)
@@ -289,6 +310,9 @@ def test_the_command_line(tmp_path, capsys, scale, status):
     assert out.startswith(f"mcjax.check: {'ok' if status == 0 else 'FAIL'}  d clip_gradient")
     if status:
         return
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and [p["part"] for p in report["parts"]] == ["VJP"]
     assert main(["check", f"{path}:clip_gradient", "--shapes", "4"]) == 2
     assert "expected MODULE:DERIVATIVE after MODULE:FUNCTION (or --rule" in capsys.readouterr().err
     assert main(["check", "--rule", f"{path}:clip", "--shapes", "4"]) == 2

@@ -26,6 +26,7 @@ precision ``f`` computes in and ``scale`` the largest magnitude of the leaf comp
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -151,17 +152,64 @@ def draws(plan, seed: int) -> dict:
 
 
 def run(plans: list, seed: int) -> list[list[Probe]]:
-    """The structural tests of every rule in ``plans``, in one program; per rule, its probes."""
+    """The structural tests of every rule in ``plans``, in one program; per rule, its probes.
+
+    A rule that cannot run on float64 arguments (a kernel that returns float32 whatever it
+    is given) is tested in its own dtype, with that dtype's thresholds; one that cannot run
+    at all gets a failing probe that says why."""
     all_draws = [draws(p, seed) for p in plans]
-    dynamics = [[np.asarray(d, np.float64) if is_floating(d) else np.asarray(d)
+    try:
+        values = _evaluate(plans, all_draws, wide=True)
+        return [judge(p, v, dr) for p, v, dr in zip(plans, values, all_draws)]
+    except Exception:  # noqa: BLE001 - find the rule that fails, and test it alone
+        if len(plans) == 1:
+            return [_alone(plans[0], all_draws[0])]
+    return [_alone(p, dr) for p, dr in zip(plans, all_draws)]
+
+
+def _alone(plan, dr) -> list[Probe]:
+    for wide in (True, False):
+        try:
+            (values,) = _evaluate([plan], [dr], wide)
+        except Exception as error:  # noqa: BLE001 - the rule's own error, in words
+            if wide:
+                continue
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return [Probe("error", False, "the structural tests cannot run: the rule raised "
+                                          f"{type(error).__name__}: {message}")]
+        return judge(plan if wide else plan_in_its_dtype(plan), values, dr)
+    return []  # not reached
+
+
+def plan_in_its_dtype(plan):
+    """The plan, judged with the thresholds of the dtype it computes in."""
+    floating = [d for d in plan.x_spec.dtypes + plan.out_spec.dtypes
+                if jnp.issubdtype(d, jnp.floating)]
+    precision = max(floating, key=lambda d: float(jnp.finfo(d).eps))
+    return dataclasses.replace(plan, precision=precision)
+
+
+def _evaluate(plans, all_draws, wide: bool) -> list:
+    """Every quantity of every rule, from one program: on the arguments cast to float64
+    (``wide``), or as they are."""
+    dynamics = [[np.asarray(d, np.float64) if wide and is_floating(d) else np.asarray(d)
                  for d in p.dynamic] for p in plans]
+    if not wide:  # the draws in each argument's and output's own dtype
+        all_draws = [_cast_draws(p, dr) for p, dr in zip(plans, all_draws)]
 
     def program(dynamics, all_draws):
         return [_values(p, list(d), dr) for p, d, dr in zip(plans, dynamics, all_draws)]
 
     with jax.enable_x64(True), standard_promotion():
-        values = jax.device_get(quick_jit(program)(dynamics, all_draws))
-    return [judge(p, v, dr) for p, v, dr in zip(plans, values, all_draws)]
+        return jax.device_get(quick_jit(program)(dynamics, all_draws))
+
+
+def _cast_draws(plan, dr: dict) -> dict:
+    def cast(values, spec):
+        return [np.asarray(v, t) for v, t in zip(values, spec.dtypes)]
+
+    out = {k: cast(dr[k], plan.out_spec) for k in ("u1", "u2", "U")}
+    return {**dr, **out, **{k: cast(v, plan.x_spec) for k, v in dr.items() if k not in out}}
 
 
 # -- the verdicts ---------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from mcjax._check._problem import (
 from mcjax._check._report import Later, Report
 from mcjax._check._rule_free import CustomRule, rule_free, user_rules
 from mcjax._core._conventions import is_floating, standard_promotion
-from mcjax._core._errors import DerivativeError, ShapeError, TraceError
+from mcjax._core._errors import DerivativeError, ShapeError, TraceError, require_floating
 from mcjax._core._tolerance import (
     FAST_DIRECTIONS,
     FULL_MODE_MAX_ENTRIES,
@@ -142,19 +142,7 @@ def plan(f, args: tuple, argnums: int = 0, surrogate=None) -> RulePlan:
     except TypeError as e:
         what = "f" if not callable(f) else "the surrogate"
         raise TypeError(str(e).replace("mcjax.check: f", f"{WHERE}: {what}", 1)) from None
-    args = tuple(_as_array(a) for a in args)
-    if not isinstance(argnums, int) or isinstance(argnums, bool) or not (
-            -len(args) <= argnums < len(args)):
-        raise ValueError(f"{WHERE}: argnums={argnums!r} but f gets {len(args)} argument(s); "
-                         f"expected an int in [0, {len(args)})")
-    argnums %= len(args)
-    x = jax.tree_util.tree_map(lambda a: a if _is_array(a) else jnp.asarray(a), args[argnums])
-    args = args[:argnums] + (x,) + args[argnums + 1:]
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    dynamic_positions = tuple(i for i, leaf in enumerate(leaves) if _is_array(leaf))
-    x_start = len(jax.tree_util.tree_leaves(args[:argnums]))
-    x_leaves = range(x_start, x_start + len(jax.tree_util.tree_leaves(x)))
-    x_positions = tuple(k for k, i in enumerate(dynamic_positions) if i in x_leaves)
+    args, argnums, leaves, treedef, dynamic_positions, x_positions = _split(args, argnums)
     dynamic = [leaves[i] for i in dynamic_positions]
 
     def rebuild(values):
@@ -175,50 +163,38 @@ def plan(f, args: tuple, argnums: int = 0, surrogate=None) -> RulePlan:
         raise ValueError(f"{WHERE}: {name} calls no jax.custom_jvp or jax.custom_vjp function; "
                          "expected a function with a custom derivative rule (mcjax.check checks "
                          "a derivative you pass it)")
-    out_spec = FlatSpec.of(trace.out_shape)
+    out_spec, x_spec = FlatSpec.of(trace.out_shape), FlatSpec.of(args[argnums])
     if surrogate is not None:
         _same_outputs(surrogate, trace.out_shape, lambda *d: surrogate(*rebuild(d)), structs())
-    with jax.enable_x64(True), standard_promotion():
-        wide = jax.make_jaxpr(lambda *d: f(*rebuild(d)))(*structs(jnp.float64))
-    precision = lowest_precision(wide.jaxpr) or "float64"
-    x_spec = FlatSpec.of(x)
-    terms = max(max_terms(trace.closed.jaxpr), x_spec.size, out_spec.size)
 
-    def at(*a):
-        return lambda x: f(*a[:argnums], x, *a[argnums + 1:])
-
-    def jvp(*a):
+    def jvp(*a):  # the rule's JVP as a Jacobian, in jax.jacfwd's structure
         return jax.jacfwd(f, argnums=argnums)(*a)
 
-    def vjp(*a):
-        _, back = jax.vjp(at(*a), a[argnums])
+    def vjp(*a):  # the rule's VJP as a function u -> u^T J
+        _, back = jax.vjp(lambda x: f(*a[:argnums], x, *a[argnums + 1:]), a[argnums])
         return lambda u: back(u)[0]
 
-    problems, notes = [], []
+    def zero_cotangent():
+        return out_spec.treedef.unflatten([jnp.zeros(s, t) for s, t in
+                                           zip(out_spec.shapes, out_spec.dtypes)])
+
     kinds = {r.kind for r in rules}
-    jvp_fn: Callable | None = _named(jvp, f"jax.jacfwd({name})")
-    try:
-        jax.eval_shape(lambda *d: jvp(*rebuild(d)), *structs())
-    except Exception as e:  # noqa: BLE001 - JAX's refusal or the rule's own error, in words
-        jvp_fn = None
-        if "custom_vjp" in str(e) and "custom_vjp" in kinds:
-            notes.append("f calls a custom_vjp function, which has no forward mode in JAX: "
-                         "there is no JVP to check, only the VJP")
-        else:
-            problems.append(f"the JVP cannot be computed: jax.jvp of {name} raised "
-                            f"{type(e).__name__}: {_first_line(e)}")
-    vjp_fn: Callable | None = _named(vjp, f"jax.vjp({name})")
-    try:
-        jax.eval_shape(lambda *d: vjp(*rebuild(d))(jax.tree_util.tree_unflatten(
-            out_spec.treedef, [jnp.zeros(s, t) for s, t in zip(out_spec.shapes,
-                                                                out_spec.dtypes)])), *structs())
-    except Exception as e:  # noqa: BLE001
-        vjp_fn = None
-        why = (": JAX transposes a custom_jvp rule for reverse mode, and a rule that is not "
-               "linear in its tangent (or uses an operation JAX cannot transpose) has no "
-               "transpose" if kinds == {"custom_jvp"} else "")
-        problems.append(f"the VJP cannot be computed: jax.vjp of {name} raised "
-                        f"{type(e).__name__}: {_first_line(e)}{why}")
+    problems, notes = [], []
+    jvp_fn, why = _available(lambda *d: jvp(*rebuild(d)), structs())
+    if why is not None and "custom_vjp" in why and "custom_vjp" in kinds:
+        notes.append("f calls a custom_vjp function, which has no forward mode in JAX: there is "
+                     "no JVP to check, only the VJP")
+    elif why is not None:
+        problems.append(f"the JVP cannot be computed: jax.jvp of {name} raised {why}")
+    vjp_fn, why = _available(lambda *d: vjp(*rebuild(d))(zero_cotangent()), structs())
+    if why is not None:
+        problems.append(f"the VJP cannot be computed: jax.vjp of {name} raised {why}" + (
+            ": JAX transposes a custom_jvp rule for reverse mode, and a rule that is not linear "
+            "in its tangent (or uses an operation JAX cannot transpose) has no transpose"
+            if kinds == {"custom_jvp"} else ""))
+    precision = _precision([fn for fn in (lambda *d: f(*rebuild(d)), jvp_fn, vjp_fn)
+                            if fn is not None], structs(jnp.float64),
+                           x_spec.dtypes + out_spec.dtypes)
     if surrogate is None:
         reference = rule_free(f, f"{name} without its rules")
         notes.append(f"references: autodiff of f's own computation with its custom rules "
@@ -228,9 +204,58 @@ def plan(f, args: tuple, argnums: int = 0, surrogate=None) -> RulePlan:
         notes.append(f"references: the derivative of the surrogate {name_of(surrogate)}, which "
                      "the rule implements in place of f's own; the primal is checked against "
                      "f's own computation")
-    return RulePlan(f, name, args, argnums, rules, reference, surrogate, jvp_fn, vjp_fn,
+    return RulePlan(f, name, args, argnums, rules, reference, surrogate,
+                    _named(jvp, f"jax.jacfwd({name})") if jvp_fn is not None else None,
+                    _named(vjp, f"jax.vjp({name})") if vjp_fn is not None else None,
                     tuple(problems), tuple(notes), treedef, tuple(leaves), dynamic_positions,
-                    x_positions, x_spec, out_spec, precision, terms)
+                    x_positions, x_spec, out_spec, precision,
+                    max(max_terms(trace.closed.jaxpr), x_spec.size, out_spec.size))
+
+
+def _split(args: tuple, argnums) -> tuple:
+    """``(args, argnums, leaves, treedef, dynamic positions, x positions)``: the arguments as
+    :func:`mcjax.check` takes them (lists of numbers as arrays, the differentiated argument's
+    leaves as floating arrays), their leaves, which of them are arrays (traced), and which of
+    those are ``args[argnums]``'s."""
+    args = tuple(_as_array(a) for a in args)
+    if not isinstance(argnums, int) or isinstance(argnums, bool) or not (
+            -len(args) <= argnums < len(args)):
+        raise ValueError(f"{WHERE}: argnums={argnums!r} but f gets {len(args)} argument(s); "
+                         f"expected an int in [0, {len(args)})")
+    argnums %= len(args)
+    x = jax.tree_util.tree_map(lambda a: a if _is_array(a) else jnp.asarray(a), args[argnums])
+    for leaf in jax.tree_util.tree_leaves(x):
+        require_floating("check_rule", f"args[{argnums}]", leaf)
+    args = args[:argnums] + (x,) + args[argnums + 1:]
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    dynamic_positions = tuple(i for i, leaf in enumerate(leaves) if _is_array(leaf))
+    start = len(jax.tree_util.tree_leaves(args[:argnums]))
+    inside = range(start, start + len(jax.tree_util.tree_leaves(x)))
+    x_positions = tuple(k for k, i in enumerate(dynamic_positions) if i in inside)
+    return args, argnums, leaves, treedef, dynamic_positions, x_positions
+
+
+def _available(program, structs) -> tuple[Callable | None, str | None]:
+    """``(program, None)`` when it traces, else ``(None, the error in words)``."""
+    try:
+        jax.eval_shape(program, *structs)
+    except Exception as e:  # noqa: BLE001 - JAX's refusal or the rule's own error, in words
+        return None, f"{type(e).__name__}: {_first_line(e)}"
+    return program, None
+
+
+def _precision(programs, structs, native: tuple[str, ...]) -> str:
+    """The least precise dtype ``f`` or its rules compute in on float64 arguments (a
+    backward kernel may compute in float32 whatever it is given); one that cannot take
+    float64 arguments computes in the arguments' and outputs' own dtypes."""
+    found = []
+    with jax.enable_x64(True), standard_promotion():
+        for program in programs:
+            try:
+                found.append(lowest_precision(jax.make_jaxpr(program)(*structs).jaxpr))
+            except Exception:  # noqa: BLE001 - the rule's own refusal of float64
+                found.extend(d for d in native if jnp.issubdtype(d, jnp.floating))
+    return max(filter(None, found), key=lambda d: float(jnp.finfo(d).eps), default="float64")
 
 
 def _say(trace):
@@ -370,9 +395,12 @@ def check_rule(f, *args, argnums: int = 0, surrogate=None, mode: str = "auto",
         purpose in place of ``f``'s own (a straight-through estimator's ``lambda x: x``, a
         clipped gradient's ``jnp.clip``): the references are then the surrogate's, while the
         primal is still checked against ``f``'s computation.
-      mode, points, directions, kink_convention, seed: as for :func:`mcjax.check`.  In fast
-        mode (large arguments) the JVP is judged through its transpose and by the linearity
-        and transpose tests.
+      mode: as for :func:`mcjax.check`.  In fast mode (large arguments) the JVP is judged
+        through its transpose and by the linearity and transpose tests.
+      points: as for :func:`mcjax.check`.
+      directions: as for :func:`mcjax.check` (fast mode).
+      kink_convention: as for :func:`mcjax.check`.
+      seed: as for :func:`mcjax.check`; it also seeds the structural tests' draws.
 
     Returns:
       A :class:`~mcjax.Report`: ``ok``, the comparisons of each direction (``"JVP vs
@@ -457,7 +485,8 @@ def check_rules(cases: Sequence[tuple], *, kink_convention: str | None = None,
 
     Args:
       cases: ``(f, args)``, ``(f, args, argnums)`` or ``(f, args, argnums, surrogate)`` tuples.
-      kink_convention, seed: as for :func:`check_rule`.
+      kink_convention: as for :func:`check_rule`.
+      seed: as for :func:`check_rule`.
 
     Returns:
       One report per case, in order.
