@@ -5,7 +5,8 @@ computation's autodiff, finite differences and the Taylor test).  These tests as
 Jacobian cannot show, each by comparing two ways JAX offers to compute the same thing:
 
 - **primal**: the primal output ``jax.jvp`` returns (the ``custom_jvp`` rule's own) and the one
-  ``jax.vjp`` returns (the ``custom_vjp`` ``fwd``'s) equal ``f``'s own computation;
+  ``jax.vjp`` returns (the ``custom_vjp`` ``fwd``'s) equal ``f``'s own computation (the
+  rule-free program, :func:`~mcjax._check._rule_free.rule_free`);
 - **linearity**: the JVP is linear in its tangent, ``jvp(v_1 - 3 v_2) = jvp(v_1) - 3 jvp(v_2)``,
   and the VJP in its cotangent (a tangent squared, a constant added, a clipped cotangent are
   not derivatives, and a Jacobian built from basis vectors cannot see them);
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check._flat import FlatSpec
+from mcjax._check._rule_free import rule_free
 from mcjax._core._conventions import is_floating, standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, ROUNDING_SAFETY, check_atol, check_rtol
 from mcjax._program._compile import quick_jit
@@ -73,7 +75,9 @@ def _values(plan, dynamic: list, draws: dict) -> dict:
     def g(x):
         return plan.f(*_with(args, i, x))
 
-    out = {"f": _leaves(g(x))}
+    free = rule_free(plan.f)
+    # f's own computation: its program with the custom calls replaced by their bodies
+    out = {"f": _leaves(free(*_with(args, i, x)))}
     unflatten_u = plan.out_spec.treedef.unflatten
     u1, u2 = (unflatten_u(draws[k]) for k in ("u1", "u2"))
     v1, v2 = (plan.x_spec.treedef.unflatten(draws[k]) for k in ("v1", "v2"))
@@ -263,12 +267,14 @@ def judge(plan, v: dict, dr: dict) -> list[Probe]:
     out, xs = plan.out_spec, plan.x_spec
     if "jvp_primal" in v:
         probe("primal", v["jvp_primal"], v["f"], "the primal output of jax.jvp (the custom_jvp "
-              "rule's own) differs from f's computation by up to {off} at {at}: the rule returns "
-              "another primal than f (a stale or recomputed value?)", out, "out")
+              "rule's own) differs from f's own computation (the rule-free program) by up to "
+              "{off} at {at}: the rule returns another primal than f (a stale or recomputed "
+              "value?)", out, "out")
     if "vjp_primal" in v:
         probe("primal", v["vjp_primal"], v["f"], "the primal output of jax.vjp (the custom_vjp "
-              "fwd's) differs from f's computation by up to {off} at {at}: fwd returns another "
-              "primal than f (a residual returned in its place?)", out, "out")
+              "fwd's) differs from f's own computation (the rule-free program) by up to {off} "
+              "at {at}: fwd returns another primal than f (a residual returned in its place?)",
+              out, "out")
     if "t12" in v:
         combined = [a + COMBINATION * b for a, b in zip(v["t1"], v["t2"])]
         scale = [np.max(np.abs(a)) + abs(COMBINATION) * np.max(np.abs(b))
