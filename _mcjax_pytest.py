@@ -1,8 +1,8 @@
 """mcjax's pytest plugin: a failing derivative reads as mcjax's report, at your test's line.
 
 pytest loads it through the ``pytest11`` entry point wherever mcjax is installed; nothing to
-configure.  When a test fails with :class:`mcjax.DerivativeError` (from
-:func:`mcjax.assert_derivative` or :func:`mcjax.assert_rule`), the traceback stops at the test's own code instead of
+configure.  When a test fails with ``mcjax.DerivativeError`` (from
+``mcjax.assert_derivative`` or ``mcjax.assert_rule``), the traceback stops at the test's own code instead of
 walking into mcjax's internals, the report follows it (the comparisons, the worst entries,
 the diagnosis), and the short summary line names the diagnosis.  ``--fulltrace`` shows the
 whole traceback as usual.
@@ -31,11 +31,9 @@ def _derivative_error(excinfo):
 
 
 def _summary(error) -> str:
-    """One line for pytest's short summary: the diagnosis first, then what failed."""
-    report = error.report
-    what = f"d {report.function} / d {report.wrt}"
-    why = [*getattr(report, "diagnosis", ()), *getattr(report, "problems", ())]
-    return f"DerivativeError: {why[0] if why else 'see the report'} ({what})"
+    """One line for pytest's short summary, not cut: the error's first line (the diagnosis,
+    then what failed)."""
+    return f"DerivativeError: {str(error).splitlines()[0]}"
 
 
 def _end_at_the_call(excinfo) -> None:

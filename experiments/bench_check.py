@@ -46,7 +46,6 @@ import _common  # noqa: E402
 
 from mcjax._check import _fast  # noqa: E402
 from mcjax._check._problem import prepare  # noqa: E402
-from mcjax._check._under_test import terms_of  # noqa: E402
 from mcjax._core._tolerance import FAST_DIRECTIONS, FAST_POINTS  # noqa: E402
 from mcjax._program._compile import run_compiled  # noqa: E402
 
@@ -80,8 +79,8 @@ def bench_fast(sizes, batch, dtype, seed, timing):
     # compiled once each: the executables are timed and their costs read off
     grad = jax.jit(jax.grad(mcjax.mlp_loss)).lower(params, X, Y).compile()
     backprop = jax.jit(mcjax.mlp_backprop).lower(params, X, Y).compile()
-    program = run_compiled(_fast._program, (p.static, p.x_spec, p.out_spec, p.dtype,
-                                            terms_of(p, True), FAST_POINTS, FAST_DIRECTIONS),
+    program = run_compiled(_fast._program, (p.static, p.x_spec, p.out_spec, FAST_POINTS,
+                                            FAST_DIRECTIONS),
                            p.static.consts(), p.dynamic, s, call=False)
     timed = _common.measure({
         "grad": _common.calls(grad, params, X, Y),

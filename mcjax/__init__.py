@@ -6,12 +6,12 @@ arXiv:1802.01528), the machinery to prove each formula (and yours) right, and ji
 
 The top level holds what a researcher types daily: the paper's functions, their derivatives,
 the structured Jacobians, ``derive``, the checker and ``train``.  The infrastructure lives in
-public submodules named for what they hold: :mod:`mcjax.registry`, :mod:`mcjax.conventions`,
-:mod:`mcjax.steps`, :mod:`mcjax.sharding`, :mod:`mcjax.checkpoints`,
-:mod:`mcjax.compilation`, :mod:`mcjax.datasets` and :mod:`mcjax.testing`.
+public submodules named for what they hold: ``mcjax.registry``, ``mcjax.conventions``,
+``mcjax.steps``, ``mcjax.sharding``, ``mcjax.checkpoints``,
+``mcjax.compilation``, ``mcjax.datasets`` and ``mcjax.testing``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from mcjax import (  # noqa: E402, I001 - the public submodules, after what they build on
     checkpoints as checkpoints,
@@ -35,9 +35,13 @@ from mcjax import (
 from mcjax import (
     steps as steps,
 )
+from mcjax import (
+    testing as testing,
+)
 from mcjax._check._api import assert_derivative, check, check_cases, check_chain, check_points
 from mcjax._check._report import Report
 from mcjax._check._rules import assert_rule, check_rule, check_rules
+from mcjax._core import _public
 from mcjax._core._errors import (
     CheckpointError,
     DerivativeError,
@@ -93,7 +97,9 @@ from mcjax.rules.chain import (
     vector_chain_rule,
 )
 from mcjax.rules.elementwise import (
-    abs,  # noqa: A004 - the paper's |x|, as jnp.abs
+    abs as abs,  # noqa: A004 - the paper's |x|, as jnp.abs; not in __all__ (see there)
+)
+from mcjax.rules.elementwise import (
     add,
     cos,
     divide,
@@ -125,8 +131,8 @@ from mcjax.rules.scalar_expansion import (
 )
 
 try:
-    __version__ = version("mcjax")
-except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = _metadata.version("mcjax")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0"
 
 __all__ = [
@@ -143,7 +149,7 @@ __all__ = [
     "sqrt",
     "sin",
     "cos",
-    "abs",
+    # (mcjax.abs too, left out of `from mcjax import *`, which would shadow Python's abs)
     # scalar expansion (§4.3) and reductions (§4.4)
     "add_scalar",
     "subtract_scalar",
@@ -241,7 +247,10 @@ __all__ = [
     "CheckpointError",
 ]
 
-for _error in (DerivativeError, TraceError, ShapeError, DtypeError, NonFiniteLossError,
-               CheckpointError):
-    _error.__module__ = "mcjax"  # tracebacks name them as users import them
-del _error
+# help(), reprs and tracebacks name a public object as users import it: mcjax.check, not
+# mcjax._check._api.check; mcjax.registry.Rule (a name both export is mcjax's)
+_public.publish(__name__, globals())
+for _module in (registry, conventions, steps, sharding, checkpoints, compilation, datasets,
+                testing):
+    _public.publish(_module.__name__, vars(_module))
+del _module

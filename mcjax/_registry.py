@@ -1,7 +1,7 @@
 """The rule record and the registry: the heart of mcjax.
 
-A :class:`Rule` is one identity of Parr & Howard: a forward function, its hand-derived
-derivative with respect to each argument (a :class:`Derivative`: the code, and the formula as
+A ``mcjax.registry.Rule`` is one identity of Parr & Howard: a forward function, its hand-derived
+derivative with respect to each argument (a ``mcjax.Derivative``: the code, and the formula as
 plain text and LaTeX), the paper section, and the symbolic shapes of its arguments, from which
 tests, ``mcjax verify`` rows and docs rows are generated.
 
@@ -29,12 +29,13 @@ import difflib
 import fnmatch
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
+from jax.typing import DTypeLike
 
 from mcjax._core._conventions import KINK_MARGIN
 from mcjax._core._errors import require_floating
@@ -69,7 +70,7 @@ class Derivative:
 
     Attributes:
       fn: takes the forward function's positional arguments and returns the derivative in
-        numerator layout: a structured :class:`~mcjax.Jacobian`, a dense array of shape
+        numerator layout: a structured ``mcjax.Jacobian``, a dense array of shape
         ``out.shape + arg.shape``, or (for a scalar function of a pytree) a gradient pytree.
       text: the formula in plain text, e.g. ``diag(y)``.
       latex: the formula in LaTeX, e.g. ``\\operatorname{diag}(\\mathbf{y})``.
@@ -90,10 +91,10 @@ class Rule:
     Attributes:
       name: unique name, e.g. ``"multiply"``.
       forward: the pure forward function; hyper-parameters keyword-only with defaults.
-      wrt: argument name -> :class:`Derivative`.
-      section: the paper section (a key of :data:`SECTIONS`).
+      wrt: argument name -> ``mcjax.Derivative``.
+      section: the paper section (a key of ``mcjax.registry.SECTIONS``).
       shapes: symbolic shapes per argument, e.g. ``{"W": ("m", "n"), "x": ("n",)}``; the
-        dimension names are filled from :data:`mcjax._core._conventions.SHAPE_CASES`.
+        dimension names are filled from ``mcjax._core._conventions.SHAPE_CASES``.
       sample: optional ``sample(rng, dims, dtype) -> args`` (``rng`` a NumPy ``Generator``)
         for rules whose arguments need a domain (positive, away from kinks, integer labels,
         pytrees).  The default draws every argument from a standard normal.  Verification
@@ -102,7 +103,7 @@ class Rule:
       description: one line saying what the rule is.
       hyper: keyword arguments (hyper-parameters) this rule is *verified* with, passed
         explicitly to the forward function and the derivative by ``mcjax verify``, e.g.
-        ``{"loss": "mse"}``: one function can back several rules.  :meth:`derivative` does
+        ``{"loss": "mse"}``: one function can back several rules.  ``mcjax.derivative`` does
         not apply them: it differentiates the function as called.
     """
 
@@ -146,7 +147,7 @@ class Rule:
 
         ``derivative(wrt)(*args, **kw)`` is the derivative of ``forward(*args, **kw)``: the
         keywords a call leaves out take the forward function's own defaults (never this
-        rule's verification :attr:`hyper`).  Integer arguments are refused.
+        rule's verification ``hyper``).  Integer arguments are refused.
 
         Returns a function of the forward function's positional arguments.
         """
@@ -175,7 +176,7 @@ class Rule:
 
     def __call__(self, *args, **kwargs):
         """The forward function with this rule's verification hyper-parameters (as
-        ``mcjax verify`` checks it); call :attr:`forward` for the function as users call it."""
+        ``mcjax verify`` checks it); call ``forward`` for the function as users call it."""
         return self.forward(*args, **{**self.hyper, **kwargs})
 
     def example(self, rng: np.random.Generator | int, dims: Mapping[str, int], dtype) -> tuple:
@@ -197,7 +198,7 @@ class Rule:
 class Registry:
     """An ordered collection of rules, addressed by name.
 
-    mcjax has one default registry (:data:`REGISTRY`), filled by the modules under
+    mcjax has one default registry (``mcjax.registry.REGISTRY``), filled by the modules under
     ``mcjax.rules``; tests make their own to hold deliberately wrong rules.
     """
 
@@ -274,6 +275,9 @@ def parse_shapes(spec: str) -> dict[str, tuple[str, ...]]:
     return shapes
 
 
+F = TypeVar("F", bound=Callable[..., Any])  # a forward function, returned unchanged
+
+
 def rule(
     name: str,
     *,
@@ -284,21 +288,21 @@ def rule(
     kinks: str = "",
     hyper: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
-):
+) -> Callable[[F], F]:
     """Register the decorated forward function as rule ``name``; return it unchanged.
 
     Args:
       name: unique rule name.
-      section: the paper section (a key of :data:`SECTIONS`).
-      shapes: symbolic argument shapes, see :func:`parse_shapes`.
-      wrt: argument name -> :class:`Derivative`.
-      sample: optional argument sampler, see :class:`Rule`.
+      section: the paper section (a key of ``mcjax.registry.SECTIONS``).
+      shapes: symbolic argument shapes, see ``parse_shapes``.
+      wrt: argument name -> ``mcjax.Derivative``.
+      sample: optional argument sampler, see ``mcjax.registry.Rule``.
       kinks: where the function is not differentiable.
-      hyper: keyword arguments this rule fixes (see :class:`Rule`).
-      registry: where to register (default: :data:`REGISTRY`).
+      hyper: keyword arguments this rule fixes (see ``mcjax.registry.Rule``).
+      registry: where to register (default: ``mcjax.registry.REGISTRY``).
     """
 
-    def decorate(forward):
+    def decorate(forward: F) -> F:
         doc = inspect.getdoc(forward) or ""
         (REGISTRY if registry is None else registry).register(
             Rule(
@@ -318,7 +322,8 @@ def rule(
     return decorate
 
 
-def derivative(f: str | Callable, wrt: str | int = 0, *, registry: Registry | None = None):
+def derivative(f: str | Callable[..., Any], wrt: str | int = 0, *,
+               registry: Registry | None = None) -> Callable[..., Any]:
     """The hand-derived derivative of a registered function with respect to one argument.
 
     Args:
@@ -328,7 +333,7 @@ def derivative(f: str | Callable, wrt: str | int = 0, *, registry: Registry | No
 
     Returns:
       A function of ``f``'s positional arguments returning the derivative in numerator layout
-      (usually a structured :class:`~mcjax.Jacobian`; call ``.dense()`` for the array).
+      (usually a structured ``mcjax.Jacobian``; call ``.dense()`` for the array).
 
     Raises:
       KeyError: ``f`` is not registered, or has no derivative with respect to ``wrt``.
@@ -352,18 +357,20 @@ def as_array(values, dtype) -> jax.Array:
     return jax.device_put(np.asarray(values).astype(np.dtype(dtype)))
 
 
-def normal(rng: np.random.Generator, shape, dtype, scale: float = 1.0) -> jax.Array:
+def normal(rng: np.random.Generator, shape: Sequence[int], dtype: DTypeLike,
+           scale: float = 1.0) -> jax.Array:
     """Standard normal samples (times ``scale``) as a JAX array of ``dtype``."""
     return as_array(scale * rng.standard_normal(shape), dtype)
 
 
-def away_from_zero(rng: np.random.Generator, shape, dtype, margin: float = 4 * KINK_MARGIN):
+def away_from_zero(rng: np.random.Generator, shape: Sequence[int], dtype: DTypeLike,
+                   margin: float = 4 * KINK_MARGIN) -> jax.Array:
     """Normal samples pushed at least ``margin`` away from 0 (kinks of relu, abs, ...)."""
     return as_array(away_from_zero_numpy(rng, shape, margin), dtype)
 
 
 def away_from_zero_numpy(rng: np.random.Generator, shape, margin: float = 4 * KINK_MARGIN):
-    """:func:`away_from_zero` as a float64 NumPy array, for samplers that compute with it
+    """``mcjax.registry.away_from_zero`` as a float64 NumPy array, for samplers that compute with it
     first (a float64 JAX array would need ``jax_enable_x64``)."""
     z = rng.standard_normal(shape)
     return np.where(z >= 0, z + margin, z - margin)

@@ -1,7 +1,7 @@
 """Reading the checkpoints ``mcjax.train`` writes (orbax, one folder per saved epoch).
 
-:func:`latest_checkpoint` finds the newest intact one in a run's folder and
-:func:`restore_checkpoint` reads it back onto any device layout.  Writing, run identity, the
+``mcjax.checkpoints.latest_checkpoint`` finds the newest intact one in a run's folder and
+``mcjax.checkpoints.restore_checkpoint`` reads it back onto any device layout.  Writing, run identity, the
 lock and resuming are ``mcjax.train``'s (``checkpoint_dir=``, ``resume=``).
 """
 

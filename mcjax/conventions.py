@@ -1,12 +1,12 @@
 """The conventions of mcjax, stated once: layout, kinks, tolerances, the verified shapes.
 
-- **Layout**: numerator layout, ``J.shape == out.shape + in.shape`` (:data:`LAYOUT`), and the
-  conversions :func:`to_numerator` / :func:`to_denominator`;
+- **Layout**: numerator layout, ``J.shape == out.shape + in.shape`` (``mcjax.conventions.LAYOUT``), and the
+  conversions ``mcjax.conventions.to_numerator`` / ``mcjax.conventions.to_denominator``;
 - **kinks**: what the registry's rules return where a function is not differentiable;
-- **tolerances**: the checker's one policy (:func:`check_rtol`, :func:`check_atol`: how far a
-  derivative may be from its reference) and :func:`tolerance`, a fixed ``(rtol, atol)`` per
+- **tolerances**: the checker's one policy (``mcjax.conventions.check_rtol``, ``mcjax.conventions.check_atol``: how far a
+  derivative may be from its reference) and ``mcjax.conventions.tolerance``, a fixed ``(rtol, atol)`` per
   dtype for comparing two computations of one quantity in tests and experiments;
-  :func:`data_parallel_tolerance` for a run on several devices against one;
+  ``mcjax.conventions.data_parallel_tolerance`` for a run on several devices against one;
 - **verification**: the dtypes and shape cases ``mcjax verify`` instantiates rules at.
 """
 

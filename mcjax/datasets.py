@@ -1,7 +1,7 @@
 """The data of the paper's experiments: the neuron's synthetic data and the digits.
 
-:func:`neuron_data` draws inputs and targets from a known ReLU neuron (the paper's §1 setting),
-:func:`digits_data` loads scikit-learn's bundled 8x8 digits (no download;
+``mcjax.datasets.neuron_data`` draws inputs and targets from a known ReLU neuron (the paper's §1 setting),
+``mcjax.datasets.digits_data`` loads scikit-learn's bundled 8x8 digits (no download;
 ``pip install 'mcjax[experiments]'``).
 """
 

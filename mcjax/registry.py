@@ -1,9 +1,9 @@
 """The registry: every rule of the paper as a record, and how to add your own.
 
-A :class:`Rule` holds a forward function, its hand-derived derivative with respect to each
-argument (:class:`Derivative`: the code and the formula), the paper section and the symbolic
-shapes its tests, ``mcjax verify`` row and docs row are generated from.  :func:`rule` (also
-``mcjax.rule``) registers one beside its forward function; :func:`derivative` (also
+A ``mcjax.registry.Rule`` holds a forward function, its hand-derived derivative with respect to each
+argument (``mcjax.Derivative``: the code and the formula), the paper section and the symbolic
+shapes its tests, ``mcjax verify`` row and docs row are generated from.  ``mcjax.rule`` (also
+``mcjax.rule``) registers one beside its forward function; ``mcjax.derivative`` (also
 ``mcjax.derivative``) gives the derivative of a registered function as called.
 """
 

@@ -1,10 +1,10 @@
 """Data parallelism over devices and hosts with ``jax.sharding``.
 
-:func:`data_mesh` makes a mesh with a ``"data"`` axis; :func:`shard_batch` splits a batch's
-leading axis over it and :func:`replicate` copies parameters to every device;
-:func:`pad_batch` and :func:`masked_objective` handle a batch that does not divide among the
+``mcjax.sharding.data_mesh`` makes a mesh with a ``"data"`` axis; ``mcjax.sharding.shard_batch`` splits a batch's
+leading axis over it and ``mcjax.sharding.replicate`` copies parameters to every device;
+``mcjax.sharding.pad_batch`` and ``mcjax.sharding.masked_objective`` handle a batch that does not divide among the
 devices.  ``mcjax.train(..., devices=N)`` does all of this itself; these are for a loop of
-your own.  Several hosts join with :func:`init_distributed`.
+your own.  Several hosts join with ``mcjax.sharding.init_distributed``.
 """
 
 from mcjax._train._distributed import Processes, init_distributed

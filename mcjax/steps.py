@@ -1,9 +1,9 @@
 """The training step and the epoch, for a loop of your own.
 
-:func:`train_step` is gradient descent's update with an optax optimizer; :func:`train_epoch`
+``mcjax.steps.train_step`` is gradient descent's update with an optax optimizer; ``mcjax.steps.train_epoch``
 runs it over a shuffled epoch inside one ``lax.scan``.  The ``make_*`` forms return them
 jitted (buffers donated), on one device or data-parallel over a mesh.  ``GRAD_SOURCES`` are
-the gradient sources :func:`mcjax.objective` knows.
+the gradient sources ``mcjax.objective`` knows.
 """
 
 from mcjax._train._models import GRAD_SOURCES

@@ -46,7 +46,13 @@ def test_assert_derivative_raises_an_assertion_error_carrying_the_report():
         mcjax.assert_derivative(f, lambda x: -df(x), X)
     assert isinstance(info.value, mcjax.DerivativeError)
     assert not info.value.report.ok
-    assert "sign is flipped" in str(info.value)
+    first, *rest = str(info.value).splitlines()
+    # the diagnosis first, so that pytest's 80-column summary line shows it; then the report
+    assert first.startswith("a constant factor: matches the reference times -1: the sign is "
+                            "flipped"), first
+    assert first.endswith("(d f / d args[0])") and rest[0].startswith("mcjax.check: FAIL")
+    with pytest.raises(mcjax.DerivativeError, match=r"^NaN or Inf at 12 entries where"):
+        mcjax.assert_derivative(f, lambda x: df(x) * jnp.nan, X)  # no slip: the problem first
 
 
 def test_structured_jacobians_vjp_functions_and_pytrees_are_accepted():
@@ -117,6 +123,56 @@ def test_empty_integer_and_bad_options_are_refused_with_sentences():
         mcjax.check(f, df, X, kink_convention="up")
 
 
+def loss(W, x, b):
+    return jnp.sum(jnp.tanh(W @ x + b))
+
+
+def d_loss(W, x, b):  # with respect to (W, b): a tuple, as jax.jacrev(loss, (0, 2)) returns
+    g = 1 - jnp.tanh(W @ x + b) ** 2
+    return jnp.outer(g, x), g
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_argnums_takes_a_tuple_as_jax_grad_does_and_the_report_names_each_argument(mode):
+    b = jnp.zeros(3)
+    r = mcjax.check(loss, d_loss, W, X, b, argnums=(0, 2), mode=mode)
+    assert r.ok and r.wrt == "(args[0], args[2])", r
+    assert r.shapes == "f: args[0] (3, 4), args[2] (3,) -> shape ()"
+    assert mcjax.check(loss, lambda *a: jax.jacrev(loss, (0, 2))(*a), W, X, b,
+                       argnums=(0, -1), mode=mode).ok
+    wrong = mcjax.check(loss, lambda *a: (d_loss(*a)[0], 2 * d_loss(*a)[1]), W, X, b,
+                        argnums=(0, 2), mode=mode)
+    assert not wrong.ok and all(e.label.startswith("args[2][") for e in wrong.worst), wrong
+    if mode == "full":
+        assert wrong.where == ("3 of 3 entries of d out / d args[2] are wrong",)
+    with pytest.raises(mcjax.ShapeError, match="jax.jacfwd's structure"):
+        mcjax.check(loss, lambda *a: d_loss(*a)[0], W, X, b, argnums=(0, 2))
+
+
+def sin_squared(x):
+    return jnp.sin(x) ** 2
+
+
+def d_sin_squared(x):  # sin(2x): right, and rounded otherwise than JAX's 2 sin(x) cos(x)
+    return mcjax.Diagonal(jnp.sin(2 * x))
+
+
+def test_rtol_and_atol_override_the_policy_and_the_policy_stays_the_default():
+    x = jnp.linspace(0.1, 3.0, 16, dtype=jnp.float32)
+    default = mcjax.check(sin_squared, d_sin_squared, x)
+    assert default.ok and default.threshold.given == (), default
+    tight = mcjax.check(sin_squared, d_sin_squared, x, rtol=1e-30, atol=0.0)
+    assert not tight.ok and tight.threshold.rtol == 1e-30 and tight.threshold.atol == 0.0
+    assert "rtol given, atol given" in str(tight)
+    off = lambda x: mcjax.Diagonal(1.01 * jnp.sin(2 * x))  # noqa: E731 - 1% off
+    assert not mcjax.check(sin_squared, off, x).ok  # the policy catches it
+    loose = mcjax.check(sin_squared, off, x, rtol=0.05)
+    assert loose.ok and loose.threshold.given == ("rtol",), loose
+    assert mcjax.check(sin_squared, off, x, rtol=0.05, mode="fast").ok
+    assert not mcjax.check(sin_squared, off, x, mode="fast").ok
+    assert not mcjax.check(sin_squared, off, x, atol=1e-9).ok  # a floor: not a relative slack
+
+
 def test_nan_or_inf_on_either_side_fails_saying_where():
     x = jnp.array([1.0, 2.0, 3.0])
     r = mcjax.check(jnp.sin, lambda x: mcjax.Diagonal(jnp.cos(x).at[1].set(jnp.nan)), x)
@@ -142,6 +198,28 @@ def test_several_points_and_the_heatmap(tmp_path):
     bad.heatmap(tmp_path / "h.png")
     assert (tmp_path / "h.png").stat().st_size > 1000
     assert bad.as_dict()["ok"] is False
+
+
+def test_the_heatmap_names_the_pytree_leaves_and_its_axes(tmp_path):
+    pytest.importorskip("matplotlib")
+    params = {"W": W, "b": jnp.arange(3.0)}
+
+    def layer(params, x):
+        return {"h": jnp.tanh(params["W"] @ x + params["b"]), "s": jnp.sum(params["b"])}
+
+    wrong = mcjax.check(layer, lambda p, x: jax.tree_util.tree_map(
+        lambda d: 1.5 * d, jax.jacrev(layer)(p, x)), params, X)
+    assert not wrong.ok
+    figure = wrong.heatmap(tmp_path / "tree.png")
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x['W'] (3, 4)", "x['b'] (3,)"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["out['h'] (3,)", "out['s'] ()"]
+    assert ax.get_xlabel() == "d / d args[0]: 2 leaves (each flat, row-major)"
+    assert ax.get_ylabel() == "d out: 2 leaves (each flat, row-major)"
+    assert len(ax.lines) == 2  # one line between the argument's leaves, one between the output's
+    one = mcjax.check(f, lambda x: df(x) * 1.5, X).heatmap()
+    assert one.axes[0].get_xlabel() == "d / d args[0], shape (4,) (flat, row-major)"
+    assert one.axes[0].get_ylabel() == "d out, shape (3,) (flat, row-major)"
 
 
 def test_the_chain_localiser_names_the_first_wrong_link():

@@ -183,3 +183,188 @@ def test_a_real_process_exits_1_on_a_wrong_derivative_and_2_on_a_trace_error(use
                              env={**os.environ, "JAX_PLATFORMS": "cpu"})
         assert run.returncode == status, run.stdout + run.stderr
         assert "Traceback" not in run.stderr, run.stderr
+
+
+# -- every keyword out of range: a sentence naming the function and the keyword ------------
+def sin_d(x):
+    return mcjax.Diagonal(jnp.cos(x))
+
+
+CHECKS = {  # each public function with the keywords to sweep, called at a right derivative
+    "check": lambda **kw: mcjax.check(jnp.sin, sin_d, X, **kw),
+    "assert_derivative": lambda **kw: mcjax.assert_derivative(jnp.sin, sin_d, X, **kw),
+    "check_points": lambda **kw: mcjax.check_points(jnp.sin, sin_d, **{"points": [(X,)], **kw}),
+    "check_cases": lambda **kw: mcjax.check_cases(**{"cases": [(jnp.sin, sin_d, (X,), 0)], **kw}),
+    "check_chain": lambda **kw: mcjax.check_chain(
+        kw.pop("chain", mcjax.vector_chain_rule(mcjax.sin, mcjax.tanh)), X, **kw),
+    "derive": lambda **kw: mcjax.derive(**{"f": jnp.sin, **kw})(X),
+    "registry.verify": lambda **kw: mcjax.registry.verify(**{"pattern": "relu",
+                                                            "dtypes": ("float32",), **kw}),
+}
+
+BAD = [  # (function, keyword, value, error)
+    *[(fn, "argnums", value, error) for fn in ("check", "check_points", "derive")
+      for value, error in ((3, ValueError), (-2, ValueError), ((0, 0), ValueError),
+                           ((), TypeError), ("0", TypeError), (True, TypeError),
+                           (1.0, TypeError))],
+    *[(fn, "mode", "slow", ValueError) for fn in ("check", "assert_derivative", "check_chain")],
+    *[(fn, "layout", "rows", ValueError) for fn in ("check", "check_points", "check_cases")],
+    *[(fn, "points", value, error) for fn in ("check", "registry.verify")
+      for value, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError),
+                           (True, TypeError))],
+    ("check", "directions", 0, ValueError),
+    ("check", "directions", -3, ValueError),
+    ("check", "directions", None, TypeError),
+    *[(fn, "kink_convention", "up", ValueError) for fn in ("check", "check_points",
+                                                          "check_cases")],
+    *[(fn, "seed", value, error) for fn in ("check", "check_points", "check_cases",
+                                            "registry.verify")
+      for value, error in ((-1, ValueError), (0.5, TypeError), ("0", TypeError))],
+    *[(fn, tol, value, error) for fn in ("check", "check_points", "check_cases")
+      for tol in ("rtol", "atol")
+      for value, error in ((-1e-3, ValueError), (float("nan"), ValueError),
+                           (float("inf"), ValueError), ("1e-3", TypeError),
+                           (True, TypeError))],
+    ("check_points", "points", [X], TypeError),
+    ("check_cases", "cases", [(jnp.sin, sin_d)], TypeError),
+    ("check_cases", "stencils", "no", TypeError),
+    ("check_chain", "chain", jnp.sin, TypeError),
+    ("derive", "f", "sin", TypeError),
+    ("derive", "strict", "yes", TypeError),
+    ("registry.verify", "registry", "mine", TypeError),
+    ("registry.verify", "pattern", 3, TypeError),
+    ("registry.verify", "dtypes", ("float16",), ValueError),
+    ("registry.verify", "dtypes", "float32", ValueError),
+    ("registry.verify", "cases", [], ValueError),
+    ("registry.verify", "processes", 0, ValueError),
+    ("registry.verify", "imports", "my_rules.py", TypeError),
+]
+
+
+def _stable(value) -> str:
+    """A test id the same in every pytest-xdist worker: no object addresses."""
+    if callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    if hasattr(value, "shape"):
+        return f"array{tuple(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_stable(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    return repr(value)
+
+
+@pytest.mark.parametrize(("function", "keyword", "value", "error"), BAD,
+                         ids=[f"{fn}-{kw}={_stable(v)}" for fn, kw, v, _ in BAD])
+def test_every_keyword_out_of_range_is_refused_with_a_sentence(function, keyword, value, error):
+    with pytest.raises(error) as info:
+        CHECKS[function](**{keyword: value})
+    message = str(info.value)
+    passed_on = function in ("assert_derivative", "check_chain") and keyword != "chain"
+    assert message.startswith(f"mcjax.{'check' if passed_on else function}:"), message
+    assert keyword in message and "expected" in message and "\n" not in message, message
+
+
+def test_the_sweep_covers_every_keyword():
+    """A keyword added to a public function without a case above fails here."""
+    import inspect
+
+    functions = {"check": mcjax.check, "check_points": mcjax.check_points,
+                 "check_cases": mcjax.check_cases, "derive": mcjax.derive,
+                 "registry.verify": mcjax.registry.verify}
+    swept = {(fn, kw) for fn, kw, _, _ in BAD}
+    missing = [(name, p.name) for name, fn in functions.items()
+               for p in inspect.signature(fn).parameters.values()
+               if p.kind is not p.VAR_POSITIONAL and (name, p.name) not in swept
+               and not (name.startswith("check") and p.name in ("f", "derivative"))]  # above
+    assert not missing, f"keywords with no out-of-range case: {missing}"
+
+
+def test_the_sweep_passes_at_good_values():
+    assert mcjax.check(jnp.sin, sin_d, X, argnums=-1, points=2, directions=1, seed=3,
+                       rtol=1e-3, atol=0).ok
+    assert mcjax.check(jnp.sin, sin_d, X, mode="fast", points=1, directions=1).ok
+    assert all(r.ok for r in mcjax.check_points(jnp.sin, lambda x: (sin_d(x),), [[X], (2 * X,)],
+                                                argnums=(0,)))  # a tuple: one per argument
+    with pytest.raises(mcjax.ShapeError, match=r"f maps args\[0\] \(3,\) to shape \(3,\); "
+                                               "expected jax.jacfwd's structure for a tuple"):
+        mcjax.check(jnp.sin, sin_d, X, argnums=(0,))
+    assert mcjax.check_chain(mcjax.vector_chain_rule(mcjax.sin, mcjax.tanh), X, mode="full").ok
+    with pytest.raises(TypeError, match=r"mcjax.check_cases: the args of cases\[0\] are a "
+                                        r"jax.Array of shape \(3,\); expected a tuple"):
+        mcjax.check_cases([(jnp.sin, sin_d, X, 0)])  # not its rows as three arguments
+
+
+LOG = ["user_model.py:log", "user_model.py:dlog", "--shapes", "4", "--dist", "positive"]
+BAD_FLAGS = [  # (command line, words of the one line on stderr); each exits 2
+    (["verify", "-k", "nomatch"], "mcjax verify: -k 'nomatch': no rule matches"),
+    (["verify", "--jobs", "0"], "argument --jobs: expected an int >= 1, got '0'"),
+    (["verify", "--jobs", "two"], "argument --jobs: expected an int >= 1, got 'two'"),
+    (["verify", "--points", "0"], "argument --points: expected an int >= 1"),
+    (["verify", "--seed", "-1"], "argument --seed: expected an int >= 0"),
+    (["verify", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    (["verify", "--import", "no_such_rules.py"], "mcjax verify: --import"),
+    (["check", *LOG, "--points", "0"], "argument --points: expected an int >= 1"),
+    (["check", *LOG, "--points", "-1"], "argument --points: expected an int >= 1"),
+    (["check", *LOG, "--directions", "0"], "argument --directions: expected an int >= 1"),
+    (["check", *LOG, "--seed", "-1"], "argument --seed: expected an int >= 0"),
+    (["check", *LOG, "--rtol", "-1"], "argument --rtol: expected a finite number >= 0"),
+    (["check", *LOG, "--rtol", "nan"], "argument --rtol: expected a finite number >= 0"),
+    (["check", *LOG, "--atol", "inf"], "argument --atol: expected a finite number >= 0"),
+    (["check", *LOG, "--argnums", "x"], "argument --argnums: expected an argument number"),
+    (["check", *LOG, "--argnums", "0,,1"], "argument --argnums: expected an argument number"),
+    (["check", *LOG, "--argnums", "1"], "mcjax check: argnums=1 but f gets 1 argument(s)"),
+    (["check", *LOG, "--argnums", "0,0"], "mcjax check: argnums=(0, 0) names an argument twice"),
+    (["check", *LOG, "--mode", "slow"], "argument --mode: invalid choice: 'slow'"),
+    (["check", *LOG, "--surrogate", "user_model.py:log"], "--surrogate goes with --rule"),
+    (["check", "--rule", *LOG], "--rule checks the custom rules of user_model.py:log itself"),
+    (["check", *LOG, "--layout", "rows"], "argument --layout: invalid choice: 'rows'"),
+    (["check", *LOG, "--kink-convention", "up"], "argument --kink-convention: invalid choice"),
+    (["check", *LOG, "--dtype", "int32"], "argument --dtype: invalid choice: 'int32'"),
+    (["check", *LOG[:3], "3,x"], "mcjax check: --shapes '3,x' is not a shape"),
+    (["check", *LOG[:3], "-2"], "mcjax check: --shapes '-2' is not a shape"),
+    (["check", *LOG, "--dist", "gamma"], "mcjax check: --dist 'gamma' is not a distribution"),
+    (["check", *LOG, "--heatmap", "user_model.py/j.png"],
+     "user_model.py is a file; expected a path in a folder"),
+    (["check", *LOG, "--heatmap", "."], "--heatmap . is a folder"),
+    (["check", *LOG, "--heatmap", "j.png", "--mode", "fast"], "--mode fast never builds"),
+    (["derive", "user_model.py:log", "--shapes", "3,x"], "mcjax derive: --shapes '3,x' is not"),
+    (["derive", "user_model.py:log", "--shapes", "3", "--wrt", "x"],
+     "argument --wrt: expected an argument number"),
+    (["derive", "user_model.py:log", "--shapes", "3", "--wrt", "2"], "argnums=2 but f gets 1"),
+    (["derive", "user_model.py:log", "--shapes", "3", "--seed", "-1"],
+     "argument --seed: expected an int >= 0"),
+    (["derive", "user_model.py:log", "--shapes", "3", "--probes", "0"],
+     "argument --probes: expected an int >= 1"),
+    (["derive", "user_model.py:log", "--shapes", "3", "--dtype", "float16"],
+     "argument --dtype: invalid choice"),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), BAD_FLAGS, ids=[" ".join(a[3:] if a[0] != "verify"
+                                                                     else a) for a, _ in BAD_FLAGS])
+def test_every_flag_out_of_range_exits_2_with_one_line(user_dir, argv, words, capsys, monkeypatch):
+    from mcjax.__main__ import main
+
+    monkeypatch.chdir(user_dir)
+    try:
+        status = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        status = e.code
+    out, err = capsys.readouterr()
+    assert status == 2, out + err
+    assert len(err.strip().splitlines()) == 1 and words in err, err
+    assert err.startswith(f"mcjax {argv[0]}"), err
+
+
+def test_the_flag_sweep_covers_every_flag_that_takes_a_value():
+    """A flag added to verify, check or derive without a case above fails here."""
+    from mcjax._cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    swept = {(argv[0], word) for argv, _ in BAD_FLAGS for word in argv if word.startswith("-")}
+    swept |= {(argv[0], "--shapes") for argv, _ in BAD_FLAGS if "--shapes" in argv}
+    missing = [(name, action.option_strings[-1]) for name in ("verify", "check", "derive")
+               for action in commands[name]._actions
+               if action.option_strings and action.nargs != 0 and action.dest != "help"
+               and not any((name, o) in swept for o in action.option_strings)]
+    assert not missing, f"flags with no out-of-range case: {missing}"

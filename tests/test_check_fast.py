@@ -18,7 +18,6 @@ from jax.test_util import check_grads
 import mcjax
 from mcjax._check import _fast
 from mcjax._check._problem import prepare
-from mcjax._check._under_test import terms_of
 from mcjax._program._compile import run_compiled
 
 SIZES = (784, 1024, 192, 10)  # 1,002,570 parameters
@@ -77,8 +76,7 @@ def test_fast_mode_costs_at_most_five_gradients_and_never_builds_the_jacobian():
     params, X, Y = mlp_problem("float32")
     p = prepare(mcjax.mlp_loss, mcjax.mlp_backprop, (params, X, Y), 0, "numerator")
     seed = jnp.asarray(0, jnp.uint32)
-    checked = run_compiled(_fast._program, (p.static, p.x_spec, p.out_spec, p.dtype,
-                                            terms_of(p, True), 2, 4),
+    checked = run_compiled(_fast._program, (p.static, p.x_spec, p.out_spec, 2, 4),
                            p.static.consts(), p.dynamic, seed, call=False)
     gradient = jax.jit(jax.grad(mcjax.mlp_loss)).lower(params, X, Y).compile()
     cost = lambda key: checked.cost_analysis()[key] / gradient.cost_analysis()[key]  # noqa: E731
@@ -113,8 +111,7 @@ def test_fast_mode_on_a_vector_function_never_builds_its_jacobian():
     report = mcjax.check(tanh_layer, tanh_layer_vjp, x, jnp.asarray(1.0))
     assert report.mode == "fast" and report.ok, report
     p = prepare(tanh_layer, tanh_layer_vjp, (x, jnp.asarray(1.0)), 0, "numerator")
-    compiled = run_compiled(_fast._program, (p.static, p.x_spec, p.out_spec, p.dtype,
-                                             terms_of(p, True), 2, 4),
+    compiled = run_compiled(_fast._program, (p.static, p.x_spec, p.out_spec, 2, 4),
                             p.static.consts(), p.dynamic, jnp.asarray(0, jnp.uint32), call=False)
     jacobian_bytes = W.size * W.dtype.itemsize
     assert compiled.memory_analysis().temp_size_in_bytes < jacobian_bytes / 10

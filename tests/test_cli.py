@@ -26,9 +26,27 @@ def test_verify_table_and_exit_status(capsys):
     assert "1 rules, 1 derivatives, dtypes float32, 3 shape cases, seed 0: all 3 checks passed" in out
 
 
-def test_verify_unknown_pattern_fails(capsys):
-    assert main(["verify", "-k", "no_such_rule*"]) == 1
-    assert "no rule matches" in capsys.readouterr().err
+def test_verify_table_reads_at_80_columns(capsys, monkeypatch):
+    """A CI log is 80 columns: the numbers keep their width, each formula stays readable
+    (whole words, under its rule's name) and the two lines of a row are labelled abs and rel."""
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["verify", "-k", "dense_layer", "--dtype", "float32"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines[:-1]) <= 80, "\n".join(lines)  # the verdict line wraps
+    rows = [line for line in lines if line.startswith((" dense_layer", " diag"))]
+    assert [row.split()[:2] for row in rows] == [["dense_layer", "W"], ["diag(act'(Z))", "(I_m"],
+                                                 ["dense_layer", "X"], ["diag(act'(Z))", "(I_B"],
+                                                 ["dense_layer", "b"], ["diag(act'(Z))", "(1"]]
+    assert "diag(act'(Z)) (I_m (x) X)" in rows[1]  # the formula whole, on one line
+    for first, second in zip(rows[::2], rows[1::2]):  # abs with the verdict, rel under it
+        assert " abs " in first and first.split()[-2:] == ["3", "ok"], first
+        assert " rel " in second, second
+
+
+def test_verify_unknown_pattern_is_a_usage_error(capsys):
+    assert main(["verify", "-k", "no_such_rule*"]) == 2  # 1 is a failed verdict
+    err = capsys.readouterr().err
+    assert "no rule matches" in err and len(err.strip().splitlines()) == 1
 
 
 def test_list(capsys):

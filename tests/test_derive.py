@@ -202,6 +202,43 @@ def test_errors_say_what_was_expected_and_what_arrived():
         mcjax.derive(lambda x: jnp.argmax(x))(jnp.ones(2))
 
 
+DERIVE_MISTAKES = [  # (f, argnums, args, error, the sentence)
+    (3, 0, (jnp.ones(2),), TypeError, r"mcjax.derive: f is an int, not a function"),
+    (jnp.sin, 0.0, (jnp.ones(2),), TypeError, r"argnums=0.0; expected an int or a non-empty tuple"),
+    (jnp.sin, "x", (jnp.ones(2),), TypeError, r"argnums='x'; expected an int or a non-empty"),
+    (jnp.sin, True, (jnp.ones(2),), TypeError, r"argnums=True; expected an int"),
+    (jnp.multiply, (), (jnp.ones(2), jnp.ones(2)), TypeError, r"argnums=\(\); expected"),
+    (jnp.multiply, (0, 0), (jnp.ones(2), jnp.ones(2)), ValueError, r"names an argument twice"),
+    (jnp.multiply, (0, -2), (jnp.ones(2), jnp.ones(2)), ValueError, r"names an argument twice"),
+    (jnp.sin, 2, (jnp.ones(2),), ValueError, r"argnums=2 but f gets 1 argument"),
+    (lambda x: None, 0, (jnp.ones(2),), TypeError, r"f returned None; expected an array"),
+    (lambda x: "loss", 0, (jnp.ones(2),), TypeError, r"f returned a str; expected an array"),
+    (lambda x: (x, object()), 0, (jnp.ones(2),), TypeError, r"f returned an object at \[1\]"),
+    (lambda s: s, 0, ("abc",), TypeError, r"args\[0\] is a str; expected a floating array"),
+    (lambda z: jnp.abs(z) ** 2, 0, (jnp.array([1 + 2j, 3j]),), mcjax.DtypeError,
+     r"args\[0\] has dtype complex\d+; expected a real floating dtype.*holomorphic=True"),
+    (lambda x: x.astype(jnp.complex128), 0, (jnp.ones(2),), mcjax.DtypeError,
+     r"its output has dtype complex\d+; expected a real floating dtype"),
+]
+
+
+@pytest.mark.parametrize("f, argnums, args, error, sentence", DERIVE_MISTAKES,
+                         ids=[str(i) for i in range(len(DERIVE_MISTAKES))])
+def test_every_mistake_is_one_mcjax_sentence(f, argnums, args, error, sentence):
+    """A non-holomorphic complex function (abs(z)²) is refused, never given a "derivative"."""
+    with pytest.raises(error, match=sentence) as info:
+        mcjax.derive(f, argnums)(*args)
+    assert str(info.value).startswith("mcjax.derive: ") and "\n" not in str(info.value)
+
+
+def test_a_list_of_numbers_is_an_array_and_other_arguments_pass_through():
+    J = mcjax.derive(lambda x, activation: getattr(jnp, activation)(x))([0.5, 1.0], "tanh")
+    np.testing.assert_allclose(J.dense(), jax.jacfwd(jnp.tanh)(jnp.array([0.5, 1.0])),
+                               rtol=check_rtol("float64", 1))
+    J = mcjax.derive(jnp.multiply, (0, -1))(jnp.ones(2), jnp.arange(2.0))
+    assert isinstance(J, tuple) and len(J) == 2
+
+
 def test_a_transpose_and_its_product_on_two_sides_of_a_jit_boundary():
     """x Wᵀ with the transpose outside a jitted product, or inside a jitted helper: the
     derivative with respect to W goes through the transpose (it was silently Zero)."""

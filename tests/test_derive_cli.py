@@ -1,6 +1,7 @@
-"""``mcjax derive``: what it prints and its exit status (0 success, 1 a primitive without a
-structured rule under --strict, 2 a usage, import or trace error with one line on stderr and
-no traceback).  Two runs in a subprocess, as a user runs it; the other outcomes through
+"""``mcjax derive``: what it prints and its exit status (0 success, 1 a Jacobian that disagrees
+with jax.jvp/jax.vjp on random probes or a primitive without a structured rule under --strict,
+2 a usage, import or trace error with one line on stderr and no traceback).  Two runs in a
+subprocess, as a user runs it; the other outcomes through
 ``mcjax._cli.main`` in this process (a subprocess costs a JAX start-up each)."""
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ MODULE = textwrap.dedent("""
 
     def spectrum(x):
         return jnp.linalg.eigvalsh(jnp.diag(x) + 0.25)
+
+
+    def smooth(W, x):
+        return jnp.tanh(W @ x)
 """)
 
 
@@ -80,3 +85,34 @@ def test_latex_strict_and_errors(module, capsys):
         assert main(["derive", *arguments]) == 2, arguments
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_jacobian_is_checked_against_jax_by_default(module, capsys):
+    assert main(["derive", f"{module}:layer", "--shapes", "3,2", "2", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("checked against jax.jvp/jax.vjp with 4 random probes: agrees to ")
+    assert main(["derive", f"{module}:layer", "--shapes", "3,2", "2", "3", "--no-verify"]) == 0
+    assert "checked against" not in capsys.readouterr().out
+    assert main(["derive", f"{module}:layer", "--shapes", "3,2", "2", "3", "--probes", "2",
+                 "--dtype", "float64"]) == 0
+    assert "with 2 random probes: agrees to " in capsys.readouterr().out
+
+
+def test_a_wrong_jacobian_exits_1(module, capsys, monkeypatch):
+    import mcjax
+
+    # a diagonal whose matvec is off by 10%: tanh's derivative in smooth's Jacobian
+    monkeypatch.setattr(mcjax.Diagonal, "jvp", lambda self, v: 1.1 * self.diagonal * v)
+    assert main(["derive", f"{module}:smooth", "--shapes", "3,2", "2", "--wrt", "1"]) == 1
+    verdict = capsys.readouterr().out.splitlines()[-1]
+    assert verdict.startswith("checked against jax.jvp/jax.vjp with 4 random probes: "
+                              "DISAGREES in J v at f's output by 0.1 of its size"), verdict
+    assert main(["derive", f"{module}:smooth", "--shapes", "3,2", "2", "--wrt", "1",
+                 "--no-verify"]) == 0
+
+
+def test_probes_must_be_a_positive_number(module, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["derive", f"{module}:layer", "--shapes", "3,2", "2", "3", "--probes", "0"])
+    assert exit_.value.code == 2
+    assert "--probes: expected an int >= 1, got '0'" in capsys.readouterr().err

@@ -18,6 +18,8 @@ import numpy as np
 import optax
 import pytest
 from derive_corpus import CASES as DERIVE_CASES
+from hypothesis import given
+from hypothesis import strategies as st
 
 import mcjax
 from mcjax._derive._names import argument_exprs, constant_exprs
@@ -65,8 +67,8 @@ LATEX_COMMANDS = {
     "odot", "otimes", "oslash", "cdot", "quad", "ldots", "cdots", "partial", "infty", "circ",
     "left", "right", "sum", "prod", "exp", "log", "ln", "sin", "cos", "tan", "tanh", "sinh",
     "cosh", "max", "min", "det", "sigma", "pi", "star", "geq", "leq", "neq", "Phi", "Sigma",
-    "in", "times", "lvert", "rvert", "langle", "rangle", "textbackslash", "operatorname*",
-    "neg", "land", "lor", "lfloor", "rfloor", "lceil", "rceil", "mid",
+    "in", "times", "lvert", "rvert", "langle", "rangle", "backslash", "operatorname*",
+    "neg", "land", "lor", "lfloor", "rfloor", "lceil", "rceil", "mid", "sim", "wedge",
     # the Greek letters a parameter may be named by
     "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "iota",
     "kappa", "lambda", "mu", "nu", "xi", "rho", "tau", "upsilon", "phi", "varphi", "chi", "psi",
@@ -76,8 +78,11 @@ _COMMAND = re.compile(r"\\([A-Za-z]+\*?|.)")
 
 
 def assert_latex_well_formed(tex: str) -> None:
-    """Braces balance, every command is one LaTeX knows, no script follows a script, and
-    the text of an operator name has no bare ``_`` (a subscript there does not compile)."""
+    """Braces balance, every command is one LaTeX knows, no script follows a script, the
+    text of an operator or upright name has no bare ``_`` (a subscript there, ``stop_gradient``
+    typeset with a subscript g), a number in scientific notation is a power of ten
+    (``10^{-5}``, never ``1e-05``, which typesets as 1e − 05), and every character is ASCII
+    (a Greek letter is its command)."""
     depth = 0
     for char in tex.replace(r"\{", "").replace(r"\}", ""):
         depth += {"{": 1, "}": -1}.get(char, 0)
@@ -85,9 +90,11 @@ def assert_latex_well_formed(tex: str) -> None:
     assert depth == 0, tex
     for name in _COMMAND.findall(tex):
         assert name in LATEX_COMMANDS or not name.isalpha(), (name, tex)
-    for m in re.finditer(r"\\operatorname\{((?:[^{}]|\{[^{}]*\})*)\}", tex):
+    for m in re.finditer(r"\\(?:operatorname|mathrm)\{((?:[^{}]|\{[^{}]*\})*)\}", tex):
         assert re.search(r"(?<!\\)_", m.group(1)) is None, tex
     assert re.search(r"\^\{[^{}]*\}\^|_\{[^{}]*\}_", tex) is None, tex
+    assert re.search(r"(?<![\\A-Za-z])\d+(\.\d*)?[eE][+-]?\d", tex) is None, tex
+    assert tex.isascii(), tex
 
 
 def _x64(args):
@@ -186,7 +193,8 @@ def test_a_formula_one_slip_away_is_caught(slip):
 
 
 @pytest.mark.parametrize("tex", [r"\operatorname{stop_gradient}(x)", r"\mathbf{x}^{2}^{3}",
-                                 r"\frac{1}{2", r"\foo{x}"])
+                                 r"\frac{1}{2", r"\foo{x}", r"J_{\mathrm{custom_vjp}}",
+                                 r"\mathbf{x} + 1e-05", r"2.5e+20\,I", r"\operatorname{Φ}"])
 def test_malformed_latex_is_caught(tex):
     with pytest.raises(AssertionError):
         assert_latex_well_formed(tex)
@@ -208,3 +216,66 @@ def test_powers_and_inverses_are_told_apart():
     assert mcjax.derive(lambda A: jnp.linalg.inv(A))(A).formula() == "-A⁻¹ (·) A⁻¹"
     x = jnp.array([-8.0, 27.0])
     assert np.allclose(evaluate(E.power(E.arg("x", "x", (2,)), 1 / 3), {"x": x}), [-2.0, 3.0])
+
+
+# -- LaTeX that typesets ----------------------------------------------------------------------
+@jax.custom_jvp
+def stable_softplus(x):
+    return jnp.logaddexp(x, 0.0)
+
+
+@stable_softplus.defjvp
+def _stable_softplus_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return stable_softplus(x), jax.nn.sigmoid(x) * dx
+
+
+@jax.custom_vjp
+def clip_gradient(x):
+    return x
+
+
+clip_gradient.defvjp(lambda x: (x, None), lambda _, g: (jnp.clip(g, -1.0, 1.0),))
+
+TYPESET = [
+    ("a rule's name", lambda x: stable_softplus(x) ** 2, r"\operatorname{stable\_softplus}"),
+    ("an opaque block's name", lambda x: 2.0 * clip_gradient(x), r"J_{\mathrm{clip\_gradient}}"),
+    ("an epsilon", lambda x: x / jnp.sqrt(jnp.sum(x**2) + 1e-5), "10^{-5}"),
+    ("large and tiny", lambda x: 1e20 * x + 2.5e-30 * x**2, r"5 \times 10^{-30}"),
+    ("a rule written as a formula", jax.lax.cumlogsumexp, r"\operatorname{diag}(e^{-\mathbf{y}})"),
+]
+
+
+@pytest.mark.parametrize("name, f, expected", TYPESET, ids=[c[0] for c in TYPESET])
+def test_names_and_numbers_typeset(name, f, expected):
+    tex = mcjax.derive(f)(jnp.linspace(-1.0, 1.0, 3)).latex()
+    assert expected in tex
+    assert_latex_well_formed(tex)
+
+
+def _value_of(tex: str) -> float:
+    """The number a LaTeX number denotes: ``-\\frac{1}{3}``, ``1.5 \\times 10^{-7}``."""
+    sign = -1.0 if tex.startswith("-") else 1.0
+    tex = tex.lstrip("-")
+    if m := re.fullmatch(r"\\frac\{(\d+)\}\{(\d+)\}", tex):
+        return sign * int(m.group(1)) / int(m.group(2))
+    if m := re.fullmatch(r"(?:([\d.]+) \\times )?10\^\{(-?\d+)\}", tex):
+        return sign * float(f"{m.group(1) or 1}e{m.group(2)}")
+    assert re.fullmatch(r"\d+(\.\d+)?", tex), tex
+    return sign * float(tex)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_every_number_is_typeset_as_the_number_it_is(value):
+    """Any float64, and its float32 rounding: a decimal, a ratio, a named constant or a power
+    of ten, equal to the number at the precision it has (never 1e-05, never 0 for 1e-300)."""
+    from mcjax._jacobian._print import KNOWN_CONSTANTS, number_text
+
+    for v in {value, float(np.float32(value)) if abs(value) < 3e38 else value}:
+        tex = number_text(v, True)
+        assert_latex_well_formed(tex)
+        if any(tex.lstrip("-") == known for _, _, known in KNOWN_CONSTANTS):
+            continue
+        written = _value_of(tex)
+        # a float32 constant is written with the digits that identify it as float32
+        assert written == pytest.approx(v, rel=float(np.finfo(np.float32).eps), abs=0.0), tex

@@ -331,3 +331,23 @@ def test_restore_checkpoint_names_what_is_wrong(tmp_path):
     _damage(result.checkpoint)
     with pytest.raises(mcjax.CheckpointError, match=r"epoch_00000002 is damaged: "):
         mcjax.checkpoints.restore_checkpoint(result.checkpoint, like=_like())
+
+
+def test_a_plain_orbax_checkpoint_manager_reads_a_run_with_the_documented_options(tmp_path):
+    """docs/training.md, "Reading with orbax": the options that find a run's checkpoints
+    (orbax's defaults look for step folders named ``3``, not ``epoch_00000003``)."""
+    import orbax.checkpoint as ocp
+
+    result = _run(tmp_path, epochs=3)
+    before = _files(tmp_path)
+    with ocp.CheckpointManager(tmp_path, options=ocp.CheckpointManagerOptions(
+            read_only=True)) as defaults:
+        assert defaults.all_steps() == []
+    options = ocp.CheckpointManagerOptions(step_prefix="epoch", step_format_fixed_length=8,
+                                           read_only=True)
+    with ocp.CheckpointManager(tmp_path, options=options) as manager:
+        assert manager.all_steps() == [2, 3] and manager.latest_step() == 3
+        restored = manager.restore(manager.latest_step())
+    chex.assert_trees_all_equal(restored["state"]["params"], jax.device_get(result.params))
+    assert restored["meta"]["epoch"] == 3 and restored["meta"]["history"] == result.history
+    assert _files(tmp_path) == before  # read only

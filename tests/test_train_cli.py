@@ -194,7 +194,8 @@ def test_a_bad_flag_is_a_one_line_usage_error(extra, message, capsys):
 def test_an_unknown_task_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "cats"])
-    assert exit_.value.code == 2 and "invalid choice: 'cats'" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument TASK: 'cats' is neither neuron nor digits nor " \
+        "MODULE:NAME" in capsys.readouterr().err
 
 
 def _folders(tmp_path: Path) -> dict[str, str]:

@@ -18,6 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import jax
 import pytest
 
 from mcjax.__main__ import main
@@ -31,6 +32,16 @@ SMALL = ["train", "neuron", "--samples", "64", "--features", "3", "--batch-size"
 # epochs of 128 steps: long enough for a test to act between two checkpoints
 LONG = ["train", "neuron", "--samples", "2048", "--features", "3", "--batch-size", "16",
         "--no-progress", "--no-cache"]
+
+
+@pytest.fixture(autouse=True)
+def as_the_command_runs():
+    """``main`` in this process runs as ``python -m mcjax`` does, in JAX's default float32 (the
+    suite turns float64 on), so that a run begun in a subprocess resumes here: float64 on or
+    off changes what JAX traces (Adam's bias correction), and a resumed run must trace to the
+    programs its run traced."""
+    with jax.enable_x64(False):
+        yield
 
 
 def _env() -> dict:

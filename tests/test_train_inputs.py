@@ -50,8 +50,9 @@ BAD = [
     ("optimizer misspelled", dict(optimizer="adm"), ValueError,
      r"'adm' is not an optimizer; .*did you mean adam"),
     ("optimizer uncalled", dict(optimizer=optax.adam), ValueError,
-     r"optimizer=<function adam.*; expected a name such as 'adam' or an "
-     r"optax.GradientTransformation \(did you mean to call it\?\)"),
+     r"optimizer=<function adam.*; expected a name such as 'adam' or an optax transformation "
+     r"\(an object with init and update, such as optax.adam\(1e-3\) or optax.MultiSteps\(...\)\) "
+     r"\(did you mean to call it\?\)"),
     ("optimizer number", dict(optimizer=42), ValueError, r"optimizer=42; expected a name"),
     ("rate with a transformation", dict(optimizer=optax.adam(1e-3), learning_rate=0.1),
      ValueError, r"learning_rate=0.1 with an optax transformation as optimizer; expected them "

@@ -2,6 +2,7 @@
 that stays, the per-epoch callback, the check of a hand-derived gradient at the first batch,
 and one set of defaults for ``mcjax.train`` and ``mcjax train``."""
 
+import base64
 import dataclasses
 import inspect
 import json
@@ -215,10 +216,15 @@ def test_the_check_sees_the_first_step_as_training_does():
 
 
 def test_a_resumed_run_checks_its_backprop_where_it_resumes(tmp_path):
-    mcjax.train(NEURON, (X, Y), grad="analytic", checkpoint_dir=tmp_path, **{**RUN, "epochs": 2})
+    # (a backprop edited between the two is another traced loss, refused before any check)
+    wrong = _times_two(NEURON)
+    mcjax.train(wrong, (X, Y), grad="analytic", checkpoint_dir=tmp_path, check_backprop=False,
+                **{**RUN, "epochs": 2})
     with pytest.raises(mcjax.DerivativeError, match="at the start of epoch 3, on the 8 rows"):
-        mcjax.train(_times_two(NEURON), (X, Y), grad="analytic", checkpoint_dir=tmp_path,
-                    resume=True, **RUN)
+        mcjax.train(wrong, (X, Y), grad="analytic", checkpoint_dir=tmp_path, resume=True, **RUN)
+    with pytest.raises(mcjax.CheckpointError, match=r"the traced loss \(and its gradient\) "
+                                                    r"differs: mul gone"):
+        mcjax.train(NEURON, (X, Y), grad="analytic", checkpoint_dir=tmp_path, resume=True, **RUN)
 
 
 def test_what_a_callback_raises_stops_the_run_and_says_where(tmp_path):
@@ -246,14 +252,19 @@ def test_a_long_parameter_tree_is_counted_and_a_notebook_gets_a_table():
     result = mcjax.train(mlp, (X, Y[:, None]), **{**RUN, "epochs": 25})
     assert "params=<10 arrays, 81 numbers>" in repr(result)
     page = result._repr_html_()
-    assert page.startswith("<pre>TrainResult(epoch=25, ") and page.count("<tr>") == 1 + 20
-    assert "20 of 25 epochs" in page
+    assert page.startswith("<pre>TrainResult(epoch=25, ") and page.count("<tr>") == 1 + 10
+    assert "10 of 25 epochs" in page
+    pytest.importorskip("matplotlib")
+    png = base64.b64decode(re.search(r"src='data:image/png;base64,([^']+)'", page).group(1))
+    assert png.startswith(b"\x89PNG") and 2000 < len(png) < 60_000  # a small plot, inline
 
 
 def test_without_matplotlib_plot_names_the_extra(monkeypatch, tmp_path, capsys):
     result = mcjax.train(NEURON, (X, Y), **{**RUN, "epochs": 1})
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    page = result._repr_html_()  # a notebook's view: the table, without a plot
+    assert "<table>" in page and "<img" not in page
     with pytest.raises(ImportError, match=r"^mcjax.TrainResult.plot needs matplotlib: "
                                           r"pip install 'mcjax\[plot\]'$"):
         result.plot()

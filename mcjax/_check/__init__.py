@@ -2,5 +2,5 @@
 user-supplied derivative against references.
 
 The package is private (``_check``) because ``mcjax.check`` is reserved for the checker
-function itself; the public names are re-exported from :mod:`mcjax`.
+function itself; the public names are re-exported from ``mcjax``.
 """

@@ -21,12 +21,12 @@ class ByIdentity:
 class Static(NamedTuple):
     """The hashable part of a check: what jit compiles for.
 
-    ``f`` and ``derivative`` are :class:`~mcjax._program._trace.Keyed`: equal when their traces are.
+    ``f`` and ``derivative`` are ``Keyed``: equal when their traces are.
     """
 
     f: Keyed
     derivative: Keyed
-    argnums: int
+    argnums: int | tuple[int, ...]  # a tuple: x is the tuple of those arguments (jax.grad's)
     layout: str
     treedef: Any
     static_leaves: tuple  # None where a leaf is dynamic
@@ -41,6 +41,25 @@ class Static(NamedTuple):
         for pos, value in zip(self.dynamic_positions, dynamic):
             leaves[pos] = value
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """The positions of the differentiated arguments."""
+        return (self.argnums,) if isinstance(self.argnums, int) else self.argnums
+
+    def x_of(self, args: tuple):
+        """The differentiated argument: ``args[argnums]``, or the tuple of them."""
+        if isinstance(self.argnums, int):
+            return args[self.argnums]
+        return tuple(args[i] for i in self.argnums)
+
+    def with_x(self, args: tuple, x) -> tuple:
+        """``args`` with the differentiated argument (or arguments) replaced by ``x``."""
+        values = (x,) if isinstance(self.argnums, int) else tuple(x)
+        new = list(args)
+        for i, value in zip(self.positions, values):
+            new[i] = value
+        return tuple(new)
 
     def dynamic_of(self, args) -> list:
         """The traced leaves of ``args`` (arguments as :meth:`args` builds them)."""
@@ -71,6 +90,8 @@ class Static(NamedTuple):
 
 
 class Prepared(NamedTuple):
+    """One check, ready: its static part, the traced leaves, the shapes and the traces."""
+
     static: Static
     dynamic: tuple
     x_spec: FlatSpec
@@ -78,3 +99,4 @@ class Prepared(NamedTuple):
     dtype: str  # the dtype the derivative is judged in: the least precise of x and f(x)
     f_jaxpr: core.ClosedJaxpr  # f's trace at the point's shapes and dtypes
     derivative_jaxpr: core.ClosedJaxpr  # the derivative's (applied to u if it is a VJP)
+    tolerance: tuple[float | None, float | None] = (None, None)  # (rtol, atol) given, or None

@@ -2,7 +2,7 @@
 
 An entry passes when ``|got - ref| <= rtol * scale + atol (+ the reference's own error)``:
 
-- ``rtol = 32 eps(dtype) sqrt(terms)`` (:func:`mcjax._core._conventions.check_rtol`) scales with the
+- ``rtol = 32 eps(dtype) sqrt(terms)`` (``mcjax._core._conventions.check_rtol``) scales with the
   dtype the derivative is computed in and with the longest sum that builds an entry;
 - ``scale`` is the largest reference magnitude of the entry's block (one leaf of the output
   against one leaf of the argument; at least ``eps`` times the largest of all blocks), so a
@@ -30,17 +30,25 @@ class Threshold:
     rtol: float
     atol: float
     reference: str  # what the derivative is judged against, in words
+    given: tuple[str, ...] = ()  # "rtol", "atol": the caller's overrides of the policy
 
     @classmethod
-    def of(cls, dtype: str, terms: int, reference: str) -> "Threshold":
-        return cls(dtype, int(terms), check_rtol(dtype, terms), check_atol(dtype), reference)
+    def of(cls, dtype: str, terms: int, reference: str, rtol: float | None = None,
+           atol: float | None = None) -> "Threshold":
+        """The tolerance policy's thresholds (``mcjax._core._tolerance``), or the ``rtol``
+        and ``atol`` a caller gave instead."""
+        given = tuple(name for name, v in (("rtol", rtol), ("atol", atol)) if v is not None)
+        return cls(dtype, int(terms), check_rtol(dtype, terms) if rtol is None else rtol,
+                   check_atol(dtype) if atol is None else atol, reference, given)
 
     def describe(self) -> str:
         factor = self.rtol / (float(jnp.finfo(self.dtype).eps) * np.sqrt(max(self.terms, 1)))
+        why = ("rtol given" if "rtol" in self.given else
+               f"{factor:.0f} eps({self.dtype}) sqrt({self.terms} terms)")
+        why += ", atol given" if "atol" in self.given else ""
         return (
-            f"|got - ref| <= {self.rtol:.1e} x scale + {self.atol:.0e}  ({factor:.0f} "
-            f"eps({self.dtype}) sqrt({self.terms} terms); scale = largest |ref| of the block); "
-            f"reference: {self.reference}"
+            f"|got - ref| <= {self.rtol:.1e} x scale + {self.atol:.0e}  ({why}; scale = "
+            f"largest |ref| of the block); reference: {self.reference}"
         )
 
 

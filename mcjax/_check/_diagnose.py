@@ -12,12 +12,12 @@ vanishes (a slip that merely comes closer is not named):
 - **dense for diagonal** and the reverse;
 - **a missing gate or mask** (``1[z > 0]`` of a ReLU);
 - **the function's value where its derivative was due**, **a missing term**, **a sign error
-  in one term**: ``G`` matches ``f`` with one place rewritten (:mod:`mcjax._check._slips`),
+  in one term**: ``G`` matches ``f`` with one place rewritten (``mcjax._check._slips``),
   named with the line of ``f`` it is about;
 - **the wrong argument**;
 - failing all those, **a missing or extra low-rank term**: ``G - F`` has rank 1 or 2.
 
-:func:`where` says which leaves, rows and columns hold the wrong entries.
+``where`` says which leaves, rows and columns hold the wrong entries.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def _axis_transposes(x_spec: FlatSpec, n: int):
                 order = np.arange(size).reshape(shape).swapaxes(a, b).ravel()
                 perm = np.arange(n)
                 perm[offset:offset + size] = offset + order
-                yield (path or "the argument"), (a, b), perm
+                named = x_spec.root + path if x_spec.root != "x" else path or "the argument"
+                yield named, (a, b), perm
 
 
 def diagnose(G, F, allowed, include, *, x_spec: FlatSpec, out_spec: FlatSpec,
@@ -202,7 +203,7 @@ def where(G, F, allowed, include, x_spec: FlatSpec, out_spec: FlatSpec) -> list[
             count = int(block.sum())
             if not count:
                 continue
-            name = (f"d out{o_path} / d x{x_path}" if not (out_spec.is_array and x_spec.is_array)
+            name = (f"d out{o_path} / d {x_spec.root}{x_path}" if not (out_spec.is_array and x_spec.is_array)
                     else "the Jacobian")
             axes = _axes(block, len(o_shape), o_shape + x_shape)
             lines.append(f"{count} of {mi * nj} entries of {name} are wrong" +
@@ -268,7 +269,7 @@ def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
             out.append((kind, target.describe(), np.asarray(J, np.float64)))
     for k, arg in enumerate(args):
         leaves = jax.tree_util.tree_leaves(arg)
-        if k == static.argnums or not leaves:
+        if k in static.positions or not leaves:
             continue
         if jax.tree_util.tree_structure(arg) != x_spec.treedef or any(
                 np.shape(a) != s or not jnp.issubdtype(jnp.result_type(a), jnp.floating)
@@ -296,7 +297,7 @@ def sizes_of(p: Prepared, args) -> dict[str, int]:
 
 def diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[str]]:
     """The diagnosis and the location summary of a failing point (``verdict``: full mode's
-    :class:`~mcjax._check._full.PointVerdict`; ``F``: the exact reference)."""
+    ``PointVerdict``; ``F``: the exact reference)."""
     with standard_promotion():  # the checker's own programs (f was traced when prepared)
         return _diagnose_point(p, verdict, F, dynamic)
 

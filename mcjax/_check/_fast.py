@@ -47,7 +47,7 @@ from mcjax._check._problem import Prepared
 from mcjax._check._report import Projection, Report, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._conventions import standard_promotion
-from mcjax._core._tolerance import FAST_PERTURBATION, check_atol, check_rtol
+from mcjax._core._tolerance import FAST_PERTURBATION
 from mcjax._program._compile import run_compiled
 
 # what a hash is for: its salt keeps the streams of the points, leaves and uses apart
@@ -118,15 +118,15 @@ def _cotangent(out_leaves, seed, point):
 def _both_sides(static, x_spec, out_spec, dynamic, seed, point):
     """``u^T J`` at ``point`` of the derivative under test and of ``jax.vjp(f)``, leaf by leaf."""
     args = static.args(dynamic)
-    x_leaves, x_def = jax.tree_util.tree_flatten(args[static.argnums])
+    x_leaves, x_def = jax.tree_util.tree_flatten(static.x_of(args))
     if point:
         x_leaves = _moved(x_leaves, seed, point)
-    args = args[: static.argnums] + (x_def.unflatten(x_leaves),) + args[static.argnums + 1 :]
+    args = static.with_x(args, x_def.unflatten(x_leaves))
 
     def f_of_x(x):
-        return static.f_of(args[: static.argnums] + (x,) + args[static.argnums + 1 :])
+        return static.f_of(static.with_x(args, x))
 
-    out, pullback = jax.vjp(f_of_x, args[static.argnums])
+    out, pullback = jax.vjp(f_of_x, static.x_of(args))
     u = _cotangent(jax.tree_util.tree_leaves(out), seed, point)
     (ref,) = pullback(out_spec.treedef.unflatten(u))
     ref = jax.tree_util.tree_leaves(ref)
@@ -153,21 +153,18 @@ def _projections(leaves, seed, point, directions):
     return total
 
 
-def _point(static, x_spec, out_spec, dynamic, seed, point, directions, rtol, atol):
+def _point(static, x_spec, out_spec, dynamic, seed, point, directions):
     got, ref = _both_sides(static, x_spec, out_spec, dynamic, seed, point)
     leaf_ref, leaf_err = (jnp.stack(v) for v in zip(*(_largest(r, g) for r, g in zip(ref, got))))
-    dtype = leaf_ref.dtype
-    scales = jnp.maximum(leaf_ref, jnp.finfo(dtype).eps * jnp.max(leaf_ref))
-    return {"leaf_ref": leaf_ref, "leaf_err": leaf_err, "allowed_leaf": rtol * scales + atol,
+    return {"leaf_ref": leaf_ref, "leaf_err": leaf_err,
             "proj_ref": _projections(ref, seed, point, directions),
             "proj_got": _projections(got, seed, point, directions)}
 
 
 def _program(statics, consts, dynamic, seed):
-    static, x_spec, out_spec, dtype, terms, points, directions = statics
+    static, x_spec, out_spec, points, directions = statics
     static = static.bind(consts)
-    rtol, atol = check_rtol(dtype, terms), check_atol(dtype)
-    results = [_point(static, x_spec, out_spec, dynamic, seed, p, directions, rtol, atol)
+    results = [_point(static, x_spec, out_spec, dynamic, seed, p, directions)
                for p in range(points)]
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
 
@@ -224,10 +221,15 @@ def run(p: Prepared, points: int, directions: int, seed: int) -> FastVerdict:
     seed_array = jnp.asarray(seed, jnp.uint32)
     terms = terms_of(p, contraction=True)
     with standard_promotion():  # the checker's own computations (f was traced when prepared)
-        v = jax.device_get(run_compiled(_program, (p.static, p.x_spec, p.out_spec, p.dtype, terms,
-                                                   points, directions),
+        v = jax.device_get(run_compiled(_program, (p.static, p.x_spec, p.out_spec, points,
+                                                   directions),
                                         p.static.consts(), p.dynamic, seed_array))
-    threshold = Threshold.of(p.dtype, terms, f"jax.vjp in {p.dtype}")
+    threshold = Threshold.of(p.dtype, terms, f"jax.vjp in {p.dtype}", *p.tolerance)
+    # each leaf's threshold, outside the program: a caller's rtol and atol compile nothing new
+    eps = float(jnp.finfo(v["leaf_ref"].dtype).eps)
+    leaf_ref = np.asarray(v["leaf_ref"], np.float64)
+    scales = np.maximum(leaf_ref, eps * leaf_ref.max(axis=-1, keepdims=True))
+    v["allowed_leaf"] = threshold.rtol * scales + threshold.atol
     sizes = np.asarray(p.x_spec.sizes, np.float64)
     scale = 1 / np.sqrt(p.x_spec.size)  # each direction's entries are +-scale
     projections = []

@@ -2,11 +2,12 @@
 
 ``jax.flatten_util.ravel_pytree`` casts back to the leaves' original dtypes when it
 unravels; the checker needs the opposite (evaluate a float32 function's arguments in
-float64), so :class:`FlatSpec` unflattens in the dtype of the vector it is given.
+float64), so ``FlatSpec`` unflattens in the dtype of the vector it is given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -32,12 +33,15 @@ class FlatSpec:
       shapes: each leaf's shape.
       dtypes: each leaf's dtype name.
       paths: each leaf's path as Python writes it (``"[0]['W']"``; ``""`` for a bare array).
+      root: the name the paths follow in labels: ``x`` (``x['W'][1, 2]``), or ``args`` for
+        the tuple of several arguments (``args[2]['W'][1, 2]``, see ``named_by``).
     """
 
     treedef: Any  # a jax.tree_util.PyTreeDef
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[str, ...]
     paths: tuple[str, ...]
+    root: str = "x"
 
     @classmethod
     def of(cls, tree) -> "FlatSpec":
@@ -48,6 +52,15 @@ class FlatSpec:
             tuple(np.dtype(jnp.result_type(leaf)).name for _, leaf in with_paths),
             tuple(_path_str(p) for p, _ in with_paths),
         )
+
+    def named_by(self, argnums: tuple[int, ...]) -> "FlatSpec":
+        """The spec of the tuple of arguments ``argnums`` with each leaf named by its argument:
+        ``[1]['W']`` (the tuple's second entry) becomes ``args[2]['W']`` for argnums (0, 2)."""
+        paths = []
+        for path in self.paths:
+            k, rest = path[1:].split("]", 1)
+            paths.append(f"[{argnums[int(k)]}]{rest}")
+        return dataclasses.replace(self, paths=tuple(paths), root="args")
 
     @functools.cached_property
     def sizes(self) -> tuple[int, ...]:
@@ -74,7 +87,16 @@ class FlatSpec:
         """``"shape (3, 4)"`` for an array, else each leaf's path and shape."""
         if self.is_array:
             return f"shape {self.shapes[0]}"
+        if self.root == "args":
+            return ", ".join(f"args{p} {s}" for p, s in zip(self.paths, self.shapes))
         return "a pytree with " + ", ".join(f"{p} {s}" for p, s in zip(self.paths, self.shapes))
+
+    def leaves(self, name: str) -> tuple[tuple[str, tuple[int, ...], int], ...]:
+        """Each leaf as ``(label, shape, size)``, in flat order; ``name`` labels a bare array
+        (``args[0]``) and stands before a container's paths (``x['W']``)."""
+        if self.is_array:
+            return ((name, self.shapes[0], self.sizes[0]),)
+        return tuple((f"{name}{p}", s, n) for p, s, n in zip(self.paths, self.shapes, self.sizes))
 
     def flatten(self, tree, dtype=None) -> jax.Array:
         """The leaves raveled and concatenated, shape ``(size,)``."""
@@ -84,7 +106,7 @@ class FlatSpec:
         return flat[0] if len(flat) == 1 else jnp.concatenate(flat)
 
     def unflatten(self, vector) -> object:
-        """The inverse of :meth:`flatten`, keeping ``vector``'s dtype."""
+        """The inverse of ``flatten``, keeping ``vector``'s dtype."""
         if len(self.shapes) == 1:  # one leaf: no slice to trace
             return jax.tree_util.tree_unflatten(self.treedef, [vector.reshape(self.shapes[0])])
         leaves = [
@@ -120,5 +142,5 @@ def entry_label(out: FlatSpec, inp: FlatSpec, i: int, j: int) -> str:
     if out.is_array and inp.is_array:
         return "[" + ", ".join(str(k) for k in out.index(i) + inp.index(j)) + "]"
     if out.is_scalar:
-        return "x" + inp.label(j)
-    return f"d out{out.label(i)} / d x{inp.label(j)}"
+        return inp.root + inp.label(j)
+    return f"d out{out.label(i)} / d {inp.root}{inp.label(j)}"

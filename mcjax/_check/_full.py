@@ -2,11 +2,11 @@
 
 One jitted program per set of checks computes, at every point (vmapped), the derivative under
 test as an ``(m, n)`` matrix, ``jax.jacfwd`` and ``jax.jacrev`` in ``f``'s dtype, ``f``'s
-one-sided derivatives where it switches branch (:mod:`mcjax._check._kinks`), and in float64
+one-sided derivatives where it switches branch (``mcjax._check._kinks``), and in float64
 (``jax_enable_x64`` is switched on for the duration) the finite-difference ladder and the
 Taylor ladder.  Checks of different shapes go in one program too, so checking a rule at many
 points over several shapes compiles once.  The program is keyed on the traced ``f`` and
-derivative (:class:`~mcjax._program._trace.Keyed`), so it is reused exactly when the code is unchanged.
+derivative (``Keyed``), so it is reused exactly when the code is unchanged.
 
 The verdict is assembled on the host, entry by entry:
 
@@ -52,7 +52,7 @@ from mcjax._check._references import (
     stencil_program,
     taylor_steps,
 )
-from mcjax._check._report import KinkEntry, Kinks, Later, Report, header
+from mcjax._check._report import KinkEntry, Kinks, Later, Report, header, wrt_of
 from mcjax._check._rule_free import user_rules
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._conventions import standard_promotion
@@ -69,14 +69,14 @@ def _native(static, x_spec, out_spec, dynamic, also=()):
     derivative under test).  ``also``: the statics of other derivatives of the same ``f``,
     judged against the same references (``"also0"``, ...)."""
     args = static.args(dynamic)
-    x = x_spec.flatten(args[static.argnums])
+    x = x_spec.flatten(static.x_of(args))
     got = DerivativeUnderTest(static, args, x_spec, out_spec).matrix(x.dtype)
     others = [DerivativeUnderTest(s, args, x_spec, out_spec).matrix(x.dtype) for s in also]
     refs = {}
     if is_half(got.dtype):  # JAX's own Jacobian in f's dtype measures the rounding there
         refs["jacobian_half"] = _jacobian_in(static, x_spec, out_spec, dynamic, got.dtype)
         args = cast_floating(args, jnp.float32)
-        x = x_spec.flatten(args[static.argnums], jnp.float32)
+        x = x_spec.flatten(static.x_of(args), jnp.float32)
     f_flat = flat_function(static, args, x_spec, out_spec)
     refs.update(autodiff_program(f_flat, x, static.reverse_only))
     if static.switches:
@@ -210,6 +210,8 @@ def _allowed(p: Prepared, values: dict, F, threshold: Threshold):
     if bool(values.get("branches_differ", False)):  # other branches, not rounding: unmeasured
         loss = np.zeros_like(loss)
     rounding = block_scales(loss * factor, p.out_spec, p.x_spec, 0.0)
+    if "rtol" in threshold.given:  # the caller's rtol replaces the policy's, rounding and all
+        rounding = np.zeros_like(rounding)
     allowed = threshold.rtol * scale + safety * rounding + threshold.atol
     return scale, allowed, at_kink, jumps
 
@@ -228,7 +230,7 @@ def _fd_notes(fd, include) -> list[str]:
 def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention) -> PointVerdict:
     """The verdict at one point."""
     G, F, B = (np.asarray(values[k], np.float64) for k in ("got", "jacfwd", "jacrev"))
-    threshold = Threshold.of(p.dtype, terms, reference_words(precision, p.dtype))
+    threshold = Threshold.of(p.dtype, terms, reference_words(precision, p.dtype), *p.tolerance)
     forward_only = bool(values.get("forward_only", False))
     exact = [("jax.jacrev", B)] if p.static.reverse_only else [("jax.jacfwd", F)] if \
         forward_only else [("jax.jacfwd", F), ("jax.jacrev", B)]
@@ -408,13 +410,13 @@ def _ties_as_a_whole(G, F, values, at_kink, allowed, p) -> str:
 def perturbed(p: Prepared, seed: int, q: int) -> tuple:
     """The dynamic leaves with the argument moved by 5% of each coordinate's scale."""
     args = p.static.args(p.dynamic)
-    x = p.x_spec.flatten(args[p.static.argnums])
+    x = p.x_spec.flatten(p.static.x_of(args))
     rng = np.random.default_rng([seed, q])
     step = FAST_PERTURBATION * coordinate_scales(x, p.x_spec) * rng.standard_normal(x.shape)
     moved = jax.tree_util.tree_map(lambda new, old: new.astype(jnp.result_type(old)),
                                    p.x_spec.unflatten(x + step.astype(x.dtype)),
-                                   args[p.static.argnums])
-    new_args = args[: p.static.argnums] + (moved,) + args[p.static.argnums + 1 :]
+                                   p.static.x_of(args))
+    new_args = p.static.with_x(args, moved)
     leaves = jax.tree_util.tree_leaves(new_args)
     return tuple(leaves[i] for i in p.static.dynamic_positions)
 
@@ -431,7 +433,7 @@ def reports(groups: list[tuple[Prepared, list[tuple]]], seed: int, kink_conventi
 @_quiet
 def several(groups: list[tuple[tuple[Prepared, ...], list[tuple]]], seed: int, kink_convention,
             merge: bool = True, stencils: bool = True) -> list:
-    """:func:`reports` of several derivatives of one ``f`` per group (prepared checks that
+    """``reports`` of several derivatives of one ``f`` per group (prepared checks that
     differ only in the derivative), judged against references computed once: per group, a
     tuple with each derivative's report (or list of per-point reports)."""
     keyed = [reference_key(ps[0]) for ps, _ in groups]
@@ -456,7 +458,7 @@ def several(groups: list[tuple[tuple[Prepared, ...], list[tuple]]], seed: int, k
 def _assemble(p: Prepared, judged: list[PointVerdict], dynamics: list, terms: int,
               precision: str) -> Report:
     threshold = Threshold.of(p.dtype, terms, reference_words(
-        precision, p.dtype, stencils=judged[0].taylor is not None))
+        precision, p.dtype, stencils=judged[0].taylor is not None), *p.tolerance)
     first_bad = next((i for i, j in enumerate(judged) if not j.ok), None)
     focus = judged[first_bad if first_bad is not None else 0]
     lazy = {}
@@ -476,7 +478,10 @@ def _assemble(p: Prepared, judged: list[PointVerdict], dynamics: list, terms: in
     if len(kinks) > 1:
         kink = Kinks(sum(k.at for k in kinks), sum(k.jumps for k in kinks), kink.followed,
                      kink.asked, kink.entries, all(k.ok for k in kinks), kink.note)
-    matrices = {"expected": focus.reference, "got": focus.got} if focus.got.size <= 40_000 else {}
+    matrices = {"expected": focus.reference, "got": focus.got,  # and what rows and columns are
+                "rows": p.out_spec.leaves("out"),
+                "columns": p.x_spec.leaves(wrt_of(p) if p.x_spec.is_array else p.x_spec.root),
+                } if focus.got.size <= 40_000 else {}
     if first_bad is not None and len(judged) > 1:
         notes.append(f"point {first_bad} of {len(judged)} is the first that fails; the "
                      "entries and the diagnosis are for it")

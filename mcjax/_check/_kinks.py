@@ -4,11 +4,11 @@ A function built from JAX primitives is non-smooth only where a *switch* changes
 ``max``/``min`` (so ``jax.nn.relu``, ``clip``), ``abs``, ``sign``, ``floor``/``ceil``/``round``,
 ``rem``, ``select_n`` fed by a comparison (``jnp.where(x > 0, ...)``), ``reduce_max``/``argmax``
 and ``sort`` at ties.  Which primitives switch, and how, is the primitive table's knowledge
-(each entry's ``switch`` rule, :mod:`mcjax._program.primitives`).  This module walks ``f``'s
+(each entry's ``switch`` rule, ``mcjax._program.primitives``).  This module walks ``f``'s
 jaxpr with the one walker, equation by equation, and at each switch asks whether the *switching quantity* (``a - b`` of ``max(a, b)`` or of the comparison,
 ``x`` of ``abs(x)``) is at the switch: exactly, or within the rounding error it carries (a
 bound propagated through the jaxpr, zero for ``f``'s own arguments; see
-:data:`~mcjax._core._tolerance.SWITCH_ROUNDING`).
+``SWITCH_ROUNDING``).
 
 Two things come out:
 
@@ -76,7 +76,7 @@ def _rounding(eqn, ins: list[V], outs) -> list:
     """A bound on each output's rounding error: the inputs' bounds carried through (each input
     on its own, so that signs cannot cancel) plus the equation's own rounding, which for a
     sum of ``T`` terms is ``sqrt(T) eps`` times the sum of their magnitudes (the checker's
-    own model of rounding, see :func:`~mcjax._core._tolerance.check_rtol`)."""
+    own model of rounding, see ``check_rtol``)."""
     if not any(floating(o) for o in outs):  # integers and booleans carry no rounding
         return [None] * len(outs)
     entry = lookup(eqn.primitive.name)
@@ -120,10 +120,10 @@ def _reads_a_switch(eqn) -> bool:
 
 
 class _KinkReader(Interpreter[V]):
-    """``f``'s jaxpr evaluated on :class:`V` values; every switch's side appended to ``sides``.
+    """``f``'s jaxpr evaluated on ``V`` values; every switch's side appended to ``sides``.
 
     Only the variables whose rounding bound a switch (or a wanted output) reads carry one:
-    each jaxpr's scope annotation is that set (a backward pass, :func:`needed`).
+    each jaxpr's scope annotation is that set (a backward pass, ``needed``).
     """
 
     def __init__(self, directional: bool, sides: list | None):
@@ -173,7 +173,7 @@ class _KinkReader(Interpreter[V]):
 def interpret(jaxpr: core.Jaxpr, consts, args: list[V], directional: bool,
               sides: list | None = None, outputs_need_error: tuple[bool, ...] | None = None
               ) -> list[V]:
-    """Evaluate ``jaxpr`` on :class:`V` values; append every switch's side to ``sides``."""
+    """Evaluate ``jaxpr`` on ``V`` values; append every switch's side to ``sides``."""
     return _KinkReader(directional, sides).run(jaxpr, consts, args, outputs_need_error)
 
 

@@ -1,6 +1,6 @@
 """Numerator and denominator layout, and the conversion between them.
 
-mcjax's layout is *numerator* (:data:`mcjax.conventions.LAYOUT`): the Jacobian of ``f`` at an argument of
+mcjax's layout is *numerator* (``mcjax.conventions.LAYOUT``): the Jacobian of ``f`` at an argument of
 shape ``in`` with output shape ``out`` has shape ``out + in``.  Many texts (and many hand
 derivations) use *denominator* layout, ``in + out``: the transpose.  For a scalar ``f`` the
 two agree (the gradient has the argument's shape).
@@ -8,7 +8,9 @@ two agree (the gradient has the argument's shape).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import Jacobian
@@ -22,11 +24,11 @@ def _move_front_to_back(J, count: int, name: str, what: str):
     return jnp.moveaxis(J, tuple(range(count)), tuple(range(J.ndim - count, J.ndim)))
 
 
-def to_denominator(J, out_ndim: int | None = None):
+def to_denominator(J: ArrayLike | Jacobian, out_ndim: int | None = None) -> jax.Array:
     """A numerator-layout Jacobian (shape ``out + in``) in denominator layout (``in + out``).
 
     Args:
-      J: an array of shape ``out + in``, or a :class:`~mcjax.Jacobian` (then ``out_ndim`` is
+      J: an array of shape ``out + in``, or a ``mcjax.Jacobian`` (then ``out_ndim`` is
         its own).
       out_ndim: how many leading axes of ``J`` belong to the output.
 
@@ -41,7 +43,7 @@ def to_denominator(J, out_ndim: int | None = None):
     return _move_front_to_back(J, out_ndim, "to_denominator", "out_ndim")
 
 
-def to_numerator(J, in_ndim: int):
+def to_numerator(J: ArrayLike, in_ndim: int) -> jax.Array:
     """A denominator-layout Jacobian (shape ``in + out``) in numerator layout (``out + in``).
 
     Args:

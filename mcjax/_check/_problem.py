@@ -1,9 +1,9 @@
 """What the checker checks: ``f``, the derivative under test and the arguments.
 
-:func:`prepare` validates a call of :func:`mcjax.check` from static shapes and dtypes (before
+``prepare`` validates a call of ``mcjax.check`` from static shapes and dtypes (before
 any computation), splits the arguments into arrays, which are traced, and everything else
 (integer flags, strings, ``None``), which is static, and traces ``f`` and the derivative
-afresh.  The compiled checks are keyed on those traces (:mod:`mcjax._program._trace`), never on the
+afresh.  The compiled checks are keyed on those traces (``mcjax._program._trace``), never on the
 functions' identity: a check after an edit to a helper or a global that ``f`` or the
 derivative reads runs the edited code, and a repeated check of unchanged code reuses the
 compiled program.
@@ -22,8 +22,15 @@ from mcjax._check._case import ByIdentity, Prepared, Static
 from mcjax._check._flat import FlatSpec
 from mcjax._check._kinks import has_switches
 from mcjax._check._under_test import validate
+from mcjax._core._arguments import (
+    argnums_spec,
+    numbers_as_array,
+    positions,
+    require_callable,
+)
 from mcjax._core._conventions import is_floating, standard_promotion, wider
 from mcjax._core._errors import DtypeError, ShapeError, TraceError, require_floating
+from mcjax._core._ipython import code_location
 from mcjax._jacobian import Jacobian
 from mcjax._program._inspect import lowest_precision
 from mcjax._program._trace import Keyed, function_key, signature
@@ -62,18 +69,19 @@ _CONTROL_FLOW = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConve
 
 
 def _user_line(error: BaseException) -> str:
-    """Where in the user's code ``error`` was raised: ``my_model.py:12: if x > 0:``."""
+    """Where in the user's code ``error`` was raised: `` at my_model.py:12 (`if x > 0:`)``,
+    `` at Cell In[11], line 2 (...)`` in a notebook."""
     frames = [fr for fr in traceback.extract_tb(error.__traceback__)
               if not any(part in fr.filename for part in _INTERNAL)]
     if not frames:
         return ""
     fr = frames[-1]
     code = f" (`{fr.line.strip()}`)" if fr.line else ""
-    return f" at {os.path.basename(fr.filename)}:{fr.lineno}{code}"
+    return f" at {code_location(fr.filename, fr.lineno)}{code}"
 
 
 def _traced(what: str, fn, *structs, **options):
-    """:func:`~mcjax._program._trace.function_key`, with a user's mistake turned into one sentence."""
+    """``function_key``, with a user's mistake turned into one sentence."""
     try:
         return function_key(fn, *structs, **options)
     except (ShapeError, DtypeError) as e:  # mcjax's own sentence, without JAX's trace note
@@ -92,66 +100,41 @@ def _traced(what: str, fn, *structs, **options):
                          f"{_user_line(e)}: {message}") from None
 
 
-def _callable_or_say(what: str, fn) -> None:
-    if callable(fn):
-        return
-    shape = getattr(fn, "shape", None)
-    kind = ("a jax.Array" if isinstance(fn, jax.Array) else "a NumPy array"
-            if isinstance(fn, np.ndarray) else f"an object of type {type(fn).__name__}")
-    arrived = f"{kind} of shape {tuple(shape)}" if shape is not None else kind
-    due = ("a function of the same arguments as f returning the derivative (for a fixed "
-           "value J: lambda *args: J)" if what == "derivative" else "a function f(*args)")
-    raise TypeError(f"mcjax.check: {what} is {arrived}, not a function; expected {due}")
-
-
-def _as_array(arg):
-    """A Python list of numbers as an array (a list is a pytree of Python scalars to JAX);
-    anything else unchanged."""
-    if isinstance(arg, list):
-        leaves = jax.tree_util.tree_leaves(arg)
-        if leaves and all(isinstance(v, (bool, int, float)) for v in leaves):
-            try:
-                return jnp.asarray(np.asarray(arg))
-            except ValueError:  # ragged: leave it to f
-                return arg
-    return arg
-
-
-def prepare(f, derivative, args: tuple, argnums: int, layout: str,
-            traces: dict | None = None) -> Prepared:
-    """Validate one call of :func:`mcjax.check`, split its arguments and trace both functions.
+def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: str,
+            traces: dict | None = None, function: str = "check") -> Prepared:
+    """Validate one call of ``mcjax.check``, split its arguments and trace both functions.
 
     ``traces``: a dict that one call checking many cases passes to every case, so that the
     same ``f`` and derivative at the same shapes are traced once per call (never across
-    calls: an edit between two calls must be seen).
+    calls: an edit between two calls must be seen).  ``function``: the public function the
+    argument errors name (``check_points``).
 
     Raises:
-      ValueError: ``argnums`` or ``layout`` is out of range.
+      TypeError: ``f`` or the derivative is not a function, ``argnums`` not an int or tuple.
+      ValueError: ``argnums`` is out of range (``layout`` is validated by the callers).
       DtypeError: the differentiated argument or ``f``'s output is not floating point.
       ShapeError: either is empty.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"mcjax.check: layout={layout!r}; expected one of {', '.join(LAYOUTS)}")
-    _callable_or_say("f", f)
-    _callable_or_say("derivative", derivative)
-    args = tuple(_as_array(a) for a in args)
-    if not isinstance(argnums, int) or not -len(args) <= argnums < len(args):
-        raise ValueError(
-            f"mcjax.check: argnums={argnums!r} but f gets {len(args)} argument(s); expected an "
-            f"int in [0, {len(args)})"
-        )
-    argnums %= len(args)
-    where = f"args[{argnums}]"
-    x = jax.tree_util.tree_map(lambda a: a if _is_array(a) else jnp.asarray(a), args[argnums])
-    for leaf in jax.tree_util.tree_leaves(x):
-        require_floating("check", where, leaf)
-    x_spec = FlatSpec.of(x)
-    if x_spec.size == 0:
-        raise ShapeError(
-            f"mcjax.check: {where} is empty ({x_spec.describe()}); expected at least one "
-            "entry to differentiate with respect to"
-        )
-    args = args[:argnums] + (x,) + args[argnums + 1 :]
+    require_callable(function, "f", f, "a function f(*args)")
+    require_callable(function, "derivative", derivative, "a function of the same arguments as "
+                     "f returning the derivative (for a fixed value J: lambda *args: J)")
+    spec = argnums_spec(function, argnums)
+    given = [numbers_as_array(a) for a in args]
+    wrt = positions(function, spec, len(given))
+    argnums = wrt[0] if isinstance(spec, int) else wrt
+    for i in wrt:
+        x = jax.tree_util.tree_map(lambda a: a if _is_array(a) else jnp.asarray(a), given[i])
+        for leaf in jax.tree_util.tree_leaves(x):
+            require_floating("check", f"args[{i}]", leaf)
+        if not sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(x)):
+            raise ShapeError(
+                f"mcjax.check: args[{i}] is empty ({FlatSpec.of(x).describe()}); expected at "
+                "least one entry to differentiate with respect to"
+            )
+        given[i] = x
+    args = tuple(given)
+    x_spec = FlatSpec.of(args[argnums]) if isinstance(argnums, int) else FlatSpec.of(
+        tuple(args[i] for i in argnums)).named_by(argnums)
     leaves, treedef = jax.tree_util.tree_flatten(args)
     dynamic_positions = tuple(i for i, leaf in enumerate(leaves) if _is_array(leaf))
     static_leaves = tuple(None if _is_array(leaf) else _hashable(leaf) for leaf in leaves)
@@ -168,9 +151,11 @@ def prepare(f, derivative, args: tuple, argnums: int, layout: str,
     out, f_jaxpr = f_trace.out_shape, f_trace.closed
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            why = ("mcjax.check judges derivatives of real functions" if jnp.issubdtype(
+                leaf.dtype, jnp.complexfloating) else "an integer output has no derivative")
             raise DtypeError(
-                f"mcjax.check: f returns dtype {np.dtype(leaf.dtype).name}; expected a "
-                "floating output (an integer output has no derivative)"
+                f"mcjax.check: f returns dtype {np.dtype(leaf.dtype).name}; expected a real "
+                f"floating output ({why})"
             )
     out_spec = FlatSpec.of(out)
     if out_spec.size == 0:
@@ -256,7 +241,7 @@ def flat_function(static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatS
     """``f`` as a function of the flat argument vector, returning the flat output vector."""
 
     def f_flat(x_vec):
-        new = args[: static.argnums] + (x_spec.unflatten(x_vec),) + args[static.argnums + 1 :]
+        new = static.with_x(args, x_spec.unflatten(x_vec))
         out = static.f_of(new)  # the keyed trace
         return out_spec.flatten(out, wider(*jax.tree_util.tree_leaves(out)))
 
@@ -264,13 +249,13 @@ def flat_function(static: Static, args: tuple, x_spec: FlatSpec, out_spec: FlatS
 
 
 def flat_at(static: Static, x_spec: FlatSpec, out_spec: FlatSpec, dynamic, dtype=None):
-    """``(f_flat, x)``: :func:`flat_function` at the point ``dynamic`` and the flat point,
+    """``(f_flat, x)``: ``flat_function`` at the point ``dynamic`` and the flat point,
     with every floating argument cast to ``dtype`` (None: as they are)."""
     args = static.args(dynamic)
     if dtype is not None:
         args = cast_floating(args, dtype)
     return (flat_function(static, args, x_spec, out_spec),
-            x_spec.flatten(args[static.argnums], dtype))
+            x_spec.flatten(static.x_of(args), dtype))
 
 
 def jacobian_of(static: Static, f_flat):

@@ -2,7 +2,7 @@ r"""The references a derivative is judged against.
 
 - **autodiff**: ``jax.jacfwd`` and ``jax.jacrev`` in ``f``'s own dtype: exact up to rounding
   (where ``f`` calls a ``custom_vjp`` function, forward mode cannot run: ``jax.jacrev`` alone);
-- **one-sided derivatives** at kinks, read from ``f``'s jaxpr (:mod:`mcjax._check._kinks`);
+- **one-sided derivatives** at kinks, read from ``f``'s jaxpr (``mcjax._check._kinks``);
 - **finite differences** in the reference precision (float64 whatever the input dtype,
   unless ``f`` itself rounds to less), with a step that adapts to ``f``: central differences
   on a ladder of steps ``h_k = 0.1 s_j / 4^k`` per coordinate (``s_j`` its scale), Richardson
@@ -134,7 +134,7 @@ def fd_analyse(stencils: dict, scale: np.ndarray, precision: str) -> FiniteDiffe
     """Pick, per entry, the finite-difference estimate with the smallest error.
 
     Args:
-      stencils: :func:`stencil_program`'s output at one point, as NumPy.
+      stencils: ``stencil_program``'s output at one point, as NumPy.
       scale: ``(m, n)``, the magnitude each entry is judged against.
       precision: the dtype ``f`` rounds to.
     """

@@ -1,7 +1,9 @@
-"""The report of :func:`mcjax.check`: a verdict a person reads, and the numbers behind it.
+"""The report of ``mcjax.check``: a verdict a person reads, and the numbers behind it.
 
 ``str(report)`` is the readable verdict: a summary line, the thresholds used, one line per
-reference, the Taylor test, kinks, a small table of the worst entries and the diagnosis.
+reference, the Taylor test, kinks, a small table of the worst entries and the diagnosis;
+``repr(report)`` its one line (``Report(FAIL: d f / d args[0] by df; ...; diagnosis: ...)``);
+in a notebook the report shows itself as HTML, its verdict first.
 ``report.heatmap()`` draws expected, got and their difference for a small Jacobian
 (matplotlib, imported only then: ``pip install 'mcjax[plot]'``).
 """
@@ -11,9 +13,11 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
+from mcjax._check import _view
 from mcjax._check._compare import Comparison, Entry, Threshold
 from mcjax._check._problem import Prepared, name_of
 from mcjax._check._taylor import Taylor
@@ -71,7 +75,7 @@ class Projection:
 
 
 class Later:
-    """A field of a :class:`Report` computed when first read: the diagnosis traces variants of
+    """A field of a ``mcjax.Report`` computed when first read: the diagnosis traces variants of
     ``f``, work worth doing only for a report somebody reads (``check_cases`` of many failing
     points, a test that asks ``.ok``).  ``compute`` returns every lazy field at once, as a
     dict, and runs once for all the fields made together."""
@@ -93,29 +97,29 @@ class Later:
 
 @dataclass(frozen=True)
 class Report:
-    """The verdict of :func:`mcjax.check` on one derivative.
+    """The verdict of ``mcjax.check`` on one derivative.
 
     Attributes:
       ok: whether the derivative passed every check.
       function, derivative: the names of ``f`` and the derivative under test.
-      wrt: which argument (``"args[0]"``).
+      wrt: which argument (``"args[0]"``), or arguments (``"(args[0], args[2])"``).
       shapes: ``f``'s argument and output, in words.
       mode: ``"full"`` (the Jacobian materialised) or ``"fast"`` (random projections).
       points: how many points were checked.
-      threshold: the thresholds used (:class:`~mcjax._check._compare.Threshold`).
+      threshold: the thresholds used (``Threshold``).
       comparisons: one per reference, worst over the points.
       taylor: the Taylor-remainder test (full mode), or None.
       kinks: the entries at kinks of ``f`` and the values accepted there (full mode), or None.
       projections: fast mode's ``u^T J v``.
       worst: the worst entries of a failing check.
       diagnosis: the usual slips that explain the failure, as sentences.
-      slips: the same as :class:`Slip` records (kind and sentence).
+      slips: the same as ``Slip`` records (kind and sentence).
       where: which leaves, rows and columns hold the wrong entries.
       problems: other reasons for failing (NaN or Inf, ...).
       notes: what the reader should know (reference precision, ...).
-      links: for a chain, each link's own report (:func:`mcjax.check_chain`).
+      links: for a chain, each link's own report (``mcjax.check_chain``).
       parts: for a custom rule, each direction's own report (``"JVP"``, ``"VJP"``,
-        :func:`mcjax.check_rule`).
+        ``mcjax.check_rule``).
     """
 
     ok: bool
@@ -154,7 +158,15 @@ class Report:
     def __str__(self) -> str:
         return render(self)
 
-    def as_dict(self) -> dict:
+    def __repr__(self) -> str:
+        """One line: the verdict, what failed and the first diagnosis (``str`` is the whole)."""
+        return _view.short(self)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the verdict first, then the comparisons and the diagnosis."""
+        return _view.page(self)
+
+    def as_dict(self) -> dict[str, Any]:
         """Everything but the matrices, as JSON-ready Python values."""
         out = asdict(self)
         out.pop("matrices")
@@ -166,6 +178,9 @@ class Report:
 
     def heatmap(self, path=None):
         """Expected, got and their difference side by side (full mode, small Jacobians).
+
+        Rows are the output's entries, columns the argument's, flat and row-major inside each
+        pytree leaf; the leaves are separated by lines and named with their shapes.
 
         Args:
           path: where to save the PNG; None to only return the figure.
@@ -194,12 +209,16 @@ class Report:
         limit = float(np.nanmax(np.abs(np.concatenate([expected.ravel(), got.ravel()])))) or 1.0
         panels = (("expected (reference)", expected, limit), ("got (derivative under test)", got, limit),
                   ("got - expected", got - expected, None))
+        rows = self.matrices.get("rows", (("out", (expected.shape[0],), expected.shape[0]),))
+        columns = self.matrices.get("columns", ((self.wrt, (expected.shape[1],),
+                                                 expected.shape[1]),))
         for ax, (title, values, lim) in zip(axes, panels):
             lim = lim or float(np.nanmax(np.abs(values))) or 1.0
-            image = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+            image = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto",
+                              interpolation="nearest")
             ax.set_title(title)
-            ax.set_xlabel("argument entry (flat)")
-            ax.set_ylabel("output entry (flat)")
+            _name_leaves(ax, "x", columns, f"d / d {self.wrt}")
+            _name_leaves(ax, "y", rows, "d out")
             fig.colorbar(image, ax=ax, shrink=0.8)
         fig.suptitle(f"d {self.function} / d {self.wrt}: {'ok' if self.ok else 'FAIL'}")
         if path is not None:
@@ -207,12 +226,46 @@ class Report:
         return fig
 
 
+LABELLED_LEAVES = 16
+"""Up to this many leaves along an axis of the heatmap are named; more are only separated."""
+
+
+def _name_leaves(ax, axis: str, leaves, what: str) -> None:
+    """Name the pytree leaves along one axis of a heatmap panel (``axis`` ``"x"``: the
+    argument's, ``"y"``: the output's): a line between two leaves and each leaf's label and
+    shape at its middle; for one leaf, its label and shape in the axis title.  Entries run
+    flat, row-major inside each leaf."""
+    set_title = ax.set_xlabel if axis == "x" else ax.set_ylabel
+    if len(leaves) == 1:
+        label, shape, _ = leaves[0]
+        named = what if what.endswith(label) else f"{what}: {label}"  # a bare array: named once
+        set_title(f"{named}, shape {tuple(shape)} (flat, row-major)")
+        return
+    edges = np.cumsum([0] + [size for _, _, size in leaves]) - 0.5
+    for edge in edges[1:-1]:
+        (ax.axvline if axis == "x" else ax.axhline)(edge, color="black", linewidth=0.8)
+    if len(leaves) <= LABELLED_LEAVES:
+        centres = (edges[:-1] + edges[1:]) / 2
+        names = [f"{label} {tuple(shape)}" for label, shape, _ in leaves]
+        if axis == "x":
+            ax.set_xticks(centres, names, rotation=30, ha="right", fontsize="small")
+        else:
+            ax.set_yticks(centres, names, fontsize="small")
+    set_title(f"{what}: {len(leaves)} leaves (each flat, row-major)")
+
+
+def wrt_of(p: Prepared) -> str:
+    """The differentiated argument in words: ``args[0]``, or ``(args[0], args[2])``."""
+    names = [f"args[{i}]" for i in p.static.positions]
+    return names[0] if isinstance(p.static.argnums, int) else f"({', '.join(names)})"
+
+
 def header(p: Prepared, mode: str, points: int, threshold: Threshold) -> dict:
     """The fields every report starts with."""
+    wrt = wrt_of(p)
+    x = p.x_spec.describe() if p.x_spec.root == "args" else f"{wrt} {p.x_spec.describe()}"
     return {"function": name_of(p.static.f), "derivative": name_of(p.static.derivative),
-            "wrt": f"args[{p.static.argnums}]",
-            "shapes": f"f: args[{p.static.argnums}] {p.x_spec.describe()} -> "
-                      f"{p.out_spec.describe()}",
+            "wrt": wrt, "shapes": f"f: {x} -> {p.out_spec.describe()}",
             "dtype": p.dtype, "mode": mode, "points": points, "threshold": threshold}
 
 

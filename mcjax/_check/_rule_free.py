@@ -2,9 +2,9 @@
 
 ``jax.custom_jvp`` and ``jax.custom_vjp`` functions carry two things: a primal computation (the
 body, which is what evaluating them runs) and a derivative rule that JAX's autodiff uses in
-place of differentiating the body.  :func:`rule_free` returns ``f`` with every custom call of
+place of differentiating the body.  ``rule_free`` returns ``f`` with every custom call of
 the user's replaced by its body, by evaluating ``f``'s jaxpr with the one walker
-(:class:`~mcjax._program._walk.Interpreter`, whose default for a custom call is to walk its
+(``mcjax._program._walk.Interpreter``, whose default for a custom call is to walk its
 body): ``jax.jacfwd`` and ``jax.jacrev`` of the result differentiate the body and never see
 a rule.  JAX's own custom rules (``jax.nn.relu``, ``jnp.logaddexp``, ...) are kept: they
 exist because autodiff of their bodies rounds badly or divides by zero, and they are not
@@ -123,7 +123,7 @@ def _traced_leaf(leaf) -> bool:
 def rule_free(f, name: str | None = None):
     """``f`` with the user's custom rules taken out: the same values, and the derivatives of its
     own computation.  Arguments that are not arrays (flags, strings, Python numbers) are
-    closed over, as :func:`mcjax.check` does with them."""
+    closed over, as ``mcjax.check`` does with them."""
 
     def free(*args):
         leaves, treedef = jax.tree_util.tree_flatten(args)

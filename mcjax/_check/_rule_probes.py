@@ -1,12 +1,12 @@
-r"""What a custom rule must be besides right: the structural tests of :func:`mcjax.check_rule`.
+r"""What a custom rule must be besides right: the structural tests of ``mcjax.check_rule``.
 
-The Jacobian a rule implements is judged by :func:`mcjax.check` (against the rule-free
+The Jacobian a rule implements is judged by ``mcjax.check`` (against the rule-free
 computation's autodiff, finite differences and the Taylor test).  These tests ask what a
 Jacobian cannot show, each by comparing two ways JAX offers to compute the same thing:
 
 - **primal**: the primal output ``jax.jvp`` returns (the ``custom_jvp`` rule's own) and the one
   ``jax.vjp`` returns (the ``custom_vjp`` ``fwd``'s) equal ``f``'s own computation (the
-  rule-free program, :func:`~mcjax._check._rule_free.rule_free`);
+  rule-free program, ``mcjax._check._rule_free.rule_free``);
 - **linearity**: the JVP is linear in its tangent, ``jvp(v_1 - 3 v_2) = jvp(v_1) - 3 jvp(v_2)``,
   and the VJP in its cotangent (a tangent squared, a constant added, a clipped cotangent are
   not derivatives, and a Jacobian built from basis vectors cannot see them);
@@ -114,7 +114,7 @@ def _values(plan, dynamic: list, draws: dict) -> dict:
 
 
 def _batched(plan, g, x, draws, out: dict) -> dict:
-    """The VJP at :data:`BATCH` points under ``jax.vmap`` (the argument and the cotangent
+    """The VJP at ``BATCH`` points under ``jax.vmap`` (the argument and the cotangent
     batched, as per-example gradients are) and one by one: the first point is ``x`` with the
     cotangent ``u1`` (whose VJP ``out`` already holds), the others ``x`` moved by ``d1``, ...
     (The JVP and the VJP under ``vmap`` over tangents and cotangents alone are what

@@ -1,24 +1,24 @@
 r"""``mcjax.check_rule``: is a ``jax.custom_jvp`` or ``jax.custom_vjp`` rule right?
 
 A custom rule is a hand-derived derivative that JAX's autodiff uses in place of
-differentiating the function's own computation.  :func:`check_rule` checks it as
-:func:`mcjax.check` checks any hand-derived derivative, against the computation the rule
+differentiating the function's own computation.  ``check_rule`` checks it as
+``mcjax.check`` checks any hand-derived derivative, against the computation the rule
 stands for, taken from ``f`` itself:
 
 - the **references** are those of the rule-free computation: ``f``'s program with every
-  custom call replaced by its body (:func:`~mcjax._check._rule_free.rule_free`), whose autodiff
-  (``jax.jacfwd``, ``jax.jacrev``), finite differences and Taylor test :func:`mcjax.check`
+  custom call replaced by its body (``mcjax._check._rule_free.rule_free``), whose autodiff
+  (``jax.jacfwd``, ``jax.jacrev``), finite differences and Taylor test ``mcjax.check``
   computes; or, for a rule that implements another function's derivative on purpose (a
   straight-through estimator, a clipped gradient), those of the ``surrogate``;
 - the rule is judged in **both directions**, each as the derivative under test of one
-  :func:`mcjax.check`: its JVP (``jax.jacfwd`` of ``f``; JAX has none for a ``custom_vjp``) and
+  ``mcjax.check``: its JVP (``jax.jacfwd`` of ``f``; JAX has none for a ``custom_vjp``) and
   its VJP (``jax.vjp`` of ``f``: a ``custom_vjp``'s ``bwd``, or JAX's transpose of a
   ``custom_jvp`` rule);
-- the **structural tests** of :mod:`~mcjax._check._rule_probes`: the primal each rule returns
+- the **structural tests** of ``mcjax._check._rule_probes``: the primal each rule returns
   against ``f``'s own, linearity, JVP and VJP transposes of each other, symbolic zeros, and
   the rule under ``jax.vmap`` (everything runs under ``jax.jit``).
 
-The verdicts make one :class:`~mcjax.Report`, whose ``parts`` hold each direction's own report
+The verdicts make one ``mcjax.Report``, whose ``parts`` hold each direction's own report
 and whose diagnosis starts by saying which direction departs.
 """
 
@@ -27,32 +27,33 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check import _full, _rule_probes
-from mcjax._check._api import MODES, check
+from mcjax._check._api import _options, check
 from mcjax._check._compare import Threshold
 from mcjax._check._flat import FlatSpec
-from mcjax._check._problem import (
-    _as_array,
-    _callable_or_say,
-    _is_array,
-    _traced,
-    name_of,
-    prepare,
-)
+from mcjax._check._problem import _is_array, _traced, name_of, prepare
 from mcjax._check._report import Later, Report
 from mcjax._check._rule_free import CustomRule, rule_free, user_rules
+from mcjax._core._arguments import (
+    argnums_spec,
+    count,
+    describe,
+    numbers_as_array,
+    positions,
+    require_callable,
+)
 from mcjax._core._conventions import is_floating, standard_promotion
 from mcjax._core._errors import DerivativeError, ShapeError, TraceError, require_floating
 from mcjax._core._tolerance import (
     FAST_DIRECTIONS,
     FULL_MODE_MAX_ENTRIES,
     FULL_MODE_MAX_INPUTS,
-    KINK_CONVENTIONS,
 )
 from mcjax._program._inspect import lowest_precision, max_terms
 from mcjax._program._trace import digest
@@ -101,7 +102,7 @@ class RulePlan:
         return jax.tree_util.tree_unflatten(self.treedef, leaves)  # type: ignore[arg-type]
 
     def directions(self, fast: bool) -> list[tuple[str, Callable]]:
-        """``(label, derivative)`` of each direction :func:`mcjax.check` judges."""
+        """``(label, derivative)`` of each direction ``mcjax.check`` judges."""
         out = []
         if self.jvp is not None and not fast:
             out.append(("JVP", self.jvp))
@@ -134,14 +135,11 @@ def _named(fn, name: str):
 
 
 def plan(f, args: tuple, argnums: int = 0, surrogate=None) -> RulePlan:
-    """Validate one call of :func:`check_rule` and build what its checks need."""
-    try:
-        _callable_or_say("f", f)
-        if surrogate is not None:
-            _callable_or_say("f", surrogate)
-    except TypeError as e:
-        what = "f" if not callable(f) else "the surrogate"
-        raise TypeError(str(e).replace("mcjax.check: f", f"{WHERE}: {what}", 1)) from None
+    """Validate one call of ``check_rule`` and build what its checks need."""
+    require_callable("check_rule", "f", f, "a function f(*args)")
+    if surrogate is not None:
+        require_callable("check_rule", "surrogate", surrogate,
+                         "a function of f's arguments whose derivative the rule implements")
     args, argnums, leaves, treedef, dynamic_positions, x_positions = _split(args, argnums)
     dynamic = [leaves[i] for i in dynamic_positions]
 
@@ -214,15 +212,14 @@ def plan(f, args: tuple, argnums: int = 0, surrogate=None) -> RulePlan:
 
 def _split(args: tuple, argnums) -> tuple:
     """``(args, argnums, leaves, treedef, dynamic positions, x positions)``: the arguments as
-    :func:`mcjax.check` takes them (lists of numbers as arrays, the differentiated argument's
+    ``mcjax.check`` takes them (lists of numbers as arrays, the differentiated argument's
     leaves as floating arrays), their leaves, which of them are arrays (traced), and which of
     those are ``args[argnums]``'s."""
-    args = tuple(_as_array(a) for a in args)
-    if not isinstance(argnums, int) or isinstance(argnums, bool) or not (
-            -len(args) <= argnums < len(args)):
-        raise ValueError(f"{WHERE}: argnums={argnums!r} but f gets {len(args)} argument(s); "
-                         f"expected an int in [0, {len(args)})")
-    argnums %= len(args)
+    args = tuple(numbers_as_array(a) for a in args)
+    if not isinstance(argnums_spec("check_rule", argnums), int):
+        raise TypeError(f"{WHERE}: argnums={argnums!r}; expected an int (a rule is checked "
+                        "with respect to one argument at a time)")
+    (argnums,) = positions("check_rule", argnums, len(args))
     x = jax.tree_util.tree_map(lambda a: a if _is_array(a) else jnp.asarray(a), args[argnums])
     for leaf in jax.tree_util.tree_leaves(x):
         require_floating("check_rule", f"args[{argnums}]", leaf)
@@ -369,20 +366,22 @@ def combine(plan: RulePlan, parts: list[tuple[str, Report]], probes: list, mode:
 
 
 # -- the API -----------------------------------------------------------------------------------
-def check_rule(f, *args, argnums: int = 0, surrogate=None, mode: str = "auto",
+def check_rule(f: Callable[..., Any], *args: Any, argnums: int = 0,
+               surrogate: Callable[..., Any] | None = None, mode: str = "auto",
                points: int | None = None, directions: int = FAST_DIRECTIONS,
-               kink_convention: str | None = None, seed: int = 0) -> Report:
+               kink_convention: str | None = None, seed: int = 0, rtol: float | None = None,
+               atol: float | None = None) -> Report:
     r"""Check the ``jax.custom_jvp``/``jax.custom_vjp`` rules of ``f`` (or of the functions it
     calls) with respect to ``args[argnums]``.
 
     The references are those of ``f``'s own computation: its program with every custom call
     replaced by the function's body, differentiated by ``jax.jacfwd`` and ``jax.jacrev``, by
     finite differences and by the Taylor test, with kinks read from the body as
-    :func:`mcjax.check` reads them.  The rule is judged in both directions, ``jax.jacfwd`` of
+    ``mcjax.check`` reads them.  The rule is judged in both directions, ``jax.jacfwd`` of
     ``f`` (its JVP; a ``custom_vjp`` has none) and ``jax.vjp`` of ``f`` (its VJP), each as the
-    derivative under test of :func:`mcjax.check`; and by structural tests: the primal the
-    rule returns equals ``f``'s computation, the JVP is linear in its tangent and the VJP in
-    its cotangent, JVP and VJP are transposes (``<u, J v> = <u^T J, v>``), symbolic zero
+    derivative under test of ``mcjax.check``; and by structural tests: the primal the rule
+    returns equals ``f``'s computation, the JVP is linear in its tangent and the VJP in its
+    cotangent, JVP and VJP are transposes (``<u, J v> = <u^T J, v>``), symbolic zero
     tangents and cotangents give what explicit zeros give, and under ``jax.vmap`` a batch of
     points gives what each point gives.
 
@@ -395,15 +394,18 @@ def check_rule(f, *args, argnums: int = 0, surrogate=None, mode: str = "auto",
         purpose in place of ``f``'s own (a straight-through estimator's ``lambda x: x``, a
         clipped gradient's ``jnp.clip``): the references are then the surrogate's, while the
         primal is still checked against ``f``'s computation.
-      mode: as for :func:`mcjax.check`.  In fast mode (large arguments) the JVP is judged
+      mode: as for ``mcjax.check``.  In fast mode (large arguments) the JVP is judged
         through its transpose and by the linearity and transpose tests.
-      points: as for :func:`mcjax.check`.
-      directions: as for :func:`mcjax.check` (fast mode).
-      kink_convention: as for :func:`mcjax.check`.
-      seed: as for :func:`mcjax.check`; it also seeds the structural tests' draws.
+      points: as for ``mcjax.check``.
+      directions: as for ``mcjax.check`` (fast mode).
+      kink_convention: as for ``mcjax.check``.
+      seed: as for ``mcjax.check``; it also seeds the structural tests' draws.
+      rtol: as for ``mcjax.check``: overrides the policy's relative threshold of the
+        comparisons with the references (the structural tests keep the policy's).
+      atol: as for ``mcjax.check``.
 
     Returns:
-      A :class:`~mcjax.Report`: ``ok``, the comparisons of each direction (``"JVP vs
+      A ``mcjax.Report``: ``ok``, the comparisons of each direction (``"JVP vs
       jax.jacrev"``, ``"VJP vs finite differences"``, ...), a diagnosis whose first line says
       which direction departs, the structural tests' failures under ``problems``, and each
       direction's own report in ``parts``.
@@ -411,6 +413,8 @@ def check_rule(f, *args, argnums: int = 0, surrogate=None, mode: str = "auto",
     Raises:
       ValueError: ``f`` calls no custom rule, or an option is out of range.
       ShapeError: the surrogate's outputs are not ``f``'s.
+      DtypeError: the argument is not floating point.
+      TypeError: ``f`` or the surrogate is not a function, or an option has the wrong type.
       TraceError: ``f`` cannot be traced.
 
     Example:
@@ -426,26 +430,27 @@ def check_rule(f, *args, argnums: int = 0, surrogate=None, mode: str = "auto",
         >>> mcjax.check_rule(softplus, jnp.array([-1.0, 0.0, 2.0])).ok
         True
     """
-    if mode not in MODES:
-        raise ValueError(f"{WHERE}: mode={mode!r}; expected one of {', '.join(MODES)}")
-    if kink_convention is not None and kink_convention not in KINK_CONVENTIONS:
-        raise ValueError(f"{WHERE}: kink_convention={kink_convention!r}; expected None or "
-                         f"one of {', '.join(KINK_CONVENTIONS)}")
+    tolerances = _options("check_rule", mode=mode, kink_convention=kink_convention, seed=seed,
+                          rtol=rtol, atol=atol)
+    if points is not None:
+        count("check_rule", "points", points)
+    count("check_rule", "directions", directions)
     p = plan(f, args, argnums, surrogate)
     fast = p.fast(mode)
     if fast:  # mcjax.check's fast mode, one direction at a time
         parts = [(label, _say(lambda d=derivative: check(
             p.reference, d, *p.args, argnums=p.argnums, mode="fast", points=points,
-            directions=directions, seed=seed))) for label, derivative in p.directions(True)]
+            directions=directions, seed=seed, rtol=rtol, atol=atol)))
+            for label, derivative in p.directions(True)]
     else:  # both directions judged against one set of references, in one program
-        parts = _full_mode([p], seed, kink_convention, points or 1)[0]
+        parts = _full_mode([p], seed, kink_convention, tolerances, points or 1)[0]
     probes = _rule_probes.run([p], seed)[0]
     used = parts[0][1].points if parts else (points or 1)
     return combine(p, parts, probes, "fast" if fast else "full", used)
 
 
-def _full_mode(plans: list[RulePlan], seed: int, kink_convention, points: int = 1
-               ) -> list[list[tuple[str, Report]]]:
+def _full_mode(plans: list[RulePlan], seed: int, kink_convention, tolerances: tuple,
+               points: int = 1) -> list[list[tuple[str, Report]]]:
     """Full mode for every rule's directions: per rule, ``(label, report)`` of each.  Rules
     whose references are the same program (a rule at several points) share a group, whose
     points are vmapped."""
@@ -455,9 +460,9 @@ def _full_mode(plans: list[RulePlan], seed: int, kink_convention, points: int = 
         directions = pl.directions(fast=False)
         if not directions:
             continue
-        prepared = tuple(_say(lambda d=d: prepare(pl.reference, d, pl.args, pl.argnums,
-                                                  "numerator", traces))
-                         for _, d in directions)
+        prepared = tuple(_say(lambda d=d: prepare(
+            pl.reference, d, pl.args, pl.argnums, "numerator", traces, "check_rule"
+        )._replace(tolerance=tolerances)) for _, d in directions)
         first = prepared[0]
         dynamics = [first.dynamic] + [_full.perturbed(first, seed, q) for q in range(1, points)]
         key = (tuple(q.static for q in prepared), first.x_spec, first.out_spec,
@@ -479,26 +484,44 @@ def _full_mode(plans: list[RulePlan], seed: int, kink_convention, points: int = 
     return results
 
 
-def check_rules(cases: Sequence[tuple], *, kink_convention: str | None = None,
-                seed: int = 0) -> list[Report]:
-    """:func:`check_rule` of many rules in full mode at one point each, compiled as one program.
+def check_rules(cases: Sequence[tuple[Any, ...]], *, kink_convention: str | None = None,
+                seed: int = 0, rtol: float | None = None,
+                atol: float | None = None) -> list[Report]:
+    """``mcjax.check_rule`` of many rules in full mode at one point each, compiled as one
+    program.
 
     Args:
       cases: ``(f, args)``, ``(f, args, argnums)`` or ``(f, args, argnums, surrogate)`` tuples.
-      kink_convention: as for :func:`check_rule`.
-      seed: as for :func:`check_rule`.
+      kink_convention: as for ``mcjax.check_rule``.
+      seed: as for ``mcjax.check_rule``.
+      rtol: as for ``mcjax.check_rule``.
+      atol: as for ``mcjax.check_rule``.
 
     Returns:
       One report per case, in order.
     """
-    plans = [plan(c[0], tuple(c[1]), *c[2:]) for c in cases]
-    parts = _full_mode(plans, seed, kink_convention)
+    tolerances = _options("check_rules", kink_convention=kink_convention, seed=seed,
+                          rtol=rtol, atol=atol)
+    plans = [plan(*_case(k, c)) for k, c in enumerate(cases)]
+    parts = _full_mode(plans, seed, kink_convention, tolerances)
     probes = _rule_probes.run(plans, seed)
     return [combine(p, pr, pb, "full", 1) for p, pr, pb in zip(plans, parts, probes)]
 
 
-def assert_rule(f, *args, **options) -> Report:
-    """:func:`check_rule`, raising :class:`~mcjax.DerivativeError` (an ``AssertionError``) on
+def _case(k: int, case) -> tuple:
+    """``(f, args, argnums, surrogate)`` from one case of ``check_rules``, or one sentence."""
+    if not isinstance(case, (tuple, list)) or not 2 <= len(case) <= 4:
+        raise TypeError(f"mcjax.check_rules: cases[{k}] is {describe(case)}; expected a tuple "
+                        "(f, args), (f, args, argnums) or (f, args, argnums, surrogate)")
+    if not isinstance(case[1], (tuple, list)):
+        raise TypeError(f"mcjax.check_rules: the args of cases[{k}] are {describe(case[1])}; "
+                        "expected a tuple of f's arguments, e.g. (x,) for one argument")
+    f, args, *rest = case
+    return f, tuple(args), rest[0] if rest else 0, rest[1] if len(rest) > 1 else None
+
+
+def assert_rule(f: Callable[..., Any], *args: Any, **options: Any) -> Report:
+    """``mcjax.check_rule``, raising ``mcjax.DerivativeError`` (an ``AssertionError``) on
     failure; takes the same arguments and returns the passing report."""
     __tracebackhide__ = True  # pytest shows the report under the user's line, not ours
     report = check_rule(f, *args, **options)

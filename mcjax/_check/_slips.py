@@ -70,7 +70,7 @@ def _where(eqn) -> str:
 
 class _Numbered(Interpreter):
     """A walk that numbers the equations it meets, calls and their bodies alike, in order:
-    a site's number is the same in :func:`sites` and in :func:`variant`."""
+    a site's number is the same in ``sites`` and in ``variant``."""
 
     def __init__(self):
         super().__init__()
@@ -123,7 +123,7 @@ def _floating_var(var) -> bool:
 
 
 def _rewrite(eqn, invals, deps, target):
-    """The equation's outputs with ``target`` planted (a :class:`Site`, or ``"ungated"``)."""
+    """The equation's outputs with ``target`` planted (a ``Site``, or ``"ungated"``)."""
     sg = lax.stop_gradient
     if target == "ungated":
         name = eqn.primitive.name
@@ -167,7 +167,7 @@ class _Planted(_Numbered):
 
 
 def variant(fn: Callable, target) -> Callable:
-    """``fn`` (of one array) with ``target`` planted: a :class:`Site` or ``"ungated"``.
+    """``fn`` (of one array) with ``target`` planted: a ``Site`` or ``"ungated"``.
     Same values, the slip's derivative."""
 
     def planted(x):

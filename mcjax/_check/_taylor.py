@@ -36,7 +36,7 @@ def verdict(steps, differences, Jt, f0, precision: str, rtol: float, kinks: bool
 
     The largest steps may leave ``f``'s domain (``log`` of a small ``x``: NaN) or cross a kink
     of ``f`` (``crossed``): the ladder is then judged from the smallest steps up to the first
-    such one, when at least :data:`TAYLOR_MIN_RUNGS` of them are left; with fewer, a crossing
+    such one, when at least ``TAYLOR_MIN_RUNGS`` of them are left; with fewer, a crossing
     makes the test inconclusive and a NaN fails it.  ``kinks``: ``x`` itself is at a kink.
     ``rough``: finite differences found ``f`` varying faster than their steps can follow; the
     Taylor steps are no finer, so a low order is inconclusive there.

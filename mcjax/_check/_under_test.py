@@ -1,9 +1,9 @@
 """The derivative under test: whatever the user's derivative returns, seen as a matrix.
 
-:class:`DerivativeUnderTest` turns the derivative's value at one point (a dense array or
-pytree in either layout, a structured :class:`~mcjax.Jacobian`, or a VJP function
+``DerivativeUnderTest`` turns the derivative's value at one point (a dense array or
+pytree in either layout, a structured ``mcjax.Jacobian``, or a VJP function
 ``u -> u^T J``) into the two things the checks need: the ``(m, n)`` matrix (full mode) and
-``u^T J`` (fast mode).  :func:`terms_of` counts the longest sum in ``f`` and the derivative,
+``u^T J`` (fast mode).  ``terms_of`` counts the longest sum in ``f`` and the derivative,
 which sets the comparison's threshold.
 """
 
@@ -95,7 +95,7 @@ def _check_vjp_result(result, x_spec: FlatSpec):
 
 def validate(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str, pullback: bool) -> None:
     """Check the derivative's traced value (``jax.ShapeDtypeStruct`` leaves) before any program
-    runs, so that a wrong shape is one clear :class:`~mcjax.ShapeError`.  ``pullback``: the
+    runs, so that a wrong shape is one clear ``mcjax.ShapeError``.  ``pullback``: the
     value is a VJP function's result ``u^T J``."""
     if pullback:
         _check_vjp_result(value, x_spec)
@@ -166,9 +166,18 @@ def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
             )
         return message
     got = ", ".join(shape_str(shape_of(leaf)) for leaf in leaves) or "nothing"
+    kind = ("an array" if isinstance(value, (jax.ShapeDtypeStruct, jax.Array, np.ndarray))
+            else type(value).__name__)  # traced abstractly: an array arrives as its shape
     due = ", ".join(shape_str(out_spec.shapes[k] + x_spec.shapes[j]) for k, j in pairs)
+    if x_spec.root == "args":  # argnums a tuple
+        return (
+            f"mcjax.check: derivative returned {kind} with leaves of shapes "
+            f"{got} but f maps {x_spec.describe()} to {out_spec.describe()}; expected "
+            "jax.jacfwd's structure for a tuple of argnums: a tuple with one derivative per "
+            f"argument (as jax.jacrev(f, argnums) returns), leaves of shapes {due}"
+        )
     return (
-        f"mcjax.check: derivative returned {type(value).__name__} with leaves of shapes {got} "
+        f"mcjax.check: derivative returned {kind} with leaves of shapes {got} "
         f"but f maps args with {x_spec.describe()} to {out_spec.describe()}; expected "
         f"jax.jacfwd's structure: f's output tree of argument trees, leaves of shapes {due} "
         "(for a scalar f, the gradient: the argument's own tree)"

@@ -1,14 +1,14 @@
-"""Verify registered rules: the checker (:func:`mcjax.check`, full mode) run over the registry.
+"""Verify registered rules: the checker (``mcjax.check``, full mode) run over the registry.
 
 For every rule, every argument it has a derivative for, every shape case and dtype, the
-rule's derivative is checked at a random point exactly as :func:`mcjax.check` would check a
+rule's derivative is checked at a random point exactly as ``mcjax.check`` would check a
 user's: the same references (``jax.jacfwd``, ``jax.jacrev``, float64 finite differences,
 one-sided derivatives at kinks, the Taylor test), the same tolerance policy
-(:mod:`mcjax._core._tolerance`) and the same :class:`~mcjax.Report`.  A rule's checks compile
+(``mcjax._core._tolerance``) and the same ``mcjax.Report``.  A rule's checks compile
 as one program.
 
 The forward function and the derivative are both called with the rule's verification
-hyper-parameters (:attr:`Rule.hyper <mcjax.registry.Rule>`), explicitly.
+hyper-parameters (``Rule.hyper``), explicitly.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 
 from mcjax._check._api import check_cases
 from mcjax._check._report import Report
+from mcjax._core._arguments import count, describe
 from mcjax._core._conventions import DTYPES, SHAPE_CASES
 from mcjax._core._user_code import import_user_module
 from mcjax._registry import REGISTRY, Registry, Rule
@@ -41,7 +42,7 @@ class RuleResult:
       rule, wrt, dtype: what was checked.
       shapes: the argument shapes of the case (``()`` for a pytree argument).
       formula: the derivative's formula in plain text.
-      report: the checker's :class:`~mcjax.Report`, or None when the check could not run.
+      report: the checker's ``mcjax.Report``, or None when the check could not run.
       error: why the check could not run (the rule failed to trace, a shape error), or None.
     """
 
@@ -130,7 +131,7 @@ def _shapes(args) -> tuple:
 
 
 def _run(cases: list) -> list:
-    """:func:`check_cases` without finite differences; a case that cannot run gives its error."""
+    """``mcjax.check_cases`` without finite differences; a case that cannot run gives its error."""
     try:
         return check_cases(cases, stencils=False)
     except Exception:  # noqa: BLE001 - find which case fails; a failure to run is a verdict
@@ -172,7 +173,7 @@ def verify_points(
       wrt: the arguments to verify (default: all the rule has derivatives for).
 
     Returns:
-      One :class:`RuleResult` per point and argument.  A rule that fails to trace gives
+      One ``mcjax.registry.RuleResult`` per point and argument.  A rule that fails to trace gives
       results carrying the error, not an exception.
     """
     names = list(wrt if wrt is not None else rule.wrt)
@@ -224,16 +225,22 @@ def verify(
       pattern: a glob on rule names, e.g. ``"neuron*"``.
       dtypes: the dtypes to verify in; float64 needs ``jax_enable_x64``.
       cases: dimension sizes to instantiate the rules' symbolic shapes with.
-      seed: seed of the random points.
-      points: random points per rule, shape case and dtype.
+      seed: seed of the random points (an int >= 0).
+      points: random points per rule, shape case and dtype (at least 1).
       processes: worker processes to check mcjax's own registry in (tracing and compiling
-        hold Python's lock: threads would not run them at once); 1 checks here.
+        hold Python's lock: threads would not run them at once); 1 (the least) checks here.
       imports: modules the workers import first (the rules ``mcjax verify --import`` adds).
 
     Returns:
-      One :class:`RuleResult` per rule, argument, shape case, dtype and point, in the
-      registry's order (the same results however many processes).
+      One ``mcjax.registry.RuleResult`` per rule, argument, shape case, dtype and point, in the
+      registry's order (the same results however many processes); none when no rule
+      matches ``pattern``.
+
+    Raises:
+      TypeError, ValueError: a keyword is out of range (the message names it).
+      RuntimeError: float64 is asked for without ``jax_enable_x64``.
     """
+    _validate(registry, pattern, dtypes, cases, seed, points, processes, imports)
     own = registry is None or registry is REGISTRY
     registry = registry if registry is not None else REGISTRY
     for dtype in dtypes:
@@ -251,6 +258,29 @@ def verify(
     if processes > 1 and own and len(jobs) >= MIN_RULES_PER_POOL:
         return _in_processes(jobs, processes, imports, dtypes)
     return [r for name, batch, s in jobs for r in verify_points(registry.get(name), batch, s)]
+
+
+def _validate(registry, pattern, dtypes, cases, seed, points, processes, imports) -> None:
+    """``mcjax.registry.verify``'s keywords, or one sentence naming the one out of range."""
+    where = "registry.verify"
+    if registry is not None and not isinstance(registry, Registry):
+        raise TypeError(f"mcjax.{where}: registry is {describe(registry)}; expected None "
+                        "(mcjax's own) or a mcjax.registry.Registry")
+    if not isinstance(pattern, str):
+        raise TypeError(f"mcjax.{where}: pattern={pattern!r}; expected a glob on rule names "
+                        "such as 'neuron*'")
+    if isinstance(dtypes, str) or not dtypes or any(d not in DTYPES for d in dtypes):
+        raise ValueError(f"mcjax.{where}: dtypes={dtypes!r}; expected a non-empty sequence of "
+                         f"{' and '.join(map(repr, DTYPES))}")
+    if not cases or not all(isinstance(c, Mapping) for c in cases):
+        raise ValueError(f"mcjax.{where}: cases={cases!r}; expected a non-empty sequence of "
+                         "dicts of dimension sizes, e.g. [{'m': 3, 'n': 4}]")
+    count(where, "seed", seed, minimum=0)
+    count(where, "points", points)
+    count(where, "processes", processes)
+    if isinstance(imports, str) or not all(isinstance(m, str) for m in imports):
+        raise TypeError(f"mcjax.{where}: imports={imports!r}; expected a sequence of module "
+                        "names or .py paths, e.g. ['my_rules.py']")
 
 
 MIN_RULES_PER_POOL = 8

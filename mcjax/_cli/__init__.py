@@ -1,11 +1,11 @@
 """The ``mcjax`` command.
 
 Each subcommand is a pair of functions: ``_add_NAME(subparsers)`` declares its options and
-``_run_NAME(args) -> exit status`` does the work (``train``'s pair is in ``_train``, the
-rules table of ``verify`` in ``_summary``).  Exit status 0 means success, 1 a failed check, 2 a
-usage error, 130 Ctrl-C and 143 SIGTERM outside a training loop (which stops at an epoch's
-end instead), each reported in one line.  A warning is one line too, without Python's source
-line, and said once.
+``_run_NAME(args) -> exit status`` does the work (``train``'s pair is in ``_train``,
+``derive``'s in ``_derive``, the rules table of ``verify`` in ``_summary``).  Exit status 0
+means success, 1 a failed check, 2 a usage error, 130 Ctrl-C and 143 SIGTERM outside a
+training loop (which stops at an epoch's end instead), each reported in one line.  A warning
+is one line too, without Python's source line, and said once.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -25,7 +26,8 @@ import numpy as np
 
 from mcjax._core._conventions import DTYPES, SHAPE_CASES
 from mcjax._core._errors import UsageError
-from mcjax._core._user_code import import_user_module
+from mcjax._core._tolerance import FAST_DIRECTIONS
+from mcjax._core._user_code import import_user_module, load_object
 
 
 def _enable_x64_if(dtypes) -> None:
@@ -35,6 +37,44 @@ def _enable_x64_if(dtypes) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
+# -- option values: a bad one is argparse's one-line usage error naming the option (exit 2) --
+def _int_at_least(minimum: int):
+    """An argparse type: an int of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def _tolerance(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _argnums(text: str) -> int | tuple[int, ...]:
+    """An argparse type: ``0`` (one argument) or ``0,2`` (several, a tuple as jax.grad takes)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [int(p) for p in parts if p]
+    except ValueError:
+        values = []
+    if not values or len(values) != len(parts) - (parts[-1] == ""):
+        raise argparse.ArgumentTypeError(f"expected an argument number (0) or several "
+                                         f"separated by commas (0,2), got {text!r}")
+    return values[0] if len(parts) == 1 else tuple(values)
 
 
 # -- verify ------------------------------------------------------------------------------
@@ -47,15 +87,16 @@ def _add_verify(subparsers) -> None:
             "points, over several shapes (size 1 and non-square) and dtypes, under jax.jit: "
             "against jax.jacfwd and jax.jacrev, with kinks read from the function and the "
             "checker's tolerance policy. Prints one row per rule and argument; exits 1 if any "
-            "rule fails."
+            "rule fails, 2 on a usage error (a -k matching no rule, say)."
         ),
     )
     p.add_argument("-k", "--select", default="*", metavar="PATTERN",
                    help="glob on rule names, e.g. 'neuron*' (default: all)")
     p.add_argument("--dtype", choices=(*DTYPES, "all"), default="all",
                    help="dtype to verify in (default: all = float32 and float64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random points (default 0)")
-    p.add_argument("--points", type=int, default=1,
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of the random points (default 0)")
+    p.add_argument("--points", type=_int_at_least(1), default=1,
                    help="random points per rule, shape case and dtype (default 1)")
     p.add_argument("--json", action="store_true",
                    help="print JSON: a list with one object per rule (name, ok, derivatives)")
@@ -63,7 +104,8 @@ def _add_verify(subparsers) -> None:
                    help="import MODULE (dotted name or .py path) first, so that the rules it "
                         "registers are verified too; may be repeated")
     p.add_argument("--list", action="store_true", help="list the selected rules and exit")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+    p.add_argument("--jobs", type=_int_at_least(1), default=min(2, os.cpu_count() or 1),
+                   metavar="N",
                    help="processes that check rules, this one included (default: 2, or 1 on a "
                         "one-core machine)")
     p.set_defaults(run=_run_verify)
@@ -82,8 +124,8 @@ def _run_verify(args) -> int:
         import_user_module(spec, "mcjax verify: --import")
     rules = mcjax.registry.REGISTRY.select(args.select)
     if not rules:
-        print(f"mcjax verify: no rule matches {args.select!r}", file=sys.stderr)
-        return 1
+        raise UsageError(f"mcjax verify: -k {args.select!r}: no rule matches; expected a glob "
+                         "on rule names, e.g. 'neuron*' (mcjax verify --list names them all)")
     if args.list:
         for r in rules:
             print(f"{r.name:32s} §{r.section:6s} wrt {', '.join(r.wrt)}")
@@ -118,15 +160,7 @@ def _run_verify(args) -> int:
 # -- check -------------------------------------------------------------------------------
 def _load(spec: str, what: str, command: str = "mcjax check"):
     """``MODULE:NAME`` -> the object; MODULE is a dotted name or a path to a .py file."""
-    module_name, sep, name = spec.rpartition(":")
-    if not sep or not module_name or not name:
-        raise UsageError(f"{command}: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
-    module = import_user_module(module_name, f"{command}: {what} {spec!r}")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise UsageError(f"{command}: {what} {spec!r}: module {module_name} has no "
-                         f"{name!r}") from None
+    return load_object(spec, what, command)[1]
 
 
 def _parse_shape(text: str, command: str = "mcjax check") -> tuple[int, ...]:
@@ -232,15 +266,29 @@ def _add_check(subparsers) -> None:
                         "rng is a NumPy Generator), e.g. --dist normal positive int:0:10")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="dtype of the floating arguments (default float32)")
-    p.add_argument("--argnums", type=int, default=0, help="which argument (default 0)")
+    p.add_argument("--argnums", type=_argnums, default=0, metavar="I[,J...]",
+                   help="which argument (default 0), or several: 0,2 (DERIVATIVE then returns "
+                        "a tuple, one derivative per argument)")
     p.add_argument("--mode", choices=("auto", "full", "fast"), default="auto",
                    help="full: materialise the Jacobian; fast: random projections (default auto)")
     p.add_argument("--layout", choices=("numerator", "denominator"), default="numerator")
     p.add_argument("--kink-convention", choices=("jax", "left", "right", "average"),
                    default=None, help="require this value at kinks (default: any accepted one)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random arguments (default 0)")
+    p.add_argument("--points", type=_int_at_least(1), metavar="N",
+                   help="points: the arguments, then random points near them (default 1 in "
+                        "full mode, 2 in fast mode)")
+    p.add_argument("--directions", type=_int_at_least(1), default=FAST_DIRECTIONS, metavar="N",
+                   help=f"fast mode's random directions per point (default {FAST_DIRECTIONS})")
+    p.add_argument("--rtol", type=_tolerance, metavar="X",
+                   help="override the tolerance policy's relative threshold (default: the policy)")
+    p.add_argument("--atol", type=_tolerance, metavar="X",
+                   help="override the tolerance policy's absolute floor (default: the policy)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of the random arguments (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--heatmap", metavar="PNG", help="save expected/got/difference (full mode)")
+    p.add_argument("--heatmap", metavar="PNG",
+                   help="save expected, got and their difference as a PNG, pytree leaves named "
+                        "(full mode)")
     p.set_defaults(run=_run_check)
 
 
@@ -258,24 +306,29 @@ def _run_check(args) -> int:
                          "--rule to check the function's own custom rules)")
     if args.surrogate is not None and not args.rule:
         raise UsageError("mcjax check: --surrogate goes with --rule")
+    if args.heatmap:
+        _check_output(args.heatmap, "--heatmap")
+        if args.mode == "fast":
+            raise UsageError("mcjax check: --heatmap draws the Jacobian, which --mode fast never "
+                             "builds; expected --mode full or auto (a small Jacobian)")
     f = _load(args.function, "FUNCTION")
     derivative = _load(args.derivative, "DERIVATIVE") if args.derivative is not None else None
     surrogate = _load(args.surrogate, "--surrogate") if args.surrogate is not None else None
     values = _arguments(args)
-    if args.heatmap:
-        _check_output(args.heatmap, "--heatmap")
     try:
-        if args.rule:
+        if derivative is None:  # --rule
             if args.layout != "numerator":
                 raise ValueError("mcjax.check_rule: --layout has no meaning with --rule "
-                                 "(JAX's own derivatives are judged)")
+                                 "(JAX's own derivatives are judged, in numerator layout)")
             report = mcjax.check_rule(f, *values, argnums=args.argnums, surrogate=surrogate,
                                       mode=args.mode, kink_convention=args.kink_convention,
-                                      seed=args.seed)
+                                      points=args.points, directions=args.directions,
+                                      rtol=args.rtol, atol=args.atol, seed=args.seed)
         else:
             report = mcjax.check(f, derivative, *values, argnums=args.argnums, mode=args.mode,
                                  layout=args.layout, kink_convention=args.kink_convention,
-                                 seed=args.seed)
+                                 points=args.points, directions=args.directions,
+                                 rtol=args.rtol, atol=args.atol, seed=args.seed)
     except (mcjax.ShapeError, mcjax.DtypeError, mcjax.TraceError, TypeError, ValueError) as e:
         raise UsageError(str(e).replace("mcjax.check_rule:", "mcjax check --rule:", 1)
                          .replace("mcjax.check:", "mcjax check:", 1)) from None
@@ -307,63 +360,6 @@ def _check_output(path: str, flag: str, command: str = "mcjax check") -> None:
                          f"{Path(path) / 'heatmap.png'}")
 
 
-# -- derive ----------------------------------------------------------------------------------
-def _add_derive(subparsers) -> None:
-    p = subparsers.add_parser(
-        "derive",
-        help="derive the structured Jacobian of a function in your own file, and its formula",
-        description=(
-            "Trace FUNCTION at random standard-normal arguments of the given shapes and apply "
-            "the paper's rules to it (mcjax.derive): print the tree of structured Jacobians "
-            "and the formula in the paper's notation. Exits 2 if FUNCTION cannot be loaded or "
-            "traced, 1 if --strict finds a primitive without a structured rule."
-        ),
-    )
-    p.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. my_model.py:layer")
-    p.add_argument("--shapes", nargs="+", required=True, metavar="SHAPE",
-                   help="one shape per argument, e.g. --shapes 8,4 4 8 (() for a scalar)")
-    p.add_argument("--wrt", type=int, default=0, metavar="I",
-                   help="differentiate with respect to argument I (default 0)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="dtype of the arguments (default float32)")
-    p.add_argument("--latex", action="store_true", help="print the formula in LaTeX")
-    p.add_argument("--strict", action="store_true",
-                   help="fail (exit 1) on a primitive without a structured rule instead of "
-                        "making an opaque block")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random arguments (default 0)")
-    p.set_defaults(run=_run_derive)
-
-
-def _run_derive(args) -> int:
-    _enable_x64_if([args.dtype])
-    import jax
-
-    import mcjax
-
-    command = "mcjax derive"
-    f = _load(args.function, "FUNCTION", command)  # a UsageError: one line, status 2
-    values = _arguments(args, command)
-    shapes = [v.shape for v in values]
-    try:
-        J = mcjax.derive(f, args.wrt, strict=args.strict)(*values)
-    except NotImplementedError as error:
-        print(f"{command}: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # noqa: BLE001 - f is the user's: say what failed, no traceback
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"{command}: cannot derive {args.function} with respect to argument "
-                         f"{args.wrt} at shapes {' '.join(map(str, shapes))}: {message}") from None
-    blocks = jax.tree_util.tree_flatten_with_path(
-        J, is_leaf=lambda leaf: isinstance(leaf, mcjax.Jacobian))[0]
-    for path, block in blocks:
-        name = f"J{jax.tree_util.keystr(path)}"
-        print(f"{name}: shape {block.out_shape} ← {block.in_shape}")
-        print(block.structure())
-        print(f"{name} = {block.latex() if args.latex else block.formula()}")
-        print()
-    return 0
-
-
 # -- the command ---------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error in one line (what went wrong and where to read more)
@@ -374,6 +370,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mcjax._cli._derive import add_derive
     from mcjax._cli._train import add_train
 
     parser = _Parser(
@@ -385,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     _add_verify(subparsers)
     _add_check(subparsers)
-    _add_derive(subparsers)
+    add_derive(subparsers)
     add_train(subparsers)
     return parser
 

@@ -1,4 +1,5 @@
-"""``mcjax train``: the paper's neuron or an MLP on the digits, from the command line.
+"""``mcjax train``: the paper's neuron, an MLP on the digits, or a user's own model
+(``my_model.py:model``, see :func:`_own_task`), from the command line.
 
 The defaults are mcjax.train's (``_train/_defaults.DEFAULTS``), but for the neuron's learning rate.
 
@@ -87,16 +88,34 @@ def _devices(text: str):
             f"{text!r} is neither a number of devices (>= 1) nor 'all'") from None
 
 
+BUILT_IN = ("neuron", "digits")
+DATA = "data"  # the module's attribute that holds (or makes) a user's model's data
+
+
+def _task_name(text: str) -> str:
+    """TASK: a built-in task's name or MODULE:NAME (loaded later, once the flags are known)."""
+    module, sep, name = text.rpartition(":")
+    if text in BUILT_IN or (sep and module and name):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither {' nor '.join(BUILT_IN)} nor "
+                                     "MODULE:NAME (e.g. my_model.py:model)")
+
+
 def add_train(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train the paper's neuron or an MLP on the digits, with autodiff or analytic "
-             "gradients",
+        help="train the paper's neuron, an MLP on the digits or your own model, with autodiff "
+             "or analytic gradients",
         description=(
             "Train by minibatch gradient descent, one compiled lax.scan per epoch. "
             "TASK 'neuron': the paper's ReLU neuron, fitted with the paper's loss to synthetic "
             "data from a known (w, b); prints the parameter error. TASK 'digits': an MLP on "
             "scikit-learn's bundled digits (needs scikit-learn); prints the test accuracy. "
+            "TASK MODULE:NAME (e.g. my_model.py:model): your own model, NAME being a "
+            "mcjax.Model, an (init, loss) pair, or a function of no arguments that returns "
+            "one; the data are the module's 'data' (or --data NAME): a pytree of arrays with "
+            "one example per row, or a function that returns one (given --seed if it takes a "
+            "'seed'); see docs/own-model.md. "
             "The final checkpoint (with --checkpoint-dir) holds the trained parameters. "
             "The defaults are mcjax.train's. Prints a table of the loss per epoch (with "
             "--json, only the summary); --history and --plot save the history. "
@@ -105,10 +124,15 @@ def add_train(subparsers) -> None:
             "checkpoint to --resume from."
         ),
     )
-    p.add_argument("task", choices=("neuron", "digits"), help="what to train")
+    p.add_argument("task", type=_task_name, metavar="TASK",
+                   help="what to train: neuron, digits, or MODULE:NAME (your own model)")
+    p.add_argument("--data", default=None, metavar="NAME",
+                   help="with MODULE:NAME, the module's data: a pytree of arrays or a function "
+                        f"returning one (default {DATA})")
     p.add_argument("--grad", choices=("analytic", "autodiff"), default=DEFAULTS.grad,
-                   help="gradient source: the registry's hand-derived rules (checked with "
-                        "mcjax.check at the first batch) or jax.grad (default %(default)s)")
+                   help="gradient source: hand-derived (the registry's rules, or your model's "
+                        "backprop; checked with mcjax.check at the first batch) or jax.grad "
+                        "(default %(default)s)")
     p.add_argument("--check-backprop", action=argparse.BooleanOptionalAction,
                    default=DEFAULTS.check_backprop,
                    help="with --grad analytic, check the hand-derived gradient at the first "
@@ -139,7 +163,9 @@ def add_train(subparsers) -> None:
                    help="neuron: inputs per example (default 4)")
     p.add_argument("--hidden", type=_hidden, default=(256, 256),
                    help="digits: hidden layer widths, comma-separated (default 256,256)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="parameter dtype (with MODULE:NAME, float64 turns on jax_enable_x64 "
+                        "before the module is imported; the dtypes are the module's)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed,
                    help="seed of parameters, data and shuffling (default %(default)s)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
@@ -202,6 +228,9 @@ def _contradictions(args) -> list[str]:
             found.append(f"{flag} needs {needs}")
     if args.resume and args.overwrite:
         found.append("--resume and --overwrite contradict each other; expected one of them")
+    if args.data is not None and args.task in BUILT_IN:
+        found.append(f"--data names a module's data; expected it with TASK MODULE:NAME, not "
+                     f"{args.task}")
     if args.task == "neuron" and args.samples < args.batch_size:
         found.append(f"--batch-size {args.batch_size} but --samples {args.samples}; expected a "
                      f"batch size of at most {args.samples}")
@@ -311,6 +340,73 @@ def _config(args, total_steps: int):
                        args.overwrite, args.check_backprop)
 
 
+def _own_model(value, spec: str):
+    """A user's model from what MODULE:NAME names: a Model, an (init, loss) pair, or a function
+    of no arguments that returns one of them."""
+    from mcjax._core._user_code import call_user
+    from mcjax._train._models import Model
+
+    expected = ("expected a mcjax.Model, an (init, loss) pair, or a function of no arguments "
+                "that returns one")
+    if callable(value) and not isinstance(value, Model) and _takes_nothing(value):
+        value = call_user(value, "mcjax train", f"TASK {spec!r}")
+        if not isinstance(value, (Model, tuple, list)):
+            raise UsageError(f"mcjax train: TASK {spec!r} returned a {type(value).__name__}; "
+                             f"{expected}")
+    if isinstance(value, Model):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(callable, value)):
+        return Model(value[0], value[1], name=spec.rpartition(":")[2])
+    raise UsageError(f"mcjax train: TASK {spec!r} is a {type(value).__name__}; {expected}")
+
+
+def _takes_nothing(fn) -> bool:
+    try:
+        return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                   for p in inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+
+
+def _takes_seed(fn) -> bool:
+    try:
+        return "seed" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _own_task(args):
+    """(model, data, report) of MODULE:NAME: the model it names and the module's data
+    (``--data``), called with ``seed`` if it is a function that takes one."""
+    from mcjax._core._user_code import call_user, load_object
+
+    module, value = load_object(args.task, "TASK", "mcjax train")
+    model = _own_model(value, args.task)
+    module_name = args.task.rpartition(":")[0]
+    name = args.data or DATA
+    data = getattr(module, name, None)
+    if data is None:
+        hint = "" if args.data else "; or name them with --data NAME"
+        raise UsageError(f"mcjax train: {module_name} has no {name!r}; expected the training "
+                         "data there: a pytree of arrays with one example per row, or a "
+                         f"function that returns one{hint}")
+    if callable(data):
+        seeded = _takes_seed(data)
+        data = call_user(data, "mcjax train", f"{module_name}:{name}",
+                         **({"seed": args.seed} if seeded else {}))
+    return model, data, lambda params: {}
+
+
+def _rows(data) -> int:
+    """The number of examples, for a schedule's length (the data are checked later, by
+    ``prepare``, which says what is wrong with them)."""
+    import jax
+    import numpy as np
+
+    shapes = [np.shape(leaf) for leaf in jax.tree.leaves(data)]
+    return shapes[0][0] if shapes and shapes[0] else 1
+
+
 def _task(args):
     """(model, data, report) for the task; report(params) -> the task's own figures."""
     import jax
@@ -319,6 +415,8 @@ def _task(args):
 
     import mcjax
 
+    if args.task not in BUILT_IN:
+        return _own_task(args)
     dtype = jnp.dtype(args.dtype)
     if args.task == "neuron":
         data, truth = mcjax.datasets.neuron_data(jax.random.key(args.seed), n_samples=args.samples,
@@ -383,7 +481,7 @@ def run_train(args) -> int:
         if not args.no_cache:
             mcjax.compilation.enable_compilation_cache(args.cache_dir)
         model, data, report = _task(args)
-        config = _config(args, args.epochs * (len(data[0]) // args.batch_size))
+        config = _config(args, args.epochs * (_rows(data) // args.batch_size))
         from mcjax._train._loop import prepare
 
         run = prepare(model, data, config, devices=args.devices)

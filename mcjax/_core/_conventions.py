@@ -28,6 +28,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 LAYOUT = "numerator"
 """mcjax's Jacobian layout: ``J.shape == out.shape + in.shape``, as ``jax.jacfwd`` (§4.1)."""
@@ -63,14 +64,14 @@ _TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-def tolerance(dtype) -> Tolerance:
+def tolerance(dtype: DTypeLike) -> Tolerance:
     """The tolerance for comparing derivatives computed in ``dtype``.
 
     Args:
       dtype: a floating dtype (anything ``numpy.dtype`` accepts).
 
     Returns:
-      A :class:`Tolerance` ``(rtol, atol)``.
+      A ``mcjax.conventions.Tolerance`` ``(rtol, atol)``.
 
     Raises:
       TypeError: if ``dtype`` is not a floating dtype mcjax knows.
@@ -88,10 +89,10 @@ def tolerance(dtype) -> Tolerance:
 DATA_PARALLEL_ULPS_PER_STEP = 4
 """How far a data-parallel run may drift from the one-device run, per optimizer step, in
 units of the dtype's machine epsilon times the parameters' scale.  See
-:func:`data_parallel_tolerance`."""
+``mcjax.conventions.data_parallel_tolerance``."""
 
 
-def data_parallel_tolerance(dtype, steps: int) -> Tolerance:
+def data_parallel_tolerance(dtype: DTypeLike, steps: int) -> Tolerance:
     r"""The bound a run on D devices is held to against the same run on one device.
 
     Both runs do the same arithmetic except one sum: the gradient's mean over the batch,

@@ -3,7 +3,8 @@
 Every message is a sentence that names the function, the argument, what was expected and
 what arrived, e.g. ``mcjax.affine: W has shape (3, 4) but x has shape (5,); expected x of
 shape (4,)``.  Checks run on static shapes and dtypes, so they fire at trace time, before any
-computation, under ``jax.jit`` as well as eagerly.
+computation, under ``jax.jit`` as well as eagerly.  In IPython, their tracebacks stop at
+the user's call of mcjax (``_core._ipython``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from mcjax._core._conventions import is_floating
+from mcjax._core._ipython import ShownAtTheCall
 
 
-class ShapeError(ValueError):
+class ShapeError(ShownAtTheCall, ValueError):
     """An argument has a shape that does not fit the others."""
 
 
-class DtypeError(TypeError):
+class DtypeError(ShownAtTheCall, TypeError):
     """An argument has a dtype that mcjax cannot differentiate or combine."""
 
 
@@ -102,7 +104,7 @@ class Problems:
 
 
 def require_floating(function: str, name: str, x) -> None:
-    """Raise :class:`DtypeError` unless ``x`` is floating point.
+    """Raise ``mcjax.DtypeError`` unless ``x`` is floating point.
 
     A derivative with respect to an integer array would silently be zero (or an integer
     Jacobian); mcjax refuses instead.
@@ -116,29 +118,40 @@ def require_floating(function: str, name: str, x) -> None:
         )
 
 
-class TraceError(TypeError):
+class TraceError(ShownAtTheCall, TypeError):
     """JAX could not trace a function mcjax must trace (``mcjax.check`` traces and compiles
     ``f`` and the derivative, as ``jax.jit`` does): Python control flow on a traced value,
     a NumPy call on one, or an error the function itself raised."""
 
 
-class DerivativeError(AssertionError):
-    """A derivative failed :func:`mcjax.assert_derivative`, or a model's hand-derived gradient
-    failed the check of :func:`mcjax.train` at its first batch; ``.report`` says why."""
+class DerivativeError(ShownAtTheCall, AssertionError):
+    """A derivative failed ``mcjax.assert_derivative`` (a custom rule ``mcjax.assert_rule``),
+    or a model's hand-derived gradient failed the check of ``mcjax.train`` at its first
+    batch; ``.report`` says why.
+
+    The message's first line says what is wrong: the diagnosis and what failed (``the sign
+    is flipped (d loss / d args[0])``), or ``mcjax.train``'s sentence, so that a one-line
+    summary (pytest's, a log's) shows it; the whole report follows.
+    """
 
     def __init__(self, report, message: str | None = None):
         # message: the report with a first line that says where it was found (mcjax.train)
-        super().__init__(str(report) if message is None else message)
+        if message is not None or not hasattr(report, "function"):  # or a message alone
+            super().__init__(str(report) if message is None else message)
+        else:
+            why = [*report.diagnosis, *report.problems, *report.where]
+            headline = why[0] if why else "the derivative fails its check"
+            super().__init__(f"{headline} (d {report.function} / d {report.wrt})\n{report}")
         self.report = report
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ShownAtTheCall, ValueError):
     """A checkpoint folder cannot serve this run: it belongs to another run, another process
     writes to it, it holds no intact checkpoint to resume, or its checkpoint was written with
     other settings or arrays (the message lists every difference and the ways out)."""
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(ShownAtTheCall, FloatingPointError):
     """Training produced a NaN or infinite loss, or parameters (or optimizer state) holding
     NaN or Inf after an update whose loss was finite.
 
@@ -157,5 +170,5 @@ class NonFiniteLossError(FloatingPointError):
         self.value = value
 
 
-class UsageError(Exception):
+class UsageError(ShownAtTheCall, Exception):
     """A user's mistake on the command line: printed as one line, exit status 2."""

@@ -1,6 +1,6 @@
 """Every setting of the derivative checker, in one place; the report prints the ones it used.
 
-**The tolerance policy** (one for :func:`mcjax.check`, :func:`mcjax.assert_derivative` and
+**The tolerance policy** (one for ``mcjax.check``, ``mcjax.assert_derivative`` and
 ``mcjax verify``).  An entry ``(i, j)`` of the derivative under test passes against a
 reference when
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 CHECK_RTOL_FACTOR = 32.0
 """The ``32`` of ``32 eps sqrt(T)`` (see the module docstring)."""
@@ -47,15 +48,15 @@ def is_half(dtype) -> bool:
     return jnp.finfo(dtype).bits <= 16
 
 
-def check_rtol(dtype, terms: int) -> float:
+def check_rtol(dtype: DTypeLike, terms: int) -> float:
     """The relative threshold for a derivative computed in ``dtype`` whose entries are built
     from up to ``terms`` products: ``32 eps(dtype) sqrt(terms)`` (``4 eps sqrt(terms)`` for a
-    16-bit dtype, see :data:`HALF_RTOL_FACTOR`)."""
+    16-bit dtype, see ``HALF_RTOL_FACTOR``)."""
     factor = HALF_RTOL_FACTOR if is_half(dtype) else CHECK_RTOL_FACTOR
     return float(factor * jnp.finfo(dtype).eps * np.sqrt(max(int(terms), 1)))
 
 
-def check_atol(dtype) -> float:
+def check_atol(dtype: DTypeLike) -> float:
     """The absolute floor of the threshold for ``dtype``."""
     factor = HALF_RTOL_FACTOR if is_half(dtype) else CHECK_ATOL_FACTOR
     return float(factor * jnp.finfo(dtype).tiny)
@@ -64,7 +65,7 @@ def check_atol(dtype) -> float:
 # -- modes ----------------------------------------------------------------------------------
 FULL_MODE_MAX_ENTRIES = 1 << 16
 """``mode="auto"`` materialises the Jacobian (full mode) when it has at most this many
-entries and the argument at most :data:`FULL_MODE_MAX_INPUTS` coordinates; above either it
+entries and the argument at most ``FULL_MODE_MAX_INPUTS`` coordinates; above either it
 checks random projections (fast mode)."""
 
 FULL_MODE_MAX_INPUTS = 2048

@@ -1,4 +1,5 @@
-"""Loading a user's own code: a module named on the command line (``my_model.py:loss``)."""
+"""Loading a user's own code: a module named on the command line (``my_model.py:loss``), and
+calling it with its failures said in one line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 from mcjax._core._errors import UsageError
 
@@ -47,3 +49,32 @@ def _where_raised(error: BaseException, spec: str) -> str:
     if isinstance(error, SyntaxError) or not frames:
         return ""
     return f" ({name}:{frames[-1].lineno})"
+
+
+def load_object(spec: str, what: str, command: str = "mcjax") -> tuple[Any, Any]:
+    """``MODULE:NAME`` -> ``(module, object)``; MODULE is a dotted name or a path to a .py file.
+
+    Raises:
+      UsageError: ``spec`` is not ``MODULE:NAME``, the module cannot be imported, or it has
+        no ``NAME`` (one line, naming ``what`` was given and how).
+    """
+    module_name, sep, name = spec.rpartition(":")
+    if not sep or not module_name or not name:
+        raise UsageError(f"{command}: {what} {spec!r} is not MODULE:NAME (e.g. my_file.py:loss)")
+    module = import_user_module(module_name, f"{command}: {what} {spec!r}")
+    try:
+        return module, getattr(module, name)
+    except AttributeError:
+        raise UsageError(f"{command}: {what} {spec!r}: module {module_name} has no "
+                         f"{name!r}") from None
+
+
+def call_user(fn, command: str, what: str, **kwargs) -> Any:
+    """``fn(**kwargs)``, a user's function called from the command line: what it raises is one
+    line (``UsageError``) naming ``what`` was called and the user's line that raised."""
+    try:
+        return fn(**kwargs)
+    except Exception as e:  # noqa: BLE001 - the user's code failed: one line
+        file = getattr(getattr(fn, "__code__", None), "co_filename", "")
+        raise UsageError(f"{command}: {what} raised {type(e).__name__}: {e}"
+                         f"{_where_raised(e, file) if file else ''}") from None

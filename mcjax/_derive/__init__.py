@@ -1,6 +1,6 @@
 """``mcjax.derive``: Parr & Howard's matrix calculus applied to any JAX function by the machine.
 
-- ``_api``: :func:`derive`, tracing and the shape of the result;
+- ``_api``: ``mcjax.derive``, tracing and the shape of the result;
 - ``_interpret``: the derivation, a client of the one jaxpr walker (chain rule,
   total-derivative rule, the fallback to JAX's linear map); each primitive's structured
   Jacobian is in the primitive table (``mcjax._program.primitives``), the structures and their

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from mcjax._core._arguments import (
+    argnums_spec,
+    describe,
+    flag,
+    numbers_as_array,
+    positions,
+    require_callable,
+)
 from mcjax._core._errors import DtypeError
 from mcjax._derive._interpret import interpret
 from mcjax._derive._names import argument_exprs, constant_exprs
 from mcjax._jacobian import _build as B
+from mcjax._jacobian._verify import PROBES, Verification
+from mcjax._jacobian._verify import verify as verify_probes
 from mcjax._program.primitives import Operand
 
 
-def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = False) -> Callable:
-    r"""The derivative of ``f`` as a structured :class:`~mcjax.Jacobian`, derived by the rules.
+def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
+           strict: bool = False) -> Callable[..., Any]:
+    r"""The derivative of ``f`` as a structured ``mcjax.Jacobian``, derived by the rules.
 
     ``derive(f)(*args)`` traces ``f`` to a jaxpr and interprets it equation by equation: each
     primitive contributes its structured Jacobian (a diagonal for an element-wise operation
@@ -37,20 +50,36 @@ def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = Fals
     ``f`` is traced afresh on every call (never a stale trace of an edited function); wrap the
     result in ``jax.jit`` to compile the whole derivation once per shape.
 
+    ``f`` is a real function: a complex argument or output is refused (a ``DtypeError``), as
+    the structured rules are the real ones; for a holomorphic function use
+    ``jax.jacfwd(f, holomorphic=True)``.
+
     Args:
       f: a function of arrays (or pytrees of arrays) returning an array or a pytree of them.
+        A Python list of numbers passed as the differentiated argument is an array (as in
+        ``mcjax.check``); leaves of the other arguments that are not numbers (strings,
+        flags, functions) are passed to ``f`` as they are.
       argnums: which positional argument to differentiate with respect to (an int), or a
-        tuple of them (the result then has a tuple where ``jax.jacfwd`` has one).
+        non-empty tuple of distinct ints (the result then has a tuple where ``jax.jacfwd``
+        has one), as ``jax.jacfwd`` takes it.
       strict: raise instead of making an opaque block.
 
     Returns:
       A function of ``f``'s arguments returning the Jacobian in numerator layout
       (``J.shape == out.shape + arg.shape``), in ``jax.jacfwd``'s structure: a
-      :class:`~mcjax.Jacobian` for an array argument and output, else ``f``'s output tree
-      with each leaf replaced by the argument's tree of Jacobians.
+      ``mcjax.Jacobian`` for an array argument and output, else ``f``'s output tree
+      with each leaf replaced by the argument's tree of Jacobians.  Its method
+      ``.verify(*args, probes=4, seed=0)`` derives at ``args`` and checks the whole result
+      against ``jax.jvp``/``jax.vjp`` by random probes (``mcjax.Jacobian.verify``),
+      returning the verdict, whose ``.derivative`` is the result.
 
     Raises:
-      DtypeError: (when called) the argument or the output is not floating point.
+      TypeError: ``f`` is not callable, ``argnums`` is not an int or tuple of ints or
+        ``strict`` not a bool; (when called) ``f`` returns something other than arrays
+        (``None``, a string), or the differentiated argument is not an array.
+      ValueError: ``argnums`` names an argument twice; (when called) it is out of range.
+      DtypeError: (when called) the argument or the output is not real floating point
+        (an integer, a complex number).
       NotImplementedError: (when called, ``strict=True``) a primitive has no structured
         rule; the message names it and the line of ``f`` it comes from.
 
@@ -65,52 +94,99 @@ def derive(f: Callable, argnums: int | Sequence[int] = 0, *, strict: bool = Fals
         >>> J.shape  # numerator layout: the output's shape, then W's
         (8, 8, 4)
     """
-    many = not isinstance(argnums, int)
-    wrt = tuple(argnums) if many else (argnums,)
+    require_callable("derive", "f", f, "a function of arrays, f(*args)")
+    spec = argnums_spec("derive", argnums)
+    strict = flag("derive", "strict", strict)
 
     @functools.wraps(f)
     def derivative(*args):
-        count = len(args)
+        wrt = positions("derive", spec, len(args))
+        args = tuple(numbers_as_array(a) if i in wrt else a for i, a in enumerate(args))
         for i in wrt:
-            if not isinstance(i, int) or not -count <= i < count:
-                raise ValueError(f"mcjax.derive: argnums={argnums!r} but f gets {count} "
-                                 f"argument(s); expected ints in [0, {count})")
-        positions = tuple(i % count for i in wrt)
-        x_tree = tuple(args[i] for i in positions) if many else args[positions[0]]
-        return _derive(f, args, positions, x_tree, strict)
+            _require_real(args[i], f"args[{i}]")
+        x_tree = args[wrt[0]] if isinstance(spec, int) else tuple(args[i] for i in wrt)
+        return _derive(f, args, wrt, x_tree, strict)
 
+    def verify(*args, probes: int = PROBES, seed: int = 0) -> Verification:
+        """Derive at ``args`` and check the result against ``jax.jvp``/``jax.vjp`` by
+        ``probes`` random tangents and cotangents (see ``mcjax.Jacobian.verify``); the
+        verdict's ``.derivative`` is the result."""
+        return verify_probes(f, derivative(*args), args, spec, probes=probes, seed=seed,
+                             caller="mcjax.derive(f).verify")
+
+    setattr(derivative, "verify", verify)
     return derivative
 
 
+def _is_value(leaf) -> bool:
+    """A leaf JAX traces: an array or a Python number (anything else is passed as it is)."""
+    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
+
+
 def _derive(f, args, positions, x_tree, strict):
-    args = jax.tree_util.tree_map(jnp.asarray, args)
-    closed, out_shape = jax.make_jaxpr(lambda *a: f(*a), return_shape=True)(*args)
-    names = argument_exprs(f, args)
-    leaves = [jax.tree_util.tree_leaves(a) for a in args]
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    traced_at = [k for k, leaf in enumerate(leaves) if _is_value(leaf)]
+    found: list = []  # f's output tree, and the leaves that are no arrays
+
+    def traced(*values):
+        full = list(leaves)
+        for k, v in zip(traced_at, values):
+            full[k] = v
+        out = f(*treedef.unflatten(full))
+        with_paths, out_def = jax.tree_util.tree_flatten_with_path(out)
+        found.extend([out, out_def, [(p, v) for p, v in with_paths if not _is_value(v)]])
+        return [v for _, v in with_paths if _is_value(v)]
+
+    closed, out_leaves = jax.make_jaxpr(traced, return_shape=True)(
+        *(jnp.asarray(leaves[k]) for k in traced_at))
+    out, out_def, strays = found
+    if not out_leaves:
+        raise TypeError(f"mcjax.derive: f returned {describe(out)}; expected an array or a "
+                        "pytree of arrays")
+    if strays:
+        path, value = strays[0]
+        where = f" at {jax.tree_util.keystr(path)}" if path else ""
+        raise TypeError(f"mcjax.derive: f returned {describe(value)}{where}; expected an "
+                        "array or a pytree of arrays")
+    names = [iter(exprs) for exprs in argument_exprs(f, args)]
     operands, x_leaves = [], []
-    for i, (arg_leaves, exprs) in enumerate(zip(leaves, names)):
-        for leaf, expr in zip(arg_leaves, exprs):
+    for i, arg in enumerate(args):
+        for leaf in jax.tree_util.tree_leaves(arg):
+            expr = next(names[i])
+            if not _is_value(leaf):  # a string, a flag: passed to f as it is
+                continue
             tangents = {}
             if i in positions:
-                _require_float(leaf, f"args[{i}]")
-                tangents = {len(x_leaves): B.identity(jnp.shape(leaf), leaf.dtype)}
+                tangents = {len(x_leaves): B.identity(jnp.shape(leaf), jnp.result_type(leaf))}
                 x_leaves.append(leaf)
-            operands.append(Operand(leaf, expr, tangents))
+            operands.append(Operand(jnp.asarray(leaf), expr, tangents))
     consts = [Operand(c, e) for c, e in zip(closed.consts, constant_exprs(f, closed.consts))]
     outs = interpret(closed.jaxpr, consts, operands, strict)
-    out_leaves, out_def = jax.tree_util.tree_flatten(out_shape)
     x_def = jax.tree_util.tree_structure(x_tree)
     blocks = []
-    for out, t in zip(out_leaves, (op.tangents for op in outs)):
-        _require_float(out, "its output")
-        row = [B.as_dtype(t[j], out.dtype) if j in t else B.zero(out.shape, jnp.shape(x), out.dtype)
+    for o, t in zip(out_leaves, (op.tangents for op in outs)):
+        _require_real_dtype(o.dtype, "its output")
+        row = [B.as_dtype(t[j], o.dtype) if j in t else B.zero(o.shape, jnp.shape(x), o.dtype)
                for j, x in enumerate(x_leaves)]
         blocks.append(jax.tree_util.tree_unflatten(x_def, row))
     return jax.tree_util.tree_unflatten(out_def, blocks)
 
 
-def _require_float(x, where: str) -> None:
-    dtype = jnp.result_type(x)
-    if not jnp.issubdtype(dtype, jnp.inexact):
+def _require_real(tree, where: str) -> None:
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if not _is_value(leaf):
+            raise TypeError(f"mcjax.derive: {where} is {describe(leaf)}; expected a floating "
+                            "array (or a pytree of them) to differentiate with respect to")
+        _require_real_dtype(jnp.result_type(leaf), where)
+
+
+def _require_real_dtype(dtype, where: str) -> None:
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise DtypeError(
+            f"mcjax.derive: {where} has dtype {dtype.name}; expected a real floating dtype: "
+            "mcjax.derive differentiates real functions (for a holomorphic one use "
+            "jax.jacfwd(f, holomorphic=True); for f of a complex z, derive with respect to "
+            "its real and imaginary parts)")
+    if not jnp.issubdtype(dtype, jnp.floating):
         raise DtypeError(f"mcjax.derive: {where} has dtype {dtype.name}; expected a floating "
                          "dtype (an integer has no derivative)")

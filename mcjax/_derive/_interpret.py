@@ -1,9 +1,9 @@
 r"""The derivation: ``f``'s jaxpr, equation by equation, with structured Jacobians.
 
-A client of the one walker (:mod:`mcjax._program._walk`).  Each value of the program carries
+A client of the one walker (``mcjax._program._walk``).  Each value of the program carries
 its array, its expression, and its derivative with respect to each leaf of the differentiated
 argument (absent where it does not depend on it).  An equation's local Jacobians (from the
-primitive table, :mod:`mcjax._program.primitives`) are chained onto its operands' derivatives
+primitive table, ``mcjax._program.primitives``) are chained onto its operands' derivatives
 by the vector chain rule, and the paths that meet in one value are added by the
 total-derivative rule (Parr & Howard §4.5) — forward accumulation, as ``jax.jacfwd``, but on
 structures.
@@ -14,11 +14,13 @@ name (``jnp.linalg.inv``: $-A^{-1}(\cdot)A^{-1}$); ``custom_jvp`` functions the 
 kink.  ``lax.cond`` walks the branch taken (every branch, weighted by the indicator of its
 index, when the index is traced); ``lax.scan`` and a ``while`` loop with a known trip count
 are unrolled.  Anything else is the table's fallback: the linear map JAX gives that one
-equation, marked with its name (:class:`~mcjax.Opaque`): correct, unstructured.  With
+equation, marked with its name (``mcjax.Opaque``): correct, unstructured.  With
 ``strict=True`` it is an error instead.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -194,7 +196,7 @@ class Derivation(Interpreter[Operand]):
 
     def _scan(self, eqn, ins):
         """The body once per step (a product of its Jacobians); None past
-        :data:`SCAN_UNROLL` steps."""
+        ``SCAN_UNROLL`` steps."""
         p = eqn.params
         length, consts_n, carry_n = p["length"], p["num_consts"], p["num_carry"]
         if length > SCAN_UNROLL:
@@ -213,7 +215,7 @@ class Derivation(Interpreter[Operand]):
 
     def _while(self, eqn, ins):
         """The body while the condition holds, at concrete values; None when traced or past
-        :data:`WHILE_UNROLL` steps."""
+        ``WHILE_UNROLL`` steps."""
         p = eqn.params
         if not concrete(*(op.value for op in ins)):
             return None
@@ -310,10 +312,11 @@ def _linear_map(eqn, operands, k: int, active: tuple[int, ...]):
         except Exception:  # noqa: BLE001 - JAX linearizes no further (a window reduction by
             return _forward_map(in_one, values[k])  # its own computation): forward mode
     zeros = [jnp.zeros_like(values[j]) for j in moving]
-    return jax.tree_util.Partial(_in_slot, linear, moving.index(k), zeros)
+    # the slot is static (in the Partial's function), not a leaf: a Jacobian goes through jit
+    return jax.tree_util.Partial(functools.partial(_in_slot, moving.index(k)), linear, zeros)
 
 
-def _in_slot(linear, slot, zeros, v):
+def _in_slot(slot, linear, zeros, v):
     tangents = list(zeros)
     tangents[slot] = v
     return linear(*tangents)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._jacobian import _expr as E
+from mcjax._jacobian._print import tex_text, upright
 from mcjax._program.primitives._linear import concrete
 
 _SUBSCRIPT = str.maketrans("0123456789,", "₀₁₂₃₄₅₆₇₈₉,")
@@ -29,9 +30,9 @@ def latex_name(base: str, ndim: int) -> str:
     if base in _GREEK:
         core_name = "\\" + base
     elif len(base) == 1 or (len(base) == 2 and base[1].isdigit()):
-        core_name = base
+        core_name = tex_text(base)
     else:
-        core_name = "\\mathrm{" + base.replace("_", "\\_") + "}"
+        core_name = upright(base)
     if ndim == 1 and base[:1].islower() and base not in _GREEK:
         return "\\mathbf{" + core_name + "}"
     return core_name
@@ -89,7 +90,7 @@ def _name_from(parts: list[str | int], depth: int) -> tuple[str, str]:
     text = (f"{head}.{base}" if head else base) + subscript.translate(_SUBSCRIPT)
     latex = latex_name(base, 0)
     if head:
-        latex = "\\mathrm{" + (head + "." + base).replace("_", "\\_") + "}"
+        latex = upright(head + "." + base)
     if subscript:
         latex += "_{" + subscript + "}"
     return text, latex
@@ -141,8 +142,8 @@ def argument_exprs(f, args: tuple) -> list[list[E.Expr]]:
         flat = jax.tree_util.tree_flatten_with_path(a)[0]
         counts.append(len(flat))
         for path, leaf in flat:
-            leaves.append((_parts(name, path), jnp.ndim(leaf)))
-            shapes.append(jnp.shape(leaf))
+            leaves.append((_parts(name, path), np.ndim(leaf)))
+            shapes.append(np.shape(leaf))
     named = iter(zip(unique_names(leaves), shapes))
     return [[E.arg(text, latex, shape) for (text, latex), shape in
              (next(named) for _ in range(n))] for n in counts]

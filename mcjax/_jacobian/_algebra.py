@@ -3,7 +3,7 @@ r"""The structured Jacobian type and its one algebra.
 Parr & Howard's central observation (§4.2-§4.4) is that the Jacobians of deep learning are
 structured: element-wise operators give diagonal matrices, scalar expansion a column of ones,
 sum reduction a row of ones, the affine map with respect to ``W`` a Kronecker-shaped tensor.
-A :class:`Jacobian` is such a linear map from arrays of ``in_shape`` to arrays of
+A ``mcjax.Jacobian`` is such a linear map from arrays of ``in_shape`` to arrays of
 ``out_shape``: it applies itself to a tangent (``jvp``, $J v$) or a cotangent (``vjp``,
 $u^\top J$) without building the dense array, and turns into the dense numerator-layout array
 on request (``J.dense()``, shape ``out_shape + in_shape``).
@@ -11,22 +11,22 @@ on request (``J.dense()``, shape ``out_shape + in_shape``).
 The algebra is written once, here, for every structure and every user (hand-written rules,
 ``mcjax.derive``, the checker):
 
-- :func:`compose` is the vector chain rule (§4.5.3), ``outer @ inner``: identities vanish,
+- ``compose`` is the vector chain rule (§4.5.3), ``outer @ inner``: identities vanish,
   zeros absorb, a scalar factor scales the other one, a row $\mathbf{v}^\top$ (the derivative
   of a scalar) is pulled through whatever follows, so the derivative of a loss ends as its
   gradient, a column is pushed the same way, and adjacent factors multiply out where their
   product is one structure (a diagonal times a diagonal); the rest stays factored;
-- :func:`add` is the total-derivative rule (§4.5.2): terms of one structure merge, and two
+- ``mcjax.add`` is the total-derivative rule (§4.5.2): terms of one structure merge, and two
   paths that end in the same factors are factored, $(A + B) J$;
-- :func:`scale` multiplies by a scalar, keeping the structure.
+- ``scale`` multiplies by a scalar, keeping the structure.
 
 What a structure contributes sits beside its class (the lineax pattern): its ``jvp``, ``vjp``
-and ``dense``, and its registrations with the generic functions below (:func:`scale`,
-:func:`pull`, :func:`push`, :func:`~mcjax._jacobian._formula.write`, ...) and with the
-pair tables (:func:`simplifies`, :func:`merges`).  This module holds the type, the generic
+and ``dense``, and its registrations with the generic functions below (``scale``,
+``pull``, ``push``, ``write``, ...) and with the
+pair tables (``simplifies``, ``merges``).  This module holds the type, the generic
 operations and the structures the algebra itself produces: the zero map, $cI$, a product and
 a sum.  Every value is frozen and carries, beside its arrays, the expressions they stand
-for (``symbols``, set by :func:`mcjax.derive`; ``None`` for a Jacobian built by hand).
+for (``symbols``, set by ``mcjax.derive``; ``None`` for a Jacobian built by hand).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from mcjax._core._conventions import wider
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
+from mcjax._jacobian import _lineax as L
 from mcjax._jacobian._print import ATOM, PRODUCT, SUM
 from mcjax._jacobian._sym import Sym, lift
 
@@ -60,21 +61,21 @@ class Jacobian:
     """A linear map from arrays of ``in_shape`` to arrays of ``out_shape``: a derivative.
 
     Subclasses store only what their structure needs (their ``_arrays`` are pytree leaves,
-    their ``_static`` fields the pytree's auxiliary data) and implement :meth:`jvp`,
-    :meth:`vjp` and :meth:`dense`.  Values are immutable: every operation builds a new one.
+    their ``_static`` fields the pytree's auxiliary data) and implement ``jvp``,
+    ``vjp`` and ``dense``.  Values are immutable: every operation builds a new one.
     """
 
     kind: str = "jacobian"
     """A short name of the structure, used in error messages (``"diagonal"``, ...)."""
     placeholder: str = "A"
-    """The letter a hand-built Jacobian's array is printed with in :meth:`formula`."""
+    """The letter a hand-built Jacobian's array is printed with in ``formula``."""
     out_shape: Shape
-    """The shape of the function's output: the leading axes of :meth:`dense`."""
+    """The shape of the function's output: the leading axes of ``dense``."""
     in_shape: Shape
-    """The shape of the argument: the trailing axes of :meth:`dense`."""
+    """The shape of the argument: the trailing axes of ``dense``."""
     symbols: tuple | None
-    """What each stored array stands for, as expressions (set by :func:`mcjax.derive`, which
-    prints them in :meth:`formula`); ``None`` for a Jacobian built by hand."""
+    """What each stored array stands for, as expressions (set by ``mcjax.derive``, which
+    prints them in ``formula``); ``None`` for a Jacobian built by hand."""
 
     symbols_are_values: bool = True
     """Whether each symbol is the value of its array (so that the formula can be evaluated
@@ -120,7 +121,7 @@ class Jacobian:
         return False
 
     def label(self) -> str:
-        """The class name, as :meth:`structure` draws it."""
+        """The class name, as ``structure`` draws it."""
         return type(self).__name__
 
     def structure(self) -> str:
@@ -140,7 +141,7 @@ class Jacobian:
     # -- derived behaviour --------------------------------------------------------------
     @property
     def shape(self) -> Shape:
-        """``out_shape + in_shape``: the shape of :meth:`dense`."""
+        """``out_shape + in_shape``: the shape of ``dense``."""
         return tuple(self.out_shape) + tuple(self.in_shape)
 
     def __matmul__(self, inner: Jacobian) -> Jacobian:
@@ -174,21 +175,99 @@ class Jacobian:
     __rmul__ = __mul__
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(out_shape={shape_str(self.out_shape)}, "
-                f"in_shape={shape_str(self.in_shape)})")
+        try:
+            return (f"{type(self).__name__}(out_shape={shape_str(self.out_shape)}, "
+                    f"in_shape={shape_str(self.in_shape)})")
+        except Exception:  # noqa: BLE001 - leaves a tree map put in (flax's repr puts its
+            # ArrayRepr, a jax.tree.map may put None): say what they are instead of raising
+            leaves = jax.tree_util.tree_leaves(self, is_leaf=lambda leaf: leaf is None)
+            return f"{type(self).__name__}({', '.join(type(a).__name__ for a in leaves)})"
+
+    def _repr_markdown_(self) -> str:
+        """A notebook's view: the structure, its shapes and the formula, typeset."""
+        return F.markdown(self)
+
+    def _repr_latex_(self) -> str | None:
+        """The formula for LaTeX front ends (nbconvert to PDF)."""
+        return F.display_latex(self)
+
+    def to_lineax(self):
+        """This Jacobian as a ``lineax.AbstractLinearOperator`` (``pip install 'mcjax[lineax]'``).
+
+        The operator maps arrays of ``in_shape`` to arrays of ``out_shape``
+        (``op.in_structure()`` and ``op.out_structure()`` are ``jax.ShapeDtypeStruct`` of
+        those shapes); ``op.mv(v)`` is ``jvp``, ``op.as_matrix()`` is ``dense``
+        reshaped to ``(prod(out_shape), prod(in_shape))``.  It is lineax's own structure where
+        there is one (``DiagonalLinearOperator`` for a diagonal, a ``PyTreeLinearOperator``
+        for a dense array, ``@`` and ``+`` of the factors and terms), else a
+        ``FunctionLinearOperator`` on ``jvp``.  It carries the lineax tags mcjax has
+        established (a diagonal is ``diagonal_tag`` and ``symmetric_tag``; positive
+        semidefinite only where its formula shows every entry to be $\\ge 0$), never
+        assumed ones: lineax picks its solver by them and does not check them.
+
+        Raises:
+          ImportError: lineax is not installed.
+
+        Example:
+
+            >>> import lineax
+            >>> J = mcjax.derive(jnp.exp)(jnp.array([0.0, 1.0]))
+            >>> op = J.to_lineax()
+            >>> lineax.linear_solve(op, jnp.array([1.0, 1.0])).value  # exp(-x)
+            Array([1.        , 0.36787945], dtype=float32)
+            >>> lineax.is_positive_semidefinite(op)  # exp(x) > 0, from the formula
+            True
+        """
+        return L.to_lineax(self)
+
+    def verify(self, f: Callable, *args, argnums: int = 0, probes: int = 4, seed: int = 0):
+        """Check this Jacobian of ``f`` at ``args`` against JAX by random probes.
+
+        A few random tangents $\\mathbf{v}$ and cotangents $\\mathbf{u}$ (``probes`` of
+        each, from ``seed``): $J\\mathbf{v}$ by ``jvp`` against ``jax.jvp(f)``, and
+        $\\mathbf{u}^\\top J$ by ``vjp`` against ``jax.vjp(f)``, within the checker's
+        tolerance for the dtype, relative to the products' size (the Derive page
+        of the docs states the policy).  It never builds the dense Jacobian.  For a
+        derivative that is a pytree of Jacobians (``f`` of pytrees, a tuple of ``argnums``)
+        use ``mcjax.derive(f, argnums).verify(*args)``.
+
+        Args:
+          f: the function this is the Jacobian of (one array out).
+          *args: the point: ``f``'s positional arguments.
+          argnums: which argument this is the Jacobian with respect to.
+          probes: how many random tangents, and cotangents.
+          seed: the seed of the probes.
+
+        Returns:
+          A ``Verification``: ``.ok`` (also its truth value), ``.error`` and ``.tolerance``
+          (relative), ``.where`` it disagrees most; ``str()`` is the verdict in one line.
+
+        Raises:
+          ShapeError: this Jacobian's shape is not ``f``'s output shape then the argument's.
+
+        Example:
+
+            >>> x = jnp.array([0.5, -1.0, 2.0])
+            >>> J = mcjax.derive(jnp.tanh)(x)
+            >>> J.verify(jnp.tanh, x).ok
+            True
+        """
+        from mcjax._jacobian._verify import verify
+
+        return verify(f, self, args, argnums, probes=probes, seed=seed)
 
     # -- the formula ------------------------------------------------------------------------
     def formula(self) -> str:
         """The Jacobian in the paper's notation, e.g. ``diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b``.
 
         Sub-expressions used more than once, or long, are named and defined after a comma.
-        A Jacobian built by hand (not by :func:`mcjax.derive`) prints its structure with
+        A Jacobian built by hand (not by ``mcjax.derive``) prints its structure with
         placeholder names (``diag(d)``).
         """
         return F.formula(self, latex=False)
 
     def latex(self) -> str:
-        """:meth:`formula` in LaTeX, e.g. ``\\operatorname{diag}(\\mathbb{1}[z > 0])\\,(I_{8} \\otimes \\mathbf{x}^\\top)``."""
+        """``formula`` in LaTeX, e.g. ``\\operatorname{diag}(\\mathbb{1}[z > 0])\\,(I_{8} \\otimes \\mathbf{x}^\\top)``."""
         return F.formula(self, latex=True)
 
     # -- pytree plumbing ---------------------------------------------------------------------
@@ -199,7 +278,7 @@ class Jacobian:
 
     @classmethod
     def tree_unflatten(cls, aux, arrays):
-        """JAX pytree protocol: rebuild from :meth:`tree_flatten`'s output, without checks."""
+        """JAX pytree protocol: rebuild from ``tree_flatten``'s output, without checks."""
         static, symbols = aux
         obj = object.__new__(cls)
         obj._init(symbols, **dict(zip(cls._arrays, arrays)), **dict(zip(cls._static, static)))
@@ -229,9 +308,15 @@ def dense_by_columns(J: Jacobian) -> jax.Array:
 
 
 def transpose_apply(J: Jacobian, u):
-    """$u^\\top J$ for a Jacobian that only knows ``jvp``: JAX transposes the linear map."""
+    """$u^\\top J$ for a Jacobian that only knows ``jvp``: JAX transposes the linear map, or
+    where one of JAX's transpose rules fails (``lax.pad`` of a constant with respect to its
+    padding value) ``u`` meets the dense form's columns."""
     primal = jax.ShapeDtypeStruct(tuple(J.in_shape), J.dtype)
-    (out,) = jax.linear_transpose(J.jvp, primal)(jnp.asarray(u).astype(J.dtype))
+    u = jnp.asarray(u).astype(J.dtype)
+    try:
+        (out,) = jax.linear_transpose(J.jvp, primal)(u)
+    except TypeError:
+        return jnp.tensordot(u, dense_by_columns(J), axes=len(J.out_shape))
     return out
 
 
@@ -247,7 +332,7 @@ def sym(J: Jacobian, field: str, index: int = 0) -> Sym:
 
 
 def derived(J: Jacobian) -> bool:
-    """Whether ``J`` (or a part of it) carries the formulas :func:`mcjax.derive` attaches."""
+    """Whether ``J`` (or a part of it) carries the formulas ``mcjax.derive`` attaches."""
     return J.symbols is not None or any(derived(c) for c in J.children())
 
 
@@ -331,7 +416,7 @@ def _pull(J: Jacobian, v: Sym) -> Sym:
 
 def pull(v: Sym, J: Jacobian) -> Sym:
     """$\\mathbf{v}^\\top J$ (shape ``J.in_shape``) with its formula, by the structure of ``J``
-    (the vector-Jacobian product: backpropagation).  Register with :func:`pulls`."""
+    (the vector-Jacobian product: backpropagation).  Register with ``pulls``."""
     return _pull(J, v)
 
 
@@ -348,7 +433,7 @@ def _push(J: Jacobian, v: Sym) -> Sym:
 
 def push(J: Jacobian, v: Sym) -> Sym:
     """$J\\mathbf{v}$ (shape ``J.out_shape``) with its formula, by the structure of ``J``.
-    Register with :func:`pushes`."""
+    Register with ``pushes``."""
     return _push(J, v)
 
 
@@ -365,7 +450,7 @@ def number_out(J: Jacobian) -> tuple[float, Jacobian]:
 
 
 def number_of_symbol(J: Jacobian) -> tuple[float, Jacobian]:
-    """:func:`number_out` for a structure written by its one expression (``-2 xᵀ``)."""
+    """``number_out`` for a structure written by its one expression (``-2 xᵀ``)."""
     if J.symbols is None:
         return 1.0, J
     c, rest = E.coefficient(J.symbols[0])
@@ -377,7 +462,7 @@ PairRule = Callable[[Any, Any], "Jacobian | None"]
 SIMPLIFY: dict[tuple[type, type], PairRule] = {}
 """``(type(outer), type(inner)) -> rule(outer, inner)``: the product as one structure, or
 ``None`` to keep the two factored.  ``Jacobian`` on one side stands for any structure (see
-:func:`_pair` for the order they are tried in)."""
+``_pair`` for the order they are tried in)."""
 MERGE: dict[tuple[type, type], PairRule] = {}
 """``(type(a), type(b)) -> rule(a, b)``: the sum as one term, or ``None``."""
 
@@ -407,7 +492,7 @@ def compose(outer: Jacobian, inner: Jacobian) -> Jacobian:
     """``outer @ inner``, simplified.
 
     Both sides are read as chains of factors; adjacent factors are multiplied out wherever
-    the product is one structure (:func:`_pair`), from the inside out, and what is left is
+    the product is one structure (``_pair``), from the inside out, and what is left is
     kept factored.
     """
     if tuple(outer.in_shape) != tuple(inner.out_shape):
@@ -540,6 +625,11 @@ class Zero(Jacobian):
         return jnp.zeros(self.shape, self.dtype)
 
 
+@L.established.register
+def _(J: Zero):
+    return frozenset(L.TAGS)  # the zero matrix is every one of them (where it is square)
+
+
 def zero(out_shape, in_shape, dtype) -> Jacobian:
     return Zero(out_shape, in_shape, dtype)
 
@@ -589,6 +679,17 @@ class ScaledIdentity(Jacobian):
 
     def dense(self):
         return self.scale * _eye_tensor(self.in_shape, self.scale.dtype)
+
+
+@L.as_operator.register
+def _(J: ScaledIdentity, lx):
+    eye = lx.IdentityLinearOperator(L.structure(J.in_shape, J.dtype))
+    return eye if is_identity(J) else eye * J.scale
+
+
+@L.established.register
+def _(J: ScaledIdentity):
+    return frozenset({"diagonal", "symmetric"}) | L.sign_tags(J)
 
 
 def identity(shape, dtype) -> Jacobian:
@@ -670,6 +771,24 @@ class Composed(Jacobian):
 
     def children(self):
         return tuple(factors_of(self))
+
+
+@L.as_operator.register
+def _(J: Composed, lx):
+    # lineax composes operators of one dtype: each factor in the product's
+    return as_dtype(J.outer, J.dtype).to_lineax() @ as_dtype(J.inner, J.dtype).to_lineax()
+
+
+@L.established.register
+def _(J: Composed):
+    """A product of diagonals is diagonal, and its sign the product of theirs."""
+    tags = [L.tags_of(f) for f in factors_of(J)]
+    if not all("diagonal" in t for t in tags):
+        return frozenset()
+    sign = 1
+    for t in tags:
+        sign *= 1 if "positive_semidefinite" in t else -1 if "negative_semidefinite" in t else 0
+    return frozenset({"diagonal", "symmetric"}) | L._SIGN_TAGS[sign]
 
 
 @as_dtype.register
@@ -798,6 +917,18 @@ class Sum(Jacobian):
         return self.terms
 
 
+@L.as_operator.register
+def _(J: Sum, lx):
+    return functools.reduce(lambda a, b: a + b, (as_dtype(t, J.dtype).to_lineax()
+                                                 for t in J.terms))
+
+
+@L.established.register
+def _(J: Sum):
+    """What every term is, the sum is (symmetric, diagonal, semidefinite of one sign)."""
+    return frozenset.intersection(*(L.tags_of(t) for t in J.terms))
+
+
 @scale.register
 def _(J: Sum, c):
     return Sum(tuple(scale(t, c) for t in J.terms)) if not c.is_constant(1.0) else J
@@ -842,15 +973,15 @@ def _(J: Sum, p):
     return out, SUM
 
 
-def densify(derivative):
+def densify(derivative: Any) -> Any:
     """The dense numerator-layout value of a derivative.
 
     Args:
-      derivative: a :class:`Jacobian`, an array, or a pytree of either (for instance the
+      derivative: a ``mcjax.Jacobian``, an array, or a pytree of either (for instance the
         gradient of a scalar loss with respect to a parameter pytree).
 
     Returns:
-      The same structure with every :class:`Jacobian` replaced by :meth:`Jacobian.dense`.
+      The same structure with every ``mcjax.Jacobian`` replaced by ``mcjax.Jacobian.dense``.
     """
     return jax.tree_util.tree_map(
         lambda leaf: leaf.dense() if isinstance(leaf, Jacobian) else jnp.asarray(leaf),

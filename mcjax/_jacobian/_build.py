@@ -1,6 +1,6 @@
 """The constructors a rule builds Jacobians with, in one namespace (``B.diagonal(d, ...)``).
 
-Each takes :class:`~mcjax._jacobian._sym.Sym` values (array and expression) and returns the
+Each takes ``Sym`` values (array and expression) and returns the
 simplest class that is the map, with its formula attached (``symbols``).
 """
 

@@ -1,10 +1,10 @@
 r"""Diagonals and constant blocks: element-wise operators (§4.2), scalar expansion (§4.3), sum
 reduction (§4.4) and the bias of a batched affine map.
 
-- :class:`Diagonal`, $\operatorname{diag}(\mathbf{d})$: the Jacobian of an element-wise operation;
-- :class:`Fill`, every entry one number $c$: the column $c\mathbf{1}$ of scalar expansion, the
+- ``mcjax.Diagonal``, $\operatorname{diag}(\mathbf{d})$: the Jacobian of an element-wise operation;
+- ``mcjax.Fill``, every entry one number $c$: the column $c\mathbf{1}$ of scalar expansion, the
   row $\mathbf{1}^\top$ of a sum;
-- :class:`Broadcast`, $c(\mathbf{1} \otimes I)$: one vector copied across a batch.
+- ``mcjax.Broadcast``, $c(\mathbf{1} \otimes I)$: one vector copied across a batch.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
+from mcjax._jacobian import _lineax as L
 from mcjax._jacobian._algebra import (
     Jacobian,
     ScaledIdentity,
@@ -75,6 +76,16 @@ class Diagonal(Jacobian):
 
     def dense(self):
         return jnp.diag(self.diagonal.reshape(-1)).reshape(self.shape)
+
+
+@L.as_operator.register
+def _(J: Diagonal, lx):
+    return lx.DiagonalLinearOperator(J.diagonal)
+
+
+@L.established.register
+def _(J: Diagonal):
+    return frozenset({"diagonal", "symmetric"}) | L.sign_tags(J)
 
 
 def diagonal(d: Sym, shape, dtype) -> Jacobian:
@@ -173,6 +184,12 @@ class Fill(Jacobian):
 
     def dense(self):
         return jnp.broadcast_to(self.value, self.shape)
+
+
+@L.established.register
+def _(J: Fill):
+    """$c\\,\\mathbf{1}\\mathbf{1}^\\top$ on one shape: symmetric, of the sign of $c$."""
+    return frozenset({"symmetric"}) | L.sign_tags(J)
 
 
 def fill(c: Sym, out_shape, in_shape, dtype) -> Jacobian:

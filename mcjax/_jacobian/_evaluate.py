@@ -1,11 +1,11 @@
 r"""A formula's expression evaluated: the numbers the text stands for.
 
-:func:`evaluate` computes an :class:`~mcjax._jacobian._expr.Expr` from the values of the
+``evaluate`` computes an ``Expr`` from the values of the
 arguments and constants it names, so that what a formula *says* can be compared with what the
 Jacobian *holds*: every rewrite the printer's algebra makes (a cancelled factor, a collected
 sum, softmax recognised, a sign of a positive value dropped) is then a claim a test can refute.
 An expression with a part that has no value of its own (``vᵀ J`` written by the formula
-printer, a part picked by text, a derivative named ``∂f``) raises :class:`NotWritten`.
+printer, a part picked by text, a derivative named ``∂f``) raises ``NotWritten``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ def evaluate(e: Expr, values: Mapping[str, jax.Array]) -> jax.Array:
 
 
 def as_written(J: Jacobian, values: Mapping[str, jax.Array]) -> tuple[Jacobian, int, int]:
-    """The Jacobian ``J``'s formula describes: ``J`` as printed (:func:`~mcjax._jacobian.
-    _formula.for_printing`), each array it holds replaced by the value of its expression.
+    """The Jacobian ``J``'s formula describes: ``J`` as printed (``for_printing``), each array it holds replaced by the value of its expression.
     Returns it with the counts of arrays computed from their text and of those kept as held
     (their expression has no value of its own)."""
     counts = [0, 0]

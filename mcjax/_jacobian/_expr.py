@@ -1,13 +1,13 @@
 r"""Expressions: what a value *is*, in the paper's notation, for the printed formula.
 
-Every value :func:`mcjax.derive` meets (an argument, an intermediate of ``f``, an entry of a
-structured Jacobian) carries an :class:`Expr` beside its array: ``z = W x + b`` is
+Every value ``mcjax.derive`` meets (an argument, an intermediate of ``f``, an entry of a
+structured Jacobian) carries an ``Expr`` beside its array: ``z = W x + b`` is
 ``Expr("add", (Expr("matmul", (W, x)), b))``.  Expressions are immutable and hashable (they
 ride in the static part of a Jacobian's pytree) and are built only through the constructors
 below, which fold constants and drop neutral elements (``1 x`` is ``x``, ``x - 0`` is ``x``)
 so that a derivative reads as a person would write it.
 
-Nothing here computes a number: :mod:`mcjax._jacobian._sym` pairs each expression with its
+Nothing here computes a number: ``mcjax._jacobian._sym`` pairs each expression with its
 value.
 """
 
@@ -501,6 +501,43 @@ def positive(e: Expr) -> bool:
     if e.op == "pow":
         return positive(e.args[0])
     return False
+
+
+_NONNEGATIVE_CALLS = frozenset({"abs", "relu", "sqrt", "softplus"})
+
+
+def sign(e: Expr) -> int:
+    """What is known of the sign of ``e`` wherever it is defined: ``1`` if every entry is
+    ``>= 0``, ``-1`` if every entry is ``<= 0``, ``0`` if nothing is known.  Only what the
+    expression shows counts (an exponential, an indicator, a square, a product of known
+    signs); a value that happens to be positive at one point is not known to be."""
+    e = core(e)
+    if e.op == "num":
+        return 0 if math.isnan(e.param) else 1 if e.param >= 0 else -1
+    if e.op in ("index", "T"):  # a part of a value, its transpose: the same entries
+        return sign(e.args[0])
+    if e.op == "const":
+        return 1 if all(v >= 0 for v in e.param) else -1 if all(v <= 0 for v in e.param) else 0
+    if positive(e) or e.op in ("ind", "onehot"):
+        return 1
+    if e.op == "call":
+        known = e.param in _NONNEGATIVE_CALLS or str(e.param).startswith("softmax")
+        return 1 if known else 0
+    if e.op == "pow":
+        even = e.param == int(e.param) and int(e.param) % 2 == 0
+        return 1 if even or sign(e.args[0]) == 1 else 0
+    if e.op == "neg":
+        return -sign(e.args[0])
+    if e.op in ("mul", "div"):
+        a, b = sign(e.args[0]), sign(e.args[1])
+        return a * b
+    if e.op in ("add", "sum"):
+        signs = {sign(a) for a in e.args}
+        return signs.pop() if len(signs) == 1 else 0
+    if e.op == "sub":
+        a, b = sign(e.args[0]), -sign(e.args[1])
+        return a if a == b else 0
+    return 0
 
 
 def compare(op: str, a: Expr, b: Expr) -> Expr:

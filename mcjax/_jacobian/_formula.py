@@ -1,14 +1,14 @@
 r"""A structured Jacobian written as the formula a person derives.
 
-Each structure has its notation, registered beside its class with :func:`write`:
+Each structure has its notation, registered beside its class with ``write``:
 $\operatorname{diag}(\mathbf{d})$, $I$, $\mathbf{1}^\top$, $I_m \otimes \mathbf{x}^\top$, $W$,
-products by juxtaposition (the chain rule), sums (the total-derivative rule).  :func:`formula`
+products by juxtaposition (the chain rule), sums (the total-derivative rule).  ``formula``
 adds the definitions of the named sub-expressions after a comma:
-``diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b``.  :func:`structure` draws the tree of classes, for
+``diag(1[z > 0]) (I_8 ⊗ xᵀ), z = W x + b``.  ``structure`` draws the tree of classes, for
 the command line.
 
 This module knows no class: it reads a Jacobian through its protocol (``symbols``, the names
-of its arrays, its ``placeholder`` letter, :meth:`~mcjax.Jacobian.children`), so that the
+of its arrays, its ``placeholder`` letter, ``mcjax.Jacobian.children``), so that the
 classes, which print themselves through it, sit above it.
 """
 
@@ -17,7 +17,15 @@ from __future__ import annotations
 import functools
 
 from mcjax._jacobian import _expr as E
-from mcjax._jacobian._print import ATOM, PRODUCT, Printer, choose_names, definitions, legend
+from mcjax._jacobian._print import (
+    ATOM,
+    PRODUCT,
+    Printer,
+    choose_names,
+    definitions,
+    legend,
+    upright,
+)
 
 
 def symbols_of(J) -> tuple[E.Expr, ...]:
@@ -45,7 +53,7 @@ def for_printing(J):
 @functools.singledispatch
 def write(J, p: Printer) -> tuple[str, int]:
     """``(text, precedence)`` of ``J`` in the paper's notation; each class registers its own."""
-    return (f"J_{{\\mathrm{{{J.kind}}}}}" if p.latex else f"J_{J.kind}"), ATOM
+    return (f"J_{{{upright(J.kind)}}}" if p.latex else f"J_{J.kind}"), ATOM
 
 
 def formula(J, latex: bool = False) -> str:
@@ -95,3 +103,47 @@ def structure(J) -> str:
         lines.append(("└─ " if last else "├─ ") + sub[0])
         lines += [("   " if last else "│  ") + line for line in sub[1:]]
     return "\n".join(lines)
+
+
+# -- a notebook's view ----------------------------------------------------------------------------
+def _formula_or_none(J, latex: bool) -> str | None:
+    """The formula, or None where it cannot be written (a Jacobian whose arrays a tree map
+    replaced): a display must show what it can rather than raise."""
+    try:
+        return formula(J, latex=latex)
+    except Exception:  # noqa: BLE001 - a view never raises: the structure is still shown
+        return None
+
+
+def _dtype_name(J) -> str:
+    try:
+        return J.dtype.name
+    except Exception:  # noqa: BLE001 - leaves without a dtype: say nothing of it
+        return ""
+
+
+def markdown(J) -> str:
+    """``J`` as a notebook shows it (Markdown with its formula in ``$$``, which JupyterLab,
+    Notebook and VS Code typeset): the structure and shapes ``out ← in``, the formula, and the
+    tree of structures when it has more than one."""
+    try:
+        tree = structure(J)
+    except Exception:  # noqa: BLE001 - shapes unreadable (leaves replaced by a tree map)
+        return f"`{J!r}`"
+    first, *rest = tree.splitlines()
+    dtype = _dtype_name(J)
+    head = f"**{J.label()}** Jacobian `{first.split('  ', 1)[-1]}`" + (
+        f", {dtype}" if dtype else "")
+    parts = [head]
+    tex = _formula_or_none(J, latex=True)
+    if tex is not None:
+        parts.append(f"$$\n{tex}\n$$")
+    if rest:
+        parts.append("```text\n" + tree + "\n```")
+    return "\n\n".join(parts)
+
+
+def display_latex(J) -> str | None:
+    """The formula in display math, ``$$...$$`` (None when it cannot be written)."""
+    tex = _formula_or_none(J, latex=True)
+    return None if tex is None else f"$${tex}$$"

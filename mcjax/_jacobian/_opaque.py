@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from mcjax._jacobian import _formula as F
 from mcjax._jacobian._algebra import Jacobian, Shape, transpose_apply
-from mcjax._jacobian._print import ATOM
+from mcjax._jacobian._print import ATOM, upright
 
 
 class Opaque(Jacobian):
@@ -57,4 +57,4 @@ def _(J: Opaque):
 
 @F.write.register
 def _(J: Opaque, p):
-    return (f"J_{{\\mathrm{{{J.name}}}}}" if p.latex else f"J[{J.name}]"), ATOM
+    return (f"J_{{{upright(J.name)}}}" if p.latex else f"J[{J.name}]"), ATOM

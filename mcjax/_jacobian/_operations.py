@@ -1,13 +1,13 @@
 r"""Jacobians that are operations: a linear operation applied to the tangent, a selection of
 entries, a matrix product on both sides.
 
-- :class:`Applied`: the Jacobian of an operation that is linear in one operand is the
+- ``mcjax.Applied``: the Jacobian of an operation that is linear in one operand is the
   operation itself, applied to the tangent in that operand's place with the others held
   (``rev(·)``, ``pad(·)``, ``W ⋆ ·`` for a convolution, ``(·)[i]`` for a gather, ``L`` for a
   cumulative sum).  It holds the other operands, never the $mn$ numbers of the matrix;
-- :class:`Take`: each output entry is one input entry, or none: ``out.flat[i] =
+- ``mcjax.Take``: each output entry is one input entry, or none: ``out.flat[i] =
   v.flat[index[i]]`` (a max pool's winners, a sort's order, a scatter's surviving updates);
-- :class:`Sandwich`: $V \mapsto L V R$, the Jacobian of ``inv(A)`` ($-A^{-1} (\cdot) A^{-1}$)
+- ``mcjax.Sandwich``: $V \mapsto L V R$, the Jacobian of ``inv(A)`` ($-A^{-1} (\cdot) A^{-1}$)
   or of ``solve(A, b)`` with respect to ``A`` ($-A^{-1} (\cdot) \mathbf{x}$).
 """
 
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
 from mcjax._jacobian._algebra import Jacobian, Shape, pulls, transpose_apply
-from mcjax._jacobian._print import ATOM, PRODUCT
+from mcjax._jacobian._print import ATOM, PRODUCT, operator
 from mcjax._jacobian._sym import Sym
 
 
@@ -40,11 +40,13 @@ class Operation(NamedTuple):
     written: str = ""  # how the operation is written: "conv", "cumsum", ... (default: its name)
     derivative: bool = False
     wrt: int = 0
+    latex: str = ""  # how LaTeX writes it, where ``written`` is a formula rather than a name
 
     @staticmethod
     def of(primitive, params: dict, written: str = "", derivative: bool = False,
-           wrt: int = 0) -> Operation:
-        return Operation(primitive, tuple(sorted(params.items())), written, derivative, wrt)
+           wrt: int = 0, latex: str = "") -> Operation:
+        return Operation(primitive, tuple(sorted(params.items())), written, derivative, wrt,
+                         latex)
 
     @property
     def name(self) -> str:
@@ -152,7 +154,7 @@ def _(J: Applied, p):
         return (f"({other}{star}{dot})" if J.slot == 0 else f"({dot}{star}{other})"), ATOM
     if name == "gather" and held:
         return f"({dot})[{held[0]}]", ATOM
-    head = rf"\operatorname{{{name.replace('_', chr(92) + '_')}}}" if p.latex else name
+    head = (J.operation.latex or operator(name)) if p.latex else name
     return f"{head}({', '.join([dot, *held])})", ATOM
 
 
@@ -267,7 +269,7 @@ def _(J: Sandwich, p):
 
 def applied(operation: Operation, held, slot: int, in_shape, out_shape, dtype,
             held_exprs=(), out_index=None) -> Jacobian:
-    """:class:`Applied`, with the held operands' expressions for its formula."""
+    """``mcjax.Applied``, with the held operands' expressions for its formula."""
     return Applied(operation, held, slot, in_shape, out_shape, dtype, out_index,
                    symbols=tuple(held_exprs))
 

@@ -1,9 +1,9 @@
 r"""Expressions printed in the paper's notation, as plain text or LaTeX.
 
-:class:`Printer` writes one :class:`~mcjax._jacobian._expr.Expr` with the fewest parentheses
+``Printer`` writes one ``Expr`` with the fewest parentheses
 precedence allows: ``W x + b``, ``1[z > 0]``, ``sigmoid(x) (1 - sigmoid(x))``, ``x ⊙ y`` for
 the element-wise (Hadamard) product of two arrays, ``xᵀ`` for a transpose.  Values the
-formula uses more than once, or that are long, are given a name (:func:`choose_names`): a
+formula uses more than once, or that are long, are given a name (``choose_names``): a
 pre-activation $W\mathbf{x} + \mathbf{b}$ is ``z`` as in the paper, an activation ``a``, anything
 else ``u``, ``v``, ``s``, ...; the printer writes the name and the formula lists the definitions.
 """
@@ -11,6 +11,7 @@ else ``u``, ``v``, ``s``, ...; the printer writes the name and the formula lists
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter
 from fractions import Fraction
 
@@ -30,13 +31,43 @@ _LATEX_CALL = {"exp": r"\exp", "log": r"\log", "sin": r"\sin", "cos": r"\cos", "
 POOL = ("u", "v", "s", "t", "p", "q", "r", "g", "h", "k", "c", "d")
 
 
-def _escaped(name: str) -> str:
-    """A name as LaTeX text: ``_`` and other specials escaped (``stop\\_gradient``), a
-    derivative's ``∂`` as ``\\partial``."""
-    for char, tex in (("\\", r"\textbackslash "), ("_", r"\_"), ("#", r"\#"), ("%", r"\%"),
-                      ("&", r"\&"), ("∂", r"\partial "), ("'", "'")):
-        name = name.replace(char, tex)
-    return name
+_TEX_SPECIALS = {"\\": r"\backslash ", "_": r"\_", "#": r"\#", "%": r"\%", "&": r"\&",
+                 "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\sim ", "^": r"\wedge ",
+                 "∂": r"\partial ", "·": r"\cdot ", "′": "'"}
+
+
+# the Greek letters LaTeX has a command for (capital Alpha is A, and has none)
+_GREEK_TEX = {*("alpha beta gamma delta epsilon zeta eta theta iota kappa lamda mu nu xi pi rho "
+                "sigma tau upsilon phi chi psi omega").split(),
+              *("Gamma Delta Theta Lamda Xi Pi Sigma Upsilon Phi Psi Omega").split()}
+
+
+def _greek(char: str) -> str | None:
+    """``\\Phi`` for ``Φ``; None for a character that is no Greek letter with a command."""
+    words = unicodedata.name(char, "").split()  # GREEK CAPITAL LETTER PHI
+    if len(words) != 4 or words[:1] != ["GREEK"] or words[2] != "LETTER":
+        return None
+    letter = words[3].lower() if words[1] == "SMALL" else words[3].capitalize()
+    if letter not in _GREEK_TEX:
+        return None
+    return "\\" + letter.replace("amda", "ambda") + " "
+
+
+def tex_text(name: str) -> str:
+    """A name from code as the text of ``\\operatorname{}`` or ``\\mathrm{}``: every character
+    LaTeX reads as a command escaped (``stop\\_gradient``, not a subscript ``g``), a Greek
+    letter as its command (``Φ`` as ``\\Phi``), ``∂`` as ``\\partial``."""
+    return "".join(_TEX_SPECIALS.get(char) or _greek(char) or char for char in name)
+
+
+def operator(name: str) -> str:
+    """``\\operatorname{stop\\_gradient}``: a function's name, upright, escaped."""
+    return f"\\operatorname{{{tex_text(name)}}}"
+
+
+def upright(name: str) -> str:
+    """``\\mathrm{Dense\\_0.kernel}``: a name of several letters, upright, escaped."""
+    return f"\\mathrm{{{tex_text(name)}}}"
 
 
 # constants a formula names rather than spells: (value, text, LaTeX)
@@ -51,50 +82,75 @@ KNOWN_CONSTANTS = (
 )
 
 
+_FLOAT32 = np.finfo(np.float32)
+
+
+def _in_float32_range(value: float) -> bool:
+    """Whether float32 holds ``value`` as a normal number (its units are then no wider than a
+    float64 number's own digits can tell)."""
+    return float(_FLOAT32.tiny) <= abs(value) <= float(_FLOAT32.max)
+
+
 def _same_number(value: float, exact: float) -> bool:
     """Whether ``value`` is ``exact`` as float64 holds it, or as float32 does, within one of
     its units (a constant of a float32 program, perhaps combined: ``1 / float32(√2)``)."""
-    return value == exact or abs(value - exact) <= float(np.spacing(np.float32(exact)))
+    return value == exact or (_in_float32_range(exact) and
+                              abs(value - exact) <= float(np.spacing(np.float32(exact))))
 
 
 def _within_float32_ulp(value: float, short: str) -> bool:
     """Whether the short decimal ``short`` is within one float32 unit of ``value``."""
-    return abs(float(short) - value) <= float(np.spacing(np.float32(value)))
+    return _in_float32_range(value) and \
+        abs(float(short) - value) <= float(np.spacing(np.float32(value)))
+
+
+def _shortest(magnitude: float) -> str:
+    """The shortest decimal that reads back as ``magnitude`` (as float32 when float32 holds it
+    exactly), positional from 10⁻⁴ to 10¹⁶ and scientific (``1e-05``) beyond, as Python
+    writes floats."""
+    if not _in_float32_range(magnitude) or float(np.float32(magnitude)) != magnitude:
+        return repr(magnitude)
+    single = np.float32(magnitude)
+    if 1e-4 <= magnitude < 1e16:
+        return np.format_float_positional(single, unique=True, trim="-")
+    return np.format_float_scientific(single, unique=True, trim="-", exp_digits=2)
 
 
 def number_text(value: float, latex: bool) -> str:
-    """``2``, ``1/32``, ``√(2/π)``, ``0.044715``: a number as a person writes it.
+    """``2``, ``1/32``, ``√(2/π)``, ``0.044715``, ``1e-05``: a number as a person writes it.
 
     Integers and exact ratios with a small or power-of-two denominator are written exactly, a
-    few constants by name, anything else at the precision it has: the shortest decimal that reads back as
-    the same float32 (a float32 constant) or float64 number, never cut short.
+    few constants by name, anything else at the precision it has: the shortest decimal that
+    reads back as the same float32 (a float32 constant) or float64 number, never cut short.
+    LaTeX writes a power of ten as one: $10^{-5}$, $1.5 \\times 10^{-7}$.
     """
     if not math.isfinite(value):
-        return ("-" if value < 0 else "") + ("\\infty" if latex else "∞") if value == value \
-            else "nan"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
+        if value != value:
+            return r"\mathrm{NaN}" if latex else "nan"
+        return ("-" if value < 0 else "") + ("\\infty" if latex else "∞")
     sign = "-" if value < 0 else ""
     magnitude = abs(value)
-    fraction = Fraction(magnitude).limit_denominator(1024)
-    p, q = fraction.numerator, fraction.denominator
-    # a ratio with a small or a power-of-two denominator (1/3, 1/32); a decimal one (1/100)
-    # reads better as the decimal
-    if _same_number(magnitude, p / q) and (q <= 16 and q != 10 or q & (q - 1) == 0):
-        return f"{sign}\\frac{{{p}}}{{{q}}}" if latex else f"{sign}{p}/{q}"
+    if value == int(value) and magnitude < 1e15:
+        return str(int(value))
+    if 1e-4 <= magnitude < 1e15:
+        fraction = Fraction(magnitude).limit_denominator(1024)
+        p, q = fraction.numerator, fraction.denominator
+        # a ratio with a small or a power-of-two denominator (1/3, 1/32); a decimal one
+        # (1/100) reads better as the decimal
+        if _same_number(magnitude, p / q) and (q <= 16 and q != 10 or q & (q - 1) == 0):
+            return f"{sign}\\frac{{{p}}}{{{q}}}" if latex else f"{sign}{p}/{q}"
     for exact, text, tex in KNOWN_CONSTANTS:
         if _same_number(magnitude, exact):
             return sign + (tex if latex else text)
-    single = np.float32(magnitude)
-    digits = (np.format_float_positional(single, unique=True, trim="-")
-              if float(single) == magnitude else repr(magnitude))
+    digits = _shortest(magnitude)
     short = f"{magnitude:.7g}"
-    if len(digits.replace(".", "").lstrip("0")) > 12 and _within_float32_ulp(magnitude, short):
+    if len(digits.split("e")[0].replace(".", "").lstrip("0")) > 12 and \
+            _within_float32_ulp(magnitude, short):
         digits = short  # float32 constants combined in float64: the digits they had
     if "e" in digits and latex:
         mantissa, exponent = digits.split("e")
         power = f"10^{{{int(exponent)}}}"
-        return sign + (power if mantissa == "1" else f"{mantissa} \\cdot {power}")
+        return sign + (power if mantissa == "1" else f"{mantissa} \\times {power}")
     return sign + digits
 
 
@@ -211,12 +267,12 @@ class Printer:
     def _call(self, e):
         name = e.param
         if not e.args:
-            return (f"\\mathrm{{{_escaped(name)}}}" if self.latex else name), ATOM
+            return (upright(name) if self.latex else name), ATOM
         if self.latex and name == "sqrt":
             return f"\\sqrt{{{self(e.args[0])}}}", ATOM
         args = ", ".join(self(a) for a in e.args)
         if self.latex:
-            head = _LATEX_CALL.get(name, f"\\operatorname{{{_escaped(name)}}}")
+            head = _LATEX_CALL.get(name) or operator(name)
             return f"{head}({args})", ATOM
         return f"{name}({args})", ATOM
 
@@ -297,7 +353,7 @@ class Printer:
     def _reduce(self, e):
         name, axes = e.param
         inner = self(e.args[0])
-        head = _LATEX_CALL.get(name, f"\\operatorname{{{name}}}") if self.latex else name
+        head = (_LATEX_CALL.get(name) or operator(name)) if self.latex else name
         if len(e.args[0].shape) <= len(axes):
             return f"{head}({inner})", ATOM
         return f"{head}({inner}, axis={', '.join(map(str, axes))})", ATOM

@@ -1,11 +1,11 @@
 r"""Matrices: an explicit array, and products with one factor held fixed (the Jacobians of
 $W\mathbf{x}$, §5, §8.1, and of ``lax.dot_general`` in general).
 
-- :class:`Dense`: an explicit numerator-layout array (a row $\mathbf{a}^\top$ when the output
+- ``mcjax.Dense``: an explicit numerator-layout array (a row $\mathbf{a}^\top$ when the output
   is a scalar: a gradient); a row times any structure is pulled through it (backprop);
-- :class:`Kronecker`, $I_m \otimes \mathbf{x}^\top$: $W\mathbf{x}$ (or $XW^\top$) with respect to $W$;
-- :class:`BlockDiagonal`, $I_B \otimes W$: one matrix applied to every row of a batch;
-- :class:`Contraction`: any ``dot_general`` with respect to one operand, $J v$ the same
+- ``mcjax.Kronecker``, $I_m \otimes \mathbf{x}^\top$: $W\mathbf{x}$ (or $XW^\top$) with respect to $W$;
+- ``mcjax.BlockDiagonal``, $I_B \otimes W$: one matrix applied to every row of a batch;
+- ``mcjax.Contraction``: any ``dot_general`` with respect to one operand, $J v$ the same
   contraction with $v$ in that operand's place.
 """
 
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
+from mcjax._jacobian import _lineax as L
 from mcjax._jacobian._algebra import (
     Composed,
     Jacobian,
@@ -77,11 +78,11 @@ class Dense(Jacobian):
 
     @property
     def out_shape(self) -> Shape:
-        return tuple(self.array.shape[: self.array.ndim - self.in_ndim])
+        return tuple(self.array.shape[: len(self.array.shape) - self.in_ndim])
 
     @property
     def in_shape(self) -> Shape:
-        return tuple(self.array.shape[self.array.ndim - self.in_ndim:])
+        return tuple(self.array.shape[len(self.array.shape) - self.in_ndim:])
 
     def jvp(self, v):
         return jnp.tensordot(self.array, v, axes=self.in_ndim)
@@ -91,6 +92,11 @@ class Dense(Jacobian):
 
     def dense(self):
         return self.array
+
+
+@L.as_operator.register
+def _(J: Dense, lx):
+    return lx.PyTreeLinearOperator(J.array, L.structure(J.out_shape, J.array.dtype))
 
 
 def dense(a: Sym, in_ndim: int, dtype=None) -> Jacobian:
@@ -332,6 +338,13 @@ class BlockDiagonal(Jacobian):
         return jnp.transpose(full, perm)
 
 
+@L.as_operator.register
+def _(J: BlockDiagonal, lx):
+    if J.batch_shape:  # I_B ⊗ W: applied row by row, W never repeated
+        return lx.FunctionLinearOperator(J.jvp, L.structure(J.in_shape, J.dtype))
+    return lx.MatrixLinearOperator(J.block)
+
+
 def block_diagonal(W: Sym, batch_shape) -> Jacobian:
     """$I_B \\otimes W$ (``W`` itself without a batch)."""
     return BlockDiagonal(W.value, batch_shape, symbols=(W.expr,))
@@ -366,8 +379,8 @@ class Contraction(Jacobian):
     contraction with $v$ in that operand's place.
 
     The general case of matrix products (batched ``einsum``, ``W @ X`` with respect to ``W``);
-    the paper's special cases come back as :class:`Kronecker`, :class:`BlockDiagonal` or
-    :class:`~mcjax.Dense`.
+    the paper's special cases come back as ``mcjax.Kronecker``, ``mcjax.BlockDiagonal`` or
+    ``mcjax.Dense``.
 
     Args:
       other: the operand that is held fixed.

@@ -1,13 +1,13 @@
 r"""Rearrangements: Jacobians with no arrays, that move, copy, pick, sum or drop entries
 (reshapes, transposes, broadcasts, slices, concatenations and sums, §4.3, §4.4).
 
-- :class:`Permutation`, $P$: the axes in another order (a transpose);
-- :class:`Reshape`: the same entries in another shape (an identity matrix);
-- :class:`Slice`, $S$, and :class:`Embed`, $S^\top$: a part picked, a part put in place;
-- :class:`Expand`: copies along new or length-1 axes (broadcasting);
-- :class:`SumAlong`: a sum over some axes.
+- ``mcjax.Permutation``, $P$: the axes in another order (a transpose);
+- ``mcjax.Reshape``: the same entries in another shape (an identity matrix);
+- ``mcjax.Slice``, $S$, and ``mcjax.Embed``, $S^\top$: a part picked, a part put in place;
+- ``mcjax.Expand``: copies along new or length-1 axes (broadcasting);
+- ``mcjax.SumAlong``: a sum over some axes.
 
-Their constructors (:func:`reshape`, :func:`expand`, ...) return the simplest class that is
+Their constructors (``reshape``, ``expand``, ...) return the simplest class that is
 the map: an expansion from a scalar is a column of ones, a sum over every axis a row of ones,
 a permutation that moves nothing the identity.
 """
@@ -132,7 +132,7 @@ class Reshape(Rearrangement):
 
 
 def reshape(out_shape, in_shape, dtype) -> Jacobian:
-    """The same entries in another shape: unit axes added are an :class:`Expand`."""
+    """The same entries in another shape: unit axes added are an ``mcjax.Expand``."""
     out_shape, in_shape = tuple(out_shape), tuple(in_shape)
     if out_shape == in_shape:
         return identity(in_shape, dtype)
@@ -219,7 +219,7 @@ def _(J: Slice, p):
 class Embed(Rearrangement):
     """$S^\\top$: places the input at ``start`` (step ``strides``) in zeros of ``out_shape``.
 
-    The Jacobian of ``jnp.concatenate`` with respect to one part; the transpose of :class:`Slice`.
+    The Jacobian of ``jnp.concatenate`` with respect to one part; the transpose of ``mcjax.Slice``.
     """
 
     start: tuple[int, ...]
@@ -236,7 +236,7 @@ class Embed(Rearrangement):
                   in_shape=tuple(in_shape))
 
     def as_slice(self) -> Slice:
-        """The :class:`Slice` this embedding is the transpose of."""
+        """The ``mcjax.Slice`` this embedding is the transpose of."""
         limit = tuple(lo + (k - 1) * st + 1 if k else lo
                       for lo, st, k in zip(self.start, self.strides, self.in_shape))
         return Slice(self.start, limit, self.strides, self.out_shape, self.dtype_name)
@@ -281,8 +281,8 @@ class Expand(Rearrangement):
     """Copies entries along new or length-1 axes: ``lax.broadcast_in_dim(v, out_shape, dims)``.
 
     The Jacobian of broadcasting (``x + b`` with ``b`` of shape ``(1, n)``); input axis ``i``
-    becomes output axis ``dims[i]``.  Scalar expansion (:class:`~mcjax.Fill`) and a batch copy
-    (:class:`~mcjax.Broadcast`) are its special cases.
+    becomes output axis ``dims[i]``.  Scalar expansion (``mcjax.Fill``) and a batch copy
+    (``mcjax.Broadcast``) are its special cases.
     """
 
     out_shape: Shape
@@ -346,7 +346,7 @@ def _(J: Expand, p):
 
 class SumAlong(Rearrangement):
     """Sums over some axes: ``jnp.sum(v, axes)``.  Over all axes it is $\\mathbf{1}^\\top$
-    (:class:`~mcjax.Fill`); over the last axis of a matrix, $I \\otimes \\mathbf{1}^\\top$."""
+    (``mcjax.Fill``); over the last axis of a matrix, $I \\otimes \\mathbf{1}^\\top$."""
 
     axes: tuple[int, ...]
     in_shape: Shape

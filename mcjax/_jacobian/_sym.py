@@ -1,8 +1,8 @@
 """A value and its expression, computed together.
 
-A derivative rule is written once, as arithmetic on :class:`Sym` values
+A derivative rule is written once, as arithmetic on ``Sym`` values
 (``lambda x, y: 1 - y**2`` for tanh); each operation computes the number with ``jax.numpy``
-and the expression with :mod:`mcjax._jacobian._expr`, so the formula printed for a Jacobian is
+and the expression with ``mcjax._jacobian._expr``, so the formula printed for a Jacobian is
 by construction the formula of the numbers it holds.
 """
 

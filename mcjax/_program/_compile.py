@@ -164,11 +164,13 @@ def _argument_key(args) -> Hashable:
         a, (bool, int, float, complex)) else np.asarray(a)) for a in leaves)
 
 
+NUMERICS = ("jax_enable_x64", "jax_numpy_dtype_promotion", "jax_default_matmul_precision",
+            "jax_numpy_rank_promotion")
+"""The JAX settings a traced program depends on beyond its arguments."""
+
+
 def _numerics() -> tuple:
-    """The JAX settings a traced program depends on beyond its arguments."""
-    return tuple(getattr(jax.config, name) for name in (
-        "jax_enable_x64", "jax_numpy_dtype_promotion", "jax_default_matmul_precision",
-        "jax_numpy_rank_promotion"))
+    return tuple(getattr(jax.config, name) for name in NUMERICS)
 
 
 def run_compiled(fn: Callable, static, *args, compiler_options: dict | None = None,

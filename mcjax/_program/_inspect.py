@@ -1,8 +1,8 @@
 """What the checker reads off ``f``'s jaxpr.
 
-- :func:`max_terms`: the longest sum (contraction, reduction) that builds a value: rounding
+- ``max_terms``: the longest sum (contraction, reduction) that builds a value: rounding
   error grows with it, so the thresholds do (``mcjax._core._conventions.check_rtol``).
-- :func:`lowest_precision`: the least precise floating dtype that values depending on the
+- ``lowest_precision``: the least precise floating dtype that values depending on the
   argument pass through.  A function that hard-codes float32 evaluated on float64 input still
   rounds to float32; the report says so and the finite-difference steps adapt.
 """

@@ -6,12 +6,12 @@ longest sum, the least precise dtype) all walk ``f``'s jaxpr.  They differ only 
 each variable carries and in what one primitive does to it; the walk itself — the
 environment, literals and constants, binding an equation with JAX's own parameters, entering
 the jaxprs that ``jit``, ``closed_call``, ``remat`` and the custom-rule primitives call, the
-user's source lines — is written once, here.  A client subclasses :class:`Interpreter` and
-supplies :meth:`~Interpreter.primitive` (and, where it wants, :meth:`~Interpreter.custom`
-for ``custom_jvp``/``custom_vjp`` calls and :meth:`~Interpreter.literal`).
+user's source lines — is written once, here.  A client subclasses ``Interpreter`` and
+supplies ``Interpreter.primitive`` (and, where it wants, ``Interpreter.custom``
+for ``custom_jvp``/``custom_vjp`` calls and ``Interpreter.literal``).
 
 What each primitive *is* (its Jacobian, how it switches, its slip sites) is not here: that is
-the primitive table (:mod:`mcjax._program.primitives`).
+the primitive table (``mcjax._program.primitives``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from jax.extend import core
+
+from mcjax._core._ipython import cell_location, code_location
 
 CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
                    "custom_vmap_call", "linear_call", "composite", "eval_jaxpr"})
@@ -34,7 +36,7 @@ V = TypeVar("V")
 
 
 def body(eqn) -> core.ClosedJaxpr | None:
-    """The jaxpr a call-like equation (:data:`CALLS`, a custom rule) runs on its operands."""
+    """The jaxpr a call-like equation (``CALLS``, a custom rule) runs on its operands."""
     params = eqn.params
     inner = next((params[k] for k in ("jaxpr", "call_jaxpr", "fun_jaxpr", "callee")
                   if k in params), None)
@@ -59,11 +61,11 @@ def bind(eqn, values) -> list:
 
 
 class Interpreter(Generic[V]):
-    """A walk of a jaxpr on values of type ``V``: subclass it and supply :meth:`primitive`.
+    """A walk of a jaxpr on values of type ``V``: subclass it and supply ``primitive``.
 
-    :meth:`run` evaluates a jaxpr equation by equation: a call (:data:`CALLS`) runs its body
-    in place, a custom-rule call goes to :meth:`custom` (by default its body too: ``f``'s own
-    computation), anything else to :meth:`primitive`.  :attr:`calls` holds the call equations
+    ``run`` evaluates a jaxpr equation by equation: a call (``CALLS``) runs its body
+    in place, a custom-rule call goes to ``custom`` (by default its body too: ``f``'s own
+    computation), anything else to ``primitive``.  ``calls`` holds the call equations
     being walked, outermost first (the user's line of a primitive inside a library's ``jit``).
     """
 
@@ -90,13 +92,13 @@ class Interpreter(Generic[V]):
 
     def store(self, var, value: V, wanted) -> V:
         """What the environment keeps of an equation's output (``wanted``: the scope's
-        annotation of the variable, see :meth:`scope`)."""
+        annotation of the variable, see ``scope``)."""
         return value
 
     def scope(self, jaxpr: core.Jaxpr, outputs) -> Any:
         """A client's annotation of a jaxpr about to be walked, given its caller's of the
         outputs (``None`` at the top): kept while the jaxpr is walked, passed to
-        :meth:`store` and :meth:`wanted`."""
+        ``store`` and ``wanted``."""
         return None
 
     def wanted(self, eqn, annotation) -> Any:
@@ -229,7 +231,7 @@ class Place(NamedTuple):
     code: str  # the expression on that line, when it is known exactly ("" otherwise)
 
     def __str__(self) -> str:
-        place = f"{self.file.rsplit(os.sep, 1)[-1]}:{self.line}"
+        place = code_location(self.file, self.line)  # model.py:12, or Cell In[3], line 2
         return f"`{self.code}` ({place})" if self.code else f"at {place}"
 
 
@@ -260,6 +262,10 @@ def source_line(*eqns) -> str:
         for eqn in eqns:
             if eqn is not None:
                 where = source_info_util.summarize(eqn.source_info)
+                frame = source_info_util.user_frame(eqn.source_info.traceback)
+                cell = frame and cell_location(frame.file_name, frame.start_line)
+                if frame is not None and cell:  # a notebook's cell, named as IPython does
+                    return f"{cell} ({frame.function_name})"
                 if where:
                     return where
     except Exception:  # noqa: BLE001 - a private API: say less rather than fail

@@ -24,7 +24,13 @@ from mcjax._core._errors import CheckpointError
 from mcjax._train._defaults import DEFAULTS
 from mcjax._train._describe import describe
 from mcjax._train._models import GRAD_SOURCES, count_problem
-from mcjax._train._optim import described, hyper_parameter_problems, learning_rate_problem
+from mcjax._train._optim import (
+    Transformation,
+    described,
+    hyper_parameter_problems,
+    is_transformation,
+    learning_rate_problem,
+)
 from mcjax._train._optim import optimizer as make_optimizer
 from mcjax._train._run_folder import preflight
 
@@ -51,7 +57,7 @@ class TrainConfig:
         to resume, another run's folder).
     """
 
-    optimizer: str | optax.GradientTransformation = DEFAULTS.optimizer
+    optimizer: str | Transformation = DEFAULTS.optimizer
     learning_rate: float | optax.Schedule | None = None
     optimizer_options: Mapping[str, Any] | None = None
     grad: str = DEFAULTS.grad
@@ -98,7 +104,7 @@ class TrainConfig:
 
     def _optimizer_problems(self) -> list[str]:
         rate, options = self.learning_rate, self.optimizer_options
-        if isinstance(self.optimizer, optax.GradientTransformation):
+        if is_transformation(self.optimizer):
             extra = [f"{n}={v!r}" for n, v in (("learning_rate", rate), ("optimizer_options",
                                                                          options)) if v]
             return [f"{' and '.join(extra)} with an optax transformation as optimizer; expected "
@@ -107,7 +113,8 @@ class TrainConfig:
         if not isinstance(self.optimizer, str):
             hint = " (did you mean to call it?)" if callable(self.optimizer) else ""
             return [f"optimizer={self.optimizer!r:.60}; expected a name such as 'adam' or an "
-                    f"optax.GradientTransformation{hint}"]
+                    f"optax transformation (an object with init and update, such as "
+                    f"optax.adam(1e-3) or optax.MultiSteps(...)){hint}"]
         if options is not None and not isinstance(options, Mapping):
             return [f"optimizer_options={options!r:.60}; expected a mapping name -> value"]
         problems = [] if rate is None else [p for p in [learning_rate_problem(rate)] if p]
@@ -127,16 +134,16 @@ class TrainConfig:
             return [str(error).removeprefix("mcjax.optimizer: ")]
         return []
 
-    def transformation(self) -> optax.GradientTransformation:
+    def transformation(self) -> Transformation:
         """The optax optimizer these settings name."""
-        if isinstance(self.optimizer, optax.GradientTransformation):
+        if not isinstance(self.optimizer, str):
             return self.optimizer
         rate = DEFAULT_LEARNING_RATE if self.learning_rate is None else self.learning_rate
         return make_optimizer(self.optimizer, learning_rate=rate, **(self.optimizer_options or {}))
 
     def identity(self) -> dict:
         """What a resumed run must share with the run that wrote the checkpoints (JSON)."""
-        if isinstance(self.optimizer, optax.GradientTransformation):
+        if not isinstance(self.optimizer, str):
             optimizer = {"transformation": describe(self.optimizer)}
         else:
             rate = DEFAULT_LEARNING_RATE if self.learning_rate is None else self.learning_rate

@@ -8,6 +8,7 @@ the CSV or JSONL log that ``mcjax train --history`` writes as the epochs end.
 
 from __future__ import annotations
 
+import base64
 import csv
 import html as html_text
 import io
@@ -99,8 +100,10 @@ def table(records: list[dict[str, Any]], *, max_rows: int | None = 20) -> str:
     return text
 
 
-def html(summary: str, records: list[dict[str, Any]], *, max_rows: int | None = 20) -> str:
-    """``summary`` and the rows as HTML: a notebook's view of a :class:`~mcjax.TrainResult`."""
+def html(summary: str, records: list[dict[str, Any]], *, max_rows: int | None = 20,
+         plot: str | None = None) -> str:
+    """``summary`` and the rows as HTML, with ``plot`` (a PNG, base64) beside the table: a
+    notebook's view of a ``mcjax.TrainResult``."""
     columns = list(dict.fromkeys(name for record in records for name in record))
     shown = _thinned(len(records), max_rows)
     head = "".join(f"<th>{html_text.escape(str(c))}</th>" for c in columns)
@@ -109,9 +112,37 @@ def html(summary: str, records: list[dict[str, Any]], *, max_rows: int | None = 
                          for c in columns) + "</tr>" for i in shown)
     caption = (f"<caption>{len(shown)} of {len(records)} epochs; table(max_rows=None) shows "
                "all</caption>" if len(shown) < len(records) else "")
-    return (f"<pre>{html_text.escape(summary)}</pre>"
-            + (f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-               if records else ""))
+    table_html = (f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                  if records else "")
+    if plot is not None and records:
+        image = (f"<img alt='loss per epoch' src='data:image/png;base64,{plot}' "
+                 "style='max-width:100%'>")
+        table_html = ("<div style='display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start'>"
+                      f"<div>{table_html}</div><div>{image}</div></div>")
+    return f"<pre>{html_text.escape(summary)}</pre>{table_html}"
+
+
+INLINE_PLOT_INCHES = (3.6, 2.4)  # per panel, at 80 dpi: a notebook's small plot
+
+
+def inline_png(history: Mapping[str, list[float]]) -> str | None:
+    """The history's figure, small, as a base64 PNG for an HTML page; None without matplotlib
+    (the view is then the table alone)."""
+    try:
+        fig = figure(history)
+    except ImportError:
+        return None
+    width, height = INLINE_PLOT_INCHES
+    fig.set_size_inches(width * len(fig.axes), height)
+    for ax in fig.axes:
+        ax.title.set_fontsize(9)
+        ax.xaxis.label.set_fontsize(8)
+        ax.yaxis.label.set_fontsize(8)
+        ax.tick_params(labelsize=7)
+    fig.axes[0].set_ylabel("loss")
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=80)
+    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def notify(callback: Callable[[EpochRecord], Any], record: EpochRecord,

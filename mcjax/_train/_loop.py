@@ -36,6 +36,7 @@ from mcjax._train._config import TrainConfig
 from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
 from mcjax._train._models import Model, check_model, objective, takes_key
+from mcjax._train._programs import fingerprints
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
@@ -106,13 +107,18 @@ def _check_backprop(model: Model, params, batch, key) -> None:
                          "structure, shapes and dtypes of params")
 
 
+def _step_inputs(data, batch_size: int):
+    """The shapes of one step's minibatch and key."""
+    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch_size, *np.shape(a)[1:]),
+                                                        jnp.result_type(a)), data)
+    return batch, jax.eval_shape(lambda: jax.random.key(0))
+
+
 def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int, *,
                     analytic: bool):
     """Trace (compute nothing) one step on one batch: every trace-time check of the model's
     loss, its hand gradient and the optimizer fires here, before anything is compiled."""
-    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch_size, *np.shape(a)[1:]),
-                                                        jnp.result_type(a)), data)
-    key = jax.eval_shape(lambda: jax.random.key(0))
+    batch, key = _step_inputs(data, batch_size)
     value = jax.eval_shape(loss, params, batch, key)
     if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(f"mcjax.train: model {model.name!r}'s loss returns {value.dtype}"
@@ -163,7 +169,9 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
         keep=config.keep_checkpoints, checkpoint_every=config.checkpoint_every, identity={
             **config.identity(), "data": fingerprint(data),
             "model": dict(model.config) if model.config is not None
-            else {"name": model.name, "init": describe(model.init), "loss": describe(model.loss)}})
+            else {"name": model.name, "init": describe(model.init), "loss": describe(model.loss)}},
+        programs=fingerprints(loss, optimizer, shapes,
+                              *_step_inputs(data, config.batch_size), opt_shapes))
     try:
         return _start(model, data, config, folder, params, mesh, optimizer, loss,
                       (shapes, opt_shapes), n, evaluate)

@@ -60,7 +60,7 @@ class Model(NamedTuple):
         :func:`mcjax.train` calls it on the whole data set before anything is compiled.
       config: optional, a JSON-serialisable description stored with checkpoints, so that a
         resumed run refuses another model (default: the names and closed-over settings of
-        ``init`` and ``loss``).
+        ``init`` and ``loss``); the traced loss is compared as well, whatever ``config`` says.
       name: a short name for messages, e.g. ``"neuron"`` or ``"mlp"``.
 
     Example:

@@ -9,6 +9,11 @@ The paper's three (§1, "picking w and b by gradient descent"):
 
 Any other optax optimizer that takes a ``learning_rate`` is found by its optax name
 (``"adamw"``, ``"rmsprop"``, ``"lamb"``, ...), with its hyper-parameters as keywords.
+
+An optimizer object is anything optax-shaped: a pair of functions ``init(params) -> state``
+and ``update(grads, state, params) -> (updates, state)`` (:class:`Transformation`).  It is
+recognised by having them, not by its class: ``optax.MultiSteps`` or a wrapper of your own
+are not ``optax.GradientTransformation`` subclasses, and train all the same.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar, overload
 
 import optax
 
@@ -44,6 +49,27 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "eta_minus": ("a number in (0, 1)", lambda v: 0 < v < 1),
     "eta_plus": ("a number > 1", lambda v: v > 1),
 }
+
+
+class Transformation(Protocol):
+    """An optax-style optimizer: ``init(params) -> state`` and ``update(grads, state, params)
+    -> (updates, state)`` (``optax.GradientTransformation``, ``optax.MultiSteps``, ...)."""
+
+    @property
+    def init(self) -> Callable[..., Any]: ...
+
+    @property
+    def update(self) -> Callable[..., Any]: ...
+
+
+T = TypeVar("T", bound=Transformation)
+
+
+def is_transformation(value) -> bool:
+    """Whether ``value`` is an optax-style optimizer: an object (not a class, not a name) with
+    callable ``init`` and ``update``."""
+    return not isinstance(value, (str, type)) and callable(getattr(value, "init", None)) \
+        and callable(getattr(value, "update", None))
 
 
 def _optax_optimizers() -> dict[str, Callable[..., optax.GradientTransformation]]:
@@ -147,21 +173,31 @@ def described(identity: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: as_json(describe(v)) for k, v in defaults.items()}, **identity}
 
 
-def optimizer(name: str | optax.GradientTransformation, *, learning_rate: Any = 1e-3,
-              **hyper) -> optax.GradientTransformation:
+@overload
+def optimizer(name: str, *, learning_rate: Any = 1e-3, **hyper) -> optax.GradientTransformation:
+    ...
+
+
+@overload
+def optimizer(name: T, *, learning_rate: Any = 1e-3, **hyper) -> T:
+    ...
+
+
+def optimizer(name, *, learning_rate: Any = 1e-3, **hyper):
     r"""An optax optimizer chosen by name.
 
     Args:
       name: ``"sgd"``, ``"momentum"``, ``"adam"`` or the name of any optax optimizer whose
-        first parameter is ``learning_rate`` (``"adamw"``, ``"rmsprop"``, ...); an
-        ``optax.GradientTransformation`` is returned as it is.
+        first parameter is ``learning_rate`` (``"adamw"``, ``"rmsprop"``, ...); an optax-style
+        transformation (anything with ``init`` and ``update``, such as
+        ``optax.MultiSteps``) is returned as it is.
       learning_rate: $\eta$, a float or an optax schedule ``step -> rate`` (see
         :func:`schedule`).
       **hyper: the optimizer's other hyper-parameters, e.g. ``b1=0.9`` for Adam,
         ``momentum=0.95`` for ``"momentum"``.
 
     Returns:
-      An ``optax.GradientTransformation``.
+      An ``optax.GradientTransformation`` (or the transformation given).
 
     Raises:
       ValueError: no optax optimizer has that name, or a value is out of its range: the
@@ -179,7 +215,7 @@ def optimizer(name: str | optax.GradientTransformation, *, learning_rate: Any = 
         >>> updates["w"]  # -learning_rate times the gradient, on the first step
         Array([-0.05, -0.05], dtype=float32)
     """
-    if isinstance(name, optax.GradientTransformation):
+    if not isinstance(name, str) and is_transformation(name):
         return name
     known = _optax_optimizers()
     if not isinstance(name, str) or (name not in known and name != "momentum"):

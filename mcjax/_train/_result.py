@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 SHOWN_LEAVES = 8  # repr(result) names the parameters' shapes up to this many arrays
 SHOWN_PARAMS = 160  # characters; a longer tree of shapes (an Equinox module) is counted instead
+SHOWN_ROWS = 10  # epochs in a notebook's table (the plot beside it shows them all)
 
 
 class TrainResult(NamedTuple):
@@ -44,7 +45,8 @@ class TrainResult(NamedTuple):
 
     ``repr(result)`` is one line: epochs, steps, the last epoch's loss and metrics, the
     parameters' shapes (never their values), the times.  :meth:`table` and :meth:`plot` show
-    the history; in a notebook the result shows itself as that line and the table.
+    the history; in a notebook the result shows itself as that line, a short table and a
+    small plot.
 
     Example:
 
@@ -125,8 +127,10 @@ class TrainResult(NamedTuple):
         return _history.figure(self.history, title=title, path=path)
 
     def _repr_html_(self) -> str:
-        """A notebook's view: the one-line summary above the table (at most 20 rows)."""
-        return _history.html(repr(self), self.rows(), max_rows=20)
+        """A notebook's view: the one-line summary above a short table (at most 10 rows) and,
+        beside it, a small plot of the history (when matplotlib is installed)."""
+        return _history.html(repr(self), self.rows(), max_rows=SHOWN_ROWS,
+                             plot=_history.inline_png(self.history))
 
 
 def _shape_of(leaf) -> str:

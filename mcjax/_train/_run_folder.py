@@ -2,7 +2,8 @@
 
 Layout of a folder (``checkpoint_dir``)::
 
-    run.json              the run: its id, when and where it started, its configuration
+    run.json              the run: its id, when and where it started, its configuration,
+                          the fingerprints of its traced programs (see _programs.py)
     run.lock              while a process writes: its pid and host (see _lock.py)
     epoch_00000002/       one orbax checkpoint per saved epoch (see _checkpoint.py)
     epoch_00000004/
@@ -12,8 +13,9 @@ A fresh run takes a new or empty folder and writes ``run.json``.  It refuses a f
 holds another run (naming the folder and the ways out: resume it, choose another folder, or
 overwrite it explicitly) and one that holds anything that is not an mcjax run's, so it never
 deletes another run's files; ``overwrite`` replaces an mcjax run, and only its files.  A
-resumed run compares its configuration with ``run.json`` and its state with the stored arrays,
-and refuses with every difference listed; it continues from the newest intact checkpoint,
+resumed run compares its configuration and what it computes (its traced loss and optimizer)
+with ``run.json`` and its state with the stored arrays, and refuses with every difference
+listed; it continues from the newest intact checkpoint,
 stepping over damaged ones with a warning that names them.  Pruning (orbax's ``max_to_keep``)
 only ever sees this run's checkpoints.
 
@@ -51,6 +53,7 @@ from mcjax._train._checkpoint import (
 from mcjax._train._describe import as_json, differences
 from mcjax._train._lock import LOCK_FILE, Lock
 from mcjax._train._optim import described
+from mcjax._train._programs import as_record, program_differences
 
 RUN_FILE = "run.json"
 DAMAGED = "damaged"
@@ -198,6 +201,7 @@ class RunFolder:
     Args:
       directory: the folder.
       identity: the run's configuration (JSON), compared on resume.
+      programs: the fingerprints of what the run computes (``_programs``), compared on resume.
       resume: continue the run in ``directory`` (else start one).
       overwrite: replace the mcjax run in ``directory`` (its files only).
       keep: keep the newest ``keep`` checkpoints (None: all).
@@ -211,9 +215,10 @@ class RunFolder:
     """
 
     def __init__(self, directory, *, identity: dict, resume: bool, overwrite: bool,
-                 keep: int | None, checkpoint_every: int = 1):
+                 keep: int | None, checkpoint_every: int = 1, programs: dict | None = None):
         self.directory = Path(directory)
         self.identity = as_json(identity)
+        self.programs = programs or {}
         self.checkpointing = {"checkpoint_every": checkpoint_every, "keep_checkpoints": keep}
         self.lock: Any = None
         self.store: Any = None  # the Store, once the folder is claimed
@@ -244,7 +249,9 @@ class RunFolder:
             self._write_record({"format": FORMAT, "run_id": run_id,
                                 "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                                 "host": socket.gethostname(), "pid": os.getpid(),
-                                "config": self.identity, "checkpointing": self.checkpointing})
+                                "config": self.identity, "checkpointing": self.checkpointing,
+                                **({"programs": as_record(self.programs)} if self.programs
+                                   else {})})
             return run_id
         except BaseException:
             self.lock.release()
@@ -314,7 +321,8 @@ class RunFolder:
         there = record["config"]
         if isinstance(there.get("optimizer"), dict):  # a default left out is the default
             there = {**there, "optimizer": described(there["optimizer"])}
-        problems = differences(there, self.identity)
+        problems = differences(there, self.identity) + program_differences(
+            record.get("programs"), self.programs)
         damaged: list[tuple[int, str]] = []
         epochs = self.store.epochs()
         for epoch in epochs:
@@ -332,6 +340,9 @@ class RunFolder:
                 damaged.append((epoch, str(damage)))
                 continue
             self._set_aside(damaged, epoch)
+            if "programs" not in record and self.programs:  # a run recorded before they were
+                _on_process_zero(lambda: self._write_record(
+                    {**read_record(self.directory), "programs": as_record(self.programs)}))
             return epoch, state, meta
         listed = "; ".join(f"{self.store.path(e)}: {why}" for e, why in damaged)
         raise CheckpointError(f"mcjax.train: {self.directory} holds no intact checkpoint to "

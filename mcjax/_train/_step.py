@@ -41,19 +41,21 @@ import optax
 from mcjax._core._conventions import standard_promotion
 from mcjax._train import _sharding
 from mcjax._train._models import takes_key
+from mcjax._train._optim import Transformation
 
 Batch = tuple  # (X, Y), (X, Y, weights), ...: a pytree of arrays with a leading batch axis
 STEP_KEYS = 0x5EED  # folded into the epoch's key to draw the steps' keys apart from the shuffle
 
 
-def train_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
+def train_step(loss: Callable, optimizer: Transformation) -> Callable:
     """The un-jitted step ``(params, opt_state, batch, key=None) -> (params, opt_state, metrics)``.
 
     Args:
       loss: ``loss(params, batch) -> scalar`` (e.g. :func:`mcjax.objective`), or
         ``loss(params, batch, key)`` to get the step's ``key`` (dropout); its gradient source
         is whatever ``jax.grad`` of it gives.
-      optimizer: an ``optax.GradientTransformation``.
+      optimizer: an optax transformation (``init`` and ``update``: ``optax.adam(1e-3)``,
+        ``optax.MultiSteps(...)``).
 
     Returns:
       ``step``; ``metrics`` is ``{"loss": scalar}``, the loss *before* the update.
@@ -103,7 +105,7 @@ def _jit(fn: Callable) -> Callable:
                    compiler_options=compiler_options(jax.default_backend()))
 
 
-def make_train_step(loss: Callable, optimizer: optax.GradientTransformation, *,
+def make_train_step(loss: Callable, optimizer: Transformation, *,
                     mesh=None) -> Callable:
     """The jitted step ``(params, opt_state, batch, key=None) -> (params, opt_state, metrics)``.
 
@@ -163,7 +165,7 @@ def first_batch(data: Batch, key, *, batch_size: int, shuffle: bool = True):
     return batch, jax.random.split(jax.random.fold_in(key, STEP_KEYS), n // batch_size)[0]
 
 
-def train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *, batch_size: int,
+def train_epoch(loss: Callable, optimizer: Transformation, *, batch_size: int,
                 shuffle: bool = True, check_finite: bool = False) -> Callable:
     """The un-jitted epoch ``(params, opt_state, data, key) -> (params, opt_state, metrics)``.
 
@@ -193,13 +195,14 @@ def train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *, batc
     return epoch
 
 
-def make_train_epoch(loss: Callable, optimizer: optax.GradientTransformation, *,
+def make_train_epoch(loss: Callable, optimizer: Transformation, *,
                      batch_size: int, shuffle: bool = True, mesh=None) -> Callable:
     """The jitted epoch ``(params, opt_state, data, key) -> (params, opt_state, metrics)``.
 
     Args:
       loss: ``loss(params, batch) -> scalar``.
-      optimizer: an ``optax.GradientTransformation``.
+      optimizer: an optax transformation (``init`` and ``update``: ``optax.adam(1e-3)``,
+        ``optax.MultiSteps(...)``).
       batch_size: B, the rows per step.
       shuffle: permute the rows with ``key`` first (``jax.random.permutation``).
       mesh: run data-parallel on this mesh (:func:`mcjax.sharding.data_mesh`): ``data``, ``params``,

@@ -13,6 +13,7 @@ from mcjax._train._defaults import DEFAULTS
 from mcjax._train._history import EpochRecord
 from mcjax._train._loop import prepare, run_epochs
 from mcjax._train._models import Model
+from mcjax._train._optim import Transformation
 from mcjax._train._result import TrainResult
 
 
@@ -21,7 +22,7 @@ def train(
     data,
     *,
     params=None,
-    optimizer: str | optax.GradientTransformation = DEFAULTS.optimizer,
+    optimizer: str | Transformation = DEFAULTS.optimizer,
     learning_rate: float | optax.Schedule | None = None,
     optimizer_options: Mapping[str, Any] | None = None,
     grad: str = DEFAULTS.grad,
@@ -56,7 +57,8 @@ def train(
       params: initial parameters (default: ``model.init`` with a key from ``seed``); they
         must have ``init``'s structure, shapes and dtypes, and be finite.
       optimizer: an optimizer name for :func:`mcjax.optimizer` (``"sgd"``, ``"momentum"``,
-        ``"adam"``, the default, any optax name) or an ``optax.GradientTransformation``.
+        ``"adam"``, the default, any optax name) or an optax transformation: any object
+        with ``init`` and ``update`` (``optax.adam(1e-3)``, ``optax.MultiSteps(...)``).
       learning_rate: $\eta > 0$, a float or an optax schedule (with a name only; default 1e-3).
       optimizer_options: the optimizer's other hyper-parameters (with a name only).
       grad: ``"autodiff"`` (the default) or ``"analytic"`` (the model's ``backprop``, checked
@@ -73,7 +75,9 @@ def train(
       keep_checkpoints: how many of the newest checkpoints to keep (>= 1; None: all).
       resume: continue the run in ``checkpoint_dir`` from its newest intact checkpoint (a
         damaged newer one is stepped over with a warning).  Its settings, data, model and
-        arrays must be the ones it was started with.
+        arrays must be the ones it was started with, and so must what it computes: the
+        traced loss (with its gradient) and optimizer, compared by fingerprint, so that an
+        edited activation, literal or hyper-parameter held by an object is refused too.
       overwrite: start a new run in ``checkpoint_dir`` although another run's checkpoints are
         there: they are deleted (and only they).
       evaluate: called after every epoch with the parameters; the numbers it returns are
@@ -110,7 +114,8 @@ def train(
         number of devices (raised before anything is compiled).
       CheckpointError: ``checkpoint_dir`` cannot serve this run: a file, another run's folder,
         another process's, a missing or empty folder to resume, or a checkpoint written with
-        other settings, data, model or arrays (every difference is listed), or an unreadable
+        other settings, data, model or arrays, or by code that traces to another loss or
+        optimizer (every difference is listed, the program's first one in words), or an unreadable
         ``run.json``; or, during the run, its ``run.lock`` was removed (the next checkpoint is
         not written: another process may be writing there).
       OSError: a checkpoint could not be written (a full disk): the message names the last

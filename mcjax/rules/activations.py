@@ -6,7 +6,7 @@ The neuron $\operatorname{activation}(\mathbf{w} \cdot \mathbf{x} + b)$ is diffe
 vector chain rule (§4.5.3) from the activation's rule and the dot product's rule; for ReLU the
 factor $\sigma'(z) = \mathbb{1}[z > 0]$ is the *gate* that zeroes the gradient of an inactive unit.
 
-Kinks follow :mod:`mcjax._core._conventions`: ``relu'(0) = 0``, ``leaky_relu'(0) = 1``.
+Kinks follow ``mcjax._core._conventions``: ``relu'(0) = 0``, ``leaky_relu'(0) = 1``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from mcjax._registry import (
     rule,
 )
 from mcjax.rules._common import diagonal
+
+__all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "softplus", "neuron"]
 
 
 def _sample_off_kink(rng, dims, dtype):

@@ -2,10 +2,10 @@ r"""Matrix-vector products and the affine map $W\mathbf{x} + \mathbf{b}$ (Parr &
 
 The affine map is the first half of a neuron.  Its Jacobians are all structured:
 
-- with respect to $\mathbf{x}$: $W$ (for a batch, $I_B \otimes W$: a :class:`~mcjax.BlockDiagonal`);
-- with respect to $W$: $I_m \otimes \mathbf{x}^\top$ (a :class:`~mcjax.Kronecker`), a tensor of
+- with respect to $\mathbf{x}$: $W$ (for a batch, $I_B \otimes W$: a ``mcjax.BlockDiagonal``);
+- with respect to $W$: $I_m \otimes \mathbf{x}^\top$ (a ``mcjax.Kronecker``), a tensor of
   shape ``(m,) + (m, n)`` whose dense form is never needed to apply it;
-- with respect to $\mathbf{b}$: $I$ (for a batch, one copy per row: a :class:`~mcjax.Broadcast`).
+- with respect to $\mathbf{b}$: $I$ (for a batch, one copy per row: a ``mcjax.Broadcast``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import jax.numpy as jnp
 from mcjax._core._errors import Problems, shape_str
 from mcjax._jacobian import BlockDiagonal, Broadcast, Dense, Kronecker
 from mcjax._registry import Derivative, rule
+
+__all__ = ["matvec", "affine"]
 
 
 def check_affine(function: str, W, x, b=None) -> None:

@@ -2,29 +2,41 @@ r"""The chain rules as combinators (Parr & Howard §4.5, §8.5).
 
 The derivative of a composition is *built* from the rules of its parts, never written again:
 
-- :func:`vector_chain_rule` (§4.5.3):
+- ``mcjax.vector_chain_rule`` (§4.5.3):
   $\frac{\partial}{\partial\mathbf{x}}\mathbf{f}(\mathbf{g}(\mathbf{x})) =
   \frac{\partial\mathbf{f}}{\partial\mathbf{g}}\frac{\partial\mathbf{g}}{\partial\mathbf{x}}$,
   a product of (structured) Jacobians;
-- :func:`single_variable_chain_rule` (§4.5.1): the same for scalars,
+- ``mcjax.single_variable_chain_rule`` (§4.5.1): the same for scalars,
   $\frac{dy}{dx} = \frac{dy}{du}\frac{du}{dx}$;
-- :func:`total_derivative_chain_rule` (§4.5.2): for $y = f(x, u_1(x), \dots, u_n(x))$,
+- ``mcjax.total_derivative_chain_rule`` (§4.5.2): for $y = f(x, u_1(x), \dots, u_n(x))$,
   $\frac{dy}{dx} = \frac{\partial f}{\partial x} + \sum_i \frac{\partial f}{\partial u_i}\frac{\partial u_i}{\partial x}$.
 
 A link is a registered unary function (``mcjax.sin``, or its name ``"sin"``) or a
-:class:`Differentiable` returned by another combinator, so compositions nest.
+``mcjax.Differentiable`` returned by another combinator, so compositions nest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple, Union
 
 from mcjax._core._errors import Problems
 from mcjax._jacobian import Jacobian
 from mcjax._registry import REGISTRY, Derivative, Registry, Rule, as_array
 from mcjax.rules import elementwise
 from mcjax.rules.activations import sigmoid, tanh
+
+__all__ = [
+    "Differentiable",
+    "vector_chain_rule",
+    "single_variable_chain_rule",
+    "total_derivative_chain_rule",
+    "sin_of_square",
+    "log_square_sin_exp",
+    "total_derivative_sum",
+    "total_derivative_product",
+    "sigmoid_of_tanh",
+]
 
 
 class Differentiable(NamedTuple):
@@ -33,22 +45,26 @@ class Differentiable(NamedTuple):
     Attributes:
       forward: ``x -> y``.
       derivative: ``x -> J``, the Jacobian of ``forward`` at ``x`` (numerator layout).
-      links: for a composition, its links, innermost first (see :func:`mcjax.check_chain`).
+      links: for a composition, its links, innermost first (see ``mcjax.check_chain``).
       name: a name for reports.
     """
 
-    forward: Callable
-    derivative: Callable
-    links: tuple = ()
+    forward: Callable[..., Any]
+    derivative: Callable[..., Any]
+    links: tuple[Differentiable, ...] = ()
     name: str = ""
 
-    def __call__(self, x):
+    def __call__(self, x: Any) -> Any:
         """``forward(x)``: a Differentiable is used like the function it is."""
         return self.forward(x)
 
 
-def as_differentiable(link, registry: Registry | None = None) -> Differentiable:
-    """A :class:`Differentiable` from a registered unary rule (function or name) or itself."""
+Link = Union[str, Callable[..., Any], Differentiable]
+"""A link of a chain: a registered unary rule (its function or name) or a Differentiable."""
+
+
+def as_differentiable(link: Link, registry: Registry | None = None) -> Differentiable:
+    """A ``mcjax.Differentiable`` from a registered unary rule (function or name) or itself."""
     if isinstance(link, Differentiable):
         return link
     found: Rule = (REGISTRY if registry is None else registry).get(link)
@@ -61,17 +77,17 @@ def as_differentiable(link, registry: Registry | None = None) -> Differentiable:
     return Differentiable(found.forward, found.derivative(found.arg_names[0]), name=found.name)
 
 
-def vector_chain_rule(*links, registry: Registry | None = None) -> Differentiable:
+def vector_chain_rule(*links: Link, registry: Registry | None = None) -> Differentiable:
     """Compose unary links, outermost first: ``vector_chain_rule(f, g)`` is $f \\circ g$.
 
     The derivative at $\\mathbf{x}$ is the product of the links' Jacobians, each taken at its
     own input (§4.5.3); structured factors stay structured (diagonal @ diagonal is diagonal).
 
     Args:
-      *links: registered unary functions, their names, or :class:`Differentiable` values.
+      *links: registered unary functions, their names, or ``mcjax.Differentiable`` values.
 
     Returns:
-      A :class:`Differentiable` for the composition.
+      A ``mcjax.Differentiable`` for the composition.
     """
     if not links:
         raise TypeError("mcjax.vector_chain_rule: expected at least one link; got none")
@@ -94,10 +110,10 @@ def vector_chain_rule(*links, registry: Registry | None = None) -> Differentiabl
     return Differentiable(forward, derivative, links=tuple(parts))
 
 
-def single_variable_chain_rule(*links, registry: Registry | None = None) -> Differentiable:
+def single_variable_chain_rule(*links: Link, registry: Registry | None = None) -> Differentiable:
     """$\\frac{dy}{dx} = \\frac{dy}{du}\\frac{du}{dx}$ for scalar x (§4.5.1).
 
-    The scalar case of :func:`vector_chain_rule` (the paper's point: the vector rule reduces to
+    The scalar case of ``mcjax.vector_chain_rule`` (the paper's point: the vector rule reduces to
     it); the derivative is returned as a scalar array of shape ().
 
     Raises:
@@ -114,7 +130,8 @@ def single_variable_chain_rule(*links, registry: Registry | None = None) -> Diff
     return Differentiable(chained.forward, derivative)
 
 
-def total_derivative_chain_rule(f, *intermediates, registry: Registry | None = None) -> Differentiable:
+def total_derivative_chain_rule(f: str | Callable[..., Any], *intermediates: Link,
+                                registry: Registry | None = None) -> Differentiable:
     """$y = f(x, u_1(x), \\dots, u_n(x))$ and its total derivative (§4.5.2).
 
     Args:
@@ -123,7 +140,7 @@ def total_derivative_chain_rule(f, *intermediates, registry: Registry | None = N
       *intermediates: the ``n`` unary links $u_i$.
 
     Returns:
-      A :class:`Differentiable` whose derivative is
+      A ``mcjax.Differentiable`` whose derivative is
       $\\partial f/\\partial x + \\sum_i \\partial f/\\partial u_i \\; du_i/dx$.
     """
     outer: Rule = (REGISTRY if registry is None else registry).get(f)

@@ -3,7 +3,7 @@ r"""Element-wise operators and their diagonal Jacobians (Parr & Howard §4.2, §
 For $\mathbf{y} = \mathbf{f}(\mathbf{w}) \bigcirc \mathbf{g}(\mathbf{x})$ with $\bigcirc$ applied
 element by element, $\partial y_i / \partial w_j = 0$ for $i \ne j$: the Jacobian is diagonal.
 Every function here takes arrays of one shape ``s`` and returns shape ``s``; every derivative
-is a :class:`~mcjax.Diagonal` (or :class:`~mcjax.ScaledIdentity`) mapping ``s`` to ``s``.
+is a ``mcjax.Diagonal`` (or ``mcjax.ScaledIdentity``) mapping ``s`` to ``s``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,22 @@ from mcjax._core._conventions import ABS_GRAD_AT_ZERO, MAX_TIE_SHARE, wider
 from mcjax._jacobian import Diagonal, ScaledIdentity
 from mcjax._registry import Derivative, as_array, away_from_zero, normal, rule
 from mcjax.rules._common import check_same_shape, diagonal
+
+# mcjax.rules.elementwise.abs (and mcjax.abs) too: left out, `import *` would shadow abs
+__all__ = [
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "maximum",
+    "negative",
+    "square",
+    "exp",
+    "log",
+    "sqrt",
+    "sin",
+    "cos",
+]
 
 
 def _identity(x, y):

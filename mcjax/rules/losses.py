@@ -20,6 +20,8 @@ from mcjax._registry import Derivative, as_array, away_from_zero_numpy, normal, 
 from mcjax.rules._common import check_same_shape
 from mcjax.rules.activations import relu, relu_gate
 
+__all__ = ["neuron_loss", "mse", "softmax", "softmax_cross_entropy", "logistic_loss"]
+
 
 # -- the paper's loss ---------------------------------------------------------------------
 def _check_neuron_loss(w, b, X, y):

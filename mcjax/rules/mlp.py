@@ -2,7 +2,7 @@ r"""Layers and multilayer perceptrons, differentiated by composing the rules (be
 
 A dense layer is $\mathbf{a} = \sigma(X W^\top + \mathbf{b})$; its Jacobians are the vector chain
 rule applied to the activation's diagonal and the affine map's structured Jacobians.
-Backpropagation through a whole MLP (:func:`mlp_backprop`) is nothing but the
+Backpropagation through a whole MLP (``mcjax.mlp_backprop``) is nothing but the
 vector-Jacobian products of those structured Jacobians, layer by layer, from the loss's
 gradient backwards: no dense Jacobian is ever built.
 
@@ -22,6 +22,8 @@ from mcjax._core._errors import Problems, ShapeError, shape_str
 from mcjax._registry import REGISTRY, Derivative, as_array, normal, rule
 from mcjax.rules.activations import activation_function, activation_jacobian
 from mcjax.rules.affine import affine
+
+__all__ = ["dense_layer", "layer_backward", "mlp_init", "mlp_apply", "mlp_backprop", "mlp_loss"]
 
 Params = list  # [{"W": (m, n), "b": (m,)}, ...]
 
@@ -157,7 +159,7 @@ def mlp_apply(params: Params, X, *, activation: str | Callable = "relu"):
     """The MLP's output (logits): hidden layers with ``activation``, a linear last layer.
 
     Args:
-      params: from :func:`mlp_init`.
+      params: from ``mcjax.mlp_init``.
       X: inputs (B, n_in), or one input (n_in,).
       activation: a registered activation (name or function).
 
@@ -172,10 +174,10 @@ def mlp_apply(params: Params, X, *, activation: str | Callable = "relu"):
 
 
 def mlp_backprop(params: Params, X, Y, *, loss="softmax_cross_entropy", activation="relu"):
-    """The gradient of :func:`mlp_loss` with respect to ``params``, by backpropagation.
+    """The gradient of ``mcjax.mlp_loss`` with respect to ``params``, by backpropagation.
 
     The loss rule gives $\\partial L / \\partial \\hat{Y}$; then, from the last layer to the first,
-    :func:`layer_backward` (the vector-Jacobian products of the layer's structured Jacobians)
+    ``mcjax.layer_backward`` (the vector-Jacobian products of the layer's structured Jacobians)
     gives each layer's $(\\bar{W}, \\bar{\\mathbf{b}})$ and the cotangent of its input.
 
     Returns:
@@ -236,7 +238,7 @@ def mlp_loss(params: Params, X, Y, *, loss="softmax_cross_entropy", activation="
     """The loss of the MLP's output against targets ``Y``.
 
     Args:
-      params: from :func:`mlp_init`.
+      params: from ``mcjax.mlp_init``.
       X: inputs (B, n_in).
       Y: integer labels (B,) or probabilities (B, n_out) for ``"softmax_cross_entropy"``;
         targets (B, n_out) for ``"mse"``.

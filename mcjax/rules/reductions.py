@@ -15,6 +15,8 @@ from mcjax._jacobian import Dense, Fill
 from mcjax._registry import Derivative, rule
 from mcjax.rules._common import check_same_shape
 
+__all__ = ["sum_reduction", "sum_product", "sum_scalar_product", "dot"]
+
 
 @rule(
     "sum_reduction",

@@ -17,6 +17,8 @@ from mcjax._core._errors import Problems
 from mcjax._jacobian import Dense, Fill, ScaledIdentity
 from mcjax._registry import Derivative, away_from_zero, normal, rule
 
+__all__ = ["add_scalar", "subtract_scalar", "multiply_scalar", "divide_scalar"]
+
 
 def _check(function: str, x, z) -> None:
     problems = Problems(function)

@@ -4,7 +4,7 @@ r"""Control flow and calls: what the walker enters, and custom derivative rules.
   own program (``mcjax.derive`` knows some of JAX's jitted library functions by name: see
   ``_linalg``);
 - ``cond`` walks the branch taken, ``scan`` and ``while`` (at a known trip count) are unrolled
-  by the derivation (:mod:`mcjax._derive._interpret`); past that, JAX's linear map;
+  by the derivation (``mcjax._derive._interpret``); past that, JAX's linear map;
 - a ``custom_jvp``/``custom_vjp`` function's derivative is its rule: the table knows some by
   name (``_known``), any other is JAX's linear map of the call, which runs the rule.
 

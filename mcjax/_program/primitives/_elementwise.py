@@ -1,13 +1,13 @@
 r"""Element-wise primitives: their Jacobians are diagonal (Parr & Howard §4.2, §8.2).
 
-Each rule is one line: the scalar derivative, written on :class:`~mcjax._jacobian._sym.Sym`
+Each rule is one line: the scalar derivative, written on ``Sym``
 values ``x`` (the operand) and ``y`` (the output), as in a table of derivatives.  An operand
 that is broadcast (a scalar, or an axis of length 1) gets the diagonal times the expansion:
 $\partial(\mathbf{x} + z)/\partial z = \mathbf{1}$ (§4.3).  Where JAX's own derivative has
-edge cases a closed form would miss, the diagonal is JAX's (:func:`jax_partial`), written as
+edge cases a closed form would miss, the diagonal is JAX's (``jax_partial``), written as
 the closed form.
 
-Kinks follow JAX's own derivative (:mod:`mcjax._core._conventions`): ``max`` and ``min`` give
+Kinks follow JAX's own derivative (``mcjax._core._conventions``): ``max`` and ``min`` give
 1/2 to each side of a tie, ``abs'(0) = 1``.  For the checker, ``max``, ``min``, ``clamp`` and
 ``abs`` are kinks (their rules read which branch a direction takes); for the diagnosis, every
 sum, product and quotient has two terms that can be dropped or negated, every function whose

@@ -1,6 +1,6 @@
 r"""Linear algebra: the formulas a person writes where one exists, JAX's own map where none does.
 
-- ``inv``: $d(A^{-1}) = -A^{-1}\,dA\,A^{-1}$, a :class:`~mcjax.Sandwich`;
+- ``inv``: $d(A^{-1}) = -A^{-1}\,dA\,A^{-1}$, a ``mcjax.Sandwich``;
 - ``solve(A, b)``: $A^{-1}$ applied to $db$; $-A^{-1}\,dA\,\mathbf{x}$ for $dA$;
 - ``det``: $\partial \det A / \partial A = \det(A)\,A^{-\top}$; ``slogdet``: $\partial \log|\det A| /
   \partial A = A^{-\top}$;

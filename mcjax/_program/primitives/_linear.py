@@ -1,12 +1,12 @@
 r"""Rules shared by families: a primitive linear in an operand, and derivatives whose pattern
 is known while JAX supplies the numbers.
 
-- :func:`linear`: the Jacobian of a primitive that is linear (or affine) in an operand is the
-  primitive applied to the tangent, the other operands held (:class:`~mcjax.Applied`);
-- :func:`picked`: where JAX's own derivative picks one input entry per output entry (a max
+- ``linear``: the Jacobian of a primitive that is linear (or affine) in an operand is the
+  primitive applied to the tangent, the other operands held (``mcjax.Applied``);
+- ``picked``: where JAX's own derivative picks one input entry per output entry (a max
   pool's winner, a sort's order, a top-k), the positions it picks, read off JAX's JVP by
-  pushing the tangent ``1, 2, 3, ...`` through it: a :class:`~mcjax.Take`;
-- :func:`weights`: for a reduction each input entry feeds one output entry, so the Jacobian
+  pushing the tangent ``1, 2, 3, ...`` through it: a ``mcjax.Take``;
+- ``weights``: for a reduction each input entry feeds one output entry, so the Jacobian
   is a sum over the reduced axes after a diagonal, whose numbers JAX's VJP of ones gives
   exactly (ties sharing as JAX shares them).
 
@@ -91,7 +91,7 @@ def _jointly(e: Eqn, values, k: int) -> list[int]:
 
 def jvp_along(e: Eqn, k: int, tangent, values=None) -> list:
     """JAX's JVP of the equation with ``tangent`` on operand ``k`` and zero on the other
-    operands it differentiates (see :func:`_jointly`); the output tangents."""
+    operands it differentiates (see ``_jointly``); the output tangents."""
     values = [op.value for op in e.ins] if values is None else values
     floating = _jointly(e, values, k)
 
@@ -108,7 +108,7 @@ def jvp_along(e: Eqn, k: int, tangent, values=None) -> list:
 
 def vjp_of(e: Eqn, k: int, cotangent, out_index: int = 0):
     """JAX's VJP of output ``out_index`` of the equation, at ``cotangent``, for operand ``k``
-    (taken jointly in every floating operand, as :func:`jvp_along`)."""
+    (taken jointly in every floating operand, as ``jvp_along``)."""
     values = [op.value for op in e.ins]
     floating = _jointly(e, values, k)
 

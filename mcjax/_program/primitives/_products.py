@@ -11,7 +11,7 @@ held fixed.  Where that is one of the paper's structures it is returned as such:
 A factor that reaches the product through a transpose (``x @ W.T`` traces as ``transpose`` then
 ``dot_general``) is differentiated through it: the derivative is taken with respect to ``W``
 itself.  Any other contraction (batched, several contracted axes) is a
-:class:`~mcjax.Contraction`: structured, never densified.
+``mcjax.Contraction``: structured, never densified.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@ r"""Special functions (``jax.scipy.special``'s primitives): diagonal Jacobians t
 
 Their derivatives are written as a table of derivatives writes them
 ($\operatorname{erf}'(x) = \frac{2}{\sqrt\pi} e^{-x^2}$, $\ln\Gamma'(x) = \psi(x)$, ...); the
-numbers are JAX's own (:func:`~mcjax._program.primitives._elementwise.jax_partial`), whose edge
+numbers are JAX's own (``jax_partial``), whose edge
 cases (``bessel_i1e`` near 0, the incomplete gamma function's series) a closed form would miss.
 A partial JAX does not define (``polygamma`` with respect to its order, the incomplete beta
 function with respect to ``a`` and ``b``) is JAX's error, as in ``jax.jacfwd``.

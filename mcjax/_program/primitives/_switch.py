@@ -1,11 +1,11 @@
 r"""What the switch rules of the table share: reading a branch and a direction.
 
-A switch rule (:data:`~mcjax._program.primitives._table.SwitchRule`) gets its operands as
-:class:`~mcjax._program.primitives._table.V` values: primal ``p``, a bound ``e`` on the
+A switch rule (``SwitchRule``) gets its operands as
+``V`` values: primal ``p``, a bound ``e`` on the
 rounding error it carries, the tangent ``t`` along the direction being read, and for booleans
 and integers the value ``d`` just after moving along it.  A switch is *at its switch* when
 its switching quantity (``a - b`` of ``max(a, b)``, ``x`` of ``abs(x)``) is within the
-rounding it carries (:data:`~mcjax._core._tolerance.SWITCH_ROUNDING`): there the direction,
+rounding it carries (``SWITCH_ROUNDING``): there the direction,
 not the primal, says which branch is taken.
 """
 

@@ -1,14 +1,14 @@
 r"""The one table of primitive knowledge: what mcjax knows of each JAX primitive.
 
 JAX registers one differentiation rule per primitive in one table (``ad.primitive_jvps``);
-mcjax does the same for what *it* needs of a primitive, in one :class:`Primitive` record per
+mcjax does the same for what *it* needs of a primitive, in one ``Primitive`` record per
 name, so that ``mcjax.derive``, the checker and the diagnosis never disagree about what a
 primitive does and a primitive JAX adds shows up as missing (``tests/test_primitives.py``
 enumerates JAX's own tables):
 
 - **its Jacobian** (``jacobian``), for ``mcjax.derive``: the local structured Jacobian of the
   output with respect to each operand, or — where none is written — ``fallback``, the reason,
-  and JAX's own linear map of that one equation, named (:class:`~mcjax.Opaque`): correct, never
+  and JAX's own linear map of that one equation, named (``mcjax.Opaque``): correct, never
   a crash and never silently wrong.  ``expr`` and ``hint`` say how its output is written;
 - **how it switches** (``behaviour``), for the checker: ``smooth``; a ``kink`` (continuous,
   one-sided derivatives differ where it switches: ``max``, ``abs``, ``sort``); a ``jump``
@@ -23,7 +23,7 @@ enumerates JAX's own tables):
   forgotten).
 
 The families live in their own modules (``_elementwise``, ``_shape``, ...), each registering
-its primitives with :func:`register`.  Besides primitives, the table knows some *functions* by
+its primitives with ``register``.  Besides primitives, the table knows some *functions* by
 name: ``custom_jvp`` functions (``custom_jvp_call:relu``) and JAX's own jitted library
 functions (``jit:inv`` for ``jnp.linalg.inv``), whose structured Jacobian a person writes
 directly.
@@ -112,7 +112,7 @@ class V(NamedTuple):
 
 
 SwitchRule = Callable[[Any, list, bool], tuple[list, list]]
-"""``switch(eqn, ins, directional) -> (outs, sides)``: the outputs as :class:`V` values (with
+"""``switch(eqn, ins, directional) -> (outs, sides)``: the outputs as ``V`` values (with
 the directional derivative when ``directional``: the branch a direction moves each element
 into) and the side every element takes (arrays, compared between two points to see that a
 finite-difference step crossed a switch)."""

@@ -4,7 +4,7 @@ maxima.
 - a sum over windows (average pooling) and a cumulative sum are linear: their Jacobian is
   the operation itself (``reduce_window_sum(·)``, the lower-triangular ones $L$ of ``cumsum``);
 - a max (min) over windows takes each window's winner, JAX's choice at a tie: a selection
-  (:class:`~mcjax.Take`); for the checker a tie in a window is a kink;
+  (``mcjax.Take``); for the checker a tie in a window is a kink;
 - ``cummax``/``cummin`` take the running winner (a selection; at a tie JAX shares the
   derivative, which is its own JVP there); ``cumprod`` is $\operatorname{diag}(\mathbf{y})\,L\,
   \operatorname{diag}(1/\mathbf{x})$ and ``cumlogsumexp`` $\operatorname{diag}(e^{-\mathbf{y}})
@@ -48,11 +48,12 @@ def _select(check: bool):
     return rule
 
 
-def _own_derivative(e: Eqn, k: int, written: str = ""):
+def _own_derivative(e: Eqn, k: int, written: str = "", latex: str = ""):
     """JAX's own derivative of the primitive at this point, applied to the tangent of
     operand ``k``: linear in it, held as the point (no residuals, no dense matrix)."""
     held = [op.value for op in e.ins] + [None]
-    return B.applied(operation(e, written or f"∂{e.name}", derivative=True, wrt=k), held,
+    return B.applied(operation(e, written or f"∂{e.name}", derivative=True, wrt=k,
+                               latex=latex), held,
                      len(e.ins), e.ins[k].shape, e.out.shape, e.out.dtype,
                      [op.expr for op in e.ins])
 
@@ -133,12 +134,15 @@ for _name in ("cummax", "cummin"):
     register(_name, FAMILY, jacobian=_select(check=True), behaviour="kink", rounding="exact")
 
 
-def _cumulative(written: str):
+def _cumulative(written: str, latex: str):
     def rule(e: Eqn):
-        return {0: _own_derivative(e, 0, written)} if 0 in e.active else {}
+        return {0: _own_derivative(e, 0, written, latex)} if 0 in e.active else {}
 
     return rule
 
 
-register("cumprod", FAMILY, jacobian=_cumulative("diag(y) L diag(1/x)"))
-register("cumlogsumexp", FAMILY, jacobian=_cumulative("diag(exp(-y)) L diag(exp(x))"))
+register("cumprod", FAMILY, jacobian=_cumulative(
+    "diag(y) L diag(1/x)", r"\operatorname{diag}(\mathbf{y})\,L\,\operatorname{diag}(1/\mathbf{x})"))
+register("cumlogsumexp", FAMILY, jacobian=_cumulative(
+    "diag(exp(-y)) L diag(exp(x))",
+    r"\operatorname{diag}(e^{-\mathbf{y}})\,L\,\operatorname{diag}(e^{\mathbf{x}})"))
