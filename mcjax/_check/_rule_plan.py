@@ -19,6 +19,7 @@ import numpy as np
 
 from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import _is_array, _traced, name_of
+from mcjax._check._returned import vjp as pullback
 from mcjax._check._rule_free import CustomRule, rule_free, user_rules
 from mcjax._core._arguments import argnums_spec, numbers_as_array, positions, require_callable
 from mcjax._core._conventions import is_floating, standard_promotion
@@ -138,7 +139,7 @@ def plan(f, args: tuple, argnums: int = 0, surrogate=None) -> RulePlan:
 
     def vjp(*a):  # the rule's VJP as a function u -> u^T J
         _, back = jax.vjp(lambda x: f(*a[:argnums], x, *a[argnums + 1:]), a[argnums])
-        return lambda u: back(u)[0]
+        return pullback(lambda u: back(u)[0])
 
     def zero_cotangent():
         return out_spec.treedef.unflatten([jnp.zeros(s, t) for s, t in
