@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from mcjax._check import _fast, _full
@@ -26,6 +27,7 @@ from mcjax._core._tolerance import (
     FULL_MODE_MAX_INPUTS,
     KINK_CONVENTIONS,
 )
+from mcjax._program._trace import digest
 from mcjax.rules.chain import Differentiable
 
 MODES = ("auto", "full", "fast")
@@ -46,9 +48,16 @@ def check(f: Callable[..., Any], derivative: Callable[..., Any], *args: Any,
       derivative: a function of the same ``*args`` returning the derivative in numerator
         layout (``mcjax.conventions.LAYOUT``): an array of shape ``out.shape + arg.shape``
         (for a scalar ``f``, the gradient, with the argument's shape or pytree), a
-        structured ``mcjax.Jacobian``, a pytree in ``jax.jacfwd``'s structure, or a VJP
-        function ``u -> u^T J`` (``u`` shaped like ``f``'s output).
-      *args: the point; arguments not differentiated may be anything (labels, flags).
+        structured ``mcjax.Jacobian``, a pytree in ``jax.jacfwd``'s structure (a gradient
+        may be in the model's own type: ``eqx.filter_grad``'s, ``nnx.grad``'s ``State``, a
+        ``FrozenDict`` for a ``dict``: its leaves matched by path), or a VJP function
+        ``u -> u^T J`` (``u`` shaped like ``f``'s output): a Python function, JAX's pullback,
+        or any callable wrapped in ``mcjax.vjp`` (an ``eqx.Module`` is callable, so a
+        callable pytree of arrays is taken for a gradient unless so wrapped).
+      *args: the point; arguments not differentiated may be anything (labels, flags).  The
+        differentiated one may be a model (an Equinox module with function-valued fields, an
+        nnx Module or ``State``, linen variables): its inexact array leaves are
+        differentiated, the rest passes through untouched (``eqx.filter``'s rule).
       argnums: which argument (an int), or a tuple of them, as ``jax.grad`` takes it: then
         the derivative returns a tuple with one derivative per argument, as
         ``jax.jacrev(f, argnums=(0, 1))`` does, and the report names each argument.
@@ -170,8 +179,11 @@ def _check_many(function: str, cases: list[tuple], *, layout, kink_convention, s
         tolerance=tolerances) for f, d, a, argnums in cases]
     groups: dict = {}
     for i, p in enumerate(prepared):
+        # one group runs on one set of the values f and the derivative close over (lifted
+        # out of their programs): cases that differ only there are different groups
         key = (p.static, p.x_spec, p.out_spec,
-               tuple((jnp.shape(d), jnp.result_type(d)) for d in p.dynamic))
+               tuple((jnp.shape(d), jnp.result_type(d)) for d in p.dynamic),
+               tuple(digest(c) for c in jax.tree_util.tree_leaves(p.static.consts())))
         groups.setdefault(key, []).append(i)
     reports = _full.reports([(prepared[ix[0]], [prepared[i].dynamic for i in ix])
                              for ix in groups.values()], seed, kink_convention, merge=False,

@@ -8,6 +8,7 @@ import jax
 from jax.extend import core
 
 from mcjax._check._flat import FlatSpec
+from mcjax._core._pytrees import combine, partition
 from mcjax._program._trace import Keyed, signature
 
 
@@ -48,17 +49,20 @@ class Static(NamedTuple):
         return (self.argnums,) if isinstance(self.argnums, int) else self.argnums
 
     def x_of(self, args: tuple):
-        """The differentiated argument: ``args[argnums]``, or the tuple of them."""
+        """The differentiated argument: ``args[argnums]``, or the tuple of them, each with
+        ``None`` at the leaves that are not differentiated (a model's functions, integer
+        arrays: ``eqx.filter(arg, eqx.is_inexact_array)``)."""
         if isinstance(self.argnums, int):
-            return args[self.argnums]
-        return tuple(args[i] for i in self.argnums)
+            return partition(args[self.argnums])[0]
+        return tuple(partition(args[i])[0] for i in self.argnums)
 
     def with_x(self, args: tuple, x) -> tuple:
-        """``args`` with the differentiated argument (or arguments) replaced by ``x``."""
+        """``args`` with the differentiated leaves of the differentiated argument (or
+        arguments) replaced by ``x`` (as :meth:`x_of` returns it); the rest kept."""
         values = (x,) if isinstance(self.argnums, int) else tuple(x)
         new = list(args)
         for i, value in zip(self.positions, values):
-            new[i] = value
+            new[i] = combine(value, args[i])
         return tuple(new)
 
     def dynamic_of(self, args) -> list:

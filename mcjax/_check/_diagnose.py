@@ -34,6 +34,7 @@ from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared, flat_at, jacobian_of
 from mcjax._check._report import Slip
 from mcjax._core._conventions import standard_promotion
+from mcjax._core._pytrees import partition
 from mcjax._program._compile import compiler_options, run_compiled
 
 FACTORS = {-1.0: "-1: the sign is flipped", 2.0: "2", 0.5: "1/2", -2.0: "-2", -0.5: "-1/2"}
@@ -268,6 +269,7 @@ def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
                     "value": "value-for-derivative"}[target.how]
             out.append((kind, target.describe(), np.asarray(J, np.float64)))
     for k, arg in enumerate(args):
+        arg = partition(arg)[0]  # its differentiated leaves, as the argument's (a model's)
         leaves = jax.tree_util.tree_leaves(arg)
         if k in static.positions or not leaves:
             continue

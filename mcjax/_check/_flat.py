@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._core._conventions import wider
+from mcjax._core._pytrees import plain_path
 
 
 def _path_str(path) -> str:
@@ -61,6 +62,13 @@ class FlatSpec:
             k, rest = path[1:].split("]", 1)
             paths.append(f"[{argnums[int(k)]}]{rest}")
         return dataclasses.replace(self, paths=tuple(paths), root="args")
+
+    @functools.cached_property
+    def plain_paths(self) -> tuple[str, ...]:
+        """Each leaf's path without its containers' kinds (``layers/0/kernel/value``), from
+        the tree itself (``named_by`` renames only the labels)."""
+        tree = self.treedef.unflatten(list(range(len(self.shapes))))
+        return tuple(plain_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0])
 
     @functools.cached_property
     def sizes(self) -> tuple[int, ...]:

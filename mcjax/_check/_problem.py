@@ -21,9 +21,11 @@ import numpy as np
 from mcjax._check._case import ByIdentity, Prepared, Static
 from mcjax._check._flat import FlatSpec
 from mcjax._check._kinks import has_switches
+from mcjax._check._returned import as_derivative, as_vjp_result, is_pullback, pullback_of
 from mcjax._check._under_test import validate
 from mcjax._core._arguments import (
     argnums_spec,
+    describe,
     numbers_as_array,
     positions,
     require_callable,
@@ -32,7 +34,7 @@ from mcjax._core._compat import enable_x64
 from mcjax._core._conventions import is_floating, standard_promotion, wider
 from mcjax._core._errors import DtypeError, ShapeError, TraceError, require_floating
 from mcjax._core._ipython import code_location
-from mcjax._jacobian import Jacobian
+from mcjax._core._pytrees import floats_as_arrays, partition
 from mcjax._program._inspect import lowest_precision
 from mcjax._program._trace import Keyed, function_key, signature
 from mcjax._program._walk import custom_rules
@@ -81,8 +83,9 @@ def _user_line(error: BaseException) -> str:
     return f" at {code_location(fr.filename, fr.lineno)}{code}"
 
 
-def _traced(what: str, fn, *structs, **options):
-    """``function_key``, with a user's mistake turned into one sentence."""
+def _traced(what: str, fn, *structs, hint: str = "", **options):
+    """``function_key``, with a user's mistake turned into one sentence (``hint``: what to
+    add when the function raised a ``TypeError``)."""
     try:
         return function_key(fn, *structs, **options)
     except (ShapeError, DtypeError) as e:  # mcjax's own sentence, without JAX's trace note
@@ -98,7 +101,9 @@ def _traced(what: str, fn, *structs, **options):
     except Exception as e:  # noqa: BLE001 - the user's function raised: say so in one line
         message = str(e).split("\n", 1)[0]
         raise TraceError(f"mcjax.check: calling {what} raised {type(e).__name__}"
-                         f"{_user_line(e)}: {message}") from None
+                         f"{_user_line(e)}: "
+                         f"{message.rstrip('.') + hint if hint and isinstance(e, TypeError) else message}"
+                         ) from None
 
 
 def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: str,
@@ -124,23 +129,17 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
     wrt = positions(function, spec, len(given))
     argnums = wrt[0] if isinstance(spec, int) else wrt
     for i in wrt:
-        x = jax.tree_util.tree_map(lambda a: a if _is_array(a) else jnp.asarray(a), given[i])
-        for leaf in jax.tree_util.tree_leaves(x):
-            require_floating("check", f"args[{i}]", leaf)
-        if not sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(x)):
-            raise ShapeError(
-                f"mcjax.check: args[{i}] is empty ({FlatSpec.of(x).describe()}); expected at "
-                "least one entry to differentiate with respect to"
-            )
-        given[i] = x
+        given[i] = floats_as_arrays(given[i])  # a Python float is differentiated, as in jax.grad
+        _require_differentiable(function, f"args[{i}]", given[i])
     args = tuple(given)
-    x_spec = FlatSpec.of(args[argnums]) if isinstance(argnums, int) else FlatSpec.of(
-        tuple(args[i] for i in argnums)).named_by(argnums)
     leaves, treedef = jax.tree_util.tree_flatten(args)
     dynamic_positions = tuple(i for i, leaf in enumerate(leaves) if _is_array(leaf))
     static_leaves = tuple(None if _is_array(leaf) else _hashable(leaf) for leaf in leaves)
     dynamic = tuple(leaves[i] for i in dynamic_positions)
     static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
+    x_spec = FlatSpec.of(static.x_of(args))
+    if not isinstance(argnums, int):
+        x_spec = x_spec.named_by(argnums)
     structs = _structs(dynamic)
     seen = None
     if traces is not None:
@@ -179,6 +178,31 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
     return prepared
 
 
+def _require_differentiable(function: str, name: str, arg) -> None:
+    """The differentiated argument has floating leaves to differentiate (an array, a pytree,
+    a model: its inexact array leaves are differentiated, the rest is static), none complex,
+    and at least one entry."""
+    dynamic = jax.tree_util.tree_leaves_with_path(partition(arg)[0])
+    if not dynamic:
+        leaves = jax.tree_util.tree_leaves_with_path(arg)
+        if not leaves:
+            raise ShapeError(f"mcjax.{function}: {name} is {describe(arg)} without arrays; "
+                             "expected a floating array (or a pytree or model holding some) "
+                             "to differentiate with respect to")
+        path, leaf = leaves[0]
+        if isinstance(leaf, (bool, int, np.generic, np.ndarray, jax.Array)):
+            require_floating(function, name + jax.tree_util.keystr(path), jnp.asarray(leaf))
+        raise TypeError(f"mcjax.{function}: {name} is {describe(arg)} without floating "
+                        "arrays; expected a floating array (or a pytree or model holding "
+                        "some) to differentiate with respect to")
+    for path, leaf in dynamic:
+        require_floating(function, name + jax.tree_util.keystr(path), leaf)
+    if not sum(np.size(leaf) for _, leaf in dynamic):
+        raise ShapeError(
+            f"mcjax.{function}: {name} is empty ({FlatSpec.of(partition(arg)[0]).describe()}); "
+            "expected at least one entry to differentiate with respect to")
+
+
 def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSpec,
                       out_spec: FlatSpec):
     """Trace the derivative (its value, or for a VJP function its value at a cotangent) and
@@ -190,13 +214,19 @@ def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSp
 
     def traced(dynamic, u):
         value = derivative(*static.args(dynamic))
-        if callable(value) and not isinstance(value, Jacobian):
+        if is_pullback(value):
             pullback.append(True)
-            return value(out_spec.treedef.unflatten(u))
-        return value
+            return as_vjp_result(pullback_of(value)(out_spec.treedef.unflatten(u)), x_spec)
+        return as_derivative(value, x_spec, out_spec)
 
+    args = static.args(structs)
+    functions = any(callable(leaf) for i in static.positions
+                    for leaf in jax.tree_util.tree_leaves(args[i]))
+    hint = ("; the differentiated argument holds functions (a model's activation), which "
+            "jax.grad cannot take: differentiate its arrays with eqx.filter_grad, or pass "
+            "the arrays alone (eqx.partition)") if functions else ""
     trace = _traced("the derivative", traced, structs, cotangent, differentiated=False,
-                    lifted=True)
+                    lifted=True, hint=hint)
     validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback))
     return trace, bool(pullback)
 

@@ -16,6 +16,7 @@ import numpy as np
 from mcjax._check._case import Prepared, Static
 from mcjax._check._flat import FlatSpec
 from mcjax._core._errors import ShapeError, shape_str
+from mcjax._core._pytrees import structure_name
 from mcjax._jacobian import Jacobian
 from mcjax._program._inspect import max_terms
 from mcjax._program._trace import fresh_jaxpr
@@ -167,21 +168,44 @@ def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
         return message
     got = ", ".join(shape_str(shape_of(leaf)) for leaf in leaves) or "nothing"
     kind = ("an array" if isinstance(value, (jax.ShapeDtypeStruct, jax.Array, np.ndarray))
-            else type(value).__name__)  # traced abstractly: an array arrives as its shape
+            else structure_name(value))  # traced abstractly: an array arrives as its shape
     due = ", ".join(shape_str(out_spec.shapes[k] + x_spec.shapes[j]) for k, j in pairs)
+    hint = ("; if it is a VJP function u -> u^T J, wrap it: mcjax.vjp(fn)" if callable(value)
+            else "")
+    if out_spec.size == 1 and sorted(shape_of(leaf) for leaf in leaves) == sorted(
+            out_spec.shapes[0] + s for s in x_spec.shapes):
+        x_tree = x_spec.treedef.unflatten([0] * len(x_spec.shapes))
+        return (
+            f"mcjax.check: derivative returned {kind} with leaves {_with_paths(value)} but the "
+            f"differentiated argument is {structure_name(x_tree)} with leaves "
+            f"{_with_paths(x_spec)}: the same shapes in another structure; expected the "
+            "gradient in the argument's own structure, or its leaves at the same paths (a "
+            f"FrozenDict for a dict, nnx.grad's State for its Module){hint}")
     if x_spec.root == "args":  # argnums a tuple
         return (
-            f"mcjax.check: derivative returned {kind} with leaves of shapes "
-            f"{got} but f maps {x_spec.describe()} to {out_spec.describe()}; expected "
+            f"mcjax.check: derivative returned {kind} with leaves {_with_paths(value)} "
+            f"but f maps {x_spec.describe()} to {out_spec.describe()}; expected "
             "jax.jacfwd's structure for a tuple of argnums: a tuple with one derivative per "
-            f"argument (as jax.jacrev(f, argnums) returns), leaves of shapes {due}"
+            f"argument (as jax.jacrev(f, argnums) returns), leaves of shapes {due}{hint}"
         )
     return (
-        f"mcjax.check: derivative returned {kind} with leaves of shapes {got} "
+        f"mcjax.check: derivative returned {kind} with leaves {_with_paths(value)} "
         f"but f maps args with {x_spec.describe()} to {out_spec.describe()}; expected "
         f"jax.jacfwd's structure: f's output tree of argument trees, leaves of shapes {due} "
-        "(for a scalar f, the gradient: the argument's own tree)"
+        f"(for a scalar f, the gradient: the argument's own tree){hint}"
     )
+
+
+def _with_paths(tree) -> str:
+    """Each leaf of ``tree`` (or of a ``FlatSpec``) as its path and shape: ``['W'] (3, 4)``."""
+    if isinstance(tree, FlatSpec):
+        return ", ".join(f"{p or '(the root)'} {shape_str(s)}"
+                         for p, s in zip(tree.paths, tree.shapes))
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda a: isinstance(a, Jacobian))[0]
+    return ", ".join(
+        f"{jax.tree_util.keystr(p) or '(the root)'} "
+        f"{shape_str(tuple(a.shape) if isinstance(a, Jacobian) else tuple(np.shape(a)))}"
+        for p, a in flat) or "none"
 
 
 def terms_of(p: Prepared, contraction: bool = False) -> int:

@@ -19,6 +19,7 @@ from mcjax._core._arguments import (
     require_callable,
 )
 from mcjax._core._errors import DtypeError
+from mcjax._core._pytrees import floats_as_arrays, is_inexact_array, partition
 from mcjax._derive._interpret import interpret
 from mcjax._derive._names import argument_exprs, constant_exprs
 from mcjax._jacobian import _build as B
@@ -58,7 +59,10 @@ def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
       f: a function of arrays (or pytrees of arrays) returning an array or a pytree of them.
         A Python list of numbers passed as the differentiated argument is an array (as in
         ``mcjax.check``); leaves of the other arguments that are not numbers (strings,
-        flags, functions) are passed to ``f`` as they are.
+        flags, functions) are passed to ``f`` as they are.  The differentiated argument may
+        be a model (an Equinox module, an nnx Module or ``State``, linen variables): its
+        floating array leaves are differentiated and the result has ``None`` at the rest
+        (an ``eqx.nn.MLP``'s ``activation``), as ``eqx.filter_grad``.
       argnums: which positional argument to differentiate with respect to (an int), or a
         non-empty tuple of distinct ints (the result then has a tuple where ``jax.jacfwd``
         has one), as ``jax.jacfwd`` takes it.
@@ -101,10 +105,13 @@ def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
     @functools.wraps(f)
     def derivative(*args):
         wrt = positions("derive", spec, len(args))
-        args = tuple(numbers_as_array(a) if i in wrt else a for i, a in enumerate(args))
+        args = tuple(floats_as_arrays(numbers_as_array(a)) if i in wrt else a
+                     for i, a in enumerate(args))
         for i in wrt:
             _require_real(args[i], f"args[{i}]")
-        x_tree = args[wrt[0]] if isinstance(spec, int) else tuple(args[i] for i in wrt)
+        # a model's static part (functions, integer arrays) is not differentiated: None there
+        x_tree = (partition(args[wrt[0]])[0] if isinstance(spec, int)
+                  else tuple(partition(args[i])[0] for i in wrt))
         return _derive(f, args, wrt, x_tree, strict)
 
     def verify(*args, probes: int = PROBES, seed: int = 0) -> Verification:
@@ -156,7 +163,7 @@ def _derive(f, args, positions, x_tree, strict):
             if not _is_value(leaf):  # a string, a flag: passed to f as it is
                 continue
             tangents = {}
-            if i in positions:
+            if i in positions and is_inexact_array(leaf):
                 tangents = {len(x_leaves): B.identity(jnp.shape(leaf), jnp.result_type(leaf))}
                 x_leaves.append(leaf)
             operands.append(Operand(jnp.asarray(leaf), expr, tangents))
@@ -173,11 +180,19 @@ def _derive(f, args, positions, x_tree, strict):
 
 
 def _require_real(tree, where: str) -> None:
-    for leaf in jax.tree_util.tree_leaves(tree):
-        if not _is_value(leaf):
-            raise TypeError(f"mcjax.derive: {where} is {describe(leaf)}; expected a floating "
-                            "array (or a pytree of them) to differentiate with respect to")
-        _require_real_dtype(jnp.result_type(leaf), where)
+    """The differentiated argument has real floating leaves to differentiate (an array, a
+    pytree, a model: its other leaves, functions and integer arrays, are static)."""
+    dynamic = jax.tree_util.tree_leaves_with_path(partition(tree)[0])
+    if not dynamic:
+        leaves = jax.tree_util.tree_leaves(tree)
+        first = leaves[0] if leaves else tree
+        if _is_value(first):
+            _require_real_dtype(jnp.result_type(first), where)
+        raise TypeError(f"mcjax.derive: {where} is {describe(first)}; expected a floating "
+                        "array (or a pytree or model holding some) to differentiate with "
+                        "respect to")
+    for path, leaf in dynamic:
+        _require_real_dtype(jnp.result_type(leaf), where + jax.tree_util.keystr(path))
 
 
 def _require_real_dtype(dtype, where: str) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import CheckpointError, Problems, ShapeError, shape_str
+from mcjax._core._pytrees import floats_as_arrays, partition
 from mcjax._program._compile import compile_keyed
 from mcjax._train import _history, _sharding
 from mcjax._train._backprop_check import check_backprop
@@ -40,6 +41,7 @@ from mcjax._train._programs import fingerprints
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
+from mcjax._train._static import split_model, static_part, whole
 from mcjax._train._stops import StopSignals, agreed, non_finite
 
 
@@ -62,6 +64,7 @@ class Run:
     checkpoint: Path | None = None
     resumed_from: Path | None = None
     backprop_check: Any = None
+    static: Any = None  # the model's part that is not trained (_static), None if none
 
 
 def _params_template(model: Model, init_key, params):
@@ -147,6 +150,10 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     """Check everything, open the checkpoint folder, restore or initialise the state, and
     compile the epoch; nothing has been trained when it returns."""
     check_model("train", model, config.grad)
+    given = model  # an Equinox module's functions, say, are carried along, not trained
+    static = static_part(model.init, config.seed, params)
+    model = split_model(model, static)
+    params = None if params is None else partition(floats_as_arrays(params))[0]
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"mcjax.train: evaluate={evaluate!r:.60}; expected a function "
                         "params -> {name: number} or None")
@@ -169,12 +176,14 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
         keep=config.keep_checkpoints, checkpoint_every=config.checkpoint_every, identity={
             **config.identity(), "data": fingerprint(data),
             "model": dict(model.config) if model.config is not None
-            else {"name": model.name, "init": describe(model.init), "loss": describe(model.loss)}},
+            else {"name": model.name, "init": describe(given.init), "loss": describe(given.loss)}},
         programs=fingerprints(loss, optimizer, shapes,
                               *_step_inputs(data, config.batch_size), opt_shapes))
     try:
-        return _start(model, data, config, folder, params, mesh, optimizer, loss,
-                      (shapes, opt_shapes), n, evaluate)
+        run = _start(model, data, config, folder, params, mesh, optimizer, loss,
+                     (shapes, opt_shapes), n, evaluate)
+        run.static = static
+        return run
     except BaseException:
         if folder is not None:
             folder.close()
@@ -253,7 +262,7 @@ def run_epochs(run: Run, *, progress: bool | None = False,
                                    checkpointing=run.folder is not None)
                 if error is not None:
                     raise error
-                _record(run.history, metrics["loss"], run.evaluate, run.params)
+                _record(run.history, metrics["loss"], run.evaluate, whole(run.params, run.static))
                 bar.update(epoch + 1, run.history)
                 stopped, done = agreed(stop.received), epoch + 1
                 before = run.checkpoint
@@ -268,7 +277,7 @@ def run_epochs(run: Run, *, progress: bool | None = False,
                     _history.notify(callback, _history.EpochRecord(
                         done, done * run.steps_per_epoch, run.history["loss"][-1],
                         {k: v[-1] for k, v in run.history.items() if k != "loss" and v},
-                        np.asarray(metrics["loss"]), run.params,
+                        np.asarray(metrics["loss"]), whole(run.params, run.static),
                         run.checkpoint if run.checkpoint != before else None,
                         time.perf_counter() - tic), run.checkpoint)
                 if stopped:
@@ -277,6 +286,6 @@ def run_epochs(run: Run, *, progress: bool | None = False,
         if run.folder is not None:
             run.folder.close()
     done = len(run.history["loss"])
-    return TrainResult(run.params, run.opt_state, run.history, done, done * run.steps_per_epoch,
-                       run.compile_seconds, time.perf_counter() - tic, run.checkpoint,
+    return TrainResult(whole(run.params, run.static), run.opt_state, run.history, done,
+                       done * run.steps_per_epoch, run.compile_seconds, time.perf_counter() - tic, run.checkpoint,
                        run.resumed_from, stopped is not None, stopped, run.backprop_check)

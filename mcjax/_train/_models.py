@@ -48,11 +48,16 @@ class Model(NamedTuple):
     epoch and the step, so a resumed run draws the same keys.
 
     Attributes:
-      init: ``init(key) -> params``, a pytree of floating arrays.
+      init: ``init(key) -> params``, a pytree of floating arrays, or a model as research
+        code holds it (an Equinox module with its activation function, an nnx Module, linen
+        variables): its inexact array leaves are trained, the rest is carried along
+        untouched (Equinox's ``eqx.filter(model, eqx.is_inexact_array)``), and
+        ``TrainResult.params`` is the whole model.
       loss: ``loss(params, batch) -> scalar`` or ``loss(params, batch, key) -> scalar``,
         usually a mean over the batch's rows.
       backprop: optional, the hand-derived gradient ``backprop(params, batch[, key]) ->
-        grads`` of ``loss`` with respect to ``params`` (same structure and shapes), used by
+        grads`` of ``loss`` with respect to ``params`` (same structure and shapes, or the
+        model's own type with ``None`` at what is not trained, as ``eqx.filter_grad``), used by
         ``grad="analytic"``, which checks it with :func:`mcjax.check` at the first batch.
       apply: optional, ``apply(params, inputs) -> predictions`` (B, ...), for evaluation.
       check: optional, ``check(function, params, batch)`` raises :class:`~mcjax.ShapeError`

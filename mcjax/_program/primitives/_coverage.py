@@ -3,6 +3,7 @@ and the docs print."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from mcjax._program.primitives._table import TABLE, Primitive
@@ -22,8 +23,8 @@ _MODULES = ("jax.numpy", "jax.scipy.special", "jax.scipy.linalg", "jax.nn", "jax
 
 def differentiable_primitives() -> list[str]:
     """The names of every primitive the installed JAX has a JVP rule for (its own table,
-    ``ad.primitive_jvps``, after importing every module of JAX that registers primitives;
-    its own rules only), plus the custom-rule calls."""
+    ``ad.primitive_jvps``, after importing every module of JAX that registers primitives),
+    plus the custom-rule calls."""
     import importlib
 
     from jax._src.interpreters import ad  # the one place JAX keeps its table
@@ -33,17 +34,17 @@ def differentiable_primitives() -> list[str]:
             importlib.import_module(module)
         except ImportError:  # not in this JAX: its primitives are not either
             pass
-    return sorted({p.name for p, rule in ad.primitive_jvps.items() if _defined_by_jax(rule)}
+    return sorted({p.name for p, rule in ad.primitive_jvps.items() if _from_jax(rule)}
                   | set(_CUSTOM_RULES))
 
 
-def _defined_by_jax(rule) -> bool:
+def _from_jax(rule) -> bool:
     """Whether a JVP rule is JAX's own: a library imported in the same process (Equinox,
-    lineax) registers primitives of its own in JAX's table, and those are not the installed
-    JAX's (derive takes JAX's linear map of them, as of any primitive without an entry)."""
-    while hasattr(rule, "func"):  # a functools.partial of the rule
+    lineax, Flax) registers primitives of its own in the same table."""
+    while isinstance(getattr(rule, "func", None), Callable):  # functools.partial
         rule = rule.func
-    return (getattr(rule, "__module__", None) or "jax").split(".")[0] == "jax"
+    module = getattr(rule, "__module__", None) or ""
+    return not module or module.split(".")[0] in ("jax", "jaxlib")
 
 
 class Row(NamedTuple):
