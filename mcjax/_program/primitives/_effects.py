@@ -46,7 +46,7 @@ for _name in ("debug_callback", "debug_print", "inspect_sharding", "io_callback"
 for _name in ("get", "swap", "addupdate", "new_ref", "empty_ref", "free_ref", "freeze",
               "accum_grad_in_ref", "box_get", "box_set", "new_box", "run_state", "new_log",
               "log_extend", "log_read",
-              "mutable_array"):  # JAX 0.7's name of new_ref
+              "mutable_array", "array_ref"):  # JAX 0.7.0's and 0.7.1's names of new_ref
     register(_name, "state", behaviour="none", fallback="mutable state: JAX's linear map")
 for _name in ("random_bits", "random_fold_in", "random_seed", "random_split", "random_unwrap",
               "random_wrap", "bitcast_convert_type"):
