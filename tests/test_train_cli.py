@@ -261,3 +261,19 @@ def test_every_bad_run_setting_is_a_one_line_usage_error_before_any_work(tmp_pat
     assert sorted(os.listdir(folders["empty"])) == [] and not os.path.exists(folders["missing"])
     assert sorted(p for p in os.listdir(folders["run"])) == ["epoch_00000001", "run.json"]
     assert len(ARGPARSE_ERRORS) + len(RUN_ERRORS) + 2 >= 45
+
+
+def test_digits_without_scikit_learn_is_a_one_line_usage_error_before_any_work(tmp_path):
+    """The digits are scikit-learn's: without it, one line naming the extra, status 2, and no
+    checkpoint folder made (here scikit-learn is hidden from the process)."""
+    folder = tmp_path / "run"
+    hide = ("import sys; sys.modules['sklearn'] = None; from mcjax._cli import main; "
+            f"raise SystemExit(main(['train', 'digits', '--no-cache', '--checkpoint-dir', "
+            f"{str(folder)!r}]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", hide], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("mcjax train: TASK digits needs scikit-learn: "
+                           "pip install 'mcjax[experiments]'\n")
+    assert done.stdout == "" and not folder.exists()

@@ -110,7 +110,8 @@ def add_train(subparsers) -> None:
             "Train by minibatch gradient descent, one compiled lax.scan per epoch. "
             "TASK 'neuron': the paper's ReLU neuron, fitted with the paper's loss to synthetic "
             "data from a known (w, b); prints the parameter error. TASK 'digits': an MLP on "
-            "scikit-learn's bundled digits (needs scikit-learn); prints the test accuracy. "
+            "scikit-learn's bundled digits (needs scikit-learn: pip install 'mcjax[experiments]'); "
+            "prints the test accuracy. "
             "TASK MODULE:NAME (e.g. my_model.py:model): your own model, NAME being a "
             "mcjax.Model, an (init, loss) pair, or a function of no arguments that returns "
             "one; the data are the module's 'data' (or --data NAME): a pytree of arrays with "
@@ -234,6 +235,11 @@ def _contradictions(args) -> list[str]:
     if args.task == "neuron" and args.samples < args.batch_size:
         found.append(f"--batch-size {args.batch_size} but --samples {args.samples}; expected a "
                      f"batch size of at most {args.samples}")
+    if args.task == "digits":
+        try:  # the digits are scikit-learn's: said before any work, as --plot's matplotlib
+            import sklearn.datasets  # noqa: F401
+        except ImportError:
+            found.append("TASK digits needs scikit-learn: pip install 'mcjax[experiments]'")
     return found
 
 
