@@ -65,3 +65,19 @@ def test_help_lists_verify():
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0
+
+
+@pytest.mark.parametrize("command", [
+    ["verify", "--list"],
+    ["verify", "-k", "relu", "--dtype", "float32", "--jobs", "1", "--json"],
+    ["train", "neuron", "--samples", "64", "--epochs", "1", "--no-cache", "--no-progress"],
+], ids=" ".join)
+def test_a_reader_gone_ends_the_command_quietly_with_status_141(command):
+    """``mcjax ... | head``: stdout's reader closes the pipe before the command writes. The
+    command says nothing (no BrokenPipeError traceback) and ends with 141, 128 + SIGPIPE."""
+    process = subprocess.Popen([sys.executable, "-m", "mcjax", *command], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    process.stdout.close()  # before the child has written a byte: its first write fails
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err) == (141, "")

@@ -4,7 +4,8 @@ Each subcommand is a pair of functions: ``_add_NAME(subparsers)`` declares its o
 ``_run_NAME(args) -> exit status`` does the work (``train``'s pair is in ``_train``,
 ``derive``'s in ``_derive``, the rules table of ``verify`` in ``_summary``).  Exit status 0
 means success, 1 a failed check, 2 a usage error, 130 Ctrl-C and 143 SIGTERM outside a
-training loop (which stops at an epoch's end instead), each reported in one line.  A warning
+training loop (which stops at an epoch's end instead), each reported in one line; 141 (as
+SIGPIPE) and no word when stdout's reader has gone (``mcjax verify --list | head``).  A warning
 is one line too, without Python's source line, and said once.
 """
 
@@ -382,10 +383,26 @@ def _sigterm_stops():
         signal.signal(signal.SIGTERM, previous)
 
 
+SIGPIPE_STATUS = 128 + 13  # what a shell reports for a program that SIGPIPE ended (| head)
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``mcjax verify --list | head``): say nothing more, as
+    ``cat`` and ``git`` do, and end with status 141 (128 + SIGPIPE), so that a pipeline with
+    ``set -o pipefail`` sees that the output was cut.  stdout then points at /dev/null, so that
+    Python's last flush at exit does not print the error again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (a test's capture)
+        pass
+    return SIGPIPE_STATUS
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mcjax`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status:
     0 success, 1 a failed verdict or run, 2 a usage, import or trace error, 130 Ctrl-C, 143
-    SIGTERM (one line on stderr, no traceback)."""
+    SIGTERM (one line on stderr, no traceback), 141 stdout's reader gone (no word)."""
     args = build_parser().parse_args(argv)
     command = f"mcjax {args.command}"
     said: set[str] = set()
@@ -400,7 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(), _sigterm_stops():
             warnings.showwarning = one_line
-            return args.run(args)
+            status = args.run(args)
+            sys.stdout.flush()  # a reader gone (| head) is found here, not at Python's exit
+            return status
+    except BrokenPipeError:
+        return _reader_gone()
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
