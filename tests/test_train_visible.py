@@ -112,7 +112,7 @@ def test_a_wrong_hand_derived_gradient_is_caught_at_the_first_batch():
     right = mcjax.train(NEURON, (X, Y), grad="analytic", **RUN)
     assert right.backprop_check.ok and "backprop_check=ok" in repr(right)
     with pytest.raises(mcjax.DerivativeError, match=(
-            r"(?s)mcjax.train: model 'neuron''s backprop is not the gradient of its loss \(a "
+            r"(?s)mcjax.train: the backprop of model 'neuron' is not the gradient of its loss \(a "
             r"constant factor: matches the reference times 2\) at the start of epoch 1, on the 8 "
             r"rows of its first step; [^\n]*check_backprop=False skips this check.*"
             r"mcjax.check: FAIL")) as caught:
@@ -137,8 +137,10 @@ def test_the_command_stops_a_wrong_backprop_with_the_report(monkeypatch, capsys)
     monkeypatch.setattr(mcjax, "neuron_model", lambda *a, **k: _times_two(neuron_model(*a, **k)))
     assert main([*CLI, "--grad", "analytic"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("mcjax train: mcjax.train: model 'neuron''s backprop is not the "
-                          "gradient of its loss") and "mcjax.check: FAIL" in err
+    assert err.startswith("mcjax train: the backprop of model 'neuron' is not the gradient of "
+                          "its loss") and "mcjax.check: FAIL" in err
+    assert "Fix backprop or train with --grad autodiff (--no-check-backprop skips this check)" \
+        in err.splitlines()[0]
 
 
 def test_the_command_writes_the_history_and_its_figure(tmp_path, capsys):
@@ -152,7 +154,8 @@ def test_the_command_writes_the_history_and_its_figure(tmp_path, capsys):
     plot = ["--plot", str(png)] if _has_matplotlib() else []
     assert main([*CLI, "--history", str(csv), "--checkpoint-dir", str(tmp_path / "run"),
                  "--grad", "analytic", "--resume", "--no-check-backprop", *plot]) == 0
-    assert "backprop_check           None" in capsys.readouterr().out
+    out = capsys.readouterr().out  # no check, no checkpoint written: no line, not Python's None
+    assert "backprop_check" not in out and "None" not in out and "signal" not in out
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["step"] == 8
     lines = csv.read_text().splitlines()
@@ -211,7 +214,7 @@ def test_the_check_sees_the_first_step_as_training_does():
     assert (jax.random.key_data(step_key) == jax.random.key_data(keys[0])).all()
     assert mcjax.train(_dropout_model(same_key=True), (X, Y), grad="analytic",
                        **RUN).backprop_check.ok
-    with pytest.raises(mcjax.DerivativeError, match="model 'dropout''s backprop is not"):
+    with pytest.raises(mcjax.DerivativeError, match="the backprop of model 'dropout' is not"):
         mcjax.train(_dropout_model(same_key=False), (X, Y), grad="analytic", **RUN)
 
 
