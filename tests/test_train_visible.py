@@ -60,6 +60,27 @@ def test_python_and_the_command_line_share_one_set_of_defaults():
     assert DEFAULTS.grad == "autodiff" and DEFAULTS.check_backprop is True
 
 
+def test_a_long_table_shows_evenly_spaced_epochs_first_and_last_among_them():
+    """A table cut to max_rows shows epoch 1, every k-th epoch for the smallest k that fits,
+    and the last (40 epochs in 6 rows: 1, 8, 16, 24, 32, 40), never gaps such as 10, 10, 9."""
+    from mcjax._train._history import _thinned
+
+    assert [i + 1 for i in _thinned(40, 6)] == [1, 8, 16, 24, 32, 40]
+    assert [i + 1 for i in _thinned(40, 20)][:4] == [1, 3, 6, 9]
+    for n in range(1, 130):
+        for max_rows in (1, 2, 3, 5, 6, 10, 20):
+            shown = [i + 1 for i in _thinned(n, max_rows)]
+            if n <= max_rows:
+                assert shown == list(range(1, n + 1))
+                continue
+            assert shown[0] == 1 and shown[-1] == n and len(shown) <= max(max_rows, 2)
+            step = shown[1]  # >= 2: epochs step, 2 step, ... between the first and the last
+            between = [e for e in shown[1:] if e % step == 0]
+            assert between == list(range(step, n + 1, step)), (n, max_rows, shown)
+            assert len(shown) - len(between) <= 2  # only the first and the last are extra
+            assert len(shown) > max(max_rows, 2) // 2, (n, max_rows, shown)  # not too few
+
+
 def test_repr_table_plot_and_a_callback_that_changes_nothing(tmp_path):
     records = []
     kw = dict(RUN, evaluate=lambda p: {"w0": p["w"][0]}, checkpoint_every=3)
