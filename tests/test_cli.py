@@ -61,6 +61,17 @@ def test_python_dash_m_mcjax():
     assert "sum_reduction" in run.stdout
 
 
+def test_version(capsys):
+    import jax
+
+    import mcjax
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"mcjax {mcjax.__version__} (jax {jax.__version__})\n"
+
+
 def test_help_lists_verify():
     with pytest.raises(SystemExit) as info:
         main(["--help"])

@@ -343,6 +343,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: ``mcjax X.Y.Z (jax A.B.C)``, status 0; mcjax and JAX are imported only
+    when it is asked for."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import jax
+
+        import mcjax
+
+        print(f"mcjax {mcjax.__version__} (jax {jax.__version__})")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mcjax._cli._derive import add_derive
     from mcjax._cli._train import add_train
@@ -352,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The matrix calculus of deep learning, executable: hand-derived "
                     "derivatives cross-checked against JAX autodiff.",
     )
+    parser.add_argument("--version", action=_Version,
+                        help="print mcjax's version and JAX's, and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_verify(subparsers)
