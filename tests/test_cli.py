@@ -23,7 +23,7 @@ def test_verify_table_and_exit_status(capsys):
     assert main(["verify", "-k", "relu", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
     assert "relu" in out
-    assert "1 rules, 1 derivatives, dtypes float32, 3 shape cases, seed 0: all 3 checks passed" in out
+    assert "1 rule, 1 derivative, dtype float32, 3 shape cases, seed 0: all 3 checks passed" in out
 
 
 def test_verify_table_reads_at_80_columns(capsys, monkeypatch):

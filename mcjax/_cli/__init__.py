@@ -144,18 +144,26 @@ def _run_verify(args) -> int:
     console.print(_summary.table(results, title="mcjax verify: the checker over every rule"))
     n_derivatives = len(_summary.summarize(results))
     verdict = (
-        f"[bold red]{len(failed)} of {len(results)} checks FAILED[/bold red]"
+        f"[bold red]{len(failed)} of {_counted(len(results), 'check')} FAILED[/bold red]"
         if failed
-        else f"[green]all {len(results)} checks passed[/green]"
+        else f"[green]{'all ' * (len(results) > 1)}{_counted(len(results), 'check')} "
+             f"passed[/green]"
     )
     console.print(
-        f"{len(rules)} rules, {n_derivatives} derivatives, dtypes {', '.join(dtypes)}, "
-        f"{len(SHAPE_CASES)} shape cases, seed {args.seed}: {verdict} in {elapsed:.1f} s",
+        f"{_counted(len(rules), 'rule')}, {_counted(n_derivatives, 'derivative')}, "
+        f"{'dtypes' if len(dtypes) > 1 else 'dtype'} {', '.join(dtypes)}, "
+        f"{_counted(len(SHAPE_CASES), 'shape case')}, seed {args.seed}: {verdict} in "
+        f"{elapsed:.1f} s",
         soft_wrap=True,
     )
     for line in failed:
         console.print("[red]FAIL[/red] " + escape(line), highlight=False, soft_wrap=True)
     return 1 if failed else 0
+
+
+def _counted(n: int, noun: str) -> str:
+    """``1 rule``, ``2 rules``."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 # -- check -------------------------------------------------------------------------------
