@@ -413,7 +413,7 @@ def test_a_damaged_checkpoint_is_one_warning_line(tmp_path):
     damaged.write_bytes(b"X" + damaged.read_bytes()[1:])
     done = _mcjax(*SMALL, "--epochs", 3, "--checkpoint-dir", folder, "--resume")
     assert done.returncode == 0
-    assert _one_line(done.stderr, "mcjax train: warning: mcjax.train: skipped the damaged "
+    assert _one_line(done.stderr, "mcjax train: warning: skipped the damaged "
                                   f"checkpoint {folder / step_name(2)}")
 
 

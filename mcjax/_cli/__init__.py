@@ -435,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def one_line(message, category, filename, lineno, file=None, line=None):
         text = str(message).strip().splitlines()
-        warning = f"{command}: warning: {text[0] if text else category.__name__}"
+        said_by = f"mcjax.{args.command}: "  # the library's own prefix, said once already
+        warning = f"{command}: warning: " \
+                  f"{text[0].removeprefix(said_by) if text else category.__name__}"
         if warning not in said:  # a library that warns at every call is heard once
             said.add(warning)
             print(warning, file=sys.stderr if file is None else file)
