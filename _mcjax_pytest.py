@@ -2,7 +2,7 @@
 
 pytest loads it through the ``pytest11`` entry point wherever mcjax is installed; nothing to
 configure.  When a test fails with ``mcjax.DerivativeError`` (from
-``mcjax.assert_derivative``), the traceback stops at the test's own code instead of
+``mcjax.assert_derivative`` or ``mcjax.assert_rule``), the traceback stops at the test's own code instead of
 walking into mcjax's internals, the report follows it (the comparisons, the worst entries,
 the diagnosis), and the short summary line names the diagnosis.  ``--fulltrace`` shows the
 whole traceback as usual.
@@ -65,4 +65,5 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_report_header(config):
-    return "mcjax: a failing mcjax.assert_derivative shows its report and diagnosis"
+    return ("mcjax: a failing mcjax.assert_derivative or mcjax.assert_rule shows its report and "
+            "diagnosis")

@@ -41,6 +41,7 @@ from mcjax import (
 from mcjax._check._api import assert_derivative, check, check_cases, check_chain, check_points
 from mcjax._check._report import Report
 from mcjax._check._returned import vjp
+from mcjax._check._rules import assert_rule, check_rule, check_rules
 from mcjax._core import _public
 from mcjax._core._errors import (
     CheckpointError,
@@ -225,6 +226,9 @@ __all__ = [
     "check_points",
     "check_cases",
     "check_chain",
+    "check_rule",
+    "check_rules",
+    "assert_rule",
     "vjp",
     "Report",
     "DerivativeError",

@@ -315,6 +315,8 @@ BAD_FLAGS = [  # (command line, words of the one line on stderr); each exits 2
     (["check", *LOG, "--argnums", "1"], "mcjax check: argnums=1 but f gets 1 argument(s)"),
     (["check", *LOG, "--argnums", "0,0"], "mcjax check: argnums=(0, 0) names an argument twice"),
     (["check", *LOG, "--mode", "slow"], "argument --mode: invalid choice: 'slow'"),
+    (["check", *LOG, "--surrogate", "user_model.py:log"], "--surrogate goes with --rule"),
+    (["check", "--rule", *LOG], "--rule checks the custom rules of user_model.py:log itself"),
     (["check", *LOG, "--layout", "rows"], "argument --layout: invalid choice: 'rows'"),
     (["check", *LOG, "--kink-convention", "up"], "argument --kink-convention: invalid choice"),
     (["check", *LOG, "--dtype", "int32"], "argument --dtype: invalid choice: 'int32'"),

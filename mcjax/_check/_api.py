@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from mcjax._check import _fast, _full
@@ -26,6 +27,7 @@ from mcjax._core._tolerance import (
     FULL_MODE_MAX_INPUTS,
     KINK_CONVENTIONS,
 )
+from mcjax._program._trace import digest
 from mcjax.rules.chain import Differentiable
 
 MODES = ("auto", "full", "fast")
@@ -177,8 +179,11 @@ def _check_many(function: str, cases: list[tuple], *, layout, kink_convention, s
         tolerance=tolerances) for f, d, a, argnums in cases]
     groups: dict = {}
     for i, p in enumerate(prepared):
+        # one group runs on one set of the values f and the derivative close over (lifted
+        # out of their programs): cases that differ only there are different groups
         key = (p.static, p.x_spec, p.out_spec,
-               tuple((jnp.shape(d), jnp.result_type(d)) for d in p.dynamic))
+               tuple((jnp.shape(d), jnp.result_type(d)) for d in p.dynamic),
+               tuple(digest(c) for c in jax.tree_util.tree_leaves(p.static.consts())))
         groups.setdefault(key, []).append(i)
     reports = _full.reports([(prepared[ix[0]], [prepared[i].dynamic for i in ix])
                              for ix in groups.values()], seed, kink_convention, merge=False,

@@ -53,6 +53,7 @@ from mcjax._check._references import (
     taylor_steps,
 )
 from mcjax._check._report import KinkEntry, Kinks, Later, Report, header, wrt_of
+from mcjax._check._rule_free import user_rules
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
@@ -62,13 +63,15 @@ _quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore")  # NaN is
 
 
 # -- the program ---------------------------------------------------------------------------
-def _native(static, x_spec, out_spec, dynamic):
+def _native(static, x_spec, out_spec, dynamic, also=()):
     """The derivative under test in ``f``'s dtype, and the exact references: in the same
     dtype, or in float32 for a 16-bit ``f`` (whose own autodiff rounds as much as the
-    derivative under test)."""
+    derivative under test).  ``also``: the statics of other derivatives of the same ``f``,
+    judged against the same references (``"also0"``, ...)."""
     args = static.args(dynamic)
     x = x_spec.flatten(static.x_of(args))
     got = DerivativeUnderTest(static, args, x_spec, out_spec).matrix(x.dtype)
+    others = [DerivativeUnderTest(s, args, x_spec, out_spec).matrix(x.dtype) for s in also]
     refs = {}
     if is_half(got.dtype):  # JAX's own Jacobian in f's dtype measures the rounding there
         refs["jacobian_half"] = _jacobian_in(static, x_spec, out_spec, dynamic, got.dtype)
@@ -79,7 +82,9 @@ def _native(static, x_spec, out_spec, dynamic):
     if static.switches:
         refs["right"], refs["left"], refs["together"], refs["together_left"] = \
             _kinks.one_sided(f_flat, x)
-    return {"got": got.astype(refs["jacrev"].dtype), **refs}
+    dtype = refs["jacrev"].dtype
+    return {"got": got.astype(dtype), **{f"also{k}": o.astype(dtype) for k, o in
+                                         enumerate(others)}, **refs}
 
 
 def _jacobian_in(static, x_spec, out_spec, dynamic, dtype):
@@ -102,8 +107,8 @@ def _over_points(fn, *batched):
     return jax.tree_util.tree_map(lambda a: a[None], out)
 
 
-def _point(static, x_spec, out_spec, stencils, dynamic, normal):
-    values = _native(static, x_spec, out_spec, dynamic)
+def _point(static, x_spec, out_spec, stencils, also, dynamic, normal):
+    values = _native(static, x_spec, out_spec, dynamic, also)
     # f's rounding, measured: float32 against float64 autodiff (one is the native one); a
     # 16-bit f's was measured in _native, in its own dtype against float32
     for dtype, name in ((jnp.float32, "jacobian32"), (jnp.float64, "jacobian64")):
@@ -121,18 +126,22 @@ def _point(static, x_spec, out_spec, stencils, dynamic, normal):
 
 
 def _programs(groups, consts, dynamics, normals):
-    groups = tuple((g[0].bind(c), *g[1:]) for g, c in zip(groups, consts))
+    groups = tuple((g[0].bind(c[0]), *g[1:4], tuple(s.bind(k) for s, k in zip(g[4], c[1])))
+                   for g, c in zip(groups, consts))
     return [_over_points(lambda d, t, g=g: _point(*g, d, t), dynamic, normal)  # pyright: ignore[reportCallIssue]
             for g, dynamic, normal in zip(groups, dynamics, normals)]
 
 
-def run(groups: list[tuple[Prepared, list[tuple]]], seed: int, stencils: bool = True
-        ) -> list[list[dict]]:
+def run(groups: list[tuple[Prepared, list[tuple]]], seed: int, stencils: bool = True,
+        also: list[tuple[Prepared, ...]] | None = None) -> list[list[dict]]:
     """Run every group's points in one program; per group, per point, NumPy dicts.
 
     ``stencils=False`` leaves out finite differences and the Taylor test (``mcjax verify``:
-    the registry's functions are plain JAX, whose autodiff is exact)."""
-    statics = tuple((p.static, p.x_spec, p.out_spec, stencils) for p, _ in groups)
+    the registry's functions are plain JAX, whose autodiff is exact).  ``also``: per group,
+    other derivatives of the same ``f`` at the same points (their matrices ``"also0"``, ...)."""
+    also = also or [()] * len(groups)
+    statics = tuple((p.static, p.x_spec, p.out_spec, stencils, tuple(q.static for q in more))
+                    for (p, _), more in zip(groups, also))
     # NumPy, not jnp: every eager jnp call would compile a little program of its own
     dynamics = [tuple(np.stack([np.asarray(leaf) for leaf in leaves]) for leaves in zip(*points))
                 for _, points in groups]
@@ -141,7 +150,8 @@ def run(groups: list[tuple[Prepared, list[tuple]]], seed: int, stencils: bool = 
     # the checker's own program computes across dtypes; f and the derivative were traced
     # (under the user's promotion rules) when the check was prepared
     with jax.enable_x64(True), standard_promotion():
-        consts = [p.static.consts() for p, _ in groups]
+        consts = [(p.static.consts(), tuple(q.static.consts() for q in more))
+                  for (p, _), more in zip(groups, also)]
         out = jax.device_get(run_compiled(_programs, statics, consts, dynamics, normals,
                                           compiler_options=compiler_options()))
     return [[jax.tree_util.tree_map(lambda a: np.asarray(a)[i], result) for i in range(len(points))]
@@ -230,7 +240,7 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
     include = ~at_kink & ~jumps & np.isfinite(F) & np.isfinite(B)
     comparisons = [compare(name, G, M, allowed, scale, include) for name, M in exact]
     kinks = _kink_verdict(G, F, B, values, at_kink, jumps, allowed, p, kink_convention)
-    notes, taylor, fd = [], None, None
+    notes, taylor, fd, rule_blamed = [], None, None, False
     if "stencils" in values:
         fd = fd_analyse(values["stencils"], scale, precision)
         comparisons.append(compare("finite differences", G, fd.value, allowed + fd.error, scale,
@@ -239,6 +249,8 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
                                  bool(at_kink.any() or jumps.any()),
                                  rough=bool((include & fd.defined & ~fd.resolved).any()))
         notes = _fd_notes(fd, include)
+        rule_notes, rule_blamed = _rules_departing(p, exact, G, fd, allowed, include)
+        notes += rule_notes
     if p.static.reverse_only:
         notes.append("f calls a custom_vjp function, which forward mode cannot differentiate: "
                      "jax.jacrev is the exact reference")
@@ -249,6 +261,9 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
         notes.append("f takes other branches in float32 and float64 here (a tie that rounding "
                      "breaks): its rounding is not measured, the threshold is the policy's alone")
     failed = next((c for c in comparisons if not c.ok), None)
+    # the references that fail it run a wrong rule: no slip of the derivative's to diagnose
+    failed_only_by_rule = rule_blamed and all(c.ok for c in comparisons
+                                              if c.reference == "finite differences")
     by_fd = failed is not None and failed.reference == "finite differences"
     R, mask = (fd.value, include & fd.resolved) if by_fd and fd is not None else (F, include)
     worst = worst_entries(G, R, allowed, mask, p.out_spec, p.x_spec) if failed else []
@@ -256,7 +271,35 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
           and (taylor is None or taylor.ok))
     return PointVerdict(ok, tuple(comparisons), taylor, kinks, tuple(problems), tuple(notes),
                         tuple(worst), G, R, B if p.static.reverse_only else F, allowed, mask,
-                        failed is not None)
+                        failed is not None and not failed_only_by_rule)
+
+
+def _rules_departing(p: Prepared, exact, G, fd, allowed, include) -> tuple[list[str], bool]:
+    """Where ``f`` calls custom rules (``jax.custom_jvp``/``custom_vjp``), JAX's derivative of
+    ``f`` runs them while finite differences only evaluate ``f``: an exact reference that
+    departs from finite differences points at a rule, which the note names.  Returns the
+    note and whether the derivative under test agrees with finite differences where the
+    reference departs (then the rule, not the derivative, is to diagnose)."""
+    judged = include & fd.resolved
+    rules = user_rules(p.f_jaxpr.jaxpr) if judged.any() else []
+    if not rules:
+        return [], False
+    slack = allowed + fd.error
+    off = [(name, judged & ~(np.abs(M - fd.value) <= slack)) for name, M in exact]
+    off = [(name, bad) for name, bad in off if bad.any()]
+    if not off:
+        return [], False
+    written = ", ".join(r.words() + (f" ({', '.join(r.functions)})" if r.functions else "")
+                        for r in rules)
+    bad = off[0][1]
+    yours = bool(np.all((np.abs(G - fd.value) <= slack)[bad]))
+    return [f"{' and '.join(n for n, _ in off)} depart{'s' if len(off) == 1 else ''} from "
+            f"finite differences at {int(bad.sum())} of {int(judged.sum())} entries, and f "
+            f"calls {written}: JAX differentiates f through the rule, finite differences "
+            "only evaluate f, so the rule is wrong or differentiates something else on purpose "
+            "(mcjax.check_rule checks it)"
+            + ("; the derivative under test agrees with finite differences there" if yours
+               else "")], yours
 
 
 def _taylor_verdict(stencils: dict, G, allowed, precision: str, kinks: bool,
@@ -383,18 +426,32 @@ def reports(groups: list[tuple[Prepared, list[tuple]]], seed: int, kink_conventi
             merge: bool = True, stencils: bool = True) -> list:
     """Full mode on ``(prepared, dynamic leaves of each point)`` groups: one merged report per
     group, or (``merge=False``) a list with one report per point."""
-    keyed = [reference_key(p) for p, _ in groups]
-    groups = [(q, points) for (q, _), (_, points) in zip(keyed, groups)]
-    values = run(groups, seed, stencils)
+    return [r[0] for r in several([((p,), points) for p, points in groups], seed,
+                                  kink_convention, merge, stencils)]
+
+
+@_quiet
+def several(groups: list[tuple[tuple[Prepared, ...], list[tuple]]], seed: int, kink_convention,
+            merge: bool = True, stencils: bool = True) -> list:
+    """``reports`` of several derivatives of one ``f`` per group (prepared checks that
+    differ only in the derivative), judged against references computed once: per group, a
+    tuple with each derivative's report (or list of per-point reports)."""
+    keyed = [reference_key(ps[0]) for ps, _ in groups]
+    also = [ps[1:] for ps, _ in groups]
+    mains = [(q, points) for (q, _), (_, points) in zip(keyed, groups)]
+    values = run(mains, seed, stencils, also)
     out = []
-    for (p, dynamics), (_, precision), per_point in zip(groups, keyed, values):
-        terms = terms_of(p)
-        judged = [judge(p, v, terms, precision, kink_convention) for v in per_point]
-        if merge:
-            out.append(_assemble(p, judged, dynamics, terms, precision))
-        else:
-            out.append([_assemble(p, [j], [d], terms, precision)
-                        for j, d in zip(judged, dynamics)])
+    for (p, dynamics), more, (_, precision), per_point in zip(mains, also, keyed, values):
+        group = []
+        for k, q in enumerate((p, *more)):
+            q = q if k == 0 else q._replace(static=q.static._replace(f=p.static.f))
+            terms = terms_of(q)
+            judged = [judge(q, v if k == 0 else {**v, "got": v[f"also{k - 1}"]}, terms,
+                            precision, kink_convention) for v in per_point]
+            group.append(_assemble(q, judged, dynamics, terms, precision) if merge else
+                         [_assemble(q, [j], [d], terms, precision)
+                          for j, d in zip(judged, dynamics)])
+        out.append(tuple(group))
     return out
 
 

@@ -118,6 +118,8 @@ class Report:
       problems: other reasons for failing (NaN or Inf, ...).
       notes: what the reader should know (reference precision, ...).
       links: for a chain, each link's own report (``mcjax.check_chain``).
+      parts: for a custom rule, each direction's own report (``"JVP"``, ``"VJP"``,
+        ``mcjax.check_rule``).
     """
 
     ok: bool
@@ -140,6 +142,7 @@ class Report:
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     links: tuple[tuple[str, "Report"], ...] = ()
+    parts: tuple[tuple[str, "Report"], ...] = ()
     matrices: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getattribute__(self, name):
@@ -168,6 +171,7 @@ class Report:
         out = asdict(self)
         out.pop("matrices")
         out["links"] = [{"link": name, **r.as_dict()} for name, r in self.links]
+        out["parts"] = [{"part": name, **r.as_dict()} for name, r in self.parts]
         finite = _finite(out)
         assert isinstance(finite, dict)
         return finite
@@ -286,10 +290,11 @@ def render(r: Report) -> str:
         f"  {r.shapes}, {r.dtype}, {r.mode} mode, {r.points} point{'s' if r.points != 1 else ''}",
         f"  threshold: {r.threshold.describe()}",
     ]
+    width = max([19] + [len(c.reference) + 1 for c in r.comparisons])  # "VJP vs jax.jacrev"
     for c in r.comparisons:
         excluded = f", {c.excluded} not compared" if c.excluded else ""
         status = "ok" if c.ok else f"FAIL: {c.violations} of {c.compared} entries over"
-        lines.append(f"  {c.reference:<19} max abs {c.max_abs:.1e}  max rel {c.max_rel:.1e}  "
+        lines.append(f"  {c.reference:<{width}} max abs {c.max_abs:.1e}  max rel {c.max_rel:.1e}  "
                      f"(worst {c.worst_ratio:.2g} x threshold{excluded})  {status}")
     if r.projections:
         bad = [p for p in r.projections if not p.ok]

@@ -51,21 +51,24 @@ class Site(NamedTuple):
         slips = entry.slips
         if self.how == "value":
             name = slips.value
-            return (f"{name}'s derivative replaced by {name} itself in {self.where}: the "
+            where = f" in {self.where}" if self.where else ""
+            return (f"{name}'s derivative replaced by {name} itself{where}: the "
                     "function's value where its derivative was due (sigma for sigma (1 - sigma), "
                     "tanh for 1 - tanh^2?)")
         assert slips.terms is not None
         what, operands = slips.terms
-        term = f"the term through {operands[self.operand]} of the {what} {self.where}"
+        term = f"the term through {operands[self.operand]} of the {what}" + (
+            f" {self.where}" if self.where else f" ({self.primitive})")
         if self.how == "drop":
             return f"a missing term: matches the derivative with {term} left out"
         return f"a sign error in one term: matches the derivative with {term} negated"
 
 
 def _where(eqn) -> str:
-    """The user's code of ``eqn`` and its line: ``e / jnp.sum(e)`` (model.py:5)."""
+    """The user's code of ``eqn`` and its line: ``e / jnp.sum(e)`` (model.py:5); "" when
+    ``f`` has no line of the user's (a library's function checked as it is)."""
     place = user_place(eqn)
-    return f"({eqn.primitive.name})" if place is None else str(place)
+    return "" if place is None else str(place)
 
 
 class _Numbered(Interpreter):

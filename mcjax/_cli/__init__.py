@@ -253,12 +253,20 @@ def _add_check(subparsers) -> None:
             "Check DERIVATIVE, the derivative of FUNCTION with respect to one argument (numerator "
             "layout: out.shape + arg.shape, or a structured mcjax Jacobian, or a VJP function), "
             "at random arguments of the given shapes (standard normal unless --dist says "
-            "otherwise). Prints the report. Exit status: 0 right, 1 wrong, 2 a usage, import "
-            "or trace error."
+            "otherwise). With --rule, check instead the jax.custom_jvp/custom_vjp rules that "
+            "FUNCTION has or calls (mcjax.check_rule): no DERIVATIVE is given. Prints the "
+            "report. Exit status: 0 right, 1 wrong, 2 a usage, import or trace error."
         ),
     )
     p.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. my_model.py:loss")
-    p.add_argument("derivative", metavar="MODULE:DERIVATIVE", help="e.g. my_model.py:loss_grad")
+    p.add_argument("derivative", metavar="MODULE:DERIVATIVE", nargs="?",
+                   help="e.g. my_model.py:loss_grad (none with --rule)")
+    p.add_argument("--rule", action="store_true",
+                   help="check FUNCTION's own custom rules (jax.custom_jvp, jax.custom_vjp) in "
+                        "both directions against its computation without them")
+    p.add_argument("--surrogate", metavar="MODULE:NAME",
+                   help="with --rule: the function whose derivative the rule implements on "
+                        "purpose (a straight-through estimator's identity)")
     p.add_argument("--shapes", nargs="+", required=True, metavar="SHAPE",
                    help="one shape per argument, e.g. --shapes 3,4 4 () ")
     p.add_argument("--dist", nargs="+", metavar="DIST",
@@ -299,21 +307,40 @@ def _run_check(args) -> int:
     jax.config.update("jax_enable_x64", True)
     import mcjax
 
+    if args.rule and args.derivative is not None:
+        raise UsageError(f"mcjax check: --rule checks the custom rules of {args.function} "
+                         f"itself; expected no DERIVATIVE, got {args.derivative}")
+    if not args.rule and args.derivative is None:
+        raise UsageError("mcjax check: expected MODULE:DERIVATIVE after MODULE:FUNCTION (or "
+                         "--rule to check the function's own custom rules)")
+    if args.surrogate is not None and not args.rule:
+        raise UsageError("mcjax check: --surrogate goes with --rule")
     if args.heatmap:
         _check_output(args.heatmap, "--heatmap")
         if args.mode == "fast":
             raise UsageError("mcjax check: --heatmap draws the Jacobian, which --mode fast never "
                              "builds; expected --mode full or auto (a small Jacobian)")
     f = _load(args.function, "FUNCTION")
-    derivative = _load(args.derivative, "DERIVATIVE")
+    derivative = _load(args.derivative, "DERIVATIVE") if args.derivative is not None else None
+    surrogate = _load(args.surrogate, "--surrogate") if args.surrogate is not None else None
     values = _arguments(args)
     try:
-        report = mcjax.check(f, derivative, *values, argnums=args.argnums, mode=args.mode,
-                             layout=args.layout, kink_convention=args.kink_convention,
-                             points=args.points, directions=args.directions, rtol=args.rtol,
-                             atol=args.atol, seed=args.seed)
+        if derivative is None:  # --rule
+            if args.layout != "numerator":
+                raise ValueError("mcjax.check_rule: --layout has no meaning with --rule "
+                                 "(JAX's own derivatives are judged, in numerator layout)")
+            report = mcjax.check_rule(f, *values, argnums=args.argnums, surrogate=surrogate,
+                                      mode=args.mode, kink_convention=args.kink_convention,
+                                      points=args.points, directions=args.directions,
+                                      rtol=args.rtol, atol=args.atol, seed=args.seed)
+        else:
+            report = mcjax.check(f, derivative, *values, argnums=args.argnums, mode=args.mode,
+                                 layout=args.layout, kink_convention=args.kink_convention,
+                                 points=args.points, directions=args.directions,
+                                 rtol=args.rtol, atol=args.atol, seed=args.seed)
     except (mcjax.ShapeError, mcjax.DtypeError, mcjax.TraceError, TypeError, ValueError) as e:
-        raise UsageError(str(e).replace("mcjax.check:", "mcjax check:", 1)) from None
+        raise UsageError(str(e).replace("mcjax.check_rule:", "mcjax check --rule:", 1)
+                         .replace("mcjax.check:", "mcjax check:", 1)) from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     if args.heatmap:
         try:

@@ -125,8 +125,9 @@ class TraceError(ShownAtTheCall, TypeError):
 
 
 class DerivativeError(ShownAtTheCall, AssertionError):
-    """A derivative failed ``mcjax.assert_derivative``, or a model's hand-derived gradient
-    failed the check of ``mcjax.train`` at its first batch; ``.report`` says why.
+    """A derivative failed ``mcjax.assert_derivative`` (a custom rule ``mcjax.assert_rule``),
+    or a model's hand-derived gradient failed the check of ``mcjax.train`` at its first
+    batch; ``.report`` says why.
 
     The message's first line says what is wrong: the diagnosis and what failed (``the sign
     is flipped (d loss / d args[0])``), or ``mcjax.train``'s sentence, so that a one-line

@@ -235,12 +235,23 @@ class Place(NamedTuple):
         return f"`{self.code}` ({place})" if self.code else f"at {place}"
 
 
+_MCJAX_OWN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_")
+
+
+def _user_frame(traceback):
+    """The innermost frame of ``traceback`` in the user's code: neither JAX's (JAX's own
+    test) nor mcjax's internals (``mcjax/_*``: the checker's wrapper of ``f`` is no line of
+    the user's).  None when ``f`` is a library's function through and through."""
+    from jax._src import source_info_util  # the one place JAX exposes the user's frames
+
+    return next((fr for fr in source_info_util.user_frames(traceback)
+                 if not os.path.abspath(fr.file_name).startswith(_MCJAX_OWN)), None)
+
+
 def user_place(eqn) -> Place | None:
     """The user's line (and expression) ``eqn`` was traced from, if JAX recorded it."""
     try:
-        from jax._src import source_info_util  # the one place JAX exposes the user's frame
-
-        frame = source_info_util.user_frame(eqn.source_info.traceback)
+        frame = _user_frame(eqn.source_info.traceback)
     except Exception:  # noqa: BLE001 - a private API: a missing place costs only the line
         return None
     if frame is None:
@@ -257,17 +268,16 @@ def source_line(*eqns) -> str:
     ``file.py:12:8 (f)``.  (A primitive inside ``jnp.cumsum``'s own ``jit`` has none: the
     call of ``jnp.cumsum`` is the user's line.)"""
     try:
-        from jax._src import source_info_util
-
         for eqn in eqns:
             if eqn is not None:
-                where = source_info_util.summarize(eqn.source_info)
-                frame = source_info_util.user_frame(eqn.source_info.traceback)
-                cell = frame and cell_location(frame.file_name, frame.start_line)
-                if frame is not None and cell:  # a notebook's cell, named as IPython does
+                frame = _user_frame(eqn.source_info.traceback)
+                if frame is None:
+                    continue
+                cell = cell_location(frame.file_name, frame.start_line)
+                if cell:  # a notebook's cell, named as IPython does
                     return f"{cell} ({frame.function_name})"
-                if where:
-                    return where
+                column = f":{frame.start_column}" if frame.start_column else ""
+                return f"{frame.file_name}:{frame.start_line}{column} ({frame.function_name})"
     except Exception:  # noqa: BLE001 - a private API: say less rather than fail
         pass
     return "an unknown line"

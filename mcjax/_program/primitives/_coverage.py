@@ -3,6 +3,7 @@ and the docs print."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from mcjax._program.primitives._table import TABLE, Primitive
@@ -33,7 +34,17 @@ def differentiable_primitives() -> list[str]:
             importlib.import_module(module)
         except ImportError:  # not in this JAX: its primitives are not either
             pass
-    return sorted({p.name for p in ad.primitive_jvps} | set(_CUSTOM_RULES))
+    return sorted({p.name for p, rule in ad.primitive_jvps.items() if _from_jax(rule)}
+                  | set(_CUSTOM_RULES))
+
+
+def _from_jax(rule) -> bool:
+    """Whether a JVP rule is JAX's own: a library imported in the same process (Equinox,
+    lineax, Flax) registers primitives of its own in the same table."""
+    while isinstance(getattr(rule, "func", None), Callable):  # functools.partial
+        rule = rule.func
+    module = getattr(rule, "__module__", None) or ""
+    return not module or module.split(".")[0] in ("jax", "jaxlib")
 
 
 class Row(NamedTuple):
