@@ -31,8 +31,8 @@ def _derivative_error(excinfo):
 
 
 def _summary(error) -> str:
-    """One line for pytest's short summary, not cut: the error's first line (the diagnosis,
-    then what failed)."""
+    """One line for pytest's short summary: the error's first line (the diagnosis, then what
+    failed), not the whole report; pytest cuts it to the terminal's width unless ``-vv``."""
     return f"DerivativeError: {str(error).splitlines()[0]}"
 
 

@@ -23,7 +23,7 @@ def test_verify_table_and_exit_status(capsys):
     assert main(["verify", "-k", "relu", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
     assert "relu" in out
-    assert "1 rules, 1 derivatives, dtypes float32, 3 shape cases, seed 0: all 3 checks passed" in out
+    assert "1 rule, 1 derivative, dtype float32, 3 shape cases, seed 0: all 3 checks passed" in out
 
 
 def test_verify_table_reads_at_80_columns(capsys, monkeypatch):
@@ -61,7 +61,34 @@ def test_python_dash_m_mcjax():
     assert "sum_reduction" in run.stdout
 
 
+def test_version(capsys):
+    import jax
+
+    import mcjax
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"mcjax {mcjax.__version__} (jax {jax.__version__})\n"
+
+
 def test_help_lists_verify():
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0
+
+
+@pytest.mark.parametrize("command", [
+    ["verify", "--list"],
+    ["verify", "-k", "relu", "--dtype", "float32", "--jobs", "1", "--json"],
+    ["train", "neuron", "--samples", "64", "--epochs", "1", "--no-cache", "--no-progress"],
+], ids=" ".join)
+def test_a_reader_gone_ends_the_command_quietly_with_status_141(command):
+    """``mcjax ... | head``: stdout's reader closes the pipe before the command writes. The
+    command says nothing (no BrokenPipeError traceback) and ends with 141, 128 + SIGPIPE."""
+    process = subprocess.Popen([sys.executable, "-m", "mcjax", *command], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    process.stdout.close()  # before the child has written a byte: its first write fails
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err) == (141, "")

@@ -68,6 +68,13 @@ def test_a_usage_error_is_one_line_and_status_2(module):
         "has no 'missing'"
 
 
+def test_several_arguments_are_labelled_by_their_numbers(module, capsys):
+    assert main(["derive", f"{module}:layer", "--shapes", "3,2", "2", "3", "--wrt", "0,2"]) == 0
+    labels = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("J[") and ": shape" in line]
+    assert labels == ["J[0]", "J[2]"]  # W and b, not the tuple's J[0] and J[1]
+
+
 def test_latex_strict_and_errors(module, capsys):
     assert main(["derive", f"{module}:layer", "--shapes", "3,2", "2", "3", "--wrt", "1",
                  "--latex"]) == 0

@@ -138,7 +138,7 @@ def test_a_diverging_run_fails_with_status_1_in_one_line(tmp_path, capsys):
                  "--no-cache", "--checkpoint-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
-    assert err.startswith("mcjax train: mcjax.train: the loss is")
+    assert err.startswith("mcjax train: the loss is")
 
 
 def test_cli_schedule_and_options(capsys):
@@ -224,12 +224,13 @@ RUN_ERRORS = [
     (["--schedule", "cosine"], "'cosine' is not an optax schedule"),
     (["--schedule", "cosine_decay", "--schedule-arg", "bogus=1"],
      "--schedule cosine_decay: cosine_decay_schedule() got an unexpected keyword argument 'bogus'"),
-    (["--seed", str(2**70)], f"seed={2**70}; expected an integer from -2**63 to 2**63 - 1"),
-    (["--checkpoint-dir", "{file}"], "checkpoint_dir {file} is a file; expected a folder"),
+    (["--seed", str(2**70)], f"--seed {2**70}; expected an integer from -2**63 to 2**63 - 1"),
+    (["--checkpoint-dir", "{file}"], "--checkpoint-dir {file} is a file; expected a folder"),
     (["--checkpoint-dir", "{missing}", "--resume"],
-     "resume=True but {missing} does not exist; expected the folder of the run to continue"),
+     "--resume but {missing} does not exist; expected the folder of the run to continue (check "
+     "its spelling), or without --resume to start a new run"),
     (["--checkpoint-dir", "{empty}", "--resume"],
-     "resume=True but {empty} holds no checkpoint of an mcjax run"),
+     "--resume but {empty} holds no checkpoint of an mcjax run"),
     (["--checkpoint-dir", "{run}"], "{run} holds the checkpoints of another run"),
     (["--checkpoint-dir", "{run}", "--resume", "--lr", "0.5"],
      "cannot resume the run in {run} (run "),
@@ -237,9 +238,9 @@ RUN_ERRORS = [
      "data.X.digest: "),
     (["--checkpoint-dir", "{busy}"], "{busy} is in use: process"),
     (["--cache-dir", "{file}"], "mcjax.compilation.enable_compilation_cache: {file} is a file"),
-    (["--devices", "99"], "devices=99 but 1 cpu device is visible; expected at most 1"),
+    (["--devices", "99"], "--devices 99 but 1 cpu device is visible; expected at most 1"),
     (["--num-processes", "2", "--process-id", "2"],
-     "num_processes=2 and process_id=2; expected num_processes >= 1 and 0 <= process_id"),
+     "--num-processes 2 and --process-id 2; expected --num-processes >= 1 and 0 <= --process-id"),
 ]
 
 
@@ -262,3 +263,34 @@ def test_every_bad_run_setting_is_a_one_line_usage_error_before_any_work(tmp_pat
     assert sorted(os.listdir(folders["empty"])) == [] and not os.path.exists(folders["missing"])
     assert sorted(p for p in os.listdir(folders["run"])) == ["epoch_00000001", "run.json"]
     assert len(ARGPARSE_ERRORS) + len(RUN_ERRORS) + 2 >= 45
+
+
+def test_digits_without_scikit_learn_is_a_one_line_usage_error_before_any_work(tmp_path):
+    """The digits are scikit-learn's: without it, one line naming the extra, status 2, and no
+    checkpoint folder made (here scikit-learn is hidden from the process)."""
+    folder = tmp_path / "run"
+    hide = ("import sys; sys.modules['sklearn'] = None; from mcjax._cli import main; "
+            f"raise SystemExit(main(['train', 'digits', '--no-cache', '--checkpoint-dir', "
+            f"{str(folder)!r}]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", hide], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("mcjax train: TASK digits needs scikit-learn: "
+                           "pip install 'mcjax[experiments]'\n")
+    assert done.stdout == "" and not folder.exists()
+
+
+def test_library_messages_say_the_commands_flags():
+    """mcjax.train names its keywords; mcjax train says the flags that set them (one table)."""
+    from mcjax._cli._flags import as_flags
+
+    assert as_flags("Fix backprop or train with grad='autodiff' (check_backprop=False skips "
+                    "this check).") == ("Fix backprop or train with --grad autodiff "
+                                        "(--no-check-backprop skips this check).")
+    assert as_flags("resume it (resume=True, --resume), or use another checkpoint_dir "
+                    "(--checkpoint-dir); or resume=False") == (
+        "resume it (--resume), or use another --checkpoint-dir; or without --resume")
+    assert as_flags("(6 of 40 epochs; table(max_rows=None) shows all)") == (
+        "(6 of 40 epochs; --history FILE.csv writes all)")
+    assert as_flags("the seed of the grad, resumed") == "the seed of the grad, resumed"

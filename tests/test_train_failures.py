@@ -235,9 +235,9 @@ def test_orbax_write_error_is_one_line_and_the_run_resumes(tmp_path, capsys):
                     script=ORBAX_FULL)
     assert failed.returncode == 1
     assert _one_line(failed.stderr) == (
-        f"mcjax train: mcjax.train: cannot write the checkpoint of epoch 2 in {folder}: No space "
-        f"left on device; the last checkpoint, {folder / step_name(1)}, is intact: free some "
-        "space, then resume (resume=True, --resume)\n")
+        f"mcjax train: cannot write the checkpoint of epoch 2 in {folder}: No space left on "
+        f"device; the last checkpoint, {folder / step_name(1)}, is intact: free some space, then "
+        "resume (--resume)\n")
     assert _intact(folder) == [1] and sorted(os.listdir(folder)) == [step_name(1), "run.json"]
     assert _resume(folder, 3, capsys)["epochs"] == 3 and _intact(folder) == [1, 2, 3]
 
@@ -251,11 +251,11 @@ def test_resume_on_a_read_only_folder_is_refused_in_one_line_and_nothing_changes
         resumed = _mcjax(*SMALL, "--epochs", 3, "--checkpoint-dir", view, "--resume")
         fresh = _mcjax(*SMALL, "--epochs", 1, "--checkpoint-dir", view / "new")
     assert resumed.returncode == 2 and fresh.returncode == 2
-    assert (f"resume=True but checkpoint_dir {view} cannot be written ({view} is "
+    assert (f"--resume but --checkpoint-dir {view} cannot be written ({view} is "
             f"{'on a read-only file system' if view != folder else 'not writable'})"
             in _one_line(resumed.stderr))
     assert "copy it to a writable place and resume there" in resumed.stderr
-    assert f"checkpoint_dir {view / 'new'} cannot be written" in _one_line(fresh.stderr)
+    assert f"--checkpoint-dir {view / 'new'} cannot be written" in _one_line(fresh.stderr)
     assert _files(folder) == before
     assert _resume(folder, 3, capsys)["epochs"] == 3
 
@@ -269,9 +269,9 @@ def test_a_damaged_run_json_is_named_with_the_way_out(tmp_path, record, capsys):
     before = _files(folder)
     resumed = _mcjax(*SMALL, "--epochs", 3, "--checkpoint-dir", folder, "--resume")
     assert resumed.returncode == 2
-    assert f"mcjax train: mcjax.train: {folder / 'run.json'} " in _one_line(resumed.stderr)
-    assert "start afresh in that folder (overwrite=True, --overwrite), remove the folder, or " \
-        "use another checkpoint_dir (--checkpoint-dir)" in resumed.stderr
+    assert f"mcjax train: {folder / 'run.json'} " in _one_line(resumed.stderr)
+    assert "start afresh in that folder (--overwrite), remove the folder, or use another " \
+        "--checkpoint-dir" in resumed.stderr
     capsys.readouterr()
     assert main([*SMALL, "--epochs", "1", "--checkpoint-dir", str(folder)]) == 2
     err = _one_line(capsys.readouterr().err)
@@ -294,7 +294,7 @@ def df(x):
 
 @pytest.mark.parametrize(("where", "message"), [
     (["train", "neuron", "--epochs", 1, "--no-cache", "--checkpoint-dir", "{file}/run"],
-     "mcjax train: mcjax.train: checkpoint_dir {file}/run cannot be made: {file} is a file; "
+     "mcjax train: --checkpoint-dir {file}/run cannot be made: {file} is a file; "
      "expected a folder, or a path where one can be made"),
     (["train", "neuron", "--epochs", 1, "--cache-dir", "{file}/xla"],
      "mcjax train: mcjax.compilation.enable_compilation_cache: {file}/xla is a file (or lies "
@@ -413,7 +413,7 @@ def test_a_damaged_checkpoint_is_one_warning_line(tmp_path):
     damaged.write_bytes(b"X" + damaged.read_bytes()[1:])
     done = _mcjax(*SMALL, "--epochs", 3, "--checkpoint-dir", folder, "--resume")
     assert done.returncode == 0
-    assert _one_line(done.stderr, "mcjax train: warning: mcjax.train: skipped the damaged "
+    assert _one_line(done.stderr, "mcjax train: warning: skipped the damaged "
                                   f"checkpoint {folder / step_name(2)}")
 
 

@@ -97,10 +97,11 @@ BAD = [
     ("analytic without backprop", dict(model=OWN, grad="analytic"), TypeError,
      r"has no callable backprop \(grad='analytic' trains with it\)"),
     ("loss not a scalar", dict(model=mcjax.Model(_init, lambda p, b: b[0] @ p["w"])), TypeError,
-     r"model 'model''s loss returns float64\(8,\); expected a floating scalar"),
+     r"the loss of model 'model' returns float64\(8,\); expected a floating scalar"),
     ("backprop of the wrong shape", dict(model=OWN._replace(
         backprop=lambda p, b: {"w": jnp.zeros(4, F64)}), grad="analytic"), mcjax.ShapeError,
-     r"backprop returns gradients that do not match the parameters \(w: float64\(4,\)\)"),
+     r"the backprop of model .model. returns gradients that do not match the parameters "
+     r"\(w: float64\(4,\)\)"),
     ("backprop of a missing leaf", dict(model=OWN._replace(backprop=lambda p, b: {"v": p["w"]}),
                                         grad="analytic"),
      mcjax.ShapeError, r"\(v: extra; w: missing\)"),

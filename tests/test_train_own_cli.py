@@ -109,7 +109,7 @@ def test_a_users_model_trains_resumes_in_another_process_and_refuses_an_edit(tmp
                           "a", "--resume", *FLAGS), returncode=2)
     line = edited.splitlines().index(
         '    return jnp.mean((jnp.sin(X @ params["w"] + params["b"]) - y) ** 2)') + 1
-    assert err.count("\n") == 1 and err.startswith("mcjax train: mcjax.train: cannot resume "
+    assert err.count("\n") == 1 and err.startswith("mcjax train: cannot resume "
                                                    "the run in a (run "), err
     assert f"the traced loss (and its gradient) differs: sin where tanh was (`jnp.sin(X @ " \
            f"params[\"w\"] + params[\"b\"])` (own_model.py:{line}))" in err
@@ -128,9 +128,9 @@ USAGE_ERRORS = [
      "mcjax train: own_model.py has no 'dataset'; expected the training data there: a pytree "
      "of arrays with one example per row, or a function that returns one"),
     (["own_model.py:model", "--grad", "analytic"],
-     "model 'tanh_fit' has no callable backprop (grad='analytic' trains with it)"),
+     "model 'tanh_fit' has no callable backprop (--grad analytic trains with it)"),
     (["own_model.py:model", "--data", "ragged"],
-     "mcjax train: mcjax.train: X has shape (64, 3) but Y has shape (60,); expected one row of "
+     "mcjax train: X has shape (64, 3) but Y has shape (60,); expected one row of "
      "each per example"),
     (["neuron", "--data", "dataset"], "--data names a module's data; expected it with TASK "
                                       "MODULE:NAME, not neuron"),

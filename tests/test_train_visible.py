@@ -60,6 +60,27 @@ def test_python_and_the_command_line_share_one_set_of_defaults():
     assert DEFAULTS.grad == "autodiff" and DEFAULTS.check_backprop is True
 
 
+def test_a_long_table_shows_evenly_spaced_epochs_first_and_last_among_them():
+    """A table cut to max_rows shows epoch 1, every k-th epoch for the smallest k that fits,
+    and the last (40 epochs in 6 rows: 1, 8, 16, 24, 32, 40), never gaps such as 10, 10, 9."""
+    from mcjax._train._history import _thinned
+
+    assert [i + 1 for i in _thinned(40, 6)] == [1, 8, 16, 24, 32, 40]
+    assert [i + 1 for i in _thinned(40, 20)][:4] == [1, 3, 6, 9]
+    for n in range(1, 130):
+        for max_rows in (1, 2, 3, 5, 6, 10, 20):
+            shown = [i + 1 for i in _thinned(n, max_rows)]
+            if n <= max_rows:
+                assert shown == list(range(1, n + 1))
+                continue
+            assert shown[0] == 1 and shown[-1] == n and len(shown) <= max(max_rows, 2)
+            step = shown[1]  # >= 2: epochs step, 2 step, ... between the first and the last
+            between = [e for e in shown[1:] if e % step == 0]
+            assert between == list(range(step, n + 1, step)), (n, max_rows, shown)
+            assert len(shown) - len(between) <= 2  # only the first and the last are extra
+            assert len(shown) > max(max_rows, 2) // 2, (n, max_rows, shown)  # not too few
+
+
 def test_repr_table_plot_and_a_callback_that_changes_nothing(tmp_path):
     records = []
     kw = dict(RUN, evaluate=lambda p: {"w0": p["w"][0]}, checkpoint_every=3)
@@ -112,7 +133,7 @@ def test_a_wrong_hand_derived_gradient_is_caught_at_the_first_batch():
     right = mcjax.train(NEURON, (X, Y), grad="analytic", **RUN)
     assert right.backprop_check.ok and "backprop_check=ok" in repr(right)
     with pytest.raises(mcjax.DerivativeError, match=(
-            r"(?s)mcjax.train: model 'neuron''s backprop is not the gradient of its loss \(a "
+            r"(?s)mcjax.train: the backprop of model 'neuron' is not the gradient of its loss \(a "
             r"constant factor: matches the reference times 2\) at the start of epoch 1, on the 8 "
             r"rows of its first step; [^\n]*check_backprop=False skips this check.*"
             r"mcjax.check: FAIL")) as caught:
@@ -137,8 +158,10 @@ def test_the_command_stops_a_wrong_backprop_with_the_report(monkeypatch, capsys)
     monkeypatch.setattr(mcjax, "neuron_model", lambda *a, **k: _times_two(neuron_model(*a, **k)))
     assert main([*CLI, "--grad", "analytic"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("mcjax train: mcjax.train: model 'neuron''s backprop is not the "
-                          "gradient of its loss") and "mcjax.check: FAIL" in err
+    assert err.startswith("mcjax train: the backprop of model 'neuron' is not the gradient of "
+                          "its loss") and "mcjax.check: FAIL" in err
+    assert "Fix backprop or train with --grad autodiff (--no-check-backprop skips this check)" \
+        in err.splitlines()[0]
 
 
 def test_the_command_writes_the_history_and_its_figure(tmp_path, capsys):
@@ -152,7 +175,8 @@ def test_the_command_writes_the_history_and_its_figure(tmp_path, capsys):
     plot = ["--plot", str(png)] if _has_matplotlib() else []
     assert main([*CLI, "--history", str(csv), "--checkpoint-dir", str(tmp_path / "run"),
                  "--grad", "analytic", "--resume", "--no-check-backprop", *plot]) == 0
-    assert "backprop_check           None" in capsys.readouterr().out
+    out = capsys.readouterr().out  # no check, no checkpoint written: no line, not Python's None
+    assert "backprop_check" not in out and "None" not in out and "signal" not in out
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["step"] == 8
     lines = csv.read_text().splitlines()
@@ -211,7 +235,7 @@ def test_the_check_sees_the_first_step_as_training_does():
     assert (jax.random.key_data(step_key) == jax.random.key_data(keys[0])).all()
     assert mcjax.train(_dropout_model(same_key=True), (X, Y), grad="analytic",
                        **RUN).backprop_check.ok
-    with pytest.raises(mcjax.DerivativeError, match="model 'dropout''s backprop is not"):
+    with pytest.raises(mcjax.DerivativeError, match="the backprop of model 'dropout' is not"):
         mcjax.train(_dropout_model(same_key=False), (X, Y), grad="analytic", **RUN)
 
 

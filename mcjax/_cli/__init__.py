@@ -4,7 +4,8 @@ Each subcommand is a pair of functions: ``_add_NAME(subparsers)`` declares its o
 ``_run_NAME(args) -> exit status`` does the work (``train``'s pair is in ``_train``,
 ``derive``'s in ``_derive``, the rules table of ``verify`` in ``_summary``).  Exit status 0
 means success, 1 a failed check, 2 a usage error, 130 Ctrl-C and 143 SIGTERM outside a
-training loop (which stops at an epoch's end instead), each reported in one line.  A warning
+training loop (which stops at an epoch's end instead), each reported in one line; 141 (as
+SIGPIPE) and no word when stdout's reader has gone (``mcjax verify --list | head``).  A warning
 is one line too, without Python's source line, and said once.
 """
 
@@ -143,18 +144,26 @@ def _run_verify(args) -> int:
     console.print(_summary.table(results, title="mcjax verify: the checker over every rule"))
     n_derivatives = len(_summary.summarize(results))
     verdict = (
-        f"[bold red]{len(failed)} of {len(results)} checks FAILED[/bold red]"
+        f"[bold red]{len(failed)} of {_counted(len(results), 'check')} FAILED[/bold red]"
         if failed
-        else f"[green]all {len(results)} checks passed[/green]"
+        else f"[green]{'all ' * (len(results) > 1)}{_counted(len(results), 'check')} "
+             f"passed[/green]"
     )
     console.print(
-        f"{len(rules)} rules, {n_derivatives} derivatives, dtypes {', '.join(dtypes)}, "
-        f"{len(SHAPE_CASES)} shape cases, seed {args.seed}: {verdict} in {elapsed:.1f} s",
+        f"{_counted(len(rules), 'rule')}, {_counted(n_derivatives, 'derivative')}, "
+        f"{'dtypes' if len(dtypes) > 1 else 'dtype'} {', '.join(dtypes)}, "
+        f"{_counted(len(SHAPE_CASES), 'shape case')}, seed {args.seed}: {verdict} in "
+        f"{elapsed:.1f} s",
         soft_wrap=True,
     )
     for line in failed:
         console.print("[red]FAIL[/red] " + escape(line), highlight=False, soft_wrap=True)
     return 1 if failed else 0
+
+
+def _counted(n: int, noun: str) -> str:
+    """``1 rule``, ``2 rules``."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 # -- check -------------------------------------------------------------------------------
@@ -369,6 +378,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: ``mcjax X.Y.Z (jax A.B.C)``, status 0; mcjax and JAX are imported only
+    when it is asked for."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import jax
+
+        import mcjax
+
+        print(f"mcjax {mcjax.__version__} (jax {jax.__version__})")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mcjax._cli._derive import add_derive
     from mcjax._cli._train import add_train
@@ -378,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The matrix calculus of deep learning, executable: hand-derived "
                     "derivatives cross-checked against JAX autodiff.",
     )
+    parser.add_argument("--version", action=_Version,
+                        help="print mcjax's version and JAX's, and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_verify(subparsers)
@@ -409,17 +436,35 @@ def _sigterm_stops():
         signal.signal(signal.SIGTERM, previous)
 
 
+SIGPIPE_STATUS = 128 + 13  # what a shell reports for a program that SIGPIPE ended (| head)
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``mcjax verify --list | head``): say nothing more, as
+    ``cat`` and ``git`` do, and end with status 141 (128 + SIGPIPE), so that a pipeline with
+    ``set -o pipefail`` sees that the output was cut.  stdout then points at /dev/null, so that
+    Python's last flush at exit does not print the error again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (a test's capture)
+        pass
+    return SIGPIPE_STATUS
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mcjax`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status:
     0 success, 1 a failed verdict or run, 2 a usage, import or trace error, 130 Ctrl-C, 143
-    SIGTERM (one line on stderr, no traceback)."""
+    SIGTERM (one line on stderr, no traceback), 141 stdout's reader gone (no word)."""
     args = build_parser().parse_args(argv)
     command = f"mcjax {args.command}"
     said: set[str] = set()
 
     def one_line(message, category, filename, lineno, file=None, line=None):
         text = str(message).strip().splitlines()
-        warning = f"{command}: warning: {text[0] if text else category.__name__}"
+        said_by = f"mcjax.{args.command}: "  # the library's own prefix, said once already
+        warning = f"{command}: warning: " \
+                  f"{text[0].removeprefix(said_by) if text else category.__name__}"
         if warning not in said:  # a library that warns at every call is heard once
             said.add(warning)
             print(warning, file=sys.stderr if file is None else file)
@@ -427,7 +472,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(), _sigterm_stops():
             warnings.showwarning = one_line
-            return args.run(args)
+            status = args.run(args)
+            sys.stdout.flush()  # a reader gone (| head) is found here, not at Python's exit
+            return status
+    except BrokenPipeError:
+        return _reader_gone()
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2

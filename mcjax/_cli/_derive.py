@@ -78,6 +78,8 @@ def run_derive(args) -> int:
     blocks = jax.tree_util.tree_flatten_with_path(
         J, is_leaf=lambda leaf: isinstance(leaf, mcjax.Jacobian))[0]
     for path, block in blocks:
+        if isinstance(args.wrt, tuple):  # named by the argument (--wrt 0,2: J[0] and J[2])
+            path = (jax.tree_util.SequenceKey(args.wrt[path[0].idx]), *path[1:])
         name = f"J{jax.tree_util.keystr(path)}"
         print(f"{name}: shape {block.out_shape} ← {block.in_shape}")
         print(block.structure())

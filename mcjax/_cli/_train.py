@@ -110,7 +110,8 @@ def add_train(subparsers) -> None:
             "Train by minibatch gradient descent, one compiled lax.scan per epoch. "
             "TASK 'neuron': the paper's ReLU neuron, fitted with the paper's loss to synthetic "
             "data from a known (w, b); prints the parameter error. TASK 'digits': an MLP on "
-            "scikit-learn's bundled digits (needs scikit-learn); prints the test accuracy. "
+            "scikit-learn's bundled digits (needs scikit-learn: pip install 'mcjax[experiments]'); "
+            "prints the test accuracy. "
             "TASK MODULE:NAME (e.g. my_model.py:model): your own model, NAME being a "
             "mcjax.Model, an (init, loss) pair, or a function of no arguments that returns "
             "one; the data are the module's 'data' (or --data NAME): a pytree of arrays with "
@@ -234,6 +235,11 @@ def _contradictions(args) -> list[str]:
     if args.task == "neuron" and args.samples < args.batch_size:
         found.append(f"--batch-size {args.batch_size} but --samples {args.samples}; expected a "
                      f"batch size of at most {args.samples}")
+    if args.task == "digits":
+        try:  # the digits are scikit-learn's: said before any work, as --plot's matplotlib
+            import sklearn.datasets  # noqa: F401
+        except ImportError:
+            found.append("TASK digits needs scikit-learn: pip install 'mcjax[experiments]'")
     return found
 
 
@@ -435,14 +441,19 @@ def _task(args):
 
 def _line(error) -> str:
     """``error`` as one line of ``mcjax train``'s (an operating system's error as a sentence
-    that names the file, not ``[Errno 28] ...``)."""
+    that names the file, not ``[Errno 28] ...``); an exception's message, mcjax.train's, in
+    the command's words (its flags, not its keywords; no ``mcjax.train:`` of its own)."""
+    from mcjax._cli._flags import as_flags
     from mcjax._train._checkpoint import WriteError
 
     if isinstance(error, OSError) and not isinstance(error, WriteError) and error.strerror:
         where = f"{error.filename}: " if error.filename else ""
         return f"mcjax train: {where}{error.strerror}"
     text = str(error).strip() or type(error).__name__
-    return f"mcjax train: {text.splitlines()[0]}"
+    line = text.splitlines()[0]
+    if isinstance(error, BaseException):
+        line = as_flags(line.removeprefix("mcjax.train: "))
+    return f"mcjax train: {line}"
 
 
 def _fail(error) -> int:
@@ -488,7 +499,7 @@ def run_train(args) -> int:
     except (*USAGE_ERRORS, OSError) as error:  # OSError: a full disk under run.json, ...
         raise UsageError(_line(error)) from None
     except mcjax.DerivativeError as error:  # the report follows the line that says where
-        print(f"mcjax train: {error}", file=sys.stderr)
+        print(_line(error), str(error).partition("\n")[2], sep="\n", file=sys.stderr)
         return 1
     if changed:  # said once the run is known to resume
         print(changed, file=sys.stderr)
@@ -547,10 +558,13 @@ def _train(args, run, report) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
+        from mcjax._cli._flags import as_flags
+
         if result.epoch:
-            print(result.table(), end="\n\n")
-        for name, value in summary.items():
-            print(f"{name:24s} {f'{value:.6g}' if isinstance(value, float) else value}")
+            print(as_flags(result.table()), end="\n\n")
+        for name, value in summary.items():  # JSON's nulls: no checkpoint, no signal, ...
+            if value is not None:
+                print(f"{name:24s} {f'{value:.6g}' if isinstance(value, float) else value}")
     if result.interrupted:
         hint = f"; resume with --resume --checkpoint-dir {args.checkpoint_dir}" \
             if args.checkpoint_dir else ""

@@ -63,8 +63,9 @@ def check_backprop(model: Model, params, data, epoch_key, *, epoch: int, batch_s
     if not report.ok:
         why = f" ({report.diagnosis[0]})" if report.diagnosis else ""
         raise DerivativeError(report, (
-            f"mcjax.train: model {model.name!r}'s backprop is not the gradient of its loss{why} "
-            f"at the start of epoch {epoch + 1}, on the {batch_size} rows of its first step; "
+            f"mcjax.train: the backprop of model {model.name!r} is not the gradient of its "
+            f"loss{why} at the start of epoch {epoch + 1}, on the {batch_size} rows of its first "
+            "step; "
             "expected backprop(params, batch) = jax.grad(loss)(params, batch). Fix backprop or "
             "train with grad='autodiff' (check_backprop=False skips this check). "
             f"mcjax.check's report:\n{report}"))

@@ -72,10 +72,16 @@ def _number(value) -> str:
 
 
 def _thinned(n: int, max_rows: int | None) -> list[int]:
-    """Indices of the rows shown: all, or ``max_rows`` spread evenly, first and last kept."""
+    """Indices of the rows shown: all, or at most ``max_rows`` (at least 2): the first epoch,
+    every epoch that is a multiple of the smallest step that fits, and the last (40 epochs in
+    6 rows: 1, 8, 16, 24, 32, 40), so that the rows between the ends are evenly spaced."""
     if max_rows is None or n <= max_rows:
         return list(range(n))
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, max(max_rows, 2))})
+    for step in range(2, n):
+        shown = sorted({0, *range(step - 1, n, step), n - 1})
+        if len(shown) <= max(max_rows, 2):
+            return shown
+    return [0, n - 1]
 
 
 def table(records: list[dict[str, Any]], *, max_rows: int | None = 20) -> str:

@@ -105,8 +105,8 @@ def _check_backprop(model: Model, params, batch, key) -> None:
              if name not in want or (g.shape, g.dtype) != (want[name].shape, want[name].dtype)]
     wrong += [f"{name}: missing" for name in want if name not in grads]
     if wrong:
-        raise ShapeError(f"mcjax.train: model {model.name!r}'s backprop returns gradients that do "
-                         f"not match the parameters ({'; '.join(wrong)}); expected the "
+        raise ShapeError(f"mcjax.train: the backprop of model {model.name!r} returns gradients "
+                         f"that do not match the parameters ({'; '.join(wrong)}); expected the "
                          "structure, shapes and dtypes of params")
 
 
@@ -124,7 +124,7 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
     batch, key = _step_inputs(data, batch_size)
     value = jax.eval_shape(loss, params, batch, key)
     if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
-        raise TypeError(f"mcjax.train: model {model.name!r}'s loss returns {value.dtype}"
+        raise TypeError(f"mcjax.train: the loss of model {model.name!r} returns {value.dtype}"
                         f"{shape_str(value.shape)}; expected a floating scalar (e.g. the mean "
                         "over the batch)")
     if analytic:

@@ -93,8 +93,8 @@ class TrainResult(NamedTuple):
         same printed in a terminal, a notebook, a log file or a docstring.
 
         Args:
-          max_rows: at most this many rows, spread evenly over the run, the first and the
-            last epoch always among them (None: every epoch).
+          max_rows: at most this many rows: every k-th epoch for the smallest k that fits,
+            the first and the last epoch always among them (None: every epoch).
 
         Returns:
           The table as a string: ``print(result.table())``.
