@@ -26,11 +26,11 @@ def _older(module: str, name: str) -> Any:
 enable_x64: Any = (jax.enable_x64 if hasattr(jax, "enable_x64")
                    else _older("jax.experimental", "enable_x64"))
 
-# The discarded output of an equation (``_``).  JAX >= 0.8: jax.extend.core.DropVar; 0.7: only
-# jax.core.DropVar (deprecated there since)
+# The discarded output of an equation (``_``).  JAX >= 0.10: jax.extend.core.DropVar; before:
+# only jax.core.DropVar (deprecated there since 0.10)
 DropVar: Any = core.DropVar if hasattr(core, "DropVar") else _older("jax.core", "DropVar")
 
-# Remove a listener of jax.monitoring.  JAX >= 0.8 names them publicly; 0.7 only privately
+# Remove a listener of jax.monitoring.  JAX >= 0.8.1 names them publicly; before, only privately
 if hasattr(jax.monitoring, "unregister_event_listener"):
     unregister_event_listener: Any = jax.monitoring.unregister_event_listener
     unregister_event_duration_listener: Any = jax.monitoring.unregister_event_duration_listener
