@@ -181,16 +181,15 @@ class Keyed:
     (``(signature, jaxpr, output tree)``, by the shapes and dtypes of the traced arguments),
     lifted (:func:`lift`): :meth:`program` evaluates them without running ``fn``'s Python
     again, on ``consts`` (one tuple per trace), which a compiled program receives as
-    arguments (:meth:`bind`).  The values are no part of the key.
+    arguments (:meth:`bind`).  The values are no part of the key, so a ``Keyed`` is not
+    callable: running ``fn``'s Python inside a shared program would write the values of the
+    call that compiled it into every later call.
     """
 
     fn: Callable
     key: Hashable
     programs: tuple = ()
     consts: tuple = ()
-
-    def __call__(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Keyed) and self.key == other.key
