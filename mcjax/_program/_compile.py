@@ -153,6 +153,8 @@ def _cache_key(value) -> Hashable:
 def _leaf_key(a) -> Hashable:
     if isinstance(a, (bool, int, float, complex)):  # a Python scalar: weakly typed in JAX
         return type(a)
+    if not hasattr(a, "dtype"):  # a list of numbers, say: as NumPy reads it
+        a = np.asarray(a)
     placed = isinstance(a, (jax.Array, jax.ShapeDtypeStruct))
     return (tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False)),
             a.sharding if placed else None)
@@ -160,8 +162,7 @@ def _leaf_key(a) -> Hashable:
 
 def _argument_key(args) -> Hashable:
     leaves, tree = jax.tree_util.tree_flatten(args)
-    return tree, tuple(_leaf_key(a if hasattr(a, "dtype") or isinstance(
-        a, (bool, int, float, complex)) else np.asarray(a)) for a in leaves)
+    return tree, tuple(_leaf_key(a) for a in leaves)
 
 
 NUMERICS = ("jax_enable_x64", "jax_numpy_dtype_promotion", "jax_default_matmul_precision",

@@ -33,7 +33,7 @@ import numpy as np
 from jax.extend import core
 
 from mcjax._program._trace import Trace, digest
-from mcjax._program._walk import callee_name, sub_jaxprs, user_place
+from mcjax._program._walk import called_constants, callee_name, sub_jaxprs, user_place
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}")
 MAX_STORED = 1 << 16  # bytes of compressed operations kept in a record; more: the digest alone
@@ -76,21 +76,8 @@ def _operations(jaxpr: core.Jaxpr, path: tuple[str, ...], out: list, outer=None)
 
 def _constants(closed: core.ClosedJaxpr) -> list[list[str]]:
     """``[[dtype[shape], digest]]`` of the constants ``closed`` and the jaxprs it calls hold."""
-    found, seen = [], set()
-
-    def visit(closed_jaxpr):
-        for c in closed_jaxpr.consts:
-            array = np.asarray(c)
-            found.append([f"{array.dtype.name}{list(array.shape)}", digest(array)])
-        for eqn in closed_jaxpr.jaxpr.eqns:
-            for value in eqn.params.values():
-                for item in value if isinstance(value, (tuple, list)) else (value,):
-                    if isinstance(item, core.ClosedJaxpr) and id(item) not in seen:
-                        seen.add(id(item))
-                        visit(item)
-
-    visit(closed)
-    return found
+    arrays = [np.asarray(c) for c in (*closed.consts, *called_constants(closed.jaxpr))]
+    return [[f"{a.dtype.name}{list(a.shape)}", digest(a)] for a in arrays]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
 
-from mcjax._program._walk import custom_rules, equations
+from mcjax._program._walk import called_constants, custom_rules
 
 
 def digest(array) -> str:
@@ -54,9 +54,7 @@ def program_key(closed: core.ClosedJaxpr) -> tuple:
 def _nested_constants(jaxpr: core.Jaxpr) -> tuple:
     """Digests of the constants the jaxprs called by ``jaxpr`` close over (a custom rule's
     primal, say): their text shows their shapes, not their values."""
-    return tuple(_digest(c) for eqn in equations(jaxpr) for value in eqn.params.values()
-                 for item in (value if isinstance(value, (tuple, list)) else (value,))
-                 if isinstance(item, core.ClosedJaxpr) for c in item.consts)
+    return tuple(_digest(c) for c in called_constants(jaxpr))
 
 
 def _liftable(var) -> bool:

@@ -169,14 +169,18 @@ class Dependence(Interpreter[bool]):
 
 
 # -- static reading: every equation, the sub-jaxprs -------------------------------------------
+def _called(eqn) -> Iterator:
+    for value in eqn.params.values():
+        yield from value if isinstance(value, (tuple, list)) else (value,)
+
+
 def sub_jaxprs(eqn) -> Iterator[core.Jaxpr]:
     """The jaxprs an equation calls (jit, cond branches, scan and while bodies, custom rules)."""
-    for value in eqn.params.values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, core.ClosedJaxpr):
-                yield item.jaxpr
-            elif isinstance(item, core.Jaxpr):
-                yield item
+    for item in _called(eqn):
+        if isinstance(item, core.ClosedJaxpr):
+            yield item.jaxpr
+        elif isinstance(item, core.Jaxpr):
+            yield item
 
 
 def equations(jaxpr: core.Jaxpr) -> Iterator:
@@ -185,6 +189,17 @@ def equations(jaxpr: core.Jaxpr) -> Iterator:
         yield eqn
         for inner in sub_jaxprs(eqn):
             yield from equations(inner)
+
+
+def called_constants(jaxpr: core.Jaxpr) -> Iterator:
+    """The constants held by the closed jaxprs that ``jaxpr`` calls, at any depth, in order
+    (each closed jaxpr once): their values, which a jaxpr's text does not show."""
+    seen: set[int] = set()
+    for eqn in equations(jaxpr):
+        for item in _called(eqn):
+            if isinstance(item, core.ClosedJaxpr) and id(item) not in seen:
+                seen.add(id(item))
+                yield from item.consts
 
 
 def custom_rules(jaxpr: core.Jaxpr) -> set[str]:
