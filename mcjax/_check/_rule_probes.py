@@ -276,22 +276,24 @@ def judge(plan, v: dict, dr: dict) -> list[Probe]:
               "fwd's) differs from f's own computation (the rule-free program) by up to {off} "
               "at {at}: fwd returns another primal than f (a residual returned in its place?)",
               out, "out")
+    def linear(at, first, second, sentence, spec, what):
+        """``probe`` of the map at the combination against the combination of its values
+        (``first + COMBINATION second``), scaled by the parts' sizes."""
+        combined = [a + COMBINATION * b for a, b in zip(v[first], v[second])]
+        scale = [np.max(np.abs(a)) + abs(COMBINATION) * np.max(np.abs(b))
+                 for a, b in zip(v[first], v[second])]
+        probe("linear", v[at], combined, sentence, spec, what, scale)
+
     if "t12" in v:
-        combined = [a + COMBINATION * b for a, b in zip(v["t1"], v["t2"])]
-        scale = [np.max(np.abs(a)) + abs(COMBINATION) * np.max(np.abs(b))
-                 for a, b in zip(v["t1"], v["t2"])]
-        probe("linear", v["t12"], combined, "the JVP is not linear in its tangent: "
-              f"jvp(v1 {COMBINATION:+g} v2) differs from jvp(v1) {COMBINATION:+g} jvp(v2) by up "
-              "to {off} at {at}: a tangent squared, a constant added to it, or a tangent passed "
-              "through a nonlinear function?", out, "out", scale)
+        linear("t12", "t1", "t2", "the JVP is not linear in its tangent: "
+               f"jvp(v1 {COMBINATION:+g} v2) differs from jvp(v1) {COMBINATION:+g} jvp(v2) by "
+               "up to {off} at {at}: a tangent squared, a constant added to it, or a tangent "
+               "passed through a nonlinear function?", out, "out")
     if "w12" in v:
-        combined = [a + COMBINATION * b for a, b in zip(v["w1"], v["w2"])]
-        scale = [np.max(np.abs(a)) + abs(COMBINATION) * np.max(np.abs(b))
-                 for a, b in zip(v["w1"], v["w2"])]
-        probe("linear", v["w12"], combined, "the VJP is not linear in its cotangent: "
-              f"vjp(u1 {COMBINATION:+g} u2) differs from vjp(u1) {COMBINATION:+g} vjp(u2) by up "
-              "to {off} at {at}: a clipped or normalised cotangent, or a constant added?", xs,
-              "x", scale)
+        linear("w12", "w1", "w2", "the VJP is not linear in its cotangent: "
+               f"vjp(u1 {COMBINATION:+g} u2) differs from vjp(u1) {COMBINATION:+g} vjp(u2) by "
+               "up to {off} at {at}: a clipped or normalised cotangent, or a constant added?",
+               xs, "x")
     if "t1" in v and "w1" in v:
         a = sum(float(np.vdot(u, t)) for u, t in zip(dr["u1"], v["t1"]))
         b = sum(float(np.vdot(w, d)) for w, d in zip(v["w1"], dr["v1"]))
