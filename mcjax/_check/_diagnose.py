@@ -22,8 +22,10 @@ vanishes (a slip that merely comes closer is not named):
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +40,32 @@ from mcjax._core._pytrees import partition
 from mcjax._program._compile import compiler_options, run_compiled
 
 FACTORS = {-1.0: "-1: the sign is flipped", 2.0: "2", 0.5: "1/2", -2.0: "-2", -0.5: "-1/2"}
-MAX_NAMED = 2  # candidates that match besides the first are usually the same slip again
+
+EXPLAINS = 0.25
+"""A candidate explains the difference when the residual it leaves is at most this fraction
+of ``G - F`` (and within the comparison's slack entry by entry): a match that merely sits
+inside the tolerance (both nearly 0) explains nothing."""
+
+PREFERENCE = ("factor", "sign", "transposed", "wrong-argument", "leaf-factor", "leaf-sign",
+              "missing-term", "missing-factor", "other-branch", "missing-gate", "sign-dropped",
+              "value-for-derivative", "neighbour-derivative", "before-transform",
+              "count-off-by-one", "not-transposed", "kernel-not-flipped", "padding-off",
+              "tap-missing", "sign-in-term")
+"""Of two explanations whose Jacobians coincide, the one named: the simpler (a factor names
+its ``N``) and the more specific (a term left out says more than one factor of ``x x``
+negated, which zeroes the same term)."""
+
+
+class Candidate(NamedTuple):
+    """One explanation of ``G != F``: the Jacobian a slip gives, named."""
+
+    kind: str
+    sentence: str
+    J: np.ndarray
+
+    @property
+    def preference(self) -> int:
+        return PREFERENCE.index(self.kind) if self.kind in PREFERENCE else len(PREFERENCE)
 
 
 def _close(a, b, slack) -> bool:
@@ -46,50 +73,59 @@ def _close(a, b, slack) -> bool:
         return bool(np.all(np.abs(a - b) <= slack))
 
 
+def _factor_names(sizes: Mapping[str, int]) -> list[tuple[float, str]]:
+    """Every factor a size of the problem makes: ``N``, ``1/N``, their square roots, and the
+    products and ratios of two sizes (a mean over two axes, conv's ``1/T``)."""
+    named: dict[int, str] = {}
+    for what, n in sizes.items():
+        if n > 1 and n not in named:
+            named[n] = what
+    out = []
+    for n, what in named.items():
+        out += [(n, f"N = {n} ({what}): a sum where a mean was due?"),
+                (1 / n, f"1/N = 1/{n} ({what}): a mean where a sum was due, or 1/N twice?"),
+                (math.sqrt(n), f"sqrt(d) = sqrt({n}) (d = {what}): a missing 1/sqrt(d)?"),
+                (1 / math.sqrt(n), f"1/sqrt(d) = 1/sqrt({n}) (d = {what}): 1/sqrt(d) twice, or a "
+                 "sqrt(d) too few?")]
+    items = list(named.items())
+    for i, (a, wa) in enumerate(items):
+        for b, wb in items[i:]:
+            out.append((a * b, f"{a} x {b} ({wa} times {wb}): a sum over both where a mean "
+                        "was due?"))
+            out.append((1 / (a * b), f"1/({a} x {b}) ({wa} times {wb}): a mean over both where "
+                        "a sum was due?"))
+            if a != b:
+                out.append((a / b, f"{a}/{b} ({wa} over {wb})"))
+                out.append((b / a, f"{b}/{a} ({wb} over {wa})"))
+    return out
+
+
 def _name_factor(c: float, sizes: Mapping[str, int]) -> str:
-    """``c`` in words: a usual slip, a size of the problem, or its square root."""
-    named, seen = [], set()
+    """``c`` in words: a usual slip, a size of the problem (or a product, ratio or square root
+    of sizes)."""
     for value, name in FACTORS.items():
         if abs(c - value) <= 1e-3 * abs(value):
-            named.append(name)
-    for what, n in sizes.items():
-        if n in seen:  # the first place a size appears names it
-            continue
-        seen.add(n)
-        if n > 2 and abs(c - n) <= 1e-3 * n:
-            named.append(f"N = {n} ({what}): a sum where a mean was due?")
-        elif n > 2 and abs(c - 1 / n) <= 1e-3 / n:
-            named.append(f"1/N = 1/{n} ({what}): a mean where a sum was due, or 1/N twice?")
-        elif n > 1 and abs(abs(c) - math.sqrt(n)) <= 1e-3 * math.sqrt(n):
-            named.append(f"sqrt(d) = sqrt({n}) (d = {what}): a missing 1/sqrt(d)?")
-        elif n > 1 and abs(abs(c) - 1 / math.sqrt(n)) <= 1e-3 / math.sqrt(n):
-            named.append(f"1/sqrt(d) = 1/sqrt({n}) (d = {what}): 1/sqrt(d) twice, or a sqrt(d) "
-                         "too few?")
-        if len(named) >= 2:
-            break
-    if named:
-        return " or ".join(dict.fromkeys(named))
+            return name
+    for value, name in _factor_names(sizes):
+        if abs(abs(c) - value) <= 1e-3 * value:
+            return name if c > 0 else f"-{name}"
     return f"{c:.6g} ({100 * (c - 1):+.2g}%), not one of the usual slips"
 
 
-def _factor(G, R, slack):
-    """The ``c != 1`` with ``G = c R`` if there is one, else None."""
+def _fit(G, R, slack):
+    """The ``c`` that best fits ``G = c R`` (least squares), or None."""
     denominator = float(np.sum(R * R))
     if denominator == 0:
         return None
     c = float(np.sum(G * R)) / denominator
-    if c == 0 or not np.isfinite(c):
-        return None
-    if _close(G, c * R, slack * max(1.0, abs(c))) and not _close(G, R, slack):
-        return c
-    return None
+    return c if c != 0 and np.isfinite(c) else None
 
 
 def _axis_transposes(x_spec: FlatSpec, n: int):
-    """For each argument leaf with two equal axes: ``(leaf path, column permutation)`` that
-    swaps them (a matrix's gradient transposed over its own axes)."""
-    for path, shape, offset, size in zip(x_spec.paths, x_spec.shapes, x_spec.offsets,
-                                         x_spec.sizes):
+    """For each argument leaf with two equal axes: ``(leaf index, axes, column permutation)``
+    that swaps them (a matrix's gradient transposed over its own axes)."""
+    for leaf, (shape, offset, size) in enumerate(zip(x_spec.shapes, x_spec.offsets,
+                                                     x_spec.sizes)):
         for a in range(len(shape)):
             for b in range(a + 1, len(shape)):
                 if shape[a] != shape[b] or shape[a] < 2:
@@ -97,21 +133,101 @@ def _axis_transposes(x_spec: FlatSpec, n: int):
                 order = np.arange(size).reshape(shape).swapaxes(a, b).ravel()
                 perm = np.arange(n)
                 perm[offset:offset + size] = offset + order
-                named = x_spec.root + path if x_spec.root != "x" else path or "the argument"
-                yield named, (a, b), perm
+                yield leaf, (a, b), perm
+
+
+def leaf_names(x_spec: FlatSpec, names: tuple[str, ...]) -> list[str]:
+    """Each argument leaf as the user names it: ``params['W2']`` (``names``: the
+    differentiated parameters' names, one per differentiated argument)."""
+    out = []
+    for path in x_spec.paths:
+        if x_spec.root == "args" and path.startswith("["):
+            k, rest = path[1:].split("]", 1)
+            position = int(k)
+            out.append((names[position] if position < len(names) else f"args[{k}]") + rest)
+        else:
+            out.append((names[0] if names else x_spec.root) + path)
+    return out
+
+
+def _global(G0, F0, slack, sizes, x_spec: FlatSpec, leaves: list[str]) -> list[Candidate]:
+    """The whole Jacobian transposed, a matrix leaf's gradient transposed over its own axes,
+    a constant factor on all of it, or on one leaf."""
+    out = []
+    m, n = G0.shape
+    if m == n:
+        out.append(Candidate("transposed", "matches the reference transposed: denominator "
+                             "layout? (numerator layout is out.shape + arg.shape; pass "
+                             "layout='denominator' if you meant it)", F0.T))
+        c = _fit(G0, F0.T, slack)
+        if c is not None and abs(c - 1) > 1e-3:
+            out.append(Candidate("transposed", f"matches the reference transposed and times "
+                                 f"{_name_factor(c, sizes)}: denominator layout?", c * F0.T))
+    for leaf, axes, perm in _axis_transposes(x_spec, n):
+        out.append(Candidate("transposed", f"matches the reference with {leaves[leaf]}'s axes "
+                             f"{axes} swapped: the gradient of a matrix transposed (x h^T where "
+                             "h x^T was due?)", F0[:, perm]))
+    c = _fit(G0, F0, slack)
+    if c is not None:
+        kind = "sign" if abs(c + 1) <= 1e-3 else "factor"
+        out.append(Candidate(kind, "a constant factor: matches the reference times "
+                             f"{_name_factor(c, sizes)}", c * F0))
+    if len(x_spec.shapes) > 1:
+        for leaf, (offset, size) in enumerate(zip(x_spec.offsets, x_spec.sizes)):
+            block = slice(offset, offset + size)
+            c = _fit(G0[:, block], F0[:, block], slack[:, block])
+            if c is None:
+                continue
+            J = F0.copy()
+            J[:, block] *= c
+            kind = "leaf-sign" if abs(c + 1) <= 1e-3 else "leaf-factor"
+            out.append(Candidate(kind, f"a constant factor on {leaves[leaf]} only: its "
+                                 f"derivative matches the reference times "
+                                 f"{_name_factor(c, sizes)}", J))
+    return out
+
+
+def rank(G0, F0, slack, candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates that explain ``G0 - F0``, best first, equivalent ones merged.
+
+    A candidate explains it when ``G0`` matches its Jacobian within ``slack`` at every entry,
+    the Jacobian is not the reference's (within ``slack``), and the residual it leaves is at
+    most ``EXPLAINS`` of ``G0 - F0``.  Candidates whose Jacobians coincide are one
+    explanation, named by the ``PREFERENCE`` of their kinds; explanations are ordered by the
+    residual each leaves (relative to ``slack``)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        difference = float(np.linalg.norm(G0 - F0))
+        weight = np.where(np.isfinite(slack) & (slack > 0), 1 / np.where(slack > 0, slack, 1), 0)
+        fits = []
+        for k, cand in enumerate(candidates):
+            J = np.where(np.isfinite(slack), cand.J, 0.0)
+            if (not np.all(np.isfinite(J)) or _close(J, F0, slack) or not _close(G0, J, slack)
+                    or float(np.linalg.norm(G0 - J)) > EXPLAINS * difference):
+                continue
+            fits.append((float(np.max(np.abs(G0 - J) * weight, initial=0.0)), k, cand._replace(J=J)))
+    fits.sort(key=lambda t: (t[0], t[1]))
+    groups: list[list[Candidate]] = []
+    for _, _, cand in fits:
+        group = next((g for g in groups if _close(g[0].J, cand.J, slack)), None)
+        if group is None:
+            groups.append([cand])
+        else:
+            group.append(cand)
+    return [min(g, key=lambda c: c.preference) for g in groups]
 
 
 def diagnose(G, F, allowed, include, *, x_spec: FlatSpec, out_spec: FlatSpec,
-             sizes: Mapping[str, int], candidates: list[tuple[str, str, np.ndarray]]
-             ) -> list[Slip]:
-    """The slips that explain ``G != F`` (usually one; empty when none fits).
+             sizes: Mapping[str, int], candidates: list[Candidate],
+             names: tuple[str, ...] = ()) -> list[Slip]:
+    """The slips that explain ``G != F``, best first (empty when none does).
 
     Args:
       G, F, allowed: ``(m, n)`` float64: derivative under test, exact reference, thresholds.
       include: ``(m, n)`` bool, the entries compared (kinks excluded).
       x_spec, out_spec: the argument's and the output's leaves.
       sizes: the problem's sizes by description, candidates for a factor ``N``.
-      candidates: ``(kind, sentence, Jacobian)`` of ``f`` with one slip planted each.
+      candidates: ``f`` with one slip planted each (and the other arguments' Jacobians).
+      names: the differentiated parameters' names (``params``), for the sentences.
     """
     finite = np.isfinite(G)
     if not finite.all() and np.isfinite(F[~finite]).all():
@@ -120,31 +236,11 @@ def diagnose(G, F, allowed, include, *, x_spec: FlatSpec, out_spec: FlatSpec,
                      "unstable formula; a stable form (jax.nn.sigmoid, logsumexp) avoids it")]
     slack = np.where(include, 2 * allowed, np.inf)
     G0, F0 = np.where(include, G, 0.0), np.where(include, F, 0.0)
-    m, n = G.shape
-    if m == n and not _close(F0, F0.T, slack):
-        if _close(G, F.T, slack):
-            return [Slip("transposed", "matches the reference transposed: denominator layout? "
-                         "(numerator layout is out.shape + arg.shape; pass "
-                         "layout='denominator' if you meant it)")]
-        c = _factor(G0, F0.T, slack)
-        if c is not None:
-            return [Slip("transposed", f"matches the reference transposed and times "
-                         f"{_name_factor(c, sizes)}: denominator layout?")]
-    for path, axes, perm in _axis_transposes(x_spec, n):
-        FT = F[:, perm]
-        if not _close(FT, F, slack) and _close(G, FT, slack):
-            return [Slip("transposed", f"matches the reference with {path}'s axes {axes} "
-                         "swapped: the gradient of a matrix transposed (x h^T where h x^T was "
-                         "due?)")]
-    c = _factor(G0, F0, slack)
-    if c is not None:
-        kind = "sign" if abs(c + 1) <= 1e-3 else "factor"
-        return [Slip(kind, f"a constant factor: matches the reference times "
-                     f"{_name_factor(c, sizes)}")]
-    # the most specific first: a variant of f that matches names the line of the slip
-    named = [Slip(kind, sentence) for kind, sentence, J in candidates
-             if not _close(J, F, slack) and _close(G, J, slack)][:MAX_NAMED]
-    slips = list(dict.fromkeys(named + _structure(G0, F0, slack, out_spec, x_spec)))
+    leaves = leaf_names(x_spec, names)
+    ranked = rank(G0, F0, slack, _global(G0, F0, slack, sizes, x_spec, leaves) + candidates)
+    slips = [Slip(c.kind, c.sentence) for c in ranked]
+    if not slips:
+        slips = _structure(G0, F0, slack, out_spec, x_spec)
     return slips or _low_rank(G0 - F0, F0, slack)
 
 
@@ -191,20 +287,23 @@ def _low_rank(E, F0, slack) -> list[Slip]:
     return []
 
 
-def where(G, F, allowed, include, x_spec: FlatSpec, out_spec: FlatSpec) -> list[str]:
-    """Which leaves, rows and columns hold the wrong entries: one line per block that has any."""
+def where(G, F, allowed, include, x_spec: FlatSpec, out_spec: FlatSpec,
+          names: tuple[str, ...] = ()) -> list[str]:
+    """Which leaves, rows and columns hold the wrong entries: one line per block that has any
+    (``names``: the differentiated parameters' names, for the leaves)."""
     with np.errstate(invalid="ignore"):
         bad = include & ~(np.abs(G - F) <= allowed)
     lines = []
+    leaves = leaf_names(x_spec, names)
     for o_path, o_shape, oi, mi in zip(out_spec.paths, out_spec.shapes, out_spec.offsets,
                                        out_spec.sizes):
-        for x_path, x_shape, oj, nj in zip(x_spec.paths, x_spec.shapes, x_spec.offsets,
+        for x_name, x_shape, oj, nj in zip(leaves, x_spec.shapes, x_spec.offsets,
                                            x_spec.sizes):
             block = bad[oi:oi + mi, oj:oj + nj].reshape(o_shape + x_shape)
             count = int(block.sum())
             if not count:
                 continue
-            name = (f"d out{o_path} / d {x_spec.root}{x_path}" if not (out_spec.is_array and x_spec.is_array)
+            name = (f"d out{o_path} / d {x_name}" if not (out_spec.is_array and x_spec.is_array)
                     else "the Jacobian")
             axes = _axes(block, len(o_shape), o_shape + x_shape)
             lines.append(f"{count} of {mi * nj} entries of {name} are wrong" +
@@ -245,29 +344,47 @@ def _compiled(fn, statics, dynamic):
                         compiler_options=compiler_options())
 
 
-def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
-    """``(kind, sentence, Jacobian)`` for every slip planted in ``f`` at this point."""
-    static, x_spec, out_spec = p.static, p.x_spec, p.out_spec
+def _of_f(static):
+    """``static`` without the derivative under test: the programs of the diagnosis depend on
+    ``f`` alone, so every wrong derivative of one ``f`` shares them."""
+    return static._replace(derivative=static.f, pullback=False)
+
+
+def parameter_names(p: Prepared) -> tuple[str, ...]:
+    """The differentiated parameters' names as ``f`` spells them (``params``), or
+    ``args[k]`` where ``f``'s signature does not say."""
+    fn = getattr(p.static.f, "fn", p.static.f)
+    try:
+        parameters = [q for q in inspect.signature(fn).parameters.values()
+                      if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        parameters = []
+    return tuple(parameters[k].name if k < len(parameters) else f"args[{k}]"
+                 for k in p.static.positions)
+
+
+def candidates(p: Prepared, dynamic) -> list[Candidate]:
+    """Every slip planted in ``f`` at this point, and the other arguments' Jacobians."""
+    static, x_spec, out_spec = _of_f(p.static), p.x_spec, p.out_spec
     f_flat, x = flat_at(static, x_spec, out_spec, dynamic)
     args = static.args(dynamic)
     targets = ["ungated"] + _slips.sites(jax.make_jaxpr(f_flat)(x).jaxpr)
-    try:
-        jacobians = _compiled(_variants, (static, x_spec, out_spec, tuple(targets)), dynamic)
-    except Exception:  # noqa: BLE001 - a primitive the rewriting cannot rebind: no candidates
-        jacobians = [None] * len(targets)
+    jacobians = _compiled(_variants, (static, x_spec, out_spec, tuple(targets)), dynamic)
     out = []
     for target, J in zip(targets, jacobians):
-        if J is None:
-            continue
         if target == "ungated":
-            out.append(("missing-gate", "a missing gate or mask: matches the derivative of f "
-                        "with its gates (max(z, 0), where(mask, z, 0)) removed; multiply by the "
-                        "gate, e.g. 1[z > 0] for a ReLU", np.asarray(J, np.float64)))
+            out.append(Candidate("missing-gate", "a missing gate or mask: matches the "
+                                 "derivative of f with its gates (max(z, 0), where(mask, z, 0)) "
+                                 "removed; multiply by the gate, e.g. 1[z > 0] for a ReLU",
+                                 np.asarray(J, np.float64)))
         else:
             assert isinstance(target, _slips.Site)
-            kind = {"drop": "missing-term", "negate": "sign-in-term",
-                    "value": "value-for-derivative"}[target.how]
-            out.append((kind, target.describe(), np.asarray(J, np.float64)))
+            out.append(Candidate(target.kind, target.describe(), np.asarray(J, np.float64)))
+    try:
+        signature = [q.name for q in inspect.signature(getattr(p.static.f, "fn", p.static.f))
+                     .parameters.values()]
+    except (TypeError, ValueError):
+        signature = []
     for k, arg in enumerate(args):
         arg = partition(arg)[0]  # its differentiated leaves, as the argument's (a model's)
         leaves = jax.tree_util.tree_leaves(arg)
@@ -278,21 +395,29 @@ def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
                 for a, s in zip(leaves, x_spec.shapes)):
             continue
         J = _compiled(_other_jacobian, (static._replace(argnums=k), x_spec, out_spec), dynamic)
-        out.append(("wrong-argument", f"matches the derivative with respect to args[{k}]: the "
-                    "wrong argument?", np.asarray(J, np.float64)))
+        name = signature[k] if k < len(signature) else f"args[{k}]"
+        out.append(Candidate("wrong-argument", f"matches the derivative with respect to {name}: "
+                             "the wrong argument?", np.asarray(J, np.float64)))
     return out
 
 
-def sizes_of(p: Prepared, args) -> dict[str, int]:
-    """Candidate sizes ``N`` for a factor slip: every dimension and size in sight."""
+def sizes_of(p: Prepared, args, names: tuple[str, ...] = ()) -> dict[str, int]:
+    """Candidate sizes ``N`` for a factor slip: every axis and size of the arguments and of
+    ``f``'s outputs."""
     sizes = {}
     for k, arg in enumerate(args):
         for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
             shape = np.shape(leaf)
-            name = f"args[{k}]" + "".join(str(q) for q in path)
+            position = p.static.positions.index(k) if k in p.static.positions else -1
+            base = names[position] if 0 <= position < len(names) else f"args[{k}]"
+            name = base + "".join(str(q) for q in path)
             for axis, d in enumerate(shape):
                 sizes.setdefault(f"axis {axis} of {name}", int(d))
             sizes.setdefault(f"the size of {name}", int(np.prod(shape)))
+    for path, shape in zip(p.out_spec.paths, p.out_spec.shapes):
+        for axis, d in enumerate(shape):
+            sizes.setdefault(f"axis {axis} of f's output{path}", int(d))
+        sizes.setdefault(f"the size of f's output{path}", int(np.prod(shape)))
     sizes.setdefault("the size of f's output", p.out_spec.size)
     return sizes
 
@@ -306,7 +431,9 @@ def diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[s
 
 def _diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[str]]:
     args = p.static.args(dynamic)
+    names = parameter_names(p)
     slips = diagnose(verdict.got, F, verdict.allowed, verdict.compared, x_spec=p.x_spec,
-                     out_spec=p.out_spec, sizes=sizes_of(p, args),
-                     candidates=candidates(p, dynamic))
-    return slips, where(verdict.got, F, verdict.allowed, verdict.compared, p.x_spec, p.out_spec)
+                     out_spec=p.out_spec, sizes=sizes_of(p, args, names),
+                     candidates=candidates(p, dynamic), names=names)
+    return slips, where(verdict.got, F, verdict.allowed, verdict.compared, p.x_spec, p.out_spec,
+                        names)

@@ -1,27 +1,37 @@
 r"""Slips of hand derivations, as variants of ``f`` whose Jacobian the slip would give.
 
-Each variant evaluates ``f``'s jaxpr with one place rewritten so that its *value* is unchanged
-and its *derivative* is what a slip produces.  When the derivative under test matches a
-variant's Jacobian (and the true one does not), the diagnosis names the slip and the line of
-``f`` it is about:
+Each variant evaluates ``f``'s jaxpr with one place rewritten so that its *derivative* is what
+a slip produces (and, for most slips, its value unchanged).  When the derivative under test
+matches a variant's Jacobian (and the true one does not), the diagnosis names the slip and
+the line of ``f`` it is about.  The sites come from the primitive table's ``Slips``:
 
-- **ungated**: every gate (``max(z, 0)``, ``where(mask, z, 0)``) straight-through: the
-  ``1[z > 0]`` of a ReLU forgotten;
-- **a term dropped**: one operand of a sum, product, quotient or matrix product that
-  depends on the argument is put behind ``stop_gradient``: one term of a product rule, the
-  mean's dependence in a layer norm, the :math:`-s s^\top` of the softmax Jacobian;
-- **a term negated**: the same operand's term with its sign flipped;
-- **value for derivative**: an element-wise function's derivative replaced by its value
-  (:math:`\sigma` for :math:`\sigma(1 - \sigma)`, ``tanh`` for :math:`1 - \tanh^2`).
+- **ungated** (all gates at once, or one): ``max(z, 0)``, ``where(mask, z, 0)`` straight
+  through: the ``1[z > 0]`` of a ReLU forgotten, a missing clip;
+- **a term dropped / negated**: one operand of a sum, product, quotient or matrix product
+  that depends on the argument behind ``stop_gradient`` (or with its sign flipped): one term
+  of a product rule, the mean's dependence in a layer norm, the :math:`-s s^\top` of softmax;
+- **a factor of the chain left out**: in a product or quotient with one operand depending on
+  the argument, the other (``gamma`` of a batch norm, a mask, a ``1/N``) left out;
+- **one branch everywhere**: a piecewise function (``max``, ``where``, ``clip``) with one
+  branch's derivative at every element; **a sign dropped**: ``|z|``'s ``sign(z)``;
+- **value for derivative** and **a neighbouring derivative**: :math:`\sigma` for
+  :math:`\sigma(1 - \sigma)`, ``1 - tanh`` for :math:`1 - \tanh^2`;
+- **an intermediate before its transform**: in a product, the other factor's value taken
+  before its last shift or scaling (``x`` for ``x_hat``);
+- **a count off by one**: a quotient by a scalar ``N`` (a mean) taken by ``N - 1`` or ``N + 1``;
+- **not transposed**: in a matrix product, the term through one operand with the other
+  operand transposed (``dS`` for ``dS^T``), or its result transposed (square ones only);
+- **a convolution's slips**: the kernel not flipped, the padding off by one, a tap missing.
 
 Places are numbered in the order the jaxpr is walked (nested ``jit`` calls included, the
-insides of ``custom_jvp``/``custom_vjp`` functions not: their derivative is their rule).
+insides of ``custom_jvp``/``custom_vjp`` functions not: their derivative is their rule, and a
+slip is planted at the custom call itself or around it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,37 +41,101 @@ from jax.extend import core
 from mcjax._program._walk import Interpreter, bind, user_place
 from mcjax._program.primitives import Slips, lookup
 
-MAX_SITES = 48
+MAX_SITES = 160
 """At most this many rewritten variants are tried (the first places of ``f``)."""
+
+KINDS = {"drop": "missing-term", "negate": "sign-in-term", "value": "value-for-derivative",
+         "neighbour": "neighbour-derivative", "factor": "missing-factor",
+         "branch": "other-branch", "ungate": "missing-gate", "sign": "sign-dropped",
+         "before": "before-transform", "count": "count-off-by-one",
+         "transpose": "not-transposed", "flip": "kernel-not-flipped", "pad": "padding-off",
+         "tap": "tap-missing"}
+"""The kind (``Slip.kind``) each way of planting names."""
 
 
 class Site(NamedTuple):
     """One place of ``f`` where a slip can be planted."""
 
     index: int  # the equation's number in the walk
-    how: str  # "drop", "negate" or "value"
+    how: str  # a key of KINDS
     operand: int
     primitive: str
     where: str  # the user's code and line, for the sentence
+    extra: Any = None  # what the planting needs besides: a branch, a sign, an origin
+
+    @property
+    def kind(self) -> str:
+        return KINDS[self.how]
 
     def describe(self) -> str:
         """The slip in words."""
         entry = lookup(self.primitive)
         assert entry is not None  # a site is planted only where the table has one
         slips = entry.slips
-        if self.how == "value":
-            name = slips.value
-            where = f" in {self.where}" if self.where else ""
-            return (f"{name}'s derivative replaced by {name} itself{where}: the "
+        at = f" in {self.where}" if self.where else f" ({self.primitive})"
+        how = self.how
+        if how == "value":
+            return (f"{slips.value}'s derivative replaced by {slips.value} itself{at}: the "
                     "function's value where its derivative was due (sigma for sigma (1 - sigma), "
                     "tanh for 1 - tanh^2?)")
+        if how == "neighbour":
+            assert slips.neighbour is not None
+            return (f"the derivative of a neighbouring function{at}: {slips.neighbour[0]}")
+        if how == "branch":
+            return (f"one branch's derivative everywhere{at}: matches the derivative with "
+                    f"{_branch_words(self.primitive, self.operand)} at every element (the other "
+                    "branch, or the condition, forgotten)")
+        if how == "ungate":
+            return (f"a missing gate or clip{at}: matches the derivative with this "
+                    f"{'clip' if self.primitive == 'clamp' else 'gate'} passed straight through "
+                    "(multiply by its indicator, e.g. 1[z > 0] for a ReLU, 1[lo < z < hi] for a "
+                    "clip)")
+        if how == "sign":
+            return f"the sign of |z| dropped{at}: matches the derivative with sign(z) read as 1"
+        if how == "count":
+            n = "N - 1 for N" if self.extra < 0 else "N + 1 for N"
+            return (f"a count off by one{at}: matches the derivative with the divisor taken as "
+                    f"{n} (an unbiased variance where the biased one was due, or the reverse?)")
+        if how == "flip":
+            return (f"the kernel not flipped{at}: matches the derivative of a correlation where "
+                    "a convolution was due (or the reverse): reverse the kernel's spatial axes")
+        if how == "pad":
+            return (f"the padding off by one{at}: matches the derivative with the window "
+                    f"shifted by {self.extra:+d} (padding (lo{self.extra:+d}, "
+                    f"hi{-self.extra:+d}))")
+        if how == "tap":
+            return (f"a tap missing{at}: matches the derivative with the kernel's "
+                    f"{'first' if self.extra == 0 else 'last'} tap left out (a window one short)")
         assert slips.terms is not None
         what, operands = slips.terms
         term = f"the term through {operands[self.operand]} of the {what}" + (
             f" {self.where}" if self.where else f" ({self.primitive})")
-        if self.how == "drop":
+        other = operands[1 - self.operand]
+        if how == "drop":
             return f"a missing term: matches the derivative with {term} left out"
-        return f"a sign error in one term: matches the derivative with {term} negated"
+        if how == "negate":
+            return f"a sign error in one term: matches the derivative with {term} negated"
+        if how == "factor":
+            return (f"a factor left out of the chain: matches the derivative with {other} of "
+                    f"the {what}{at} left out of it (a gamma, a mask, a 1/N, a constant?)")
+        if how == "before":
+            return (f"an intermediate used before its transform: matches the derivative with "
+                    f"{term} using {other}'s value before its last shift or scaling (x for "
+                    "x_hat?)")
+        assert how == "transpose"
+        if self.extra == "out":
+            return (f"an intermediate not transposed: matches the derivative with {term} "
+                    "transposed (dS where dS^T was due?)")
+        return (f"a transpose missing: matches the derivative with {term} using {other} "
+                "transposed (W where W^T was due?)")
+
+
+def _branch_words(primitive: str, operand: int) -> str:
+    if primitive == "select_n":
+        return f"case {operand - 1} of the where/select's derivative"
+    if primitive == "clamp":
+        return "the clipped value's derivative (no clip)"
+    return f"operand {operand} of the {primitive}'s derivative"
 
 
 def _where(eqn) -> str:
@@ -88,35 +162,100 @@ class _Numbered(Interpreter):
         return self.primitive(eqn, ins)
 
 
+class _Dep(NamedTuple):
+    """What the site search knows of a value: whether it depends on the argument, where it
+    was made (``(equation number, output)``), and the values it was made from by a shift
+    or a scaling (``x - mu``, then ``x``), latest first."""
+
+    dep: bool
+    origin: tuple | None = None
+    before: tuple = ()
+
+
+_TRANSFORMS = frozenset({"sub", "add", "div", "mul"})
+
+
+def _square(var) -> bool:
+    shape = getattr(var.aval, "shape", ())
+    return len(shape) >= 2 and shape[-1] == shape[-2] and shape[-1] > 1
+
+
 class _Sites(_Numbered):
-    """Which values depend on the argument (booleans), and the sites met on the way."""
+    """Which values depend on the argument, and the sites met on the way."""
 
     def __init__(self):
         super().__init__()
         self.found: list[Site] = []
 
-    def literal(self, value) -> bool:
-        return False
+    def literal(self, value) -> _Dep:
+        return _Dep(False)
 
-    def primitive(self, eqn, deps: list[bool]) -> list[bool]:
+    def primitive(self, eqn, ins: list[_Dep]) -> list[_Dep]:
         name = eqn.primitive.name
+        deps = [d.dep for d in ins]
         floating = all(_floating_var(v) for v in eqn.outvars)
         entry = lookup(name)
         slips = entry.slips if entry is not None else Slips()
-        if slips.terms is not None and sum(deps) == 2 and floating:
-            where = _where(eqn)
-            for operand in (0, 1):
-                self.found.append(Site(self.index, "drop", operand, name, where))
-                self.found.append(Site(self.index, "negate", operand, name, where))
-        elif slips.value and deps == [True] and floating:
-            self.found.append(Site(self.index, "value", 0, name, _where(eqn)))
-        return [any(deps)] * len(eqn.outvars)
+        if floating and any(deps):
+            self._sites(eqn, name, slips, ins, deps)
+        outs = [_Dep(any(deps), (self.index, k)) for k in range(len(eqn.outvars))]
+        if (name in _TRANSFORMS and deps[0] and len(outs) == 1 and ins[0].origin is not None
+                and getattr(eqn.invars[0].aval, "shape", None) == eqn.outvars[0].aval.shape):
+            outs[0] = outs[0]._replace(before=((ins[0].origin,) + ins[0].before)[:2])
+        return outs
+
+    def _sites(self, eqn, name, slips: Slips, ins: list[_Dep], deps: list[bool]):
+        where = _where(eqn)
+
+        def add(how, operand=0, extra=None):
+            self.found.append(Site(self.index, how, operand, name, where, extra))
+
+        if slips.terms is not None and len(deps) == 2:
+            if all(deps):
+                for operand in (0, 1):
+                    add("drop", operand)
+                    add("negate", operand)
+            if slips.chain and sum(deps) == 1 and (name != "div" or deps[0]):
+                add("factor", deps.index(True))
+            if slips.chain or slips.transposes:
+                for operand in (0, 1):  # the term through `operand` reads the other's value
+                    if deps[operand]:
+                        for origin in ins[1 - operand].before:
+                            add("before", operand, origin)
+            if slips.count and deps == [True, False] and eqn.invars[1].aval.shape == ():
+                add("count", 0, -1)
+                add("count", 0, 1)
+            if slips.transposes:
+                for operand in (0, 1):
+                    if deps[operand] and _square(eqn.invars[1 - operand]):
+                        add("transpose", operand, "other")
+                    if deps[operand] and _square(eqn.outvars[0]):
+                        add("transpose", operand, "out")
+        if slips.value and deps == [True]:
+            add("value")
+        if slips.neighbour and deps == [True]:
+            add("neighbour")
+        if slips.sign and deps == [True]:
+            add("sign")
+        if slips.gate is not None and sum(deps[1:] if name == "select_n" else deps) == 1:
+            add("ungate")
+        branches = [b for b in slips.branches if b < len(deps) and deps[b]]
+        if len(branches) >= 2 or name == "clamp" and branches:
+            for b in branches:
+                add("branch", b)
+        if slips.window:
+            add("flip", 1)
+            add("pad", 0, 1)
+            add("pad", 0, -1)
+            add("tap", 1, 0)
+            add("tap", 1, -1)
 
 
 def sites(jaxpr: core.Jaxpr) -> list[Site]:
     """The places of ``jaxpr`` (a function of one array) where a slip can be planted."""
     walk = _Sites()
-    walk.run(jaxpr, [False] * len(jaxpr.constvars), [True] * len(jaxpr.invars))
+    walk.run(jaxpr, [_Dep(False)] * len(jaxpr.constvars),
+             [_Dep(True, ("arg", k)) for k in range(len(jaxpr.invars))])
     return walk.found[:MAX_SITES]
 
 
@@ -125,23 +264,80 @@ def _floating_var(var) -> bool:
     return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
 
 
-def _rewrite(eqn, invals, deps, target):
+sg = lax.stop_gradient
+
+
+def _tangent(v):
+    """Zero, with ``v``'s derivative."""
+    return v - sg(v)
+
+
+def _rewrite(eqn, invals, deps, target, values):
     """The equation's outputs with ``target`` planted (a ``Site``, or ``"ungated"``)."""
-    sg = lax.stop_gradient
-    if target == "ungated":
-        name = eqn.primitive.name
-        entry = lookup(name)
-        gate = entry.slips.gate if entry is not None else None
-        ungated = gate(lambda values: bind(eqn, values), invals, deps) if gate else None
-        return ungated if ungated is not None else bind(eqn, invals)
-    if target.how == "value":
+    name = eqn.primitive.name
+    entry = lookup(name)
+    slips = entry.slips if entry is not None else Slips()
+    apply = lambda vals: bind(eqn, vals)  # noqa: E731
+    if target == "ungated" or target.how == "ungate":
+        ungated = slips.gate(apply, invals, deps) if slips.gate else None
+        return ungated if ungated is not None else apply(invals)
+    how, k = target.how, target.operand
+    out = apply(invals)
+    if how in ("value", "neighbour", "sign"):
         (a,) = invals
-        y = sg(bind(eqn, [a])[0])
-        return [y + y * (a - sg(a))]  # value g(a), derivative g(a) a'
-    args = list(invals)
-    v = args[target.operand]
-    args[target.operand] = sg(v) if target.how == "drop" else 2 * sg(v) - v
-    return bind(eqn, args)
+        y = sg(out[0])
+        if how == "value":
+            slope = y
+        elif how == "sign":
+            slope = jnp.ones_like(y)
+        else:
+            assert slips.neighbour is not None
+            slope = sg(slips.neighbour[1](a, y)).astype(y.dtype)
+        return [y + slope * _tangent(a)]
+    if how == "branch":
+        branch = jnp.broadcast_to(invals[k], out[0].shape).astype(out[0].dtype)
+        return [sg(out[0]) + _tangent(branch)]
+    if how in ("drop", "negate"):
+        args = list(invals)
+        v = args[k]
+        args[k] = sg(v) if how == "drop" else 2 * sg(v) - v
+        return apply(args)
+    if how == "factor":  # the dependent operand's derivative straight through
+        through = jnp.broadcast_to(_tangent(invals[k]), out[0].shape)
+        return [sg(out[0]) + through]
+    if how == "count":
+        args = list(invals)
+        args[1] = args[1] + target.extra
+        return apply(args)
+    if how in ("before", "transpose"):
+        i = 1 - k
+        if how == "before" or target.extra == "other":
+            other = values[target.extra] if how == "before" else jnp.swapaxes(invals[i], -1, -2)
+            other = jnp.broadcast_to(other, jnp.shape(invals[i])).astype(invals[i].dtype)
+            through_k = apply([sg(other), invals[k]] if k == 1 else [invals[k], sg(other)])[0]
+        else:
+            through_k = jnp.swapaxes(apply([sg(invals[i]), invals[k]] if k == 1 else
+                                           [invals[k], sg(invals[i])])[0], -1, -2)
+        through_i = apply([invals[0], sg(invals[1])] if i == 0 else [sg(invals[0]), invals[1]])[0]
+        return [sg(out[0]) + _tangent(through_k) + (_tangent(through_i) if deps[i] else 0)]
+    return _rewrite_window(eqn, invals, target)
+
+
+def _rewrite_window(eqn, invals, target):
+    """A convolution with its kernel flipped, its padding shifted or a tap left out."""
+    lhs, rhs = invals
+    params = dict(eqn.params)
+    spatial = tuple(params["dimension_numbers"].rhs_spec[2:])
+    if target.how == "flip":
+        rhs = lax.rev(rhs, spatial)
+    elif target.how == "pad":
+        s = target.extra
+        params["padding"] = tuple((lo + s, hi - s) for lo, hi in params["padding"])
+    else:  # one tap of the first spatial axis left out
+        axis = spatial[0]
+        keep = jnp.ones(rhs.shape[axis], rhs.dtype).at[target.extra].set(0)
+        rhs = rhs * keep.reshape([-1 if a == axis else 1 for a in range(rhs.ndim)])
+    return [lax.conv_general_dilated_p.bind(lhs, rhs, **params)]
 
 
 class _Planted(_Numbered):
@@ -150,6 +346,7 @@ class _Planted(_Numbered):
     def __init__(self, target):
         super().__init__()
         self.target = target
+        self.values: dict = {}  # by origin: the intermediate a "before" slip reads
 
     def literal(self, value):
         return value, False
@@ -163,19 +360,23 @@ class _Planted(_Numbered):
         invals, deps = [v for v, _ in ins], [d for _, d in ins]
         if self.target == "ungated" or (isinstance(self.target, Site)
                                         and self.target.index == self.index):
-            out = _rewrite(eqn, invals, deps, self.target)
+            out = _rewrite(eqn, invals, deps, self.target, self.values)
         else:
             out = bind(eqn, invals)
+        for k, o in enumerate(out):
+            self.values[(self.index, k)] = o
         return [(o, any(deps)) for o in out]
 
 
 def variant(fn: Callable, target) -> Callable:
     """``fn`` (of one array) with ``target`` planted: a ``Site`` or ``"ungated"``.
-    Same values, the slip's derivative."""
+    Same values (but for a count, a kernel or a padding changed), the slip's derivative."""
 
     def planted(x):
         closed = jax.make_jaxpr(fn)(x)
-        (out,) = _Planted(target).run(closed.jaxpr, closed.consts, [(x, True)])
+        walk = _Planted(target)
+        walk.values[("arg", 0)] = x
+        (out,) = walk.run(closed.jaxpr, closed.consts, [(x, True)])
         return out[0]
 
     return planted

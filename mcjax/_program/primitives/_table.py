@@ -127,6 +127,18 @@ class Slips(NamedTuple):
     """A gate that can be forgotten (``max(z, 0)``, ``where(mask, z, 0)``): ``gate(apply,
     operands, dependent) -> outputs`` with the same values and the derivative of the gated
     operand straight through, or None where this equation gates nothing."""
+    neighbour: tuple[str, Callable] | None = None
+    """The derivative of a neighbouring function, written for this one's: ``(words,
+    derivative(x, y))`` (``1 - tanh`` for ``1 - tanh^2``: ``lambda x, y: 1 - y``)."""
+    branches: tuple[int, ...] = ()
+    """A piecewise function: the operands whose derivative may be taken everywhere (one
+    branch's formula for every element: ``max``'s two, ``select_n``'s cases, ``clamp``'s
+    ``x``: a missing clip)."""
+    sign: bool = False  # |z|: its sign(z) can be dropped from the derivative
+    chain: bool = False  # a product or quotient: a constant factor of the chain can be left out
+    count: bool = False  # a quotient by a scalar: the count N of a mean, off by one (N - 1)
+    transposes: bool = False  # a matrix product: an operand or the result not transposed
+    window: bool = False  # a convolution: kernel not flipped, padding off by one, a tap missing
 
 
 @dataclass(frozen=True)
