@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core
 
-from mcjax._program._walk import Interpreter, bind, user_place
+from mcjax._program._walk import Interpreter, bind, callee_name, user_place
 from mcjax._program.primitives import Slips, lookup
 
 MAX_SITES = 160
@@ -70,12 +70,12 @@ class Site(NamedTuple):
     def describe(self) -> str:
         """The slip in words."""
         entry = lookup(self.primitive)
-        assert entry is not None  # a site is planted only where the table has one
-        slips = entry.slips
+        slips = entry.slips if entry is not None else Slips()
         at = f" in {self.where}" if self.where else f" ({self.primitive})"
         how = self.how
         if how == "value":
-            return (f"{slips.value}'s derivative replaced by {slips.value} itself{at}: the "
+            name = slips.value or str(self.extra)  # a custom rule's function: softplus
+            return (f"{name}'s derivative replaced by {name} itself{at}: the "
                     "function's value where its derivative was due (sigma for sigma (1 - sigma), "
                     "tanh for 1 - tanh^2?)")
         if how == "neighbour":
@@ -95,7 +95,8 @@ class Site(NamedTuple):
         if how == "count":
             n = "N - 1 for N" if self.extra < 0 else "N + 1 for N"
             return (f"a count off by one{at}: matches the derivative with the divisor taken as "
-                    f"{n} (an unbiased variance where the biased one was due, or the reverse?)")
+                    f"{n} in the derivative (an unbiased variance's N - 1 where the mean's N was "
+                    "due, or the reverse?)")
         if how == "flip":
             return (f"the kernel not flipped{at}: matches the derivative of a correlation where "
                     "a convolution was due (or the reverse): reverse the kernel's spatial axes")
@@ -186,9 +187,24 @@ class _Sites(_Numbered):
     def __init__(self):
         super().__init__()
         self.found: list[Site] = []
+        self.constants = 0
 
     def literal(self, value) -> _Dep:
         return _Dep(False)
+
+    def constant(self, value) -> _Dep:  # numbered: a "before" slip may read one (x for x_hat)
+        self.constants += 1
+        return _Dep(False, ("const", self.constants))
+
+    def custom(self, eqn, ins: list[_Dep]) -> list[_Dep]:
+        """A custom rule's call (``jax.nn.softplus``): its derivative is the rule, so the
+        slips are planted around it: its value for its derivative."""
+        if ([d.dep for d in ins] == [True] and len(eqn.outvars) == 1
+                and _floating_var(eqn.outvars[0])
+                and eqn.outvars[0].aval.shape == eqn.invars[0].aval.shape):
+            self.found.append(Site(self.index, "value", 0, eqn.primitive.name, _where(eqn),
+                                   callee_name(eqn)))
+        return [_Dep(any(d.dep for d in ins), (self.index, k)) for k in range(len(eqn.outvars))]
 
     def primitive(self, eqn, ins: list[_Dep]) -> list[_Dep]:
         name = eqn.primitive.name
@@ -199,7 +215,7 @@ class _Sites(_Numbered):
         if floating and any(deps):
             self._sites(eqn, name, slips, ins, deps)
         outs = [_Dep(any(deps), (self.index, k)) for k in range(len(eqn.outvars))]
-        if (name in _TRANSFORMS and deps[0] and len(outs) == 1 and ins[0].origin is not None
+        if (name in _TRANSFORMS and len(outs) == 1 and ins[0].origin is not None
                 and getattr(eqn.invars[0].aval, "shape", None) == eqn.outvars[0].aval.shape):
             outs[0] = outs[0]._replace(before=((ins[0].origin,) + ins[0].before)[:2])
         return outs
@@ -305,10 +321,8 @@ def _rewrite(eqn, invals, deps, target, values):
     if how == "factor":  # the dependent operand's derivative straight through
         through = jnp.broadcast_to(_tangent(invals[k]), out[0].shape)
         return [sg(out[0]) + through]
-    if how == "count":
-        args = list(invals)
-        args[1] = args[1] + target.extra
-        return apply(args)
+    if how == "count":  # the value kept, the derivative divided by N -/+ 1
+        return [sg(out[0]) + _tangent(invals[0]) / (invals[1] + target.extra)]
     if how in ("before", "transpose"):
         i = 1 - k
         if how == "before" or target.extra == "other":
@@ -347,8 +361,14 @@ class _Planted(_Numbered):
         super().__init__()
         self.target = target
         self.values: dict = {}  # by origin: the intermediate a "before" slip reads
+        self.constants = 0
 
     def literal(self, value):
+        return value, False
+
+    def constant(self, value):
+        self.constants += 1
+        self.values[("const", self.constants)] = value
         return value, False
 
     def custom(self, eqn, ins):
