@@ -199,11 +199,11 @@ class _Sites(_Numbered):
     def custom(self, eqn, ins: list[_Dep]) -> list[_Dep]:
         """A custom rule's call (``jax.nn.softplus``): its derivative is the rule, so the
         slips are planted around it: its value for its derivative."""
-        if ([d.dep for d in ins] == [True] and len(eqn.outvars) == 1
-                and _floating_var(eqn.outvars[0])
-                and eqn.outvars[0].aval.shape == eqn.invars[0].aval.shape):
-            self.found.append(Site(self.index, "value", 0, eqn.primitive.name, _where(eqn),
-                                   callee_name(eqn)))
+        deps = [d.dep for d in ins]
+        if (sum(deps) == 1 and len(eqn.outvars) == 1 and _floating_var(eqn.outvars[0])
+                and eqn.outvars[0].aval.shape == eqn.invars[deps.index(True)].aval.shape):
+            self.found.append(Site(self.index, "value", deps.index(True), eqn.primitive.name,
+                                   _where(eqn), callee_name(eqn)))
         return [_Dep(any(d.dep for d in ins), (self.index, k)) for k in range(len(eqn.outvars))]
 
     def primitive(self, eqn, ins: list[_Dep]) -> list[_Dep]:
@@ -233,7 +233,7 @@ class _Sites(_Numbered):
                     add("negate", operand)
             if slips.chain and sum(deps) == 1 and (name != "div" or deps[0]):
                 add("factor", deps.index(True))
-            if slips.chain or slips.transposes:
+            if slips.terms[0] in ("product", "matrix product"):
                 for operand in (0, 1):  # the term through `operand` reads the other's value
                     if deps[operand]:
                         for origin in ins[1 - operand].before:
@@ -300,7 +300,7 @@ def _rewrite(eqn, invals, deps, target, values):
     how, k = target.how, target.operand
     out = apply(invals)
     if how in ("value", "neighbour", "sign"):
-        (a,) = invals
+        a = invals[k]
         y = sg(out[0])
         if how == "value":
             slope = y
