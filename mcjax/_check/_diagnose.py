@@ -327,9 +327,16 @@ def _axes(block, out_ndim: int, shape) -> list[str]:
 
 # -- the Jacobians the diagnosis compares with, computed for a failing point --------------------
 def _variants(statics, consts, dynamic):
+    """Every variant's Jacobian, ``(variants, m, n)``: ``f`` traced once with every slip
+    planted behind a switch, vmapped over which one is on."""
     static, x_spec, out_spec, targets = statics
     f_flat, x = flat_at(static.bind(consts), x_spec, out_spec, dynamic)
-    return [jacobian_of(static, _slips.variant(f_flat, t))(x) for t in targets]
+    run = _slips.planted(jax.make_jaxpr(f_flat)(x), list(targets))
+    if out_spec.size == 1:  # a loss: its gradient, without batching over directions
+        one = lambda c: jax.grad(lambda v: run(v, c).reshape(()))(x)[None]  # noqa: E731
+    else:
+        one = lambda c: jacobian_of(static, lambda v: run(v, c))(x)  # noqa: E731
+    return jax.vmap(one)(jnp.eye(len(targets), dtype=bool))
 
 
 def _other_jacobian(statics, consts, dynamic):

@@ -355,48 +355,76 @@ def _rewrite_window(eqn, invals, target):
 
 
 class _Planted(_Numbered):
-    """``f`` evaluated with ``target`` planted; a value is ``(array, depends on the argument)``."""
+    """``f`` evaluated with every target planted, each behind its switch (``choice``, a
+    one-hot vector: the variant picked); a value is ``(array, depends on the argument)``.
 
-    def __init__(self, target):
+    One walk plants them all, so a single program (vmapped over ``choice``) gives every
+    variant's Jacobian: one trace of ``f`` instead of one per slip."""
+
+    def __init__(self, targets, choice):
         super().__init__()
-        self.target = target
+        self.choice = choice
+        self.ungated = [j for j, t in enumerate(targets) if t == "ungated"]
+        self.at: dict[int, list[tuple[int, Site]]] = {}
+        for j, t in enumerate(targets):
+            if isinstance(t, Site):
+                self.at.setdefault(t.index, []).append((j, t))
         self.values: dict = {}  # by origin: the intermediate a "before" slip reads
         self.constants = 0
+        self.inside = False  # walking a custom rule's body (its gate, for "ungated")
 
     def literal(self, value):
         return value, False
 
     def constant(self, value):
+        if self.inside:
+            return value, False
         self.constants += 1
         self.values[("const", self.constants)] = value
         return value, False
 
     def custom(self, eqn, ins):
-        if self.target == "ungated" and eqn.primitive.name == "custom_jvp_call":
-            return self.inline(eqn, ins)  # jax.nn.relu's own max(x, 0): its gate
-        return self.primitive(eqn, ins)
+        outs = self.primitive(eqn, ins)  # the call, its derivative its rule: slips around it
+        if self.ungated and eqn.primitive.name == "custom_jvp_call":
+            count, self.inside = self.count, True  # its body is no site: numbered as one
+            try:
+                inlined = self.inline(eqn, ins)  # jax.nn.relu's own max(x, 0): its gate
+            finally:
+                self.count, self.inside = count, False
+            outs = [(self._pick(self.ungated, o, i), d) for (o, d), (i, _) in zip(outs, inlined)]
+        return outs
+
+    def _pick(self, switches: list[int], normal, planted):
+        on = jnp.any(jnp.stack([self.choice[j] for j in switches]))
+        return lax.select(jnp.broadcast_to(on, jnp.shape(normal)), planted, normal)
 
     def primitive(self, eqn, ins):
         invals, deps = [v for v, _ in ins], [d for _, d in ins]
-        if self.target == "ungated" or (isinstance(self.target, Site)
-                                        and self.target.index == self.index):
-            out = _rewrite(eqn, invals, deps, self.target, self.values)
-        else:
-            out = bind(eqn, invals)
+        out = bind(eqn, invals)
+        entry = lookup(eqn.primitive.name)
+        if self.ungated and entry is not None and entry.slips.gate is not None:
+            planted = _rewrite(eqn, invals, deps, "ungated", self.values)
+            out = [self._pick(self.ungated, o, p) for o, p in zip(out, planted)]
+        if self.inside:
+            return [(o, any(deps)) for o in out]
+        for j, target in self.at.get(self.index, ()):
+            planted = _rewrite(eqn, invals, deps, target, self.values)
+            out = [self._pick([j], o, p) for o, p in zip(out, planted)]
         for k, o in enumerate(out):
             self.values[(self.index, k)] = o
         return [(o, any(deps)) for o in out]
 
 
-def variant(fn: Callable, target) -> Callable:
-    """``fn`` (of one array) with ``target`` planted: a ``Site`` or ``"ungated"``.
-    Same values (but for a count, a kernel or a padding changed), the slip's derivative."""
+def planted(closed: core.ClosedJaxpr, targets: list) -> Callable:
+    """``f`` (its traced program, of one array) with every target planted: a function of
+    ``(x, choice)``, ``choice`` a one-hot vector over ``targets`` (``Site``s or
+    ``"ungated"``) that picks the variant.  Same values (but for a kernel or a padding
+    changed), the picked slip's derivative."""
 
-    def planted(x):
-        closed = jax.make_jaxpr(fn)(x)
-        walk = _Planted(target)
+    def run(x, choice):
+        walk = _Planted(targets, choice)
         walk.values[("arg", 0)] = x
         (out,) = walk.run(closed.jaxpr, closed.consts, [(x, True)])
         return out[0]
 
-    return planted
+    return run
