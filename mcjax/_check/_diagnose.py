@@ -33,7 +33,7 @@ import numpy as np
 
 from mcjax._check import _slips
 from mcjax._check._flat import FlatSpec
-from mcjax._check._problem import Prepared, flat_at, jacobian_of
+from mcjax._check._problem import Prepared, argument_names, flat_at, jacobian_of
 from mcjax._check._report import Slip
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._pytrees import partition
@@ -358,16 +358,8 @@ def _of_f(static):
 
 
 def parameter_names(p: Prepared) -> tuple[str, ...]:
-    """The differentiated parameters' names as ``f`` spells them (``params``), or
-    ``args[k]`` where ``f``'s signature does not say."""
-    fn = getattr(p.static.f, "fn", p.static.f)
-    try:
-        parameters = [q for q in inspect.signature(fn).parameters.values()
-                      if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        parameters = []
-    return tuple(parameters[k].name if k < len(parameters) else f"args[{k}]"
-                 for k in p.static.positions)
+    """The differentiated parameters' names as ``f`` spells them (``params``)."""
+    return argument_names(p.static.f, p.static.positions)
 
 
 def candidates(p: Prepared, dynamic) -> list[Candidate]:

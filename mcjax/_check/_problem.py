@@ -11,6 +11,7 @@ compiled program.
 
 from __future__ import annotations
 
+import inspect
 import os
 import traceback
 
@@ -227,8 +228,21 @@ def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSp
             "the arrays alone (eqx.partition)") if functions else ""
     trace = _traced("the derivative", traced, structs, cotangent, differentiated=False,
                     lifted=True, hint=hint)
-    validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback))
+    validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback),
+             argument_names(static.f, static.positions))
     return trace, bool(pullback)
+
+
+def argument_names(f, positions: tuple[int, ...]) -> tuple[str, ...]:
+    """The differentiated parameters' names as ``f`` spells them (``params``), or
+    ``args[k]`` where ``f``'s signature does not say (``*args``, a builtin)."""
+    fn = f.fn if isinstance(f, Keyed) else f
+    try:
+        parameters = [q for q in inspect.signature(fn).parameters.values()
+                      if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        parameters = []
+    return tuple(parameters[k].name if k < len(parameters) else f"args[{k}]" for k in positions)
 
 
 def reference_key(p: Prepared) -> tuple[Prepared, str]:

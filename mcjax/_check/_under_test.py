@@ -94,23 +94,25 @@ def _check_vjp_result(result, x_spec: FlatSpec):
     return result
 
 
-def validate(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str, pullback: bool) -> None:
+def validate(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str, pullback: bool,
+             names: tuple[str, ...] = ()) -> None:
     """Check the derivative's traced value (``jax.ShapeDtypeStruct`` leaves) before any program
     runs, so that a wrong shape is one clear ``mcjax.ShapeError``.  ``pullback``: the
     value is a VJP function's result ``u^T J``."""
     if pullback:
         _check_vjp_result(value, x_spec)
     else:
-        _blocks(value, x_spec, out_spec, layout, abstract=True)
+        _blocks(value, x_spec, out_spec, layout, abstract=True, names=names)
 
 
 def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
-            abstract: bool = False) -> dict:
+            abstract: bool = False, names: tuple[str, ...] = ()) -> dict:
     """The derivative's blocks ``(out leaf k, in leaf j) -> array or Jacobian``, numerator layout.
 
     The expected structure is ``jax.jacfwd``'s: f's output tree with every leaf replaced by the
     argument's tree of arrays ``out_leaf.shape + arg_leaf.shape`` (a gradient for scalar f).
-    ``abstract``: only check the shapes (of ``jax.ShapeDtypeStruct`` leaves).
+    ``abstract``: only check the shapes (of ``jax.ShapeDtypeStruct`` leaves).  ``names``: the
+    differentiated parameters' names, for the messages.
     """
     is_jac = lambda leaf: isinstance(leaf, Jacobian)  # noqa: E731
     leaves, treedef = jax.tree_util.tree_flatten(value, is_leaf=is_jac)
@@ -119,26 +121,29 @@ def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
     expected_def = jax.tree_util.tree_structure(expected)
     pairs = [(k, j) for k in range(len(out_spec.shapes)) for j in range(len(x_spec.shapes))]
     if treedef != expected_def:
-        raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
+        raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
+                                                 names))
     blocks = {}
     for (k, j), leaf in zip(pairs, leaves):
         o, i = out_spec.shapes[k], x_spec.shapes[j]
         shape = tuple(leaf.shape) if is_jac(leaf) else tuple(np.shape(leaf))
         if is_jac(leaf) or layout == "numerator":
             if shape != o + i:
-                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
+                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
+                                                 names))
             if not abstract:
                 blocks[k, j] = leaf if is_jac(leaf) else jnp.asarray(leaf)
         else:
             if shape != i + o:
-                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
+                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
+                                                 names))
             if not abstract:
                 blocks[k, j] = jnp.moveaxis(jnp.asarray(leaf), tuple(range(len(i))),
                                             tuple(range(len(o), len(o) + len(i))))
     return blocks
 
 
-def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
+def _layout_message(value, leaves, x_spec, out_spec, pairs, layout, names=()) -> str:
     """Say what arrived, what was due, and which usual slip explains the difference."""
     def shape_of(leaf):
         return tuple(leaf.shape) if isinstance(leaf, Jacobian) else tuple(np.shape(leaf))
@@ -166,6 +171,43 @@ def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
                 "transposed (x h^T where h x^T was due?)"
             )
         return message
+    transposed = _transposed_leaves(leaves, x_spec, out_spec, pairs, shape_of, names)
+    if transposed:
+        rest = _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of)
+        return transposed + "; " + rest.removeprefix("mcjax.check: ")
+    return _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of)
+
+
+def _transposed_leaves(leaves, x_spec, out_spec, pairs, shape_of, names=()) -> str:
+    """The leaves that arrived with the argument's axes reversed (a non-square matrix's
+    gradient transposed), named: "" when that is not what went wrong."""
+    if len(leaves) != len(pairs):
+        return ""
+    wrong = []
+    for leaf, (k, j) in zip(leaves, pairs):
+        got, o, i = shape_of(leaf), out_spec.shapes[k], x_spec.shapes[j]
+        if got == o + i:
+            continue
+        if len(i) < 2 or got != o + i[::-1]:
+            return ""
+        wrong.append(f"{_leaf_name(x_spec, j, names)}: "
+                     f"transposed? expected {shape_str(o + i)}, got {shape_str(got)}")
+    if not wrong:
+        return ""
+    return ("mcjax.check: the derivative's leaf " + "; ".join(wrong) +
+            " (the gradient of a matrix transposed: x h^T where h x^T was due?)")
+
+
+def _leaf_name(x_spec: FlatSpec, j: int, names: tuple[str, ...]) -> str:
+    """Leaf ``j`` as the user names it: ``params['W2']``."""
+    path = x_spec.paths[j]
+    if x_spec.root == "args" and path.startswith("["):
+        k, rest = path[1:].split("]", 1)
+        return (names[int(k)] if int(k) < len(names) else f"args[{k}]") + rest
+    return (names[0] if names else x_spec.root) + path
+
+
+def _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of) -> str:
     got = ", ".join(shape_str(shape_of(leaf)) for leaf in leaves) or "nothing"
     kind = ("an array" if isinstance(value, (jax.ShapeDtypeStruct, jax.Array, np.ndarray))
             else structure_name(value))  # traced abstractly: an array arrives as its shape
