@@ -22,7 +22,6 @@ vanishes (a slip that merely comes closer is not named):
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -379,11 +378,6 @@ def candidates(p: Prepared, dynamic) -> list[Candidate]:
         else:
             assert isinstance(target, _slips.Site)
             out.append(Candidate(target.kind, target.describe(), np.asarray(J, np.float64)))
-    try:
-        signature = [q.name for q in inspect.signature(getattr(p.static.f, "fn", p.static.f))
-                     .parameters.values()]
-    except (TypeError, ValueError):
-        signature = []
     for k, arg in enumerate(args):
         arg = partition(arg)[0]  # its differentiated leaves, as the argument's (a model's)
         leaves = jax.tree_util.tree_leaves(arg)
@@ -394,7 +388,7 @@ def candidates(p: Prepared, dynamic) -> list[Candidate]:
                 for a, s in zip(leaves, x_spec.shapes)):
             continue
         J = _compiled(_other_jacobian, (static._replace(argnums=k), x_spec, out_spec), dynamic)
-        name = signature[k] if k < len(signature) else f"args[{k}]"
+        (name,) = argument_names(p.static.f, (k,))
         out.append(Candidate("wrong-argument", f"matches the derivative with respect to {name}: "
                              "the wrong argument?", np.asarray(J, np.float64)))
     return out

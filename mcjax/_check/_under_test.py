@@ -208,7 +208,6 @@ def _leaf_name(x_spec: FlatSpec, j: int, names: tuple[str, ...]) -> str:
 
 
 def _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of) -> str:
-    got = ", ".join(shape_str(shape_of(leaf)) for leaf in leaves) or "nothing"
     kind = ("an array" if isinstance(value, (jax.ShapeDtypeStruct, jax.Array, np.ndarray))
             else structure_name(value))  # traced abstractly: an array arrives as its shape
     due = ", ".join(shape_str(out_spec.shapes[k] + x_spec.shapes[j]) for k, j in pairs)
