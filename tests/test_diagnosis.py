@@ -196,3 +196,57 @@ def test_a_factor_that_does_not_explain_the_residual_is_not_named():
     noise = jnp.asarray(rng.standard_normal((4, 4))) * 0.3
     r = mcjax.check(tanh_affine, lambda x: 1.5 * d_tanh_affine(x) + noise, x4)
     assert not r.ok and not any(s.kind == "factor" for s in r.slips), r
+
+
+# -- ranking: equivalent explanations merged, nothing named inside the tolerance -------------
+B5 = jnp.asarray(rng.standard_normal(5))
+
+
+def cosine_mul(a):  # the norms written as sqrt(sum(a * a)): negating one factor of a * a
+    return jnp.dot(a, B5) / (jnp.sqrt(jnp.sum(a * a)) * jnp.linalg.norm(B5))  # zeroes its term
+
+
+def test_the_missing_projection_is_named_not_a_sign_in_one_factor():
+    a = jnp.asarray(rng.standard_normal(5))
+    no_projection = lambda a: B5 / (jnp.linalg.norm(a) * jnp.linalg.norm(B5))  # noqa: E731
+    report = mcjax.check(cosine_mul, no_projection, a)
+    kinds = [s.kind for s in report.slips]
+    assert kinds[0] == "missing-term" and "sign-in-term" not in kinds, report.diagnosis
+    assert "cosine_mul" not in report.slips[0].sentence and "test_diagnosis.py:" in \
+        report.slips[0].sentence  # the user's line
+
+
+def test_nothing_is_named_by_a_match_inside_the_tolerance():
+    # x ~ 1e-6: the derivative for the wrong argument (sin x) is 0 within float32's tolerance,
+    # and so is any small multiple of the reference; neither explains the difference
+    x = jnp.full(4, 1e-6, jnp.float32)
+    y = jnp.asarray(rng.standard_normal(4), jnp.float32)
+    report = mcjax.check(lambda x, y: jnp.sum(jnp.sin(x) * y), lambda x, y: jnp.sin(x), x, y)
+    assert not report.ok and not any(s.kind in ("factor", "sign") for s in report.slips), \
+        report.diagnosis
+
+
+def test_a_factor_on_one_leaf_is_named_with_the_parameters_name():
+    x = jnp.asarray(rng.standard_normal(3))
+
+    def loss(params):
+        return jnp.sum(jnp.tanh(params["W"] @ x) * params["b"])
+
+    def grad(params, factor=1.0):
+        t = jnp.tanh(params["W"] @ x)
+        return {"W": jnp.outer(params["b"] * (1 - t**2), x), "b": factor * t}
+
+    params = {"W": jnp.asarray(rng.standard_normal((2, 3))), "b": jnp.ones(2)}
+    report = mcjax.check(loss, lambda p: grad(p, 3.0), params)
+    assert report.slips[0].kind == "leaf-factor" and "params['b']" in report.slips[0].sentence
+    assert report.where == ("2 of 2 entries of d out / d params['b'] are wrong",)
+    # a non-square leaf transposed cannot be compared: the error names it and asks
+    with pytest.raises(mcjax.ShapeError, match=r"leaf params\['W'\]: transposed\? expected "
+                       r"\(2, 3\), got \(3, 2\)"):
+        mcjax.check(loss, lambda p: {**grad(p), "W": grad(p)["W"].T}, params)
+
+
+def test_a_library_function_is_not_quoted_from_mcjax():
+    report = mcjax.check(jax.nn.sigmoid, diag(jax.nn.sigmoid), x4)
+    assert report.slips[0].kind == "value-for-derivative"
+    assert "mcjax" not in report.slips[0].sentence and ".py:" not in report.slips[0].sentence

@@ -190,8 +190,9 @@ def rank(G0, F0, slack, candidates: list[Candidate]) -> list[Candidate]:
     """The candidates that explain ``G0 - F0``, best first, equivalent ones merged.
 
     A candidate explains it when ``G0`` matches its Jacobian within ``slack`` at every entry,
-    the Jacobian is not the reference's (within ``slack``), and the residual it leaves is at
-    most ``EXPLAINS`` of ``G0 - F0``.  Candidates whose Jacobians coincide are one
+    the Jacobian is neither the reference's nor 0 (within ``slack``: a factor of 1e-7 that
+    matches a derivative that is 0 within the tolerance explains nothing), and the residual it
+    leaves is at most ``EXPLAINS`` of ``G0 - F0``.  Candidates whose Jacobians coincide are one
     explanation, named by the ``PREFERENCE`` of their kinds; explanations are ordered by the
     residual each leaves (relative to ``slack``)."""
     with np.errstate(invalid="ignore", over="ignore"):
@@ -200,7 +201,8 @@ def rank(G0, F0, slack, candidates: list[Candidate]) -> list[Candidate]:
         fits = []
         for k, cand in enumerate(candidates):
             J = np.where(np.isfinite(slack), cand.J, 0.0)
-            if (not np.all(np.isfinite(J)) or _close(J, F0, slack) or not _close(G0, J, slack)
+            if (not np.all(np.isfinite(J)) or _close(J, F0, slack) or _close(J, 0.0, slack)
+                    or not _close(G0, J, slack)
                     or float(np.linalg.norm(G0 - J)) > EXPLAINS * difference):
                 continue
             fits.append((float(np.max(np.abs(G0 - J) * weight, initial=0.0)), k, cand._replace(J=J)))
