@@ -32,7 +32,13 @@ import numpy as np
 
 from mcjax._check import _slips
 from mcjax._check._flat import FlatSpec
-from mcjax._check._problem import Prepared, argument_names, flat_at, jacobian_of
+from mcjax._check._problem import (
+    Prepared,
+    argument_names,
+    flat_at,
+    flat_function,
+    jacobian_of,
+)
 from mcjax._check._report import Slip
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._pytrees import partition
@@ -366,10 +372,13 @@ def parameter_names(p: Prepared) -> tuple[str, ...]:
 def candidates(p: Prepared, dynamic) -> list[Candidate]:
     """Every slip planted in ``f`` at this point, and the other arguments' Jacobians."""
     static, x_spec, out_spec = _of_f(p.static), p.x_spec, p.out_spec
-    f_flat, x = flat_at(static, x_spec, out_spec, dynamic)
+    # traced abstractly (an eager flatten would compile a little program per shape)
+    x = jax.eval_shape(lambda d: flat_at(static, x_spec, out_spec, d)[1], dynamic)
     args = static.args(dynamic)
+    f_flat = flat_function(static, args, x_spec, out_spec)
     targets = ["ungated"] + _slips.sites(jax.make_jaxpr(f_flat)(x).jaxpr)
-    jacobians = _compiled(_variants, (static, x_spec, out_spec, tuple(targets)), dynamic)
+    jacobians = np.asarray(_compiled(_variants, (static, x_spec, out_spec, tuple(targets)),
+                                     dynamic), np.float64)  # NumPy: iterating a jax.Array compiles
     out = []
     for target, J in zip(targets, jacobians):
         if target == "ungated":
