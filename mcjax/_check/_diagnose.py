@@ -52,7 +52,7 @@ of ``G - F`` (and within the comparison's slack entry by entry): a match that me
 inside the tolerance (both nearly 0) explains nothing."""
 
 PREFERENCE = ("factor", "sign", "transposed", "wrong-argument", "leaf-factor", "leaf-sign",
-              "missing-term", "missing-factor", "other-branch", "missing-gate", "sign-dropped",
+              "missing-term", "other-branch", "missing-factor", "missing-gate", "sign-dropped",
               "value-for-derivative", "neighbour-derivative", "before-transform",
               "count-off-by-one", "not-transposed", "kernel-not-flipped", "padding-off",
               "tap-missing", "sign-in-term")

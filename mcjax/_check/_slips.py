@@ -64,7 +64,14 @@ class Site(NamedTuple):
 
     @property
     def kind(self) -> str:
+        if self.how == "before" and self._scaled():
+            return "missing-factor"
         return KINDS[self.how]
+
+    def _scaled(self) -> bool:
+        """A "before" slip whose value was only multiplied or divided since (``x6 * mask``
+        read as ``x6``): a factor left out, not a transform skipped."""
+        return all(link in ("mul", "div") for link in self.extra[1])
 
     def describe(self) -> str:
         """The slip in words."""
@@ -118,6 +125,11 @@ class Site(NamedTuple):
         if how == "factor":
             return (f"a factor left out of the chain: matches the derivative with {other} of "
                     f"the {what}{at} left out of it (a gamma, a mask, a 1/N, a constant?)")
+        if how == "before" and self._scaled():
+            return (f"a factor left out of the chain: matches the derivative with {term} using "
+                    f"{other}'s value before its last {len(self.extra[1])} scaling"
+                    f"{'s' if len(self.extra[1]) > 1 else ''} (a mask, a gamma, a 1/N left "
+                    "out?)")
         if how == "before":
             return (f"an intermediate used before its transform: matches the derivative with "
                     f"{term} using {other}'s value before its last shift or scaling (x for "
@@ -169,7 +181,7 @@ class _Dep(NamedTuple):
 
     dep: bool
     origin: tuple | None = None
-    before: tuple = ()
+    before: tuple = ()  # ((origin, (primitive, ...) since), ...)
 
 
 _TRANSFORMS = frozenset({"sub", "add", "div", "mul"})
@@ -216,7 +228,9 @@ class _Sites(_Numbered):
         outs = [_Dep(any(deps), (self.index, k)) for k in range(len(eqn.outvars))]
         if (name in _TRANSFORMS and len(outs) == 1 and ins[0].origin is not None
                 and getattr(eqn.invars[0].aval, "shape", None) == eqn.outvars[0].aval.shape):
-            outs[0] = outs[0]._replace(before=((ins[0].origin,) + ins[0].before)[:2])
+            before = ((ins[0].origin, (name,)),) + tuple(
+                (origin, (name, *links)) for origin, links in ins[0].before)
+            outs[0] = outs[0]._replace(before=before[:2])
         return outs
 
     def _sites(self, eqn, name, slips: Slips, ins: list[_Dep], deps: list[bool]):
@@ -325,7 +339,8 @@ def _rewrite(eqn, invals, deps, target, values):
     if how in ("before", "transpose"):
         i = 1 - k
         if how == "before" or target.extra == "other":
-            other = values[target.extra] if how == "before" else jnp.swapaxes(invals[i], -1, -2)
+            other = values[target.extra[0]] if how == "before" else \
+                jnp.swapaxes(invals[i], -1, -2)
             other = jnp.broadcast_to(other, jnp.shape(invals[i])).astype(invals[i].dtype)
             through_k = apply([sg(other), invals[k]] if k == 1 else [invals[k], sg(other)])[0]
         else:
