@@ -525,13 +525,34 @@ SQUEEZE_EXCITE = Layer(squeeze_excite, d_squeeze_excite, pt((C_SE, T_SE), seed=3
 })
 
 
+# -- a masked swish: mask * x sigmoid(x) (a padding mask over positions) ---------------------
+MASK = np.array([1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+
+
+def masked_swish(x):
+    return jnp.sum(cast(CY_G, x) * cast(MASK, x) * (x * jax.nn.sigmoid(x)))
+
+
+def d_masked_swish(x, mask=True, x_term=True, dsig="right"):
+    s = jax.nn.sigmoid(x)
+    ds = {"right": s * (1 - s), "value": s}[dsig]
+    return cast(CY_G, x) * (cast(MASK, x) if mask else 1.0) * (s + (x * ds if x_term else 0.0))
+
+
+MASKED_SWISH = Layer(masked_swish, d_masked_swish, pt((6,), seed=38), 0, {
+    "mask forgotten": (lambda x: d_masked_swish(x, mask=False), {"missing-factor"}),
+    "x sigma' term dropped": (lambda x: d_masked_swish(x, x_term=False), {"missing-term"}),
+    "sigma for sigma'": (lambda x: d_masked_swish(x, dsig="value"), {"value-for-derivative"}),
+})
+
+
 CORPUS = {
     "batch norm": BATCH_NORM, "batch norm's parameters": BATCH_NORM_PARAMS, "conv1d": CONV1D,
     "attention": ATTENTION, "RMSNorm": RMS_NORM, "GELU (erf)": GELU_EXACT,
     "GELU (tanh)": GELU_TANH, "max-pool": MAX_POOL, "Huber": HUBER, "cosine": COSINE,
     "MLP": MLP, "layer norm": LAYER_NORM, "logistic regression": LOGISTIC,
     "softmax cross-entropy": SOFTMAX_CE, "residual block": RESIDUAL,
-    "Gaussian NLL": GAUSSIAN_NLL, "squeeze-excite": SQUEEZE_EXCITE,
+    "Gaussian NLL": GAUSSIAN_NLL, "squeeze-excite": SQUEEZE_EXCITE, "masked swish": MASKED_SWISH,
 }
 
 FAST: dict[str, Layer] = {}
