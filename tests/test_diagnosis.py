@@ -250,3 +250,15 @@ def test_a_library_function_is_not_quoted_from_mcjax():
     report = mcjax.check(jax.nn.sigmoid, diag(jax.nn.sigmoid), x4)
     assert report.slips[0].kind == "value-for-derivative"
     assert "mcjax" not in report.slips[0].sentence and ".py:" not in report.slips[0].sentence
+
+
+def test_a_failure_to_plant_slips_is_said_not_swallowed(monkeypatch):
+    from mcjax._check import _diagnose
+
+    def broken(*args):
+        raise NotImplementedError("no rule to rebind this primitive")
+
+    monkeypatch.setattr(_diagnose, "_variants", broken)
+    report = mcjax.check(jnp.sin, lambda x: mcjax.Diagonal(-jnp.cos(x)), x4 + 0.25)
+    assert [s.kind for s in report.slips] == ["sign", "incomplete"]
+    assert "NotImplementedError: no rule to rebind this primitive" in report.slips[-1].sentence

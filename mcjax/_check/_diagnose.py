@@ -369,16 +369,30 @@ def parameter_names(p: Prepared) -> tuple[str, ...]:
     return argument_names(p.static.f, p.static.positions)
 
 
+class Unplanted(Exception):
+    """The variants of ``f`` could not be evaluated: the diagnosis says so (kind
+    ``"incomplete"``) and tries the slips of the derivative as a whole."""
+
+
 def candidates(p: Prepared, dynamic) -> list[Candidate]:
-    """Every slip planted in ``f`` at this point, and the other arguments' Jacobians."""
+    """Every slip planted in ``f`` at this point, and the other arguments' Jacobians.
+
+    Raises:
+      Unplanted: the program of the variants failed (a primitive the rewriting cannot rebind).
+    """
     static, x_spec, out_spec = _of_f(p.static), p.x_spec, p.out_spec
     # traced abstractly (an eager flatten would compile a little program per shape)
     x = jax.eval_shape(lambda d: flat_at(static, x_spec, out_spec, d)[1], dynamic)
     args = static.args(dynamic)
     f_flat = flat_function(static, args, x_spec, out_spec)
     targets = ["ungated"] + _slips.sites(jax.make_jaxpr(f_flat)(x).jaxpr)
-    jacobians = np.asarray(_compiled(_variants, (static, x_spec, out_spec, tuple(targets)),
-                                     dynamic), np.float64)  # NumPy: iterating a jax.Array compiles
+    try:
+        jacobians = np.asarray(_compiled(_variants, (static, x_spec, out_spec, tuple(targets)),
+                                         dynamic), np.float64)  # NumPy: iterating compiles
+    except Exception as e:  # noqa: BLE001 - said in the report, never swallowed
+        raise Unplanted(f"the slips planted in f could not be evaluated ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}): only the slips of the "
+                        "derivative as a whole were tried") from e
     out = []
     for target, J in zip(targets, jacobians):
         if target == "ungated":
@@ -436,8 +450,12 @@ def diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[s
 def _diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[str]]:
     args = p.static.args(dynamic)
     names = parameter_names(p)
+    try:
+        planted, unplanted = candidates(p, dynamic), []
+    except Unplanted as e:
+        planted, unplanted = [], [Slip("incomplete", str(e))]
     slips = diagnose(verdict.got, F, verdict.allowed, verdict.compared, x_spec=p.x_spec,
                      out_spec=p.out_spec, sizes=sizes_of(p, args, names),
-                     candidates=candidates(p, dynamic), names=names)
+                     candidates=planted, names=names) + unplanted
     return slips, where(verdict.got, F, verdict.allowed, verdict.compared, p.x_spec, p.out_spec,
                         names)

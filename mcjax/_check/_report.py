@@ -59,7 +59,8 @@ class Slip:
     ``"sign-dropped"``, ``"value-for-derivative"``, ``"neighbour-derivative"``,
     ``"before-transform"``, ``"count-off-by-one"``, ``"not-transposed"``,
     ``"kernel-not-flipped"``, ``"padding-off"``, ``"tap-missing"``; from the structure alone:
-    ``"dense-for-diagonal"``, ``"diagonal-for-dense"``, ``"low-rank"``."""
+    ``"dense-for-diagonal"``, ``"diagonal-for-dense"``, ``"low-rank"``; and ``"incomplete"``
+    (last) where the slips could not be planted in ``f``, with the reason."""
 
     kind: str
     sentence: str
