@@ -51,3 +51,18 @@ def test_derive_through_complex_values_equals_jacfwd_and_its_transpose(name, dty
 def test_an_fft_keeps_its_structure_and_the_cast_to_complex_stays_in_the_chain():
     J = mcjax.derive(lambda x: jnp.fft.fft(x).real)(jnp.arange(4.0))
     assert J.formula() == "real(·) fft(·) complex(·)"
+
+
+@pytest.mark.parametrize("name", ["power spectrum", "spectral norm-1", "complex exponential"])
+def test_the_checker_passes_a_right_gradient_through_complex_values_and_catches_a_factor(name):
+    """The kink reading meets ``abs`` of a complex value (no kink of the real kind: JAX's own
+    rule) instead of crashing on a complex tangent."""
+    f = FUNCTIONS[name]
+
+    def loss(x):
+        return jnp.sum(f(x))
+
+    x = jnp.asarray([0.3, 1.7, -0.4, 2.2, 0.9, -1.3], jnp.float32)
+    assert mcjax.check(loss, jax.grad(loss), x).ok
+    report = mcjax.check(loss, lambda x: 2 * jax.grad(loss)(x), x)
+    assert not report.ok and report.slips[0].kind == "factor"
