@@ -220,7 +220,9 @@ class _Sites(_Numbered):
     def primitive(self, eqn, ins: list[_Dep]) -> list[_Dep]:
         name = eqn.primitive.name
         deps = [d.dep for d in ins]
-        floating = all(_floating_var(v) for v in eqn.outvars)
+        # real floating values in and out (|z| of a complex z is no site: its rule is JAX's)
+        floating = all(_floating_var(v) for v in eqn.outvars) and all(
+            _floating_var(v) for v, d in zip(eqn.invars, deps) if d)
         entry = lookup(name)
         slips = entry.slips if entry is not None else Slips()
         if floating and any(deps):
