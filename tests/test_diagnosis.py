@@ -262,3 +262,15 @@ def test_a_failure_to_plant_slips_is_said_not_swallowed(monkeypatch):
     report = mcjax.check(jnp.sin, lambda x: mcjax.Diagonal(-jnp.cos(x)), x4 + 0.25)
     assert [s.kind for s in report.slips] == ["sign", "incomplete"]
     assert "NotImplementedError: no rule to rebind this primitive" in report.slips[-1].sentence
+
+
+def test_references_that_disagree_name_a_stop_gradient():
+    # the hand derivative differentiates through the stop_gradient: finite differences agree
+    # with it, JAX's references do not; the report names the suspect and its line
+    report = mcjax.check(lambda x: jnp.sum(x * jax.lax.stop_gradient(jnp.sin(x))),
+                         lambda x: jnp.sin(x) + x * jnp.cos(x), x4)
+    assert not report.ok
+    assert report.notes[0].startswith("the references disagree: jax.jacfwd and jax.jacrev "
+                                      "depart from finite differences") and \
+        "stop_gradient in `jax.lax.stop_gradient(jnp.sin(x))` (test_diagnosis.py:" in \
+        report.notes[0]
