@@ -274,3 +274,18 @@ def test_references_that_disagree_name_a_stop_gradient():
                                       "depart from finite differences") and \
         "stop_gradient in `jax.lax.stop_gradient(jnp.sin(x))` (test_diagnosis.py:" in \
         report.notes[0]
+
+
+def test_a_library_functions_value_for_its_derivative_is_named_at_the_users_call():
+    c = jnp.asarray(rng.standard_normal(4))
+    report = mcjax.check(lambda x: jnp.sum(jax.nn.silu(x) * c), lambda x: jax.nn.silu(x) * c, x4)
+    assert report.slips[0].kind == "value-for-derivative"
+    assert report.slips[0].sentence.startswith("silu's derivative replaced by silu itself in "
+                                               "`jax.nn.silu(x)` (test_diagnosis.py:")
+
+
+def test_slips_are_planted_around_complex_intermediates():
+    f = lambda x: jnp.sum(jnp.abs(jnp.fft.rfft(x)) ** 2)  # noqa: E731
+    x = jnp.asarray(rng.standard_normal(8))
+    report = mcjax.check(f, lambda x: 2 * jax.grad(f)(x), x)
+    assert [s.kind for s in report.slips][:1] == ["factor"], report.diagnosis

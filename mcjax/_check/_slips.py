@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core
 
-from mcjax._program._walk import Interpreter, bind, callee_name, user_place
+from mcjax._program._walk import CALLS, Interpreter, bind, callee_name, from_jax, user_place
 from mcjax._program.primitives import Slips, lookup
 
 MAX_SITES = 160
@@ -210,19 +210,31 @@ class _Sites(_Numbered):
     def custom(self, eqn, ins: list[_Dep]) -> list[_Dep]:
         """A custom rule's call (``jax.nn.softplus``): its derivative is the rule, so the
         slips are planted around it: its value for its derivative."""
+        self._around(eqn, ins, self.index)
+        return [_Dep(any(d.dep for d in ins), (self.index, k)) for k in range(len(eqn.outvars))]
+
+    def equation(self, eqn, ins):
+        index = self.count
+        outs = super().equation(eqn, ins)
+        if eqn.primitive.name in CALLS and from_jax(eqn):  # jax.nn.gelu: its value for its
+            self._around(eqn, ins, index)  # derivative, around its body
+        return outs
+
+    def _around(self, eqn, ins: list[_Dep], index: int):
+        """A site around a call of one dependent array to one array of its shape."""
         deps = [d.dep for d in ins]
         if (sum(deps) == 1 and len(eqn.outvars) == 1 and _floating_var(eqn.outvars[0])
+                and _floating_var(eqn.invars[deps.index(True)])
                 and eqn.outvars[0].aval.shape == eqn.invars[deps.index(True)].aval.shape):
-            self.found.append(Site(self.index, "value", deps.index(True), eqn.primitive.name,
+            self.found.append(Site(index, "value", deps.index(True), eqn.primitive.name,
                                    _where(eqn), callee_name(eqn)))
-        return [_Dep(any(d.dep for d in ins), (self.index, k)) for k in range(len(eqn.outvars))]
 
     def primitive(self, eqn, ins: list[_Dep]) -> list[_Dep]:
         name = eqn.primitive.name
         deps = [d.dep for d in ins]
         # real floating values in and out (|z| of a complex z is no site: its rule is JAX's)
-        floating = all(_floating_var(v) for v in eqn.outvars) and all(
-            _floating_var(v) for v, d in zip(eqn.invars, deps) if d)
+        floating = all(_floating_var(v) for v in eqn.outvars) and not any(
+            _complex_var(v) for v in eqn.invars)
         entry = lookup(name)
         slips = entry.slips if entry is not None else Slips()
         if floating and any(deps):
@@ -288,6 +300,11 @@ def sites(jaxpr: core.Jaxpr) -> list[Site]:
     walk.run(jaxpr, [_Dep(False)] * len(jaxpr.constvars),
              [_Dep(True, ("arg", k)) for k in range(len(jaxpr.invars))])
     return walk.found[:MAX_SITES]
+
+
+def _complex_var(var) -> bool:
+    dtype = getattr(var.aval, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating)
 
 
 def _floating_var(var) -> bool:
@@ -408,6 +425,16 @@ class _Planted(_Numbered):
             finally:
                 self.count, self.inside = count, False
             outs = [(self._pick(self.ungated, o, i), d) for (o, d), (i, _) in zip(outs, inlined)]
+        return outs
+
+    def equation(self, eqn, ins):
+        index = self.count
+        outs = super().equation(eqn, ins)
+        if eqn.primitive.name in CALLS and not self.inside:
+            for j, target in self.at.get(index, ()):  # a library call's value for derivative
+                (y, dep), a = outs[0], ins[target.operand][0]
+                y0 = sg(y)
+                outs = [(self._pick([j], y, y0 + y0 * _tangent(a)), dep)]
         return outs
 
     def _pick(self, switches: list[int], normal, planted):
