@@ -169,9 +169,15 @@ def _global(G0, F0, slack, sizes, x_spec: FlatSpec, leaves: list[str]) -> list[C
             out.append(Candidate("transposed", f"matches the reference transposed and times "
                                  f"{_name_factor(c, sizes)}: denominator layout?", c * F0.T))
     for leaf, axes, perm in _axis_transposes(x_spec, n):
+        FT = F0[:, perm]
         out.append(Candidate("transposed", f"matches the reference with {leaves[leaf]}'s axes "
                              f"{axes} swapped: the gradient of a matrix transposed (x h^T where "
-                             "h x^T was due?)", F0[:, perm]))
+                             "h x^T was due?)", FT))
+        c = _fit(G0, FT, slack)
+        if c is not None and abs(c - 1) > 1e-3:  # and a sign or a factor besides
+            out.append(Candidate("transposed", f"matches the reference with {leaves[leaf]}'s "
+                                 f"axes {axes} swapped and times {_name_factor(c, sizes)}: the "
+                                 "gradient of a matrix transposed, and a factor", c * FT))
     c = _fit(G0, F0, slack)
     if c is not None:
         kind = "sign" if abs(c + 1) <= 1e-3 else "factor"
