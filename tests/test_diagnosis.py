@@ -106,6 +106,8 @@ PLANTED = {
     "transposed: W of frobenius": (frobenius, lambda *a: d_frobenius(*a).T, frob, 0, {"transposed"}),
     "transposed: outer product": (sum_tanh, lambda W: d_sum_tanh(W).T, (W3,), 0,
                                     {"transposed"}),
+    "transposed and negated: outer product": (sum_tanh, lambda W: -d_sum_tanh(W).T, (W3,), 0,
+                                              {"transposed"}),
     "missing gate: relu": (jax.nn.relu, diag(jnp.ones_like), (jnp.array([-1.0, 0.5, -2.0, 3.0]),),
                            0, {"missing-gate"}),
     "missing gate: neuron": (lambda w, x, b: mcjax.neuron(w, x, b), lambda w, x, b: x,
