@@ -345,11 +345,15 @@ def _variants(statics, consts, dynamic):
     static, x_spec, out_spec, targets = statics
     f_flat, x = flat_at(static.bind(consts), x_spec, out_spec, dynamic)
     run = _slips.planted(jax.make_jaxpr(f_flat)(x), list(targets))
+    choices = jnp.eye(len(targets), dtype=bool)
     if out_spec.size == 1:  # a loss: its gradient, without batching over directions
-        one = lambda c: jax.grad(lambda v: run(v, c).reshape(()))(x)[None]  # noqa: E731
-    else:
-        one = lambda c: jacobian_of(static, lambda v: run(v, c))(x)  # noqa: E731
-    return jax.vmap(one)(jnp.eye(len(targets), dtype=bool))
+        return jax.vmap(lambda c: jax.grad(lambda v: run(v, c).reshape(()))(x)[None])(choices)
+    if out_spec.size < x_spec.size and not static.reverse_only:
+        try:  # fewer outputs than inputs: reverse mode, unless f has no transpose (a while)
+            return jax.vmap(lambda c: jax.jacrev(lambda v: run(v, c))(x))(choices)
+        except Exception:  # noqa: BLE001 - JAX's error for an untransposable primitive varies
+            pass  # forward mode, as the references did
+    return jax.vmap(lambda c: jacobian_of(static, lambda v: run(v, c))(x))(choices)
 
 
 def _other_jacobian(statics, consts, dynamic):

@@ -19,8 +19,11 @@ enumerates JAX's own tables):
   along a direction; ``rounding`` the rounding model (``exact``, ``sum``, ``bilinear``,
   ``elementary``);
 - **its slip sites** (``slips``), for the diagnosis: where a hand derivation's usual slips can
-  be planted (a term of a sum or product dropped or negated; a value for a derivative; a gate
-  forgotten).
+  be planted (a term of a sum or product dropped or negated; a factor of a product chain
+  left out; a value or a neighbour's derivative for a derivative; a gate or clip forgotten;
+  a piecewise function's one branch everywhere; ``|z|``'s sign dropped; a mean's count off by
+  one; a matrix product's operand or result not transposed; a convolution's kernel not
+  flipped, padding off by one or tap missing).
 
 The families live in their own modules (``_elementwise``, ``_shape``, ...), each registering
 its primitives with ``register``.  Besides primitives, the table knows some *functions* by
