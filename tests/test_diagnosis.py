@@ -291,3 +291,12 @@ def test_slips_are_planted_around_complex_intermediates():
     x = jnp.asarray(rng.standard_normal(8))
     report = mcjax.check(f, lambda x: 2 * jax.grad(f)(x), x)
     assert [s.kind for s in report.slips][:1] == ["factor"], report.diagnosis
+
+
+def test_factors_come_from_the_outputs_axes_and_products_of_sizes():
+    W53 = jnp.asarray(rng.standard_normal((5, 3)))
+    f = lambda x: jnp.tanh(W53 @ x)  # noqa: E731  a size 5 only f's output has
+    d = lambda x: (1 - f(x) ** 2)[:, None] * W53  # noqa: E731
+    assert "N = 5 (axis 0 of f's output)" in mcjax.check(f, lambda x: 5 * d(x), x3).diagnosis[0]
+    assert "3 x 5" in mcjax.check(f, lambda x: 15 * d(x), x3).diagnosis[0]
+    assert "5/3" in mcjax.check(f, lambda x: d(x) * 5 / 3, x3).diagnosis[0]
