@@ -106,7 +106,7 @@ PLANTED = {
     "transposed: W of frobenius": (frobenius, lambda *a: d_frobenius(*a).T, frob, 0, {"transposed"}),
     "transposed: outer product": (sum_tanh, lambda W: d_sum_tanh(W).T, (W3,), 0,
                                     {"transposed"}),
-    "transposed and negated: outer product": (sum_tanh, lambda W: -d_sum_tanh(W).T, (W3,), 0,
+    "transposed: negated, outer product": (sum_tanh, lambda W: -d_sum_tanh(W).T, (W3,), 0,
                                               {"transposed"}),
     "missing gate: relu": (jax.nn.relu, diag(jnp.ones_like), (jnp.array([-1.0, 0.5, -2.0, 3.0]),),
                            0, {"missing-gate"}),

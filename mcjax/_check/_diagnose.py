@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check import _slips
-from mcjax._check._flat import FlatSpec
+from mcjax._check._flat import FlatSpec, leaf_name
 from mcjax._check._problem import (
     Prepared,
     argument_names,
@@ -142,17 +142,9 @@ def _axis_transposes(x_spec: FlatSpec, n: int):
 
 
 def leaf_names(x_spec: FlatSpec, names: tuple[str, ...]) -> list[str]:
-    """Each argument leaf as the user names it: ``params['W2']`` (``names``: the
-    differentiated parameters' names, one per differentiated argument)."""
-    out = []
-    for path in x_spec.paths:
-        if x_spec.root == "args" and path.startswith("["):
-            k, rest = path[1:].split("]", 1)
-            position = int(k)
-            out.append((names[position] if position < len(names) else f"args[{k}]") + rest)
-        else:
-            out.append((names[0] if names else x_spec.root) + path)
-    return out
+    """Each argument leaf as the user names it: ``params['W2']`` (``names``: the argument
+    names, as ``argument_names`` gives them)."""
+    return [leaf_name(x_spec, j, names) for j in range(len(x_spec.paths))]
 
 
 def _global(G0, F0, slack, sizes, x_spec: FlatSpec, leaves: list[str]) -> list[Candidate]:
@@ -375,7 +367,7 @@ def _of_f(static):
 
 
 def parameter_names(p: Prepared) -> tuple[str, ...]:
-    """The differentiated parameters' names as ``f`` spells them (``params``)."""
+    """The names ``f`` gives its arguments, up to the last differentiated (``params``)."""
     return argument_names(p.static.f, p.static.positions)
 
 
@@ -423,7 +415,7 @@ def candidates(p: Prepared, dynamic) -> list[Candidate]:
                 for a, s in zip(leaves, x_spec.shapes)):
             continue
         J = _compiled(_other_jacobian, (static._replace(argnums=k), x_spec, out_spec), dynamic)
-        (name,) = argument_names(p.static.f, (k,))
+        name = argument_names(p.static.f, (k,))[-1]
         out.append(Candidate("wrong-argument", f"matches the derivative with respect to {name}: "
                              "the wrong argument?", np.asarray(J, np.float64)))
     return out
@@ -436,8 +428,7 @@ def sizes_of(p: Prepared, args, names: tuple[str, ...] = ()) -> dict[str, int]:
     for k, arg in enumerate(args):
         for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
             shape = np.shape(leaf)
-            position = p.static.positions.index(k) if k in p.static.positions else -1
-            base = names[position] if 0 <= position < len(names) else f"args[{k}]"
+            base = names[k] if k < len(names) else f"args[{k}]"
             name = base + "".join(str(q) for q in path)
             for axis, d in enumerate(shape):
                 sizes.setdefault(f"axis {axis} of {name}", int(d))

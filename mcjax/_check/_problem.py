@@ -234,15 +234,17 @@ def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSp
 
 
 def argument_names(f, positions: tuple[int, ...]) -> tuple[str, ...]:
-    """The differentiated parameters' names as ``f`` spells them (``params``), or
-    ``args[k]`` where ``f``'s signature does not say (``*args``, a builtin)."""
+    """The names ``f`` gives its arguments ``0 .. max(positions)`` (``params``; ``args[k]``
+    where its signature does not say: ``*args``, a builtin), indexed by argument: the last is
+    the differentiated one's when ``positions`` is one argument."""
     fn = f.fn if isinstance(f, Keyed) else f
     try:
         parameters = [q for q in inspect.signature(fn).parameters.values()
                       if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         parameters = []
-    return tuple(parameters[k].name if k < len(parameters) else f"args[{k}]" for k in positions)
+    return tuple(parameters[k].name if k < len(parameters) else f"args[{k}]"
+                 for k in range(max(positions) + 1))
 
 
 def reference_key(p: Prepared) -> tuple[Prepared, str]:

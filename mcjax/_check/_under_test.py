@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check._case import Prepared, Static
-from mcjax._check._flat import FlatSpec
+from mcjax._check._flat import FlatSpec, leaf_name
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._core._pytrees import structure_name
 from mcjax._jacobian import Jacobian
@@ -190,21 +190,12 @@ def _transposed_leaves(leaves, x_spec, out_spec, pairs, shape_of, names=()) -> s
             continue
         if len(i) < 2 or got != o + i[::-1]:
             return ""
-        wrong.append(f"{_leaf_name(x_spec, j, names)}: "
+        wrong.append(f"{leaf_name(x_spec, j, names)}: "
                      f"transposed? expected {shape_str(o + i)}, got {shape_str(got)}")
     if not wrong:
         return ""
     return ("mcjax.check: the derivative's leaf " + "; ".join(wrong) +
             " (the gradient of a matrix transposed: x h^T where h x^T was due?)")
-
-
-def _leaf_name(x_spec: FlatSpec, j: int, names: tuple[str, ...]) -> str:
-    """Leaf ``j`` as the user names it: ``params['W2']``."""
-    path = x_spec.paths[j]
-    if x_spec.root == "args" and path.startswith("["):
-        k, rest = path[1:].split("]", 1)
-        return (names[int(k)] if int(k) < len(names) else f"args[{k}]") + rest
-    return (names[0] if names else x_spec.root) + path
 
 
 def _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of) -> str:
