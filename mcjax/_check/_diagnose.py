@@ -108,12 +108,12 @@ def _factor_names(sizes: Mapping[str, int]) -> list[tuple[float, str]]:
 def _name_factor(c: float, sizes: Mapping[str, int]) -> str:
     """``c`` in words: a usual slip, a size of the problem (or a product, ratio or square root
     of sizes)."""
-    for value, name in FACTORS.items():
-        if abs(c - value) <= 1e-3 * abs(value):
-            return name
+    named = [name for value, name in FACTORS.items() if abs(c - value) <= 1e-3 * abs(value)]
     for value, name in _factor_names(sizes):
-        if abs(abs(c) - value) <= 1e-3 * value:
-            return name if c > 0 else f"-{name}"
+        if len(named) < 2 and abs(abs(c) - value) <= 1e-3 * value:
+            named.append(name if c > 0 else f"-{name}")
+    if named:
+        return " or ".join(dict.fromkeys(named))
     return f"{c:.6g} ({100 * (c - 1):+.2g}%), not one of the usual slips"
 
 

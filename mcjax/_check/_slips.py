@@ -77,7 +77,8 @@ class Site(NamedTuple):
         """The slip in words."""
         entry = lookup(self.primitive)
         slips = entry.slips if entry is not None else Slips()
-        at = f" in {self.where}" if self.where else f" ({self.primitive})"
+        at = (f" ({self.primitive})" if not self.where else f" {self.where}"
+              if self.where.startswith("at ") else f" in {self.where}")
         how = self.how
         if how == "value":
             name = slips.value or str(self.extra)  # a custom rule's function: softplus
@@ -143,18 +144,23 @@ class Site(NamedTuple):
 
 
 def _branch_words(primitive: str, operand: int) -> str:
-    if primitive == "select_n":
-        return f"case {operand - 1} of the where/select's derivative"
+    if primitive == "select_n":  # jnp.where(c, a, b) is select_n(c, b, a)
+        return (f"case {operand - 1} (jnp.where's {'second (else)' if operand == 1 else 'first'}"
+                " branch)'s derivative")
     if primitive == "clamp":
         return "the clipped value's derivative (no clip)"
     return f"operand {operand} of the {primitive}'s derivative"
 
 
-def _where(eqn) -> str:
-    """The user's code of ``eqn`` and its line: ``e / jnp.sum(e)`` (model.py:5); "" when
-    ``f`` has no line of the user's (a library's function checked as it is)."""
-    place = user_place(eqn)
-    return "" if place is None else str(place)
+def _where(eqn, calls=()) -> str:
+    """The user's code of ``eqn`` and its line: ``e / jnp.sum(e)`` (model.py:5), or of the
+    innermost call around it that has one (``jnp.where``'s own jit, traced once elsewhere);
+    "" when ``f`` has no line of the user's (a library's function checked as it is)."""
+    for e in (eqn, *reversed(calls)):
+        place = user_place(e)
+        if place is not None:
+            return str(place)
+    return ""
 
 
 class _Numbered(Interpreter):
@@ -248,7 +254,7 @@ class _Sites(_Numbered):
         return outs
 
     def _sites(self, eqn, name, slips: Slips, ins: list[_Dep], deps: list[bool]):
-        where = _where(eqn)
+        where = _where(eqn, self.calls)
 
         def add(how, operand=0, extra=None):
             self.found.append(Site(self.index, how, operand, name, where, extra))
