@@ -423,7 +423,7 @@ def candidates(p: Prepared, dynamic) -> list[Candidate]:
 
 def sizes_of(p: Prepared, args, names: tuple[str, ...] = ()) -> dict[str, int]:
     """Candidate sizes ``N`` for a factor slip: every axis and size of the arguments and of
-    ``f``'s outputs."""
+    ``f``'s outputs, and every axis of the arrays ``f`` closes over (a batch of data)."""
     sizes = {}
     for k, arg in enumerate(args):
         for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
@@ -438,6 +438,10 @@ def sizes_of(p: Prepared, args, names: tuple[str, ...] = ()) -> dict[str, int]:
             sizes.setdefault(f"axis {axis} of f's output{path}", int(d))
         sizes.setdefault(f"the size of f's output{path}", int(np.prod(shape)))
     sizes.setdefault("the size of f's output", p.out_spec.size)
+    for value in p.f_jaxpr.consts:  # the arrays f closes over: a batch of data, a mask
+        shape = np.shape(value)
+        for axis, d in enumerate(shape):
+            sizes.setdefault(f"axis {axis} of an array f closes over {shape}", int(d))
     return sizes
 
 
