@@ -51,7 +51,7 @@ from mcjax._check._report import Projection, Report, Slip, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, FAST_POINTS
-from mcjax._program._compile import run_compiled
+from mcjax._program._compile import compiler_options, run_compiled
 
 # what a hash is for: its salt keeps the streams of the points, leaves and uses apart
 _PERTURB, _ROWS, _COLS, _COTANGENT = 1, 2, 3, 4
@@ -241,13 +241,15 @@ class FastVerdict:
 
 
 def _evaluate(p: Prepared, which: tuple[int, ...], directions: int, seed,
-              keep: tuple[int, ...] = ()) -> dict:
+              keep: tuple[int, ...] = (), once: bool = False) -> dict:
     """The compiled check at the points ``which`` (one row per point), and ``u^T J`` of both
-    sides at the points ``keep``, as NumPy arrays."""
+    sides at the points ``keep``, as NumPy arrays.  ``once``: a failing check's program, which
+    runs once, compiled for compile time (``compiler_options``)."""
     with standard_promotion():  # the checker's own computations (f was traced when prepared)
         return jax.device_get(run_compiled(_program, (p.static, p.x_spec, p.out_spec, which,
                                                       directions, keep),
-                                           p.static.consts(), p.dynamic, seed))
+                                           p.static.consts(), p.dynamic, seed,
+                                           compiler_options=compiler_options() if once else None))
 
 
 def _special_leaves(p: Prepared, v: dict) -> list[str]:
@@ -311,7 +313,7 @@ def run(p: Prepared, points: int | None, directions: int, seed: int) -> FastVerd
     if adaptive and (special or fails(0)):
         rest = tuple(range(1, FAST_POINTS))
         keep = ((0,) if fails(0) else ()) + rest  # the second point may fail: its vectors too
-        more = _evaluate(p, rest, directions, seed_array, keep)
+        more = _evaluate(p, rest, directions, seed_array, keep, once=fails(0))
         kept = dict(zip(keep, more.pop("vectors")))
         more["allowed_leaf"] = allowed_of(more["leaf_ref"])
         v = {k: np.concatenate([v[k], more[k]]) for k in more}
@@ -331,7 +333,8 @@ def run(p: Prepared, points: int | None, directions: int, seed: int) -> FastVerd
                if fails(row) or not all(pr.ok for pr in projections if pr.point == q)]
     rows = [which.index(q) for q in failing]
     if missing := tuple(q for q in failing if q not in kept):
-        kept.update(zip(missing, _evaluate(p, (), directions, seed_array, missing)["vectors"]))
+        kept.update(zip(missing, _evaluate(p, (), directions, seed_array, missing,
+                                           once=True)["vectors"]))
     violations, problems, worst, vectors = (
         _failures(p, v["allowed_leaf"][rows], failing, [kept[q] for q in failing]) if failing
         else (0, [], [], []))

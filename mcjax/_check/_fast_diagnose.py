@@ -34,6 +34,7 @@ from mcjax._check._flat import FlatSpec
 from mcjax._check._report import Slip
 
 Sides = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]  # (got, ref) leaf by leaf
+_OTHER = ": a missing term or wrong formula in this leaf"
 
 
 def leaf_name(x_spec: FlatSpec, path: str) -> str:
@@ -124,8 +125,7 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
         return Slip("missing-gate", f"a missing gate or mask in {name}: its gradient is right "
                     "where the reference's is nonzero, but nonzero where it is 0 (a ReLU's "
                     "1[z > 0]?)")
-    return Slip("missing-term", f"{name} is wrong by more than a constant factor: a missing "
-                "term or wrong formula in this leaf")
+    return Slip("missing-term", f"{name} is wrong by more than a constant factor{_OTHER}")
 
 
 def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
@@ -167,4 +167,19 @@ def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
     if c is not None:
         return [Slip(_kind(c), "a constant factor: matches the reference times "
                      f"{_name_factor(c, sizes)}")], where
-    return [_leaf_slip(j, vectors, slack, x_spec, sizes) for j in wrong], where
+    slips = [_leaf_slip(j, vectors, slack, x_spec, sizes) for j in wrong]
+    return _merged(slips, [leaf_name(x_spec, x_spec.paths[j]) for j in wrong]), where
+
+
+def _merged(slips: list[Slip], names: list[str]) -> list[Slip]:
+    """Several leaves wrong by more than a factor: one slip that names them all (a slip in a
+    part of the backward pass they share, such as a layer's delta, shows in each of them)."""
+    other = [s for s in slips if not s.sentence.endswith(_OTHER)]
+    formula = [n for s, n in zip(slips, names) if s.sentence.endswith(_OTHER)]
+    if len(formula) < 2:
+        return slips
+    shown = ", ".join(formula[:-1]) + f" and {formula[-1]}"
+    return other + [Slip("missing-term", f"{shown} are wrong by more than a constant factor: a "
+                         "missing term or wrong formula in these leaves, or in a part of the "
+                         "backward pass they share (a layer's delta, the forward values it "
+                         "recomputes)")]

@@ -1,0 +1,147 @@
+"""Fast mode names the slip: a slip corpus on a 205,642-parameter MLP, float32 and float64.
+
+Each case is a backprop slip a person makes, tagged with the kind fast mode must name and the
+leaf it must name (None: the whole argument).  The slips are one derivative with a traced
+``slip`` argument (per-leaf factors, a transposition switch, a dropped weight-decay term, a
+bias left out of the backward pass), so that one compiled check per dtype serves every case:
+the loss is :func:`mcjax.mlp_loss` (one ReLU hidden layer, softmax cross-entropy) plus weight
+decay ``lam/2 sum ||W||^2``, and its gradient is written out as a first project writes it.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mcjax
+
+SIZES = (448, 448, 10)  # 205,642 parameters; W1 is square, so it can be transposed
+BATCH = 32
+DECAY = 0.01
+LEAVES = ("[0]['W']", "[0]['b']", "[1]['W']", "[1]['b']")
+
+
+@functools.cache
+def problem(dtype, zero_biases=False):
+    rng = np.random.default_rng(0)
+    params = [{"W": jnp.asarray(rng.standard_normal((m, n)) * np.sqrt(2 / n), dtype),
+               "b": jnp.asarray(np.zeros(m) if zero_biases else 0.1 * rng.standard_normal(m), dtype)}
+              for n, m in zip(SIZES[:-1], SIZES[1:])]
+    X = jnp.asarray(rng.standard_normal((BATCH, SIZES[0])), dtype)
+    return params, X, jnp.arange(BATCH) % SIZES[-1]
+
+
+def loss(params, X, Y, slip):
+    """:func:`mcjax.mlp_loss` plus weight decay; ``slip`` is unused (the derivative's
+    arguments are f's)."""
+    decay = sum(jnp.sum(layer["W"] ** 2) for layer in params)
+    return mcjax.mlp_loss(params, X, Y) + jnp.asarray(DECAY / 2, X.dtype) * decay
+
+
+def backprop(params, X, Y, slip):
+    """The hand gradient of :func:`loss`, as a first project writes it, with the slips that
+    ``slip`` switches on: ``scale`` multiplies each leaf, ``transpose`` transposes ``dW1``,
+    ``decay`` weighs ``W2``'s weight-decay term (0: dropped), ``bias`` the biases in the
+    recomputed forward pass (0: left out), ``gate`` the ReLU's mask (0: forgotten)."""
+    (W1, b1), (W2, b2) = ((layer["W"], layer["b"]) for layer in params)
+    lam = jnp.asarray(DECAY, X.dtype)
+    z1 = X @ W1.T + slip["bias"] * b1[None, :]
+    a1 = jnp.maximum(z1, 0)
+    logits = a1 @ W2.T + slip["bias"] * b2[None, :]
+    dlogits = (jax.nn.softmax(logits) - jax.nn.one_hot(Y, SIZES[-1], dtype=X.dtype)) / len(Y)
+    dW2 = dlogits.T @ a1 + slip["decay"] * lam * W2
+    dz1 = dlogits @ W2 * jnp.where(z1 > 0, 1.0, 1 - slip["gate"]).astype(X.dtype)
+    dW1 = dz1.T @ X + lam * W1
+    dW1 = jnp.where(slip["transpose"], dW1.T, dW1)
+    grads = (dW1, dz1.sum(0), dW2, dlogits.sum(0))
+    return [{"W": grads[2 * k] * slip["scale"][2 * k],
+             "b": grads[2 * k + 1] * slip["scale"][2 * k + 1]} for k in range(2)]
+
+
+def slip_of(dtype, scale=None, transpose=False, decay=1.0, bias=1.0, gate=1.0):
+    ones = np.ones(len(LEAVES))
+    for leaf, c in (scale or {}).items():
+        ones[LEAVES.index(leaf)] = c
+    return {"scale": jnp.asarray(ones, dtype), "transpose": jnp.asarray(transpose),
+            "decay": jnp.asarray(decay, dtype), "bias": jnp.asarray(bias, dtype),
+            "gate": jnp.asarray(gate, dtype)}
+
+
+def check(dtype, zero_biases=False, **slip):
+    params, X, Y = problem(dtype, zero_biases)
+    return mcjax.check(loss, backprop, params, X, Y, slip_of(dtype, **slip), mode="fast")
+
+
+# (name, the slip, the kind it must get, the leaf it must name: None for the whole argument)
+SLIPS = [
+    ("missing 1/B everywhere", dict(scale={leaf: BATCH for leaf in LEAVES}), "factor", None),
+    ("sign flipped on every leaf", dict(scale={leaf: -1.0 for leaf in LEAVES}), "sign", None),
+    ("sign flipped on b1", dict(scale={"[0]['b']": -1.0}), "sign", "x[0]['b']"),
+    ("sum for mean on b2 (x B)", dict(scale={"[1]['b']": BATCH}), "factor", "x[1]['b']"),
+    ("W1's gradient transposed", dict(transpose=True), "transposed", "x[0]['W']"),
+    ("weight decay dropped on W2", dict(decay=0.0), "missing-term", "x[1]['W']"),
+    ("W2's gradient left out", dict(scale={"[1]['W']": 0.0}), "missing-term", "x[1]['W']"),
+    ("ReLU gate forgotten", dict(gate=0.0), "missing-term", "x[0]['W'] and x[0]['b']"),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name, slip, kind, leaf", SLIPS, ids=[s[0] for s in SLIPS])
+def test_fast_mode_names_the_slip_and_the_leaf(dtype, name, slip, kind, leaf):
+    r = check(dtype, **slip)
+    assert not r.ok and r.mode == "fast", r
+    assert [s.kind for s in r.slips] == [kind], r.slips
+    sentence = r.slips[0].sentence
+    if leaf is None:
+        assert sentence.startswith("a constant factor: matches the reference times"), sentence
+    else:
+        assert leaf in sentence, sentence
+        right = [line for line in r.where if line.startswith("right:")]
+        wrong = leaf.split(" and ")
+        assert right and right[0].count("x[") == len(LEAVES) - len(wrong), r.where
+        assert not any(w in right[0] for w in wrong), r.where
+    if "1/B" in name or "x B" in name:
+        assert f"N = {BATCH}" in sentence and "a sum where a mean was due" in sentence
+    assert r.diagnosis == (sentence,)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_right_gradient_passes_at_x_alone(dtype):
+    """No false alarm, and a generic x (random biases) costs one point: every entry of the
+    gradient is compared there."""
+    params, _, _ = problem(dtype)
+    assert sum(a.size for a in jax.tree_util.tree_leaves(params)) > 200_000
+    r = check(dtype)
+    assert r.ok and r.points == 1 and not r.slips, r
+
+
+def test_a_slip_that_x_hides_is_caught_at_the_point_near_it():
+    """Biases left out of the backward pass are invisible at b = 0 (mcjax.mlp_init's biases):
+    x is special (constant leaves), so the point near x is checked too, and fails; the right
+    gradient there passes with a note that says why two points ran."""
+    r = check("float32", zero_biases=True, bias=0.0)
+    assert not r.ok and r.points == 2, r
+    right = check("float32", zero_biases=True)
+    assert right.ok and right.points == 2, right
+    assert any("x could hide a slip (x[0]['b'] is constant" in n for n in right.notes), right.notes
+
+
+def tanh_layer(x, W, scale):
+    return jnp.tanh(W @ x)
+
+
+def tanh_layer_vjp(x, W, scale):
+    """The VJP ``u -> u^T J`` of :func:`tanh_layer`, times ``scale``."""
+    return lambda u: scale * ((u * (1 - tanh_layer(x, W, scale) ** 2)) @ W)
+
+
+def test_a_vector_function_gets_the_factor_of_its_vjp_named():
+    """For a vector f fast mode compares u^T J of one random u: a factor shows the same."""
+    rng = np.random.default_rng(1)
+    W = jnp.asarray(rng.standard_normal((300, 400)) / 20)
+    x = jnp.asarray(rng.standard_normal(400))
+    r = mcjax.check(tanh_layer, tanh_layer_vjp, x, W, jnp.asarray(0.5), mode="fast")
+    assert not r.ok and [s.kind for s in r.slips] == ["factor"], r
+    assert "times 1/2" in r.slips[0].sentence
