@@ -145,3 +145,18 @@ def test_a_vector_function_gets_the_factor_of_its_vjp_named():
     r = mcjax.check(tanh_layer, tanh_layer_vjp, x, W, jnp.asarray(0.5), mode="fast")
     assert not r.ok and [s.kind for s in r.slips] == ["factor"], r
     assert "times 1/2" in r.slips[0].sentence
+
+
+def test_a_transposed_non_square_leaf_is_named_with_its_path():
+    """W2 (10, 448) returned as (448, 10): no check can run, and the error says which leaf and
+    asks whether its gradient is transposed."""
+    params, X, Y = problem("float32")
+
+    def transposed(params, X, Y, slip):
+        grads = backprop(params, X, Y, slip)
+        grads[1]["W"] = grads[1]["W"].T
+        return grads
+
+    with pytest.raises(mcjax.ShapeError, match=r"\[1\]\['W'\] is \(448, 10\) where \(10, 448\) "
+                       r"was due: its gradient transposed"):
+        mcjax.check(loss, transposed, params, X, Y, slip_of("float32"), mode="fast")
