@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 import mcjax
+from mcjax._check import _fast_diagnose
+from mcjax._check._flat import FlatSpec
 
 SIZES = (448, 448, 10)  # 205,642 parameters; W1 is square, so it can be transposed
 BATCH = 32
@@ -160,3 +162,30 @@ def test_a_transposed_non_square_leaf_is_named_with_its_path():
     with pytest.raises(mcjax.ShapeError, match=r"\[1\]\['W'\] is \(448, 10\) where \(10, 448\) "
                        r"was due: its gradient transposed"):
         mcjax.check(loss, transposed, params, X, Y, slip_of("float32"), mode="fast")
+
+
+def _diagnosed(got, ref, rtol=1e-6):
+    """The fast diagnosis of one failing point, from ``u^T J`` pytrees (no check program)."""
+    spec = FlatSpec.of(ref)
+    leaves = lambda t: [np.asarray(a, np.float64) for a in jax.tree_util.tree_leaves(t)]  # noqa: E731
+    allowed = np.array([[rtol * np.max(np.abs(r)) for r in leaves(ref)]])
+    return _fast_diagnose.diagnose([(leaves(got), leaves(ref))], allowed, spec, {"B": BATCH})
+
+
+def test_one_entry_fits_any_factor_so_only_a_usual_one_is_named():
+    """A scalar leaf off by 0.3 at one point is no evidence of a constant factor; off by -1 it
+    is named (a usual slip)."""
+    ref = {"t": np.array(0.7), "w": np.arange(1.0, 5.0)}
+    slips, where = _diagnosed({"t": np.array(1.0), "w": ref["w"]}, ref)
+    assert [s.kind for s in slips] == ["missing-term"] and "x['t']" in slips[0].sentence
+    assert where[-1] == "right: x['w']"
+    slips, _ = _diagnosed({"t": np.array(-0.7), "w": ref["w"]}, ref)
+    assert [s.kind for s in slips] == ["sign"] and "x['t'] only" in slips[0].sentence
+
+
+def test_two_leaves_of_one_shape_with_their_gradients_swapped():
+    rng = np.random.default_rng(4)
+    ref = {"a": rng.standard_normal(6), "b": rng.standard_normal(6), "c": rng.standard_normal(3)}
+    slips, _ = _diagnosed({"a": ref["b"], "b": ref["a"], "c": ref["c"]}, ref)
+    assert [s.kind for s in slips] == ["swapped", "swapped"], slips
+    assert "x['a'] matches the reference's gradient of x['b']" in slips[0].sentence

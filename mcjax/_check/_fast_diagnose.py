@@ -47,30 +47,34 @@ def _close(a, b, slack) -> bool:
         return bool(np.all(np.abs(a - b) <= slack))
 
 
-def _fit(g, r) -> float | None:
-    """The least-squares ``c`` of ``g ~= c r`` (None when ``r = 0`` or it is not finite)."""
-    denominator = float(np.sum(r * r))
+def _factor(points, slack, sizes: Mapping[str, int]) -> float | None:
+    """The constant ``c != 0, 1`` with ``g = c r`` at every point (``points``: ``(g, r)``
+    pairs, ``slack``: one per point), or None.  ``c`` is fitted over all the points at once
+    (least squares), so a factor that changes with ``x`` misses at one of them.  Fitted on a
+    single nonzero entry, only a usual ``c`` (``_usual``) counts."""
+    denominator = sum(float(np.sum(r * r)) for _, r in points)
     if denominator == 0:
         return None
-    c = float(np.sum(g * r)) / denominator
-    return c if np.isfinite(c) else None
+    c = sum(float(np.sum(g * r)) for g, r in points) / denominator
+    if not np.isfinite(c) or c == 0 or abs(c - 1) <= 1e-6:
+        return None
+    if not all(_close(g, c * r, s * max(1.0, abs(c))) for (g, r), s in zip(points, slack)):
+        return None
+    # one nonzero entry fits any c: a factor that is none of the usual ones needs two
+    evidence = sum(int(np.sum(np.abs(r) > s)) for (_, r), s in zip(points, slack))
+    if evidence < 2 and not _usual(c, sizes):
+        return None
+    return c
 
 
-def _factor(points, slack) -> float | None:
-    """The constant ``c != 0, 1`` with ``g = c r`` at every point (``points``: ``(g, r)``
-    pairs, ``slack``: one per point), the same ``c`` everywhere, or None."""
-    fits = [_fit(g, r) for g, r in points]
-    if any(c is None for c in fits):
-        return None
-    c = fits[0]
-    assert c is not None
-    if c == 0 or abs(c - 1) <= 1e-6:
-        return None
-    if any(abs(other - c) > 1e-3 * abs(c) for other in fits if other is not None):
-        return None  # a factor that changes with x is no constant factor
-    if all(_close(g, c * r, s * max(1.0, abs(c))) for (g, r), s in zip(points, slack)):
-        return c
-    return None
+def _usual(c: float, sizes: Mapping[str, int]) -> bool:
+    """Whether ``|c|`` is 1, 2, 1/2, a size ``N`` of the problem, ``1/N``, ``sqrt(N)`` or
+    ``1/sqrt(N)`` (to 0.1%)."""
+    candidates = {1.0, 2.0, 0.5}
+    for n in sizes.values():
+        if n > 1:
+            candidates |= {n, 1 / n, n ** 0.5, n ** -0.5}
+    return any(abs(abs(c) - v) <= 1e-3 * v for v in candidates)
 
 
 def _kind(c: float) -> str:
@@ -92,7 +96,7 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
     if all(_close(g, 0.0, s) for (g, _), s in zip(pairs, leaf_slack)):
         return Slip("missing-term", f"the gradient of {name} is 0 where the reference's is not: "
                     "this leaf's gradient left out (a term missing, or a stop_gradient?)")
-    c = _factor(pairs, leaf_slack)
+    c = _factor(pairs, leaf_slack, sizes)
     if c is not None:
         return Slip(_kind(c), f"a constant factor on {name} only: its gradient matches the "
                     f"reference times {_name_factor(c, sizes)}")
@@ -105,7 +109,7 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
                 return Slip("transposed", f"matches the reference with {name}'s axes {axes} "
                             "swapped: the gradient of a matrix transposed (x h^T where h x^T "
                             "was due?)")
-            c = _factor(swapped, leaf_slack)
+            c = _factor(swapped, leaf_slack, sizes)
             if c is not None:
                 return Slip("transposed", f"matches the reference with {name}'s axes {axes} "
                             f"swapped and times {_name_factor(c, sizes)}: the gradient of a matrix "
@@ -163,7 +167,7 @@ def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
              for got, ref in vectors]
     whole_slack = [np.concatenate([np.full(n, s) for n, s in zip(x_spec.sizes, row)])
                    for row in slack]
-    c = _factor(whole, whole_slack)  # the leaves the reference is 0 on agree with any c
+    c = _factor(whole, whole_slack, sizes)  # the leaves the reference is 0 on agree with any c
     if c is not None:
         return [Slip(_kind(c), "a constant factor: matches the reference times "
                      f"{_name_factor(c, sizes)}")], where
