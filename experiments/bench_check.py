@@ -277,7 +277,7 @@ def main(argv=None):
     a.bar(at - 0.2, [r["ratio_program_to_grad"] for r in fast], 0.4, label="wall time")
     a.bar(at + 0.2, [r["flops_ratio"] for r in fast], 0.4, label="FLOPs")
     a.set_xticks(at, [r["dtype"] for r in fast])
-    a.axhline(5, color="r", ls="--", label="budget: 5 gradients")
+    a.axhline(3, color="r", ls="--", label="budget: 3 gradients")
     a.set_ylabel("fast check / one gradient")
     a.set_title(f"fast mode, {fast[0]['parameters']:,} parameters")
     a.legend()
