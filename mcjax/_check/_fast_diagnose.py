@@ -82,8 +82,8 @@ def _kind(c: float) -> str:
 
 
 def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: FlatSpec,
-               sizes: Mapping[str, int]) -> Slip:
-    """What is wrong with leaf ``j`` (known to fail at some point)."""
+               sizes: Mapping[str, int], wrong: Sequence[int]) -> Slip:
+    """What is wrong with leaf ``j`` (one of the leaves ``wrong``, which fail somewhere)."""
     name = leaf_name(x_spec, x_spec.paths[j])
     pairs = [(got[j], ref[j]) for got, ref in vectors]
     leaf_slack = slack[:, j]
@@ -114,7 +114,9 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
                 return Slip("transposed", f"matches the reference with {name}'s axes {axes} "
                             f"swapped and times {_name_factor(c, sizes)}: the gradient of a matrix "
                             "transposed")
-    for k, path in enumerate(x_spec.paths):
+    # a swap makes exactly two leaves wrong: compared with the other wrong ones, when few
+    for k in wrong if len(wrong) <= 4 else ():
+        path = x_spec.paths[k]
         if k == j or x_spec.shapes[k] != x_spec.shapes[j]:
             continue
         others = [(got[j], ref[k]) for got, ref in vectors]
@@ -171,7 +173,7 @@ def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
     if c is not None:
         return [Slip(_kind(c), "a constant factor: matches the reference times "
                      f"{_name_factor(c, sizes)}")], where
-    slips = [_leaf_slip(j, vectors, slack, x_spec, sizes) for j in wrong]
+    slips = [_leaf_slip(j, vectors, slack, x_spec, sizes, wrong) for j in wrong]
     return _merged(slips, [leaf_name(x_spec, x_spec.paths[j]) for j in wrong]), where
 
 
