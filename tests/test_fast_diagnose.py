@@ -80,7 +80,10 @@ def check(dtype, zero_biases=False, **slip):
 SLIPS = [
     ("missing 1/B everywhere", dict(scale={leaf: BATCH for leaf in LEAVES}), "factor", None),
     ("sign flipped on every leaf", dict(scale={leaf: -1.0 for leaf in LEAVES}), "sign", None),
+    ("1/B twice everywhere", dict(scale={leaf: 1 / BATCH for leaf in LEAVES}), "factor", None),
     ("sign flipped on b1", dict(scale={"[0]['b']": -1.0}), "sign", "x[0]['b']"),
+    ("sign flipped on both W", dict(scale={"[0]['W']": -1.0, "[1]['W']": -1.0}), "sign",
+     "x[0]['W'] and x[1]['W']"),
     ("sum for mean on b2 (x B)", dict(scale={"[1]['b']": BATCH}), "factor", "x[1]['b']"),
     ("W1's gradient transposed", dict(transpose=True), "transposed", "x[0]['W']"),
     ("weight decay dropped on W2", dict(decay=0.0), "missing-term", "x[1]['W']"),
@@ -104,8 +107,10 @@ def test_fast_mode_names_the_slip_and_the_leaf(dtype, name, slip, kind, leaf):
         wrong = leaf.split(" and ")
         assert right and right[0].count("x[") == len(LEAVES) - len(wrong), r.where
         assert not any(w in right[0] for w in wrong), r.where
-    if "1/B" in name or "x B" in name:
+    if "missing 1/B" in name or "x B" in name:
         assert f"N = {BATCH}" in sentence and "a sum where a mean was due" in sentence
+    if "1/B twice" in name:
+        assert f"1/N = 1/{BATCH}" in sentence and "1/N twice" in sentence
     assert r.diagnosis == (sentence,)
 
 

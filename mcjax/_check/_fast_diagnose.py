@@ -98,8 +98,7 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
                     "this leaf's gradient left out (a term missing, or a stop_gradient?)")
     c = _factor(pairs, leaf_slack, sizes)
     if c is not None:
-        return Slip(_kind(c), f"a constant factor on {name} only: its gradient matches the "
-                    f"reference times {_name_factor(c, sizes)}")
+        return Slip(_kind(c), _on_leaves([name], _name_factor(c, sizes)))
     shape = g0.shape
     if len(shape) >= 2 and shape[-1] == shape[-2] > 1:
         axes = (len(shape) - 2, len(shape) - 1)
@@ -112,8 +111,8 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
             c = _factor(swapped, leaf_slack, sizes)
             if c is not None:
                 return Slip("transposed", f"matches the reference with {name}'s axes {axes} "
-                            f"swapped and times {_name_factor(c, sizes)}: the gradient of a matrix "
-                            "transposed")
+                            "swapped (the gradient of a matrix transposed) and times "
+                            f"{_name_factor(c, sizes)}")
     # a swap makes exactly two leaves wrong: compared with the other wrong ones, when few
     for k in wrong if len(wrong) <= 4 else ():
         path = x_spec.paths[k]
@@ -177,15 +176,36 @@ def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
     return _merged(slips, [leaf_name(x_spec, x_spec.paths[j]) for j in wrong]), where
 
 
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
+
+
+def _on_leaves(names: Sequence[str], factor: str) -> str:
+    whose = "its gradient matches" if len(names) == 1 else "their gradients match"
+    return f"a constant factor on {_listed(names)} only: {whose} the reference times {factor}"
+
+
 def _merged(slips: list[Slip], names: list[str]) -> list[Slip]:
-    """Several leaves wrong by more than a factor: one slip that names them all (a slip in a
-    part of the backward pass they share, such as a layer's delta, shows in each of them)."""
-    other = [s for s in slips if not s.sentence.endswith(_OTHER)]
-    formula = [n for s, n in zip(slips, names) if s.sentence.endswith(_OTHER)]
-    if len(formula) < 2:
-        return slips
-    shown = ", ".join(formula[:-1]) + f" and {formula[-1]}"
-    return other + [Slip("missing-term", f"{shown} are wrong by more than a constant factor: a "
-                         "missing term or wrong formula in these leaves, or in a part of the "
-                         "backward pass they share (a layer's delta, the forward values it "
-                         "recomputes)")]
+    """One slip for the leaves that share one: the same constant factor, or wrong by more than
+    a factor (a slip in a part of the backward pass they share, such as a layer's delta, shows
+    in each of them)."""
+    factors: dict[tuple[str, str], list[str]] = {}
+    formula, other = [], []
+    for slip, name in zip(slips, names):
+        if slip.sentence == _on_leaves([name], factor := slip.sentence.split(" times ", 1)[-1]):
+            factors.setdefault((slip.kind, factor), []).append(name)
+        elif slip.sentence.endswith(_OTHER):
+            formula.append(name)
+        else:
+            other.append(slip)
+    out = [Slip(kind, _on_leaves(leaves, factor)) for (kind, factor), leaves in factors.items()]
+    out += other
+    if len(formula) == 1:
+        out.append(Slip("missing-term", f"{formula[0]} is wrong by more than a constant "
+                        f"factor{_OTHER}"))
+    elif formula:
+        out.append(Slip("missing-term", f"{_listed(formula)} are wrong by more than a constant "
+                        "factor: a missing term or wrong formula in these leaves, or in a part "
+                        "of the backward pass they share (a layer's delta, the forward values "
+                        "it recomputes)"))
+    return out
