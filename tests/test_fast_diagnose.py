@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mcjax
 from mcjax._check import _fast_diagnose
@@ -194,3 +196,33 @@ def test_two_leaves_of_one_shape_with_their_gradients_swapped():
     slips, _ = _diagnosed({"a": ref["b"], "b": ref["a"], "c": ref["c"]}, ref)
     assert [s.kind for s in slips] == ["swapped", "swapped"], slips
     assert "x['a'] matches the reference's gradient of x['b']" in slips[0].sentence
+
+
+SHAPES = [(3, 3), (4,), (2, 5), (5, 5), (6,), ()]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(SHAPES), min_size=2, max_size=5), st.data())
+def test_a_slip_planted_on_any_leaf_is_named_on_that_leaf(shapes, data):
+    """Random leaves, one slip on one of them (a usual factor, its transpose when square, its
+    gradient left out, a term that is no multiple of it): fast mode's diagnosis names the kind
+    and the leaf, and every other leaf right.  Round-off-sized noise on every leaf changes
+    nothing."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    ref = {f"p{k}": rng.standard_normal(s) + 0.1 for k, s in enumerate(shapes)}
+    names = list(ref)
+    leaf = data.draw(st.sampled_from(names))
+    square = ref[leaf].ndim == 2 and ref[leaf].shape[0] == ref[leaf].shape[1]
+    how = data.draw(st.sampled_from(["sign", "factor", "zero"]
+                                    + (["term"] if ref[leaf].size > 1 else [])  # 1 entry: any c
+                                    + (["transposed"] if square else [])))
+    got = {k: v * (1 + 1e-9 * rng.standard_normal(np.shape(v))) for k, v in ref.items()}
+    r = ref[leaf]
+    got[leaf] = {"sign": -r, "factor": BATCH * r, "zero": 0 * r, "transposed": r.T,
+                 "term": r + np.cos(np.arange(r.size).reshape(r.shape))}[how]
+    slips, where = _diagnosed(got, ref)
+    kind = {"sign": "sign", "factor": "factor", "zero": "missing-term", "term": "missing-term",
+            "transposed": "transposed"}[how]
+    assert [s.kind for s in slips] == [kind], (how, slips)
+    assert f"x['{leaf}']" in slips[0].sentence, slips
+    assert where[-1].startswith("right:") and where[-1].count("x[") == len(names) - 1, where
