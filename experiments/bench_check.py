@@ -4,6 +4,7 @@ full mode against jax.test_util.check_grads and torch.autograd.gradcheck (when i
     python experiments/bench_check.py --out results/bench_check        # the full size
     python experiments/bench_check.py --smoke --out /tmp/bench          # seconds, for the tests
     python experiments/bench_check.py --calls-only --out results/bench_check_calls  # a minute
+    python experiments/bench_check.py --fast-only --out results/bench_check_fast    # fast mode only
 
 Fast mode's cost is given three ways, each as a ratio to one jax.grad of the same loss:
 
