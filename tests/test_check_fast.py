@@ -60,7 +60,9 @@ def test_a_right_1m_parameter_gradient_passes_where_check_grads_fails(dtype):
     assert sum(a.size for a in jax.tree_util.tree_leaves(params)) > 1_000_000
     report = check(dtype, RIGHT)
     assert report.mode == "fast" and report.ok, report
-    assert not check(dtype, OFF_BY_0_1_PERCENT).ok
+    off = check(dtype, OFF_BY_0_1_PERCENT)
+    assert not off.ok and [s.kind for s in off.slips] == ["factor"], off
+    assert "times 1.001 (+0.1%)" in off.slips[0].sentence
     with pytest.raises(AssertionError):  # one unnormalised direction, a step that crosses kinks
         check_grads(jax.jit(lambda p: mcjax.mlp_loss(p, X, Y)), (params,), order=1, modes=("rev",))
 
@@ -68,6 +70,7 @@ def test_a_right_1m_parameter_gradient_passes_where_check_grads_fails(dtype):
 def test_a_single_wrong_entry_of_a_gradient_is_caught():
     report = check("float32", ONE_WRONG_ENTRY)
     assert not report.ok and report.worst[0].label == "x[1]['W'][5, 7]", report
+    assert report.where[0] == "1 of 196608 entries of d out / d x[1]['W'] are wrong", report.where
 
 
 def test_a_passing_fast_check_costs_at_most_three_gradients_and_never_builds_the_jacobian():
