@@ -13,7 +13,8 @@ twice the comparison's own thresholds (full mode's slack), at every failing poin
 - **one leaf transposed** (its last two axes swapped: ``x h^T`` for ``h x^T`` with a square
   ``W``), or **two leaves' gradients swapped** (same shapes);
 - **one leaf left out** (``g = 0``), **a missing gate** (right where ``r != 0``, not 0 where
-  ``r = 0``), **NaN or Inf** where ``r`` is finite;
+  ``r = 0``), **NaN or Inf** where ``r`` is finite, **a few entries** only (an index or a
+  special case);
 - failing those, **a missing term or a wrong formula in that leaf**: it is wrong by more than
   a constant factor.
 
@@ -35,6 +36,7 @@ from mcjax._check._report import Slip
 
 Sides = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]  # (got, ref) leaf by leaf
 _OTHER = ": a missing term or wrong formula in this leaf"
+FEW_ENTRIES = 3  # a leaf wrong at this many entries or fewer is named by them
 
 
 def leaf_name(x_spec: FlatSpec, path: str) -> str:
@@ -130,6 +132,15 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
         return Slip("missing-gate", f"a missing gate or mask in {name}: its gradient is right "
                     "where the reference's is nonzero, but nonzero where it is 0 (a ReLU's "
                     "1[z > 0]?)")
+    with np.errstate(invalid="ignore"):
+        off = [np.argwhere(~(np.abs(g - r) <= s / 2)) for (g, r), s in zip(pairs, leaf_slack)]
+    count = max(len(o) for o in off)
+    if count <= FEW_ENTRIES and g0.size >= 10 * FEW_ENTRIES:
+        at = [f"{name}[{', '.join(str(int(i)) for i in index)}]" for index in
+              dict.fromkeys(tuple(i) for o in off for i in o)]
+        return Slip("wrong-entries", f"{name} is wrong at {count} of its {g0.size} entries only "
+                    f"({', '.join(at[:FEW_ENTRIES])}): an index or a special case off, not the "
+                    "formula of the whole leaf")
     return Slip("missing-term", f"{name} is wrong by more than a constant factor{_OTHER}")
 
 
