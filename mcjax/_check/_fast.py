@@ -174,8 +174,8 @@ def _special(x_leaves):
     """Per leaf of ``x``: ``[constant, symmetric]``.  Constant: all entries equal (zeros, ones:
     fresh biases and gains; a single entry only when it is 0 or +-1); symmetric: a leaf whose
     last two axes are square and equal to its transpose (an identity).  Such an ``x`` can hide a
-    slip (a bias left out of the backward pass is invisible at ``b = 0``, a transposed ``W`` at
-    ``W = W^T``)."""
+    slip (a bias left out of the backward pass is invisible at ``b = 0``, ``W`` used where
+    ``W^T`` was due at ``W = W^T``)."""
     flags = []
     for leaf in x_leaves:
         lo, hi = jnp.min(leaf), jnp.max(leaf)
