@@ -130,6 +130,9 @@ def test_a_slip_that_x_hides_is_caught_at_the_point_near_it():
     """Biases left out of the backward pass are invisible at b = 0 (mcjax.mlp_init's biases):
     x is special (constant leaves), so the point near x is checked too, and fails; the right
     gradient there passes with a note that says why two points ran."""
+    params, X, Y = problem("float32", True)
+    assert mcjax.check(loss, backprop, params, X, Y, slip_of("float32", bias=0.0), mode="fast",
+                       points=1).ok  # x alone cannot see it
     r = check("float32", zero_biases=True, bias=0.0)
     assert not r.ok and r.points == 2, r
     right = check("float32", zero_biases=True)
@@ -226,3 +229,41 @@ def test_a_slip_planted_on_any_leaf_is_named_on_that_leaf(shapes, data):
     assert [s.kind for s in slips] == [kind], (how, slips)
     assert f"x['{leaf}']" in slips[0].sentence, slips
     assert where[-1].startswith("right:") and where[-1].count("x[") == len(names) - 1, where
+
+
+def two_layer(p, X, transposed):
+    """``0.5 / B sum ||W2 tanh(W1 X^T)||^2`` with a square ``W2`` (hidden size = output size)."""
+    Y = p["W2"] @ jnp.tanh(p["W1"] @ X.T)
+    return 0.5 * jnp.sum(Y * Y) / X.shape[0]
+
+
+def two_layer_backprop(p, X, transposed):
+    """Its gradient; ``transposed`` 0 forgets the transpose in ``dh = W2^T dY`` (W2 dY)."""
+    H = jnp.tanh(p["W1"] @ X.T)
+    dY = p["W2"] @ H / X.shape[0]
+    W2t = transposed * p["W2"].T + (1 - transposed) * p["W2"]
+    dZ = (W2t @ dY) * (1 - H * H)
+    return {"W1": dZ @ X, "W2": dY @ H.T}
+
+
+def test_a_missing_transpose_that_a_symmetric_leaf_hides_is_caught_near_it():
+    """dh = W2 dY where W2^T dY was due (the hidden size equals the output size) is invisible
+    at a symmetric W2: x is special, the point near it runs and fails.  At a generic W2 one
+    point catches it."""
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((16, 16)) / 4
+    X = jnp.asarray(rng.standard_normal((8, 12)))
+    W1 = jnp.asarray(rng.standard_normal((16, 12)) / 4)
+    symmetric = {"W1": W1, "W2": jnp.asarray((A + A.T) / 2)}
+    right = mcjax.check(two_layer, two_layer_backprop, symmetric, X, jnp.asarray(1.0), mode="fast")
+    assert right.ok and right.points == 2, right
+    assert any("x['W2'] is symmetric" in n for n in right.notes), right.notes
+    assert mcjax.check(two_layer, two_layer_backprop, symmetric, X, jnp.asarray(0.0),
+                       mode="fast", points=1).ok  # x alone cannot see it
+    hidden = mcjax.check(two_layer, two_layer_backprop, symmetric, X, jnp.asarray(0.0), mode="fast")
+    assert not hidden.ok and hidden.points == 2, hidden
+    assert [s.kind for s in hidden.slips] == ["missing-term"], hidden.slips
+    assert "x['W1']" in hidden.slips[0].sentence and hidden.where[-1] == "right: x['W2']"
+    generic = {"W1": W1, "W2": jnp.asarray(A)}
+    caught = mcjax.check(two_layer, two_layer_backprop, generic, X, jnp.asarray(0.0), mode="fast")
+    assert not caught.ok, caught
