@@ -208,7 +208,7 @@ SHAPES = [(3, 3), (4,), (2, 5), (5, 5), (6,), ()]
 @given(st.lists(st.sampled_from(SHAPES), min_size=2, max_size=5), st.data())
 def test_a_slip_planted_on_any_leaf_is_named_on_that_leaf(shapes, data):
     """Random leaves, one slip on one of them (a usual factor, its transpose when square, its
-    gradient left out, a term that is no multiple of it): fast mode's diagnosis names the kind
+    gradient left out, a term that is no multiple of it, a gate missing): the diagnosis names the kind
     and the leaf, and every other leaf right.  Round-off-sized noise on every leaf changes
     nothing."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
@@ -217,15 +217,18 @@ def test_a_slip_planted_on_any_leaf_is_named_on_that_leaf(shapes, data):
     leaf = data.draw(st.sampled_from(names))
     square = ref[leaf].ndim == 2 and ref[leaf].shape[0] == ref[leaf].shape[1]
     how = data.draw(st.sampled_from(["sign", "factor", "zero"]
-                                    + (["term"] if ref[leaf].size > 1 else [])  # 1 entry: any c
+                                    + (["term", "gate"] if ref[leaf].size > 1 else [])  # 1: any c
                                     + (["transposed"] if square else [])))
+    if how == "gate":  # a ReLU's mask: half the entries are 0, and the slip fills them
+        ref[leaf] = np.where(np.arange(ref[leaf].size).reshape(ref[leaf].shape) % 2, ref[leaf], 0)
     got = {k: v * (1 + 1e-9 * rng.standard_normal(np.shape(v))) for k, v in ref.items()}
     r = ref[leaf]
     got[leaf] = {"sign": -r, "factor": BATCH * r, "zero": 0 * r, "transposed": r.T,
-                 "term": r + np.cos(np.arange(r.size).reshape(r.shape))}[how]
+                 "term": r + np.cos(np.arange(r.size).reshape(r.shape)),
+                 "gate": np.where(r == 0, 0.5, r)}[how]
     slips, where = _diagnosed(got, ref)
     kind = {"sign": "sign", "factor": "factor", "zero": "missing-term", "term": "missing-term",
-            "transposed": "transposed"}[how]
+            "transposed": "transposed", "gate": "missing-gate"}[how]
     assert [s.kind for s in slips] == [kind], (how, slips)
     assert f"x['{leaf}']" in slips[0].sentence, slips
     assert where[-1].startswith("right:") and where[-1].count("x[") == len(names) - 1, where

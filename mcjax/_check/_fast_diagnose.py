@@ -125,13 +125,6 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
                for (g, r), (_, ref), s in zip(others, vectors, leaf_slack)):
             return Slip("swapped", f"the gradient of {name} matches the reference's gradient of "
                         f"{leaf_name(x_spec, path)}: two leaves' gradients swapped?")
-    zero = [np.abs(r) <= s for (_, r), s in zip(pairs, leaf_slack)]
-    if all(z.any() and (~z).any() for z in zero) and all(
-            _close(np.where(z, 0.0, g), np.where(z, 0.0, r), s)
-            for (g, r), z, s in zip(pairs, zero, leaf_slack)):
-        return Slip("missing-gate", f"a missing gate or mask in {name}: its gradient is right "
-                    "where the reference's is nonzero, but nonzero where it is 0 (a ReLU's "
-                    "1[z > 0]?)")
     with np.errstate(invalid="ignore"):
         off = [np.argwhere(~(np.abs(g - r) <= s / 2)) for (g, r), s in zip(pairs, leaf_slack)]
     count = max(len(o) for o in off)
@@ -141,6 +134,13 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
         return Slip("wrong-entries", f"{name} is wrong at {count} of its {g0.size} entries only "
                     f"({', '.join(at[:FEW_ENTRIES])}): an index or a special case off, not the "
                     "formula of the whole leaf")
+    zero = [np.abs(r) <= s for (_, r), s in zip(pairs, leaf_slack)]
+    if all(z.any() and (~z).any() for z in zero) and all(
+            _close(np.where(z, 0.0, g), np.where(z, 0.0, r), s)
+            for (g, r), z, s in zip(pairs, zero, leaf_slack)):
+        return Slip("missing-gate", f"a missing gate or mask in {name}: its gradient is right "
+                    "where the reference's is nonzero, but nonzero where it is 0 (a ReLU's "
+                    "1[z > 0]?)")
     return Slip("missing-term", f"{name} is wrong by more than a constant factor{_OTHER}")
 
 
