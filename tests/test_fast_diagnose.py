@@ -1,11 +1,13 @@
 """Fast mode names the slip: a slip corpus on a 205,642-parameter MLP, float32 and float64.
 
 Each case is a backprop slip a person makes, tagged with the kind fast mode must name and the
-leaf it must name (None: the whole argument).  The slips are one derivative with a traced
-``slip`` argument (per-leaf factors, a transposition switch, a dropped weight-decay term, a
-bias left out of the backward pass), so that one compiled check per dtype serves every case:
-the loss is :func:`mcjax.mlp_loss` (one ReLU hidden layer, softmax cross-entropy) plus weight
-decay ``lam/2 sum ||W||^2``, and its gradient is written out as a first project writes it.
+leaf it must name (None: the whole argument).  The loss is :func:`mcjax.mlp_loss` (one ReLU
+hidden layer, softmax cross-entropy) plus weight decay ``lam/2 sum ||W||^2``, and its gradient
+is written out as a first project writes it, with switches for the slips (per-leaf factors, a
+transposition, a dropped weight-decay term, a bias left out of the backward pass, a forgotten
+ReLU gate).  Each wrong gradient closes over its switches, arrays that mcjax lifts out of the
+traced program, so one compiled check per dtype serves every case.  ``corpus()`` gives the
+cases in the shape of a slip corpus entry.
 """
 
 import functools
@@ -37,9 +39,8 @@ def problem(dtype, zero_biases=False):
     return params, X, jnp.arange(BATCH) % SIZES[-1]
 
 
-def loss(params, X, Y, slip):
-    """:func:`mcjax.mlp_loss` plus weight decay; ``slip`` is unused (the derivative's
-    arguments are f's)."""
+def loss(params, X, Y):
+    """:func:`mcjax.mlp_loss` plus weight decay."""
     decay = sum(jnp.sum(layer["W"] ** 2) for layer in params)
     return mcjax.mlp_loss(params, X, Y) + jnp.asarray(DECAY / 2, X.dtype) * decay
 
@@ -73,9 +74,20 @@ def slip_of(dtype, scale=None, transpose=False, decay=1.0, bias=1.0, gate=1.0):
             "gate": jnp.asarray(gate, dtype)}
 
 
+def gradient(**slip):
+    """The hand gradient with the slips ``slip`` (none: the right one), as ``(params, X, Y)
+    -> grads``; it closes over its switches, one set per dtype."""
+    switches = {dtype: slip_of(dtype, **slip) for dtype in ("float32", "float64")}
+
+    def hand_gradient(params, X, Y):
+        return backprop(params, X, Y, switches[X.dtype.name])
+
+    return hand_gradient
+
+
 def check(dtype, zero_biases=False, **slip):
     params, X, Y = problem(dtype, zero_biases)
-    return mcjax.check(loss, backprop, params, X, Y, slip_of(dtype, **slip), mode="fast")
+    return mcjax.check(loss, gradient(**slip), params, X, Y, mode="fast")
 
 
 # (name, the slip, the kind it must get, the leaf it must name: None for the whole argument)
@@ -92,6 +104,13 @@ SLIPS = [
     ("W2's gradient left out", dict(scale={"[1]['W']": 0.0}), "missing-term", "x[1]['W']"),
     ("ReLU gate forgotten", dict(gate=0.0), "missing-term", "x[0]['W'] and x[0]['b']"),
 ]
+
+
+def corpus():
+    """These cases as a slip corpus entry: ``(f, correct, args(dtype), argnums, slips)``,
+    ``slips``: name -> ``(wrong gradient, kinds)``."""
+    return (loss, gradient(), problem, 0,
+            {name: (gradient(**slip), {kind}) for name, slip, kind, _ in SLIPS})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -119,10 +138,12 @@ def test_fast_mode_names_the_slip_and_the_leaf(dtype, name, slip, kind, leaf):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_right_gradient_passes_at_x_alone(dtype):
     """No false alarm, and a generic x (random biases) costs one point: every entry of the
-    gradient is compared there."""
-    params, _, _ = problem(dtype)
+    gradient is compared there.  (Through ``corpus()``, which holds every slip above.)"""
+    f, correct, args, argnums, slips = corpus()
+    params, X, Y = args(dtype)
     assert sum(a.size for a in jax.tree_util.tree_leaves(params)) > 200_000
-    r = check(dtype)
+    assert {name: kinds for name, (_, kinds) in slips.items()} == {s[0]: {s[2]} for s in SLIPS}
+    r = mcjax.check(f, correct, params, X, Y, argnums=argnums, mode="fast")
     assert r.ok and r.points == 1 and not r.slips, r
 
 
@@ -131,7 +152,7 @@ def test_a_slip_that_x_hides_is_caught_at_the_point_near_it():
     x is special (constant leaves), so the point near x is checked too, and fails; the right
     gradient there passes with a note that says why two points ran."""
     params, X, Y = problem("float32", True)
-    assert mcjax.check(loss, backprop, params, X, Y, slip_of("float32", bias=0.0), mode="fast",
+    assert mcjax.check(loss, gradient(bias=0.0), params, X, Y, mode="fast",
                        points=1).ok  # x alone cannot see it
     r = check("float32", zero_biases=True, bias=0.0)
     assert not r.ok and r.points == 2, r
@@ -164,14 +185,14 @@ def test_a_transposed_non_square_leaf_is_named_with_its_path():
     asks whether its gradient is transposed."""
     params, X, Y = problem("float32")
 
-    def transposed(params, X, Y, slip):
-        grads = backprop(params, X, Y, slip)
+    def transposed(params, X, Y):
+        grads = gradient()(params, X, Y)
         grads[1]["W"] = grads[1]["W"].T
         return grads
 
     with pytest.raises(mcjax.ShapeError, match=r"\[1\]\['W'\] is \(448, 10\) where \(10, 448\) "
                        r"was due: its gradient transposed"):
-        mcjax.check(loss, transposed, params, X, Y, slip_of("float32"), mode="fast")
+        mcjax.check(loss, transposed, params, X, Y, mode="fast")
 
 
 def _diagnosed(got, ref, rtol=1e-6):
