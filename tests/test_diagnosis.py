@@ -243,8 +243,8 @@ def test_a_factor_on_one_leaf_is_named_with_the_parameters_name():
     assert report.slips[0].kind == "leaf-factor" and "params['b']" in report.slips[0].sentence
     assert report.where == ("2 of 2 entries of d out / d params['b'] are wrong",)
     # a non-square leaf transposed cannot be compared: the error names it and asks
-    with pytest.raises(mcjax.ShapeError, match=r"leaf params\['W'\]: transposed\? expected "
-                       r"\(2, 3\), got \(3, 2\)"):
+    with pytest.raises(mcjax.ShapeError, match=r"params\['W'\] is \(3, 2\) where \(2, 3\) was "
+                       r"due: its gradient transposed\? expected \(2, 3\), got \(3, 2\)"):
         mcjax.check(loss, lambda p: {**grad(p), "W": grad(p)["W"].T}, params)
 
 

@@ -109,9 +109,10 @@ def _name_factor(c: float, sizes: Mapping[str, int]) -> str:
     """``c`` in words: a usual slip, a size of the problem (or a product, ratio or square root
     of sizes)."""
     named = [name for value, name in FACTORS.items() if abs(c - value) <= 1e-3 * abs(value)]
-    for value, name in _factor_names(sizes):
-        if len(named) < 2 and abs(abs(c) - value) <= 1e-3 * value:
+    for value, name in _factor_names(sizes):  # the first reading of the sizes that fits
+        if abs(abs(c) - value) <= 1e-3 * value:
             named.append(name if c > 0 else f"-{name}")
+            break
     if named:
         return " or ".join(dict.fromkeys(named))
     return f"{c:.6g} ({100 * (c - 1):+.2g}%), not one of the usual slips"

@@ -143,6 +143,28 @@ def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
     return blocks
 
 
+def _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of, names=()) -> str:
+    """A scalar f's gradient in the argument's structure: the leaves whose shapes are off, by
+    f's name of them, and a transposed matrix named as one (``; params[1]['W'] is (448, 10)
+    where (10, 448) was due: its gradient transposed? expected (10, 448), got (448, 10)``).
+    Empty otherwise."""
+    if out_spec.size != 1 or len(leaves) != len(pairs) or (
+            jax.tree_util.tree_structure(value) != x_spec.treedef):
+        return ""  # a scalar f's gradient in the argument's own structure only
+    off = []
+    for (k, j), leaf in zip(pairs, leaves):
+        due, got = out_spec.shapes[k] + x_spec.shapes[j], shape_of(leaf)
+        if got == due:
+            continue
+        name = leaf_name(x_spec, j, names) or "the argument"
+        said = f"{name} is {shape_str(got)} where {shape_str(due)} was due"
+        if len(due) >= 2 and got == due[:-2] + due[-1:] + due[-2:-1]:
+            said += (f": its gradient transposed? expected {shape_str(due)}, got {shape_str(got)} "
+                     "(x h^T where h x^T was due?)")
+        off.append(said)
+    return "; " + "; ".join(off[:3]) if off else ""
+
+
 def _layout_message(value, leaves, x_spec, out_spec, pairs, layout, names=()) -> str:
     """Say what arrived, what was due, and which usual slip explains the difference."""
     def shape_of(leaf):
@@ -171,39 +193,15 @@ def _layout_message(value, leaves, x_spec, out_spec, pairs, layout, names=()) ->
                 "transposed (x h^T where h x^T was due?)"
             )
         return message
-    transposed = _transposed_leaves(leaves, x_spec, out_spec, pairs, shape_of, names)
-    if transposed:
-        rest = _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of)
-        return transposed + "; " + rest.removeprefix("mcjax.check: ")
-    return _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of)
+    return _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of, names)
 
 
-def _transposed_leaves(leaves, x_spec, out_spec, pairs, shape_of, names=()) -> str:
-    """The leaves that arrived with the argument's axes reversed (a non-square matrix's
-    gradient transposed), named: "" when that is not what went wrong."""
-    if len(leaves) != len(pairs):
-        return ""
-    wrong = []
-    for leaf, (k, j) in zip(leaves, pairs):
-        got, o, i = shape_of(leaf), out_spec.shapes[k], x_spec.shapes[j]
-        if got == o + i:
-            continue
-        if len(i) < 2 or got != o + i[::-1]:
-            return ""
-        wrong.append(f"{leaf_name(x_spec, j, names)}: "
-                     f"transposed? expected {shape_str(o + i)}, got {shape_str(got)}")
-    if not wrong:
-        return ""
-    return ("mcjax.check: the derivative's leaf " + "; ".join(wrong) +
-            " (the gradient of a matrix transposed: x h^T where h x^T was due?)")
-
-
-def _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of) -> str:
+def _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of, names=()) -> str:
     kind = ("an array" if isinstance(value, (jax.ShapeDtypeStruct, jax.Array, np.ndarray))
             else structure_name(value))  # traced abstractly: an array arrives as its shape
     due = ", ".join(shape_str(out_spec.shapes[k] + x_spec.shapes[j]) for k, j in pairs)
     hint = ("; if it is a VJP function u -> u^T J, wrap it: mcjax.vjp(fn)" if callable(value)
-            else "")
+            else _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of, names))
     if out_spec.size == 1 and sorted(shape_of(leaf) for leaf in leaves) == sorted(
             out_spec.shapes[0] + s for s in x_spec.shapes):
         x_tree = x_spec.treedef.unflatten([0] * len(x_spec.shapes))
