@@ -555,5 +555,11 @@ CORPUS = {
     "Gaussian NLL": GAUSSIAN_NLL, "squeeze-excite": SQUEEZE_EXCITE, "masked swish": MASKED_SWISH,
 }
 
-FAST: dict[str, Layer] = {}
-"""Fast-mode slips (at least 200k parameters): filled where fast mode names them."""
+def _fast() -> dict[str, Layer]:
+    from test_fast_diagnose import corpus  # fast mode's own cases: an MLP, 10 slips
+
+    return {"MLP, fast mode": Layer(*corpus())}
+
+
+FAST: dict[str, Layer] = _fast()
+"""Fast-mode slips (at least 200k parameters), from ``tests/test_fast_diagnose.py``."""
