@@ -300,3 +300,13 @@ def test_factors_come_from_the_outputs_axes_and_products_of_sizes():
     assert "N = 5 (axis 0 of f's output)" in mcjax.check(f, lambda x: 5 * d(x), x3).diagnosis[0]
     assert "3 x 5" in mcjax.check(f, lambda x: 15 * d(x), x3).diagnosis[0]
     assert "5/3" in mcjax.check(f, lambda x: d(x) * 5 / 3, x3).diagnosis[0]
+
+
+def test_a_long_f_says_how_many_places_were_tried(monkeypatch):
+    from mcjax._check import _slips
+
+    monkeypatch.setattr(_slips, "MAX_SITES", 2)
+    f = lambda x: jnp.sum(jnp.sin(x) * jnp.cos(x) + x * x)  # noqa: E731
+    report = mcjax.check(f, lambda x: -jax.grad(f)(x), x4)
+    assert report.slips[0].kind == "sign" and report.slips[-1].kind == "incomplete"
+    assert report.slips[-1].sentence.startswith("only the first 2 of the ")

@@ -388,7 +388,8 @@ def candidates(p: Prepared, dynamic) -> list[Candidate]:
     x = jax.eval_shape(lambda d: flat_at(static, x_spec, out_spec, d)[1], dynamic)
     args = static.args(dynamic)
     f_flat = flat_function(static, args, x_spec, out_spec)
-    targets = ["ungated"] + _slips.sites(jax.make_jaxpr(f_flat)(x).jaxpr)
+    found = _slips.sites(jax.make_jaxpr(f_flat)(x).jaxpr)
+    targets = ["ungated"] + found[:_slips.MAX_SITES]
     try:
         jacobians = np.asarray(_compiled(_variants, (static, x_spec, out_spec, tuple(targets)),
                                          dynamic), np.float64)  # NumPy: iterating compiles
@@ -397,6 +398,10 @@ def candidates(p: Prepared, dynamic) -> list[Candidate]:
                         f"{str(e).splitlines()[0] if str(e) else ''}): only the slips of the "
                         "derivative as a whole were tried") from e
     out = []
+    if len(found) > _slips.MAX_SITES:
+        out.append(Candidate("incomplete", f"only the first {_slips.MAX_SITES} of the "
+                             f"{len(found)} places of f where a slip can be planted were tried",
+                             np.zeros((0, 0))))
     for target, J in zip(targets, jacobians):
         if target == "ungated":
             out.append(Candidate("missing-gate", "a missing gate or mask: matches the "
@@ -457,7 +462,9 @@ def _diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[
     args = p.static.args(dynamic)
     names = parameter_names(p)
     try:
-        planted, unplanted = candidates(p, dynamic), []
+        planted = candidates(p, dynamic)
+        unplanted = [Slip(c.kind, c.sentence) for c in planted if c.kind == "incomplete"]
+        planted = [c for c in planted if c.kind != "incomplete"]
     except Unplanted as e:
         planted, unplanted = [], [Slip("incomplete", str(e))]
     slips = diagnose(verdict.got, F, verdict.allowed, verdict.compared, x_spec=p.x_spec,

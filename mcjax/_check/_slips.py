@@ -41,7 +41,8 @@ from mcjax._program._walk import CALLS, Interpreter, bind, callee_name, from_jax
 from mcjax._program.primitives import Slips, lookup
 
 MAX_SITES = 160
-"""At most this many rewritten variants are tried (the first places of ``f``)."""
+"""At most this many rewritten variants are tried (the first places of ``f``; the diagnosis
+says when there were more)."""
 
 KINDS = {"drop": "missing-term", "negate": "sign-in-term", "value": "value-for-derivative",
          "neighbour": "neighbour-derivative", "factor": "missing-factor",
@@ -305,7 +306,7 @@ def sites(jaxpr: core.Jaxpr) -> list[Site]:
     walk = _Sites()
     walk.run(jaxpr, [_Dep(False)] * len(jaxpr.constvars),
              [_Dep(True, ("arg", k)) for k in range(len(jaxpr.invars))])
-    return walk.found[:MAX_SITES]
+    return walk.found
 
 
 def _complex_var(var) -> bool:
