@@ -347,7 +347,7 @@ def _rewrite(eqn, invals, deps, target, values):
             slope = jnp.ones_like(y)
         else:
             assert slips.neighbour is not None
-            slope = sg(slips.neighbour[1](a, y)).astype(y.dtype)
+            slope = sg(slips.neighbour[1](a, y, eqn.params)).astype(y.dtype)
         return [y + slope * _tangent(a)]
     if how == "branch":
         branch = jnp.broadcast_to(invals[k], out[0].shape).astype(out[0].dtype)

@@ -28,7 +28,7 @@ def _call(name, *args):
 
 unary("erf", lambda x, y: (2 / math.sqrt(math.pi)) * S.exp(-(x**2)), family=FAMILY,
       slips=Slips(value="erf", neighbour=("exp(-z^2) for 2/sqrt(pi) exp(-z^2): the 2/sqrt(pi) "
-                                          "left out", lambda x, y: jnp.exp(-(x * x)))))
+                                          "left out", lambda x, y, p: jnp.exp(-(x * x)))))
 unary("erfc", lambda x, y: (-2 / math.sqrt(math.pi)) * S.exp(-(x**2)), family=FAMILY)
 unary("erf_inv", lambda x, y, e: jax_partial(e, 0, E.mul(E.num(math.sqrt(math.pi) / 2), _call(
     "exp", E.power(y.expr, 2)))), family=FAMILY)

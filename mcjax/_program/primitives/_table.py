@@ -132,7 +132,8 @@ class Slips(NamedTuple):
     operand straight through, or None where this equation gates nothing."""
     neighbour: tuple[str, Callable] | None = None
     """The derivative of a neighbouring function, written for this one's: ``(words,
-    derivative(x, y))`` (``1 - tanh`` for ``1 - tanh^2``: ``lambda x, y: 1 - y``)."""
+    derivative(x, y, params))`` (``1 - tanh`` for ``1 - tanh^2``: ``lambda x, y, p: 1 - y``;
+    ``params``: the equation's)."""
     branches: tuple[int, ...] = ()
     """A piecewise function: the operands whose derivative may be taken everywhere (one
     branch's formula for every element: ``max``'s two, ``select_n``'s cases, ``clamp``'s
