@@ -345,7 +345,7 @@ def mlp(params):
     return -jnp.mean(jnp.sum(cast(Y_MLP, x) * jax.nn.log_softmax(logits), axis=-1))
 
 
-def d_mlp(params, transpose=True, b2_mean=True, gate=True, w1_sign=1.0):
+def d_mlp(params, transpose=True, b2_mean=True, gate=True, w1_sign=1.0, z_for_a=False):
     x, y = cast(X_MLP, params["W1"]), cast(Y_MLP, params["W1"])
     z1 = x @ params["W1"] + params["b1"][None]
     a1 = jax.nn.relu(z1)
@@ -353,7 +353,8 @@ def d_mlp(params, transpose=True, b2_mean=True, gate=True, w1_sign=1.0):
     dlogits = (jax.nn.softmax(logits) - y) / B_MLP
     da1 = dlogits @ (params["W2"].T if transpose else params["W2"])
     dz1 = jnp.where(z1 > 0, da1, 0.0) if gate else da1
-    return {"W1": w1_sign * x.T @ dz1, "b1": jnp.sum(dz1, axis=0), "W2": a1.T @ dlogits,
+    return {"W1": w1_sign * x.T @ dz1, "b1": jnp.sum(dz1, axis=0),
+            "W2": (z1 if z_for_a else a1).T @ dlogits,
             "b2": jnp.sum(dlogits, axis=0) * (1 if b2_mean else B_MLP)}
 
 
@@ -370,6 +371,7 @@ MLP = Layer(mlp, d_mlp, _mlp_point, 0, {
     "b2 summed, not averaged": (lambda p: d_mlp(p, b2_mean=False), {"leaf-factor"}),
     "relu's gate forgotten": (lambda p: d_mlp(p, gate=False), {"missing-gate"}),
     "W1's sign": (lambda p: d_mlp(p, w1_sign=-1.0), {"leaf-sign"}),
+    "z1 for relu(z1) in dW2": (lambda p: d_mlp(p, z_for_a=True), {"before-transform"}),
 })
 
 

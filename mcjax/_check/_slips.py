@@ -134,8 +134,9 @@ class Site(NamedTuple):
                     "out?)")
         if how == "before":
             return (f"an intermediate used before its transform: matches the derivative with "
-                    f"{term} using {other}'s value before its last shift or scaling (x for "
-                    "x_hat?)")
+                    f"{term} using {other}'s value before its last {len(self.extra[1])} "
+                    f"step{'s' if len(self.extra[1]) > 1 else ''} ({', '.join(self.extra[1])}): "
+                    "x for x_hat, z for relu(z)?")
         assert how == "transpose"
         if self.extra == "out":
             return (f"an intermediate not transposed: matches the derivative with {term} "
@@ -194,6 +195,21 @@ class _Dep(NamedTuple):
 _TRANSFORMS = frozenset({"sub", "add", "div", "mul"})
 
 
+def _transformed(eqn, name: str, deps: list[bool]) -> int | None:
+    """The operand whose value ``eqn`` transforms into one of the same shape: a shift or
+    scaling's first (``x - mu``, ``xc / s``), an element-wise function's one dependent operand
+    (``tanh(z)``, ``relu(z)``); None otherwise."""
+    if len(eqn.outvars) != 1 or not _floating_var(eqn.outvars[0]):
+        return None
+    shape = eqn.outvars[0].aval.shape
+    same = [getattr(v.aval, "shape", None) == shape for v in eqn.invars]
+    if name in _TRANSFORMS:
+        return 0 if same[0] else None
+    if sum(deps) == 1 and same[deps.index(True)] and _floating_var(eqn.invars[deps.index(True)]):
+        return deps.index(True)
+    return None
+
+
 def _square(var) -> bool:
     shape = getattr(var.aval, "shape", ())
     return len(shape) >= 2 and shape[-1] == shape[-2] and shape[-1] > 1
@@ -218,7 +234,13 @@ class _Sites(_Numbered):
         """A custom rule's call (``jax.nn.softplus``): its derivative is the rule, so the
         slips are planted around it: its value for its derivative."""
         self._around(eqn, ins, self.index)
-        return [_Dep(any(d.dep for d in ins), (self.index, k)) for k in range(len(eqn.outvars))]
+        deps = [d.dep for d in ins]
+        outs = [_Dep(any(deps), (self.index, k)) for k in range(len(eqn.outvars))]
+        source = _transformed(eqn, eqn.primitive.name, deps)  # relu(z): z before its transform
+        if source is not None and ins[source].origin is not None:
+            outs[0] = outs[0]._replace(before=((ins[source].origin, (callee_name(eqn),)),
+                                               *ins[source].before)[:2])
+        return outs
 
     def equation(self, eqn, ins):
         index = self.count
@@ -247,10 +269,10 @@ class _Sites(_Numbered):
         if floating and any(deps):
             self._sites(eqn, name, slips, ins, deps)
         outs = [_Dep(any(deps), (self.index, k)) for k in range(len(eqn.outvars))]
-        if (name in _TRANSFORMS and len(outs) == 1 and ins[0].origin is not None
-                and getattr(eqn.invars[0].aval, "shape", None) == eqn.outvars[0].aval.shape):
-            before = ((ins[0].origin, (name,)),) + tuple(
-                (origin, (name, *links)) for origin, links in ins[0].before)
+        source = _transformed(eqn, name, deps)
+        if source is not None and ins[source].origin is not None:
+            before = ((ins[source].origin, (name,)),) + tuple(
+                (origin, (name, *links)) for origin, links in ins[source].before)
             outs[0] = outs[0]._replace(before=before[:2])
         return outs
 
