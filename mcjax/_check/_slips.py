@@ -127,16 +127,16 @@ class Site(NamedTuple):
         if how == "factor":
             return (f"a factor left out of the chain: matches the derivative with {other} of "
                     f"the {what}{at} left out of it (a gamma, a mask, a 1/N, a constant?)")
-        if how == "before" and self._scaled():
-            return (f"a factor left out of the chain: matches the derivative with {term} using "
-                    f"{other}'s value before its last {len(self.extra[1])} scaling"
-                    f"{'s' if len(self.extra[1]) > 1 else ''} (a mask, a gamma, a 1/N left "
-                    "out?)")
         if how == "before":
+            links = self.extra[1]
+            steps = "step" if len(links) == 1 else f"{len(links)} steps"
+            if self._scaled():
+                return (f"a factor left out of the chain: matches the derivative with {term} "
+                        f"using {other}'s value before its last {steps} ({', '.join(links)}): "
+                        "a mask, a gamma, a 1/N left out?")
             return (f"an intermediate used before its transform: matches the derivative with "
-                    f"{term} using {other}'s value before its last {len(self.extra[1])} "
-                    f"step{'s' if len(self.extra[1]) > 1 else ''} ({', '.join(self.extra[1])}): "
-                    "x for x_hat, z for relu(z)?")
+                    f"{term} using {other}'s value before its last {steps} "
+                    f"({', '.join(links)}): x for x_hat, z for relu(z)?")
         assert how == "transpose"
         if self.extra == "out":
             return (f"an intermediate not transposed: matches the derivative with {term} "
@@ -184,8 +184,8 @@ class _Numbered(Interpreter):
 
 class _Dep(NamedTuple):
     """What the site search knows of a value: whether it depends on the argument, where it
-    was made (``(equation number, output)``), and the values it was made from by a shift
-    or a scaling (``x - mu``, then ``x``), latest first."""
+    was made (``(equation number, output)``), and the values it was made from by a shift,
+    a scaling or an element-wise function (``x - mu``, then ``x``), latest first."""
 
     dep: bool
     origin: tuple | None = None
@@ -235,12 +235,7 @@ class _Sites(_Numbered):
         slips are planted around it: its value for its derivative."""
         self._around(eqn, ins, self.index)
         deps = [d.dep for d in ins]
-        outs = [_Dep(any(deps), (self.index, k)) for k in range(len(eqn.outvars))]
-        source = _transformed(eqn, eqn.primitive.name, deps)  # relu(z): z before its transform
-        if source is not None and ins[source].origin is not None:
-            outs[0] = outs[0]._replace(before=((ins[source].origin, (callee_name(eqn),)),
-                                               *ins[source].before)[:2])
-        return outs
+        return self._outputs(eqn, callee_name(eqn), ins, deps)  # relu(z): z before it
 
     def equation(self, eqn, ins):
         index = self.count
@@ -268,8 +263,13 @@ class _Sites(_Numbered):
         slips = entry.slips if entry is not None else Slips()
         if floating and any(deps):
             self._sites(eqn, name, slips, ins, deps)
+        return self._outputs(eqn, name, ins, deps)
+
+    def _outputs(self, eqn, name: str, ins: list[_Dep], deps: list[bool]) -> list[_Dep]:
+        """The outputs, numbered; a transform's output remembers what it was made from (its
+        operand, and that operand's own origin), with the steps since."""
         outs = [_Dep(any(deps), (self.index, k)) for k in range(len(eqn.outvars))]
-        source = _transformed(eqn, name, deps)
+        source = _transformed(eqn, eqn.primitive.name, deps)
         if source is not None and ins[source].origin is not None:
             before = ((ins[source].origin, (name,)),) + tuple(
                 (origin, (name, *links)) for origin, links in ins[source].before)
