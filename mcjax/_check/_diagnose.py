@@ -85,11 +85,12 @@ def _factor_names(sizes: Mapping[str, int]) -> list[tuple[float, str]]:
     for what, n in sizes.items():
         if n > 1 and n not in named:
             named[n] = what
-    out = []
+    out = []  # the simplest readings first: every N, then square roots, then two sizes
     for n, what in named.items():
         out += [(n, f"N = {n} ({what}): a sum where a mean was due?"),
-                (1 / n, f"1/N = 1/{n} ({what}): a mean where a sum was due, or 1/N twice?"),
-                (math.sqrt(n), f"sqrt(d) = sqrt({n}) (d = {what}): a missing 1/sqrt(d)?"),
+                (1 / n, f"1/N = 1/{n} ({what}): a mean where a sum was due, or 1/N twice?")]
+    for n, what in named.items():
+        out += [(math.sqrt(n), f"sqrt(d) = sqrt({n}) (d = {what}): a missing 1/sqrt(d)?"),
                 (1 / math.sqrt(n), f"1/sqrt(d) = 1/sqrt({n}) (d = {what}): 1/sqrt(d) twice, or a "
                  "sqrt(d) too few?")]
     items = list(named.items())
