@@ -207,9 +207,9 @@ def test_optimizer_refuses_a_hyper_parameter_out_of_range_naming_it(name, kwargs
 def test_optimizer_accepts_every_default_and_names_the_known_hyper_parameters():
     import inspect
 
-    from mcjax._train._optim import _optax_optimizers
+    from mcjax._train._optim import known_optimizers
 
-    for name, make in _optax_optimizers().items():  # optax's own defaults are all in range
+    for name, make in known_optimizers().items():  # optax's (and kfac's) defaults are in range
         defaults = {k: p.default for k, p in list(inspect.signature(make).parameters.items())[1:]
                     if p.default is not p.empty and p.default is not None}
         with warnings.catch_warnings():  # optax's deprecated names (optimistic_adam) and

@@ -15,6 +15,7 @@ therefore ends with the same parameters, bit for bit, as a run that was never in
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from mcjax._train._config import TrainConfig
 from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
 from mcjax._train._models import Model, check_model, objective, takes_key
+from mcjax._train._optim import update
 from mcjax._train._programs import fingerprints
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
@@ -133,7 +135,9 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
     opt_state = jax.eval_shape(optimizer.init, params)
     try:
         with standard_promotion():  # optax is written for JAX's standard promotion
-            jax.eval_shape(optimizer.update, grads, opt_state, params)
+            jax.eval_shape(lambda g, s, p, b, k: update(
+                optimizer, g, s, p, loss=functools.partial(loss, key=k) if takes_key(loss)
+                else loss, batch=b), grads, opt_state, params, batch, key)
     except Exception as error:  # noqa: BLE001 - a user's optimizer may raise anything
         raise ValueError(f"mcjax.train: the optimizer cannot update this model's parameters "
                          f"({type(error).__name__}: {error})") from error

@@ -22,6 +22,7 @@ process, traces to the same programs and resumes.  A run recorded before fingerp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import jax
@@ -30,6 +31,8 @@ from mcjax._core._conventions import standard_promotion
 from mcjax._program._compile import NUMERICS
 from mcjax._program._fingerprint import Fingerprint, change
 from mcjax._program._trace import function_key
+from mcjax._train._models import takes_key
+from mcjax._train._optim import update
 
 WHAT = {"loss": "the traced loss (and its gradient)",
         "optimizer": "the traced optimizer (its init and update)"}
@@ -40,14 +43,18 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
     """The fingerprints of what a run computes; the arguments are shapes
     (``jax.ShapeDtypeStruct``s): nothing is computed."""
 
-    def update(grads, state, params):
+    wants_key = takes_key(loss)
+
+    def step_update(grads, state, params, batch, key):
+        bound = functools.partial(loss, key=key) if wants_key else loss
         with standard_promotion():  # as the step runs it (optax is written for it)
-            return optimizer.init(params), optimizer.update(grads, state, params)
+            return optimizer.init(params), update(optimizer, grads, state, params, loss=bound,
+                                                  batch=batch)
 
     return {"loss": Fingerprint.of(function_key(jax.value_and_grad(loss), params, batch, key,
                                                 differentiated=False)),
-            "optimizer": Fingerprint.of(function_key(update, params, opt_state, params,
-                                                     differentiated=False))}
+            "optimizer": Fingerprint.of(function_key(step_update, params, opt_state, params,
+                                                     batch, key, differentiated=False))}
 
 
 def _numerics() -> dict:

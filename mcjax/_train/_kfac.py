@@ -1,0 +1,214 @@
+r"""K-FAC as an optax transformation: each dense layer's gradient preconditioned by its factors.
+
+For a dense layer with Kronecker factors $A$ (inputs, with the bias's 1) and $G$ (output
+gradients) found from the loss (:func:`mcjax.kfac_factors`), the step direction of
+$[W\;\mathbf{b}]$ is (Martens & Grosse 2015, §6.3, factored Tikhonov damping)
+
+$$\Delta = (G + \pi^{-1}\sqrt{\lambda}\,I)^{-1}\,\nabla_{[W\,\mathbf{b}]}L\,
+           (A + \pi\sqrt{\lambda}\,I)^{-1},\qquad
+  \pi = \sqrt{\frac{\operatorname{tr}(A)/\dim A}{\operatorname{tr}(G)/\dim G}}$$
+
+(written for ``W`` of shape (n_out, n_in); the transpose for (n_in, n_out)).  Every other
+leaf's gradient passes through.  Every ``refresh_every`` steps the factors are estimated on
+that step's batch and folded into an exponential moving average
+($F \leftarrow \beta F + (1-\beta)F_\text{batch}$, the first estimate taken as it is) and the
+damped inverses recomputed, by eigendecomposition (``"eigh"``) or Cholesky (``"cholesky"``).
+The direction then goes through heavy-ball momentum and the learning rate
+(``optax.sgd``).
+
+The update needs the loss and the batch: ``update(grads, state, params, loss=loss,
+batch=batch)`` (optax's extra arguments; :func:`mcjax.train` passes them).  The state holds,
+for each 2-D parameter leaf of shape (r, c), one factor of size r + 1 for its rows and one of
+size c + 1 for its columns, and their inverses: fixed shapes known from the parameters alone
+(``init`` needs no batch), whichever side turns out to be the inputs; the extra row and
+column hold the bias's 1, or a 1 on the diagonal where there is no bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mcjax._derive._kfac import ESTIMATORS, DenseLayer, _factors, dense_layers
+
+INVERSES = ("eigh", "cholesky")
+
+
+class KFACState(NamedTuple):
+    """K-FAC's state: the step count, per 2-D leaf (in ``params``' leaf order) the factors of
+    its rows and columns ((r+1, r+1), (c+1, c+1)) and their damped inverses."""
+
+    count: jax.Array
+    factors: tuple
+    inverses: tuple
+
+
+def _matrix_leaves(params) -> list[int]:
+    leaves = jax.tree.leaves(params)
+    return [i for i, x in enumerate(leaves)
+            if jnp.ndim(x) == 2 and jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+
+
+def _pad(F: jax.Array, size: int) -> jax.Array:
+    """``F`` as a (size, size) matrix: itself, or block-diag(F, 1)."""
+    if F.shape[0] == size:
+        return F
+    return jnp.eye(size, dtype=F.dtype).at[:F.shape[0], :F.shape[0]].set(F)
+
+
+def _inverse(F: jax.Array, damping: jax.Array, method: str) -> jax.Array:
+    eye = jnp.eye(F.shape[0], dtype=F.dtype)
+    if method == "eigh":
+        lam, Q = jnp.linalg.eigh(F)
+        return (Q / (jnp.maximum(lam, 0) + damping)[None, :]) @ Q.T
+    chol = jnp.linalg.cholesky(F + damping * eye)
+    return jax.scipy.linalg.cho_solve((chol, True), eye)
+
+
+def _sides(layer: DenseLayer, rows: int, cols: int):
+    """(is the row side the inputs, the padded sizes) for ``layer``'s weight (rows, cols)."""
+    return layer.in_axis == 0, rows + 1, cols + 1
+
+
+def scale_by_kfac(*, damping: float = 1e-3, refresh_every: int = 10, inverse: str = "eigh",
+                  estimator: str = "ggn", factor_decay: float = 0.95
+                  ) -> optax.GradientTransformationExtraArgs:
+    r"""K-FAC's preconditioner alone: the gradient of each dense layer's $[W\;\mathbf{b}]$
+    becomes $(G + \pi^{-1}\sqrt\lambda I)^{-1}\nabla(A + \pi\sqrt\lambda I)^{-1}$ (see
+    :func:`mcjax.kfac` for the arguments); chain it with a step rule of your own."""
+    sqrt_damping = float(damping) ** 0.5
+
+    def init(params) -> KFACState:
+        leaves = jax.tree.leaves(params)
+
+        def eyes():  # new arrays each: a step donates the state's buffers, each once
+            return tuple((jnp.eye(leaves[i].shape[0] + 1, dtype=leaves[i].dtype),
+                          jnp.eye(leaves[i].shape[1] + 1, dtype=leaves[i].dtype))
+                         for i in _matrix_leaves(params))
+
+        return KFACState(jnp.zeros((), jnp.int32), eyes(), eyes())
+
+    def update(grads, state: KFACState, params=None, *, loss: Callable | None = None,
+               batch: Any = None, **extra):
+        del extra
+        if params is None or loss is None or batch is None:
+            raise ValueError("mcjax.kfac: update needs params, loss=loss(params, batch) and "
+                             "batch= (mcjax.train passes them); expected "
+                             "update(grads, state, params, loss=loss, batch=batch)")
+        layers, program = dense_layers(loss, params, batch)
+        slots = {leaf: k for k, leaf in enumerate(_matrix_leaves(params))}
+        leaves = jax.tree.leaves(params)
+
+        def refresh(state: KFACState):
+            fresh = _factors(layers, program, params, batch, estimator)
+            factors, inverses = list(state.factors), list(state.inverses)
+            first = state.count == 0
+            for layer in layers:
+                k = slots[layer.weight]
+                rows, cols = leaves[layer.weight].shape
+                inputs_on_rows, n_rows, n_cols = _sides(layer, rows, cols)
+                A, G = fresh[layer.path]
+                old_rows, old_cols = factors[k]
+                old_A, old_G = (old_rows, old_cols) if inputs_on_rows else (old_cols, old_rows)
+                n_a = A.shape[0]
+                A = jnp.where(first, A, factor_decay * old_A[:n_a, :n_a]
+                              + (1 - factor_decay) * A)
+                G = jnp.where(first, G, factor_decay * old_G[:layer.n_out, :layer.n_out]
+                              + (1 - factor_decay) * G)
+                pi = jnp.sqrt((jnp.trace(A) / n_a) / (jnp.trace(G) / layer.n_out))
+                pi = jnp.where(jnp.isfinite(pi) & (pi > 0), pi, 1.0)
+                A_inv = _inverse(A, pi * sqrt_damping, inverse)
+                G_inv = _inverse(G, sqrt_damping / pi, inverse)
+                size_a, size_g = (n_rows, n_cols) if inputs_on_rows else (n_cols, n_rows)
+                A, G = _pad(A, size_a), _pad(G, size_g)
+                A_inv, G_inv = _pad(A_inv, size_a), _pad(G_inv, size_g)
+                factors[k] = (A, G) if inputs_on_rows else (G, A)
+                inverses[k] = (A_inv, G_inv) if inputs_on_rows else (G_inv, A_inv)
+            return KFACState(state.count, tuple(factors), tuple(inverses))
+
+        state = jax.lax.cond(state.count % refresh_every == 0, refresh, lambda s: s, state)
+        flat, treedef = jax.tree.flatten(grads)
+        out = list(flat)
+        for layer in layers:
+            row_inv, col_inv = state.inverses[slots[layer.weight]]
+            gW = flat[layer.weight]
+            rows, cols = gW.shape
+            ext = jnp.zeros((rows + 1, cols + 1), gW.dtype).at[:rows, :cols].set(gW)
+            if layer.bias is not None:
+                gb = jnp.reshape(flat[layer.bias], (-1,))
+                ext = ext.at[rows, :cols].set(gb) if layer.in_axis == 0 \
+                    else ext.at[:rows, cols].set(gb)
+            P = row_inv @ ext @ col_inv
+            out[layer.weight] = P[:rows, :cols]
+            if layer.bias is not None:
+                gb = P[rows, :cols] if layer.in_axis == 0 else P[:rows, cols]
+                out[layer.bias] = jnp.reshape(gb, jnp.shape(flat[layer.bias]))
+        return jax.tree.unflatten(treedef, out), state._replace(count=state.count + 1)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def kfac(learning_rate: Any = 1e-2, *, damping: float = 1e-3, refresh_every: int = 10,
+         inverse: str = "eigh", estimator: str = "ggn", factor_decay: float = 0.95,
+         momentum: float = 0.9) -> optax.GradientTransformationExtraArgs:
+    r"""K-FAC (Martens & Grosse 2015) as an optax transformation, its factors found from the loss.
+
+    Each dense layer's gradient of $[W\;\mathbf{b}]$ (W of shape (n_out, n_in); transposed
+    for (n_in, n_out)) is preconditioned by its Kronecker factors with factored Tikhonov
+    damping,
+    $(G + \pi^{-1}\sqrt{\lambda}I)^{-1}\,\nabla\,(A + \pi\sqrt{\lambda}I)^{-1}$,
+    $\pi^2 = \frac{\operatorname{tr}A/\dim A}{\operatorname{tr}G/\dim G}$; other leaves
+    pass through; then heavy-ball momentum and the learning rate:
+    $v \leftarrow \mu v + \Delta$, $\theta \leftarrow \theta - \eta v$.
+
+    Args:
+      learning_rate: $\eta$, a float or an optax schedule.
+      damping: $\lambda > 0$.
+      refresh_every: estimate the factors (and invert them) every this many steps (>= 1),
+        on that step's batch.
+      inverse: ``"eigh"`` (eigendecomposition; negative eigenvalues from round-off clipped to
+        0) or ``"cholesky"``.
+      estimator: ``"ggn"`` (the exact generalised Gauss-Newton; the exact Fisher for softmax
+        cross-entropy) or ``"empirical"`` (the empirical Fisher).
+      factor_decay: $\beta \in [0, 1)$ of the factors' moving average.
+      momentum: $\mu \in [0, 1)$.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params,
+      loss=loss, batch=batch)`` needs the loss ``loss(params, batch)`` and the step's batch.
+
+    Raises:
+      ValueError: a value out of its range (every problem is listed).
+
+    Example:
+
+        >>> model = mcjax.mlp_model((4, 3, 2))
+        >>> params = model.init(jax.random.key(0))
+        >>> batch = (jnp.ones((8, 4)), jnp.zeros(8, jnp.int32))
+        >>> opt = mcjax.kfac(0.1, damping=1e-2)
+        >>> grads = jax.grad(model.loss)(params, batch)
+        >>> updates, state = opt.update(grads, opt.init(params), params, loss=model.loss,
+        ...                             batch=batch)
+        >>> jax.tree.map(jnp.shape, updates) == jax.tree.map(jnp.shape, params)
+        True
+    """
+    from mcjax._train._optim import hyper_parameter_problems, learning_rate_problem
+
+    given = dict(damping=damping, refresh_every=refresh_every, inverse=inverse,
+                 estimator=estimator, factor_decay=factor_decay, momentum=momentum)
+    rate = learning_rate_problem(learning_rate)
+    problems = ([rate] if rate else []) + hyper_parameter_problems("kfac", given)
+    if problems:
+        raise ValueError(f"mcjax.kfac: {'; and '.join(problems)}")
+    return optax.chain(
+        scale_by_kfac(damping=damping, refresh_every=refresh_every, inverse=inverse,
+                      estimator=estimator, factor_decay=factor_decay),
+        optax.sgd(learning_rate, momentum=momentum or None))
+
+
+CHOICES = {"inverse": INVERSES, "estimator": ESTIMATORS}
+"""kfac's hyper-parameters that name one of a few methods."""
