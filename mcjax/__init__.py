@@ -52,7 +52,7 @@ from mcjax._core._errors import (
     TraceError,
 )
 from mcjax._derive import derive
-from mcjax._derive._kfac import LayerFactors, kfac_factors
+from mcjax._derive._kfac import LayerFactors, kfac_factor_problems, kfac_factors
 from mcjax._jacobian import (
     Applied,
     BlockDiagonal,
@@ -251,6 +251,7 @@ __all__ = [
     "kfac",
     "scale_by_kfac",
     "kfac_factors",
+    "kfac_factor_problems",
     "LayerFactors",
     "NonFiniteLossError",
     "CheckpointError",

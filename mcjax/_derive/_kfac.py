@@ -12,8 +12,12 @@ $$A = \mathbb{E}_i[\bar{\mathbf{a}}_i\bar{\mathbf{a}}_i^\top],\qquad
 
 where $\bar{\mathbf{a}} = (\mathbf{a}, 1)$ when the layer has a bias ($\mathbf{a}$
 otherwise), $\ell$ is the loss of one example and $\mathbb{E}_i$ the mean over the batch.
-The estimator is the **empirical Fisher**: $\mathbf{g}_i$ is taken at the true label $y_i$
-(kfac-jax's ``estimation_mode="fisher_empirical"``).
+Two estimators: the **exact generalised Gauss-Newton** (``"ggn"``, the default: $G$ is
+$\mathbb{E}_i[J_i^\top H_i J_i]$, $H_i$ the loss's Hessian in the network's output, i.e. the
+expectation of $\mathbf{g}\mathbf{g}^\top$ over labels drawn from the model for softmax
+cross-entropy; kfac-jax's ``ggn_exact``) and the **empirical Fisher** (``"empirical"``:
+$\mathbf{g}_i$ at the true label $y_i$; kfac-jax's ``fisher_empirical``, whose $G$ is $1/B$
+of this one).
 
 How: the loss is traced at one example's shapes (``jax.make_jaxpr``) and its jaxpr walked by
 the one walker (``mcjax._program._walk``) twice: once on *origins* (is this value a
@@ -61,13 +65,17 @@ class DenseLayer(NamedTuple):
 
 
 class _Origin(NamedTuple):
-    kind: str  # "leaf" (a parameter leaf, maybe transposed), "bias", "product", "other"
+    kind: str  # "leaf" (a parameter leaf, maybe transposed), "bias" (a 1-D leaf, shaped),
+    # "param" (computed from parameters alone), "product" (a layer's W a), "biased" (+ b),
+    # "constant", "other" (anything that reads the data)
     leaf: int = -1
     transposed: bool = False
     layer: int = -1
 
 
 _OTHER = _Origin("other")
+_CONSTANT = _Origin("constant")
+_OF_PARAMS = frozenset({"leaf", "bias", "param"})
 _SHAPING = frozenset({"reshape", "broadcast_in_dim", "convert_element_type", "squeeze",
                       "expand_dims", "copy", "copy_p"})
 _CONTRACTIONS = frozenset({"dot_general", "conv_general_dilated", "ragged_dot",
@@ -90,7 +98,7 @@ class _Finder(Interpreter[_Origin]):
         self.used: dict[int, int] = {}  # weight leaf -> its layer
 
     def literal(self, value) -> _Origin:
-        return _OTHER
+        return _CONSTANT
 
     def custom(self, eqn, ins):
         return self.inline(eqn, ins)
@@ -113,14 +121,22 @@ class _Finder(Interpreter[_Origin]):
             found = self._bias(eqn, ins)
             if found is not None:
                 return [found]
-        for origin in ins:
-            if origin.kind == "leaf" and name in _CONTRACTIONS:
-                _fail(self.paths[origin.leaf], f"enters {name}, which is no dense layer")
+        params = [o for o in ins if o.kind in _OF_PARAMS]
+        if params and name in _CONTRACTIONS:
+            _fail(self.paths[params[0].leaf], f"enters {name}, which is no dense layer")
+        # a value computed from parameters alone (and constants) stays theirs: a contraction
+        # with it is refused below; one that also reads the data is an activation
+        if params and all(o.kind in _OF_PARAMS or o is _CONSTANT for o in ins):
+            return [_Origin("param", params[0].leaf)] * len(eqn.outvars)
         return [_OTHER] * len(eqn.outvars)
 
     def _dot(self, eqn, ins) -> _Origin:
         (contract_l, contract_r), (batch_l, _) = eqn.params["dimension_numbers"]
         leaves = [i for i, o in enumerate(ins) if o.kind == "leaf"]
+        derived = [o for o in ins if o.kind in ("param", "bias")]
+        if derived:
+            _fail(self.paths[derived[0].leaf], "enters a dot_general after an operation on it "
+                  "(a reshape, a product, ...), not as the 2-D leaf itself")
         if not leaves:
             return _OTHER
         side = leaves[0]
@@ -129,7 +145,8 @@ class _Finder(Interpreter[_Origin]):
         act_shape = eqn.invars[1 - side].aval.shape
         contract = (contract_l, contract_r)[side]
         if len(leaves) == 2:
-            _fail(path, "is multiplied by another parameter, not by an activation")
+            _fail(path, f"is multiplied by parameter {self.paths[ins[1].leaf]}, not by an "
+                        "activation")
         if len(shape) != 2 or batch_l or len(contract) != 1:
             _fail(path, f"enters a dot_general as a {len(shape)}-D operand with "
                         f"{len(contract)} contracted and {len(batch_l)} batch axes")
@@ -217,7 +234,7 @@ def dense_layers(loss: Callable, params, batch) -> tuple[list[DenseLayer], Any]:
     return layers, program
 
 
-def kfac_factors(loss: Callable, params, batch, *, estimator: str = "empirical"
+def kfac_factors(loss: Callable, params, batch, *, estimator: str = "ggn"
                  ) -> dict[str, LayerFactors]:
     r"""The K-FAC factors $A$ and $G$ of every dense layer of ``loss``, from the loss itself.
 
@@ -226,14 +243,21 @@ def kfac_factors(loss: Callable, params, batch, *, estimator: str = "empirical"
     input for example $i$ (with a 1 appended when the layer has a bias) and
     $\mathbf{g}_i = \nabla_{\mathbf{s}_i}\ell_i$ the gradient of example $i$'s loss (the loss
     of a batch of that one example) with respect to the layer's output
-    $\mathbf{s}_i$ (Martens & Grosse 2015, eq. 1-3; the empirical Fisher).
+    $\mathbf{s}_i$ (Martens & Grosse 2015, eq. 1-3; the empirical Fisher), or, for the
+    exact generalised Gauss-Newton (the default), $G = \frac1B\sum_i J_i^\top H_i J_i$ with
+    $J_i$ the Jacobian of the last dense layer's output $\mathbf{z}_i$ in $\mathbf{s}_i$ and
+    $H_i = \nabla^2_{\mathbf{z}}\ell_i$ (one vector $J_i^\top\mathbf{u}\sqrt{\lambda}$ per
+    eigenpair of $H_i$, negative curvature clipped to 0): the exact Fisher for softmax
+    cross-entropy and squared error, kfac-jax's ``ggn_exact``.
 
     Args:
       loss: ``loss(params, batch) -> scalar``, e.g. ``mcjax.objective(model)``; a batch of one
         example must be a valid batch, and examples must not interact (no batch norm).
       params: a pytree of arrays; each dense layer's weight is one 2-D leaf.
       batch: a pytree of arrays with a leading axis of B examples.
-      estimator: ``"empirical"`` (the gradients at the true labels).
+      estimator: ``"ggn"`` (the exact generalised Gauss-Newton; the loss must read the
+        network only through its last dense layer's output) or ``"empirical"`` (the
+        gradients at the true labels).
 
     Returns:
       ``{path: LayerFactors(A, G)}`` keyed by the weight leaf's path
@@ -249,7 +273,8 @@ def kfac_factors(loss: Callable, params, batch, *, estimator: str = "empirical"
         raise ValueError(f"mcjax.kfac_factors: estimator={estimator!r}; expected one of "
                          f"{', '.join(map(repr, ESTIMATORS))}")
     layers, program = dense_layers(loss, params, batch)
-    return _factors(layers, program, params, batch, estimator)
+    # one compiled program (op-by-op dispatch of the walk costs seconds)
+    return jax.jit(lambda p, b: _factors(layers, program, p, b, estimator))(params, batch)
 
 
 def _factors(layers: list[DenseLayer], program, params, batch, estimator: str
@@ -281,6 +306,8 @@ def _factors(layers: list[DenseLayer], program, params, batch, estimator: str
         vectors = jax.vmap(lambda c: pullback(jnp.reshape(c, jnp.shape(z)))[0])(roots.T)
         return vectors, run(probes, example)[1][0]
 
+    if not layers:
+        return {}
     probes = [jnp.zeros((layer.n_out,), dtype) for layer in layers]
     fn = empirical if estimator == "empirical" else ggn
     vectors, inputs = jax.vmap(fn, in_axes=(None, 0))(probes, examples)
@@ -292,3 +319,79 @@ def _factors(layers: list[DenseLayer], program, params, batch, estimator: str
         g = jnp.reshape(g, (-1, layer.n_out))
         found[layer.path] = LayerFactors(a.T @ a / n, g.T @ g / n)
     return found
+
+
+def _agrees(given: np.ndarray, exact: np.ndarray, rtol: float) -> tuple[bool, float]:
+    scale = float(np.max(np.abs(exact))) or 1.0
+    error = float(np.max(np.abs(given - exact))) / scale
+    return error <= rtol, error
+
+
+def _factor_problem(name: str, given, exact: np.ndarray, *, rtol: float, batch: int,
+                    bias: bool) -> str | None:
+    """What is wrong with one given factor (a phrase), or None when it agrees."""
+    given = np.asarray(given, np.float64)
+    if given.shape != exact.shape:
+        if name == "A" and bias and given.shape == (exact.shape[0] - 1,) * 2:
+            return (f"A has shape {given.shape} but the layer has a bias: expected "
+                    f"{exact.shape}, the inputs with a 1 appended")
+        return f"{name} has shape {given.shape}; expected {exact.shape}"
+    if not np.allclose(given, given.T, rtol=rtol, atol=0.0):
+        return f"{name} is not symmetric"
+    ok, error = _agrees(given, exact, rtol)
+    if ok:
+        return None
+    c = float(np.sum(given * exact) / np.sum(exact * exact))
+    if abs(c - 1) > rtol and _agrees(given, c * exact, rtol)[0]:
+        hint = (f" (= 1/B, B = {batch}: a mean over the batch taken twice, as kfac-jax's "
+                "fisher_empirical normalises G)" if np.isclose(c, 1 / batch, rtol=1e-3)
+                else f" (= B = {batch}: a sum over the examples, not a mean)"
+                if np.isclose(c, batch, rtol=1e-3) else "")
+        return f"{name} is {c:.4g} times the exact one{hint}"
+    return f"{name} differs from the exact one by {error:.3g} of its largest entry " \
+           f"(threshold {rtol:.2g})"
+
+
+def kfac_factor_problems(loss: Callable, params, batch, factors, *,
+                         estimator: str = "ggn") -> list[str]:
+    r"""What is wrong with ``factors``, a user's K-FAC factors of ``loss``, against the exact
+    ones (:func:`kfac_factors`); an empty list when all agree.
+
+    Each factor passes when $\max|F - F_\text{exact}| \le \text{rtol}\cdot\max|F_\text{exact}|$
+    with mcjax's tolerance policy, ``mcjax.conventions.check_rtol(dtype, B * n)`` (n the
+    factor's size: each entry sums B products through the network).  A failing factor is
+    diagnosed where it can be: a missing or extra layer, a wrong shape (A without the bias's
+    row), A and G swapped, a factor that is not symmetric, one that is a constant times the
+    exact one (1/B: normalised twice; B: a sum over the batch), or the largest difference.
+
+    Args:
+      loss, params, batch, estimator: as for :func:`kfac_factors`.
+      factors: ``{path: (A, G)}`` keyed as :func:`kfac_factors` keys them.
+
+    Returns:
+      One sentence per problem, each naming the layer's weight leaf.
+    """
+    from mcjax._core._tolerance import check_rtol
+
+    exact = kfac_factors(loss, params, batch, estimator=estimator)
+    layers = {layer.path: layer for layer in dense_layers(loss, params, batch)[0]}
+    n = jax.tree.leaves(batch)[0].shape[0]
+    problems = [f"layer {path}: no factors given; expected A and G" for path in exact
+                if path not in factors]
+    problems += [f"layer {path}: no dense layer of the loss has this weight; the layers are "
+                 f"{', '.join(exact)}" for path in factors if path not in exact]
+    for path, (A, G) in ((p, f) for p, f in factors.items() if p in exact):
+        want = exact[path]
+        dtype = jnp.result_type(want.A)
+        if (np.shape(A), np.shape(G)) == (want.G.shape, want.A.shape) != \
+                (want.A.shape, want.G.shape):
+            problems.append(f"layer {path}: A and G are swapped (A is n_in [+1] square, G "
+                            "n_out square)")
+            continue
+        for name, given, ref in (("A", A, want.A), ("G", G, want.G)):
+            rtol = check_rtol(dtype, n * ref.shape[0])
+            why = _factor_problem(name, given, np.asarray(ref, np.float64), rtol=rtol,
+                                  batch=n, bias=layers[path].bias is not None)
+            if why is not None:
+                problems.append(f"layer {path}: {why}")
+    return problems

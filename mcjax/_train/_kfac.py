@@ -74,7 +74,7 @@ def _sides(layer: DenseLayer, rows: int, cols: int):
     return layer.in_axis == 0, rows + 1, cols + 1
 
 
-def scale_by_kfac(*, damping: float = 1e-3, refresh_every: int = 10, inverse: str = "eigh",
+def scale_by_kfac(*, damping: float = 1e-3, refresh_every: int = 10, inverse: str = "cholesky",
                   estimator: str = "ggn", factor_decay: float = 0.95
                   ) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC's preconditioner alone: the gradient of each dense layer's $[W\;\mathbf{b}]$
@@ -100,6 +100,10 @@ def scale_by_kfac(*, damping: float = 1e-3, refresh_every: int = 10, inverse: st
                              "batch= (mcjax.train passes them); expected "
                              "update(grads, state, params, loss=loss, batch=batch)")
         layers, program = dense_layers(loss, params, batch)
+        if not layers:
+            raise ValueError("mcjax.kfac: the loss has no dense layer to precondition (no 2-D "
+                             "parameter leaf meets an activation in a dot_general); expected "
+                             "a model with dense layers, or another optimizer")
         slots = {leaf: k for k, leaf in enumerate(_matrix_leaves(params))}
         leaves = jax.tree.leaves(params)
 
@@ -153,7 +157,7 @@ def scale_by_kfac(*, damping: float = 1e-3, refresh_every: int = 10, inverse: st
 
 
 def kfac(learning_rate: Any = 1e-2, *, damping: float = 1e-3, refresh_every: int = 10,
-         inverse: str = "eigh", estimator: str = "ggn", factor_decay: float = 0.95,
+         inverse: str = "cholesky", estimator: str = "ggn", factor_decay: float = 0.95,
          momentum: float = 0.9) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC (Martens & Grosse 2015) as an optax transformation, its factors found from the loss.
 

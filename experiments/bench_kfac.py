@@ -1,0 +1,195 @@
+"""K-FAC from the function: its factors against kfac-jax's, and training the digits MLP against Adam.
+
+1. **Factors.**  An MLP 64-32-16-10 (ReLU, softmax cross-entropy, float32, ``mlp_init`` from
+   the seed) and one batch of 64 digits: ``mcjax.kfac_factors`` (no layer tags: found in the
+   loss's jaxpr) against kfac-jax 0.0.8's own (its layer auto-registration, its registered
+   softmax cross-entropy), for the exact GGN (kfac-jax ``ggn_exact``) and the empirical
+   Fisher (``fisher_empirical``, whose G kfac-jax normalises by B^2: it is compared times B).
+   kfac-jax runs in its own environment pinned to JAX 0.8.2 (``experiments/kfac_reference.py``
+   says how); with ``--kfac-python`` it is run now on this script's inputs, otherwise the
+   committed reference ``tests/data/kfac_reference.npz`` (made that way) is read.
+   Agreement: max |mcjax - kfac-jax| / max |kfac-jax| per factor, target 1e-5.
+2. **Training.**  The digits MLP 64-256-256-10 (``experiments/digits_mlp.py``'s), batch 32,
+   the same initial parameters and minibatches, with ``mcjax.kfac`` and with Adam, each at
+   the best learning rate of a small grid: steps until the test accuracy (evaluated after
+   every step, untimed) first reaches 97 %, and the wall clock of those steps (each step
+   blocked on; the median over ``--repeats`` runs).  Target: K-FAC in at most half of Adam's
+   steps.
+
+    python experiments/bench_kfac.py --out runs/bench_kfac [--kfac-python /tmp/kfac-env/bin/python]
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import mcjax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "data" / "kfac_reference.npz"
+REFERENCE_SIZES = (64, 32, 16, 10)
+REFERENCE_BATCH = 64
+TARGET_ACCURACY = 0.97
+AGREEMENT = 1e-5
+ADAM_RATES = (1e-3, 3e-3, 1e-2)
+KFAC_RATES = (0.03, 0.1, 0.3)
+
+
+def reference_inputs(seed: int) -> dict[str, np.ndarray]:
+    """The MLP's parameters (mcjax's layout) and the batch the factors are compared on."""
+    (X, y), _ = mcjax.datasets.digits_data(seed=seed)
+    params = mcjax.mlp_init(jax.random.key(seed), REFERENCE_SIZES)
+    out = {f"W{i}": np.asarray(p["W"]) for i, p in enumerate(params)}
+    out |= {f"b{i}": np.asarray(p["b"]) for i, p in enumerate(params)}
+    out["X"] = np.asarray(X[:REFERENCE_BATCH], np.float32)
+    out["y"] = np.asarray(y[:REFERENCE_BATCH], np.int32)
+    return out
+
+
+def run_reference(python: str, seed: int, out: Path) -> Path:
+    """kfac-jax's factors of this script's inputs, computed now in its own environment."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "inputs.npz"
+        np.savez(inputs, **reference_inputs(seed))
+        target = out / "kfac_reference.npz"
+        subprocess.run([python, str(ROOT / "experiments" / "kfac_reference.py"), "--inputs",
+                        str(inputs), "--out", str(target)], check=True)
+    return target
+
+
+def compare_factors(reference: Path) -> dict:
+    """mcjax's factors against kfac-jax's in ``reference``: relative error per factor."""
+    data = np.load(reference)
+    n = sum(1 for k in data.files if k.startswith("W"))
+    params = [{"W": jnp.asarray(data[f"W{i}"]), "b": jnp.asarray(data[f"b{i}"])}
+              for i in range(n)]
+    sizes = [data["W0"].shape[1]] + [data[f"W{i}"].shape[0] for i in range(n)]
+    loss = mcjax.mlp_model(sizes).loss
+    batch = (jnp.asarray(data["X"]), jnp.asarray(data["y"]))
+    scale = {"ggn": 1.0, "empirical": float(data["X"].shape[0])}
+    rows = []
+    for estimator in ("ggn", "empirical"):
+        found = mcjax.kfac_factors(loss, params, batch, estimator=estimator)
+        for i, factors in enumerate(found.values()):
+            for name, mine in zip("AG", factors):
+                ref = data[f"{name}{i}_{estimator}"] * (scale[estimator] if name == "G" else 1)
+                err = float(np.max(np.abs(np.asarray(mine) - ref)) / np.max(np.abs(ref)))
+                rows.append({"estimator": estimator, "layer": i, "factor": name,
+                             "shape": list(ref.shape), "relative_error": err})
+    return {"reference": str(reference), "versions": str(data["versions"]), "rows": rows,
+            "max_relative_error": max(r["relative_error"] for r in rows)}
+
+
+def steps_to_target(model, params, data, test, optimizer, *, batch_size: int, seed: int,
+                    max_steps: int) -> dict:
+    """Train until the test accuracy first reaches the target: its step and the steps'
+    seconds (evaluation untimed)."""
+    loss = mcjax.objective(model)
+    step = mcjax.steps.make_train_step(loss, optimizer)
+    X, y = data
+    Xt, yt = test
+
+    @jax.jit
+    def accuracy(p):
+        return jnp.mean(jnp.argmax(model.apply(p, Xt), -1) == yt)
+
+    params = jax.tree.map(jnp.array, params)  # a copy: the step donates its buffers
+    state = optimizer.init(params)
+    rng = np.random.default_rng(seed)
+    n = X.shape[0] // batch_size
+    seconds, t, acc = 0.0, 0, 0.0
+    while t < max_steps:
+        order = rng.permutation(X.shape[0])
+        for b in range(n):
+            rows = order[b * batch_size:(b + 1) * batch_size]
+            batch = (X[rows], y[rows])
+            start = time.perf_counter()
+            params, state, _ = step(params, state, batch)
+            jax.block_until_ready(params)
+            seconds += time.perf_counter() - start if t else 0.0  # step 1 compiles
+            t += 1
+            acc = float(accuracy(params))
+            if acc >= TARGET_ACCURACY or t >= max_steps:
+                return {"steps": t if acc >= TARGET_ACCURACY else None, "seconds": seconds,
+                        "accuracy": acc, "seconds_per_step": seconds / max(t - 1, 1)}
+    return {"steps": None, "seconds": seconds, "accuracy": acc,
+            "seconds_per_step": seconds / max(t - 1, 1)}
+
+
+def compare_training(seed: int, *, hidden, max_steps: int, repeats: int, rates) -> dict:
+    (X, y), (Xt, yt) = mcjax.datasets.digits_data(seed=seed)
+    X, y, Xt, yt = (jnp.asarray(a) for a in (X, y, Xt, yt))
+    model = mcjax.mlp_model((64, *hidden, 10))
+    params = model.init(jax.random.key(seed))
+    results: dict[str, dict] = {}
+    for name, grid in rates.items():
+        tried = {}
+        for rate in grid:
+            opt = mcjax.optimizer(name, learning_rate=rate)
+            runs = [steps_to_target(model, params, (X, y), (Xt, yt), opt, batch_size=32,
+                                    seed=seed, max_steps=max_steps) for _ in range(repeats)]
+            tried[rate] = {**runs[0], "seconds": float(np.median([r["seconds"] for r in runs])),
+                           "seconds_per_step": float(np.median([r["seconds_per_step"]
+                                                                for r in runs]))}
+        reached = {r: v for r, v in tried.items() if v["steps"] is not None}
+        best = min(reached, key=lambda r: reached[r]["steps"]) if reached else grid[0]
+        results[name] = {"best_learning_rate": best, **tried[best],
+                         "grid": {str(r): v for r, v in tried.items()}}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _common.parser(__doc__.split("\n\n")[0], "bench_kfac")
+    p.add_argument("--kfac-python", default=None,
+                   help="the python of kfac-jax's environment (default: read the committed "
+                        "reference tests/data/kfac_reference.npz)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs (default 3; smoke 1)")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    reference = run_reference(args.kfac_python, args.seed, args.out) if args.kfac_python \
+        else FIXTURE
+    factors = compare_factors(reference)
+    hidden = (32,) if args.smoke else (256, 256)
+    rates = {"adam": ADAM_RATES[1:2], "kfac": KFAC_RATES[1:2]} if args.smoke \
+        else {"adam": ADAM_RATES, "kfac": KFAC_RATES}
+    training = compare_training(args.seed, hidden=hidden, max_steps=20 if args.smoke else 3000,
+                                repeats=args.repeats or (1 if args.smoke else 3), rates=rates)
+    adam, kfac = training["adam"]["steps"], training["kfac"]["steps"]
+    ratio = kfac / adam if adam and kfac else None
+    record = {"experiment": "bench_kfac", "seed": args.seed, "smoke": args.smoke,
+              "factors": factors, "agreement_target": AGREEMENT,
+              "factors_agree": factors["max_relative_error"] <= AGREEMENT,
+              "training": training, "target_accuracy": TARGET_ACCURACY,
+              "kfac_steps_over_adam_steps": ratio, "machine": _common.machine()}
+    _common.write_json(args.out, "results.json", record)
+    _common.print_table(
+        f"K-FAC factors, mcjax vs kfac-jax ({factors['versions']}), float32",
+        ["estimator", "layer", "factor", "shape", "max rel. error"],
+        [[r["estimator"], r["layer"], r["factor"], "x".join(map(str, r["shape"])),
+          f"{r['relative_error']:.2g}"] for r in factors["rows"]])
+    _common.print_table(
+        f"digits MLP 64-{'-'.join(map(str, hidden))}-10, batch 32: to "
+        f"{TARGET_ACCURACY:.0%} test accuracy",
+        ["optimizer", "learning rate", "steps", "seconds", "ms / step", "accuracy"],
+        [[n, r["best_learning_rate"], r["steps"], f"{r['seconds']:.2f}",
+          f"{1e3 * r['seconds_per_step']:.2f}", f"{r['accuracy']:.3f}"]
+         for n, r in training.items()])
+    print(f"K-FAC / Adam steps: {ratio if ratio is None else f'{ratio:.2f}'}; factors agree "
+          f"to {factors['max_relative_error']:.2g} (target {AGREEMENT:g}); timings on a "
+          "shared machine are noisy (medians)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
