@@ -1,4 +1,4 @@
-"""kfac-jax's Kronecker factors of an MLP, the reference that mcjax.kfac_factors is compared with.
+r"""kfac-jax's Kronecker factors of an MLP, the reference that mcjax.kfac_factors is compared with.
 
 Runs in its own environment, NOT mcjax's: kfac-jax 0.0.8 fails on JAX 0.10 (its tag matcher
 unpacks ``get_bind_params`` as JAX < 0.7 returned it) and runs on JAX 0.8.2:

@@ -74,12 +74,15 @@ def _sides(layer: DenseLayer, rows: int, cols: int):
     return layer.in_axis == 0, rows + 1, cols + 1
 
 
-def scale_by_kfac(*, damping: float = 1e-3, refresh_every: int = 10, inverse: str = "cholesky",
-                  estimator: str = "ggn", factor_decay: float = 0.95
+def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str = "cholesky",
+                  estimator: str = "ggn", factor_decay: float = 0.5,
+                  kl_clip: float | None = None, learning_rate: Any = None
                   ) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC's preconditioner alone: the gradient of each dense layer's $[W\;\mathbf{b}]$
     becomes $(G + \pi^{-1}\sqrt\lambda I)^{-1}\nabla(A + \pi\sqrt\lambda I)^{-1}$ (see
-    :func:`mcjax.kfac` for the arguments); chain it with a step rule of your own."""
+    :func:`mcjax.kfac` for the arguments); chain it with a step rule of your own.  With
+    ``kl_clip`` (and the ``learning_rate`` the chain applies), the preconditioned gradients
+    $\Delta$ are scaled by $\min(1, \sqrt{\kappa / (\eta^2 \sum \Delta\cdot\nabla)})$."""
     sqrt_damping = float(damping) ** 0.5
 
     def init(params) -> KFACState:
@@ -92,9 +95,10 @@ def scale_by_kfac(*, damping: float = 1e-3, refresh_every: int = 10, inverse: st
 
         return KFACState(jnp.zeros((), jnp.int32), eyes(), eyes())
 
-    def update(grads, state: KFACState, params=None, *, loss: Callable | None = None,
+    def update(updates, state, params=None, *, loss: Callable | None = None,
                batch: Any = None, **extra):
         del extra
+        grads = updates
         if params is None or loss is None or batch is None:
             raise ValueError("mcjax.kfac: update needs params, loss=loss(params, batch) and "
                              "batch= (mcjax.train passes them); expected "
@@ -151,14 +155,24 @@ def scale_by_kfac(*, damping: float = 1e-3, refresh_every: int = 10, inverse: st
             if layer.bias is not None:
                 gb = P[rows, :cols] if layer.in_axis == 0 else P[:rows, cols]
                 out[layer.bias] = jnp.reshape(gb, jnp.shape(flat[layer.bias]))
+        if kl_clip is not None:  # Ba, Grosse & Martens 2017: the step's KL bounded by kl_clip
+            rate: Any = learning_rate(state.count) if callable(learning_rate) else learning_rate
+            dots = sum(jnp.vdot(out[i], flat[i]) for layer in layers
+                       for i in (layer.weight, layer.bias) if i is not None)
+            nu = jnp.minimum(1.0, jnp.sqrt(kl_clip / jnp.maximum(rate ** 2 * dots, 1e-30)))
+            for layer in layers:
+                for i in (layer.weight, layer.bias):
+                    if i is not None:
+                        out[i] = (nu * out[i]).astype(out[i].dtype)
         return jax.tree.unflatten(treedef, out), state._replace(count=state.count + 1)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def kfac(learning_rate: Any = 1e-2, *, damping: float = 1e-3, refresh_every: int = 10,
-         inverse: str = "cholesky", estimator: str = "ggn", factor_decay: float = 0.95,
-         momentum: float = 0.9) -> optax.GradientTransformationExtraArgs:
+def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int = 5,
+         inverse: str = "cholesky", estimator: str = "ggn", factor_decay: float = 0.5,
+         momentum: float = 0.5, kl_clip: float | None = None
+         ) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC (Martens & Grosse 2015) as an optax transformation, its factors found from the loss.
 
     Each dense layer's gradient of $[W\;\mathbf{b}]$ (W of shape (n_out, n_in); transposed
@@ -180,6 +194,9 @@ def kfac(learning_rate: Any = 1e-2, *, damping: float = 1e-3, refresh_every: int
         cross-entropy) or ``"empirical"`` (the empirical Fisher).
       factor_decay: $\beta \in [0, 1)$ of the factors' moving average.
       momentum: $\mu \in [0, 1)$.
+      kl_clip: None, or $\kappa > 0$: scale the preconditioned gradients $\Delta$ of the
+        dense layers by $\min(1, \sqrt{\kappa/(\eta^2\sum\Delta\cdot\nabla L)})$, which bounds
+        the step's KL divergence (Ba, Grosse & Martens 2017).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params,
@@ -203,14 +220,16 @@ def kfac(learning_rate: Any = 1e-2, *, damping: float = 1e-3, refresh_every: int
     from mcjax._train._optim import hyper_parameter_problems, learning_rate_problem
 
     given = dict(damping=damping, refresh_every=refresh_every, inverse=inverse,
-                 estimator=estimator, factor_decay=factor_decay, momentum=momentum)
+                 estimator=estimator, factor_decay=factor_decay, momentum=momentum,
+                 kl_clip=kl_clip)
     rate = learning_rate_problem(learning_rate)
     problems = ([rate] if rate else []) + hyper_parameter_problems("kfac", given)
     if problems:
         raise ValueError(f"mcjax.kfac: {'; and '.join(problems)}")
     return optax.chain(
         scale_by_kfac(damping=damping, refresh_every=refresh_every, inverse=inverse,
-                      estimator=estimator, factor_decay=factor_decay),
+                      estimator=estimator, factor_decay=factor_decay, kl_clip=kl_clip,
+                      learning_rate=learning_rate),
         optax.sgd(learning_rate, momentum=momentum or None))
 
 

@@ -51,6 +51,7 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "eta_minus": ("a number in (0, 1)", lambda v: 0 < v < 1),
     "eta_plus": ("a number > 1", lambda v: v > 1),
     "damping": _POSITIVE,
+    "kl_clip": _POSITIVE,
     "factor_decay": _UNIT,
     "refresh_every": ("a number >= 1", lambda v: v >= 1),
 }
