@@ -247,13 +247,15 @@ def test_the_transformation_preconditions_by_the_damped_factors_under_jit(invers
     assert int(optax.tree_utils.tree_get(state, "count")) == 1
 
 
-def test_the_transformation_decreases_the_loss_and_refreshes_every_k_steps():
+@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed step", "adaptive step"])
+def test_the_transformation_decreases_the_loss_and_refreshes_every_k_steps(adaptive):
     params, batch = _params("x @ W", True), _batch()
 
     def loss(p, b):
         return _loss(p, b, layout="x @ W")
 
-    opt = mcjax.optimizer("kfac", learning_rate=0.3, damping=1e-2, refresh_every=2)
+    opt = mcjax.optimizer("kfac", learning_rate=1.0 if adaptive else 0.3, damping=1e-2,
+                          refresh_every=2, adaptive=adaptive)
     state = opt.init(params)
 
     @jax.jit
@@ -331,3 +333,39 @@ def test_kfac_refuses_a_loss_without_a_dense_layer():
     with pytest.raises(ValueError, match="mcjax.kfac: the loss has no dense layer to "
                                          "precondition"):
         opt.update(params, opt.init(params), params, loss=loss, batch=_batch())
+
+
+def test_the_gauss_newton_quadratic_equals_an_independent_computation():
+    """The adaptive step's v_j^T F v_k, F the exact GGN in all the parameters, against the
+    written-out MLP's J^T H J from jax.jvp and jax.hessian."""
+    from mcjax._derive._kfac import dense_layers, ggn_quadratic
+
+    params, batch = _params("x @ W.T", True), _batch()
+
+    def loss(p, b):
+        return _loss(p, b, layout="x @ W.T")
+
+    keys = jax.random.split(jax.random.key(5), 2)
+    directions = [jax.tree.map(lambda x, k=k: jax.random.normal(k, x.shape, x.dtype), params)
+                  for k in keys]
+    layers, program = dense_layers(loss, params, batch)
+    M = ggn_quadratic(layers, program, params, batch, directions)
+
+    def output(p, x):  # the logits of one example
+        h = x[None]
+        for k, layer in enumerate(p):
+            h = h @ layer["W"].T + jnp.reshape(layer["b"], (1, -1))
+            h = jnp.tanh(h) if k < len(p) - 1 else h
+        return h[0]
+
+    def gram(x, y):
+        z, *_ = jax.jvp(lambda p: output(p, x), (params,), (directions[0],))
+        dz = jnp.stack([jax.jvp(lambda p: output(p, x), (params,), (v,))[1]
+                        for v in directions])
+        H = jax.hessian(lambda z: -jax.nn.log_softmax(z)[y])(z)
+        return dz @ H @ dz.T
+
+    want = jnp.mean(jax.vmap(gram)(*batch), axis=0)
+    rtol, atol = tolerance(F64)
+    np.testing.assert_allclose(M, want, rtol=rtol, atol=atol)
+    assert M.shape == (2, 2)

@@ -395,3 +395,57 @@ def kfac_factor_problems(loss: Callable, params, batch, factors, *,
             if why is not None:
                 problems.append(f"layer {path}: {why}")
     return problems
+
+
+def ggn_quadratic(layers: list[DenseLayer], program, params, batch, directions: list
+                  ) -> jax.Array:
+    r"""The Gauss-Newton Gram matrix of ``directions``: $M_{jk} = \mathbf{v}_j^\top F
+    \mathbf{v}_k$ with $F = \frac1B\sum_i J_i^\top H_i J_i$ the exact GGN of the loss in all
+    its parameters ($J_i$ the Jacobian of the network's output $\mathbf{z}_i$, the last dense
+    layer's, in the parameters; $H_i$ the loss's Hessian in $\mathbf{z}_i$): one JVP and one
+    Hessian-vector product in $\mathbf{z}$ per direction and example.  For the step of
+    Martens & Grosse's §7 (its step size and momentum from the quadratic model).
+
+    Args:
+      layers, program: from :func:`dense_layers`.
+      params: the parameters (a pytree).
+      batch: the batch (leading axis B).
+      directions: k pytrees shaped as ``params``.
+
+    Returns:
+      (k, k), the parameters' dtype.
+    """
+    closed, layer_of, sides = program
+    leaves, treedef = jax.tree.flatten(params)
+    examples = jax.tree.map(lambda x: jnp.reshape(x, (x.shape[0], 1, *x.shape[1:])), batch)
+    dtype = jnp.result_type(leaves[layers[0].weight])
+    last = len(layers) - 1
+    zeros = [jnp.zeros((layer.n_out,), dtype) for layer in layers]
+
+    def run(leaves, probes, example):
+        walker = _Probed(layer_of, sides, probes)
+        out = walker.run(closed.jaxpr, closed.consts, [*leaves, *jax.tree.leaves(example)])
+        return out[0], walker.outputs[last]
+
+    tangents = [jax.tree.leaves(v) for v in directions]
+
+    def example_gram(example):
+        def z_of(leaves):
+            return run(leaves, zeros, example)[1]
+
+        # the output is the last product plus its bias: the bias's direction adds to dz
+        bias = layers[-1].bias
+        dz = jnp.stack([jax.jvp(z_of, (leaves,), (t,))[1].reshape(-1)
+                        + (jnp.reshape(t[bias], (-1,)) if bias is not None else 0.0)
+                        for t in tangents])
+
+        def loss_of_last(p):
+            return run(leaves, [*zeros[:-1], p], example)[0]
+
+        def hvp(u):
+            return jax.jvp(jax.grad(loss_of_last), (zeros[-1],), (u,))[1]
+
+        return dz @ jax.vmap(hvp)(dz).T
+
+    del treedef
+    return jnp.mean(jax.vmap(example_gram)(examples), axis=0)

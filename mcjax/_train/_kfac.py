@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mcjax._derive._kfac import ESTIMATORS, DenseLayer, _factors, dense_layers
+from mcjax._derive._kfac import ESTIMATORS, DenseLayer, _factors, dense_layers, ggn_quadratic
 
 INVERSES = ("eigh", "cholesky")
 
@@ -45,6 +45,7 @@ class KFACState(NamedTuple):
     count: jax.Array
     factors: tuple
     inverses: tuple
+    previous: Any  # the last update (params' structure), for the adaptive step's momentum
 
 
 def _matrix_leaves(params) -> list[int]:
@@ -74,15 +75,34 @@ def _sides(layer: DenseLayer, rows: int, cols: int):
     return layer.in_axis == 0, rows + 1, cols + 1
 
 
+def _model_step(direction, grads, previous, layers, program, params, batch, damping):
+    r"""$\alpha\Delta + \mu\delta$ minimising the damped quadratic model
+    $\frac12 u^\top(F + \lambda I)u + \nabla L^\top u$ over $u$ in the span of the
+    preconditioned gradient $\Delta$ and the last update $\delta$ (Martens & Grosse 2015,
+    §7); $\delta = 0$ at the first step, when only $\alpha$ is chosen."""
+    vdot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a),  # noqa: E731
+                                                             jax.tree.leaves(b)))
+    M = ggn_quadratic(layers, program, params, batch, [direction, previous])
+    M = M + damping * jnp.array([[vdot(direction, direction), vdot(direction, previous)],
+                                 [vdot(previous, direction), vdot(previous, previous)]])
+    b = jnp.stack([vdot(grads, direction), vdot(grads, previous)])
+    first = M[1, 1] <= 0
+    safe = jnp.where(first, jnp.eye(2, dtype=M.dtype).at[0, 0].set(M[0, 0]), M)
+    alpha, mu = -jnp.linalg.solve(safe, jnp.where(first, b.at[1].set(0.0), b))
+    return jax.tree.map(lambda d, p: (alpha * d + mu * p).astype(d.dtype), direction, previous)
+
+
 def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str = "cholesky",
                   estimator: str = "ggn", factor_decay: float = 0.5,
-                  kl_clip: float | None = None, learning_rate: Any = None
-                  ) -> optax.GradientTransformationExtraArgs:
+                  kl_clip: float | None = None, learning_rate: Any = None,
+                  adaptive: bool = False) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC's preconditioner alone: the gradient of each dense layer's $[W\;\mathbf{b}]$
     becomes $(G + \pi^{-1}\sqrt\lambda I)^{-1}\nabla(A + \pi\sqrt\lambda I)^{-1}$ (see
     :func:`mcjax.kfac` for the arguments); chain it with a step rule of your own.  With
     ``kl_clip`` (and the ``learning_rate`` the chain applies), the preconditioned gradients
-    $\Delta$ are scaled by $\min(1, \sqrt{\kappa / (\eta^2 \sum \Delta\cdot\nabla)})$."""
+    $\Delta$ are scaled by $\min(1, \sqrt{\kappa / (\eta^2 \sum \Delta\cdot\nabla)})$.  With
+    ``adaptive`` the result is the step $\alpha\Delta + \mu\delta$ itself (see
+    :func:`mcjax.kfac`), not a direction."""
     sqrt_damping = float(damping) ** 0.5
 
     def init(params) -> KFACState:
@@ -93,7 +113,8 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
                           jnp.eye(leaves[i].shape[1] + 1, dtype=leaves[i].dtype))
                          for i in _matrix_leaves(params))
 
-        return KFACState(jnp.zeros((), jnp.int32), eyes(), eyes())
+        return KFACState(jnp.zeros((), jnp.int32), eyes(), eyes(),
+                         jax.tree.map(jnp.zeros_like, params))
 
     def update(updates, state, params=None, *, loss: Callable | None = None,
                batch: Any = None, **extra):
@@ -136,7 +157,7 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
                 A_inv, G_inv = _pad(A_inv, size_a), _pad(G_inv, size_g)
                 factors[k] = (A, G) if inputs_on_rows else (G, A)
                 inverses[k] = (A_inv, G_inv) if inputs_on_rows else (G_inv, A_inv)
-            return KFACState(state.count, tuple(factors), tuple(inverses))
+            return state._replace(factors=tuple(factors), inverses=tuple(inverses))
 
         state = jax.lax.cond(state.count % refresh_every == 0, refresh, lambda s: s, state)
         flat, treedef = jax.tree.flatten(grads)
@@ -164,14 +185,18 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
                 for i in (layer.weight, layer.bias):
                     if i is not None:
                         out[i] = (nu * out[i]).astype(out[i].dtype)
-        return jax.tree.unflatten(treedef, out), state._replace(count=state.count + 1)
+        direction = jax.tree.unflatten(treedef, out)
+        if adaptive:
+            direction = _model_step(direction, grads, state.previous, layers, program, params,
+                                    batch, damping)
+        return direction, state._replace(count=state.count + 1, previous=direction)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
 def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int = 5,
          inverse: str = "cholesky", estimator: str = "ggn", factor_decay: float = 0.5,
-         momentum: float = 0.5, kl_clip: float | None = None
+         momentum: float = 0.5, kl_clip: float | None = None, adaptive: bool = False
          ) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC (Martens & Grosse 2015) as an optax transformation, its factors found from the loss.
 
@@ -197,6 +222,11 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
       kl_clip: None, or $\kappa > 0$: scale the preconditioned gradients $\Delta$ of the
         dense layers by $\min(1, \sqrt{\kappa/(\eta^2\sum\Delta\cdot\nabla L)})$, which bounds
         the step's KL divergence (Ba, Grosse & Martens 2017).
+      adaptive: take Martens & Grosse's step (§7) instead of fixed momentum: the update is
+        $\eta(\alpha\Delta + \mu\delta)$ with $\alpha, \mu$ minimising the damped quadratic
+        model $\frac12u^\top(F+\lambda I)u + \nabla L^\top u$ on the batch ($F$ the exact
+        Gauss-Newton matrix, $\delta$ the last update; two Jacobian-vector products per
+        step); ``momentum`` is then unused and $\eta$ = 1 is the natural learning rate.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params,
@@ -221,16 +251,19 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
 
     given = dict(damping=damping, refresh_every=refresh_every, inverse=inverse,
                  estimator=estimator, factor_decay=factor_decay, momentum=momentum,
-                 kl_clip=kl_clip)
+                 kl_clip=kl_clip, adaptive=adaptive)
     rate = learning_rate_problem(learning_rate)
     problems = ([rate] if rate else []) + hyper_parameter_problems("kfac", given)
     if problems:
         raise ValueError(f"mcjax.kfac: {'; and '.join(problems)}")
-    return optax.chain(
-        scale_by_kfac(damping=damping, refresh_every=refresh_every, inverse=inverse,
-                      estimator=estimator, factor_decay=factor_decay, kl_clip=kl_clip,
-                      learning_rate=learning_rate),
-        optax.sgd(learning_rate, momentum=momentum or None))
+    precondition = scale_by_kfac(damping=damping, refresh_every=refresh_every,
+                                 inverse=inverse, estimator=estimator,
+                                 factor_decay=factor_decay, kl_clip=kl_clip,
+                                 learning_rate=learning_rate, adaptive=adaptive)
+    if adaptive:  # the step is the model's; the learning rate scales it
+        return optax.chain(precondition,
+                           optax.scale_by_learning_rate(learning_rate, flip_sign=False))
+    return optax.chain(precondition, optax.sgd(learning_rate, momentum=momentum or None))
 
 
 CHOICES = {"inverse": INVERSES, "estimator": ESTIMATORS}
