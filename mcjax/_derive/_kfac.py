@@ -39,7 +39,7 @@ import numpy as np
 from mcjax._program._walk import Interpreter, bind
 
 ESTIMATORS = ("ggn", "empirical")
-"""The curvature estimators of :func:`kfac_factors`: ``"ggn"``, the exact generalised
+"""The curvature estimators of ``mcjax.kfac_factors``: ``"ggn"``, the exact generalised
 Gauss-Newton (the exact Fisher for softmax cross-entropy and squared error), and
 ``"empirical"``, the empirical Fisher (gradients at the true labels)."""
 
@@ -209,7 +209,7 @@ def dense_layers(loss: Callable, params, batch) -> tuple[list[DenseLayer], Any]:
     """The dense layers of ``loss(params, batch)`` and the traced per-example program.
 
     Returns ``(layers, program)``: ``program`` is ``(closed_jaxpr, layer_of_eqn, sides)`` for
-    :func:`kfac_factors`.
+    ``mcjax.kfac_factors``.
 
     Raises:
       ValueError: a parameter leaf enters a contraction that is no factorable dense layer
@@ -355,7 +355,7 @@ def _factor_problem(name: str, given, exact: np.ndarray, *, rtol: float, batch: 
 def kfac_factor_problems(loss: Callable, params, batch, factors, *,
                          estimator: str = "ggn") -> list[str]:
     r"""What is wrong with ``factors``, a user's K-FAC factors of ``loss``, against the exact
-    ones (:func:`kfac_factors`); an empty list when all agree.
+    ones (``mcjax.kfac_factors``); an empty list when all agree.
 
     Each factor passes when $\max|F - F_\text{exact}| \le \text{rtol}\cdot\max|F_\text{exact}|$
     with mcjax's tolerance policy, ``mcjax.conventions.check_rtol(dtype, B * n)`` (n the
@@ -365,8 +365,8 @@ def kfac_factor_problems(loss: Callable, params, batch, factors, *,
     exact one (1/B: normalised twice; B: a sum over the batch), or the largest difference.
 
     Args:
-      loss, params, batch, estimator: as for :func:`kfac_factors`.
-      factors: ``{path: (A, G)}`` keyed as :func:`kfac_factors` keys them.
+      loss, params, batch, estimator: as for ``mcjax.kfac_factors``.
+      factors: ``{path: (A, G)}`` keyed as ``mcjax.kfac_factors`` keys them.
 
     Returns:
       One sentence per problem, each naming the layer's weight leaf.
@@ -407,7 +407,7 @@ def ggn_quadratic(layers: list[DenseLayer], program, params, batch, directions: 
     Martens & Grosse's §7 (its step size and momentum from the quadratic model).
 
     Args:
-      layers, program: from :func:`dense_layers`.
+      layers, program: from ``dense_layers``.
       params: the parameters (a pytree).
       batch: the batch (leading axis B).
       directions: k pytrees shaped as ``params``.

@@ -1,7 +1,7 @@
 r"""K-FAC as an optax transformation: each dense layer's gradient preconditioned by its factors.
 
 For a dense layer with Kronecker factors $A$ (inputs, with the bias's 1) and $G$ (output
-gradients) found from the loss (:func:`mcjax.kfac_factors`), the step direction of
+gradients) found from the loss (``mcjax.kfac_factors``), the step direction of
 $[W\;\mathbf{b}]$ is (Martens & Grosse 2015, §6.3, factored Tikhonov damping)
 
 $$\Delta = (G + \pi^{-1}\sqrt{\lambda}\,I)^{-1}\,\nabla_{[W\,\mathbf{b}]}L\,
@@ -17,7 +17,7 @@ The direction then goes through heavy-ball momentum and the learning rate
 (``optax.sgd``).
 
 The update needs the loss and the batch: ``update(grads, state, params, loss=loss,
-batch=batch)`` (optax's extra arguments; :func:`mcjax.train` passes them).  The state holds,
+batch=batch)`` (optax's extra arguments; ``mcjax.train`` passes them).  The state holds,
 for each 2-D parameter leaf of shape (r, c), one factor of size r + 1 for its rows and one of
 size c + 1 for its columns, and their inverses: fixed shapes known from the parameters alone
 (``init`` needs no batch), whichever side turns out to be the inputs; the extra row and
@@ -98,11 +98,11 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
                   adaptive: bool = False) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC's preconditioner alone: the gradient of each dense layer's $[W\;\mathbf{b}]$
     becomes $(G + \pi^{-1}\sqrt\lambda I)^{-1}\nabla(A + \pi\sqrt\lambda I)^{-1}$ (see
-    :func:`mcjax.kfac` for the arguments); chain it with a step rule of your own.  With
+    ``mcjax.kfac`` for the arguments); chain it with a step rule of your own.  With
     ``kl_clip`` (and the ``learning_rate`` the chain applies), the preconditioned gradients
     $\Delta$ are scaled by $\min(1, \sqrt{\kappa / (\eta^2 \sum \Delta\cdot\nabla)})$.  With
     ``adaptive`` the result is the step $\alpha\Delta + \mu\delta$ itself (see
-    :func:`mcjax.kfac`), not a direction."""
+    ``mcjax.kfac``), not a direction."""
     sqrt_damping = float(damping) ** 0.5
 
     def init(params) -> KFACState:

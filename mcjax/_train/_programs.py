@@ -31,6 +31,7 @@ from mcjax._core._conventions import standard_promotion
 from mcjax._program._compile import NUMERICS
 from mcjax._program._fingerprint import Fingerprint, change
 from mcjax._program._trace import function_key
+from mcjax._program._walk import equations
 from mcjax._train._models import takes_key
 from mcjax._train._optim import update
 
@@ -51,10 +52,28 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
             return optimizer.init(params), update(optimizer, grads, state, params, loss=bound,
                                                   batch=batch)
 
+    def plain_update(grads, state, params):
+        with standard_promotion():
+            return optimizer.init(params), optimizer.update(grads, state, params)
+
+    # the optimizer's program takes the batch and key only where its update reads them
+    # (mcjax.kfac): optax's own trace as they always did, and their runs resume
+    optimizer_key = function_key(step_update, params, opt_state, params, batch, key,
+                                 differentiated=False)
+    if not _reads_inputs(optimizer_key.closed.jaxpr, len(jax.tree.leaves(
+            (params, opt_state, params)))):
+        optimizer_key = function_key(plain_update, params, opt_state, params,
+                                     differentiated=False)
     return {"loss": Fingerprint.of(function_key(jax.value_and_grad(loss), params, batch, key,
                                                 differentiated=False)),
-            "optimizer": Fingerprint.of(function_key(step_update, params, opt_state, params,
-                                                     batch, key, differentiated=False))}
+            "optimizer": Fingerprint.of(optimizer_key)}
+
+
+def _reads_inputs(jaxpr, after: int) -> bool:
+    """Whether ``jaxpr`` reads any of its inputs from position ``after`` on."""
+    tail = {id(v) for v in jaxpr.invars[after:]}
+    return any(id(v) in tail for eqn in equations(jaxpr) for v in eqn.invars) or \
+        any(id(v) in tail for v in jaxpr.outvars)
 
 
 def _numerics() -> dict:
