@@ -116,7 +116,7 @@ def steps_to_target(model, params, data, test, optimizer, *, batch_size: int, se
     state = optimizer.init(params)
     rng = np.random.default_rng(seed)
     n = X.shape[0] // batch_size
-    seconds, t, acc = 0.0, 0, 0.0
+    seconds, t, acc, curve = 0.0, 0, 0.0, []
     while t < max_steps:
         order = rng.permutation(X.shape[0])
         for b in range(n):
@@ -128,11 +128,13 @@ def steps_to_target(model, params, data, test, optimizer, *, batch_size: int, se
             seconds += time.perf_counter() - start if t else 0.0  # step 1 compiles
             t += 1
             acc = float(accuracy(params))
+            curve.append(acc)
             if acc >= TARGET_ACCURACY or t >= max_steps:
                 return {"steps": t if acc >= TARGET_ACCURACY else None, "seconds": seconds,
-                        "accuracy": acc, "seconds_per_step": seconds / max(t - 1, 1)}
+                        "accuracy": acc, "seconds_per_step": seconds / max(t - 1, 1),
+                        "curve": curve}
     return {"steps": None, "seconds": seconds, "accuracy": acc,
-            "seconds_per_step": seconds / max(t - 1, 1)}
+            "seconds_per_step": seconds / max(t - 1, 1), "curve": curve}
 
 
 def compare_training(seed: int, *, hidden, batch_size: int, max_steps: int, shuffles: int,
@@ -159,10 +161,25 @@ def compare_training(seed: int, *, hidden, batch_size: int, max_steps: int, shuf
                            "median_seconds": float(np.median([r["seconds"] for r in runs])),
                            "median_seconds_per_step": float(np.median(
                                [r["seconds_per_step"] for r in runs])),
-                           "accuracy": [r["accuracy"] for r in runs]}
+                           "accuracy": [r["accuracy"] for r in runs],
+                           "curves": [r["curve"] for r in runs]}
         best = min(tried, key=lambda r: tried[r]["median_steps"] or np.inf)
         results[name] = {"best": best, **tried[best], "grid": tried}
     return results
+
+
+def _plot(training: dict, out: Path) -> None:
+    """Test accuracy against steps: each optimizer's best setting, every minibatch order."""
+    plt = _common.pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, r), color in zip(training.items(), ("tab:blue", "tab:red")):
+        for k, curve in enumerate(r["curves"]):
+            ax.plot(np.arange(1, len(curve) + 1), 100 * np.asarray(curve), color=color,
+                    alpha=0.8, label=f"{name} ({r['best']})" if k == 0 else None)
+    ax.axhline(100 * TARGET_ACCURACY, color="gray", linestyle=":", label="97 %")
+    ax.set(xlabel="step", ylabel="test accuracy (%)", ylim=(50, 100),
+           title="digits MLP 64-256-256-10, batch 128")
+    _common.save_figure(fig, out / "accuracy.png", legends=(ax,))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
               "training": training, "target_accuracy": TARGET_ACCURACY,
               "kfac_steps_over_adam_steps": ratio, "machine": _common.machine()}
     _common.write_json(args.out, "results.json", record)
+    _plot(training, args.out)
     _common.print_table(
         f"K-FAC factors, mcjax vs kfac-jax ({factors['versions']}), float32",
         ["estimator", "layer", "factor", "shape", "max rel. error"],
