@@ -27,7 +27,7 @@ def _params(layout: str, bias: bool, dtype=F64):
     out = []
     for k, (n, m) in enumerate(zip(SIZES[:-1], SIZES[1:])):
         shape = (n, m) if layout == "x @ W" else (m, n)
-        layer = {"W": jax.random.normal(keys[2 * k], shape, dtype) / np.sqrt(n)}
+        layer = {"W": jax.random.normal(keys[2 * k], shape, dtype) / float(np.sqrt(n))}
         if bias:
             layer["b"] = 0.1 * jax.random.normal(keys[2 * k + 1], (m,), dtype)
         out.append(layer)
@@ -148,16 +148,28 @@ SLIPS = [("A without the bias", "A has shape (5, 5) but the layer has a bias"),
          ("A off", "A differs from the exact one by 0.01 of its largest entry")]
 
 
-@pytest.mark.parametrize(("slip", "words"), SLIPS, ids=[s for s, _ in SLIPS])
-def test_the_factor_check_catches_and_names_a_planted_slip(slip, words):
+def _slip_loss(p, b):
+    return _loss(p, b, layout="x @ W.T")
+
+
+@pytest.fixture(scope="module")
+def exact_factors():
     params, batch = _params("x @ W.T", True), _batch()
+    return params, batch, mcjax.kfac_factors(_slip_loss, params, batch)
 
-    def loss(p, b):
-        return _loss(p, b, layout="x @ W.T")
 
-    found = mcjax.kfac_factors(loss, params, batch)
-    assert mcjax.kfac_factor_problems(loss, params, batch, found) == []
-    problems = mcjax.kfac_factor_problems(loss, params, batch, _plant(found, slip))
+def test_the_factor_check_passes_the_exact_factors_in_float64_and_float32(exact_factors):
+    params, batch, found = exact_factors
+    assert mcjax.kfac_factor_problems(_slip_loss, params, batch, found) == []
+    params32, batch32 = _params("x @ W.T", True, F32), _batch(F32)
+    found32 = mcjax.kfac_factors(_slip_loss, params32, batch32)
+    assert mcjax.kfac_factor_problems(_slip_loss, params32, batch32, found32) == []
+
+
+@pytest.mark.parametrize(("slip", "words"), SLIPS, ids=[s for s, _ in SLIPS])
+def test_the_factor_check_catches_and_names_a_planted_slip(exact_factors, slip, words):
+    params, batch, found = exact_factors
+    problems = mcjax.kfac_factor_problems(_slip_loss, params, batch, _plant(found, slip))
     assert len(problems) == 1 and problems[0].startswith("layer [0]['W']: "), problems
     assert words in problems[0], problems
 
@@ -349,7 +361,7 @@ def test_the_gauss_newton_quadratic_equals_an_independent_computation():
     directions = [jax.tree.map(lambda x, k=k: jax.random.normal(k, x.shape, x.dtype), params)
                   for k in keys]
     layers, program = dense_layers(loss, params, batch)
-    M = ggn_quadratic(layers, program, params, batch, directions)
+    M = jax.jit(lambda p, b: ggn_quadratic(layers, program, p, b, directions))(params, batch)
 
     def output(p, x):  # the logits of one example
         h = x[None]
@@ -365,7 +377,7 @@ def test_the_gauss_newton_quadratic_equals_an_independent_computation():
         H = jax.hessian(lambda z: -jax.nn.log_softmax(z)[y])(z)
         return dz @ H @ dz.T
 
-    want = jnp.mean(jax.vmap(gram)(*batch), axis=0)
+    want = jax.jit(lambda X, y: jnp.mean(jax.vmap(gram)(X, y), axis=0))(*batch)
     rtol, atol = tolerance(F64)
     np.testing.assert_allclose(M, want, rtol=rtol, atol=atol)
     assert M.shape == (2, 2)

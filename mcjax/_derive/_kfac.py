@@ -365,8 +365,11 @@ def kfac_factor_problems(loss: Callable, params, batch, factors, *,
     exact one (1/B: normalised twice; B: a sum over the batch), or the largest difference.
 
     Args:
-      loss, params, batch, estimator: as for ``mcjax.kfac_factors``.
+      loss: ``loss(params, batch) -> scalar``, as for ``mcjax.kfac_factors``.
+      params: the parameters (a pytree).
+      batch: a pytree of arrays with a leading axis of B examples.
       factors: ``{path: (A, G)}`` keyed as ``mcjax.kfac_factors`` keys them.
+      estimator: ``"ggn"`` or ``"empirical"``, the definition ``factors`` follow.
 
     Returns:
       One sentence per problem, each naming the layer's weight leaf.
