@@ -381,3 +381,12 @@ def test_the_gauss_newton_quadratic_equals_an_independent_computation():
     rtol, atol = tolerance(F64)
     np.testing.assert_allclose(M, want, rtol=rtol, atol=atol)
     assert M.shape == (2, 2)
+
+
+def test_data_parallel_training_refuses_kfac_in_one_sentence():
+    model = mcjax.mlp_model((4, 8, 3), dtype=F32)
+    X = jnp.ones((16, 4), F32)
+    with pytest.raises(ValueError, match=r"mcjax.train: the optimizer reads each step's batch "
+                                         r"\(as mcjax.kfac does.*expected devices=None"):
+        mcjax.train(model, (X, jnp.zeros(16, jnp.int32)), optimizer="kfac", epochs=1,
+                    batch_size=8, devices=1, progress=False)
