@@ -52,7 +52,8 @@ from mcjax._core._errors import (
     TraceError,
 )
 from mcjax._derive import derive
-from mcjax._derive._kfac import LayerFactors, kfac_factor_problems, kfac_factors
+from mcjax._derive._kfac import LayerFactors, kfac_factors
+from mcjax._derive._kfac_check import kfac_factor_problems
 from mcjax._jacobian import (
     Applied,
     BlockDiagonal,
