@@ -177,7 +177,8 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
                 gb = P[rows, :cols] if layer.in_axis == 0 else P[:rows, cols]
                 out[layer.bias] = jnp.reshape(gb, jnp.shape(flat[layer.bias]))
         if kl_clip is not None:  # Ba, Grosse & Martens 2017: the step's KL bounded by kl_clip
-            rate: Any = learning_rate(state.count) if callable(learning_rate) else learning_rate
+            rate: Any = learning_rate(state.count) if callable(learning_rate) \
+                else 1.0 if learning_rate is None else learning_rate
             dots = sum(jnp.vdot(out[i], flat[i]) for layer in layers
                        for i in (layer.weight, layer.bias) if i is not None)
             nu = jnp.minimum(1.0, jnp.sqrt(kl_clip / jnp.maximum(rate ** 2 * dots, 1e-30)))
