@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mcjax._core._conventions import DTYPES, SHAPE_CASES
-from mcjax._core._errors import UsageError
+from mcjax._core._errors import DerivativeShapeError, UsageError
 from mcjax._core._tolerance import FAST_DIRECTIONS
 from mcjax._core._user_code import import_user_module, load_object
 
@@ -255,7 +255,8 @@ def _add_check(subparsers) -> None:
             "at random arguments of the given shapes (standard normal unless --dist says "
             "otherwise). With --rule, check instead the jax.custom_jvp/custom_vjp rules that "
             "FUNCTION has or calls (mcjax.check_rule): no DERIVATIVE is given. Prints the "
-            "report. Exit status: 0 right, 1 wrong, 2 a usage, import or trace error."
+            "report. Exit status: 0 right, 1 wrong (in value, or in a shape no derivative of "
+            "FUNCTION has), 2 a usage, import or trace error."
         ),
     )
     p.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. my_model.py:loss")
@@ -339,6 +340,9 @@ def _run_check(args) -> int:
                                  layout=args.layout, kink_convention=args.kink_convention,
                                  points=args.points, directions=args.directions,
                                  rtol=args.rtol, atol=args.atol, seed=args.seed)
+    except DerivativeShapeError as e:  # the derivative under test is wrong: a verdict
+        print(str(e).replace("mcjax.check:", "mcjax check: FAIL:", 1), file=sys.stderr)
+        return 1
     except (mcjax.ShapeError, mcjax.DtypeError, mcjax.TraceError, TypeError, ValueError) as e:
         raise UsageError(str(e).replace("mcjax.check_rule:", "mcjax check --rule:", 1)
                          .replace("mcjax.check:", "mcjax check:", 1)) from None
