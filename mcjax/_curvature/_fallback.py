@@ -8,6 +8,7 @@ guessed: ``hvp`` is JAX's forward-over-reverse product $\frac{d}{dt}\nabla f(x +
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from mcjax._curvature._operator import Curvature, dense, describe, mv
@@ -26,14 +27,20 @@ class HessianVectorProducts(Curvature):
     kind = "hvp"
     template = "∇²f"
     _arrays = ("args",)
-    _static = ("f", "argnums", "reason")
+    _static = ("f", "argnums", "reason", "n", "dtype_name")
     args: tuple
     f: object
     argnums: int
     reason: str
+    n: int
+    dtype_name: str
 
     def __init__(self, f, args, argnums: int, reason: str):
-        self._init(args=tuple(args), f=f, argnums=int(argnums), reason=str(reason))
+        leaves = jax.tree_util.tree_leaves(args[argnums])
+        n = sum(int(jnp.size(leaf)) for leaf in leaves)
+        dtype = jnp.result_type(*leaves) if leaves else jnp.dtype(jnp.float32)
+        self._init(args=tuple(args), f=f, argnums=int(argnums), reason=str(reason), n=n,
+                   dtype_name=jnp.dtype(dtype).name)
 
     def flat(self):
         """``(x, g)``: the flattened argument and $\\nabla f$ as a function of it."""
@@ -49,11 +56,11 @@ class HessianVectorProducts(Curvature):
 
     @property
     def size(self) -> int:
-        return int(self.flat()[0].shape[0])
+        return self.n
 
     @property
     def dtype(self):
-        return self.flat()[0].dtype
+        return jnp.dtype(self.dtype_name)
 
 
 @mv.register

@@ -128,17 +128,27 @@ def _(J: A.Composed, n):
 
 
 def _gram(middle: A.Jacobian, right: list[A.Jacobian], n: int, ratio: float) -> Curvature:
-    if (isinstance(middle, A.ScaledIdentity) and len(right) == 1
-            and isinstance(right[0], BlockDiagonal) and right[0].batch_shape):
+    c = _constant(middle)
+    if (c is not None and len(right) == 1 and isinstance(right[0], BlockDiagonal)
+            and right[0].batch_shape):
         W = right[0].block  # (I_B ⊗ Wᵀ) c I (I_B ⊗ W) = I_B ⊗ c WᵀW
         eye = jnp.eye(math.prod(right[0].batch_shape), dtype=W.dtype)
-        return S.Kronecker(eye, ratio * middle.scale * (W.T @ W))
+        return S.Kronecker(eye, ratio * c * (W.T @ W))
     X = A.product_of(right).dense()
     N = math.prod(right[0].out_shape)
     X = X.reshape(N, n)
     D = (middle.diagonal.reshape(N) if isinstance(middle, Diagonal)
          else jnp.full((N,), middle.scale, X.dtype))
     return S.Gram(X, ratio * D)
+
+
+def _constant(middle: A.Jacobian):
+    """``c`` where ``middle`` is $cI$: a scaled identity, or a diagonal whose formula is one
+    number (``diag(2)``)."""
+    if isinstance(middle, A.ScaledIdentity):
+        return middle.scale
+    e = E.core(middle.symbols[0]) if middle.symbols and middle.symbols_are_values else None
+    return e.param if e is not None and e.op == "num" else None
 
 
 def _transpose_ratio(left: list[A.Jacobian], right: list[A.Jacobian]) -> float | None:

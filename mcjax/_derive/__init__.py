@@ -5,9 +5,12 @@
   total-derivative rule, the fallback to JAX's linear map); each primitive's structured
   Jacobian is in the primitive table (``mcjax._program.primitives``), the structures and their
   algebra in ``mcjax._jacobian``;
-- ``_names``: the names of ``f``'s arguments and constants in the formula.
+- ``_names``: the names of ``f``'s arguments and constants in the formula;
+- ``_hessian``: ``mcjax.hessian``, the second derivative read as a structured operator
+  (``mcjax._curvature``).
 """
 
 from mcjax._derive._api import derive
+from mcjax._derive._hessian import hessian
 
-__all__ = ["derive"]
+__all__ = ["derive", "hessian"]

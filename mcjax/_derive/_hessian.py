@@ -111,6 +111,12 @@ def _build(f, argnums: int, *args) -> Curvature:
     sizes = [math.prod(jnp.shape(leaf)) for leaf in leaves]
     try:
         H = derive(jax.grad(f, argnums=position), position)(*args)
+    except Exception as error:  # noqa: BLE001 - a gap of derive's is named, not raised:
+        # the Hessian is still exact, as Hessian-vector products
+        first = str(error).splitlines()[0] if str(error) else ""
+        return HessianVectorProducts(f, args, position, "mcjax.derive failed on the "
+                                     f"gradient ({type(error).__name__}: {first})")
+    try:
         if isinstance(H, Jacobian):
             return _with_text(from_jacobian(H, sizes[0]), H)
         return _blocks(H, sizes)
