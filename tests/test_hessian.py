@@ -75,7 +75,7 @@ def test_every_operation_equals_jax_hessian(name, dtype):
     n = ravel_pytree(x)[0].size
     found = []
     v = jnp.asarray(np.random.default_rng(1).standard_normal(n), dtype)
-    damping = jnp.asarray(1.0, dtype)
+    damping = 1.0
 
     @jax.jit  # one program per case: ours and the reference side by side
     def both(x, v):
@@ -98,7 +98,8 @@ def test_every_operation_equals_jax_hessian(name, dtype):
 
 
 def test_the_structures_found():
-    found = {name: mcjax.hessian(f)(x) for name, (f, x, _, _) in problems(jnp.float64).items()}
+    found: dict = {name: mcjax.hessian(f)(x)
+                   for name, (f, x, _, _) in problems(jnp.float64).items()}
     assert found["logistic"].has_diagonal and not found["mse"].has_diagonal  # Xᵀ D X + λI
     assert "solve: n×n" in found["logistic"].structure
     assert "Woodbury, N×N" in found["logistic_wide"].structure  # 4 samples, 9 features

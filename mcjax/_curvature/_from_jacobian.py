@@ -138,7 +138,7 @@ def _gram(middle: A.Jacobian, right: list[A.Jacobian], n: int, ratio: float) -> 
     N = math.prod(right[0].out_shape)
     X = X.reshape(N, n)
     D = (middle.diagonal.reshape(N) if isinstance(middle, Diagonal)
-         else jnp.full((N,), middle.scale, X.dtype))
+         else jnp.full((N,), _constant(middle), X.dtype))
     return S.Gram(X, ratio * D)
 
 
@@ -146,7 +146,7 @@ def _constant(middle: A.Jacobian):
     """``c`` where ``middle`` is $cI$: a scaled identity, or a diagonal whose formula is one
     number (``diag(2)``)."""
     if isinstance(middle, A.ScaledIdentity):
-        return middle.scale
+        return middle.scale  # type: ignore[attr-defined]
     e = E.core(middle.symbols[0]) if middle.symbols and middle.symbols_are_values else None
     return e.param if e is not None and e.op == "num" else None
 
@@ -174,7 +174,7 @@ def _pair_ratio(a: A.Jacobian, b: A.Jacobian) -> float | None:
         return _symbol_ratio(a, b, transpose=False)
     if isinstance(a, Dense) and len(a.out_shape) <= 1 and len(a.in_shape) <= 1:
         return _symbol_ratio(a, b, transpose=True)
-    if isinstance(a, BlockDiagonal) and a.batch_shape == b.batch_shape:
+    if isinstance(a, BlockDiagonal) and a.batch_shape == getattr(b, "batch_shape", None):
         return _symbol_ratio(a, b, transpose=True)
     return None
 
@@ -217,7 +217,7 @@ def combine(pieces: list[Curvature], n: int) -> Curvature:
     return S.Sum(terms) if len(terms) > 1 else terms[0]
 
 
-def _diagonal_sum(diagonals: list[Curvature]):
+def _diagonal_sum(diagonals):
     return sum((p.diagonal() for p in diagonals[1:]), diagonals[0].diagonal())
 
 

@@ -116,7 +116,7 @@ class Curvature:
         Kronecker product)."""
         return trace(self)
 
-    def solve(self, b: jax.Array, damping=0.0) -> jax.Array:
+    def solve(self, b: jax.Array, damping: float | jax.Array = 0.0) -> jax.Array:
         """$(H + \\lambda I)^{-1} b$ (a Newton step with Levenberg damping $\\lambda$).
 
         Uses the structure: element-wise for a diagonal, Woodbury's identity for a diagonal

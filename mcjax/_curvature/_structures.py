@@ -5,7 +5,7 @@ Notation: $n$ is the size of the flattened argument, $\lambda$ the damping of ``
 
 from __future__ import annotations
 
-import math
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -404,8 +404,8 @@ def _(op: BlockDiagonal, b, damping):
 
 @slogdet.register
 def _(op: BlockDiagonal):
-    parts = [slogdet(b) for b in op.blocks]
-    return math.prod(s for s, _ in parts), sum(l for _, l in parts)
+    signs, logs = zip(*(slogdet(b) for b in op.blocks))
+    return jnp.prod(jnp.stack(signs)), jnp.sum(jnp.stack(logs))
 
 
 @describe.register
@@ -436,17 +436,21 @@ class Sum(Curvature):
 
 @mv.register
 def _(op: Sum, v):
-    return sum(mv(t, v) for t in op.terms)
+    return _total([mv(t, v) for t in op.terms])
 
 
 @dense_of.register
 def _(op: Sum):
-    return sum(dense_of(t) for t in op.terms)
+    return _total([dense_of(t) for t in op.terms])
 
 
 @diagonal.register
 def _(op: Sum):
-    return sum(diagonal(t) for t in op.terms)
+    return _total([diagonal(t) for t in op.terms])
+
+
+def _total(parts: list[jax.Array]) -> jax.Array:
+    return functools.reduce(jnp.add, parts)
 
 
 @describe.register
