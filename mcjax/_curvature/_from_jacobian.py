@@ -137,8 +137,9 @@ def _gram(middle: A.Jacobian, right: list[A.Jacobian], n: int, ratio: float) -> 
     X = A.product_of(right).dense()
     N = math.prod(right[0].out_shape)
     X = X.reshape(N, n)
-    D = (middle.diagonal.reshape(N) if isinstance(middle, Diagonal)
-         else jnp.full((N,), _constant(middle), X.dtype))
+    c = _constant(middle)
+    D = (middle.diagonal.reshape(N) if isinstance(middle, Diagonal) or c is None
+         else jnp.full((N,), c, X.dtype))
     return S.Gram(X, ratio * D)
 
 
