@@ -94,7 +94,6 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
                              f"{len(args)} positional argument(s)")
         position = argnums % len(args)
         _require_floating(args[position], position)
-        _require_scalar(f, args)
         traceable = all(isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float))
                         for leaf in jax.tree_util.tree_leaves(args))
         if traceable:
@@ -106,6 +105,7 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
 
 def _build(f, argnums: int, *args) -> Curvature:
     position = argnums % len(args)
+    _require_scalar(f, args)  # at trace time: once per compiled shape
     x = args[position]
     leaves = jax.tree_util.tree_leaves(x)
     sizes = [math.prod(jnp.shape(leaf)) for leaf in leaves]
