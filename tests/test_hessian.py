@@ -107,6 +107,9 @@ def test_the_structures_found():
     assert [type(b) for b in found["separable_tree"].blocks] == [C.Diagonal, C.Gram]
     assert found["mlp_tree"].structure.startswith("hvp: no structure found because leaves")
     assert "'eigh'" in found["no_structure"].structure
+    small = jnp.asarray([[1.0, 2.0], [0.0, 3.0]], jnp.float64)  # written out in the formula
+    H = mcjax.hessian(lambda x: x @ small @ x)(jnp.ones(2, jnp.float64))  # compiled: a
+    assert type(H) is C.Dense, H.structure  # constant's entries are read without tracing
 
 
 def test_a_missing_transpose_is_caught():
