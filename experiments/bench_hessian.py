@@ -18,8 +18,10 @@ on every result, ratios paired within a round, medians over rounds):
   ``jax.jvp(jax.grad(f), (x,), (v,))``;
 - **bytes held**: ``H.nbytes`` against the dense Hessian's ``n² · itemsize``.
 
-One dense layer's Gauss-Newton block of the digits MLP is listed as not measured:
-``mcjax.gauss_newton`` is not built yet (``GAUSS_NEWTON``, the hook, says so in the results).
+One dense layer's Gauss-Newton block of the digits MLP (its last layer, 10 × 256 weights, a
+batch of 32): ``mcjax.gauss_newton`` against JAX's dense ``Jᵀ H_L J`` from ``jax.jacfwd`` and
+``jax.hessian``, its Newton step against ``jnp.linalg.solve``, its product with a vector
+against JAX's ``jvp``-``hvp``-``vjp``.  ``--cases`` picks cases by name.
 
 Writes results.json and bench_hessian.png into --out and prints a table.  --smoke runs tiny
 sizes: it only shows that the script runs.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,13 +48,14 @@ import _common  # noqa: E402
 DAMPING = 1e-2
 """The Levenberg damping of every Newton step (softmax cross-entropy's Hessian is singular)."""
 
-GAUSS_NEWTON = {"case": "digits MLP, one dense layer's Gauss-Newton block",
-                "status": "not measured: mcjax.gauss_newton is not built yet"}
-"""The hook for the Gauss-Newton case of issue 21: filled when ``mcjax.gauss_newton`` exists."""
+CASES = ("quadratic", "logistic-tall", "logistic-wide", "softmax", "gauss-newton")
+"""The cases, by the names ``--cases`` takes."""
 
 
-def problems(smoke: bool, dtype, seed: int) -> list[tuple[str, object, jax.Array]]:
-    """``(name, f, x)`` per case, data drawn by NumPy with ``seed``."""
+def problems(smoke: bool, dtype, seed: int) -> list[tuple[str, str, Any, tuple]]:
+    """``(key, name, f, args)`` per case, data drawn by NumPy with ``seed``.  The data are ``f``'s
+    arguments, not constants it closes over: XLA would fold products of constants (``X Xᵀ``)
+    while compiling, and time them nowhere."""
     rng = np.random.default_rng(seed)
 
     def arr(*shape, scale=1.0):
@@ -59,57 +63,117 @@ def problems(smoke: bool, dtype, seed: int) -> list[tuple[str, object, jax.Array
 
     n_quad, (N1, d1), (N2, d2), classes = ((20, (50, 10), (10, 50), 20) if smoke else
                                            (2000, (10_000, 500), (1_000, 5_000), 1_000))
-    A = arr(n_quad, n_quad)
 
-    def quadratic(x):
+    def quadratic(x, A):
         return x @ A @ x
 
-    def logistic(X, y):
-        lam = jnp.asarray(1e-3, dtype)
-
-        def loss(w):
-            z = X @ w
-            return jnp.mean(jax.nn.softplus(z) - y * z) + lam * jnp.sum(w * w)
-        return loss
+    def logistic(w, X, y):
+        z = X @ w
+        return jnp.mean(jax.nn.softplus(z) - y * z) + 1e-3 * jnp.sum(w * w)
 
     def data(N, d):
         X = arr(N, d, scale=1 / np.sqrt(d))
         y = jnp.asarray(rng.random(N) > 0.5, dtype)
         return X, y
 
-    label = int(rng.integers(classes))
+    def cross_entropy(z, label):
+        return -jnp.take(jax.nn.log_softmax(z), label)
 
-    def cross_entropy(z):
-        return -jax.nn.log_softmax(z)[label]
+    label = jnp.asarray(rng.integers(classes), jnp.int32)
+    return [("quadratic", f"xᵀAx, n={n_quad}", quadratic, (arr(n_quad), arr(n_quad, n_quad))),
+            ("logistic-tall", f"logistic {N1}×{d1}", logistic,
+             (arr(d1, scale=0.1), *data(N1, d1))),
+            ("logistic-wide", f"logistic {N2}×{d2}", logistic,
+             (arr(d2, scale=0.1), *data(N2, d2))),
+            ("softmax", f"softmax CE, {classes} classes", cross_entropy, (arr(classes), label))]
 
-    return [(f"xᵀAx, n={n_quad}", quadratic, arr(n_quad)),
-            (f"logistic {N1}×{d1}", logistic(*data(N1, d1)), arr(d1, scale=0.1)),
-            (f"logistic {N2}×{d2}", logistic(*data(N2, d2)), arr(d2, scale=0.1)),
-            (f"softmax CE, {classes} classes", cross_entropy, arr(classes))]
+
+def digits_layer(smoke: bool, dtype, seed: int):
+    """The digits MLP (64-256-256-10, He-initialised) on a batch of 32 digits: its last dense
+    layer's logits as a function of that layer's weights ``W`` (10 × 256), the hidden
+    activations feeding it, and softmax cross-entropy: ``(f, loss, W, h, labels)``."""
+    (X, y), _ = mcjax.datasets.digits_data(seed=seed)
+    sizes = (64, 16, 10) if smoke else (64, 256, 256, 10)
+    params = mcjax.mlp_init(jax.random.key(seed), sizes, dtype=dtype)
+    batch = 8 if smoke else 32
+    h = jnp.asarray(X[:batch], dtype)
+    for layer in params[:-1]:
+        h = jax.nn.relu(h @ layer["W"].T + layer["b"][None, :])
+    b = params[-1]["b"]
+
+    def logits(W, h):
+        return h @ W.T + b[None, :]
+
+    def cross_entropy(z, labels):
+        return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(z), labels[:, None], axis=1))
+
+    return logits, cross_entropy, params[-1]["W"], h, jnp.asarray(y[:batch], jnp.int32)
 
 
-def bench_case(name, f, x, timing) -> dict:
+def bench_case(name, f, args, timing) -> dict:
+    """One loss: mcjax.hessian against jax.hessian (+ jnp.linalg.solve)."""
+    x = args[0]
     n = x.size
     hessian = mcjax.hessian(f)
-    jax_hessian = jax.jit(jax.hessian(f))
-    newton = jax.jit(lambda x: hessian(x).solve(jax.grad(f)(x), DAMPING))
-    jax_newton = jax.jit(lambda x: jnp.linalg.solve(
-        jax.hessian(f)(x) + DAMPING * jnp.eye(n, dtype=x.dtype), jax.grad(f)(x)))
-    H = hessian(x)
+    newton = jax.jit(lambda *a: hessian(*a).solve(jax.grad(f)(*a), DAMPING))
+    jax_newton = jax.jit(lambda *a: jnp.linalg.solve(
+        jax.hessian(f)(*a) + DAMPING * jnp.eye(n, dtype=x.dtype), jax.grad(f)(*a)))
+    jax_hvp = jax.jit(lambda x, v, *data: jax.jvp(lambda x: jax.grad(f)(x, *data),
+                                                   (x,), (v,))[1])
+    return compare(name, hessian, jax.jit(jax.hessian(f)), newton, jax_newton, jax_hvp, args,
+                   timing)
+
+
+def bench_gauss_newton(smoke: bool, dtype, seed: int, timing) -> dict:
+    """One dense layer's Gauss-Newton block: mcjax.gauss_newton against JAX's
+    ``jax.jacfwd(f)ᵀ jax.hessian(loss) jax.jacfwd(f)``, dense."""
+    f, loss, W, h, labels = digits_layer(smoke, dtype, seed)
+    n, m = W.size, labels.size * W.shape[0]
+    gauss_newton = mcjax.gauss_newton(f, loss)
+
+    def ours(W, h, labels):
+        return gauss_newton(W, h, loss_args=(labels,))
+
+    def theirs(W, h, labels):
+        J = jax.jacfwd(f)(W, h).reshape(m, n)
+        z = f(W, h)
+        HL = jax.hessian(loss)(z, labels).reshape(m, m)
+        return J.T @ HL @ J
+
+    def gradient(W, h, labels):
+        return jax.grad(lambda W: loss(f(W, h), labels))(W).reshape(-1)
+
+    newton = jax.jit(lambda *a: ours(*a).solve(gradient(*a), DAMPING))
+    jax_newton = jax.jit(lambda *a: jnp.linalg.solve(
+        theirs(*a) + DAMPING * jnp.eye(n, dtype=W.dtype), gradient(*a)))
+
+    def jax_gnvp(W, v, h, labels):  # J v forward, H_L (J v), then Jᵀ by reverse mode
+        z, Jv = jax.jvp(lambda W: f(W, h), (W,), (v.reshape(W.shape),))
+        HJv = jax.jvp(jax.grad(lambda z: loss(z, labels)), (z,), (Jv,))[1]
+        return jax.vjp(lambda W: f(W, h), W)[1](HJv)[0].reshape(-1)
+
+    return compare(f"digits MLP last layer GN, m={m}, n={n}", ours, jax.jit(theirs), newton,
+                   jax_newton, jax.jit(jax_gnvp), (W, h, labels), timing)
+
+
+def compare(name, ours, theirs, newton, jax_newton, jax_hvp, args, timing) -> dict:
+    """Time ours against theirs: the operator, a Newton step, a product with a vector."""
+    x, data = args[0], args[1:]
+    n = x.size
+    H = ours(*args)
     v = jnp.asarray(np.random.default_rng(1).standard_normal(n), x.dtype)
     hvp = jax.jit(lambda H, v: H.hvp(v))
-    jax_hvp = jax.jit(lambda x, v: jax.jvp(jax.grad(f), (x,), (v,))[1])
     timed = _common.measure({
-        "mcjax_hessian": _common.calls(hessian, x),
-        "jax_hessian": _common.calls(jax_hessian, x),
-        "mcjax_newton": _common.calls(newton, x),
-        "jax_newton": _common.calls(jax_newton, x),
+        "mcjax_hessian": _common.calls(ours, *args),
+        "jax_hessian": _common.calls(theirs, *args),
+        "mcjax_newton": _common.calls(newton, *args),
+        "jax_newton": _common.calls(jax_newton, *args),
         "mcjax_hvp": _common.calls(hvp, H, v),
-        "jax_hvp": _common.calls(jax_hvp, x, v),
+        "jax_hvp": _common.calls(jax_hvp, x, v, *data),
     }, **timing)
     ratio = lambda ours, theirs: _common.paired_ratio(timed, theirs, ours)  # noqa: E731
-    step, reference = newton(x), jax_newton(x)
-    hvp_ours, hvp_ref = hvp(H, v), jax_hvp(x, v)
+    step, reference = newton(*args), jax_newton(*args)
+    hvp_ours, hvp_ref = hvp(H, v), jax_hvp(x, v, *data)
     relative = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))  # noqa: E731
     return {"case": name, "n": int(n), "dtype": str(x.dtype), "structure": H.structure,
             "seconds": {k: r["median_s"] for k, r in timed.items()},
@@ -123,13 +187,15 @@ def bench_case(name, f, x, timing) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds")
     parser.add_argument("--out", type=_common.out_folder, default="results/bench_hessian",
                         help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="the dtype of data and parameters (default float32)")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated cases to run (default all: {','.join(CASES)})")
     parser.add_argument("--rounds", type=int, default=None,
                         help="interleaved rounds of measurement (default 7, smoke 2)")
     parser.add_argument("--sample-seconds", type=float, default=None,
@@ -138,12 +204,18 @@ def main(argv=None):
     timing = {"rounds": args.rounds or (2 if args.smoke else 7),
               "sample_seconds": args.sample_seconds or (0.001 if args.smoke else 0.2)}
     machine = _common.machine()
-    cases = [bench_case(name, f, x, timing)
-             for name, f, x in problems(args.smoke, jnp.dtype(args.dtype), args.seed)]
+    chosen = args.cases.split(",")
+    unknown = sorted(set(chosen) - set(CASES))
+    if unknown:
+        parser.error(f"--cases: unknown {', '.join(unknown)}; expected some of {', '.join(CASES)}")
+    dtype = jnp.dtype(args.dtype)
+    cases = [bench_case(name, f, a, timing)
+             for key, name, f, a in problems(args.smoke, dtype, args.seed) if key in chosen]
+    if "gauss-newton" in chosen:
+        cases.append(bench_gauss_newton(args.smoke, dtype, args.seed, timing))
     out = Path(args.out)
     _common.write_json(out, "results.json", {"machine": machine, "timing": timing,
-                                             "damping": DAMPING, "cases": cases,
-                                             "not_measured": [GAUSS_NEWTON]})
+                                             "damping": DAMPING, "cases": cases})
     rows = [[c["case"], c["structure"].split(":")[0],
              _common.fmt_time(c["seconds"]["jax_hessian"]),
              _common.fmt_time(c["seconds"]["mcjax_hessian"]), _common.fmt_ratio(c["hessian_speedup"]),
@@ -152,7 +224,6 @@ def main(argv=None):
              f"{c['hvp_time_ratio']:.2f}", f"{_common.fmt_bytes(c['bytes_held'])} / "
              f"{_common.fmt_bytes(c['dense_bytes'])}"]
             for c in cases]
-    rows.append([GAUSS_NEWTON["case"], GAUSS_NEWTON["status"], *["–"] * 8])
     _common.print_table(
         f"mcjax.hessian vs jax.hessian ({args.dtype}; {_common.describe_machine(machine)}, "
         f"load {machine['load_average']:.1f})",

@@ -55,7 +55,7 @@ from mcjax._core._errors import (
     TraceError,
 )
 from mcjax._curvature import Curvature
-from mcjax._derive import derive, hessian
+from mcjax._derive import derive, gauss_newton, hessian
 from mcjax._jacobian import (
     Applied,
     BlockDiagonal,
@@ -201,6 +201,7 @@ __all__ = [
     "Derivative",
     "derive",
     "hessian",
+    "gauss_newton",
     "Curvature",
     # structured Jacobians
     "Jacobian",

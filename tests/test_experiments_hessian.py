@@ -32,5 +32,11 @@ def test_bench_hessian_help(bench, capsys):
 
 
 def test_each_case_has_the_structure_the_benchmark_claims(bench):
-    kinds = [mcjax.hessian(f)(x).kind for _, f, x in bench.problems(True, jnp.float32, 0)]
+    kinds = [mcjax.hessian(f)(*a).kind for _, _, f, a in bench.problems(True, jnp.float32, 0)]
     assert kinds == ["dense", "gram", "gram", "diagonal plus low rank"]
+
+
+def test_unknown_cases_are_a_usage_error(bench, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--smoke", "--cases", "cubic"])
+    assert exit_.value.code == 2 and "--cases: unknown cubic" in capsys.readouterr().err

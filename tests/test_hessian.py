@@ -209,3 +209,40 @@ def test_bad_input_gets_one_sentence():
     H = mcjax.hessian(lambda x: jnp.sum(x ** 3))(jnp.ones(3))
     with pytest.raises(ValueError, match=r"v has shape \(2,\); expected shape \(3,\)"):
         H.hvp(jnp.ones(2))
+
+
+def _dense_layer_problem(dtype):
+    rng = np.random.default_rng(2)
+    h = jnp.asarray(rng.standard_normal((6, 8)), dtype)  # a batch of hidden activations
+    W = jnp.asarray(rng.standard_normal((3, 8)), dtype)
+    labels = jnp.asarray(rng.integers(0, 3, 6), jnp.int32)
+
+    def logits(W, h):
+        return h @ W.T
+
+    def cross_entropy(z, labels):
+        return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(z), labels[:, None], axis=1))
+
+    def squared_error(z, t):
+        return jnp.mean((z - t) ** 2)
+
+    return logits, W, h, {"cross_entropy": (cross_entropy, (labels,), C.DiagonalPlusLowRank),
+                          "squared_error": (squared_error, (jnp.ones((6, 3), dtype),), C.Gram)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
+def test_gauss_newton_is_j_transpose_h_j(loss, dtype):
+    """One dense layer's Gauss-Newton block, Jᵀ H_L J, against JAX's J (jax.jacfwd) and H_L
+    (jax.hessian); leaving H_L out (Jᵀ J) is caught by the same comparison."""
+    logits, W, h, losses = _dense_layer_problem(dtype)
+    fn, loss_args, kind = losses[loss]
+    G = mcjax.gauss_newton(logits, fn)(W, h, loss_args=loss_args)
+    assert type(G) is kind, G.structure
+    J = jax.jacfwd(logits)(W, h).reshape(18, 24)
+    HL = jax.hessian(lambda z: fn(z, *loss_args))(logits(W, h)).reshape(18, 18)
+    ref = J.T @ HL @ J
+    b = jnp.ones(24, dtype)
+    assert close(G.dense(), ref, dtype) and not close(J.T @ J, ref, dtype)
+    assert close(G.solve(b, 0.5), jnp.linalg.solve(ref + 0.5 * jnp.eye(24, dtype=dtype), b),
+                 dtype)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
@@ -67,6 +68,23 @@ def _opaque_in(J: A.Jacobian):
 
 def _symmetric(M):
     return (M + M.T) / 2
+
+
+def dense_product(factors: list[A.Jacobian]) -> jax.Array:
+    r"""The product of ``factors`` as a matrix ``(out size, in size)``, built outward from its
+    first dense factor: each factor to its right is applied to the rows (``vjp``), each to
+    its left to the columns (``jvp``), so a diagonal, a scalar or a rearrangement costs
+    $O(\text{size})$ per row instead of a matrix product with its dense form."""
+    j = next((i for i, f in enumerate(factors) if isinstance(f, Dense)), 0)
+    F = factors[j]
+    M = F.dense().reshape(math.prod(F.out_shape), math.prod(F.in_shape))
+    for F in factors[j + 1:]:  # M F, row by row
+        rows = M.reshape((M.shape[0],) + tuple(F.out_shape))
+        M = jax.vmap(F.vjp)(rows).reshape(M.shape[0], -1)
+    for F in reversed(factors[:j]):  # F M, column by column
+        columns = M.T.reshape((M.shape[1],) + tuple(F.in_shape))
+        M = jax.vmap(F.jvp)(columns).reshape(M.shape[1], -1).T
+    return M
 
 
 @functools.singledispatch
@@ -114,8 +132,8 @@ def _(J: A.Composed, n):
     k = min(sizes)
     if k < n:  # through a narrow space: of low rank
         j = sizes.index(k)
-        L = A.product_of(factors[: j + 1]).dense().reshape(n, k)
-        R = A.product_of(factors[j + 1:]).dense().reshape(k, n)
+        L = dense_product(factors[: j + 1])
+        R = dense_product(factors[j + 1:])
         ratio = _transpose_ratio(factors[: j + 1], factors[j + 1:])
         if ratio is not None:  # L = r Rᵀ
             return S.DiagonalPlusLowRank(jnp.zeros(n, L.dtype), R.T,
@@ -124,7 +142,7 @@ def _(J: A.Composed, n):
         zero = jnp.zeros((k, k), L.dtype)
         C = jnp.block([[zero, half], [half, zero]])
         return S.DiagonalPlusLowRank(jnp.zeros(n, L.dtype), jnp.concatenate([L, R.T], 1), C)
-    return S.Dense(_symmetric(J.dense().reshape(n, n)))
+    return S.Dense(_symmetric(dense_product(factors)))
 
 
 def _gram(middle: A.Jacobian, right: list[A.Jacobian], n: int, ratio: float) -> Curvature:
@@ -134,12 +152,12 @@ def _gram(middle: A.Jacobian, right: list[A.Jacobian], n: int, ratio: float) -> 
         W = right[0].block  # (I_B ⊗ Wᵀ) c I (I_B ⊗ W) = I_B ⊗ c WᵀW
         eye = jnp.eye(math.prod(right[0].batch_shape), dtype=W.dtype)
         return S.Kronecker(eye, ratio * c * (W.T @ W))
-    X = A.product_of(right).dense()
-    N = math.prod(right[0].out_shape)
-    X = X.reshape(N, n)
-    c = _constant(middle)
-    D = (middle.diagonal.reshape(N) if isinstance(middle, Diagonal) or c is None
-         else jnp.full((N,), c, X.dtype))
+    X = dense_product(right)
+    N = X.shape[0]
+    if isinstance(middle, Diagonal):
+        D = middle.diagonal.reshape(N)
+    else:  # a scaled identity
+        D = jnp.full((N,), middle.scale, X.dtype)  # type: ignore[attr-defined]
     return S.Gram(X, ratio * D)
 
 

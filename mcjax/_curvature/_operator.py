@@ -174,7 +174,7 @@ def _vector(op: Curvature, v, method: str, name: str) -> jax.Array:
     if v.shape != (op.size,):
         raise ValueError(f"mcjax.curvature.{type(op).__name__}.{method}: {name} has shape "
                          f"{v.shape}; expected shape ({op.size},), the flattened argument")
-    return v.astype(jnp.result_type(v.dtype, op.dtype))
+    return v.astype(op.dtype)  # the operator's dtype, whatever the promotion setting
 
 
 # -- the one algebra: each structure registers what it does cheaper ------------------------

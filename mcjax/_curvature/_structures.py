@@ -240,11 +240,17 @@ class Gram(Curvature):
 
 @mv.register
 def _(op: Gram, v):
-    return op.X.T @ (op.D * (op.X @ v)) + op.d * v
+    return (op.D * (op.X @ v)) @ op.X + op.d * v  # uᵀX, not Xᵀu: no transposed copy of X
 
 
 def _gram_matrix(op: Gram, damping=0.0):
-    return op.X.T @ (op.D[:, None] * op.X) + jnp.diag(op.d + damping)
+    return _inner(op.X, op.D[:, None] * op.X, 0) + jnp.diag(op.d + damping)
+
+
+def _inner(P, Q, axis: int):
+    r"""$P^\top Q$ (``axis=0``) or $P Q^\top$ (``axis=1``) as one ``dot_general``, with no
+    transposed copy."""
+    return jax.lax.dot_general(P, Q, (((axis,), (axis,)), ((), ())))
 
 
 @dense_of.register
@@ -257,11 +263,21 @@ def _(op: Gram):
     return op.D @ (op.X * op.X) + op.d
 
 
+def _small_system(op: Gram, e):
+    r"""$I + \operatorname{diag}(D) X E^{-1} X^\top$, the $N \times N$ matrix of Woodbury's
+    identity and of the determinant lemma for $E + X^\top \operatorname{diag}(D) X$."""
+    Xe = op.X / e[None, :]
+    M = op.D[:, None] * _inner(Xe, op.X, 1)
+    return M + jnp.eye(M.shape[0], dtype=M.dtype), Xe
+
+
 @solve.register
 def _(op: Gram, b, damping):
     N, n = op.X.shape
     if N < n:  # Woodbury: an N × N system
-        return _woodbury_solve(op.d + damping, op.X.T, op.D, b)
+        e = op.d + damping
+        M, Xe = _small_system(op, e)
+        return b / e - jnp.linalg.solve(M, op.D * (Xe @ b)) @ Xe
     return jnp.linalg.solve(_gram_matrix(op, damping), b)
 
 
@@ -269,7 +285,10 @@ def _(op: Gram, b, damping):
 def _(op: Gram):
     N, n = op.X.shape
     if N < n:
-        return _woodbury_slogdet(op.d, op.X.T, op.D)
+        M, _ = _small_system(op, op.d)
+        sign, logabs = jnp.linalg.slogdet(M)
+        sign_e, log_e = _diagonal_slogdet(op.d)
+        return sign * sign_e, logabs + log_e
     sign, logabs = jnp.linalg.slogdet(_gram_matrix(op))
     return sign, logabs
 

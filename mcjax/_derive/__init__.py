@@ -6,11 +6,11 @@
   Jacobian is in the primitive table (``mcjax._program.primitives``), the structures and their
   algebra in ``mcjax._jacobian``;
 - ``_names``: the names of ``f``'s arguments and constants in the formula;
-- ``_hessian``: ``mcjax.hessian``, the second derivative read as a structured operator
-  (``mcjax._curvature``).
+- ``_hessian``: ``mcjax.hessian`` and ``mcjax.gauss_newton``, second derivatives read as
+  structured operators (``mcjax._curvature``).
 """
 
 from mcjax._derive._api import derive
-from mcjax._derive._hessian import hessian
+from mcjax._derive._hessian import gauss_newton, hessian
 
-__all__ = ["derive", "hessian"]
+__all__ = ["derive", "hessian", "gauss_newton"]

@@ -1,4 +1,4 @@
-"""``mcjax.hessian``: the second derivative of a scalar function as a structured operator."""
+"""``mcjax.hessian`` and ``mcjax.gauss_newton``: second derivatives as structured operators."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mcjax._curvature import (
     NoStructure,
     from_jacobian,
 )
+from mcjax._curvature import _structures as CS
 from mcjax._derive._api import derive
 from mcjax._jacobian._algebra import Jacobian, Zero
 
@@ -172,3 +173,62 @@ def _require_scalar(f, args) -> None:
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise DtypeError(f"mcjax.hessian: f returned dtype {jnp.dtype(out.dtype).name}; "
                          "expected a real floating scalar")
+
+
+def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
+                 argnums: int = 0) -> Callable[..., Curvature]:
+    r"""The Gauss-Newton matrix $J^\top H_L J$ of ``loss(f(*args))`` as a structured operator.
+
+    $J$ is the Jacobian of the model's output $z = f(\ldots)$ with respect to argument
+    ``argnums`` (derived by ``mcjax.derive``, then held as a dense $m \times n$ matrix, $m$ the
+    size of $z$), $H_L$ the Hessian of ``loss`` with respect to $z$ (``mcjax.hessian``: a
+    diagonal for the squared error, diagonal plus low rank for softmax cross-entropy).  The
+    result is a ``Gram`` form $J^\top \operatorname{diag}(h) J$ where $H_L$ is diagonal, else
+    $0 + J^\top H_L J$ as ``DiagonalPlusLowRank`` (``U = Jᵀ``, ``C = H_L``) where $m < n$ —
+    a damped Newton step then solves an $m \times m$ system by Woodbury's identity — else
+    ``Dense``.
+
+    Args:
+      f: the model, a function of arrays returning the output $z$ (any shape).
+      loss: ``loss(z, *loss_args)``, a scalar.
+      argnums: which positional argument of ``f`` (an array or a pytree of floating arrays).
+
+    Returns:
+      A function ``gn(*args, loss_args=())`` returning a ``mcjax.Curvature`` of shape
+      ``(n, n)`` on the flattened argument.
+
+    Raises:
+      TypeError, ShapeError, DtypeError: as ``mcjax.hessian`` (``loss`` must return a scalar).
+    """
+    require_callable("gauss_newton", "f", f, "a model, a function of arrays")
+    require_callable("gauss_newton", "loss", loss, "a scalar loss of the model's output")
+    if isinstance(argnums, bool) or not isinstance(argnums, int):
+        raise TypeError(f"mcjax.gauss_newton: argnums is {describe(argnums)}; expected an int")
+
+    def gn(*args, loss_args: tuple = ()) -> Curvature:
+        if not -len(args) <= argnums < len(args):
+            raise ValueError(f"mcjax.gauss_newton: argnums={argnums} but f was called with "
+                             f"{len(args)} positional argument(s)")
+        position = argnums % len(args)
+        _require_floating(args[position], position)
+        return _gauss_newton(f, loss, position, args, tuple(loss_args))
+
+    return gn
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _gauss_newton(f, loss, position: int, args: tuple, loss_args: tuple) -> Curvature:
+    z = f(*args)
+    m = math.prod(jnp.shape(z))
+    J = derive(f, position)(*args)
+    blocks = jax.tree_util.tree_leaves(J, is_leaf=lambda j: isinstance(j, Jacobian))
+    Jm = jnp.concatenate([b.dense().reshape(m, -1) for b in blocks], axis=1)
+    n = Jm.shape[1]
+    H = hessian(lambda z: loss(z, *loss_args))(z)
+    if isinstance(H, (CS.Diagonal, CS.ScaledIdentity)):
+        return CS.Gram(Jm, H.diagonal())
+    HL = H.dense()
+    HL = (HL + HL.T) / 2
+    if m < n:
+        return CS.DiagonalPlusLowRank(jnp.zeros(n, Jm.dtype), Jm.T, HL)
+    return CS.Dense(Jm.T @ HL @ Jm)
