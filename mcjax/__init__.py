@@ -260,6 +260,6 @@ __all__ = [
 # mcjax._check._api.check; mcjax.registry.Rule (a name both export is mcjax's)
 _public.publish(__name__, globals())
 for _module in (registry, conventions, steps, sharding, checkpoints, compilation, datasets,
-                testing):
+                curvature, testing):
     _public.publish(_module.__name__, vars(_module))
 del _module
