@@ -246,3 +246,18 @@ def test_gauss_newton_is_j_transpose_h_j(loss, dtype):
     assert close(G.dense(), ref, dtype) and not close(J.T @ J, ref, dtype)
     assert close(G.solve(b, 0.5), jnp.linalg.solve(ref + 0.5 * jnp.eye(24, dtype=dtype), b),
                  dtype)
+
+
+def test_a_second_call_reuses_the_compiled_derivation():
+    """``mcjax.hessian(f)(x)`` in a Newton loop traces ``f`` once per shape, not per step."""
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return jnp.sum(jnp.exp(x))
+
+    x = jnp.ones(4, jnp.float64)
+    mcjax.hessian(f)(x)
+    first = len(traces)
+    H = mcjax.hessian(f)(x + 1.0)
+    assert len(traces) == first and close(H.diagonal(), jnp.exp(x + 1.0), jnp.float64)

@@ -86,8 +86,6 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
     if isinstance(argnums, bool) or not isinstance(argnums, int):
         raise TypeError(f"mcjax.hessian: argnums is {describe(argnums)}; expected an int "
                         "(pass several arguments as one pytree)")
-    build = jax.jit(functools.partial(_build, f, argnums))
-
     @functools.wraps(f)
     def hessian_at(*args) -> Curvature:
         if not -len(args) <= argnums < len(args):
@@ -98,13 +96,14 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
         traceable = all(isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float))
                         for leaf in jax.tree_util.tree_leaves(args))
         if traceable:
-            return build(*args)
+            return _compiled(f, argnums, *args)  # JAX's cache: once per f and shapes
         return _build(f, argnums, *args)
 
     return hessian_at
 
 
 def _build(f, argnums: int, *args) -> Curvature:
+    """The structured Hessian of ``f`` at ``args`` (traced: once per shape under jit)."""
     position = argnums % len(args)
     _require_scalar(f, args)  # at trace time: once per compiled shape
     x = args[position]
@@ -123,6 +122,9 @@ def _build(f, argnums: int, *args) -> Curvature:
         return _blocks(H, sizes)
     except NoStructure as why:
         return HessianVectorProducts(f, args, position, str(why))
+
+
+_compiled = jax.jit(_build, static_argnums=(0, 1))
 
 
 def _blocks(H, sizes) -> Curvature:
