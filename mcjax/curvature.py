@@ -12,6 +12,7 @@ from mcjax._curvature import (
     Dense,
     Diagonal,
     DiagonalPlusLowRank,
+    GaussNewton,
     Gram,
     HessianVectorProducts,
     Kronecker,
@@ -21,5 +22,5 @@ from mcjax._curvature import (
 
 __all__ = [
     "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "Gram", "Kronecker",
-    "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts",
+    "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts", "GaussNewton",
 ]

@@ -238,12 +238,14 @@ def test_gauss_newton_is_j_transpose_h_j(loss, dtype):
     logits, W, h, losses = _dense_layer_problem(dtype)
     fn, loss_args, kind = losses[loss]
     G = mcjax.gauss_newton(logits, fn)(W, h, loss_args=loss_args)
-    assert type(G) is kind, G.structure
+    assert type(G) is C.GaussNewton and type(G.as_matrix_form()) is kind, G.structure
     J = jax.jacfwd(logits)(W, h).reshape(18, 24)
     HL = jax.hessian(lambda z: fn(z, *loss_args))(logits(W, h)).reshape(18, 18)
     ref = J.T @ HL @ J
     b = jnp.ones(24, dtype)
     assert close(G.dense(), ref, dtype) and not close(J.T @ J, ref, dtype)
+    v = jnp.asarray(np.random.default_rng(3).standard_normal(24), dtype)
+    assert close(G.hvp(v), ref @ v, dtype) and close(G.diagonal(), jnp.diagonal(ref), dtype)
     assert close(G.solve(b, 0.5), jnp.linalg.solve(ref + 0.5 * jnp.eye(24, dtype=dtype), b),
                  dtype)
 
@@ -261,3 +263,21 @@ def test_a_second_call_reuses_the_compiled_derivation():
     first = len(traces)
     H = mcjax.hessian(f)(x + 1.0)
     assert len(traces) == first and close(H.diagonal(), jnp.exp(x + 1.0), jnp.float64)
+
+
+def test_gauss_newton_over_a_parameter_tree():
+    logits, W, h, losses = _dense_layer_problem(jnp.float64)
+    b = jnp.linspace(-1.0, 1.0, 3, dtype=jnp.float64)
+    fn, loss_args, _ = losses["cross_entropy"]
+
+    def layer(p, h):
+        return logits(p["W"], h) + p["b"][None, :]
+
+    params = {"W": W, "b": b}
+    G = mcjax.gauss_newton(layer, fn)(params, h, loss_args=loss_args)
+    flat, unravel = ravel_pytree(params)
+    J = jax.jacfwd(lambda q: layer(unravel(q), h))(flat).reshape(18, 27)
+    HL = jax.hessian(lambda z: fn(z, *loss_args))(layer(params, h)).reshape(18, 18)
+    v = jnp.asarray(np.random.default_rng(4).standard_normal(27), jnp.float64)
+    assert G.shape == (27, 27) and close(G.hvp(v), J.T @ (HL @ (J @ v)), jnp.float64)
+    assert close(G.dense(), J.T @ HL @ J, jnp.float64)

@@ -20,7 +20,7 @@ from mcjax._curvature import (
     NoStructure,
     from_jacobian,
 )
-from mcjax._curvature import _structures as CS
+from mcjax._curvature import _gauss_newton as CS
 from mcjax._derive._api import derive
 from mcjax._jacobian._algebra import Jacobian, Zero
 
@@ -181,14 +181,16 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
                  argnums: int = 0) -> Callable[..., Curvature]:
     r"""The Gauss-Newton matrix $J^\top H_L J$ of ``loss(f(*args))`` as a structured operator.
 
-    $J$ is the Jacobian of the model's output $z = f(\ldots)$ with respect to argument
-    ``argnums`` (derived by ``mcjax.derive``, then held as a dense $m \times n$ matrix, $m$ the
-    size of $z$), $H_L$ the Hessian of ``loss`` with respect to $z$ (``mcjax.hessian``: a
-    diagonal for the squared error, diagonal plus low rank for softmax cross-entropy).  The
-    result is a ``Gram`` form $J^\top \operatorname{diag}(h) J$ where $H_L$ is diagonal, else
-    $0 + J^\top H_L J$ as ``DiagonalPlusLowRank`` (``U = Jᵀ``, ``C = H_L``) where $m < n$ —
-    a damped Newton step then solves an $m \times m$ system by Woodbury's identity — else
-    ``Dense``.
+    $J$ is the Jacobian of the model's output $z = f(\ldots)$ (size $m$) with respect to
+    argument ``argnums`` (size $n$), derived by ``mcjax.derive`` and held structured (a dense
+    layer's is $I \otimes h^\top$: its activations only), $H_L$ the Hessian of ``loss`` with
+    respect to $z$ (``mcjax.hessian``: a diagonal for the squared error, diagonal plus low rank
+    for softmax cross-entropy).  The result, a ``mcjax.curvature.GaussNewton``, applies
+    $J^\top (H_L (J v))$ through the structures; ``solve``, ``dense``, ``diagonal`` and
+    ``slogdet`` use its matrix form (``as_matrix_form()``, $J$ made dense): a ``Gram`` form
+    $J^\top \operatorname{diag}(h) J$ where $H_L$ is diagonal, else ``DiagonalPlusLowRank``
+    with $U = J^\top$, $C = H_L$ where $m < n$ — a damped Newton step then solves an
+    $m \times m$ system by Woodbury's identity — else ``Dense``.
 
     Args:
       f: the model, a function of arrays returning the output $z$ (any shape).
@@ -221,16 +223,6 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _gauss_newton(f, loss, position: int, args: tuple, loss_args: tuple) -> Curvature:
     z = f(*args)
-    m = math.prod(jnp.shape(z))
     J = derive(f, position)(*args)
     blocks = jax.tree_util.tree_leaves(J, is_leaf=lambda j: isinstance(j, Jacobian))
-    Jm = jnp.concatenate([b.dense().reshape(m, -1) for b in blocks], axis=1)
-    n = Jm.shape[1]
-    H = hessian(lambda z: loss(z, *loss_args))(z)
-    if isinstance(H, (CS.Diagonal, CS.ScaledIdentity)):
-        return CS.Gram(Jm, H.diagonal())
-    HL = H.dense()
-    HL = (HL + HL.T) / 2
-    if m < n:
-        return CS.DiagonalPlusLowRank(jnp.zeros(n, Jm.dtype), Jm.T, HL)
-    return CS.Dense(Jm.T @ HL @ Jm)
+    return CS.GaussNewton(blocks, hessian(lambda z: loss(z, *loss_args))(z))
