@@ -206,6 +206,10 @@ def test_bad_input_gets_one_sentence():
         mcjax.hessian(lambda x: jnp.sum(x), argnums=(0, 1))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="f is"):
         mcjax.hessian(3)  # type: ignore[arg-type]
+    logits, W, h, _ = _dense_layer_problem(jnp.float64)
+    with pytest.raises(mcjax.ShapeError, match="mcjax.gauss_newton: loss returned .*; expected a "
+                       "scalar"):
+        mcjax.gauss_newton(logits, lambda z: z ** 2)(W, h)
     H = mcjax.hessian(lambda x: jnp.sum(x ** 3))(jnp.ones(3))
     with pytest.raises(ValueError, match=r"v has shape \(2,\); expected shape \(3,\)"):
         H.hvp(jnp.ones(2))

@@ -223,6 +223,15 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _gauss_newton(f, loss, position: int, args: tuple, loss_args: tuple) -> Curvature:
     z = f(*args)
+    if not isinstance(z, jax.Array) or not jnp.issubdtype(z.dtype, jnp.floating):
+        raise TypeError(f"mcjax.gauss_newton: f returned {describe(z)}; expected a floating "
+                        "array, the model's output")
+    value = jax.eval_shape(lambda z: loss(z, *loss_args), z)
+    if getattr(value, "shape", None) != ():
+        got = (f"an array of shape {value.shape}" if hasattr(value, "shape")
+               else describe(value))
+        raise ShapeError(f"mcjax.gauss_newton: loss returned {got}; expected a scalar "
+                         "(shape ()) of the model's output")
     J = derive(f, position)(*args)
     blocks = jax.tree_util.tree_leaves(J, is_leaf=lambda j: isinstance(j, Jacobian))
     return CS.GaussNewton(blocks, hessian(lambda z: loss(z, *loss_args))(z))
