@@ -245,11 +245,12 @@ def test_gauss_newton_is_j_transpose_h_j(loss, dtype):
     HL = jax.hessian(lambda z: fn(z, *loss_args))(logits(W, h)).reshape(18, 18)
     ref = J.T @ HL @ J
     b = jnp.asarray(np.random.default_rng(3).standard_normal(24), dtype)
-    found = []
+    found: list = []
 
     @jax.jit  # one program: the operator and all it computes
     def ours(W, h, loss_args):
         G = mcjax.gauss_newton(logits, fn)(W, h, loss_args=loss_args)
+        assert isinstance(G, C.GaussNewton)
         found.extend([G, type(G.as_matrix_form())])
         return G.dense(), G.hvp(b), G.diagonal(), G.solve(b, 0.5)
 
