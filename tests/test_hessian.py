@@ -54,7 +54,9 @@ def problems(dtype):
         "separable_tree": (lambda p: logistic(p["w"]) + jnp.sum(jnp.exp(p["s"])),
                            {"w": arr(6), "s": arr(3)}, C.BlockDiagonal, True),
         "mlp_tree": (mlp, {"W1": 0.5 * arr(9, 4), "b1": arr(4), "w2": arr(4)},
-                     C.HessianVectorProducts, True),
+                     C.DiagonalPlusLowRank, False),  # leaves interact; flattened: rank ≤ 40 < 44
+        "coupled_tree": (lambda p: p["a"] @ A @ p["b"] + jnp.sum(p["a"] ** 4),
+                         {"a": arr(6), "b": arr(6)}, C.HessianVectorProducts, True),
         "no_structure": (lambda x: jnp.sum(jnp.linalg.eigvalsh(jnp.outer(x, x) + S) ** 2),
                          arr(5), C.HessianVectorProducts, True),
     }
@@ -105,7 +107,8 @@ def test_the_structures_found():
     assert "Woodbury, N×N" in found["logistic_wide"].structure  # 4 samples, 9 features
     assert found["softmax_ce"].U.shape == (7, 2)  # diag(p) − p pᵀ, its two sides
     assert [type(b) for b in found["separable_tree"].blocks] == [C.Diagonal, C.Gram]
-    assert found["mlp_tree"].structure.startswith("hvp: no structure found because leaves")
+    assert found["mlp_tree"].U.shape == (44, 40)  # one hidden layer's worth of outputs
+    assert found["coupled_tree"].structure.startswith("hvp: no structure found because leaves")
     assert "'eigh'" in found["no_structure"].structure
     small = jnp.asarray([[1.0, 2.0], [0.0, 3.0]], jnp.float64)  # written out in the formula
     H = mcjax.hessian(lambda x: x @ small @ x)(jnp.ones(2, jnp.float64))  # compiled: a
@@ -160,6 +163,9 @@ def hand_built(rng):
         "scaled_identity": C.ScaledIdentity(jnp.asarray(-2.0, jnp.float64), 6),
         "diagonal": C.Diagonal(-d),
         "low_rank": C.DiagonalPlusLowRank(d, arr(6, 2), sym(arr(2, 2))),
+        # zeros on the diagonal: Woodbury cannot divide by it, the dense branch runs
+        "low_rank_singular_diagonal": C.DiagonalPlusLowRank(d.at[:2].set(0.0), arr(6, 3),
+                                                            sym(arr(3, 3))),
         "gram_tall": C.Gram(arr(9, 6), d[:3].repeat(3), d),
         "gram_wide": C.Gram(arr(3, 6), -d[:3], d),
         "kronecker": C.Kronecker(sym(arr(2, 2)), sym(arr(3, 3))),

@@ -10,14 +10,17 @@ is twice continuously differentiable.  Terms of a sum need not be symmetric on t
   transposes ($P = Q^\top$, read from the expressions ``mcjax.derive`` attached, never from
   the numbers) is a Gram form $Q^\top \operatorname{diag}(D) Q$; $(I_B \otimes W^\top)\, cI\,
   (I_B \otimes W)$ is the Kronecker product $I_B \otimes c W^\top W$;
-- another product through an intermediate space of size $k < n$, $H = L R$, is of low rank:
+- another product through an intermediate space of size $k$, $H = L R$, is of low rank where
+  its rank is below $n$:
   $\frac{1}{2}(L R + R^\top L^\top) = [L, R^\top] \begin{bmatrix} 0 & I/2 \\ I/2 & 0
-  \end{bmatrix} [L, R^\top]^\top$ (or $L L^\top$ when $R = L^\top$ is shown);
+  \end{bmatrix} [L, R^\top]^\top$ (rank $2k$; or $L L^\top$, rank $k$, when $R = L^\top$
+  is shown);
 - anything else square is dense, $\frac{1}{2}(M + M^\top)$ — except an opaque block (a
   primitive ``mcjax.derive`` has no rule for), which raises ``NoStructure``.
 
-A sum's terms merge: diagonals add up, a diagonal joins one Gram form or the low-rank terms,
-a dense term makes the whole sum dense; other mixtures stay a ``Sum``.
+A sum's terms merge: diagonals add up, a diagonal joins one Gram form or the low-rank terms
+(dense where their ranks add up to $n$ or more), a dense term makes the whole sum dense; other
+mixtures stay a ``Sum``.
 """
 
 from __future__ import annotations
@@ -130,11 +133,11 @@ def _(J: A.Composed, n):
             return _gram(middle, right, n, ratio)
     sizes = [math.prod(f.in_shape) for f in factors[:-1]]
     k = min(sizes)
-    if k < n:  # through a narrow space: of low rank
-        j = sizes.index(k)
+    j = sizes.index(k)
+    ratio = _transpose_ratio(factors[: j + 1], factors[j + 1:])
+    if (k if ratio is not None else 2 * k) < n:  # through a narrow space: of low rank
         L = dense_product(factors[: j + 1])
         R = dense_product(factors[j + 1:])
-        ratio = _transpose_ratio(factors[: j + 1], factors[j + 1:])
         if ratio is not None:  # L = r Rᵀ
             return S.DiagonalPlusLowRank(jnp.zeros(n, L.dtype), R.T,
                                          ratio * jnp.eye(k, dtype=L.dtype))
@@ -217,7 +220,7 @@ def combine(pieces: list[Curvature], n: int) -> Curvature:
     diagonals = [p for p in flat if isinstance(p, (S.Diagonal, S.ScaledIdentity))]
     others = [p for p in flat if not isinstance(p, (S.Diagonal, S.ScaledIdentity))]
     if any(isinstance(p, (S.Dense, S.Sum)) for p in others):
-        return S.Dense(sum((p.dense() for p in flat[1:]), flat[0].dense()))
+        return S.Dense(_total([p.dense() for p in flat]))
     if not others:
         if all(isinstance(p, S.ScaledIdentity) for p in diagonals):
             return S.ScaledIdentity(sum(p.scale for p in diagonals), n)  # type: ignore[attr-defined]
@@ -230,10 +233,16 @@ def combine(pieces: list[Curvature], n: int) -> Curvature:
         low = [p for p in others if isinstance(p, S.DiagonalPlusLowRank)]
         total = sum((p.d for p in low[1:]), low[0].d)
         U = jnp.concatenate([p.U for p in low], 1)
+        if U.shape[1] >= n:  # of full rank together: dense is smaller and solves faster
+            return S.Dense(_total([p.dense() for p in flat]))
         C = _block_diag([p.C for p in low])
         return S.DiagonalPlusLowRank(total if d is None else total + d, U, C)
     terms = others + ([S.Diagonal(d)] if d is not None else [])
     return S.Sum(terms) if len(terms) > 1 else terms[0]
+
+
+def _total(parts):
+    return functools.reduce(jnp.add, parts)
 
 
 def _diagonal_sum(diagonals):

@@ -190,12 +190,31 @@ def _(op: DiagonalPlusLowRank):
 
 @solve.register
 def _(op: DiagonalPlusLowRank, b, damping):
-    return _woodbury_solve(op.d + damping, op.U, op.C, b)
+    e = op.d + damping
+    return _unless_singular(e, lambda: _woodbury_solve(e, op.U, op.C, b),
+                            lambda: _dense_solve(op, b, damping))
 
 
 @slogdet.register
 def _(op: DiagonalPlusLowRank):
-    return _woodbury_slogdet(op.d, op.U, op.C)
+    return _unless_singular(op.d, lambda: _woodbury_slogdet(op.d, op.U, op.C),
+                            lambda: _dense_slogdet(op))
+
+
+def _unless_singular(e, woodbury, dense):
+    """Woodbury's identity and the determinant lemma divide by the diagonal $E$: where it
+    has a zero (a pure low-rank term, no damping), the dense $O(n^3)$ computation instead,
+    chosen at run time (``lax.cond`` runs one branch)."""
+    return jax.lax.cond(jnp.all(e != 0), woodbury, dense)
+
+
+def _dense_solve(op: Curvature, b, damping):
+    return jnp.linalg.solve(dense_of(op) + damping * jnp.eye(op.size, dtype=op.dtype), b)
+
+
+def _dense_slogdet(op: Curvature):
+    sign, logabs = jnp.linalg.slogdet(dense_of(op))
+    return sign, logabs
 
 
 @describe.register
@@ -276,8 +295,11 @@ def _(op: Gram, b, damping):
     N, n = op.X.shape
     if N < n:  # Woodbury: an N × N system
         e = op.d + damping
-        M, Xe = _small_system(op, e)
-        return b / e - jnp.linalg.solve(M, op.D * (Xe @ b)) @ Xe
+
+        def woodbury():
+            M, Xe = _small_system(op, e)
+            return b / e - jnp.linalg.solve(M, op.D * (Xe @ b)) @ Xe
+        return _unless_singular(e, woodbury, lambda: _dense_solve(op, b, damping))
     return jnp.linalg.solve(_gram_matrix(op, damping), b)
 
 
@@ -285,10 +307,12 @@ def _(op: Gram, b, damping):
 def _(op: Gram):
     N, n = op.X.shape
     if N < n:
-        M, _ = _small_system(op, op.d)
-        sign, logabs = jnp.linalg.slogdet(M)
-        sign_e, log_e = _diagonal_slogdet(op.d)
-        return sign * sign_e, logabs + log_e
+        def lemma():
+            M, _ = _small_system(op, op.d)
+            sign, logabs = jnp.linalg.slogdet(M)
+            sign_e, log_e = _diagonal_slogdet(op.d)
+            return sign * sign_e, logabs + log_e
+        return _unless_singular(op.d, lemma, lambda: _dense_slogdet(op))
     sign, logabs = jnp.linalg.slogdet(_gram_matrix(op))
     return sign, logabs
 

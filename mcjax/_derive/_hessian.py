@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from mcjax._core._arguments import describe, require_callable
 from mcjax._core._errors import DtypeError, ShapeError
@@ -21,6 +22,7 @@ from mcjax._curvature import (
     from_jacobian,
 )
 from mcjax._curvature import _gauss_newton as CS
+from mcjax._curvature._structures import Dense, Sum
 from mcjax._derive._api import derive
 from mcjax._jacobian._algebra import Jacobian, Zero
 
@@ -39,9 +41,12 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
       softmax cross-entropy, $\operatorname{diag}(p) - p p^\top$);
     - a Kronecker product $A \otimes B$ (``Kronecker``: $I \otimes c W^\top W$);
     - one block per leaf of a pytree argument whose leaves do not interact
-      (``BlockDiagonal``), a sum of these (``Sum``), a dense array (``Dense``: $x^\top A x$
-      gives $A + A^\top$, $O(n^2)$ where ``jax.hessian`` spends $O(n^3)$);
-    - where none is found (an opaque block, leaves of a pytree that interact), Hessian-vector
+      (``BlockDiagonal``); where they interact, the structure of the Hessian with respect to
+      the flattened argument, derived afresh; a sum of these (``Sum``), a dense array
+      (``Dense``: $x^\top A x$ gives $A + A^\top$, $O(n^2)$ where ``jax.hessian`` spends
+      $O(n^3)$);
+    - where none is found (an opaque block, leaves of a pytree that interact with no
+      structure beyond dense when flattened, a failure of ``mcjax.derive``), Hessian-vector
       products of ``f`` itself (``HessianVectorProducts``), its ``structure`` saying why:
       never a structure guessed.
 
@@ -119,9 +124,28 @@ def _build(f, argnums: int, *args) -> Curvature:
     try:
         if isinstance(H, Jacobian):
             return _with_text(from_jacobian(H, sizes[0]), H)
-        return _blocks(H, sizes)
+        try:
+            return _blocks(H, sizes)
+        except NoStructure as why:
+            return _flattened(f, position, args, str(why))
     except NoStructure as why:
         return HessianVectorProducts(f, args, position, str(why))
+
+
+def _flattened(f, position: int, args: tuple, why: str) -> Curvature:
+    """A pytree whose leaves interact: the Hessian with respect to the flattened argument,
+    derived afresh, where it has a structure beyond a dense matrix (else ``NoStructure``:
+    Hessian-vector products hold O(n), a dense pytree Hessian O(n²))."""
+    flat, unravel = ravel_pytree(args[position])
+
+    def of_flat(v):
+        return f(*args[:position], unravel(v), *args[position + 1:])
+
+    H = derive(jax.grad(of_flat))(flat)
+    op = from_jacobian(H, flat.shape[0])
+    if isinstance(op, (Dense, Sum)):
+        raise NoStructure(f"{why}; flattened, it has no structure beyond a dense matrix")
+    return _with_text(op, H)
 
 
 _compiled = jax.jit(_build, static_argnums=(0, 1))
