@@ -111,9 +111,9 @@ def _build(f, argnums: int, *args) -> Curvature:
     """The structured Hessian of ``f`` at ``args`` (traced: once per shape under jit)."""
     position = argnums % len(args)
     _require_scalar(f, args)  # at trace time: once per compiled shape
-    x = args[position]
-    leaves = jax.tree_util.tree_leaves(x)
-    sizes = [math.prod(jnp.shape(leaf)) for leaf in leaves]
+    leaves = jax.tree_util.tree_leaves_with_path(args[position])
+    sizes = [math.prod(jnp.shape(leaf)) for _, leaf in leaves]
+    paths = [jax.tree_util.keystr(path) for path, _ in leaves]
     try:
         H = derive(jax.grad(f, argnums=position), position)(*args)
     except Exception as error:  # noqa: BLE001 - a gap of derive's is named, not raised:
@@ -125,7 +125,7 @@ def _build(f, argnums: int, *args) -> Curvature:
         if isinstance(H, Jacobian):
             return _with_text(from_jacobian(H, sizes[0]), H)
         try:
-            return _blocks(H, sizes)
+            return _blocks(H, sizes, paths)
         except NoStructure as why:
             return _flattened(f, position, args, str(why))
     except NoStructure as why:
@@ -141,7 +141,11 @@ def _flattened(f, position: int, args: tuple, why: str) -> Curvature:
     def of_flat(v):
         return f(*args[:position], unravel(v), *args[position + 1:])
 
-    H = derive(jax.grad(of_flat))(flat)
+    try:
+        H = derive(jax.grad(of_flat))(flat)
+    except Exception as error:  # noqa: BLE001 - as in _build: named, not raised
+        raise NoStructure(f"{why}; flattened, mcjax.derive failed ({type(error).__name__})"
+                          ) from None
     op = from_jacobian(H, flat.shape[0])
     if isinstance(op, (Dense, Sum)):
         raise NoStructure(f"{why}; flattened, it has no structure beyond a dense matrix")
@@ -151,16 +155,15 @@ def _flattened(f, position: int, args: tuple, why: str) -> Curvature:
 _compiled = jax.jit(_build, static_argnums=(0, 1))
 
 
-def _blocks(H, sizes) -> Curvature:
+def _blocks(H, sizes, paths) -> Curvature:
     """A pytree argument: one block per leaf where the leaves do not interact."""
     rows = jax.tree_util.tree_leaves(H, is_leaf=lambda j: isinstance(j, Jacobian))
     L = len(sizes)
     for i in range(L):
         for j in range(L):
             if i != j and not isinstance(rows[i * L + j], Zero):
-                raise NoStructure(f"leaves {i} and {j} of the argument interact (their "
-                                  "block of the Hessian is not zero), and a coupled block "
-                                  "structure is not built")
+                raise NoStructure(f"the argument's leaves {paths[i]} and {paths[j]} "
+                                  "interact (their block of the Hessian is not zero)")
     return BlockDiagonal([_with_text(from_jacobian(rows[i * L + i], sizes[i]),
                                      rows[i * L + i]) for i in range(L)])
 
