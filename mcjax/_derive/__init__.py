@@ -7,7 +7,9 @@
   algebra in ``mcjax._jacobian``;
 - ``_names``: the names of ``f``'s arguments and constants in the formula;
 - ``_hessian``: ``mcjax.hessian`` and ``mcjax.gauss_newton``, second derivatives read as
-  structured operators (``mcjax._curvature``).
+  structured operators (``mcjax._curvature``);
+- ``_kfac``, ``_kfac_check``: K-FAC's Kronecker factors of the dense layers found in a loss
+  (the same walker), and the check of a user's factors against them.
 """
 
 from mcjax._derive._api import derive
