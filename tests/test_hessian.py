@@ -4,6 +4,7 @@ in float32 and float64; the structures built by hand against their own dense for
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -290,3 +291,24 @@ def test_gauss_newton_over_a_parameter_tree():
     v = jnp.asarray(np.random.default_rng(4).standard_normal(27), jnp.float64)
     assert G.shape == (27, 27) and close(G.hvp(v), J.T @ (HL @ (J @ v)), jnp.float64)
     assert close(G.dense(), J.T @ HL @ J, jnp.float64)
+
+
+_A = np.random.default_rng(3).normal(size=(4, 4)) + 4 * np.eye(4)
+SECOND_ORDER_THROUGH_LIBRARY_CALLS = {  # JAX's backward pass calls functions of the same names
+    "solve": lambda x: jnp.sum(jnp.linalg.solve(jnp.asarray(_A) + jnp.diag(x**2), x) ** 2),
+    "det": lambda x: jnp.linalg.det(jnp.asarray(_A) + jnp.outer(x, x)),
+    "slogdet": lambda x: jnp.linalg.slogdet(jnp.asarray(_A) + jnp.outer(x, x))[1],
+    "inv": lambda x: jnp.sum(jnp.linalg.inv(jnp.asarray(_A) + jnp.diag(x)) ** 2),
+    "cumprod": lambda x: jnp.sum(jnp.cumprod(x)),  # an empty intermediate in its scan
+}
+
+
+@pytest.mark.parametrize("name", list(SECOND_ORDER_THROUGH_LIBRARY_CALLS))
+def test_derive_of_the_gradient_through_linalg_and_scans_equals_jax_hessian(name):
+    """A rule read from a call's name (``jit:solve``) checks the signature it assumes: the
+    gradient's program calls other functions of those names."""
+    f = SECOND_ORDER_THROUGH_LIBRARY_CALLS[name]
+    x = jnp.asarray([0.5, 1.2, -0.7, 0.9], jnp.float64)
+    want = jax.hessian(f)(x)
+    chex.assert_trees_all_close(mcjax.derive(jax.grad(f))(x).dense(), want, rtol=1e-9, atol=1e-9)
+    chex.assert_trees_all_close(mcjax.hessian(f)(x).dense(), want, rtol=1e-9, atol=1e-9)

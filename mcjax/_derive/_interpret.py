@@ -140,6 +140,11 @@ class Derivation(Interpreter[Operand]):
             partials = entry.jacobian(Eqn(entry.name, tuple(ins), outs[0], dict(eqn.params),
                                           active, tuple(outs), lambda vals: bind(eqn, vals),
                                           eqn.primitive))
+        if isinstance(partials, dict) and sum(is_float(v) for v in values) > 1:
+            # one output's derivative where several depend on the argument (a jitted ``inv``
+            # that also returns its LU factors, as a gradient's program does): the others
+            # would pass as constants, so the rule does not cover this equation
+            partials = None
         if partials is None:
             if walk_otherwise:
                 return None

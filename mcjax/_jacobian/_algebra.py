@@ -778,6 +778,8 @@ class Composed(Jacobian):
     def dense(self):
         # the outer factor applied to each column of the inner one: its structure is used
         # (a diagonal or a permutation costs O(size) per column, not a dense matrix product)
+        if math.prod(self.inner.out_shape) == 0 or math.prod(self.in_shape) == 0:
+            return jnp.zeros(self.shape, self.dtype)  # through an empty intermediate (a scan's)
         columns = self.inner.dense().reshape(tuple(self.inner.out_shape) + (-1,))
         applied = jax.vmap(self.outer.jvp, in_axes=-1, out_axes=-1)(columns)
         return applied.reshape(self.shape)

@@ -35,8 +35,18 @@ def _inverse(A: Sym) -> Sym:
     return Sym(jnp.linalg.inv(A.value), E.inverse(A.expr))
 
 
+def _square(e: Eqn, ins: int) -> bool:
+    """Whether a call named like ``jnp.linalg``'s takes ``ins`` operands, the first a square
+    matrix: a rule read from a name (``jit:solve``) checks the signature it assumes, as JAX's
+    own code names other functions alike (the backward pass of ``solve`` is a ``solve`` too)."""
+    shape = e.ins[0].shape if e.ins else ()
+    return len(e.ins) == ins and len(shape) == 2 and shape[0] == shape[1]
+
+
 def _inv(e: Eqn):
     """$d(A^{-1}) = -A^{-1}\\,dA\\,A^{-1}$."""
+    if not _square(e, 1) or e.out.shape != e.ins[0].shape:
+        return None  # another function of that name: the body is walked
     if 0 not in e.active:
         return {}
     inv = e.out.sym
@@ -46,9 +56,11 @@ def _inv(e: Eqn):
 def _solve(e: Eqn):
     """$\\mathbf{x} = A^{-1}\\mathbf{b}$: $A^{-1}$ applied to $d\\mathbf{b}$, and
     $-A^{-1}\\,dA\\,\\mathbf{x}$."""
+    if not _square(e, 2) or len(e.outs) > 1:
+        return None  # batched, or another function of that name: the body is walked
     A, b = e.ins
-    if len(A.shape) != 2 or len(b.shape) not in (1, 2):
-        return None  # batched: the body is walked
+    if len(b.shape) not in (1, 2) or b.shape[0] != A.shape[0] or e.out.shape != b.shape:
+        return None
     inv = _inverse(A.sym)
     out = {}
     if 0 in e.active:
@@ -71,7 +83,7 @@ def _gradient_row(e: Eqn, k: int, written: E.Expr) -> object:
 def _det(e: Eqn):
     """$\\det(A)\\,A^{-\\top}$."""
     A = e.ins[0]
-    if 0 not in e.active or len(A.shape) != 2:
+    if 0 not in e.active or not _square(e, 1) or e.out.shape != () or len(e.outs) > 1:
         return None
     written = E.mul(e.out.expr, E.transpose(E.inverse(A.expr)))
     return {0: _gradient_row(e, 0, written)}
@@ -80,7 +92,7 @@ def _det(e: Eqn):
 def _slogdet(e: Eqn):
     """The sign has no derivative; $\\log|\\det A|$ has $A^{-\\top}$."""
     A = e.ins[0]
-    if 0 not in e.active or len(A.shape) != 2:
+    if 0 not in e.active or not _square(e, 1) or [o.shape for o in e.outs] != [(), ()]:
         return None
     return [{}, {0: _gradient_row(e, 0, E.transpose(E.inverse(A.expr)))}]
 
