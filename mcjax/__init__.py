@@ -39,6 +39,7 @@ from mcjax import (
     testing as testing,
 )
 from mcjax._check._api import assert_derivative, check, check_cases, check_chain, check_points
+from mcjax._check._hessian import assert_hessian, check_hessian
 from mcjax._check._report import Report
 from mcjax._check._returned import vjp
 from mcjax._check._rules import assert_rule, check_rule, check_rules
@@ -226,6 +227,8 @@ __all__ = [
     "check_points",
     "check_cases",
     "check_chain",
+    "check_hessian",
+    "assert_hessian",
     "check_rule",
     "check_rules",
     "assert_rule",

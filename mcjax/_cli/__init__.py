@@ -129,7 +129,8 @@ def _run_verify(args) -> int:
                          "on rule names, e.g. 'neuron*' (mcjax verify --list names them all)")
     if args.list:
         for r in rules:
-            print(f"{r.name:32s} §{r.section:6s} wrt {', '.join(r.wrt)}")
+            second = "".join(f"; second ({a}, {b})" for a, b in r.hessian)
+            print(f"{r.name:32s} §{r.section:6s} wrt {', '.join(r.wrt)}{second}")
         return 0
     start = time.perf_counter()
     results = mcjax.registry.verify(pattern=args.select, dtypes=dtypes, cases=SHAPE_CASES,

@@ -170,8 +170,9 @@ _DENSE_LOSS = dict(
 @rule("dense_softmax_cross_entropy", shapes="W: k n, X: B n, b: k, Y: B",
       sample=_sample_dense_loss("labels"), hyper={"loss": "softmax_cross_entropy"}, **_DENSE_LOSS)
 def dense_loss(W, X, b, Y, *, loss="softmax_cross_entropy"):
-    """A loss of one dense layer's output, $L(X W^\\top + \\mathbf{b}, Y)$: the last layer of a
-    network, whose Hessian in $(W, \\mathbf{b})$ is its Gauss-Newton block $J^\\top H_Z J$.
+    """A loss of one dense layer's output, $L(X W^\\top + \\mathbf{b}, Y)$, as a network's last layer.
+
+    Its Hessian in $(W, \\mathbf{b})$ is the layer's Gauss-Newton block $J^\\top H_Z J$.
 
     The layer is affine in its parameters, so the Gauss-Newton block is its exact Hessian:
     $\\partial^2 L/\\partial W^2 = \\sum_b H_b \\otimes \\mathbf{x}_b\\mathbf{x}_b^\\top$ with

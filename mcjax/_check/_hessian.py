@@ -1,0 +1,324 @@
+r"""``mcjax.check_hessian``: a hand-derived second derivative, checked as the Jacobian of the gradient.
+
+The Hessian of a scalar $f$ with respect to $\mathbf{x}$ is the Jacobian of $\nabla f$, in
+numerator layout ``x.shape + x.shape``, exactly what ``jax.hessian`` returns.  So a user's
+Hessian is checked by ``mcjax.check`` of ``jax.grad(f)`` against it, with every discipline of
+the first-order checker: in full mode ``jax.jacfwd`` of the gradient (forward-over-reverse,
+``jax.hessian`` itself) and ``jax.jacrev`` of it, float64 finite differences of the gradient
+(an independent reference), the Taylor test, the tolerance policy that keeps float32 from
+false alarms, and JAX's value where the gradient jumps (a ReLU's gate: the second derivative
+is undefined there).  Above ``FULL_MODE_MAX_INPUTS`` coordinates (fast mode) it compares
+$\mathbf{u}^\top H \mathbf{v}$ with forward-over-reverse HVPs at random directions: no
+$n \times n$ array is made.
+
+The Gauss-Newton matrix $G = J^\top H_L J$ of $f = L \circ m$ is the Jacobian of the gradient
+of $L(m(\boldsymbol\theta_0) + J(\boldsymbol\theta - \boldsymbol\theta_0))$ at
+$\boldsymbol\theta_0$, the loss of the model linearised there: the same check again.
+
+On failure, the first-order diagnosis (a factor, a sign, a missing term or one of low rank)
+is preceded by the slips of second derivatives: an asymmetric $H$, the Gauss-Newton part
+where the full Hessian was due (and the reverse), the Kronecker factors of a matrix
+parameter in the wrong order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mcjax._check._api import check
+from mcjax._check._problem import name_of
+from mcjax._check._report import Report
+from mcjax._check._returned import vjp
+from mcjax._core._arguments import describe, require_callable
+from mcjax._core._errors import DerivativeError, ShapeError, shape_str
+from mcjax._core._tolerance import FAST_DIRECTIONS
+from mcjax._jacobian import Jacobian
+
+KINDS = ("hessian", "hvp", "gauss_newton")
+
+EXACT_PROBES = 128
+"""Up to this many coordinates the diagnosis compares whole matrices (probes = the identity);
+above, ``RANDOM_PROBES`` random directions."""
+
+RANDOM_PROBES = 8
+
+
+# -- what the user gave ---------------------------------------------------------------------
+def _is_operator(value) -> bool:
+    """A structured operator by duck typing: ``.hvp(v)`` or ``.dense()`` (a ``mcjax.Jacobian``
+    is checked as the Jacobian it is)."""
+    return not isinstance(value, Jacobian) and (
+        callable(getattr(value, "hvp", None)) or callable(getattr(value, "dense", None)))
+
+
+def _split(f, kind: str):
+    """``(scalar f, (model, loss) or None, name)``."""
+    if isinstance(f, tuple) and len(f) == 2:
+        model, loss = f
+        require_callable("check_hessian", "the model of f = (model, loss)", model,
+                         "a function of the arguments")
+        require_callable("check_hessian", "the loss of f = (model, loss)", loss,
+                         "a function of the model's output returning a scalar")
+
+        def composed(*args):
+            return loss(model(*args))
+
+        composed.name = f"{name_of(loss)}({name_of(model)})"
+        return composed, (model, loss), composed.name
+    if kind == "gauss_newton":
+        raise TypeError(f"mcjax.check_hessian: kind='gauss_newton' needs f as a pair (model, "
+                        f"loss), f(args) = loss(model(*args)); got {describe(f)}")
+    require_callable("check_hessian", "f", f, "a scalar function of the arguments, or a pair "
+                     "(model, loss)")
+    return f, None, name_of(f)
+
+
+def _leaf_shapes(x) -> list[tuple[int, ...]]:
+    return [tuple(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(x)]
+
+
+def _expected(x) -> str:
+    leaves = jax.tree_util.tree_leaves(x)
+    n = sum(int(np.size(leaf)) for leaf in leaves)
+    if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)):
+        both = shape_str(np.shape(x) + np.shape(x))
+        flat = f", or a flat (n, n) = ({n}, {n}) matrix" if np.ndim(x) != 1 else ""
+        return f"x.shape + x.shape = {both} (numerator layout, as jax.hessian){flat}"
+    return (f"jax.hessian's structure (a tree of x's structure whose leaves are trees of x's "
+            f"structure, block [a][b] of shape a.shape + b.shape), or a flat (n, n) = ({n}, {n}) "
+            "matrix, leaves in jax.tree_util order, each row-major")
+
+
+def as_hessian_tree(value, x, what: str = "H"):
+    """``value`` (an array ``x.shape + x.shape``, a flat ``(n, n)`` matrix, or
+    ``jax.hessian``'s nested structure) as ``jax.hessian``'s structure for ``x``.
+
+    Raises:
+      ShapeError: none of these, naming what arrived and what was expected.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    shapes = _leaf_shapes(x)
+    sizes = [int(np.prod(s)) for s in shapes]
+    n = sum(sizes)
+    if isinstance(value, Jacobian):
+        value = value.dense()
+    if hasattr(value, "shape") and not isinstance(value, (dict, list, tuple)):
+        shape = tuple(np.shape(value))
+        if treedef.num_leaves == 1 and jax.tree_util.treedef_is_leaf(treedef) \
+                and shape == shapes[0] + shapes[0]:
+            return value
+        if shape == (n, n):
+            offsets = np.cumsum([0] + sizes)
+            rows = [treedef.unflatten([
+                jnp.reshape(value[offsets[a]:offsets[a + 1], offsets[b]:offsets[b + 1]],
+                            shapes[a] + shapes[b]) for b in range(len(sizes))])
+                for a in range(len(sizes))]
+            return treedef.unflatten(rows)
+        raise ShapeError(f"mcjax.check_hessian: {what} has shape {shape_str(shape)}; expected "
+                         f"{_expected(x)}")
+    try:
+        rows = treedef.flatten_up_to(value)
+        blocks = [treedef.flatten_up_to(row) for row in rows]
+    except (ValueError, TypeError):
+        raise ShapeError(f"mcjax.check_hessian: {what} is {describe(value)}; expected "
+                         f"{_expected(x)}") from None
+    for a, row in enumerate(blocks):
+        for b, block in enumerate(row):
+            if tuple(np.shape(block)) != shapes[a] + shapes[b]:
+                raise ShapeError(
+                    f"mcjax.check_hessian: {what}'s block [{a}][{b}] (leaves in jax.tree_util "
+                    f"order) has shape {shape_str(np.shape(block))}; expected "
+                    f"{shape_str(shapes[a] + shapes[b])} (leaf {a}'s shape + leaf {b}'s)")
+    return value
+
+
+def _operator_derivative(op, x):
+    """An operator as what ``mcjax.check`` takes: its products as a VJP function (the Hessian
+    is symmetric, so ``u -> H u`` is ``u -> u^T H`` exactly when ``H`` is right), else its
+    dense form."""
+    if callable(getattr(op, "hvp", None)):
+        return vjp(op.hvp)
+    return as_hessian_tree(op.dense(), x, "H.dense()")
+
+
+def _derivative(H, kind: str, args: tuple, argnums: int):
+    """``(derivative of args, depends on the point, name)`` for ``mcjax.check``."""
+    x = args[argnums]
+    if kind == "hvp":
+        require_callable("check_hessian", "H", H, "an HVP function hvp(v, *args) -> H v, v "
+                         "shaped like args[argnums], for kind='hvp'")
+
+        def products(*a):
+            return vjp(lambda u: H(u, *a))
+
+        return products, True, name_of(H)
+    if _is_operator(H):
+        value = _operator_derivative(H, x)
+        return (lambda *a: value), False, f"{type(H).__name__} operator"
+    if callable(H) and not hasattr(H, "shape"):
+        probe = H(*args)  # once, to learn the form it returns
+        if _is_operator(probe):
+            def of_operator(*a):
+                return _operator_derivative(H(*a), a[argnums])
+
+            return of_operator, True, name_of(H)
+        as_hessian_tree(probe, x, f"{name_of(H)}(*args)")
+
+        def dense(*a):
+            return as_hessian_tree(H(*a), a[argnums], f"{name_of(H)}(*args)")
+
+        return dense, True, name_of(H)
+    tree = as_hessian_tree(H, x)
+    return (lambda *a: tree), False, "H (an array)"
+
+
+def _gradient(scalar_f, pair, kind: str, args: tuple, argnums: int, name: str):
+    """The function whose Jacobian is the matrix asked for: ``jax.grad(f)``, or for the
+    Gauss-Newton matrix the gradient of the loss of the model linearised at ``args``."""
+    if kind != "gauss_newton":
+        def gradient(*a):
+            return jax.grad(scalar_f, argnums=argnums)(*a)
+
+        gradient.name = f"grad {name}"
+        return gradient
+    model, loss = pair
+    theta0 = args[argnums]
+
+    def model_at(theta, a):
+        return model(*a[:argnums], theta, *a[argnums + 1:])
+
+    def linearised(theta, *a):
+        delta = jax.tree_util.tree_map(jnp.subtract, theta, theta0)
+        y0, dy = jax.jvp(lambda t: model_at(t, a), (theta0,), (delta,))
+        return loss(jax.tree_util.tree_map(jnp.add, y0, dy))
+
+    def gauss_newton_gradient(*a):
+        return jax.grad(linearised)(a[argnums], *a)
+
+    gauss_newton_gradient.name = f"grad {name} (model linearised at args: Gauss-Newton)"
+    return gauss_newton_gradient
+
+
+# -- the check -----------------------------------------------------------------------------
+def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[..., Any]],
+                  H: Any, *args: Any, argnums: int = 0, kind: str = "hessian",
+                  mode: str = "auto", points: int | None = None,
+                  directions: int = FAST_DIRECTIONS, seed: int = 0, rtol: float | None = None,
+                  atol: float | None = None) -> Report:
+    r"""Check a hand-derived second derivative of a scalar ``f`` with respect to ``args[argnums]``.
+
+    The Hessian $H = \partial^2 f / \partial\mathbf{x}^2$ is judged as the Jacobian of
+    $\nabla f$ by ``mcjax.check`` (same references, tolerance policy, kinks and report):
+    full mode (at most 2,048 coordinates and $n^2 \le$ 65,536 entries) against ``jax.jacfwd``
+    of the gradient (forward-over-reverse: ``jax.hessian``), ``jax.jacrev`` of it and float64
+    finite differences of the gradient; fast mode against forward-over-reverse HVPs
+    $\mathbf{u}^\top H\mathbf{v}$ at random directions, without an $n \times n$ array.  A
+    failing report's diagnosis names the slips of second derivatives first (asymmetric, a
+    factor, the Gauss-Newton part only, the Kronecker factors swapped, a missing term).
+
+    Args:
+      f: the scalar function ``f(*args)``; or a pair ``(model, loss)`` meaning
+        ``loss(model(*args))`` (close over the targets: ``loss = lambda z:
+        mcjax.softmax_cross_entropy(z, labels)``), required for ``kind="gauss_newton"`` and
+        letting the diagnosis of ``kind="hessian"`` name a Gauss-Newton matrix given for it.
+      H: the second derivative, any of:
+
+        - an array of shape ``x.shape + x.shape`` (numerator layout, as ``jax.hessian``), a
+          flat ``(n, n)`` matrix (pytree leaves in ``jax.tree_util`` order, each row-major),
+          or ``jax.hessian``'s nested structure for a pytree ``x``: the value at ``args``;
+        - a structured operator, by duck typing: an object with ``.hvp(v) -> H v`` (``v``
+          shaped like ``x``) or ``.dense()``; ``.hvp`` is used when it has both;
+        - a function ``H(*args)`` returning either of those (then also checked at
+          ``points`` extra points);
+        - with ``kind="hvp"``: a Hessian-vector product function ``H(v, *args) -> H v``.
+      *args: the point; ``args[argnums]`` may be a pytree of float arrays (an MLP's params).
+      argnums: the one argument (an int).
+      kind: ``"hessian"`` (the full Hessian), ``"hvp"`` (the full Hessian as an HVP
+        function) or ``"gauss_newton"`` ($J^\top H_L J$ of ``f = (model, loss)``, $J$ the
+        model's Jacobian at ``args``, $H_L$ the loss's Hessian at the model's output).
+      mode, points, directions, seed, rtol, atol: as ``mcjax.check``.  A fixed array or
+        operator, and the Gauss-Newton matrix, are checked at ``args`` only.
+
+    Returns:
+      A ``mcjax.Report`` of ``d grad f / d args[argnums]``.
+
+    Raises:
+      ShapeError: ``f`` is not scalar, or ``H`` has the wrong shape (the message names both).
+      TypeError, ValueError: an option or ``f``, ``H`` of the wrong kind (one sentence).
+
+    Example:
+
+        >>> A = jnp.array([[1.0, 2.0], [0.0, 3.0]])
+        >>> f = lambda x: x @ A @ x
+        >>> mcjax.check_hessian(f, A + A.T, jnp.ones(2)).ok
+        True
+        >>> mcjax.check_hessian(f, 2 * A, jnp.ones(2)).diagnosis[0][:32]
+        'asymmetric: H is not symmetric ('
+    """
+    if kind not in KINDS:
+        raise ValueError(f"mcjax.check_hessian: kind={kind!r}; expected one of "
+                         f"{', '.join(map(repr, KINDS))}")
+    if not isinstance(argnums, int) or isinstance(argnums, bool):
+        raise TypeError(f"mcjax.check_hessian: argnums={argnums!r}; expected one int (the "
+                        "Hessian with respect to one argument, which may be a pytree)")
+    if not -len(args) <= argnums < len(args):
+        raise ValueError(f"mcjax.check_hessian: argnums={argnums} but f is given "
+                         f"{len(args)} argument{'s' if len(args) != 1 else ''}")
+    argnums %= len(args)
+    scalar_f, pair, name = _split(f, kind)
+    out = jax.eval_shape(scalar_f, *args)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        got = shape_str(out.shape) if isinstance(out, jax.ShapeDtypeStruct) else describe(out)
+        raise ShapeError(f"mcjax.check_hessian: f returns {got}; expected a scalar (shape ()): "
+                         "the Hessian is that of a scalar function (sum or average a vector "
+                         "output first)")
+    derivative, moves, h_name = _derivative(H, kind, args, argnums)
+    fixed = not moves or kind == "gauss_newton"
+    if fixed and points not in (None, 1):
+        raise ValueError(f"mcjax.check_hessian: points={points}, but "
+                         + ("the Gauss-Newton matrix is checked where the model is linearised"
+                            if kind == "gauss_newton" else "H is a value at args, not a "
+                            "function of them")
+                         + "; expected points=None or 1")
+    derivative.name = h_name
+    gradient = _gradient(scalar_f, pair, kind, args, argnums, name)
+    report = check(gradient, derivative, *args, argnums=argnums, mode=mode,
+                   points=1 if fixed else points, directions=directions, seed=seed,
+                   rtol=rtol, atol=atol)
+    notes = report.notes + (("checked as the Jacobian of the gradient: "
+                             + ("jax.jacfwd of it is jax.hessian (forward-over-reverse)"
+                                if report.mode == "full" else
+                                "forward-over-reverse HVPs u^T H v, no n x n array")),)
+    if report.kinks is not None and (report.kinks.at or report.kinks.jumps):
+        labels = ", ".join(k.label for k in report.kinks.entries)
+        notes += (f"f's gradient has a kink or a jump at {report.kinks.at + report.kinks.jumps} "
+                  f"entries here ({labels}): the second derivative is undefined there (a "
+                  "ReLU's gate 1[z > 0] switching at z = 0); JAX's value, 0 on either side of a "
+                  "piecewise-linear gradient, is what was accepted",)
+    if report.ok:
+        return dataclasses.replace(report, notes=notes)
+    from mcjax._check._hessian_diagnose import diagnose_hessian
+
+    slips = diagnose_hessian(scalar_f, pair, kind, derivative, args, argnums, report)
+    seen = {s.sentence for s in slips}
+    return dataclasses.replace(
+        report, notes=notes,
+        slips=tuple(slips) + tuple(s for s in report.slips if s.sentence not in seen),
+        diagnosis=tuple(s.sentence for s in slips)
+        + tuple(d for d in report.diagnosis if d not in seen))
+
+
+def assert_hessian(f, H, *args: Any, **options: Any) -> Report:
+    """``mcjax.check_hessian``, raising ``mcjax.DerivativeError`` (an ``AssertionError``) on
+    failure; takes the same arguments and returns the passing report."""
+    __tracebackhide__ = True
+    report = check_hessian(f, H, *args, **options)
+    if not report.ok:
+        raise DerivativeError(report)
+    return report
