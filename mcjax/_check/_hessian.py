@@ -33,7 +33,7 @@ import numpy as np
 
 from mcjax._check._api import check
 from mcjax._check._problem import name_of
-from mcjax._check._report import Report
+from mcjax._check._report import Later, Report
 from mcjax._check._returned import vjp
 from mcjax._core._arguments import describe, require_callable
 from mcjax._core._errors import DerivativeError, ShapeError, shape_str
@@ -178,9 +178,10 @@ def _derivative(H, kind: str, args: tuple, argnums: int):
     return (lambda *a: tree), False, "H (an array)"
 
 
-def _gradient(scalar_f, pair, kind: str, args: tuple, argnums: int, name: str):
+def _gradient(scalar_f, pair, kind: str, argnums: int, name: str):
     """The function whose Jacobian is the matrix asked for: ``jax.grad(f)``, or for the
-    Gauss-Newton matrix the gradient of the loss of the model linearised at ``args``."""
+    Gauss-Newton matrix the gradient of the loss of the model linearised at a point given
+    as one more argument, last."""
     if kind != "gauss_newton":
         def gradient(*a):
             return jax.grad(scalar_f, argnums=argnums)(*a)
@@ -188,18 +189,18 @@ def _gradient(scalar_f, pair, kind: str, args: tuple, argnums: int, name: str):
         gradient.name = f"grad {name}"
         return gradient
     model, loss = pair
-    theta0 = args[argnums]
 
     def model_at(theta, a):
         return model(*a[:argnums], theta, *a[argnums + 1:])
 
-    def linearised(theta, *a):
+    def linearised(theta, theta0, *a):
         delta = jax.tree_util.tree_map(jnp.subtract, theta, theta0)
         y0, dy = jax.jvp(lambda t: model_at(t, a), (theta0,), (delta,))
         return loss(jax.tree_util.tree_map(jnp.add, y0, dy))
 
-    def gauss_newton_gradient(*a):
-        return jax.grad(linearised)(a[argnums], *a)
+    def gauss_newton_gradient(*a):  # the linearisation point comes last, as an argument:
+        # the checker casts arguments (not closed-over values) for its float64 references
+        return jax.grad(linearised)(a[argnums], a[-1], *a[:-1])
 
     gauss_newton_gradient.name = f"grad {name} (model linearised at args: Gauss-Newton)"
     return gauss_newton_gradient
@@ -287,8 +288,14 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
                             "function of them")
                          + "; expected points=None or 1")
     derivative.name = h_name
-    gradient = _gradient(scalar_f, pair, kind, args, argnums, name)
-    report = check(gradient, derivative, *args, argnums=argnums, mode=mode,
+    gradient = _gradient(scalar_f, pair, kind, argnums, name)
+    checked, at = derivative, args
+    if kind == "gauss_newton":  # the gradient takes the linearisation point last
+        def checked(*a):
+            return derivative(*a[:-1])
+
+        checked.name, at = h_name, (*args, args[argnums])
+    report = check(gradient, checked, *at, argnums=argnums, mode=mode,
                    points=1 if fixed else points, directions=directions, seed=seed,
                    rtol=rtol, atol=atol)
     notes = report.notes + (("checked as the Jacobian of the gradient: "
@@ -301,17 +308,19 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
                   f"entries here ({labels}): the second derivative is undefined there (a "
                   "ReLU's gate 1[z > 0] switching at z = 0); JAX's value, 0 on either side of a "
                   "piecewise-linear gradient, is what was accepted",)
+    raw = {f.name: object.__getattribute__(report, f.name) for f in dataclasses.fields(report)}
     if report.ok:
-        return dataclasses.replace(report, notes=notes)
-    from mcjax._check._hessian_diagnose import diagnose_hessian
+        return Report(**{**raw, "notes": notes})
 
-    slips = diagnose_hessian(scalar_f, pair, kind, derivative, args, argnums, report)
-    seen = {s.sentence for s in slips}
-    return dataclasses.replace(
-        report, notes=notes,
-        slips=tuple(slips) + tuple(s for s in report.slips if s.sentence not in seen),
-        diagnosis=tuple(s.sentence for s in slips)
-        + tuple(d for d in report.diagnosis if d not in seen))
+    def diagnosis():  # when read: the second-order slips, else the first-order diagnosis
+        from mcjax._check._hessian_diagnose import diagnose_hessian
+
+        slips = tuple(diagnose_hessian(scalar_f, pair, kind, derivative, args, argnums, report))
+        if not slips:
+            slips = report.slips
+        return {"slips": slips, "diagnosis": tuple(s.sentence for s in slips)}
+
+    return Report(**{**raw, "notes": notes, **Later.fields(diagnosis, "slips", "diagnosis")})
 
 
 def assert_hessian(f, H, *args: Any, **options: Any) -> Report:

@@ -34,60 +34,74 @@ from mcjax._check._returned import is_pullback, pullback_of
 from mcjax._core._conventions import standard_promotion
 
 
-def _products(scalar_f, pair, derivative, args, argnums, V):
-    """``(H V, G V or None, got V, leaves)`` for probes ``V`` (n, k), float64 NumPy."""
-    x = args[argnums]
-    x_flat, unravel = ravel_pytree(x)
+def _flat(args, argnums):
+    """``(x_flat, at)``: the argument as one vector, and the arguments with it replaced."""
+    x_flat, unravel = ravel_pytree(args[argnums])
 
     def at(t):
         return (*args[:argnums], unravel(t), *args[argnums + 1:])
 
+    return x_flat, unravel, at
+
+
+def _apply(fn, V, dtype) -> np.ndarray:
+    """``fn`` (a product ``v -> M v``) on each column of ``V``, compiled once: float64 NumPy."""
+    out = jax.jit(jax.vmap(fn, in_axes=1, out_axes=1))(jnp.asarray(V, dtype))
+    return np.asarray(out, np.float64)
+
+
+def hessian_products(scalar_f, args, argnums, V) -> np.ndarray:
+    """$H V$ by forward-over-reverse HVPs (``jax.jvp`` of ``jax.grad``)."""
+    x_flat, _, at = _flat(args, argnums)
+
     def grad_flat(t):
         return ravel_pytree(jax.grad(scalar_f, argnums=argnums)(*at(t)))[0]
 
-    def hvp(v):
-        return jax.jvp(grad_flat, (x_flat,), (v,))[1]
+    return _apply(lambda v: jax.jvp(grad_flat, (x_flat,), (v,))[1], V, x_flat.dtype)
 
-    Vj = jnp.asarray(V, x_flat.dtype)
-    true = np.asarray(jax.jit(jax.vmap(hvp, in_axes=1, out_axes=1))(Vj), np.float64)
-    gn = None
-    if pair is not None:
-        model, loss = pair
 
-        def model_flat(t):
-            return model(*at(t))
+def gauss_newton_products(pair, args, argnums, V) -> np.ndarray:
+    """$J^\\top H_L J V$: the model's JVP, the loss's HVP at its output, the model's VJP."""
+    model, loss = pair
+    x_flat, _, at = _flat(args, argnums)
 
-        def gnvp(v):
-            y0, Jv = jax.jvp(model_flat, (x_flat,), (v,))
-            HJv = jax.jvp(jax.grad(loss), (y0,), (Jv,))[1]
-            return jax.vjp(model_flat, x_flat)[1](HJv)[0]
+    def model_flat(t):
+        return model(*at(t))
 
-        gn = np.asarray(jax.jit(jax.vmap(gnvp, in_axes=1, out_axes=1))(Vj), np.float64)
+    def product(v):
+        y0, Jv = jax.jvp(model_flat, (x_flat,), (v,))
+        HJv = jax.jvp(jax.grad(loss), (y0,), (Jv,))[1]
+        return jax.vjp(model_flat, x_flat)[1](HJv)[0]
+
+    return _apply(product, V, x_flat.dtype)
+
+
+def products_under_test(derivative, args, argnums, V) -> np.ndarray:
+    """The matrix under test applied to ``V``: its HVP function's, or its dense form's."""
+    x = args[argnums]
+    x_flat, unravel, _ = _flat(args, argnums)
     value = derivative(*args)
     if is_pullback(value):
         fn = pullback_of(value)
-        got = np.stack([np.asarray(ravel_pytree(fn(unravel(Vj[:, j])))[0], np.float64)
-                        for j in range(V.shape[1])], axis=1)
-    else:
-        tree = as_hessian_tree(value, x)
-        rows = jax.tree_util.tree_leaves(tree)  # row-major over (leaf a, leaf b) blocks
-        sizes = [int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(x)]
-        L = len(sizes)
-        M = np.block([[np.asarray(rows[a * L + b], np.float64).reshape(sizes[a], sizes[b])
-                       for b in range(L)] for a in range(L)])
-        got = M @ np.asarray(V, np.float64)
-    return true, gn, got
+        return np.stack([np.asarray(ravel_pytree(fn(unravel(jnp.asarray(V[:, j], x_flat.dtype))))[0],
+                                    np.float64) for j in range(V.shape[1])], axis=1)
+    rows = jax.tree_util.tree_leaves(as_hessian_tree(value, x))  # blocks [a][b], row-major
+    sizes = [int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(x)]
+    L = len(sizes)
+    M = np.block([[np.asarray(rows[a * L + b], np.float64).reshape(sizes[a], sizes[b])
+                   for b in range(L)] for a in range(L)])
+    return M @ np.asarray(V, np.float64)
 
 
 def _close(a, b, slack) -> bool:
     return bool(np.all(np.abs(a - b) <= slack))
 
 
-def _leaf_names(x) -> list[tuple[str, tuple[int, ...], int]]:
+def _leaf_names(x, argnums: int) -> list[tuple[str, tuple[int, ...], int]]:
     """``(name, shape, offset)`` of each leaf of ``x``, as the report names them."""
     out, offset = [], 0
     for path, leaf in jax.tree_util.tree_flatten_with_path(x)[0]:
-        name = "".join(str(p) for p in path) or "x"
+        name = f"args[{argnums}]" + "".join(str(p) for p in path)
         out.append((name, tuple(np.shape(leaf)), offset))
         offset += int(np.size(leaf))
     return out
@@ -133,50 +147,79 @@ def _kronecker_swaps(true, got, slack, names):
 def diagnose_hessian(scalar_f, pair, kind, derivative, args, argnums, report: Report
                      ) -> list[Slip]:
     """The second-order slips that explain a failing ``report`` (often none: then the
-    first-order diagnosis speaks)."""
+    first-order diagnosis speaks).  A full-mode report's matrices are used where they are
+    the ones needed; the rest is computed by products with probes."""
     x = args[argnums]
     n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(x))
     exact = n <= EXACT_PROBES
     V = np.eye(n) if exact else np.random.default_rng(0).standard_normal((n, RANDOM_PROBES))
+    kept = report.matrices if exact and report.matrices else {}
     try:
         with standard_promotion():
-            true, gn, got = _products(scalar_f, pair, derivative, args, argnums, V)
+            got = kept["got"] if kept else products_under_test(derivative, args, argnums, V)
+            if kept and kind != "gauss_newton":
+                true = kept["expected"]
+            else:
+                true = hessian_products(scalar_f, args, argnums, V)
+            if kept and kind == "gauss_newton":
+                gn = kept["expected"]
+            else:
+                gn = gauss_newton_products(pair, args, argnums, V) if pair is not None else None
     except Exception:  # noqa: BLE001 - the first-order diagnosis still speaks
         return []
+    got, true = np.asarray(got, np.float64), np.asarray(true, np.float64)
     if not (np.all(np.isfinite(got)) and np.all(np.isfinite(true))):
         return []
     eps = float(jnp.finfo(report.dtype).eps)
-    scale = max(float(np.abs(true).max(initial=0.0)), float(np.abs(got).max(initial=0.0)))
-    slack = np.sqrt(eps) * scale + report.threshold.atol
     due = gn if kind == "gauss_newton" and gn is not None else true
-    names = _leaf_names(x)
-    slips = []
+    scale = max(float(np.abs(due).max(initial=0.0)), float(np.abs(got).max(initial=0.0)))
+    slack = np.sqrt(eps) * scale + report.threshold.atol
+    names = _leaf_names(x, argnums)
     S, S_due = V.T @ got, V.T @ due
     asym = _asymmetric(S, S_due, np.sqrt(eps) * float(np.abs(S_due).max(initial=0.0))
                        + report.threshold.atol, names, exact)
     if asym is not None:
-        slips.append(asym)
+        return [asym]
     if gn is not None and not _close(gn, true, slack):
         if kind != "gauss_newton" and _close(got, gn, slack):
-            slips.append(Slip("gauss-newton-for-hessian", "the Gauss-Newton part only: matches "
-                              "J^T H_L J, but the full Hessian adds sum_k dL/dy_k times the "
-                              "model's own second derivative of y_k (pass kind='gauss_newton' "
-                              "if the Gauss-Newton matrix is what you meant)"))
+            return [Slip("gauss-newton-for-hessian", "the Gauss-Newton part only: matches "
+                         "J^T H_L J, but the full Hessian adds sum_k dL/dy_k times the "
+                         "model's own second derivative of y_k (pass kind='gauss_newton' if "
+                         "the Gauss-Newton matrix is what you meant)")]
         if kind == "gauss_newton" and _close(got, true, slack):
-            slips.append(Slip("hessian-for-gauss-newton", "the full Hessian where the "
-                              "Gauss-Newton matrix J^T H_L J was due (it leaves out the model's "
-                              "own curvature): pass kind='hessian' if you meant the Hessian"))
-    if exact and not slips:
+            return [Slip("hessian-for-gauss-newton", "the full Hessian where the Gauss-Newton "
+                         "matrix J^T H_L J was due (it leaves out the model's own curvature): "
+                         "pass kind='hessian' if you meant the Hessian")]
+    if exact:
         swap = _kronecker_swaps(due, got, slack, names)
         if swap is not None:
-            slips.append(swap)
-    if not slips and report.mode == "fast":  # full mode's own diagnosis names a factor
-        denominator = float(np.sum(due * due))
-        c = float(np.sum(got * due)) / denominator if denominator else 0.0
-        if c not in (0.0, 1.0) and np.isfinite(c) and _close(got, c * due, slack * max(1, abs(c))):
-            sizes = {f"axis {k} of {name}": d for name, shape, _ in names
-                     for k, d in enumerate(shape)}
-            slips.append(Slip("sign" if abs(c + 1) <= 1e-3 else "factor",
-                              f"a constant factor: matches the Hessian times "
-                              f"{_name_factor(c, sizes)}"))
-    return slips
+            return [swap]
+    denominator = float(np.sum(due * due))
+    c = float(np.sum(got * due)) / denominator if denominator else 0.0
+    if c not in (0.0, 1.0) and np.isfinite(c) and _close(got, c * due, slack * max(1, abs(c))):
+        if report.mode == "full":
+            return []  # full mode's own diagnosis names the factor
+        sizes = {f"axis {k} of {name}": d for name, shape, _ in names for k, d in enumerate(shape)}
+        return [Slip("sign" if abs(c + 1) <= 1e-3 else "factor",
+                     f"a constant factor: matches the Hessian times {_name_factor(c, sizes)}")]
+    if exact:
+        term = _missing_term(got - due, due, slack)
+        if term is not None:
+            return [term]
+    return []
+
+
+def _missing_term(E, due, slack) -> Slip | None:
+    """A symmetric difference of lower rank than the Hessian: a term left out or added."""
+    s = np.linalg.svd(E, compute_uv=False)
+    noise = float(slack) * np.sqrt(E.shape[0])
+    rank = int(np.sum(s > noise))
+    rank_due = int(np.sum(np.linalg.svd(due, compute_uv=False) > noise))
+    if rank == 0 or rank >= max(rank_due, 1) or not _close(E, E.T, slack):
+        return None
+    sign = np.sign(np.trace(E)) if abs(np.trace(E)) > noise else 0
+    which = {1: "an extra positive", -1: "a missing positive", 0: "a missing or extra"}[int(sign)]
+    return Slip("missing-term", f"{which} term: H differs from the Hessian by a symmetric matrix "
+                f"of rank {rank} (the Hessian's is {rank_due}), a sum of {rank} outer products "
+                "u u^T: the -p p^T of each row's diag(p) - p p^T (softmax cross-entropy), or a "
+                "term of the product rule left out?")
