@@ -30,14 +30,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from mcjax._check._api import check
+from mcjax._check._kinks import crosses, has_switches, switch_sides
 from mcjax._check._problem import name_of
 from mcjax._check._report import Later, Report
 from mcjax._check._returned import vjp
 from mcjax._core._arguments import describe, require_callable
+from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import DerivativeError, ShapeError, shape_str
-from mcjax._core._tolerance import FAST_DIRECTIONS
+from mcjax._core._tolerance import FAST_DIRECTIONS, FULL_MODE_MAX_INPUTS, HESSIAN_NEAR_KINK
 from mcjax._jacobian import Jacobian
 
 KINDS = ("hessian", "hvp", "gauss_newton")
@@ -206,6 +209,45 @@ def _gradient(scalar_f, pair, kind: str, argnums: int, name: str):
     return gauss_newton_gradient
 
 
+def near_kinks(scalar_f, args: tuple, argnums: int) -> list[str]:
+    """The coordinates of ``args[argnums]`` along which a step of ``HESSIAN_NEAR_KINK`` of
+    the coordinate's scale (either way) switches a branch of ``f``'s gradient: at or near a
+    kink of the gradient, where the second derivative is undefined (a ReLU's gate at
+    ``z = 0``).  Empty when the gradient has no switch; names as the report's entries."""
+    x_flat, unravel = ravel_pytree(args[argnums])
+    n = int(x_flat.shape[0])
+    if n == 0 or n > FULL_MODE_MAX_INPUTS:
+        return []
+
+    def grad_flat(t):
+        a = (*args[:argnums], unravel(t), *args[argnums + 1:])
+        return ravel_pytree(jax.grad(scalar_f, argnums=argnums)(*a))[0]
+
+    if not has_switches(jax.make_jaxpr(grad_flat)(x_flat).jaxpr):
+        return []
+
+    def crossing(x):
+        _, here = switch_sides(grad_flat, x)
+        scale = jnp.maximum(jnp.abs(x), jnp.sqrt(jnp.mean(x * x)))
+        scale = jnp.where(scale > 0, scale, 1.0) * HESSIAN_NEAR_KINK
+        steps = jnp.concatenate([jnp.diag(scale), -jnp.diag(scale)])
+
+        def crossed(step):
+            return crosses(here, switch_sides(grad_flat, x + step)[1])
+
+        both = jax.vmap(crossed)(steps)
+        return both[:n] | both[n:]
+
+    with standard_promotion():
+        hit = np.asarray(jax.jit(crossing)(x_flat))
+    names = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(args[argnums])[0]:
+        name = f"args[{argnums}]" + "".join(str(p) for p in path)
+        for index in np.ndindex(np.shape(leaf)):
+            names.append(f"{name}[{', '.join(map(str, index))}]" if index else name)
+    return [names[j] for j in np.nonzero(hit)[0]]
+
+
 # -- the check -----------------------------------------------------------------------------
 def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[..., Any]],
                   H: Any, *args: Any, argnums: int = 0, kind: str = "hessian",
@@ -302,12 +344,14 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
                              + ("jax.jacfwd of it is jax.hessian (forward-over-reverse)"
                                 if report.mode == "full" else
                                 "forward-over-reverse HVPs u^T H v, no n x n array")),)
-    if report.kinks is not None and (report.kinks.at or report.kinks.jumps):
-        labels = ", ".join(k.label for k in report.kinks.entries)
-        notes += (f"f's gradient has a kink or a jump at {report.kinks.at + report.kinks.jumps} "
-                  f"entries here ({labels}): the second derivative is undefined there (a "
-                  "ReLU's gate 1[z > 0] switching at z = 0); JAX's value, 0 on either side of a "
-                  "piecewise-linear gradient, is what was accepted",)
+    kinks = near_kinks(scalar_f, args, argnums)
+    if kinks:
+        shown = ", ".join(kinks[:6]) + (f" and {len(kinks) - 6} more" if len(kinks) > 6 else "")
+        notes += (f"at or near a kink of f's gradient along {len(kinks)} coordinate"
+                  f"{'s' if len(kinks) != 1 else ''} ({shown}): a step of "
+                  f"{HESSIAN_NEAR_KINK:g} of the coordinate's scale switches a branch (a ReLU's "
+                  "gate 1[z > 0] at z = 0); the second derivative is undefined at the kink and "
+                  "jumps across it (0 on either side for a piecewise-linear gradient)",)
     raw = {f.name: object.__getattribute__(report, f.name) for f in dataclasses.fields(report)}
     if report.ok:
         return Report(**{**raw, "notes": notes})
