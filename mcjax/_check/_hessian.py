@@ -39,7 +39,7 @@ from mcjax._check._report import Later, Report
 from mcjax._check._returned import vjp
 from mcjax._core._arguments import describe, require_callable
 from mcjax._core._conventions import standard_promotion
-from mcjax._core._errors import DerivativeError, ShapeError, shape_str
+from mcjax._core._errors import DerivativeError, DtypeError, ShapeError, shape_str
 from mcjax._core._tolerance import FAST_DIRECTIONS, FULL_MODE_MAX_INPUTS, HESSIAN_NEAR_KINK
 from mcjax._jacobian import Jacobian
 
@@ -104,6 +104,7 @@ def as_hessian_tree(value, x, what: str = "H"):
 
     Raises:
       ShapeError: none of these, naming what arrived and what was expected.
+      DtypeError: an entry is not floating point.
     """
     leaves, treedef = jax.tree_util.tree_flatten(x)
     shapes = _leaf_shapes(x)
@@ -111,6 +112,13 @@ def as_hessian_tree(value, x, what: str = "H"):
     n = sum(sizes)
     if isinstance(value, Jacobian):
         value = value.dense()
+    for leaf in jax.tree_util.tree_leaves(value):
+        if not hasattr(leaf, "shape") and not isinstance(leaf, float):
+            raise ShapeError(f"mcjax.check_hessian: {what} is {describe(value)}; expected "
+                             f"{_expected(x)}")
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise DtypeError(f"mcjax.check_hessian: {what} has dtype {jnp.result_type(leaf)}; "
+                             "expected a floating dtype (as the argument's)")
     if hasattr(value, "shape") and not isinstance(value, (dict, list, tuple)):
         shape = tuple(np.shape(value))
         if treedef.num_leaves == 1 and jax.tree_util.treedef_is_leaf(treedef) \
@@ -165,7 +173,12 @@ def _derivative(H, kind: str, args: tuple, argnums: int):
         value = _operator_derivative(H, x)
         return (lambda *a: value), False, f"{type(H).__name__} operator"
     if callable(H) and not hasattr(H, "shape"):
-        probe = H(*args)  # once, to learn the form it returns
+        try:
+            probe = H(*args)  # once, to learn the form it returns
+        except TypeError as e:
+            raise TypeError(f"mcjax.check_hessian: H(*args) raised TypeError: {e}; expected H "
+                            "a function of f's arguments (for an HVP function hvp(v, *args), "
+                            "pass kind='hvp')") from None
         if _is_operator(probe):
             def of_operator(*a):
                 return _operator_derivative(H(*a), a[argnums])
@@ -293,6 +306,7 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
 
     Raises:
       ShapeError: ``f`` is not scalar, or ``H`` has the wrong shape (the message names both).
+      DtypeError: ``H`` is not floating point, or the argument is not.
       TypeError, ValueError: an option or ``f``, ``H`` of the wrong kind (one sentence).
 
     Example:
@@ -317,8 +331,9 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
     scalar_f, pair, name = _split(f, kind)
     out = jax.eval_shape(scalar_f, *args)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
-        got = shape_str(out.shape) if isinstance(out, jax.ShapeDtypeStruct) else describe(out)
-        raise ShapeError(f"mcjax.check_hessian: f returns {got}; expected a scalar (shape ()): "
+        got = (f"shape {shape_str(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct)
+               else describe(out))
+        raise ShapeError(f"mcjax.check_hessian: f returns {got}; expected a scalar, shape (): "
                          "the Hessian is that of a scalar function (sum or average a vector "
                          "output first)")
     derivative, moves, h_name = _derivative(H, kind, args, argnums)
