@@ -37,10 +37,13 @@ def test_every_second_derivative_passes_the_checker_in_float32():
     assert not failed, failed[0]
 
 
-@pytest.mark.parametrize("rule", SECOND, ids=[r.name for r in SECOND])
+HYPER = [r for r in SECOND if r.hyper]  # the sweep checks the others as called already
+
+
+@pytest.mark.parametrize("rule", HYPER, ids=[r.name for r in HYPER])
 def test_second_derivative_is_jax_hessian_of_the_function_as_called(rule):
     """``rule.second_derivative(a, b)(*args)`` against ``jax.hessian`` of the forward function
-    called plainly (its own defaults), in float64."""
+    called plainly (its own defaults, not the rule's verification ``hyper``), in float64."""
     args = rule.example(np.random.default_rng(5), SHAPE_CASES[1], jnp.float64)
     pairs = list(rule.hessian)
 

@@ -124,6 +124,8 @@ def as_hessian_tree(value, x, what: str = "H"):
         if treedef.num_leaves == 1 and jax.tree_util.treedef_is_leaf(treedef) \
                 and shape == shapes[0] + shapes[0]:
             return value
+        if shape == (n, n) and isinstance(value, jax.ShapeDtypeStruct):
+            return value  # an abstract value: its shape is all there is to check
         if shape == (n, n):
             offsets = np.cumsum([0] + sizes)
             rows = [treedef.unflatten([
@@ -173,8 +175,13 @@ def _derivative(H, kind: str, args: tuple, argnums: int):
         value = _operator_derivative(H, x)
         return (lambda *a: value), False, f"{type(H).__name__} operator"
     if callable(H) and not hasattr(H, "shape"):
-        try:
-            probe = H(*args)  # once, to learn the form it returns
+        try:  # once, abstractly when it can be, to learn the form it returns
+            try:
+                probe = jax.eval_shape(H, *args)
+            except TypeError as e:
+                if "not a valid JAX type" not in str(e):
+                    raise
+                probe = H(*args)  # an operator that is no pytree: only a call shows it
         except TypeError as e:
             raise TypeError(f"mcjax.check_hessian: H(*args) raised TypeError: {e}; expected H "
                             "a function of f's arguments (for an HVP function hvp(v, *args), "

@@ -217,9 +217,15 @@ def _missing_term(E, due, slack) -> Slip | None:
     rank_due = int(np.sum(np.linalg.svd(due, compute_uv=False) > noise))
     if rank == 0 or rank >= max(rank_due, 1) or not _close(E, E.T, slack):
         return None
-    sign = np.sign(np.trace(E)) if abs(np.trace(E)) > noise else 0
-    which = {1: "an extra positive", -1: "a missing positive", 0: "a missing or extra"}[int(sign)]
-    return Slip("missing-term", f"{which} term: H differs from the Hessian by a symmetric matrix "
-                f"of rank {rank} (the Hessian's is {rank_due}), a sum of {rank} outer products "
-                "u u^T: the -p p^T of each row's diag(p) - p p^T (softmax cross-entropy), or a "
-                "term of the product rule left out?")
+    eigenvalues = np.linalg.eigvalsh((E + E.T) / 2)
+    if eigenvalues.min() >= -noise:
+        what = ("H lacks a negative term (or has an extra positive one): H - Hessian is "
+                "positive semi-definite")
+    elif eigenvalues.max() <= noise:
+        what = ("H lacks a positive term (or has an extra negative one): H - Hessian is "
+                "negative semi-definite")
+    else:
+        what = "a missing or extra term: H - Hessian is symmetric and indefinite"
+    return Slip("missing-term", f"{what}, of rank {rank} (the Hessian's is {rank_due}): a sum "
+                f"of {rank} outer products u u^T, like the -p p^T of each row's diag(p) - p p^T "
+                "in softmax cross-entropy, or a term of the product rule left out?")
