@@ -265,7 +265,8 @@ BAD = [
      "H has dtype int32; expected a floating dtype"),
     (lambda: mcjax.check_hessian(cube, jnp.eye(3), x3, kind="hess"), ValueError,
      "kind='hess'; expected one of 'hessian', 'hvp', 'gauss_newton'"),
-    (lambda: mcjax.check_hessian(cube, jnp.eye(3), x3, argnums=(0,)), TypeError,
+    (lambda: mcjax.check_hessian(cube, jnp.eye(3), x3, argnums=(0,)),  # pyright: ignore[reportArgumentType]
+     TypeError,
      r"argnums=\(0,\); expected one int"),
     (lambda: mcjax.check_hessian(cube, jnp.eye(3), x3, kind="gauss_newton"), TypeError,
      r"kind='gauss_newton' needs f as a pair \(model, loss\)"),

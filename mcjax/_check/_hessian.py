@@ -60,7 +60,7 @@ def _is_operator(value) -> bool:
         callable(getattr(value, "hvp", None)) or callable(getattr(value, "dense", None)))
 
 
-def _split(f, kind: str):
+def _split(f, kind: str) -> tuple[Callable[..., Any], tuple | None, str]:
     """``(scalar f, (model, loss) or None, name)``."""
     if isinstance(f, tuple) and len(f) == 2:
         model, loss = f
@@ -79,6 +79,7 @@ def _split(f, kind: str):
                         f"loss), f(args) = loss(model(*args)); got {describe(f)}")
     require_callable("check_hessian", "f", f, "a scalar function of the arguments, or a pair "
                      "(model, loss)")
+    assert callable(f)  # for the type checker: require_callable raised otherwise
     return f, None, name_of(f)
 
 

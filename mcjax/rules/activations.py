@@ -167,9 +167,9 @@ def _neuron_second(pair: str):
         gate = _piecewise_linear_gate(activation)
         if pair == "wx":
             return ScaledIdentity(gate(jnp.dot(w, x) + b), w.shape)
-        shapes = {"ww": (w.shape, w.shape), "xx": (x.shape, x.shape), "wb": (w.shape, ()),
-                  "bb": ((), ())}[pair]
-        return Zero(*shapes, jnp.result_type(w))
+        out_shape, in_shape = {"ww": (w.shape, w.shape), "xx": (x.shape, x.shape),
+                               "wb": (w.shape, ()), "bb": ((), ())}[pair]
+        return Zero(out_shape, in_shape, jnp.result_type(w))
 
     second.__name__ = f"neuron_second_{pair}"
     return second

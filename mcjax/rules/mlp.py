@@ -153,22 +153,20 @@ def _sample_dense_loss(targets: str):
 
 _GN_TEXT = "sum_b H_b (x) x_b x_b^T = J^T H_Z J, H_b = d2 loss / dz_b^2 (Gauss-Newton block, exact)"
 _GN_LATEX = r"\sum_b H_b \otimes \mathbf{x}_b\mathbf{x}_b^\top = J^\top H_Z J"
-_DENSE_LOSS = dict(
-    section="beyond",
-    wrt={"W": Derivative(_dense_loss_gradient("W"), "G^T X, G = dL/dZ",
-                         r"\bar{Z}^\top X,\ \bar{Z} = \partial L/\partial Z"),
-         "b": Derivative(_dense_loss_gradient("b"), "1^T G", r"\mathbf{1}^\top\bar{Z}")},
-    hessian={("W", "W"): Derivative(_gauss_newton_block("WW"), _GN_TEXT, _GN_LATEX),
-             ("W", "b"): Derivative(_gauss_newton_block("Wb"), "sum_b H_b (x) x_b",
-                                    r"\sum_b H_b \otimes \mathbf{x}_b"),
-             ("b", "b"): Derivative(_gauss_newton_block("bb"), "sum_b H_b", r"\sum_b H_b")},
-)
+_DENSE_WRT = {"W": Derivative(_dense_loss_gradient("W"), "G^T X, G = dL/dZ",
+                              r"\bar{Z}^\top X,\ \bar{Z} = \partial L/\partial Z"),
+              "b": Derivative(_dense_loss_gradient("b"), "1^T G", r"\mathbf{1}^\top\bar{Z}")}
+_DENSE_HESSIAN = {("W", "W"): Derivative(_gauss_newton_block("WW"), _GN_TEXT, _GN_LATEX),
+                  ("W", "b"): Derivative(_gauss_newton_block("Wb"), "sum_b H_b (x) x_b",
+                                         r"\sum_b H_b \otimes \mathbf{x}_b"),
+                  ("b", "b"): Derivative(_gauss_newton_block("bb"), "sum_b H_b", r"\sum_b H_b")}
 
 
 @rule("dense_mse", shapes="W: k n, X: B n, b: k, Y: B k", sample=_sample_dense_loss("targets"),
-      hyper={"loss": "mse"}, **_DENSE_LOSS)
+      hyper={"loss": "mse"}, section="beyond", wrt=_DENSE_WRT, hessian=_DENSE_HESSIAN)
 @rule("dense_softmax_cross_entropy", shapes="W: k n, X: B n, b: k, Y: B",
-      sample=_sample_dense_loss("labels"), hyper={"loss": "softmax_cross_entropy"}, **_DENSE_LOSS)
+      sample=_sample_dense_loss("labels"), hyper={"loss": "softmax_cross_entropy"},
+      section="beyond", wrt=_DENSE_WRT, hessian=_DENSE_HESSIAN)
 def dense_loss(W, X, b, Y, *, loss="softmax_cross_entropy"):
     """A loss of one dense layer's output, $L(X W^\\top + \\mathbf{b}, Y)$, as a network's last layer.
 
