@@ -118,6 +118,7 @@ from mcjax.rules.elementwise import (
 from mcjax.rules.losses import logistic_loss, mse, neuron_loss, softmax, softmax_cross_entropy
 from mcjax.rules.mlp import (
     dense_layer,
+    dense_loss,
     layer_backward,
     mlp_apply,
     mlp_backprop,
@@ -177,6 +178,7 @@ __all__ = [
     "softmax_cross_entropy",
     "logistic_loss",
     "dense_layer",
+    "dense_loss",
     "layer_backward",
     "mlp_init",
     "mlp_apply",

@@ -24,7 +24,7 @@ from mcjax._registry import REGISTRY, Derivative, as_array, normal, rule
 from mcjax.rules.activations import activation_function, activation_jacobian
 from mcjax.rules.affine import affine
 
-__all__ = ["dense_layer", "layer_backward", "mlp_init", "mlp_apply", "mlp_backprop", "mlp_loss"]
+__all__ = ["dense_layer", "dense_loss", "layer_backward", "mlp_init", "mlp_apply", "mlp_backprop", "mlp_loss"]
 
 Params = list  # [{"W": (m, n), "b": (m,)}, ...]
 
