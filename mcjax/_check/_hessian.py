@@ -235,6 +235,10 @@ def near_kinks(scalar_f, args: tuple, argnums: int) -> list[str]:
     the coordinate's scale (either way) switches a branch of ``f``'s gradient: at or near a
     kink of the gradient, where the second derivative is undefined (a ReLU's gate at
     ``z = 0``).  Empty when the gradient has no switch; names as the report's entries."""
+    leaves = jax.tree_util.tree_leaves(args[argnums])
+    if not all(hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
+               for leaf in leaves):
+        return []  # a model with other leaves: its branches are not read
     x_flat, unravel = ravel_pytree(args[argnums])
     n = int(x_flat.shape[0])
     if n == 0 or n > FULL_MODE_MAX_INPUTS:
