@@ -310,8 +310,13 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
       kind: ``"hessian"`` (the full Hessian), ``"hvp"`` (the full Hessian as an HVP
         function) or ``"gauss_newton"`` ($J^\top H_L J$ of ``f = (model, loss)``, $J$ the
         model's Jacobian at ``args``, $H_L$ the loss's Hessian at the model's output).
-      mode, points, directions, seed, rtol, atol: as ``mcjax.check``.  A fixed array or
-        operator, and the Gauss-Newton matrix, are checked at ``args`` only.
+      mode: ``"auto"``, ``"full"`` or ``"fast"``, as ``mcjax.check``.
+      points: as ``mcjax.check``; a fixed array or operator, and the Gauss-Newton matrix, are
+        checked at ``args`` only.
+      directions: fast mode's random directions per point, as ``mcjax.check``.
+      seed: seeds the directions and points, as ``mcjax.check``.
+      rtol: overrides the tolerance policy's relative threshold, as ``mcjax.check``.
+      atol: overrides its absolute floor, as ``mcjax.check``.
 
     Returns:
       A ``mcjax.Report`` of ``d grad f / d args[argnums]``.
