@@ -22,7 +22,6 @@ from mcjax._core._arguments import count, describe, flag, tolerance
 from mcjax._core._errors import DerivativeError
 from mcjax._core._tolerance import (
     FAST_DIRECTIONS,
-    FAST_POINTS,
     FULL_MODE_MAX_ENTRIES,
     FULL_MODE_MAX_INPUTS,
     KINK_CONVENTIONS,
@@ -69,7 +68,9 @@ def check(f: Callable[..., Any], derivative: Callable[..., Any], *args: Any,
         Jacobian of at most 65,536 entries and an argument of at most 2,048 coordinates.
       layout: ``"numerator"`` or ``"denominator"`` (``arg.shape + out.shape``).
       points: how many points, at least 1 (``x`` then random points near it); default 1 in
-        full mode, 2 in fast mode.
+        full mode; in fast mode ``x`` and a point near it, but for a scalar ``f`` the point
+        near ``x`` only when ``x`` could hide a slip (a constant or symmetric leaf, a leaf
+        the gradient is 0 on) or fails (at ``x`` every entry of the gradient is compared).
       directions: fast mode's random directions ``v`` per point, at least 1.
       kink_convention: ``None`` (any accepted value at a kink) or one of ``"jax"``,
         ``"left"``, ``"right"``, ``"average"`` to require it at every kink entry.
@@ -103,7 +104,7 @@ def check(f: Callable[..., Any], derivative: Callable[..., Any], *args: Any,
                  and p.x_spec.size * p.out_spec.size <= FULL_MODE_MAX_ENTRIES)
         mode = "full" if small else "fast"
     if mode == "fast":
-        return _fast.report(p, FAST_POINTS if points is None else points, directions, seed)
+        return _fast.report(p, points, directions, seed)
     dynamics = [p.dynamic] + [_full.perturbed(p, seed, q) for q in range(1, points or 1)]
     return _full.reports([(p, dynamics)], seed, kink_convention)[0]
 

@@ -21,14 +21,21 @@ pairwise independent signs, so a projection's variance is what independent signs
 Cost per point: one evaluation of the derivative under test and one ``jax.vjp`` of ``f``
 (each about one gradient), plus two passes over ``u^T J`` of each side (one fused reduction
 for the entry-wise comparison, one matrix product for the projections); the extra point
-adds one reduction and one elementwise pass over the argument.  The whole check is one
-jitted program, cached on ``(f, derivative)`` and the shapes.
+adds one reduction and one elementwise pass over the argument.  The check at the points it
+runs is one jitted program, cached on ``(f, derivative)`` and the shapes.
+
+Which points run (``_which``): for a scalar ``f``, ``x`` alone (1.6 gradients of FLOPs on a
+1M-parameter MLP), then the point near ``x`` only when ``x`` could hide a slip (a constant or
+symmetric leaf, a leaf the reference's gradient is 0 on) or fails, in a second program that
+also returns the failing points' ``u^T J`` for the worst entries and the diagnosis
+(``_fast_diagnose``); for a vector ``f``, every point (each draws its own ``u``).
 
 A wrong entry ``(i, j)`` by ``E`` shows in ``(u^T J)_j`` as ``u_i E``: for a scalar ``f``
 (``u = 1``) it is caught whenever ``|E|`` exceeds its threshold.  For ``m`` outputs
 ``u_i ~ N(0, 1/m)``, so one point misses it with probability
 ``P(|Z| < sqrt(m) allowed / |E|) ~= 0.8 sqrt(m) allowed / |E|`` and ``p`` points with that
-probability to the power ``p``.
+probability to the power ``p``.  For a scalar ``f`` a second point adds nothing to that: it
+only helps against an error that vanishes at ``x`` itself, which is what a special ``x`` does.
 """
 
 from __future__ import annotations
@@ -41,14 +48,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mcjax._check import _fast_diagnose
 from mcjax._check._compare import Comparison, Threshold, nonfinite, worst_entries
+from mcjax._check._diagnose import sizes_of
+from mcjax._check._fast_diagnose import leaf_name
 from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared
-from mcjax._check._report import Projection, Report, header
+from mcjax._check._report import Projection, Report, Slip, header
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._conventions import standard_promotion
-from mcjax._core._tolerance import FAST_PERTURBATION
-from mcjax._program._compile import run_compiled
+from mcjax._core._tolerance import FAST_PERTURBATION, FAST_POINTS
+from mcjax._program._compile import compiler_options, run_compiled
 
 # what a hash is for: its salt keeps the streams of the points, leaves and uses apart
 _PERTURB, _ROWS, _COLS, _COTANGENT = 1, 2, 3, 4
@@ -153,44 +163,62 @@ def _projections(leaves, seed, point, directions):
     return total
 
 
-def _point(static, x_spec, out_spec, dynamic, seed, point, directions):
-    got, ref = _both_sides(static, x_spec, out_spec, dynamic, seed, point)
+def _summary(got, ref, seed, point, directions):
     leaf_ref, leaf_err = (jnp.stack(v) for v in zip(*(_largest(r, g) for r, g in zip(ref, got))))
     return {"leaf_ref": leaf_ref, "leaf_err": leaf_err,
             "proj_ref": _projections(ref, seed, point, directions),
             "proj_got": _projections(got, seed, point, directions)}
 
 
+def _special(x_leaves):
+    """Per leaf of ``x``: ``[constant, symmetric]``.  Constant: all entries equal (zeros, ones:
+    fresh biases and gains; a single entry only when it is 0 or +-1); symmetric: a leaf whose
+    last two axes are square and equal to its transpose (an identity).  Such an ``x`` can hide a
+    slip (a bias left out of the backward pass is invisible at ``b = 0``, ``W`` used where
+    ``W^T`` was due at ``W = W^T``)."""
+    flags = []
+    for leaf in x_leaves:
+        lo, hi = jnp.min(leaf), jnp.max(leaf)
+        constant = (lo == hi) & ((leaf.size > 1) | (hi == 0) | (jnp.abs(hi) == 1))
+        square = leaf.ndim >= 2 and leaf.shape[-1] == leaf.shape[-2] > 1
+        symmetric = jnp.all(leaf == jnp.swapaxes(leaf, -1, -2)) if square else jnp.bool_(False)
+        flags.append(jnp.stack([constant, symmetric]))
+    return jnp.stack(flags)
+
+
 def _program(statics, consts, dynamic, seed):
-    static, x_spec, out_spec, points, directions = statics
+    """The check at the points ``which`` (their indices: 0 is ``x``): each leaf's largest
+    reference and error and the projections; with point 0, what makes ``x`` special
+    (``_special``); and ``u^T J`` of both sides at the points ``keep`` (a failing check's, for
+    its worst entries and diagnosis)."""
+    static, x_spec, out_spec, which, directions, keep = statics
     static = static.bind(consts)
-    results = [_point(static, x_spec, out_spec, dynamic, seed, p, directions)
-               for p in range(points)]
-    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
-
-
-def _vectors(statics, consts, dynamic, seed):
-    """``u^T J`` of both sides, leaf by leaf, at the points ``which`` (those that failed): for
-    the counts and the worst entries of a failing check."""
-    static, x_spec, out_spec, which = statics
-    static = static.bind(consts)
-    return [_both_sides(static, x_spec, out_spec, dynamic, seed, q) for q in which]
+    sides = {q: _both_sides(static, x_spec, out_spec, dynamic, seed, q)
+             for q in dict.fromkeys(which + keep)}
+    results = [_summary(*sides[q], seed, q, directions) for q in which]
+    out = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results) if results else {}
+    if 0 in which:
+        out["special"] = _special(jax.tree_util.tree_leaves(static.x_of(static.args(dynamic))))
+    if keep:
+        out["vectors"] = [sides[q] for q in keep]
+    return out
 
 
 def _flat(leaves) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(leaf, np.float64)) for leaf in leaves])
 
 
-def _failures(p: Prepared, allowed_leaf, failing: list[int], seed) -> tuple[int, list, list]:
+def _failures(p: Prepared, allowed_leaf, failing: list[int], vectors) -> tuple[int, list, list,
+                                                                               list]:
     """Entries over their threshold, NaN/Inf sentences and the worst entries of the failing
-    points: their ``u^T J`` vectors are computed again (only when something failed)."""
+    points, from their ``u^T J`` vectors (``(got, ref)`` leaf by leaf), which come back as
+    float64 for the diagnosis."""
     problems, worst, violations, where = [], [], 0, None
-    vectors = jax.device_get(run_compiled(_vectors, (p.static, p.x_spec, p.out_spec,
-                                                     tuple(failing)),
-                                          p.static.consts(), p.dynamic, seed))
-    for q, sides in zip(failing, vectors):
+    vectors = [tuple([np.asarray(leaf, np.float64) for leaf in side] for side in sides)
+               for sides in vectors]
+    for row, (q, sides) in enumerate(zip(failing, vectors)):
         got, ref = (_flat(side) for side in sides)
-        allowed = np.repeat(allowed_leaf[q], p.x_spec.sizes)
+        allowed = np.repeat(allowed_leaf[row], p.x_spec.sizes)
         violations += int(np.sum(~(np.abs(got - ref) <= allowed)))
         for side, values in (("the derivative under test", got), ("jax.vjp", ref)):
             if bad := int(np.sum(~np.isfinite(values))):
@@ -200,7 +228,7 @@ def _failures(p: Prepared, allowed_leaf, failing: list[int], seed) -> tuple[int,
             worst = worst_entries(got[None], ref[None], allowed[None], np.ones((1, got.size), bool),
                                   one, p.x_spec)
             where = nonfinite("u^T J of the derivative under test", got[None], one, p.x_spec)
-    return violations, problems + ([where] if where else []), worst
+    return violations, problems + ([where] if where else []), worst, vectors
 
 
 @dataclass(frozen=True)
@@ -214,56 +242,136 @@ class FastVerdict:
     problems: tuple[str, ...]
     worst: tuple
     notes: tuple[str, ...] = ()
+    points: int = 1
+    slips: tuple[Slip, ...] = ()
+    where: tuple[str, ...] = ()
 
 
-def run(p: Prepared, points: int, directions: int, seed: int) -> FastVerdict:
-    """Fast mode at ``points`` points: the pieces of a report."""
+def _evaluate(p: Prepared, which: tuple[int, ...], directions: int, seed,
+              keep: tuple[int, ...] = (), once: bool = False) -> dict:
+    """The compiled check at the points ``which`` (one row per point), and ``u^T J`` of both
+    sides at the points ``keep``, as NumPy arrays.  ``once``: a failing check's program, which
+    runs once, compiled for compile time (``compiler_options``)."""
+    with standard_promotion():  # the checker's own computations (f was traced when prepared)
+        return jax.device_get(run_compiled(_program, (p.static, p.x_spec, p.out_spec, which,
+                                                      directions, keep),
+                                           p.static.consts(), p.dynamic, seed,
+                                           compiler_options=compiler_options() if once else None))
+
+
+def _special_leaves(p: Prepared, v: dict) -> list[str]:
+    """Why ``x`` could hide a slip, leaf by leaf (empty for a generic ``x``)."""
+    reasons = []
+    for j, path in enumerate(p.x_spec.paths):
+        name = leaf_name(p.x_spec, path)
+        constant, symmetric = v["special"][j]
+        if constant:
+            reasons.append(f"{name} is constant")
+        elif symmetric:
+            reasons.append(f"{name} is symmetric")
+        if v["leaf_ref"][0, j] == 0:
+            reasons.append(f"the reference's u^T J is 0 on {name}")
+    return reasons
+
+
+def _which(p: Prepared, points: int | None) -> tuple[tuple[int, ...], bool]:
+    """The points to check first, and whether a second point waits on the first's outcome.
+
+    For a scalar ``f`` (``u = 1``) the comparison at ``x`` is exhaustive: every entry of the
+    gradient against its threshold, nothing sampled, so a second point cannot catch more of
+    an error that shows at ``x``.  It only helps where the error vanishes at ``x`` itself,
+    which a generic ``x`` does not do for a nonzero error (the set where all ``n`` entries of
+    a nonzero analytic error vanish has measure zero) but a special one does: a constant leaf
+    (``b = 0``, a gain of 1), a symmetric square leaf (an identity) or a leaf the reference's
+    gradient is 0 on.  So ``x`` alone is checked, and the point near it too when ``x`` is
+    special or fails (for the kink note and the diagnosis).  For a vector ``f`` each point
+    draws its own cotangent ``u`` and its miss probability multiplies: every point runs.
+    ``points`` given by the caller: exactly those points."""
+    if points is not None:
+        return tuple(range(points)), False
+    if p.out_spec.size == 1:
+        return (0,), True
+    return tuple(range(FAST_POINTS)), False
+
+
+def run(p: Prepared, points: int | None, directions: int, seed: int) -> FastVerdict:
+    """Fast mode at ``points`` points (None: adaptive, see ``_which``): the pieces of a
+    report."""
     seed_array = jnp.asarray(seed, jnp.uint32)
     terms = terms_of(p, contraction=True)
-    with standard_promotion():  # the checker's own computations (f was traced when prepared)
-        v = jax.device_get(run_compiled(_program, (p.static, p.x_spec, p.out_spec, points,
-                                                   directions),
-                                        p.static.consts(), p.dynamic, seed_array))
+    which, adaptive = _which(p, points)
+    v = _evaluate(p, which, directions, seed_array)
     threshold = Threshold.of(p.dtype, terms, f"jax.vjp in {p.dtype}", *p.tolerance)
-    # each leaf's threshold, outside the program: a caller's rtol and atol compile nothing new
     eps = float(jnp.finfo(v["leaf_ref"].dtype).eps)
-    leaf_ref = np.asarray(v["leaf_ref"], np.float64)
-    scales = np.maximum(leaf_ref, eps * leaf_ref.max(axis=-1, keepdims=True))
-    v["allowed_leaf"] = threshold.rtol * scales + threshold.atol
+
+    def allowed_of(leaf_ref):
+        # each leaf's threshold, outside the program: a caller's rtol and atol compile nothing new
+        leaf_ref = np.asarray(leaf_ref, np.float64)
+        scales = np.maximum(leaf_ref, eps * leaf_ref.max(axis=-1, keepdims=True))
+        return threshold.rtol * scales + threshold.atol
+
+    def fails(row) -> bool:  # NaN fails every comparison
+        return not np.all(v["leaf_err"][row] <= v["allowed_leaf"][row])
+
+    v["allowed_leaf"] = allowed_of(v["leaf_ref"])
+    special = _special_leaves(p, v) if 0 in which else []
+    notes = []
+    kept = {}  # point -> u^T J of both sides, leaf by leaf (a failing point's)
+    if adaptive and (special or fails(0)):
+        rest = tuple(range(1, FAST_POINTS))
+        keep = ((0,) if fails(0) else ()) + rest  # the second point may fail: its vectors too
+        more = _evaluate(p, rest, directions, seed_array, keep, once=fails(0))
+        kept = dict(zip(keep, more.pop("vectors")))
+        more["allowed_leaf"] = allowed_of(more["leaf_ref"])
+        v = {k: np.concatenate([v[k], more[k]]) for k in more}
+        which = tuple(range(FAST_POINTS))
+        if special and not fails(0):
+            notes.append(f"x could hide a slip ({'; '.join(special[:3])}"
+                         f"{'; ...' if len(special) > 3 else ''}): checked at a point near x too")
     sizes = np.asarray(p.x_spec.sizes, np.float64)
     scale = 1 / np.sqrt(p.x_spec.size)  # each direction's entries are +-scale
     projections = []
-    for q in range(points):
-        allowed = float(np.sum(sizes * v["allowed_leaf"][q]) * scale)
-        projections.extend(Projection(q, k, float(v["proj_ref"][q, k]) * scale,
-                                      float(v["proj_got"][q, k]) * scale, allowed)
+    for row, q in enumerate(which):
+        allowed = float(np.sum(sizes * v["allowed_leaf"][row]) * scale)
+        projections.extend(Projection(q, k, float(v["proj_ref"][row, k]) * scale,
+                                      float(v["proj_got"][row, k]) * scale, allowed)
                            for k in range(directions))
-    # NaN fails every comparison, so a non-finite u^T J always lands here
-    failing = [q for q in range(points) if not np.all(v["leaf_err"][q] <= v["allowed_leaf"][q])
-               or not all(pr.ok for pr in projections if pr.point == q)]
-    violations, problems, worst = (_failures(p, v["allowed_leaf"], failing, seed_array)
-                                   if failing else (0, [], []))
+    failing = [q for row, q in enumerate(which)
+               if fails(row) or not all(pr.ok for pr in projections if pr.point == q)]
+    rows = [which.index(q) for q in failing]
+    if missing := tuple(q for q in failing if q not in kept):
+        kept.update(zip(missing, _evaluate(p, (), directions, seed_array, missing,
+                                           once=True)["vectors"]))
+    violations, problems, worst, vectors = (
+        _failures(p, v["allowed_leaf"][rows], failing, [kept[q] for q in failing]) if failing
+        else (0, [], [], []))
     leaf_scale = np.maximum(v["leaf_ref"], 1e-300)
     comparison = Comparison(
         "jax.vjp (u^T J)", float(v["leaf_err"].max()), float((v["leaf_err"] / leaf_scale).max()),
-        float((v["leaf_err"] / v["allowed_leaf"]).max()), violations, points * p.x_spec.size, 0,
-        violations == 0 and not problems)
-    notes = ()
-    if failing == [0] and points > 1 and p.static.switches and not problems:
-        notes = (f"only x itself fails, the {points - 1} nearby point(s) pass, and f has "
-                 "switches (max, min, abs, where, ...): the failing entries may sit at a kink of "
-                 "f, where fast mode accepts JAX's own value only; mode='full' (on a smaller "
-                 "instance) reads the kinks from f and also accepts the one-sided derivatives "
-                 "and their average",)
+        float((v["leaf_err"] / v["allowed_leaf"]).max()), violations, len(which) * p.x_spec.size,
+        0, violations == 0 and not problems)
+    if failing == [0] and len(which) > 1 and p.static.switches and not problems:
+        notes.append(f"only x itself fails, the {len(which) - 1} nearby point(s) pass, and f has "
+                     "switches (max, min, abs, where, ...): the failing entries may sit at a kink "
+                     "of f, where fast mode accepts JAX's own value only; mode='full' (on a "
+                     "smaller instance) reads the kinks from f and also accepts the one-sided "
+                     "derivatives and their average")
+    slips, where = (), ()
+    if failing:
+        slips, where = _fast_diagnose.diagnose(
+            vectors, v["allowed_leaf"][rows], p.x_spec, sizes_of(p, p.static.args(p.dynamic)),
+            scalar=p.out_spec.size == 1)
     return FastVerdict(not failing, threshold, (comparison,), tuple(projections),
-                       tuple(problems), tuple(worst), notes)
+                       tuple(problems), tuple(worst), tuple(notes), len(which), tuple(slips),
+                       tuple(where))
 
 
-def report(p: Prepared, points: int, directions: int, seed: int) -> Report:
-    """Fast mode's report."""
+def report(p: Prepared, points: int | None, directions: int, seed: int) -> Report:
+    """Fast mode's report (``points`` None: ``x``, and a point near it when needed)."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         v = run(p, points, directions, seed)
     notes = ("fast mode: the reference is jax.vjp in f's own dtype; compared are u^T J entry by "
              f"entry and {directions} projections u^T J v per point",) + v.notes
-    return Report(ok=v.ok, **header(p, "fast", points, v.threshold), comparisons=v.comparisons,
-                  projections=v.projections, worst=v.worst, problems=v.problems, notes=notes)
+    return Report(ok=v.ok, **header(p, "fast", v.points, v.threshold), comparisons=v.comparisons,
+                  projections=v.projections, worst=v.worst, problems=v.problems, notes=notes,
+                  slips=v.slips, diagnosis=tuple(s.sentence for s in v.slips), where=v.where)

@@ -138,6 +138,26 @@ def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
     return blocks
 
 
+def _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of) -> str:
+    """A scalar f's gradient in the argument's structure: the leaves whose shapes are off, by
+    path, and a transposed matrix named as one (``; [1]['W'] is (448, 10) where (10, 448) was
+    due: its gradient transposed (...)?``).  Empty otherwise."""
+    if out_spec.size != 1 or len(leaves) != len(pairs) or (
+            jax.tree_util.tree_structure(value) != x_spec.treedef):
+        return ""  # a scalar f's gradient in the argument's own structure only
+    off = []
+    for (k, j), leaf in zip(pairs, leaves):
+        due, got = out_spec.shapes[k] + x_spec.shapes[j], shape_of(leaf)
+        if got == due:
+            continue
+        name = x_spec.paths[j] or "the argument"
+        said = f"{name} is {shape_str(got)} where {shape_str(due)} was due"
+        if len(due) >= 2 and got == due[:-2] + due[-1:] + due[-2:-1]:
+            said += ": its gradient transposed (x h^T where h x^T was due?)"
+        off.append(said)
+    return "; " + "; ".join(off[:3]) if off else ""
+
+
 def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
     """Say what arrived, what was due, and which usual slip explains the difference."""
     def shape_of(leaf):
@@ -171,7 +191,7 @@ def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
             else structure_name(value))  # traced abstractly: an array arrives as its shape
     due = ", ".join(shape_str(out_spec.shapes[k] + x_spec.shapes[j]) for k, j in pairs)
     hint = ("; if it is a VJP function u -> u^T J, wrap it: mcjax.vjp(fn)" if callable(value)
-            else "")
+            else _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of))
     if out_spec.size == 1 and sorted(shape_of(leaf) for leaf in leaves) == sorted(
             out_spec.shapes[0] + s for s in x_spec.shapes):
         x_tree = x_spec.treedef.unflatten([0] * len(x_spec.shapes))

@@ -292,7 +292,8 @@ def _add_check(subparsers) -> None:
                    default=None, help="require this value at kinks (default: any accepted one)")
     p.add_argument("--points", type=_int_at_least(1), metavar="N",
                    help="points: the arguments, then random points near them (default 1 in "
-                        "full mode, 2 in fast mode)")
+                        "full mode; 2 in fast mode, for a scalar f the second only when x "
+                        "could hide a slip or fails)")
     p.add_argument("--directions", type=_int_at_least(1), default=FAST_DIRECTIONS, metavar="N",
                    help=f"fast mode's random directions per point (default {FAST_DIRECTIONS})")
     p.add_argument("--rtol", type=_tolerance, metavar="X",

@@ -132,7 +132,8 @@ is judged on the smallest steps up to the first such one, if at least this many 
 
 # -- fast mode --------------------------------------------------------------------------------
 FAST_POINTS = 2
-"""Fast mode checks at ``x`` and at ``FAST_POINTS - 1`` random points near it."""
+"""Fast mode checks at ``x`` and at ``FAST_POINTS - 1`` random points near it (for a scalar
+``f``, the points near ``x`` only when ``x`` is special or fails: ``mcjax._check._fast``)."""
 
 FAST_DIRECTIONS = 4
 """Fast mode's random unit directions ``v`` for the projections ``u^T J v`` per point."""

@@ -135,7 +135,8 @@ class Derivation(Interpreter[Operand]):
         if not active or not any(is_float(v) for v in values):
             return outs
         partials = None
-        if entry is not None and entry.jacobian is not None:
+        if entry is not None and entry.jacobian is not None and not _complex_beyond(
+                entry, ins, values):
             partials = entry.jacobian(Eqn(entry.name, tuple(ins), outs[0], dict(eqn.params),
                                           active, tuple(outs), lambda vals: bind(eqn, vals),
                                           eqn.primitive))
@@ -229,6 +230,16 @@ class Derivation(Interpreter[Operand]):
                 return carry
             carry = self.run(body.jaxpr, body.consts, body_consts + carry)
         return None
+
+
+def _complex_beyond(entry, ins: list[Operand], values) -> bool:
+    """A complex operand or output where the rule is not a linear map applied again: the
+    structured rules are the real ones (``|z|``'s is not ``diag(sign z)``), so JAX's own
+    linear map of the equation stands in (an FFT, ``real``, a cast to complex keep theirs)."""
+    if getattr(entry.jacobian, "real_linear", False) or entry.name == "convert_element_type":
+        return False
+    return any(jnp.issubdtype(jnp.result_type(v), jnp.complexfloating)
+               for v in [op.value for op in ins] + list(values))
 
 
 def _chain(partials: dict, ins: list[Operand]) -> dict:

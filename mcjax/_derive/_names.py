@@ -210,6 +210,8 @@ def constant_exprs(f, consts: list) -> list[E.Expr]:
 def written(value) -> E.Expr:
     """A constant written into the program as a formula writes it: a number, a few entries,
     or ``C``."""
+    if jnp.issubdtype(jnp.result_type(value), jnp.complexfloating):
+        return E.constant("C", "C", jnp.shape(value))  # the formulas' numbers are real
     if jnp.ndim(value) == 0 and concrete(value):
         return E.num(float(value))
     if jnp.size(value) <= 4 and concrete(value):

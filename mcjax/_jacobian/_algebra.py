@@ -302,7 +302,7 @@ def replace(J: Jacobian, **changes) -> Jacobian:
 def dense_by_columns(J: Jacobian) -> jax.Array:
     """``J.dense()`` from ``J.jvp`` applied to every basis vector (one vmapped call)."""
     n = math.prod(J.in_shape)
-    basis = jnp.eye(n, dtype=J.dtype).reshape((n,) + tuple(J.in_shape))
+    basis = jnp.eye(n, dtype=getattr(J, "in_dtype", J.dtype)).reshape((n,) + tuple(J.in_shape))
     columns = jax.vmap(J.jvp)(basis)  # (n,) + out_shape
     return jnp.moveaxis(columns.reshape((n, -1)), 0, 1).reshape(J.shape)
 
@@ -311,8 +311,9 @@ def transpose_apply(J: Jacobian, u):
     """$u^\\top J$ for a Jacobian that only knows ``jvp``: JAX transposes the linear map, or
     where one of JAX's transpose rules fails (``lax.pad`` of a constant with respect to its
     padding value) ``u`` meets the dense form's columns."""
-    primal = jax.ShapeDtypeStruct(tuple(J.in_shape), J.dtype)
-    u = jnp.asarray(u).astype(J.dtype)
+    primal = jax.ShapeDtypeStruct(tuple(J.in_shape), getattr(J, "in_dtype", J.dtype))
+    # the cotangent has the output's dtype: real for a block from complex values to real ones
+    u = jnp.asarray(_cast(jnp.asarray(u), jax.eval_shape(J.jvp, primal).dtype))
     try:
         (out,) = jax.linear_transpose(J.jvp, primal)(u)
     except TypeError:
@@ -368,11 +369,23 @@ def as_dtype(J: Jacobian, dtype) -> Jacobian:
     dtype = jnp.dtype(dtype)
     if jnp.dtype(J.dtype) == dtype:
         return J
-    changes = {a: getattr(J, a).astype(dtype) for a in J._arrays
-               if jnp.issubdtype(jnp.result_type(getattr(J, a)), jnp.inexact)}
+    changes = {a: _cast(getattr(J, a), dtype) for a in J._arrays}
     if "dtype_name" in J._static:
         changes["dtype_name"] = dtype.name
     return replace(J, **changes)
+
+
+def _cast(value, dtype):
+    """A stored field in ``dtype``: an inexact array cast, a tuple of them (``None`` and
+    integer entries kept) field by field."""
+    if isinstance(value, tuple):
+        return tuple(_cast(v, dtype) for v in value)
+    if value is None or not jnp.issubdtype(jnp.result_type(value), jnp.inexact):
+        return value
+    if (jnp.issubdtype(jnp.result_type(value), jnp.complexfloating)
+            and not jnp.issubdtype(dtype, jnp.complexfloating)):
+        value = jnp.real(value)  # a real map's entries, computed through complex values
+    return value.astype(dtype)
 
 
 def cast_to(v: Sym, J: Jacobian) -> Sym:
@@ -793,6 +806,11 @@ def _(J: Composed):
 
 @as_dtype.register
 def _(J: Composed, dtype):
+    # a complex intermediate (an FFT's) stays complex: the composition is real where its
+    # outer map (``real``) makes it so, and casting the inner would drop its imaginary part
+    if (jnp.issubdtype(J.inner.dtype, jnp.complexfloating)
+            and not jnp.issubdtype(dtype, jnp.complexfloating)):
+        return J
     return Composed(as_dtype(J.outer, dtype), as_dtype(J.inner, dtype))
 
 

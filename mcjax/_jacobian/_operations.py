@@ -88,16 +88,24 @@ class Applied(Jacobian):
     out_shape: Shape
     dtype_name: str
     out_index: int | None
+    in_dtype_name: str | None
 
     kind = "linear operation"
     _arrays = ("held",)
-    _static = ("operation", "slot", "in_shape", "out_shape", "dtype_name", "out_index")
+    _static = ("operation", "slot", "in_shape", "out_shape", "dtype_name", "out_index",
+               "in_dtype_name")
 
     def __init__(self, operation: Operation, held, slot: int, in_shape, out_shape, dtype,
-                 out_index: int | None = None, *, symbols=None):
+                 out_index: int | None = None, *, in_dtype=None, symbols=None):
         self._init(symbols, operation=operation, held=tuple(held), slot=int(slot),
                    in_shape=tuple(in_shape), out_shape=tuple(out_shape),
-                   dtype_name=jnp.dtype(dtype).name, out_index=out_index)
+                   dtype_name=jnp.dtype(dtype).name, out_index=out_index,
+                   in_dtype_name=None if in_dtype is None else jnp.dtype(in_dtype).name)
+
+    @property
+    def in_dtype(self):
+        """The operand's dtype where it differs from the output's (``real`` takes complex)."""
+        return self.dtype if self.in_dtype_name is None else jnp.dtype(self.in_dtype_name)
 
     @classmethod
     def of(cls, fn, *operands, slot: int = 0) -> Applied:
@@ -125,7 +133,11 @@ class Applied(Jacobian):
 
     def jvp(self, v):
         operands = list(self.held)
-        operands[self.slot] = v.astype(self.dtype)
+        # the precision is the Jacobian's; real or complex is the operand's own (``real``
+        # takes a complex operand to a real output, a cast to complex the reverse)
+        same_kind = (jnp.issubdtype(v.dtype, jnp.complexfloating)
+                     == jnp.issubdtype(self.dtype, jnp.complexfloating))
+        operands[self.slot] = v.astype(self.dtype) if same_kind else v
         out = self.operation(*operands)
         return out if self.out_index is None else out[self.out_index]
 
@@ -268,10 +280,14 @@ def _(J: Sandwich, p):
 
 
 def applied(operation: Operation, held, slot: int, in_shape, out_shape, dtype,
-            held_exprs=(), out_index=None) -> Jacobian:
-    """``mcjax.Applied``, with the held operands' expressions for its formula."""
+            held_exprs=(), out_index=None, in_dtype=None) -> Jacobian:
+    """``mcjax.Applied``, with the held operands' expressions for its formula; ``in_dtype``
+    where the operand is complex and the output real, or the reverse."""
+    if in_dtype is not None and (jnp.issubdtype(in_dtype, jnp.complexfloating)
+                                 == jnp.issubdtype(dtype, jnp.complexfloating)):
+        in_dtype = None  # the same kind: the Jacobian's one dtype
     return Applied(operation, held, slot, in_shape, out_shape, dtype, out_index,
-                   symbols=tuple(held_exprs))
+                   in_dtype=in_dtype, symbols=tuple(held_exprs))
 
 
 def take(index, in_shape, dtype, index_expr: E.Expr | None = None) -> Jacobian:

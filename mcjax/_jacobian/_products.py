@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from mcjax._core._conventions import wider
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _formula as F
@@ -225,7 +226,10 @@ def _(J: Sum):
 
 def row_pulled(row: Sym, outer: Jacobian, inner: Jacobian) -> Jacobian:
     r"""$\mathbf{v}^\top J$ as a row: the product of a row ``outer`` and ``inner``."""
-    return dense(pull(row, inner), len(inner.in_shape), dtype_of(outer, inner))
+    pulled = pull(row, inner)
+    # the precision of both; complex where the row pulled through a complex value is
+    # (``imag``'s transpose), never its imaginary part cast away
+    return dense(pulled, len(inner.in_shape), wider(pulled.value, dtype_of(outer, inner)))
 
 
 def column_pushed(outer: Jacobian, column: Sym, inner: Jacobian) -> Jacobian:

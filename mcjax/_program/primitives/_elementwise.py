@@ -300,9 +300,16 @@ def _convert_expr(a, shape, params):
     return a[0]
 
 
-def _convert(e: Eqn) -> dict:
+def _convert(e: Eqn) -> dict | list | None:
     if not jnp.issubdtype(e.out.dtype, jnp.inexact):
         return {}  # to an integer or a boolean: no derivative
+    if (jnp.issubdtype(e.out.dtype, jnp.complexfloating)
+            and not jnp.issubdtype(jnp.result_type(e.ins[0].value), jnp.complexfloating)):
+        # real to complex (an FFT's input): the cast stays in the chain, or the complex
+        # operations after it would be applied to real tangents
+        from mcjax._program.primitives._linear import linear
+
+        return linear("complex")(e)
     return {0: B.identity(e.out.shape, e.out.dtype)}
 
 

@@ -70,10 +70,12 @@ def linear(written: str = "", affine: tuple[int, ...] | str = (),
                 params = tangent_params(e.params) if tangent_params else None
                 several = len(e.outs) > 1 or e.primitive.multiple_results
                 partials[k] = B.applied(operation(e, written, params), held, k, e.ins[k].shape,
-                                        out.shape, out.dtype, exprs, o if several else None)
+                                        out.shape, out.dtype, exprs, o if several else None,
+                                        in_dtype=jnp.result_type(e.ins[k].value))
             per_output.append(partials)
         return per_output if len(e.outs) > 1 else per_output[0]
 
+    rule.real_linear = True  # right on complex values too: a linear map applied again
     return rule
 
 
