@@ -212,7 +212,7 @@ def test_structured_operators_plug_in_by_duck_typing():
 
 
 def test_a_large_problem_is_checked_by_hvps_and_a_factor_is_named():
-    """n = 300 > 256: fast mode, u^T H v against forward-over-reverse HVPs."""
+    """n = 300 > 256: fast mode, u^T H and u^T H v against JAX's VJP of the gradient."""
     w, X = arrays(jnp.float32, (300,), (40, 300))
     X = X / jnp.sqrt(jnp.float32(300))
     y = jnp.asarray(rng.integers(0, 2, 40), jnp.float32)

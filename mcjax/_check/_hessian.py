@@ -7,9 +7,11 @@ the first-order checker: in full mode ``jax.jacfwd`` of the gradient (forward-ov
 ``jax.hessian`` itself) and ``jax.jacrev`` of it, float64 finite differences of the gradient
 (an independent reference), the Taylor test, the tolerance policy that keeps float32 from
 false alarms, and JAX's value where the gradient jumps (a ReLU's gate: the second derivative
-is undefined there).  Above ``FULL_MODE_MAX_INPUTS`` coordinates (fast mode) it compares
-$\mathbf{u}^\top H \mathbf{v}$ with forward-over-reverse HVPs at random directions: no
-$n \times n$ array is made.
+is undefined there).  Above 256 coordinates (fast mode: $n^2$ over
+``FULL_MODE_MAX_ENTRIES``) it compares $\mathbf{u}^\top H$ and its projections
+$\mathbf{u}^\top H \mathbf{v}$ with JAX's exact product of the gradient's VJP at random
+$\mathbf{u}$, $\mathbf{v}$: no $n \times n$ array is made, and no finite differences are
+taken.  The diagnosis applies the matrices to probes by forward-over-reverse HVPs.
 
 The Gauss-Newton matrix $G = J^\top H_L J$ of $f = L \circ m$ is the Jacobian of the gradient
 of $L(m(\boldsymbol\theta_0) + J(\boldsymbol\theta - \boldsymbol\theta_0))$ at
@@ -289,10 +291,11 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
 
     The Hessian $H = \partial^2 f / \partial\mathbf{x}^2$ is judged as the Jacobian of
     $\nabla f$ by ``mcjax.check`` (same references, tolerance policy, kinks and report):
-    full mode (at most 2,048 coordinates and $n^2 \le$ 65,536 entries) against ``jax.jacfwd``
-    of the gradient (forward-over-reverse: ``jax.hessian``), ``jax.jacrev`` of it and float64
-    finite differences of the gradient; fast mode against forward-over-reverse HVPs
-    $\mathbf{u}^\top H\mathbf{v}$ at random directions, without an $n \times n$ array.  A
+    full mode (up to 256 coordinates: $n^2 \le$ 65,536 entries) against ``jax.jacfwd`` of the
+    gradient (forward-over-reverse: ``jax.hessian``), ``jax.jacrev`` of it and float64 finite
+    differences of the gradient; fast mode against JAX's exact $\mathbf{u}^\top H$ (the VJP
+    of the gradient) and its projections $\mathbf{u}^\top H\mathbf{v}$ at random directions,
+    without an $n \times n$ array (and without finite differences).  A
     failing report's diagnosis names the slips of second derivatives first (asymmetric, a
     factor, the Gauss-Newton part only, the Kronecker factors swapped, a missing term).
 
@@ -381,7 +384,7 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
     notes = report.notes + (("checked as the Jacobian of the gradient: "
                              + ("jax.jacfwd of it is jax.hessian (forward-over-reverse)"
                                 if report.mode == "full" else
-                                "forward-over-reverse HVPs u^T H v, no n x n array")),)
+                                "u^T H and u^T H v by JAX's VJP of it, no n x n array")),)
     kinks = near_kinks(scalar_f, args, argnums)
     if kinks:
         shown = ", ".join(kinks[:6]) + (f" and {len(kinks) - 6} more" if len(kinks) > 6 else "")
