@@ -132,15 +132,16 @@ def as_hessian_tree(value, x, what: str = "H"):
         if shape == (n, n):
             offsets = np.cumsum([0] + sizes)
             # a concrete matrix is cut in NumPy: an eager slice compiles a program per block
-            cut = jnp if isinstance(value, jax.core.Tracer) else np
+            cut = jnp if isinstance(value, jax.core.Tracer) else np  # pyright: ignore[reportAttributeAccessIssue]
             M = value if cut is jnp else np.asarray(value)
 
-            def block(a, b):
+            def cut_block(a, b):
                 piece = cut.reshape(M[offsets[a]:offsets[a + 1], offsets[b]:offsets[b + 1]],
                                     shapes[a] + shapes[b])
                 return piece if cut is jnp else jax.device_put(piece)
 
-            return treedef.unflatten([treedef.unflatten([block(a, b) for b in range(len(sizes))])
+            return treedef.unflatten([treedef.unflatten([cut_block(a, b)
+                                                         for b in range(len(sizes))])
                                       for a in range(len(sizes))])
         raise ShapeError(f"mcjax.check_hessian: {what} has shape {shape_str(shape)}; expected "
                          f"{_expected(x)}")
