@@ -211,6 +211,24 @@ def test_structured_operators_plug_in_by_duck_typing():
     assert mcjax.check_hessian(logistic_regression, gram, w, X, y).ok  # H(*args) -> operator
 
 
+class Flat:
+    """An operator on the flattened argument (``shape`` (n, n)), as ``mcjax.hessian``'s."""
+
+    def __init__(self, M):
+        self.M, self.shape = M, M.shape
+
+    def hvp(self, v):
+        return self.M @ v
+
+
+def test_an_operator_on_the_flattened_argument_plugs_in():
+    params, Xm = mlp_problem(jnp.float32)
+    H, G = mlp_matrices(params, Xm)
+    assert mcjax.check_hessian((mlp, mlp_loss), Flat(H), params, Xm).ok
+    kind, _ = _slip(mcjax.check_hessian((mlp, mlp_loss), Flat(G), params, Xm))
+    assert kind == "gauss-newton-for-hessian"
+
+
 def test_a_large_problem_is_checked_by_hvps_and_a_factor_is_named():
     """n = 300 > 256: fast mode, u^T H and u^T H v against JAX's VJP of the gradient."""
     w, X = arrays(jnp.float32, (300,), (40, 300))

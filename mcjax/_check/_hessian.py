@@ -164,9 +164,16 @@ def as_hessian_tree(value, x, what: str = "H"):
 def _operator_derivative(op, x):
     """An operator as what ``mcjax.check`` takes: its products as a VJP function (the Hessian
     is symmetric, so ``u -> H u`` is ``u -> u^T H`` exactly when ``H`` is right), else its
-    dense form."""
+    dense form.  An operator whose ``shape`` is ``(n, n)`` acts on the flattened argument
+    (``ravel_pytree`` order, as ``mcjax.hessian``'s): its products are taken flat."""
     if callable(getattr(op, "hvp", None)):
-        return vjp(op.hvp)
+        n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(x))
+        flat = tuple(getattr(op, "shape", ())) == (n, n) and not (
+            hasattr(x, "shape") and np.ndim(x) == 1)
+        if not flat:
+            return vjp(op.hvp)
+        unravel = ravel_pytree(x)[1]
+        return vjp(lambda u: unravel(op.hvp(ravel_pytree(u)[0])))
     return as_hessian_tree(op.dense(), x, "H.dense()")
 
 
@@ -310,8 +317,10 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
         - an array of shape ``x.shape + x.shape`` (numerator layout, as ``jax.hessian``), a
           flat ``(n, n)`` matrix (pytree leaves in ``jax.tree_util`` order, each row-major),
           or ``jax.hessian``'s nested structure for a pytree ``x``: the value at ``args``;
-        - a structured operator, by duck typing: an object with ``.hvp(v) -> H v`` (``v``
-          shaped like ``x``) or ``.dense()``; ``.hvp`` is used when it has both;
+        - a structured operator, by duck typing: an object with ``.hvp(v) -> H v`` or
+          ``.dense()``; ``.hvp`` is used when it has both.  ``v`` is shaped like ``x``, or
+          flat (``ravel_pytree`` order) when the operator's ``shape`` is ``(n, n)``, as
+          ``mcjax.hessian``'s operators are; ``.dense()`` may be either form;
         - a function ``H(*args)`` returning either of those (then also checked at
           ``points`` extra points);
         - with ``kind="hvp"``: a Hessian-vector product function ``H(v, *args) -> H v``.
