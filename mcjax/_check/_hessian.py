@@ -113,8 +113,10 @@ def as_hessian_tree(value, x, what: str = "H"):
     shapes = _leaf_shapes(x)
     sizes = [int(np.prod(s)) for s in shapes]
     n = sum(sizes)
-    if isinstance(value, Jacobian):
-        value = value.dense()
+    if isinstance(value, Jacobian):  # a structured one (a registry rule's), abstract or not
+        abstract = any(isinstance(leaf, jax.ShapeDtypeStruct)
+                       for leaf in jax.tree_util.tree_leaves(value))
+        value = jax.ShapeDtypeStruct(tuple(value.shape), value.dtype) if abstract else value.dense()
     for leaf in jax.tree_util.tree_leaves(value):
         if not hasattr(leaf, "shape") and not isinstance(leaf, float):
             raise ShapeError(f"mcjax.check_hessian: {what} is {describe(value)}; expected "
@@ -321,8 +323,10 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
           ``.dense()``; ``.hvp`` is used when it has both.  ``v`` is shaped like ``x``, or
           flat (``ravel_pytree`` order) when the operator's ``shape`` is ``(n, n)``, as
           ``mcjax.hessian``'s operators are; ``.dense()`` may be either form;
-        - a function ``H(*args)`` returning either of those (then also checked at
-          ``points`` extra points);
+        - a structured ``mcjax.Jacobian`` of shape ``x.shape + x.shape`` (a registry rule's
+          second derivative returns one);
+        - a function ``H(*args)`` returning any of those (then also checked at ``points``
+          extra points);
         - with ``kind="hvp"``: a Hessian-vector product function ``H(v, *args) -> H v``.
       *args: the point; ``args[argnums]`` may be a pytree of float arrays (an MLP's params).
       argnums: the one argument (an int).
