@@ -135,7 +135,7 @@ def as_hessian_tree(value, x, what: str = "H"):
             offsets = np.cumsum([0] + sizes)
             # a concrete matrix is cut in NumPy: an eager slice compiles a program per block
             cut = jnp if isinstance(value, jax.core.Tracer) else np  # pyright: ignore[reportAttributeAccessIssue]
-            M = value if cut is jnp else np.asarray(value)
+            M: Any = value if cut is jnp else np.asarray(value)
 
             def cut_block(a, b):
                 piece = cut.reshape(M[offsets[a]:offsets[a + 1], offsets[b]:offsets[b + 1]],
