@@ -236,9 +236,12 @@ def test_a_large_problem_is_checked_by_hvps_and_a_factor_is_named():
     y = jnp.asarray(rng.integers(0, 2, 40), jnp.float32)
     report = mcjax.check_hessian(logistic_regression, gram, w, X, y)
     assert report.ok and report.mode == "fast", report
-    kind, sentence = _slip(mcjax.check_hessian(
-        logistic_regression, lambda *a: gram(*a, c=2.0), w, X, y))
+    fd = {c.reference: c for c in report.comparisons}["finite differences (H w)"]
+    assert fd.ok and fd.compared > 0  # the float64 reference independent of JAX's products
+    wrong = mcjax.check_hessian(logistic_regression, lambda *a: gram(*a, c=2.0), w, X, y)
+    kind, sentence = _slip(wrong)
     assert kind == "factor" and "times 2" in sentence
+    assert not {c.reference: c for c in wrong.comparisons}["finite differences (H w)"].ok
 
 
 # -- kinks ------------------------------------------------------------------------------------

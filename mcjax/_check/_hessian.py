@@ -10,8 +10,9 @@ false alarms, and JAX's value where the gradient jumps (a ReLU's gate: the secon
 is undefined there).  Above 256 coordinates (fast mode: $n^2$ over
 ``FULL_MODE_MAX_ENTRIES``) it compares $\mathbf{u}^\top H$ and its projections
 $\mathbf{u}^\top H \mathbf{v}$ with JAX's exact product of the gradient's VJP at random
-$\mathbf{u}$, $\mathbf{v}$: no $n \times n$ array is made, and no finite differences are
-taken.  The diagnosis applies the matrices to probes by forward-over-reverse HVPs.
+$\mathbf{u}$, $\mathbf{v}$ (no $n \times n$ array is made), and $H\mathbf{w}$ with float64
+finite differences of the gradient along random $\mathbf{w}$ (``_hessian_fd``).  The
+diagnosis applies the matrices to probes by forward-over-reverse HVPs.
 
 The Gauss-Newton matrix $G = J^\top H_L J$ of $f = L \circ m$ is the Jacobian of the gradient
 of $L(m(\boldsymbol\theta_0) + J(\boldsymbol\theta - \boldsymbol\theta_0))$ at
@@ -305,7 +306,8 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
     gradient (forward-over-reverse: ``jax.hessian``), ``jax.jacrev`` of it and float64 finite
     differences of the gradient; fast mode against JAX's exact $\mathbf{u}^\top H$ (the VJP
     of the gradient) and its projections $\mathbf{u}^\top H\mathbf{v}$ at random directions,
-    without an $n \times n$ array (and without finite differences).  A
+    and $H\mathbf{w}$ against float64 finite differences of the gradient along two random
+    $\mathbf{w}$, without an $n \times n$ array.  A
     failing report's diagnosis names the slips of second derivatives first (asymmetric, a
     factor, the Gauss-Newton part only, the Kronecker factors swapped, a missing term).
 
@@ -408,7 +410,14 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
                   "gate 1[z > 0] at z = 0); the second derivative is undefined at the kink and "
                   "jumps across it (0 on either side for a piecewise-linear gradient)",)
     raw = {f.name: object.__getattribute__(report, f.name) for f in dataclasses.fields(report)}
-    if report.ok:
+    if report.mode == "fast":  # finite differences: the reference JAX's products are not
+        from mcjax._check._hessian_fd import fd_comparison  # it reads this module's forms
+
+        fd, why = fd_comparison(gradient, checked, at, argnums, report.threshold, seed)
+        notes += (why,) if why else ()
+        if fd is not None:
+            raw.update(comparisons=report.comparisons + (fd,), ok=report.ok and fd.ok)
+    if raw["ok"]:
         return Report(**{**raw, "notes": notes})
 
     def diagnosis():  # when read: the second-order slips, else the first-order diagnosis
