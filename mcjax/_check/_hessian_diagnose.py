@@ -28,10 +28,16 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from mcjax._check._diagnose import _name_factor
-from mcjax._check._hessian import EXACT_PROBES, RANDOM_PROBES, as_hessian_tree
+from mcjax._check._hessian_forms import as_hessian_tree
 from mcjax._check._report import Report, Slip
 from mcjax._check._returned import is_pullback, pullback_of
 from mcjax._core._conventions import standard_promotion
+
+EXACT_PROBES = 128
+"""Up to this many coordinates the diagnosis compares whole matrices (probes = the identity);
+above, ``RANDOM_PROBES`` random directions."""
+
+RANDOM_PROBES = 8
 
 
 def _flat(args, argnums):
