@@ -53,6 +53,8 @@ from mcjax._core._errors import (
     TraceError,
 )
 from mcjax._derive import derive
+from mcjax._derive._kfac import LayerFactors, kfac_factors
+from mcjax._derive._kfac_check import kfac_factor_problems
 from mcjax._jacobian import (
     Applied,
     BlockDiagonal,
@@ -80,6 +82,7 @@ from mcjax._jacobian import (
 )
 from mcjax._registry import Derivative, derivative, rule
 from mcjax._train._history import EpochRecord
+from mcjax._train._kfac import kfac, scale_by_kfac
 from mcjax._train._models import Model, objective
 from mcjax._train._optim import optimizer, schedule
 from mcjax._train._paper_models import mlp_model, neuron_model
@@ -250,6 +253,12 @@ __all__ = [
     "objective",
     "optimizer",
     "schedule",
+    # second order: K-FAC's factors from the loss, and the optimizer that uses them
+    "kfac",
+    "scale_by_kfac",
+    "kfac_factors",
+    "kfac_factor_problems",
+    "LayerFactors",
     "NonFiniteLossError",
     "CheckpointError",
 ]

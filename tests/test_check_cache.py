@@ -72,7 +72,9 @@ def test_editing_a_global_array_or_a_custom_rule_changes_the_next_verdict():
     right = lambda x: mcjax.Diagonal(jnp.cos(x))  # noqa: E731
     assert mcjax.check(with_rule(1.0), right, X).ok
     r = mcjax.check(with_rule(2.0), right, X)  # the same primal program, another JVP rule
-    assert not r.ok and not r.comparisons[0].ok, r
+    # the exact references now run the wrong rule (finite differences, which only evaluate f,
+    # still agree with the hand derivative: the report says the references disagree)
+    assert not r.comparisons[0].ok and r.notes[0].startswith("the references disagree"), r
 
 
 def test_an_unchanged_repeat_reuses_the_compiled_check_and_an_edit_compiles_anew():

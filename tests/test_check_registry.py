@@ -108,7 +108,7 @@ WRONG = {
     "diagonal instead of dense": (tanh_affine, lambda x: mcjax.Diagonal(jnp.diag(tanh_affine_jac(x))),
                                   (x3,), 0, "diagonal where a full matrix was due"),
     "wrong argument": (lambda x, y: x * jnp.sin(y), lambda x, y: jnp.diag(x * jnp.cos(y)),
-                       (x3, x3 + 1), 0, "with respect to args[1]"),
+                       (x3, x3 + 1), 0, "with respect to y: the wrong argument"),
     "off by 0.1% float64": (tanh_affine, lambda x: 1.001 * tanh_affine_jac(x), (x3,), 0, "+0.1%"),
     "off by 0.1% float32": (tanh_affine, lambda x: 1.001 * tanh_affine_jac(x),
                             (x3.astype(jnp.float32),), 0, "+0.1%"),

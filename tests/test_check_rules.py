@@ -220,12 +220,22 @@ def test_check_names_the_rule_when_the_references_depart():
     def by_hand(x):
         return 2 * jnp.log1p(jnp.exp(x)) * jax.nn.sigmoid(x)
 
-    report = mcjax.check(f, by_hand, jnp.asarray([0.5, -1.0, 2.0], jnp.float64))
-    assert not report.ok and not report.diagnosis  # no slip of the hand derivative's to name
-    note = next(n for n in report.notes if "depart from finite differences" in n)
-    assert note.startswith("jax.jacfwd and jax.jacrev depart") and \
-        "the custom_jvp rule of softplus (softplus_jvp (rule_corpus.py:" in note and \
-        note.endswith("the derivative under test agrees with finite differences there")
+    x = jnp.asarray([0.5, -1.0, 2.0], jnp.float64)
+    report = mcjax.check(f, by_hand, x)
+    # the exact references run the wrong rule; finite differences and the Taylor test, which
+    # evaluate f itself, agree with the hand derivative: it is not failed on their authority
+    assert report.ok and not report.diagnosis
+    note = report.notes[0]
+    assert note.startswith("the references disagree: jax.jacfwd and jax.jacrev depart") and \
+        "the custom_jvp rule of softplus called in `rule(x)` (test_check_rules.py:" in note and \
+        "(softplus_jvp (rule_corpus.py:" in note and \
+        "the derivative under test agrees with finite differences there" in note
+    assert [c.reference for c in report.comparisons if not c.ok] == [
+        "jax.jacfwd (runs the rule)", "jax.jacrev (runs the rule)"]
+    # a wrong hand derivative still fails, on finite differences' authority
+    wrong = mcjax.check(f, lambda x: 2 * by_hand(x), x)
+    assert not wrong.ok and any(c.reference == "finite differences" and not c.ok
+                                for c in wrong.comparisons)
 
 
 def test_assert_rule_and_the_pytest_plugins_summary():

@@ -106,6 +106,8 @@ PLANTED = {
     "transposed: W of frobenius": (frobenius, lambda *a: d_frobenius(*a).T, frob, 0, {"transposed"}),
     "transposed: outer product": (sum_tanh, lambda W: d_sum_tanh(W).T, (W3,), 0,
                                     {"transposed"}),
+    "transposed: negated, outer product": (sum_tanh, lambda W: -d_sum_tanh(W).T, (W3,), 0,
+                                              {"transposed"}),
     "missing gate: relu": (jax.nn.relu, diag(jnp.ones_like), (jnp.array([-1.0, 0.5, -2.0, 3.0]),),
                            0, {"missing-gate"}),
     "missing gate: neuron": (lambda w, x, b: mcjax.neuron(w, x, b), lambda w, x, b: x,
@@ -196,3 +198,115 @@ def test_a_factor_that_does_not_explain_the_residual_is_not_named():
     noise = jnp.asarray(rng.standard_normal((4, 4))) * 0.3
     r = mcjax.check(tanh_affine, lambda x: 1.5 * d_tanh_affine(x) + noise, x4)
     assert not r.ok and not any(s.kind == "factor" for s in r.slips), r
+
+
+# -- ranking: equivalent explanations merged, nothing named inside the tolerance -------------
+B5 = jnp.asarray(rng.standard_normal(5))
+
+
+def cosine_mul(a):  # the norms written as sqrt(sum(a * a)): negating one factor of a * a
+    return jnp.dot(a, B5) / (jnp.sqrt(jnp.sum(a * a)) * jnp.linalg.norm(B5))  # zeroes its term
+
+
+def test_the_missing_projection_is_named_not_a_sign_in_one_factor():
+    a = jnp.asarray(rng.standard_normal(5))
+    no_projection = lambda a: B5 / (jnp.linalg.norm(a) * jnp.linalg.norm(B5))  # noqa: E731
+    report = mcjax.check(cosine_mul, no_projection, a)
+    kinds = [s.kind for s in report.slips]
+    assert kinds[0] == "missing-term" and "sign-in-term" not in kinds, report.diagnosis
+    assert "cosine_mul" not in report.slips[0].sentence and "test_diagnosis.py:" in \
+        report.slips[0].sentence  # the user's line
+
+
+def test_nothing_is_named_by_a_match_inside_the_tolerance():
+    # x ~ 1e-6: the derivative for the wrong argument (sin x) is 0 within float32's tolerance,
+    # and so is any small multiple of the reference; neither explains the difference
+    x = jnp.full(4, 1e-6, jnp.float32)
+    y = jnp.asarray(rng.standard_normal(4), jnp.float32)
+    report = mcjax.check(lambda x, y: jnp.sum(jnp.sin(x) * y), lambda x, y: jnp.sin(x), x, y)
+    assert not report.ok and not any(s.kind in ("factor", "sign") for s in report.slips), \
+        report.diagnosis
+
+
+def test_a_factor_on_one_leaf_is_named_with_the_parameters_name():
+    x = jnp.asarray(rng.standard_normal(3))
+
+    def loss(params):
+        return jnp.sum(jnp.tanh(params["W"] @ x) * params["b"])
+
+    def grad(params, factor=1.0):
+        t = jnp.tanh(params["W"] @ x)
+        return {"W": jnp.outer(params["b"] * (1 - t**2), x), "b": factor * t}
+
+    params = {"W": jnp.asarray(rng.standard_normal((2, 3))), "b": jnp.ones(2)}
+    report = mcjax.check(loss, lambda p: grad(p, 3.0), params)
+    assert report.slips[0].kind == "leaf-factor" and "params['b']" in report.slips[0].sentence
+    assert report.where == ("2 of 2 entries of d out / d params['b'] are wrong",)
+    # a non-square leaf transposed cannot be compared: the error names it and asks
+    with pytest.raises(mcjax.ShapeError, match=r"params\['W'\] is \(3, 2\) where \(2, 3\) was "
+                       r"due: its gradient transposed\? expected \(2, 3\), got \(3, 2\)"):
+        mcjax.check(loss, lambda p: {**grad(p), "W": grad(p)["W"].T}, params)
+
+
+def test_a_library_function_is_not_quoted_from_mcjax():
+    report = mcjax.check(jax.nn.sigmoid, diag(jax.nn.sigmoid), x4)
+    assert report.slips[0].kind == "value-for-derivative"
+    assert "mcjax" not in report.slips[0].sentence and ".py:" not in report.slips[0].sentence
+
+
+def test_a_failure_to_plant_slips_is_said_not_swallowed(monkeypatch):
+    from mcjax._check import _diagnose
+
+    def broken(*args):
+        raise NotImplementedError("no rule to rebind this primitive")
+
+    monkeypatch.setattr(_diagnose, "_variants", broken)
+    report = mcjax.check(jnp.sin, lambda x: mcjax.Diagonal(-jnp.cos(x)), x4 + 0.25)
+    assert [s.kind for s in report.slips] == ["sign", "incomplete"]
+    assert "NotImplementedError: no rule to rebind this primitive" in report.slips[-1].sentence
+
+
+def test_references_that_disagree_name_a_stop_gradient():
+    # the hand derivative differentiates through the stop_gradient: finite differences agree
+    # with it, JAX's references do not; the report names the suspect and its line
+    report = mcjax.check(lambda x: jnp.sum(x * jax.lax.stop_gradient(jnp.sin(x))),
+                         lambda x: jnp.sin(x) + x * jnp.cos(x), x4)
+    assert not report.ok
+    assert report.notes[0].startswith("the references disagree: jax.jacfwd and jax.jacrev "
+                                      "depart from finite differences") and \
+        "stop_gradient in `jax.lax.stop_gradient(jnp.sin(x))` (test_diagnosis.py:" in \
+        report.notes[0]
+
+
+def test_a_library_functions_value_for_its_derivative_is_named_at_the_users_call():
+    c = jnp.asarray(rng.standard_normal(4))
+    report = mcjax.check(lambda x: jnp.sum(jax.nn.silu(x) * c), lambda x: jax.nn.silu(x) * c, x4)
+    assert report.slips[0].kind == "value-for-derivative"
+    assert report.slips[0].sentence.startswith("silu's derivative replaced by silu itself in "
+                                               "`jax.nn.silu(x)` (test_diagnosis.py:")
+
+
+def test_slips_are_planted_around_complex_intermediates():
+    f = lambda x: jnp.sum(jnp.abs(jnp.fft.rfft(x)) ** 2)  # noqa: E731
+    x = jnp.asarray(rng.standard_normal(8))
+    report = mcjax.check(f, lambda x: 2 * jax.grad(f)(x), x)
+    assert [s.kind for s in report.slips][:1] == ["factor"], report.diagnosis
+
+
+def test_factors_come_from_the_outputs_axes_and_products_of_sizes():
+    W53 = jnp.asarray(rng.standard_normal((5, 3)))
+    f = lambda x: jnp.tanh(W53 @ x)  # noqa: E731  a size 5 only f's output has
+    d = lambda x: (1 - f(x) ** 2)[:, None] * W53  # noqa: E731
+    assert "N = 5 (axis 0 of f's output)" in mcjax.check(f, lambda x: 5 * d(x), x3).diagnosis[0]
+    assert "3 x 5" in mcjax.check(f, lambda x: 15 * d(x), x3).diagnosis[0]
+    assert "5/3" in mcjax.check(f, lambda x: d(x) * 5 / 3, x3).diagnosis[0]
+
+
+def test_a_long_f_says_how_many_places_were_tried(monkeypatch):
+    from mcjax._check import _slips
+
+    monkeypatch.setattr(_slips, "MAX_SITES", 2)
+    f = lambda x: jnp.sum(jnp.sin(x) * jnp.cos(x) + x * x)  # noqa: E731
+    report = mcjax.check(f, lambda x: -jax.grad(f)(x), x4)
+    assert report.slips[0].kind == "sign" and report.slips[-1].kind == "incomplete"
+    assert report.slips[-1].sentence.startswith("only the first 2 of the ")

@@ -221,6 +221,12 @@ RUN_ERRORS = [
     (["--opt", "beta1=0.9"], "optax.adam takes no hyper-parameter beta1; it takes b1"),
     (["--optimizer", "sgd", "--opt", "momentum=fast"], "--opt momentum=fast; expected a number "
                                                        "in [0, 1) or None"),
+    (["--optimizer", "kfac", "--opt", "damping=0", "--opt", "inverse=qr"],
+     "--opt damping=0; expected a number > 0; and --opt inverse=qr; expected one of 'eigh', "
+     "'cholesky'"),
+    (["--optimizer", "kfac"], "the optimizer cannot update this model's parameters (ValueError: "
+                              "mcjax.kfac_factors: parameter ['w'] enters a dot_general as a "
+                              "1-D operand"),
     (["--schedule", "cosine"], "'cosine' is not an optax schedule"),
     (["--schedule", "cosine_decay", "--schedule-arg", "bogus=1"],
      "--schedule cosine_decay: cosine_decay_schedule() got an unexpected keyword argument 'bogus'"),

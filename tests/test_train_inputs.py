@@ -63,6 +63,8 @@ BAD = [
      ValueError, r"optimizer_options=\{'momentum': 0.9\} with an optax transformation"),
     ("unknown hyper-parameter", dict(optimizer_options={"beta1": 0.9}), ValueError,
      r"optax.adam takes no hyper-parameter beta1; it takes b1"),
+    ("kfac option out of range", dict(optimizer="kfac", optimizer_options={"damping": -1}),
+     ValueError, r"damping=-1; expected a number > 0"),
     ("options not a mapping", dict(optimizer_options=[("b1", 0.9)]), ValueError,
      r"optimizer_options=\[\('b1', 0.9\)\]; expected a mapping"),
     ("hyper-parameter of a wrong kind", dict(optimizer="sgd", optimizer_options={
@@ -193,6 +195,15 @@ BAD_HYPER_PARAMETERS = [
     ("rprop", dict(eta_plus=0.5), "eta_plus=0.5; expected a number > 1"),
     ("adam", dict(learning_rate=0, b1=1.0), "learning_rate=0; expected a finite number > 0 or an "
                                             "optax schedule; and b1=1.0; expected"),
+    # mcjax's own K-FAC: every hyper-parameter
+    ("kfac", dict(damping=-1.0), "damping=-1.0; expected a number > 0"),
+    ("kfac", dict(refresh_every=0), "refresh_every=0; expected an integer >= 1"),
+    ("kfac", dict(inverse="svd"), "inverse='svd'; expected one of 'eigh', 'cholesky'"),
+    ("kfac", dict(estimator="fisher"), "estimator='fisher'; expected one of 'ggn', 'empirical'"),
+    ("kfac", dict(factor_decay=1.5), "factor_decay=1.5; expected a number in [0, 1)"),
+    ("kfac", dict(momentum=1.0), "momentum=1.0; expected a number in [0, 1)"),
+    ("kfac", dict(kl_clip=0.0), "kl_clip=0.0; expected a number > 0 or None"),
+    ("kfac", dict(adaptive="yes"), "adaptive='yes'; expected true or false"),
 ]
 
 
@@ -207,9 +218,9 @@ def test_optimizer_refuses_a_hyper_parameter_out_of_range_naming_it(name, kwargs
 def test_optimizer_accepts_every_default_and_names_the_known_hyper_parameters():
     import inspect
 
-    from mcjax._train._optim import _optax_optimizers
+    from mcjax._train._optim import known_optimizers
 
-    for name, make in _optax_optimizers().items():  # optax's own defaults are all in range
+    for name, make in known_optimizers().items():  # optax's (and kfac's) defaults are in range
         defaults = {k: p.default for k, p in list(inspect.signature(make).parameters.items())[1:]
                     if p.default is not p.empty and p.default is not None}
         with warnings.catch_warnings():  # optax's deprecated names (optimistic_adam) and

@@ -186,13 +186,23 @@ def _check_many(function: str, cases: list[tuple], *, layout, kink_convention, s
                tuple((jnp.shape(d), jnp.result_type(d)) for d in p.dynamic),
                tuple(digest(c) for c in jax.tree_util.tree_leaves(p.static.consts())))
         groups.setdefault(key, []).append(i)
-    reports = _full.reports([(prepared[ix[0]], [prepared[i].dynamic for i in ix])
-                             for ix in groups.values()], seed, kink_convention, merge=False,
-                            stencils=stencils)
+    # groups that differ only in the derivative (several hand derivatives of one f at the
+    # same points: a slip corpus, a registry's rules) share one computation of the references
+    shared: dict = {}
+    for ix in groups.values():
+        p = prepared[ix[0]]
+        key = (p.static._replace(derivative=p.static.f, pullback=False), p.x_spec, p.out_spec,
+               tuple(digest(c) for c in jax.tree_util.tree_leaves(p.static.f.consts)),
+               tuple(digest(d) for i in ix for d in prepared[i].dynamic))
+        shared.setdefault(key, []).append(ix)
     out: list = [None] * len(prepared)
-    for ix, group_reports in zip(groups.values(), reports):
-        for i, r in zip(ix, group_reports):
-            out[i] = r
+    for members, reports in zip(shared.values(), _full.several(
+            [(tuple(prepared[ix[0]] for ix in members), [prepared[i].dynamic for i in members[0]])
+             for members in shared.values()], seed, kink_convention, merge=False,
+            stencils=stencils)):
+        for ix, group_reports in zip(members, reports):
+            for i, r in zip(ix, group_reports):
+                out[i] = r
     return out
 
 

@@ -24,21 +24,53 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check import _slips
-from mcjax._check._flat import FlatSpec
-from mcjax._check._problem import Prepared, flat_at, jacobian_of
+from mcjax._check._flat import FlatSpec, leaf_name
+from mcjax._check._problem import (
+    Prepared,
+    argument_names,
+    flat_at,
+    flat_function,
+    jacobian_of,
+)
 from mcjax._check._report import Slip
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._pytrees import partition
 from mcjax._program._compile import compiler_options, run_compiled
 
 FACTORS = {-1.0: "-1: the sign is flipped", 2.0: "2", 0.5: "1/2", -2.0: "-2", -0.5: "-1/2"}
-MAX_NAMED = 2  # candidates that match besides the first are usually the same slip again
+
+EXPLAINS = 0.25
+"""A candidate explains the difference when the residual it leaves is at most this fraction
+of ``G - F`` (and within the comparison's slack entry by entry): a match that merely sits
+inside the tolerance (both nearly 0) explains nothing."""
+
+PREFERENCE = ("factor", "sign", "transposed", "wrong-argument", "leaf-factor", "leaf-sign",
+              "missing-term", "other-branch", "missing-factor", "missing-gate", "sign-dropped",
+              "value-for-derivative", "neighbour-derivative", "before-transform",
+              "count-off-by-one", "not-transposed", "kernel-not-flipped", "padding-off",
+              "tap-missing", "sign-in-term")
+"""Of two explanations whose Jacobians coincide, the one named: the simpler (a factor names
+its ``N``) and the more specific (a term left out says more than one factor of ``x x``
+negated, which zeroes the same term)."""
+
+
+class Candidate(NamedTuple):
+    """One explanation of ``G != F``: the Jacobian a slip gives, named."""
+
+    kind: str
+    sentence: str
+    J: np.ndarray
+
+    @property
+    def preference(self) -> int:
+        return PREFERENCE.index(self.kind) if self.kind in PREFERENCE else len(PREFERENCE)
 
 
 def _close(a, b, slack) -> bool:
@@ -46,50 +78,61 @@ def _close(a, b, slack) -> bool:
         return bool(np.all(np.abs(a - b) <= slack))
 
 
-def _name_factor(c: float, sizes: Mapping[str, int]) -> str:
-    """``c`` in words: a usual slip, a size of the problem, or its square root."""
-    named, seen = [], set()
-    for value, name in FACTORS.items():
-        if abs(c - value) <= 1e-3 * abs(value):
-            named.append(name)
+def _factor_names(sizes: Mapping[str, int]) -> list[tuple[float, str]]:
+    """Every factor a size of the problem makes: ``N``, ``1/N``, their square roots, and the
+    products and ratios of two sizes (a mean over two axes, conv's ``1/T``)."""
+    named: dict[int, str] = {}
     for what, n in sizes.items():
-        if n in seen:  # the first place a size appears names it
-            continue
-        seen.add(n)
-        if n > 2 and abs(c - n) <= 1e-3 * n:
-            named.append(f"N = {n} ({what}): a sum where a mean was due?")
-        elif n > 2 and abs(c - 1 / n) <= 1e-3 / n:
-            named.append(f"1/N = 1/{n} ({what}): a mean where a sum was due, or 1/N twice?")
-        elif n > 1 and abs(abs(c) - math.sqrt(n)) <= 1e-3 * math.sqrt(n):
-            named.append(f"sqrt(d) = sqrt({n}) (d = {what}): a missing 1/sqrt(d)?")
-        elif n > 1 and abs(abs(c) - 1 / math.sqrt(n)) <= 1e-3 / math.sqrt(n):
-            named.append(f"1/sqrt(d) = 1/sqrt({n}) (d = {what}): 1/sqrt(d) twice, or a sqrt(d) "
-                         "too few?")
-        if len(named) >= 2:
+        if n > 1 and n not in named:
+            named[n] = what
+    out = []  # the simplest readings first: every N, then square roots, then two sizes
+    for n, what in named.items():
+        out += [(n, f"N = {n} ({what}): a sum where a mean was due?"),
+                (1 / n, f"1/N = 1/{n} ({what}): a mean where a sum was due, or 1/N twice?")]
+    for n, what in named.items():
+        out += [(math.sqrt(n), f"sqrt(d) = sqrt({n}) (d = {what}): a missing 1/sqrt(d)?"),
+                (1 / math.sqrt(n), f"1/sqrt(d) = 1/sqrt({n}) (d = {what}): 1/sqrt(d) twice, or a "
+                 "sqrt(d) too few?")]
+    items = list(named.items())
+    for i, (a, wa) in enumerate(items):
+        for b, wb in items[i:]:
+            out.append((a * b, f"{a} x {b} ({wa} times {wb}): a sum over both where a mean "
+                        "was due?"))
+            out.append((1 / (a * b), f"1/({a} x {b}) ({wa} times {wb}): a mean over both where "
+                        "a sum was due?"))
+            if a != b:
+                out.append((a / b, f"{a}/{b} ({wa} over {wb})"))
+                out.append((b / a, f"{b}/{a} ({wb} over {wa})"))
+    return out
+
+
+def _name_factor(c: float, sizes: Mapping[str, int]) -> str:
+    """``c`` in words: a usual slip, a size of the problem (or a product, ratio or square root
+    of sizes)."""
+    named = [name for value, name in FACTORS.items() if abs(c - value) <= 1e-3 * abs(value)]
+    for value, name in _factor_names(sizes):  # the first reading of the sizes that fits
+        if abs(abs(c) - value) <= 1e-3 * value:
+            named.append(name if c > 0 else f"-{name}")
             break
     if named:
         return " or ".join(dict.fromkeys(named))
     return f"{c:.6g} ({100 * (c - 1):+.2g}%), not one of the usual slips"
 
 
-def _factor(G, R, slack):
-    """The ``c != 1`` with ``G = c R`` if there is one, else None."""
+def _fit(G, R, slack):
+    """The ``c`` that best fits ``G = c R`` (least squares), or None."""
     denominator = float(np.sum(R * R))
     if denominator == 0:
         return None
     c = float(np.sum(G * R)) / denominator
-    if c == 0 or not np.isfinite(c):
-        return None
-    if _close(G, c * R, slack * max(1.0, abs(c))) and not _close(G, R, slack):
-        return c
-    return None
+    return c if c != 0 and np.isfinite(c) else None
 
 
 def _axis_transposes(x_spec: FlatSpec, n: int):
-    """For each argument leaf with two equal axes: ``(leaf path, column permutation)`` that
-    swaps them (a matrix's gradient transposed over its own axes)."""
-    for path, shape, offset, size in zip(x_spec.paths, x_spec.shapes, x_spec.offsets,
-                                         x_spec.sizes):
+    """For each argument leaf with two equal axes: ``(leaf index, axes, column permutation)``
+    that swaps them (a matrix's gradient transposed over its own axes)."""
+    for leaf, (shape, offset, size) in enumerate(zip(x_spec.shapes, x_spec.offsets,
+                                                     x_spec.sizes)):
         for a in range(len(shape)):
             for b in range(a + 1, len(shape)):
                 if shape[a] != shape[b] or shape[a] < 2:
@@ -97,21 +140,101 @@ def _axis_transposes(x_spec: FlatSpec, n: int):
                 order = np.arange(size).reshape(shape).swapaxes(a, b).ravel()
                 perm = np.arange(n)
                 perm[offset:offset + size] = offset + order
-                named = x_spec.root + path if x_spec.root != "x" else path or "the argument"
-                yield named, (a, b), perm
+                yield leaf, (a, b), perm
+
+
+def leaf_names(x_spec: FlatSpec, names: tuple[str, ...]) -> list[str]:
+    """Each argument leaf as the user names it: ``params['W2']`` (``names``: the argument
+    names, as ``argument_names`` gives them)."""
+    return [leaf_name(x_spec, j, names) for j in range(len(x_spec.paths))]
+
+
+def _global(G0, F0, slack, sizes, x_spec: FlatSpec, leaves: list[str]) -> list[Candidate]:
+    """The whole Jacobian transposed, a matrix leaf's gradient transposed over its own axes,
+    a constant factor on all of it, or on one leaf."""
+    out = []
+    m, n = G0.shape
+    if m == n:
+        out.append(Candidate("transposed", "matches the reference transposed: denominator "
+                             "layout? (numerator layout is out.shape + arg.shape; pass "
+                             "layout='denominator' if you meant it)", F0.T))
+        c = _fit(G0, F0.T, slack)
+        if c is not None and abs(c - 1) > 1e-3:
+            out.append(Candidate("transposed", f"matches the reference transposed and times "
+                                 f"{_name_factor(c, sizes)}: denominator layout?", c * F0.T))
+    for leaf, axes, perm in _axis_transposes(x_spec, n):
+        FT = F0[:, perm]
+        out.append(Candidate("transposed", f"matches the reference with {leaves[leaf]}'s axes "
+                             f"{axes} swapped: the gradient of a matrix transposed (x h^T where "
+                             "h x^T was due?)", FT))
+        c = _fit(G0, FT, slack)
+        if c is not None and abs(c - 1) > 1e-3:  # and a sign or a factor besides
+            out.append(Candidate("transposed", f"matches the reference with {leaves[leaf]}'s "
+                                 f"axes {axes} swapped and times {_name_factor(c, sizes)}: the "
+                                 "gradient of a matrix transposed, and a factor", c * FT))
+    c = _fit(G0, F0, slack)
+    if c is not None:
+        kind = "sign" if abs(c + 1) <= 1e-3 else "factor"
+        out.append(Candidate(kind, "a constant factor: matches the reference times "
+                             f"{_name_factor(c, sizes)}", c * F0))
+    if len(x_spec.shapes) > 1:
+        for leaf, (offset, size) in enumerate(zip(x_spec.offsets, x_spec.sizes)):
+            block = slice(offset, offset + size)
+            c = _fit(G0[:, block], F0[:, block], slack[:, block])
+            if c is None:
+                continue
+            J = F0.copy()
+            J[:, block] *= c
+            kind = "leaf-sign" if abs(c + 1) <= 1e-3 else "leaf-factor"
+            out.append(Candidate(kind, f"a constant factor on {leaves[leaf]} only: its "
+                                 f"derivative matches the reference times "
+                                 f"{_name_factor(c, sizes)}", J))
+    return out
+
+
+def rank(G0, F0, slack, candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates that explain ``G0 - F0``, best first, equivalent ones merged.
+
+    A candidate explains it when ``G0`` matches its Jacobian within ``slack`` at every entry,
+    the Jacobian is neither the reference's nor 0 (within ``slack``: a factor of 1e-7 that
+    matches a derivative that is 0 within the tolerance explains nothing), and the residual it
+    leaves is at most ``EXPLAINS`` of ``G0 - F0``.  Candidates whose Jacobians coincide are one
+    explanation, named by the ``PREFERENCE`` of their kinds; explanations are ordered by the
+    residual each leaves (relative to ``slack``)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        difference = float(np.linalg.norm(G0 - F0))
+        weight = np.where(np.isfinite(slack) & (slack > 0), 1 / np.where(slack > 0, slack, 1), 0)
+        fits = []
+        for k, cand in enumerate(candidates):
+            J = np.where(np.isfinite(slack), cand.J, 0.0)
+            if (not np.all(np.isfinite(J)) or _close(J, F0, slack) or _close(J, 0.0, slack)
+                    or not _close(G0, J, slack)
+                    or float(np.linalg.norm(G0 - J)) > EXPLAINS * difference):
+                continue
+            fits.append((float(np.max(np.abs(G0 - J) * weight, initial=0.0)), k, cand._replace(J=J)))
+    fits.sort(key=lambda t: (t[0], t[1]))
+    groups: list[list[Candidate]] = []
+    for _, _, cand in fits:
+        group = next((g for g in groups if _close(g[0].J, cand.J, slack)), None)
+        if group is None:
+            groups.append([cand])
+        else:
+            group.append(cand)
+    return [min(g, key=lambda c: c.preference) for g in groups]
 
 
 def diagnose(G, F, allowed, include, *, x_spec: FlatSpec, out_spec: FlatSpec,
-             sizes: Mapping[str, int], candidates: list[tuple[str, str, np.ndarray]]
-             ) -> list[Slip]:
-    """The slips that explain ``G != F`` (usually one; empty when none fits).
+             sizes: Mapping[str, int], candidates: list[Candidate],
+             names: tuple[str, ...] = ()) -> list[Slip]:
+    """The slips that explain ``G != F``, best first (empty when none does).
 
     Args:
       G, F, allowed: ``(m, n)`` float64: derivative under test, exact reference, thresholds.
       include: ``(m, n)`` bool, the entries compared (kinks excluded).
       x_spec, out_spec: the argument's and the output's leaves.
       sizes: the problem's sizes by description, candidates for a factor ``N``.
-      candidates: ``(kind, sentence, Jacobian)`` of ``f`` with one slip planted each.
+      candidates: ``f`` with one slip planted each (and the other arguments' Jacobians).
+      names: the differentiated parameters' names (``params``), for the sentences.
     """
     finite = np.isfinite(G)
     if not finite.all() and np.isfinite(F[~finite]).all():
@@ -120,31 +243,11 @@ def diagnose(G, F, allowed, include, *, x_spec: FlatSpec, out_spec: FlatSpec,
                      "unstable formula; a stable form (jax.nn.sigmoid, logsumexp) avoids it")]
     slack = np.where(include, 2 * allowed, np.inf)
     G0, F0 = np.where(include, G, 0.0), np.where(include, F, 0.0)
-    m, n = G.shape
-    if m == n and not _close(F0, F0.T, slack):
-        if _close(G, F.T, slack):
-            return [Slip("transposed", "matches the reference transposed: denominator layout? "
-                         "(numerator layout is out.shape + arg.shape; pass "
-                         "layout='denominator' if you meant it)")]
-        c = _factor(G0, F0.T, slack)
-        if c is not None:
-            return [Slip("transposed", f"matches the reference transposed and times "
-                         f"{_name_factor(c, sizes)}: denominator layout?")]
-    for path, axes, perm in _axis_transposes(x_spec, n):
-        FT = F[:, perm]
-        if not _close(FT, F, slack) and _close(G, FT, slack):
-            return [Slip("transposed", f"matches the reference with {path}'s axes {axes} "
-                         "swapped: the gradient of a matrix transposed (x h^T where h x^T was "
-                         "due?)")]
-    c = _factor(G0, F0, slack)
-    if c is not None:
-        kind = "sign" if abs(c + 1) <= 1e-3 else "factor"
-        return [Slip(kind, f"a constant factor: matches the reference times "
-                     f"{_name_factor(c, sizes)}")]
-    # the most specific first: a variant of f that matches names the line of the slip
-    named = [Slip(kind, sentence) for kind, sentence, J in candidates
-             if not _close(J, F, slack) and _close(G, J, slack)][:MAX_NAMED]
-    slips = list(dict.fromkeys(named + _structure(G0, F0, slack, out_spec, x_spec)))
+    leaves = leaf_names(x_spec, names)
+    ranked = rank(G0, F0, slack, _global(G0, F0, slack, sizes, x_spec, leaves) + candidates)
+    slips = [Slip(c.kind, c.sentence) for c in ranked]
+    if not slips:
+        slips = _structure(G0, F0, slack, out_spec, x_spec)
     return slips or _low_rank(G0 - F0, F0, slack)
 
 
@@ -191,20 +294,23 @@ def _low_rank(E, F0, slack) -> list[Slip]:
     return []
 
 
-def where(G, F, allowed, include, x_spec: FlatSpec, out_spec: FlatSpec) -> list[str]:
-    """Which leaves, rows and columns hold the wrong entries: one line per block that has any."""
+def where(G, F, allowed, include, x_spec: FlatSpec, out_spec: FlatSpec,
+          names: tuple[str, ...] = ()) -> list[str]:
+    """Which leaves, rows and columns hold the wrong entries: one line per block that has any
+    (``names``: the differentiated parameters' names, for the leaves)."""
     with np.errstate(invalid="ignore"):
         bad = include & ~(np.abs(G - F) <= allowed)
     lines = []
+    leaves = leaf_names(x_spec, names)
     for o_path, o_shape, oi, mi in zip(out_spec.paths, out_spec.shapes, out_spec.offsets,
                                        out_spec.sizes):
-        for x_path, x_shape, oj, nj in zip(x_spec.paths, x_spec.shapes, x_spec.offsets,
+        for x_name, x_shape, oj, nj in zip(leaves, x_spec.shapes, x_spec.offsets,
                                            x_spec.sizes):
             block = bad[oi:oi + mi, oj:oj + nj].reshape(o_shape + x_shape)
             count = int(block.sum())
             if not count:
                 continue
-            name = (f"d out{o_path} / d {x_spec.root}{x_path}" if not (out_spec.is_array and x_spec.is_array)
+            name = (f"d out{o_path} / d {x_name}" if not (out_spec.is_array and x_spec.is_array)
                     else "the Jacobian")
             axes = _axes(block, len(o_shape), o_shape + x_shape)
             lines.append(f"{count} of {mi * nj} entries of {name} are wrong" +
@@ -228,9 +334,20 @@ def _axes(block, out_ndim: int, shape) -> list[str]:
 
 # -- the Jacobians the diagnosis compares with, computed for a failing point --------------------
 def _variants(statics, consts, dynamic):
+    """Every variant's Jacobian, ``(variants, m, n)``: ``f`` traced once with every slip
+    planted behind a switch, vmapped over which one is on."""
     static, x_spec, out_spec, targets = statics
     f_flat, x = flat_at(static.bind(consts), x_spec, out_spec, dynamic)
-    return [jacobian_of(static, _slips.variant(f_flat, t))(x) for t in targets]
+    run = _slips.planted(jax.make_jaxpr(f_flat)(x), list(targets))
+    choices = jnp.eye(len(targets), dtype=bool)
+    if out_spec.size == 1:  # a loss: its gradient, without batching over directions
+        return jax.vmap(lambda c: jax.grad(lambda v: run(v, c).reshape(()))(x)[None])(choices)
+    if out_spec.size < x_spec.size and not static.reverse_only:
+        try:  # fewer outputs than inputs: reverse mode, unless f has no transpose (a while)
+            return jax.vmap(lambda c: jax.jacrev(lambda v: run(v, c))(x))(choices)
+        except Exception:  # noqa: BLE001 - JAX's error for an untransposable primitive varies
+            pass  # forward mode, as the references did
+    return jax.vmap(lambda c: jacobian_of(static, lambda v: run(v, c))(x))(choices)
 
 
 def _other_jacobian(statics, consts, dynamic):
@@ -245,29 +362,56 @@ def _compiled(fn, statics, dynamic):
                         compiler_options=compiler_options())
 
 
-def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
-    """``(kind, sentence, Jacobian)`` for every slip planted in ``f`` at this point."""
-    static, x_spec, out_spec = p.static, p.x_spec, p.out_spec
-    f_flat, x = flat_at(static, x_spec, out_spec, dynamic)
+def _of_f(static):
+    """``static`` without the derivative under test: the programs of the diagnosis depend on
+    ``f`` alone, so every wrong derivative of one ``f`` shares them."""
+    return static._replace(derivative=static.f, pullback=False)
+
+
+def parameter_names(p: Prepared) -> tuple[str, ...]:
+    """The names ``f`` gives its arguments, up to the last differentiated (``params``)."""
+    return argument_names(p.static.f, p.static.positions)
+
+
+class Unplanted(Exception):
+    """The variants of ``f`` could not be evaluated: the diagnosis says so (kind
+    ``"incomplete"``) and tries the slips of the derivative as a whole."""
+
+
+def candidates(p: Prepared, dynamic) -> list[Candidate]:
+    """Every slip planted in ``f`` at this point, and the other arguments' Jacobians.
+
+    Raises:
+      Unplanted: the program of the variants failed (a primitive the rewriting cannot rebind).
+    """
+    static, x_spec, out_spec = _of_f(p.static), p.x_spec, p.out_spec
+    # traced abstractly (an eager flatten would compile a little program per shape)
+    x = jax.eval_shape(lambda d: flat_at(static, x_spec, out_spec, d)[1], dynamic)
     args = static.args(dynamic)
-    targets = ["ungated"] + _slips.sites(jax.make_jaxpr(f_flat)(x).jaxpr)
+    f_flat = flat_function(static, args, x_spec, out_spec)
+    found = _slips.sites(jax.make_jaxpr(f_flat)(x).jaxpr)
+    targets = ["ungated"] + found[:_slips.MAX_SITES]
     try:
-        jacobians = _compiled(_variants, (static, x_spec, out_spec, tuple(targets)), dynamic)
-    except Exception:  # noqa: BLE001 - a primitive the rewriting cannot rebind: no candidates
-        jacobians = [None] * len(targets)
+        jacobians = np.asarray(_compiled(_variants, (static, x_spec, out_spec, tuple(targets)),
+                                         dynamic), np.float64)  # NumPy: iterating compiles
+    except Exception as e:  # noqa: BLE001 - said in the report, never swallowed
+        raise Unplanted(f"the slips planted in f could not be evaluated ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}): only the slips of the "
+                        "derivative as a whole were tried") from e
     out = []
+    if len(found) > _slips.MAX_SITES:
+        out.append(Candidate("incomplete", f"only the first {_slips.MAX_SITES} of the "
+                             f"{len(found)} places of f where a slip can be planted were tried",
+                             np.zeros((0, 0))))
     for target, J in zip(targets, jacobians):
-        if J is None:
-            continue
         if target == "ungated":
-            out.append(("missing-gate", "a missing gate or mask: matches the derivative of f "
-                        "with its gates (max(z, 0), where(mask, z, 0)) removed; multiply by the "
-                        "gate, e.g. 1[z > 0] for a ReLU", np.asarray(J, np.float64)))
+            out.append(Candidate("missing-gate", "a missing gate or mask: matches the "
+                                 "derivative of f with its gates (max(z, 0), where(mask, z, 0)) "
+                                 "removed; multiply by the gate, e.g. 1[z > 0] for a ReLU",
+                                 np.asarray(J, np.float64)))
         else:
             assert isinstance(target, _slips.Site)
-            kind = {"drop": "missing-term", "negate": "sign-in-term",
-                    "value": "value-for-derivative"}[target.how]
-            out.append((kind, target.describe(), np.asarray(J, np.float64)))
+            out.append(Candidate(target.kind, target.describe(), np.asarray(J, np.float64)))
     for k, arg in enumerate(args):
         arg = partition(arg)[0]  # its differentiated leaves, as the argument's (a model's)
         leaves = jax.tree_util.tree_leaves(arg)
@@ -278,22 +422,33 @@ def candidates(p: Prepared, dynamic) -> list[tuple[str, str, np.ndarray]]:
                 for a, s in zip(leaves, x_spec.shapes)):
             continue
         J = _compiled(_other_jacobian, (static._replace(argnums=k), x_spec, out_spec), dynamic)
-        out.append(("wrong-argument", f"matches the derivative with respect to args[{k}]: the "
-                    "wrong argument?", np.asarray(J, np.float64)))
+        name = argument_names(p.static.f, (k,))[-1]
+        out.append(Candidate("wrong-argument", f"matches the derivative with respect to {name}: "
+                             "the wrong argument?", np.asarray(J, np.float64)))
     return out
 
 
-def sizes_of(p: Prepared, args) -> dict[str, int]:
-    """Candidate sizes ``N`` for a factor slip: every dimension and size in sight."""
+def sizes_of(p: Prepared, args, names: tuple[str, ...] = ()) -> dict[str, int]:
+    """Candidate sizes ``N`` for a factor slip: every axis and size of the arguments and of
+    ``f``'s outputs, and every axis of the arrays ``f`` closes over (a batch of data)."""
     sizes = {}
     for k, arg in enumerate(args):
         for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
             shape = np.shape(leaf)
-            name = f"args[{k}]" + "".join(str(q) for q in path)
+            base = names[k] if k < len(names) else f"args[{k}]"
+            name = base + "".join(str(q) for q in path)
             for axis, d in enumerate(shape):
                 sizes.setdefault(f"axis {axis} of {name}", int(d))
             sizes.setdefault(f"the size of {name}", int(np.prod(shape)))
+    for path, shape in zip(p.out_spec.paths, p.out_spec.shapes):
+        for axis, d in enumerate(shape):
+            sizes.setdefault(f"axis {axis} of f's output{path}", int(d))
+        sizes.setdefault(f"the size of f's output{path}", int(np.prod(shape)))
     sizes.setdefault("the size of f's output", p.out_spec.size)
+    for value in p.f_jaxpr.consts:  # the arrays f closes over: a batch of data, a mask
+        shape = np.shape(value)
+        for axis, d in enumerate(shape):
+            sizes.setdefault(f"axis {axis} of an array f closes over {shape}", int(d))
     return sizes
 
 
@@ -306,7 +461,15 @@ def diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[s
 
 def _diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[str]]:
     args = p.static.args(dynamic)
+    names = parameter_names(p)
+    try:
+        planted = candidates(p, dynamic)
+        unplanted = [Slip(c.kind, c.sentence) for c in planted if c.kind == "incomplete"]
+        planted = [c for c in planted if c.kind != "incomplete"]
+    except Unplanted as e:
+        planted, unplanted = [], [Slip("incomplete", str(e))]
     slips = diagnose(verdict.got, F, verdict.allowed, verdict.compared, x_spec=p.x_spec,
-                     out_spec=p.out_spec, sizes=sizes_of(p, args),
-                     candidates=candidates(p, dynamic))
-    return slips, where(verdict.got, F, verdict.allowed, verdict.compared, p.x_spec, p.out_spec)
+                     out_spec=p.out_spec, sizes=sizes_of(p, args, names),
+                     candidates=planted, names=names) + unplanted
+    return slips, where(verdict.got, F, verdict.allowed, verdict.compared, p.x_spec, p.out_spec,
+                        names)

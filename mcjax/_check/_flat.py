@@ -152,3 +152,13 @@ def entry_label(out: FlatSpec, inp: FlatSpec, i: int, j: int) -> str:
     if out.is_scalar:
         return inp.root + inp.label(j)
     return f"d out{out.label(i)} / d {inp.root}{inp.label(j)}"
+
+
+def leaf_name(x_spec: FlatSpec, j: int, names: tuple[str, ...]) -> str:
+    """Argument leaf ``j`` as the user names it: ``params['W2']`` (``names``: ``f``'s names
+    of its arguments ``0 ..`` the last differentiated one, the last of them when one is)."""
+    path = x_spec.paths[j]
+    if x_spec.root == "args" and path.startswith("["):
+        k, rest = path[1:].split("]", 1)
+        return (names[int(k)] if int(k) < len(names) else f"args[{k}]") + rest
+    return (names[-1] if names else x_spec.root) + path

@@ -19,6 +19,7 @@ The verdict is assembled on the host, entry by entry:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -59,6 +60,7 @@ from mcjax._core._compat import enable_x64
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, KINK_CONVENTIONS, ROUNDING_SAFETY, is_half
 from mcjax._program._compile import compiler_options, run_compiled
+from mcjax._program._walk import CUSTOM_RULES, callee_name, equations, from_jax, user_place
 
 _quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore")  # NaN is a finding
 
@@ -261,14 +263,25 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
     if bool(values.get("branches_differ", False)):
         notes.append("f takes other branches in float32 and float64 here (a tie that rounding "
                      "breaks): its rounding is not measured, the threshold is the policy's alone")
-    failed = next((c for c in comparisons if not c.ok), None)
-    # the references that fail it run a wrong rule: no slip of the derivative's to diagnose
+    # the references that fail it run a wrong rule: no slip of the derivative's to diagnose,
+    # and no failure on their authority where finite differences and the Taylor test, which
+    # evaluate f itself, agree with the derivative under test
     failed_only_by_rule = rule_blamed and all(c.ok for c in comparisons
                                               if c.reference == "finite differences")
+    outvoted = failed_only_by_rule and (taylor is None or taylor.ok)
+    if outvoted:
+        names = {name for name, _ in exact}
+        comparisons = [c if c.reference not in names or c.ok else
+                       dataclasses.replace(c, reference=f"{c.reference} (runs the rule)")
+                       for c in comparisons]
+        notes.insert(0, "the references disagree: " + notes.pop(notes.index(rule_notes[0]))
+                     + "; the verdict follows finite differences and the Taylor test")
+    binding = [c for c in comparisons if not (outvoted and c.reference.endswith("(runs the rule)"))]
+    failed = next((c for c in binding if not c.ok), None)
     by_fd = failed is not None and failed.reference == "finite differences"
     R, mask = (fd.value, include & fd.resolved) if by_fd and fd is not None else (F, include)
     worst = worst_entries(G, R, allowed, mask, p.out_spec, p.x_spec) if failed else []
-    ok = (not problems and all(c.ok for c in comparisons) and kinks.ok
+    ok = (not problems and all(c.ok for c in binding) and kinks.ok
           and (taylor is None or taylor.ok))
     return PointVerdict(ok, tuple(comparisons), taylor, kinks, tuple(problems), tuple(notes),
                         tuple(worst), G, R, B if p.static.reverse_only else F, allowed, mask,
@@ -282,16 +295,24 @@ def _rules_departing(p: Prepared, exact, G, fd, allowed, include) -> tuple[list[
     note and whether the derivative under test agrees with finite differences where the
     reference departs (then the rule, not the derivative, is to diagnose)."""
     judged = include & fd.resolved
-    rules = user_rules(p.f_jaxpr.jaxpr) if judged.any() else []
-    if not rules:
+    if not judged.any():
         return [], False
     slack = allowed + fd.error
     off = [(name, judged & ~(np.abs(M - fd.value) <= slack)) for name, M in exact]
     off = [(name, bad) for name, bad in off if bad.any()]
     if not off:
         return [], False
-    written = ", ".join(r.words() + (f" ({', '.join(r.functions)})" if r.functions else "")
-                        for r in rules)
+    rules = user_rules(p.f_jaxpr.jaxpr)
+    if not rules:  # JAX's own: a stop_gradient, a library's rule; named, the verdict stands
+        suspects = _suspects(p.f_jaxpr.jaxpr)
+        bad = off[0][1]
+        return ([f"the references disagree: {' and '.join(n for n, _ in off)} "
+                 f"depart{'s' if len(off) == 1 else ''} from finite differences at "
+                 f"{int(bad.sum())} of {int(judged.sum())} entries; f calls "
+                 f"{', '.join(suspects)}, whose derivative JAX defines (finite differences "
+                 "only evaluate f)"] if suspects else []), False
+    written = ", ".join(r.words() + (f" called in {r.where}" if r.where else "")
+                        + (f" ({', '.join(r.functions)})" if r.functions else "") for r in rules)
     bad = off[0][1]
     yours = bool(np.all((np.abs(G - fd.value) <= slack)[bad]))
     return [f"{' and '.join(n for n, _ in off)} depart{'s' if len(off) == 1 else ''} from "
@@ -301,6 +322,20 @@ def _rules_departing(p: Prepared, exact, G, fd, allowed, include) -> tuple[list[
             "(mcjax.check_rule checks it)"
             + ("; the derivative under test agrees with finite differences there" if yours
                else "")], yours
+
+
+def _suspects(jaxpr) -> list[str]:
+    """What in ``f`` JAX differentiates otherwise than its values change: ``stop_gradient``
+    and a library's custom rules, each with the user's line (at most three)."""
+    found = []
+    for eqn in equations(jaxpr):
+        name = eqn.primitive.name
+        if name == "stop_gradient" or name in CUSTOM_RULES and from_jax(eqn):
+            what = "stop_gradient" if name == "stop_gradient" else \
+                f"{callee_name(eqn)} (a {name.removesuffix('_call')} rule)"
+            place = user_place(eqn)
+            found.append(what + (f" in {place}" if place is not None else ""))
+    return list(dict.fromkeys(found))[:3]
 
 
 def _taylor_verdict(stencils: dict, G, allowed, precision: str, kinks: bool,

@@ -11,6 +11,7 @@ compiled program.
 
 from __future__ import annotations
 
+import inspect
 import os
 import traceback
 
@@ -227,8 +228,23 @@ def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSp
             "the arrays alone (eqx.partition)") if functions else ""
     trace = _traced("the derivative", traced, structs, cotangent, differentiated=False,
                     lifted=True, hint=hint)
-    validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback))
+    validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback),
+             argument_names(static.f, static.positions))
     return trace, bool(pullback)
+
+
+def argument_names(f, positions: tuple[int, ...]) -> tuple[str, ...]:
+    """The names ``f`` gives its arguments ``0 .. max(positions)`` (``params``; ``args[k]``
+    where its signature does not say: ``*args``, a builtin), indexed by argument: the last is
+    the differentiated one's when ``positions`` is one argument."""
+    fn = f.fn if isinstance(f, Keyed) else f
+    try:
+        parameters = [q for q in inspect.signature(fn).parameters.values()
+                      if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        parameters = []
+    return tuple(parameters[k].name if k < len(parameters) else f"args[{k}]"
+                 for k in range(max(positions) + 1))
 
 
 def reference_key(p: Prepared) -> tuple[Prepared, str]:

@@ -50,10 +50,17 @@ class Kinks:
 
 @dataclass(frozen=True)
 class Slip:
-    """A slip the diagnosis named: its kind (for programs: ``"sign"``, ``"factor"``,
-    ``"transposed"``, ``"missing-gate"``, ``"missing-term"``, ``"sign-in-term"``,
-    ``"value-for-derivative"``, ``"dense-for-diagonal"``, ``"diagonal-for-dense"``,
-    ``"wrong-argument"``, ``"low-rank"``, ``"nonfinite"``) and the sentence (for people)."""
+    """A slip the diagnosis named: its kind (for programs) and the sentence (for people).
+
+    The kinds: ``"sign"``, ``"factor"`` (the whole derivative), ``"leaf-sign"``,
+    ``"leaf-factor"`` (one leaf of a pytree), ``"transposed"``, ``"wrong-argument"``,
+    ``"nonfinite"``; planted in ``f`` (``mcjax._check._slips``): ``"missing-term"``,
+    ``"sign-in-term"``, ``"missing-factor"``, ``"other-branch"``, ``"missing-gate"``,
+    ``"sign-dropped"``, ``"value-for-derivative"``, ``"neighbour-derivative"``,
+    ``"before-transform"``, ``"count-off-by-one"``, ``"not-transposed"``,
+    ``"kernel-not-flipped"``, ``"padding-off"``, ``"tap-missing"``; from the structure alone:
+    ``"dense-for-diagonal"``, ``"diagonal-for-dense"``, ``"low-rank"``; and ``"incomplete"``
+    (last) where the slips could not be planted in ``f``, with the reason."""
 
     kind: str
     sentence: str

@@ -22,7 +22,15 @@ import jax
 import numpy as np
 from jax.extend import core
 
-from mcjax._program._walk import CUSTOM_RULES, Interpreter, bind, callee_name, equations, from_jax
+from mcjax._program._walk import (
+    CUSTOM_RULES,
+    Interpreter,
+    bind,
+    callee_name,
+    equations,
+    from_jax,
+    user_place,
+)
 
 
 class CustomRule(NamedTuple):
@@ -32,6 +40,7 @@ class CustomRule(NamedTuple):
     name: str
     kind: str
     functions: tuple[str, ...]
+    where: str = ""  # the user's call of it: `mysin(x)` (model.py:8)
 
     def words(self) -> str:
         return f"the {self.kind} rule of {self.name}"
@@ -55,7 +64,9 @@ def user_rules(jaxpr: core.Jaxpr) -> list[CustomRule]:
             kind = "custom_jvp" if eqn.primitive.name == "custom_jvp_call" else "custom_vjp"
             functions = tuple(filter(None, (_written(eqn.params.get(k)) for k in (
                 "jvp_jaxpr_fun", "fwd_jaxpr_thunk", "bwd"))))
-            found.append(CustomRule(callee_name(eqn), kind, functions))
+            place = user_place(eqn)
+            found.append(CustomRule(callee_name(eqn), kind, functions,
+                                    "" if place is None else str(place)))
     return list(dict.fromkeys(found))
 
 

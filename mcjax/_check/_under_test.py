@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check._case import Prepared, Static
-from mcjax._check._flat import FlatSpec
+from mcjax._check._flat import FlatSpec, leaf_name
 from mcjax._core._errors import ShapeError, shape_str
 from mcjax._core._pytrees import structure_name
 from mcjax._jacobian import Jacobian
@@ -94,23 +94,25 @@ def _check_vjp_result(result, x_spec: FlatSpec):
     return result
 
 
-def validate(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str, pullback: bool) -> None:
+def validate(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str, pullback: bool,
+             names: tuple[str, ...] = ()) -> None:
     """Check the derivative's traced value (``jax.ShapeDtypeStruct`` leaves) before any program
     runs, so that a wrong shape is one clear ``mcjax.ShapeError``.  ``pullback``: the
     value is a VJP function's result ``u^T J``."""
     if pullback:
         _check_vjp_result(value, x_spec)
     else:
-        _blocks(value, x_spec, out_spec, layout, abstract=True)
+        _blocks(value, x_spec, out_spec, layout, abstract=True, names=names)
 
 
 def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
-            abstract: bool = False) -> dict:
+            abstract: bool = False, names: tuple[str, ...] = ()) -> dict:
     """The derivative's blocks ``(out leaf k, in leaf j) -> array or Jacobian``, numerator layout.
 
     The expected structure is ``jax.jacfwd``'s: f's output tree with every leaf replaced by the
     argument's tree of arrays ``out_leaf.shape + arg_leaf.shape`` (a gradient for scalar f).
-    ``abstract``: only check the shapes (of ``jax.ShapeDtypeStruct`` leaves).
+    ``abstract``: only check the shapes (of ``jax.ShapeDtypeStruct`` leaves).  ``names``: the
+    differentiated parameters' names, for the messages.
     """
     is_jac = lambda leaf: isinstance(leaf, Jacobian)  # noqa: E731
     leaves, treedef = jax.tree_util.tree_flatten(value, is_leaf=is_jac)
@@ -119,29 +121,33 @@ def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
     expected_def = jax.tree_util.tree_structure(expected)
     pairs = [(k, j) for k in range(len(out_spec.shapes)) for j in range(len(x_spec.shapes))]
     if treedef != expected_def:
-        raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
+        raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
+                                                 names))
     blocks = {}
     for (k, j), leaf in zip(pairs, leaves):
         o, i = out_spec.shapes[k], x_spec.shapes[j]
         shape = tuple(leaf.shape) if is_jac(leaf) else tuple(np.shape(leaf))
         if is_jac(leaf) or layout == "numerator":
             if shape != o + i:
-                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
+                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
+                                                 names))
             if not abstract:
                 blocks[k, j] = leaf if is_jac(leaf) else jnp.asarray(leaf)
         else:
             if shape != i + o:
-                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
+                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
+                                                 names))
             if not abstract:
                 blocks[k, j] = jnp.moveaxis(jnp.asarray(leaf), tuple(range(len(i))),
                                             tuple(range(len(o), len(o) + len(i))))
     return blocks
 
 
-def _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of) -> str:
+def _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of, names=()) -> str:
     """A scalar f's gradient in the argument's structure: the leaves whose shapes are off, by
-    path, and a transposed matrix named as one (``; [1]['W'] is (448, 10) where (10, 448) was
-    due: its gradient transposed (...)?``).  Empty otherwise."""
+    f's name of them, and a transposed matrix named as one (``; params[1]['W'] is (448, 10)
+    where (10, 448) was due: its gradient transposed? expected (10, 448), got (448, 10)``).
+    Empty otherwise."""
     if out_spec.size != 1 or len(leaves) != len(pairs) or (
             jax.tree_util.tree_structure(value) != x_spec.treedef):
         return ""  # a scalar f's gradient in the argument's own structure only
@@ -150,15 +156,16 @@ def _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of) -> str:
         due, got = out_spec.shapes[k] + x_spec.shapes[j], shape_of(leaf)
         if got == due:
             continue
-        name = x_spec.paths[j] or "the argument"
+        name = leaf_name(x_spec, j, names) or "the argument"
         said = f"{name} is {shape_str(got)} where {shape_str(due)} was due"
         if len(due) >= 2 and got == due[:-2] + due[-1:] + due[-2:-1]:
-            said += ": its gradient transposed (x h^T where h x^T was due?)"
+            said += (f": its gradient transposed? expected {shape_str(due)}, got {shape_str(got)} "
+                     "(x h^T where h x^T was due?)")
         off.append(said)
     return "; " + "; ".join(off[:3]) if off else ""
 
 
-def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
+def _layout_message(value, leaves, x_spec, out_spec, pairs, layout, names=()) -> str:
     """Say what arrived, what was due, and which usual slip explains the difference."""
     def shape_of(leaf):
         return tuple(leaf.shape) if isinstance(leaf, Jacobian) else tuple(np.shape(leaf))
@@ -186,12 +193,15 @@ def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
                 "transposed (x h^T where h x^T was due?)"
             )
         return message
-    got = ", ".join(shape_str(shape_of(leaf)) for leaf in leaves) or "nothing"
+    return _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of, names)
+
+
+def _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of, names=()) -> str:
     kind = ("an array" if isinstance(value, (jax.ShapeDtypeStruct, jax.Array, np.ndarray))
             else structure_name(value))  # traced abstractly: an array arrives as its shape
     due = ", ".join(shape_str(out_spec.shapes[k] + x_spec.shapes[j]) for k, j in pairs)
     hint = ("; if it is a VJP function u -> u^T J, wrap it: mcjax.vjp(fn)" if callable(value)
-            else _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of))
+            else _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of, names))
     if out_spec.size == 1 and sorted(shape_of(leaf) for leaf in leaves) == sorted(
             out_spec.shapes[0] + s for s in x_spec.shapes):
         x_tree = x_spec.treedef.unflatten([0] * len(x_spec.shapes))

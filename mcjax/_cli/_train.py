@@ -296,7 +296,7 @@ def _learning_rate(args, total_steps: int):
 
 def _option_problems(args) -> list[str]:
     """What is wrong with the --opt entries, each named as it was given."""
-    from mcjax._train._optim import _optax_optimizers, hyper_parameter_problems
+    from mcjax._train._optim import hyper_parameter_problems, known_optimizers
 
     def spelled(key, value):
         return f"--opt {key}={value if isinstance(value, str) else json.dumps(value)}"
@@ -305,7 +305,7 @@ def _option_problems(args) -> list[str]:
     if "learning_rate" in options:
         return [f"{spelled('learning_rate', options['learning_rate'])}: the learning rate has "
                 f"its own flag; expected --lr {options['learning_rate']}"]
-    if args.optimizer != "momentum" and args.optimizer not in _optax_optimizers():
+    if args.optimizer != "momentum" and args.optimizer not in known_optimizers():
         return []  # TrainConfig names the optimizer that does not exist
     return [problem if problem.startswith("--opt") else f"--opt: {problem}"
             for problem in hyper_parameter_problems(args.optimizer, options, spelled)]

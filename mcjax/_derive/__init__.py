@@ -6,6 +6,8 @@
   Jacobian is in the primitive table (``mcjax._program.primitives``), the structures and their
   algebra in ``mcjax._jacobian``;
 - ``_names``: the names of ``f``'s arguments and constants in the formula.
+- ``_kfac``, ``_kfac_check``: K-FAC's Kronecker factors of the dense layers found in a loss
+  (the same walker), and the check of a user's factors against them.
 """
 
 from mcjax._derive._api import derive

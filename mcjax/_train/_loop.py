@@ -15,6 +15,7 @@ therefore ends with the same parameters, bit for bit, as a run that was never in
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ from mcjax._train._config import TrainConfig
 from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
 from mcjax._train._models import Model, check_model, objective, takes_key
-from mcjax._train._programs import fingerprints
+from mcjax._train._optim import update
+from mcjax._train._programs import fingerprints, optimizer_reads_batch
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
@@ -133,7 +135,9 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
     opt_state = jax.eval_shape(optimizer.init, params)
     try:
         with standard_promotion():  # optax is written for JAX's standard promotion
-            jax.eval_shape(optimizer.update, grads, opt_state, params)
+            jax.eval_shape(lambda g, s, p, b, k: update(
+                optimizer, g, s, p, loss=functools.partial(loss, key=k) if takes_key(loss)
+                else loss, batch=b), grads, opt_state, params, batch, key)
     except Exception as error:  # noqa: BLE001 - a user's optimizer may raise anything
         raise ValueError(f"mcjax.train: the optimizer cannot update this model's parameters "
                          f"({type(error).__name__}: {error})") from error
@@ -171,6 +175,12 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     optimizer, loss = config.transformation(), objective(model, grad=config.grad)
     opt_shapes = _trace_one_step(model, loss, optimizer, shapes, data, config.batch_size,
                                  analytic=config.grad == "analytic")
+    if mesh is not None and optimizer_reads_batch(
+            loss, optimizer, shapes, *_step_inputs(data, config.batch_size), opt_shapes):
+        raise ValueError("mcjax.train: the optimizer reads each step's batch (as mcjax.kfac "
+                         "does, to estimate its factors example by example), which "
+                         f"data-parallel training does not support yet; expected devices=None "
+                         f"(one device), not devices={devices!r}")
     folder = None if config.checkpoint_dir is None else RunFolder(
         config.checkpoint_dir, resume=config.resume, overwrite=config.overwrite,
         keep=config.keep_checkpoints, checkpoint_every=config.checkpoint_every, identity={

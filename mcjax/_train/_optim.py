@@ -8,7 +8,9 @@ The paper's three (§1, "picking w and b by gradient descent"):
 - ``"adam"``: Kingma & Ba's adaptive moments.
 
 Any other optax optimizer that takes a ``learning_rate`` is found by its optax name
-(``"adamw"``, ``"rmsprop"``, ``"lamb"``, ...), with its hyper-parameters as keywords.
+(``"adamw"``, ``"rmsprop"``, ``"lamb"``, ...), with its hyper-parameters as keywords; and
+``"kfac"`` is mcjax's own K-FAC (:func:`mcjax.kfac`), whose update also needs the loss and the
+batch (optax's extra arguments ``loss=`` and ``batch=``, passed by :func:`update`).
 
 An optimizer object is anything optax-shaped: a pair of functions ``init(params) -> state``
 and ``update(grads, state, params) -> (updates, state)`` (:class:`Transformation`).  It is
@@ -48,6 +50,10 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
                      "decay_offset", "min_dim_size_to_factor"), _NON_NEGATIVE),
     "eta_minus": ("a number in (0, 1)", lambda v: 0 < v < 1),
     "eta_plus": ("a number > 1", lambda v: v > 1),
+    "damping": _POSITIVE,
+    "kl_clip": _POSITIVE,
+    "factor_decay": _UNIT,
+    "refresh_every": ("a number >= 1", lambda v: v >= 1),
 }
 
 
@@ -89,9 +95,46 @@ def _optax_optimizers() -> dict[str, Callable[..., optax.GradientTransformation]
     return found
 
 
+def _mcjax_optimizers() -> dict[str, Callable[..., Any]]:
+    """mcjax's own optimizers by name (beside optax's)."""
+    from mcjax._train._kfac import kfac
+
+    return {"kfac": kfac}
+
+
+def known_optimizers() -> dict[str, Callable[..., Any]]:
+    """Every optimizer :func:`optimizer` finds by name ("momentum" aside): optax's with a
+    ``learning_rate`` first, and mcjax's own (``"kfac"``)."""
+    return {**_optax_optimizers(), **_mcjax_optimizers()}
+
+
+def _maker(name: str) -> str:
+    """How a message names the function behind optimizer ``name``."""
+    return f"mcjax.{name}" if name in _mcjax_optimizers() else \
+        f"optax.{'sgd' if name == 'momentum' else name}"
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    from mcjax._train._kfac import CHOICES
+
+    return CHOICES
+
+
+def update(optimizer: Transformation, grads, state, params, *, loss: Callable | None = None,
+           batch: Any = None):
+    """``optimizer.update(grads, state, params)``, with optax's extra arguments ``loss=`` (a
+    function ``loss(params, batch)``) and ``batch=`` for a
+    ``GradientTransformationExtraArgs`` (:func:`mcjax.kfac` needs them; optax's own ignore
+    them): the one call of an optimizer's update that a step, its check and its fingerprint
+    share."""
+    if loss is not None and isinstance(optimizer, optax.GradientTransformationExtraArgs):
+        return optimizer.update(grads, state, params, loss=loss, batch=batch)
+    return optimizer.update(grads, state, params)
+
+
 def _signature(name: str) -> dict[str, inspect.Parameter]:
     """The hyper-parameters of optimizer ``name`` (a known one) and their optax defaults."""
-    fn = optax.sgd if name == "momentum" else _optax_optimizers()[name]
+    fn = optax.sgd if name == "momentum" else known_optimizers()[name]
     params = dict(list(inspect.signature(fn).parameters.items())[1:])
     if name == "momentum":
         params["momentum"] = params["momentum"].replace(default=MOMENTUM)
@@ -110,6 +153,9 @@ def _value_problem(key: str, value, default) -> str | None:
     """What is wrong with one hyper-parameter's value (``expected ...``), or None."""
     if value is None and default is None:
         return None
+    if key in _choices():
+        choices = _choices()[key]
+        return None if value in choices else f"expected one of {', '.join(map(repr, choices))}"
     if isinstance(default, bool):
         return None if isinstance(value, bool) else "expected true or false"
     if key not in RANGES and not isinstance(default, numbers.Real):
@@ -139,7 +185,7 @@ def hyper_parameter_problems(name: str, hyper: Mapping[str, Any],
     """
     known = _signature(name)
     unknown = [k for k in hyper if k not in known]
-    problems = [f"optax.{'sgd' if name == 'momentum' else name} takes no hyper-parameter "
+    problems = [f"{_maker(name)} takes no hyper-parameter "
                 f"{', '.join(unknown)}; it takes {', '.join(known)}"] if unknown else []
     for key, value in hyper.items():
         if key in known:
@@ -187,8 +233,9 @@ def optimizer(name, *, learning_rate: Any = 1e-3, **hyper):
     r"""An optax optimizer chosen by name.
 
     Args:
-      name: ``"sgd"``, ``"momentum"``, ``"adam"`` or the name of any optax optimizer whose
-        first parameter is ``learning_rate`` (``"adamw"``, ``"rmsprop"``, ...); an optax-style
+      name: ``"sgd"``, ``"momentum"``, ``"adam"``, ``"kfac"`` (:func:`mcjax.kfac`) or the name
+        of any optax optimizer whose first parameter is ``learning_rate`` (``"adamw"``,
+        ``"rmsprop"``, ...); an optax-style
         transformation (anything with ``init`` and ``update``, such as
         ``optax.MultiSteps``) is returned as it is.
       learning_rate: $\eta$, a float or an optax schedule ``step -> rate`` (see
@@ -217,7 +264,7 @@ def optimizer(name, *, learning_rate: Any = 1e-3, **hyper):
     """
     if not isinstance(name, str) and is_transformation(name):
         return name
-    known = _optax_optimizers()
+    known = known_optimizers()
     if not isinstance(name, str) or (name not in known and name != "momentum"):
         close = difflib.get_close_matches(name, list(known) + ["momentum"], n=3) \
             if isinstance(name, str) else []

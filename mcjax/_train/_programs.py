@@ -22,6 +22,7 @@ process, traces to the same programs and resumes.  A run recorded before fingerp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import jax
@@ -30,6 +31,9 @@ from mcjax._core._conventions import standard_promotion
 from mcjax._program._compile import NUMERICS
 from mcjax._program._fingerprint import Fingerprint, change
 from mcjax._program._trace import function_key
+from mcjax._program._walk import equations
+from mcjax._train._models import takes_key
+from mcjax._train._optim import update
 
 WHAT = {"loss": "the traced loss (and its gradient)",
         "optimizer": "the traced optimizer (its init and update)"}
@@ -40,14 +44,54 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
     """The fingerprints of what a run computes; the arguments are shapes
     (``jax.ShapeDtypeStruct``s): nothing is computed."""
 
-    def update(grads, state, params):
+    wants_key = takes_key(loss)
+
+    def step_update(grads, state, params, batch, key):
+        bound = functools.partial(loss, key=key) if wants_key else loss
         with standard_promotion():  # as the step runs it (optax is written for it)
+            return optimizer.init(params), update(optimizer, grads, state, params, loss=bound,
+                                                  batch=batch)
+
+    def plain_update(grads, state, params):
+        with standard_promotion():
             return optimizer.init(params), optimizer.update(grads, state, params)
 
+    # the optimizer's program takes the batch and key only where its update reads them
+    # (mcjax.kfac): optax's own trace as they always did, and their runs resume
+    optimizer_key = function_key(step_update, params, opt_state, params, batch, key,
+                                 differentiated=False)
+    if not reads_batch(optimizer_key, params, opt_state):
+        optimizer_key = function_key(plain_update, params, opt_state, params,
+                                     differentiated=False)
     return {"loss": Fingerprint.of(function_key(jax.value_and_grad(loss), params, batch, key,
                                                 differentiated=False)),
-            "optimizer": Fingerprint.of(function_key(update, params, opt_state, params,
-                                                     differentiated=False))}
+            "optimizer": Fingerprint.of(optimizer_key)}
+
+
+def optimizer_reads_batch(loss: Callable, optimizer, params, batch, key, opt_state) -> bool:
+    """Whether the optimizer's update reads the step's batch (``mcjax.kfac`` does); the
+    arguments are shapes."""
+
+    def step_update(grads, state, params, batch, key):
+        bound = functools.partial(loss, key=key) if takes_key(loss) else loss
+        with standard_promotion():
+            return update(optimizer, grads, state, params, loss=bound, batch=batch)
+
+    traced = function_key(step_update, params, opt_state, params, batch, key,
+                          differentiated=False)
+    return reads_batch(traced, params, opt_state)
+
+
+def reads_batch(traced, params, opt_state) -> bool:
+    """Whether a traced ``(grads, state, params, batch, key)`` program reads its batch or key."""
+    return _reads_inputs(traced.closed.jaxpr, len(jax.tree.leaves((params, opt_state, params))))
+
+
+def _reads_inputs(jaxpr, after: int) -> bool:
+    """Whether ``jaxpr`` reads any of its inputs from position ``after`` on."""
+    tail = {id(v) for v in jaxpr.invars[after:]}
+    return any(id(v) in tail for eqn in equations(jaxpr) for v in eqn.invars) or \
+        any(id(v) in tail for v in jaxpr.outvars)
 
 
 def _numerics() -> dict:

@@ -41,7 +41,7 @@ import optax
 from mcjax._core._conventions import standard_promotion
 from mcjax._train import _sharding
 from mcjax._train._models import takes_key
-from mcjax._train._optim import Transformation
+from mcjax._train._optim import Transformation, update
 
 Batch = tuple  # (X, Y), (X, Y, weights), ...: a pytree of arrays with a leading batch axis
 STEP_KEYS = 0x5EED  # folded into the epoch's key to draw the steps' keys apart from the shuffle
@@ -66,7 +66,8 @@ def train_step(loss: Callable, optimizer: Transformation) -> Callable:
         extra = {"key": key} if wants_key and key is not None else {}
         value, grads = jax.value_and_grad(loss)(params, batch, **extra)
         with standard_promotion():  # optax is written for JAX's standard promotion
-            updates, opt_state = optimizer.update(grads, opt_state, params)
+            updates, opt_state = update(optimizer, grads, opt_state, params,
+                                        loss=functools.partial(loss, **extra), batch=batch)
             params = optax.apply_updates(params, updates)
         return params, opt_state, {"loss": value}
 

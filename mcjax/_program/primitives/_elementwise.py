@@ -96,9 +96,11 @@ def _value(name: str) -> Slips:
 
 # -- one operand ---------------------------------------------------------------------------------
 unary("neg", lambda x, y: -1, lambda a, s, p: E.neg(a[0]), rounding="exact")
-unary("exp", lambda x, y: y)
+unary("exp", lambda x, y: y,
+      slips=Slips(neighbour=("exp(z) z for exp(z)", lambda x, y, p: y * x)))
 unary("exp2", lambda x, y: y * math.log(2.0))
-unary("log", lambda x, y: 1 / x, slips=_value("log"))
+unary("log", lambda x, y: 1 / x,
+      slips=Slips(value="log", neighbour=("1/z^2 for 1/z", lambda x, y, p: 1 / x**2)))
 unary("log1p", lambda x, y: 1 / (1 + x), slips=_value("log1p"))
 unary("expm1", lambda x, y: S.labelled(y.value + 1, E.call("exp", x.expr)))
 unary("sin", lambda x, y: S.cos(x), slips=_value("sin"))
@@ -106,7 +108,8 @@ unary("cos", lambda x, y: -S.sin(x), slips=_value("cos"))
 unary("tan", lambda x, y: 1 + y**2)
 unary("sinh", lambda x, y: S.cosh(x), slips=_value("sinh"))
 unary("cosh", lambda x, y: S.sinh(x), slips=_value("cosh"))
-unary("tanh", lambda x, y: 1 - y**2, hint="a", slips=_value("tanh"))
+unary("tanh", lambda x, y: 1 - y**2, hint="a",
+      slips=Slips(value="tanh", neighbour=("1 - tanh for 1 - tanh^2", lambda x, y, p: 1 - y)))
 unary("atan", lambda x, y: 1 / (1 + x**2), slips=_value("atan"))
 unary("asin", lambda x, y: 1 / S.sqrt(1 - x**2), slips=_value("asin"))
 unary("acos", lambda x, y: -1 / S.sqrt(1 - x**2), slips=_value("acos"))
@@ -115,18 +118,24 @@ unary("acosh", lambda x, y, e: jax_partial(e, 0, E.div(E.ONE, E.call(
     "sqrt", E.sub(E.power(x.expr, 2), E.ONE)))))
 unary("atanh", lambda x, y: 1 / (1 - x**2))
 unary("logistic", lambda x, y: y * (1 - y), lambda a, s, p: E.call("sigmoid", a[0]), hint="a",
-      slips=_value("sigmoid"))
-unary("sqrt", lambda x, y: 1 / (2 * y), slips=_value("sqrt"))
+      slips=Slips(value="sigmoid", neighbour=("1 - sigma for sigma (1 - sigma)",
+                                              lambda x, y, p: 1 - y)))
+unary("sqrt", lambda x, y: 1 / (2 * y),
+      slips=Slips(value="sqrt", neighbour=("1/sqrt(z) for 1/(2 sqrt(z)): the 1/2 left out",
+                                           lambda x, y, p: 1 / y)))
 unary("rsqrt", lambda x, y: S.labelled(-0.5 * y.value / x.value, E.mul(E.num(-0.5),
                                                                          E.power(x.expr, -1.5))),
       lambda a, s, p: E.power(a[0], -0.5), slips=_value("rsqrt"))
 unary("cbrt", lambda x, y: S.labelled(y.value / (3 * x.value), E.mul(E.num(1 / 3),
                                                                        E.power(x.expr, -2 / 3))),
       lambda a, s, p: E.power(a[0], 1 / 3))
-unary("square", lambda x, y: 2 * x, lambda a, s, p: E.power(a[0], 2))
+unary("square", lambda x, y: 2 * x, lambda a, s, p: E.power(a[0], 2),
+      slips=Slips(neighbour=("z for 2 z: the exponent's 2 left out", lambda x, y, p: x)))
 register("integer_pow", FAMILY,
          jacobian=lambda e: {0: local(e, 0, _integer_pow(e.ins[0].sym, e.params["y"]))},
-         expr=lambda a, s, p: E.power(a[0], p["y"]))
+         expr=lambda a, s, p: E.power(a[0], p["y"]),
+         slips=Slips(neighbour=("z^(n-1) for n z^(n-1): the exponent's factor left out",
+                                lambda x, y, p: x ** (p["y"] - 1))))
 
 
 def _integer_pow(x: Sym, n: int):
@@ -163,7 +172,7 @@ def _abs_switch(eqn, ins, directional):
 
 unary("abs", lambda x, y: S.labelled(jnp.where(x.value == 0, ABS_GRAD_AT_ZERO, jnp.sign(
     x.value)).astype(x.value.dtype), E.call("sign", x.expr)),
-      behaviour="kink", switch=_abs_switch, rounding="exact")
+      behaviour="kink", switch=_abs_switch, rounding="exact", slips=Slips(sign=True))
 
 
 # -- two operands ------------------------------------------------------------------------------
@@ -184,11 +193,12 @@ binary("sub", lambda x, y, o, e: 1, lambda x, y, o, e: -1,
        slips=Slips(terms=("difference", ("the first term", "the subtracted term"))))
 binary("mul", lambda x, y, o, e: y, lambda x, y, o, e: x, lambda a, s, p: E.mul(*a),
        rounding="bilinear",
-       slips=Slips(terms=("product", ("the first factor", "the second factor"))))
+       slips=Slips(terms=("product", ("the first factor", "the second factor")), chain=True))
 binary("div", lambda x, y, o, e: 1 / y,
        lambda x, y, o, e: S.labelled((-x / y**2).value, E.neg(E.div(o.expr, y.expr))),  # -(x/y)/y
        lambda a, s, p: E.div(*a),
-       slips=Slips(terms=("quotient", ("the numerator", "the denominator"))))
+       slips=Slips(terms=("quotient", ("the numerator", "the denominator")), chain=True,
+                   count=True))
 binary("atan2", lambda x, y, o, e: y / (x**2 + y**2), lambda x, y, o, e: -x / (x**2 + y**2),
        lambda a, s, p: E.call("atan2", *a))
 
@@ -247,7 +257,7 @@ def _ungate_max(apply, operands, dependent):
     return [through(apply(operands)[0], operands[dependent.index(True)])]
 
 
-_GATE = Slips(gate=_ungate_max)
+_GATE = Slips(gate=_ungate_max, branches=(0, 1))
 binary("max", lambda x, y, o, e: _wins(x, y, x.equals(y)),
        lambda x, y, o, e: _wins(y, x, x.equals(y)), _max_expr("max"),
        behaviour="kink", switch=max_min_switch, rounding="exact", slips=_GATE)
@@ -273,7 +283,7 @@ def _clamp_switch(eqn, ins, directional):
 
 
 register("clamp", FAMILY, jacobian=_clamp, expr=lambda a, s, p: E.call("clip", a[1], a[0], a[2]),
-         behaviour="kink", switch=_clamp_switch, rounding="exact")
+         behaviour="kink", switch=_clamp_switch, rounding="exact", slips=Slips(branches=(1,)))
 
 
 def _pow_x(x: Sym, y: Sym, out: Sym, e) -> Sym:

@@ -123,7 +123,7 @@ def _ungate_select(apply, operands, dependent):
 
 register("select_n", "comparison and logic", jacobian=_select_n, expr=_select_expr,
          behaviour="jump", switch=_select_switch, rounding="exact",
-         slips=Slips(gate=_ungate_select))
+         slips=Slips(gate=_ungate_select, branches=(1, 2, 3, 4)))
 
 
 # -- steps --------------------------------------------------------------------------------------

@@ -99,10 +99,11 @@ def product_expr(a: tuple[E.Expr, E.Expr], shape, params) -> E.Expr:
 
 register("dot_general", "products", jacobian=_dot_general, expr=product_expr, hint="z",
          rounding="bilinear",
-         slips=Slips(terms=("matrix product", ("the left operand", "the right operand"))))
+         slips=Slips(terms=("matrix product", ("the left operand", "the right operand")),
+                     transposes=True))
 
 
 register("conv_general_dilated", "products", jacobian=linear("conv"), rounding="bilinear",
          expr=lambda a, s, p: E.call("conv", *a, shape=s),
-         slips=Slips(terms=("convolution", ("the input", "the kernel"))))
+         slips=Slips(terms=("convolution", ("the input", "the kernel")), window=True))
 register("ragged_dot_general", "products", jacobian=linear("ragged_dot"), rounding="bilinear")

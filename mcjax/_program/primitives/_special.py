@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
+
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _sym as S
 from mcjax._program.primitives._elementwise import jax_partial, local, unary
@@ -25,7 +27,8 @@ def _call(name, *args):
 
 
 unary("erf", lambda x, y: (2 / math.sqrt(math.pi)) * S.exp(-(x**2)), family=FAMILY,
-      slips=Slips(value="erf"))
+      slips=Slips(value="erf", neighbour=("exp(-z^2) for 2/sqrt(pi) exp(-z^2): the 2/sqrt(pi) "
+                                          "left out", lambda x, y, p: jnp.exp(-(x * x)))))
 unary("erfc", lambda x, y: (-2 / math.sqrt(math.pi)) * S.exp(-(x**2)), family=FAMILY)
 unary("erf_inv", lambda x, y, e: jax_partial(e, 0, E.mul(E.num(math.sqrt(math.pi) / 2), _call(
     "exp", E.power(y.expr, 2)))), family=FAMILY)

@@ -19,8 +19,11 @@ enumerates JAX's own tables):
   along a direction; ``rounding`` the rounding model (``exact``, ``sum``, ``bilinear``,
   ``elementary``);
 - **its slip sites** (``slips``), for the diagnosis: where a hand derivation's usual slips can
-  be planted (a term of a sum or product dropped or negated; a value for a derivative; a gate
-  forgotten).
+  be planted (a term of a sum or product dropped or negated; a factor of a product chain
+  left out; a value or a neighbour's derivative for a derivative; a gate or clip forgotten;
+  a piecewise function's one branch everywhere; ``|z|``'s sign dropped; a mean's count off by
+  one; a matrix product's operand or result not transposed; a convolution's kernel not
+  flipped, padding off by one or tap missing).
 
 The families live in their own modules (``_elementwise``, ``_shape``, ...), each registering
 its primitives with ``register``.  Besides primitives, the table knows some *functions* by
@@ -127,6 +130,19 @@ class Slips(NamedTuple):
     """A gate that can be forgotten (``max(z, 0)``, ``where(mask, z, 0)``): ``gate(apply,
     operands, dependent) -> outputs`` with the same values and the derivative of the gated
     operand straight through, or None where this equation gates nothing."""
+    neighbour: tuple[str, Callable] | None = None
+    """The derivative of a neighbouring function, written for this one's: ``(words,
+    derivative(x, y, params))`` (``1 - tanh`` for ``1 - tanh^2``: ``lambda x, y, p: 1 - y``;
+    ``params``: the equation's)."""
+    branches: tuple[int, ...] = ()
+    """A piecewise function: the operands whose derivative may be taken everywhere (one
+    branch's formula for every element: ``max``'s two, ``select_n``'s cases, ``clamp``'s
+    ``x``: a missing clip)."""
+    sign: bool = False  # |z|: its sign(z) can be dropped from the derivative
+    chain: bool = False  # a product or quotient: a constant factor of the chain can be left out
+    count: bool = False  # a quotient by a scalar: the count N of a mean, off by one (N - 1)
+    transposes: bool = False  # a matrix product: an operand or the result not transposed
+    window: bool = False  # a convolution: kernel not flipped, padding off by one, a tap missing
 
 
 @dataclass(frozen=True)
