@@ -8,7 +8,7 @@ The top level holds what a researcher types daily: the paper's functions, their 
 the structured Jacobians, ``derive``, the checker and ``train``.  The infrastructure lives in
 public submodules named for what they hold: ``mcjax.registry``, ``mcjax.conventions``,
 ``mcjax.steps``, ``mcjax.sharding``, ``mcjax.checkpoints``,
-``mcjax.compilation``, ``mcjax.datasets`` and ``mcjax.testing``.
+``mcjax.compilation``, ``mcjax.datasets``, ``mcjax.curvature`` and ``mcjax.testing``.
 """
 
 from importlib import metadata as _metadata
@@ -21,6 +21,9 @@ from mcjax import (
 )
 from mcjax import (
     conventions as conventions,
+)
+from mcjax import (
+    curvature as curvature,
 )
 from mcjax import (
     datasets as datasets,
@@ -52,7 +55,8 @@ from mcjax._core._errors import (
     ShapeError,
     TraceError,
 )
-from mcjax._derive import derive
+from mcjax._curvature import Curvature
+from mcjax._derive import derive, gauss_newton, hessian
 from mcjax._derive._kfac import LayerFactors, kfac_factors
 from mcjax._derive._kfac_check import kfac_factor_problems
 from mcjax._jacobian import (
@@ -202,6 +206,9 @@ __all__ = [
     "rule",
     "Derivative",
     "derive",
+    "hessian",
+    "gauss_newton",
+    "Curvature",
     # structured Jacobians
     "Jacobian",
     "Dense",
@@ -267,6 +274,6 @@ __all__ = [
 # mcjax._check._api.check; mcjax.registry.Rule (a name both export is mcjax's)
 _public.publish(__name__, globals())
 for _module in (registry, conventions, steps, sharding, checkpoints, compilation, datasets,
-                testing):
+                curvature, testing):
     _public.publish(_module.__name__, vars(_module))
 del _module

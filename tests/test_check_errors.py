@@ -114,6 +114,9 @@ USER_FILES = {
         def dlog(x):
             return jnp.diag(1 / x)
 
+        def dlog_diagonal(x):  # the diagonal alone: no derivative of log has this shape
+            return 1 / x
+
         def branchy(x):
             if x.sum() > 0:
                 return x
@@ -146,6 +149,8 @@ CASES = [  # (arguments, exit status, words on stdout or stderr)
     (["user_model.py:log", "user_model.py:dlog", "--shapes", "4", "--dist", "uniform:0.5:3"], 0, "ok"),
     (["user_model.py:log", "user_model.py:dlog", "--shapes", "4", "--dist", "user_model.py:one_to_two"], 0, "ok"),
     (["user_model.py:branchy", "user_model.py:dbranchy", "--shapes", "4"], 2, "f cannot be traced at user_model.py"),
+    (["user_model.py:log", "user_model.py:dlog_diagonal", "--shapes", "4", "--dist", "positive"], 1,
+     "mcjax check: FAIL: derivative returned shape (4,)"),
     (["user_model.py:nope", "user_model.py:dlog", "--shapes", "4"], 2, "has no 'nope'"),
     (["user_model.py:log", "user_model.py:dlog", "--shapes", "4", "--dist", "gamma"], 2, "not a distribution"),
     (["user_model.py:log", "user_model.py:dlog", "--shapes", "4", "5"], 2, "calling f raised TypeError"),

@@ -70,9 +70,12 @@ def test_a_right_1m_parameter_gradient_passes_where_check_grads_fails(dtype):
 def test_a_single_wrong_entry_of_a_gradient_is_caught():
     report = check("float32", ONE_WRONG_ENTRY)
     assert not report.ok and report.worst[0].label == "x[1]['W'][5, 7]", report
-    assert report.where[0] == "1 of 196608 entries of d out / d x[1]['W'] are wrong", report.where
+    # the table's labels are the report's (x); the sentences use f's name of its argument
+    assert report.where[0] == "1 of 196608 entries of d out / d params[1]['W'] are wrong", \
+        report.where
     assert [s.kind for s in report.slips] == ["wrong-entries"], report.slips
-    assert "x[1]['W'] is wrong at 1 of its 196608 entries only (x[1]['W'][5, 7])" in report.diagnosis[0]
+    assert ("params[1]['W'] is wrong at 1 of its 196608 entries only (params[1]['W'][5, 7])"
+            in report.diagnosis[0])
 
 
 def test_a_passing_fast_check_costs_at_most_three_gradients_and_never_builds_the_jacobian():

@@ -316,7 +316,8 @@ def test_the_cli_checks_a_second_derivative(tmp_path, capsys):
         "def f(x):\n    return x @ A @ x + jnp.sum(jnp.sin(x))\n"
         "def hessian(x):\n    return A + A.T - jnp.diag(jnp.sin(x))\n"
         "def wrong(x):\n    return 2 * A - jnp.diag(jnp.sin(x))\n"
-        "def hvp(v, x):\n    return (A + A.T) @ v - jnp.sin(x) * v\n")
+        "def hvp(v, x):\n    return (A + A.T) @ v - jnp.sin(x) * v\n"
+        "def gradient(x):\n    return (A + A.T) @ x + jnp.cos(x)\n")
     quad, f64 = str(tmp_path / "quad.py"), ["--dtype", "float64"]
     assert main(["check", f"{quad}:f", f"{quad}:hessian", "--shapes", "3", "--second",
                  "hessian", *f64]) == 0
@@ -327,3 +328,6 @@ def test_the_cli_checks_a_second_derivative(tmp_path, capsys):
     assert main(["check", f"{quad}:f", f"{quad}:hvp", "--shapes", "3", "--second",
                  "hessian", *f64]) == 2
     assert "pass kind='hvp'" in capsys.readouterr().err
+    assert main(["check", f"{quad}:f", f"{quad}:gradient", "--shapes", "3", "--second",
+                 "hessian", *f64]) == 1  # a wrong H: a verdict, as mcjax check's wrong shapes
+    assert "mcjax check --second: FAIL: gradient(*args) has shape (3,)" in capsys.readouterr().err

@@ -95,14 +95,14 @@ SLIPS = [
     ("missing 1/B everywhere", dict(scale={leaf: BATCH for leaf in LEAVES}), "factor", None),
     ("sign flipped on every leaf", dict(scale={leaf: -1.0 for leaf in LEAVES}), "sign", None),
     ("1/B twice everywhere", dict(scale={leaf: 1 / BATCH for leaf in LEAVES}), "factor", None),
-    ("sign flipped on b1", dict(scale={"[0]['b']": -1.0}), "sign", "x[0]['b']"),
+    ("sign flipped on b1", dict(scale={"[0]['b']": -1.0}), "sign", "params[0]['b']"),
     ("sign flipped on both W", dict(scale={"[0]['W']": -1.0, "[1]['W']": -1.0}), "sign",
-     "x[0]['W'] and x[1]['W']"),
-    ("sum for mean on b2 (x B)", dict(scale={"[1]['b']": BATCH}), "factor", "x[1]['b']"),
-    ("W1's gradient transposed", dict(transpose=True), "transposed", "x[0]['W']"),
-    ("weight decay dropped on W2", dict(decay=0.0), "missing-term", "x[1]['W']"),
-    ("W2's gradient left out", dict(scale={"[1]['W']": 0.0}), "missing-term", "x[1]['W']"),
-    ("ReLU gate forgotten", dict(gate=0.0), "missing-term", "x[0]['W'] and x[0]['b']"),
+     "params[0]['W'] and params[1]['W']"),
+    ("sum for mean on b2 (x B)", dict(scale={"[1]['b']": BATCH}), "factor", "params[1]['b']"),
+    ("W1's gradient transposed", dict(transpose=True), "transposed", "params[0]['W']"),
+    ("weight decay dropped on W2", dict(decay=0.0), "missing-term", "params[1]['W']"),
+    ("W2's gradient left out", dict(scale={"[1]['W']": 0.0}), "missing-term", "params[1]['W']"),
+    ("ReLU gate forgotten", dict(gate=0.0), "missing-term", "params[0]['W'] and params[0]['b']"),
 ]
 
 
@@ -126,7 +126,7 @@ def test_fast_mode_names_the_slip_and_the_leaf(dtype, name, slip, kind, leaf):
         assert leaf in sentence, sentence
         right = [line for line in r.where if line.startswith("right:")]
         wrong = leaf.split(" and ")
-        assert right and right[0].count("x[") == len(LEAVES) - len(wrong), r.where
+        assert right and right[0].count("params[") == len(LEAVES) - len(wrong), r.where
         assert not any(w in right[0] for w in wrong), r.where
     if "missing 1/B" in name or "x B" in name:
         assert f"N = {BATCH}" in sentence and "a sum where a mean was due" in sentence
@@ -200,7 +200,9 @@ def _diagnosed(got, ref, rtol=1e-6):
     spec = FlatSpec.of(ref)
     leaves = lambda t: [np.asarray(a, np.float64) for a in jax.tree_util.tree_leaves(t)]  # noqa: E731
     allowed = np.array([[rtol * np.max(np.abs(r)) for r in leaves(ref)]])
-    return _fast_diagnose.diagnose([(leaves(got), leaves(ref))], allowed, spec, {"B": BATCH})
+    names = [spec.root + path for path in spec.paths]
+    return _fast_diagnose.diagnose([(leaves(got), leaves(ref))], allowed, spec, {"B": BATCH},
+                                   names)
 
 
 def test_one_entry_fits_any_factor_so_only_a_usual_one_is_named():
@@ -287,7 +289,7 @@ def test_a_missing_transpose_that_a_symmetric_leaf_hides_is_caught_near_it():
     hidden = mcjax.check(two_layer, two_layer_backprop, symmetric, X, jnp.asarray(0.0), mode="fast")
     assert not hidden.ok and hidden.points == 2, hidden
     assert [s.kind for s in hidden.slips] == ["missing-term"], hidden.slips
-    assert "x['W1']" in hidden.slips[0].sentence and hidden.where[-1] == "right: x['W2']"
+    assert "p['W1']" in hidden.slips[0].sentence and hidden.where[-1] == "right: p['W2']"
     generic = {"W1": W1, "W2": jnp.asarray(A)}
     caught = mcjax.check(two_layer, two_layer_backprop, generic, X, jnp.asarray(0.0), mode="fast")
     assert not caught.ok, caught

@@ -41,7 +41,7 @@ def package():
 
 
 SUBMODULES = ("registry", "conventions", "steps", "sharding", "checkpoints", "compilation",
-              "datasets", "testing")
+              "datasets", "curvature", "testing")
 
 
 def documented_names() -> list[str]:

@@ -78,9 +78,11 @@ def _close(a, b, slack) -> bool:
         return bool(np.all(np.abs(a - b) <= slack))
 
 
-def _factor_names(sizes: Mapping[str, int]) -> list[tuple[float, str]]:
-    """Every factor a size of the problem makes: ``N``, ``1/N``, their square roots, and the
-    products and ratios of two sizes (a mean over two axes, conv's ``1/T``)."""
+def _factor_names(sizes: Mapping[str, int], *, two_sizes: bool = True
+                  ) -> list[tuple[float, str]]:
+    """Every factor a size of the problem makes: ``N``, ``1/N``, their square roots, and (with
+    ``two_sizes``) the products and ratios of two sizes (a mean over two axes, conv's
+    ``1/T``)."""
     named: dict[int, str] = {}
     for what, n in sizes.items():
         if n > 1 and n not in named:
@@ -93,7 +95,7 @@ def _factor_names(sizes: Mapping[str, int]) -> list[tuple[float, str]]:
         out += [(math.sqrt(n), f"sqrt(d) = sqrt({n}) (d = {what}): a missing 1/sqrt(d)?"),
                 (1 / math.sqrt(n), f"1/sqrt(d) = 1/sqrt({n}) (d = {what}): 1/sqrt(d) twice, or a "
                  "sqrt(d) too few?")]
-    items = list(named.items())
+    items = list(named.items()) if two_sizes else []
     for i, (a, wa) in enumerate(items):
         for b, wb in items[i:]:
             out.append((a * b, f"{a} x {b} ({wa} times {wb}): a sum over both where a mean "
@@ -106,17 +108,21 @@ def _factor_names(sizes: Mapping[str, int]) -> list[tuple[float, str]]:
     return out
 
 
-def _name_factor(c: float, sizes: Mapping[str, int]) -> str:
-    """``c`` in words: a usual slip, a size of the problem (or a product, ratio or square root
-    of sizes)."""
+def usual_factor(c: float, sizes: Mapping[str, int], *, two_sizes: bool = True) -> str | None:
+    """``c`` in words when it is a usual slip (-1, 2, 1/2, ...) or a size of the problem (or
+    its square root; with ``two_sizes``, a product or ratio of two sizes); else None."""
     named = [name for value, name in FACTORS.items() if abs(c - value) <= 1e-3 * abs(value)]
-    for value, name in _factor_names(sizes):  # the first reading of the sizes that fits
+    for value, name in _factor_names(sizes, two_sizes=two_sizes):  # the first that fits
         if abs(abs(c) - value) <= 1e-3 * value:
             named.append(name if c > 0 else f"-{name}")
             break
-    if named:
-        return " or ".join(dict.fromkeys(named))
-    return f"{c:.6g} ({100 * (c - 1):+.2g}%), not one of the usual slips"
+    return " or ".join(dict.fromkeys(named)) if named else None
+
+
+def _name_factor(c: float, sizes: Mapping[str, int]) -> str:
+    """``c`` in words: a usual slip, a size of the problem (or a product, ratio or square root
+    of sizes), or the number itself."""
+    return usual_factor(c, sizes) or f"{c:.6g} ({100 * (c - 1):+.2g}%), not one of the usual slips"
 
 
 def _fit(G, R, slack):

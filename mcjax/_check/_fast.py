@@ -50,8 +50,7 @@ from jax import lax
 
 from mcjax._check import _fast_diagnose
 from mcjax._check._compare import Comparison, Threshold, nonfinite, worst_entries
-from mcjax._check._diagnose import sizes_of
-from mcjax._check._fast_diagnose import leaf_name
+from mcjax._check._diagnose import leaf_names, parameter_names, sizes_of
 from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared
 from mcjax._check._report import Projection, Report, Slip, header
@@ -263,7 +262,7 @@ def _special_leaves(p: Prepared, v: dict) -> list[str]:
     """Why ``x`` could hide a slip, leaf by leaf (empty for a generic ``x``)."""
     reasons = []
     for j, path in enumerate(p.x_spec.paths):
-        name = leaf_name(p.x_spec, path)
+        name = p.x_spec.root + path
         constant, symmetric = v["special"][j]
         if constant:
             reasons.append(f"{name} is constant")
@@ -360,7 +359,7 @@ def run(p: Prepared, points: int | None, directions: int, seed: int) -> FastVerd
     if failing:
         slips, where = _fast_diagnose.diagnose(
             vectors, v["allowed_leaf"][rows], p.x_spec, sizes_of(p, p.static.args(p.dynamic)),
-            scalar=p.out_spec.size == 1)
+            leaf_names(p.x_spec, parameter_names(p)), scalar=p.out_spec.size == 1)
     return FastVerdict(not failing, threshold, (comparison,), tuple(projections),
                        tuple(problems), tuple(worst), tuple(notes), len(which), tuple(slips),
                        tuple(where))

@@ -30,18 +30,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from mcjax._check._diagnose import _name_factor
+from mcjax._check._diagnose import _name_factor, usual_factor
 from mcjax._check._flat import FlatSpec
 from mcjax._check._report import Slip
 
 Sides = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]  # (got, ref) leaf by leaf
 _OTHER = ": a missing term or wrong formula in this leaf"
 FEW_ENTRIES = 3  # a leaf wrong at this many entries or fewer is named by them
-
-
-def leaf_name(x_spec: FlatSpec, path: str) -> str:
-    """A leaf as the report's labels name it: ``x[1]['b']``, ``args[2]['W']``, ``x``."""
-    return x_spec.root + path
 
 
 def _close(a, b, slack) -> bool:
@@ -53,7 +48,7 @@ def _factor(points, slack, sizes: Mapping[str, int]) -> float | None:
     """The constant ``c != 0, 1`` with ``g = c r`` at every point (``points``: ``(g, r)``
     pairs, ``slack``: one per point), or None.  ``c`` is fitted over all the points at once
     (least squares), so a factor that changes with ``x`` misses at one of them.  Fitted on a
-    single nonzero entry, only a usual ``c`` (``_usual``) counts."""
+    single nonzero entry, only a usual ``c`` (``usual_factor``) counts."""
     denominator = sum(float(np.sum(r * r)) for _, r in points)
     if denominator == 0:
         return None
@@ -64,19 +59,9 @@ def _factor(points, slack, sizes: Mapping[str, int]) -> float | None:
         return None
     # one nonzero entry fits any c: a factor that is none of the usual ones needs two
     evidence = sum(int(np.sum(np.abs(r) > s)) for (_, r), s in zip(points, slack))
-    if evidence < 2 and not _usual(c, sizes):
+    if evidence < 2 and usual_factor(c, sizes, two_sizes=False) is None:
         return None
     return c
-
-
-def _usual(c: float, sizes: Mapping[str, int]) -> bool:
-    """Whether ``|c|`` is 1, 2, 1/2, a size ``N`` of the problem, ``1/N``, ``sqrt(N)`` or
-    ``1/sqrt(N)`` (to 0.1%)."""
-    candidates = {1.0, 2.0, 0.5}
-    for n in sizes.values():
-        if n > 1:
-            candidates |= {n, 1 / n, n ** 0.5, n ** -0.5}
-    return any(abs(abs(c) - v) <= 1e-3 * v for v in candidates)
 
 
 def _kind(c: float) -> str:
@@ -84,9 +69,9 @@ def _kind(c: float) -> str:
 
 
 def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: FlatSpec,
-               sizes: Mapping[str, int], wrong: Sequence[int]) -> Slip:
+               sizes: Mapping[str, int], wrong: Sequence[int], names: Sequence[str]) -> Slip:
     """What is wrong with leaf ``j`` (one of the leaves ``wrong``, which fail somewhere)."""
-    name = leaf_name(x_spec, x_spec.paths[j])
+    name = names[j]
     pairs = [(got[j], ref[j]) for got, ref in vectors]
     leaf_slack = slack[:, j]
     g0, r0 = pairs[0]
@@ -117,14 +102,13 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
                             f"{_name_factor(c, sizes)}")
     # a swap makes exactly two leaves wrong: compared with the other wrong ones, when few
     for k in wrong if len(wrong) <= 4 else ():
-        path = x_spec.paths[k]
         if k == j or x_spec.shapes[k] != x_spec.shapes[j]:
             continue
         others = [(got[j], ref[k]) for got, ref in vectors]
         if all(_close(g, r, s) and not _close(ref[j], r, s)
                for (g, r), (_, ref), s in zip(others, vectors, leaf_slack)):
             return Slip("swapped", f"the gradient of {name} matches the reference's gradient of "
-                        f"{leaf_name(x_spec, path)}: two leaves' gradients swapped?")
+                        f"{names[k]}: two leaves' gradients swapped?")
     with np.errstate(invalid="ignore"):
         off = [np.argwhere(~(np.abs(g - r) <= s / 2)) for (g, r), s in zip(pairs, leaf_slack)]
     count = max(len(o) for o in off)
@@ -145,7 +129,8 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
 
 
 def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
-             sizes: Mapping[str, int], scalar: bool = True) -> tuple[list[Slip], list[str]]:
+             sizes: Mapping[str, int], names: Sequence[str], scalar: bool = True
+             ) -> tuple[list[Slip], list[str]]:
     """The slips that explain a failing fast check, and which leaves are wrong and right.
 
     Args:
@@ -154,6 +139,7 @@ def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
       allowed: ``(points, leaves)``: each leaf's threshold at each failing point.
       x_spec: the argument's leaves (their paths name them).
       sizes: the problem's sizes by description, candidates for a factor ``N``.
+      names: each leaf as the user names it (``params['W2']``: ``_diagnose.leaf_names``).
       scalar: whether ``f`` is scalar (``u^T J`` is then the gradient).
 
     Returns:
@@ -169,8 +155,8 @@ def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
     wrong = [j for j in leaves if any(f.any() for f in failed[j])]
     what = "d out / d " if scalar else "u^T J on "
     where = [f"{int(max(f.sum() for f in failed[j]))} of {x_spec.sizes[j]} entries of "
-             f"{what}{leaf_name(x_spec, x_spec.paths[j])} are wrong" for j in wrong]
-    right = [leaf_name(x_spec, x_spec.paths[j]) for j in leaves if j not in wrong]
+             f"{what}{names[j]} are wrong" for j in wrong]
+    right = [names[j] for j in leaves if j not in wrong]
     if right and wrong:
         where.append(f"right: {', '.join(right[:8])}{' ...' if len(right) > 8 else ''}")
     if not wrong:
@@ -183,8 +169,8 @@ def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
     if c is not None:
         return [Slip(_kind(c), "a constant factor: matches the reference times "
                      f"{_name_factor(c, sizes)}")], where
-    slips = [_leaf_slip(j, vectors, slack, x_spec, sizes, wrong) for j in wrong]
-    return _merged(slips, [leaf_name(x_spec, x_spec.paths[j]) for j in wrong]), where
+    slips = [_leaf_slip(j, vectors, slack, x_spec, sizes, wrong, names) for j in wrong]
+    return _merged(slips, [names[j] for j in wrong]), where
 
 
 def _listed(names: Sequence[str]) -> str:

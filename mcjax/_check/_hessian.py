@@ -145,7 +145,8 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
       A ``mcjax.Report`` of ``d grad f / d args[argnums]``.
 
     Raises:
-      ShapeError: ``f`` is not scalar, or ``H`` has the wrong shape (the message names both).
+      ShapeError: ``f`` is not scalar; ``H`` has the wrong shape (a ``DerivativeShapeError``;
+        the message names both).
       DtypeError: ``H`` is not floating point, or the argument is not.
       TypeError, ValueError: an option or ``f``, ``H`` of the wrong kind (one sentence).
 

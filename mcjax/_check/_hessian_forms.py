@@ -21,7 +21,7 @@ from jax.flatten_util import ravel_pytree
 from mcjax._check._problem import name_of
 from mcjax._check._returned import vjp
 from mcjax._core._arguments import describe, require_callable
-from mcjax._core._errors import DtypeError, ShapeError, shape_str
+from mcjax._core._errors import DerivativeShapeError, DtypeError, shape_str
 from mcjax._jacobian import Jacobian
 
 KINDS = ("hessian", "hvp", "gauss_newton")
@@ -79,7 +79,8 @@ def as_hessian_tree(value, x, what: str = "H"):
     ``jax.hessian``'s nested structure) as ``jax.hessian``'s structure for ``x``.
 
     Raises:
-      ShapeError: none of these, naming what arrived and what was expected.
+      DerivativeShapeError: none of these (a ``ShapeError``: a wrong ``H``, exit status 1 of
+        ``mcjax check``), naming what arrived and what was expected.
       DtypeError: an entry is not floating point.
     """
     leaves, treedef = jax.tree_util.tree_flatten(x)
@@ -92,7 +93,7 @@ def as_hessian_tree(value, x, what: str = "H"):
         value = jax.ShapeDtypeStruct(tuple(value.shape), value.dtype) if abstract else value.dense()
     for leaf in jax.tree_util.tree_leaves(value):
         if not hasattr(leaf, "shape") and not isinstance(leaf, float):
-            raise ShapeError(f"mcjax.check_hessian: {what} is {describe(value)}; expected "
+            raise DerivativeShapeError(f"mcjax.check_hessian: {what} is {describe(value)}; expected "
                              f"{_expected(x)}")
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             raise DtypeError(f"mcjax.check_hessian: {what} has dtype {jnp.result_type(leaf)}; "
@@ -118,18 +119,18 @@ def as_hessian_tree(value, x, what: str = "H"):
             return treedef.unflatten([treedef.unflatten([cut_block(a, b)
                                                          for b in range(len(sizes))])
                                       for a in range(len(sizes))])
-        raise ShapeError(f"mcjax.check_hessian: {what} has shape {shape_str(shape)}; expected "
+        raise DerivativeShapeError(f"mcjax.check_hessian: {what} has shape {shape_str(shape)}; expected "
                          f"{_expected(x)}")
     try:
         rows = treedef.flatten_up_to(value)
         blocks = [treedef.flatten_up_to(row) for row in rows]
     except (ValueError, TypeError):
-        raise ShapeError(f"mcjax.check_hessian: {what} is {describe(value)}; expected "
+        raise DerivativeShapeError(f"mcjax.check_hessian: {what} is {describe(value)}; expected "
                          f"{_expected(x)}") from None
     for a, row in enumerate(blocks):
         for b, block in enumerate(row):
             if tuple(np.shape(block)) != shapes[a] + shapes[b]:
-                raise ShapeError(
+                raise DerivativeShapeError(
                     f"mcjax.check_hessian: {what}'s block [{a}][{b}] (leaves in jax.tree_util "
                     f"order) has shape {shape_str(np.shape(block))}; expected "
                     f"{shape_str(shapes[a] + shapes[b])} (leaf {a}'s shape + leaf {b}'s)")

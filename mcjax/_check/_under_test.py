@@ -15,7 +15,7 @@ import numpy as np
 
 from mcjax._check._case import Prepared, Static
 from mcjax._check._flat import FlatSpec, leaf_name
-from mcjax._core._errors import ShapeError, shape_str
+from mcjax._core._errors import DerivativeShapeError, shape_str
 from mcjax._core._pytrees import structure_name
 from mcjax._jacobian import Jacobian
 from mcjax._program._inspect import max_terms
@@ -87,7 +87,7 @@ def _check_vjp_result(result, x_spec: FlatSpec):
     if got.treedef != x_spec.treedef and isinstance(result, tuple) and len(result) == 1:
         result, got = result[0], FlatSpec.of(result[0])  # a pullback from jax.vjp
     if got.treedef != x_spec.treedef or got.shapes != x_spec.shapes:
-        raise ShapeError(
+        raise DerivativeShapeError(
             f"mcjax.check: the VJP function returned {got.describe()} but the differentiated "
             f"argument has {x_spec.describe()}; expected u^T J of the argument's shape"
         )
@@ -121,7 +121,7 @@ def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
     expected_def = jax.tree_util.tree_structure(expected)
     pairs = [(k, j) for k in range(len(out_spec.shapes)) for j in range(len(x_spec.shapes))]
     if treedef != expected_def:
-        raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
+        raise DerivativeShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
                                                  names))
     blocks = {}
     for (k, j), leaf in zip(pairs, leaves):
@@ -129,13 +129,13 @@ def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
         shape = tuple(leaf.shape) if is_jac(leaf) else tuple(np.shape(leaf))
         if is_jac(leaf) or layout == "numerator":
             if shape != o + i:
-                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
+                raise DerivativeShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
                                                  names))
             if not abstract:
                 blocks[k, j] = leaf if is_jac(leaf) else jnp.asarray(leaf)
         else:
             if shape != i + o:
-                raise ShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
+                raise DerivativeShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
                                                  names))
             if not abstract:
                 blocks[k, j] = jnp.moveaxis(jnp.asarray(leaf), tuple(range(len(i))),

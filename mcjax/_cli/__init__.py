@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mcjax._core._conventions import DTYPES, SHAPE_CASES
-from mcjax._core._errors import UsageError
+from mcjax._core._errors import DerivativeShapeError, UsageError
 from mcjax._core._tolerance import FAST_DIRECTIONS
 from mcjax._core._user_code import import_user_module, load_object
 
@@ -257,7 +257,8 @@ def _add_check(subparsers) -> None:
             "otherwise). With --rule, check instead the jax.custom_jvp/custom_vjp rules that "
             "FUNCTION has or calls (mcjax.check_rule): no DERIVATIVE is given. With --second, "
             "DERIVATIVE is FUNCTION's second derivative (mcjax.check_hessian). Prints the "
-            "report. Exit status: 0 right, 1 wrong, 2 a usage, import or trace error."
+            "report. Exit status: 0 right, 1 wrong (in value, or in a shape no derivative of "
+            "FUNCTION has), 2 a usage, import or trace error."
         ),
     )
     p.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. my_model.py:loss")
@@ -353,6 +354,10 @@ def _run_check(args) -> int:
                                  layout=args.layout, kink_convention=args.kink_convention,
                                  points=args.points, directions=args.directions,
                                  rtol=args.rtol, atol=args.atol, seed=args.seed)
+    except DerivativeShapeError as e:  # the derivative under test is wrong: a verdict
+        print(str(e).replace("mcjax.check:", "mcjax check: FAIL:", 1)
+              .replace("mcjax.check_hessian:", "mcjax check --second: FAIL:", 1), file=sys.stderr)
+        return 1
     except (mcjax.ShapeError, mcjax.DtypeError, mcjax.TraceError, TypeError, ValueError) as e:
         raise UsageError(str(e).replace("mcjax.check_rule:", "mcjax check --rule:", 1)
                          .replace("mcjax.check_hessian:", "mcjax check --second:", 1)

@@ -21,6 +21,12 @@ class ShapeError(ShownAtTheCall, ValueError):
     """An argument has a shape that does not fit the others."""
 
 
+class DerivativeShapeError(ShapeError):
+    """The derivative under test returned a shape or structure no derivative of ``f`` has: a
+    wrong derivative (``mcjax check`` exits 1 on it, as on a failed verdict), raised as a
+    ``ShapeError`` because nothing can be compared."""
+
+
 class DtypeError(ShownAtTheCall, TypeError):
     """An argument has a dtype that mcjax cannot differentiate or combine."""
 

@@ -5,11 +5,14 @@
   total-derivative rule, the fallback to JAX's linear map); each primitive's structured
   Jacobian is in the primitive table (``mcjax._program.primitives``), the structures and their
   algebra in ``mcjax._jacobian``;
-- ``_names``: the names of ``f``'s arguments and constants in the formula.
+- ``_names``: the names of ``f``'s arguments and constants in the formula;
+- ``_hessian``: ``mcjax.hessian`` and ``mcjax.gauss_newton``, second derivatives read as
+  structured operators (``mcjax._curvature``);
 - ``_kfac``, ``_kfac_check``: K-FAC's Kronecker factors of the dense layers found in a loss
   (the same walker), and the check of a user's factors against them.
 """
 
 from mcjax._derive._api import derive
+from mcjax._derive._hessian import gauss_newton, hessian
 
-__all__ = ["derive"]
+__all__ = ["derive", "hessian", "gauss_newton"]

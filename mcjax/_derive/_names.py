@@ -215,5 +215,7 @@ def written(value) -> E.Expr:
     if jnp.ndim(value) == 0 and concrete(value):
         return E.num(float(value))
     if jnp.size(value) <= 4 and concrete(value):
-        return E.Expr("const", (), tuple(float(v) for v in jnp.ravel(value)), jnp.shape(value))
+        # NumPy, not jnp: under jax.jit a jnp operation on a concrete array is traced
+        return E.Expr("const", (), tuple(float(v) for v in np.ravel(np.asarray(value))),
+                      jnp.shape(value))
     return E.constant("C", "C", jnp.shape(value))

@@ -1,0 +1,26 @@
+"""Structured symmetric operators for second derivatives: what ``mcjax.hessian`` returns.
+
+Each is a ``mcjax.Curvature`` on the flattened argument (``shape == (n, n)``) with ``hvp``,
+``dense``, ``solve(b, damping)``, ``diagonal``, ``trace``, ``slogdet``/``logdet``,
+``formula``/``latex``, ``nbytes`` and ``to_lineax``, using its structure; all are JAX pytrees.
+See the [second-order page](../second-order.md) for each structure's formula and costs.
+"""
+
+from mcjax._curvature import (
+    BlockDiagonal,
+    Curvature,
+    Dense,
+    Diagonal,
+    DiagonalPlusLowRank,
+    GaussNewton,
+    Gram,
+    HessianVectorProducts,
+    Kronecker,
+    ScaledIdentity,
+    Sum,
+)
+
+__all__ = [
+    "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "Gram", "Kronecker",
+    "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts", "GaussNewton",
+]

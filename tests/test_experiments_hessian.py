@@ -1,0 +1,42 @@
+"""experiments/bench_hessian.py: its command line, and the structure it benchmarks on each
+case at the smoke size (the timed smoke run compiles two dozen programs, over the suite's
+budget for one script; it is run by hand, see docs/second-order.md)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import pytest
+
+import mcjax
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = ROOT / "experiments" / "bench_hessian.py"
+    spec = importlib.util.spec_from_file_location("bench_hessian", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_hessian_help(bench, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--help"])
+    assert exit_.value.code == 0 and "--smoke" in capsys.readouterr().out
+
+
+def test_each_case_has_the_structure_the_benchmark_claims(bench):
+    kinds = [mcjax.hessian(f)(*a).kind for _, _, f, a in bench.problems(True, jnp.float32, 0)]
+    assert kinds == ["dense", "gram", "gram", "diagonal plus low rank"]
+
+
+def test_unknown_cases_are_a_usage_error(bench, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--smoke", "--cases", "cubic"])
+    assert exit_.value.code == 2 and "--cases: unknown cubic" in capsys.readouterr().err

@@ -1,0 +1,292 @@
+"""``mcjax.hessian``: the structure found for each loss, and every operation of the structured
+operator against ``jax.hessian`` (dense, HVP, damped solve, diagonal, trace, log-determinant)
+in float32 and float64; the structures built by hand against their own dense form; errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import mcjax
+from mcjax import curvature as C
+
+DTYPES = (jnp.float32, jnp.float64)
+
+
+def close(got, ref, dtype):
+    """``|got - ref| <= atol + rtol * max|ref|`` with mcjax's tolerance for ``dtype``."""
+    tol = mcjax.conventions.tolerance(dtype)
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    return bool(np.all(np.abs(got - ref) <= tol.atol + tol.rtol * max(scale, 1.0)))
+
+
+def problems(dtype):
+    """``name -> (f, x, expected type, whether log det is defined)``, arrays in ``dtype``."""
+    rng = np.random.default_rng(0)
+    arr = lambda *shape: jnp.asarray(rng.standard_normal(shape), dtype)  # noqa: E731
+    A = arr(6, 6)  # not symmetric: the Hessian of x A x is A + Aᵀ
+    X, Xw = arr(12, 6), arr(4, 9)
+    y = jnp.asarray(rng.random(12) > 0.5, dtype)
+    lam = jnp.asarray(0.1, dtype)
+
+    def logistic(w, X=X, y=y):
+        z = X @ w
+        return jnp.mean(jax.nn.softplus(z) - y * z) + lam * jnp.sum(w ** 2)
+
+    def mlp(p):
+        h = jnp.tanh(Xw @ p["W1"] + p["b1"][None, :])
+        return jnp.mean((h @ p["w2"] - 1.0) ** 2)
+
+    S = arr(5, 5)
+    S = S @ S.T + 5 * jnp.eye(5, dtype=dtype)
+    return {
+        "quadratic": (lambda x: x @ A @ x, arr(6), C.Dense, True),
+        "logistic": (logistic, 0.3 * arr(6), C.Gram, True),
+        "logistic_wide": (lambda w: logistic(w, Xw, y[:4]), 0.3 * arr(9), C.Gram, True),
+        "softmax_ce": (lambda z: -jax.nn.log_softmax(z)[2], arr(7), C.DiagonalPlusLowRank,
+                       False),
+        "mse": (lambda w: jnp.mean((X @ w - y) ** 2), arr(6), C.Gram, True),
+        "linear_layer": (lambda W: jnp.mean((W @ X.T) ** 2), arr(3, 6), C.Kronecker, True),
+        "separable_tree": (lambda p: logistic(p["w"]) + jnp.sum(jnp.exp(p["s"])),
+                           {"w": arr(6), "s": arr(3)}, C.BlockDiagonal, True),
+        "mlp_tree": (mlp, {"W1": 0.5 * arr(9, 4), "b1": arr(4), "w2": arr(4)},
+                     C.DiagonalPlusLowRank, False),  # leaves interact; flattened: rank ≤ 40 < 44
+        "coupled_tree": (lambda p: p["a"] @ A @ p["b"] + jnp.sum(p["a"] ** 4),
+                         {"a": arr(6), "b": arr(6)}, C.HessianVectorProducts, True),
+        "no_structure": (lambda x: jnp.sum(jnp.linalg.eigvalsh(jnp.outer(x, x) + S) ** 2),
+                         arr(5), C.HessianVectorProducts, True),
+    }
+
+
+NAMES = list(problems(jnp.float64))
+
+
+def reference(f, x):
+    flat, unravel = ravel_pytree(x)
+    return flat, jax.hessian(lambda v: f(unravel(v)))(flat)
+
+
+FALLBACKS = ("coupled_tree", "no_structure")  # JAX's own HVPs: float64 is enough
+
+
+@pytest.mark.parametrize(("name", "dtype"), [
+    pytest.param(name, dtype, id=f"{name}-{jnp.dtype(dtype).name}")
+    for name in NAMES for dtype in DTYPES if not (name in FALLBACKS and dtype == jnp.float32)])
+def test_every_operation_equals_jax_hessian(name, dtype):
+    f, x, kind, has_logdet = problems(dtype)[name]
+    n = ravel_pytree(x)[0].size
+    found = []
+    v = jnp.asarray(np.random.default_rng(1).standard_normal(n), dtype)
+    damping = 1.0
+
+    @jax.jit  # one program per case: ours and the reference side by side
+    def both(x, v):
+        H = mcjax.hessian(f)(x)
+        found.append(H)
+        ref = reference(f, x)[1]
+        ours = (H.dense(), H.hvp(v), H.solve(v, damping), H.diagonal(), H.trace(),
+                *H.slogdet())
+        theirs = (ref, ref @ v, jnp.linalg.solve(ref + damping * jnp.eye(n, dtype=dtype), v),
+                  jnp.diagonal(ref), jnp.trace(ref), *jnp.linalg.slogdet(ref))
+        return ours, theirs
+
+    ours, theirs = both(x, v)
+    assert type(found[0]) is kind, found[0].structure
+    assert found[0].shape == (n, n) and ours[0].dtype == dtype
+    for what, got, ref in zip(("dense", "hvp", "solve", "diagonal", "trace"), ours, theirs):
+        assert close(got, ref, dtype), what
+    if has_logdet:
+        assert ours[5] == theirs[5] and close(ours[6], theirs[6], dtype), "slogdet"
+
+
+def test_the_structures_found():
+    found: dict = {name: mcjax.hessian(f)(x)
+                   for name, (f, x, _, _) in problems(jnp.float64).items()}
+    assert found["logistic"].has_diagonal and not found["mse"].has_diagonal  # Xᵀ D X + λI
+    assert "solve: n×n" in found["logistic"].structure
+    assert "Woodbury, N×N" in found["logistic_wide"].structure  # 4 samples, 9 features
+    assert found["softmax_ce"].U.shape == (7, 2)  # diag(p) − p pᵀ, its two sides
+    assert [type(b) for b in found["separable_tree"].blocks] == [C.Diagonal, C.Gram]
+    assert found["mlp_tree"].U.shape == (44, 40)  # one hidden layer's worth of outputs
+    assert found["coupled_tree"].structure == (
+        "hvp: no structure found because the argument's leaves ['a'] and ['b'] interact (their "
+        "block of the Hessian is not zero); flattened, it has no structure beyond a dense matrix")
+    assert "'eigh'" in found["no_structure"].structure
+    small = jnp.asarray([[1.0, 2.0], [0.0, 3.0]], jnp.float64)  # written out in the formula
+    H = mcjax.hessian(lambda x: x @ small @ x)(jnp.ones(2, jnp.float64))  # compiled: a
+    assert type(H) is C.Dense, H.structure  # constant's entries are read without tracing
+
+
+def test_a_missing_transpose_is_caught():
+    """x A x with A not symmetric: the Hessian is A + Aᵀ.  A conversion that dropped the
+    transpose (2A, reading both terms of ``(1·) Aᵀ + A (1·)`` as A) fails the comparison with
+    ``jax.hessian`` that every case above makes; the structure found passes it."""
+    f, x, _, _ = problems(jnp.float64)["quadratic"]
+    ref = jax.hessian(f)(x)
+    A = jnp.asarray(np.random.default_rng(0).standard_normal((6, 6)), jnp.float64)
+    assert close(A + A.T, ref, jnp.float64) and not close(A, A.T, jnp.float64)
+    assert not close(C.Dense(2 * A).dense(), ref, jnp.float64)
+    assert close(mcjax.hessian(f)(x).dense(), ref, jnp.float64)
+
+
+def test_operators_pass_through_jit():
+    f, x, _, _ = problems(jnp.float64)["logistic"]
+    H = mcjax.hessian(f)(x)
+    b = jnp.ones(6, jnp.float64)
+    step = jax.jit(lambda H, b: H.solve(b, 0.5))(H, b)
+    assert close(step, H.solve(b, 0.5), jnp.float64)
+    leaves, treedef = jax.tree_util.tree_flatten(H)
+    assert all(isinstance(leaf, jax.Array) for leaf in leaves)
+    assert type(jax.tree_util.tree_unflatten(treedef, leaves)) is C.Gram
+
+
+def test_formula_is_the_derived_second_derivative():
+    f, x, _, _ = problems(jnp.float64)["mse"]
+    H = mcjax.hessian(f)(x)
+    J = mcjax.derive(jax.grad(f))(x)
+    assert H.formula() == J.formula() and H.latex() == J.latex()
+    assert C.Gram(jnp.ones((3, 2)), jnp.ones(3)).formula() == "Xᵀ diag(D) X"
+
+
+def test_bytes_held_are_the_structure():
+    n = 50
+    z = jnp.linspace(-1.0, 1.0, n, dtype=jnp.float64)
+    H = mcjax.hessian(lambda z: -jax.nn.log_softmax(z)[3])(z)
+    assert H.nbytes == (n + 2 * n + 4) * 8 < n * n * 8
+    G = C.Gram(jnp.ones((7, 3)), jnp.ones(7), jnp.ones(3))
+    assert G.nbytes == (7 * 3 + 7 + 3) * 8
+
+
+def hand_built(rng):
+    arr = lambda *shape: jnp.asarray(rng.standard_normal(shape), jnp.float64)  # noqa: E731
+    sym = lambda M: M @ M.T + M.shape[0] * jnp.eye(M.shape[0], dtype=jnp.float64)  # noqa: E731
+    d = jnp.asarray(rng.uniform(1.0, 2.0, 6), jnp.float64)
+    return {
+        "scaled_identity": C.ScaledIdentity(jnp.asarray(-2.0, jnp.float64), 6),
+        "diagonal": C.Diagonal(-d),
+        "low_rank": C.DiagonalPlusLowRank(d, arr(6, 2), sym(arr(2, 2))),
+        # zeros on the diagonal: Woodbury cannot divide by it, the dense branch runs
+        "low_rank_singular_diagonal": C.DiagonalPlusLowRank(d.at[:2].set(0.0), arr(6, 3),
+                                                            sym(arr(3, 3))),
+        "gram_tall": C.Gram(arr(9, 6), d[:3].repeat(3), d),
+        "gram_wide": C.Gram(arr(3, 6), -d[:3], d),
+        "kronecker": C.Kronecker(sym(arr(2, 2)), sym(arr(3, 3))),
+        "block_diagonal": C.BlockDiagonal([C.Diagonal(d[:2]), C.Dense(sym(arr(4, 4)))]),
+        "sum": C.Sum([C.Diagonal(d), C.Kronecker(sym(arr(2, 2)), sym(arr(3, 3)))]),
+    }
+
+
+@pytest.mark.parametrize("name", list(hand_built(np.random.default_rng(0))))
+def test_each_structure_agrees_with_its_dense_form(name, rng):
+    """The structure's own solve, slogdet, diagonal and trace against the dense matrix's."""
+    H = hand_built(rng)[name]
+    M = H.dense()
+    assert M.shape == H.shape == (6, 6)
+    v = jnp.asarray(rng.standard_normal(6), jnp.float64)
+    f64 = jnp.float64
+    assert close(H.hvp(v), M @ v, f64)
+    for damping in (0.0, 0.7):
+        ref = jnp.linalg.solve(M + damping * jnp.eye(6, dtype=f64), v)
+        assert close(H.solve(v, damping), ref, f64)
+    assert close(H.diagonal(), jnp.diagonal(M), f64) and close(H.trace(), jnp.trace(M), f64)
+    sign, logabs = H.slogdet()
+    ref_sign, ref_logabs = jnp.linalg.slogdet(M)
+    assert sign == ref_sign and close(logabs, ref_logabs, f64)
+    assert bool(jnp.isnan(H.logdet())) == bool(ref_sign <= 0)
+
+
+def test_to_lineax_applies_the_hvp(rng):
+    lx = pytest.importorskip("lineax")
+    H = hand_built(rng)["low_rank"]
+    v = jnp.asarray(rng.standard_normal(6), jnp.float64)
+    op = H.to_lineax()
+    assert lx.is_symmetric(op) and close(op.mv(v), H.hvp(v), jnp.float64)
+
+
+def test_bad_input_gets_one_sentence():
+    with pytest.raises(mcjax.ShapeError, match=r"f returned an array of shape \(3,\); expected a "
+                       r"scalar"):
+        mcjax.hessian(lambda x: x ** 2)(jnp.ones(3))
+    with pytest.raises(mcjax.DtypeError, match=r"args\[0\] has dtype int32; expected a real "
+                       "floating dtype"):
+        mcjax.hessian(lambda x: jnp.sum(x))(jnp.ones(3, jnp.int32))
+    with pytest.raises(TypeError, match="argnums is .*; expected an int"):
+        mcjax.hessian(lambda x: jnp.sum(x), argnums=(0, 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="f is"):
+        mcjax.hessian(3)  # type: ignore[arg-type]
+    logits, W, h, _ = _dense_layer_problem(jnp.float64)
+    with pytest.raises(mcjax.ShapeError, match="mcjax.gauss_newton: loss returned .*; expected a "
+                       "scalar"):
+        mcjax.gauss_newton(logits, lambda z: z ** 2)(W, h)
+    H = mcjax.hessian(lambda x: jnp.sum(x ** 3))(jnp.ones(3))
+    with pytest.raises(ValueError, match=r"v has shape \(2,\); expected shape \(3,\)"):
+        H.hvp(jnp.ones(2))
+
+
+def _dense_layer_problem(dtype):
+    rng = np.random.default_rng(2)
+    h = jnp.asarray(rng.standard_normal((6, 8)), dtype)  # a batch of hidden activations
+    W = jnp.asarray(rng.standard_normal((3, 8)), dtype)
+    labels = jnp.asarray(rng.integers(0, 3, 6), jnp.int32)
+
+    def logits(W, h):
+        return h @ W.T
+
+    def cross_entropy(z, labels):
+        return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(z), labels[:, None], axis=1))
+
+    def squared_error(z, t):
+        return jnp.mean((z - t) ** 2)
+
+    return logits, W, h, {"cross_entropy": (cross_entropy, (labels,), C.DiagonalPlusLowRank),
+                          "squared_error": (squared_error, (jnp.ones((6, 3), dtype),), C.Gram)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
+def test_gauss_newton_is_j_transpose_h_j(loss, dtype):
+    """One dense layer's Gauss-Newton block, Jᵀ H_L J, against JAX's J (jax.jacfwd) and H_L
+    (jax.hessian); leaving H_L out (Jᵀ J) is caught by the same comparison."""
+    logits, W, h, losses = _dense_layer_problem(dtype)
+    fn, loss_args, kind = losses[loss]
+    J = jax.jacfwd(logits)(W, h).reshape(18, 24)
+    HL = jax.hessian(lambda z: fn(z, *loss_args))(logits(W, h)).reshape(18, 18)
+    ref = J.T @ HL @ J
+    b = jnp.asarray(np.random.default_rng(3).standard_normal(24), dtype)
+    found: list = []
+
+    @jax.jit  # one program: the operator and all it computes
+    def ours(W, h, loss_args):
+        G = mcjax.gauss_newton(logits, fn)(W, h, loss_args=loss_args)
+        assert isinstance(G, C.GaussNewton)
+        found.extend([G, type(G.as_matrix_form())])
+        return G.dense(), G.hvp(b), G.diagonal(), G.solve(b, 0.5)
+
+    dense, hvp, diag, step = ours(W, h, loss_args)
+    assert type(found[0]) is C.GaussNewton, found[0].structure
+    assert found[1] is kind
+    assert close(dense, ref, dtype) and not close(J.T @ J, ref, dtype)
+    assert close(hvp, ref @ b, dtype) and close(diag, jnp.diagonal(ref), dtype)
+    assert close(step, jnp.linalg.solve(ref + 0.5 * jnp.eye(24, dtype=dtype), b), dtype)
+
+
+def test_gauss_newton_over_a_parameter_tree():
+    logits, W, h, losses = _dense_layer_problem(jnp.float64)
+    b = jnp.linspace(-1.0, 1.0, 3, dtype=jnp.float64)
+    fn, loss_args, _ = losses["cross_entropy"]
+
+    def layer(p, h):
+        return logits(p["W"], h) + p["b"][None, :]
+
+    params = {"W": W, "b": b}
+    G = mcjax.gauss_newton(layer, fn)(params, h, loss_args=loss_args)
+    flat, unravel = ravel_pytree(params)
+    J = jax.jacfwd(lambda q: layer(unravel(q), h))(flat).reshape(18, 27)
+    HL = jax.hessian(lambda z: fn(z, *loss_args))(layer(params, h)).reshape(18, 18)
+    v = jnp.asarray(np.random.default_rng(4).standard_normal(27), jnp.float64)
+    assert G.shape == (27, 27) and close(G.hvp(v), J.T @ (HL @ (J @ v)), jnp.float64)
+    assert close(G.dense(), J.T @ HL @ J, jnp.float64)
