@@ -211,21 +211,15 @@ def test_structured_operators_plug_in_by_duck_typing():
     assert mcjax.check_hessian(logistic_regression, gram, w, X, y).ok  # H(*args) -> operator
 
 
-class Flat:
-    """An operator on the flattened argument (``shape`` (n, n)), as ``mcjax.hessian``'s."""
-
-    def __init__(self, M):
-        self.M, self.shape = M, M.shape
-
-    def hvp(self, v):
-        return self.M @ v
-
-
-def test_an_operator_on_the_flattened_argument_plugs_in():
+def test_mcjax_hessian_and_gauss_newton_operators_plug_in():
+    """mcjax.hessian's and mcjax.gauss_newton's operators act on the flattened params dict
+    (shape (n, n)): checked by their flat products."""
     params, Xm = mlp_problem(jnp.float32)
-    H, G = mlp_matrices(params, Xm)
-    assert mcjax.check_hessian((mlp, mlp_loss), Flat(H), params, Xm).ok
-    kind, _ = _slip(mcjax.check_hessian((mlp, mlp_loss), Flat(G), params, Xm))
+    H = mcjax.hessian(lambda p, X: mlp_loss(mlp(p, X)))(params, Xm)
+    assert tuple(H.shape) == (24, 24)
+    assert mcjax.check_hessian(lambda p, X: mlp_loss(mlp(p, X)), H, params, Xm).ok
+    G = mcjax.gauss_newton(mlp, mlp_loss)(params, Xm)
+    kind, _ = _slip(mcjax.check_hessian((mlp, mlp_loss), G, params, Xm))
     assert kind == "gauss-newton-for-hessian"
 
 
