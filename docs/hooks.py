@@ -30,6 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import mcjax  # noqa: E402
 from mcjax import conventions  # noqa: E402
+from mcjax._check._verify import second_label  # noqa: E402
 from mcjax._cli import _summary  # noqa: E402
 from mcjax._registry import SECTIONS  # noqa: E402
 
@@ -117,21 +118,31 @@ def cell(latex: str) -> str:
     return "$" + latex.replace("|", r"\vert ") + "$"
 
 
+def labels(rule) -> list[str]:
+    """The rule's verified derivatives as ``verify`` labels them: each argument, then each
+    second derivative's pair ``"(a, b)"``."""
+    return list(rule.wrt) + [second_label(a, b) for a, b in rule.hessian]
+
+
 def rules_markdown() -> str:
     checked = verdicts()
     rules = list(mcjax.registry.REGISTRY)
-    n_derivatives = sum(len(r.wrt) for r in rules)
-    n_ok = sum(passed(checked, r, w) for r in rules for w in r.wrt)
+    n_derivatives = sum(len(labels(r)) for r in rules)
+    n_second = sum(len(r.hessian) for r in rules)
+    n_ok = sum(passed(checked, r, w) for r in rules for w in labels(r))
     dims = ", ".join(f"{k} = {v}" for k, v in VERIFY_CASE.items())
     out = [
         "# The rules",
         "",
         f"Every rule registered in `mcjax.registry.REGISTRY`: {len(rules)} rules, {n_derivatives} "
-        f"hand-derived derivatives. This page is generated from the registry when the site "
+        f"hand-derived derivatives ({n_second} of them second derivatives). This page is generated from the registry when the site "
         f"is built (by `docs/hooks.py`), so it lists exactly what `mcjax verify --list` lists.",
         "",
         "- **Shapes** use the rule's symbolic dimensions; a Jacobian's shape is written "
         "`out.shape + in.shape` ([numerator layout](conventions.md#layout)).",
+        "- **Second derivatives** $\\partial^2 f/\\partial a\\,\\partial b$ of a scalar rule have "
+        "shape `a.shape + b.shape` and are verified as the Jacobian of `jax.grad(f, a)` with "
+        "respect to `b`, i.e. against `jax.hessian` (see [Checking a Hessian](check-hessian.md)).",
         "- **Structured form** is the class of the value the derivative returns "
         "(see [Structured Jacobians](jacobians.md)), found by calling it on an example "
         "with `jax.eval_shape`.",
@@ -144,8 +155,10 @@ def rules_markdown() -> str:
         "|---|---|---|---|",
     ]
     for rule in sorted(rules, key=lambda r: list(SECTIONS).index(r.section)):
-        ok = all(passed(checked, rule, w) for w in rule.wrt)
-        wrts = "<br>".join(f"∂/∂`{w}` = {cell(d.latex)}" for w, d in rule.wrt.items())
+        ok = all(passed(checked, rule, w) for w in labels(rule))
+        wrts = "<br>".join([f"∂/∂`{w}` = {cell(d.latex)}" for w, d in rule.wrt.items()]
+                           + [f"∂²/∂`{a}`∂`{b}` = {cell(d.latex)}"
+                              for (a, b), d in rule.hessian.items()])
         out.append(f"| [`{rule.name}`](#{anchor(rule.name)}) | {rule.section} | {wrts} "
                    f"| {'✓' if ok else '**FAILED**'} |")
     for section, title in SECTIONS.items():
@@ -155,7 +168,7 @@ def rules_markdown() -> str:
         out += ["", f"## §{section} {title}" if section != "beyond" else f"## {title}"]
         for rule in members:
             out += rule_markdown(rule, checked)
-    failed = [f"{r.name} wrt {w}" for r in rules for w in r.wrt if not passed(checked, r, w)]
+    failed = [f"{r.name} wrt {w}" for r in rules for w in labels(r) if not passed(checked, r, w)]
     if failed:
         log.warning("mcjax docs: these derivatives failed verification: %s", ", ".join(failed))
     return "\n".join(out) + "\n"
@@ -194,6 +207,15 @@ def rule_markdown(rule, checked) -> list[str]:
         form, shape = describe(jax.eval_shape(rule.derivative(wrt), *args))
         lines.append(f"| `{wrt}` | {cell(d.latex)} | `{shape}` | `{form}` "
                      f"| {verdict_text(checked.get((rule.name, wrt)))} |")
+    if rule.hessian:
+        lines += ["", "| ∂²/∂ ∂ | second derivative | shape | structured form | verified |",
+                  "|---|---|---|---|---|"]
+    for (a, b), d in rule.hessian.items():
+        value = jax.eval_shape(lambda *xs, a=a, b=b: rule.second_derivative(a, b)(
+            *xs, **rule.hyper), *args)
+        form, shape = describe(value)
+        lines.append(f"| `{a}`, `{b}` | {cell(d.latex)} | `{shape}` | `{form}` "
+                     f"| {verdict_text(checked.get((rule.name, second_label(a, b))))} |")
     return lines
 
 

@@ -42,6 +42,7 @@ from mcjax import (
     testing as testing,
 )
 from mcjax._check._api import assert_derivative, check, check_cases, check_chain, check_points
+from mcjax._check._hessian import assert_hessian, check_hessian
 from mcjax._check._report import Report
 from mcjax._check._returned import vjp
 from mcjax._check._rules import assert_rule, check_rule, check_rules
@@ -124,6 +125,7 @@ from mcjax.rules.elementwise import (
 from mcjax.rules.losses import logistic_loss, mse, neuron_loss, softmax, softmax_cross_entropy
 from mcjax.rules.mlp import (
     dense_layer,
+    dense_loss,
     layer_backward,
     mlp_apply,
     mlp_backprop,
@@ -183,6 +185,7 @@ __all__ = [
     "softmax_cross_entropy",
     "logistic_loss",
     "dense_layer",
+    "dense_loss",
     "layer_backward",
     "mlp_init",
     "mlp_apply",
@@ -236,6 +239,8 @@ __all__ = [
     "check_points",
     "check_cases",
     "check_chain",
+    "check_hessian",
+    "assert_hessian",
     "check_rule",
     "check_rules",
     "assert_rule",

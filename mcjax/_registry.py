@@ -21,6 +21,13 @@ A rule is registered by one decorator beside its forward function::
 
 The decorator returns the forward function unchanged.  ``mcjax.derivative(multiply, "y")``
 gives the registered derivative back, with its argument checks.
+
+A scalar rule may also carry hand-derived **second** derivatives, keyed by the pair of
+arguments: ``hessian={("w", "w"): Derivative(fn, text, latex)}``, ``fn`` returning
+$\\partial^2 f / \\partial a\\,\\partial b$ of shape ``a.shape + b.shape`` (the Jacobian with
+respect to ``b`` of the gradient with respect to ``a``, numerator layout, as ``jax.hessian``).
+``mcjax verify`` checks each as the derivative of ``jax.grad(forward, a)`` with respect to
+``b``; ``Rule.second_derivative(a, b)`` gives it back.
 """
 
 from __future__ import annotations
@@ -101,6 +108,8 @@ class Rule:
         points are drawn with NumPy: eager ``jax.random`` would compile once per shape.
       kinks: a description of where the rule is not differentiable ("" if nowhere).
       description: one line saying what the rule is.
+      hessian: ``(a, b)`` argument-name pairs -> ``mcjax.Derivative`` of the second derivative
+        $\\partial^2 f/\\partial a\\,\\partial b$ (shape ``a.shape + b.shape``) of a scalar rule.
       hyper: keyword arguments (hyper-parameters) this rule is *verified* with, passed
         explicitly to the forward function and the derivative by ``mcjax verify``, e.g.
         ``{"loss": "mse"}``: one function can back several rules.  ``mcjax.derivative`` does
@@ -117,6 +126,7 @@ class Rule:
     description: str = ""
     hyper: Mapping[str, Any] = field(default_factory=dict)
     arg_names: tuple[str, ...] = field(default=())
+    hessian: Mapping[tuple[str, str], Derivative] = field(default_factory=dict)
     # one checked derivative per argument, made once: jax.jit caches compiled programs by
     # function identity, so a rule checked or jitted twice is compiled once
     _checked: dict = field(default_factory=dict, init=False, repr=False)
@@ -134,6 +144,13 @@ class Rule:
             raise ValueError(
                 f"mcjax.registry.Rule {self.name!r}: derivatives with respect to {unknown} but the "
                 f"arguments are {list(names)}"
+            )
+        odd = [k for k in self.hessian if not (isinstance(k, tuple) and len(k) == 2
+                                               and all(a in names for a in k))]
+        if odd:
+            raise ValueError(
+                f"mcjax.registry.Rule {self.name!r}: second derivatives keyed {odd}; expected "
+                f"pairs of the arguments {list(names)}, e.g. {(names[0], names[0])!r}"
             )
 
     def arg_index(self, wrt: str | int) -> int:
@@ -172,6 +189,37 @@ class Rule:
             return fn(*args, **{**defaults, **kwargs})
 
         self._checked[wrt] = checked
+        return checked
+
+    def second_derivative(self, a: str, b: str) -> Callable[..., Any]:
+        """The hand-derived second derivative $\\partial^2 f / \\partial a\\,\\partial b$ of the
+        forward function *as called* (shape ``a.shape + b.shape``), with the checks of
+        ``derivative``.
+
+        Raises:
+          KeyError: the rule has no second derivative for the pair (the message lists those
+            it has).
+        """
+        key = ("second", a, b)
+        if key in self._checked:
+            return self._checked[key]
+        if (a, b) not in self.hessian:
+            raise KeyError(
+                f"mcjax.registry: rule {self.name!r} has no second derivative with respect to "
+                f"({a!r}, {b!r}); it has {list(self.hessian) or 'none'}"
+            )
+        indices, fn = (self.arg_index(a), self.arg_index(b)), self.hessian[a, b].fn
+        defaults = keyword_defaults(self.forward)
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            for name, index in zip((a, b), indices):
+                if index < len(args):
+                    for leaf in jax.tree_util.tree_leaves(args[index]):
+                        require_floating(self.name, name, leaf)
+            return fn(*args, **{**defaults, **kwargs})
+
+        self._checked[key] = checked
         return checked
 
     def __call__(self, *args, **kwargs):
@@ -287,6 +335,7 @@ def rule(
     sample: Sampler | None = None,
     kinks: str = "",
     hyper: Mapping[str, Any] | None = None,
+    hessian: Mapping[tuple[str, str], Derivative] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated forward function as rule ``name``; return it unchanged.
@@ -299,6 +348,8 @@ def rule(
       sample: optional argument sampler, see ``mcjax.registry.Rule``.
       kinks: where the function is not differentiable.
       hyper: keyword arguments this rule fixes (see ``mcjax.registry.Rule``).
+      hessian: ``(a, b)`` -> ``mcjax.Derivative`` of a second derivative (scalar rules; see
+        ``mcjax.registry.Rule``).
       registry: where to register (default: ``mcjax.registry.REGISTRY``).
     """
 
@@ -314,6 +365,7 @@ def rule(
                 sample=sample,
                 kinks=kinks,
                 hyper=dict(hyper or {}),
+                hessian=dict(hessian or {}),
                 description=doc.splitlines()[0] if doc else "",
             )
         )

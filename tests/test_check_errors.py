@@ -325,6 +325,11 @@ BAD_FLAGS = [  # (command line, words of the one line on stderr); each exits 2
     (["check", *LOG, "--layout", "rows"], "argument --layout: invalid choice: 'rows'"),
     (["check", *LOG, "--kink-convention", "up"], "argument --kink-convention: invalid choice"),
     (["check", *LOG, "--dtype", "int32"], "argument --dtype: invalid choice: 'int32'"),
+    (["check", *LOG, "--second", "third"], "argument --second: invalid choice: 'third'"),
+    (["check", *LOG, "--second", "hessian", "--layout", "denominator"],
+     "mcjax check: --second takes no --layout"),
+    (["check", *LOG, "--second", "hessian"], "mcjax check --second: f returns shape (4,); "
+     "expected a scalar"),
     (["check", *LOG[:3], "3,x"], "mcjax check: --shapes '3,x' is not a shape"),
     (["check", *LOG[:3], "-2"], "mcjax check: --shapes '-2' is not a shape"),
     (["check", *LOG, "--dist", "gamma"], "mcjax check: --dist 'gamma' is not a distribution"),

@@ -448,7 +448,10 @@ def perturbed(p: Prepared, seed: int, q: int) -> tuple:
     args = p.static.args(p.dynamic)
     x = p.x_spec.flatten(p.static.x_of(args))
     rng = np.random.default_rng([seed, q])
-    step = FAST_PERTURBATION * coordinate_scales(x, p.x_spec) * rng.standard_normal(x.shape)
+    # the step in NumPy: a float32 argument times float64 draws would need a promotion that
+    # jax_numpy_dtype_promotion="strict" refuses
+    step = (FAST_PERTURBATION * np.asarray(coordinate_scales(x, p.x_spec), np.float64)
+            * rng.standard_normal(x.shape))
     moved = jax.tree_util.tree_map(lambda new, old: new.astype(jnp.result_type(old)),
                                    p.x_spec.unflatten(x + step.astype(x.dtype)),
                                    p.static.x_of(args))

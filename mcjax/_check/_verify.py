@@ -9,6 +9,11 @@ as one program.
 
 The forward function and the derivative are both called with the rule's verification
 hyper-parameters (``Rule.hyper``), explicitly.
+
+A rule's second derivatives (``Rule.hessian``) are checked the same way, as first
+derivatives: $\\partial^2 f/\\partial a\\,\\partial b$ as the Jacobian with respect to ``b`` of
+``jax.grad(forward, a)``, whose references ``jax.jacfwd`` and ``jax.jacrev`` of the gradient
+are ``jax.hessian``'s two halves.  Their results are labelled ``"(a, b)"``.
 """
 
 from __future__ import annotations
@@ -126,6 +131,48 @@ def as_checked_together(rule: Rule, names: Sequence[str]):
     return f, derivative
 
 
+def second_label(a: str, b: str) -> str:
+    """How results name a second derivative: ``"(w, w)"``."""
+    return f"({a}, {b})"
+
+
+def as_checked_second(rule: Rule, a: str, b: str):
+    """``(gradient, second)``: ``jax.grad`` of the rule with respect to ``a`` and the rule's
+    second derivative with respect to ``(a, b)``, both with the verification hyper-parameters:
+    the second derivative is checked as the gradient's Jacobian with respect to ``b``."""
+    hyper, d, index = dict(rule.hyper), rule.second_derivative(a, b), rule.arg_index(a)
+
+    def gradient(*args):
+        return jax.grad(rule, argnums=index)(*args)
+
+    def second(*args):
+        return d(*args, **hyper)
+
+    gradient.name, second.name = f"d {rule.name} / d {a}", f"d2 {rule.name} / d {a} d {b}"
+    return gradient, second
+
+
+def _second_results(rule: Rule, names: Sequence[str] | None, all_args: list, points) -> list:
+    """One ``RuleResult`` per point and second derivative (whose pair is among ``names``,
+    unless it is None)."""
+    pairs = [(a, b) for a, b in rule.hessian if names is None or (a in names and b in names)]
+    if not pairs:
+        return []
+    checked = {pair: as_checked_second(rule, *pair) for pair in pairs}
+    reports = iter(_run([(*checked[a, b], args, rule.arg_index(b))
+                         for args in all_args for a, b in pairs]))
+    results = []
+    for args, (_, dtype) in zip(all_args, points):
+        for a, b in pairs:
+            one = next(reports)
+            failed = isinstance(one, Exception)
+            results.append(RuleResult(
+                rule.name, second_label(a, b), dtype, _shapes(args), rule.hessian[a, b].text,
+                report=None if failed else one,
+                error=f"{type(one).__name__}: {one}" if failed else None))
+    return results
+
+
 def _shapes(args) -> tuple:
     return tuple(() if isinstance(a, (list, dict, tuple)) else tuple(np.shape(a)) for a in args)
 
@@ -164,6 +211,7 @@ def verify_points(
 
     Every argument is checked at once (one check with respect to all of them, as a tuple);
     where that fails, each argument on its own, so that the report names the failing one.
+    Then each second derivative of the rule (``Rule.hessian``) whose pair is among ``wrt``.
 
     Args:
       rule: the rule.
@@ -173,8 +221,9 @@ def verify_points(
       wrt: the arguments to verify (default: all the rule has derivatives for).
 
     Returns:
-      One ``mcjax.registry.RuleResult`` per point and argument.  A rule that fails to trace gives
-      results carrying the error, not an exception.
+      One ``mcjax.registry.RuleResult`` per point and argument, then one per point and second
+      derivative (``wrt`` ``"(a, b)"``).  A rule that fails to trace gives results carrying
+      the error, not an exception.
     """
     names = list(wrt if wrt is not None else rule.wrt)
     rng = np.random.default_rng(rng)
@@ -193,7 +242,7 @@ def verify_points(
                 rule.name, name, dtype, _shapes(args), rule.wrt[name].text,
                 report=None if failed else one,
                 error=f"{type(one).__name__}: {one}" if failed else None))
-    return results
+    return results + _second_results(rule, None if wrt is None else names, all_args, points)
 
 
 def shape_cases(rule: Rule, cases: Sequence[Mapping[str, int]] = SHAPE_CASES) -> list[dict]:
@@ -291,8 +340,8 @@ def _in_processes(jobs: list, processes: int, imports: Sequence[str], dtypes) ->
     """This process and ``processes - 1`` workers take the rules from one queue, the
     costliest (most arguments and cases) first, so that none is left last.  This process
     starts at once, while the workers import JAX."""
-    order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][1]) * len(
-        REGISTRY.get(jobs[i][0]).wrt))
+    order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][1]) * (
+        len(REGISTRY.get(jobs[i][0]).wrt) + len(REGISTRY.get(jobs[i][0]).hessian)))
     queue, lock, results, errors = collections.deque(order), threading.Lock(), {}, []
 
     def take():

@@ -129,7 +129,8 @@ def _run_verify(args) -> int:
                          "on rule names, e.g. 'neuron*' (mcjax verify --list names them all)")
     if args.list:
         for r in rules:
-            print(f"{r.name:32s} §{r.section:6s} wrt {', '.join(r.wrt)}")
+            second = "".join(f"; second ({a}, {b})" for a, b in r.hessian)
+            print(f"{r.name:32s} §{r.section:6s} wrt {', '.join(r.wrt)}{second}")
         return 0
     start = time.perf_counter()
     results = mcjax.registry.verify(pattern=args.select, dtypes=dtypes, cases=SHAPE_CASES,
@@ -254,7 +255,8 @@ def _add_check(subparsers) -> None:
             "layout: out.shape + arg.shape, or a structured mcjax Jacobian, or a VJP function), "
             "at random arguments of the given shapes (standard normal unless --dist says "
             "otherwise). With --rule, check instead the jax.custom_jvp/custom_vjp rules that "
-            "FUNCTION has or calls (mcjax.check_rule): no DERIVATIVE is given. Prints the "
+            "FUNCTION has or calls (mcjax.check_rule): no DERIVATIVE is given. With --second, "
+            "DERIVATIVE is FUNCTION's second derivative (mcjax.check_hessian). Prints the "
             "report. Exit status: 0 right, 1 wrong (in value, or in a shape no derivative of "
             "FUNCTION has), 2 a usage, import or trace error."
         ),
@@ -268,6 +270,11 @@ def _add_check(subparsers) -> None:
     p.add_argument("--surrogate", metavar="MODULE:NAME",
                    help="with --rule: the function whose derivative the rule implements on "
                         "purpose (a straight-through estimator's identity)")
+    p.add_argument("--second", choices=("hessian", "hvp"),
+                   help="DERIVATIVE is a second derivative of the scalar FUNCTION "
+                        "(mcjax.check_hessian): 'hessian', a function of the arguments returning "
+                        "the Hessian (x.shape + x.shape) or an operator with .hvp(v)/.dense(); "
+                        "'hvp', a Hessian-vector product hvp(v, *args)")
     p.add_argument("--shapes", nargs="+", required=True, metavar="SHAPE",
                    help="one shape per argument, e.g. --shapes 3,4 4 () ")
     p.add_argument("--dist", nargs="+", metavar="DIST",
@@ -317,6 +324,8 @@ def _run_check(args) -> int:
                          "--rule to check the function's own custom rules)")
     if args.surrogate is not None and not args.rule:
         raise UsageError("mcjax check: --surrogate goes with --rule")
+    if args.second is not None:
+        _second_options(args)
     if args.heatmap:
         _check_output(args.heatmap, "--heatmap")
         if args.mode == "fast":
@@ -335,16 +344,23 @@ def _run_check(args) -> int:
                                       mode=args.mode, kink_convention=args.kink_convention,
                                       points=args.points, directions=args.directions,
                                       rtol=args.rtol, atol=args.atol, seed=args.seed)
+        elif args.second is not None:
+            report = mcjax.check_hessian(f, derivative, *values, argnums=args.argnums,
+                                         kind=args.second, mode=args.mode, points=args.points,
+                                         directions=args.directions, rtol=args.rtol,
+                                         atol=args.atol, seed=args.seed)
         else:
             report = mcjax.check(f, derivative, *values, argnums=args.argnums, mode=args.mode,
                                  layout=args.layout, kink_convention=args.kink_convention,
                                  points=args.points, directions=args.directions,
                                  rtol=args.rtol, atol=args.atol, seed=args.seed)
     except DerivativeShapeError as e:  # the derivative under test is wrong: a verdict
-        print(str(e).replace("mcjax.check:", "mcjax check: FAIL:", 1), file=sys.stderr)
+        print(str(e).replace("mcjax.check:", "mcjax check: FAIL:", 1)
+              .replace("mcjax.check_hessian:", "mcjax check --second: FAIL:", 1), file=sys.stderr)
         return 1
     except (mcjax.ShapeError, mcjax.DtypeError, mcjax.TraceError, TypeError, ValueError) as e:
         raise UsageError(str(e).replace("mcjax.check_rule:", "mcjax check --rule:", 1)
+                         .replace("mcjax.check_hessian:", "mcjax check --second:", 1)
                          .replace("mcjax.check:", "mcjax check:", 1)) from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     if args.heatmap:
@@ -355,6 +371,19 @@ def _run_check(args) -> int:
             raise UsageError(f"mcjax check: --heatmap {args.heatmap}: "
                              f"{str(reason).replace('mcjax.Report.heatmap: ', '')}") from None
     return 0 if report.ok else 1
+
+
+def _second_options(args) -> None:
+    """``--second`` with the options it cannot take: one sentence naming the first."""
+    if args.rule:
+        raise UsageError("mcjax check: --second checks a DERIVATIVE of yours; expected no --rule")
+    if isinstance(args.argnums, tuple):
+        raise UsageError(f"mcjax check: --second --argnums {','.join(map(str, args.argnums))}: "
+                         "expected one argument (the Hessian with respect to one argument)")
+    if args.layout != "numerator" or args.kink_convention is not None:
+        flag = "--layout" if args.layout != "numerator" else "--kink-convention"
+        raise UsageError(f"mcjax check: --second takes no {flag} (a Hessian is symmetric, "
+                         "and JAX's value is accepted where the gradient jumps)")
 
 
 def _check_output(path: str, flag: str, command: str = "mcjax check") -> None:

@@ -108,6 +108,12 @@ of ``abs(x)``) is at its switch when ``|a - b|`` is at most this many times the 
 error bound of ``a`` and ``b`` (propagated through ``f``'s jaxpr; 0 for ``f``'s arguments):
 then either branch is what exact arithmetic could have taken."""
 
+HESSIAN_NEAR_KINK = 1e-3
+"""``mcjax.check_hessian`` names the coordinates along which a step of this fraction of the
+coordinate's scale moves ``f``'s gradient onto another branch (a ReLU's gate flips): the
+point is at, or this near, a kink of the gradient, where the second derivative is undefined
+or jumps."""
+
 # -- the Taylor test --------------------------------------------------------------------------
 TAYLOR_H0 = 0.1
 """The Taylor test's largest step, relative to each coordinate's scale."""

@@ -6,6 +6,12 @@ The neuron $\operatorname{activation}(\mathbf{w} \cdot \mathbf{x} + b)$ is diffe
 vector chain rule (§4.5.3) from the activation's rule and the dot product's rule; for ReLU the
 factor $\sigma'(z) = \mathbb{1}[z > 0]$ is the *gate* that zeroes the gradient of an inactive unit.
 
+The neuron's second derivatives (for the piecewise-linear ReLU and leaky ReLU, whose
+$\sigma'' = 0$ away from the kink) are 0 but one: $\partial^2 / \partial\mathbf{w}\,\partial\mathbf{x}
+= \sigma'(z)\,I$, since $\partial(\sigma'(z)\,\mathbf{x})/\partial\mathbf{x} = \sigma'(z)\,I +
+\sigma''(z)\,\mathbf{x}\mathbf{w}^\top$.  At the kink $z = 0$ the gradient jumps: no second
+derivative exists there.
+
 Kinks follow ``mcjax._core._conventions``: ``relu'(0) = 0``, ``leaky_relu'(0) = 1``.
 """
 
@@ -18,7 +24,7 @@ import jax.numpy as jnp
 
 from mcjax._core._conventions import LEAKY_RELU_GRAD_AT_ZERO, RELU_GRAD_AT_ZERO
 from mcjax._core._errors import Problems, shape_str
-from mcjax._jacobian import Dense, Jacobian, ScaledIdentity
+from mcjax._jacobian import Dense, Jacobian, ScaledIdentity, Zero
 from mcjax._registry import (
     REGISTRY,
     Derivative,
@@ -142,6 +148,36 @@ def neuron_wrt_b(w, x, b, *, activation="relu"):
     return _neuron_gate(w, x, b, activation) @ ScaledIdentity(jnp.ones((), b.dtype), ())
 
 
+def _piecewise_linear_gate(activation) -> Callable:
+    """$\\sigma'$ of a piecewise-linear activation (whose $\\sigma'' = 0$ off its kink)."""
+    forward = activation_function(activation)
+    gates = {relu: relu_gate, leaky_relu: _leaky_gate}
+    if forward not in gates:
+        raise ValueError(
+            f"mcjax.neuron: the hand-derived second derivative is registered for activation "
+            f"'relu' or 'leaky_relu' (sigma'' = 0 off the kink); got activation={activation!r}"
+        )
+    return gates[forward]
+
+
+def _neuron_second(pair: str):
+    """The neuron's second derivative for ``pair``: $\\sigma'(z) I$ for (w, x), else 0."""
+
+    def second(w, x, b, *, activation="relu"):
+        gate = _piecewise_linear_gate(activation)
+        if pair == "wx":
+            return ScaledIdentity(gate(jnp.dot(w, x) + b), w.shape)
+        out_shape, in_shape = {"ww": (w.shape, w.shape), "xx": (x.shape, x.shape),
+                               "wb": (w.shape, ()), "bb": ((), ())}[pair]
+        return Zero(out_shape, in_shape, jnp.result_type(w))
+
+    second.__name__ = f"neuron_second_{pair}"
+    return second
+
+
+_ZERO_AE = "0 (a.e.; undefined at z = 0)"
+
+
 @rule(
     "neuron",
     section="5",
@@ -153,6 +189,14 @@ def neuron_wrt_b(w, x, b, *, activation="relu"):
                         r"\mathbb{1}[z > 0]\,\mathbf{x}^\top"),
         "x": Derivative(neuron_wrt_x, "1[z > 0] w^T", r"\mathbb{1}[z > 0]\,\mathbf{w}^\top"),
         "b": Derivative(neuron_wrt_b, "1[z > 0]", r"\mathbb{1}[z > 0]"),
+    },
+    hessian={
+        ("w", "w"): Derivative(_neuron_second("ww"), _ZERO_AE, r"0"),
+        ("w", "x"): Derivative(_neuron_second("wx"), "1[z > 0] I (a.e.)",
+                               r"\mathbb{1}[z > 0]\,I"),
+        ("x", "x"): Derivative(_neuron_second("xx"), _ZERO_AE, r"0"),
+        ("w", "b"): Derivative(_neuron_second("wb"), _ZERO_AE, r"0"),
+        ("b", "b"): Derivative(_neuron_second("bb"), _ZERO_AE, r"0"),
     },
 )
 def neuron(w, x, b, *, activation="relu"):

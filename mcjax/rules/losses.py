@@ -6,6 +6,12 @@ whose gradient (§6.1, §6.2) is $\frac{2}{N}\sum_{i:\,z_i>0} e_i\,\mathbf{x}_i^
 $e_i = \mathbf{w}\cdot\mathbf{x}_i + b - y_i$: only active units contribute.  The other losses
 here are the ones a network is trained with.  Every loss is a scalar, so every derivative is
 a gradient with the argument's shape.
+
+Each loss also carries its hand-derived second derivatives (``hessian=``), of shape
+``a.shape + b.shape``: $\frac{2}{N} I$ for MSE, $\frac{1}{B}\operatorname{diag}(\sigma(1-\sigma))$
+for the logistic loss, $\frac{1}{B}(\operatorname{diag}(\mathbf{p}_b) - \mathbf{p}_b\mathbf{p}_b^\top)$
+per row for softmax cross-entropy, $\frac{2}{N} X^\top \operatorname{diag}(\mathbb{1}[\mathbf{z} > 0]) X$
+for the paper's loss.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._core._errors import DtypeError, Problems, shape_str
-from mcjax._jacobian import Dense
+from mcjax._jacobian import Dense, Diagonal, ScaledIdentity, Zero
 from mcjax._registry import Derivative, as_array, away_from_zero_numpy, normal, rule
 from mcjax.rules._common import check_same_shape
 from mcjax.rules.activations import relu, relu_gate
@@ -62,6 +68,23 @@ def neuron_loss_wrt_b(w, b, X, y):
     return Dense((2.0 / N) * jnp.sum(_neuron_errors(w, b, X, y)), in_ndim=0)
 
 
+def _neuron_loss_second(pair: str):
+    """$\\frac{2}{N}\\sum_i g_i\\,\\mathbf{u}_i\\mathbf{v}_i^\\top$, $g_i = \\mathbb{1}[z_i > 0]$, with
+    $\\mathbf{u}_i, \\mathbf{v}_i$ each $\\mathbf{x}_i$ (for w) or 1 (for b): $e_i$'s derivative is
+    $g_i\\,\\mathbf{x}_i$, and the gate's own derivative is 0 off the kink."""
+
+    def second(w, b, X, y):
+        g = (2.0 / X.shape[0]) * relu_gate(X @ w + b)
+        if pair == "ww":
+            return Dense(X.T @ (g[:, None] * X), in_ndim=1)
+        if pair == "wb":
+            return Dense(g @ X, in_ndim=0)
+        return Dense(jnp.sum(g), in_ndim=0)
+
+    second.__name__ = f"neuron_loss_second_{pair}"
+    return second
+
+
 def _sample_neuron_loss(rng, dims, dtype):
     N, n = dims["B"], dims["n"]
     w, b, X = rng.standard_normal(n), rng.standard_normal(), rng.standard_normal((N, n))
@@ -83,6 +106,14 @@ def _sample_neuron_loss(rng, dims, dtype):
         "b": Derivative(neuron_loss_wrt_b, "2/N sum_{i: z_i > 0} (w.x_i + b - y_i)",
                         r"\frac{2}{N}\sum_{i:\,z_i>0} (\mathbf{w}\cdot\mathbf{x}_i+b-y_i)"),
     },
+    hessian={
+        ("w", "w"): Derivative(_neuron_loss_second("ww"), "2/N X^T diag(1[z > 0]) X",
+                               r"\frac{2}{N} X^\top \operatorname{diag}(\mathbb{1}[\mathbf{z}>0])\,X"),
+        ("w", "b"): Derivative(_neuron_loss_second("wb"), "2/N sum_{i: z_i > 0} x_i",
+                               r"\frac{2}{N}\sum_{i:\,z_i>0} \mathbf{x}_i"),
+        ("b", "b"): Derivative(_neuron_loss_second("bb"), "2/N #{i: z_i > 0}",
+                               r"\frac{2}{N}\,\#\{i : z_i > 0\}"),
+    },
 )
 def neuron_loss(w, b, X, y):
     """The paper's loss $C = \\frac{1}{N}\\sum_i (y_i - \\max(0, \\mathbf{w}\\cdot\\mathbf{x}_i + b))^2$ (§6).
@@ -101,6 +132,16 @@ def neuron_loss(w, b, X, y):
 
 
 # -- mean squared error -----------------------------------------------------------------------
+def _mse_second(c: float):
+    """$\\frac{c}{N} I$ of shape ``s + s``: MSE is a quadratic, its Hessian a constant."""
+
+    def second(y_hat, y):
+        return ScaledIdentity(jnp.asarray(c / y.size, jnp.result_type(y_hat)), y.shape)
+
+    second.__name__ = "mse_second"
+    return second
+
+
 @rule(
     "mse",
     section="6",
@@ -110,6 +151,11 @@ def neuron_loss(w, b, X, y):
                             "2/N (y_hat - y)", r"\frac{2}{N}(\hat{\mathbf{y}} - \mathbf{y})"),
         "y": Derivative(lambda y_hat, y: Dense(2 * (y - y_hat) / y.size, in_ndim=y.ndim),
                         "2/N (y - y_hat)", r"\frac{2}{N}(\mathbf{y} - \hat{\mathbf{y}})"),
+    },
+    hessian={
+        ("y_hat", "y_hat"): Derivative(_mse_second(2.0), "2/N I", r"\frac{2}{N} I"),
+        ("y_hat", "y"): Derivative(_mse_second(-2.0), "-2/N I", r"-\frac{2}{N} I"),
+        ("y", "y"): Derivative(_mse_second(2.0), "2/N I", r"\frac{2}{N} I"),
     },
 )
 def mse(y_hat, y):
@@ -179,6 +225,19 @@ def _cross_entropy_wrt_logits(logits, labels):
     return Dense((jax.nn.softmax(logits, axis=-1) - p) / count, in_ndim=logits.ndim)
 
 
+def _cross_entropy_second(logits, labels):
+    """Per row $b$: $\\frac{1}{B}(\\operatorname{diag}(\\mathbf{p}_b) - \\mathbf{p}_b\\mathbf{p}_b^\\top)$,
+    rows independent: shape ``logits.shape + logits.shape``, zero across rows.  The labels
+    enter only the linear term, so the Hessian does not depend on them."""
+    _targets("softmax_cross_entropy", logits, labels)  # the same argument checks
+    k = logits.shape[-1]
+    p = jax.nn.softmax(logits, axis=-1).reshape(-1, k)
+    rows = p.shape[0]
+    blocks = (jax.vmap(jnp.diag)(p) - p[:, :, None] * p[:, None, :]) / rows
+    H = jnp.einsum("rij,rs->risj", blocks, jnp.eye(rows, dtype=p.dtype))
+    return Dense(H.reshape(logits.shape + logits.shape), in_ndim=logits.ndim)
+
+
 def _sample_classification(rng, dims, dtype):
     logits = normal(rng, (dims["B"], dims["k"]), dtype, scale=3.0)
     return logits, as_array(rng.integers(0, dims["k"], dims["B"]), np.int32)
@@ -191,6 +250,10 @@ def _sample_classification(rng, dims, dtype):
     sample=_sample_classification,
     wrt={"logits": Derivative(_cross_entropy_wrt_logits, "(softmax(z) - onehot(y)) / B",
                               r"\frac{1}{B}(\operatorname{softmax}(Z) - \operatorname{onehot}(\mathbf{y}))")},
+    hessian={("logits", "logits"): Derivative(
+        _cross_entropy_second, "per row b: (diag(p_b) - p_b p_b^T) / B, p = softmax(z)",
+        r"\frac{1}{B}\left(\operatorname{diag}(\mathbf{p}_b) - \mathbf{p}_b\mathbf{p}_b^\top\right)"
+        r"\ \text{per row}")},
 )
 def softmax_cross_entropy(logits, labels):
     """Mean cross-entropy of softmax(logits) against labels; finite for logits of ±1e4.
@@ -225,6 +288,17 @@ def _sample_logistic(rng, dims, dtype):
                              "(sigmoid(z) - y) / B", r"\frac{1}{B}(\sigma(\mathbf{z}) - \mathbf{y})"),
         "labels": Derivative(lambda z, y: Dense(-z / z.size, in_ndim=z.ndim), "-z / B",
                              r"-\frac{1}{B}\mathbf{z}"),
+    },
+    hessian={
+        ("logits", "logits"): Derivative(
+            lambda z, y: Diagonal(jax.nn.sigmoid(z) * jax.nn.sigmoid(-z) / z.size),
+            "diag(sigmoid(z) (1 - sigmoid(z))) / B",
+            r"\frac{1}{B}\operatorname{diag}(\sigma(\mathbf{z})(1 - \sigma(\mathbf{z})))"),
+        ("logits", "labels"): Derivative(
+            lambda z, y: ScaledIdentity(jnp.asarray(-1.0 / z.size, z.dtype), z.shape),
+            "-I / B", r"-\frac{1}{B} I"),
+        ("labels", "labels"): Derivative(
+            lambda z, y: Zero(y.shape, y.shape, z.dtype), "0", r"0"),
     },
 )
 def logistic_loss(logits, labels):

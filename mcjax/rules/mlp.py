@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._core._errors import Problems, ShapeError, shape_str
+from mcjax._jacobian import Dense, densify
 from mcjax._registry import REGISTRY, Derivative, as_array, normal, rule
 from mcjax.rules.activations import activation_function, activation_jacobian
 from mcjax.rules.affine import affine
 
-__all__ = ["dense_layer", "layer_backward", "mlp_init", "mlp_apply", "mlp_backprop", "mlp_loss"]
+__all__ = ["dense_layer", "dense_loss", "layer_backward", "mlp_init", "mlp_apply", "mlp_backprop", "mlp_loss"]
 
 Params = list  # [{"W": (m, n), "b": (m,)}, ...]
 
@@ -100,6 +101,94 @@ def layer_backward(W, X, b, dY, *, activation: str | Callable | None = "relu"):
         return J["W"].vjp(dY), J["b"].vjp(dY), J["x"].vjp(dY)
     J = _layer_jacobians(W, X, b, activation)
     return J["W"].vjp(dY), J["b"].vjp(dY), J["X"].vjp(dY)
+
+
+# -- a dense layer under a loss: its Gauss-Newton block ---------------------------------------
+def _loss_curvature(W, X, b, Y, loss):
+    """$Z = X W^\\top + \\mathbf{b}$ and the loss rule's Hessian $H_Z$ there, dense (B, m, B, m)."""
+    Z, loss_rule = affine(W, X, b), REGISTRY.get(loss)
+    name = loss_rule.arg_names[0]
+    H = loss_rule.second_derivative(name, name)(Z, Y, **loss_rule.hyper)
+    return H.dense() if hasattr(H, "dense") else H
+
+
+def _dense_loss_gradient(name: str):
+    def gradient(W, X, b, Y, *, loss="softmax_cross_entropy"):
+        loss_rule = REGISTRY.get(loss)
+        dZ = densify(loss_rule.derivative(loss_rule.arg_names[0])(affine(W, X, b), Y,
+                                                                   **loss_rule.hyper))
+        return Dense(dZ.T @ X if name == "W" else jnp.sum(dZ, axis=0), in_ndim=2 if name == "W" else 1)
+
+    gradient.__name__ = f"dense_loss_wrt_{name}"
+    return gradient
+
+
+def _gauss_newton_block(pair: str):
+    """$J^\\top H_Z J$ for the affine map's $J$: entry $(W_{ij}, W_{kl})$ is
+    $\\sum_{b,c} (H_Z)_{bi,ck}\\, x_{bj} x_{cl}$, i.e. $\\sum_b H_b \\otimes \\mathbf{x}_b\\mathbf{x}_b^\\top$
+    when the loss treats rows independently.  Exact: the layer is affine in W and b."""
+
+    def block(W, X, b, Y, *, loss="softmax_cross_entropy"):
+        H = _loss_curvature(W, X, b, Y, loss)
+        if pair == "WW":
+            return Dense(jnp.einsum("bick,bj,cl->ijkl", H, X, X), in_ndim=2)
+        if pair == "Wb":
+            return Dense(jnp.einsum("bick,bj->ijk", H, X), in_ndim=1)
+        return Dense(jnp.einsum("bick->ik", H), in_ndim=1)
+
+    block.__name__ = f"gauss_newton_block_{pair}"
+    return block
+
+
+def _sample_dense_loss(targets: str):
+    def sample(rng, dims, dtype):
+        B, n, m = dims["B"], dims["n"], dims["k"]
+        W, X, b = normal(rng, (m, n), dtype), normal(rng, (B, n), dtype), normal(rng, (m,), dtype)
+        Y = (as_array(rng.integers(0, m, B), np.int32) if targets == "labels"
+             else normal(rng, (B, m), dtype))
+        return W, X, b, Y
+
+    return sample
+
+
+_GN_TEXT = "sum_b H_b (x) x_b x_b^T = J^T H_Z J, H_b = d2 loss / dz_b^2 (Gauss-Newton block, exact)"
+_GN_LATEX = r"\sum_b H_b \otimes \mathbf{x}_b\mathbf{x}_b^\top = J^\top H_Z J"
+_DENSE_WRT = {"W": Derivative(_dense_loss_gradient("W"), "G^T X, G = dL/dZ",
+                              r"\bar{Z}^\top X,\ \bar{Z} = \partial L/\partial Z"),
+              "b": Derivative(_dense_loss_gradient("b"), "1^T G", r"\mathbf{1}^\top\bar{Z}")}
+_DENSE_HESSIAN = {("W", "W"): Derivative(_gauss_newton_block("WW"), _GN_TEXT, _GN_LATEX),
+                  ("W", "b"): Derivative(_gauss_newton_block("Wb"), "sum_b H_b (x) x_b",
+                                         r"\sum_b H_b \otimes \mathbf{x}_b"),
+                  ("b", "b"): Derivative(_gauss_newton_block("bb"), "sum_b H_b", r"\sum_b H_b")}
+
+
+@rule("dense_mse", shapes="W: k n, X: B n, b: k, Y: B k", sample=_sample_dense_loss("targets"),
+      hyper={"loss": "mse"}, section="beyond", wrt=_DENSE_WRT, hessian=_DENSE_HESSIAN)
+@rule("dense_softmax_cross_entropy", shapes="W: k n, X: B n, b: k, Y: B",
+      sample=_sample_dense_loss("labels"), hyper={"loss": "softmax_cross_entropy"},
+      section="beyond", wrt=_DENSE_WRT, hessian=_DENSE_HESSIAN)
+def dense_loss(W, X, b, Y, *, loss="softmax_cross_entropy"):
+    """A loss of one dense layer's output, $L(X W^\\top + \\mathbf{b}, Y)$, as a network's last layer.
+
+    Its Hessian in $(W, \\mathbf{b})$ is the layer's Gauss-Newton block $J^\\top H_Z J$.
+
+    The layer is affine in its parameters, so the Gauss-Newton block is its exact Hessian:
+    $\\partial^2 L/\\partial W^2 = \\sum_b H_b \\otimes \\mathbf{x}_b\\mathbf{x}_b^\\top$ with
+    $H_b = \\partial^2 L / \\partial \\mathbf{z}_b^2$ (K-FAC's $G \\otimes A$ before the expectation is
+    split; Martens & Grosse 2015).
+
+    Args:
+      W: weights (m, n).
+      X: inputs (B, n).
+      b: bias (m,).
+      Y: targets of the loss: integer labels (B,) for ``"softmax_cross_entropy"``, (B, m)
+        for ``"mse"``.
+      loss: a registered loss of ``(prediction, target)`` with a second derivative.
+
+    Returns:
+      A scalar.
+    """
+    return REGISTRY.get(loss)(affine(W, X, b), Y)
 
 
 # -- the multilayer perceptron --------------------------------------------------------------
