@@ -85,7 +85,7 @@ def _factor_names(sizes: Mapping[str, int], *, two_sizes: bool = True
     ``1/T``)."""
     named: dict[int, str] = {}
     for what, n in sizes.items():
-        if n > 1 and n not in named:
+        if n > 2 and n not in named:  # 2 and 1/2 are the usual slips' own (FACTORS)
             named[n] = what
     out = []  # the simplest readings first: every N, then square roots, then two sizes
     for n, what in named.items():
