@@ -10,6 +10,8 @@
 
 import importlib.metadata
 import os
+import shutil
+import tempfile
 
 # The suite's time is mostly XLA compiling small programs that then run once or twice on tiny
 # arrays, so compile them as the checker compiles its one-shot programs: without LLVM's
@@ -31,6 +33,24 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# The ~60 commands the suite runs in their own processes (training runs killed and resumed,
+# the multi-device suite) compile the same small programs again and again: they share one
+# persistent compilation cache for the session, made here in the first process (xdist's
+# workers and every subprocess inherit the environment).  JAX read its configuration when it
+# was imported above, so this process and the workers compile as before (the tests that
+# count compilations count them in-process), and a command given --cache-dir uses its own.
+_XLA_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="mcjax-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_unconfigure(config):
+    if _XLA_CACHE is not None:  # the process that made it
+        shutil.rmtree(_XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
