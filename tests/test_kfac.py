@@ -390,3 +390,17 @@ def test_data_parallel_training_refuses_kfac_in_one_sentence():
                                          r"\(as mcjax.kfac does.*expected devices=None"):
         mcjax.train(model, (X, jnp.zeros(16, jnp.int32)), optimizer="kfac", epochs=1,
                     batch_size=8, devices=1, progress=False)
+
+
+def test_check_hessian_takes_kfac_factors_and_names_a_slip_in_its_report(exact_factors):
+    """``mcjax.check_hessian(loss, factors, params, batch, kind="kfac")``: the exact factors
+    pass, a planted slip fails and the report's diagnosis names it and its layer."""
+    params, batch, found = exact_factors
+    right = mcjax.check_hessian(_slip_loss, found, params, batch, kind="kfac")
+    assert right.ok and right.derivative == "K-FAC factors" and "[0]['W']" in right.shapes
+    wrong = mcjax.check_hessian(_slip_loss, _plant(found, "G over B"), params, batch, kind="kfac")
+    assert not wrong.ok and [s.kind for s in wrong.slips] == ["kfac-factor"], wrong
+    assert "G is 0.1667 times the exact one (= 1/B, B = 6" in wrong.diagnosis[0]
+    assert "FAIL" in str(wrong) and "diagnosis: layer [0]['W']: G is" in str(wrong)
+    with pytest.raises(ValueError, match="kind='kfac' takes the point as \\(params, batch\\)"):
+        mcjax.check_hessian(_slip_loss, found, params, kind="kfac")

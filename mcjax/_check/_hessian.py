@@ -40,6 +40,7 @@ from mcjax._check._hessian_diagnose import diagnose_hessian
 from mcjax._check._hessian_fd import fd_comparison
 from mcjax._check._hessian_forms import KINDS, derivative_of, gradient_of, split
 from mcjax._check._kinks import crosses, has_switches, switch_sides
+from mcjax._check._problem import name_of as _name_of
 from mcjax._check._report import Later, Report
 from mcjax._core._arguments import describe
 from mcjax._core._conventions import standard_promotion
@@ -131,8 +132,12 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
       *args: the point; ``args[argnums]`` may be a pytree of float arrays (an MLP's params).
       argnums: the one argument (an int).
       kind: ``"hessian"`` (the full Hessian), ``"hvp"`` (the full Hessian as an HVP
-        function) or ``"gauss_newton"`` ($J^\top H_L J$ of ``f = (model, loss)``, $J$ the
-        model's Jacobian at ``args``, $H_L$ the loss's Hessian at the model's output).
+        function), ``"gauss_newton"`` ($J^\top H_L J$ of ``f = (model, loss)``, $J$ the
+        model's Jacobian at ``args``, $H_L$ the loss's Hessian at the model's output) or
+        ``"kfac"``: ``H`` is ``{weight path: (A, G)}``, each dense layer's Kronecker factors of
+        ``f = loss(params, batch)`` at ``args = (params, batch)``, judged against
+        ``mcjax.kfac_factors`` (exact Gauss-Newton estimator) by
+        ``mcjax.kfac_factor_problems``, whose sentences are the diagnosis.
       mode: ``"auto"``, ``"full"`` or ``"fast"``, as ``mcjax.check``.
       points: as ``mcjax.check``; a fixed array or operator, and the Gauss-Newton matrix, are
         checked at ``args`` only.
@@ -169,6 +174,13 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
         raise ValueError(f"mcjax.check_hessian: argnums={argnums} but f is given "
                          f"{len(args)} argument{'s' if len(args) != 1 else ''}")
     argnums %= len(args)
+    if kind == "kfac":
+        from mcjax._check._hessian_kfac import kfac_report
+
+        if not callable(f):
+            raise TypeError("mcjax.check_hessian: kind='kfac' takes f as loss(params, batch); "
+                            f"got {type(f).__name__}")
+        return kfac_report(f, H, args, rtol=rtol, atol=atol, name=_name_of(f))
     scalar_f, pair, name = split(f, kind)
     out = jax.eval_shape(scalar_f, *args)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():

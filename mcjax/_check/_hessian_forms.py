@@ -24,7 +24,7 @@ from mcjax._core._arguments import describe, require_callable
 from mcjax._core._errors import DerivativeShapeError, DtypeError, shape_str
 from mcjax._jacobian import Jacobian
 
-KINDS = ("hessian", "hvp", "gauss_newton")
+KINDS = ("hessian", "hvp", "gauss_newton", "kfac")
 
 
 # -- what the user gave ---------------------------------------------------------------------
