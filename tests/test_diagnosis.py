@@ -5,6 +5,7 @@ Each planted slip is (function, wrong derivative, arguments, the kinds the diagn
 ``test_every_planted_slip_is_caught_and_named`` counts them: caught, named, named wrongly.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -251,7 +252,10 @@ def test_a_factor_on_one_leaf_is_named_with_the_parameters_name():
 def test_a_library_function_is_not_quoted_from_mcjax():
     report = mcjax.check(jax.nn.sigmoid, diag(jax.nn.sigmoid), x4)
     assert report.slips[0].kind == "value-for-derivative"
-    assert "mcjax" not in report.slips[0].sentence and ".py:" not in report.slips[0].sentence
+    # no line of mcjax's (or JAX's) own: at most the caller's, as older JAX attributes
+    # jax.nn.sigmoid's equations to the line that calls it
+    quoted = re.findall(r"([\w.-]+\.py):\d+", report.slips[0].sentence)
+    assert set(quoted) <= {"test_diagnosis.py"}, report.slips[0].sentence
 
 
 def test_a_failure_to_plant_slips_is_said_not_swallowed(monkeypatch):
