@@ -434,9 +434,11 @@ def candidates(p: Prepared, dynamic) -> list[Candidate]:
     return out
 
 
-def sizes_of(p: Prepared, args, names: tuple[str, ...] = ()) -> dict[str, int]:
-    """Candidate sizes ``N`` for a factor slip: every axis and size of the arguments and of
-    ``f``'s outputs, and every axis of the arrays ``f`` closes over (a batch of data)."""
+def sizes_of(p: Prepared, args) -> dict[str, int]:
+    """Candidate sizes ``N`` for a factor slip: every axis and size of the arguments (named as
+    ``f`` names them: ``axis 0 of X``) and of ``f``'s outputs, and every axis of the arrays
+    ``f`` closes over (a batch of data)."""
+    names = argument_names(p.static.f, (len(args) - 1,)) if args else ()
     sizes = {}
     for k, arg in enumerate(args):
         for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
@@ -475,7 +477,7 @@ def _diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[
     except Unplanted as e:
         planted, unplanted = [], [Slip("incomplete", str(e))]
     slips = diagnose(verdict.got, F, verdict.allowed, verdict.compared, x_spec=p.x_spec,
-                     out_spec=p.out_spec, sizes=sizes_of(p, args, names),
+                     out_spec=p.out_spec, sizes=sizes_of(p, args),
                      candidates=planted, names=names) + unplanted
     return slips, where(verdict.got, F, verdict.allowed, verdict.compared, p.x_spec, p.out_spec,
                         names)
