@@ -13,8 +13,7 @@ import jax.numpy as jnp
 from mcjax._check._compare import Threshold
 from mcjax._check._report import Report, Slip
 from mcjax._core._errors import ShapeError
-from mcjax._derive._kfac import kfac_factors
-from mcjax._derive._kfac_check import kfac_factor_problems
+from mcjax._derive._kfac_check import exact_and_problems
 
 
 def kfac_report(loss: Callable, factors, args: tuple, *, rtol: float | None,
@@ -31,8 +30,7 @@ def kfac_report(loss: Callable, factors, args: tuple, *, rtol: float | None,
         raise TypeError(f"mcjax.check_hessian: kind='kfac' takes H as {{weight path: (A, G)}}, "
                         f"as mcjax.kfac_factors keys them; got {type(factors).__name__}")
     params, batch = args
-    exact = kfac_factors(loss, params, batch)
-    problems = kfac_factor_problems(loss, params, batch, dict(factors))
+    exact, problems = exact_and_problems(loss, params, batch, dict(factors))
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params)).name
     examples = jax.tree_util.tree_leaves(batch)[0].shape[0]
     # the largest factor's threshold (each is judged by its own: B times its rows terms)

@@ -269,12 +269,20 @@ def kfac_factors(loss: Callable, params, batch, *, estimator: str = "ggn"
       ValueError: ``estimator`` is unknown, or a parameter leaf enters a contraction that is
         no dense layer K-FAC can factor (one sentence naming the leaf).
     """
+    return layers_and_factors(loss, params, batch, estimator)[1]
+
+
+def layers_and_factors(loss: Callable, params, batch, estimator: str
+                       ) -> tuple[list[DenseLayer], dict[str, LayerFactors]]:
+    """``mcjax.kfac_factors`` with the dense layers it found (one trace of the loss serves a
+    check of given factors, which needs both)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"mcjax.kfac_factors: estimator={estimator!r}; expected one of "
                          f"{', '.join(map(repr, ESTIMATORS))}")
     layers, program = dense_layers(loss, params, batch)
     # one compiled program (op-by-op dispatch of the walk costs seconds)
-    return jax.jit(lambda p, b: _factors(layers, program, p, b, estimator))(params, batch)
+    factors = jax.jit(lambda p, b: _factors(layers, program, p, b, estimator))(params, batch)
+    return layers, factors
 
 
 def _factors(layers: list[DenseLayer], program, params, batch, estimator: str

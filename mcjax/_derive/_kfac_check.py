@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._core._tolerance import check_rtol
-from mcjax._derive._kfac import dense_layers, kfac_factors
+from mcjax._derive._kfac import layers_and_factors
 
 
 def _agrees(given: np.ndarray, exact: np.ndarray, rtol: float) -> tuple[bool, float]:
@@ -67,8 +67,14 @@ def kfac_factor_problems(loss: Callable, params, batch, factors, *,
     Returns:
       One sentence per problem, each naming the layer's weight leaf.
     """
-    exact = kfac_factors(loss, params, batch, estimator=estimator)
-    layers = {layer.path: layer for layer in dense_layers(loss, params, batch)[0]}
+    return exact_and_problems(loss, params, batch, factors, estimator)[1]
+
+
+def exact_and_problems(loss: Callable, params, batch, factors, estimator: str = "ggn"
+                       ) -> tuple[dict, list[str]]:
+    """``mcjax.kfac_factors`` and ``kfac_factor_problems`` from one trace of the loss."""
+    found, exact = layers_and_factors(loss, params, batch, estimator)
+    layers = {layer.path: layer for layer in found}
     n = jax.tree.leaves(batch)[0].shape[0]
     problems = [f"layer {path}: no factors given; expected A and G" for path in exact
                 if path not in factors]
@@ -88,5 +94,5 @@ def kfac_factor_problems(loss: Callable, params, batch, factors, *,
                                   batch=n, bias=layers[path].bias is not None)
             if why is not None:
                 problems.append(f"layer {path}: {why}")
-    return problems
+    return exact, problems
 
