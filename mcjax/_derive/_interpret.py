@@ -241,7 +241,7 @@ def _complex_beyond(entry, ins: list[Operand], values) -> bool:
     """A complex operand or output where the rule is not a linear map applied again: the
     structured rules are the real ones (``|z|``'s is not ``diag(sign z)``), so JAX's own
     linear map of the equation stands in (an FFT, ``real``, a cast to complex keep theirs)."""
-    if getattr(entry.jacobian, "real_linear", False) or entry.name == "convert_element_type":
+    if getattr(entry.jacobian, "real_linear", False):
         return False
     return any(jnp.issubdtype(jnp.result_type(v), jnp.complexfloating)
                for v in [op.value for op in ins] + list(values))

@@ -138,6 +138,12 @@ class Jacobian:
         leaves = jax.tree_util.tree_leaves(self)
         return wider(*leaves) if leaves else jnp.dtype(jnp.float32)
 
+    @property
+    def in_dtype(self):
+        """The dtype of the vectors it is applied to: ``dtype``, except for a map between
+        real and complex values (``real``, a cast to complex: ``mcjax.Applied``)."""
+        return self.dtype
+
     # -- derived behaviour --------------------------------------------------------------
     @property
     def shape(self) -> Shape:
@@ -302,7 +308,7 @@ def replace(J: Jacobian, **changes) -> Jacobian:
 def dense_by_columns(J: Jacobian) -> jax.Array:
     """``J.dense()`` from ``J.jvp`` applied to every basis vector (one vmapped call)."""
     n = math.prod(J.in_shape)
-    basis = jnp.eye(n, dtype=getattr(J, "in_dtype", J.dtype)).reshape((n,) + tuple(J.in_shape))
+    basis = jnp.eye(n, dtype=J.in_dtype).reshape((n,) + tuple(J.in_shape))
     columns = jax.vmap(J.jvp)(basis)  # (n,) + out_shape
     return jnp.moveaxis(columns.reshape((n, -1)), 0, 1).reshape(J.shape)
 
@@ -311,7 +317,7 @@ def transpose_apply(J: Jacobian, u):
     """$u^\\top J$ for a Jacobian that only knows ``jvp``: JAX transposes the linear map, or
     where one of JAX's transpose rules fails (``lax.pad`` of a constant with respect to its
     padding value) ``u`` meets the dense form's columns."""
-    primal = jax.ShapeDtypeStruct(tuple(J.in_shape), getattr(J, "in_dtype", J.dtype))
+    primal = jax.ShapeDtypeStruct(tuple(J.in_shape), J.in_dtype)
     # the cotangent has the output's dtype: real for a block from complex values to real ones
     u = jnp.asarray(_cast(jnp.asarray(u), jax.eval_shape(J.jvp, primal).dtype))
     try:

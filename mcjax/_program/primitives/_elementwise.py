@@ -323,6 +323,7 @@ def _convert(e: Eqn) -> dict | list | None:
     return {0: B.identity(e.out.shape, e.out.dtype)}
 
 
+_convert.real_linear = True  # an identity or a cast to complex: right on complex values too
 register("convert_element_type", FAMILY, jacobian=_convert, expr=_convert_expr,
          behaviour="identity", rounding="exact")
 
