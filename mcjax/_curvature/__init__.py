@@ -9,7 +9,7 @@
 - ``_from_jacobian``: a structured Jacobian of a gradient read as one of these.
 """
 
-from mcjax._curvature._fallback import HessianVectorProducts
+from mcjax._curvature._fallback import HessianVectorProducts, hessian_vector_products
 from mcjax._curvature._from_jacobian import NoStructure, combine, from_jacobian
 from mcjax._curvature._gauss_newton import GaussNewton
 from mcjax._curvature._operator import Curvature
@@ -27,5 +27,5 @@ from mcjax._curvature._structures import (
 __all__ = [
     "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "Gram", "Kronecker",
     "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts", "GaussNewton", "NoStructure", "combine",
-    "from_jacobian",
+    "from_jacobian", "hessian_vector_products",
 ]

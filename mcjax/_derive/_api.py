@@ -156,7 +156,15 @@ def _derive(f, args, positions, x_tree, strict):
         raise TypeError(f"mcjax.derive: f returned {describe(value)}{where}; expected an "
                         "array or a pytree of arrays")
     names = [iter(exprs) for exprs in argument_exprs(f, args)]
-    operands, x_leaves = [], []
+    # the variables are numbered in argnums' order (argnums=(1, 0): args[1]'s leaves first),
+    # the order of x_tree, while the operands follow f's positional order
+    variables = {i: [leaf for leaf in jax.tree_util.tree_leaves(args[i])
+                     if _is_value(leaf) and is_inexact_array(leaf)] for i in positions}
+    first, at = {}, 0
+    for i in positions:
+        first[i], at = at, at + len(variables[i])
+    x_leaves = [leaf for i in positions for leaf in variables[i]]
+    operands = []
     for i, arg in enumerate(args):
         for leaf in jax.tree_util.tree_leaves(arg):
             expr = next(names[i])
@@ -164,8 +172,8 @@ def _derive(f, args, positions, x_tree, strict):
                 continue
             tangents = {}
             if i in positions and is_inexact_array(leaf):
-                tangents = {len(x_leaves): B.identity(jnp.shape(leaf), jnp.result_type(leaf))}
-                x_leaves.append(leaf)
+                tangents = {first[i]: B.identity(jnp.shape(leaf), jnp.result_type(leaf))}
+                first[i] += 1
             operands.append(Operand(jnp.asarray(leaf), expr, tangents))
     consts = [Operand(c, e) for c, e in zip(closed.consts, constant_exprs(f, closed.consts))]
     outs = interpret(closed.jaxpr, consts, operands, strict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,17 +13,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from mcjax._core._arguments import describe, require_callable
+from mcjax._core._arguments import (
+    argnums_spec,
+    describe,
+    numbers_as_array,
+    positions,
+    require_callable,
+)
 from mcjax._core._errors import DtypeError, ShapeError
+from mcjax._core._pytrees import floats_as_arrays, is_inexact_array
 from mcjax._curvature import (
     BlockDiagonal,
     Curvature,
-    HessianVectorProducts,
     NoStructure,
     from_jacobian,
+    hessian_vector_products,
 )
 from mcjax._curvature import _gauss_newton as CS
 from mcjax._curvature._structures import Dense, Sum
+from mcjax._derive import _variables as V
 from mcjax._derive._api import derive
 from mcjax._jacobian._algebra import Jacobian, Zero
 
@@ -88,58 +97,91 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
                [2., 6.]], dtype=float32)
     """
     require_callable("hessian", "f", f, "a scalar function of arrays, f(*args)")
-    if isinstance(argnums, bool) or not isinstance(argnums, int):
-        raise TypeError(f"mcjax.hessian: argnums is {describe(argnums)}; expected an int "
-                        "(pass several arguments as one pytree)")
+    spec = argnums_spec("hessian", argnums)
+
     @functools.wraps(f)
     def hessian_at(*args) -> Curvature:
-        if not -len(args) <= argnums < len(args):
-            raise ValueError(f"mcjax.hessian: argnums={argnums} but f was called with "
-                             f"{len(args)} positional argument(s)")
-        position = argnums % len(args)
-        _require_floating(args[position], position)
-        traceable = all(isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float))
-                        for leaf in jax.tree_util.tree_leaves(args))
-        if traceable:
-            return _compiled(f, argnums, *args)  # JAX's cache: once per f and shapes
-        return _build(f, argnums, *args)
+        split, traced = _split("hessian", f, spec, args)
+        if _hashable(split):
+            return _compiled(split, traced)  # JAX's cache: once per f, shapes and static leaves
+        return _build(split, traced)
 
     return hessian_at
 
 
-def _build(f, argnums: int, *args) -> Curvature:
-    """The structured Hessian of ``f`` at ``args`` (traced: once per shape under jit)."""
-    position = argnums % len(args)
-    _require_scalar(f, args)  # at trace time: once per compiled shape
-    leaves = jax.tree_util.tree_leaves_with_path(args[position])
-    sizes = [math.prod(jnp.shape(leaf)) for _, leaf in leaves]
-    paths = [jax.tree_util.keystr(path) for path, _ in leaves]
+def _split(function: str, f, spec, args: tuple) -> tuple[V.Split, tuple]:
+    """Check the differentiated arguments and split ``args`` into the static and the traced
+    half (``mcjax._derive._variables``)."""
+    wrt = positions(function, spec, len(args))
+    args = tuple(floats_as_arrays(numbers_as_array(a)) if i in wrt else a
+                 for i, a in enumerate(args))
+    for i in wrt:
+        _require_floating(function, args[i], i)
+    return V.split(f, args, wrt, isinstance(spec, int))
+
+
+def _hashable(value) -> bool:
+    """Whether ``value`` can be a static argument of ``jax.jit``."""
     try:
-        H = derive(jax.grad(f, argnums=position), position)(*args)
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _build(split: V.Split, traced: tuple) -> Curvature:
+    """The structured Hessian of ``f`` at the traced arguments (under jit: once per shape)."""
+    x = split.variables(traced)
+    _require_scalar(split, x, traced)  # at trace time: once per compiled shape
+    sizes = [math.prod(jnp.shape(leaf)) for leaf in jax.tree_util.tree_leaves(x)]
+    spec = split.wrt[0] if split.single else split.wrt
+    try:
+        H = derive(split.of_traced(gradient=True), spec)(*traced)
     except Exception as error:  # noqa: BLE001 - a gap of derive's is named, not raised:
         # the Hessian is still exact, as Hessian-vector products
         first = str(error).splitlines()[0] if str(error) else ""
-        return HessianVectorProducts(f, args, position, "mcjax.derive failed on the "
-                                     f"gradient ({type(error).__name__}: {first})")
+        return _fallback(split, x, traced, "mcjax.derive failed on the gradient "
+                         f"({type(error).__name__}: {first})")
     try:
         if isinstance(H, Jacobian):
             return _with_text(from_jacobian(H, sizes[0]), H)
         try:
-            return _blocks(H, sizes, paths)
+            return _blocks(H, sizes, split.paths(traced))
         except NoStructure as why:
-            return _flattened(f, position, args, str(why))
+            return _flattened(split, x, traced, str(why))
     except NoStructure as why:
-        return HessianVectorProducts(f, args, position, str(why))
+        return _fallback(split, x, traced, str(why))
 
 
-def _flattened(f, position: int, args: tuple, why: str) -> Curvature:
-    """A pytree whose leaves interact: the Hessian with respect to the flattened argument,
-    derived afresh, where it has a structure beyond a dense matrix (else ``NoStructure``:
+def _fallback(split: V.Split, x, traced: tuple, why: str) -> Curvature:
+    """Hessian-vector products of ``f`` itself, as a function of the variables ``x`` (the
+    traced arguments are its data: arrays, so the operator passes out of ``jax.jit``)."""
+    try:
+        return hessian_vector_products(split.call, (x, traced), 0, why)
+    except Exception as error:  # noqa: BLE001 - neither mode traces: JAX has no second derivative
+        raise NotImplementedError(_no_second_derivative(error)) from None
+
+
+def _no_second_derivative(error: Exception) -> str:
+    """One sentence: JAX's own second derivative of ``f`` fails, and where."""
+    rule = re.search(r"Differentiation rule for '([^']+)' not implemented", str(error))
+    if rule:
+        return (f"mcjax.hessian: JAX defines no second derivative of f here: its derivative "
+                f"calls {rule.group(1)!r}, which has no differentiation rule in JAX "
+                "(jax.hessian raises too)")
+    first = str(error).splitlines()[0] if str(error) else ""
+    return (f"mcjax.hessian: JAX cannot differentiate f twice here, in forward or reverse "
+            f"mode ({type(error).__name__}: {first[:200]})")
+
+
+def _flattened(split: V.Split, x, traced: tuple, why: str) -> Curvature:
+    """Variables that interact: the Hessian with respect to the flattened variables, derived
+    afresh, where it has a structure beyond a dense matrix (else ``NoStructure``:
     Hessian-vector products hold O(n), a dense pytree Hessian O(n²))."""
-    flat, unravel = ravel_pytree(args[position])
+    flat, unravel = ravel_pytree(x)
 
     def of_flat(v):
-        return f(*args[:position], unravel(v), *args[position + 1:])
+        return split.call(unravel(v), traced)
 
     try:
         H = derive(jax.grad(of_flat))(flat)
@@ -152,18 +194,19 @@ def _flattened(f, position: int, args: tuple, why: str) -> Curvature:
     return _with_text(op, H)
 
 
-_compiled = jax.jit(_build, static_argnums=(0, 1))
+_compiled = jax.jit(_build, static_argnums=(0,))
 
 
 def _blocks(H, sizes, paths) -> Curvature:
-    """A pytree argument: one block per leaf where the leaves do not interact."""
+    """Several variable leaves: one block per leaf where the leaves do not interact."""
     rows = jax.tree_util.tree_leaves(H, is_leaf=lambda j: isinstance(j, Jacobian))
     L = len(sizes)
     for i in range(L):
         for j in range(L):
             if i != j and not isinstance(rows[i * L + j], Zero):
-                raise NoStructure(f"the argument's leaves {paths[i]} and {paths[j]} "
-                                  "interact (their block of the Hessian is not zero)")
+                whose = "the arguments'" if paths[i].startswith("args[") else "the argument's"
+                raise NoStructure(f"{whose} leaves {paths[i]} and {paths[j]} interact (their "
+                                  "block of the Hessian is not zero)")
     return BlockDiagonal([_with_text(from_jacobian(rows[i * L + i], sizes[i]),
                                      rows[i * L + i]) for i in range(L)])
 
@@ -174,26 +217,28 @@ def _with_text(op: Curvature, H: Jacobian) -> Curvature:
     return type(op).tree_unflatten((static, (H.formula(), H.latex())), children)
 
 
-def _require_floating(x, position: int) -> None:
+def _require_floating(function: str, x, position: int) -> None:
+    """A differentiated argument holds a real floating array (its other leaves are static or
+    data)."""
     leaves = jax.tree_util.tree_leaves_with_path(x)
-    if not leaves:
-        raise TypeError(f"mcjax.hessian: args[{position}] is {describe(x)}; expected a "
-                        "floating array (or a pytree of them)")
     for path, leaf in leaves:
         where = f"args[{position}]{jax.tree_util.keystr(path)}"
-        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float)):
-            raise TypeError(f"mcjax.hessian: {where} is {describe(leaf)}; expected a "
-                            "floating array")
-        dtype = jnp.result_type(leaf)
-        if isinstance(leaf, (int, float)):
-            continue
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise DtypeError(f"mcjax.hessian: {where} has dtype {dtype.name}; expected a real "
-                             "floating dtype")
+        if is_inexact_array(leaf) and not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise DtypeError(f"mcjax.{function}: {where} has dtype {leaf.dtype.name}; expected "
+                             "a real floating dtype")
+    if V.variable_count(x):
+        return
+    arrays = [(p, a) for p, a in leaves if isinstance(a, (jax.Array, np.ndarray, np.generic))]
+    if arrays:
+        path, leaf = arrays[0]
+        raise DtypeError(f"mcjax.{function}: args[{position}]{jax.tree_util.keystr(path)} has "
+                         f"dtype {leaf.dtype.name}; expected a real floating dtype")
+    raise TypeError(f"mcjax.{function}: args[{position}] is {describe(x)}; expected a floating "
+                    "array (or a pytree or model holding some) to differentiate with respect to")
 
 
-def _require_scalar(f, args) -> None:
-    out = jax.eval_shape(f, *args)
+def _require_scalar(split: V.Split, x, traced: tuple) -> None:
+    out = jax.eval_shape(split.call, x, traced)
     if not hasattr(out, "shape") or out.shape != ():
         got = (f"an array of shape {out.shape}" if hasattr(out, "shape")
                else describe(out))
@@ -233,32 +278,32 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
     """
     require_callable("gauss_newton", "f", f, "a model, a function of arrays")
     require_callable("gauss_newton", "loss", loss, "a scalar loss of the model's output")
-    if isinstance(argnums, bool) or not isinstance(argnums, int):
-        raise TypeError(f"mcjax.gauss_newton: argnums is {describe(argnums)}; expected an int")
+    spec = argnums_spec("gauss_newton", argnums)
 
     def gn(*args, loss_args: tuple = ()) -> Curvature:
-        if not -len(args) <= argnums < len(args):
-            raise ValueError(f"mcjax.gauss_newton: argnums={argnums} but f was called with "
-                             f"{len(args)} positional argument(s)")
-        position = argnums % len(args)
-        _require_floating(args[position], position)
-        return _gauss_newton(f, loss, position, args, tuple(loss_args))
+        split, traced = _split("gauss_newton", f, spec, args)
+        if _hashable(split) and _hashable(loss):
+            return _gauss_newton_compiled(split, loss, traced, tuple(loss_args))
+        return _gauss_newton(split, loss, traced, tuple(loss_args))
 
     return gn
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _gauss_newton(f, loss, position: int, args: tuple, loss_args: tuple) -> Curvature:
-    z = f(*args)
+def _gauss_newton(split: V.Split, loss, traced: tuple, loss_args: tuple) -> Curvature:
+    z = split.call(split.variables(traced), traced)
     if not isinstance(z, jax.Array) or not jnp.issubdtype(z.dtype, jnp.floating):
         raise TypeError(f"mcjax.gauss_newton: f returned {describe(z)}; expected a floating "
                         "array, the model's output")
-    value = jax.eval_shape(lambda z: loss(z, *loss_args), z)
+    value = jax.eval_shape(loss, z, *loss_args)
     if getattr(value, "shape", None) != ():
         got = (f"an array of shape {value.shape}" if hasattr(value, "shape")
                else describe(value))
         raise ShapeError(f"mcjax.gauss_newton: loss returned {got}; expected a scalar "
                          "(shape ()) of the model's output")
-    J = derive(f, position)(*args)
+    spec = split.wrt[0] if split.single else split.wrt
+    J = derive(split.of_traced(gradient=False), spec)(*traced)
     blocks = jax.tree_util.tree_leaves(J, is_leaf=lambda j: isinstance(j, Jacobian))
-    return CS.GaussNewton(blocks, hessian(lambda z: loss(z, *loss_args))(z))
+    return CS.GaussNewton(blocks, hessian(loss)(z, *loss_args))
+
+
+_gauss_newton_compiled = jax.jit(_gauss_newton, static_argnums=(0, 1))

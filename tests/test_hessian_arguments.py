@@ -1,0 +1,209 @@
+"""``mcjax.hessian`` and ``mcjax.gauss_newton`` on the arguments ``jax.hessian`` takes: several
+arguments at once (``argnums`` a tuple, in its order), models holding functions, Python ints
+and strings, integer arrays (static or data, never variables); bad ``argnums`` in one
+sentence.  Every operator against ``jax.hessian`` of the same function of the float leaves."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import mcjax
+from mcjax import curvature as C
+
+DTYPES = (jnp.float32, jnp.float64)
+IDS = ["float32", "float64"]
+
+
+def close(got, ref, dtype):
+    """``|got - ref| <= atol + rtol * max|ref|`` with mcjax's tolerance for ``dtype``."""
+    tol = mcjax.conventions.tolerance(dtype)
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    return got.shape == ref.shape and bool(
+        np.all(np.abs(got - ref) <= tol.atol + tol.rtol * max(scale, 1.0)))
+
+
+def blocks_as_matrix(R, sizes):
+    """``jax.hessian``'s nested blocks (argnums a tuple) as one ``(n, n)`` matrix."""
+    return jnp.block([[jnp.reshape(R[i][j], (sizes[i], sizes[j])) for j in range(len(sizes))]
+                      for i in range(len(sizes))])
+
+
+def agrees_with(H, ref, dtype, seed=1):
+    """dense, hvp and a damped solve of ``H`` against the dense reference."""
+    n = ref.shape[0]
+    v = jnp.asarray(np.random.default_rng(seed).standard_normal(n), dtype)
+    step = jnp.linalg.solve(ref + 2.0 * jnp.eye(n, dtype=ref.dtype), v)
+    return (close(H.dense(), ref, dtype), close(H.hvp(v), ref @ v, dtype),
+            close(H.solve(v, 2.0), step, dtype)) == (True, True, True)
+
+
+def logistic_problem(dtype):
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.standard_normal((9, 4)), dtype)
+    y = jnp.asarray(rng.random(9) > 0.5, dtype)
+
+    def logistic(w, X, b, s):
+        z = X @ w + b
+        return jnp.mean(jax.nn.softplus(z) - y * z) + jnp.sum(jnp.exp(s)) + 0.1 * (w @ w)
+
+    w = jnp.asarray(0.3 * rng.standard_normal(4), dtype)
+    b, s = jnp.asarray(0.2, dtype), jnp.asarray(rng.standard_normal(3), dtype)
+    return logistic, (w, X, b, s)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize(("argnums", "kind"), [
+    ((0, 3), C.BlockDiagonal),  # w and s do not interact: one block each
+    ((3, 0), C.BlockDiagonal),  # in argnums' order: s first
+    ((0, 2), (C.Gram, C.DiagonalPlusLowRank, C.HessianVectorProducts)),  # w, b interact
+    ((2, 3, 0), (C.Gram, C.DiagonalPlusLowRank, C.HessianVectorProducts)),
+])
+def test_several_arguments_are_one_flattened_tuple(argnums, kind, dtype):
+    f, args = logistic_problem(dtype)
+    sizes = [int(np.size(args[i])) for i in argnums]
+    ref = blocks_as_matrix(jax.hessian(f, argnums)(*args), sizes)
+    H = mcjax.hessian(f, argnums)(*args)
+    assert isinstance(H, kind), H.structure
+    assert H.shape == (sum(sizes), sum(sizes)) and H.dtype == dtype
+    assert agrees_with(H, ref, dtype)
+
+
+def test_the_blocks_follow_argnums_order():
+    f, args = logistic_problem(jnp.float64)
+    H = mcjax.hessian(f, (3, 0))(*args)
+    assert [b.size for b in H.blocks] == [3, 4]  # s (3 numbers), then w (4)
+    assert type(H.blocks[0]) is C.Diagonal  # exp(s): diagonal
+    coupled = mcjax.hessian(lambda a, b: (a @ b) ** 2 + jnp.sum(a ** 4), (1, 0))
+    H = coupled(jnp.ones(3, jnp.float64), jnp.arange(3.0, dtype=jnp.float64))
+    assert "args[1] and args[0] interact" in H.structure, H.structure
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_gauss_newton_over_several_arguments(dtype):
+    rng = np.random.default_rng(2)
+    h = jnp.asarray(rng.standard_normal((6, 5)), dtype)
+    W = jnp.asarray(rng.standard_normal((3, 5)), dtype)
+    b = jnp.asarray(rng.standard_normal(3), dtype)
+    t = jnp.asarray(rng.standard_normal((6, 3)), dtype)
+
+    def layer(W, h, b):
+        return jnp.tanh(h @ W.T + b[None, :])
+
+    def squared_error(z, t):
+        return jnp.mean((z - t) ** 2)
+
+    G = mcjax.gauss_newton(layer, squared_error, argnums=(2, 0))(W, h, b, loss_args=(t,))
+    J = jax.jacfwd(layer, (2, 0))(W, h, b)
+    Jm = jnp.concatenate([J[0].reshape(18, 3), J[1].reshape(18, 15)], axis=1)
+    HL = jax.hessian(squared_error)(layer(W, h, b), t).reshape(18, 18)
+    assert G.shape == (18, 18) and agrees_with(G, Jm.T @ HL @ Jm, dtype)
+
+
+# -- models holding more than floating arrays -------------------------------------------------
+eqx = pytest.importorskip("equinox", minversion="0.13")
+
+
+class Scaled(eqx.Module):
+    """A function-valued field, a Python int used as a shape (traced, it would fail), an
+    integer array (data) and a float field (a static hyper-parameter, as in Equinox)."""
+
+    w: jax.Array
+    v: jax.Array
+    act: object
+    repeats: int
+    picks: jax.Array
+    temperature: float = 2.0
+
+    def __call__(self, x):
+        h = self.act(self.w @ x / self.temperature)
+        tiled = jnp.tile(h, self.repeats)  # jnp.tile needs a concrete int
+        return jnp.sum(tiled[self.picks] * self.v[self.picks])
+
+
+def reference_of_float_leaves(loss, model, *rest):
+    """``jax.hessian`` of ``loss`` as a function of ``model``'s floating leaves, flattened."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    flat, unravel = ravel_pytree(params)
+    return jax.hessian(lambda p: loss(eqx.combine(unravel(p), static), *rest))(flat)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_an_equinox_mlp_its_activation_a_field(dtype):
+    mlp = eqx.nn.MLP(3, 2, 4, 1, activation=jax.nn.softplus, dtype=dtype, key=jax.random.key(0))
+    x = jnp.asarray([0.3, -1.2, 0.7], dtype)
+
+    def loss(model, x):
+        return jnp.sum(jnp.tanh(model(x)) ** 2)
+
+    H = mcjax.hessian(loss)(mlp, x)
+    assert H.shape == (3 * 4 + 4 + 4 * 2 + 2,) * 2
+    assert agrees_with(H, reference_of_float_leaves(loss, mlp, x), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_a_module_with_an_int_field_an_int_array_and_a_function(dtype):
+    rng = np.random.default_rng(3)
+    model = Scaled(jnp.asarray(rng.standard_normal((4, 3)), dtype),
+                   jnp.asarray(rng.standard_normal(8), dtype), jnp.tanh, 2,
+                   jnp.asarray([0, 5, 7, 2], jnp.int32))
+    x = jnp.asarray([0.3, -1.2, 0.7], dtype)
+
+    def loss(model, x):
+        return model(x) ** 2
+
+    H = mcjax.hessian(loss)(model, x)
+    assert H.shape == (20, 20)  # w and v only: not picks, repeats, act or temperature
+    assert agrees_with(H, reference_of_float_leaves(loss, model, x), dtype)
+    again = eqx.tree_at(lambda m: m.repeats, model, 3)  # another static value: another trace
+    assert agrees_with(mcjax.hessian(loss)(again, x),
+                       reference_of_float_leaves(loss, again, x), dtype)
+
+
+def test_a_dict_with_a_string_and_a_python_int():
+    params = {"w": jnp.asarray([0.5, -1.0, 2.0], jnp.float64), "kind": "cubic", "power": 3}
+
+    def f(p):
+        assert isinstance(p["kind"], str) and isinstance(p["power"], int)  # never traced
+        return jnp.sum(p["w"] ** p["power"]) if p["kind"] == "cubic" else jnp.sum(p["w"])
+
+    H = mcjax.hessian(f)(params)
+    assert type(H) is C.BlockDiagonal and type(H.blocks[0]) is C.Diagonal, H.structure
+    assert close(H.dense(), jnp.diag(6 * params["w"]), jnp.float64)
+
+
+# -- bad argnums --------------------------------------------------------------------------------
+@pytest.mark.parametrize(("argnums", "error", "message"), [
+    ((0, 0), ValueError, r"argnums=\(0, 0\) names an argument twice; expected distinct ints"),
+    ((0, -2), ValueError, r"argnums=\(0, -2\) names an argument twice among 2; expected "
+     "distinct arguments"),
+    (2, ValueError, r"argnums=2 but f gets 2 argument\(s\); expected an int in \[0, 2\)"),
+    ((0, 5), ValueError, r"argnums=\(0, 5\) but f gets 2 argument\(s\); expected ints in "
+     r"\[0, 2\)"),
+    (True, TypeError, "argnums=True; expected an int or a non-empty tuple of ints"),
+    ((), TypeError, r"argnums=\(\); expected an int or a non-empty tuple of ints"),
+])
+@pytest.mark.parametrize("function", ["hessian", "gauss_newton"])
+def test_bad_argnums_get_one_sentence(function, argnums, error, message):
+    f = lambda a, b: jnp.sum(a * b)  # noqa: E731
+    two = (jnp.ones(2, jnp.float64), jnp.ones(2, jnp.float64))
+    with pytest.raises(error, match=f"^mcjax.{function}: {message}"):
+        if function == "hessian":
+            mcjax.hessian(f, argnums)(*two)
+        else:
+            mcjax.gauss_newton(lambda a, b: a * b, lambda z: jnp.sum(z ** 2), argnums)(*two)
+
+
+def test_an_argument_without_floats_is_refused():
+    with pytest.raises(mcjax.DtypeError, match=r"args\[1\]\['n'\] has dtype int32; expected a "
+                       "real floating dtype"):
+        mcjax.hessian(lambda a, b: jnp.sum(a) * b["n"], (0, 1))(
+            jnp.ones(2, jnp.float64), {"n": jnp.asarray(3, jnp.int32)})
+    with pytest.raises(TypeError, match=r"args\[0\] is a str; expected a floating array"):
+        mcjax.hessian(lambda s: 1.0)("x")
+    with pytest.raises(mcjax.DtypeError, match="complex64; expected a real floating dtype"):
+        mcjax.hessian(lambda z: jnp.sum(jnp.abs(z)))(jnp.ones(2, jnp.complex64))
