@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 from jax.flatten_util import ravel_pytree
 
 import mcjax
@@ -312,3 +313,64 @@ def test_derive_of_the_gradient_through_linalg_and_scans_equals_jax_hessian(name
     want = jax.hessian(f)(x)
     chex.assert_trees_all_close(mcjax.derive(jax.grad(f))(x).dense(), want, rtol=1e-9, atol=1e-9)
     chex.assert_trees_all_close(mcjax.hessian(f)(x).dense(), want, rtol=1e-9, atol=1e-9)
+
+
+CONTROL_FLOW = {  # name -> (f, the kind found); JAX's own Hessian of each as the reference
+    "cond": (lambda x: lax.cond(jnp.sum(x) > 0, lambda y: jnp.sum(jnp.sin(y) * y),
+                                lambda y: jnp.sum(y ** 3), x), C.Diagonal),
+    "scan": (lambda x: lax.scan(lambda c, y: (c * jnp.tanh(y) + y ** 2, c),
+                                jnp.ones((), x.dtype), x)[0], C.Dense),
+    "fori_loop": (lambda x: jnp.sum(lax.fori_loop(0, 3, lambda i, c: jnp.sin(c) * x, x)),
+                  C.Dense),
+    # no reverse mode through a while loop (jax.hessian raises): forward over forward
+    "while_loop": (lambda x: jnp.sum(lax.while_loop(
+        lambda c: c[0] < 3, lambda c: (c[0] + 1, jnp.sin(c[1]) * x), (0, x))[1]),
+        C.HessianVectorProducts),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(CONTROL_FLOW))
+def test_control_flow_in_the_gradient(name, dtype):
+    f, kind = CONTROL_FLOW[name]
+    x = jnp.asarray([0.3, -0.5, 0.8], dtype)
+    H = mcjax.hessian(f)(x)
+    assert type(H) is kind, H.structure
+    ref = jax.jacfwd(jax.jacfwd(f))(x)  # forward over forward: defined through all four
+    v = jnp.asarray([1.0, -2.0, 0.5], dtype)
+    assert close(H.dense(), ref, dtype) and close(H.hvp(v), ref @ v, dtype)
+    assert close(H.solve(v, 3.0), jnp.linalg.solve(ref + 3.0 * jnp.eye(3, dtype=dtype), v),
+                 dtype)
+    if kind is C.HessianVectorProducts:
+        assert H.structure.endswith("(forward over forward: JAX's reverse mode fails on f)")
+        with pytest.raises(ValueError, match="Reverse-mode differentiation does not work"):
+            jax.hessian(f)(x)
+
+
+def test_a_function_jax_cannot_differentiate_twice_is_refused_in_one_sentence():
+    """lax.igamma's derivative with respect to a calls igamma_grad_a, which has no rule."""
+    f = lambda a: jnp.sum(lax.igamma(a, jnp.ones(3, a.dtype)))  # noqa: E731
+    a = jnp.asarray([0.5, 1.0, 2.0], jnp.float64)
+    with pytest.raises(NotImplementedError, match=r"^mcjax.hessian: JAX defines no second "
+                       r"derivative of f here: its derivative calls 'igamma_grad_a', which has "
+                       r"no differentiation rule in JAX \(jax.hessian raises too\)"):
+        mcjax.hessian(f)(a)
+    with pytest.raises(NotImplementedError, match="igamma_grad_a"):
+        jax.hessian(f)(a)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_where_jax_reverse_mode_fails_the_fallback_goes_forward(dtype):
+    """lax.pad of a constant with respect to its padding value: JAX's transpose rule sums
+    None (jax.grad raises a TypeError); the Hessian is still exact, forward over forward."""
+    def f(v):
+        return jnp.sum(lax.pad(jnp.ones((2, 3), v.dtype), v, ((1, 0, 1), (2, 1, 0))) ** 3)
+
+    v = jnp.asarray(0.7, dtype)
+    with pytest.raises(TypeError):
+        jax.grad(f)(v)
+    H = mcjax.hessian(f)(v)
+    ref = jax.jacfwd(jax.jacfwd(f))(v).reshape(1, 1)
+    assert type(H) is C.HessianVectorProducts and H.mode == "forward", H.structure
+    assert close(H.dense(), ref, dtype) and not close(1.1 * H.dense(), ref, dtype)
+    assert close(H.hvp(jnp.ones(1, dtype)), ref[0], dtype)

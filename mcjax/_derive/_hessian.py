@@ -56,35 +56,52 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
       $O(n^3)$);
     - where none is found (an opaque block, leaves of a pytree that interact with no
       structure beyond dense when flattened, a failure of ``mcjax.derive``), Hessian-vector
-      products of ``f`` itself (``HessianVectorProducts``), its ``structure`` saying why:
-      never a structure guessed.
+      products of ``f`` itself (``HessianVectorProducts``, forward over reverse; forward over
+      forward where JAX's reverse mode fails on ``f``), its ``structure`` saying why: never a
+      structure guessed.
 
-    The operator acts on the flattened argument (``jax.flatten_util.ravel_pytree`` order):
-    ``H.shape == (n, n)`` and ``H.dense()`` equals ``jax.hessian`` of ``f`` with respect to
-    that flattened argument; it is the symmetric part of the derived second derivative, which
-    is the Hessian wherever ``f`` is twice continuously differentiable.  ``H.hvp(v)``,
-    ``H.solve(b, damping)`` (a Newton step, by Woodbury's identity where the structure is of
-    low rank), ``H.diagonal()``, ``H.trace()``, ``H.slogdet()``/``H.logdet()`` use the
-    structure; ``H.formula()``/``H.latex()`` print the second derivative as ``mcjax.derive``
-    does; ``H.nbytes`` is what it holds.
+    The operator acts on the *variables*, flattened (``jax.flatten_util.ravel_pytree``
+    order): the floating array leaves of argument ``argnums``, or of the tuple of arguments
+    where ``argnums`` is a tuple (in ``argnums``' order, as ``jax.hessian`` orders its
+    blocks).  ``H.shape == (n, n)`` and ``H.dense()`` equals ``jax.hessian`` of ``f`` with
+    respect to those variables, flattened; it is the symmetric part of the derived second
+    derivative, which is the Hessian wherever ``f`` is twice continuously differentiable.
+    ``H.hvp(v)``, ``H.solve(b, damping)`` (a Newton step, by Woodbury's identity where the
+    structure is of low rank), ``H.diagonal()``, ``H.trace()``, ``H.slogdet()``/
+    ``H.logdet()`` use the structure; ``H.formula()``/``H.latex()`` print the second
+    derivative as ``mcjax.derive`` does; ``H.nbytes`` is what it holds.
 
-    The whole derivation is compiled with ``jax.jit`` once per shape (the structure is static,
-    the arrays are the result's leaves) when every argument is an array or a number.
+    An argument may be a model (an Equinox module holding its activation function, a dict
+    holding a string): as ``eqx.filter_grad`` splits it, its floating array leaves are the
+    variables (a Python float in a dict or list counts as one), its integer arrays are data
+    (traced, not differentiated), and every leaf that is no array (a function, a string, a
+    Python int or bool, a float field of an object) is static: closed over, so ``f`` sees it
+    as it is, never a tracer.
+
+    The whole derivation is compiled with ``jax.jit`` once per shape and static leaves (the
+    structure is static, the arrays are the result's leaves) where the static leaves can be
+    hashed; else it runs uncompiled.
 
     Args:
-      f: a function of arrays returning a scalar (shape ``()``), real floating.
-      argnums: which positional argument (an int); the argument may be an array or a pytree
-        of floating arrays.
+      f: a function returning a scalar (shape ``()``), real floating.
+      argnums: which positional argument (an int) or arguments (a non-empty tuple of
+        distinct ints), as ``jax.hessian`` takes it; each an array or a pytree or model
+        holding floating arrays.
 
     Returns:
       A function of ``f``'s arguments returning a ``mcjax.Curvature`` of shape ``(n, n)``,
-      ``n`` the size of the argument.
+      ``n`` the number of variables.
 
     Raises:
-      TypeError: ``f`` is not callable or ``argnums`` not an int; (when called) the argument
-        holds something other than floating arrays.
+      TypeError: ``f`` is not callable or ``argnums`` not an int or a non-empty tuple of
+        ints; (when called) a differentiated argument holds no array.
+      ValueError: ``argnums`` names an argument twice; (when called) it is out of range.
       ShapeError: (when called) ``f`` returns an array that is not a scalar.
-      DtypeError: (when called) the argument or ``f``'s value is not real floating point.
+      DtypeError: (when called) a differentiated argument holds a complex array or only
+        integer ones, or ``f``'s value is not real floating point.
+      NotImplementedError: (when called) JAX itself has no second derivative of ``f``
+        there (``lax.igamma`` with respect to ``a``: its derivative calls
+        ``igamma_grad_a``, which JAX cannot differentiate); the message names the primitive.
 
     Example:
 
@@ -265,16 +282,19 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
     $m \times m$ system by Woodbury's identity — else ``Dense``.
 
     Args:
-      f: the model, a function of arrays returning the output $z$ (any shape).
+      f: the model, a function returning the output $z$ (a floating array, any shape).
       loss: ``loss(z, *loss_args)``, a scalar.
-      argnums: which positional argument of ``f`` (an array or a pytree of floating arrays).
+      argnums: which positional argument of ``f`` (an int) or arguments (a tuple), as in
+        ``mcjax.hessian``: the variables are their floating array leaves, flattened in
+        ``argnums``' order; the other leaves are data or static, as there.
 
     Returns:
       A function ``gn(*args, loss_args=())`` returning a ``mcjax.Curvature`` of shape
-      ``(n, n)`` on the flattened argument.
+      ``(n, n)`` on the flattened variables.
 
     Raises:
-      TypeError, ShapeError, DtypeError: as ``mcjax.hessian`` (``loss`` must return a scalar).
+      TypeError, ValueError, ShapeError, DtypeError: as ``mcjax.hessian`` (``loss`` must
+        return a scalar).
     """
     require_callable("gauss_newton", "f", f, "a model, a function of arrays")
     require_callable("gauss_newton", "loss", loss, "a scalar loss of the model's output")

@@ -415,7 +415,11 @@ def _picked_entry(J: Jacobian) -> int | None:
     if math.prod(J.out_shape) != 1 or len(J.in_shape) != 1 or _reads_argument(J):
         return None
     try:
-        row = np.asarray(J.vjp(jnp.ones(J.out_shape, J.dtype)))
+        row = J.vjp(jnp.ones(J.out_shape, J.dtype))
+        if isinstance(row, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
+            return None  # asked before np.asarray: JAX's error for a tracer walks the whole
+            # program for its message (seconds each, for a gradient through a scan)
+        row = np.asarray(row)
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         return None  # under a trace: no value to read
     nonzero = np.flatnonzero(row)
