@@ -165,6 +165,19 @@ def test_pytree_arguments_and_outputs_have_jacfwds_structure():
     assert isinstance(J["scaled"][1][1], mcjax.Slice)
 
 
+def test_a_tuple_argnums_in_its_own_order():
+    """argnums=(1, 0): the blocks in that order, as jax.jacfwd's (args[1]'s first); they
+    were numbered in f's order, so each block held the other argument's derivative."""
+    def f(a, b):
+        return jnp.concatenate([a * 2.0, jnp.sin(b)])
+
+    a, b = jnp.ones(2, jnp.float64), jnp.arange(3.0, dtype=jnp.float64)
+    for argnums in ((1, 0), (0, 1), (-1, 0)):
+        J = mcjax.derive(f, argnums)(a, b)
+        reference = jax.jacfwd(f, argnums)(a, b)
+        chex.assert_trees_all_close(mcjax.densify(J), reference, rtol=check_rtol("float64", 1))
+
+
 def test_an_output_that_does_not_depend_on_the_argument_is_a_zero_block():
     J = mcjax.derive(lambda x, y: (x * 2.0, y + 1.0))(jnp.ones(2), jnp.ones(3))
     assert isinstance(J[1], mcjax.Zero) and J[1].shape == (3, 2)
