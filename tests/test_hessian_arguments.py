@@ -56,13 +56,16 @@ def logistic_problem(dtype):
     return logistic, (w, X, b, s)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize(("argnums", "kind"), [
-    ((0, 3), C.BlockDiagonal),  # w and s do not interact: one block each
-    ((3, 0), C.BlockDiagonal),  # in argnums' order: s first
-    ((0, 2), (C.Gram, C.DiagonalPlusLowRank, C.HessianVectorProducts)),  # w, b interact
-    ((2, 3, 0), (C.Gram, C.DiagonalPlusLowRank, C.HessianVectorProducts)),
-])
+INTERACTING = (C.Gram, C.DiagonalPlusLowRank, C.HessianVectorProducts)  # w and b
+
+
+@pytest.mark.parametrize(("argnums", "kind", "dtype"), [
+    ((0, 3), C.BlockDiagonal, jnp.float32),  # w and s do not interact: one block each
+    ((0, 3), C.BlockDiagonal, jnp.float64),
+    ((3, 0), C.BlockDiagonal, jnp.float32),  # in argnums' order: s first
+    ((0, 2), INTERACTING, jnp.float32),
+    ((2, 3, 0), INTERACTING, jnp.float64),
+], ids=["w,s-float32", "w,s-float64", "s,w-float32", "w,b-float32", "b,s,w-float64"])
 def test_several_arguments_are_one_flattened_tuple(argnums, kind, dtype):
     f, args = logistic_problem(dtype)
     sizes = [int(np.size(args[i])) for i in argnums]
@@ -143,6 +146,13 @@ def test_an_equinox_mlp_its_activation_a_field(dtype):
     H = mcjax.hessian(loss)(mlp, x)
     assert H.shape == (3 * 4 + 4 + 4 * 2 + 2,) * 2
     assert agrees_with(H, reference_of_float_leaves(loss, mlp, x), dtype)
+    G = mcjax.gauss_newton(lambda model, x: model(x), lambda z: jnp.sum(jnp.tanh(z) ** 2))(
+        mlp, x)
+    params, static = eqx.partition(mlp, eqx.is_inexact_array)
+    flat, unravel = ravel_pytree(params)
+    J = jax.jacfwd(lambda p: eqx.combine(unravel(p), static)(x))(flat)
+    HL = jax.hessian(lambda z: jnp.sum(jnp.tanh(z) ** 2))(mlp(x))
+    assert agrees_with(G, J.T @ HL @ J, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
@@ -174,6 +184,9 @@ def test_a_dict_with_a_string_and_a_python_int():
     H = mcjax.hessian(f)(params)
     assert type(H) is C.BlockDiagonal and type(H.blocks[0]) is C.Diagonal, H.structure
     assert close(H.dense(), jnp.diag(6 * params["w"]), jnp.float64)
+    tagged = {"w": params["w"], "tags": {"a", "b"}}  # a set: no hash, so derived uncompiled
+    H = mcjax.hessian(lambda p: jnp.sum(p["w"] ** 2) * len(p["tags"]))(tagged)
+    assert close(H.dense(), 4 * jnp.eye(3, dtype=jnp.float64), jnp.float64)
 
 
 # -- bad argnums --------------------------------------------------------------------------------

@@ -62,3 +62,43 @@ def test_smoke_run_counts_no_problem(tmp_path):
     assert main(["--smoke", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text()
     assert "| **all** |" in table and (tmp_path / "results.json").exists()
+
+
+def test_hessian_sweep_smoke_counts_no_wrong_answer_and_no_crash(tmp_path):
+    """experiments/hessian_corpus.py --smoke: a structure (softmax), the forward-over-forward
+    fallback (lax.pad's padding value, where JAX's reverse mode fails) and a refusal in one
+    sentence (lax.igamma with respect to a, which JAX cannot differentiate twice)."""
+    import json
+
+    import hessian_corpus
+
+    assert hessian_corpus.main(["--smoke", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    outcome = {(r["case"], r["dtype"]): r["outcome"] for r in results["rows"]}
+    for dtype in ("float32", "float64"):
+        assert outcome["nn.softmax", dtype] == "structured"
+        assert outcome["lax.pad_value", dtype] == "fallback"
+        assert outcome["lax.igamma/0", dtype] == "refused"
+    assert "| **all** | 6 |" in (tmp_path / "table.md").read_text()
+
+
+def test_hessian_sweep_counts_a_wrong_operator(monkeypatch):
+    """The sweep's comparison catches a Hessian off by 10% (and a refusal where JAX answers)."""
+    import hessian_corpus
+
+    case = BY_NAME["nn.softmax"]
+    real = mcjax.hessian
+
+    def off(f, argnums=0):
+        return lambda *args: mcjax.curvature.Dense(1.1 * real(f, argnums)(*args).dense())
+
+    monkeypatch.setattr(mcjax, "hessian", off)
+    assert hessian_corpus.run_point(case, "float64", 0)[0] == "wrong"
+
+    def refuses(f, argnums=0):
+        def at(*args):
+            raise NotImplementedError("mcjax.hessian: no")
+        return at
+
+    monkeypatch.setattr(mcjax, "hessian", refuses)
+    assert hessian_corpus.run_point(case, "float64", 0)[0] == "wrong"
