@@ -87,7 +87,7 @@ def _(op: HessianVectorProducts):
 
 @describe.register
 def _(op: HessianVectorProducts):
-    how = "" if op.mode == "reverse" else " (forward over forward: JAX's reverse mode fails on f)"
+    how = "" if op.mode == "reverse" else "; its products are forward over forward"
     return f"hvp: no structure found because {op.reason}{how}"
 
 

@@ -141,7 +141,7 @@ def _hashable(value) -> bool:
     """Whether ``value`` can be a static argument of ``jax.jit``."""
     try:
         hash(value)
-    except TypeError:
+    except Exception:  # noqa: BLE001 - a TypeError, or whatever a leaf's __hash__ raises
         return False
     return True
 
@@ -156,9 +156,7 @@ def _build(split: V.Split, traced: tuple) -> Curvature:
         H = derive(split.of_traced(gradient=True), spec)(*traced)
     except Exception as error:  # noqa: BLE001 - a gap of derive's is named, not raised:
         # the Hessian is still exact, as Hessian-vector products
-        first = str(error).splitlines()[0] if str(error) else ""
-        return _fallback(split, x, traced, "mcjax.derive failed on the gradient "
-                         f"({type(error).__name__}: {first})")
+        return _fallback(split, x, traced, _underived(split, x, traced, error))
     try:
         if isinstance(H, Jacobian):
             return _with_text(from_jacobian(H, sizes[0]), H)
@@ -168,6 +166,21 @@ def _build(split: V.Split, traced: tuple) -> Curvature:
             return _flattened(split, x, traced, str(why))
     except NoStructure as why:
         return _fallback(split, x, traced, str(why))
+
+
+def _underived(split: V.Split, x, traced: tuple, error: Exception) -> str:
+    """Why ``mcjax.derive`` failed on the gradient: JAX's own reverse mode fails on ``f``
+    (the gradient cannot be traced: a ``lax.while_loop``), or a gap of derive's."""
+    try:
+        jax.eval_shape(jax.grad(split.call), x, traced)
+    except Exception as jax_error:  # noqa: BLE001 - JAX's own failure is the reason
+        return f"JAX's reverse mode fails on f ({_first_line(jax_error)})"
+    return f"mcjax.derive failed on the gradient ({_first_line(error)})"
+
+
+def _first_line(error: Exception) -> str:
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first[:200]}"
 
 
 def _fallback(split: V.Split, x, traced: tuple, why: str) -> Curvature:
@@ -186,9 +199,8 @@ def _no_second_derivative(error: Exception) -> str:
         return (f"mcjax.hessian: JAX defines no second derivative of f here: its derivative "
                 f"calls {rule.group(1)!r}, which has no differentiation rule in JAX "
                 "(jax.hessian raises too)")
-    first = str(error).splitlines()[0] if str(error) else ""
     return (f"mcjax.hessian: JAX cannot differentiate f twice here, in forward or reverse "
-            f"mode ({type(error).__name__}: {first[:200]})")
+            f"mode ({_first_line(error)})")
 
 
 def _flattened(split: V.Split, x, traced: tuple, why: str) -> Curvature:

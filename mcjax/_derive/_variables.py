@@ -54,12 +54,6 @@ class Static:
         except Exception:  # noqa: BLE001 - a leaf whose == is no bool: never the same key
             return False
 
-    def hashable(self) -> bool:
-        try:
-            hash(self)
-        except TypeError:
-            return False
-        return True
 
 
 @dataclass(frozen=True)
