@@ -9,7 +9,8 @@ $s$ (``jax.jacfwd`` twice where JAX's reverse mode fails on it): ``H.dense()``,
 spectral radius, so the damped system is well conditioned).  Each point is
 counted as one of
 
-- **structured**: a structure was found and all three agree;
+- **structured**: a structure was found and all three agree (the table says how many of
+  them are ``Dense``, the symmetric part of a derived dense second derivative);
 - **fallback**: the named Hessian-vector-product fallback (``HessianVectorProducts``) and all
   three agree;
 - **refused**: one clear sentence (an error whose message names ``mcjax.``), where JAX itself
@@ -46,7 +47,8 @@ from _jax_functions import CASES, Case  # noqa: E402
 import mcjax  # noqa: E402
 
 DTYPES = ("float32", "float64")
-SMOKE = ("nn.softmax", "lax.pad_value", "lax.igamma/0")
+SMOKE = {"nn.softmax": "float32", "lax.pad_value": "float64", "lax.igamma/0": "float32"}
+"""The smoke run: a structure, the forward-over-forward fallback and a refusal, one dtype each."""
 OUTCOMES = ("structured", "fallback", "refused", "wrong", "crash", "timeout")
 
 
@@ -151,12 +153,12 @@ class _Timeout:
 def main(argv=None) -> int:
     p = _common.parser(__doc__.splitlines()[0], "hessian_corpus")
     p.add_argument("--timeout", type=float, default=20.0,
-                   help="seconds per point before it counts as a timeout (default 20)")
+                   help="seconds per point before it counts as a timeout (default 20; 0: none)")
     args = p.parse_args(argv)
     cases = [c for c in CASES if c.name in SMOKE] if args.smoke else CASES
     rows, start = [], time.perf_counter()
     for case in cases:
-        for dtype in DTYPES:
+        for dtype in (SMOKE[case.name],) if args.smoke else DTYPES:
             tic = time.perf_counter()
             try:
                 with _Timeout(args.timeout):
@@ -187,12 +189,15 @@ def _table(rows) -> str:
     by_family = defaultdict(list)
     for r in rows:
         by_family[r["family"]].append(r)
-    head = "| family | points | " + " | ".join(OUTCOMES) + " |"
+    head = ("| family | points | structured (of them dense) | " + " | ".join(OUTCOMES[1:])
+            + " |")
     lines = [head, "|---" * (len(OUTCOMES) + 2) + "|"]
     for family, group in [*sorted(by_family.items()), ("**all**", rows)]:
         c = Counter(r["outcome"] for r in group)
-        lines.append(f"| {family} | {len(group)} | " + " | ".join(str(c[k]) for k in OUTCOMES)
-                     + " |")
+        dense = sum(r["outcome"] == "structured" and r["detail"].startswith("dense:")
+                    for r in group)
+        lines.append(f"| {family} | {len(group)} | {c['structured']} ({dense}) | "
+                     + " | ".join(str(c[k]) for k in OUTCOMES[1:]) + " |")
     return "\n".join(lines) + "\n"
 
 
