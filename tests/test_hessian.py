@@ -329,10 +329,10 @@ CONTROL_FLOW = {  # name -> (f, the kind found); JAX's own Hessian of each as th
 }
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("name", list(CONTROL_FLOW))
-def test_control_flow_in_the_gradient(name, dtype):
+def test_control_flow_in_the_gradient(name):
     f, kind = CONTROL_FLOW[name]
+    dtype = DTYPES[list(CONTROL_FLOW).index(name) % 2]  # half of them in each dtype
     x = jnp.asarray([0.3, -0.5, 0.8], dtype)
     H = mcjax.hessian(f)(x)
     assert type(H) is kind, H.structure

@@ -61,11 +61,9 @@ INTERACTING = (C.Gram, C.DiagonalPlusLowRank, C.HessianVectorProducts)  # w and 
 
 @pytest.mark.parametrize(("argnums", "kind", "dtype"), [
     ((0, 3), C.BlockDiagonal, jnp.float32),  # w and s do not interact: one block each
-    ((0, 3), C.BlockDiagonal, jnp.float64),
-    ((3, 0), C.BlockDiagonal, jnp.float32),  # in argnums' order: s first
-    ((0, 2), INTERACTING, jnp.float32),
-    ((2, 3, 0), INTERACTING, jnp.float64),
-], ids=["w,s-float32", "w,s-float64", "s,w-float32", "w,b-float32", "b,s,w-float64"])
+    ((3, 0), C.BlockDiagonal, jnp.float64),  # in argnums' order: s first
+    ((2, 3, 0), INTERACTING, jnp.float32),  # b and w interact
+], ids=["w,s-float32", "s,w-float64", "b,s,w-float32"])
 def test_several_arguments_are_one_flattened_tuple(argnums, kind, dtype):
     f, args = logistic_problem(dtype)
     sizes = [int(np.size(args[i])) for i in argnums]
@@ -74,13 +72,12 @@ def test_several_arguments_are_one_flattened_tuple(argnums, kind, dtype):
     assert isinstance(H, kind), H.structure
     assert H.shape == (sum(sizes), sum(sizes)) and H.dtype == dtype
     assert agrees_with(H, ref, dtype)
+    if kind is C.BlockDiagonal:  # one block per argument, in argnums' order
+        assert [b.size for b in H.blocks] == sizes
+        assert type(H.blocks[argnums.index(3)]) is C.Diagonal  # exp(s): diagonal
 
 
-def test_the_blocks_follow_argnums_order():
-    f, args = logistic_problem(jnp.float64)
-    H = mcjax.hessian(f, (3, 0))(*args)
-    assert [b.size for b in H.blocks] == [3, 4]  # s (3 numbers), then w (4)
-    assert type(H.blocks[0]) is C.Diagonal  # exp(s): diagonal
+def test_interacting_arguments_are_named_in_argnums_order():
     coupled = mcjax.hessian(lambda a, b: (a @ b) ** 2 + jnp.sum(a ** 4), (1, 0))
     H = coupled(jnp.ones(3, jnp.float64), jnp.arange(3.0, dtype=jnp.float64))
     assert "args[1] and args[0] interact" in H.structure, H.structure
@@ -135,8 +132,8 @@ def reference_of_float_leaves(loss, model, *rest):
     return jax.hessian(lambda p: loss(eqx.combine(unravel(p), static), *rest))(flat)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-def test_an_equinox_mlp_its_activation_a_field(dtype):
+def test_an_equinox_mlp_its_activation_a_field():
+    dtype = jnp.float32  # (the module below runs in float64)
     mlp = eqx.nn.MLP(3, 2, 4, 1, activation=jax.nn.softplus, dtype=dtype, key=jax.random.key(0))
     x = jnp.asarray([0.3, -1.2, 0.7], dtype)
 
@@ -155,8 +152,8 @@ def test_an_equinox_mlp_its_activation_a_field(dtype):
     assert agrees_with(G, J.T @ HL @ J, dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-def test_a_module_with_an_int_field_an_int_array_and_a_function(dtype):
+def test_a_module_with_an_int_field_an_int_array_and_a_function():
+    dtype = jnp.float64
     rng = np.random.default_rng(3)
     model = Scaled(jnp.asarray(rng.standard_normal((4, 3)), dtype),
                    jnp.asarray(rng.standard_normal(8), dtype), jnp.tanh, 2,
