@@ -152,8 +152,8 @@ class _Timeout:
 
 def main(argv=None) -> int:
     p = _common.parser(__doc__.splitlines()[0], "hessian_corpus")
-    p.add_argument("--timeout", type=float, default=20.0,
-                   help="seconds per point before it counts as a timeout (default 20; 0: none)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds per point before it counts as a timeout (default 60; 0: none)")
     args = p.parse_args(argv)
     cases = [c for c in CASES if c.name in SMOKE] if args.smoke else CASES
     rows, start = [], time.perf_counter()
