@@ -14,9 +14,6 @@ from jax.flatten_util import ravel_pytree
 import mcjax
 from mcjax import curvature as C
 
-DTYPES = (jnp.float32, jnp.float64)
-IDS = ["float32", "float64"]
-
 
 def close(got, ref, dtype):
     """``|got - ref| <= atol + rtol * max|ref|`` with mcjax's tolerance for ``dtype``."""
@@ -60,10 +57,9 @@ INTERACTING = (C.Gram, C.DiagonalPlusLowRank, C.HessianVectorProducts)  # w and 
 
 
 @pytest.mark.parametrize(("argnums", "kind", "dtype"), [
-    ((0, 3), C.BlockDiagonal, jnp.float32),  # w and s do not interact: one block each
-    ((3, 0), C.BlockDiagonal, jnp.float64),  # in argnums' order: s first
+    ((3, 0), C.BlockDiagonal, jnp.float64),  # s and w do not interact; in argnums' order
     ((2, 3, 0), INTERACTING, jnp.float32),  # b and w interact
-], ids=["w,s-float32", "s,w-float64", "b,s,w-float32"])
+], ids=["s,w-float64", "b,s,w-float32"])
 def test_several_arguments_are_one_flattened_tuple(argnums, kind, dtype):
     f, args = logistic_problem(dtype)
     sizes = [int(np.size(args[i])) for i in argnums]
@@ -83,8 +79,8 @@ def test_interacting_arguments_are_named_in_argnums_order():
     assert "args[1] and args[0] interact" in H.structure, H.structure
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-def test_gauss_newton_over_several_arguments(dtype):
+def test_gauss_newton_over_several_arguments():
+    dtype = jnp.float32
     rng = np.random.default_rng(2)
     h = jnp.asarray(rng.standard_normal((6, 5)), dtype)
     W = jnp.asarray(rng.standard_normal((3, 5)), dtype)
