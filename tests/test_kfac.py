@@ -4,6 +4,7 @@ their checker catching planted slips, the refusals, and the optax transformation
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import chex
 import jax
@@ -295,6 +296,11 @@ BAD_KFAC = [
     (dict(factor_decay=1.0), "factor_decay=1.0; expected a number in [0, 1)"),
     (dict(momentum=-0.1), "momentum=-0.1; expected a number in [0, 1)"),
     (dict(learning_rate=0.0), "learning_rate=0.0; expected a finite number > 0"),
+    (dict(adaptive_damping=1), "adaptive_damping=1; expected true or false"),
+    (dict(damping_adaptation_interval=0),
+     "damping_adaptation_interval=0; expected an integer >= 1"),
+    (dict(damping_adaptation_decay=1.0),
+     "damping_adaptation_decay=1.0; expected a number in (0, 1)"),
 ]
 
 
@@ -310,19 +316,93 @@ def test_kfac_refuses_a_value_out_of_range_by_name_and_directly(kwargs, words):
         mcjax.optimizer("kfac", lambda_=1.0)
 
 
-def test_train_by_name_with_kfac_checkpoints_and_resumes(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"adaptive_damping": True,
+                                          "damping_adaptation_interval": 2}],
+                         ids=["fixed damping", "adaptive damping"])
+def test_train_by_name_with_kfac_checkpoints_and_resumes(tmp_path, options):
     model = mcjax.mlp_model((4, 8, 3), dtype=F32)
     X = jax.random.normal(jax.random.key(0), (64, 4), F32)
     y = jnp.argmax(X[:, :3], axis=1).astype(jnp.int32)
-    kw = dict(optimizer="kfac", learning_rate=0.3, optimizer_options={"damping": 1e-2},
-              batch_size=16, progress=False)
+    kw: dict[str, Any] = dict(optimizer="kfac", learning_rate=0.3, batch_size=16,
+                              optimizer_options={"damping": 1e-2, **options}, progress=False)
     first = mcjax.train(model, (X, y), epochs=1, checkpoint_dir=tmp_path / "run", **kw)
     resumed = mcjax.train(model, (X, y), epochs=2, checkpoint_dir=tmp_path / "run",
                           resume=True, **kw)
     straight = mcjax.train(model, (X, y), epochs=2, **kw)
     assert resumed.resumed_from == first.checkpoint
     chex.assert_trees_all_equal(resumed.params, straight.params)
+    chex.assert_trees_all_equal(resumed.opt_state, straight.opt_state)  # lambda included
     assert straight.history["loss"][-1] < straight.history["loss"][0]
+    if options:  # lambda moved (4 steps an epoch, adjusted every 2nd) and is reported
+        assert resumed.history == straight.history and len(straight.history["damping"]) == 2
+        assert straight.history["damping"][-1] != 1e-2
+        assert float(straight.opt_state.inner[0].damping) == straight.history["damping"][-1]
+    else:
+        assert set(straight.history) == {"loss"}
+
+
+def test_the_levenberg_marquardt_rule_moves_the_damping_by_the_reduction_ratio():
+    from mcjax._train._kfac import MIN_DAMPING, levenberg_marquardt
+
+    lam, omega = jnp.asarray(0.5, F64), 0.8
+    rhos = (1.0, 0.8, 0.5, 0.3, 0.2, -3.0, float("nan"), float("inf"))  # NaN: a failed step
+    moved = [float(levenberg_marquardt(jnp.asarray(rho, F64), lam, omega)) for rho in rhos]
+    np.testing.assert_allclose(moved, [0.4, 0.4, 0.5, 0.5, 0.625, 0.625, 0.625, 0.625],
+                               rtol=tolerance(F64).rtol)
+    floor = levenberg_marquardt(jnp.asarray(1.0, F64), jnp.asarray(MIN_DAMPING, F64), omega)
+    assert float(floor) == MIN_DAMPING
+
+
+def _least_squares(p, b):
+    """A linear model and squared error: the Gauss-Newton model is the loss's Taylor
+    expansion, exact to every order."""
+    x, t = b
+    return jnp.mean(jnp.sum((x @ p["W"] + p["b"][None, :] - t) ** 2, axis=1))
+
+
+def _least_squares_problem():
+    kx, kt, kw = jax.random.split(jax.random.key(6), 3)
+    params = {"W": jax.random.normal(kw, (4, 3), F64), "b": jnp.zeros(3, F64)}
+    batch = (jax.random.normal(kx, (8, 4), F64), jax.random.normal(kt, (8, 3), F64))
+    return params, batch
+
+
+@pytest.mark.parametrize("rate", [0.05, 3.0])
+def test_the_reduction_ratio_is_one_where_the_quadratic_model_is_exact(rate):
+    """rho = (L(theta + delta) - L(theta)) / (1/2 delta^T F delta + g^T delta) is 1 for a
+    quadratic loss whose GGN is its Hessian, whatever the step: a slip in M (the 1/2, the
+    sign, the gradient term, F) would move it off 1."""
+    from mcjax._train._kfac import reduction_ratio
+
+    params, batch = _least_squares_problem()
+    grads = jax.grad(_least_squares)(params, batch)
+    step = jax.tree.map(lambda g: -rate * g, grads)
+    rho = jax.jit(lambda p, b: reduction_ratio(_least_squares, p, b, grads, step))(params, batch)
+    np.testing.assert_allclose(float(rho), 1.0, rtol=tolerance(F64).rtol)
+
+
+def test_adaptive_damping_shrinks_lambda_where_the_model_is_exact_and_grows_it_where_not():
+    """One step each, adjusted after it (T1 = 1, omega = 0.5): the least-squares step does
+    what its model promised (rho = 1 -> lambda * omega); a cross-entropy step ten times too
+    long raises the loss (rho < 0 -> lambda / omega)."""
+    def one_step(loss, params, batch, rate):
+        opt = mcjax.kfac(rate, damping=1e-2, momentum=0.0, adaptive_damping=True,
+                         damping_adaptation_interval=1, damping_adaptation_decay=0.5)
+        grads = jax.grad(loss)(params, batch)
+        _, state = jax.jit(lambda s: opt.update(grads, s, params, loss=loss, batch=batch))(
+            opt.init(params))
+        return float(state.inner[0].damping), float(state.rho)
+
+    lam, rho = one_step(_least_squares, *_least_squares_problem(), 0.5)
+    np.testing.assert_allclose(rho, 1.0, rtol=tolerance(F64).rtol)
+    np.testing.assert_allclose(lam, 0.5e-2, rtol=tolerance(F64).rtol)
+
+    def loss(p, b):
+        return _loss(p, b, layout="x @ W")
+
+    lam, rho = one_step(loss, _params("x @ W", True), _batch(), 30.0)
+    assert rho < 0.25, rho
+    np.testing.assert_allclose(lam, 2e-2, rtol=tolerance(F64).rtol)
 
 
 def test_train_refuses_kfac_for_a_model_without_a_dense_layer():

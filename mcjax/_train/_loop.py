@@ -38,7 +38,7 @@ from mcjax._train._config import TrainConfig
 from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
 from mcjax._train._models import Model, check_model, objective, takes_key
-from mcjax._train._optim import update
+from mcjax._train._optim import reports, update
 from mcjax._train._programs import fingerprints, optimizer_reads_batch
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
@@ -244,8 +244,10 @@ def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n
     return run
 
 
-def _record(history: dict, losses, evaluate, params) -> None:
+def _record(history: dict, losses, evaluate, params, opt_state) -> None:
     history["loss"].append(float(np.mean(losses)))
+    for name, value in reports(opt_state).items():  # K-FAC's adapted damping, say
+        history.setdefault(name, []).append(value)
     metrics = evaluate(params) if evaluate is not None else {}
     if not isinstance(metrics, Mapping):
         raise TypeError(f"mcjax.train: evaluate returned {type(metrics).__name__}; expected a "
@@ -272,7 +274,8 @@ def run_epochs(run: Run, *, progress: bool | None = False,
                                    checkpointing=run.folder is not None)
                 if error is not None:
                     raise error
-                _record(run.history, metrics["loss"], run.evaluate, whole(run.params, run.static))
+                _record(run.history, metrics["loss"], run.evaluate, whole(run.params, run.static),
+                        run.opt_state)
                 bar.update(epoch + 1, run.history)
                 stopped, done = agreed(stop.received), epoch + 1
                 before = run.checkpoint
