@@ -463,15 +463,6 @@ def test_the_gauss_newton_quadratic_equals_an_independent_computation():
     assert M.shape == (2, 2)
 
 
-def test_data_parallel_training_refuses_kfac_in_one_sentence():
-    model = mcjax.mlp_model((4, 8, 3), dtype=F32)
-    X = jnp.ones((16, 4), F32)
-    with pytest.raises(ValueError, match=r"mcjax.train: the optimizer reads each step's batch "
-                                         r"\(as mcjax.kfac does.*expected devices=None"):
-        mcjax.train(model, (X, jnp.zeros(16, jnp.int32)), optimizer="kfac", epochs=1,
-                    batch_size=8, devices=1, progress=False)
-
-
 def test_check_hessian_takes_kfac_factors_and_names_a_slip_in_its_report(exact_factors):
     """``mcjax.check_hessian(loss, factors, params, batch, kind="kfac")``: the exact factors
     pass, a planted slip fails and the report's diagnosis names it and its layer."""

@@ -39,7 +39,7 @@ from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
 from mcjax._train._models import Model, check_model, objective, takes_key
 from mcjax._train._optim import reports, update
-from mcjax._train._programs import fingerprints, optimizer_reads_batch
+from mcjax._train._programs import fingerprints
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
@@ -175,12 +175,6 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     optimizer, loss = config.transformation(), objective(model, grad=config.grad)
     opt_shapes = _trace_one_step(model, loss, optimizer, shapes, data, config.batch_size,
                                  analytic=config.grad == "analytic")
-    if mesh is not None and optimizer_reads_batch(
-            loss, optimizer, shapes, *_step_inputs(data, config.batch_size), opt_shapes):
-        raise ValueError("mcjax.train: the optimizer reads each step's batch (as mcjax.kfac "
-                         "does, to estimate its factors example by example), which "
-                         f"data-parallel training does not support yet; expected devices=None "
-                         f"(one device), not devices={devices!r}")
     folder = None if config.checkpoint_dir is None else RunFolder(
         config.checkpoint_dir, resume=config.resume, overwrite=config.overwrite,
         keep=config.keep_checkpoints, checkpoint_every=config.checkpoint_every, identity={
