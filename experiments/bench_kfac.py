@@ -56,6 +56,9 @@ GRIDS = {
     "kfac, adaptive step": ("kfac", [(f"adaptive, damping {d:g}",
                                       {"learning_rate": 1.0, "adaptive": True, "damping": d})
                                      for d in (1e-3, 3e-3, 1e-2)]),
+    "kfac, adaptive step, LM damping": ("kfac", [
+        (f"adaptive, LM damping from {d:g}",
+         {"learning_rate": 1.0, "adaptive": True, "damping": d, **LM}) for d in (1e-2, 1e-1)]),
 }
 BATCH = 128
 
@@ -178,7 +181,7 @@ def _plot(training: dict, out: Path) -> None:
     """Test accuracy against steps: each optimizer's best setting, every minibatch order."""
     plt = _common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    colors = ("tab:blue", "tab:red", "tab:green", "tab:purple")
+    colors = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")
     for (name, r), color in zip(training.items(), colors):
         for k, curve in enumerate(r["curves"]):
             ax.plot(np.arange(1, len(curve) + 1), 100 * np.asarray(curve), color=color,

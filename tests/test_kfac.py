@@ -292,7 +292,9 @@ BAD_KFAC = [
     (dict(refresh_every=0), "refresh_every=0; expected an integer >= 1"),
     (dict(refresh_every=2.5), "refresh_every=2.5; expected an integer >= 1"),
     (dict(inverse="qr"), "inverse='qr'; expected one of 'eigh', 'cholesky'"),
-    (dict(estimator="fisher"), "estimator='fisher'; expected one of 'ggn', 'empirical'"),
+    (dict(estimator="natural"),
+     "estimator='natural'; expected one of 'ggn', 'empirical', 'fisher'"),
+    (dict(seed=-1), "seed=-1; expected an integer >= 0"),
     (dict(factor_decay=1.0), "factor_decay=1.0; expected a number in [0, 1)"),
     (dict(momentum=-0.1), "momentum=-0.1; expected a number in [0, 1)"),
     (dict(learning_rate=0.0), "learning_rate=0.0; expected a finite number > 0"),
@@ -317,8 +319,9 @@ def test_kfac_refuses_a_value_out_of_range_by_name_and_directly(kwargs, words):
 
 
 @pytest.mark.parametrize("options", [{}, {"adaptive_damping": True,
-                                          "damping_adaptation_interval": 2}],
-                         ids=["fixed damping", "adaptive damping"])
+                                          "damping_adaptation_interval": 2},
+                                     {"estimator": "fisher", "refresh_every": 3}],
+                         ids=["fixed damping", "adaptive damping", "sampled fisher"])
 def test_train_by_name_with_kfac_checkpoints_and_resumes(tmp_path, options):
     model = mcjax.mlp_model((4, 8, 3), dtype=F32)
     X = jax.random.normal(jax.random.key(0), (64, 4), F32)
@@ -333,7 +336,10 @@ def test_train_by_name_with_kfac_checkpoints_and_resumes(tmp_path, options):
     chex.assert_trees_all_equal(resumed.params, straight.params)
     chex.assert_trees_all_equal(resumed.opt_state, straight.opt_state)  # lambda included
     assert straight.history["loss"][-1] < straight.history["loss"][0]
-    if options:  # lambda moved (4 steps an epoch, adjusted every 2nd) and is reported
+    if "estimator" in options:  # the labels' key moved at each refresh (steps 1, 4, 7)
+        assert not np.array_equal(straight.opt_state[0].key, mcjax.kfac().init(
+            first.params)[0].key)
+    elif options:  # lambda moved (4 steps an epoch, adjusted every 2nd) and is reported
         assert resumed.history == straight.history and len(straight.history["damping"]) == 2
         assert straight.history["damping"][-1] != 1e-2
         assert float(straight.opt_state.inner[0].damping) == straight.history["damping"][-1]
@@ -475,3 +481,49 @@ def test_check_hessian_takes_kfac_factors_and_names_a_slip_in_its_report(exact_f
     assert "FAIL" in str(wrong) and "diagnosis: layer [0]['W']: G is" in str(wrong)
     with pytest.raises(ValueError, match="kind='kfac' takes the point as \\(params, batch\\)"):
         mcjax.check_hessian(_slip_loss, found, params, kind="kfac")
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
+def test_the_sampled_fisher_averages_to_the_ggn_factors_like_one_over_root_draws(loss):
+    """kfac-jax's fisher_gradients: labels drawn from the model (Categorical(softmax z); z + eps
+    with eps ~ N(0, I/h) for mse's h I), so the mean of G over D draws tends to the exact GGN's
+    G with an error ~ 1/sqrt(D), A untouched.  Labels from the data (the empirical Fisher,
+    46 % and 210 % off here) or a wrong variance would not shrink."""
+    X = jax.random.normal(jax.random.key(1), (B, 5), F64)
+    Y = jnp.arange(B, dtype=jnp.int32) % 3 if loss == "softmax_cross_entropy" \
+        else jax.random.normal(jax.random.key(2), (B, 3), F64)
+    model = mcjax.mlp_model((5, 4, 3), loss=loss, activation="tanh", dtype=F64)
+    params = model.init(jax.random.key(0))
+    exact = mcjax.kfac_factors(model.loss, params, (X, Y))
+    draws = jax.jit(jax.vmap(lambda k: mcjax.kfac_factors(
+        model.loss, params, (X, Y), estimator="fisher", key=k)))(
+        jax.random.split(jax.random.key(0), 4096))
+
+    def error(n):  # relative Frobenius error of the mean of the first n draws, worst layer
+        return max(float(np.linalg.norm(np.mean(draws[p].G[:n], 0) - f.G)
+                         / np.linalg.norm(f.G)) for p, f in exact.items())
+
+    few, many = error(64), error(4096)
+    assert few / many > 3 and many * np.sqrt(4096) < 1.5, (few, many)  # 1/sqrt(D): 8, ~0.5
+    for path, f in exact.items():
+        np.testing.assert_allclose(draws[path].A[0], f.A, rtol=tolerance(F64).rtol)
+
+
+def test_the_sampled_fisher_refuses_a_loss_it_cannot_sample_and_a_missing_key():
+    params, batch = _least_squares_problem()
+
+    def squashed(p, b):  # squared error after a tanh: the Hessian in z is no multiple of I
+        x, t = b
+        return jnp.mean(jnp.sum((jnp.tanh(x @ p["W"] + p["b"][None, :]) - t) ** 2, axis=1))
+
+    with pytest.raises(ValueError, match=r"^mcjax.kfac_factors: estimator='fisher' draws labels "
+                                         r"from the model for softmax cross-entropy or squared "
+                                         r"error .* expected estimator='ggn' or 'empirical', "
+                                         r"which take any loss$"):
+        mcjax.kfac_factors(squashed, params, batch, estimator="fisher", key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"estimator='fisher' draws labels from the model and "
+                                         r"needs a key; expected key=jax.random.key\(seed\)"):
+        mcjax.kfac_factors(_least_squares, params, batch, estimator="fisher")
+    found = mcjax.kfac_factors(_least_squares, params, batch, estimator="fisher",
+                               key=jax.random.key(0))  # squared error, h = 2: sampled
+    assert found["['W']"].G.shape == (3, 3)

@@ -73,6 +73,10 @@ def kfac_factor_problems(loss: Callable, params, batch, factors, *,
 def exact_and_problems(loss: Callable, params, batch, factors, estimator: str = "ggn"
                        ) -> tuple[dict, list[str]]:
     """``mcjax.kfac_factors`` and ``kfac_factor_problems`` from one trace of the loss."""
+    if estimator == "fisher":
+        raise ValueError("mcjax.kfac_factor_problems: estimator='fisher' draws random labels, "
+                         "so its factors have no exact value to compare with; expected 'ggn' "
+                         "(the fisher estimator's expectation) or 'empirical'")
     found, exact = layers_and_factors(loss, params, batch, estimator)
     layers = {layer.path: layer for layer in found}
     n = jax.tree.leaves(batch)[0].shape[0]

@@ -45,14 +45,16 @@ MIN_DAMPING = 1e-8
 class KFACState(NamedTuple):
     r"""K-FAC's state: the step count, per 2-D leaf (in ``params``' leaf order) the factors of
     its rows and columns ((r+1, r+1), (c+1, c+1)) and their damped inverses, the last update,
-    and the damping $\lambda$ (a scalar of the parameters' dtype: the given one, or where
-    ``mcjax.kfac(adaptive_damping=True)`` has moved it)."""
+    the damping $\lambda$ (a scalar of the parameters' dtype: the given one, or where
+    ``mcjax.kfac(adaptive_damping=True)`` has moved it) and the key the ``"fisher"``
+    estimator's labels are drawn with (split at each refresh)."""
 
     count: jax.Array
     factors: tuple
     inverses: tuple
     previous: Any  # the last update (params' structure), for the adaptive step's momentum
     damping: jax.Array
+    key: jax.Array  # raw uint32 PRNG key (checkpointed as any array): the "fisher" labels
 
 
 class AdaptiveDampingState(NamedTuple):
@@ -121,7 +123,7 @@ def _model_step(direction, grads, previous, layers, program, params, batch, damp
 def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str = "cholesky",
                   estimator: str = "ggn", factor_decay: float = 0.5,
                   kl_clip: float | None = None, learning_rate: Any = None,
-                  adaptive: bool = False) -> optax.GradientTransformationExtraArgs:
+                  adaptive: bool = False, seed: int = 0) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC's preconditioner alone: the gradient of each dense layer's $[W\;\mathbf{b}]$
     becomes $(G + \pi^{-1}\sqrt\lambda I)^{-1}\nabla(A + \pi\sqrt\lambda I)^{-1}$ (see
     ``mcjax.kfac`` for the arguments); chain it with a step rule of your own.  With
@@ -142,7 +144,8 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
                          for i in _matrix_leaves(params))
 
         return KFACState(jnp.zeros((), jnp.int32), eyes(), eyes(),
-                         jax.tree.map(jnp.zeros_like, params), jnp.asarray(damping, dtype))
+                         jax.tree.map(jnp.zeros_like, params), jnp.asarray(damping, dtype),
+                         jax.random.key_data(jax.random.key(seed)))
 
     def update(updates, state, params=None, *, loss: Callable | None = None,
                batch: Any = None, **extra):
@@ -161,7 +164,8 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
         leaves = jax.tree.leaves(params)
 
         def refresh(state: KFACState):
-            fresh = _factors(layers, program, params, batch, estimator)
+            key, draw = jax.random.split(state.key)
+            fresh = _factors(layers, program, params, batch, estimator, draw)
             factors, inverses = list(state.factors), list(state.inverses)
             first = state.count == 0
             sqrt_damping = jnp.sqrt(state.damping)
@@ -186,7 +190,7 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
                 A_inv, G_inv = _pad(A_inv, size_a), _pad(G_inv, size_g)
                 factors[k] = (A, G) if inputs_on_rows else (G, A)
                 inverses[k] = (A_inv, G_inv) if inputs_on_rows else (G_inv, A_inv)
-            return state._replace(factors=tuple(factors), inverses=tuple(inverses))
+            return state._replace(factors=tuple(factors), inverses=tuple(inverses), key=key)
 
         state = jax.lax.cond(state.count % refresh_every == 0, refresh, lambda s: s, state)
         flat, treedef = jax.tree.flatten(grads)
@@ -304,7 +308,8 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
          inverse: str = "cholesky", estimator: str = "ggn", factor_decay: float = 0.5,
          momentum: float = 0.5, kl_clip: float | None = None, adaptive: bool = False,
          adaptive_damping: bool = False, damping_adaptation_interval: int = 5,
-         damping_adaptation_decay: float = 0.9) -> optax.GradientTransformationExtraArgs:
+         damping_adaptation_decay: float = 0.9, seed: int = 0
+         ) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC (Martens & Grosse 2015) as an optax transformation, its factors found from the loss.
 
     Each dense layer's gradient of $[W\;\mathbf{b}]$ (W of shape (n_out, n_in); transposed
@@ -323,7 +328,11 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
       inverse: ``"eigh"`` (eigendecomposition; negative eigenvalues from round-off clipped to
         0) or ``"cholesky"``.
       estimator: ``"ggn"`` (the exact generalised Gauss-Newton; the exact Fisher for softmax
-        cross-entropy) or ``"empirical"`` (the empirical Fisher).
+        cross-entropy), ``"empirical"`` (the empirical Fisher) or ``"fisher"`` (the Fisher
+        from one label per example drawn from the model: $y \sim$ Categorical(softmax
+        $\mathbf{z}$) for softmax cross-entropy, $y = \mathbf{z} + \epsilon$,
+        $\epsilon \sim N(0, I/h)$ for squared error $\frac h2\|\mathbf{z}-y\|^2$; other
+        losses are refused; see ``mcjax.kfac_factors``).
       factor_decay: $\beta \in [0, 1)$ of the factors' moving average.
       momentum: $\mu \in [0, 1)$.
       kl_clip: None, or $\kappa > 0$: scale the preconditioned gradients $\Delta$ of the
@@ -348,6 +357,8 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
       damping_adaptation_decay: $\omega^{1/T_1} \in (0, 1)$: $\omega$ =
         ``damping_adaptation_decay ** damping_adaptation_interval`` (kfac-jax's name and
         default 0.9: $\omega \approx 0.59$; Martens & Grosse's 19/20 gives 0.77).
+      seed: the first key of the ``"fisher"`` estimator's labels (``jax.random.key(seed)``;
+        the state's key is split at each refresh and checkpointed with it).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params,
@@ -374,7 +385,7 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
                  estimator=estimator, factor_decay=factor_decay, momentum=momentum,
                  kl_clip=kl_clip, adaptive=adaptive, adaptive_damping=adaptive_damping,
                  damping_adaptation_interval=damping_adaptation_interval,
-                 damping_adaptation_decay=damping_adaptation_decay)
+                 damping_adaptation_decay=damping_adaptation_decay, seed=seed)
     rate = learning_rate_problem(learning_rate)
     problems = ([rate] if rate else []) + hyper_parameter_problems("kfac", given)
     if problems:
@@ -382,7 +393,7 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
     precondition = scale_by_kfac(damping=damping, refresh_every=refresh_every,
                                  inverse=inverse, estimator=estimator,
                                  factor_decay=factor_decay, kl_clip=kl_clip,
-                                 learning_rate=learning_rate, adaptive=adaptive)
+                                 learning_rate=learning_rate, adaptive=adaptive, seed=seed)
     if adaptive:  # the step is the model's; the learning rate scales it
         chain = optax.chain(precondition,
                             optax.scale_by_learning_rate(learning_rate, flip_sign=False))
