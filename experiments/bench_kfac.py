@@ -185,7 +185,7 @@ def _plot(training: dict, out: Path) -> None:
     for (name, r), color in zip(training.items(), colors):
         for k, curve in enumerate(r["curves"]):
             ax.plot(np.arange(1, len(curve) + 1), 100 * np.asarray(curve), color=color,
-                    alpha=0.8, label=f"{name} ({r['best']})" if k == 0 else None)
+                    alpha=0.8, label=f"{name.split(',')[0]}, {r['best']}" if k == 0 else None)
     ax.axhline(100 * TARGET_ACCURACY, color="gray", linestyle=":", label="97 %")
     ax.set(xlabel="step", ylabel="test accuracy (%)", ylim=(50, 100),
            title="digits MLP 64-256-256-10, batch 128")

@@ -21,7 +21,9 @@ batch=batch)`` (optax's extra arguments; ``mcjax.train`` passes them).  The stat
 for each 2-D parameter leaf of shape (r, c), one factor of size r + 1 for its rows and one of
 size c + 1 for its columns, and their inverses: fixed shapes known from the parameters alone
 (``init`` needs no batch), whichever side turns out to be the inputs; the extra row and
-column hold the bias's 1, or a 1 on the diagonal where there is no bias.
+column hold the bias's 1, or a 1 on the diagonal where there is no bias.  It also holds the
+damping $\lambda$, which ``mcjax.kfac(adaptive_damping=True)`` moves by Martens & Grosse's
+Levenberg-Marquardt rule (§6.5), and the key of the ``"fisher"`` estimator's labels.
 """
 
 from __future__ import annotations
