@@ -527,3 +527,12 @@ def test_the_sampled_fisher_refuses_a_loss_it_cannot_sample_and_a_missing_key():
     found = mcjax.kfac_factors(_least_squares, params, batch, estimator="fisher",
                                key=jax.random.key(0))  # squared error, h = 2: sampled
     assert found["['W']"].G.shape == (3, 3)
+
+    def soft_labels(p, b):  # cross-entropy with one-hot float labels: recognised too
+        x, q = b
+        return -jnp.mean(jnp.sum(q * jax.nn.log_softmax(x @ p["W"] + p["b"][None, :]), axis=1))
+
+    one_hot = (batch[0], jax.nn.one_hot(jnp.arange(8) % 3, 3, dtype=F64))
+    found = mcjax.kfac_factors(soft_labels, params, one_hot, estimator="fisher",
+                               key=jax.random.key(0))
+    assert found["['W']"].G.shape == (3, 3)

@@ -321,9 +321,10 @@ def output_loss(layers: list[DenseLayer], program, params, batch) -> tuple[str, 
     ``("softmax_cross_entropy", 1.0)`` where the Hessian of one example's loss in
     $\mathbf{z}$ is $\operatorname{diag}(\mathbf{p}) - \mathbf{p}\mathbf{p}^\top$,
     $\mathbf{p} = \operatorname{softmax}\mathbf{z}$, or ``("squared_error", h)`` where it
-    is $hI$, $h > 0$, the same at both of two random points (parameters and example drawn
-    from a normal, integer labels 0), evaluated when the loss is traced (shapes are all it
-    reads of ``params`` and ``batch``).
+    is $hI$, $h > 0$, the same at both of two random points (parameters drawn from a normal,
+    real entries of the example from a uniform and normalised to sum to 1 along their last
+    axis, as soft labels do; integer labels 0), evaluated when the loss is traced (shapes are
+    all it reads of ``params`` and ``batch``).
 
     Raises:
       ValueError: the loss is neither (one sentence naming the estimators that take it).
@@ -350,16 +351,26 @@ def output_loss(layers: list[DenseLayer], program, params, batch) -> tuple[str, 
         for seed, scale in ((0, 1.0), (1, 3.0)):
             rng = np.random.default_rng(seed)
 
-            def draw(x, scale=scale, rng=rng):
+            def parameter(x, scale=scale, rng=rng):
                 shape, kind = jnp.shape(x), np.dtype(jnp.result_type(x))
                 if not jnp.issubdtype(kind, jnp.inexact):
                     return np.zeros(shape, kind)
-                return (scale * rng.standard_normal(shape) / np.sqrt(max(shape[-1:] or (1,))
-                                                                      )).astype(kind)
+                fan_in = max(shape[-1:] or (1,))
+                return (scale * rng.standard_normal(shape) / np.sqrt(fan_in)).astype(kind)
 
-            point = [draw(x) for x in leaves]
-            example = [draw(jnp.zeros((1, *jnp.shape(x)[1:]), jnp.result_type(x)))
-                       for x in jax.tree.leaves(batch)]
+            def datum(x, rng=rng):
+                # integer labels 0; real entries > 0 summing to 1 along the last axis: a
+                # probability vector where they are soft labels (a cross-entropy's Hessian
+                # is diag(p) - p p^T only when its labels sum to 1), a point as good as any
+                # where they are features or regression targets
+                shape, kind = (1, *jnp.shape(x)[1:]), np.dtype(jnp.result_type(x))
+                if not jnp.issubdtype(kind, jnp.inexact):
+                    return np.zeros(shape, kind)
+                u = rng.random(shape) + 0.1
+                return (u / np.sum(u, axis=-1, keepdims=True)).astype(kind)
+
+            point = [parameter(x) for x in leaves]
+            example = [datum(x) for x in jax.tree.leaves(batch)]
             H, z = jax.jit(hessian_and_output)(point, example)
             found.append((np.asarray(H, np.float64), np.asarray(z, np.float64)))
     scale = max(np.max(np.abs(H)) for H, _ in found)
