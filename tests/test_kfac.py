@@ -524,6 +524,9 @@ def test_the_sampled_fisher_refuses_a_loss_it_cannot_sample_and_a_missing_key():
     with pytest.raises(ValueError, match=r"estimator='fisher' draws labels from the model and "
                                          r"needs a key; expected key=jax.random.key\(seed\)"):
         mcjax.kfac_factors(_least_squares, params, batch, estimator="fisher")
+    with pytest.raises(ValueError, match=r"^mcjax.kfac_factor_problems: estimator='fisher' draws "
+                                         r"random labels, so its factors have no exact value"):
+        mcjax.kfac_factor_problems(_least_squares, params, batch, {}, estimator="fisher")
     found = mcjax.kfac_factors(_least_squares, params, batch, estimator="fisher",
                                key=jax.random.key(0))  # squared error, h = 2: sampled
     assert found["['W']"].G.shape == (3, 3)

@@ -62,10 +62,14 @@ def kfac_factor_problems(loss: Callable, params, batch, factors, *,
       params: the parameters (a pytree).
       batch: a pytree of arrays with a leading axis of B examples.
       factors: ``{path: (A, G)}`` keyed as ``mcjax.kfac_factors`` keys them.
-      estimator: ``"ggn"`` or ``"empirical"``, the definition ``factors`` follow.
+      estimator: ``"ggn"`` or ``"empirical"``, the definition ``factors`` follow
+        (``"fisher"``'s draws have no exact value: compare their mean with ``"ggn"``).
 
     Returns:
       One sentence per problem, each naming the layer's weight leaf.
+
+    Raises:
+      ValueError: ``estimator="fisher"``.
     """
     return exact_and_problems(loss, params, batch, factors, estimator)[1]
 
