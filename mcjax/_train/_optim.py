@@ -27,6 +27,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
+import jax
 import optax
 
 _PAPER = ("sgd", "momentum", "adam")
@@ -54,6 +55,9 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "kl_clip": _POSITIVE,
     "factor_decay": _UNIT,
     "refresh_every": ("a number >= 1", lambda v: v >= 1),
+    "damping_adaptation_interval": ("a number >= 1", lambda v: v >= 1),
+    "seed": _NON_NEGATIVE,
+    "damping_adaptation_decay": ("a number in (0, 1)", lambda v: 0 < v < 1),
 }
 
 
@@ -130,6 +134,18 @@ def update(optimizer: Transformation, grads, state, params, *, loss: Callable | 
     if loss is not None and isinstance(optimizer, optax.GradientTransformationExtraArgs):
         return optimizer.update(grads, state, params, loss=loss, batch=batch)
     return optimizer.update(grads, state, params)
+
+
+def reports(state) -> dict[str, float]:
+    """What an optimizer's state reports for the history (``{name: number}``): the union of
+    ``reports()`` of every node of ``state`` that has one (``mcjax.kfac(adaptive_damping=True)``
+    reports its damping and reduction ratio); empty for optax's own."""
+    found: dict[str, float] = {}
+    has = lambda x: callable(getattr(x, "reports", None))  # noqa: E731
+    for node in jax.tree.leaves(state, is_leaf=has):
+        if has(node):
+            found.update({k: float(v) for k, v in node.reports().items()})
+    return found
 
 
 def _signature(name: str) -> dict[str, inspect.Parameter]:
