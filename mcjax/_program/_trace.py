@@ -40,6 +40,8 @@ def digest(array) -> str:
 
 
 def _digest(value) -> tuple:
+    if jnp.issubdtype(getattr(value, "dtype", np.float32), jax.dtypes.prng_key):
+        value = jax.random.key_data(value)  # a closed-over key (nnx's Rngs): its bits
     array = np.asarray(value)
     return (array.shape, array.dtype.name, digest(array))
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import CheckpointError, Problems, ShapeError, shape_str
-from mcjax._core._pytrees import floats_as_arrays, partition
 from mcjax._program._compile import compile_keyed
 from mcjax._train import _history, _sharding
 from mcjax._train._backprop_check import check_backprop
@@ -37,13 +36,16 @@ from mcjax._train._compiled import compiled_epoch
 from mcjax._train._config import TrainConfig
 from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
-from mcjax._train._models import Model, check_model, objective, takes_key
+from mcjax._train._models import (Model, WithState, check_model, objective, takes_key,
+                                  trained_part)
 from mcjax._train._optim import reports, update
 from mcjax._train._programs import fingerprints
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
-from mcjax._train._static import split_model, static_part, whole
+from mcjax._train._static import (carried, check_state, split_model, state_sources,
+                                  static_part, whole)
+from mcjax._train._step import loss_and_grad, value_only
 from mcjax._train._stops import StopSignals, agreed, non_finite
 
 
@@ -124,20 +126,30 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
     """Trace (compute nothing) one step on one batch: every trace-time check of the model's
     loss, its hand gradient and the optimizer fires here, before anything is compiled."""
     batch, key = _step_inputs(data, batch_size)
-    value = jax.eval_shape(loss, params, batch, key)
+    wants_key = takes_key(loss)
+
+    def keyed(fn):  # the key as an argument: eval_shape traces it
+        return lambda p, b, k: fn(p, b, **({"key": k} if wants_key else {}))
+
+    value = jax.eval_shape(keyed(loss), params, batch, key)
+    if isinstance(params, WithState):
+        value = value[0]  # (loss, new_state)
     if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(f"mcjax.train: the loss of model {model.name!r} returns {value.dtype}"
                         f"{shape_str(value.shape)}; expected a floating scalar (e.g. the mean "
                         "over the batch)")
     if analytic:
         _check_backprop(model, params, batch, key)
-    grads = jax.eval_shape(jax.grad(loss), params, batch, key)
+    grads = jax.eval_shape(keyed(lambda p, b, **k: loss_and_grad(loss, p, b, **k)[1]),
+                           params, batch, key)
+    read = value_only(loss, params)
+    params = trained_part(params)
     opt_state = jax.eval_shape(optimizer.init, params)
     try:
         with standard_promotion():  # optax is written for JAX's standard promotion
             jax.eval_shape(lambda g, s, p, b, k: update(
-                optimizer, g, s, p, loss=functools.partial(loss, key=k) if takes_key(loss)
-                else loss, batch=b), grads, opt_state, params, batch, key)
+                optimizer, g, s, p, loss=functools.partial(read, key=k) if takes_key(loss)
+                else read, batch=b), grads, opt_state, params, batch, key)
     except Exception as error:  # noqa: BLE001 - a user's optimizer may raise anything
         raise ValueError(f"mcjax.train: the optimizer cannot update this model's parameters "
                          f"({type(error).__name__}: {error})") from error
@@ -156,8 +168,15 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     check_model("train", model, config.grad)
     given = model  # an Equinox module's functions, say, are carried along, not trained
     static = static_part(model.init, config.seed, params)
+    sources = state_sources(params if params is not None else
+                            jax.eval_shape(model.init, jax.eval_shape(lambda: jax.random.key(0))))
+    check_state(model, sources)
+    if sources and config.grad == "analytic":
+        raise ValueError(f"mcjax.train: model {model.name!r} holds state ({', '.join(sources)}) "
+                         "and grad='analytic' cannot carry it (a backprop returns no new "
+                         "state); expected grad='autodiff'")
     model = split_model(model, static)
-    params = None if params is None else partition(floats_as_arrays(params))[0]
+    params = None if params is None else carried(params)
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"mcjax.train: evaluate={evaluate!r:.60}; expected a function "
                         "params -> {name: number} or None")
@@ -214,7 +233,7 @@ def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n
         # copied, because the epoch updates the buffers it gets in place
         params = compile_keyed(model.init, init_key)(init_key) if params is None \
             else jax.tree.map(jnp.copy, params)
-        opt_state = optimizer.init(params)
+        opt_state = optimizer.init(trained_part(params))
         # placed as a restored state is, so that both compile to (and reuse) one program
         params, opt_state = (jax.device_put((params, opt_state), place) if mesh is None
                              else _sharding.replicate((params, opt_state), mesh))

@@ -67,6 +67,12 @@ class Model(NamedTuple):
         resumed run refuses another model (default: the names and closed-over settings of
         ``init`` and ``loss``); the traced loss is compared as well, whatever ``config`` says.
       name: a short name for messages, e.g. ``"neuron"`` or ``"mlp"``.
+      returns_state: the loss returns ``(loss, new_state)``: the new values of the model's
+        state, the part of ``init``'s output that is carried from step to step and not
+        trained (an ``eqx.nn.State``; linen's collections besides ``"params"``, e.g.
+        ``batch_stats``, as ``apply(..., mutable=[...])`` returns them).  An nnx Module
+        needs no declaration: its ``nnx.BatchStat`` and RNG counts are read back from the
+        module after the loss has run, as ``nnx.jit`` does.
 
     Example:
 
@@ -89,6 +95,22 @@ class Model(NamedTuple):
     check: Callable[..., None] | None = None
     config: Mapping[str, Any] | None = None
     name: str = "model"
+    returns_state: bool = False
+
+
+class WithState(NamedTuple):
+    """What training carries for a model with state: the trained ``params`` (differentiated,
+    updated by the optimizer) and the model's ``state`` (running statistics, RNG counts:
+    replaced at each step by the values the loss leaves).  Both keep the model's own
+    containers, with ``None`` where a leaf belongs to the other part."""
+
+    params: Params
+    state: Any
+
+
+def trained_part(params):
+    """The part of what training carries that the optimizer updates."""
+    return params.params if isinstance(params, WithState) else params
 
 
 def takes_key(fn: Callable) -> bool:
