@@ -43,8 +43,8 @@ from mcjax._train._programs import fingerprints
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
-from mcjax._train._static import (carried, check_state, split_model, state_sources,
-                                  static_part, whole)
+from mcjax._train._static import (carried, check_state, split_model, static_part,
+                                  whole)
 from mcjax._train._step import loss_and_grad, value_only
 from mcjax._train._stops import StopSignals, agreed, non_finite
 
@@ -167,9 +167,7 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     compile the epoch; nothing has been trained when it returns."""
     check_model("train", model, config.grad)
     given = model  # an Equinox module's functions, say, are carried along, not trained
-    static = static_part(model.init, config.seed, params)
-    sources = state_sources(params if params is not None else
-                            jax.eval_shape(model.init, jax.eval_shape(lambda: jax.random.key(0))))
+    static, sources = static_part(model.init, config.seed, params)
     check_state(model, sources)
     if sources and config.grad == "analytic":
         raise ValueError(f"mcjax.train: model {model.name!r} holds state ({', '.join(sources)}) "

@@ -103,20 +103,19 @@ def carried(tree):
     return WithState(trained, state) if jax.tree.leaves(state) else trained
 
 
-def state_sources(tree) -> list[str]:
-    """The kinds of state ``tree`` holds, in words, each once (empty: none)."""
-    return sorted({source for role, source in leaf_roles(floats_as_arrays(tree))
-                   if role == STATE and source is not None})
+def _sources(roles) -> list[str]:
+    return sorted({source for role, source in roles if role == STATE and source is not None})
 
 
-def static_part(init, seed: int, params=None):
+def static_part(init, seed: int, params=None) -> tuple[Any, list[str]]:
     """The static part of ``params`` (given) or of ``init``'s output (traced; integer and key
     arrays in it, if any, computed from the run's init key), or None when every leaf is
-    trained."""
+    trained; and the kinds of state the model holds, in words, each once (empty: none)."""
     if params is not None:
         params = floats_as_arrays(params)
         roles = leaf_roles(params)
-        return None if all(role == TRAINED for role, _ in roles) else split(params)[2]
+        return (None if all(role == TRAINED for role, _ in roles) else split(params)[2],
+                _sources(roles))
     found = []
 
     def trained(k):
@@ -127,7 +126,7 @@ def static_part(init, seed: int, params=None):
     jax.eval_shape(trained, jax.eval_shape(lambda: jax.random.key(0)))
     static, roles = found[-1]
     if all(role == TRAINED for role, _ in roles):
-        return None
+        return None, []
     if any(isinstance(a, jax.Array) for a in jax.tree.leaves(static)):
         # integer or key arrays made by init: computed (tracing gave only their shapes), from
         # the key _loop._start initialises with
@@ -136,7 +135,7 @@ def static_part(init, seed: int, params=None):
             lambda a: a if isinstance(a, jax.Array) else None,
             split(floats_as_arrays(init(k)))[2]))(key)
         static = combine(arrays, static)
-    return static
+    return static, _sources(roles)
 
 
 def _leaves_in_words(tree) -> str:
