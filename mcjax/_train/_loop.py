@@ -36,15 +36,13 @@ from mcjax._train._compiled import compiled_epoch
 from mcjax._train._config import TrainConfig
 from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
-from mcjax._train._models import (Model, WithState, check_model, objective, takes_key,
-                                  trained_part)
+from mcjax._train._models import Model, WithState, check_model, objective, takes_key, trained_part
 from mcjax._train._optim import reports, update
 from mcjax._train._programs import fingerprints
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
-from mcjax._train._static import (carried, check_state, split_model, static_part,
-                                  whole)
+from mcjax._train._static import carried, check_state, split_model, static_part, whole
 from mcjax._train._step import loss_and_grad, value_only
 from mcjax._train._stops import StopSignals, agreed, non_finite
 

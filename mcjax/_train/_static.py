@@ -203,10 +203,11 @@ def split_model(model: Model, static) -> Model:
         if not model.returns_state:  # an nnx Module: its state was updated in place
             return out, fit_state(split(held)[1], params.state, model.name)
         if not (isinstance(out, tuple) and len(out) == 2):
+            what = (f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list))
+                    else _leaves_in_words(out))
             raise TypeError(
-                f"mcjax.train: the loss of model {model.name!r} returns a "
-                f"{type(out).__name__}; expected (loss, new_state), as it declares "
-                "returns_state=True")
+                f"mcjax.train: the loss of model {model.name!r} returns {what}; expected "
+                "(loss, new_state), as it declares returns_state=True")
         return out[0], fit_state(out[1], params.state, model.name)
 
     @functools.wraps(model.init)
