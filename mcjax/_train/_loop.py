@@ -140,14 +140,16 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
         _check_backprop(model, params, batch, key)
     grads = jax.eval_shape(keyed(lambda p, b, **k: loss_and_grad(loss, p, b, **k)[1]),
                            params, batch, key)
-    read = value_only(loss, params)
-    params = trained_part(params)
-    opt_state = jax.eval_shape(optimizer.init, params)
+    opt_state = jax.eval_shape(optimizer.init, trained_part(params))
+
+    def step_update(g, s, p, b, k):  # p: what the step carries (the loss reads its state)
+        read = value_only(loss, p)
+        return update(optimizer, g, s, trained_part(p), batch=b,
+                      loss=functools.partial(read, key=k) if wants_key else read)
+
     try:
         with standard_promotion():  # optax is written for JAX's standard promotion
-            jax.eval_shape(lambda g, s, p, b, k: update(
-                optimizer, g, s, p, loss=functools.partial(read, key=k) if takes_key(loss)
-                else read, batch=b), grads, opt_state, params, batch, key)
+            jax.eval_shape(step_update, grads, opt_state, params, batch, key)
     except Exception as error:  # noqa: BLE001 - a user's optimizer may raise anything
         raise ValueError(f"mcjax.train: the optimizer cannot update this model's parameters "
                          f"({type(error).__name__}: {error})") from error

@@ -46,13 +46,14 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
     (``jax.ShapeDtypeStruct``s): nothing is computed."""
 
     wants_key = takes_key(loss)
-    # the optimizer's programs see the trained parameters; a model's state (WithState) is the
-    # loss's: it goes into the loss's program with the parameters
-    stateful, read = isinstance(params, WithState), value_only(loss, params)
-    trained = trained_part(params)
+    # the optimizer's programs see the trained parameters; a model's state (WithState) is an
+    # input of the loss an optimizer may read (value_only), so it is an argument of the trace
+    stateful, trained = isinstance(params, WithState), trained_part(params)
 
     def step_update(grads, state, params, batch, key):
+        read = value_only(loss, params)
         bound = functools.partial(read, key=key) if wants_key else read
+        params = trained_part(params)
         with standard_promotion():  # as the step runs it (optax is written for it)
             return optimizer.init(params), update(optimizer, grads, state, params, loss=bound,
                                                   batch=batch)
@@ -63,9 +64,10 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
 
     # the optimizer's program takes the batch and key only where its update reads them
     # (mcjax.kfac): optax's own trace as they always did, and their runs resume
-    optimizer_key = function_key(step_update, trained, opt_state, trained, batch, key,
+    optimizer_key = function_key(step_update, trained, opt_state, params, batch, key,
                                  differentiated=False)
-    if not reads_batch(optimizer_key, trained, opt_state):
+    if not _reads_inputs(optimizer_key.closed.jaxpr,
+                         len(jax.tree.leaves((trained, opt_state, params)))):
         optimizer_key = function_key(plain_update, trained, opt_state, trained,
                                      differentiated=False)
     value_and_grad = jax.value_and_grad(loss) if not stateful else (
@@ -73,11 +75,6 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
     return {"loss": Fingerprint.of(function_key(value_and_grad, params, batch, key,
                                                 differentiated=False)),
             "optimizer": Fingerprint.of(optimizer_key)}
-
-
-def reads_batch(traced, params, opt_state) -> bool:
-    """Whether a traced ``(grads, state, params, batch, key)`` program reads its batch or key."""
-    return _reads_inputs(traced.closed.jaxpr, len(jax.tree.leaves((params, opt_state, params))))
 
 
 def _reads_inputs(jaxpr, after: int) -> bool:
