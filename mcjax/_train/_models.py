@@ -50,8 +50,11 @@ class Model(NamedTuple):
     Attributes:
       init: ``init(key) -> params``, a pytree of floating arrays, or a model as research
         code holds it (an Equinox module with its activation function, an nnx Module, linen
-        variables): its inexact array leaves are trained, the rest is carried along
-        untouched (Equinox's ``eqx.filter(model, eqx.is_inexact_array)``), and
+        variables): its parameters are trained (the inexact array leaves, as Equinox's
+        ``eqx.filter(model, eqx.is_inexact_array)``; an nnx Module's ``nnx.Param``; linen's
+        ``"params"``), its state (``nnx.BatchStat`` and the other nnx variables, an
+        ``eqx.nn.State``, linen's other collections) is updated by the loss and carried from
+        step to step (see ``returns_state``), the rest is carried along untouched, and
         ``TrainResult.params`` is the whole model.
       loss: ``loss(params, batch) -> scalar`` or ``loss(params, batch, key) -> scalar``,
         usually a mean over the batch's rows.
