@@ -7,7 +7,8 @@ torn checkpoint), it saves and restores sharded arrays from every process of a m
 onto any mesh, and it never unpickles anything.  The checkpoint of epoch ``e`` is the folder
 ``epoch_0000000e``::
 
-    state/         {"params": ..., "opt_state": ...}: arrays in tensorstore's OCDBT format
+    state/         {"params": ..., "opt_state": ...} (and "state": a model's running
+                   statistics, RNG counts): arrays in tensorstore's OCDBT format
     meta/metadata  JSON: epoch, step, history, the run's id and configuration
     digests.json   a blake2b digest of every file above, written once orbax has committed them
     _CHECKPOINT_METADATA, commit_success.txt   orbax's own

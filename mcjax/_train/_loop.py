@@ -156,6 +156,19 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
     return opt_state
 
 
+def _as_saved(params, opt_state) -> dict:
+    """What a checkpoint holds: ``params`` and ``opt_state``, and the model's ``state`` apart
+    from its parameters when it has one."""
+    if isinstance(params, WithState):
+        return {"params": params.params, "state": params.state, "opt_state": opt_state}
+    return {"params": params, "opt_state": opt_state}
+
+
+def _from_saved(saved) -> tuple[Any, Any]:
+    params = WithState(saved["params"], saved["state"]) if "state" in saved else saved["params"]
+    return params, saved["opt_state"]
+
+
 def _placement(mesh):
     return (_sharding.replicated(mesh) if mesh is not None
             else jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
@@ -218,13 +231,13 @@ def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n
     resumed = None
     if folder is not None and config.resume:
         like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=place),
-                            {"params": shapes[0], "opt_state": shapes[1]})
+                            _as_saved(shapes[0], shapes[1]))
         start, state, meta = folder.resume_state(like)
         if start > config.epochs:
             raise CheckpointError(
                 f"mcjax.train: epochs={config.epochs} but the run in {folder.directory} has "
                 f"completed {start}; expected epochs >= {start} to resume it")
-        params, opt_state = state["params"], state["opt_state"]
+        params, opt_state = _from_saved(state)
         resumed = (start, meta["history"], folder.store.path(start))
     else:
         # one compiled init rather than one eager op per layer; the caller's parameters are
@@ -293,7 +306,7 @@ def run_epochs(run: Run, *, progress: bool | None = False,
                 if run.folder is not None and (done % config.checkpoint_every == 0
                                                or done == config.epochs or stopped):
                     run.checkpoint = run.folder.save(
-                        done, {"params": run.params, "opt_state": run.opt_state},
+                        done, _as_saved(run.params, run.opt_state),
                         {"step": done * run.steps_per_epoch, "history": run.history})
                     if not stopped and done < config.epochs:  # a signal during the save:
                         stopped = agreed(stop.received)  # stop by this fresh checkpoint

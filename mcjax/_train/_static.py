@@ -143,18 +143,20 @@ def _leaves_in_words(tree) -> str:
                      for a in jax.tree.leaves(tree)) or "none"
 
 
-def fit_state(new, old, name: str):
-    """The state ``new`` (as the loss returned it, or read back from an nnx Module) in the
+def fit_state(new, old, name: str, *, returned: bool = True):
+    """The state ``new`` (as the loss ``returned`` it, or read back from an nnx Module) in the
     structure of the carried ``old``: the same arrays, shapes and dtypes, in the same order."""
     got, (want, treedef) = jax.tree.leaves(new), jax.tree.flatten(old)
     if len(got) != len(want) or any(
             (np.shape(a), jnp.result_type(a)) != (np.shape(b), jnp.result_type(b))
             for a, b in zip(got, want)):
+        said = ("returns a new state of" if returned
+                else "leaves the module's state (its variables other than nnx.Param) as")
         raise ShapeError(
-            f"mcjax.train: the loss of model {name!r} returns a new state of "
-            f"{_leaves_in_words(new)} but the model's state holds {_leaves_in_words(old)}; "
-            "expected the same arrays, shapes and dtypes (the eqx.nn.State that model(x, state) "
-            "returns, or linen's apply(..., mutable=[...]) updates)")
+            f"mcjax.train: the loss of model {name!r} {said} {_leaves_in_words(new)} but the "
+            f"model's state holds {_leaves_in_words(old)}; expected the same arrays, shapes and "
+            "dtypes (the eqx.nn.State that model(x, state) returns, linen's "
+            "apply(..., mutable=[...]) updates, an nnx Module's variables as init made them)")
     return treedef.unflatten(got)
 
 
@@ -201,7 +203,7 @@ def split_model(model: Model, static) -> Model:
         held = whole(params, static)
         out = model.loss(held, *rest, **keywords)
         if not model.returns_state:  # an nnx Module: its state was updated in place
-            return out, fit_state(split(held)[1], params.state, model.name)
+            return out, fit_state(split(held)[1], params.state, model.name, returned=False)
         if not (isinstance(out, tuple) and len(out) == 2):
             what = (f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list))
                     else _leaves_in_words(out))
