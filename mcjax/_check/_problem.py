@@ -138,9 +138,7 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
     static_leaves = tuple(None if _is_array(leaf) else _hashable(leaf) for leaf in leaves)
     dynamic = tuple(leaves[i] for i in dynamic_positions)
     static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
-    x_spec = FlatSpec.of(static.x_of(args))
-    if not isinstance(argnums, int):
-        x_spec = x_spec.named_by(argnums)
+    x_spec = FlatSpec.of(static.x_of(args)).named_by(argnums, argument_names(f, wrt))
     structs = _structs(dynamic)
     seen = None
     if traces is not None:
@@ -228,8 +226,7 @@ def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSp
             "the arrays alone (eqx.partition)") if functions else ""
     trace = _traced("the derivative", traced, structs, cotangent, differentiated=False,
                     lifted=True, hint=hint)
-    validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback),
-             argument_names(static.f, static.positions))
+    validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback))
     return trace, bool(pullback)
 
 

@@ -2,7 +2,7 @@
 
 ``str(report)`` is the readable verdict: a summary line, the thresholds used, one line per
 reference, the Taylor test, kinks, a small table of the worst entries and the diagnosis;
-``repr(report)`` its one line (``Report(FAIL: d f / d args[0] by df; ...; diagnosis: ...)``);
+``repr(report)`` its one line (``Report(FAIL: d f / d params by df; ...; diagnosis: ...)``);
 in a notebook the report shows itself as HTML, its verdict first.
 ``report.heatmap()`` draws expected, got and their difference for a small Jacobian
 (matplotlib, imported only then: ``pip install 'mcjax[plot]'``).
@@ -109,7 +109,8 @@ class Report:
     Attributes:
       ok: whether the derivative passed every check.
       function, derivative: the names of ``f`` and the derivative under test.
-      wrt: which argument (``"args[0]"``), or arguments (``"(args[0], args[2])"``).
+      wrt: which argument, as ``f`` names it (``"params"``; ``"args[0]"`` where ``f`` names
+        none: a builtin, ``*args``), or arguments (``"(W, b)"``).
       shapes: ``f``'s argument and output, in words.
       mode: ``"full"`` (the Jacobian materialised) or ``"fast"`` (random projections).
       points: how many points were checked.
@@ -262,8 +263,9 @@ def _name_leaves(ax, axis: str, leaves, what: str) -> None:
 
 
 def wrt_of(p: Prepared) -> str:
-    """The differentiated argument in words: ``args[0]``, or ``(args[0], args[2])``."""
-    names = [f"args[{i}]" for i in p.static.positions]
+    """The differentiated argument as ``f`` names it: ``params``, or ``(W, b)`` for several
+    (``args[0]`` where ``f`` gives no name: a builtin, ``*args``; ``FlatSpec.names``)."""
+    names = [p.x_spec.names[i] for i in p.static.positions]
     return names[0] if isinstance(p.static.argnums, int) else f"({', '.join(names)})"
 
 
@@ -319,7 +321,7 @@ def render(r: Report) -> str:
         lines.append(f"  problem: {problem}")
     if r.worst:
         lines.append("  worst entries:")
-        lines.append(f"    {'index':<24}{'expected':>12}{'got':>12}{'error':>11}{'allowed':>11}")
+        lines.append(f"    {'entry':<24}{'expected':>12}{'got':>12}{'error':>11}{'allowed':>11}")
         for e in r.worst:
             lines.append(f"    {e.label:<24}{_g(e.expected):>12}{_g(e.got):>12}"
                          f"{e.error:>11.2e}{e.allowed:>11.1e}")

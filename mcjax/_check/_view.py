@@ -23,7 +23,7 @@ def _g(x: float) -> str:
 
 
 def what(r: Report) -> str:
-    """``d f / d args[0] by df``."""
+    """``d f / d params by df``."""
     return f"d {r.function} / d {r.wrt} by {r.derivative}"
 
 
@@ -46,7 +46,7 @@ def _failing(r: Report) -> str:
 
 
 def short(r: Report) -> str:
-    """``Report(FAIL: d f / d args[0] by df; 4 of 16 entries over ...; diagnosis: ...)``."""
+    """``Report(FAIL: d f / d params by df; 4 of 16 entries over ...; diagnosis: ...)``."""
     if r.ok:
         points = f"{r.points} point{'s' if r.points != 1 else ''}"
         return f"Report(ok: {what(r)}; {r.dtype}, {r.mode} mode, {points})"
