@@ -39,7 +39,7 @@ from mcjax._check._problem import (
     flat_function,
     jacobian_of,
 )
-from mcjax._check._report import Slip
+from mcjax._check._report_parts import Slip
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._pytrees import partition
 from mcjax._program._compile import compiler_options, run_compiled

@@ -53,7 +53,8 @@ from mcjax._check._compare import Comparison, Threshold, nonfinite, worst_entrie
 from mcjax._check._diagnose import sizes_of
 from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared
-from mcjax._check._report import Projection, Report, Slip, header
+from mcjax._check._report import Report, header
+from mcjax._check._report_parts import Projection, Slip
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, FAST_POINTS

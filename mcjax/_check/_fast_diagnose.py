@@ -32,7 +32,7 @@ import numpy as np
 
 from mcjax._check._diagnose import _name_factor, usual_factor
 from mcjax._check._flat import FlatSpec
-from mcjax._check._report import Slip
+from mcjax._check._report_parts import Slip
 
 Sides = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]  # (got, ref) leaf by leaf
 _OTHER = ": a missing term or wrong formula in this leaf"

@@ -53,7 +53,8 @@ from mcjax._check._references import (
     stencil_program,
     taylor_steps,
 )
-from mcjax._check._report import KinkEntry, Kinks, Later, Report, header
+from mcjax._check._report import Report, header
+from mcjax._check._report_parts import KinkEntry, Kinks, Later
 from mcjax._check._rule_free import user_rules
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._compat import enable_x64

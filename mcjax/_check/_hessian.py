@@ -42,7 +42,8 @@ from mcjax._check._hessian_forms import KINDS, derivative_of, gradient_of, split
 from mcjax._check._kinks import crosses, has_switches, switch_sides
 from mcjax._check._problem import argument_spec
 from mcjax._check._problem import name_of as _name_of
-from mcjax._check._report import Later, Report
+from mcjax._check._report import Report
+from mcjax._check._report_parts import Later
 from mcjax._core._arguments import describe
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import DerivativeError, ShapeError, shape_str

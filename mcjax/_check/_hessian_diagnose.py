@@ -30,7 +30,8 @@ from jax.flatten_util import ravel_pytree
 from mcjax._check._diagnose import _name_factor
 from mcjax._check._hessian_forms import as_hessian_tree
 from mcjax._check._problem import argument_spec
-from mcjax._check._report import Report, Slip
+from mcjax._check._report import Report
+from mcjax._check._report_parts import Slip
 from mcjax._check._returned import is_pullback, pullback_of
 from mcjax._core._conventions import standard_promotion
 

@@ -37,7 +37,8 @@ from mcjax._check import _full, _rule_probes
 from mcjax._check._api import _options, check
 from mcjax._check._compare import Threshold
 from mcjax._check._problem import prepare
-from mcjax._check._report import Later, Report
+from mcjax._check._report import Report
+from mcjax._check._report_parts import Later
 from mcjax._check._rule_plan import RulePlan, as_check_rule, plan, rules_words
 from mcjax._core._arguments import count, describe
 from mcjax._core._errors import DerivativeError
