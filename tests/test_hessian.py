@@ -173,8 +173,11 @@ def hand_built(rng):
         # zeros on the diagonal: Woodbury cannot divide by it, the dense branch runs
         "low_rank_singular_diagonal": C.DiagonalPlusLowRank(d.at[:2].set(0.0), arr(6, 3),
                                                             sym(arr(3, 3))),
+        # D >= 0 and d + damping > 0: positive definite, solved by Cholesky; else by LU
         "gram_tall": C.Gram(arr(9, 6), d[:3].repeat(3), d),
+        "gram_tall_indefinite": C.Gram(arr(9, 6), -d[:3].repeat(3), d),
         "gram_wide": C.Gram(arr(3, 6), -d[:3], d),
+        "gram_wide_positive": C.Gram(arr(3, 6), d[:3], d),
         "kronecker": C.Kronecker(sym(arr(2, 2)), sym(arr(3, 3))),
         "block_diagonal": C.BlockDiagonal([C.Diagonal(d[:2]), C.Dense(sym(arr(4, 4)))]),
         "sum": C.Sum([C.Diagonal(d), C.Kronecker(sym(arr(2, 2)), sym(arr(3, 3)))]),

@@ -125,7 +125,9 @@ class Curvature:
         factor-wise by eigendecompositions for a Kronecker product, block by block for a
         block diagonal.  A sum of structures, a dense operator and the HVP fallback solve the
         dense $n \\times n$ system: $O(n^3)$ time, $O(n^2)$ memory.  $H$ need not be
-        positive definite (an LU solve, not Cholesky, where a system is solved).
+        positive definite: a system is solved by LU, except a Gram form's where its weights
+        $D \\ge 0$ and $d + \\lambda > 0$ make it positive definite (Cholesky, half the
+        flops; chosen at run time).
 
         Args:
           b: shape ``(n,)``.
