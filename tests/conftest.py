@@ -34,6 +34,10 @@ os.environ["XLA_FLAGS"] = " ".join(
 # a half-written entry, a warning and so an error here: each xdist worker gets a folder of
 # its own, shared only with the commands it runs one after another.  A command given
 # --cache-dir uses its own.
+# Where the machine says PYTHONDONTWRITEBYTECODE, each of those processes would compile
+# mcjax's ~130 modules from source again (about 0.3 s of CPU a process): they write and reuse
+# bytecode in the checkout's __pycache__ folders (git ignores them) instead.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 _XLA_CACHE = None
 if "MCJAX_TESTS_XLA_CACHE" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _XLA_CACHE = tempfile.mkdtemp(prefix="mcjax-tests-xla-")

@@ -38,6 +38,9 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "kl_clip": _POSITIVE,
     "factor_decay": _UNIT,
     "refresh_every": ("a number >= 1", lambda v: v >= 1),
+    "damping_adaptation_interval": ("a number >= 1", lambda v: v >= 1),
+    "seed": _NON_NEGATIVE,
+    "damping_adaptation_decay": ("a number in (0, 1)", lambda v: 0 < v < 1),
 }
 
 

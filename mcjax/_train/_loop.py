@@ -38,8 +38,8 @@ from mcjax._train._config import TrainConfig
 from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
 from mcjax._train._models import Model, check_model, objective, takes_key
-from mcjax._train._optim import update
-from mcjax._train._programs import fingerprints, optimizer_reads_batch
+from mcjax._train._optim import reports, update
+from mcjax._train._programs import fingerprints
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
@@ -175,12 +175,6 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     optimizer, loss = config.transformation(), objective(model, grad=config.grad)
     opt_shapes = _trace_one_step(model, loss, optimizer, shapes, data, config.batch_size,
                                  analytic=config.grad == "analytic")
-    if mesh is not None and optimizer_reads_batch(
-            loss, optimizer, shapes, *_step_inputs(data, config.batch_size), opt_shapes):
-        raise ValueError("mcjax.train: the optimizer reads each step's batch (as mcjax.kfac "
-                         "does, to estimate its factors example by example), which "
-                         f"data-parallel training does not support yet; expected devices=None "
-                         f"(one device), not devices={devices!r}")
     folder = None if config.checkpoint_dir is None else RunFolder(
         config.checkpoint_dir, resume=config.resume, overwrite=config.overwrite,
         keep=config.keep_checkpoints, checkpoint_every=config.checkpoint_every, identity={
@@ -244,8 +238,10 @@ def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n
     return run
 
 
-def _record(history: dict, losses, evaluate, params) -> None:
+def _record(history: dict, losses, evaluate, params, opt_state) -> None:
     history["loss"].append(float(np.mean(losses)))
+    for name, value in reports(opt_state).items():  # K-FAC's adapted damping, say
+        history.setdefault(name, []).append(value)
     metrics = evaluate(params) if evaluate is not None else {}
     if not isinstance(metrics, Mapping):
         raise TypeError(f"mcjax.train: evaluate returned {type(metrics).__name__}; expected a "
@@ -272,7 +268,8 @@ def run_epochs(run: Run, *, progress: bool | None = False,
                                    checkpointing=run.folder is not None)
                 if error is not None:
                     raise error
-                _record(run.history, metrics["loss"], run.evaluate, whole(run.params, run.static))
+                _record(run.history, metrics["loss"], run.evaluate, whole(run.params, run.static),
+                        run.opt_state)
                 bar.update(epoch + 1, run.history)
                 stopped, done = agreed(stop.received), epoch + 1
                 before = run.checkpoint

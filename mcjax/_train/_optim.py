@@ -25,6 +25,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
+import jax
 import optax
 
 from mcjax._train._hyper import learning_rate_problem, parameters, problems_of
@@ -103,6 +104,18 @@ def update(optimizer: Transformation, grads, state, params, *, loss: Callable | 
     if loss is not None and isinstance(optimizer, optax.GradientTransformationExtraArgs):
         return optimizer.update(grads, state, params, loss=loss, batch=batch)
     return optimizer.update(grads, state, params)
+
+
+def reports(state) -> dict[str, float]:
+    """What an optimizer's state reports for the history (``{name: number}``): the union of
+    ``reports()`` of every node of ``state`` that has one (``mcjax.kfac(adaptive_damping=True)``
+    reports its damping and reduction ratio); empty for optax's own."""
+    found: dict[str, float] = {}
+    has = lambda x: callable(getattr(x, "reports", None))  # noqa: E731
+    for node in jax.tree.leaves(state, is_leaf=has):
+        if has(node):
+            found.update({k: float(v) for k, v in node.reports().items()})
+    return found
 
 
 def _signature(name: str) -> dict[str, inspect.Parameter]:

@@ -68,20 +68,6 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
             "optimizer": Fingerprint.of(optimizer_key)}
 
 
-def optimizer_reads_batch(loss: Callable, optimizer, params, batch, key, opt_state) -> bool:
-    """Whether the optimizer's update reads the step's batch (``mcjax.kfac`` does); the
-    arguments are shapes."""
-
-    def step_update(grads, state, params, batch, key):
-        bound = functools.partial(loss, key=key) if takes_key(loss) else loss
-        with standard_promotion():
-            return update(optimizer, grads, state, params, loss=bound, batch=batch)
-
-    traced = function_key(step_update, params, opt_state, params, batch, key,
-                          differentiated=False)
-    return reads_batch(traced, params, opt_state)
-
-
 def reads_batch(traced, params, opt_state) -> bool:
     """Whether a traced ``(grads, state, params, batch, key)`` program reads its batch or key."""
     return _reads_inputs(traced.closed.jaxpr, len(jax.tree.leaves((params, opt_state, params))))

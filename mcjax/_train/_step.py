@@ -61,13 +61,18 @@ def train_step(loss: Callable, optimizer: Transformation) -> Callable:
       ``step``; ``metrics`` is ``{"loss": scalar}``, the loss *before* the update.
     """
     wants_key = takes_key(loss)
+    # an optimizer that reads the loss (mcjax.kfac) gets it without a mesh's batch constraint
+    # (_sharding.constrain_batch): it may trace it at other batch shapes (one example)
+    plain = getattr(loss, "unconstrained", loss)
+    plain_key = takes_key(plain)
 
     def step(params, opt_state, batch, key=None):
         extra = {"key": key} if wants_key and key is not None else {}
         value, grads = jax.value_and_grad(loss)(params, batch, **extra)
         with standard_promotion():  # optax is written for JAX's standard promotion
             updates, opt_state = update(optimizer, grads, opt_state, params,
-                                        loss=functools.partial(loss, **extra), batch=batch)
+                                        loss=functools.partial(plain, **extra) if plain_key
+                                        else plain, batch=batch)
             params = optax.apply_updates(params, updates)
         return params, opt_state, {"loss": value}
 
