@@ -45,3 +45,27 @@ def test_an_output_that_is_an_input_is_the_callers_array_not_a_copy():
     assert copied["X"] is not X and jnp.array_equal(copied["X"], X)
     from_numpy = run_compiled(fn, 2.0, np.ones((50, 4), np.float32), y, forward_inputs=True)
     assert isinstance(from_numpy["X"], jax.Array) and from_numpy["X"].shape == (50, 4)
+
+
+def test_dense_compiles_once_per_structure_not_per_value_or_name():
+    """``J.dense()`` is one compiled program per structure: a Jacobian of the same structure
+    at other values, or derived from a function whose arguments are named otherwise, reuses
+    it; the values are each one's own (``jax.jacfwd``'s)."""
+    import mcjax
+    from mcjax._program._compile import PROGRAMS
+
+    def layer(W, x):
+        return jnp.tanh(W @ x)
+
+    def renamed(A, v):
+        return jnp.tanh(A @ v)
+
+    W, x = jnp.full((3, 4), 0.1, jnp.float64), jnp.arange(4.0, dtype=jnp.float64)  # float64: exact
+    first = mcjax.derive(layer)(W, x)
+    assert jnp.allclose(first.dense(), jax.jacfwd(layer)(W, x))
+    compiled = PROGRAMS.compiled
+    for J, args in ((mcjax.derive(layer)(0.5 * W, x + 1), (0.5 * W, x + 1)),
+                    (mcjax.derive(renamed)(W, 2 * x), (W, 2 * x))):
+        assert jnp.allclose(J.dense(), jax.jacfwd(layer)(*args), rtol=1e-12)
+    assert PROGRAMS.compiled == compiled
+    assert first.formula() != mcjax.derive(renamed)(W, x).formula()  # names differ, program not

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from mcjax._derive._kfac import ESTIMATORS, DenseLayer, _factors, dense_layers, ggn_quadratic
+from mcjax._train._hyper import learning_rate_problem, parameters, problems_of
 
 INVERSES = ("eigh", "cholesky")
 
@@ -381,15 +382,14 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
         >>> jax.tree.map(jnp.shape, updates) == jax.tree.map(jnp.shape, params)
         True
     """
-    from mcjax._train._optim import hyper_parameter_problems, learning_rate_problem
-
     given = dict(damping=damping, refresh_every=refresh_every, inverse=inverse,
                  estimator=estimator, factor_decay=factor_decay, momentum=momentum,
                  kl_clip=kl_clip, adaptive=adaptive, adaptive_damping=adaptive_damping,
                  damping_adaptation_interval=damping_adaptation_interval,
                  damping_adaptation_decay=damping_adaptation_decay, seed=seed)
     rate = learning_rate_problem(learning_rate)
-    problems = ([rate] if rate else []) + hyper_parameter_problems("kfac", given)
+    problems = ([rate] if rate else []) + problems_of("mcjax.kfac", parameters(kfac), given,
+                                                      choices=CHOICES)
     if problems:
         raise ValueError(f"mcjax.kfac: {'; and '.join(problems)}")
     precondition = scale_by_kfac(damping=damping, refresh_every=refresh_every,
