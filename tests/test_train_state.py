@@ -94,6 +94,11 @@ def test_nnx_batchnorm_and_dropout_as_nnx_trains_them(tmp_path):
     # the statistics are not trained: the optimizer's state holds no BatchStat
     assert not any(a.shape == (8,) for a in jax.tree.leaves(result.opt_state))
 
+    given = mcjax.train(mcjax.Model(nnx_init, nnx_loss), (X, Y), params=nnx_init(init_key()),
+                        **SETTINGS)  # a module passed in is carried as init's is
+    for a, b in zip(bits(given.params), bits(trained), strict=True):
+        np.testing.assert_array_equal(a, b)
+
     halfway = dict(SETTINGS, epochs=1)
     mcjax.train(mcjax.Model(nnx_init, nnx_loss), (X, Y), checkpoint_dir=tmp_path, **halfway)
     resumed = mcjax.train(mcjax.Model(nnx_init, nnx_loss), (X, Y), checkpoint_dir=tmp_path,

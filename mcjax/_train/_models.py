@@ -159,7 +159,8 @@ def objective(model: Model, *, grad: str = "autodiff") -> Callable[..., jax.Arra
     Returns:
       ``f(params, batch, key=None)``; ``jax.grad(f)(params, batch)`` has the structure and
       shapes of ``params``.  ``key`` reaches the model's loss when it declares one, and is
-      then required.
+      then required.  A model that ``returns_state`` gives ``f -> (loss, new_state)``:
+      differentiate it with ``jax.value_and_grad(f, has_aux=True)``.
 
     Example:
 
