@@ -220,3 +220,21 @@ def test_state_that_cannot_be_carried_is_refused_in_one_sentence():
             r"float32\(8,\), float32\(8,\); expected the same arrays")):
         mcjax.train(mcjax.Model(eqx_init, lambda m, b: (eqx_loss(m, b)[0], jnp.zeros(8, F32)),
                                 returns_state=True), (X, Y), **SETTINGS)
+
+
+def test_an_nnx_module_that_gains_variables_in_its_loss_is_refused():
+    class Grows(nnx.Module):
+        def __init__(self, rngs):
+            self.norm = nnx.BatchNorm(3, rngs=rngs)
+            self.out = nnx.Linear(3, 1, rngs=rngs)
+
+        def __call__(self, x):
+            h = self.norm(x)
+            self.last = nnx.BatchStat(h)  # a variable the module did not have at init
+            return self.out(h)
+
+    with pytest.raises(mcjax.ShapeError, match=(
+            r"^mcjax.train: the loss of model 'model' leaves the module's state \(its variables "
+            r"other than nnx.Param\) as float32\(16, 3\), float32\(3,\), float32\(3,\) but the "
+            r"model's state holds float32\(3,\), float32\(3,\); expected the same arrays")):
+        mcjax.train(mcjax.Model(lambda k: Grows(nnx.Rngs(k)), nnx_loss), (X, Y), **SETTINGS)
