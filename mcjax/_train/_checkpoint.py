@@ -339,7 +339,9 @@ def restore_checkpoint(path: str | os.PathLike, like) -> tuple[Any, dict]:
       path: a checkpoint folder, e.g. ``latest_checkpoint(directory)`` or
         ``runs/ckpt/epoch_00000040``.
       like: a pytree with the structure, shapes and dtypes of the saved state: ``(params,
-        opt_state)`` (freshly initialised will do), or ``{"params": ..., "opt_state": ...}``.
+        opt_state)`` (freshly initialised will do), or ``{"params": ..., "opt_state": ...}``
+        (with ``"state": ...`` for a model whose running statistics or RNG counts
+        :func:`mcjax.train` carried).
 
     Returns:
       ``(state, metadata)``: ``state`` has ``like``'s structure with NumPy arrays as leaves
