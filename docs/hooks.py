@@ -336,7 +336,7 @@ def bench_jacobians() -> str:
 def primitives_markdown() -> str:
     """The primitive coverage page: every primitive the installed JAX can differentiate, and
     what derive, the checker and the diagnosis do with it (from the primitive table)."""
-    from mcjax._program.primitives import coverage
+    from mcjax._primitives import coverage
 
     rows = coverage()
     entries = [r.entry for r in rows if r.entry is not None]
@@ -348,7 +348,7 @@ def primitives_markdown() -> str:
         "",
         "Every primitive the installed JAX "
         f"({jax.__version__}) can differentiate has one entry in mcjax's primitive table "
-        "(`mcjax/_program/primitives/`): its structured Jacobian for `mcjax.derive`, or the "
+        "(`mcjax/_primitives/`): its structured Jacobian for `mcjax.derive`, or the "
         "reason for the fallback (JAX's linear map of that one equation, named: correct, "
         "unstructured); how it switches, for the checker; its slip sites, for the diagnosis. "
         "This page is generated from the table; a test fails on any primitive without an "

@@ -26,6 +26,28 @@ _flags = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join(
     [_flags] + [f for f in _FAST_COMPILE if f.split("=")[0] not in _flags]).strip()
 
+# The ~60 commands the suite runs in their own processes (training runs killed and resumed,
+# the multi-device suite) compile the same small programs again and again: they share a
+# persistent compilation cache for the session, made here in the first process.  JAX writes
+# a cache entry in place (no lock unless the cache is size-bounded, and bounding it rescans
+# the folder at every write), so two processes compiling the same program at once can read
+# a half-written entry, a warning and so an error here: each xdist worker gets a folder of
+# its own, shared only with the commands it runs one after another.  A command given
+# --cache-dir uses its own.
+# Where the machine says PYTHONDONTWRITEBYTECODE, each of those processes would compile
+# mcjax's ~130 modules from source again (about 0.3 s of CPU a process): they write and reuse
+# bytecode in the checkout's __pycache__ folders (git ignores them) instead.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+_XLA_CACHE = None
+if "MCJAX_TESTS_XLA_CACHE" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="mcjax-tests-xla-")
+    os.environ["MCJAX_TESTS_XLA_CACHE"] = _XLA_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+if "MCJAX_TESTS_XLA_CACHE" in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
+        os.environ["MCJAX_TESTS_XLA_CACHE"], os.environ.get("PYTEST_XDIST_WORKER", "main"))
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -33,19 +55,6 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
-
-# The ~60 commands the suite runs in their own processes (training runs killed and resumed,
-# the multi-device suite) compile the same small programs again and again: they share one
-# persistent compilation cache for the session, made here in the first process (xdist's
-# workers and every subprocess inherit the environment).  JAX read its configuration when it
-# was imported above, so this process and the workers compile as before (the tests that
-# count compilations count them in-process), and a command given --cache-dir uses its own.
-_XLA_CACHE = None
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _XLA_CACHE = tempfile.mkdtemp(prefix="mcjax-tests-xla-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
 def pytest_unconfigure(config):

@@ -50,7 +50,7 @@ def test_assert_derivative_raises_an_assertion_error_carrying_the_report():
     # the diagnosis first, so that pytest's 80-column summary line shows it; then the report
     assert first.startswith("a constant factor: matches the reference times -1: the sign is "
                             "flipped"), first
-    assert first.endswith("(d f / d args[0])") and rest[0].startswith("mcjax.check: FAIL")
+    assert first.endswith("(d f / d x)") and rest[0].startswith("mcjax.check: FAIL")
     with pytest.raises(mcjax.DerivativeError, match=r"^NaN or Inf at 12 entries where"):
         mcjax.assert_derivative(f, lambda x: df(x) * jnp.nan, X)  # no slip: the problem first
 
@@ -136,19 +136,82 @@ def d_loss(W, x, b):  # with respect to (W, b): a tuple, as jax.jacrev(loss, (0,
 def test_argnums_takes_a_tuple_as_jax_grad_does_and_the_report_names_each_argument(mode):
     b = jnp.zeros(3)
     r = mcjax.check(loss, d_loss, W, X, b, argnums=(0, 2), mode=mode)
-    assert r.ok and r.wrt == "(args[0], args[2])", r
-    assert r.shapes == "f: args[0] (3, 4), args[2] (3,) -> shape ()"
+    assert r.ok and r.wrt == "(W, b)", r
+    assert r.shapes == "f: W (3, 4), b (3,) -> shape ()"
     assert mcjax.check(loss, lambda *a: jax.jacrev(loss, (0, 2))(*a), W, X, b,
                        argnums=(0, -1), mode=mode).ok
     wrong = mcjax.check(loss, lambda *a: (d_loss(*a)[0], 2 * d_loss(*a)[1]), W, X, b,
                         argnums=(0, 2), mode=mode)
-    assert not wrong.ok and all(e.label.startswith("args[2][") for e in wrong.worst), wrong
+    assert not wrong.ok and all(e.label.startswith("b[") for e in wrong.worst), wrong
     if mode == "full":
         # the sentences name the argument as f does
         assert wrong.where == ("3 of 3 entries of d out / d b are wrong",)
         assert wrong.diagnosis[0].startswith("a constant factor on b only"), wrong.diagnosis
     with pytest.raises(mcjax.ShapeError, match="jax.jacfwd's structure"):
         mcjax.check(loss, lambda *a: d_loss(*a)[0], W, X, b, argnums=(0, 2))
+
+
+# -- the report names what f names ---------------------------------------------------------------
+def mlp_loss(params, X):
+    return jnp.sum(jnp.tanh(X @ params["W1"] + params["b1"][None, :]) ** 2)
+
+
+def one_entry_off(params, X):  # jax.grad, off at params['W1'][2, 1] only
+    g = jax.grad(mlp_loss)(params, X)
+    return {**g, "W1": g["W1"].at[2, 1].multiply(3.0)}
+
+
+def _every_view(r) -> str:
+    """The report as text, repr, HTML (unescaped) and JSON: what a reader can see."""
+    import html
+    import json
+    return "\n".join([str(r), repr(r), html.unescape(r._repr_html_()), json.dumps(r.as_dict())])
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_the_report_names_a_pytree_argument_and_its_leaves_as_f_does(mode):
+    params = {"W1": jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float64).reshape(3, 2),
+              "b1": jnp.array([0.1, -0.2], jnp.float64)}
+    X = jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float64).reshape(4, 3)
+    r = mcjax.check(mlp_loss, one_entry_off, params, X, mode=mode)
+    assert not r.ok and r.wrt == "params", r
+    assert r.shapes == "f: params a pytree with ['W1'] (3, 2), ['b1'] (2,) -> shape ()", r.shapes
+    assert r.worst[0].label == "params['W1'][2, 1]", r.worst
+    seen = _every_view(r)
+    for said in ("mlp_loss / d params by one_entry_off", "params['W1'][2, 1]"):
+        assert seen.count(said) >= 3, (said, seen)  # text, repr or JSON, and the HTML
+    assert "args[0]" not in seen and "x[" not in seen and "x['" not in seen, seen
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_the_report_names_the_second_argument_when_it_is_differentiated(mode):
+    def layer(W, x):
+        return jnp.sum(jnp.tanh(W @ x))
+
+    W2 = jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float64).reshape(2, 3)
+    x = jnp.array([0.5, -1.0, 2.0], jnp.float64)
+    right = lambda W, x: jax.grad(layer, 1)(W, x)  # noqa: E731
+    assert mcjax.check(layer, right, W2, x, argnums=1, mode=mode).ok
+    r = mcjax.check(layer, lambda W, x: right(W, x).at[1].set(0.0), W2, x, argnums=1, mode=mode)
+    assert not r.ok and r.wrt == "x" and r.shapes == "f: x shape (3,) -> shape ()", r
+    assert [e.label for e in r.worst] == ["x[1]"], r.worst
+    assert str(r).startswith("mcjax.check: FAIL  d ") and "layer / d x by " in str(r), r
+    assert "args[1]" not in _every_view(r)
+
+
+def test_a_lambda_is_named_by_its_parameters_and_star_args_by_position():
+    u = jnp.array([0.5, -1.0, 2.0], jnp.float64)
+    v = jnp.array([1.5, 0.25, -3.0], jnp.float64)
+    r = mcjax.check(lambda u, v: jnp.sum(u * v), lambda u, v: 2 * u, u, v, argnums=1)
+    assert not r.ok and r.wrt == "v" and r.worst[0].label.startswith("v["), r
+    assert "<lambda> / d v by " in repr(r) and "d u" not in str(r), r
+    # *args gives no names: the position, as jax.grad's argnums counts it
+    r = mcjax.check(lambda *a: jnp.sum(a[0] * a[1]), lambda *a: 2 * a[0], u, v, argnums=1)
+    assert not r.ok and r.wrt == "args[1]" and r.worst[0].label.startswith("args[1]["), r
+    two = mcjax.check(lambda *a: jnp.sum(a[0] * a[1]), lambda *a: (a[1], 2 * a[0]), u, v,
+                      argnums=(0, 1))
+    assert two.wrt == "(args[0], args[1])" and two.shapes.startswith("f: args[0] (3,), args[1]")
+    assert all(e.label.startswith("args[1][") for e in two.worst), two
 
 
 def sin_squared(x):
@@ -214,13 +277,13 @@ def test_the_heatmap_names_the_pytree_leaves_and_its_axes(tmp_path):
     assert not wrong.ok
     figure = wrong.heatmap(tmp_path / "tree.png")
     ax = figure.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["x['W'] (3, 4)", "x['b'] (3,)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["params['W'] (3, 4)", "params['b'] (3,)"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["out['h'] (3,)", "out['s'] ()"]
-    assert ax.get_xlabel() == "d / d args[0]: 2 leaves (each flat, row-major)"
+    assert ax.get_xlabel() == "d / d params: 2 leaves (each flat, row-major)"
     assert ax.get_ylabel() == "d out: 2 leaves (each flat, row-major)"
     assert len(ax.lines) == 2  # one line between the argument's leaves, one between the output's
     one = mcjax.check(f, lambda x: df(x) * 1.5, X).heatmap()
-    assert one.axes[0].get_xlabel() == "d / d args[0], shape (4,) (flat, row-major)"
+    assert one.axes[0].get_xlabel() == "d / d x, shape (4,) (flat, row-major)"
     assert one.axes[0].get_ylabel() == "d out, shape (3,) (flat, row-major)"
 
 

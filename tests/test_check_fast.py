@@ -69,7 +69,7 @@ def test_a_right_1m_parameter_gradient_passes_where_check_grads_fails(dtype):
 
 def test_a_single_wrong_entry_of_a_gradient_is_caught():
     report = check("float32", ONE_WRONG_ENTRY)
-    assert not report.ok and report.worst[0].label == "x[1]['W'][5, 7]", report
+    assert not report.ok and report.worst[0].label == "params[1]['W'][5, 7]", report
     # the table's labels are the report's (x); the sentences use f's name of its argument
     assert report.where[0] == "1 of 196608 entries of d out / d params[1]['W'] are wrong", \
         report.where

@@ -146,8 +146,10 @@ def test_an_asymmetric_hessian_is_named_with_its_blocks():
     params, Xm = mlp_problem(jnp.float32)
     H, _ = mlp_matrices(params, Xm)
     broken = H.at[:12, 16:].set(0.0)  # the block [W1][W2] left out, [W2][W1] kept
-    kind, sentence = _slip(mcjax.check_hessian((mlp, mlp_loss), broken, params, Xm))
-    assert kind == "asymmetric" and "['W1']" in sentence and "['W2']" in sentence
+    report = mcjax.check_hessian((mlp, mlp_loss), broken, params, Xm)
+    kind, sentence = _slip(report)  # named as the model names its argument
+    assert kind == "asymmetric" and "params['W1']" in sentence and "params['W2']" in sentence
+    assert report.wrt == "params" and "/ d params['" in report.worst[0].label, report
     A = jnp.array([[1.0, 2.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 2.0]], jnp.float32)
     kind, sentence = _slip(mcjax.check_hessian(lambda x, A: x @ A @ x, lambda x, A: 2 * A,
                                                jnp.ones(3, jnp.float32), A))
@@ -248,7 +250,7 @@ def test_a_kink_of_the_gradient_is_named():
 
     report = mcjax.check_hessian(f, lambda x: jnp.diag((x > 0).astype(x.dtype)), x)
     assert report.ok, report
-    assert any("kink of f's gradient along 1 coordinate (args[0][1])" in n for n in report.notes)
+    assert any("kink of f's gradient along 1 coordinate (x[1])" in n for n in report.notes)
     away = mcjax.check_hessian(f, lambda x: jnp.diag((x > 0).astype(x.dtype)), x + 0.5)
     assert away.ok and not any("kink" in n for n in away.notes)
 

@@ -148,6 +148,35 @@ def test_a_dense_array_is_a_derivative_too(rng):
     assert not _verify(f, jax.jacfwd(f)(x).T, (x,)).ok
 
 
+def test_any_linear_map_is_a_block_too(rng):
+    """verify meets a block through what it offers (shape, jvp, vjp; a pytree, as the
+    products run under jit), never its class: an object of the user's that applies A is
+    checked like a Jacobian, and a wrong one fails."""
+    A = jnp.asarray(rng.standard_normal((4, 3)))
+    x = jnp.asarray(rng.standard_normal(3))
+
+    @jax.tree_util.register_pytree_node_class
+    class Applies:
+        def __init__(self, M):
+            self.M, self.shape = M, M.shape
+
+        def tree_flatten(self):
+            return (self.M,), None
+
+        @classmethod
+        def tree_unflatten(cls, _, children):
+            return cls(*children)
+
+        def jvp(self, v):
+            return self.M @ v
+
+        def vjp(self, u):
+            return u @ self.M
+
+    assert _verify(lambda v: A @ v, Applies(A), (x,)).ok
+    assert not _verify(lambda v: A @ v, Applies(1.01 * A), (x,)).ok
+
+
 def test_a_custom_vjp_rule_is_checked_through_jax_vjp(rng):
     case = BY_NAME["custom_vjp (opaque)"]
     args = case.sample(rng, "float64")

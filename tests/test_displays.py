@@ -94,25 +94,25 @@ X = jnp.linspace(-1.0, 1.0, 4, dtype=F64)
 
 def test_a_report_has_a_short_repr_and_its_str_is_the_whole():
     ok = mcjax.check(_f, _df, X)
-    assert repr(ok) == "Report(ok: d _f / d args[0] by _df; float64, full mode, 1 point)"
+    assert repr(ok) == "Report(ok: d _f / d x by _df; float64, full mode, 1 point)"
     bad = mcjax.check(_f, _df_wrong, X)
     text = repr(bad)
-    assert re.fullmatch(r"Report\(FAIL: d _f / d args\[0\] by _df_wrong; 4 of 16 entries over "
+    assert re.fullmatch(r"Report\(FAIL: d _f / d x by _df_wrong; 4 of 16 entries over "
                         r"against jax\.jacfwd \(worst \S+ x threshold\); diagnosis: a missing "
                         r"term: .*…\)", text), text
-    assert len(text) < 250 and str(bad).startswith("mcjax.check: FAIL  d _f / d args[0]")
+    assert len(text) < 250 and str(bad).startswith("mcjax.check: FAIL  d _f / d x")
     assert repr([bad, ok]) == f"[{text}, {ok!r}]"  # in a container, one line each
 
 
 def test_a_report_in_a_notebook_shows_its_verdict_first():
     bad = mcjax.check(_f, _df_wrong, X)
     seen = _text(bad._repr_html_())
-    assert seen.startswith("FAIL d _f / d args[0] by _df_wrong")
+    assert seen.startswith("FAIL d _f / d x by _df_wrong")
     order = ["jax.jacfwd", "finite differences", "Taylor remainder", "[0, 0]", "diagnosis",
              "a missing term", "threshold:"]
     assert [seen.index(word) for word in order] == sorted(seen.index(word) for word in order)
     good = _text(mcjax.check(_f, _df, X)._repr_html_())
-    assert good.startswith("ok d _f / d args[0] by _df") and "diagnosis" not in good
+    assert good.startswith("ok d _f / d x by _df") and "diagnosis" not in good
     fast = mcjax.check(_f, _df_wrong, X, mode="fast")
     assert _text(fast._repr_html_()).startswith("FAIL") and "projections" in fast._repr_html_()
     # the names are escaped, not read as HTML

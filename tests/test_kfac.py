@@ -4,6 +4,7 @@ their checker catching planted slips, the refusals, and the optax transformation
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import chex
 import jax
@@ -291,10 +292,17 @@ BAD_KFAC = [
     (dict(refresh_every=0), "refresh_every=0; expected an integer >= 1"),
     (dict(refresh_every=2.5), "refresh_every=2.5; expected an integer >= 1"),
     (dict(inverse="qr"), "inverse='qr'; expected one of 'eigh', 'cholesky'"),
-    (dict(estimator="fisher"), "estimator='fisher'; expected one of 'ggn', 'empirical'"),
+    (dict(estimator="natural"),
+     "estimator='natural'; expected one of 'ggn', 'empirical', 'fisher'"),
+    (dict(seed=-1), "seed=-1; expected an integer >= 0"),
     (dict(factor_decay=1.0), "factor_decay=1.0; expected a number in [0, 1)"),
     (dict(momentum=-0.1), "momentum=-0.1; expected a number in [0, 1)"),
     (dict(learning_rate=0.0), "learning_rate=0.0; expected a finite number > 0"),
+    (dict(adaptive_damping=1), "adaptive_damping=1; expected true or false"),
+    (dict(damping_adaptation_interval=0),
+     "damping_adaptation_interval=0; expected an integer >= 1"),
+    (dict(damping_adaptation_decay=1.0),
+     "damping_adaptation_decay=1.0; expected a number in (0, 1)"),
 ]
 
 
@@ -310,19 +318,97 @@ def test_kfac_refuses_a_value_out_of_range_by_name_and_directly(kwargs, words):
         mcjax.optimizer("kfac", lambda_=1.0)
 
 
-def test_train_by_name_with_kfac_checkpoints_and_resumes(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"adaptive_damping": True,
+                                          "damping_adaptation_interval": 2,
+                                          "estimator": "fisher", "refresh_every": 3}],
+                         ids=["fixed damping", "adaptive damping, sampled fisher"])
+def test_train_by_name_with_kfac_checkpoints_and_resumes(tmp_path, options):
     model = mcjax.mlp_model((4, 8, 3), dtype=F32)
     X = jax.random.normal(jax.random.key(0), (64, 4), F32)
     y = jnp.argmax(X[:, :3], axis=1).astype(jnp.int32)
-    kw = dict(optimizer="kfac", learning_rate=0.3, optimizer_options={"damping": 1e-2},
-              batch_size=16, progress=False)
+    kw: dict[str, Any] = dict(optimizer="kfac", learning_rate=0.3, batch_size=16,
+                              optimizer_options={"damping": 1e-2, **options}, progress=False)
     first = mcjax.train(model, (X, y), epochs=1, checkpoint_dir=tmp_path / "run", **kw)
     resumed = mcjax.train(model, (X, y), epochs=2, checkpoint_dir=tmp_path / "run",
                           resume=True, **kw)
     straight = mcjax.train(model, (X, y), epochs=2, **kw)
     assert resumed.resumed_from == first.checkpoint
     chex.assert_trees_all_equal(resumed.params, straight.params)
+    chex.assert_trees_all_equal(resumed.opt_state, straight.opt_state)  # lambda included
     assert straight.history["loss"][-1] < straight.history["loss"][0]
+    if options:  # lambda moved (4 steps an epoch, adjusted every 2nd) and is reported; the
+        # labels' key moved at each refresh (steps 1, 4, 7)
+        assert resumed.history == straight.history and len(straight.history["damping"]) == 2
+        assert straight.history["damping"][-1] != 1e-2
+        kfac_state = straight.opt_state.inner[0]
+        assert float(kfac_state.damping) == straight.history["damping"][-1]
+        assert not np.array_equal(kfac_state.key, mcjax.kfac().init(first.params)[0].key)
+    else:
+        assert set(straight.history) == {"loss"}
+
+
+def test_the_levenberg_marquardt_rule_moves_the_damping_by_the_reduction_ratio():
+    from mcjax._train._kfac import MIN_DAMPING, levenberg_marquardt
+
+    lam, omega = jnp.asarray(0.5, F64), 0.8
+    rhos = (1.0, 0.8, 0.5, 0.3, 0.2, -3.0, float("nan"), float("inf"))  # NaN: a failed step
+    moved = [float(levenberg_marquardt(jnp.asarray(rho, F64), lam, omega)) for rho in rhos]
+    np.testing.assert_allclose(moved, [0.4, 0.4, 0.5, 0.5, 0.625, 0.625, 0.625, 0.625],
+                               rtol=tolerance(F64).rtol)
+    floor = levenberg_marquardt(jnp.asarray(1.0, F64), jnp.asarray(MIN_DAMPING, F64), omega)
+    assert float(floor) == MIN_DAMPING
+
+
+def _least_squares(p, b):
+    """A linear model and squared error: the Gauss-Newton model is the loss's Taylor
+    expansion, exact to every order."""
+    x, t = b
+    return jnp.mean(jnp.sum((x @ p["W"] + p["b"][None, :] - t) ** 2, axis=1))
+
+
+def _least_squares_problem():
+    kx, kt, kw = jax.random.split(jax.random.key(6), 3)
+    params = {"W": jax.random.normal(kw, (4, 3), F64), "b": jnp.zeros(3, F64)}
+    batch = (jax.random.normal(kx, (8, 4), F64), jax.random.normal(kt, (8, 3), F64))
+    return params, batch
+
+
+@pytest.mark.parametrize("rate", [0.05, 3.0])
+def test_the_reduction_ratio_is_one_where_the_quadratic_model_is_exact(rate):
+    """rho = (L(theta + delta) - L(theta)) / (1/2 delta^T F delta + g^T delta) is 1 for a
+    quadratic loss whose GGN is its Hessian, whatever the step: a slip in M (the 1/2, the
+    sign, the gradient term, F) would move it off 1."""
+    from mcjax._train._kfac import reduction_ratio
+
+    params, batch = _least_squares_problem()
+    grads = jax.grad(_least_squares)(params, batch)
+    step = jax.tree.map(lambda g: -rate * g, grads)
+    rho = jax.jit(lambda p, b: reduction_ratio(_least_squares, p, b, grads, step))(params, batch)
+    np.testing.assert_allclose(float(rho), 1.0, rtol=tolerance(F64).rtol)
+
+
+def test_adaptive_damping_shrinks_lambda_where_the_model_is_exact_and_grows_it_where_not():
+    """One step each, adjusted after it (T1 = 1, omega = 0.5): the least-squares step does
+    what its model promised (rho = 1 -> lambda * omega); a cross-entropy step ten times too
+    long raises the loss (rho < 0 -> lambda / omega)."""
+    def one_step(loss, params, batch, rate):
+        opt = mcjax.kfac(rate, damping=1e-2, momentum=0.0, adaptive_damping=True,
+                         damping_adaptation_interval=1, damping_adaptation_decay=0.5)
+        grads = jax.grad(loss)(params, batch)
+        _, state = jax.jit(lambda s: opt.update(grads, s, params, loss=loss, batch=batch))(
+            opt.init(params))
+        return float(state.inner[0].damping), float(state.rho)
+
+    lam, rho = one_step(_least_squares, *_least_squares_problem(), 0.5)
+    np.testing.assert_allclose(rho, 1.0, rtol=tolerance(F64).rtol)
+    np.testing.assert_allclose(lam, 0.5e-2, rtol=tolerance(F64).rtol)
+
+    def loss(p, b):
+        return _loss(p, b, layout="x @ W")
+
+    lam, rho = one_step(loss, _params("x @ W", True), _batch(), 30.0)
+    assert rho < 0.25, rho
+    np.testing.assert_allclose(lam, 2e-2, rtol=tolerance(F64).rtol)
 
 
 def test_train_refuses_kfac_for_a_model_without_a_dense_layer():
@@ -383,15 +469,6 @@ def test_the_gauss_newton_quadratic_equals_an_independent_computation():
     assert M.shape == (2, 2)
 
 
-def test_data_parallel_training_refuses_kfac_in_one_sentence():
-    model = mcjax.mlp_model((4, 8, 3), dtype=F32)
-    X = jnp.ones((16, 4), F32)
-    with pytest.raises(ValueError, match=r"mcjax.train: the optimizer reads each step's batch "
-                                         r"\(as mcjax.kfac does.*expected devices=None"):
-        mcjax.train(model, (X, jnp.zeros(16, jnp.int32)), optimizer="kfac", epochs=1,
-                    batch_size=8, devices=1, progress=False)
-
-
 def test_check_hessian_takes_kfac_factors_and_names_a_slip_in_its_report(exact_factors):
     """``mcjax.check_hessian(loss, factors, params, batch, kind="kfac")``: the exact factors
     pass, a planted slip fails and the report's diagnosis names it and its layer."""
@@ -404,3 +481,61 @@ def test_check_hessian_takes_kfac_factors_and_names_a_slip_in_its_report(exact_f
     assert "FAIL" in str(wrong) and "diagnosis: layer [0]['W']: G is" in str(wrong)
     with pytest.raises(ValueError, match="kind='kfac' takes the point as \\(params, batch\\)"):
         mcjax.check_hessian(_slip_loss, found, params, kind="kfac")
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
+def test_the_sampled_fisher_averages_to_the_ggn_factors_like_one_over_root_draws(loss):
+    """kfac-jax's fisher_gradients: labels drawn from the model (Categorical(softmax z); z + eps
+    with eps ~ N(0, I/h) for mse's h I), so the mean of G over D draws tends to the exact GGN's
+    G with an error ~ 1/sqrt(D), A untouched.  Labels from the data (the empirical Fisher,
+    46 % and 210 % off here) or a wrong variance would not shrink."""
+    X = jax.random.normal(jax.random.key(1), (B, 5), F64)
+    Y = jnp.arange(B, dtype=jnp.int32) % 3 if loss == "softmax_cross_entropy" \
+        else jax.random.normal(jax.random.key(2), (B, 3), F64)
+    model = mcjax.mlp_model((5, 4, 3), loss=loss, activation="tanh", dtype=F64)
+    params = model.init(jax.random.key(0))
+    exact = mcjax.kfac_factors(model.loss, params, (X, Y))
+    draws = jax.jit(jax.vmap(lambda k: mcjax.kfac_factors(
+        model.loss, params, (X, Y), estimator="fisher", key=k)))(
+        jax.random.split(jax.random.key(0), 4096))
+
+    def error(n):  # relative Frobenius error of the mean of the first n draws, worst layer
+        return max(float(np.linalg.norm(np.mean(draws[p].G[:n], 0) - f.G)
+                         / np.linalg.norm(f.G)) for p, f in exact.items())
+
+    few, many = error(64), error(4096)
+    assert few / many > 3 and many * np.sqrt(4096) < 1.5, (few, many)  # 1/sqrt(D): 8, ~0.5
+    for path, f in exact.items():
+        np.testing.assert_allclose(draws[path].A[0], f.A, rtol=tolerance(F64).rtol)
+
+
+def test_the_sampled_fisher_refuses_a_loss_it_cannot_sample_and_a_missing_key():
+    params, batch = _least_squares_problem()
+
+    def squashed(p, b):  # squared error after a tanh: the Hessian in z is no multiple of I
+        x, t = b
+        return jnp.mean(jnp.sum((jnp.tanh(x @ p["W"] + p["b"][None, :]) - t) ** 2, axis=1))
+
+    with pytest.raises(ValueError, match=r"^mcjax.kfac_factors: estimator='fisher' draws labels "
+                                         r"from the model for softmax cross-entropy or squared "
+                                         r"error .* expected estimator='ggn' or 'empirical', "
+                                         r"which take any loss$"):
+        mcjax.kfac_factors(squashed, params, batch, estimator="fisher", key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"estimator='fisher' draws labels from the model and "
+                                         r"needs a key; expected key=jax.random.key\(seed\)"):
+        mcjax.kfac_factors(_least_squares, params, batch, estimator="fisher")
+    with pytest.raises(ValueError, match=r"^mcjax.kfac_factor_problems: estimator='fisher' draws "
+                                         r"random labels, so its factors have no exact value"):
+        mcjax.kfac_factor_problems(_least_squares, params, batch, {}, estimator="fisher")
+    found = mcjax.kfac_factors(_least_squares, params, batch, estimator="fisher",
+                               key=jax.random.key(0))  # squared error, h = 2: sampled
+    assert found["['W']"].G.shape == (3, 3)
+
+    def soft_labels(p, b):  # cross-entropy with one-hot float labels: recognised too
+        x, q = b
+        return -jnp.mean(jnp.sum(q * jax.nn.log_softmax(x @ p["W"] + p["b"][None, :]), axis=1))
+
+    one_hot = (batch[0], jax.nn.one_hot(jnp.arange(8) % 3, 3, dtype=F64))
+    found = mcjax.kfac_factors(soft_labels, params, one_hot, estimator="fisher",
+                               key=jax.random.key(0))
+    assert found["['W']"].G.shape == (3, 3)

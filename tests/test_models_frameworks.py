@@ -59,7 +59,7 @@ def test_an_equinox_mlp_whole_its_activation_a_field(mlp):
         r = mcjax.check(loss, derivative, mlp, X)
         assert r.ok, r
     wrong = mcjax.check(loss, off_at_one_entry, mlp, X)
-    assert not wrong.ok and wrong.worst[0].label == "x.layers[1].weight[3, 3]", wrong
+    assert not wrong.ok and wrong.worst[0].label == "model.layers[1].weight[3, 3]", wrong
     assert not mcjax.check(loss, without_bias_terms, mlp, X).ok
     fast = mcjax.check(loss, off_at_one_entry, mlp, X, mode="fast")
     assert not fast.ok and fast.mode == "fast", fast
@@ -91,7 +91,7 @@ def test_a_partitioned_equinox_model_with_jax_grad(mlp):
     flipped = lambda p, x: eqx.tree_at(lambda g: g.layers[0].weight, jax.grad(f)(p, x),  # noqa: E731
                                        replace_fn=jnp.negative)
     wrong = mcjax.check(f, flipped, params, X)
-    assert not wrong.ok and wrong.worst[0].label.startswith("x.layers[0].weight["), wrong
+    assert not wrong.ok and wrong.worst[0].label.startswith("p.layers[0].weight["), wrong
 
 
 def test_jax_grad_of_a_model_with_a_function_field_says_what_to_use(mlp):
@@ -147,7 +147,7 @@ def test_flax_nnx_module_and_state_with_nnx_grad():
     assert mcjax.check(loss, jax.grad(loss), model, X).ok
     doubled = lambda m, x: jax.tree.map(lambda g: 2 * g, nnx.grad(loss)(m, x))  # noqa: E731
     wrong = mcjax.check(loss, doubled, model, X)
-    assert not wrong.ok and wrong.worst[0].label.startswith("x.layers["), wrong
+    assert not wrong.ok and wrong.worst[0].label.startswith("model.layers["), wrong
     graph, state = nnx.split(model)
 
     def f(state, x):

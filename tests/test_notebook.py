@@ -69,17 +69,17 @@ def test_a_jacobian_shows_its_structure_shapes_and_typeset_formula(tour):
 
 def test_a_report_shows_its_verdict_first(tour):
     (ok,) = _data(_cell(tour, "def f(x)"), "text/html")
-    assert _text(ok).startswith("ok d f / d args[0] by df")
+    assert _text(ok).startswith("ok d f / d x by df")
     cell = _cell(tour, "def df_wrong")
     (html,) = _data(cell, "text/html")
     seen = _text(html)
-    assert seen.startswith("FAIL d f / d args[0] by df_wrong")
+    assert seen.startswith("FAIL d f / d x by df_wrong")
     # the comparisons, then the diagnosis, which names the slip
     assert seen.index("jax.jacfwd") < seen.index("diagnosis") < seen.index("a missing term")
     defined = _cell(tour, "def f(x)").execution_count  # the slip's line, in its cell
     assert f"`jnp.tanh(x) * x` (Cell In[{defined}], line 2)" in seen
     (plain,) = _data(cell, "text/plain")
-    assert plain.startswith("Report(FAIL: d f / d args[0] by df_wrong;") and len(plain) < 300
+    assert plain.startswith("Report(FAIL: d f / d x by df_wrong;") and len(plain) < 300
 
 
 def test_a_progress_bar_ends_at_its_last_epoch_and_a_result_shows_a_table(tour):

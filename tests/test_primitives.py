@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from mcjax._program.primitives import TABLE, coverage, differentiable_primitives
-from mcjax._program.primitives._table import BEHAVIOURS, FAMILIES
+from mcjax._primitives import TABLE, coverage, differentiable_primitives
+from mcjax._primitives._table import BEHAVIOURS, FAMILIES
 
 
 def test_every_differentiable_primitive_has_an_entry():

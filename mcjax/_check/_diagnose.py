@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check import _slips
-from mcjax._check._flat import FlatSpec, leaf_name
+from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import (
     Prepared,
     argument_names,
@@ -39,7 +39,7 @@ from mcjax._check._problem import (
     flat_function,
     jacobian_of,
 )
-from mcjax._check._report import Slip
+from mcjax._check._report_parts import Slip
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._pytrees import partition
 from mcjax._program._compile import compiler_options, run_compiled
@@ -149,16 +149,10 @@ def _axis_transposes(x_spec: FlatSpec, n: int):
                 yield leaf, (a, b), perm
 
 
-def leaf_names(x_spec: FlatSpec, names: tuple[str, ...]) -> list[str]:
-    """Each argument leaf as the user names it: ``params['W2']`` (``names``: the argument
-    names, as ``argument_names`` gives them)."""
-    return [leaf_name(x_spec, j, names) for j in range(len(x_spec.paths))]
-
-
-def _global(G0, F0, slack, sizes, x_spec: FlatSpec, leaves: list[str]) -> list[Candidate]:
+def _global(G0, F0, slack, sizes, x_spec: FlatSpec) -> list[Candidate]:
     """The whole Jacobian transposed, a matrix leaf's gradient transposed over its own axes,
     a constant factor on all of it, or on one leaf."""
-    out = []
+    out, leaves = [], x_spec.leaf_names
     m, n = G0.shape
     if m == n:
         out.append(Candidate("transposed", "matches the reference transposed: denominator "
@@ -230,17 +224,16 @@ def rank(G0, F0, slack, candidates: list[Candidate]) -> list[Candidate]:
 
 
 def diagnose(G, F, allowed, include, *, x_spec: FlatSpec, out_spec: FlatSpec,
-             sizes: Mapping[str, int], candidates: list[Candidate],
-             names: tuple[str, ...] = ()) -> list[Slip]:
+             sizes: Mapping[str, int], candidates: list[Candidate]) -> list[Slip]:
     """The slips that explain ``G != F``, best first (empty when none does).
 
     Args:
       G, F, allowed: ``(m, n)`` float64: derivative under test, exact reference, thresholds.
       include: ``(m, n)`` bool, the entries compared (kinks excluded).
-      x_spec, out_spec: the argument's and the output's leaves.
+      x_spec, out_spec: the argument's and the output's leaves (``x_spec.leaf_names`` name
+        them in the sentences: ``params['W2']``).
       sizes: the problem's sizes by description, candidates for a factor ``N``.
       candidates: ``f`` with one slip planted each (and the other arguments' Jacobians).
-      names: the differentiated parameters' names (``params``), for the sentences.
     """
     finite = np.isfinite(G)
     if not finite.all() and np.isfinite(F[~finite]).all():
@@ -249,8 +242,7 @@ def diagnose(G, F, allowed, include, *, x_spec: FlatSpec, out_spec: FlatSpec,
                      "unstable formula; a stable form (jax.nn.sigmoid, logsumexp) avoids it")]
     slack = np.where(include, 2 * allowed, np.inf)
     G0, F0 = np.where(include, G, 0.0), np.where(include, F, 0.0)
-    leaves = leaf_names(x_spec, names)
-    ranked = rank(G0, F0, slack, _global(G0, F0, slack, sizes, x_spec, leaves) + candidates)
+    ranked = rank(G0, F0, slack, _global(G0, F0, slack, sizes, x_spec) + candidates)
     slips = [Slip(c.kind, c.sentence) for c in ranked]
     if not slips:
         slips = _structure(G0, F0, slack, out_spec, x_spec)
@@ -300,14 +292,13 @@ def _low_rank(E, F0, slack) -> list[Slip]:
     return []
 
 
-def where(G, F, allowed, include, x_spec: FlatSpec, out_spec: FlatSpec,
-          names: tuple[str, ...] = ()) -> list[str]:
+def where(G, F, allowed, include, x_spec: FlatSpec, out_spec: FlatSpec) -> list[str]:
     """Which leaves, rows and columns hold the wrong entries: one line per block that has any
-    (``names``: the differentiated parameters' names, for the leaves)."""
+    (the leaves named as ``f`` names them, ``x_spec.leaf_names``)."""
     with np.errstate(invalid="ignore"):
         bad = include & ~(np.abs(G - F) <= allowed)
     lines = []
-    leaves = leaf_names(x_spec, names)
+    leaves = x_spec.leaf_names
     for o_path, o_shape, oi, mi in zip(out_spec.paths, out_spec.shapes, out_spec.offsets,
                                        out_spec.sizes):
         for x_name, x_shape, oj, nj in zip(leaves, x_spec.shapes, x_spec.offsets,
@@ -372,11 +363,6 @@ def _of_f(static):
     """``static`` without the derivative under test: the programs of the diagnosis depend on
     ``f`` alone, so every wrong derivative of one ``f`` shares them."""
     return static._replace(derivative=static.f, pullback=False)
-
-
-def parameter_names(p: Prepared) -> tuple[str, ...]:
-    """The names ``f`` gives its arguments, up to the last differentiated (``params``)."""
-    return argument_names(p.static.f, p.static.positions)
 
 
 class Unplanted(Exception):
@@ -469,7 +455,6 @@ def diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[s
 
 def _diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[str]]:
     args = p.static.args(dynamic)
-    names = parameter_names(p)
     try:
         planted = candidates(p, dynamic)
         unplanted = [Slip(c.kind, c.sentence) for c in planted if c.kind == "incomplete"]
@@ -478,6 +463,5 @@ def _diagnose_point(p: Prepared, verdict, F, dynamic) -> tuple[list[Slip], list[
         planted, unplanted = [], [Slip("incomplete", str(e))]
     slips = diagnose(verdict.got, F, verdict.allowed, verdict.compared, x_spec=p.x_spec,
                      out_spec=p.out_spec, sizes=sizes_of(p, args),
-                     candidates=planted, names=names) + unplanted
-    return slips, where(verdict.got, F, verdict.allowed, verdict.compared, p.x_spec, p.out_spec,
-                        names)
+                     candidates=planted) + unplanted
+    return slips, where(verdict.got, F, verdict.allowed, verdict.compared, p.x_spec, p.out_spec)

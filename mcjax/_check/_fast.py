@@ -50,10 +50,11 @@ from jax import lax
 
 from mcjax._check import _fast_diagnose
 from mcjax._check._compare import Comparison, Threshold, nonfinite, worst_entries
-from mcjax._check._diagnose import leaf_names, parameter_names, sizes_of
+from mcjax._check._diagnose import sizes_of
 from mcjax._check._flat import FlatSpec
 from mcjax._check._problem import Prepared
-from mcjax._check._report import Projection, Report, Slip, header
+from mcjax._check._report import Report, header
+from mcjax._check._report_parts import Projection, Slip
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._tolerance import FAST_PERTURBATION, FAST_POINTS
@@ -261,8 +262,7 @@ def _evaluate(p: Prepared, which: tuple[int, ...], directions: int, seed,
 def _special_leaves(p: Prepared, v: dict) -> list[str]:
     """Why ``x`` could hide a slip, leaf by leaf (empty for a generic ``x``)."""
     reasons = []
-    for j, path in enumerate(p.x_spec.paths):
-        name = p.x_spec.root + path
+    for j, name in enumerate(p.x_spec.leaf_names):
         constant, symmetric = v["special"][j]
         if constant:
             reasons.append(f"{name} is constant")
@@ -325,8 +325,8 @@ def run(p: Prepared, points: int | None, directions: int, seed: int) -> FastVerd
         v = {k: np.concatenate([v[k], more[k]]) for k in more}
         which = tuple(range(FAST_POINTS))
         if special and not fails(0):
-            notes.append(f"x could hide a slip ({'; '.join(special[:3])}"
-                         f"{'; ...' if len(special) > 3 else ''}): checked at a point near x too")
+            notes.append(f"the point could hide a slip ({'; '.join(special[:3])}"
+                         f"{'; ...' if len(special) > 3 else ''}): checked at a point near it too")
     sizes = np.asarray(p.x_spec.sizes, np.float64)
     scale = 1 / np.sqrt(p.x_spec.size)  # each direction's entries are +-scale
     projections = []
@@ -350,7 +350,7 @@ def run(p: Prepared, points: int | None, directions: int, seed: int) -> FastVerd
         float((v["leaf_err"] / v["allowed_leaf"]).max()), violations, len(which) * p.x_spec.size,
         0, violations == 0 and not problems)
     if failing == [0] and len(which) > 1 and p.static.switches and not problems:
-        notes.append(f"only x itself fails, the {len(which) - 1} nearby point(s) pass, and f has "
+        notes.append(f"only the point itself fails, the {len(which) - 1} nearby point(s) pass, and f has "
                      "switches (max, min, abs, where, ...): the failing entries may sit at a kink "
                      "of f, where fast mode accepts JAX's own value only; mode='full' (on a "
                      "smaller instance) reads the kinks from f and also accepts the one-sided "
@@ -359,7 +359,7 @@ def run(p: Prepared, points: int | None, directions: int, seed: int) -> FastVerd
     if failing:
         slips, where = _fast_diagnose.diagnose(
             vectors, v["allowed_leaf"][rows], p.x_spec, sizes_of(p, p.static.args(p.dynamic)),
-            leaf_names(p.x_spec, parameter_names(p)), scalar=p.out_spec.size == 1)
+            scalar=p.out_spec.size == 1)
     return FastVerdict(not failing, threshold, (comparison,), tuple(projections),
                        tuple(problems), tuple(worst), tuple(notes), len(which), tuple(slips),
                        tuple(where))

@@ -32,7 +32,7 @@ import numpy as np
 
 from mcjax._check._diagnose import _name_factor, usual_factor
 from mcjax._check._flat import FlatSpec
-from mcjax._check._report import Slip
+from mcjax._check._report_parts import Slip
 
 Sides = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]  # (got, ref) leaf by leaf
 _OTHER = ": a missing term or wrong formula in this leaf"
@@ -129,7 +129,7 @@ def _leaf_slip(j: int, vectors: Sequence[Sides], slack: np.ndarray, x_spec: Flat
 
 
 def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
-             sizes: Mapping[str, int], names: Sequence[str], scalar: bool = True
+             sizes: Mapping[str, int], scalar: bool = True
              ) -> tuple[list[Slip], list[str]]:
     """The slips that explain a failing fast check, and which leaves are wrong and right.
 
@@ -137,16 +137,15 @@ def diagnose(vectors: Sequence[Sides], allowed: np.ndarray, x_spec: FlatSpec,
       vectors: per failing point, ``(got, ref)``: ``u^T J`` of the derivative under test and of
         ``jax.vjp``, leaf by leaf in the leaves' shapes, float64.
       allowed: ``(points, leaves)``: each leaf's threshold at each failing point.
-      x_spec: the argument's leaves (their paths name them).
+      x_spec: the argument's leaves (``x_spec.leaf_names`` name them: ``params['W2']``).
       sizes: the problem's sizes by description, candidates for a factor ``N``.
-      names: each leaf as the user names it (``params['W2']``: ``_diagnose.leaf_names``).
       scalar: whether ``f`` is scalar (``u^T J`` is then the gradient).
 
     Returns:
       ``(slips, where)``: the slips, one per wrong leaf or one for the whole argument; and one
       line per wrong leaf (how many of its entries fail) and one naming the right leaves.
     """
-    allowed = np.asarray(allowed, np.float64)
+    allowed, names = np.asarray(allowed, np.float64), x_spec.leaf_names
     slack = 2 * allowed
     leaves = range(len(x_spec.paths))
     with np.errstate(invalid="ignore", over="ignore"):

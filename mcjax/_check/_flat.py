@@ -34,8 +34,13 @@ class FlatSpec:
       shapes: each leaf's shape.
       dtypes: each leaf's dtype name.
       paths: each leaf's path as Python writes it (``"[0]['W']"``; ``""`` for a bare array).
-      root: the name the paths follow in labels: ``x`` (``x['W'][1, 2]``), or ``args`` for
-        the tuple of several arguments (``args[2]['W'][1, 2]``, see ``named_by``).
+      root: ``x`` for one argument, or ``args`` for the tuple of several arguments (whose
+        paths start with the argument's position, ``[2]['W']``, see ``named_by``).
+      names: the names ``f`` gives its arguments ``0 ..`` the last differentiated one
+        (``_problem.argument_names``: ``params``, or ``args[k]`` where ``f`` does not say);
+        the labels name each leaf by them (``params['W'][1, 2]``).  Words for people only:
+        two specs that differ in names alone are equal (a compiled program's key comes from
+        the program, not from names).
     """
 
     treedef: Any  # a jax.tree_util.PyTreeDef
@@ -43,6 +48,7 @@ class FlatSpec:
     dtypes: tuple[str, ...]
     paths: tuple[str, ...]
     root: str = "x"
+    names: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     @classmethod
     def of(cls, tree) -> "FlatSpec":
@@ -54,14 +60,19 @@ class FlatSpec:
             tuple(_path_str(p) for p, _ in with_paths),
         )
 
-    def named_by(self, argnums: tuple[int, ...]) -> "FlatSpec":
-        """The spec of the tuple of arguments ``argnums`` with each leaf named by its argument:
-        ``[1]['W']`` (the tuple's second entry) becomes ``args[2]['W']`` for argnums (0, 2)."""
+    def named_by(self, argnums: int | tuple[int, ...], names: tuple[str, ...] = ()
+                 ) -> "FlatSpec":
+        """The spec of argument ``argnums`` of ``f`` (an int), or of the tuple of arguments
+        ``argnums``, with ``f``'s ``names`` of its arguments (``_problem.argument_names``).
+        For a tuple each path starts with its argument's position: ``[1]['W']`` (the tuple's
+        second entry) becomes ``[2]['W']`` for argnums (0, 2), labelled ``names[2]['W']``."""
+        if isinstance(argnums, int):
+            return dataclasses.replace(self, names=tuple(names))
         paths = []
         for path in self.paths:
             k, rest = path[1:].split("]", 1)
             paths.append(f"[{argnums[int(k)]}]{rest}")
-        return dataclasses.replace(self, paths=tuple(paths), root="args")
+        return dataclasses.replace(self, paths=tuple(paths), root="args", names=tuple(names))
 
     @functools.cached_property
     def plain_paths(self) -> tuple[str, ...]:
@@ -92,19 +103,33 @@ class FlatSpec:
         return self.is_array and self.shapes[0] == ()
 
     def describe(self) -> str:
-        """``"shape (3, 4)"`` for an array, else each leaf's path and shape."""
+        """``"shape (3, 4)"`` for an array, else each leaf's path and shape (for several
+        arguments, each leaf's name: ``W (2, 3), x (3,)``)."""
         if self.is_array:
             return f"shape {self.shapes[0]}"
         if self.root == "args":
-            return ", ".join(f"args{p} {s}" for p, s in zip(self.paths, self.shapes))
+            return ", ".join(f"{n} {s}" for n, s in zip(self.leaf_names, self.shapes))
         return "a pytree with " + ", ".join(f"{p} {s}" for p, s in zip(self.paths, self.shapes))
 
-    def leaves(self, name: str) -> tuple[tuple[str, tuple[int, ...], int], ...]:
-        """Each leaf as ``(label, shape, size)``, in flat order; ``name`` labels a bare array
-        (``args[0]``) and stands before a container's paths (``x['W']``)."""
-        if self.is_array:
-            return ((name, self.shapes[0], self.sizes[0]),)
-        return tuple((f"{name}{p}", s, n) for p, s, n in zip(self.paths, self.shapes, self.sizes))
+    def leaf_name(self, k: int) -> str:
+        """Leaf ``k`` as ``f`` names it: ``params['W2']``, ``X`` (from ``names``; ``x['W2']``,
+        or ``args[2]['W']`` for a tuple of arguments, where there are none)."""
+        path = self.paths[k]
+        if self.root == "args" and path.startswith("["):
+            i, rest = path[1:].split("]", 1)
+            return (self.names[int(i)] if int(i) < len(self.names) else f"args[{i}]") + rest
+        return (self.names[-1] if self.names else self.root) + path
+
+    @functools.cached_property
+    def leaf_names(self) -> tuple[str, ...]:
+        """Every leaf as ``f`` names it (``leaf_name``), in flat order."""
+        return tuple(self.leaf_name(k) for k in range(len(self.paths)))
+
+    def leaves(self, name: str | None = None) -> tuple[tuple[str, tuple[int, ...], int], ...]:
+        """Each leaf as ``(label, shape, size)``, in flat order; the labels ``f``'s names of
+        the leaves (``leaf_names``), or ``name`` before each path (``out['loss']``)."""
+        labels = self.leaf_names if name is None else tuple(name + p for p in self.paths)
+        return tuple(zip(labels, self.shapes, self.sizes))
 
     def flatten(self, tree, dtype=None) -> jax.Array:
         """The leaves raveled and concatenated, shape ``(size,)``."""
@@ -128,10 +153,16 @@ class FlatSpec:
 
     def label(self, j: int) -> str:
         """Flat index ``j`` as the leaf path and the index inside it: ``"['W'][1, 2]"``."""
-        k = self.leaf_of(j)
-        index = np.unravel_index(j - self.offsets[k], self.shapes[k]) if self.shapes[k] else ()
-        inside = "[" + ", ".join(str(int(i)) for i in index) + "]" if index else ""
-        return self.paths[k] + inside
+        return self.paths[self.leaf_of(j)] + self._inside(j)
+
+    def entry_name(self, j: int) -> str:
+        """Flat index ``j`` as ``f`` names it: its leaf's name (``leaf_name``) and the index
+        inside the leaf, ``"params['W'][1, 2]"``, ``"X[0, 1]"``."""
+        return self.leaf_name(self.leaf_of(j)) + self._inside(j)
+
+    def _inside(self, j: int) -> str:
+        index = self.index(j)
+        return "[" + ", ".join(map(str, index)) + "]" if index else ""
 
     def index(self, j: int) -> tuple[int, ...]:
         """Flat index ``j`` as the index inside its leaf."""
@@ -144,21 +175,13 @@ class FlatSpec:
 def entry_label(out: FlatSpec, inp: FlatSpec, i: int, j: int) -> str:
     """Entry ``(i, j)`` of the ``(m, n)`` matrix as a numerator-layout index.
 
-    For one array in and one out, ``J[1, 2, 0]`` (out index then in index); for pytrees the
-    leaf paths are spelled out: ``d out[0] / d x['W'][1, 2]``.
+    For a scalar ``f``, the argument's entry as ``f`` names it (``params['W'][1, 2]``,
+    ``X[0, 1]``); for one array in and one out, ``[1, 2, 0]`` (the Jacobian's index: out index
+    then in index); for pytrees the leaf paths are spelled out: ``d out[0] / d
+    params['W'][1, 2]``.
     """
+    if out.is_scalar:
+        return inp.entry_name(j)
     if out.is_array and inp.is_array:
         return "[" + ", ".join(str(k) for k in out.index(i) + inp.index(j)) + "]"
-    if out.is_scalar:
-        return inp.root + inp.label(j)
-    return f"d out{out.label(i)} / d {inp.root}{inp.label(j)}"
-
-
-def leaf_name(x_spec: FlatSpec, j: int, names: tuple[str, ...]) -> str:
-    """Argument leaf ``j`` as the user names it: ``params['W2']`` (``names``: ``f``'s names
-    of its arguments ``0 ..`` the last differentiated one, the last of them when one is)."""
-    path = x_spec.paths[j]
-    if x_spec.root == "args" and path.startswith("["):
-        k, rest = path[1:].split("]", 1)
-        return (names[int(k)] if int(k) < len(names) else f"args[{k}]") + rest
-    return (names[-1] if names else x_spec.root) + path
+    return f"d out{out.label(i)} / d {inp.entry_name(j)}"

@@ -53,7 +53,8 @@ from mcjax._check._references import (
     stencil_program,
     taylor_steps,
 )
-from mcjax._check._report import KinkEntry, Kinks, Later, Report, header, wrt_of
+from mcjax._check._report import Report, header
+from mcjax._check._report_parts import KinkEntry, Kinks, Later
 from mcjax._check._rule_free import user_rules
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
 from mcjax._core._compat import enable_x64
@@ -519,7 +520,7 @@ def _assemble(p: Prepared, judged: list[PointVerdict], dynamics: list, terms: in
                      kink.asked, kink.entries, all(k.ok for k in kinks), kink.note)
     matrices = {"expected": focus.reference, "got": focus.got,  # and what rows and columns are
                 "rows": p.out_spec.leaves("out"),
-                "columns": p.x_spec.leaves(wrt_of(p) if p.x_spec.is_array else p.x_spec.root),
+                "columns": p.x_spec.leaves(),
                 } if focus.got.size <= 40_000 else {}
     if first_bad is not None and len(judged) > 1:
         notes.append(f"point {first_bad} of {len(judged)} is the first that fails; the "

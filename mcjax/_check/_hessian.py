@@ -40,8 +40,10 @@ from mcjax._check._hessian_diagnose import diagnose_hessian
 from mcjax._check._hessian_fd import fd_comparison
 from mcjax._check._hessian_forms import KINDS, derivative_of, gradient_of, split
 from mcjax._check._kinks import crosses, has_switches, switch_sides
+from mcjax._check._problem import argument_spec
 from mcjax._check._problem import name_of as _name_of
-from mcjax._check._report import Later, Report
+from mcjax._check._report import Report
+from mcjax._check._report_parts import Later
 from mcjax._core._arguments import describe
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import DerivativeError, ShapeError, shape_str
@@ -83,12 +85,8 @@ def near_kinks(scalar_f, args: tuple, argnums: int) -> list[str]:
 
     with standard_promotion():
         hit = np.asarray(jax.jit(crossing)(x_flat))
-    names = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(args[argnums])[0]:
-        name = f"args[{argnums}]" + "".join(str(p) for p in path)
-        for index in np.ndindex(np.shape(leaf)):
-            names.append(f"{name}[{', '.join(map(str, index))}]" if index else name)
-    return [names[j] for j in np.nonzero(hit)[0]]
+    spec = argument_spec(scalar_f, args[argnums], argnums)
+    return [spec.entry_name(int(j)) for j in np.nonzero(hit)[0]]
 
 
 # -- the check -----------------------------------------------------------------------------

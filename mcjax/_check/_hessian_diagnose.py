@@ -29,7 +29,9 @@ from jax.flatten_util import ravel_pytree
 
 from mcjax._check._diagnose import _name_factor
 from mcjax._check._hessian_forms import as_hessian_tree
-from mcjax._check._report import Report, Slip
+from mcjax._check._problem import argument_spec
+from mcjax._check._report import Report
+from mcjax._check._report_parts import Slip
 from mcjax._check._returned import is_pullback, pullback_of
 from mcjax._core._conventions import standard_promotion
 
@@ -103,14 +105,10 @@ def _close(a, b, slack) -> bool:
     return bool(np.all(np.abs(a - b) <= slack))
 
 
-def _leaf_names(x, argnums: int) -> list[tuple[str, tuple[int, ...], int]]:
+def _leaf_names(scalar_f, x, argnums: int) -> list[tuple[str, tuple[int, ...], int]]:
     """``(name, shape, offset)`` of each leaf of ``x``, as the report names them."""
-    out, offset = [], 0
-    for path, leaf in jax.tree_util.tree_flatten_with_path(x)[0]:
-        name = f"args[{argnums}]" + "".join(str(p) for p in path)
-        out.append((name, tuple(np.shape(leaf)), offset))
-        offset += int(np.size(leaf))
-    return out
+    spec = argument_spec(scalar_f, x, argnums)
+    return list(zip(spec.leaf_names, spec.shapes, spec.offsets))
 
 
 def _asymmetric(S, truth, slack, names, exact) -> Slip | None:
@@ -180,7 +178,7 @@ def diagnose_hessian(scalar_f, pair, kind, derivative, args, argnums, report: Re
     due = gn if kind == "gauss_newton" and gn is not None else true
     scale = max(float(np.abs(due).max(initial=0.0)), float(np.abs(got).max(initial=0.0)))
     slack = np.sqrt(eps) * scale + report.threshold.atol
-    names = _leaf_names(x, argnums)
+    names = _leaf_names(scalar_f, x, argnums)
     S, S_due = V.T @ got, V.T @ due
     asym = _asymmetric(S, S_due, np.sqrt(eps) * float(np.abs(S_due).max(initial=0.0))
                        + report.threshold.atol, names, exact)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from mcjax._check._problem import name_of
+from mcjax._check._problem import name_of, named_like
 from mcjax._check._returned import vjp
 from mcjax._core._arguments import describe, require_callable
 from mcjax._core._errors import DerivativeShapeError, DtypeError, shape_str
@@ -48,7 +48,7 @@ def split(f, kind: str) -> tuple[Callable[..., Any], tuple | None, str]:
             return loss(model(*args))
 
         composed.name = f"{name_of(loss)}({name_of(model)})"
-        return composed, (model, loss), composed.name
+        return named_like(composed, model), (model, loss), composed.name
     if kind == "gauss_newton":
         raise TypeError(f"mcjax.check_hessian: kind='gauss_newton' needs f as a pair (model, "
                         f"loss), f(args) = loss(model(*args)); got {describe(f)}")
@@ -203,7 +203,7 @@ def gradient_of(scalar_f, pair, kind: str, argnums: int, name: str):
             return jax.grad(scalar_f, argnums=argnums)(*a)
 
         gradient.name = f"grad {name}"
-        return gradient
+        return named_like(gradient, scalar_f)
     model, loss = pair
 
     def model_at(theta, a):
@@ -219,4 +219,4 @@ def gradient_of(scalar_f, pair, kind: str, argnums: int, name: str):
         return jax.grad(linearised)(a[argnums], a[-1], *a[:-1])
 
     gauss_newton_gradient.name = f"grad {name} (model linearised at args: Gauss-Newton)"
-    return gauss_newton_gradient
+    return named_like(gauss_newton_gradient, model)

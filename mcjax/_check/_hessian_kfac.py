@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from mcjax._check._compare import Threshold
-from mcjax._check._report import Report, Slip
+from mcjax._check._report import Report
+from mcjax._check._report_parts import Slip
 from mcjax._core._errors import ShapeError
 from mcjax._derive._kfac_check import exact_and_problems
 

@@ -4,7 +4,7 @@ A function built from JAX primitives is non-smooth only where a *switch* changes
 ``max``/``min`` (so ``jax.nn.relu``, ``clip``), ``abs``, ``sign``, ``floor``/``ceil``/``round``,
 ``rem``, ``select_n`` fed by a comparison (``jnp.where(x > 0, ...)``), ``reduce_max``/``argmax``
 and ``sort`` at ties.  Which primitives switch, and how, is the primitive table's knowledge
-(each entry's ``switch`` rule, ``mcjax._program.primitives``).  This module walks ``f``'s
+(each entry's ``switch`` rule, ``mcjax._primitives``).  This module walks ``f``'s
 jaxpr with the one walker, equation by equation, and at each switch asks whether the *switching quantity* (``a - b`` of ``max(a, b)`` or of the comparison,
 ``x`` of ``abs(x)``) is at the switch: exactly, or within the rounding error it carries (a
 bound propagated through the jaxpr, zero for ``f``'s own arguments; see
@@ -36,6 +36,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
 
+from mcjax._primitives import TABLE, V, lookup
+from mcjax._primitives._switch import (
+    bind_values,
+    directional_bind,
+    floating,
+    jump,
+    jvp_of,
+    zero_if_none,
+)
 from mcjax._program._inspect import equation_terms
 from mcjax._program._walk import (
     CALLS,
@@ -45,15 +54,6 @@ from mcjax._program._walk import (
     equations,
     needed,
     sub_jaxprs,
-)
-from mcjax._program.primitives import TABLE, V, lookup
-from mcjax._program.primitives._switch import (
-    bind_values,
-    directional_bind,
-    floating,
-    jump,
-    jvp_of,
-    zero_if_none,
 )
 
 

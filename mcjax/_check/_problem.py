@@ -138,9 +138,7 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
     static_leaves = tuple(None if _is_array(leaf) else _hashable(leaf) for leaf in leaves)
     dynamic = tuple(leaves[i] for i in dynamic_positions)
     static = Static(f, derivative, argnums, layout, treedef, static_leaves, dynamic_positions)
-    x_spec = FlatSpec.of(static.x_of(args))
-    if not isinstance(argnums, int):
-        x_spec = x_spec.named_by(argnums)
+    x_spec = argument_spec(f, static.x_of(args), argnums)
     structs = _structs(dynamic)
     seen = None
     if traces is not None:
@@ -228,8 +226,7 @@ def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSp
             "the arrays alone (eqx.partition)") if functions else ""
     trace = _traced("the derivative", traced, structs, cotangent, differentiated=False,
                     lifted=True, hint=hint)
-    validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback),
-             argument_names(static.f, static.positions))
+    validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback))
     return trace, bool(pullback)
 
 
@@ -245,6 +242,24 @@ def argument_names(f, positions: tuple[int, ...]) -> tuple[str, ...]:
         parameters = []
     return tuple(parameters[k].name if k < len(parameters) else f"args[{k}]"
                  for k in range(max(positions) + 1))
+
+
+def argument_spec(f, x, argnums: int | tuple[int, ...]) -> FlatSpec:
+    """The spec of ``f``'s differentiated argument ``x`` (``args[argnums]``, or the tuple of
+    arguments ``argnums``), its leaves named as ``f`` names them: ``params['W'][1, 2]``."""
+    positions = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    return FlatSpec.of(x).named_by(argnums, argument_names(f, positions))
+
+
+def named_like(wrapper, f):
+    """``wrapper``, a function of ``*args`` that the checker builds around ``f`` (the
+    gradient of ``f`` for ``check_hessian``), given ``f``'s signature: its report names the
+    arguments as ``f`` does (``argument_names``).  Returns ``wrapper``."""
+    try:
+        wrapper.__signature__ = inspect.signature(f.fn if isinstance(f, Keyed) else f)
+    except (TypeError, ValueError):  # a builtin without one: args[k]
+        pass
+    return wrapper
 
 
 def reference_key(p: Prepared) -> tuple[Prepared, str]:

@@ -2,104 +2,26 @@
 
 ``str(report)`` is the readable verdict: a summary line, the thresholds used, one line per
 reference, the Taylor test, kinks, a small table of the worst entries and the diagnosis;
-``repr(report)`` its one line (``Report(FAIL: d f / d args[0] by df; ...; diagnosis: ...)``);
-in a notebook the report shows itself as HTML, its verdict first.
+``repr(report)`` its one line (``Report(FAIL: d f / d params by df; ...; diagnosis: ...)``);
+in a notebook the report shows itself as HTML, its verdict first (the comparison table, the
+worst entries and the diagnosis).  The three are read from the same fields, here beside the
+report they show.
 ``report.heatmap()`` draws expected, got and their difference for a small Jacobian
 (matplotlib, imported only then: ``pip install 'mcjax[plot]'``).
 """
 
 from __future__ import annotations
 
-import functools
+import html
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
-from mcjax._check import _view
+from mcjax._check import _heatmap
 from mcjax._check._compare import Comparison, Entry, Threshold
 from mcjax._check._problem import Prepared, name_of
+from mcjax._check._report_parts import Kinks, Later, Projection, Slip
 from mcjax._check._taylor import Taylor
-
-
-@dataclass(frozen=True)
-class KinkEntry:
-    """One entry at a kink: what JAX, the one-sided derivatives and the derivative give."""
-
-    label: str
-    jax: float
-    left: float
-    right: float
-    got: float
-    conventions: tuple[str, ...]  # the accepted values the derivative matches
-
-
-@dataclass(frozen=True)
-class Kinks:
-    """Entries where ``f`` is not differentiable at the point, read from its jaxpr."""
-
-    at: int  # entries whose one-sided derivatives differ
-    jumps: int  # entries where f jumps (a discontinuity): only JAX's value is accepted
-    followed: tuple[str, ...]  # conventions every kink entry agrees with
-    asked: str | None
-    entries: tuple[KinkEntry, ...]  # a few, for the report
-    ok: bool
-    note: str
-
-
-@dataclass(frozen=True)
-class Slip:
-    """A slip the diagnosis named: its kind (for programs) and the sentence (for people).
-
-    The kinds: ``"sign"``, ``"factor"`` (the whole derivative), ``"leaf-sign"``,
-    ``"leaf-factor"`` (one leaf of a pytree), ``"transposed"``, ``"wrong-argument"``,
-    ``"nonfinite"``; planted in ``f`` (``mcjax._check._slips``): ``"missing-term"``,
-    ``"sign-in-term"``, ``"missing-factor"``, ``"other-branch"``, ``"missing-gate"``,
-    ``"sign-dropped"``, ``"value-for-derivative"``, ``"neighbour-derivative"``,
-    ``"before-transform"``, ``"count-off-by-one"``, ``"not-transposed"``,
-    ``"kernel-not-flipped"``, ``"padding-off"``, ``"tap-missing"``; from the structure alone:
-    ``"dense-for-diagonal"``, ``"diagonal-for-dense"``, ``"low-rank"``; and ``"incomplete"``
-    (last) where the slips could not be planted in ``f``, with the reason."""
-
-    kind: str
-    sentence: str
-
-
-@dataclass(frozen=True)
-class Projection:
-    """Fast mode: one projection ``u^T J v`` at one point."""
-
-    point: int
-    direction: int
-    expected: float
-    got: float
-    allowed: float
-
-    @property
-    def ok(self) -> bool:
-        return abs(self.got - self.expected) <= self.allowed
-
-
-class Later:
-    """A field of a ``mcjax.Report`` computed when first read: the diagnosis traces variants of
-    ``f``, work worth doing only for a report somebody reads (``check_cases`` of many failing
-    points, a test that asks ``.ok``).  ``compute`` returns every lazy field at once, as a
-    dict, and runs once for all the fields made together."""
-
-    def __init__(self, name: str, compute):
-        self.name, self.compute = name, compute
-
-    @staticmethod
-    def fields(compute, *names: str) -> dict:
-        once = functools.cache(compute)
-        return {name: Later(name, once) for name in names}
-
-    def resolve(self):
-        return self.compute()[self.name]
-
-    def __reduce__(self):  # a report sent to another process carries the value
-        return (tuple, (tuple(self.resolve()),))
 
 
 @dataclass(frozen=True)
@@ -109,7 +31,8 @@ class Report:
     Attributes:
       ok: whether the derivative passed every check.
       function, derivative: the names of ``f`` and the derivative under test.
-      wrt: which argument (``"args[0]"``), or arguments (``"(args[0], args[2])"``).
+      wrt: which argument, as ``f`` names it (``"params"``; ``"args[0]"`` where ``f`` names
+        none: a builtin, ``*args``), or arguments (``"(W, b)"``).
       shapes: ``f``'s argument and output, in words.
       mode: ``"full"`` (the Jacobian materialised) or ``"fast"`` (random projections).
       points: how many points were checked.
@@ -167,11 +90,11 @@ class Report:
 
     def __repr__(self) -> str:
         """One line: the verdict, what failed and the first diagnosis (``str`` is the whole)."""
-        return _view.short(self)
+        return short(self)
 
     def _repr_html_(self) -> str:
         """A notebook's view: the verdict first, then the comparisons and the diagnosis."""
-        return _view.page(self)
+        return page(self)
 
     def as_dict(self) -> dict[str, Any]:
         """Everything but the matrices, as JSON-ready Python values."""
@@ -204,66 +127,13 @@ class Report:
                 f"mcjax.Report.heatmap: this {self.mode}-mode report kept no Jacobian to draw; "
                 "expected a full-mode check (mode='full') of a small Jacobian"
             )
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("mcjax.Report.heatmap needs matplotlib: pip install 'mcjax[plot]'") from e
-        expected, got = self.matrices["expected"], self.matrices["got"]
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
-        limit = float(np.nanmax(np.abs(np.concatenate([expected.ravel(), got.ravel()])))) or 1.0
-        panels = (("expected (reference)", expected, limit), ("got (derivative under test)", got, limit),
-                  ("got - expected", got - expected, None))
-        rows = self.matrices.get("rows", (("out", (expected.shape[0],), expected.shape[0]),))
-        columns = self.matrices.get("columns", ((self.wrt, (expected.shape[1],),
-                                                 expected.shape[1]),))
-        for ax, (title, values, lim) in zip(axes, panels):
-            lim = lim or float(np.nanmax(np.abs(values))) or 1.0
-            image = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto",
-                              interpolation="nearest")
-            ax.set_title(title)
-            _name_leaves(ax, "x", columns, f"d / d {self.wrt}")
-            _name_leaves(ax, "y", rows, "d out")
-            fig.colorbar(image, ax=ax, shrink=0.8)
-        fig.suptitle(f"d {self.function} / d {self.wrt}: {'ok' if self.ok else 'FAIL'}")
-        if path is not None:
-            fig.savefig(path, dpi=120)
-        return fig
-
-
-LABELLED_LEAVES = 16
-"""Up to this many leaves along an axis of the heatmap are named; more are only separated."""
-
-
-def _name_leaves(ax, axis: str, leaves, what: str) -> None:
-    """Name the pytree leaves along one axis of a heatmap panel (``axis`` ``"x"``: the
-    argument's, ``"y"``: the output's): a line between two leaves and each leaf's label and
-    shape at its middle; for one leaf, its label and shape in the axis title.  Entries run
-    flat, row-major inside each leaf."""
-    set_title = ax.set_xlabel if axis == "x" else ax.set_ylabel
-    if len(leaves) == 1:
-        label, shape, _ = leaves[0]
-        named = what if what.endswith(label) else f"{what}: {label}"  # a bare array: named once
-        set_title(f"{named}, shape {tuple(shape)} (flat, row-major)")
-        return
-    edges = np.cumsum([0] + [size for _, _, size in leaves]) - 0.5
-    for edge in edges[1:-1]:
-        (ax.axvline if axis == "x" else ax.axhline)(edge, color="black", linewidth=0.8)
-    if len(leaves) <= LABELLED_LEAVES:
-        centres = (edges[:-1] + edges[1:]) / 2
-        names = [f"{label} {tuple(shape)}" for label, shape, _ in leaves]
-        if axis == "x":
-            ax.set_xticks(centres, names, rotation=30, ha="right", fontsize="small")
-        else:
-            ax.set_yticks(centres, names, fontsize="small")
-    set_title(f"{what}: {len(leaves)} leaves (each flat, row-major)")
-
+        return _heatmap.draw(self.matrices, f"d {self.function} / d {self.wrt}: "
+                             f"{'ok' if self.ok else 'FAIL'}", self.wrt, path)
 
 def wrt_of(p: Prepared) -> str:
-    """The differentiated argument in words: ``args[0]``, or ``(args[0], args[2])``."""
-    names = [f"args[{i}]" for i in p.static.positions]
+    """The differentiated argument as ``f`` names it: ``params``, or ``(W, b)`` for several
+    (``args[0]`` where ``f`` gives no name: a builtin, ``*args``; ``FlatSpec.names``)."""
+    names = [p.x_spec.names[i] for i in p.static.positions]
     return names[0] if isinstance(p.static.argnums, int) else f"({', '.join(names)})"
 
 
@@ -319,7 +189,7 @@ def render(r: Report) -> str:
         lines.append(f"  problem: {problem}")
     if r.worst:
         lines.append("  worst entries:")
-        lines.append(f"    {'index':<24}{'expected':>12}{'got':>12}{'error':>11}{'allowed':>11}")
+        lines.append(f"    {'entry':<24}{'expected':>12}{'got':>12}{'error':>11}{'allowed':>11}")
         for e in r.worst:
             lines.append(f"    {e.label:<24}{_g(e.expected):>12}{_g(e.got):>12}"
                          f"{e.error:>11.2e}{e.allowed:>11.1e}")
@@ -333,3 +203,114 @@ def render(r: Report) -> str:
     for note in r.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+# -- the one-line and the HTML view ---------------------------------------------------------------
+SHOWN_DIAGNOSIS = 90  # characters of the first diagnosis sentence in repr(report)
+_OK, _FAIL = "#1a7f37", "#cf222e"  # GitHub's green and red: legible on light and dark themes
+
+
+def what(r: Report) -> str:
+    """``d f / d params by df``."""
+    return f"d {r.function} / d {r.wrt} by {r.derivative}"
+
+
+def _failing(r: Report) -> str:
+    """What failed, in a few words: the worst comparison, else the first other failure."""
+    bad = [c for c in r.comparisons if not c.ok]
+    if bad:
+        c = max(bad, key=lambda c: c.worst_ratio)
+        return (f"{c.violations} of {c.compared} entries over against {c.reference} "
+                f"(worst {c.worst_ratio:.2g} x threshold)")
+    if r.projections and any(not p.ok for p in r.projections):
+        return f"{sum(not p.ok for p in r.projections)} of {len(r.projections)} projections over"
+    if r.taylor is not None and not r.taylor.ok:
+        return f"Taylor remainder: {r.taylor.note}"
+    if r.kinks is not None and not r.kinks.ok:
+        return f"kinks: {r.kinks.note}"
+    if r.problems:
+        return r.problems[0]
+    return "see str(report)"
+
+
+def short(r: Report) -> str:
+    """``Report(FAIL: d f / d params by df; 4 of 16 entries over ...; diagnosis: ...)``."""
+    if r.ok:
+        points = f"{r.points} point{'s' if r.points != 1 else ''}"
+        return f"Report(ok: {what(r)}; {r.dtype}, {r.mode} mode, {points})"
+    parts = [f"FAIL: {what(r)}", _failing(r)]
+    if r.diagnosis:
+        first = r.diagnosis[0]
+        parts.append("diagnosis: " + (first if len(first) <= SHOWN_DIAGNOSIS
+                                      else first[:SHOWN_DIAGNOSIS - 1].rstrip() + "…"))
+    return f"Report({'; '.join(parts)})"
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    """A table whose first column is text (left) and the others numbers (right)."""
+    def align(i: int) -> str:
+        return "text-align:left" if i == 0 else "text-align:right"
+
+    cells = "".join(f"<th style='{align(i)}'>{_e(h)}</th>" for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f"<td style='{align(i)}'>{cell}</td>"
+                                    for i, cell in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _status(ok: bool, text: str = "") -> str:
+    word = "ok" if ok else "FAIL"
+    return (f"<span style='color:{_OK if ok else _FAIL};font-weight:bold'>{word}</span>"
+            + (f" {_e(text)}" if text else ""))
+
+
+def page(r: Report) -> str:
+    """The report as HTML: the verdict and what was checked, the comparisons, the Taylor test
+    and kinks, the worst entries, where they are, the diagnosis, links and notes."""
+    verdict = "ok" if r.ok else "FAIL"
+    colour = _OK if r.ok else _FAIL
+    points = f"{r.points} point{'s' if r.points != 1 else ''}"
+    out = [f"<div class='mcjax-report'><p><strong style='color:{colour}'>{verdict}</strong> "
+           f"<code>{_e(what(r))}</code> (mcjax.check)</p>",
+           f"<p style='margin:0.2em 0'>{_e(r.shapes)}, {_e(r.dtype)}, {_e(r.mode)} mode, "
+           f"{points}</p>"]
+    if r.comparisons:
+        rows = [[_e(c.reference), f"{c.max_abs:.1e}", f"{c.max_rel:.1e}",
+                 f"{c.worst_ratio:.2g}", _status(c.ok) if c.ok else _status(
+                     False, f"{c.violations} of {c.compared} over"
+                     + (f", {c.excluded} not compared" if c.excluded else ""))]
+                for c in r.comparisons]
+        out.append(_table(["reference", "max |got - ref|", "max rel", "worst / threshold",
+                           ""], rows))
+    checks = []
+    if r.projections:
+        bad = sum(not p.ok for p in r.projections)
+        checks.append(f"u<sup>T</sup> J v: {_status(bad == 0)} {len(r.projections)} "
+                      f"projections, {bad} over their threshold")
+    if r.taylor is not None:
+        checks.append(f"Taylor remainder: {_status(r.taylor.ok, r.taylor.note)}")
+    if r.kinks is not None and (r.kinks.at or r.kinks.jumps):
+        checks.append(f"kinks: {_status(r.kinks.ok, r.kinks.note)}")
+    checks += [f"problem: {_e(p)}" for p in r.problems]
+    if checks:
+        out.append("<ul>" + "".join(f"<li>{c}</li>" for c in checks) + "</ul>")
+    if r.worst:
+        out.append(_table(["entry", "expected", "got", "error", "allowed"],
+                          [[f"<code>{_e(e.label)}</code>", _g(e.expected), _g(e.got),
+                            f"{e.error:.2e}", f"{e.allowed:.1e}"] for e in r.worst]))
+    if r.where:
+        out.append("<p>where: " + "; ".join(_e(w) for w in r.where) + "</p>")
+    if r.diagnosis:
+        out.append("<p><strong>diagnosis</strong></p><ul>"
+                   + "".join(f"<li>{_e(d)}</li>" for d in r.diagnosis) + "</ul>")
+    if r.links:
+        out.append("<ul>" + "".join(
+            f"<li>link <code>{_e(name)}</code>: {_status(link.ok)}"
+            + (f" ({_e(link.diagnosis[0])})" if link.diagnosis else "") + "</li>"
+            for name, link in r.links) + "</ul>")
+    out.append(f"<p style='font-size:smaller'>threshold: {_e(r.threshold.describe())}</p>")
+    out += [f"<p style='font-size:smaller'>note: {_e(n)}</p>" for n in r.notes]
+    return "".join(out) + "</div>"

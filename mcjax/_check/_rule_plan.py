@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check._flat import FlatSpec
-from mcjax._check._problem import _is_array, _traced, name_of
+from mcjax._check._problem import _is_array, _traced, argument_spec, name_of
 from mcjax._check._returned import vjp as pullback
 from mcjax._check._rule_free import CustomRule, rule_free, user_rules
 from mcjax._core._arguments import argnums_spec, numbers_as_array, positions, require_callable
@@ -131,7 +131,8 @@ def plan(f, args: tuple, argnums: int = 0, surrogate=None) -> RulePlan:
         raise ValueError(f"{WHERE}: {name} calls no jax.custom_jvp or jax.custom_vjp function; "
                          "expected a function with a custom derivative rule (mcjax.check checks "
                          "a derivative you pass it)")
-    out_spec, x_spec = FlatSpec.of(trace.out_shape), FlatSpec.of(args[argnums])
+    out_spec = FlatSpec.of(trace.out_shape)
+    x_spec = argument_spec(f, args[argnums], argnums)
     if surrogate is not None:
         _same_outputs(surrogate, trace.out_shape, lambda *d: surrogate(*rebuild(d)), structs())
 

@@ -37,7 +37,8 @@ from mcjax._check import _full, _rule_probes
 from mcjax._check._api import _options, check
 from mcjax._check._compare import Threshold
 from mcjax._check._problem import prepare
-from mcjax._check._report import Later, Report
+from mcjax._check._report import Report
+from mcjax._check._report_parts import Later
 from mcjax._check._rule_plan import RulePlan, as_check_rule, plan, rules_words
 from mcjax._core._arguments import count, describe
 from mcjax._core._errors import DerivativeError
@@ -51,8 +52,8 @@ def _header(plan: RulePlan, mode: str, points: int) -> dict:
     floating = [d for d in plan.x_spec.dtypes + plan.out_spec.dtypes if jnp.issubdtype(d, jnp.floating)]
     dtype = max(floating, key=lambda d: float(jnp.finfo(d).eps), default=plan.x_spec.dtypes[0])
     return {"function": plan.name, "derivative": rules_words(plan.rules),
-            "wrt": f"args[{plan.argnums}]",
-            "shapes": f"f: args[{plan.argnums}] {plan.x_spec.describe()} -> "
+            "wrt": plan.x_spec.names[-1],
+            "shapes": f"f: {plan.x_spec.names[-1]} {plan.x_spec.describe()} -> "
                       f"{plan.out_spec.describe()}",
             "dtype": dtype, "mode": mode, "points": points,
             "threshold": Threshold.of(dtype, plan.terms, "none: no direction could be checked")}

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core
 
+from mcjax._primitives import Slips, lookup
 from mcjax._program._walk import CALLS, Interpreter, bind, callee_name, from_jax, user_place
-from mcjax._program.primitives import Slips, lookup
 
 MAX_SITES = 160
 """At most this many rewritten variants are tried (the first places of ``f``; the diagnosis

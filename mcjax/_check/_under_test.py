@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._check._case import Prepared, Static
-from mcjax._check._flat import FlatSpec, leaf_name
+from mcjax._check._flat import FlatSpec
 from mcjax._core._errors import DerivativeShapeError, shape_str
 from mcjax._core._pytrees import structure_name
 from mcjax._jacobian import Jacobian
@@ -94,25 +94,23 @@ def _check_vjp_result(result, x_spec: FlatSpec):
     return result
 
 
-def validate(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str, pullback: bool,
-             names: tuple[str, ...] = ()) -> None:
+def validate(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str, pullback: bool) -> None:
     """Check the derivative's traced value (``jax.ShapeDtypeStruct`` leaves) before any program
     runs, so that a wrong shape is one clear ``mcjax.ShapeError``.  ``pullback``: the
     value is a VJP function's result ``u^T J``."""
     if pullback:
         _check_vjp_result(value, x_spec)
     else:
-        _blocks(value, x_spec, out_spec, layout, abstract=True, names=names)
+        _blocks(value, x_spec, out_spec, layout, abstract=True)
 
 
 def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
-            abstract: bool = False, names: tuple[str, ...] = ()) -> dict:
+            abstract: bool = False) -> dict:
     """The derivative's blocks ``(out leaf k, in leaf j) -> array or Jacobian``, numerator layout.
 
     The expected structure is ``jax.jacfwd``'s: f's output tree with every leaf replaced by the
     argument's tree of arrays ``out_leaf.shape + arg_leaf.shape`` (a gradient for scalar f).
-    ``abstract``: only check the shapes (of ``jax.ShapeDtypeStruct`` leaves).  ``names``: the
-    differentiated parameters' names, for the messages.
+    ``abstract``: only check the shapes (of ``jax.ShapeDtypeStruct`` leaves).
     """
     is_jac = lambda leaf: isinstance(leaf, Jacobian)  # noqa: E731
     leaves, treedef = jax.tree_util.tree_flatten(value, is_leaf=is_jac)
@@ -121,29 +119,26 @@ def _blocks(value, x_spec: FlatSpec, out_spec: FlatSpec, layout: str,
     expected_def = jax.tree_util.tree_structure(expected)
     pairs = [(k, j) for k in range(len(out_spec.shapes)) for j in range(len(x_spec.shapes))]
     if treedef != expected_def:
-        raise DerivativeShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
-                                                 names))
+        raise DerivativeShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
     blocks = {}
     for (k, j), leaf in zip(pairs, leaves):
         o, i = out_spec.shapes[k], x_spec.shapes[j]
         shape = tuple(leaf.shape) if is_jac(leaf) else tuple(np.shape(leaf))
         if is_jac(leaf) or layout == "numerator":
             if shape != o + i:
-                raise DerivativeShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
-                                                 names))
+                raise DerivativeShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
             if not abstract:
                 blocks[k, j] = leaf if is_jac(leaf) else jnp.asarray(leaf)
         else:
             if shape != i + o:
-                raise DerivativeShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout,
-                                                 names))
+                raise DerivativeShapeError(_layout_message(value, leaves, x_spec, out_spec, pairs, layout))
             if not abstract:
                 blocks[k, j] = jnp.moveaxis(jnp.asarray(leaf), tuple(range(len(i))),
                                             tuple(range(len(o), len(o) + len(i))))
     return blocks
 
 
-def _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of, names=()) -> str:
+def _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of) -> str:
     """A scalar f's gradient in the argument's structure: the leaves whose shapes are off, by
     f's name of them, and a transposed matrix named as one (``; params[1]['W'] is (448, 10)
     where (10, 448) was due: its gradient transposed? expected (10, 448), got (448, 10)``).
@@ -156,7 +151,7 @@ def _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of, names=()) -> s
         due, got = out_spec.shapes[k] + x_spec.shapes[j], shape_of(leaf)
         if got == due:
             continue
-        name = leaf_name(x_spec, j, names) or "the argument"
+        name = x_spec.leaf_name(j) or "the argument"
         said = f"{name} is {shape_str(got)} where {shape_str(due)} was due"
         if len(due) >= 2 and got == due[:-2] + due[-1:] + due[-2:-1]:
             said += (f": its gradient transposed? expected {shape_str(due)}, got {shape_str(got)} "
@@ -165,7 +160,7 @@ def _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of, names=()) -> s
     return "; " + "; ".join(off[:3]) if off else ""
 
 
-def _layout_message(value, leaves, x_spec, out_spec, pairs, layout, names=()) -> str:
+def _layout_message(value, leaves, x_spec, out_spec, pairs, layout) -> str:
     """Say what arrived, what was due, and which usual slip explains the difference."""
     def shape_of(leaf):
         return tuple(leaf.shape) if isinstance(leaf, Jacobian) else tuple(np.shape(leaf))
@@ -193,15 +188,15 @@ def _layout_message(value, leaves, x_spec, out_spec, pairs, layout, names=()) ->
                 "transposed (x h^T where h x^T was due?)"
             )
         return message
-    return _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of, names)
+    return _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of)
 
 
-def _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of, names=()) -> str:
+def _layout_message_tree(value, leaves, x_spec, out_spec, pairs, shape_of) -> str:
     kind = ("an array" if isinstance(value, (jax.ShapeDtypeStruct, jax.Array, np.ndarray))
             else structure_name(value))  # traced abstractly: an array arrives as its shape
     due = ", ".join(shape_str(out_spec.shapes[k] + x_spec.shapes[j]) for k, j in pairs)
     hint = ("; if it is a VJP function u -> u^T J, wrap it: mcjax.vjp(fn)" if callable(value)
-            else _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of, names))
+            else _leaves_off(value, leaves, x_spec, out_spec, pairs, shape_of))
     if out_spec.size == 1 and sorted(shape_of(leaf) for leaf in leaves) == sorted(
             out_spec.shapes[0] + s for s in x_spec.shapes):
         x_tree = x_spec.treedef.unflatten([0] * len(x_spec.shapes))

@@ -139,8 +139,9 @@ def add_train(subparsers) -> None:
                    help="with --grad analytic, check the hand-derived gradient at the first "
                         "batch and stop with the report (exit 1) if it is wrong (default: on)")
     p.add_argument("--optimizer", default=DEFAULTS.optimizer,
-                   help="sgd, momentum, adam (the paper's) or any optax optimizer "
-                        "(default %(default)s)")
+                   help="sgd, momentum, adam (the paper's), kfac (K-FAC: --opt damping=0.1, "
+                        "adaptive=true, adaptive_damping=true, ...; docs/kfac.md) or any optax "
+                        "optimizer (default %(default)s)")
     p.add_argument("--lr", type=RATE, default=None,
                    help=f"learning rate > 0 (default {NEURON_LEARNING_RATE} for neuron, "
                         f"{DEFAULTS.learning_rate} for digits)")

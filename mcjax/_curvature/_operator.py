@@ -19,9 +19,59 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the flattened argument of an operator is laid out in the argument itself: its
+    pytree structure and each leaf's shape, in ``jax.flatten_util.ravel_pytree``'s order
+    (leaf by leaf, each row-major).  ``mcjax.hessian`` sets it, so that ``hvp`` and ``solve``
+    take and give vectors shaped as the argument (a parameter dict) as well as flat ones."""
+
+    tree: Any  # a PyTreeDef
+    shapes: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of(cls, x) -> Layout:
+        """The layout of ``x`` (an array or a pytree of arrays)."""
+        leaves, tree = jax.tree_util.tree_flatten(x)
+        return cls(tree, tuple(tuple(np.shape(leaf)) for leaf in leaves))
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(shape) for shape in self.shapes)
+
+    def matches(self, v) -> bool:
+        """Whether ``v`` is shaped as the argument (its tree, its leaves' shapes)."""
+        leaves, tree = jax.tree_util.tree_flatten(v)
+        return tree == self.tree and tuple(tuple(np.shape(a)) for a in leaves) == self.shapes
+
+    def ravel(self, v) -> jax.Array:
+        """``v``, shaped as the argument, as one flat vector."""
+        leaves = jax.tree_util.tree_leaves(v)
+        return jnp.concatenate([jnp.ravel(jnp.asarray(a)) for a in leaves]) if leaves \
+            else jnp.zeros((0,))
+
+    def unravel(self, flat: jax.Array):
+        """A flat vector shaped as the argument."""
+        parts, at = [], 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            parts.append(flat[at:at + size].reshape(shape))
+            at += size
+        return jax.tree_util.tree_unflatten(self.tree, parts)
+
+    def describe(self) -> str:
+        """The argument's structure in words, for an error message."""
+        if self.tree == jax.tree_util.tree_structure(0):
+            return f"an array of shape {self.shapes[0]}"
+        return f"a pytree {self.tree} with leaves of shapes {list(self.shapes)}"
 
 
 class Curvature:
@@ -41,11 +91,14 @@ class Curvature:
     _static: tuple[str, ...] = ()
     text: tuple[str, str] | None
     """``(formula, latex)`` of the derived second derivative, or ``None``."""
+    layout: Layout | None
+    """The argument's layout (``mcjax.hessian`` sets it), or ``None``: flat vectors only."""
 
-    def _init(self, text=None, **fields) -> None:
+    def _init(self, text=None, layout=None, **fields) -> None:
         for name, value in fields.items():
             object.__setattr__(self, name, value)
         object.__setattr__(self, "text", text)
+        object.__setattr__(self, "layout", layout)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"mcjax.curvature.{type(self).__name__} is immutable: build a "
@@ -58,14 +111,15 @@ class Curvature:
     def tree_flatten(self):
         """JAX pytree protocol: the arrays are leaves, the structure is static."""
         return (tuple(getattr(self, a) for a in self._arrays),
-                (tuple(getattr(self, s) for s in self._static), self.text))
+                (tuple(getattr(self, s) for s in self._static), self.text, self.layout))
 
     @classmethod
     def tree_unflatten(cls, aux, arrays):
         """JAX pytree protocol: rebuild from ``tree_flatten``'s output, without checks."""
-        static, text = aux
+        static, text, layout = aux
         obj = object.__new__(cls)
-        obj._init(text, **dict(zip(cls._arrays, arrays)), **dict(zip(cls._static, static)))
+        obj._init(text, layout, **dict(zip(cls._arrays, arrays)),
+                  **dict(zip(cls._static, static)))
         return obj
 
     # -- what every structure has ---------------------------------------------------------
@@ -96,10 +150,13 @@ class Curvature:
         """The structure in words and shapes: ``"gram: Xᵀ diag(D) X + diag(d), X 8×5"``."""
         return describe(self)
 
-    def hvp(self, v: jax.Array) -> jax.Array:
-        """$H v$ for ``v`` of shape ``(n,)`` (the flattened argument), at the structure's
-        cost (O(n) for a diagonal, O(Nn) for a Gram form)."""
-        return mv(self, _vector(self, v, "hvp", "v"))
+    def hvp(self, v):
+        """$H v$ for ``v`` of shape ``(n,)`` (the flattened argument), or shaped as the
+        argument (a parameter dict, for an operator from ``mcjax.hessian``: the result is
+        shaped so too), at the structure's cost (O(n) for a diagonal, O(Nn) for a Gram
+        form)."""
+        flat, back = _vector(self, v, "hvp", "v")
+        return back(mv(self, flat))
 
     def dense(self) -> jax.Array:
         """$H$ as a dense ``(n, n)`` array: ``jax.hessian`` of ``f`` with respect to the
@@ -125,16 +182,36 @@ class Curvature:
         factor-wise by eigendecompositions for a Kronecker product, block by block for a
         block diagonal.  A sum of structures, a dense operator and the HVP fallback solve the
         dense $n \\times n$ system: $O(n^3)$ time, $O(n^2)$ memory.  $H$ need not be
-        positive definite (an LU solve, not Cholesky, where a system is solved).
+        positive definite: a system is solved by LU, except a Gram form's where its weights
+        $D \\ge 0$ and $d + \\lambda > 0$ make it positive definite (Cholesky, half the
+        flops; chosen at run time).
 
         Args:
-          b: shape ``(n,)``.
+          b: shape ``(n,)``, or shaped as the argument (for an operator from
+            ``mcjax.hessian``: a gradient as ``jax.grad`` returns it).
           damping: $\\lambda \\ge 0$, a scalar added to the diagonal.
 
         Returns:
-          Shape ``(n,)``.
+          Shaped as ``b``.
         """
-        return solve(self, _vector(self, b, "solve", "b"), jnp.asarray(damping, self.dtype))
+        flat, back = _vector(self, b, "solve", "b")
+        return back(solve(self, flat, jnp.asarray(damping, self.dtype)))
+
+    def ravel(self, v) -> jax.Array:
+        """``v``, shaped as the argument, as the flat ``(n,)`` vector the operator acts on
+        (``jax.flatten_util.ravel_pytree``'s order)."""
+        return _vector(self, v, "ravel", "v")[0]
+
+    def unravel(self, flat) -> Any:
+        """A flat ``(n,)`` vector (``diagonal()``, say) shaped as the argument: a parameter
+        dict for a dict argument.  The vector itself where the layout is unknown (an
+        operator built by hand)."""
+        flat = jnp.asarray(flat)
+        if flat.shape != (self.size,):
+            raise ValueError(f"mcjax.curvature.{type(self).__name__}.unravel: the vector has "
+                             f"shape {flat.shape}; expected ({self.size},), the flattened "
+                             "argument")
+        return flat if self.layout is None else self.layout.unravel(flat)
 
     def slogdet(self) -> tuple[jax.Array, jax.Array]:
         """``(sign, log|det H|)`` as ``jnp.linalg.slogdet``: by the determinant lemma for a
@@ -169,12 +246,38 @@ class Curvature:
         return f"{type(self).__name__}({self.structure})"
 
 
-def _vector(op: Curvature, v, method: str, name: str) -> jax.Array:
-    v = jnp.asarray(v)
-    if v.shape != (op.size,):
+_KEEP: Any = object()
+
+
+def with_meta(op: Curvature, *, text=_KEEP, layout=_KEEP) -> Curvature:
+    """``op`` printing as ``text`` (``(formula, latex)``) and laid out as ``layout``: a copy,
+    its arrays shared."""
+    arrays, (static, old_text, old_layout) = op.tree_flatten()
+    return type(op).tree_unflatten((static, old_text if text is _KEEP else text,
+                                    old_layout if layout is _KEEP else layout), arrays)
+
+
+def _vector(op: Curvature, v, method: str, name: str):
+    """``v`` as the flat vector the operator acts on (in its dtype, whatever the promotion
+    setting), and the function that gives a flat result back in ``v``'s form."""
+    layout = op.layout
+    if layout is not None and layout.matches(v) and not (
+            isinstance(v, (jax.Array, np.ndarray)) and np.shape(v) == (op.size,)):
+        return layout.ravel(v).astype(op.dtype), layout.unravel
+    if not isinstance(v, (jax.Array, np.ndarray, np.generic, list, tuple, int, float)) or (
+            isinstance(v, (list, tuple)) and jax.tree_util.tree_structure(v).num_nodes != 1
+            and not all(isinstance(a, (int, float)) for a in v)):
+        shaped = f" or {layout.describe()}, shaped as the argument" if layout else ""
+        raise ValueError(f"mcjax.curvature.{type(op).__name__}.{method}: {name} is "
+                         f"{type(v).__name__} {jax.tree_util.tree_structure(v)}; expected a "
+                         f"vector of shape ({op.size},), the flattened argument{shaped}")
+    flat = jnp.asarray(v)
+    if flat.shape != (op.size,):
+        shaped = f", or {layout.describe()}, shaped as the argument" if layout else ""
         raise ValueError(f"mcjax.curvature.{type(op).__name__}.{method}: {name} has shape "
-                         f"{v.shape}; expected shape ({op.size},), the flattened argument")
-    return v.astype(op.dtype)  # the operator's dtype, whatever the promotion setting
+                         f"{flat.shape}; expected shape ({op.size},), the flattened "
+                         f"argument{shaped}")
+    return flat.astype(op.dtype), lambda result: result
 
 
 # -- the one algebra: each structure registers what it does cheaper ------------------------

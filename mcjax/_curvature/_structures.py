@@ -231,6 +231,11 @@ class Gram(Curvature):
       D: shape ``(N,)``.
       d: shape ``(n,)`` (zeros where the form has no diagonal).
       has_diagonal: whether ``d`` is part of the form (printing only).
+
+    ``solve`` with damping $\\lambda$: for $N < n$ Woodbury's $N \\times N$ system
+    $I + S X E^{-1} X^\\top S$ ($E = \\operatorname{diag}(d + \\lambda)$, $S = D^{1/2}$), else
+    the $n \\times n$ one; by Cholesky where $D \\ge 0$ and $d + \\lambda > 0$ (the form is
+    then positive definite: a convex GLM's Hessian), by LU otherwise.
     """
 
     kind = "gram"
@@ -293,14 +298,31 @@ def _small_system(op: Gram, e):
 @solve.register
 def _(op: Gram, b, damping):
     N, n = op.X.shape
+    e = op.d + damping
+    positive = jnp.all(op.D >= 0) & jnp.all(e > 0)
     if N < n:  # Woodbury: an N × N system
-        e = op.d + damping
-
         def woodbury():
-            M, Xe = _small_system(op, e)
-            return b / e - jnp.linalg.solve(M, op.D * (Xe @ b)) @ Xe
+            Xe = op.X / e[None, :]
+            K = _inner(Xe, op.X, 1)  # X E⁻¹ Xᵀ, symmetric
+            u = Xe @ b
+
+            def cholesky():  # I + S K S, S = diag(√D): symmetric positive definite
+                s = jnp.sqrt(op.D)
+                M = s[:, None] * K * s[None, :] + jnp.eye(N, dtype=K.dtype)
+                return s * _cholesky_solve(M, s * u)
+
+            def lu():  # I + D K, as it comes
+                return jnp.linalg.solve(op.D[:, None] * K + jnp.eye(N, dtype=K.dtype), op.D * u)
+            return b / e - jax.lax.cond(positive, cholesky, lu) @ Xe
         return _unless_singular(e, woodbury, lambda: _dense_solve(op, b, damping))
-    return jnp.linalg.solve(_gram_matrix(op, damping), b)
+    M = _gram_matrix(op, damping)
+    return jax.lax.cond(positive, lambda: _cholesky_solve(M, b),
+                        lambda: jnp.linalg.solve(M, b))
+
+
+def _cholesky_solve(M, b):
+    r"""$M^{-1} b$ for a symmetric positive definite $M$ (half the flops of an LU solve)."""
+    return jsl.cho_solve(jsl.cho_factor(M, lower=True), b)
 
 
 @slogdet.register

@@ -3,7 +3,7 @@
 - ``_api``: ``mcjax.derive``, tracing and the shape of the result;
 - ``_interpret``: the derivation, a client of the one jaxpr walker (chain rule,
   total-derivative rule, the fallback to JAX's linear map); each primitive's structured
-  Jacobian is in the primitive table (``mcjax._program.primitives``), the structures and their
+  Jacobian is in the primitive table (``mcjax._primitives``), the structures and their
   algebra in ``mcjax._jacobian``;
 - ``_names``: the names of ``f``'s arguments and constants in the formula;
 - ``_hessian``: ``mcjax.hessian`` and ``mcjax.gauss_newton``, second derivatives read as

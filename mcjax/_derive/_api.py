@@ -25,7 +25,7 @@ from mcjax._derive._names import argument_exprs, constant_exprs
 from mcjax._jacobian import _build as B
 from mcjax._jacobian._verify import PROBES, Verification
 from mcjax._jacobian._verify import verify as verify_probes
-from mcjax._program.primitives import Operand
+from mcjax._primitives import Operand
 
 
 def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,

@@ -30,6 +30,7 @@ from mcjax._curvature import (
     hessian_vector_products,
 )
 from mcjax._curvature import _gauss_newton as CS
+from mcjax._curvature._operator import with_meta
 from mcjax._curvature._structures import Dense, Sum
 from mcjax._derive import _variables as V
 from mcjax._derive._api import derive
@@ -242,8 +243,7 @@ def _blocks(H, sizes, paths) -> Curvature:
 
 def _with_text(op: Curvature, H: Jacobian) -> Curvature:
     """``op`` printing as the derived second derivative ``H``."""
-    children, (static, _) = op.tree_flatten()
-    return type(op).tree_unflatten((static, (H.formula(), H.latex())), children)
+    return with_meta(op, text=(H.formula(), H.latex()))
 
 
 def _require_floating(function: str, x, position: int) -> None:

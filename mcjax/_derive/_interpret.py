@@ -3,7 +3,7 @@ r"""The derivation: ``f``'s jaxpr, equation by equation, with structured Jacobia
 A client of the one walker (``mcjax._program._walk``).  Each value of the program carries
 its array, its expression, and its derivative with respect to each leaf of the differentiated
 argument (absent where it does not depend on it).  An equation's local Jacobians (from the
-primitive table, ``mcjax._program.primitives``) are chained onto its operands' derivatives
+primitive table, ``mcjax._primitives``) are chained onto its operands' derivatives
 by the vector chain rule, and the paths that meet in one value are added by the
 total-derivative rule (Parr & Howard §4.5) — forward accumulation, as ``jax.jacfwd``, but on
 structures.
@@ -30,9 +30,9 @@ from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._algebra import add, compose, scale
 from mcjax._jacobian._sym import Sym
+from mcjax._primitives import Eqn, Operand, is_float, lookup, output_expr
+from mcjax._primitives._linear import concrete
 from mcjax._program._walk import Interpreter, bind, callee_name, from_jax, source_line
-from mcjax._program.primitives import Eqn, Operand, is_float, lookup, output_expr
-from mcjax._program.primitives._linear import concrete
 
 SCAN_UNROLL = 256
 """A ``lax.scan`` of at most this many steps is unrolled (its Jacobian a product of the

@@ -38,10 +38,12 @@ import numpy as np
 
 from mcjax._program._walk import Interpreter, bind
 
-ESTIMATORS = ("ggn", "empirical")
+ESTIMATORS = ("ggn", "empirical", "fisher")
 """The curvature estimators of ``mcjax.kfac_factors``: ``"ggn"``, the exact generalised
-Gauss-Newton (the exact Fisher for softmax cross-entropy and squared error), and
-``"empirical"``, the empirical Fisher (gradients at the true labels)."""
+Gauss-Newton (the exact Fisher for softmax cross-entropy and squared error),
+``"empirical"``, the empirical Fisher (gradients at the true labels), and ``"fisher"``, the
+Fisher from one label per example drawn from the model (softmax cross-entropy and squared
+error only)."""
 
 
 class LayerFactors(NamedTuple):
@@ -234,7 +236,7 @@ def dense_layers(loss: Callable, params, batch) -> tuple[list[DenseLayer], Any]:
     return layers, program
 
 
-def kfac_factors(loss: Callable, params, batch, *, estimator: str = "ggn"
+def kfac_factors(loss: Callable, params, batch, *, estimator: str = "ggn", key=None
                  ) -> dict[str, LayerFactors]:
     r"""The K-FAC factors $A$ and $G$ of every dense layer of ``loss``, from the loss itself.
 
@@ -248,7 +250,17 @@ def kfac_factors(loss: Callable, params, batch, *, estimator: str = "ggn"
     $J_i$ the Jacobian of the last dense layer's output $\mathbf{z}_i$ in $\mathbf{s}_i$ and
     $H_i = \nabla^2_{\mathbf{z}}\ell_i$ (one vector $J_i^\top\mathbf{u}\sqrt{\lambda}$ per
     eigenpair of $H_i$, negative curvature clipped to 0): the exact Fisher for softmax
-    cross-entropy and squared error, kfac-jax's ``ggn_exact``.
+    cross-entropy and squared error, kfac-jax's ``ggn_exact``.  The **sampled Fisher**
+    (``"fisher"``, kfac-jax's ``fisher_gradients``) is $G = \frac1B\sum_i \hat{\mathbf{g}}_i
+    \hat{\mathbf{g}}_i^\top$ with $\hat{\mathbf{g}}_i = J_i^\top\nabla_{\mathbf{z}}
+    \ell(\mathbf{z}_i; \hat y_i)$ at a label drawn from the model: $\hat y_i \sim
+    \operatorname{Categorical}(\operatorname{softmax}\mathbf{z}_i)$ for softmax
+    cross-entropy ($\nabla_{\mathbf{z}}\ell = \operatorname{softmax}\mathbf{z}_i -
+    \mathbf{e}_{\hat y_i}$), $\hat{\mathbf{y}}_i = \mathbf{z}_i + \boldsymbol{\epsilon}$,
+    $\boldsymbol{\epsilon} \sim N(0, I/h)$ for squared error $\frac h2\|\mathbf{z} -
+    \mathbf{y}\|^2$ (the variance whose Fisher is the Gauss-Newton matrix $hI$): an unbiased
+    estimate of the ``"ggn"`` factor $G$.  Which loss it is, is read from its Hessian in
+    $\mathbf{z}$ at two random points when the loss is traced.
 
     Args:
       loss: ``loss(params, batch) -> scalar``, e.g. ``mcjax.objective(model)``; a batch of one
@@ -256,8 +268,11 @@ def kfac_factors(loss: Callable, params, batch, *, estimator: str = "ggn"
       params: a pytree of arrays; each dense layer's weight is one 2-D leaf.
       batch: a pytree of arrays with a leading axis of B examples.
       estimator: ``"ggn"`` (the exact generalised Gauss-Newton; the loss must read the
-        network only through its last dense layer's output) or ``"empirical"`` (the
-        gradients at the true labels).
+        network only through its last dense layer's output), ``"empirical"`` (the
+        gradients at the true labels) or ``"fisher"`` (gradients at labels drawn from the
+        model; softmax cross-entropy or squared error on the last dense layer's output).
+      key: a ``jax.random`` key for ``"fisher"``'s labels (one per example is split from
+        it); unused by the others.
 
     Returns:
       ``{path: LayerFactors(A, G)}`` keyed by the weight leaf's path
@@ -266,27 +281,117 @@ def kfac_factors(loss: Callable, params, batch, *, estimator: str = "ggn"
       (n_in, n_in) without; ``G`` (n_out, n_out); the dtype of the parameters.
 
     Raises:
-      ValueError: ``estimator`` is unknown, or a parameter leaf enters a contraction that is
-        no dense layer K-FAC can factor (one sentence naming the leaf).
+      ValueError: ``estimator`` is unknown, ``"fisher"`` without a ``key`` or for a loss that
+        is neither softmax cross-entropy nor squared error, or a parameter leaf enters a
+        contraction that is no dense layer K-FAC can factor (one sentence naming the leaf).
     """
-    return layers_and_factors(loss, params, batch, estimator)[1]
+    return layers_and_factors(loss, params, batch, estimator, key)[1]
 
 
-def layers_and_factors(loss: Callable, params, batch, estimator: str
+def layers_and_factors(loss: Callable, params, batch, estimator: str, key=None
                        ) -> tuple[list[DenseLayer], dict[str, LayerFactors]]:
     """``mcjax.kfac_factors`` with the dense layers it found (one trace of the loss serves a
     check of given factors, which needs both)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"mcjax.kfac_factors: estimator={estimator!r}; expected one of "
                          f"{', '.join(map(repr, ESTIMATORS))}")
+    if estimator == "fisher" and key is None:
+        raise ValueError("mcjax.kfac_factors: estimator='fisher' draws labels from the model "
+                         "and needs a key; expected key=jax.random.key(seed)")
     layers, program = dense_layers(loss, params, batch)
+    # which loss "fisher" samples, found (or refused) before the compiled program is traced
+    output = output_loss(layers, program, params, batch) if estimator == "fisher" and layers \
+        else None
     # one compiled program (op-by-op dispatch of the walk costs seconds)
-    factors = jax.jit(lambda p, b: _factors(layers, program, p, b, estimator))(params, batch)
+    factors = jax.jit(lambda p, b, k: _factors(layers, program, p, b, estimator, k, output))(
+        params, batch, key)
     return layers, factors
 
 
-def _factors(layers: list[DenseLayer], program, params, batch, estimator: str
-             ) -> dict[str, LayerFactors]:
+def _output(walker: _Probed, layers: list[DenseLayer], leaves: list) -> jax.Array:
+    r"""The network's output $\mathbf{z}$ of one example, flat: the last dense layer's product
+    (with its probe) plus its bias."""
+    last = layers[-1]
+    z = jnp.reshape(walker.outputs[len(layers) - 1], (-1,))
+    return z if last.bias is None else z + jnp.reshape(leaves[last.bias], (-1,))
+
+
+def output_loss(layers: list[DenseLayer], program, params, batch) -> tuple[str, float]:
+    r"""Which loss the network's output $\mathbf{z}$ meets, for the sampled Fisher:
+    ``("softmax_cross_entropy", 1.0)`` where the Hessian of one example's loss in
+    $\mathbf{z}$ is $\operatorname{diag}(\mathbf{p}) - \mathbf{p}\mathbf{p}^\top$,
+    $\mathbf{p} = \operatorname{softmax}\mathbf{z}$, or ``("squared_error", h)`` where it
+    is $hI$, $h > 0$, the same at both of two random points (parameters drawn from a normal,
+    real entries of the example from a uniform and normalised to sum to 1 along their last
+    axis, as soft labels do; integer labels 0), evaluated when the loss is traced (shapes are
+    all it reads of ``params`` and ``batch``).
+
+    Raises:
+      ValueError: the loss is neither (one sentence naming the estimators that take it).
+    """
+    from mcjax._core._conventions import tolerance
+
+    closed, layer_of, sides = program
+    leaves = jax.tree.leaves(params)
+    dtype = jnp.result_type(leaves[layers[0].weight])
+    rtol = 10 * tolerance(dtype).rtol
+
+    def hessian_and_output(leaves, example):
+        zeros = [jnp.zeros((layer.n_out,), dtype) for layer in layers]
+
+        def loss_of_last(p):
+            walker = _Probed(layer_of, sides, [*zeros[:-1], p])
+            out = walker.run(closed.jaxpr, closed.consts, [*leaves, *example])
+            return out[0], _output(walker, layers, leaves)
+
+        return jax.hessian(lambda p: loss_of_last(p)[0])(zeros[-1]), loss_of_last(zeros[-1])[1]
+
+    found = []
+    with jax.ensure_compile_time_eval():
+        for seed, scale in ((0, 1.0), (1, 3.0)):
+            rng = np.random.default_rng(seed)
+
+            def parameter(x, scale=scale, rng=rng):
+                shape, kind = jnp.shape(x), np.dtype(jnp.result_type(x))
+                if not jnp.issubdtype(kind, jnp.inexact):
+                    return np.zeros(shape, kind)
+                fan_in = max(shape[-1:] or (1,))
+                return (scale * rng.standard_normal(shape) / np.sqrt(fan_in)).astype(kind)
+
+            def datum(x, rng=rng):
+                # integer labels 0; real entries > 0 summing to 1 along the last axis: a
+                # probability vector where they are soft labels (a cross-entropy's Hessian
+                # is diag(p) - p p^T only when its labels sum to 1), a point as good as any
+                # where they are features or regression targets
+                shape, kind = (1, *jnp.shape(x)[1:]), np.dtype(jnp.result_type(x))
+                if not jnp.issubdtype(kind, jnp.inexact):
+                    return np.zeros(shape, kind)
+                u = rng.random(shape) + 0.1
+                return (u / np.sum(u, axis=-1, keepdims=True)).astype(kind)
+
+            point = [parameter(x) for x in leaves]
+            example = [datum(x) for x in jax.tree.leaves(batch)]
+            H, z = jax.jit(hessian_and_output)(point, example)
+            found.append((np.asarray(H, np.float64), np.asarray(z, np.float64)))
+    scale = max(np.max(np.abs(H)) for H, _ in found)
+    close = lambda a, b: np.max(np.abs(a - b)) <= rtol * max(scale, 1.0)  # noqa: E731
+    softmax = [np.exp(z - np.max(z)) / np.sum(np.exp(z - np.max(z))) for _, z in found]
+    if all(close(H, np.diag(p) - np.outer(p, p)) for (H, _), p in zip(found, softmax)):
+        return "softmax_cross_entropy", 1.0
+    h = float(found[0][0][0, 0])
+    if h > 0 and all(close(H, h * np.eye(H.shape[0])) for H, _ in found):
+        return "squared_error", h
+    raise ValueError("mcjax.kfac_factors: estimator='fisher' draws labels from the model for "
+                     "softmax cross-entropy or squared error on the last dense layer's output, "
+                     "and this loss is neither (its Hessian in that output is not "
+                     "diag(p) - p p^T with p = softmax(z), nor a constant times I); expected "
+                     "estimator='ggn' or 'empirical', which take any loss")
+
+
+def _factors(layers: list[DenseLayer], program, params, batch, estimator: str, key=None,
+             output: tuple[str, float] | None = None) -> dict[str, LayerFactors]:
+    """The factors (see ``kfac_factors``); ``output`` is ``output_loss``'s answer where the
+    caller has it."""
     closed, layer_of, sides = program
     leaves = jax.tree.leaves(params)
     examples = jax.tree.map(lambda x: jnp.reshape(x, (x.shape[0], 1, *x.shape[1:])), batch)
@@ -314,11 +419,34 @@ def _factors(layers: list[DenseLayer], program, params, batch, estimator: str
         vectors = jax.vmap(lambda c: pullback(jnp.reshape(c, jnp.shape(z)))[0])(roots.T)
         return vectors, run(probes, example)[1][0]
 
+    def fisher(probes, example, key):
+        # J^T grad_z l(z; y) at a label y drawn from the model (output_loss says which loss)
+        def z_of(p):
+            walker = _Probed(layer_of, sides, p)
+            walker.run(closed.jaxpr, closed.consts, [*leaves, *jax.tree.leaves(example)])
+            return _output(walker, layers, leaves)
+
+        z, pullback = jax.vjp(z_of, probes)
+        if family == "softmax_cross_entropy":
+            label = jax.random.categorical(key, z)
+            dz = jax.nn.softmax(z) - jax.nn.one_hot(label, z.shape[0], dtype=z.dtype)
+        else:  # y = z + eps, eps ~ N(0, I/h): grad = h (z - y) = -sqrt(h) N(0, I)
+            dz = -jnp.sqrt(jnp.asarray(curvature, z.dtype)) * jax.random.normal(
+                key, z.shape, z.dtype)
+        return [g[None] for g in pullback(dz)[0]], run(probes, example)[1][0]
+
     if not layers:
         return {}
     probes = [jnp.zeros((layer.n_out,), dtype) for layer in layers]
-    fn = empirical if estimator == "empirical" else ggn
-    vectors, inputs = jax.vmap(fn, in_axes=(None, 0))(probes, examples)
+    if estimator == "fisher":
+        assert key is not None  # layers_and_factors and the optimizer pass one
+        family, curvature = output or output_loss(layers, program, params, batch)
+        n = jax.tree.leaves(batch)[0].shape[0]
+        vectors, inputs = jax.vmap(fisher, in_axes=(None, 0, 0))(
+            probes, examples, jax.random.split(key, n))
+    else:
+        fn = empirical if estimator == "empirical" else ggn
+        vectors, inputs = jax.vmap(fn, in_axes=(None, 0))(probes, examples)
     n = jax.tree.leaves(batch)[0].shape[0]
     found = {}
     for layer, g, a in zip(layers, vectors, inputs):

@@ -62,10 +62,14 @@ def kfac_factor_problems(loss: Callable, params, batch, factors, *,
       params: the parameters (a pytree).
       batch: a pytree of arrays with a leading axis of B examples.
       factors: ``{path: (A, G)}`` keyed as ``mcjax.kfac_factors`` keys them.
-      estimator: ``"ggn"`` or ``"empirical"``, the definition ``factors`` follow.
+      estimator: ``"ggn"`` or ``"empirical"``, the definition ``factors`` follow
+        (``"fisher"``'s draws have no exact value: compare their mean with ``"ggn"``).
 
     Returns:
       One sentence per problem, each naming the layer's weight leaf.
+
+    Raises:
+      ValueError: ``estimator="fisher"``.
     """
     return exact_and_problems(loss, params, batch, factors, estimator)[1]
 
@@ -73,6 +77,10 @@ def kfac_factor_problems(loss: Callable, params, batch, factors, *,
 def exact_and_problems(loss: Callable, params, batch, factors, estimator: str = "ggn"
                        ) -> tuple[dict, list[str]]:
     """``mcjax.kfac_factors`` and ``kfac_factor_problems`` from one trace of the loss."""
+    if estimator == "fisher":
+        raise ValueError("mcjax.kfac_factor_problems: estimator='fisher' draws random labels, "
+                         "so its factors have no exact value to compare with; expected 'ggn' "
+                         "(the fisher estimator's expectation) or 'empirical'")
     found, exact = layers_and_factors(loss, params, batch, estimator)
     layers = {layer.path: layer for layer in found}
     n = jax.tree.leaves(batch)[0].shape[0]

@@ -18,7 +18,7 @@ import numpy as np
 
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._print import tex_text, upright
-from mcjax._program.primitives._linear import concrete
+from mcjax._primitives._linear import concrete
 
 _SUBSCRIPT = str.maketrans("0123456789,", "₀₁₂₃₄₅₆₇₈₉,")
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda", "mu", "nu",

@@ -47,6 +47,7 @@ from mcjax._jacobian import _formula as F
 from mcjax._jacobian import _lineax as L
 from mcjax._jacobian._print import ATOM, PRODUCT, SUM
 from mcjax._jacobian._sym import Sym, lift
+from mcjax._program._compile import compiler_options, run_compiled
 
 Shape = tuple[int, ...]
 
@@ -104,8 +105,26 @@ class Jacobian:
         return transpose_apply(self, u)
 
     def dense(self) -> jax.Array:
-        """The dense Jacobian in numerator layout, shape ``out_shape + in_shape``."""
+        """The dense Jacobian in numerator layout, shape ``out_shape + in_shape``.
+
+        Called on arrays, it is one compiled program per structure (the types, their static
+        fields and shapes: a formula's names are no part of it), kept in mcjax's bounded
+        cache of compiled programs: a derived Jacobian with a hundred blocks compiles once,
+        not once per operation.  Under ``jax.jit`` (traced leaves) it is traced in place."""
+        if any(isinstance(leaf, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
+               for leaf in jax.tree_util.tree_leaves(self)) or not _keyed_by_value(self):
+            return self._dense()
+        return run_compiled(_dense_program, None, _without_names(self),
+                            compiler_options=compiler_options())
+
+    def _dense(self) -> jax.Array:
+        """``dense`` for this structure (traced, or eager where no program is compiled)."""
         return dense_by_columns(self)
+
+    by_value: bool = True
+    """Whether the structure's static part is values (shapes, parameters), so that one
+    compiled ``dense`` serves every Jacobian of the same structure; ``False`` where it holds a
+    function (an opaque block's linear map), which would make a program per call."""
 
     def children(self) -> tuple[Jacobian, ...]:
         """The Jacobians this one is made of (the factors of a product, the terms of a sum)."""
@@ -303,6 +322,31 @@ def replace(J: Jacobian, **changes) -> Jacobian:
     obj = object.__new__(type(J))
     obj._init(symbols, **fields)
     return obj
+
+
+def _dense_program(_, J: Jacobian) -> jax.Array:
+    return J._dense()
+
+
+def _jacobians_in(J: Jacobian) -> list[Jacobian]:
+    """The Jacobians ``J``'s arrays hold (its factors, terms, blocks)."""
+    return [leaf for a in J._arrays for leaf in jax.tree_util.tree_leaves(
+        getattr(J, a), is_leaf=lambda x: isinstance(x, Jacobian)) if isinstance(leaf, Jacobian)]
+
+
+def _keyed_by_value(J: Jacobian) -> bool:
+    return J.by_value and all(_keyed_by_value(c) for c in _jacobians_in(J))
+
+
+def _without_names(J: Jacobian) -> Jacobian:
+    """``J`` without the formula's symbols, at every depth: the key of its dense program."""
+    def strip(x):
+        return _without_names(x) if isinstance(x, Jacobian) else x
+
+    fields = {a: jax.tree_util.tree_map(strip, getattr(J, a),
+                                        is_leaf=lambda x: isinstance(x, Jacobian))
+              for a in J._arrays}
+    return replace(J, symbols=None, **fields)
 
 
 def dense_by_columns(J: Jacobian) -> jax.Array:
@@ -644,7 +688,7 @@ class Zero(Jacobian):
     def vjp(self, u):
         return jnp.zeros(self.in_shape, jnp.result_type(u))
 
-    def dense(self):
+    def _dense(self):
         return jnp.zeros(self.shape, self.dtype)
 
 
@@ -700,7 +744,7 @@ class ScaledIdentity(Jacobian):
     def vjp(self, u):
         return self.scale * u
 
-    def dense(self):
+    def _dense(self):
         return self.scale * _eye_tensor(self.in_shape, self.scale.dtype)
 
 
@@ -785,7 +829,7 @@ class Composed(Jacobian):
     def vjp(self, u):
         return self.inner.vjp(self.outer.vjp(u))
 
-    def dense(self):
+    def _dense(self):
         # the outer factor applied to each column of the inner one: its structure is used
         # (a diagonal or a permutation costs O(size) per column, not a dense matrix product)
         if math.prod(self.inner.out_shape) == 0 or math.prod(self.in_shape) == 0:
@@ -940,7 +984,7 @@ class Sum(Jacobian):
     def vjp(self, u):
         return sum(t.vjp(u) for t in self.terms[1:]) + self.terms[0].vjp(u)
 
-    def dense(self):
+    def _dense(self):
         return sum(t.dense() for t in self.terms[1:]) + self.terms[0].dense()
 
     def children(self):

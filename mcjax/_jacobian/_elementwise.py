@@ -74,7 +74,7 @@ class Diagonal(Jacobian):
     def vjp(self, u):
         return self.diagonal * u
 
-    def dense(self):
+    def _dense(self):
         return jnp.diag(self.diagonal.reshape(-1)).reshape(self.shape)
 
 
@@ -182,7 +182,7 @@ class Fill(Jacobian):
     def vjp(self, u):
         return jnp.broadcast_to(self.value * jnp.sum(u), self.in_shape)
 
-    def dense(self):
+    def _dense(self):
         return jnp.broadcast_to(self.value, self.shape)
 
 
@@ -313,7 +313,7 @@ class Broadcast(Jacobian):
     def vjp(self, u):
         return self.value * jnp.sum(u, axis=tuple(range(len(self.batch_shape))))
 
-    def dense(self):
+    def _dense(self):
         eye = _eye_tensor(self.in_shape, self.value.dtype)
         return jnp.broadcast_to(self.value * eye, self.batch_shape + eye.shape)
 

@@ -31,6 +31,7 @@ class Opaque(Jacobian):
     dtype_name: str
 
     kind = "opaque"
+    by_value = False  # the linear map is a function made by each jax.linearize
     _arrays = ("linear",)
     _static = ("name", "out_index", "out_shape", "in_shape", "dtype_name")
 

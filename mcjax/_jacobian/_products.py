@@ -91,7 +91,7 @@ class Dense(Jacobian):
     def vjp(self, u):
         return jnp.tensordot(u, self.array, axes=self.array.ndim - self.in_ndim)
 
-    def dense(self):
+    def _dense(self):
         return self.array
 
 
@@ -275,7 +275,7 @@ class Kronecker(Jacobian):
         batch = "abcdefgh"[: self.x.ndim - 1]
         return jnp.einsum(f"{batch}i,{batch}k->ik", u, self.x)
 
-    def dense(self):
+    def _dense(self):
         return jnp.einsum("ij,...k->...ijk", jnp.eye(self.m, dtype=self.x.dtype), self.x)
 
 
@@ -331,7 +331,7 @@ class BlockDiagonal(Jacobian):
     def vjp(self, u):
         return u @ self.block
 
-    def dense(self):
+    def _dense(self):
         if not self.batch_shape:
             return self.block
         nb = len(self.batch_shape)
@@ -424,7 +424,7 @@ class Contraction(Jacobian):
     def vjp(self, u):
         return transpose_apply(self, u)
 
-    def dense(self):
+    def _dense(self):
         return dense_by_columns(self)
 
 

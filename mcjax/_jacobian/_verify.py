@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -193,10 +193,26 @@ def _argument_name(path, positions, many) -> str:
     return f"args[{positions[0]}]{jax.tree_util.keystr(tuple(path))}"
 
 
-def _is_block(x) -> bool:
-    from mcjax._jacobian._algebra import Jacobian
+@runtime_checkable
+class LinearMap(Protocol):
+    """What :func:`verify` needs of a structured block: its shape and its two products.
 
-    return isinstance(x, Jacobian)
+    A :class:`~mcjax.Jacobian` is one; so is any pytree that applies itself (a pytree: the
+    products run under ``jax.jit``).  Like
+    ``_lineax`` and ``_formula``, the probes meet a Jacobian through what it offers and never
+    import its type, which offers ``J.verify`` by calling them."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def jvp(self, v): ...
+
+    def vjp(self, u): ...
+
+
+def _is_block(x) -> bool:
+    """A structured block (``LinearMap``) rather than a dense array."""
+    return isinstance(x, LinearMap)
 
 
 def _blocks(derivative, out_def, x_def, outs, xs, caller) -> list[list[Any]]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.extend import core
 
 from mcjax._program._trace import function_key
 
@@ -83,14 +84,14 @@ class Programs:
 
     def __init__(self, size: int):
         self.size = size
-        self._programs: OrderedDict[Hashable, jax.stages.Compiled] = OrderedDict()
+        self._programs: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.compiled = 0  # programs compiled (misses), for tests and benchmarks
 
     def __len__(self) -> int:
         return len(self._programs)
 
-    def get(self, key: Hashable, build: Callable[[], jax.stages.Compiled]) -> jax.stages.Compiled:
+    def get(self, key: Hashable, build: Callable[[], Callable[..., Any]]) -> Any:
         with self._lock:
             program = self._programs.get(key)
             if program is not None:
@@ -176,27 +177,61 @@ def _numerics() -> tuple:
 
 def run_compiled(fn: Callable, static, *args, compiler_options: dict | None = None,
                  donate_argnums: tuple[int, ...] = (), out_shardings=None,
-                 call: bool = True) -> Any:
+                 call: bool = True, forward_inputs: bool = False) -> Any:
     """``fn(static, *args)``, from a compiled program in :data:`PROGRAMS`.
 
     ``static`` (hashable: functions in it are :class:`~mcjax._program._trace.Keyed`) is
     compiled into the program; ``args`` (pytrees of arrays) are its inputs.  With
     ``call=False`` the compiled program itself is returned, called as ``program(*args)``.
+    With ``forward_inputs``, an output that is one of the inputs as it came (a structured
+    result holding the caller's data matrix) is handed back as the caller's own array instead
+    of a copy: XLA writes every output of a program into a buffer of its own.
     """
     options = compiler_options or {}
     key = (_cache_key(fn), _cache_key(static), _argument_key(args), tuple(sorted(options.items())),
-           tuple(donate_argnums), out_shardings, _numerics())
+           tuple(donate_argnums), out_shardings, _numerics(), forward_inputs)
 
     def build():
         def program(*a):
             return fn(static, *a)
 
         placement = {} if out_shardings is None else {"out_shardings": out_shardings}
+        if forward_inputs:
+            return _Forwarding.build(program, args, options, placement)
         return jax.jit(program, donate_argnums=tuple(donate_argnums),
                        compiler_options=options or None, **placement).lower(*args).compile()
 
     compiled = PROGRAMS.get(key, build)
     return compiled(*args) if call else compiled
+
+
+class _Forwarding:
+    """A compiled program whose outputs that are inputs (the same variable of the traced
+    program) are not computed: :meth:`__call__` puts the caller's arrays there."""
+
+    def __init__(self, compiled, forwarded: list, out_tree):
+        self.compiled, self.forwarded, self.out_tree = compiled, forwarded, out_tree
+
+    @classmethod
+    def build(cls, program: Callable, args: tuple, options: dict, placement: dict):
+        closed, out_shape = jax.make_jaxpr(program, return_shape=True)(*args)
+        jaxpr = closed.jaxpr
+        position = {id(v): k for k, v in enumerate(jaxpr.invars)}
+        forwarded = [position.get(id(v)) for v in jaxpr.outvars]
+        kept = [v for v, k in zip(jaxpr.outvars, forwarded) if k is None]
+        pruned = core.ClosedJaxpr(jaxpr.replace(outvars=kept), closed.consts)
+        flat = jax.tree_util.tree_leaves(args)
+        compiled = jax.jit(core.jaxpr_as_fun(pruned), compiler_options=options or None,
+                           **placement).lower(*flat).compile()
+        return cls(compiled, forwarded, jax.tree_util.tree_structure(out_shape))
+
+    def __call__(self, *args):
+        flat = jax.tree_util.tree_leaves(args)
+        computed = iter(self.compiled(*flat))
+        outs = [next(computed) if k is None else
+                flat[k] if isinstance(flat[k], jax.Array) else jax.numpy.asarray(flat[k])
+                for k in self.forwarded]
+        return jax.tree_util.tree_unflatten(self.out_tree, outs)
 
 
 def compile_keyed(fn: Callable, *args, donate_argnums: tuple[int, ...] = (),

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from jax.extend import core
 
-from mcjax._program._trace import Trace, digest
+from mcjax._program._trace import Trace, digest, host_array
 from mcjax._program._walk import called_constants, callee_name, sub_jaxprs, user_place
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}")
@@ -76,7 +76,7 @@ def _operations(jaxpr: core.Jaxpr, path: tuple[str, ...], out: list, outer=None)
 
 def _constants(closed: core.ClosedJaxpr) -> list[list[str]]:
     """``[[dtype[shape], digest]]`` of the constants ``closed`` and the jaxprs it calls hold."""
-    arrays = [np.asarray(c) for c in (*closed.consts, *called_constants(closed.jaxpr))]
+    arrays = [host_array(c) for c in (*closed.consts, *called_constants(closed.jaxpr))]
     return [[f"{a.dtype.name}{list(a.shape)}", digest(a)] for a in arrays]
 
 

@@ -39,8 +39,16 @@ def digest(array) -> str:
     return hashlib.blake2b(np.asarray(array).tobytes(), digest_size=16).hexdigest()
 
 
+def host_array(value) -> np.ndarray:
+    """A program's constant as a NumPy array; a key array (an nnx ``Rngs``' stream key,
+    closed over) as its bits, which NumPy can hold."""
+    if jnp.issubdtype(getattr(value, "dtype", np.float32), jax.dtypes.prng_key):
+        value = jax.random.key_data(value)
+    return np.asarray(value)
+
+
 def _digest(value) -> tuple:
-    array = np.asarray(value)
+    array = host_array(value)
     return (array.shape, array.dtype.name, digest(array))
 
 

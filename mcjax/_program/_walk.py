@@ -11,7 +11,7 @@ supplies ``Interpreter.primitive`` (and, where it wants, ``Interpreter.custom``
 for ``custom_jvp``/``custom_vjp`` calls and ``Interpreter.literal``).
 
 What each primitive *is* (its Jacobian, how it switches, its slip sites) is not here: that is
-the primitive table (``mcjax._program.primitives``).
+the primitive table (``mcjax._primitives``).
 """
 
 from __future__ import annotations

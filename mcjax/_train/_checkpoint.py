@@ -7,7 +7,8 @@ torn checkpoint), it saves and restores sharded arrays from every process of a m
 onto any mesh, and it never unpickles anything.  The checkpoint of epoch ``e`` is the folder
 ``epoch_0000000e``::
 
-    state/         {"params": ..., "opt_state": ...}: arrays in tensorstore's OCDBT format
+    state/         {"params": ..., "opt_state": ...} (and "state": a model's running
+                   statistics, RNG counts): arrays in tensorstore's OCDBT format
     meta/metadata  JSON: epoch, step, history, the run's id and configuration
     digests.json   a blake2b digest of every file above, written once orbax has committed them
     _CHECKPOINT_METADATA, commit_success.txt   orbax's own
@@ -338,7 +339,9 @@ def restore_checkpoint(path: str | os.PathLike, like) -> tuple[Any, dict]:
       path: a checkpoint folder, e.g. ``latest_checkpoint(directory)`` or
         ``runs/ckpt/epoch_00000040``.
       like: a pytree with the structure, shapes and dtypes of the saved state: ``(params,
-        opt_state)`` (freshly initialised will do), or ``{"params": ..., "opt_state": ...}``.
+        opt_state)`` (freshly initialised will do), or ``{"params": ..., "opt_state": ...}``
+        (with ``"state": ...`` for a model whose running statistics or RNG counts
+        :func:`mcjax.train` carried).
 
     Returns:
       ``(state, metadata)``: ``state`` has ``like``'s structure with NumPy arrays as leaves

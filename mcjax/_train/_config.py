@@ -23,13 +23,13 @@ import optax
 from mcjax._core._errors import CheckpointError
 from mcjax._train._defaults import DEFAULTS
 from mcjax._train._describe import describe
+from mcjax._train._hyper import learning_rate_problem
 from mcjax._train._models import GRAD_SOURCES, count_problem
 from mcjax._train._optim import (
     Transformation,
     described,
     hyper_parameter_problems,
     is_transformation,
-    learning_rate_problem,
 )
 from mcjax._train._optim import optimizer as make_optimizer
 from mcjax._train._run_folder import preflight

@@ -21,7 +21,9 @@ batch=batch)`` (optax's extra arguments; ``mcjax.train`` passes them).  The stat
 for each 2-D parameter leaf of shape (r, c), one factor of size r + 1 for its rows and one of
 size c + 1 for its columns, and their inverses: fixed shapes known from the parameters alone
 (``init`` needs no batch), whichever side turns out to be the inputs; the extra row and
-column hold the bias's 1, or a 1 on the diagonal where there is no bias.
+column hold the bias's 1, or a 1 on the diagonal where there is no bias.  It also holds the
+damping $\lambda$, which ``mcjax.kfac(adaptive_damping=True)`` moves by Martens & Grosse's
+Levenberg-Marquardt rule (§6.5), and the key of the ``"fisher"`` estimator's labels.
 """
 
 from __future__ import annotations
@@ -34,18 +36,42 @@ import jax.numpy as jnp
 import optax
 
 from mcjax._derive._kfac import ESTIMATORS, DenseLayer, _factors, dense_layers, ggn_quadratic
+from mcjax._train._hyper import learning_rate_problem, parameters, problems_of
 
 INVERSES = ("eigh", "cholesky")
 
 
+MIN_DAMPING = 1e-8
+"""The least damping the Levenberg-Marquardt rule leaves (kfac-jax's ``min_damping``)."""
+
+
 class KFACState(NamedTuple):
-    """K-FAC's state: the step count, per 2-D leaf (in ``params``' leaf order) the factors of
-    its rows and columns ((r+1, r+1), (c+1, c+1)) and their damped inverses."""
+    r"""K-FAC's state: the step count, per 2-D leaf (in ``params``' leaf order) the factors of
+    its rows and columns ((r+1, r+1), (c+1, c+1)) and their damped inverses, the last update,
+    the damping $\lambda$ (a scalar of the parameters' dtype: the given one, or where
+    ``mcjax.kfac(adaptive_damping=True)`` has moved it) and the key the ``"fisher"``
+    estimator's labels are drawn with (split at each refresh)."""
 
     count: jax.Array
     factors: tuple
     inverses: tuple
     previous: Any  # the last update (params' structure), for the adaptive step's momentum
+    damping: jax.Array
+    key: jax.Array  # raw uint32 PRNG key (checkpointed as any array): the "fisher" labels
+
+
+class AdaptiveDampingState(NamedTuple):
+    r"""``mcjax.kfac(adaptive_damping=True)``'s state: the chain's (its first element the
+    ``KFACState`` that holds $\lambda$) and the last reduction ratio $\rho$ (0 before the
+    first adjustment; a NaN or infinite $\rho$ is kept as -100, which the rule takes it for:
+    training stops at a state that is not finite)."""
+
+    inner: Any
+    rho: jax.Array
+
+    def reports(self) -> dict[str, jax.Array]:
+        r"""What training records each epoch: the damping $\lambda$ and the last $\rho$."""
+        return {"damping": self.inner[0].damping, "rho": self.rho}
 
 
 def _matrix_leaves(params) -> list[int]:
@@ -75,13 +101,18 @@ def _sides(layer: DenseLayer, rows: int, cols: int):
     return layer.in_axis == 0, rows + 1, cols + 1
 
 
+def _vdot(a, b) -> jax.Array:
+    r"""$\sum$ over the leaves of two pytrees of the same structure of their dot products."""
+    return sum((jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
+               start=jnp.zeros((), jnp.result_type(*jax.tree.leaves(a))))
+
+
 def _model_step(direction, grads, previous, layers, program, params, batch, damping):
     r"""$\alpha\Delta + \mu\delta$ minimising the damped quadratic model
     $\frac12 u^\top(F + \lambda I)u + \nabla L^\top u$ over $u$ in the span of the
     preconditioned gradient $\Delta$ and the last update $\delta$ (Martens & Grosse 2015,
     §7); $\delta = 0$ at the first step, when only $\alpha$ is chosen."""
-    vdot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a),  # noqa: E731
-                                                             jax.tree.leaves(b)))
+    vdot = _vdot
     M = ggn_quadratic(layers, program, params, batch, [direction, previous])
     M = M + damping * jnp.array([[vdot(direction, direction), vdot(direction, previous)],
                                  [vdot(previous, direction), vdot(previous, previous)]])
@@ -95,18 +126,20 @@ def _model_step(direction, grads, previous, layers, program, params, batch, damp
 def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str = "cholesky",
                   estimator: str = "ggn", factor_decay: float = 0.5,
                   kl_clip: float | None = None, learning_rate: Any = None,
-                  adaptive: bool = False) -> optax.GradientTransformationExtraArgs:
+                  adaptive: bool = False, seed: int = 0) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC's preconditioner alone: the gradient of each dense layer's $[W\;\mathbf{b}]$
     becomes $(G + \pi^{-1}\sqrt\lambda I)^{-1}\nabla(A + \pi\sqrt\lambda I)^{-1}$ (see
     ``mcjax.kfac`` for the arguments); chain it with a step rule of your own.  With
     ``kl_clip`` (and the ``learning_rate`` the chain applies), the preconditioned gradients
     $\Delta$ are scaled by $\min(1, \sqrt{\kappa / (\eta^2 \sum \Delta\cdot\nabla)})$.  With
     ``adaptive`` the result is the step $\alpha\Delta + \mu\delta$ itself (see
-    ``mcjax.kfac``), not a direction."""
-    sqrt_damping = float(damping) ** 0.5
+    ``mcjax.kfac``), not a direction.  $\lambda$ is read from the state (``KFACState.damping``,
+    ``damping`` at first), where ``mcjax.kfac(adaptive_damping=True)`` moves it."""
 
     def init(params) -> KFACState:
         leaves = jax.tree.leaves(params)
+        matrices = _matrix_leaves(params)
+        dtype = jnp.result_type(leaves[matrices[0]]) if matrices else jnp.float32
 
         def eyes():  # new arrays each: a step donates the state's buffers, each once
             return tuple((jnp.eye(leaves[i].shape[0] + 1, dtype=leaves[i].dtype),
@@ -114,7 +147,8 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
                          for i in _matrix_leaves(params))
 
         return KFACState(jnp.zeros((), jnp.int32), eyes(), eyes(),
-                         jax.tree.map(jnp.zeros_like, params))
+                         jax.tree.map(jnp.zeros_like, params), jnp.asarray(damping, dtype),
+                         jax.random.key_data(jax.random.key(seed)))
 
     def update(updates, state, params=None, *, loss: Callable | None = None,
                batch: Any = None, **extra):
@@ -133,9 +167,11 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
         leaves = jax.tree.leaves(params)
 
         def refresh(state: KFACState):
-            fresh = _factors(layers, program, params, batch, estimator)
+            key, draw = jax.random.split(state.key)
+            fresh = _factors(layers, program, params, batch, estimator, draw)
             factors, inverses = list(state.factors), list(state.inverses)
             first = state.count == 0
+            sqrt_damping = jnp.sqrt(state.damping)
             for layer in layers:
                 k = slots[layer.weight]
                 rows, cols = leaves[layer.weight].shape
@@ -157,7 +193,7 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
                 A_inv, G_inv = _pad(A_inv, size_a), _pad(G_inv, size_g)
                 factors[k] = (A, G) if inputs_on_rows else (G, A)
                 inverses[k] = (A_inv, G_inv) if inputs_on_rows else (G_inv, A_inv)
-            return state._replace(factors=tuple(factors), inverses=tuple(inverses))
+            return state._replace(factors=tuple(factors), inverses=tuple(inverses), key=key)
 
         state = jax.lax.cond(state.count % refresh_every == 0, refresh, lambda s: s, state)
         flat, treedef = jax.tree.flatten(grads)
@@ -189,15 +225,93 @@ def scale_by_kfac(*, damping: float = 0.1, refresh_every: int = 5, inverse: str 
         direction = jax.tree.unflatten(treedef, out)
         if adaptive:
             direction = _model_step(direction, grads, state.previous, layers, program, params,
-                                    batch, damping)
+                                    batch, state.damping)
         return direction, state._replace(count=state.count + 1, previous=direction)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def levenberg_marquardt(rho: jax.Array, damping: jax.Array, omega: Any) -> jax.Array:
+    r"""Martens & Grosse's (2015, §6.5) rule for the damping: $\lambda\omega$ where the step did
+    better than three quarters of what the quadratic model promised ($\rho > 3/4$),
+    $\lambda/\omega$ where it did worse than a quarter ($\rho < 1/4$, a NaN or infinite
+    $\rho$ counted as such), $\lambda$ otherwise; never below ``MIN_DAMPING`` (kfac-jax's
+    ``_compute_new_damping_and_rho``).
+
+    Args:
+      rho: the reduction ratio $\rho$, a scalar.
+      damping: $\lambda$, a scalar.
+      omega: $\omega \in (0, 1)$.
+
+    Returns:
+      The new $\lambda$, a scalar of ``damping``'s dtype.
+    """
+    rho = jnp.where(jnp.isfinite(rho), rho, -100.0)
+    new = jnp.where(rho < 0.25, damping / omega, jnp.where(rho > 0.75, damping * omega, damping))
+    return jnp.maximum(new, MIN_DAMPING).astype(damping.dtype)
+
+
+def reduction_ratio(loss: Callable, params, batch, grads, step) -> jax.Array:
+    r"""How much of the decrease the quadratic model promised the step achieved:
+    $\rho = \frac{L(\theta + \delta) - L(\theta)}{M(\delta)}$ with
+    $M(\delta) = \frac12\delta^\top F\delta + \nabla L^\top\delta$, $F$ the exact
+    Gauss-Newton matrix of the loss on the batch (``ggn_quadratic``; Martens & Grosse 2015,
+    §6.5; kfac-jax with ``always_use_exact_qmodel_for_damping_adjustment``, the damping left
+    out of $M$ as its ``include_damping_in_quad_change=False``).  One forward pass at
+    $\theta + \delta$, one at $\theta$, and one Jacobian-vector and one Hessian-vector product
+    per example.
+
+    Args:
+      loss: ``loss(params, batch) -> scalar``, the mean over the batch's examples.
+      params: $\theta$ (a pytree).
+      batch: the step's batch.
+      grads: $\nabla L(\theta)$, shaped as ``params``.
+      step: $\delta$, the update applied (``optax.apply_updates(params, step)``).
+
+    Returns:
+      $\rho$, a scalar.
+    """
+    layers, program = dense_layers(loss, params, batch)
+    curvature = ggn_quadratic(layers, program, params, batch, [step])[0, 0]
+    model = 0.5 * curvature + _vdot(grads, step)
+    return (loss(optax.apply_updates(params, step), batch) - loss(params, batch)) / model
+
+
+def _adapting_damping(chain: optax.GradientTransformationExtraArgs, interval: int,
+                      decay: float) -> optax.GradientTransformationExtraArgs:
+    r"""``chain`` (``scale_by_kfac`` first) with its damping moved by ``levenberg_marquardt``
+    after every ``interval``-th step, by $\omega$ = ``decay ** interval``."""
+    omega = decay ** interval
+
+    def init(params) -> AdaptiveDampingState:
+        inner: Any = chain.init(params)
+        return AdaptiveDampingState(inner, jnp.zeros((), inner[0].damping.dtype))
+
+    def update(updates, state, params=None, *, loss: Any = None, batch: Any = None, **extra):
+        grads = updates
+        step, inner = chain.update(grads, state.inner, params, loss=loss, batch=batch,
+                                   **extra)
+        inner = tuple(inner)  # type: ignore[arg-type]  # the chain's state is a tuple
+        kfac_state: KFACState = inner[0]
+
+        def adapt(kfac_state: KFACState):
+            rho = reduction_ratio(loss, params, batch, grads, step).astype(state.rho.dtype)
+            rho = jnp.where(jnp.isfinite(rho), rho, -100.0)
+            damping = levenberg_marquardt(rho, kfac_state.damping, omega)
+            return kfac_state._replace(damping=damping), rho
+
+        kfac_state, rho = jax.lax.cond(kfac_state.count % interval == 0, adapt,
+                                       lambda s: (s, state.rho), kfac_state)
+        return step, AdaptiveDampingState((kfac_state, *inner[1:]), rho)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
 def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int = 5,
          inverse: str = "cholesky", estimator: str = "ggn", factor_decay: float = 0.5,
-         momentum: float = 0.5, kl_clip: float | None = None, adaptive: bool = False
+         momentum: float = 0.5, kl_clip: float | None = None, adaptive: bool = False,
+         adaptive_damping: bool = False, damping_adaptation_interval: int = 5,
+         damping_adaptation_decay: float = 0.9, seed: int = 0
          ) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC (Martens & Grosse 2015) as an optax transformation, its factors found from the loss.
 
@@ -211,13 +325,17 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
 
     Args:
       learning_rate: $\eta$, a float or an optax schedule.
-      damping: $\lambda > 0$.
+      damping: $\lambda > 0$ (the first, with ``adaptive_damping``).
       refresh_every: estimate the factors (and invert them) every this many steps (>= 1),
         on that step's batch.
       inverse: ``"eigh"`` (eigendecomposition; negative eigenvalues from round-off clipped to
         0) or ``"cholesky"``.
       estimator: ``"ggn"`` (the exact generalised Gauss-Newton; the exact Fisher for softmax
-        cross-entropy) or ``"empirical"`` (the empirical Fisher).
+        cross-entropy), ``"empirical"`` (the empirical Fisher) or ``"fisher"`` (the Fisher
+        from one label per example drawn from the model: $y \sim$ Categorical(softmax
+        $\mathbf{z}$) for softmax cross-entropy, $y = \mathbf{z} + \epsilon$,
+        $\epsilon \sim N(0, I/h)$ for squared error $\frac h2\|\mathbf{z}-y\|^2$; other
+        losses are refused; see ``mcjax.kfac_factors``).
       factor_decay: $\beta \in [0, 1)$ of the factors' moving average.
       momentum: $\mu \in [0, 1)$.
       kl_clip: None, or $\kappa > 0$: scale the preconditioned gradients $\Delta$ of the
@@ -228,6 +346,22 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
         model $\frac12u^\top(F+\lambda I)u + \nabla L^\top u$ on the batch ($F$ the exact
         Gauss-Newton matrix, $\delta$ the last update; two Jacobian-vector products per
         step); ``momentum`` is then unused and $\eta$ = 1 is the natural learning rate.
+      adaptive_damping: move $\lambda$ by Martens & Grosse's Levenberg-Marquardt rule
+        (§6.5): after every $T_1$-th step $\delta$ (the update itself, learning rate and
+        momentum included), $\rho = (L(\theta+\delta) - L(\theta)) / M(\delta)$ with
+        $M(\delta) = \frac12\delta^\top F\delta + \nabla L^\top\delta$ ($F$ the exact
+        Gauss-Newton matrix on the step's batch), and $\lambda \leftarrow \lambda\omega$
+        if $\rho > 3/4$, $\lambda/\omega$ if $\rho < 1/4$ (never below ``1e-8``); the
+        inverses take the new $\lambda$ at their next refresh.  $\lambda$ and $\rho$ live in
+        the state (checkpointed with it); ``mcjax.train`` records them each epoch
+        (``history["damping"]``, ``history["rho"]``).  Costs two forward passes and one
+        Gauss-Newton product on the batch every $T_1$ steps.
+      damping_adaptation_interval: $T_1 \ge 1$ (kfac-jax's name and default).
+      damping_adaptation_decay: $\omega^{1/T_1} \in (0, 1)$: $\omega$ =
+        ``damping_adaptation_decay ** damping_adaptation_interval`` (kfac-jax's name and
+        default 0.9: $\omega \approx 0.59$; Martens & Grosse's 19/20 gives 0.77).
+      seed: the first key of the ``"fisher"`` estimator's labels (``jax.random.key(seed)``;
+        the state's key is split at each refresh and checkpointed with it).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params,
@@ -248,23 +382,28 @@ def kfac(learning_rate: Any = 0.1, *, damping: float = 0.1, refresh_every: int =
         >>> jax.tree.map(jnp.shape, updates) == jax.tree.map(jnp.shape, params)
         True
     """
-    from mcjax._train._optim import hyper_parameter_problems, learning_rate_problem
-
     given = dict(damping=damping, refresh_every=refresh_every, inverse=inverse,
                  estimator=estimator, factor_decay=factor_decay, momentum=momentum,
-                 kl_clip=kl_clip, adaptive=adaptive)
+                 kl_clip=kl_clip, adaptive=adaptive, adaptive_damping=adaptive_damping,
+                 damping_adaptation_interval=damping_adaptation_interval,
+                 damping_adaptation_decay=damping_adaptation_decay, seed=seed)
     rate = learning_rate_problem(learning_rate)
-    problems = ([rate] if rate else []) + hyper_parameter_problems("kfac", given)
+    problems = ([rate] if rate else []) + problems_of("mcjax.kfac", parameters(kfac), given,
+                                                      choices=CHOICES)
     if problems:
         raise ValueError(f"mcjax.kfac: {'; and '.join(problems)}")
     precondition = scale_by_kfac(damping=damping, refresh_every=refresh_every,
                                  inverse=inverse, estimator=estimator,
                                  factor_decay=factor_decay, kl_clip=kl_clip,
-                                 learning_rate=learning_rate, adaptive=adaptive)
+                                 learning_rate=learning_rate, adaptive=adaptive, seed=seed)
     if adaptive:  # the step is the model's; the learning rate scales it
-        return optax.chain(precondition,
-                           optax.scale_by_learning_rate(learning_rate, flip_sign=False))
-    return optax.chain(precondition, optax.sgd(learning_rate, momentum=momentum or None))
+        chain = optax.chain(precondition,
+                            optax.scale_by_learning_rate(learning_rate, flip_sign=False))
+    else:
+        chain = optax.chain(precondition, optax.sgd(learning_rate, momentum=momentum or None))
+    if adaptive_damping:
+        return _adapting_damping(chain, damping_adaptation_interval, damping_adaptation_decay)
+    return chain
 
 
 CHOICES = {"inverse": INVERSES, "estimator": ESTIMATORS}

@@ -28,7 +28,6 @@ import numpy as np
 
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import CheckpointError, Problems, ShapeError, shape_str
-from mcjax._core._pytrees import floats_as_arrays, partition
 from mcjax._program._compile import compile_keyed
 from mcjax._train import _history, _sharding
 from mcjax._train._backprop_check import check_backprop
@@ -37,13 +36,14 @@ from mcjax._train._compiled import compiled_epoch
 from mcjax._train._config import TrainConfig
 from mcjax._train._data import check_data, fingerprint
 from mcjax._train._describe import describe
-from mcjax._train._models import Model, check_model, objective, takes_key
-from mcjax._train._optim import update
-from mcjax._train._programs import fingerprints, optimizer_reads_batch
+from mcjax._train._models import Model, WithState, check_model, objective, takes_key, trained_part
+from mcjax._train._optim import reports, update
+from mcjax._train._programs import fingerprints
 from mcjax._train._progress import EpochProgress
 from mcjax._train._result import TrainResult
 from mcjax._train._run_folder import RunFolder
-from mcjax._train._static import split_model, static_part, whole
+from mcjax._train._static import carried, check_state, split_model, static_part, whole
+from mcjax._train._step import loss_and_grad, value_only
 from mcjax._train._stops import StopSignals, agreed, non_finite
 
 
@@ -124,24 +124,49 @@ def _trace_one_step(model: Model, loss, optimizer, params, data, batch_size: int
     """Trace (compute nothing) one step on one batch: every trace-time check of the model's
     loss, its hand gradient and the optimizer fires here, before anything is compiled."""
     batch, key = _step_inputs(data, batch_size)
-    value = jax.eval_shape(loss, params, batch, key)
+    wants_key = takes_key(loss)
+
+    def keyed(fn):  # the key as an argument: eval_shape traces it
+        return lambda p, b, k: fn(p, b, **({"key": k} if wants_key else {}))
+
+    value = jax.eval_shape(keyed(loss), params, batch, key)
+    if isinstance(params, WithState):
+        value = value[0]  # (loss, new_state)
     if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(f"mcjax.train: the loss of model {model.name!r} returns {value.dtype}"
                         f"{shape_str(value.shape)}; expected a floating scalar (e.g. the mean "
                         "over the batch)")
     if analytic:
         _check_backprop(model, params, batch, key)
-    grads = jax.eval_shape(jax.grad(loss), params, batch, key)
-    opt_state = jax.eval_shape(optimizer.init, params)
+    grads = jax.eval_shape(keyed(lambda p, b, **k: loss_and_grad(loss, p, b, **k)[1]),
+                           params, batch, key)
+    opt_state = jax.eval_shape(optimizer.init, trained_part(params))
+
+    def step_update(g, s, p, b, k):  # p: what the step carries (the loss reads its state)
+        read = value_only(loss, p)
+        return update(optimizer, g, s, trained_part(p), batch=b,
+                      loss=functools.partial(read, key=k) if wants_key else read)
+
     try:
         with standard_promotion():  # optax is written for JAX's standard promotion
-            jax.eval_shape(lambda g, s, p, b, k: update(
-                optimizer, g, s, p, loss=functools.partial(loss, key=k) if takes_key(loss)
-                else loss, batch=b), grads, opt_state, params, batch, key)
+            jax.eval_shape(step_update, grads, opt_state, params, batch, key)
     except Exception as error:  # noqa: BLE001 - a user's optimizer may raise anything
         raise ValueError(f"mcjax.train: the optimizer cannot update this model's parameters "
                          f"({type(error).__name__}: {error})") from error
     return opt_state
+
+
+def _as_saved(params, opt_state) -> dict:
+    """What a checkpoint holds: ``params`` and ``opt_state``, and the model's ``state`` apart
+    from its parameters when it has one."""
+    if isinstance(params, WithState):
+        return {"params": params.params, "state": params.state, "opt_state": opt_state}
+    return {"params": params, "opt_state": opt_state}
+
+
+def _from_saved(saved) -> tuple[Any, Any]:
+    params = WithState(saved["params"], saved["state"]) if "state" in saved else saved["params"]
+    return params, saved["opt_state"]
 
 
 def _placement(mesh):
@@ -155,9 +180,14 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     compile the epoch; nothing has been trained when it returns."""
     check_model("train", model, config.grad)
     given = model  # an Equinox module's functions, say, are carried along, not trained
-    static = static_part(model.init, config.seed, params)
+    static, sources = static_part(model.init, config.seed, params)
+    check_state(model, sources)
+    if sources and config.grad == "analytic":
+        raise ValueError(f"mcjax.train: model {model.name!r} holds state ({', '.join(sources)}) "
+                         "and grad='analytic' cannot carry it (a backprop returns no new "
+                         "state); expected grad='autodiff'")
     model = split_model(model, static)
-    params = None if params is None else partition(floats_as_arrays(params))[0]
+    params = None if params is None else carried(params)
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"mcjax.train: evaluate={evaluate!r:.60}; expected a function "
                         "params -> {name: number} or None")
@@ -175,12 +205,6 @@ def prepare(model: Model, data, config: TrainConfig, *, params=None, devices=Non
     optimizer, loss = config.transformation(), objective(model, grad=config.grad)
     opt_shapes = _trace_one_step(model, loss, optimizer, shapes, data, config.batch_size,
                                  analytic=config.grad == "analytic")
-    if mesh is not None and optimizer_reads_batch(
-            loss, optimizer, shapes, *_step_inputs(data, config.batch_size), opt_shapes):
-        raise ValueError("mcjax.train: the optimizer reads each step's batch (as mcjax.kfac "
-                         "does, to estimate its factors example by example), which "
-                         f"data-parallel training does not support yet; expected devices=None "
-                         f"(one device), not devices={devices!r}")
     folder = None if config.checkpoint_dir is None else RunFolder(
         config.checkpoint_dir, resume=config.resume, overwrite=config.overwrite,
         keep=config.keep_checkpoints, checkpoint_every=config.checkpoint_every, identity={
@@ -207,20 +231,20 @@ def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n
     resumed = None
     if folder is not None and config.resume:
         like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=place),
-                            {"params": shapes[0], "opt_state": shapes[1]})
+                            _as_saved(shapes[0], shapes[1]))
         start, state, meta = folder.resume_state(like)
         if start > config.epochs:
             raise CheckpointError(
                 f"mcjax.train: epochs={config.epochs} but the run in {folder.directory} has "
                 f"completed {start}; expected epochs >= {start} to resume it")
-        params, opt_state = state["params"], state["opt_state"]
+        params, opt_state = _from_saved(state)
         resumed = (start, meta["history"], folder.store.path(start))
     else:
         # one compiled init rather than one eager op per layer; the caller's parameters are
         # copied, because the epoch updates the buffers it gets in place
         params = compile_keyed(model.init, init_key)(init_key) if params is None \
             else jax.tree.map(jnp.copy, params)
-        opt_state = optimizer.init(params)
+        opt_state = optimizer.init(trained_part(params))
         # placed as a restored state is, so that both compile to (and reuse) one program
         params, opt_state = (jax.device_put((params, opt_state), place) if mesh is None
                              else _sharding.replicate((params, opt_state), mesh))
@@ -244,8 +268,10 @@ def _start(model, data, config, folder, params, mesh, optimizer, loss, shapes, n
     return run
 
 
-def _record(history: dict, losses, evaluate, params) -> None:
+def _record(history: dict, losses, evaluate, params, opt_state) -> None:
     history["loss"].append(float(np.mean(losses)))
+    for name, value in reports(opt_state).items():  # K-FAC's adapted damping, say
+        history.setdefault(name, []).append(value)
     metrics = evaluate(params) if evaluate is not None else {}
     if not isinstance(metrics, Mapping):
         raise TypeError(f"mcjax.train: evaluate returned {type(metrics).__name__}; expected a "
@@ -272,14 +298,15 @@ def run_epochs(run: Run, *, progress: bool | None = False,
                                    checkpointing=run.folder is not None)
                 if error is not None:
                     raise error
-                _record(run.history, metrics["loss"], run.evaluate, whole(run.params, run.static))
+                _record(run.history, metrics["loss"], run.evaluate, whole(run.params, run.static),
+                        run.opt_state)
                 bar.update(epoch + 1, run.history)
                 stopped, done = agreed(stop.received), epoch + 1
                 before = run.checkpoint
                 if run.folder is not None and (done % config.checkpoint_every == 0
                                                or done == config.epochs or stopped):
                     run.checkpoint = run.folder.save(
-                        done, {"params": run.params, "opt_state": run.opt_state},
+                        done, _as_saved(run.params, run.opt_state),
                         {"step": done * run.steps_per_epoch, "history": run.history})
                     if not stopped and done < config.epochs:  # a signal during the save:
                         stopped = agreed(stop.received)  # stop by this fresh checkpoint

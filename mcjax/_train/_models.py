@@ -50,8 +50,11 @@ class Model(NamedTuple):
     Attributes:
       init: ``init(key) -> params``, a pytree of floating arrays, or a model as research
         code holds it (an Equinox module with its activation function, an nnx Module, linen
-        variables): its inexact array leaves are trained, the rest is carried along
-        untouched (Equinox's ``eqx.filter(model, eqx.is_inexact_array)``), and
+        variables): its parameters are trained (the inexact array leaves, as Equinox's
+        ``eqx.filter(model, eqx.is_inexact_array)``; an nnx Module's ``nnx.Param``; linen's
+        ``"params"``), its state (``nnx.BatchStat`` and the other nnx variables, an
+        ``eqx.nn.State``, linen's other collections) is updated by the loss and carried from
+        step to step (see ``returns_state``), the rest is carried along untouched, and
         ``TrainResult.params`` is the whole model.
       loss: ``loss(params, batch) -> scalar`` or ``loss(params, batch, key) -> scalar``,
         usually a mean over the batch's rows.
@@ -67,6 +70,12 @@ class Model(NamedTuple):
         resumed run refuses another model (default: the names and closed-over settings of
         ``init`` and ``loss``); the traced loss is compared as well, whatever ``config`` says.
       name: a short name for messages, e.g. ``"neuron"`` or ``"mlp"``.
+      returns_state: the loss returns ``(loss, new_state)``: the new values of the model's
+        state, the part of ``init``'s output that is carried from step to step and not
+        trained (an ``eqx.nn.State``; linen's collections besides ``"params"``, e.g.
+        ``batch_stats``, as ``apply(..., mutable=[...])`` returns them).  An nnx Module
+        needs no declaration: its ``nnx.BatchStat`` and RNG counts are read back from the
+        module after the loss has run, as ``nnx.jit`` does.
 
     Example:
 
@@ -89,6 +98,22 @@ class Model(NamedTuple):
     check: Callable[..., None] | None = None
     config: Mapping[str, Any] | None = None
     name: str = "model"
+    returns_state: bool = False
+
+
+class WithState(NamedTuple):
+    """What training carries for a model with state: the trained ``params`` (differentiated,
+    updated by the optimizer) and the model's ``state`` (running statistics, RNG counts:
+    replaced at each step by the values the loss leaves).  Both keep the model's own
+    containers, with ``None`` where a leaf belongs to the other part."""
+
+    params: Params
+    state: Any
+
+
+def trained_part(params):
+    """The part of what training carries that the optimizer updates."""
+    return params.params if isinstance(params, WithState) else params
 
 
 def takes_key(fn: Callable) -> bool:
@@ -134,7 +159,8 @@ def objective(model: Model, *, grad: str = "autodiff") -> Callable[..., jax.Arra
     Returns:
       ``f(params, batch, key=None)``; ``jax.grad(f)(params, batch)`` has the structure and
       shapes of ``params``.  ``key`` reaches the model's loss when it declares one, and is
-      then required.
+      then required.  A model that ``returns_state`` gives ``f -> (loss, new_state)``:
+      differentiate it with ``jax.value_and_grad(f, has_aux=True)``.
 
     Example:
 

@@ -22,40 +22,18 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
+import jax
 import optax
+
+from mcjax._train._hyper import learning_rate_problem, parameters, problems_of
+from mcjax._train._kfac import CHOICES as KFAC_CHOICES
+from mcjax._train._kfac import kfac
 
 _PAPER = ("sgd", "momentum", "adam")
 MOMENTUM = 0.9  # the default of the paper's "momentum"
-
-# The range of each hyper-parameter that optax's optimizers share by name: (what the message
-# says, the test).  Decay rates of moving averages are in [0, 1) (1 would never forget, so
-# Adam's bias correction divides by zero); step sizes, epsilons and trust ratios are > 0;
-# weight decays and initial accumulators >= 0.  A hyper-parameter whose optax default is None
-# may also be None; one whose default is a bool must be a bool; any other number must be
-# finite.
-_UNIT = ("a number in [0, 1)", lambda v: 0 <= v < 1)
-_POSITIVE = ("a number > 0", lambda v: v > 0)
-_NON_NEGATIVE = ("a number >= 0", lambda v: v >= 0)
-RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
-    **dict.fromkeys(("b1", "b2", "b3", "decay", "rho", "momentum"), _UNIT),
-    **dict.fromkeys(("eps", "min_norm", "trust_coefficient", "clipping_threshold",
-                     "min_step_size", "max_step_size"), _POSITIVE),
-    **dict.fromkeys(("eps_root", "weight_decay", "weight_decay_rate",
-                     "initial_accumulator_value", "initial_scale", "eta", "gamma",
-                     "decay_offset", "min_dim_size_to_factor"), _NON_NEGATIVE),
-    "eta_minus": ("a number in (0, 1)", lambda v: 0 < v < 1),
-    "eta_plus": ("a number > 1", lambda v: v > 1),
-    "damping": _POSITIVE,
-    "kl_clip": _POSITIVE,
-    "factor_decay": _UNIT,
-    "refresh_every": ("a number >= 1", lambda v: v >= 1),
-}
-
 
 class Transformation(Protocol):
     """An optax-style optimizer: ``init(params) -> state`` and ``update(grads, state, params)
@@ -97,9 +75,11 @@ def _optax_optimizers() -> dict[str, Callable[..., optax.GradientTransformation]
 
 def _mcjax_optimizers() -> dict[str, Callable[..., Any]]:
     """mcjax's own optimizers by name (beside optax's)."""
-    from mcjax._train._kfac import kfac
-
     return {"kfac": kfac}
+
+
+_OWN_CHOICES = {"kfac": KFAC_CHOICES}
+"""mcjax's own optimizers' hyper-parameters that name one of a few methods."""
 
 
 def known_optimizers() -> dict[str, Callable[..., Any]]:
@@ -114,12 +94,6 @@ def _maker(name: str) -> str:
         f"optax.{'sgd' if name == 'momentum' else name}"
 
 
-def _choices() -> dict[str, tuple[str, ...]]:
-    from mcjax._train._kfac import CHOICES
-
-    return CHOICES
-
-
 def update(optimizer: Transformation, grads, state, params, *, loss: Callable | None = None,
            batch: Any = None):
     """``optimizer.update(grads, state, params)``, with optax's extra arguments ``loss=`` (a
@@ -132,44 +106,24 @@ def update(optimizer: Transformation, grads, state, params, *, loss: Callable | 
     return optimizer.update(grads, state, params)
 
 
+def reports(state) -> dict[str, float]:
+    """What an optimizer's state reports for the history (``{name: number}``): the union of
+    ``reports()`` of every node of ``state`` that has one (``mcjax.kfac(adaptive_damping=True)``
+    reports its damping and reduction ratio); empty for optax's own."""
+    found: dict[str, float] = {}
+    has = lambda x: callable(getattr(x, "reports", None))  # noqa: E731
+    for node in jax.tree.leaves(state, is_leaf=has):
+        if has(node):
+            found.update({k: float(v) for k, v in node.reports().items()})
+    return found
+
+
 def _signature(name: str) -> dict[str, inspect.Parameter]:
     """The hyper-parameters of optimizer ``name`` (a known one) and their optax defaults."""
-    fn = optax.sgd if name == "momentum" else known_optimizers()[name]
-    params = dict(list(inspect.signature(fn).parameters.items())[1:])
+    params = parameters(optax.sgd if name == "momentum" else known_optimizers()[name])
     if name == "momentum":
         params["momentum"] = params["momentum"].replace(default=MOMENTUM)
     return params
-
-
-def learning_rate_problem(rate, spelled: str = "learning_rate") -> str | None:
-    """What is wrong with a learning rate (a finite number > 0 or a schedule), or None."""
-    if callable(rate) or (isinstance(rate, numbers.Real) and not isinstance(rate, bool)
-                          and math.isfinite(float(rate)) and float(rate) > 0):
-        return None
-    return f"{spelled}={rate!r}; expected a finite number > 0 or an optax schedule"
-
-
-def _value_problem(key: str, value, default) -> str | None:
-    """What is wrong with one hyper-parameter's value (``expected ...``), or None."""
-    if value is None and default is None:
-        return None
-    if key in _choices():
-        choices = _choices()[key]
-        return None if value in choices else f"expected one of {', '.join(map(repr, choices))}"
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "expected true or false"
-    if key not in RANGES and not isinstance(default, numbers.Real):
-        return None  # a dtype, a mask, a key: optax's own business
-    what, test = RANGES.get(key, ("a finite number", lambda v: True))
-    if isinstance(default, numbers.Real) and not test(float(default)):
-        what, test = _NON_NEGATIVE  # optax's own default is never refused (lars: eps=0.0)
-    integer = isinstance(default, numbers.Integral) and key in RANGES
-    kind = numbers.Integral if integer else numbers.Real
-    also = " or None" if default is None else ""
-    expected = f"expected {what.replace('a number', 'an integer') if integer else what}{also}"
-    if isinstance(value, bool) or not isinstance(value, kind):
-        return expected
-    return None if math.isfinite(float(value)) and test(float(value)) else expected
 
 
 def hyper_parameter_problems(name: str, hyper: Mapping[str, Any],
@@ -183,16 +137,8 @@ def hyper_parameter_problems(name: str, hyper: Mapping[str, Any],
       hyper: the hyper-parameters given, learning rate excluded.
       spelled: how a message writes ``key=value`` (``--opt b1=2.0`` on the command line).
     """
-    known = _signature(name)
-    unknown = [k for k in hyper if k not in known]
-    problems = [f"{_maker(name)} takes no hyper-parameter "
-                f"{', '.join(unknown)}; it takes {', '.join(known)}"] if unknown else []
-    for key, value in hyper.items():
-        if key in known:
-            why = _value_problem(key, value, known[key].default)
-            if why is not None:
-                problems.append(f"{spelled(key, value)}; {why}")
-    return problems
+    return problems_of(_maker(name), _signature(name), hyper,
+                       choices=_OWN_CHOICES.get(name, {}), spelled=spelled)
 
 
 def hyper_parameters(name: str, hyper: Mapping[str, Any]) -> dict[str, Any]:

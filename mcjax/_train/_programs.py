@@ -32,8 +32,9 @@ from mcjax._program._compile import NUMERICS
 from mcjax._program._fingerprint import Fingerprint, change
 from mcjax._program._trace import function_key
 from mcjax._program._walk import equations
-from mcjax._train._models import takes_key
+from mcjax._train._models import WithState, takes_key, trained_part
 from mcjax._train._optim import update
+from mcjax._train._step import loss_and_grad, value_only
 
 WHAT = {"loss": "the traced loss (and its gradient)",
         "optimizer": "the traced optimizer (its init and update)"}
@@ -45,9 +46,14 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
     (``jax.ShapeDtypeStruct``s): nothing is computed."""
 
     wants_key = takes_key(loss)
+    # the optimizer's programs see the trained parameters; a model's state (WithState) is an
+    # input of the loss an optimizer may read (value_only), so it is an argument of the trace
+    stateful, trained = isinstance(params, WithState), trained_part(params)
 
     def step_update(grads, state, params, batch, key):
-        bound = functools.partial(loss, key=key) if wants_key else loss
+        read = value_only(loss, params)
+        bound = functools.partial(read, key=key) if wants_key else read
+        params = trained_part(params)
         with standard_promotion():  # as the step runs it (optax is written for it)
             return optimizer.init(params), update(optimizer, grads, state, params, loss=bound,
                                                   batch=batch)
@@ -58,33 +64,17 @@ def fingerprints(loss: Callable, optimizer, params, batch, key, opt_state
 
     # the optimizer's program takes the batch and key only where its update reads them
     # (mcjax.kfac): optax's own trace as they always did, and their runs resume
-    optimizer_key = function_key(step_update, params, opt_state, params, batch, key,
+    optimizer_key = function_key(step_update, trained, opt_state, params, batch, key,
                                  differentiated=False)
-    if not reads_batch(optimizer_key, params, opt_state):
-        optimizer_key = function_key(plain_update, params, opt_state, params,
+    if not _reads_inputs(optimizer_key.closed.jaxpr,
+                         len(jax.tree.leaves((trained, opt_state, params)))):
+        optimizer_key = function_key(plain_update, trained, opt_state, trained,
                                      differentiated=False)
-    return {"loss": Fingerprint.of(function_key(jax.value_and_grad(loss), params, batch, key,
+    value_and_grad = jax.value_and_grad(loss) if not stateful else (
+        lambda p, b, k: loss_and_grad(loss, p, b, **({"key": k} if wants_key else {})))
+    return {"loss": Fingerprint.of(function_key(value_and_grad, params, batch, key,
                                                 differentiated=False)),
             "optimizer": Fingerprint.of(optimizer_key)}
-
-
-def optimizer_reads_batch(loss: Callable, optimizer, params, batch, key, opt_state) -> bool:
-    """Whether the optimizer's update reads the step's batch (``mcjax.kfac`` does); the
-    arguments are shapes."""
-
-    def step_update(grads, state, params, batch, key):
-        bound = functools.partial(loss, key=key) if takes_key(loss) else loss
-        with standard_promotion():
-            return update(optimizer, grads, state, params, loss=bound, batch=batch)
-
-    traced = function_key(step_update, params, opt_state, params, batch, key,
-                          differentiated=False)
-    return reads_batch(traced, params, opt_state)
-
-
-def reads_batch(traced, params, opt_state) -> bool:
-    """Whether a traced ``(grads, state, params, batch, key)`` program reads its batch or key."""
-    return _reads_inputs(traced.closed.jaxpr, len(jax.tree.leaves((params, opt_state, params))))
 
 
 def _reads_inputs(jaxpr, after: int) -> bool:

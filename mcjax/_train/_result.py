@@ -25,7 +25,9 @@ class TrainResult(NamedTuple):
     """What :func:`mcjax.train` returns.
 
     Attributes:
-      params: the trained parameters (device arrays).
+      params: the trained parameters (device arrays), or the whole model that ``init``
+        returns (an Equinox module, an nnx Module, linen variables) with its trained
+        parameters and its state after the last step (a ``BatchNorm``'s running statistics).
       opt_state: the optimizer's state.
       history: per-epoch lists: ``"loss"`` (the mean of the epoch's minibatch losses) and
         one list per metric that ``evaluate`` returns.

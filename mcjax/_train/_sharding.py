@@ -269,7 +269,10 @@ def constrain_batch(loss: Callable, mesh: Mesh, *, function: str) -> Callable:
 
     The constraint is what turns the epoch's scan data-parallel: its minibatches are cut from
     the (replicated) dataset inside the program, then each device computes on its rows.  The
-    divisibility check runs at trace time, before anything is compiled.
+    divisibility check runs at trace time, before anything is compiled.  The result's
+    ``unconstrained`` is ``loss`` itself: what an optimizer that reads the loss gets
+    (:func:`mcjax.kfac` traces it at one example's shapes, which no mesh divides; under
+    ``jax.jit`` its means over the sharded batch are the global batch's all the same).
     """
     sharding = batch_sharding(mesh)
     wants_key = takes_key(loss)
@@ -279,6 +282,7 @@ def constrain_batch(loss: Callable, mesh: Mesh, *, function: str) -> Callable:
         batch = jax.lax.with_sharding_constraint(batch, sharding)
         return loss(params, batch, key=key) if wants_key else loss(params, batch)
 
+    sharded_loss.unconstrained = loss  # type: ignore[attr-defined]
     return sharded_loss
 
 

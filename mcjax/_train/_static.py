@@ -1,62 +1,187 @@
-"""Models as researchers hold them: the trained part of ``init``'s output, the rest carried.
+"""Models as researchers hold them: what ``init`` returns, split into what is trained, what
+is carried from step to step (the model's state) and what is constant (its static part).
 
 ``init`` may return an Equinox module (``eqx.nn.MLP``, whose ``activation`` is a function), an
-nnx Module, linen variables: any pytree.  Training follows Equinox's rule
-(``optax`` on ``eqx.filter(model, eqx.is_inexact_array)``): the inexact array leaves are the
-parameters that are differentiated, updated by the optimizer and checkpointed; everything else
-(functions, strings, integer arrays) is the model's *static part*, carried along untouched.
-:func:`split_model` turns a :class:`Model` into one over the parameters alone, whose functions
-put the static part back before they call the model's own; the loop then never sees anything
-but arrays, and what it hands back to the user (``TrainResult.params``, ``evaluate``'s and a
-callback's ``params``) is the whole model again (:func:`whole`).
+nnx Module, linen variables: any pytree.  Each leaf has one of three roles, as the frameworks
+themselves assign them:
+
+- **trained**: the parameters, differentiated, updated by the optimizer and checkpointed: the
+  inexact array leaves (Equinox's ``eqx.filter(model, eqx.is_inexact_array)``), except those
+  of the two kinds below; in an nnx Module, those of ``nnx.Param`` variables
+  (``nnx.Optimizer(model, tx, wrt=nnx.Param)``); in linen variables, the ``"params"``
+  collection;
+- **state**: what the loss updates and training carries from step to step, checkpointed with
+  the parameters but never differentiated: the arrays of an ``eqx.nn.State``, of linen's
+  other collections (``batch_stats``), of nnx's other variables (``nnx.BatchStat``, an
+  ``nnx.Rngs``'s counts);
+- **static**: everything else (functions, strings, integer arrays outside a state, the keys
+  of an ``nnx.Rngs``, which nnx never changes: a stream draws ``fold_in(key, count)``),
+  carried along untouched.
+
+:func:`split_model` turns a :class:`Model` into one over the trained part alone, or over a
+:class:`~mcjax._train._models.WithState` pair when there is state; its functions put the rest
+back before they call the model's own, and its loss then returns ``(loss, new_state)``: the
+state the model's loss returned (``Model(..., returns_state=True)``), or, for an nnx Module,
+the state read back from the module after the call (nnx updates it in place).  The loop never
+sees anything but arrays, and what it hands back to the user (``TrainResult.params``,
+``evaluate``'s and a callback's ``params``) is the whole model again (:func:`whole`), with the
+updated statistics.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from mcjax._core._pytrees import combine, floats_as_arrays, has_static, partition
-from mcjax._train._models import Model
+from mcjax._core._errors import ShapeError, shape_str
+from mcjax._core._pytrees import combine, floats_as_arrays, is_inexact_array
+from mcjax._train._models import Model, WithState
+
+TRAINED, STATE, STATIC = "trained", "state", "static"
+_ARRAYS = (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)
 
 
-def static_part(init, seed: int, params=None):
-    """The static part of ``params`` (given) or of ``init``'s output (traced; integer arrays
-    in it, if any, computed from the run's init key), or None when every leaf is an inexact
-    array."""
+def _is_key(leaf) -> bool:
+    return isinstance(leaf, _ARRAYS) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _role(leaf, source: str | None) -> str:
+    if _is_key(leaf):
+        return STATIC
+    if source is None:
+        return TRAINED if is_inexact_array(leaf) else STATIC
+    return STATE if isinstance(leaf, _ARRAYS) else STATIC
+
+
+def leaf_roles(tree) -> list[tuple[str, str | None]]:
+    """``(role, source)`` for each leaf of ``tree`` (``jax.tree.leaves``' order): the role is
+    :data:`TRAINED`, :data:`STATE` or :data:`STATIC`; the source names a state's kind in
+    words (``"nnx.BatchStat"``, ``"eqx.nn.State"``, ``"linen collection 'batch_stats'"``),
+    None elsewhere."""
+    # a framework that is not imported has made none of the objects in the tree
+    nnx, eqx = sys.modules.get("flax.nnx"), sys.modules.get("equinox")
+
+    def is_node(x) -> bool:
+        return ((nnx is not None and isinstance(x, nnx.Variable))
+                or (eqx is not None and isinstance(x, eqx.nn.State)))
+
+    # linen variables: {"params": ..., "batch_stats": ...}
+    collections = isinstance(tree, Mapping) and "params" in tree and len(tree) > 1
+    roles = []
+    for path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_node)[0]:
+        source = None
+        if nnx is not None and isinstance(node, nnx.Variable):
+            source = None if isinstance(node, nnx.Param) else f"nnx.{type(node).__name__}"
+        elif eqx is not None and isinstance(node, eqx.nn.State):
+            source = "eqx.nn.State"
+        elif collections and getattr(path[0], "key", None) != "params":
+            source = f"linen collection {getattr(path[0], 'key', path[0])!r}"
+        roles += [(_role(leaf, source), source) for leaf in jax.tree.leaves(node)]
+    return roles
+
+
+def split(tree) -> tuple[Any, Any, Any]:
+    """``(trained, state, static)``: ``tree`` three times, each with ``None`` where a leaf has
+    another role; :func:`whole` puts them back together."""
+    leaves, treedef = jax.tree.flatten(tree)
+    roles = [role for role, _ in leaf_roles(tree)]
+    return tuple(treedef.unflatten([leaf if role == want else None
+                                    for leaf, role in zip(leaves, roles)])
+                 for want in (TRAINED, STATE, STATIC))
+
+
+def carried(tree):
+    """What training carries of the model ``tree``: its trained part, or the trained part and
+    its state (:class:`WithState`) when it has one."""
+    trained, state, _ = split(floats_as_arrays(tree))
+    return WithState(trained, state) if jax.tree.leaves(state) else trained
+
+
+def _sources(roles) -> list[str]:
+    return sorted({source for role, source in roles if role == STATE and source is not None})
+
+
+def static_part(init, seed: int, params=None) -> tuple[Any, list[str]]:
+    """The static part of ``params`` (given) or of ``init``'s output (traced; integer and key
+    arrays in it, if any, computed from the run's init key), or None when every leaf is
+    trained; and the kinds of state the model holds, in words, each once (empty: none)."""
     if params is not None:
         params = floats_as_arrays(params)
-        return partition(params)[1] if has_static(params) else None
+        roles = leaf_roles(params)
+        return (None if all(role == TRAINED for role, _ in roles) else split(params)[2],
+                _sources(roles))
     found = []
 
     def trained(k):
-        dynamic, static = partition(floats_as_arrays(init(k)))
-        found.append(static)
-        return dynamic
+        model = floats_as_arrays(init(k))
+        found.append((split(model)[2], leaf_roles(model)))
+        return carried(model)
 
     jax.eval_shape(trained, jax.eval_shape(lambda: jax.random.key(0)))
-    static = found[-1]
-    if not jax.tree.leaves(static):  # every leaf is trained
-        return None
+    static, roles = found[-1]
+    if all(role == TRAINED for role, _ in roles):
+        return None, []
     if any(isinstance(a, jax.Array) for a in jax.tree.leaves(static)):
         # integer or key arrays made by init: computed (tracing gave only their shapes), from
         # the key _loop._start initialises with
         key = jax.random.split(jax.random.key(seed))[0]
         arrays = jax.jit(lambda k: jax.tree.map(
             lambda a: a if isinstance(a, jax.Array) else None,
-            partition(floats_as_arrays(init(k)))[1]))(key)
+            split(floats_as_arrays(init(k)))[2]))(key)
         static = combine(arrays, static)
-    return static
+    return static, _sources(roles)
+
+
+def _leaves_in_words(tree) -> str:
+    return ", ".join(f"{jnp.result_type(a)}{shape_str(np.shape(a))}"
+                     for a in jax.tree.leaves(tree)) or "none"
+
+
+def fit_state(new, old, name: str, *, returned: bool = True):
+    """The state ``new`` (as the loss ``returned`` it, or read back from an nnx Module) in the
+    structure of the carried ``old``: the same arrays, shapes and dtypes, in the same order."""
+    got, (want, treedef) = jax.tree.leaves(new), jax.tree.flatten(old)
+    if len(got) != len(want) or any(
+            (np.shape(a), jnp.result_type(a)) != (np.shape(b), jnp.result_type(b))
+            for a, b in zip(got, want)):
+        said = ("returns a new state of" if returned
+                else "leaves the module's state (its variables other than nnx.Param) as")
+        raise ShapeError(
+            f"mcjax.train: the loss of model {name!r} {said} {_leaves_in_words(new)} but the "
+            f"model's state holds {_leaves_in_words(old)}; expected the same arrays, shapes and "
+            "dtypes (the eqx.nn.State that model(x, state) returns, linen's "
+            "apply(..., mutable=[...]) updates, an nnx Module's variables as init made them)")
+    return treedef.unflatten(got)
+
+
+def check_state(model: Model, sources: list[str]) -> None:
+    """Refuse a model whose state its loss cannot update: one sentence naming what was found."""
+    if model.returns_state and not sources:
+        raise ValueError(
+            f"mcjax.train: model {model.name!r} declares returns_state=True but its init "
+            "returns no state (no eqx.nn.State, no linen collection besides 'params', no nnx "
+            "variable other than nnx.Param); expected returns_state=False")
+    frozen = [s for s in sources if not s.startswith("nnx.")]
+    if frozen and not model.returns_state:
+        raise ValueError(
+            f"mcjax.train: model {model.name!r} holds state ({', '.join(frozen)}) that its loss "
+            "cannot update in place; expected a loss that returns (loss, new_state), declared "
+            "with mcjax.Model(init, loss, returns_state=True)")
 
 
 def split_model(model: Model, static) -> Model:
-    """``model`` over the trained parameters alone: ``init`` returns them, ``loss``,
-    ``backprop``, ``apply`` and ``check`` get the whole model (``static`` put back);
+    """``model`` over what training carries: ``init`` returns the trained parameters (or a
+    :class:`WithState` pair), ``loss``, ``backprop``, ``apply`` and ``check`` get the whole
+    model (the rest put back); with state, ``loss`` returns ``(loss, new_state)``.
     ``backprop``'s gradient keeps the trained leaves (``None`` from ``eqx.filter_grad``, the
     model's own function from ``eqx.tree_at``: dropped).  The model itself when ``static`` is
-    None."""
+    None (every leaf is trained)."""
     if static is None:
         return model
 
@@ -66,23 +191,42 @@ def split_model(model: Model, static) -> Model:
 
         @functools.wraps(fn)  # its signature too: a loss that takes a key still declares it
         def call(params, *rest, **keywords):
-            out = fn(combine(params, static), *rest, **keywords)
-            return partition(out)[0] if trim else out
+            out = fn(whole(params, static), *rest, **keywords)
+            return split(out)[0] if trim else out
 
         return call
 
+    @functools.wraps(model.loss)
+    def loss(params, *rest, **keywords):
+        if not isinstance(params, WithState):
+            return model.loss(whole(params, static), *rest, **keywords)
+        held = whole(params, static)
+        out = model.loss(held, *rest, **keywords)
+        if not model.returns_state:  # an nnx Module: its state was updated in place
+            return out, fit_state(split(held)[1], params.state, model.name, returned=False)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            what = (f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list))
+                    else _leaves_in_words(out))
+            raise TypeError(
+                f"mcjax.train: the loss of model {model.name!r} returns {what}; expected "
+                "(loss, new_state), as it declares returns_state=True")
+        return out[0], fit_state(out[1], params.state, model.name)
+
     @functools.wraps(model.init)
     def init(key):
-        return partition(floats_as_arrays(model.init(key)))[0]
+        return carried(model.init(key))
 
     check = model.check
-    return model._replace(init=init, loss=rejoin(model.loss),
+    return model._replace(init=init, loss=loss,
                           backprop=rejoin(model.backprop, trim=True),
                           apply=rejoin(model.apply), check=None if check is None else (
                               lambda function, params, data: check(
-                                  function, combine(params, static), data)))
+                                  function, whole(params, static), data)))
 
 
 def whole(params, static) -> Any:
-    """The model the user holds: the trained ``params`` with the static part put back."""
+    """The model the user holds: the trained ``params`` (and the state of a
+    :class:`WithState`) with the static part put back."""
+    if isinstance(params, WithState):
+        params = combine(params.params, params.state)
     return params if static is None else combine(params, static)

@@ -40,11 +40,43 @@ import optax
 
 from mcjax._core._conventions import standard_promotion
 from mcjax._train import _sharding
-from mcjax._train._models import takes_key
+from mcjax._train._models import WithState, takes_key, trained_part
 from mcjax._train._optim import Transformation, update
 
 Batch = tuple  # (X, Y), (X, Y, weights), ...: a pytree of arrays with a leading batch axis
 STEP_KEYS = 0x5EED  # folded into the epoch's key to draw the steps' keys apart from the shuffle
+
+
+def loss_and_grad(loss: Callable, params, batch, **extra):
+    """``(value, grads, state)``: the loss, its gradient with respect to the trained
+    parameters, and the model's state after the loss ran.
+
+    ``params`` is the trained parameters, or a :class:`~mcjax._train._models.WithState` pair
+    whose loss returns ``(value, new_state)``: then only ``params.params`` is differentiated
+    (``jax.value_and_grad(..., has_aux=True)``) and ``state`` is the new one; else ``state``
+    is None.
+    """
+    if not isinstance(params, WithState):
+        value, grads = jax.value_and_grad(loss)(params, batch, **extra)
+        return value, grads, None
+    (value, state), grads = jax.value_and_grad(
+        lambda trained: loss(WithState(trained, params.state), batch, **extra),
+        has_aux=True)(params.params)
+    return value, grads, state
+
+
+def value_only(loss: Callable, params) -> Callable:
+    """``loss`` as a function of the trained parameters and the batch alone (the state held at
+    ``params``' values), returning the scalar: what an optimizer that reads the loss gets."""
+    if not isinstance(params, WithState):
+        return loss
+    state = params.state
+
+    @functools.wraps(loss)
+    def value(trained, batch, **extra):
+        return loss(WithState(trained, state), batch, **extra)[0]
+
+    return value
 
 
 def train_step(loss: Callable, optimizer: Transformation) -> Callable:
@@ -53,7 +85,9 @@ def train_step(loss: Callable, optimizer: Transformation) -> Callable:
     Args:
       loss: ``loss(params, batch) -> scalar`` (e.g. :func:`mcjax.objective`), or
         ``loss(params, batch, key)`` to get the step's ``key`` (dropout); its gradient source
-        is whatever ``jax.grad`` of it gives.
+        is whatever ``jax.grad`` of it gives.  For a model with state, ``params`` is a
+        ``WithState(params, state)`` pair and the loss returns ``(loss, new_state)``: the
+        optimizer updates ``params`` and the step carries ``new_state`` to the next one.
       optimizer: an optax transformation (``init`` and ``update``: ``optax.adam(1e-3)``,
         ``optax.MultiSteps(...)``).
 
@@ -61,14 +95,22 @@ def train_step(loss: Callable, optimizer: Transformation) -> Callable:
       ``step``; ``metrics`` is ``{"loss": scalar}``, the loss *before* the update.
     """
     wants_key = takes_key(loss)
+    # an optimizer that reads the loss (mcjax.kfac) gets it without a mesh's batch constraint
+    # (_sharding.constrain_batch): it may trace it at other batch shapes (one example)
+    plain = getattr(loss, "unconstrained", loss)
+    plain_key = takes_key(plain)
 
     def step(params, opt_state, batch, key=None):
         extra = {"key": key} if wants_key and key is not None else {}
-        value, grads = jax.value_and_grad(loss)(params, batch, **extra)
+        value, grads, state = loss_and_grad(loss, params, batch, **extra)
+        read = value_only(plain, params)
+        trained = trained_part(params)
         with standard_promotion():  # optax is written for JAX's standard promotion
-            updates, opt_state = update(optimizer, grads, opt_state, params,
-                                        loss=functools.partial(loss, **extra), batch=batch)
-            params = optax.apply_updates(params, updates)
+            updates, opt_state = update(optimizer, grads, opt_state, trained,
+                                        loss=functools.partial(read, **extra) if plain_key
+                                        else read, batch=batch)
+            trained = optax.apply_updates(trained, updates)
+        params = trained if state is None else WithState(trained, state)
         return params, opt_state, {"loss": value}
 
     return step

@@ -212,6 +212,27 @@ def test_checkpoints_of_four_devices_resume_on_two_and_on_one(runs):
                                     what=f"{name} vs 4 devices throughout")
 
 
+def test_kfac_on_four_devices_equals_one_device():
+    """K-FAC reads the batch (its factors, example by example, at labels drawn from the model;
+    with adaptive damping the loss at the stepped parameters): under jit its means are the
+    global batch's and the draws JAX's partitionable PRNG's, so 4 steps on 4 devices (the
+    factors refreshed twice, the damping adapted twice) equal one device's."""
+    kw = dict(optimizer="kfac", learning_rate=0.3, epochs=1, grad="autodiff",
+              optimizer_options={"damping": 1e-2, "refresh_every": 2, "adaptive_damping": True,
+                                 "damping_adaptation_interval": 2, "estimator": "fisher"})
+    X, y = _digits_like(64)
+    one, four = (mcjax.train(mcjax.mlp_model((6, 16, 3)), (X, y), devices=devices, **{
+        **dict(batch_size=16, seed=0, progress=False), **kw}) for devices in (None, 4))
+    _assert_data_parallel_close(four.params, one.params, F32, steps=one.step,
+                                what="K-FAC, 4 devices vs 1")
+    factors = lambda r: r.opt_state.inner[0].factors  # noqa: E731
+    _assert_data_parallel_close(factors(four), factors(one), F32, steps=one.step,
+                                what="K-FAC's factors, 4 devices vs 1")
+    np.testing.assert_allclose(four.history["damping"], one.history["damping"],
+                               rtol=tolerance(F32).rtol)
+    assert len(jax.tree.leaves(four.params)[0].sharding.device_set) == 4
+
+
 # -- batches that do not divide ----------------------------------------------------------------
 def test_batches_that_do_not_divide_are_refused_with_both_numbers():
     mesh = mcjax.sharding.data_mesh(4)

@@ -15,10 +15,10 @@ from mcjax._core._tolerance import SWITCH_ROUNDING
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _sym as S
-from mcjax._program.primitives._linear import picked, weights
-from mcjax._program.primitives._shape import on_operand
-from mcjax._program.primitives._switch import bind_values, floating, zero_if_none
-from mcjax._program.primitives._table import Eqn, V, is_float, register
+from mcjax._primitives._linear import picked, weights
+from mcjax._primitives._shape import on_operand
+from mcjax._primitives._switch import bind_values, floating, zero_if_none
+from mcjax._primitives._table import Eqn, V, is_float, register
 
 FAMILY = "reductions"
 

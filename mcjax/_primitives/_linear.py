@@ -22,7 +22,7 @@ import numpy as np
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._sym import Sym
-from mcjax._program.primitives._table import Eqn, is_float
+from mcjax._primitives._table import Eqn, is_float
 
 
 def operation(e: Eqn, written: str = "", params: dict | None = None, **options) -> B.Operation:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mcjax._program.primitives._table import TABLE, Primitive
+from mcjax._primitives._table import TABLE, Primitive
 
 # the custom-rule primitives carry their rule in their parameters: JAX lists no JVP for them
 _CUSTOM_RULES = ("custom_jvp_call", "custom_vjp_call")

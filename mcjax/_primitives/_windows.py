@@ -19,9 +19,9 @@ import numpy as np
 
 from mcjax._core._tolerance import SWITCH_ROUNDING
 from mcjax._jacobian import _build as B
-from mcjax._program.primitives._linear import linear, operation, picked
-from mcjax._program.primitives._switch import bind_values, zero_if_none
-from mcjax._program.primitives._table import Eqn, V, register
+from mcjax._primitives._linear import linear, operation, picked
+from mcjax._primitives._switch import bind_values, zero_if_none
+from mcjax._primitives._table import Eqn, V, register
 
 FAMILY = "windows"
 

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _sym as S
-from mcjax._program.primitives._elementwise import jax_partial, local, unary
-from mcjax._program.primitives._table import Eqn, Slips, register
+from mcjax._primitives._elementwise import jax_partial, local, unary
+from mcjax._primitives._table import Eqn, Slips, register
 
 FAMILY = "special functions"
 

@@ -17,8 +17,8 @@ from jax import lax
 from mcjax._core._tolerance import SWITCH_ROUNDING
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _sym as S
-from mcjax._program.primitives._elementwise import ind, jax_partial, local, through
-from mcjax._program.primitives._switch import (
+from mcjax._primitives._elementwise import ind, jax_partial, local, through
+from mcjax._primitives._switch import (
     at_switch,
     bind_values,
     broadcast,
@@ -27,7 +27,7 @@ from mcjax._program.primitives._switch import (
     jump,
     zero_if_none,
 )
-from mcjax._program.primitives._table import Eqn, Slips, V, register
+from mcjax._primitives._table import Eqn, Slips, V, register
 
 COMPARE = {"gt": ">", "lt": "<", "ge": ">=", "le": "<=", "eq": "==", "ne": "!=",
            "eq_to": "==", "lt_to": "<", "le_to": "<="}

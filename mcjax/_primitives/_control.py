@@ -14,7 +14,7 @@ JAX's own derivative is taken.
 
 from __future__ import annotations
 
-from mcjax._program.primitives._table import register
+from mcjax._primitives._table import register
 
 FAMILY = "control flow"
 _WALKED = "a call: its body is walked"

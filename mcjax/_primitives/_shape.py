@@ -11,8 +11,8 @@ from __future__ import annotations
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._print import index_text
-from mcjax._program.primitives._linear import linear
-from mcjax._program.primitives._table import Eqn, register
+from mcjax._primitives._linear import linear
+from mcjax._primitives._table import Eqn, register
 
 FAMILY = "shape"
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
-from mcjax._program.primitives._elementwise import jax_partial, local
-from mcjax._program.primitives._table import Eqn, register
+from mcjax._primitives._elementwise import jax_partial, local
+from mcjax._primitives._table import Eqn, register
 
 
 def _identity(e: Eqn):

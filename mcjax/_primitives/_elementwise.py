@@ -28,14 +28,14 @@ from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _sym as S
 from mcjax._jacobian._algebra import compose
 from mcjax._jacobian._sym import Sym, lift
-from mcjax._program.primitives._switch import (
+from mcjax._primitives._switch import (
     Stand,
     at_switch,
     bind_values,
     broadcast,
     zero_if_none,
 )
-from mcjax._program.primitives._table import Eqn, Slips, V, register
+from mcjax._primitives._table import Eqn, Slips, V, register
 
 FAMILY = "element-wise"
 
@@ -55,7 +55,7 @@ def local(e: Eqn, k: int, d) -> object:
 def jax_partial(e: Eqn, k: int, expr: E.Expr) -> Sym:
     """$\\partial y / \\partial x_k$ element by element as JAX's own JVP computes it (its edge
     cases included), written as ``expr``."""
-    from mcjax._program.primitives._linear import jvp_along
+    from mcjax._primitives._linear import jvp_along
 
     return S.labelled(jvp_along(e, k, jnp.ones_like(e.ins[k].value))[0], expr)
 
@@ -317,7 +317,7 @@ def _convert(e: Eqn) -> dict | list | None:
             and not jnp.issubdtype(jnp.result_type(e.ins[0].value), jnp.complexfloating)):
         # real to complex (an FFT's input): the cast stays in the chain, or the complex
         # operations after it would be applied to real tangents
-        from mcjax._program.primitives._linear import linear
+        from mcjax._primitives._linear import linear
 
         return linear("complex")(e)
     return {0: B.identity(e.out.shape, e.out.dtype)}
@@ -330,7 +330,7 @@ register("convert_element_type", FAMILY, jacobian=_convert, expr=_convert_expr,
 
 # -- complex parts: linear over the reals ---------------------------------------------------------
 def _complex_part(written: str):
-    from mcjax._program.primitives._linear import linear
+    from mcjax._primitives._linear import linear
 
     return linear(written, affine=(0, 1) if written == "complex" else ())
 

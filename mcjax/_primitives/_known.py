@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian import _sym as S
 from mcjax._jacobian._sym import Sym
-from mcjax._program.primitives._elementwise import ind, local
-from mcjax._program.primitives._table import Eqn, register
+from mcjax._primitives._elementwise import ind, local
+from mcjax._primitives._table import Eqn, register
 
 FAMILY = "known functions"
 

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from mcjax._core._tolerance import SWITCH_ROUNDING
+from mcjax._primitives._table import V
 from mcjax._program._walk import bind
-from mcjax._program.primitives._table import V
 
 
 def bind_values(eqn, *values) -> list:

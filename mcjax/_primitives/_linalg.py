@@ -24,8 +24,8 @@ from jax import lax
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._sym import Sym
-from mcjax._program.primitives._linear import linear, traced
-from mcjax._program.primitives._table import Eqn, register
+from mcjax._primitives._linear import linear, traced
+from mcjax._primitives._table import Eqn, register
 
 FAMILY = "linear algebra"
 _DECOMPOSITION = "a matrix decomposition: no structured rule, JAX's linear map of it"

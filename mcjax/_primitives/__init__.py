@@ -1,9 +1,11 @@
 """The one table of primitive knowledge (see ``_table``), filled family by family.
 
 Importing this package fills the table: ``lookup(name)`` is what mcjax knows of a primitive.
+Its rules build structured Jacobians (``mcjax._jacobian``) and read programs with the walker
+(``mcjax._program``): it stands above both.
 """
 
-from mcjax._program.primitives import (  # noqa: F401 (each module registers its family)
+from mcjax._primitives import (  # noqa: F401 (each module registers its family)
     _control,
     _effects,
     _elementwise,
@@ -17,8 +19,8 @@ from mcjax._program.primitives import (  # noqa: F401 (each module registers its
     _special,
     _windows,
 )
-from mcjax._program.primitives._coverage import coverage, differentiable_primitives
-from mcjax._program.primitives._table import (
+from mcjax._primitives._coverage import coverage, differentiable_primitives
+from mcjax._primitives._table import (
     TABLE,
     Eqn,
     Operand,

@@ -19,8 +19,8 @@ from __future__ import annotations
 from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._sym import Sym
-from mcjax._program.primitives._linear import linear
-from mcjax._program.primitives._table import Eqn, Operand, Slips, register
+from mcjax._primitives._linear import linear
+from mcjax._primitives._table import Eqn, Operand, Slips, register
 
 
 def _t(op: Operand) -> Sym:
