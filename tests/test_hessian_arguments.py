@@ -71,6 +71,12 @@ def test_several_arguments_are_one_flattened_tuple(argnums, kind, dtype):
     if kind is C.BlockDiagonal:  # one block per argument, in argnums' order
         assert [b.size for b in H.blocks] == sizes
         assert type(H.blocks[argnums.index(3)]) is C.Diagonal  # exp(s): diagonal
+    g = jax.grad(f, argnums)(*args)  # a tuple, as jax.grad gives it: a tuple comes back
+    step = H.solve(g, 2.0)
+    assert isinstance(step, tuple) and [jnp.shape(a) for a in step] == [jnp.shape(a) for a in g]
+    flat = jnp.concatenate([jnp.ravel(a) for a in g])
+    assert close(H.ravel(step), jnp.linalg.solve(ref + 2.0 * jnp.eye(len(flat), dtype=dtype),
+                                                 flat), dtype)
 
 
 def test_interacting_arguments_are_named_in_argnums_order():
@@ -138,7 +144,14 @@ def test_an_equinox_mlp_its_activation_a_field():
 
     H = mcjax.hessian(loss)(mlp, x)
     assert H.shape == (3 * 4 + 4 + 4 * 2 + 2,) * 2
-    assert agrees_with(H, reference_of_float_leaves(loss, mlp, x), dtype)
+    ref = reference_of_float_leaves(loss, mlp, x)
+    assert agrees_with(H, ref, dtype)
+    g = eqx.filter_grad(loss)(mlp, x)  # a module, None at its activation: one comes back
+    step = H.solve(g, 2.0)
+    assert isinstance(step, eqx.nn.MLP) and step.activation is None
+    flat = ravel_pytree(eqx.filter(g, eqx.is_inexact_array))[0]
+    assert close(H.ravel(step), jnp.linalg.solve(ref + 2.0 * jnp.eye(26, dtype=dtype), flat),
+                 dtype)
     G = mcjax.gauss_newton(lambda model, x: model(x), lambda z: jnp.sum(jnp.tanh(z) ** 2))(
         mlp, x)
     params, static = eqx.partition(mlp, eqx.is_inexact_array)

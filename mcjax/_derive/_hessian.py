@@ -30,7 +30,7 @@ from mcjax._curvature import (
     hessian_vector_products,
 )
 from mcjax._curvature import _gauss_newton as CS
-from mcjax._curvature._operator import with_meta
+from mcjax._curvature._operator import Layout, with_meta
 from mcjax._curvature._structures import Dense, Sum
 from mcjax._derive import _variables as V
 from mcjax._derive._api import derive
@@ -91,7 +91,10 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
 
     Returns:
       A function of ``f``'s arguments returning a ``mcjax.Curvature`` of shape ``(n, n)``,
-      ``n`` the number of variables.
+      ``n`` the number of variables.  Its ``hvp`` and ``solve`` also take a vector shaped as
+      the variables and give one back so shaped: a gradient as ``jax.grad(f, argnums)``
+      returns it (a tuple for a tuple ``argnums``), or as ``eqx.filter_grad`` does (the
+      model with ``None`` at its static leaves).
 
     Raises:
       TypeError: ``f`` is not callable or ``argnums`` not an int or a non-empty tuple of
@@ -121,8 +124,10 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
     def hessian_at(*args) -> Curvature:
         split, traced = _split("hessian", f, spec, args)
         if _hashable(split):
-            return _compiled(split, traced)  # JAX's cache: once per f, shapes and static leaves
-        return _build(split, traced)
+            H = _compiled(split, traced)  # JAX's cache: once per f, shapes and static leaves
+        else:
+            H = _build(split, traced)
+        return with_meta(H, layout=Layout.of(split.variables(traced)))
 
     return hessian_at
 
@@ -315,8 +320,10 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
     def gn(*args, loss_args: tuple = ()) -> Curvature:
         split, traced = _split("gauss_newton", f, spec, args)
         if _hashable(split) and _hashable(loss):
-            return _gauss_newton_compiled(split, loss, traced, tuple(loss_args))
-        return _gauss_newton(split, loss, traced, tuple(loss_args))
+            G = _gauss_newton_compiled(split, loss, traced, tuple(loss_args))
+        else:
+            G = _gauss_newton(split, loss, traced, tuple(loss_args))
+        return with_meta(G, layout=Layout.of(split.variables(traced)))
 
     return gn
 
