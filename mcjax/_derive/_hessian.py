@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -37,7 +37,8 @@ from mcjax._derive._api import derive
 from mcjax._jacobian._algebra import Jacobian, Zero
 
 
-def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]:
+def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
+            ) -> Callable[..., Curvature]:
     r"""The Hessian of a scalar ``f`` as a structured symmetric operator, found by the rules.
 
     ``hessian(f)(*args)`` derives the Jacobian of $\nabla f$ with ``mcjax.derive`` (the
@@ -284,7 +285,7 @@ def _require_scalar(split: V.Split, x, traced: tuple) -> None:
 
 
 def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
-                 argnums: int = 0) -> Callable[..., Curvature]:
+                 argnums: int | Sequence[int] = 0) -> Callable[..., Curvature]:
     r"""The Gauss-Newton matrix $J^\top H_L J$ of ``loss(f(*args))`` as a structured operator.
 
     $J$ is the Jacobian of the model's output $z = f(\ldots)$ (size $m$) with respect to
