@@ -3,10 +3,11 @@
 Every corpus function ``f`` is made a scalar, $s(x) = \\sum c \\odot f(x) + \\frac{1}{2}
 \\sum f(x)^2$ with a fixed random $c$ (so that both $f$'s own second derivative and
 $J^\\top J$ take part), and, in float32 and float64 at one random point (its kink where it has
-one), ``H = mcjax.hessian(s, argnums)(*args)`` is compared with ``jax.hessian`` of the same
-$s$ (``jax.jacfwd`` twice where JAX's reverse mode fails on it): ``H.dense()``,
-``H.hvp(v)`` and ``H.solve(b, damping)`` (damping $1 + \\rho$, $\\rho$ the reference's
-spectral radius, so the damped system is well conditioned).  Each point is
+one; and, for a function of several floating arguments, once more with respect to all of
+them, ``argnums=(0, 1, ...)``), ``H = mcjax.hessian(s, argnums)(*args)`` is compared with
+``jax.hessian`` of the same $s$ (``jax.jacfwd`` twice where JAX's reverse mode fails on it):
+``H.dense()``, ``H.hvp(v)`` and ``H.solve(b, damping)`` (damping $1 + \\rho$, $\\rho$ the
+reference's spectral radius, so the damped system is well conditioned).  Each point is
 counted as one of
 
 - **structured**: a structure was found and all three agree (the table says how many of
@@ -78,9 +79,10 @@ def _agree(got, want, dtype: str) -> bool:
         got, want, rtol=10 * tol.rtol, atol=10 * tol.rtol * scale, equal_nan=True))
 
 
-def reference(s, argnums: int, args: tuple):
+def reference(s, argnums, args: tuple):
     """``jax.hessian`` of ``s`` as an ``(n, n)`` float64 NumPy matrix (forward over forward
-    where JAX's reverse mode fails on ``s``), or the error JAX raises."""
+    where JAX's reverse mode fails on ``s``; its blocks in ``argnums``' order where that is a
+    tuple), or the error JAX raises."""
     try:
         H = jax.hessian(s, argnums)(*args)
     except Exception:  # noqa: BLE001 - JAX's reverse mode fails (lax.pad's padding value)
@@ -88,17 +90,30 @@ def reference(s, argnums: int, args: tuple):
             H = jax.jacfwd(jax.jacfwd(s, argnums), argnums)(*args)
         except Exception as e:  # noqa: BLE001 - JAX has no second derivative: a finding
             return e
-    n = int(np.prod(jnp.shape(args[argnums])))
-    return np.asarray(H, np.float64).reshape(n, n)
+    if isinstance(argnums, int):
+        n = int(np.prod(jnp.shape(args[argnums])))
+        return np.asarray(H, np.float64).reshape(n, n)
+    sizes = [int(np.prod(jnp.shape(args[i]))) for i in argnums]
+    return np.block([[np.asarray(H[i][j], np.float64).reshape(sizes[i], sizes[j])
+                      for j in range(len(argnums))] for i in range(len(argnums))])
 
 
-def run_point(case: Case, dtype: str, seed: int) -> tuple[str, str]:
-    """``(outcome, detail)`` of one point."""
+def all_arguments(case: Case, dtype: str, seed: int) -> tuple[int, ...] | None:
+    """``(0, 1, ...)`` where ``case`` has several arguments, all floating (a tuple
+    ``argnums``: the arguments interact), else None."""
+    args = point(case, dtype, seed)
+    floating = all(jnp.issubdtype(a.dtype, jnp.floating) for a in args)
+    return tuple(range(len(args))) if len(args) > 1 and floating else None
+
+
+def run_point(case: Case, dtype: str, seed: int, argnums=None) -> tuple[str, str]:
+    """``(outcome, detail)`` of one point (with respect to ``case.argnums``, or ``argnums``)."""
+    argnums = case.argnums if argnums is None else argnums
     args = point(case, dtype, seed)
     s = scalarized(case, args, seed)
-    ref = reference(s, case.argnums, args)
+    ref = reference(s, argnums, args)
     try:
-        H = mcjax.hessian(s, case.argnums)(*args)
+        H = mcjax.hessian(s, argnums)(*args)
         n = H.shape[0]
         rng = np.random.default_rng(seed + 2)
         v = jnp.asarray(rng.standard_normal(n), dtype)
@@ -159,17 +174,20 @@ def main(argv=None) -> int:
     rows, start = [], time.perf_counter()
     for case in cases:
         for dtype in (SMOKE[case.name],) if args.smoke else DTYPES:
-            tic = time.perf_counter()
-            try:
-                with _Timeout(args.timeout):
-                    outcome, detail = run_point(case, dtype, args.seed)
-            except TimeoutError as e:
-                outcome, detail = "timeout", str(e)
-            rows.append({"case": case.name, "family": case.family, "dtype": dtype,
-                         "outcome": outcome, "detail": detail,
-                         "seconds": round(time.perf_counter() - tic, 3)})
-            if outcome not in ("structured", "fallback"):
-                print(f"  {case.name} {dtype}: {outcome}: {detail}", flush=True)
+            both = None if args.smoke else all_arguments(case, dtype, args.seed)
+            for argnums in (case.argnums, both) if both else (case.argnums,):
+                tic = time.perf_counter()
+                try:
+                    with _Timeout(args.timeout):
+                        outcome, detail = run_point(case, dtype, args.seed, argnums)
+                except TimeoutError as e:
+                    outcome, detail = "timeout", str(e)
+                rows.append({"case": case.name, "family": case.family, "dtype": dtype,
+                             "argnums": argnums, "outcome": outcome, "detail": detail,
+                             "seconds": round(time.perf_counter() - tic, 3)})
+                if outcome not in ("structured", "fallback"):
+                    print(f"  {case.name} {dtype} argnums={argnums}: {outcome}: {detail}",
+                          flush=True)
     seconds = time.perf_counter() - start
     totals = dict(Counter(r["outcome"] for r in rows))
     args.out.mkdir(parents=True, exist_ok=True)
