@@ -44,7 +44,10 @@ LAYOUTS = ("numerator", "denominator")
 
 
 def _is_array(leaf) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+    """A leaf the checker traces; a PRNG key (an ``nnx.Rngs``'s) is held as a value of ``f``,
+    as it is never differentiated and NumPy cannot hold it."""
+    return (isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+            and not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key))
 
 
 def _hashable(leaf):
