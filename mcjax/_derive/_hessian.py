@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,7 @@ from jax.flatten_util import ravel_pytree
 
 from mcjax._core._arguments import describe, require_callable
 from mcjax._core._errors import DtypeError, ShapeError
+from mcjax._core._pytrees import combine, partition
 from mcjax._curvature import (
     BlockDiagonal,
     Curvature,
@@ -53,7 +54,12 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
 
     The operator acts on the flattened argument (``jax.flatten_util.ravel_pytree`` order):
     ``H.shape == (n, n)`` and ``H.dense()`` equals ``jax.hessian`` of ``f`` with respect to
-    that flattened argument; it is the symmetric part of the derived second derivative, which
+    that flattened argument.  For a model (an nnx Module, linen variables, an Equinox module)
+    that argument is its trained part (``partition(model)[0]``: an nnx Module's
+    ``nnx.Param``, linen's ``"params"``, the floating arrays of an Equinox module): its state
+    (``nnx.BatchStat``, ``batch_stats``, an ``nnx.Rngs``) and its untouched leaves
+    (functions, integer arrays) are passed to ``f`` as they are, never differentiated.  The
+    Hessian is it is the symmetric part of the derived second derivative, which
     is the Hessian wherever ``f`` is twice continuously differentiable.  ``H.hvp(v)``,
     ``H.solve(b, damping)`` (a Newton step, by Woodbury's identity where the structure is of
     low rank), ``H.diagonal()``, ``H.trace()``, ``H.slogdet()``/``H.logdet()`` use the
@@ -65,12 +71,12 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
 
     Args:
       f: a function of arrays returning a scalar (shape ``()``), real floating.
-      argnums: which positional argument (an int); the argument may be an array or a pytree
-        of floating arrays.
+      argnums: which positional argument (an int); the argument may be an array, a pytree
+        of floating arrays or a model (its trained leaves are differentiated).
 
     Returns:
       A function of ``f``'s arguments returning a ``mcjax.Curvature`` of shape ``(n, n)``,
-      ``n`` the size of the argument.
+      ``n`` the size of the argument (of its trained leaves).
 
     Raises:
       TypeError: ``f`` is not callable or ``argnums`` not an int; (when called) the argument
@@ -98,7 +104,7 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
             raise ValueError(f"mcjax.hessian: argnums={argnums} but f was called with "
                              f"{len(args)} positional argument(s)")
         position = argnums % len(args)
-        _require_floating(args[position], position)
+        _require_floating(args[position], position, "hessian")
         traceable = all(isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float))
                         for leaf in jax.tree_util.tree_leaves(args))
         if traceable:
@@ -108,10 +114,35 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
     return hessian_at
 
 
+class OnTrained(NamedTuple):
+    """``f`` as a function of its argument ``position``'s trained part, the rest of that
+    argument (its state and untouched leaves) passed last: ``OnTrained(f, 0)(trained, x,
+    rest) == f(combine(trained, rest), x)``.  A value (hashable when ``f`` is), so that the
+    Hessian-vector products that hold it are too."""
+
+    f: Callable[..., Any]
+    position: int
+
+    def __call__(self, *args):
+        *args, rest = args
+        args[self.position] = combine(args[self.position], rest)
+        return self.f(*args)
+
+
+def on_trained(f, position: int, args: tuple) -> tuple[Callable[..., Any], tuple]:
+    """``(f, args)`` over the trained part of ``args[position]`` alone (:class:`OnTrained`),
+    or as they are when every leaf of it is trained."""
+    trained, rest = partition(args[position])
+    if not jax.tree_util.tree_leaves(rest):
+        return f, args
+    return OnTrained(f, position), (*args[:position], trained, *args[position + 1:], rest)
+
+
 def _build(f, argnums: int, *args) -> Curvature:
     """The structured Hessian of ``f`` at ``args`` (traced: once per shape under jit)."""
     position = argnums % len(args)
     _require_scalar(f, args)  # at trace time: once per compiled shape
+    f, args = on_trained(f, position, args)  # a model's state: passed, not differentiated
     leaves = jax.tree_util.tree_leaves_with_path(args[position])
     sizes = [math.prod(jnp.shape(leaf)) for _, leaf in leaves]
     paths = [jax.tree_util.keystr(path) for path, _ in leaves]
@@ -174,22 +205,27 @@ def _with_text(op: Curvature, H: Jacobian) -> Curvature:
     return with_meta(op, text=(H.formula(), H.latex()))
 
 
-def _require_floating(x, position: int) -> None:
+def _require_floating(x, position: int, function: str) -> None:
+    """The argument holds real floating leaves to differentiate: an array, a pytree of them,
+    or a model, whose trained leaves are differentiated (its state and untouched leaves are
+    not looked at: they are passed to ``f`` as they are)."""
     leaves = jax.tree_util.tree_leaves_with_path(x)
     if not leaves:
-        raise TypeError(f"mcjax.hessian: args[{position}] is {describe(x)}; expected a "
-                        "floating array (or a pytree of them)")
-    for path, leaf in leaves:
+        raise TypeError(f"mcjax.{function}: args[{position}] is {describe(x)}; expected a "
+                        "floating array (or a pytree or model holding some)")
+    trained = jax.tree_util.tree_leaves_with_path(partition(x)[0])
+    plain = [(p, a) for p, a in leaves if isinstance(a, (int, float))]  # Python numbers
+    for path, leaf in trained or plain or leaves:
         where = f"args[{position}]{jax.tree_util.keystr(path)}"
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float)):
-            raise TypeError(f"mcjax.hessian: {where} is {describe(leaf)}; expected a "
+            raise TypeError(f"mcjax.{function}: {where} is {describe(leaf)}; expected a "
                             "floating array")
         dtype = jnp.result_type(leaf)
         if isinstance(leaf, (int, float)):
             continue
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise DtypeError(f"mcjax.hessian: {where} has dtype {dtype.name}; expected a real "
-                             "floating dtype")
+            raise DtypeError(f"mcjax.{function}: {where} has dtype {dtype.name}; expected a "
+                             "real floating dtype")
 
 
 def _require_scalar(f, args) -> None:
@@ -222,11 +258,12 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
     Args:
       f: the model, a function of arrays returning the output $z$ (any shape).
       loss: ``loss(z, *loss_args)``, a scalar.
-      argnums: which positional argument of ``f`` (an array or a pytree of floating arrays).
+      argnums: which positional argument of ``f`` (an array, a pytree of floating arrays,
+        or a model: its trained leaves, as ``mcjax.hessian``).
 
     Returns:
       A function ``gn(*args, loss_args=())`` returning a ``mcjax.Curvature`` of shape
-      ``(n, n)`` on the flattened argument.
+      ``(n, n)`` on the flattened argument (its trained leaves).
 
     Raises:
       TypeError, ShapeError, DtypeError: as ``mcjax.hessian`` (``loss`` must return a scalar).
@@ -241,7 +278,7 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
             raise ValueError(f"mcjax.gauss_newton: argnums={argnums} but f was called with "
                              f"{len(args)} positional argument(s)")
         position = argnums % len(args)
-        _require_floating(args[position], position)
+        _require_floating(args[position], position, "gauss_newton")
         return _gauss_newton(f, loss, position, args, tuple(loss_args))
 
     return gn
