@@ -186,8 +186,8 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
 
 def _require_differentiable(function: str, name: str, arg) -> None:
     """The differentiated argument has floating leaves to differentiate (an array, a pytree,
-    a model: its inexact array leaves are differentiated, the rest is static), none complex,
-    and at least one entry."""
+    a model: its trained leaves; its state and the rest are not differentiated), none
+    complex, and at least one entry."""
     dynamic = jax.tree_util.tree_leaves_with_path(partition(arg)[0])
     if not dynamic:
         leaves = jax.tree_util.tree_leaves_with_path(arg)
@@ -234,6 +234,10 @@ def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSp
     hint = ("; the differentiated argument holds functions (a model's activation), which "
             "jax.grad cannot take: differentiate its arrays with eqx.filter_grad, or pass "
             "the arrays alone (eqx.partition)") if functions else ""
+    integers = [what for what in held.values() if what.startswith("nnx.Rng")]
+    if integers and not hint:
+        hint = (f"; the differentiated argument holds integer state ({integers[0]}: an "
+                "nnx.Rngs' count): differentiate its nnx.Param with nnx.grad")
     trace = _traced("the derivative", traced, structs, cotangent, differentiated=False,
                     lifted=True, hint=hint)
     validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback))
