@@ -132,6 +132,12 @@ def test_hessian_acts_on_the_params_only(net):
     close(H.dense(), want)
 
 
+def test_check_hessian_refuses_a_model_with_state_in_one_sentence(net):
+    with pytest.raises(TypeError, match=r"^mcjax.check_hessian: args\[0\] is a model with state "
+                       r"\(nnx.BatchStat, nnx.RngCount\); expected its parameters alone"):
+        mcjax.check_hessian(loss, jnp.zeros((29, 29), F32), net, X)
+
+
 def test_linen_batch_stats_are_state_in_check_derive_and_hessian():
     class Net(linen.Module):
         @linen.compact

@@ -47,6 +47,7 @@ from mcjax._check._report_parts import Later
 from mcjax._core._arguments import describe
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import DerivativeError, ShapeError, shape_str
+from mcjax._core._pytrees import STATE, leaf_roles
 from mcjax._core._tolerance import FAST_DIRECTIONS, FULL_MODE_MAX_INPUTS, HESSIAN_NEAR_KINK
 
 
@@ -151,7 +152,10 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
       ShapeError: ``f`` is not scalar; ``H`` has the wrong shape (a ``DerivativeShapeError``;
         the message names both).
       DtypeError: ``H`` is not floating point, or the argument is not.
-      TypeError, ValueError: an option or ``f``, ``H`` of the wrong kind (one sentence).
+      TypeError, ValueError: an option or ``f``, ``H`` of the wrong kind (one sentence);
+        the argument is a model with state (an ``nnx.BatchStat``, linen's ``batch_stats``):
+        check_hessian does not yet tell trained leaves from state (``mcjax.hessian`` does),
+        so pass the parameters alone and close over the state.
 
     Example:
 
@@ -180,6 +184,7 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
                             f"got {type(f).__name__}")
         return kfac_report(f, H, args, rtol=rtol, atol=atol, name=_name_of(f))
     scalar_f, pair, name = split(f, kind)
+    _refuse_state(args, argnums)
     out = jax.eval_shape(scalar_f, *args)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
         got = (f"shape {shape_str(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct)
@@ -234,6 +239,22 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
         return {"slips": slips, "diagnosis": tuple(s.sentence for s in slips)}
 
     return Report(**{**raw, "notes": notes, **Later.fields(diagnosis, "slips", "diagnosis")})
+
+
+def _refuse_state(args: tuple, argnums: int) -> None:
+    """A model with state (an ``nnx.BatchStat``, an ``eqx.nn.State``, linen's ``batch_stats``)
+    is refused in one sentence: its Hessian would be taken with respect to the state too."""
+    if (isinstance(argnums, bool) or not isinstance(argnums, int)
+            or not -len(args) <= argnums < len(args)):
+        return  # check names the bad argnums
+    sources = sorted({source for role, source in leaf_roles(args[argnums])
+                      if role == STATE and source is not None})
+    if sources:
+        raise TypeError(
+            f"mcjax.check_hessian: args[{argnums}] is a model with state ({', '.join(sources)}); "
+            "expected its parameters alone (nnx.split(model, nnx.Param, ...), "
+            "variables['params']) with the state closed over in f: check_hessian does not "
+            "yet leave a model's state out as mcjax.check and mcjax.hessian do")
 
 
 def assert_hessian(f, H, *args: Any, **options: Any) -> Report:
