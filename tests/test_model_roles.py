@@ -102,6 +102,8 @@ def test_a_whole_state_gradient_is_compared_on_the_params_and_says_so(net):
     assert any("not compared" in n and "bn/mean/value" in n and "nnx.BatchStat" in n
                for n in r.notes), r.notes
     assert "not compared" in str(r)
+    fast = mcjax.check(f, whole, state, X, mode="fast")
+    assert fast.ok and any("not compared" in n for n in fast.notes), fast.notes
     params_only = lambda s, x: nnx.grad(loss)(nnx.merge(graph, s), x)  # noqa: E731
     assert not any("not compared" in n for n in mcjax.check(f, params_only, state, X).notes)
     # a slip at a parameter still fails, the state's entries notwithstanding
@@ -130,6 +132,13 @@ def test_hessian_acts_on_the_params_only(net):
     # the same order: ravel_pytree of the trained part, whose leaves are the Params' in order
     assert ravel_pytree(partition(net)[0])[0].shape == flat.shape
     close(H.dense(), want)
+
+    def outputs(model, x):
+        return model(x)[:, 0]
+
+    G = mcjax.gauss_newton(outputs, lambda z: jnp.sum(z ** 2))(net, X)
+    J = jax.jacfwd(lambda v: outputs(nnx.merge(graph, unravel(v), rest), X))(flat)
+    close(G.dense(), 2 * J.T @ J)  # J^T H_L J on the Params alone
 
 
 def test_check_hessian_refuses_a_model_with_state_in_one_sentence(net):
