@@ -14,9 +14,9 @@ themselves assign them (``mcjax._core._pytrees``, where every engine reads them)
   the parameters but never differentiated: the arrays of an ``eqx.nn.State``, of linen's
   other collections (``batch_stats``), of nnx's other variables (``nnx.BatchStat``, an
   ``nnx.Rngs``'s counts);
-- **untouched** (the static part): everything else (functions, strings, integer arrays outside a state, the keys
-  of an ``nnx.Rngs``, which nnx never changes: a stream draws ``fold_in(key, count)``),
-  carried along untouched.
+- **untouched** (the static part): everything else (functions, strings, integer arrays
+  outside a state, the keys of an ``nnx.Rngs``, which nnx never changes: a stream draws
+  ``fold_in(key, count)``), carried along as it is.
 
 :func:`split_model` turns a :class:`Model` into one over the trained part alone, or over a
 :class:`~mcjax._train._models.WithState` pair when there is state; its functions put the rest
