@@ -141,10 +141,20 @@ def test_hessian_acts_on_the_params_only(net):
     close(G.dense(), 2 * J.T @ J)  # J^T H_L J on the Params alone
 
 
-def test_check_hessian_refuses_a_model_with_state_in_one_sentence(net):
+def test_check_hessian_of_a_model_is_with_respect_to_its_params(net):
+    assert mcjax.check_hessian(loss, mcjax.hessian(loss)(net, X), net, X).ok
+    doubled = lambda m, x: 2 * mcjax.hessian(loss)(m, x).dense()  # noqa: E731
+    assert not mcjax.check_hessian(loss, doubled, net, X).ok
+
+    def hvp(v, model, x):  # v: the Params (the trained part of the model)
+        flat, unravel = ravel_pytree(v)
+        return unravel(mcjax.hessian(loss)(model, x).hvp(flat))
+
+    r = mcjax.check_hessian(loss, hvp, net, X, kind="hvp", points=1)
+    assert r.ok and r.derivative.endswith(".hvp"), r
     with pytest.raises(TypeError, match=r"^mcjax.check_hessian: args\[0\] is a model with state "
-                       r"\(nnx.BatchStat, nnx.RngCount\); expected its parameters alone"):
-        mcjax.check_hessian(loss, jnp.zeros((29, 29), F32), net, X)
+                       r"\(nnx.BatchStat, nnx.RngCount\); expected for kind='kfac' its"):
+        mcjax.check_hessian(loss, {}, net, X, kind="kfac")
 
 
 def test_linen_batch_stats_are_state_in_check_derive_and_hessian():

@@ -31,8 +31,10 @@ are both ``layers/0/kernel/value``), so that a gradient in another container (``
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -136,6 +138,44 @@ def combine(dynamic, static):
     has one, else from ``static``."""
     return jax.tree_util.tree_map(lambda a, b: b if a is None else a, dynamic, static,
                                   is_leaf=lambda a: a is None)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnTrained:
+    """``f`` as a function of its argument ``position``'s trained part, the rest of that
+    argument (its state and untouched leaves) passed last: ``OnTrained(f, 0)(trained, x,
+    rest) == f(combine(trained, rest), x)``.  A value (equal and hashable by ``f`` and
+    ``position``), so that the operators and jitted programs that hold it are too; its signature is ``f``'s with
+    ``rest`` last, so that reports name the arguments as ``f`` does."""
+
+    f: Callable[..., Any]
+    position: int
+
+    def __call__(self, *args):
+        *args, rest = args
+        args[self.position] = combine(args[self.position], rest)
+        return self.f(*args)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        try:
+            params = list(inspect.signature(self.f).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        positional = [q for q in params if q.kind in (q.POSITIONAL_ONLY,
+                                                      q.POSITIONAL_OR_KEYWORD)]
+        return inspect.Signature([q.replace(kind=q.POSITIONAL_ONLY, default=q.empty)
+                                  for q in positional]
+                                 + [inspect.Parameter("rest", inspect.Parameter.VAR_POSITIONAL)])
+
+
+def on_trained(f, position: int, args: tuple) -> tuple[Callable[..., Any], tuple]:
+    """``(f, args)`` over the trained part of ``args[position]`` alone (:class:`OnTrained`),
+    or as they are when every leaf of it is trained.  ``position`` is non-negative."""
+    trained, rest = partition(args[position])
+    if not jax.tree_util.tree_leaves(rest):
+        return f, args
+    return OnTrained(f, position), (*args[:position], trained, *args[position + 1:], rest)
 
 
 def held_state(tree) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 
 from mcjax._core._arguments import describe, require_callable
 from mcjax._core._errors import DtypeError, ShapeError
-from mcjax._core._pytrees import combine, partition
+from mcjax._core._pytrees import on_trained, partition
 from mcjax._curvature import (
     BlockDiagonal,
     Curvature,
@@ -112,30 +112,6 @@ def hessian(f: Callable[..., Any], argnums: int = 0) -> Callable[..., Curvature]
         return _build(f, argnums, *args)
 
     return hessian_at
-
-
-class OnTrained(NamedTuple):
-    """``f`` as a function of its argument ``position``'s trained part, the rest of that
-    argument (its state and untouched leaves) passed last: ``OnTrained(f, 0)(trained, x,
-    rest) == f(combine(trained, rest), x)``.  A value (hashable when ``f`` is), so that the
-    Hessian-vector products that hold it are too."""
-
-    f: Callable[..., Any]
-    position: int
-
-    def __call__(self, *args):
-        *args, rest = args
-        args[self.position] = combine(args[self.position], rest)
-        return self.f(*args)
-
-
-def on_trained(f, position: int, args: tuple) -> tuple[Callable[..., Any], tuple]:
-    """``(f, args)`` over the trained part of ``args[position]`` alone (:class:`OnTrained`),
-    or as they are when every leaf of it is trained."""
-    trained, rest = partition(args[position])
-    if not jax.tree_util.tree_leaves(rest):
-        return f, args
-    return OnTrained(f, position), (*args[:position], trained, *args[position + 1:], rest)
 
 
 def _build(f, argnums: int, *args) -> Curvature:
