@@ -216,8 +216,14 @@ def test_errors_are_one_sentence(rng):
         J.verify(jnp.sin, x, probes=0)
     with pytest.raises(ValueError, match=r"argnums=3 but f gets 1 argument\(s\)"):
         J.verify(jnp.sin, x, argnums=3)
-    with pytest.raises(TypeError, match=r"args\[0\]\['act'\] is a PjitFunction; expected a "):
+    # a model's function-valued leaf is passed to f as it is (not differentiated, as in
+    # mcjax.derive): a bare Jacobian is not the structure of a derivative by the dict
+    with pytest.raises(mcjax.ShapeError, match=r"with the structure PyTreeDef\(\{'act': None, "):
         J.verify(lambda p: jnp.sin(p["x"]), {"x": x, "act": jnp.tanh})
+    model = {"x": x, "act": jnp.tanh}
+    assert mcjax.derive(lambda p: p["act"](p["x"])).verify(model).ok
+    with pytest.raises(TypeError, match=r"args\[0\]\['act'\] is a PjitFunction; expected a "):
+        J.verify(lambda p: p["act"](1.0), {"act": jnp.tanh})  # nothing to differentiate
 
 
 def test_the_probes_are_seeded(rng):

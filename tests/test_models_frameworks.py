@@ -2,8 +2,9 @@
 partitioned), flax.nnx Modules and their State, linen variables (dict or FrozenDict), in
 mcjax.check, mcjax.derive and mcjax.train.
 
-The inexact array leaves are differentiated; functions, integer arrays and the rest pass
-through untouched (eqx.filter's rule).  A gradient in the model's own type (a module from
+The trained leaves are differentiated: the inexact array leaves (eqx.filter's rule) except a
+model's state (nnx.BatchStat, linen's batch_stats: tests/test_model_roles.py); functions,
+integer arrays and the rest pass through untouched.  A gradient in the model's own type (a module from
 eqx.filter_grad with None at the activation, one built with eqx.tree_at, nnx.grad's State for
 a Module, a FrozenDict for a dict) is a gradient, never called as a VJP function; a VJP
 function may be marked with mcjax.vjp.

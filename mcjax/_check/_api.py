@@ -55,8 +55,12 @@ def check(f: Callable[..., Any], derivative: Callable[..., Any], *args: Any,
         callable pytree of arrays is taken for a gradient unless so wrapped).
       *args: the point; arguments not differentiated may be anything (labels, flags).  The
         differentiated one may be a model (an Equinox module with function-valued fields, an
-        nnx Module or ``State``, linen variables): its inexact array leaves are
-        differentiated, the rest passes through untouched (``eqx.filter``'s rule).
+        nnx Module or ``State``, linen variables): its trained leaves are differentiated
+        (the inexact arrays, ``eqx.filter``'s rule, except a model's state: an nnx Module's
+        ``nnx.Param`` only, linen's ``"params"`` only), the rest (an ``nnx.BatchStat``, an
+        ``eqx.nn.State``, functions, integer arrays) is passed to ``f`` as it is.  A
+        derivative's entries at the state (``jax.grad`` over a whole nnx ``State``) are not
+        compared, and the report's notes name them.
       argnums: which argument (an int), or a tuple of them, as ``jax.grad`` takes it: then
         the derivative returns a tuple with one derivative per argument, as
         ``jax.jacrev(f, argnums=(0, 1))`` does, and the report names each argument.

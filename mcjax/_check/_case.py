@@ -50,8 +50,8 @@ class Static(NamedTuple):
 
     def x_of(self, args: tuple):
         """The differentiated argument: ``args[argnums]``, or the tuple of them, each with
-        ``None`` at the leaves that are not differentiated (a model's functions, integer
-        arrays: ``eqx.filter(arg, eqx.is_inexact_array)``)."""
+        ``None`` at the leaves that are not trained (a model's functions, integer arrays,
+        state such as an ``nnx.BatchStat``: ``_pytrees.partition``)."""
         if isinstance(self.argnums, int):
             return partition(args[self.argnums])[0]
         return tuple(partition(args[i])[0] for i in self.argnums)
@@ -104,3 +104,6 @@ class Prepared(NamedTuple):
     f_jaxpr: core.ClosedJaxpr  # f's trace at the point's shapes and dtypes
     derivative_jaxpr: core.ClosedJaxpr  # the derivative's (applied to u if it is a VJP)
     tolerance: tuple[float | None, float | None] = (None, None)  # (rtol, atol) given, or None
+    # the derivative's entries at the argument's state (an nnx.BatchStat's, by plain path,
+    # with what each is), not differentiated and so not compared: the report says so
+    not_compared: tuple[tuple[str, str], ...] = ()

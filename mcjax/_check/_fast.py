@@ -52,7 +52,7 @@ from mcjax._check import _fast_diagnose
 from mcjax._check._compare import Comparison, Threshold, nonfinite, worst_entries
 from mcjax._check._diagnose import sizes_of
 from mcjax._check._flat import FlatSpec
-from mcjax._check._problem import Prepared
+from mcjax._check._problem import Prepared, not_compared_note
 from mcjax._check._report import Report, header
 from mcjax._check._report_parts import Projection, Slip
 from mcjax._check._under_test import DerivativeUnderTest, terms_of
@@ -370,7 +370,7 @@ def report(p: Prepared, points: int | None, directions: int, seed: int) -> Repor
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         v = run(p, points, directions, seed)
     notes = ("fast mode: the reference is jax.vjp in f's own dtype; compared are u^T J entry by "
-             f"entry and {directions} projections u^T J v per point",) + v.notes
+             f"entry and {directions} projections u^T J v per point",) + not_compared_note(p) + v.notes
     return Report(ok=v.ok, **header(p, "fast", v.points, v.threshold), comparisons=v.comparisons,
                   projections=v.projections, worst=v.worst, problems=v.problems, notes=notes,
                   slips=v.slips, diagnosis=tuple(s.sentence for s in v.slips), where=v.where)

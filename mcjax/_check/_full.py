@@ -44,6 +44,7 @@ from mcjax._check._problem import (
     flat_at,
     flat_function,
     jacobian_of,
+    not_compared_note,
     reference_key,
 )
 from mcjax._check._references import (
@@ -509,7 +510,7 @@ def _assemble(p: Prepared, judged: list[PointVerdict], dynamics: list, terms: in
                     "diagnosis": tuple(s.sentence for s in slips)}
 
         lazy = Later.fields(diagnosis, "slips", "where", "diagnosis")
-    notes = list(dict.fromkeys(n for j in judged for n in j.notes))
+    notes = list(dict.fromkeys((*not_compared_note(p), *(n for j in judged for n in j.notes))))
     if precision != "float64" and judged[0].taylor is not None:
         notes.append(f"f computes in {precision} even on float64 arguments: the "
                      f"finite-difference reference has {precision} precision")

@@ -27,6 +27,7 @@ parameter in the wrong order.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,7 @@ from jax.flatten_util import ravel_pytree
 from mcjax._check._api import check
 from mcjax._check._hessian_diagnose import diagnose_hessian
 from mcjax._check._hessian_fd import fd_comparison
-from mcjax._check._hessian_forms import KINDS, derivative_of, gradient_of, split
+from mcjax._check._hessian_forms import KINDS, derivative_of, gradient_of, is_operator, split
 from mcjax._check._kinks import crosses, has_switches, switch_sides
 from mcjax._check._problem import argument_spec
 from mcjax._check._problem import name_of as _name_of
@@ -47,6 +48,7 @@ from mcjax._check._report_parts import Later
 from mcjax._core._arguments import describe
 from mcjax._core._conventions import standard_promotion
 from mcjax._core._errors import DerivativeError, ShapeError, shape_str
+from mcjax._core._pytrees import STATE, OnTrained, leaf_roles, on_trained
 from mcjax._core._tolerance import FAST_DIRECTIONS, FULL_MODE_MAX_INPUTS, HESSIAN_NEAR_KINK
 
 
@@ -127,7 +129,10 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
         - a function ``H(*args)`` returning any of those (then also checked at ``points``
           extra points);
         - with ``kind="hvp"``: a Hessian-vector product function ``H(v, *args) -> H v``.
-      *args: the point; ``args[argnums]`` may be a pytree of float arrays (an MLP's params).
+      *args: the point; ``args[argnums]`` may be a pytree of float arrays (an MLP's params),
+        or a model: its trained leaves are differentiated (an nnx Module's ``nnx.Param``,
+        linen's ``"params"``) and ``H`` is with respect to them (``mcjax.hessian``'s
+        operator, a flat ``(n, n)`` matrix over them); its state is passed as it is.
       argnums: the one argument (an int).
       kind: ``"hessian"`` (the full Hessian), ``"hvp"`` (the full Hessian as an HVP
         function), ``"gauss_newton"`` ($J^\top H_L J$ of ``f = (model, loss)``, $J$ the
@@ -151,7 +156,8 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
       ShapeError: ``f`` is not scalar; ``H`` has the wrong shape (a ``DerivativeShapeError``;
         the message names both).
       DtypeError: ``H`` is not floating point, or the argument is not.
-      TypeError, ValueError: an option or ``f``, ``H`` of the wrong kind (one sentence).
+      TypeError, ValueError: an option or ``f``, ``H`` of the wrong kind (one sentence);
+        for ``kind="kfac"``, a model with state (an ``nnx.BatchStat``, ``batch_stats``).
 
     Example:
 
@@ -178,8 +184,20 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
         if not callable(f):
             raise TypeError("mcjax.check_hessian: kind='kfac' takes f as loss(params, batch); "
                             f"got {type(f).__name__}")
+        _refuse_state(args, argnums)
         return kfac_report(f, H, args, rtol=rtol, atol=atol, name=_name_of(f))
     scalar_f, pair, name = split(f, kind)
+    # a model: its trained leaves are differentiated, its state and the rest passed as they
+    # are (one more argument, last, that nothing differentiates)
+    scalar_f, with_rest = on_trained(scalar_f, argnums, args)
+    if with_rest is not args:
+        args = with_rest
+        if pair is not None:
+            pair = (OnTrained(pair[0], argnums), pair[1])
+        if kind == "hvp" and callable(H):
+            H = _hvp_on_trained(H, argnums)
+        elif callable(H) and not hasattr(H, "shape") and not is_operator(H):
+            H = OnTrained(H, argnums)
     out = jax.eval_shape(scalar_f, *args)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
         got = (f"shape {shape_str(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct)
@@ -234,6 +252,29 @@ def check_hessian(f: Callable[..., Any] | tuple[Callable[..., Any], Callable[...
         return {"slips": slips, "diagnosis": tuple(s.sentence for s in slips)}
 
     return Report(**{**raw, "notes": notes, **Later.fields(diagnosis, "slips", "diagnosis")})
+
+
+def _hvp_on_trained(H, position: int):
+    """An HVP function ``H(v, *args)`` called with the arguments :class:`OnTrained` passes
+    (the trained part, the rest last): ``v`` is shaped like the trained part."""
+
+    @functools.wraps(H)
+    def hvp(v, *args):
+        return H(v, *OnTrained(lambda *a: a, position)(*args))
+
+    return hvp
+
+
+def _refuse_state(args: tuple, argnums: int) -> None:
+    """kind='kfac' with a model with state (an ``nnx.BatchStat``, linen's ``batch_stats``):
+    refused in one sentence, K-FAC's factors are of the parameters alone."""
+    sources = sorted({source for role, source in leaf_roles(args[argnums])
+                      if role == STATE and source is not None})
+    if sources:
+        raise TypeError(
+            f"mcjax.check_hessian: args[{argnums}] is a model with state ({', '.join(sources)}); "
+            "expected for kind='kfac' its parameters alone (nnx.split(model, nnx.Param, ...), "
+            "variables['params']) with the state closed over in f")
 
 
 def assert_hessian(f, H, *args: Any, **options: Any) -> Report:

@@ -28,7 +28,7 @@ KINDS = ("hessian", "hvp", "gauss_newton", "kfac")
 
 
 # -- what the user gave ---------------------------------------------------------------------
-def _is_operator(value) -> bool:
+def is_operator(value) -> bool:
     """A structured operator by duck typing: ``.hvp(v)`` or ``.dense()`` (a ``mcjax.Jacobian``
     is checked as the Jacobian it is)."""
     return not isinstance(value, Jacobian) and (
@@ -164,7 +164,7 @@ def derivative_of(H, kind: str, args: tuple, argnums: int):
             return vjp(lambda u: H(u, *a))
 
         return products, True, name_of(H)
-    if _is_operator(H):
+    if is_operator(H):
         value = _operator_derivative(H, x)
         return (lambda *a: value), False, f"{type(H).__name__} operator"
     if callable(H) and not hasattr(H, "shape"):
@@ -179,7 +179,7 @@ def derivative_of(H, kind: str, args: tuple, argnums: int):
             raise TypeError(f"mcjax.check_hessian: H(*args) raised TypeError: {e}; expected H "
                             "a function of f's arguments (for an HVP function hvp(v, *args), "
                             "pass kind='hvp')") from None
-        if _is_operator(probe):
+        if is_operator(probe):
             def of_operator(*a):
                 return _operator_derivative(H(*a), a[argnums])
 

@@ -35,7 +35,7 @@ from mcjax._core._compat import enable_x64
 from mcjax._core._conventions import is_floating, standard_promotion, wider
 from mcjax._core._errors import DtypeError, ShapeError, TraceError, require_floating
 from mcjax._core._ipython import code_location
-from mcjax._core._pytrees import floats_as_arrays, partition
+from mcjax._core._pytrees import floats_as_arrays, held_state, partition
 from mcjax._program._inspect import lowest_precision
 from mcjax._program._trace import Keyed, function_key, signature
 from mcjax._program._walk import custom_rules
@@ -44,7 +44,10 @@ LAYOUTS = ("numerator", "denominator")
 
 
 def _is_array(leaf) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+    """A leaf the checker traces; a PRNG key (an ``nnx.Rngs``'s) is held as a value of ``f``,
+    as it is never differentiated and NumPy cannot hold it."""
+    return (isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+            and not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key))
 
 
 def _hashable(leaf):
@@ -162,7 +165,10 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
             f"mcjax.check: f returns an empty output ({out_spec.describe()}); expected at "
             "least one entry"
         )
-    d_trace, pullback = _derivative_trace(derivative, static, structs, x_spec, out_spec)
+    held = held_state(args[argnums] if isinstance(argnums, int)
+                      else tuple(args[i] for i in argnums))
+    d_trace, pullback, dropped = _derivative_trace(derivative, static, structs, x_spec,
+                                                   out_spec, held)
     static = static._replace(
         f=Keyed(f, ()).with_program((f_trace.key,), signature(structs), f_trace),
         derivative=Keyed(derivative, ()).with_program(d_trace.key, signature(structs), d_trace),
@@ -171,7 +177,8 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
         pullback=pullback)
     eps = [jnp.finfo(d).eps for d in x_spec.dtypes + out_spec.dtypes]
     dtype = (x_spec.dtypes + out_spec.dtypes)[int(np.argmax(eps))]
-    prepared = Prepared(static, dynamic, x_spec, out_spec, dtype, f_jaxpr, d_trace.closed)
+    prepared = Prepared(static, dynamic, x_spec, out_spec, dtype, f_jaxpr, d_trace.closed,
+                        not_compared=tuple((p, held[p]) for p in dropped))
     if seen is not None and traces is not None:
         traces[seen] = prepared
     return prepared
@@ -179,8 +186,8 @@ def prepare(f, derivative, args: tuple, argnums: int | tuple[int, ...], layout: 
 
 def _require_differentiable(function: str, name: str, arg) -> None:
     """The differentiated argument has floating leaves to differentiate (an array, a pytree,
-    a model: its inexact array leaves are differentiated, the rest is static), none complex,
-    and at least one entry."""
+    a model: its trained leaves; its state and the rest are not differentiated), none
+    complex, and at least one entry."""
     dynamic = jax.tree_util.tree_leaves_with_path(partition(arg)[0])
     if not dynamic:
         leaves = jax.tree_util.tree_leaves_with_path(arg)
@@ -203,20 +210,23 @@ def _require_differentiable(function: str, name: str, arg) -> None:
 
 
 def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSpec,
-                      out_spec: FlatSpec):
+                      out_spec: FlatSpec, held: dict[str, str]):
     """Trace the derivative (its value, or for a VJP function its value at a cotangent) and
     check its shapes against ``f``'s before any program runs.  Returns the (lifted) trace, a
-    function of the traced leaves and the cotangent's, and whether the derivative is a VJP
-    function."""
+    function of the traced leaves and the cotangent's, whether the derivative is a VJP
+    function, and the plain paths of the entries it gave at the argument's state (``held``),
+    which are dropped, not compared."""
     cotangent = tuple(jax.ShapeDtypeStruct(s, d) for s, d in zip(out_spec.shapes, out_spec.dtypes))
-    pullback = []
+    pullback: list[bool] = []
+    dropped: list[str] = []
 
     def traced(dynamic, u):
         value = derivative(*static.args(dynamic))
         if is_pullback(value):
             pullback.append(True)
-            return as_vjp_result(pullback_of(value)(out_spec.treedef.unflatten(u)), x_spec)
-        return as_derivative(value, x_spec, out_spec)
+            return as_vjp_result(pullback_of(value)(out_spec.treedef.unflatten(u)), x_spec,
+                                 held, dropped)
+        return as_derivative(value, x_spec, out_spec, held, dropped)
 
     args = static.args(structs)
     functions = any(callable(leaf) for i in static.positions
@@ -224,10 +234,28 @@ def _derivative_trace(derivative, static: Static, structs: tuple, x_spec: FlatSp
     hint = ("; the differentiated argument holds functions (a model's activation), which "
             "jax.grad cannot take: differentiate its arrays with eqx.filter_grad, or pass "
             "the arrays alone (eqx.partition)") if functions else ""
+    integers = [what for what in held.values() if what.startswith("nnx.Rng")]
+    if integers and not hint:
+        hint = (f"; the differentiated argument holds integer state ({integers[0]}: an "
+                "nnx.Rngs' count): differentiate its nnx.Param with nnx.grad")
     trace = _traced("the derivative", traced, structs, cotangent, differentiated=False,
                     lifted=True, hint=hint)
     validate(trace.out_shape, x_spec, out_spec, static.layout, bool(pullback))
-    return trace, bool(pullback)
+    return trace, bool(pullback), tuple(dropped)
+
+
+def not_compared_note(p: Prepared) -> tuple[str, ...]:
+    """The report's note on the derivative's entries at the argument's state, which were not
+    compared (empty: it gave none)."""
+    if not p.not_compared:
+        return ()
+    kinds = ", ".join(dict.fromkeys(kind for _, kind in p.not_compared))
+    paths = ", ".join(path for path, _ in p.not_compared[:6]) + (
+        ", ..." if len(p.not_compared) > 6 else "")
+    return (f"the derivative also gave entries at {len(p.not_compared)} leaves of the model's "
+            f"state ({kinds}: {paths}), which were not compared: mcjax differentiates the "
+            "trained leaves only (nnx.Param, linen's 'params'); the state is passed to f as "
+            "it is",)
 
 
 def argument_names(f, positions: tuple[int, ...]) -> tuple[str, ...]:

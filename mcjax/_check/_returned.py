@@ -13,7 +13,11 @@ kept by ``eqx.tree_at``, an integer array) are dropped, and a gradient whose dif
 leaves match the argument's one to one by path (``['params']['W']`` of a ``FrozenDict`` and
 of a ``dict``; ``['layers'][0]['kernel'].value`` of an nnx ``State`` and
 ``.layers[0].kernel.value`` of the Module) is the same gradient, rebuilt in the argument's
-own structure.  Anything else is left as it came, for the shape checks to name.
+own structure.  A gradient over the whole model (``jax.grad`` of an nnx ``State`` with its
+``nnx.BatchStat``, of linen variables with ``batch_stats``) may also hold entries at the
+argument's state, which is not differentiated: those are dropped *and named* (``held``,
+``dropped``), for the report to say they were not compared.  Anything else is left as it came,
+for the shape checks to name.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ def pullback_of(value):
     return value.fn if isinstance(value, vjp) else value
 
 
-def as_derivative(value, x_spec: FlatSpec, out_spec: FlatSpec):
+def as_derivative(value, x_spec: FlatSpec, out_spec: FlatSpec, held=(), dropped=None):
     """``value`` (in ``jax.jacfwd``'s structure: ``f``'s output tree of argument trees, for a
     scalar ``f`` the gradient) with each argument tree brought to the argument's own
     structure where it can be (see :func:`as_argument`)."""
@@ -103,15 +107,18 @@ def as_derivative(value, x_spec: FlatSpec, out_spec: FlatSpec):
         parts = out_spec.treedef.flatten_up_to(value)
     except (ValueError, TypeError):
         return value  # not f's output tree: the shape checks say so
-    return out_spec.treedef.unflatten([as_argument(part, x_spec) for part in parts])
+    return out_spec.treedef.unflatten([as_argument(part, x_spec, held, dropped)
+                                       for part in parts])
 
 
-def as_argument(tree, x_spec: FlatSpec):
+def as_argument(tree, x_spec: FlatSpec, held=(), dropped: list | None = None):
     """``tree`` in the structure of the differentiated argument ``x_spec``: as it is when it
     has it; rebuilt there when its differentiated leaves (arrays of a floating dtype, or
     ``mcjax.Jacobian``s) match the argument's one to one by path, the rest (``None``,
-    functions, integer arrays: the model's static part) dropped; else with every leaf that
-    is no array and no Jacobian made ``None`` (the shape checks then name both trees)."""
+    functions, integer arrays: the model's untouched part) dropped, and so are entries at
+    the paths ``held`` (the argument's state, not differentiated: ``_pytrees.held_state``),
+    their paths appended to ``dropped``; else with every leaf that is no array and no
+    Jacobian made ``None`` (the shape checks then name both trees)."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_jacobian)
     if treedef == x_spec.treedef:
         return tree
@@ -120,17 +127,21 @@ def as_argument(tree, x_spec: FlatSpec):
         if _is_jacobian(leaf) or is_inexact_array(leaf):
             kept.setdefault(plain_path(path), []).append(leaf)
     wanted = x_spec.plain_paths
-    if sorted(kept) == sorted(wanted) and all(len(v) == 1 for v in kept.values()):
+    extra = sorted(set(kept) - set(wanted))
+    if (set(wanted) <= set(kept) and all(p in held for p in extra)
+            and all(len(kept[p]) == 1 for p in wanted)):
+        if dropped is not None:
+            dropped.extend(p for p in extra if p not in dropped)
         return x_spec.treedef.unflatten([kept[p][0] for p in wanted])
     return jax.tree_util.tree_map(
         lambda a: a if _is_jacobian(a) or isinstance(a, (jax.Array, jax.ShapeDtypeStruct))
         or hasattr(a, "shape") else None, tree, is_leaf=_is_jacobian)
 
 
-def as_vjp_result(result, x_spec: FlatSpec):
+def as_vjp_result(result, x_spec: FlatSpec, held=(), dropped: list | None = None):
     """A VJP function's ``u^T J`` in the argument's structure: ``jax.vjp``'s 1-tuple
     unpacked, then as :func:`as_argument`."""
     if (isinstance(result, tuple) and len(result) == 1
             and jax.tree_util.tree_structure(result) != x_spec.treedef):
         result = result[0]  # a pullback from jax.vjp or eqx.filter_vjp
-    return as_argument(result, x_spec)
+    return as_argument(result, x_spec, held, dropped)

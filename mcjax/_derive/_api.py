@@ -19,7 +19,7 @@ from mcjax._core._arguments import (
     require_callable,
 )
 from mcjax._core._errors import DtypeError
-from mcjax._core._pytrees import floats_as_arrays, is_inexact_array, partition
+from mcjax._core._pytrees import TRAINED, floats_as_arrays, leaf_roles, partition
 from mcjax._derive._interpret import interpret
 from mcjax._derive._names import argument_exprs, constant_exprs
 from mcjax._jacobian import _build as B
@@ -61,8 +61,11 @@ def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
         ``mcjax.check``); leaves of the other arguments that are not numbers (strings,
         flags, functions) are passed to ``f`` as they are.  The differentiated argument may
         be a model (an Equinox module, an nnx Module or ``State``, linen variables): its
-        floating array leaves are differentiated and the result has ``None`` at the rest
-        (an ``eqx.nn.MLP``'s ``activation``), as ``eqx.filter_grad``.
+        trained leaves are differentiated (the floating arrays, except a model's state:
+        an nnx Module's ``nnx.Param`` only, linen's ``"params"`` collection only, never an
+        ``eqx.nn.State``) and the result has ``None`` at the rest (an ``eqx.nn.MLP``'s
+        ``activation``, an ``nnx.BatchStat``'s running mean), as ``eqx.filter_grad`` and
+        ``nnx.grad`` do; the state is passed to ``f`` as it is.
       argnums: which positional argument to differentiate with respect to (an int), or a
         non-empty tuple of distinct ints (the result then has a tuple where ``jax.jacfwd``
         has one), as ``jax.jacfwd`` takes it.
@@ -109,7 +112,8 @@ def derive(f: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
                      for i, a in enumerate(args))
         for i in wrt:
             _require_real(args[i], f"args[{i}]")
-        # a model's static part (functions, integer arrays) is not differentiated: None there
+        # a model's state and untouched part (functions, integer arrays, running statistics)
+        # are not differentiated: None there
         x_tree = (partition(args[wrt[0]])[0] if isinstance(spec, int)
                   else tuple(partition(args[i])[0] for i in wrt))
         return _derive(f, args, wrt, x_tree, strict)
@@ -158,20 +162,22 @@ def _derive(f, args, positions, x_tree, strict):
     names = [iter(exprs) for exprs in argument_exprs(f, args)]
     # the variables are numbered in argnums' order (argnums=(1, 0): args[1]'s leaves first),
     # the order of x_tree, while the operands follow f's positional order
-    variables = {i: [leaf for leaf in jax.tree_util.tree_leaves(args[i])
-                     if _is_value(leaf) and is_inexact_array(leaf)] for i in positions}
+    roles = {i: [role for role, _ in leaf_roles(args[i])] for i in positions}
+    variables = {i: [leaf for leaf, role in zip(jax.tree_util.tree_leaves(args[i]), roles[i])
+                     if role == TRAINED] for i in positions}
     first, at = {}, 0
     for i in positions:
         first[i], at = at, at + len(variables[i])
     x_leaves = [leaf for i in positions for leaf in variables[i]]
     operands = []
     for i, arg in enumerate(args):
-        for leaf in jax.tree_util.tree_leaves(arg):
+        arg_roles = roles[i] if i in positions else [None] * len(jax.tree_util.tree_leaves(arg))
+        for leaf, role in zip(jax.tree_util.tree_leaves(arg), arg_roles):
             expr = next(names[i])
             if not _is_value(leaf):  # a string, a flag: passed to f as it is
                 continue
             tangents = {}
-            if i in positions and is_inexact_array(leaf):
+            if role == TRAINED:
                 tangents = {first[i]: B.identity(jnp.shape(leaf), jnp.result_type(leaf))}
                 first[i] += 1
             operands.append(Operand(jnp.asarray(leaf), expr, tangents))
@@ -189,7 +195,8 @@ def _derive(f, args, positions, x_tree, strict):
 
 def _require_real(tree, where: str) -> None:
     """The differentiated argument has real floating leaves to differentiate (an array, a
-    pytree, a model: its other leaves, functions and integer arrays, are static)."""
+    pytree, a model: its trained leaves; its state and untouched leaves are passed as they
+    are)."""
     dynamic = jax.tree_util.tree_leaves_with_path(partition(tree)[0])
     if not dynamic:
         leaves = jax.tree_util.tree_leaves(tree)

@@ -21,7 +21,7 @@ from mcjax._core._arguments import (
     require_callable,
 )
 from mcjax._core._errors import DtypeError, ShapeError
-from mcjax._core._pytrees import floats_as_arrays, is_inexact_array
+from mcjax._core._pytrees import floats_as_arrays, is_inexact_array, partition
 from mcjax._curvature import (
     BlockDiagonal,
     Curvature,
@@ -73,12 +73,14 @@ def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
     ``H.logdet()`` use the structure; ``H.formula()``/``H.latex()`` print the second
     derivative as ``mcjax.derive`` does; ``H.nbytes`` is what it holds.
 
-    An argument may be a model (an Equinox module holding its activation function, a dict
-    holding a string): as ``eqx.filter_grad`` splits it, its floating array leaves are the
-    variables (a Python float in a dict or list counts as one), its integer arrays are data
-    (traced, not differentiated), and every leaf that is no array (a function, a string, a
-    Python int or bool, a float field of an object) is static: closed over, so ``f`` sees it
-    as it is, never a tracer.
+    An argument may be a model (an Equinox module holding its activation function, an nnx
+    Module, linen variables, a dict holding a string): its trained leaves are the variables
+    (``partition(model)[0]``: the floating arrays of an Equinox module or a dict, a Python
+    float in a dict or list among them, an nnx Module's ``nnx.Param``, linen's
+    ``"params"``); its other arrays are data, traced but not differentiated (integer arrays,
+    a model's state: ``nnx.BatchStat``, ``batch_stats``, PRNG keys); every leaf that is no
+    array (a function, a string, a Python int or bool, a float field of an object) is
+    static: closed over, so ``f`` sees it as it is, never a tracer.
 
     The whole derivation is compiled with ``jax.jit`` once per shape and static leaves (the
     structure is static, the arrays are the result's leaves) where the static leaves can be
@@ -256,12 +258,12 @@ def _require_floating(function: str, x, position: int) -> None:
     """A differentiated argument holds a real floating array (its other leaves are static or
     data)."""
     leaves = jax.tree_util.tree_leaves_with_path(x)
-    for path, leaf in leaves:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(partition(x)[0]):
         where = f"args[{position}]{jax.tree_util.keystr(path)}"
         if is_inexact_array(leaf) and not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise DtypeError(f"mcjax.{function}: {where} has dtype {leaf.dtype.name}; expected "
                              "a real floating dtype")
-    if V.variable_count(x):
+    if jax.tree_util.tree_leaves(partition(x)[0]):
         return
     arrays = [(p, a) for p, a in leaves if isinstance(a, (jax.Array, np.ndarray, np.generic))]
     if arrays:

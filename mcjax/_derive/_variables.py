@@ -3,13 +3,14 @@
 ``f``'s positional arguments are split three ways, as Equinox's ``filter_grad`` and
 ``filter_jit`` split a model:
 
-- **variables**: the floating array leaves of the arguments ``argnums`` names (a Python float
-  in a plain container counts as one, as ``jax.grad`` takes ``{"w": 1.0}``).  A second
+- **variables**: the trained leaves of the arguments ``argnums`` names (``partition``'s
+  first part: their floating arrays, a Python float in a plain container among them as
+  ``jax.grad`` takes ``{"w": 1.0}``; an nnx Module's ``nnx.Param``, linen's ``"params"``).  A second
   derivative acts on them flattened in ``argnums``' order: ``ravel_pytree`` of the argument,
   or of the tuple of arguments where ``argnums`` is a tuple (as ``jax.hessian`` lays out its
   blocks);
-- **data**: every other array leaf (an integer array, the other arguments' arrays and Python
-  floats): traced, not differentiated;
+- **data**: every other array leaf (an integer array, a model's state, a PRNG key, the other
+  arguments' arrays and Python floats): traced, not differentiated;
 - **static**: every leaf that is no array (a function, a string, a Python int or bool, a
   float field of an object, any other object): closed over, so ``f`` sees it as it is, never
   a tracer.  The compiled derivation is keyed by it where it can be hashed (``Split`` is then
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcjax._core._pytrees import combine, is_inexact_array, partition
+from mcjax._core._pytrees import combine, partition
 
 _ARRAYS = (jax.Array, np.ndarray, np.generic)
 
@@ -75,7 +76,7 @@ class Split:
 
     def variables(self, traced: tuple) -> Any:
         """The variables: each differentiated argument with ``None`` at every leaf that is
-        not a floating array; the argument's tree, or a tuple of them."""
+        not trained; the argument's tree, or a tuple of them."""
         x = tuple(partition(traced[i])[0] for i in self.wrt)
         return x[0] if self.single else x
 
@@ -122,11 +123,6 @@ def split(f, args: tuple, wrt: tuple[int, ...], single: bool) -> tuple[Split, tu
         traced.append(jax.tree_util.tree_map(lambda a: a if keep(a) else None, arg))
         static.append(jax.tree_util.tree_map(lambda a: None if keep(a) else a, arg))
     return Split(f, wrt, single, Static(tuple(static))), tuple(traced)
-
-
-def variable_count(arg) -> int:
-    """How many floating array leaves ``arg`` holds."""
-    return sum(is_inexact_array(leaf) for leaf in jax.tree_util.tree_leaves(arg))
 
 
 def size(x) -> int:

@@ -46,6 +46,7 @@ import numpy as np
 from mcjax._core._arguments import argnums_spec, count, describe, numbers_as_array, positions
 from mcjax._core._conventions import tolerance
 from mcjax._core._errors import ShapeError, shape_str
+from mcjax._core._pytrees import combine, floats_as_arrays, partition
 from mcjax._core._tolerance import check_atol, check_rtol
 from mcjax._program._compile import quick_jit
 from mcjax._program._inspect import lowest_precision, max_terms
@@ -137,21 +138,30 @@ def verify(f, derivative, args: tuple, argnums: int | Sequence[int] = 0, *,
     spec = argnums_spec(name, argnums)
     many = not isinstance(spec, int)
     wrt = positions(name, spec, len(args))
-    args = tuple(numbers_as_array(a) if i in wrt else a for i, a in enumerate(args))
-    x_tree = tuple(args[i] for i in wrt) if many else args[wrt[0]]
+    args = tuple(floats_as_arrays(numbers_as_array(a)) if i in wrt else a
+                 for i, a in enumerate(args))
+    # a model's trained leaves, as mcjax.derive differentiates them; its state and untouched
+    # leaves (an nnx.BatchStat, a function) are passed to f as they are
+    parts = [partition(args[i]) for i in wrt]
+    x_tree = tuple(trained for trained, _ in parts) if many else parts[0][0]
     x_paths, x_def = jax.tree_util.tree_flatten_with_path(x_tree)
-    for path, leaf in x_paths:
-        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float)):
-            raise TypeError(f"{caller}: {_argument_name(path, wrt, many)} is {describe(leaf)}; "
-                            "expected a floating array (or a pytree of them) to differentiate "
-                            "with respect to")
+    if not x_paths:
+        whole = tuple(args[i] for i in wrt) if many else args[wrt[0]]
+        for path, leaf in jax.tree_util.tree_flatten_with_path(whole)[0]:
+            if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float)):
+                raise TypeError(f"{caller}: {_argument_name(path, wrt, many)} is "
+                                f"{describe(leaf)}; expected a floating array (or a pytree of "
+                                "them) to differentiate with respect to")
+        x_paths, x_def = jax.tree_util.tree_flatten_with_path(whole)  # integers: as before
+        parts = [(args[i], None) for i in wrt]
     x_leaves = [jnp.asarray(leaf) for _, leaf in x_paths]
 
     def g(*leaves):
         chosen = jax.tree_util.tree_unflatten(x_def, leaves)
         full = list(args)
         for k, i in enumerate(wrt):
-            full[i] = chosen[k] if many else chosen
+            trained = chosen[k] if many else chosen
+            full[i] = trained if parts[k][1] is None else combine(trained, parts[k][1])
         return f(*full)
 
     closed, out_tree = jax.make_jaxpr(g, return_shape=True)(*x_leaves)

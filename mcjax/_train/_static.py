@@ -3,7 +3,7 @@ is carried from step to step (the model's state) and what is constant (its stati
 
 ``init`` may return an Equinox module (``eqx.nn.MLP``, whose ``activation`` is a function), an
 nnx Module, linen variables: any pytree.  Each leaf has one of three roles, as the frameworks
-themselves assign them:
+themselves assign them (``mcjax._core._pytrees``, where every engine reads them):
 
 - **trained**: the parameters, differentiated, updated by the optimizer and checkpointed: the
   inexact array leaves (Equinox's ``eqx.filter(model, eqx.is_inexact_array)``), except those
@@ -14,9 +14,9 @@ themselves assign them:
   the parameters but never differentiated: the arrays of an ``eqx.nn.State``, of linen's
   other collections (``batch_stats``), of nnx's other variables (``nnx.BatchStat``, an
   ``nnx.Rngs``'s counts);
-- **static**: everything else (functions, strings, integer arrays outside a state, the keys
-  of an ``nnx.Rngs``, which nnx never changes: a stream draws ``fold_in(key, count)``),
-  carried along untouched.
+- **untouched** (the static part): everything else (functions, strings, integer arrays
+  outside a state, the keys of an ``nnx.Rngs``, which nnx never changes: a stream draws
+  ``fold_in(key, count)``), carried along as it is.
 
 :func:`split_model` turns a :class:`Model` into one over the trained part alone, or over a
 :class:`~mcjax._train._models.WithState` pair when there is state; its functions put the rest
@@ -31,8 +31,6 @@ updated statistics.
 from __future__ import annotations
 
 import functools
-import sys
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -40,60 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcjax._core._errors import ShapeError, shape_str
-from mcjax._core._pytrees import combine, floats_as_arrays, is_inexact_array
+from mcjax._core._pytrees import (
+    STATE,
+    TRAINED,
+    combine,
+    floats_as_arrays,
+    leaf_roles,
+    split,
+)
 from mcjax._train._models import Model, WithState
-
-TRAINED, STATE, STATIC = "trained", "state", "static"
-_ARRAYS = (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)
-
-
-def _is_key(leaf) -> bool:
-    return isinstance(leaf, _ARRAYS) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-
-
-def _role(leaf, source: str | None) -> str:
-    if _is_key(leaf):
-        return STATIC
-    if source is None:
-        return TRAINED if is_inexact_array(leaf) else STATIC
-    return STATE if isinstance(leaf, _ARRAYS) else STATIC
-
-
-def leaf_roles(tree) -> list[tuple[str, str | None]]:
-    """``(role, source)`` for each leaf of ``tree`` (``jax.tree.leaves``' order): the role is
-    :data:`TRAINED`, :data:`STATE` or :data:`STATIC`; the source names a state's kind in
-    words (``"nnx.BatchStat"``, ``"eqx.nn.State"``, ``"linen collection 'batch_stats'"``),
-    None elsewhere."""
-    # a framework that is not imported has made none of the objects in the tree
-    nnx, eqx = sys.modules.get("flax.nnx"), sys.modules.get("equinox")
-
-    def is_node(x) -> bool:
-        return ((nnx is not None and isinstance(x, nnx.Variable))
-                or (eqx is not None and isinstance(x, eqx.nn.State)))
-
-    # linen variables: {"params": ..., "batch_stats": ...}
-    collections = isinstance(tree, Mapping) and "params" in tree and len(tree) > 1
-    roles = []
-    for path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_node)[0]:
-        source = None
-        if nnx is not None and isinstance(node, nnx.Variable):
-            source = None if isinstance(node, nnx.Param) else f"nnx.{type(node).__name__}"
-        elif eqx is not None and isinstance(node, eqx.nn.State):
-            source = "eqx.nn.State"
-        elif collections and getattr(path[0], "key", None) != "params":
-            source = f"linen collection {getattr(path[0], 'key', path[0])!r}"
-        roles += [(_role(leaf, source), source) for leaf in jax.tree.leaves(node)]
-    return roles
-
-
-def split(tree) -> tuple[Any, Any, Any]:
-    """``(trained, state, static)``: ``tree`` three times, each with ``None`` where a leaf has
-    another role; :func:`whole` puts them back together."""
-    leaves, treedef = jax.tree.flatten(tree)
-    roles = [role for role, _ in leaf_roles(tree)]
-    return tuple(treedef.unflatten([leaf if role == want else None
-                                    for leaf, role in zip(leaves, roles)])
-                 for want in (TRAINED, STATE, STATIC))
 
 
 def carried(tree):
