@@ -410,3 +410,49 @@ def test_vectors_shaped_as_the_argument_come_back_so():
     with pytest.raises(ValueError, match=r"b is dict .*expected a vector of shape \(8,\)"):
         H.solve({"W": jnp.ones((3, 2), jnp.float64), "b": jnp.ones(2, jnp.float64)})
     assert C.Diagonal(d).unravel(flat) is not None  # no layout: the flat vector itself
+
+
+_SCALE = 1.0
+
+
+def _scaled(x):
+    return _SCALE * jnp.sum(x**2)
+
+
+def test_an_edit_of_what_f_reads_is_a_new_hessian_and_a_repeat_compiles_nothing():
+    """The compiled derivation is keyed on what ``f`` traces to, never on ``f`` itself: a
+    changed global it reads gives the new Hessian (a cache keyed on the function would answer
+    with the old one); the same program again compiles nothing; a Gram form holds the
+    caller's own data matrix, not a copy."""
+    global _SCALE
+    from mcjax._program._compile import PROGRAMS
+
+    x = jnp.ones(3, jnp.float64)
+    _SCALE = 1.0
+    assert float(mcjax.hessian(_scaled)(x).dense()[0, 0]) == 2.0
+    compiled = PROGRAMS.compiled
+    assert float(mcjax.hessian(_scaled)(2 * x).dense()[0, 0]) == 2.0
+    assert PROGRAMS.compiled == compiled
+    _SCALE = 5.0
+    try:
+        assert float(mcjax.hessian(_scaled)(x).dense()[0, 0]) == 10.0
+    finally:
+        _SCALE = 1.0
+
+    X = jnp.asarray(np.random.default_rng(0).standard_normal((30, 4)), jnp.float64)
+    y = jnp.asarray(np.random.default_rng(1).random(30) > 0.5, jnp.float64)
+
+    def logistic(w, X, y):
+        z = X @ w
+        return jnp.mean(jax.nn.softplus(z) - y * z)
+
+    H = mcjax.hessian(logistic)(jnp.zeros(4, jnp.float64), X, y)
+    assert isinstance(H, C.Gram) and H.X is X
+    G = mcjax.gauss_newton(lambda w, X: X @ w, lambda z, y: _SCALE * jnp.mean((z - y) ** 2))
+    first = G(jnp.zeros(4, jnp.float64), X, loss_args=(y,)).dense()
+    _SCALE = 3.0
+    try:
+        chex.assert_trees_all_close(G(jnp.zeros(4, jnp.float64), X, loss_args=(y,)).dense(),
+                                    3.0 * first)
+    finally:
+        _SCALE = 1.0

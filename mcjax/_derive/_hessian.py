@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -34,7 +35,10 @@ from mcjax._curvature._operator import Layout, with_meta
 from mcjax._curvature._structures import Dense, Sum
 from mcjax._derive import _variables as V
 from mcjax._derive._api import derive
+from mcjax._derive._names import parameter_names
 from mcjax._jacobian._algebra import Jacobian, Zero
+from mcjax._program._compile import run_compiled
+from mcjax._program._trace import function_key
 
 
 def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
@@ -82,9 +86,15 @@ def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
     array (a function, a string, a Python int or bool, a float field of an object) is
     static: closed over, so ``f`` sees it as it is, never a tracer.
 
-    The whole derivation is compiled with ``jax.jit`` once per shape and static leaves (the
-    structure is static, the arrays are the result's leaves) where the static leaves can be
-    hashed; else it runs uncompiled.
+    ``f`` is traced afresh on every call, and the whole derivation is one compiled program
+    per program of ``f`` (its trace, the values it closes over, its argument names), shapes
+    and static leaves, kept in mcjax's bounded cache of compiled programs: an edit of what
+    ``f`` reads gives the new Hessian, never a stale one, and a sweep keeps memory flat;
+    where the static leaves cannot be hashed it runs uncompiled.  The result's arrays that
+    are the arguments themselves (a Gram form's $X$) are the caller's arrays, not copies.
+    Wrapped in ``jax.jit`` (``jax.jit(mcjax.hessian(f))``) the derivation is traced into the
+    caller's program, kept by JAX's cache as anything jitted is (keyed on the function: an
+    edit of a global ``f`` reads is then not seen, JAX's rule for ``jax.jit``).
 
     Args:
       f: a function returning a scalar (shape ``()``), real floating.
@@ -127,7 +137,7 @@ def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
     def hessian_at(*args) -> Curvature:
         split, traced = _split("hessian", f, spec, args)
         if _hashable(split):
-            H = _compiled(split, traced)  # JAX's cache: once per f, shapes and static leaves
+            H = _compiled(split, traced)  # once per program of f, shapes and static leaves
         else:
             H = _build(split, traced)
         return with_meta(H, layout=Layout.of(split.variables(traced)))
@@ -232,7 +242,49 @@ def _flattened(split: V.Split, x, traced: tuple, why: str) -> Curvature:
     return _with_text(op, H)
 
 
-_compiled = jax.jit(_build, static_argnums=(0,))
+@dataclass(frozen=True, eq=False)
+class _ProgramOf:
+    """The static half of a call (``split``, and ``loss`` for a Gauss-Newton matrix), known to
+    the cache of compiled programs by ``key`` (what ``f`` and ``loss`` trace to, the values
+    they close over and the names ``f`` gives its arguments), never by the functions'
+    identity."""
+
+    split: V.Split
+    key: Hashable
+    loss: Any = None
+
+    def cache_key(self) -> Hashable:
+        return (self.key, self.split.static, self.split.wrt, self.split.single)
+
+
+def _is_traced(tree) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
+               for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _program_key(split: V.Split, traced: tuple):
+    """What ``f`` computes at ``traced`` (traced afresh), and the names it gives its
+    arguments (the formula prints them): ``(key, f's trace)``."""
+    trace = function_key(split.of_traced(gradient=False), *traced)
+    return (trace.key, tuple(parameter_names(split.f, len(traced)))), trace
+
+
+def _compiled(split: V.Split, traced: tuple) -> Curvature:
+    """``_build`` as one compiled program per program of ``f``: ``f`` is traced on every call
+    and the bounded cache of compiled programs (``run_compiled``) answers for the same
+    program, so an edit of what ``f`` reads is a new Hessian, never a stale one, and memory
+    stays flat over a sweep; arrays of the result that are ``f``'s own arguments (a Gram
+    form's ``X``) come back as the caller's arrays, not copies.  Under the caller's
+    ``jax.jit``, traced in place (JAX's cache then keeps it, as it keeps anything jitted)."""
+    if _is_traced(traced):
+        return _build(split, traced)
+    key, _ = _program_key(split, traced)
+    return run_compiled(_build_keyed, _ProgramOf(split, ("hessian", key)), *traced,
+                        forward_inputs=True)
+
+
+def _build_keyed(static: _ProgramOf, *traced) -> Curvature:
+    return _build(static.split, traced)
 
 
 def _blocks(H, sizes, paths) -> Curvature:
@@ -348,4 +400,16 @@ def _gauss_newton(split: V.Split, loss, traced: tuple, loss_args: tuple) -> Curv
     return CS.GaussNewton(blocks, hessian(loss)(z, *loss_args))
 
 
-_gauss_newton_compiled = jax.jit(_gauss_newton, static_argnums=(0, 1))
+def _gauss_newton_compiled(split: V.Split, loss, traced: tuple, loss_args: tuple) -> Curvature:
+    """``_gauss_newton`` compiled once per program of ``f`` and of ``loss`` (each traced on
+    every call, as ``_compiled``)."""
+    if _is_traced((traced, loss_args)):
+        return _gauss_newton(split, loss, traced, loss_args)
+    key, trace = _program_key(split, traced)
+    loss_key = function_key(loss, trace.out_shape, *loss_args).key
+    static = _ProgramOf(split, ("gauss-newton", key, loss_key), loss)
+    return run_compiled(_gauss_newton_keyed, static, traced, loss_args, forward_inputs=True)
+
+
+def _gauss_newton_keyed(static: _ProgramOf, traced: tuple, loss_args: tuple) -> Curvature:
+    return _gauss_newton(static.split, static.loss, traced, loss_args)
