@@ -11,6 +11,7 @@
 import importlib.metadata
 import os
 import shutil
+import signal
 import tempfile
 
 # The suite's time is mostly XLA compiling small programs that then run once or twice on tiny
@@ -34,6 +35,13 @@ os.environ["XLA_FLAGS"] = " ".join(
 # a half-written entry, a warning and so an error here: each xdist worker gets a folder of
 # its own, shared only with the commands it runs one after another.  A command given
 # --cache-dir uses its own.
+# Started as a background job of a script (no job control), the suite inherits SIGINT ignored,
+# and so would every command it starts: the tests that press Ctrl-C on a run would see nothing
+# happen. Python's own handler here makes the commands start with SIGINT's default, as from a
+# terminal (a handler, unlike an ignored signal, does not pass to a new program).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # Where the machine says PYTHONDONTWRITEBYTECODE, each of those processes would compile
 # mcjax's ~130 modules from source again (about 0.3 s of CPU a process): they write and reuse
 # bytecode in the checkout's __pycache__ folders (git ignores them) instead.
