@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,7 @@ class Layout:
 
     def ravel(self, v) -> jax.Array:
         """``v``, shaped as the argument, as one flat vector."""
-        leaves = jax.tree_util.tree_leaves(v)
-        return jnp.concatenate([jnp.ravel(jnp.asarray(a)) for a in leaves]) if leaves \
-            else jnp.zeros((0,))
+        return ravel_pytree(v)[0]
 
     def unravel(self, flat: jax.Array):
         """A flat vector shaped as the argument."""
@@ -265,8 +264,7 @@ def _vector(op: Curvature, v, method: str, name: str):
             isinstance(v, (jax.Array, np.ndarray)) and np.shape(v) == (op.size,)):
         return layout.ravel(v).astype(op.dtype), layout.unravel
     if not isinstance(v, (jax.Array, np.ndarray, np.generic, list, tuple, int, float)) or (
-            isinstance(v, (list, tuple)) and jax.tree_util.tree_structure(v).num_nodes != 1
-            and not all(isinstance(a, (int, float)) for a in v)):
+            isinstance(v, (list, tuple)) and not all(isinstance(a, (int, float)) for a in v)):
         shaped = f" or {layout.describe()}, shaped as the argument" if layout else ""
         raise ValueError(f"mcjax.curvature.{type(op).__name__}.{method}: {name} is "
                          f"{type(v).__name__} {jax.tree_util.tree_structure(v)}; expected a "

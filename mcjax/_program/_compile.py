@@ -187,6 +187,8 @@ def run_compiled(fn: Callable, static, *args, compiler_options: dict | None = No
     result holding the caller's data matrix) is handed back as the caller's own array instead
     of a copy: XLA writes every output of a program into a buffer of its own.
     """
+    if forward_inputs and donate_argnums:  # a forwarded input is the caller's, still in use
+        raise ValueError("run_compiled: forward_inputs and donate_argnums exclude each other")
     options = compiler_options or {}
     key = (_cache_key(fn), _cache_key(static), _argument_key(args), tuple(sorted(options.items())),
            tuple(donate_argnums), out_shardings, _numerics(), forward_inputs)
