@@ -7,6 +7,7 @@ See the [second-order page](../second-order.md) for each structure's formula and
 """
 
 from mcjax._curvature import (
+    BatchedLowRank,
     BlockDiagonal,
     Curvature,
     Dense,
@@ -21,6 +22,7 @@ from mcjax._curvature import (
 )
 
 __all__ = [
-    "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "Gram", "Kronecker",
+    "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "BatchedLowRank", "Gram",
+    "Kronecker",
     "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts", "GaussNewton",
 ]

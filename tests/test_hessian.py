@@ -45,6 +45,11 @@ def problems(dtype):
 
     S = arr(5, 5)
     S = S @ S.T + 5 * jnp.eye(5, dtype=dtype)
+    Z, labels, A8 = arr(4, 5), jnp.asarray([0, 3, 1, 4]), arr(3, 8)
+
+    def batch_cross_entropy(Z):  # mean over rows: one diag(p) − p pᵀ block per row
+        return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(Z), labels[:, None], 1))
+
     return {
         "quadratic": (lambda x: x @ A @ x, arr(6), C.Dense, True),
         "logistic": (logistic, 0.3 * arr(6), C.Gram, True),
@@ -57,6 +62,13 @@ def problems(dtype):
                            {"w": arr(6), "s": arr(3)}, C.BlockDiagonal, True),
         "mlp_tree": (mlp, {"W1": 0.5 * arr(9, 4), "b1": arr(4), "w2": arr(4)},
                      C.DiagonalPlusLowRank, False),  # leaves interact; flattened: rank ≤ 40 < 44
+        "softmax_batch": (batch_cross_entropy, Z, C.BatchedLowRank, False),
+        "row_norms": (lambda Z: jnp.sum(jnp.sqrt(1 + jnp.sum(Z ** 2, axis=1))) + jnp.sum(Z ** 2),
+                      arr(3, 8), C.BatchedLowRank, True),
+        # a term with no batch beside per-row blocks: one low rank over all 24 entries
+        "batched_and_global": (lambda Z: jnp.sum(jax.nn.logsumexp(Z, axis=1))
+                               + jnp.tanh(jnp.sum(Z * A8)), arr(3, 8), C.DiagonalPlusLowRank,
+                               False),
         "coupled_tree": (lambda p: p["a"] @ A @ p["b"] + jnp.sum(p["a"] ** 4),
                          {"a": arr(6), "b": arr(6)}, C.HessianVectorProducts, True),
         "no_structure": (lambda x: jnp.sum(jnp.linalg.eigvalsh(jnp.outer(x, x) + S) ** 2),
@@ -113,6 +125,10 @@ def test_the_structures_found():
     assert "Woodbury, N×N" in found["logistic_wide"].structure  # 4 samples, 9 features
     assert found["softmax_ce"].U.shape == (7, 2)  # diag(p) − p pᵀ, its two sides
     assert [type(b) for b in found["separable_tree"].blocks] == [C.Diagonal, C.Gram]
+    assert found["softmax_batch"].U.shape == (4, 5, 2)  # per row: p and its other side
+    assert "4 blocks of 5×5" in found["softmax_batch"].structure
+    assert found["row_norms"].U.shape == (3, 8, 2)
+    assert found["batched_and_global"].U.shape == (24, 8)  # 3 blocks × 2, and 2
     assert found["mlp_tree"].U.shape == (44, 40)  # one hidden layer's worth of outputs
     assert found["coupled_tree"].structure == (
         "hvp: no structure found because the argument's leaves ['a'] and ['b'] interact (their "
@@ -161,6 +177,12 @@ def test_bytes_held_are_the_structure():
     assert H.nbytes == (n + 2 * n + 4) * 8 < n * n * 8
     G = C.Gram(jnp.ones((7, 3)), jnp.ones(7), jnp.ones(3))
     assert G.nbytes == (7 * 3 + 7 + 3) * 8
+    # a batch of 64 rows of 50 classes: 64 blocks of rank 2, no 3200×128 matrix of zeros
+    Z = jnp.linspace(-1.0, 1.0, 64 * n, dtype=jnp.float64).reshape(64, n)
+    H = mcjax.hessian(lambda Z: jnp.sum(jax.nn.logsumexp(Z, axis=1)))(Z)
+    r = H.U.shape[2]
+    assert type(H) is C.BatchedLowRank and r <= 2
+    assert H.nbytes == 64 * (n + n * r + r * r) * 8
 
 
 def hand_built(rng):
@@ -179,6 +201,10 @@ def hand_built(rng):
         "gram_tall_indefinite": C.Gram(arr(9, 6), -d[:3].repeat(3), d),
         "gram_wide": C.Gram(arr(3, 6), -d[:3], d),
         "gram_wide_positive": C.Gram(arr(3, 6), d[:3], d),
+        "batched_low_rank": C.BatchedLowRank(d.reshape(2, 3), arr(2, 3, 1),
+                                             jnp.stack([sym(arr(1, 1)), -sym(arr(1, 1))])),
+        "batched_low_rank_singular_diagonal": C.BatchedLowRank(
+            d.at[4].set(0.0).reshape(2, 3), arr(2, 3, 2), jnp.stack([sym(arr(2, 2))] * 2)),
         "kronecker": C.Kronecker(sym(arr(2, 2)), sym(arr(3, 3))),
         "block_diagonal": C.BlockDiagonal([C.Diagonal(d[:2]), C.Dense(sym(arr(4, 4)))]),
         "sum": C.Sum([C.Diagonal(d), C.Kronecker(sym(arr(2, 2)), sym(arr(3, 3)))]),

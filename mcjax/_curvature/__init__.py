@@ -14,6 +14,7 @@ from mcjax._curvature._from_jacobian import NoStructure, combine, from_jacobian
 from mcjax._curvature._gauss_newton import GaussNewton
 from mcjax._curvature._operator import Curvature
 from mcjax._curvature._structures import (
+    BatchedLowRank,
     BlockDiagonal,
     Dense,
     Diagonal,
@@ -25,7 +26,8 @@ from mcjax._curvature._structures import (
 )
 
 __all__ = [
-    "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "Gram", "Kronecker",
+    "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "BatchedLowRank", "Gram",
+    "Kronecker",
     "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts", "GaussNewton", "NoStructure", "combine",
     "from_jacobian", "hessian_vector_products",
 ]

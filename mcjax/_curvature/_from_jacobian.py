@@ -14,13 +14,15 @@ is twice continuously differentiable.  Terms of a sum need not be symmetric on t
   its rank is below $n$:
   $\frac{1}{2}(L R + R^\top L^\top) = [L, R^\top] \begin{bmatrix} 0 & I/2 \\ I/2 & 0
   \end{bmatrix} [L, R^\top]^\top$ (rank $2k$; or $L L^\top$, rank $k$, when $R = L^\top$
-  is shown);
+  is shown); where every factor keeps the leading axes apart (``Jacobian.leading_batch``:
+  a loss summed over a batch's rows) it is one such low rank per block, ``BatchedLowRank``;
 - anything else square is dense, $\frac{1}{2}(M + M^\top)$ — except an opaque block (a
   primitive ``mcjax.derive`` has no rule for), which raises ``NoStructure``.
 
 A sum's terms merge: diagonals add up, a diagonal joins one Gram form or the low-rank terms
-(dense where their ranks add up to $n$ or more), a dense term makes the whole sum dense; other
-mixtures stay a ``Sum``.
+(dense where their ranks add up to $n$ or more), batched low-rank terms of one block shape
+merge block by block (beside other terms, each is one low rank over the whole argument), a
+dense term makes the whole sum dense; other mixtures stay a ``Sum``.
 """
 
 from __future__ import annotations
@@ -135,6 +137,9 @@ def _(J: A.Composed, n):
     k = min(sizes)
     j = sizes.index(k)
     ratio = _transpose_ratio(factors[: j + 1], factors[j + 1:])
+    batched = _batched_low_rank(factors, j, J.leading_batch(), ratio)
+    if batched is not None:
+        return batched
     if (k if ratio is not None else 2 * k) < n:  # through a narrow space: of low rank
         L = dense_product(factors[: j + 1])
         R = dense_product(factors[j + 1:])
@@ -146,6 +151,51 @@ def _(J: A.Composed, n):
         C = jnp.block([[zero, half], [half, zero]])
         return S.DiagonalPlusLowRank(jnp.zeros(n, L.dtype), jnp.concatenate([L, R.T], 1), C)
     return S.Dense(_symmetric(dense_product(factors)))
+
+
+def _batched_low_rank(factors: list[A.Jacobian], j: int, t: int,
+                      ratio: float | None) -> S.BatchedLowRank | None:
+    r"""The product ``factors`` split after factor ``j`` as $L R$, block diagonal along its
+    ``t`` leading axes (every factor keeps them, ``Jacobian.leading_batch``): $B$ blocks
+    $L_b R_b$ of size $q$ through a narrow space of size $k_b$ each, held per block — where
+    that is of low rank in the block ($k_b$, or $2k_b$ for $L \ne r R^\top$, below $q$)
+    and there are several blocks.
+
+    The blocks are found together: one product with the $j$-th unit vector of the narrow
+    space, copied to every block, is column $j$ of every $L_b$ (row $j$ of every $R_b$),
+    as no block reaches into another: $k_b$ products, not $B k_b$."""
+    out_shape = tuple(factors[0].out_shape)
+    narrow = tuple(factors[j].in_shape)
+    B = math.prod(out_shape[:t])
+    q = math.prod(out_shape[t:])
+    kb = math.prod(narrow[t:])
+    rank = kb if ratio is not None else 2 * kb
+    if t == 0 or B < 2 or rank >= q:
+        return None
+    dtype = factors[0].dtype
+    units = jnp.broadcast_to(jnp.eye(kb, dtype=dtype)[:, None, :], (kb, B, kb))
+    units = units.reshape((kb,) + narrow)
+
+    def left(u):  # L u: the factors up to j, applied right to left
+        for F in reversed(factors[: j + 1]):
+            u = F.jvp(u)
+        return u.reshape(B, q)
+
+    def right(u):  # uᵀ R: the factors after j, pulled back left to right
+        for F in factors[j + 1:]:
+            u = F.vjp(u)
+        return u.reshape(B, q)
+
+    R = jnp.transpose(jax.vmap(right)(units), (1, 2, 0))  # (B, q, kb): the R_bᵀ
+    d = jnp.zeros((B, q), dtype)
+    if ratio is not None:  # L = r Rᵀ: U_b = R_bᵀ, C = r I
+        C = jnp.broadcast_to(ratio * jnp.eye(kb, dtype=dtype), (B, kb, kb))
+        return S.BatchedLowRank(d, R, C)
+    L = jnp.transpose(jax.vmap(left)(units), (1, 2, 0))  # (B, q, kb)
+    half = jnp.eye(kb, dtype=dtype) / 2
+    zero = jnp.zeros((kb, kb), dtype)
+    C = jnp.broadcast_to(jnp.block([[zero, half], [half, zero]]), (B, 2 * kb, 2 * kb))
+    return S.BatchedLowRank(d, jnp.concatenate([L, R], 2), C)
 
 
 def _gram(middle: A.Jacobian, right: list[A.Jacobian], n: int, ratio: float) -> Curvature:
@@ -226,6 +276,11 @@ def combine(pieces: list[Curvature], n: int) -> Curvature:
             return S.ScaledIdentity(sum(p.scale for p in diagonals), n)  # type: ignore[attr-defined]
         return S.Diagonal(_diagonal_sum(diagonals))
     d = _diagonal_sum(diagonals) if diagonals else None
+    batched = [p for p in others if isinstance(p, S.BatchedLowRank)]
+    if batched and len(batched) == len(others) and len({p.blocks for p in batched}) == 1:
+        return _batched_sum(batched, d)
+    if batched:  # beside terms with no batch: one low rank over the whole argument
+        others = [p.as_low_rank() if isinstance(p, S.BatchedLowRank) else p for p in others]
     if len(others) == 1 and isinstance(others[0], S.Gram) and not others[0].has_diagonal:
         g = others[0]
         return S.Gram(g.X, g.D, d) if d is not None else g
@@ -239,6 +294,20 @@ def combine(pieces: list[Curvature], n: int) -> Curvature:
         return S.DiagonalPlusLowRank(total if d is None else total + d, U, C)
     terms = others + ([S.Diagonal(d)] if d is not None else [])
     return S.Sum(terms) if len(terms) > 1 else terms[0]
+
+
+def _batched_sum(terms: list[S.BatchedLowRank], d) -> S.BatchedLowRank:
+    """Batched low-rank terms of one block shape, and a diagonal ``d``: one, the blocks'
+    $U_b$ side by side and their $C_b$ block diagonal."""
+    shape = terms[0].d.shape
+    total = sum((p.d for p in terms[1:]), terms[0].d)
+    if d is not None:
+        total = total + d.reshape(shape)
+    if len(terms) == 1:
+        return S.BatchedLowRank(total, terms[0].U, terms[0].C)
+    U = jnp.concatenate([p.U for p in terms], 2)
+    C = jax.vmap(lambda *Cs: jsl.block_diag(*Cs))(*(p.C for p in terms))
+    return S.BatchedLowRank(total, U, C)
 
 
 def _total(parts):

@@ -2,7 +2,8 @@ r"""The structured symmetric operator a Hessian is returned as, and its one alge
 
 A ``Curvature`` is a symmetric linear map on the flattened argument, $\mathbb{R}^n \to
 \mathbb{R}^n$ (``shape == (n, n)``), stored as its structure: a diagonal, $cI$, a Kronecker
-product $A \otimes B$, a diagonal plus low rank $\operatorname{diag}(d) + U C U^\top$, a Gram
+product $A \otimes B$, a diagonal plus low rank $\operatorname{diag}(d) + U C U^\top$ (or one
+per example of a batch), a Gram
 form $X^\top \operatorname{diag}(D) X + \operatorname{diag}(d)$, a block diagonal (one block per
 parameter leaf), a sum of these, a dense array, or, where no structure was found,
 Hessian-vector products of the function itself (named so in ``structure``).

@@ -53,7 +53,8 @@ def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
       L2-regularised logistic regression, $X^\top \operatorname{diag}(s(1-s)) X / N +
       2\lambda I$; mean squared error, $\frac{2}{N} X^\top X$);
     - a diagonal plus low rank $\operatorname{diag}(d) + U C U^\top$ (``DiagonalPlusLowRank``:
-      softmax cross-entropy, $\operatorname{diag}(p) - p p^\top$);
+      softmax cross-entropy, $\operatorname{diag}(p) - p p^\top$); per example of a batch,
+      one such block per row (``BatchedLowRank``: the mean cross-entropy of a batch);
     - a Kronecker product $A \otimes B$ (``Kronecker``: $I \otimes c W^\top W$);
     - one block per leaf of a pytree argument whose leaves do not interact
       (``BlockDiagonal``); where they interact, the structure of the Hessian with respect to

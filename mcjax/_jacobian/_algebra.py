@@ -58,6 +58,14 @@ def _eye_tensor(shape: Shape, dtype) -> jax.Array:
     return jnp.eye(size, dtype=dtype).reshape(tuple(shape) + tuple(shape))
 
 
+def common_prefix(a: Shape, b: Shape) -> int:
+    """The number of leading axes on which the shapes ``a`` and ``b`` agree."""
+    t = 0
+    while t < min(len(a), len(b)) and a[t] == b[t]:
+        t += 1
+    return t
+
+
 class Jacobian:
     """A linear map from arrays of ``in_shape`` to arrays of ``out_shape``: a derivative.
 
@@ -138,6 +146,14 @@ class Jacobian:
         """Whether this factor is an identity matrix that a printed product leaves out (a
         reshape)."""
         return False
+
+    def leading_batch(self) -> int:
+        """How many leading axes this map is block diagonal along: the largest ``t`` with
+        ``out_shape[:t] == in_shape[:t]`` and ``J[b, i; c, j] = 0`` wherever ``b != c``
+        (``b``, ``c`` indices of those axes), as the structure shows it, never read from
+        the numbers.  A per-example computation (a loss summed over a batch's rows) keeps
+        its batch axis; ``0`` where the structure does not show one."""
+        return 0
 
     def label(self) -> str:
         """The class name, as ``structure`` draws it."""
@@ -685,6 +701,9 @@ class Zero(Jacobian):
     def jvp(self, v):
         return jnp.zeros(self.out_shape, jnp.result_type(v))
 
+    def leading_batch(self) -> int:
+        return common_prefix(self.out_shape, self.in_shape)
+
     def vjp(self, u):
         return jnp.zeros(self.in_shape, jnp.result_type(u))
 
@@ -737,6 +756,9 @@ class ScaledIdentity(Jacobian):
     @property
     def out_shape(self) -> Shape:
         return self.in_shape
+
+    def leading_batch(self) -> int:
+        return len(self.in_shape)
 
     def jvp(self, v):
         return self.scale * v
@@ -825,6 +847,9 @@ class Composed(Jacobian):
 
     def jvp(self, v):
         return self.outer.jvp(self.inner.jvp(v))
+
+    def leading_batch(self) -> int:
+        return min(self.outer.leading_batch(), self.inner.leading_batch())
 
     def vjp(self, u):
         return self.inner.vjp(self.outer.vjp(u))
@@ -983,6 +1008,9 @@ class Sum(Jacobian):
 
     def vjp(self, u):
         return sum(t.vjp(u) for t in self.terms[1:]) + self.terms[0].vjp(u)
+
+    def leading_batch(self) -> int:
+        return min(t.leading_batch() for t in self.terms)
 
     def _dense(self):
         return sum(t.dense() for t in self.terms[1:]) + self.terms[0].dense()

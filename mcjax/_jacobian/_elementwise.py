@@ -71,6 +71,9 @@ class Diagonal(Jacobian):
     def jvp(self, v):
         return self.diagonal * v
 
+    def leading_batch(self) -> int:
+        return self.diagonal.ndim
+
     def vjp(self, u):
         return self.diagonal * u
 

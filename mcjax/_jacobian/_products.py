@@ -271,6 +271,9 @@ class Kronecker(Jacobian):
     def jvp(self, v):
         return self.x @ v.T
 
+    def leading_batch(self) -> int:  # (I_m ⊗ xᵀ) for one x: m rows, one per weight row
+        return 1 if self.x.ndim == 1 else 0
+
     def vjp(self, u):
         batch = "abcdefgh"[: self.x.ndim - 1]
         return jnp.einsum(f"{batch}i,{batch}k->ik", u, self.x)
@@ -327,6 +330,9 @@ class BlockDiagonal(Jacobian):
 
     def jvp(self, v):
         return v @ self.block.T
+
+    def leading_batch(self) -> int:
+        return len(self.batch_shape)
 
     def vjp(self, u):
         return u @ self.block
@@ -420,6 +426,22 @@ class Contraction(Jacobian):
     def jvp(self, v):
         operands = (v, self.other) if self.side == 0 else (self.other, v)
         return jax.lax.dot_general(*operands, self.dimension_numbers)
+
+    def leading_batch(self) -> int:
+        """The output is ``dot_general``'s: batch axes, the left operand's free axes, the
+        right one's.  The argument's leading batch axes, then its leading free axes where
+        they come next (it is the left operand, or the left one has no free axes), keep
+        their place and index."""
+        (lc, rc), (lb, rb) = self.dimension_numbers
+        contract, batch = (lc, lb) if self.side == 0 else (rc, rb)
+        t = 0
+        while t < len(batch) and batch[t] == t:
+            t += 1
+        if t < len(batch) or (self.side == 1 and self.other.ndim > len(lc) + len(lb)):
+            return t
+        while t < len(self.in_shape) and t not in contract:
+            t += 1
+        return t
 
     def vjp(self, u):
         return transpose_apply(self, u)

@@ -27,6 +27,7 @@ from mcjax._jacobian._algebra import (
     Jacobian,
     Shape,
     cast_to,
+    common_prefix,
     dtype_of,
     expr_pull,
     identity,
@@ -69,6 +70,12 @@ class Permutation(Rearrangement):
     @property
     def out_shape(self) -> Shape:
         return tuple(self.in_shape[p] for p in self.perm)
+
+    def leading_batch(self) -> int:
+        t = 0
+        while t < len(self.perm) and self.perm[t] == t:
+            t += 1
+        return t
 
     def inverse(self) -> tuple[int, ...]:
         """The permutation that undoes this one (the transpose's axes)."""
@@ -123,6 +130,9 @@ class Reshape(Rearrangement):
 
     def is_unit_factor(self) -> bool:
         return True
+
+    def leading_batch(self) -> int:  # row-major: a kept prefix keeps its indices
+        return common_prefix(self.out_shape, self.in_shape)
 
     def jvp(self, v):
         return jnp.reshape(v, self.out_shape)
@@ -196,6 +206,13 @@ class Slice(Rearrangement):
     def jvp(self, v):
         return jax.lax.slice(v, self.start, self.limit, self.strides)
 
+    def leading_batch(self) -> int:  # the leading axes taken whole
+        t = 0
+        while (t < len(self.start) and self.start[t] == 0 and self.strides[t] == 1
+               and self.out_shape[t] == self.in_shape[t]):
+            t += 1
+        return t
+
     def vjp(self, u):
         return jax.lax.pad(u, jnp.zeros((), u.dtype), self.padding())
 
@@ -243,6 +260,9 @@ class Embed(Rearrangement):
 
     def jvp(self, v):
         return self.as_slice().vjp(v)
+
+    def leading_batch(self) -> int:
+        return self.as_slice().leading_batch()
 
     def vjp(self, u):
         return self.as_slice().jvp(u)
@@ -297,6 +317,13 @@ class Expand(Rearrangement):
 
     def jvp(self, v):
         return jax.lax.broadcast_in_dim(v, self.out_shape, self.dims)
+
+    def leading_batch(self) -> int:
+        t = 0
+        while (t < len(self.dims) and self.dims[t] == t
+               and self.in_shape[t] == self.out_shape[t]):
+            t += 1
+        return t
 
     def vjp(self, u):
         new = tuple(a for a in range(len(self.out_shape)) if a not in self.dims)
@@ -363,6 +390,9 @@ class SumAlong(Rearrangement):
 
     def jvp(self, v):
         return jnp.sum(v, axis=self.axes)
+
+    def leading_batch(self) -> int:
+        return self.axes[0]
 
     def vjp(self, u):
         return jnp.broadcast_to(jnp.expand_dims(u, self.axes), self.in_shape)
