@@ -6,13 +6,14 @@
   Jacobian is in the primitive table (``mcjax._primitives``), the structures and their
   algebra in ``mcjax._jacobian``;
 - ``_names``: the names of ``f``'s arguments and constants in the formula;
-- ``_hessian``: ``mcjax.hessian`` and ``mcjax.gauss_newton``, second derivatives read as
-  structured operators (``mcjax._curvature``);
+- ``_hessian``: ``mcjax.hessian``, the second derivative read as a structured operator
+  (``mcjax._curvature``); ``_gauss_newton``: ``mcjax.gauss_newton``, built on it;
 - ``_kfac``, ``_kfac_check``: K-FAC's Kronecker factors of the dense layers found in a loss
   (the same walker), and the check of a user's factors against them.
 """
 
 from mcjax._derive._api import derive
-from mcjax._derive._hessian import gauss_newton, hessian
+from mcjax._derive._gauss_newton import gauss_newton
+from mcjax._derive._hessian import hessian
 
 __all__ = ["derive", "hessian", "gauss_newton"]

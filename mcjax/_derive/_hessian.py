@@ -1,4 +1,5 @@
-"""``mcjax.hessian`` and ``mcjax.gauss_newton``: second derivatives as structured operators."""
+"""``mcjax.hessian``: the second derivative as a structured operator (``mcjax.gauss_newton``,
+in ``_gauss_newton``, builds on it)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from mcjax._curvature import (
     from_jacobian,
     hessian_vector_products,
 )
-from mcjax._curvature import _gauss_newton as CS
 from mcjax._curvature._operator import Layout, with_meta
 from mcjax._curvature._structures import Dense, Sum
 from mcjax._derive import _variables as V
@@ -136,8 +136,8 @@ def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
 
     @functools.wraps(f)
     def hessian_at(*args) -> Curvature:
-        split, traced = _split("hessian", f, spec, args)
-        if _hashable(split):
+        split, traced = split_arguments("hessian", f, spec, args)
+        if hashable(split):
             H = _compiled(split, traced)  # once per program of f, shapes and static leaves
         else:
             H = _build(split, traced)
@@ -146,7 +146,7 @@ def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
     return hessian_at
 
 
-def _split(function: str, f, spec, args: tuple) -> tuple[V.Split, tuple]:
+def split_arguments(function: str, f, spec, args: tuple) -> tuple[V.Split, tuple]:
     """Check the differentiated arguments and split ``args`` into the static and the traced
     half (``mcjax._derive._variables``)."""
     wrt = positions(function, spec, len(args))
@@ -157,7 +157,7 @@ def _split(function: str, f, spec, args: tuple) -> tuple[V.Split, tuple]:
     return V.split(f, args, wrt, isinstance(spec, int))
 
 
-def _hashable(value) -> bool:
+def hashable(value) -> bool:
     """Whether ``value`` can be a static argument of ``jax.jit``."""
     try:
         hash(value)
@@ -244,7 +244,7 @@ def _flattened(split: V.Split, x, traced: tuple, why: str) -> Curvature:
 
 
 @dataclass(frozen=True, eq=False)
-class _ProgramOf:
+class ProgramOf:
     """The static half of a call (``split``, and ``loss`` for a Gauss-Newton matrix), known to
     the cache of compiled programs by ``key`` (what ``f`` and ``loss`` trace to, the values
     they close over and the names ``f`` gives its arguments), never by the functions'
@@ -258,12 +258,12 @@ class _ProgramOf:
         return (self.key, self.split.static, self.split.wrt, self.split.single)
 
 
-def _is_traced(tree) -> bool:
+def is_traced(tree) -> bool:
     return any(isinstance(leaf, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
                for leaf in jax.tree_util.tree_leaves(tree))
 
 
-def _program_key(split: V.Split, traced: tuple):
+def traced_program_key(split: V.Split, traced: tuple):
     """What ``f`` computes at ``traced`` (traced afresh), and the names it gives its
     arguments (the formula prints them): ``(key, f's trace)``."""
     trace = function_key(split.of_traced(gradient=False), *traced)
@@ -277,14 +277,14 @@ def _compiled(split: V.Split, traced: tuple) -> Curvature:
     stays flat over a sweep; arrays of the result that are ``f``'s own arguments (a Gram
     form's ``X``) come back as the caller's arrays, not copies.  Under the caller's
     ``jax.jit``, traced in place (JAX's cache then keeps it, as it keeps anything jitted)."""
-    if _is_traced(traced):
+    if is_traced(traced):
         return _build(split, traced)
-    key, _ = _program_key(split, traced)
-    return run_compiled(_build_keyed, _ProgramOf(split, ("hessian", key)), *traced,
+    key, _ = traced_program_key(split, traced)
+    return run_compiled(_build_keyed, ProgramOf(split, ("hessian", key)), *traced,
                         forward_inputs=True)
 
 
-def _build_keyed(static: _ProgramOf, *traced) -> Curvature:
+def _build_keyed(static: ProgramOf, *traced) -> Curvature:
     return _build(static.split, traced)
 
 
@@ -337,80 +337,3 @@ def _require_scalar(split: V.Split, x, traced: tuple) -> None:
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise DtypeError(f"mcjax.hessian: f returned dtype {jnp.dtype(out.dtype).name}; "
                          "expected a real floating scalar")
-
-
-def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
-                 argnums: int | Sequence[int] = 0) -> Callable[..., Curvature]:
-    r"""The Gauss-Newton matrix $J^\top H_L J$ of ``loss(f(*args))`` as a structured operator.
-
-    $J$ is the Jacobian of the model's output $z = f(\ldots)$ (size $m$) with respect to
-    argument ``argnums`` (size $n$), derived by ``mcjax.derive`` and held structured (a dense
-    layer's is $I \otimes h^\top$: its activations only), $H_L$ the Hessian of ``loss`` with
-    respect to $z$ (``mcjax.hessian``: a diagonal for the squared error, diagonal plus low rank
-    for softmax cross-entropy).  The result, a ``mcjax.curvature.GaussNewton``, applies
-    $J^\top (H_L (J v))$ through the structures; ``solve``, ``dense``, ``diagonal`` and
-    ``slogdet`` use its matrix form (``as_matrix_form()``, $J$ made dense): a ``Gram`` form
-    $J^\top \operatorname{diag}(h) J$ where $H_L$ is diagonal, else ``DiagonalPlusLowRank``
-    with $U = J^\top$, $C = H_L$ where $m < n$ — a damped Newton step then solves an
-    $m \times m$ system by Woodbury's identity — else ``Dense``.
-
-    Args:
-      f: the model, a function returning the output $z$ (a floating array, any shape).
-      loss: ``loss(z, *loss_args)``, a scalar.
-      argnums: which positional argument of ``f`` (an int) or arguments (a tuple), as in
-        ``mcjax.hessian``: the variables are their floating array leaves, flattened in
-        ``argnums``' order; the other leaves are data or static, as there.
-
-    Returns:
-      A function ``gn(*args, loss_args=())`` returning a ``mcjax.Curvature`` of shape
-      ``(n, n)`` on the flattened variables.
-
-    Raises:
-      TypeError, ValueError, ShapeError, DtypeError: as ``mcjax.hessian`` (``loss`` must
-        return a scalar).
-    """
-    require_callable("gauss_newton", "f", f, "a model, a function of arrays")
-    require_callable("gauss_newton", "loss", loss, "a scalar loss of the model's output")
-    spec = argnums_spec("gauss_newton", argnums)
-
-    def gn(*args, loss_args: tuple = ()) -> Curvature:
-        split, traced = _split("gauss_newton", f, spec, args)
-        if _hashable(split) and _hashable(loss):
-            G = _gauss_newton_compiled(split, loss, traced, tuple(loss_args))
-        else:
-            G = _gauss_newton(split, loss, traced, tuple(loss_args))
-        return with_meta(G, layout=Layout.of(split.variables(traced)))
-
-    return gn
-
-
-def _gauss_newton(split: V.Split, loss, traced: tuple, loss_args: tuple) -> Curvature:
-    z = split.call(split.variables(traced), traced)
-    if not isinstance(z, jax.Array) or not jnp.issubdtype(z.dtype, jnp.floating):
-        raise TypeError(f"mcjax.gauss_newton: f returned {describe(z)}; expected a floating "
-                        "array, the model's output")
-    value = jax.eval_shape(loss, z, *loss_args)
-    if getattr(value, "shape", None) != ():
-        got = (f"an array of shape {value.shape}" if hasattr(value, "shape")
-               else describe(value))
-        raise ShapeError(f"mcjax.gauss_newton: loss returned {got}; expected a scalar "
-                         "(shape ()) of the model's output")
-    spec = split.wrt[0] if split.single else split.wrt
-    J = derive(split.of_traced(gradient=False), spec)(*traced)
-    blocks = jax.tree_util.tree_leaves(J, is_leaf=lambda j: isinstance(j, Jacobian))
-    return CS.GaussNewton(blocks, hessian(loss)(z, *loss_args))
-
-
-def _gauss_newton_compiled(split: V.Split, loss, traced: tuple, loss_args: tuple) -> Curvature:
-    """``_gauss_newton`` compiled once per program of ``f`` and of ``loss`` (each traced on
-    every call, as ``_compiled``)."""
-    if _is_traced((traced, loss_args)):
-        return _gauss_newton(split, loss, traced, loss_args)
-    key, trace = _program_key(split, traced)
-    loss_key = function_key(loss, trace.out_shape, *loss_args).key
-    static = _ProgramOf(split, ("gauss-newton", key, loss_key), loss)
-    return run_compiled(_gauss_newton_keyed, static, traced, loss_args, forward_inputs=True)
-
-
-def _gauss_newton_keyed(static: _ProgramOf, traced: tuple, loss_args: tuple) -> Curvature:
-    return _gauss_newton(static.split, static.loss, traced, loss_args)
