@@ -305,6 +305,22 @@ def test_gauss_newton_is_j_transpose_h_j(loss, dtype):
     assert close(step, jnp.linalg.solve(ref + 0.5 * jnp.eye(24, dtype=dtype), b), dtype)
 
 
+def test_gauss_newton_takes_a_string_among_the_loss_args():
+    """``loss_args`` that are no arrays (a loss's name) are passed to ``loss`` as they are and
+    key the compiled program: another name is another H_L, never the first one's."""
+    logits, W, h, _ = _dense_layer_problem(jnp.float64)
+    t = jnp.ones((6, 3), jnp.float64)
+
+    def loss(z, t, kind):
+        return jnp.mean((z - t) ** 2) if kind == "mse" else jnp.mean(jnp.cosh(z - t))
+
+    J = jax.jacfwd(logits)(W, h).reshape(18, 24)
+    for kind in ("mse", "cosh", "mse"):
+        G = mcjax.gauss_newton(logits, loss)(W, h, loss_args=(t, kind))
+        HL = jax.hessian(loss)(logits(W, h), t, kind).reshape(18, 18)
+        assert close(G.dense(), J.T @ HL @ J, jnp.float64), kind
+
+
 def test_gauss_newton_over_a_parameter_tree():
     logits, W, h, losses = _dense_layer_problem(jnp.float64)
     b = jnp.linspace(-1.0, 1.0, 3, dtype=jnp.float64)

@@ -4,6 +4,7 @@ $J$ derived by ``mcjax.derive`` and its $H_L$ by ``mcjax.hessian``."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 
 from mcjax._core._arguments import argnums_spec, describe, require_callable
 from mcjax._core._errors import ShapeError
+from mcjax._core._pytrees import combine
 from mcjax._curvature import Curvature
 from mcjax._curvature import _gauss_newton as CS
 from mcjax._curvature._operator import Layout, with_meta
@@ -37,7 +39,8 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
     argument ``argnums`` (size $n$), derived by ``mcjax.derive`` and held structured (a dense
     layer's is $I \otimes h^\top$: its activations only), $H_L$ the Hessian of ``loss`` with
     respect to $z$ (``mcjax.hessian``: a diagonal for the squared error, one diagonal plus low
-    rank block per example for softmax cross-entropy over a batch, ``BatchedLowRank``).  The result, a ``mcjax.curvature.GaussNewton``, applies
+    rank block per example for softmax cross-entropy over a batch, ``BatchedLowRank``).  The
+    result, a ``mcjax.curvature.GaussNewton``, applies
     $J^\top (H_L (J v))$ through the structures; ``solve``, ``dense``, ``diagonal`` and
     ``slogdet`` use its matrix form (``as_matrix_form()``, $J$ made dense): a ``Gram`` form
     $J^\top \operatorname{diag}(h) J$ where $H_L$ is diagonal, else ``DiagonalPlusLowRank``
@@ -46,7 +49,8 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
 
     Args:
       f: the model, a function returning the output $z$ (a floating array, any shape).
-      loss: ``loss(z, *loss_args)``, a scalar.
+      loss: ``loss(z, *loss_args)``, a scalar; ``loss_args``' arrays and Python floats are
+        data (traced), its other leaves (a string, a flag, a function) are passed as they are.
       argnums: which positional argument of ``f`` (an int) or arguments (a tuple), as in
         ``mcjax.hessian``: the variables are their floating array leaves, flattened in
         ``argnums``' order; the other leaves are data or static, as there.
@@ -65,13 +69,27 @@ def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
 
     def gn(*args, loss_args: tuple = ()) -> Curvature:
         split, traced = split_arguments("gauss_newton", f, spec, args)
-        if hashable(split) and hashable(loss):
-            G = _gauss_newton_compiled(split, loss, traced, tuple(loss_args))
+        data, static = V.split_data(tuple(loss_args))
+        if hashable(split) and hashable(loss) and hashable(static):
+            bound = loss if static.empty() else _Bound(loss, static)
+            G = _gauss_newton_compiled(split, bound, traced, data)
         else:
             G = _gauss_newton(split, loss, traced, tuple(loss_args))
         return with_meta(G, layout=Layout.of(split.variables(traced)))
 
     return gn
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """``loss`` with the leaves of ``loss_args`` that are no arrays closed over: equal and
+    hashed by both, so that the compiled program is keyed by them."""
+
+    loss: Callable[..., Any]
+    static: V.Static
+
+    def __call__(self, z, *data):
+        return self.loss(z, *combine(data, self.static.tree))
 
 
 def _gauss_newton(split: V.Split, loss, traced: tuple, loss_args: tuple) -> Curvature:

@@ -47,6 +47,10 @@ class Static:
     def __hash__(self) -> int:
         return hash(self.key())
 
+    def empty(self) -> bool:
+        """Whether no leaf is closed over."""
+        return not jax.tree_util.tree_leaves(self.tree)
+
     def __eq__(self, other) -> bool:
         if not isinstance(other, Static):
             return NotImplemented
@@ -123,6 +127,14 @@ def split(f, args: tuple, wrt: tuple[int, ...], single: bool) -> tuple[Split, tu
         traced.append(jax.tree_util.tree_map(lambda a: a if keep(a) else None, arg))
         static.append(jax.tree_util.tree_map(lambda a: None if keep(a) else a, arg))
     return Split(f, wrt, single, Static(tuple(static))), tuple(traced)
+
+
+def split_data(args: tuple) -> tuple[tuple, Static]:
+    """Arguments that are data only (``gauss_newton``'s ``loss_args``): ``(traced, static)``,
+    the array leaves and Python floats traced, the rest closed over."""
+    traced = jax.tree_util.tree_map(lambda a: a if is_traced(a, False) else None, args)
+    static = jax.tree_util.tree_map(lambda a: None if is_traced(a, False) else a, args)
+    return traced, Static(static)
 
 
 def size(x) -> int:
