@@ -12,6 +12,7 @@ from mcjax._curvature import (
     Curvature,
     Dense,
     Diagonal,
+    DiagonalGrid,
     DiagonalPlusLowRank,
     GaussNewton,
     Gram,
@@ -23,6 +24,6 @@ from mcjax._curvature import (
 
 __all__ = [
     "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "BatchedLowRank", "Gram",
-    "Kronecker",
-    "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts", "GaussNewton",
+    "Kronecker", "DiagonalGrid", "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts",
+    "GaussNewton",
 ]

@@ -69,6 +69,11 @@ def problems(dtype):
         "batched_and_global": (lambda Z: jnp.sum(jax.nn.logsumexp(Z, axis=1))
                                + jnp.tanh(jnp.sum(Z * A8)), arr(3, 8), C.DiagonalPlusLowRank,
                                False),
+        # a Gaussian's negative log-likelihood in its mean and log-variance, element by
+        # element: a 2×2 grid of diagonals
+        "gaussian_nll": (lambda p: jnp.sum(0.5 * (Z - p["mu"]) ** 2 * jnp.exp(-p["s"])
+                                           + 0.5 * p["s"]),
+                         {"mu": arr(4, 5), "s": 0.3 * arr(4, 5)}, C.DiagonalGrid, True),
         "coupled_tree": (lambda p: p["a"] @ A @ p["b"] + jnp.sum(p["a"] ** 4),
                          {"a": arr(6), "b": arr(6)}, C.HessianVectorProducts, True),
         "no_structure": (lambda x: jnp.sum(jnp.linalg.eigvalsh(jnp.outer(x, x) + S) ** 2),
@@ -129,6 +134,9 @@ def test_the_structures_found():
     assert "4 blocks of 5×5" in found["softmax_batch"].structure
     assert found["row_norms"].U.shape == (3, 8, 2)
     assert found["batched_and_global"].U.shape == (24, 8)  # 3 blocks × 2, and 2
+    assert found["gaussian_nll"].D.shape == (2, 2, 20)
+    assert found["gaussian_nll"].structure.endswith("2×2 blocks of size 20")
+    assert found["gaussian_nll"].formula().startswith("[0][0]: diag(exp(-s)); [0][1]: diag(")
     assert found["mlp_tree"].U.shape == (44, 40)  # one hidden layer's worth of outputs
     assert found["coupled_tree"].structure == (
         "hvp: no structure found because the argument's leaves ['a'] and ['b'] interact (their "
@@ -205,6 +213,8 @@ def hand_built(rng):
                                              jnp.stack([sym(arr(1, 1)), -sym(arr(1, 1))])),
         "batched_low_rank_singular_diagonal": C.BatchedLowRank(
             d.at[4].set(0.0).reshape(2, 3), arr(2, 3, 2), jnp.stack([sym(arr(2, 2))] * 2)),
+        "diagonal_grid": C.DiagonalGrid(jnp.stack([jnp.stack([d[:3], d[3:] / 3]),
+                                                   jnp.stack([d[3:] / 3, -d[:3]])])),
         "kronecker": C.Kronecker(sym(arr(2, 2)), sym(arr(3, 3))),
         "block_diagonal": C.BlockDiagonal([C.Diagonal(d[:2]), C.Dense(sym(arr(4, 4)))]),
         "sum": C.Sum([C.Diagonal(d), C.Kronecker(sym(arr(2, 2)), sym(arr(3, 3)))]),

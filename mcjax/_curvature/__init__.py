@@ -10,7 +10,7 @@
 """
 
 from mcjax._curvature._fallback import HessianVectorProducts, hessian_vector_products
-from mcjax._curvature._from_jacobian import NoStructure, combine, from_jacobian
+from mcjax._curvature._from_jacobian import NoStructure, combine, diagonal_grid, from_jacobian
 from mcjax._curvature._gauss_newton import GaussNewton
 from mcjax._curvature._operator import Curvature
 from mcjax._curvature._structures import (
@@ -18,6 +18,7 @@ from mcjax._curvature._structures import (
     BlockDiagonal,
     Dense,
     Diagonal,
+    DiagonalGrid,
     DiagonalPlusLowRank,
     Gram,
     Kronecker,
@@ -27,7 +28,7 @@ from mcjax._curvature._structures import (
 
 __all__ = [
     "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "BatchedLowRank", "Gram",
-    "Kronecker",
-    "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts", "GaussNewton", "NoStructure", "combine",
-    "from_jacobian", "hessian_vector_products",
+    "Kronecker", "DiagonalGrid", "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts",
+    "GaussNewton", "NoStructure", "combine", "diagonal_grid", "from_jacobian",
+    "hessian_vector_products",
 ]

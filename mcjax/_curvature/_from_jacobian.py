@@ -61,6 +61,28 @@ def from_jacobian(J: A.Jacobian, n: int) -> Curvature:
     return _convert(J, n)
 
 
+def diagonal_grid(rows: list[A.Jacobian], sizes: list[int]) -> S.DiagonalGrid | None:
+    r"""The $L \times L$ blocks ``rows`` (row-major) of the Jacobian of a gradient over $L$
+    variables as a ``DiagonalGrid``, where every block is a diagonal of one size $m$ (a
+    scaled identity, zero, or a sum of these: what ``mcjax.derive`` finds for an element-wise
+    function of several arguments); else None.  The symmetric part:
+    $\frac{1}{2}(D_{ij} + D_{ji})$ off the diagonal."""
+    L = len(sizes)
+    m = sizes[0]
+    if L < 2 or any(k != m for k in sizes) or any(_opaque_in(J) is not None for J in rows):
+        return None
+    diagonals = []
+    for J in rows:
+        if tuple(J.out_shape) != tuple(J.in_shape):  # another shape of the same size
+            return None
+        op = _convert(J, m)
+        if not isinstance(op, (S.Diagonal, S.ScaledIdentity)):
+            return None
+        diagonals.append(op.diagonal())
+    D = jnp.stack(diagonals).reshape(L, L, m)
+    return S.DiagonalGrid((D + jnp.swapaxes(D, 0, 1)) / 2)
+
+
 def _opaque_in(J: A.Jacobian):
     if isinstance(J, Opaque):
         return J

@@ -28,6 +28,7 @@ from mcjax._curvature import (
     BlockDiagonal,
     Curvature,
     NoStructure,
+    diagonal_grid,
     from_jacobian,
     hessian_vector_products,
 )
@@ -57,7 +58,9 @@ def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
       one such block per row (``BatchedLowRank``: the mean cross-entropy of a batch);
     - a Kronecker product $A \otimes B$ (``Kronecker``: $I \otimes c W^\top W$);
     - one block per leaf of a pytree argument whose leaves do not interact
-      (``BlockDiagonal``); where they interact, the structure of the Hessian with respect to
+      (``BlockDiagonal``); a grid of diagonal blocks where they interact element by element
+      (``DiagonalGrid``: ``x * y``, a Gaussian's likelihood in its mean and log-variance);
+      where they interact otherwise, the structure of the Hessian with respect to
       the flattened argument, derived afresh; a sum of these (``Sum``), a dense array
       (``Dense``: $x^\top A x$ gives $A + A^\top$, $O(n^2)$ where ``jax.hessian`` spends
       $O(n^3)$);
@@ -295,11 +298,25 @@ def _blocks(H, sizes, paths) -> Curvature:
     for i in range(L):
         for j in range(L):
             if i != j and not isinstance(rows[i * L + j], Zero):
+                grid = diagonal_grid(rows, sizes)  # element k meets element k only
+                if grid is not None:
+                    return with_meta(grid, text=_grid_text(rows, L))
                 whose = "the arguments'" if paths[i].startswith("args[") else "the argument's"
                 raise NoStructure(f"{whose} leaves {paths[i]} and {paths[j]} interact (their "
                                   "block of the Hessian is not zero)")
     return BlockDiagonal([_with_text(from_jacobian(rows[i * L + i], sizes[i]),
                                      rows[i * L + i]) for i in range(L)])
+
+
+def _grid_text(rows: list[Jacobian], L: int) -> tuple[str, str]:
+    """The blocks' derived formulas, ``[0][0]: diag(...); [0][1]: ...`` (``jax.hessian``'s
+    block layout), and as a LaTeX matrix."""
+    grid = [rows[i * L:(i + 1) * L] for i in range(L)]
+    text = "; ".join(f"[{i}][{j}]: {J.formula()}" for i, row in enumerate(grid)
+                     for j, J in enumerate(row))
+    latex = (r"\begin{bmatrix} " + r" \\ ".join(" & ".join(J.latex() for J in row)
+                                                 for row in grid) + r" \end{bmatrix}")
+    return text, latex
 
 
 def _with_text(op: Curvature, H: Jacobian) -> Curvature:
