@@ -331,6 +331,19 @@ def test_gauss_newton_takes_a_string_among_the_loss_args():
         assert close(G.dense(), J.T @ HL @ J, jnp.float64), kind
 
 
+def test_a_python_float_among_the_data_is_traced():
+    """A Python float beside the variables (a scale) is data, as a JAX array would be: the
+    Hessian follows its value (it failed: a Python number has no ``dtype``)."""
+    x = jnp.arange(3.0, dtype=jnp.float64)
+    for s in (2.0, 3.0):
+        H = mcjax.hessian(lambda x, s: s * jnp.sum(x ** 4))(x, s)
+        assert close(H.dense(), jnp.diag(12 * s * x ** 2), jnp.float64)
+    logits, W, h, _ = _dense_layer_problem(jnp.float64)
+    J = jax.jacfwd(logits)(W, h).reshape(18, 24)
+    G = mcjax.gauss_newton(logits, lambda z, s: s * jnp.mean(z ** 2))(W, h, loss_args=(2.0,))
+    assert close(G.dense(), J.T @ J * 4.0 / 18, jnp.float64)
+
+
 def test_gauss_newton_over_a_parameter_tree():
     logits, W, h, losses = _dense_layer_problem(jnp.float64)
     b = jnp.linspace(-1.0, 1.0, 3, dtype=jnp.float64)

@@ -114,7 +114,12 @@ def fresh_jaxpr(fn: Callable, *structs, return_shape: bool = False) -> Any:
 
 
 def _floating(struct) -> bool:
-    return jnp.issubdtype(struct.dtype, jnp.floating)
+    """Whether a traced argument (an array, a ``ShapeDtypeStruct`` or a Python number, which
+    has no ``dtype``) is floating point."""
+    dtype = getattr(struct, "dtype", None)
+    if dtype is None:
+        return isinstance(struct, float)
+    return jnp.issubdtype(dtype, jnp.floating)
 
 
 class Trace(NamedTuple):
