@@ -74,6 +74,11 @@ def problems(dtype):
         "gaussian_nll": (lambda p: jnp.sum(0.5 * (Z - p["mu"]) ** 2 * jnp.exp(-p["s"])
                                            + 0.5 * p["s"]),
                          {"mu": arr(4, 5), "s": 0.3 * arr(4, 5)}, C.DiagonalGrid, True),
+        # the pair beside a leaf of its own: one block each, the grid and the Gram form
+        "grid_beside_a_leaf": (lambda p: jnp.sum(0.5 * (Z - p["mu"]) ** 2 * jnp.exp(-p["s"])
+                                                 + 0.5 * p["s"]) + logistic(p["w"]),
+                               {"mu": arr(4, 5), "s": 0.3 * arr(4, 5), "w": 0.3 * arr(6)},
+                               C.BlockDiagonal, True),
         "coupled_tree": (lambda p: p["a"] @ A @ p["b"] + jnp.sum(p["a"] ** 4),
                          {"a": arr(6), "b": arr(6)}, C.HessianVectorProducts, True),
         "no_structure": (lambda x: jnp.sum(jnp.linalg.eigvalsh(jnp.outer(x, x) + S) ** 2),
@@ -135,6 +140,7 @@ def test_the_structures_found():
     assert found["row_norms"].U.shape == (3, 8, 2)
     assert found["batched_and_global"].U.shape == (24, 8)  # 3 blocks × 2, and 2
     assert found["gaussian_nll"].D.shape == (2, 2, 20)
+    assert [type(b) for b in found["grid_beside_a_leaf"].blocks] == [C.DiagonalGrid, C.Gram]
     assert found["gaussian_nll"].structure.endswith("2×2 blocks of size 20")
     assert found["gaussian_nll"].formula().startswith("[0][0]: diag(exp(-s)); [0][1]: diag(")
     assert found["mlp_tree"].U.shape == (44, 40)  # one hidden layer's worth of outputs

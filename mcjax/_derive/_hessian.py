@@ -292,20 +292,36 @@ def _build_keyed(static: ProgramOf, *traced) -> Curvature:
 
 
 def _blocks(H, sizes, paths) -> Curvature:
-    """Several variable leaves: one block per leaf where the leaves do not interact."""
+    """Several variable leaves: one block per run of leaves that interact only among
+    themselves (consecutive in the flattened order): a leaf alone is its own structure,
+    leaves of one size that meet element by element a grid of diagonals; any other
+    interaction raises ``NoStructure`` (the caller derives the flattened whole)."""
     rows = jax.tree_util.tree_leaves(H, is_leaf=lambda j: isinstance(j, Jacobian))
     L = len(sizes)
+
+    def meet(i, j):
+        return i != j and not (isinstance(rows[i * L + j], Zero)
+                               and isinstance(rows[j * L + i], Zero))
+
+    blocks, start, reach = [], 0, 0
     for i in range(L):
-        for j in range(L):
-            if i != j and not isinstance(rows[i * L + j], Zero):
-                grid = diagonal_grid(rows, sizes)  # element k meets element k only
-                if grid is not None:
-                    return with_meta(grid, text=_grid_text(rows, L))
-                whose = "the arguments'" if paths[i].startswith("args[") else "the argument's"
-                raise NoStructure(f"{whose} leaves {paths[i]} and {paths[j]} interact (their "
-                                  "block of the Hessian is not zero)")
-    return BlockDiagonal([_with_text(from_jacobian(rows[i * L + i], sizes[i]),
-                                     rows[i * L + i]) for i in range(L)])
+        reach = max([reach, i] + [j for j in range(L) if meet(i, j)])
+        if reach > i:
+            continue
+        run = list(range(start, i + 1))
+        start = i + 1
+        if len(run) == 1:
+            blocks.append(_with_text(from_jacobian(rows[i * L + i], sizes[i]), rows[i * L + i]))
+            continue
+        within = [rows[a * L + b] for a in run for b in run]
+        grid = diagonal_grid(within, [sizes[a] for a in run])  # element k meets element k
+        if grid is None:
+            a, b = next((a, b) for a in run for b in run if meet(a, b))
+            whose = "the arguments'" if paths[a].startswith("args[") else "the argument's"
+            raise NoStructure(f"{whose} leaves {paths[a]} and {paths[b]} interact (their "
+                              "block of the Hessian is not zero)")
+        blocks.append(with_meta(grid, text=_grid_text(within, len(run))))
+    return blocks[0] if len(blocks) == 1 and L > 1 else BlockDiagonal(blocks)
 
 
 def _grid_text(rows: list[Jacobian], L: int) -> tuple[str, str]:
