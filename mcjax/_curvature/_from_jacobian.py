@@ -71,16 +71,24 @@ def diagonal_grid(rows: list[A.Jacobian], sizes: list[int]) -> S.DiagonalGrid | 
     m = sizes[0]
     if L < 2 or any(k != m for k in sizes) or any(_opaque_in(J) is not None for J in rows):
         return None
+    if not all(_is_diagonal(J) and tuple(J.out_shape) == tuple(J.in_shape) for J in rows):
+        return None  # read from the types, before any block is made dense
     diagonals = []
     for J in rows:
-        if tuple(J.out_shape) != tuple(J.in_shape):  # another shape of the same size
-            return None
         op = _convert(J, m)
         if not isinstance(op, (S.Diagonal, S.ScaledIdentity)):
             return None
         diagonals.append(op.diagonal())
     D = jnp.stack(diagonals).reshape(L, L, m)
     return S.DiagonalGrid((D + jnp.swapaxes(D, 0, 1)) / 2)
+
+
+def _is_diagonal(J: A.Jacobian) -> bool:
+    """Whether ``J`` is a diagonal by its type: a diagonal, a scaled identity, zero, or a sum
+    of these (the only structures ``_convert`` reads as a diagonal)."""
+    if isinstance(J, A.Sum):
+        return all(_is_diagonal(t) for t in J.terms)
+    return isinstance(J, (Diagonal, A.ScaledIdentity, A.Zero))
 
 
 def _opaque_in(J: A.Jacobian):
