@@ -22,13 +22,12 @@ from mcjax._derive._hessian import (
     ProgramOf,
     hashable,
     hessian,
-    is_traced,
     split_arguments,
     traced_program_key,
 )
 from mcjax._jacobian._algebra import Jacobian
 from mcjax._program._compile import run_compiled
-from mcjax._program._trace import function_key
+from mcjax._program._trace import function_key, has_tracers
 
 
 def gauss_newton(f: Callable[..., Any], loss: Callable[..., Any],
@@ -112,7 +111,7 @@ def _gauss_newton(split: V.Split, loss, traced: tuple, loss_args: tuple) -> Curv
 def _gauss_newton_compiled(split: V.Split, loss, traced: tuple, loss_args: tuple) -> Curvature:
     """``_gauss_newton`` compiled once per program of ``f`` and of ``loss`` (each traced on
     every call, as ``_compiled``)."""
-    if is_traced((traced, loss_args)):
+    if has_tracers((traced, loss_args)):
         return _gauss_newton(split, loss, traced, loss_args)
     key, trace = traced_program_key(split, traced)
     loss_key = function_key(loss, trace.out_shape, *loss_args).key

@@ -39,7 +39,7 @@ from mcjax._derive._api import derive
 from mcjax._derive._names import parameter_names
 from mcjax._jacobian._algebra import Jacobian, Zero
 from mcjax._program._compile import run_compiled
-from mcjax._program._trace import function_key
+from mcjax._program._trace import function_key, has_tracers
 
 
 def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
@@ -261,11 +261,6 @@ class ProgramOf:
         return (self.key, self.split.static, self.split.wrt, self.split.single)
 
 
-def is_traced(tree) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
-               for leaf in jax.tree_util.tree_leaves(tree))
-
-
 def traced_program_key(split: V.Split, traced: tuple):
     """What ``f`` computes at ``traced`` (traced afresh), and the names it gives its
     arguments (the formula prints them): ``(key, f's trace)``."""
@@ -280,7 +275,7 @@ def _compiled(split: V.Split, traced: tuple) -> Curvature:
     stays flat over a sweep; arrays of the result that are ``f``'s own arguments (a Gram
     form's ``X``) come back as the caller's arrays, not copies.  Under the caller's
     ``jax.jit``, traced in place (JAX's cache then keeps it, as it keeps anything jitted)."""
-    if is_traced(traced):
+    if has_tracers(traced):
         return _build(split, traced)
     key, _ = traced_program_key(split, traced)
     return run_compiled(_build_keyed, ProgramOf(split, ("hessian", key)), *traced,

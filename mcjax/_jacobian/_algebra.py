@@ -48,6 +48,7 @@ from mcjax._jacobian import _lineax as L
 from mcjax._jacobian._print import ATOM, PRODUCT, SUM
 from mcjax._jacobian._sym import Sym, lift
 from mcjax._program._compile import compiler_options, run_compiled
+from mcjax._program._trace import has_tracers
 
 Shape = tuple[int, ...]
 
@@ -119,8 +120,7 @@ class Jacobian:
         fields and shapes: a formula's names are no part of it), kept in mcjax's bounded
         cache of compiled programs: a derived Jacobian with a hundred blocks compiles once,
         not once per operation.  Under ``jax.jit`` (traced leaves) it is traced in place."""
-        if any(isinstance(leaf, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
-               for leaf in jax.tree_util.tree_leaves(self)) or not _keyed_by_value(self):
+        if has_tracers(self) or not _keyed_by_value(self):
             return self._dense()
         return run_compiled(_dense_program, None, _without_names(self),
                             compiler_options=compiler_options())

@@ -23,6 +23,7 @@ from mcjax._jacobian import _build as B
 from mcjax._jacobian import _expr as E
 from mcjax._jacobian._sym import Sym
 from mcjax._primitives._table import Eqn, is_float
+from mcjax._program._trace import has_tracers
 
 
 def operation(e: Eqn, written: str = "", params: dict | None = None, **options) -> B.Operation:
@@ -137,7 +138,7 @@ def _probe_dtype(n: int, native):
 
 def concrete(*arrays) -> bool:
     """Whether the arrays hold numbers now (not traced under ``jax.jit``)."""
-    return not any(isinstance(a, jax.core.Tracer) for a in arrays)  # pyright: ignore[reportAttributeAccessIssue]
+    return not has_tracers(arrays)
 
 
 def picked(e: Eqn, k: int, out_index: int = 0, check: bool = False):

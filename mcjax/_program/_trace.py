@@ -106,6 +106,13 @@ def lifted_key(jaxpr: core.Jaxpr) -> tuple:
     return (str(jaxpr), _nested_constants(jaxpr))
 
 
+def has_tracers(tree) -> bool:
+    """Whether a leaf of ``tree`` is a tracer: the call runs inside a caller's ``jax.jit`` (or
+    ``grad``, ``vmap``), where a program is traced in place rather than run compiled."""
+    return any(isinstance(leaf, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
+               for leaf in jax.tree_util.tree_leaves(tree))
+
+
 def fresh_jaxpr(fn: Callable, *structs, return_shape: bool = False) -> Any:
     """``jax.make_jaxpr`` of ``fn`` traced now: through a new wrapper, so that JAX's trace
     cache (keyed on the function object) cannot serve a trace made before an edit.  A
