@@ -47,10 +47,6 @@ class Static:
     def __hash__(self) -> int:
         return hash(self.key())
 
-    def empty(self) -> bool:
-        """Whether no leaf is closed over."""
-        return not jax.tree_util.tree_leaves(self.tree)
-
     def __eq__(self, other) -> bool:
         if not isinstance(other, Static):
             return NotImplemented
@@ -59,6 +55,9 @@ class Static:
         except Exception:  # noqa: BLE001 - a leaf whose == is no bool: never the same key
             return False
 
+    def empty(self) -> bool:
+        """Whether no leaf is closed over."""
+        return not jax.tree_util.tree_leaves(self.tree)
 
 
 @dataclass(frozen=True)
@@ -119,21 +118,25 @@ def is_traced(leaf, differentiated: bool) -> bool:
     return not differentiated and type(leaf) in (float, complex)
 
 
+def _separate(tree, differentiated: bool) -> tuple[Any, Any]:
+    """``(traced, static)``: ``tree`` with ``None`` where a leaf is closed over, and with
+    ``None`` where one is traced (:func:`is_traced`)."""
+    keep = functools.partial(is_traced, differentiated=differentiated)
+    return (jax.tree_util.tree_map(lambda a: a if keep(a) else None, tree),
+            jax.tree_util.tree_map(lambda a: None if keep(a) else a, tree))
+
+
 def split(f, args: tuple, wrt: tuple[int, ...], single: bool) -> tuple[Split, tuple]:
     """``(Split, traced)`` for ``f(*args)`` differentiated with respect to ``wrt``."""
-    traced, static = [], []
-    for i, arg in enumerate(args):
-        keep = functools.partial(is_traced, differentiated=i in wrt)
-        traced.append(jax.tree_util.tree_map(lambda a: a if keep(a) else None, arg))
-        static.append(jax.tree_util.tree_map(lambda a: None if keep(a) else a, arg))
-    return Split(f, wrt, single, Static(tuple(static))), tuple(traced)
+    parts = [_separate(arg, i in wrt) for i, arg in enumerate(args)]
+    traced, static = tuple(t for t, _ in parts), tuple(s for _, s in parts)
+    return Split(f, wrt, single, Static(static)), traced
 
 
 def split_data(args: tuple) -> tuple[tuple, Static]:
     """Arguments that are data only (``gauss_newton``'s ``loss_args``): ``(traced, static)``,
     the array leaves and Python floats traced, the rest closed over."""
-    traced = jax.tree_util.tree_map(lambda a: a if is_traced(a, False) else None, args)
-    static = jax.tree_util.tree_map(lambda a: None if is_traced(a, False) else a, args)
+    traced, static = _separate(args, differentiated=False)
     return traced, Static(static)
 
 
