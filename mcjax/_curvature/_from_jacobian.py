@@ -176,9 +176,7 @@ def _(J: A.Composed, n):
         if ratio is not None:  # L = r Rᵀ
             return S.DiagonalPlusLowRank(jnp.zeros(n, L.dtype), R.T,
                                          ratio * jnp.eye(k, dtype=L.dtype))
-        half = jnp.eye(k, dtype=L.dtype) / 2
-        zero = jnp.zeros((k, k), L.dtype)
-        C = jnp.block([[zero, half], [half, zero]])
+        C = _halves(k, L.dtype)
         return S.DiagonalPlusLowRank(jnp.zeros(n, L.dtype), jnp.concatenate([L, R.T], 1), C)
     return S.Dense(_symmetric(dense_product(factors)))
 
@@ -222,10 +220,16 @@ def _batched_low_rank(factors: list[A.Jacobian], j: int, t: int,
         C = jnp.broadcast_to(ratio * jnp.eye(kb, dtype=dtype), (B, kb, kb))
         return S.BatchedLowRank(d, R, C)
     L = jnp.transpose(jax.vmap(left)(units), (1, 2, 0))  # (B, q, kb)
-    half = jnp.eye(kb, dtype=dtype) / 2
-    zero = jnp.zeros((kb, kb), dtype)
-    C = jnp.broadcast_to(jnp.block([[zero, half], [half, zero]]), (B, 2 * kb, 2 * kb))
+    C = jnp.broadcast_to(_halves(kb, dtype), (B, 2 * kb, 2 * kb))
     return S.BatchedLowRank(d, jnp.concatenate([L, R], 2), C)
+
+
+def _halves(k: int, dtype) -> jax.Array:
+    r"""$\begin{bmatrix} 0 & I/2 \\ I/2 & 0 \end{bmatrix}$, $2k \times 2k$: the middle of
+    $\frac{1}{2}(L R + R^\top L^\top) = [L, R^\top]\, C\, [L, R^\top]^\top$."""
+    half = jnp.eye(k, dtype=dtype) / 2
+    zero = jnp.zeros((k, k), dtype)
+    return jnp.block([[zero, half], [half, zero]])
 
 
 def _gram(middle: A.Jacobian, right: list[A.Jacobian], n: int, ratio: float) -> Curvature:
