@@ -208,7 +208,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes_once_there_is_spac
 
 
 ORBAX_FULL = textwrap.dedent("""
-    import os, sys
+    import os, sys, threading, time
     import orbax.checkpoint as ocp
     from mcjax._cli import main
 
@@ -217,7 +217,15 @@ ORBAX_FULL = textwrap.dedent("""
     def save(self, step, *args, **kwargs):  # the second save meets a full disk, as orbax says it
         if step < 2:
             return real(self, step, *args, **kwargs)
-        os.mkdir(os.path.join(str(self.directory), f"epoch_{step:08d}.orbax-checkpoint-tmp"))
+        tmp = os.path.join(str(self.directory), f"epoch_{step:08d}.orbax-checkpoint-tmp")
+        os.mkdir(tmp)
+
+        def still_writing():  # orbax's other writes outlive the one that raised (an inode
+            time.sleep(0.1)   # is free on a full disk): they recreate the folder after a while
+            os.makedirs(os.path.join(tmp, "state", "ocdbt.process_0", "d"), exist_ok=True)
+            open(os.path.join(tmp, "state", "manifest.ocdbt"), "wb").close()
+
+        threading.Thread(target=still_writing).start()
         raise ValueError('RESOURCE_EXHAUSTED: Error writing "params.w/0" in OCDBT database at '
                          'local file "/x/": Failed to write 8 bytes to file 11: No space left on '
                          "device [os_error_code='28']")

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -214,15 +215,36 @@ class Store:
                 "only earlier epochs of this run")
         return path
 
-    def _remove_partial(self, epoch: int) -> None:
-        """Remove what a failed save left of epoch ``epoch`` (orbax's temporary folder, or a
-        checkpoint without its digests), to free the space it holds; best effort."""
+    def _partials(self, epoch: int) -> list[Path]:
+        """What a failed save of epoch ``epoch`` left: orbax's temporary folder, or a
+        checkpoint without its digests."""
+        path = self.path(epoch)
+        return [*self.directory.glob(f"{path.name}.*"),
+                *([path] if path.is_dir() and not (path / DIGESTS).exists() else [])]
+
+    def _remove_partial(self, epoch: int, *, quiet: float = 0.5, within: float = 10.0) -> None:
+        """Remove what a failed save left of epoch ``epoch``, to free the space it holds.
+
+        When one of orbax's writes fails, the save raises while its other writes (tensorstore's
+        threads, the metadata) may still be running, and they create folders and empty files
+        in the temporary folder even on a full disk (a file costs an inode, not a block).  So
+        the partial folder is removed until it has stayed absent for ``quiet`` seconds (at
+        most ``within`` seconds in all; best effort)."""
         if jax.process_index() != 0:
             return
-        path = self.path(epoch)
-        for partial in [*self.directory.glob(f"{path.name}.*"),
-                        *([path] if path.is_dir() and not (path / DIGESTS).exists() else [])]:
-            shutil.rmtree(partial, ignore_errors=True)
+        start = time.monotonic()
+        absent_since = None
+        while time.monotonic() - start < within:
+            partials = self._partials(epoch)
+            for partial in partials:
+                shutil.rmtree(partial, ignore_errors=True)
+            if partials or self._partials(epoch):
+                absent_since = None
+            elif absent_since is None:
+                absent_since = time.monotonic()
+            elif time.monotonic() - absent_since >= quiet:
+                return
+            time.sleep(0.02)
 
     def verify(self, epoch: int) -> None:
         """Raise :class:`Damaged` unless every file of the checkpoint is as it was written."""
