@@ -222,7 +222,7 @@ class Store:
         return [*self.directory.glob(f"{path.name}.*"),
                 *([path] if path.is_dir() and not (path / DIGESTS).exists() else [])]
 
-    def _remove_partial(self, epoch: int, *, quiet: float = 0.5, within: float = 10.0) -> None:
+    def _remove_partial(self, epoch: int, *, quiet: float = 1.0, within: float = 15.0) -> None:
         """Remove what a failed save left of epoch ``epoch``, to free the space it holds.
 
         When one of orbax's writes fails, the save raises while its other writes (tensorstore's
