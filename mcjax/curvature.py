@@ -20,10 +20,11 @@ from mcjax._curvature import (
     Kronecker,
     ScaledIdentity,
     Sum,
+    ThroughAffine,
 )
 
 __all__ = [
     "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "BatchedLowRank", "Gram",
     "Kronecker", "DiagonalGrid", "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts",
-    "GaussNewton",
+    "GaussNewton", "ThroughAffine",
 ]

@@ -53,7 +53,7 @@ def logistic_problem(dtype):
     return logistic, (w, X, b, s)
 
 
-INTERACTING = (C.Gram, C.DiagonalPlusLowRank, C.HessianVectorProducts)  # w and b
+INTERACTING = C.ThroughAffine  # w and b meet only through z = Xw + b
 
 
 @pytest.mark.parametrize(("argnums", "kind", "dtype"), [
@@ -77,6 +77,52 @@ def test_several_arguments_are_one_flattened_tuple(argnums, kind, dtype):
     flat = jnp.concatenate([jnp.ravel(a) for a in g])
     assert close(H.ravel(step), jnp.linalg.solve(ref + 2.0 * jnp.eye(len(flat), dtype=dtype),
                                                  flat), dtype)
+
+
+def _affine_cases(dtype):
+    """Losses that read (weights, bias) through z = X W + b, then non-linearly: with the kind
+    of the Hessian of the non-linear part."""
+    rng = np.random.default_rng(4)
+    X = jnp.asarray(rng.standard_normal((12, 4)), dtype)
+    y = jnp.asarray(rng.random(12) > 0.5, dtype)
+    Y = jnp.asarray(np.eye(3)[rng.integers(0, 3, 12)], dtype)
+
+    def logistic(w, b):
+        z = X @ w + b
+        return jnp.mean(jax.nn.softplus(z) - y * z)
+
+    def softmax_regression(W, b):
+        return -jnp.mean(jnp.sum(Y * jax.nn.log_softmax(X @ W + b[None, :]), axis=-1))
+
+    def dense_layer(W, b):
+        return jnp.mean((jnp.tanh(X @ W + b[None, :]) - Y) ** 2)
+
+    w, W = (jnp.asarray(0.5 * rng.standard_normal(s), dtype) for s in ((4,), (4, 3)))
+    b, b3 = jnp.asarray(0.1, dtype), jnp.asarray(0.1 * rng.standard_normal(3), dtype)
+    # softmax is unchanged by a shift of all logits: its Hessian is singular (no slogdet)
+    return [(logistic, (w, b), C.Diagonal), (softmax_regression, (W, b3), C.BatchedLowRank),
+            (dense_layer, (W, b3), C.Diagonal)]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_weights_and_bias_are_the_exact_hessian_through_the_affine_map(dtype):
+    """(W, b) interact, but only through z = XW + b: the Hessian is Jᵀ ∇²g J with J = [X, 1]
+    and ∇²g the loss's own structure (a diagonal, one block per example), exact in every
+    operation."""
+    cases = _affine_cases(dtype)
+    for f, args, inner in cases if dtype == jnp.float64 else cases[:1]:
+        sizes = [int(np.size(a)) for a in args]
+        ref = blocks_as_matrix(jax.hessian(f, (0, 1))(*args), sizes)
+        H = mcjax.hessian(f, (0, 1))(*args)
+        assert isinstance(H, C.ThroughAffine) and isinstance(H.HL, inner), H.structure
+        assert H.shape == (sum(sizes),) * 2 and H.dtype == dtype
+        assert agrees_with(H, ref, dtype), f.__name__
+        assert close(H.diagonal(), jnp.diag(ref), dtype)
+        if inner is not C.BatchedLowRank:
+            got_sign, got = H.slogdet()
+            ref_sign, ref_logdet = jnp.linalg.slogdet(ref.astype(jnp.float64))
+            assert float(got_sign) == float(ref_sign) and close(got, ref_logdet, dtype)
+        assert "J = " in H.formula() and "H = " in H.formula()
 
 
 def test_interacting_arguments_are_named_in_argnums_order():

@@ -11,7 +11,7 @@
 
 from mcjax._curvature._fallback import HessianVectorProducts, hessian_vector_products
 from mcjax._curvature._from_jacobian import NoStructure, combine, diagonal_grid, from_jacobian
-from mcjax._curvature._gauss_newton import GaussNewton
+from mcjax._curvature._gauss_newton import GaussNewton, ThroughAffine
 from mcjax._curvature._operator import Curvature
 from mcjax._curvature._structures import (
     BatchedLowRank,
@@ -29,6 +29,6 @@ from mcjax._curvature._structures import (
 __all__ = [
     "Curvature", "ScaledIdentity", "Diagonal", "DiagonalPlusLowRank", "BatchedLowRank", "Gram",
     "Kronecker", "DiagonalGrid", "BlockDiagonal", "Sum", "Dense", "HessianVectorProducts",
-    "GaussNewton", "NoStructure", "combine", "diagonal_grid", "from_jacobian",
+    "GaussNewton", "ThroughAffine", "NoStructure", "combine", "diagonal_grid", "from_jacobian",
     "hessian_vector_products",
 ]

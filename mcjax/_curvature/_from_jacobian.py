@@ -41,7 +41,7 @@ from mcjax._jacobian import _expr as E
 from mcjax._jacobian._elementwise import Diagonal
 from mcjax._jacobian._opaque import Opaque
 from mcjax._jacobian._products import BlockDiagonal, Dense
-from mcjax._jacobian._rearrange import Reshape
+from mcjax._jacobian._rearrange import Embed, Expand, Permutation, Reshape, Slice
 
 
 class NoStructure(Exception):
@@ -232,7 +232,19 @@ def _halves(k: int, dtype) -> jax.Array:
     return jnp.block([[zero, half], [half, zero]])
 
 
+SELECTIONS = (Permutation, Reshape, Slice, Embed, Expand)
+r"""Structures whose every output entry is one input entry or zero: $S^\top \operatorname{diag}(D)
+S$ is then the diagonal $S^\top D$ (a row of $S$ reaches one column)."""
+
+
 def _gram(middle: A.Jacobian, right: list[A.Jacobian], n: int, ratio: float) -> Curvature:
+    if all(isinstance(F, SELECTIONS) for F in right):  # S^T diag(D) S, S a selection
+        D = (middle.diagonal if isinstance(middle, Diagonal)  # type: ignore[attr-defined]
+             else jnp.full(tuple(middle.in_shape), middle.scale, middle.dtype))  # type: ignore[attr-defined]
+        D = jnp.broadcast_to(D, tuple(middle.out_shape))
+        for F in right:
+            D = F.vjp(D)
+        return S.Diagonal(ratio * D.reshape(n))
     c = _constant(middle)
     if (c is not None and len(right) == 1 and isinstance(right[0], BlockDiagonal)
             and right[0].batch_shape):
@@ -272,6 +284,11 @@ def _transpose_ratio(left: list[A.Jacobian], right: list[A.Jacobian]) -> float |
 
 
 def _pair_ratio(a: A.Jacobian, b: A.Jacobian) -> float | None:
+    if isinstance(a, Embed) and isinstance(b, Slice):  # Sᵀ, S: the same entries
+        t = a.as_slice()
+        same = (tuple(t.start), tuple(t.limit), tuple(t.strides), tuple(t.in_shape)) == (
+            tuple(b.start), tuple(b.limit), tuple(b.strides), tuple(b.in_shape))
+        return 1.0 if same else None
     if type(a) is not type(b) or a.in_shape != b.out_shape or a.out_shape != b.in_shape:
         return None
     if isinstance(a, Reshape):

@@ -72,11 +72,13 @@ class GaussNewton(Curvature):
         m, n = Jm.shape
         if isinstance(self.HL, (S.Diagonal, S.ScaledIdentity)):
             return S.Gram(Jm, self.HL.diagonal())
-        HL = dense_of(self.HL)
-        HL = (HL + HL.T) / 2
         if m < n:
-            return S.DiagonalPlusLowRank(jnp.zeros(n, Jm.dtype), Jm.T, HL)
-        return S.Dense(Jm.T @ HL @ Jm)
+            HL = dense_of(self.HL)
+            return S.DiagonalPlusLowRank(jnp.zeros(n, Jm.dtype), Jm.T, (HL + HL.T) / 2)
+        # H_L applied to J's n columns (through its structure: never an m x m matrix)
+        HJ = jax.vmap(lambda column: mv(self.HL, column), in_axes=1, out_axes=1)(Jm)
+        G = Jm.T @ HJ
+        return S.Dense((G + G.T) / 2)
 
 
 @mv.register
@@ -119,3 +121,26 @@ def _(op: GaussNewton):
     parts = ", ".join(type(j).__name__ for j in op.J)
     return (f"{op.kind}: {op.template}, J {shape_text(m, op.size)} ({parts}), "
             f"H_L {describe(op.HL)}")
+
+
+class ThroughAffine(GaussNewton):
+    r"""$J^\top \nabla^2 g\, J$: the exact Hessian of $f = g \circ z$ where $z$ is affine in
+    the variables (``mcjax.hessian`` of a linear model's loss in $(w, b)$: $z = Xw + b$, $J =
+    [X, 1]$, $\nabla^2 g$ a diagonal).  The second derivative of an affine $z$ vanishes, so
+    the Gauss-Newton form is the Hessian itself; its operations are ``GaussNewton``'s.
+
+    Args:
+      J: a one-element tuple, the ``mcjax.Jacobian`` of $z$ (flattened, size $m$) with
+        respect to the flattened variables (size $n$).
+      HL: $\nabla^2 g$, a ``Curvature`` of size $m$.
+    """
+
+    kind = "through an affine map"
+    template = "Jᵀ ∇²g J"
+
+
+@describe.register
+def _(op: ThroughAffine):
+    m = math.prod(op.out_shape)
+    return (f"{op.kind}: {op.template}, J {shape_text(m, op.size)} "
+            f"({type(op.J[0]).__name__}), ∇²g {describe(op.HL)}")

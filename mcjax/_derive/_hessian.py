@@ -28,12 +28,14 @@ from mcjax._curvature import (
     BlockDiagonal,
     Curvature,
     NoStructure,
+    ThroughAffine,
     diagonal_grid,
     from_jacobian,
     hessian_vector_products,
 )
 from mcjax._curvature._operator import Layout, with_meta
 from mcjax._curvature._structures import Dense, Sum
+from mcjax._derive import _affine as affine
 from mcjax._derive import _variables as V
 from mcjax._derive._api import derive
 from mcjax._derive._names import parameter_names
@@ -64,6 +66,10 @@ def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0
       the flattened argument, derived afresh; a sum of these (``Sum``), a dense array
       (``Dense``: $x^\top A x$ gives $A + A^\top$, $O(n^2)$ where ``jax.hessian`` spends
       $O(n^3)$);
+    - where the flattened Hessian has no such structure but ``f`` reads the variables first
+      through an affine map $z$ (weights and bias in $z = XW + b$), $J^\top \nabla^2 g\, J$
+      exactly, $J$ and the Hessian of the rest, $g$, each structured (``ThroughAffine``:
+      $J = [X, 1]$ and a diagonal for a logistic regression in $(w, b)$);
     - where none is found (an opaque block, leaves of a pytree that interact with no
       structure beyond dense when flattened, a failure of ``mcjax.derive``), Hessian-vector
       products of ``f`` itself (``HessianVectorProducts``, forward over reverse; forward over
@@ -242,8 +248,34 @@ def _flattened(split: V.Split, x, traced: tuple, why: str) -> Curvature:
                           ) from None
     op = from_jacobian(H, flat.shape[0])
     if isinstance(op, (Dense, Sum)):
-        raise NoStructure(f"{why}; flattened, it has no structure beyond a dense matrix")
+        through = _through_affine(of_flat, flat)
+        if through is None:
+            raise NoStructure(f"{why}; flattened, it has no structure beyond a dense matrix")
+        return through
     return _with_text(op, H)
+
+
+def _through_affine(fn, v) -> Curvature | None:
+    r"""``fn(v) = g(z(v))`` with ``z`` affine (``_affine.split``): $J^\top \nabla^2 g J$,
+    exact, with $J$ and $\nabla^2 g$ derived apart and each structured ($J = [X, 1]$, a
+    diagonal); ``None`` where ``fn`` reads ``v`` non-linearly at once, or $\nabla^2 g$ is a
+    dense matrix larger than the Hessian itself."""
+    parts = affine.split(fn, v)
+    if parts is None:
+        return None
+    u = parts.z(v)
+    try:
+        J = derive(parts.z)(v)
+        H = derive(jax.grad(parts.g))(u)
+        inner = from_jacobian(H, parts.size)
+    except (NoStructure, NotImplementedError, ValueError, TypeError):
+        return None
+    if isinstance(inner, Dense) and parts.size > v.shape[0]:
+        return None
+    inner = _with_text(inner, H)
+    text = (f"Jᵀ H J, J = {J.formula()}, H = {H.formula()}",
+            rf"J^\top H J,\ J = {J.latex()},\ H = {H.latex()}")
+    return with_meta(ThroughAffine((J,), inner), text=text)
 
 
 @dataclass(frozen=True, eq=False)

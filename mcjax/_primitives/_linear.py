@@ -164,3 +164,28 @@ def weights(e: Eqn, k: int, out_index: int = 0) -> Sym:
     (each feeds one output entry), from JAX's VJP of ones."""
     w = vjp_of(e, k, jnp.ones_like(e.outs[out_index].value), out_index)
     return Sym(w, E.call(f"∂{e.name}", e.ins[k].expr))
+
+
+# -- affine primitives: where a program stops being affine in its argument ---------------------
+AFFINE_JOINTLY = frozenset({
+    "add", "add_any", "sub", "neg", "reshape", "broadcast_in_dim", "transpose", "squeeze",
+    "expand_dims", "slice", "concatenate", "pad", "reduce_sum", "convert_element_type", "copy",
+    "copy_p", "rev", "cumsum", "dynamic_slice", "dynamic_update_slice", "gather",
+    "scatter-add", "scatter_add", "select_n", "reduce_window_sum", "split", "tile",
+    "sharding_constraint", "device_put"})
+"""Primitives affine in all their floating operands together (their integer operands, the
+indices of a gather or a slice, and ``select_n``'s predicate must not depend on the argument:
+the reader checks).  A sum of affine maps, a reshaping, a selection of entries."""
+
+AFFINE_IN_ONE = {"mul": (0, 1), "dot_general": (0, 1), "conv_general_dilated": (0, 1),
+                 "div": (0,)}
+"""Primitives affine in one operand while the other is held (a product, a quotient by a
+constant): affine when exactly one operand depends on the argument and it is one of these."""
+
+
+def affine_in(name: str, dependent: tuple[int, ...]) -> bool:
+    """Whether primitive ``name`` is affine in its operands ``dependent`` (those that depend
+    on the argument) with its other operands held."""
+    if name in AFFINE_JOINTLY:
+        return True
+    return len(dependent) == 1 and dependent[0] in AFFINE_IN_ONE.get(name, ())
