@@ -123,6 +123,15 @@ def test_weights_and_bias_are_the_exact_hessian_through_the_affine_map(dtype):
             ref_sign, ref_logdet = jnp.linalg.slogdet(ref.astype(jnp.float64))
             assert float(got_sign) == float(ref_sign) and close(got, ref_logdet, dtype)
         assert "J = " in H.formula() and "H = " in H.formula()
+    f, (w, b), _ = cases[0]
+    flat = jnp.concatenate([w, b[None]])  # one vector argument, sliced into w and b by f
+
+    def sliced(v):
+        return f(v[:-1], v[-1])
+
+    H = mcjax.hessian(sliced)(flat)
+    assert isinstance(H, C.ThroughAffine) and isinstance(H.HL, C.Diagonal), H.structure
+    assert agrees_with(H, jax.hessian(sliced)(flat), dtype)
 
 
 def test_interacting_arguments_are_named_in_argnums_order():

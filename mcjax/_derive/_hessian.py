@@ -188,7 +188,12 @@ def _build(split: V.Split, traced: tuple) -> Curvature:
         return _fallback(split, x, traced, _underived(split, x, traced, error))
     try:
         if isinstance(H, Jacobian):
-            return _with_text(from_jacobian(H, sizes[0]), H)
+            op = from_jacobian(H, sizes[0])
+            if isinstance(op, (Dense, Sum)):
+                op = _through_affine(*_of_flat(split, x, traced)) or op
+                if isinstance(op, ThroughAffine):
+                    return op
+            return _with_text(op, H)
         try:
             return _blocks(H, sizes, split.paths(traced))
         except NoStructure as why:
@@ -236,11 +241,7 @@ def _flattened(split: V.Split, x, traced: tuple, why: str) -> Curvature:
     """Variables that interact: the Hessian with respect to the flattened variables, derived
     afresh, where it has a structure beyond a dense matrix (else ``NoStructure``:
     Hessian-vector products hold O(n), a dense pytree Hessian O(n²))."""
-    flat, unravel = ravel_pytree(x)
-
-    def of_flat(v):
-        return split.call(unravel(v), traced)
-
+    of_flat, flat = _of_flat(split, x, traced)
     try:
         H = derive(jax.grad(of_flat))(flat)
     except Exception as error:  # noqa: BLE001 - as in _build: named, not raised
@@ -255,11 +256,21 @@ def _flattened(split: V.Split, x, traced: tuple, why: str) -> Curvature:
     return _with_text(op, H)
 
 
+def _of_flat(split: V.Split, x, traced: tuple):
+    """``f`` as a function of the flattened variables, and their flat vector."""
+    flat, unravel = ravel_pytree(x)
+
+    def of_flat(v):
+        return split.call(unravel(v), traced)
+
+    return of_flat, flat
+
+
 def _through_affine(fn, v) -> Curvature | None:
     r"""``fn(v) = g(z(v))`` with ``z`` affine (``_affine.split``): $J^\top \nabla^2 g J$,
     exact, with $J$ and $\nabla^2 g$ derived apart and each structured ($J = [X, 1]$, a
-    diagonal); ``None`` where ``fn`` reads ``v`` non-linearly at once, or $\nabla^2 g$ is a
-    dense matrix larger than the Hessian itself."""
+    diagonal); ``None`` where ``fn`` reads ``v`` non-linearly at once, or $\nabla^2 g$ has
+    no structure beyond a dense matrix."""
     parts = affine.split(fn, v)
     if parts is None:
         return None
@@ -270,7 +281,7 @@ def _through_affine(fn, v) -> Curvature | None:
         inner = from_jacobian(H, parts.size)
     except (NoStructure, NotImplementedError, ValueError, TypeError):
         return None
-    if isinstance(inner, Dense) and parts.size > v.shape[0]:
+    if isinstance(inner, (Dense, Sum)):  # no structure in ∇²g to gain from
         return None
     inner = _with_text(inner, H)
     text = (f"Jᵀ H J, J = {J.formula()}, H = {H.formula()}",
