@@ -4,7 +4,8 @@
     python experiments/bench_hessian.py --smoke --out /tmp/bench        # seconds, for the tests
 
 For each loss (xᵀAx at n = 2000; L2-regularised logistic regression on 10 000 × 500 and on
-1 000 × 5 000 data; softmax cross-entropy over 1 000 classes) and in one interleaved
+1 000 × 5 000 data, and on 10 000 × 500 with a bias, weights and bias one vector that ``f``
+slices; softmax cross-entropy over 1 000 classes) and in one interleaved
 measurement (``_common.measure``: an untimed call before each sample, ``block_until_ready``
 on every result, ratios paired within a round, medians over rounds):
 
@@ -51,7 +52,8 @@ import _common  # noqa: E402
 DAMPING = 1e-2
 """The Levenberg damping of every Newton step (softmax cross-entropy's Hessian is singular)."""
 
-CASES = ("quadratic", "logistic-tall", "logistic-wide", "softmax", "gauss-newton")
+CASES = ("quadratic", "logistic-tall", "logistic-wide", "logistic-bias", "softmax",
+         "gauss-newton")
 """The cases, by the names ``--cases`` takes."""
 
 
@@ -74,6 +76,10 @@ def problems(smoke: bool, dtype, seed: int) -> list[tuple[str, str, Any, tuple]]
         z = X @ w
         return jnp.mean(jax.nn.softplus(z) - y * z) + 1e-3 * jnp.sum(w * w)
 
+    def logistic_with_bias(wb, X, y):  # weights and bias in one vector: z = X w + b
+        z = X @ wb[:-1] + wb[-1]
+        return jnp.mean(jax.nn.softplus(z) - y * z) + 1e-3 * jnp.sum(wb * wb)
+
     def data(N, d):
         X = arr(N, d, scale=1 / np.sqrt(d))
         y = jnp.asarray(rng.random(N) > 0.5, dtype)
@@ -88,6 +94,8 @@ def problems(smoke: bool, dtype, seed: int) -> list[tuple[str, str, Any, tuple]]
              (arr(d1, scale=0.1), *data(N1, d1))),
             ("logistic-wide", f"logistic {N2}×{d2}", logistic,
              (arr(d2, scale=0.1), *data(N2, d2))),
+            ("logistic-bias", f"logistic (w, b) {N1}×{d1}", logistic_with_bias,
+             (arr(d1 + 1, scale=0.1), *data(N1, d1))),
             ("softmax", f"softmax CE, {classes} classes", cross_entropy, (arr(classes), label))]
 
 
