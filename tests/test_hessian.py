@@ -395,6 +395,9 @@ def test_derive_of_the_gradient_through_linalg_and_scans_equals_jax_hessian(name
 CONTROL_FLOW = {  # name -> (f, the kind found); JAX's own Hessian of each as the reference
     "cond": (lambda x: lax.cond(jnp.sum(x) > 0, lambda y: jnp.sum(jnp.sin(y) * y),
                                 lambda y: jnp.sum(y ** 3), x), C.Diagonal),
+    # the branch not taken has no finite derivative at x: weighted by 0, not 0 · inf = NaN
+    "cond, the other branch not finite": (lambda x: jnp.sum(lax.cond(
+        x[0] > 0, lambda y: y * x[1], lambda y: y / (1 + x[1] ** 2), x) ** 2), C.Dense),
     "scan": (lambda x: lax.scan(lambda c, y: (c * jnp.tanh(y) + y ** 2, c),
                                 jnp.ones((), x.dtype), x)[0], C.Dense),
     "fori_loop": (lambda x: jnp.sum(lax.fori_loop(0, 3, lambda i, c: jnp.sin(c) * x, x)),

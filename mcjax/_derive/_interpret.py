@@ -191,10 +191,11 @@ class Derivation(Interpreter[Operand]):
         for o, value in enumerate(values):
             tangents: dict = {}
             for k, branch in enumerate(walked):
-                chosen = Sym((index.value == k).astype(jnp.result_type(value)),
-                             E.indicator(E.compare("==", index.expr, E.num(k))))
-                for leaf, J in branch[o].tangents.items():
-                    term = scale(J, chosen)
+                for leaf, J in branch[o].tangents.items():  # in J's dtype (not the value's:
+                    # JAX's residuals of a branch may be placeholders of another dtype)
+                    chosen = Sym((index.value == k).astype(J.dtype),
+                                 E.indicator(E.compare("==", index.expr, E.num(k))))
+                    term = scale(_finite_unless(index.value == k, J), chosen)
                     tangents[leaf] = term if leaf not in tangents else add(tangents[leaf], term)
             expr = E.call("cond", index.expr, *(b[o].expr for b in walked), shape=jnp.shape(value))
             outs.append(Operand(value, expr, tangents if is_float(value) else {}))
@@ -259,6 +260,18 @@ def _chain(partials: dict, ins: list[Operand]) -> dict:
             term = compose(J, J_in)
             chained[leaf] = term if leaf not in chained else add(chained[leaf], term)
     return chained
+
+
+def _finite_unless(taken, J):
+    """``J`` with its non-finite numbers made 0 where its branch is not ``taken``: a branch
+    not taken is evaluated at a point outside its domain (a division by 0 the other branch
+    guards against), and ``0 · inf`` would make the weighted sum of branches NaN."""
+    def clean(a):
+        if not (hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact)):
+            return a
+        return jnp.where(taken | jnp.isfinite(a), a, jnp.zeros_like(a))
+
+    return jax.tree_util.tree_map(clean, J)
 
 
 def _row(x: Operand, i: int) -> Operand:
