@@ -183,3 +183,14 @@ def test_independent_kinks_are_judged_entry_by_entry():
     """A max minus a ReLU bends both ways: relu'(0) = 1 is as good as JAX's 0 there."""
     f = lambda x: (jnp.maximum(x[0], x[1]) + jax.nn.relu(x[2]) - jax.nn.relu(x[3]))[None]  # noqa: E731
     assert mcjax.check(f, lambda x: jnp.array([[0.5, 0.5, 1.0, 0.0]]), jnp.zeros(4)).ok
+
+
+def test_argmax_of_booleans_switches_without_rounding():
+    """``argmax(x > 0.5)`` (inside ``jax.scipy.special.poch``): booleans tie exactly, and the
+    checker passes the right derivative and fails a wrong one (it crashed subtracting bools)."""
+    def f(x):
+        return x * jnp.argmax(x > 0.5).astype(x.dtype)
+
+    x = jnp.asarray([0.1, 0.7, 0.3], jnp.float64)
+    assert mcjax.check(f, jax.jacfwd(f), x).ok
+    assert not mcjax.check(f, lambda x: 1.1 * jax.jacfwd(f)(x), x).ok

@@ -54,7 +54,10 @@ def _reduce_choice_switch(eqn, ins, directional):
                                                                          keepdims=True)
     chosen = x.p == best
     p = bind_values(eqn, x.p)[0]
-    tied = jnp.abs(x.p - best) <= SWITCH_ROUNDING * 2 * zero_if_none(x.e, x.p)
+    if jnp.issubdtype(jnp.result_type(x.p), jnp.inexact):
+        tied = jnp.abs(x.p - best) <= SWITCH_ROUNDING * 2 * zero_if_none(x.e, x.p)
+    else:  # integers and booleans (argmax(x > 0.5)) tie exactly, with no rounding
+        tied = chosen
     fill = -jnp.inf if bigger else jnp.inf
     if eqn.primitive.name in ("argmax", "argmin"):
         if not directional or x.t is None:
