@@ -33,7 +33,7 @@ def test_bench_hessian_help(bench, capsys):
 
 def test_each_case_has_the_structure_the_benchmark_claims(bench):
     kinds = [mcjax.hessian(f)(*a).kind for _, _, f, a in bench.problems(True, jnp.float32, 0)]
-    assert kinds == ["dense", "gram", "gram", "diagonal plus low rank"]
+    assert kinds == ["dense", "gram", "gram", "through an affine map", "diagonal plus low rank"]
     f, loss, W, h, labels = bench.digits_layer(True, jnp.float32, 0)
     G = mcjax.gauss_newton(f, loss)(W, h, loss_args=(labels,))
     assert G.HL.kind == "batched diagonal plus low rank"  # one block per row of the batch
