@@ -313,3 +313,18 @@ def test_taylor_steps_that_leave_the_domain_are_left_out():
     assert all(r.ok for r in reports), [str(r) for r in reports if not r.ok][:1]
     assert any("leaves f's domain" in r.taylor.note for r in reports)
     assert not mcjax.check(jnp.log, lambda x: mcjax.Diagonal(1.001 / x), x, seed=0).ok
+
+
+def test_a_float64_only_scan_is_checked_without_a_float32_reference():
+    """An RNN whose scan carry is typed by a float64 constant cannot run on float32
+    arguments (JAX refuses the carry's new type): its rounding is not measured in float32,
+    the right derivative passes and wrong ones fail, where the checker crashed."""
+    W = jnp.eye(3, dtype=jnp.float64) * 0.5
+
+    def f(h0):
+        return jax.lax.scan(lambda h, _: (jnp.tanh(W @ h), h[0]), h0, None, length=3)[1]
+
+    x = jnp.asarray([0.1, -0.2, 0.3], jnp.float64)
+    assert mcjax.check(f, jax.jacrev(f), x).ok
+    assert not mcjax.check(f, lambda x: 1.01 * jax.jacrev(f)(x), x).ok
+    assert not mcjax.check(f, lambda x: -jax.jacrev(f)(x), x).ok

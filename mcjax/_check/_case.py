@@ -35,6 +35,8 @@ class Static(NamedTuple):
     switches: bool = False  # f switches branch somewhere (max, abs, where...): kinks are read
     reverse_only: bool = False  # f calls a custom_vjp function: jax.jacfwd cannot run
     pullback: bool = False  # the derivative returns a VJP function u -> u^T J
+    no_float32: bool = False  # f cannot run on float32 arguments (a scan's carry typed by a
+    # float64 constant): its rounding is not measured against float32 (the policy's rtol alone)
 
     def args(self, dynamic) -> tuple:
         """The arguments rebuilt from the traced leaves."""

@@ -117,9 +117,10 @@ def _point(static, x_spec, out_spec, stencils, also, dynamic, normal):
     # f's rounding, measured: float32 against float64 autodiff (one is the native one); a
     # 16-bit f's was measured in _native, in its own dtype against float32
     for dtype, name in ((jnp.float32, "jacobian32"), (jnp.float64, "jacobian64")):
-        if values["jacrev"].dtype != dtype and "jacobian_half" not in values:
+        if values["jacrev"].dtype != dtype and "jacobian_half" not in values and not (
+                dtype == jnp.float32 and static.no_float32):
             values[name] = _jacobian_in(static, x_spec, out_spec, dynamic, dtype)
-    if static.switches and "jacobian_half" not in values:
+    if static.switches and "jacobian_half" not in values and not static.no_float32:
         # a tie in one precision that rounding breaks in the other: the two take other
         # branches, and their difference is no rounding of the derivative
         sides = [_kinks.switch_sides(*flat_at(static, x_spec, out_spec, dynamic, dtype))[1]

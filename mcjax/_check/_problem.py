@@ -312,7 +312,14 @@ def reference_key(p: Prepared) -> tuple[Prepared, str]:
             if signature(structs) == native:  # the native trace serves
                 closed = p.f_jaxpr
             else:
-                trace = function_key(lambda *d: f.fn(*static.args(d)), *structs, lifted=True)
+                try:
+                    trace = function_key(lambda *d: f.fn(*static.args(d)), *structs,
+                                         lifted=True)
+                except (TypeError, ValueError):
+                    if dtype != jnp.float32:
+                        raise
+                    static = static._replace(no_float32=True)  # f is float64 only
+                    continue
                 closed = trace.closed
                 f = f.with_program((*tuple(f.key), trace.key), signature(structs), trace)  # type: ignore[arg-type]
             if dtype == jnp.float64:
