@@ -327,3 +327,17 @@ def test_the_cli_checks_a_second_derivative(tmp_path, capsys):
     assert main(["check", f"{quad}:f", f"{quad}:gradient", "--shapes", "3", "--second",
                  "hessian", *f64]) == 1  # a wrong H: a verdict, as mcjax check's wrong shapes
     assert "mcjax check --second: FAIL: gradient(*args) has shape (3,)" in capsys.readouterr().err
+
+
+def test_a_linear_solve_in_f():
+    """``jnp.linalg.solve`` (a ``custom_linear_solve`` in its gradient): the checker's rounding
+    reading pushed JAX's symbolic zeros into the primitive and crashed; the right Hessian
+    passes, a wrong one fails."""
+    A = jnp.asarray([[3.0, 1.0], [0.5, 2.0]], jnp.float64)
+
+    def f(b):
+        return jnp.sum(jnp.linalg.solve(A, b) ** 2)
+
+    b = jnp.asarray([1.0, -1.0], jnp.float64)
+    assert mcjax.check_hessian(f, jax.hessian(f), b).ok
+    assert not mcjax.check_hessian(f, lambda b: 1.1 * jax.hessian(f)(b), b).ok

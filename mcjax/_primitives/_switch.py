@@ -71,13 +71,19 @@ def jvp_of(eqn, primals, tangents):
     if not moving:
         return bind_values(eqn, *primals), None
 
+    # every floating operand moves (by zero where its tangent is None): JAX's rule for
+    # custom_linear_solve passes symbolic zeros of the operands held to its bind, which fails
+    moving = [i for i, p in enumerate(primals) if tangents[i] is not None or floating(p)]
+
     def of(*xs):
         args = list(primals)
         for i, x in zip(moving, xs):
             args[i] = x
         return bind_values(eqn, *args)
 
-    outs, tans = jax.jvp(of, [primals[i] for i in moving], [tangents[i] for i in moving])
+    outs, tans = jax.jvp(of, [primals[i] for i in moving],
+                         [jnp.zeros_like(primals[i]) if tangents[i] is None else tangents[i]
+                          for i in moving])
     return outs, [t if floating(o) else None for o, t in zip(outs, tans)]
 
 
