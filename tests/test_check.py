@@ -328,3 +328,18 @@ def test_a_float64_only_scan_is_checked_without_a_float32_reference():
     assert mcjax.check(f, jax.jacrev(f), x).ok
     assert not mcjax.check(f, lambda x: 1.01 * jax.jacrev(f)(x), x).ok
     assert not mcjax.check(f, lambda x: -jax.jacrev(f)(x), x).ok
+
+
+def test_f_that_draws_random_numbers_in_its_dtype():
+    """``jax.random.normal(key, shape, x.dtype)``: in float64 f draws other numbers, so the
+    float64 references (finite differences, the rounding measured against float64) are of
+    another function; autodiff in f's dtype judges alone: the right derivative passes and
+    slips fail (they passed: the other draws read as a huge rounding of f's)."""
+    def f(v):
+        return v * jax.random.normal(jax.random.key(0), v.shape, v.dtype)
+
+    x = jnp.linspace(-1.0, 1.0, 5, dtype=jnp.float32)
+    right = mcjax.check(f, jax.jacfwd(f), x)
+    assert right.ok and any("draws random numbers" in n for n in right.notes)
+    assert not mcjax.check(f, lambda v: -jax.jacfwd(f)(v), x).ok
+    assert not mcjax.check(f, lambda v: 1.1 * jax.jacfwd(f)(v), x).ok

@@ -37,6 +37,8 @@ class Static(NamedTuple):
     pullback: bool = False  # the derivative returns a VJP function u -> u^T J
     no_float32: bool = False  # f cannot run on float32 arguments (a scan's carry typed by a
     # float64 constant): its rounding is not measured against float32 (the policy's rtol alone)
+    draws: bool = False  # f draws random numbers, in its arguments' dtype perhaps: in another
+    # precision it draws others, and the difference is no rounding (not measured)
 
     def args(self, dynamic) -> tuple:
         """The arguments rebuilt from the traced leaves."""
