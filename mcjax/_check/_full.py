@@ -240,6 +240,14 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
     forward_only = bool(values.get("forward_only", False))
     exact = [("jax.jacrev", B)] if p.static.reverse_only else [("jax.jacfwd", F)] if \
         forward_only else [("jax.jacfwd", F), ("jax.jacrev", B)]
+    lone = None  # one of JAX's two modes is not finite where the other is: the other judges
+    if len(exact) == 2 and np.all(np.isfinite(G)):
+        finite = [bool(np.all(np.isfinite(M))) for _, M in exact]
+        if finite.count(True) == 1:
+            (kept, M), (broken, _) = sorted(exact, key=lambda e: not np.all(np.isfinite(e[1])))
+            lone = (f"{broken} has NaN or Inf entries where {kept} is finite (a 0 · inf in "
+                    f"JAX's own rule of some primitive of f): {kept} is the exact reference")
+            exact, F, B = [(kept, M)], M, M
     problems = [msg for name, M in [("the derivative under test", G)] + exact
                 if (msg := nonfinite(name, M, p.out_spec, p.x_spec))]
     scale, allowed, at_kink, jumps = _allowed(p, values, F, threshold)
@@ -262,6 +270,8 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
         notes = _fd_notes(fd, include)
         rule_notes, rule_blamed = _rules_departing(p, exact, G, fd, allowed, include)
         notes += rule_notes
+    if lone:
+        notes.append(lone)
     if p.static.reverse_only:
         notes.append("f calls a custom_vjp function, which forward mode cannot differentiate: "
                      "jax.jacrev is the exact reference")
