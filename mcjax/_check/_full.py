@@ -244,7 +244,7 @@ def judge(p: Prepared, values: dict, terms: int, precision: str, kink_convention
     if len(exact) == 2 and np.all(np.isfinite(G)):
         finite = [bool(np.all(np.isfinite(M))) for _, M in exact]
         if finite.count(True) == 1:
-            (kept, M), (broken, _) = sorted(exact, key=lambda e: not np.all(np.isfinite(e[1])))
+            (kept, M), (broken, _) = exact[finite.index(True)], exact[finite.index(False)]
             lone = (f"{broken} has NaN or Inf entries where {kept} is finite (a 0 · inf in "
                     f"JAX's own rule of some primitive of f): {kept} is the exact reference")
             exact, F, B = [(kept, M)], M, M

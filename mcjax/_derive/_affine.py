@@ -25,16 +25,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mcjax._primitives._linear import affine_in
+from mcjax._primitives._linear import SELECTIONS, affine_in
 from mcjax._program._walk import Interpreter, bind, sub_jaxprs
 
 CONST, AFFINE, NONLINEAR = "const", "affine", "non-linear"
-SELECTIONS = frozenset({"slice", "reshape", "squeeze", "expand_dims", "transpose", "rev",
-                        "dynamic_slice", "gather", "copy", "copy_p", "convert_element_type",
-                        "sharding_constraint", "device_put", "split", "concatenate",
-                        "broadcast_in_dim", "pad", "select_n"})
-"""Affine primitives whose every output entry is one entry of an operand (or a constant):
-they only select, move or copy the argument's entries (``ravel_pytree``'s unravelling)."""
 
 
 class Val(NamedTuple):
@@ -73,10 +67,15 @@ class _Split(Interpreter[Val]):
             return None
         return self.frontier[val.token]
 
-    def primitive(self, eqn, ins: list[Val]) -> list[Val]:
-        n = len(eqn.outvars)
+    def unmoved(self, eqn, ins: list[Val]) -> list[Val] | None:
+        """The outputs of an equation that does not depend on the argument, or None."""
         if all(v.kind == CONST for v in ins):
             return [Val(CONST, o) for o in bind(eqn, [v.value for v in ins])]
+        return None
+
+    def primitive(self, eqn, ins: list[Val]) -> list[Val]:
+        if (held := self.unmoved(eqn, ins)) is not None:
+            return held
         dependent = tuple(i for i, v in enumerate(ins) if v.kind != CONST)
         if (all(ins[i].kind == AFFINE for i in dependent) and not any(sub_jaxprs(eqn))
                 and all(_real_floating(o.aval) for o in eqn.outvars)
@@ -88,13 +87,12 @@ class _Split(Interpreter[Val]):
             if self.frontier is None:
                 outs = bind(eqn, [v.value for v in ins])
                 return [self.affine(o, mixed) for o in outs]
-            return [self.affine(None, mixed) for _ in range(n)]
+            return [self.affine(None, mixed) for _ in eqn.outvars]
         return self.nonlinear(eqn, ins)
 
     def custom(self, eqn, ins: list[Val]) -> list[Val]:
-        if all(v.kind == CONST for v in ins):
-            return [Val(CONST, o) for o in bind(eqn, [v.value for v in ins])]
-        return self.nonlinear(eqn, ins)
+        held = self.unmoved(eqn, ins)
+        return held if held is not None else self.nonlinear(eqn, ins)
 
     def nonlinear(self, eqn, ins: list[Val]) -> list[Val]:
         values = [self.value(v) for v in ins]
@@ -115,6 +113,7 @@ class Split(NamedTuple):
     z: Callable[[jax.Array], jax.Array]
     g: Callable[[jax.Array], jax.Array]
     size: int
+    at: jax.Array  # z(v), from the walk that found the frontier
 
 
 def split(fn: Callable[[jax.Array], jax.Array], v: jax.Array) -> Split | None:
@@ -139,20 +138,20 @@ def split(fn: Callable[[jax.Array], jax.Array], v: jax.Array) -> Split | None:
         return None
     sizes = [math.prod(s) for s in shapes]
 
-    def z(w):
-        interpreter, _ = walk(None, w)
+    def joined(read: dict):
         if len(tokens) == 1:  # in its own shape: the structure of g's Hessian shows in it
-            return interpreter.read[tokens[0]]
-        return jnp.concatenate([jnp.ravel(interpreter.read[t]) for t in tokens])
+            return read[tokens[0]]
+        return jnp.concatenate([jnp.ravel(read[t]) for t in tokens])
+
+    def z(w):
+        return joined(walk(None, w)[0].read)
 
     def g(u):
-        if len(tokens) == 1:
-            return walk({tokens[0]: u}, None)[1].value
-        pieces, at = {}, 0
-        for t, shape, size in zip(tokens, shapes, sizes):
-            pieces[t] = u[at:at + size].reshape(shape)
-            at += size
-        _, result = walk(pieces, None)
-        return result.value
+        pieces, at = {tokens[0]: u}, 0
+        if len(tokens) > 1:
+            for t, shape, size in zip(tokens, shapes, sizes):
+                pieces[t] = u[at:at + size].reshape(shape)
+                at += size
+        return walk(pieces, None)[1].value
 
-    return Split(z, g, sum(sizes))
+    return Split(z, g, sum(sizes), joined(probe.read))

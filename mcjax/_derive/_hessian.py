@@ -190,9 +190,9 @@ def _build(split: V.Split, traced: tuple) -> Curvature:
         if isinstance(H, Jacobian):
             op = from_jacobian(H, sizes[0])
             if isinstance(op, (Dense, Sum)):
-                op = _through_affine(*_of_flat(split, x, traced)) or op
-                if isinstance(op, ThroughAffine):
-                    return op
+                through = _through_affine(*_of_flat(split, x, traced))
+                if through is not None:
+                    return through
             return _with_text(op, H)
         try:
             return _blocks(H, sizes, split.paths(traced))
@@ -274,10 +274,9 @@ def _through_affine(fn, v) -> Curvature | None:
     parts = affine.split(fn, v)
     if parts is None:
         return None
-    u = parts.z(v)
     try:
         J = derive(parts.z)(v)
-        H = derive(jax.grad(parts.g))(u)
+        H = derive(jax.grad(parts.g))(parts.at)
         inner = from_jacobian(H, parts.size)
     except (NoStructure, NotImplementedError, ValueError, TypeError):
         return None

@@ -183,6 +183,14 @@ AFFINE_IN_ONE = {"mul": (0, 1), "dot_general": (0, 1), "conv_general_dilated": (
 constant): affine when exactly one operand depends on the argument and it is one of these."""
 
 
+SELECTIONS = frozenset({"slice", "reshape", "squeeze", "expand_dims", "transpose", "rev",
+                        "dynamic_slice", "gather", "copy", "copy_p", "convert_element_type",
+                        "sharding_constraint", "device_put", "split", "concatenate",
+                        "broadcast_in_dim", "pad", "select_n"})
+"""Affine primitives whose every output entry is one entry of an operand (or a constant):
+they only select, move or copy the argument's entries (``ravel_pytree``'s unravelling)."""
+
+
 def affine_in(name: str, dependent: tuple[int, ...]) -> bool:
     """Whether primitive ``name`` is affine in its operands ``dependent`` (those that depend
     on the argument) with its other operands held."""

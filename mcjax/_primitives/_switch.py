@@ -67,8 +67,7 @@ def directional_bind(eqn, ins: list[V]):
 def jvp_of(eqn, primals, tangents):
     """``(outs, output tangents)`` of one equation by JAX's own rule; None tangents are zero
     (an integer operand, or one that does not depend on the argument)."""
-    moving = [i for i, t in enumerate(tangents) if t is not None]
-    if not moving:
+    if all(t is None for t in tangents):
         return bind_values(eqn, *primals), None
 
     # every floating operand moves (by zero where its tangent is None): JAX's rule for
